@@ -1,0 +1,154 @@
+//! `netecho client HOST:PORT`: stdin to the server, the echo to stdout.
+//!
+//! Unlike the textbook stop-and-wait client (read a line, write it, read the
+//! echo), it reads stdin and the socket at the same time, on two threads, so
+//! it neither loses the tail of a batch input nor sleeps on stdin while the
+//! server has gone away. On stdin EOF it half-closes (`shutdown(SHUT_WR)`)
+//! and keeps reading until the server's FIN; it then checks that every byte
+//! sent came back. In a terminal the same design gives the classic feel: the
+//! terminal hands over a line at a time and its echo is printed at once.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::cli::ClientOpt;
+use crate::error::{Error, Result};
+
+/// Bytes moved per read, each way.
+const BUF_SIZE: usize = 64 * 1024;
+
+/// Runs the client; `Ok` means every byte sent came back.
+pub fn run(opt: ClientOpt) -> Result<()> {
+    let stream = connect(&opt.target, opt.connect_timeout)?;
+    // Our writes are whatever stdin gave us; no reason to hold them back.
+    let _ = stream.set_nodelay(true);
+    let writer = stream
+        .try_clone()
+        .map_err(Error::io("duplicating the socket"))?;
+    let sent = Arc::new(AtomicU64::new(0));
+    let stdin_done = Arc::new(AtomicBool::new(false));
+    {
+        let (sent, stdin_done) = (Arc::clone(&sent), Arc::clone(&stdin_done));
+        std::thread::Builder::new()
+            .name("stdin".into())
+            .spawn(move || pump_stdin(writer, &sent, &stdin_done))
+            .map_err(Error::io("starting the stdin thread"))?;
+    }
+    copy_echo(stream, &sent, &stdin_done)
+}
+
+/// Resolves `HOST:PORT` and connects to the first address that answers.
+fn connect(target: &str, timeout: Duration) -> Result<TcpStream> {
+    let addrs: Vec<SocketAddr> = target
+        .to_socket_addrs()
+        .map_err(|e| Error::Resolve {
+            target: target.to_string(),
+            reason: if target
+                .rsplit_once(':')
+                .is_none_or(|(_, p)| p.parse::<u16>().is_err())
+            {
+                "expected HOST:PORT with a port 0-65535".to_string()
+            } else {
+                e.to_string()
+            },
+        })?
+        .collect();
+    let mut last = None;
+    for addr in &addrs {
+        match TcpStream::connect_timeout(addr, timeout) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    let target = target.to_string();
+    Err(match last {
+        None => Error::Resolve {
+            target,
+            reason: "no address found".into(),
+        },
+        Some(e) if e.kind() == io::ErrorKind::ConnectionRefused => Error::Refused(target),
+        Some(e) if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::WouldBlock => {
+            Error::ConnectTimeout {
+                target,
+                after: timeout,
+            }
+        }
+        Some(source) => Error::Connect { target, source },
+    })
+}
+
+/// Copies stdin to the socket, counting bytes; on EOF marks the input done
+/// and half-closes so the server sees our FIN after the last byte.
+fn pump_stdin(mut sock: TcpStream, sent: &AtomicU64, done: &AtomicBool) {
+    let mut buf = vec![0u8; BUF_SIZE];
+    let mut stdin = io::stdin().lock();
+    loop {
+        let n = match stdin.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                eprintln!("netecho: reading stdin: {e}");
+                // Leave `done` unset: the run then fails as incomplete.
+                let _ = sock.shutdown(Shutdown::Write);
+                return;
+            }
+        };
+        // A failed write means the server is gone; the reading side
+        // reports it with the byte counts.
+        if sock.write_all(&buf[..n]).is_err() {
+            return;
+        }
+        sent.fetch_add(n as u64, Ordering::SeqCst);
+    }
+    done.store(true, Ordering::SeqCst);
+    let _ = sock.shutdown(Shutdown::Write);
+}
+
+/// Copies the echo to stdout until the server's FIN, then judges the run.
+fn copy_echo(mut sock: TcpStream, sent: &AtomicU64, stdin_done: &AtomicBool) -> Result<()> {
+    let mut buf = vec![0u8; BUF_SIZE];
+    let mut out = io::stdout().lock();
+    let mut received: u64 = 0;
+    loop {
+        let n = match sock.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                return Err(Error::Reset {
+                    received,
+                    sent: sent.load(Ordering::SeqCst),
+                });
+            }
+            Err(source) => {
+                return Err(Error::Io {
+                    what: "reading from the server",
+                    source,
+                });
+            }
+        };
+        received += n as u64;
+        match out.write_all(&buf[..n]).and_then(|()| out.flush()) {
+            Ok(()) => {}
+            // Whoever reads our output has had enough (`| head`): not an error.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(source) => {
+                return Err(Error::Io {
+                    what: "writing to stdout",
+                    source,
+                });
+            }
+        }
+    }
+    let done = stdin_done.load(Ordering::SeqCst);
+    let sent = sent.load(Ordering::SeqCst);
+    if done && received == sent {
+        Ok(())
+    } else {
+        Err(Error::Premature { received, sent })
+    }
+}

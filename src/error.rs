@@ -1,0 +1,64 @@
+//! Typed errors of the library. `main` prints one as a single line and exits
+//! non-zero; nothing here ever becomes a panic or a backtrace.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Everything that can stop a subcommand. Each variant's message is one line
+/// that says what happened in the user's words, not the syscall's.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Another socket already owns the address (`EADDRINUSE`).
+    #[error("address {0} already in use")]
+    AddrInUse(SocketAddr),
+    /// Binding a port below 1024 without the right to (`EACCES`).
+    #[error("permission denied binding {0} (ports below 1024 need root or CAP_NET_BIND_SERVICE)")]
+    BindPermission(SocketAddr),
+    /// Any other failure to create, bind or listen on a socket.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    /// The name in `HOST:PORT` did not resolve.
+    #[error("cannot resolve {target}: {reason}")]
+    Resolve { target: String, reason: String },
+    /// The server answered the SYN with a reset.
+    #[error("connection refused by {0}")]
+    Refused(String),
+    /// No SYN-ACK came back in time.
+    #[error("connect to {target} timed out after {}s", .after.as_secs_f64())]
+    ConnectTimeout { target: String, after: Duration },
+    /// Any other connect failure (no route, unreachable...).
+    #[error("cannot connect to {target}: {source}")]
+    Connect {
+        target: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The echo stream ended before everything sent came back.
+    #[error("server terminated prematurely after {received} of {sent} bytes")]
+    Premature { received: u64, sent: u64 },
+    /// The server reset the connection while bytes were outstanding.
+    #[error("connection reset by server after {received} of {sent} bytes")]
+    Reset { received: u64, sent: u64 },
+    /// A system call the program cannot do without failed.
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// Wraps an I/O error with a short description of what was being done.
+    pub fn io(what: &'static str) -> impl FnOnce(io::Error) -> Error {
+        move |source| Error::Io { what, source }
+    }
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

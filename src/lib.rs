@@ -1,0 +1,22 @@
+//! netecho: a toolkit around the echo service (RFC 862).
+//!
+//! # Layout
+//! - [`cli`]: the command line, one `Opt` per subcommand;
+//! - [`serve`]: `netecho serve`, the echo contract and one file per model;
+//! - [`client`]: `netecho client`, stdin to the server, echo to stdout;
+//! - [`error`]: the typed errors `main` prints as one line.
+
+pub mod cli;
+pub mod client;
+pub mod error;
+pub mod serve;
+
+pub use error::{Error, Result};
+
+/// Runs one parsed command line.
+pub fn run(cli: cli::Cli) -> Result<()> {
+    match cli.command {
+        cli::Command::Serve(opt) => serve::run(opt),
+        cli::Command::Client(opt) => client::run(opt),
+    }
+}

@@ -1,0 +1,146 @@
+//! The accept step of the blocking models: wait on every listener, take one
+//! connection, apply `--max-conns`, and survive running out of descriptors.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use tracing::{debug, warn};
+
+use super::Ctx;
+
+/// How long accepting pauses after EMFILE/ENFILE/ENOBUFS/ENOMEM, as nginx
+/// does: retrying at once would spin a core while nothing can change.
+pub const RESOURCE_PAUSE: Duration = Duration::from_millis(500);
+/// How often a worker re-checks the stop flag while idle in poll.
+const POLL_TICK_MS: u16 = 1000;
+/// Minimum seconds between two warnings of the same kind.
+const WARN_INTERVAL_S: u64 = 5;
+
+/// What [`next`] found.
+pub enum Next {
+    /// A connection admitted under `--max-conns`; the caller must
+    /// [`super::stats::Stats::release`] it when done.
+    Conn(TcpStream, SocketAddr),
+    /// The server is draining or the listeners were shut down.
+    Closed,
+}
+
+/// Waits for and returns the next admitted connection. Connections over
+/// `--max-conns` are accepted, closed at once and counted here.
+pub fn next(listeners: &[TcpListener], ctx: &Ctx) -> Next {
+    let mut start = 0;
+    loop {
+        if ctx.stats.stopping() {
+            return Next::Closed;
+        }
+        let mut fds: Vec<PollFd> = listeners
+            .iter()
+            .map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN))
+            .collect();
+        match poll(&mut fds, PollTimeout::from(POLL_TICK_MS)) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            // A signal: look at the stop flag again.
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                warn!("poll on listeners failed: {e}");
+                std::thread::sleep(RESOURCE_PAUSE);
+                continue;
+            }
+        }
+        let ready: Vec<(usize, PollFlags)> = fds
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (i, f.revents().unwrap_or(PollFlags::empty())))
+            .collect();
+        // A listener shut down by the supervisor polls as hung up.
+        if ready.iter().any(|(_, r)| {
+            r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL)
+        }) {
+            return Next::Closed;
+        }
+        let n = listeners.len();
+        for k in 0..n {
+            // Start after the listener served last, so one busy address does
+            // not starve another.
+            let i = (start + k) % n;
+            if !ready[i].1.contains(PollFlags::POLLIN) {
+                continue;
+            }
+            start = i + 1;
+            if let Some(c) = take(&listeners[i], ctx) {
+                return Next::Conn(c.0, c.1);
+            }
+        }
+    }
+}
+
+/// Accepts one connection from a ready listener and admits it under
+/// `--max-conns`; `None` when there was nothing to take, the accept failed
+/// (handled here), or the connection was over the limit (closed and counted).
+pub fn take(listener: &TcpListener, ctx: &Ctx) -> Option<(TcpStream, SocketAddr)> {
+    match listener.accept() {
+        Ok((conn, peer)) => {
+            if ctx.stats.try_admit(ctx.max_conns) {
+                debug!(%peer, "connection open");
+                return Some((conn, peer));
+            }
+            reject(conn, peer, ctx);
+            None
+        }
+        Err(e) => {
+            handle_accept_error(&e);
+            None
+        }
+    }
+}
+
+/// Closes a connection over the limit (already counted by `try_admit`).
+fn reject(conn: TcpStream, peer: SocketAddr, ctx: &Ctx) {
+    drop(conn);
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    if rate_ok(&LAST) {
+        warn!(%peer, max_conns = ctx.max_conns, "over --max-conns: connection closed");
+    }
+}
+
+/// Sorts accept errors: retry at once, or pause when out of resources.
+pub fn handle_accept_error(e: &io::Error) {
+    match e.raw_os_error() {
+        // Another worker took it, a signal, or the client gave up already.
+        Some(libc::EAGAIN) | Some(libc::EINTR) | Some(libc::ECONNABORTED) => {}
+        Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM) => {
+            static LAST: AtomicU64 = AtomicU64::new(0);
+            if rate_ok(&LAST) {
+                warn!(
+                    "accept: {e}; pausing accepts for {} ms",
+                    RESOURCE_PAUSE.as_millis()
+                );
+            }
+            std::thread::sleep(RESOURCE_PAUSE);
+        }
+        // Errors the peer caused (EPROTO, ENETDOWN...): skip the connection.
+        _ => {
+            static LAST: AtomicU64 = AtomicU64::new(0);
+            if rate_ok(&LAST) {
+                warn!("accept: {e}");
+            }
+        }
+    }
+}
+
+/// True at most once per [`WARN_INTERVAL_S`] for a given `last` stamp.
+pub fn rate_ok(last: &AtomicU64) -> bool {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let prev = last.load(Ordering::Relaxed);
+    now >= prev + WARN_INTERVAL_S
+        && last
+            .compare_exchange(prev, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+}

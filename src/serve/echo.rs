@@ -1,0 +1,114 @@
+//! The blocking read/write loop that keeps the echo contract, shared by the
+//! iterative, fork, prefork, thread and prethread models.
+//!
+//! It allocates nothing and calls only `recv`, `send` and `shutdown`, so a
+//! forked child may run it even if the parent held a lock at fork time.
+//! Timeouts are socket options (SO_RCVTIMEO/SO_SNDTIMEO), not extra syscalls.
+
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::Ordering;
+
+use nix::errno::Errno;
+use nix::sys::socket::{MsgFlags, Shutdown, recv, send, shutdown};
+
+use super::Ctx;
+use super::stats::Stats;
+
+/// Bytes read at once. A blocking model holds exactly one such buffer per
+/// connection, which bounds its memory however much a client sends.
+pub const BUF_SIZE: usize = 64 * 1024;
+
+/// How a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The client half-closed; everything was echoed and our FIN sent.
+    Fin,
+    /// No byte moved either way for `--idle-timeout`.
+    Idle,
+    /// The client reset the connection or stopped reading for good.
+    Reset,
+    /// The process was told to stop serving (drain deadline).
+    Stopped,
+    /// Any other socket error.
+    Error(Errno),
+}
+
+/// Sets up an accepted socket: blocking, TCP_NODELAY (no 40 ms Nagle +
+/// delayed-ACK stall on a large message's tail), and the idle timeout as
+/// receive and send timeouts.
+pub fn prepare(stream: &TcpStream, ctx: &Ctx) -> io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(ctx.idle_timeout)?;
+    stream.set_write_timeout(ctx.idle_timeout)?;
+    Ok(())
+}
+
+/// Echoes on `fd` until the client's FIN, a reset, the idle timeout, or
+/// `stop()` turning true after a signal interrupted a call.
+///
+/// When `recv` returns 0 every byte read has already been written back, so
+/// `shutdown(SHUT_WR)` sends our FIN after the last echoed byte, and the
+/// caller's close finds an empty receive queue: the close is a FIN, not a RST.
+pub fn echo(fd: RawFd, buf: &mut [u8], stats: &Stats, stop: &dyn Fn() -> bool) -> End {
+    loop {
+        let n = match recv(fd, buf, MsgFlags::empty()) {
+            // FIN from the client: nothing more will come.
+            Ok(0) => break,
+            Ok(n) => n,
+            // A signal: retry, unless it was the one telling us to stop.
+            Err(Errno::EINTR) if stop() => return End::Stopped,
+            Err(Errno::EINTR) => continue,
+            // SO_RCVTIMEO expired: nothing arrived for the idle timeout.
+            Err(Errno::EAGAIN) => return End::Idle,
+            Err(Errno::ECONNRESET) | Err(Errno::EPIPE) | Err(Errno::ETIMEDOUT) => {
+                return End::Reset;
+            }
+            Err(e) => return End::Error(e),
+        };
+        let mut off = 0;
+        while off < n {
+            // MSG_NOSIGNAL: a peer that went away is an EPIPE here, not a
+            // SIGPIPE that kills the process.
+            match send(fd, &buf[off..n], MsgFlags::MSG_NOSIGNAL) {
+                Ok(w) => off += w,
+                Err(Errno::EINTR) if stop() => return End::Stopped,
+                Err(Errno::EINTR) => continue,
+                // SO_SNDTIMEO expired: the client took nothing for the idle timeout.
+                Err(Errno::EAGAIN) => return End::Idle,
+                Err(Errno::ECONNRESET) | Err(Errno::EPIPE) | Err(Errno::ETIMEDOUT) => {
+                    return End::Reset;
+                }
+                Err(e) => return End::Error(e),
+            }
+        }
+        stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    match shutdown(fd, Shutdown::Write) {
+        Ok(()) | Err(Errno::ENOTCONN) => End::Fin,
+        Err(e) => End::Error(e),
+    }
+}
+
+/// Counts an ending in the shared stats (idle timeouts).
+pub fn count_end(end: End, stats: &Stats) {
+    if end == End::Idle {
+        stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves one admitted connection inside this process, then closes it and
+/// gives its `--max-conns` slot back (after the close, so a drain that sees
+/// no active connection knows every FIN is out).
+pub fn serve(conn: TcpStream, peer: SocketAddr, ctx: &Ctx, buf: &mut [u8]) {
+    let end = match prepare(&conn, ctx) {
+        Ok(()) => echo(conn.as_raw_fd(), buf, ctx.stats, &|| false),
+        Err(e) => End::Error(Errno::from_raw(e.raw_os_error().unwrap_or(0))),
+    };
+    count_end(end, ctx.stats);
+    tracing::debug!(%peer, ?end, "connection closed");
+    drop(conn);
+    ctx.stats.release();
+}

@@ -1,0 +1,110 @@
+//! `fork`: the classic concurrent server. The parent accepts; each client
+//! gets a child process that runs the echo loop and exits.
+//!
+//! The parent is single-threaded and waits in `poll` on the listeners and the
+//! signal wake-up pipe, so SIGCHLD (reaping), SIGTERM and accept are handled
+//! in one loop and an interrupted call is simply retried. The child runs only
+//! calls that are safe after fork in a process that may hold locks: no
+//! allocation, no logging, just `close`, `recv`, `send`, `shutdown`, `_exit`.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, AsRawFd};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::unistd::{ForkResult, fork};
+use tracing::{debug, warn};
+
+use super::children::Children;
+use super::echo::{self, BUF_SIZE};
+use super::{Ctx, accept, signals, supervise};
+use crate::error::Result;
+
+/// Accepts and forks a child per client until a signal stops the server.
+pub fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {
+    let mut kids = Children::default();
+    let wake = signals::wake_fd();
+    while signals::stops() == 0 {
+        let mut ready = vec![false; listeners.len()];
+        {
+            // SAFETY: `wake` is the signal pipe's read end, open for the
+            // whole life of the process.
+            let wake_fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(wake) };
+            let mut fds: Vec<PollFd> = listeners
+                .iter()
+                .map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN))
+                .chain(std::iter::once(PollFd::new(wake_fd, PollFlags::POLLIN)))
+                .collect();
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {
+                    for (i, f) in fds[..listeners.len()].iter().enumerate() {
+                        ready[i] = f.revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
+                    }
+                }
+                // A signal: reap and look at the stop counter below.
+                Err(Errno::EINTR) => {}
+                Err(e) => warn!("poll: {e}"),
+            }
+        }
+        signals::drain_wake();
+        kids.reap(|_, _| ctx.stats.release());
+        if signals::stops() > 0 {
+            break;
+        }
+        for (l, _) in listeners.iter().zip(&ready).filter(|(_, r)| **r) {
+            if let Some((conn, peer)) = accept::take(l, ctx) {
+                spawn(conn, peer, &listeners, ctx, &mut kids);
+            }
+        }
+    }
+    supervise::stop_accepting(&listeners, ctx);
+    kids.finish(ctx, |_, _| ctx.stats.release());
+    Ok(())
+}
+
+/// Forks the child for one admitted connection; the parent closes its copy.
+fn spawn(
+    conn: TcpStream,
+    peer: SocketAddr,
+    listeners: &[TcpListener],
+    ctx: &'static Ctx,
+    kids: &mut Children,
+) {
+    if let Err(e) = echo::prepare(&conn, ctx) {
+        debug!(%peer, "socket setup failed: {e}");
+        ctx.stats.release();
+        return;
+    }
+    // SAFETY: the parent is single-threaded (this model starts no thread),
+    // and the child below only makes async-signal-safe calls before `_exit`.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => child(&conn, listeners, ctx),
+        Ok(ForkResult::Parent { child }) => {
+            debug!(%peer, pid = child.as_raw(), "connection open, child forked");
+            kids.add(child);
+        }
+        Err(e) => {
+            warn!(%peer, "fork failed: {e}; closing the connection");
+            ctx.stats.release();
+        }
+    }
+}
+
+/// The child: close the listeners (only the parent accepts), echo, exit.
+/// Never returns and never unwinds into the parent's code.
+fn child(conn: &TcpStream, listeners: &[TcpListener], ctx: &Ctx) -> ! {
+    signals::reset_in_child();
+    for l in listeners {
+        // SAFETY: closing our inherited copy of a listener; the `TcpListener`
+        // values are never used or dropped in this process again (we `_exit`).
+        unsafe { libc::close(l.as_raw_fd()) };
+    }
+    let mut buf = [0u8; BUF_SIZE];
+    let end = echo::echo(conn.as_raw_fd(), &mut buf, ctx.stats, &|| {
+        signals::stops() > 0
+    });
+    echo::count_end(end, ctx.stats);
+    // SAFETY: `_exit` ends the child without running destructors or atexit
+    // handlers that belong to the parent; the kernel closes the socket.
+    unsafe { libc::_exit(0) }
+}

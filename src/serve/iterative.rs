@@ -1,0 +1,26 @@
+//! `iterative`: one client at a time, the others wait in the listen backlog.
+//! The simplest server there is, and the baseline every other model beats on
+//! concurrency. One worker thread accepts and serves; the main thread only
+//! waits for signals, so a drain can end a connection that never finishes.
+
+use std::net::TcpListener;
+
+use super::echo::{self, BUF_SIZE};
+use super::{Ctx, accept, supervise};
+use crate::error::{Error, Result};
+
+/// Serves clients one after another until a signal stops the server.
+pub fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {
+    let listeners: &'static [TcpListener] = listeners.leak();
+    std::thread::Builder::new()
+        .name("iterative".into())
+        .spawn(move || {
+            let mut buf = vec![0u8; BUF_SIZE];
+            while let accept::Next::Conn(conn, peer) = accept::next(listeners, ctx) {
+                echo::serve(conn, peer, ctx, &mut buf);
+            }
+        })
+        .map_err(Error::io("starting the server thread"))?;
+    supervise::until_stopped(listeners, ctx);
+    Ok(())
+}

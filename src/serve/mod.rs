@@ -1,0 +1,208 @@
+//! `netecho serve`: the echo server and the contract every model keeps.
+//!
+//! # The echo contract
+//! Every model, whatever its design, gives a client exactly this:
+//! - every byte read is written back, in order, nothing added or lost;
+//! - when the client half-closes (FIN), what is left is written back, then the
+//!   server closes its side with a FIN (never a reset);
+//! - a reset or broken pipe ends that connection only, never the server;
+//!   EINTR is retried;
+//! - backpressure: a client that sends but does not read is not read from
+//!   while its echo cannot be written, so server memory never grows with what
+//!   a client sends (at most one buffer of [`echo::BUF_SIZE`] per connection);
+//! - TCP_NODELAY on every accepted socket, so a large message's tail never
+//!   waits 40 ms for a delayed ACK;
+//! - `--max-conns`: over the limit a connection is accepted, closed at once
+//!   and counted; `--idle-timeout`: no byte either way for that long closes it;
+//! - SIGTERM/SIGINT: stop accepting at once, let connections finish for up to
+//!   `--drain-timeout`, close the rest, exit 0; a second signal exits at once.
+//!
+//! # Layout
+//! - [`listen`] binds the sockets and prints the `listening tcp` lines;
+//! - [`signals`] turns SIGTERM/SIGINT/SIGCHLD into flags and a wake-up pipe;
+//! - [`stats`] the counters, in memory shared with forked children;
+//! - [`accept`] the accept step of the blocking models (poll, limits, EMFILE);
+//! - [`echo`] the blocking read/write loop that keeps the contract;
+//! - [`supervise`] drain and exit for the models that run in one process;
+//! - [`children`] the same for the forking models (reaping, SIGTERM, SIGKILL);
+//! - one file per model, each `pub fn run(listeners, ctx) -> Result<()>`.
+
+pub mod accept;
+pub mod children;
+pub mod echo;
+pub mod epoll;
+pub mod fork;
+pub mod iterative;
+pub mod listen;
+pub mod prefork;
+pub mod prethread;
+pub mod signals;
+pub mod stats;
+pub mod supervise;
+pub mod thread;
+pub mod tokio;
+pub mod uring;
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use clap::ValueEnum;
+use tracing::info;
+
+use crate::cli::ServeOpt;
+use crate::error::{Error, Result};
+use stats::Stats;
+
+/// The default port when no `--listen` is given.
+pub const DEFAULT_PORT: u16 = 6666;
+/// Listen backlog: enough for bursts of hundreds of connects while every
+/// worker is busy (the kernel caps it at net.core.somaxconn).
+pub const BACKLOG: i32 = 1024;
+/// Default `--max-conns` for `fork`: a process per client is heavy.
+pub const DEFAULT_MAX_CONNS_FORK: usize = 1024;
+/// Default `--max-conns` for `thread`: a thread per client is lighter.
+pub const DEFAULT_MAX_CONNS_THREAD: usize = 4096;
+
+/// How the server handles concurrent clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Model {
+    /// The best model built in (today: `thread`).
+    Auto,
+    /// One client at a time; the rest wait in the listen backlog.
+    Iterative,
+    /// A process per client, forked after accept (the classic design).
+    Fork,
+    /// `--workers` processes, each accepting and serving one client at a time.
+    Prefork,
+    /// A thread per client.
+    Thread,
+    /// `--workers` threads, each accepting and serving one client at a time.
+    Prethread,
+    /// A mio (epoll) readiness loop per worker thread.
+    Epoll,
+    /// Async tasks on a tokio runtime with `--workers` threads.
+    Tokio,
+    /// A completion loop on io_uring per worker thread.
+    Uring,
+}
+
+impl Model {
+    /// What `auto` means on this build: `thread` serves any number of clients
+    /// at once at the lowest cost per connection of the classic models.
+    pub fn resolve(self) -> Model {
+        match self {
+            Model::Auto => Model::Thread,
+            m => m,
+        }
+    }
+
+    /// The model's name as the command line spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Model::Auto => "auto",
+            Model::Iterative => "iterative",
+            Model::Fork => "fork",
+            Model::Prefork => "prefork",
+            Model::Thread => "thread",
+            Model::Prethread => "prethread",
+            Model::Epoll => "epoll",
+            Model::Tokio => "tokio",
+            Model::Uring => "uring",
+        }
+    }
+
+    /// The default `--max-conns`: what the model can serve at once.
+    pub fn default_max_conns(self, workers: usize) -> usize {
+        match self.resolve() {
+            Model::Iterative => 1,
+            Model::Fork => DEFAULT_MAX_CONNS_FORK,
+            Model::Prefork | Model::Prethread => workers,
+            _ => DEFAULT_MAX_CONNS_THREAD,
+        }
+    }
+}
+
+/// What every model needs besides its listeners. Leaked to `'static` at start
+/// so that threads and forked children can hold it without reference counts.
+#[derive(Debug)]
+pub struct Ctx {
+    /// Clients served at once; the next is accepted and closed.
+    pub max_conns: usize,
+    /// `None` when `--idle-timeout 0`.
+    pub idle_timeout: Option<Duration>,
+    /// How long connections may finish after the first signal.
+    pub drain_timeout: Duration,
+    /// Worker count for the pre-spawned models.
+    pub workers: usize,
+    /// Counters, in memory shared with forked children.
+    pub stats: &'static Stats,
+}
+
+/// Runs `netecho serve` until a signal stops it.
+pub fn run(opt: ServeOpt) -> Result<()> {
+    let model = opt.model.resolve();
+    let workers = opt.workers.unwrap_or_else(default_workers);
+    let max_conns = opt
+        .max_conns
+        .unwrap_or_else(|| model.default_max_conns(workers));
+    raise_nofile_limit();
+    // Handlers first: a test may send SIGTERM the moment it reads our
+    // `listening` line, and the default action would kill us with no drain.
+    signals::install().map_err(Error::io("installing signal handlers"))?;
+    let stats = stats::Stats::shared().map_err(Error::io("mapping shared counters"))?;
+    let ctx: &'static Ctx = Box::leak(Box::new(Ctx {
+        max_conns,
+        idle_timeout: (!opt.idle_timeout.is_zero()).then_some(opt.idle_timeout),
+        drain_timeout: opt.drain_timeout,
+        workers,
+        stats,
+    }));
+    let listeners = listen::bind_all(&opt.listen)?;
+    info!(
+        model = model.name(),
+        workers,
+        max_conns,
+        idle_timeout_s = opt.idle_timeout.as_secs_f64(),
+        drain_timeout_s = opt.drain_timeout.as_secs_f64(),
+        "serving"
+    );
+    run_model(model, listeners, ctx)
+}
+
+/// Hands the bound listeners to the chosen model.
+pub fn run_model(model: Model, listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {
+    match model.resolve() {
+        Model::Iterative => iterative::run(listeners, ctx),
+        Model::Fork => fork::run(listeners, ctx),
+        Model::Prefork => prefork::run(listeners, ctx),
+        Model::Prethread => prethread::run(listeners, ctx),
+        Model::Epoll => epoll::run(listeners, ctx),
+        Model::Tokio => tokio::run(listeners, ctx),
+        Model::Uring => uring::run(listeners, ctx),
+        Model::Thread | Model::Auto => thread::run(listeners, ctx),
+    }
+}
+
+/// One worker per core, as the OS reports them.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Raises the soft descriptor limit to the hard one: a server holding
+/// thousands of sockets should not fail at 1024 because of a shell default.
+fn raise_nofile_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+/// The addresses a set of listeners ended up bound to.
+pub fn local_addrs(listeners: &[TcpListener]) -> Vec<SocketAddr> {
+    listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect()
+}
