@@ -27,6 +27,12 @@ pub enum Command {
     Serve(ServeOpt),
     /// Copy stdin to an echo server and its echo to stdout, losing nothing.
     Client(ClientOpt),
+    /// Show TCP sockets on a port change state, live, with their processes.
+    Watch(crate::watch::Opt),
+    /// Capture a port's TCP segments and annotate the handshake and close.
+    Trace(crate::trace::Opt),
+    /// A guided walkthrough of a TCP connection's life on loopback.
+    Lab(crate::lab::Opt),
 }
 
 /// Options of `netecho serve`.
