@@ -27,6 +27,10 @@ pub enum Command {
     Serve(ServeOpt),
     /// Copy stdin to an echo server and its echo to stdout, losing nothing.
     Client(ClientOpt),
+    /// Load an echo server and measure throughput and latency percentiles.
+    Bench(crate::bench::Opt),
+    /// Probe an echo server's round-trip time, one line per probe.
+    Ping(crate::ping::Opt),
     /// Show TCP sockets on a port change state, live, with their processes.
     Watch(crate::watch::Opt),
     /// Capture a port's TCP segments and annotate the handshake and close.

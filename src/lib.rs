@@ -4,15 +4,19 @@
 //! - [`cli`]: the command line, one `Opt` per subcommand;
 //! - [`serve`]: `netecho serve`, the echo contract and one file per model;
 //! - [`client`]: `netecho client`, stdin to the server, echo to stdout;
+//! - [`bench`]: `netecho bench`, load with verified bytes and percentiles;
+//! - [`ping`]: `netecho ping`, per-probe round-trip times;
 //! - [`watch`]: `netecho watch`, socket states from netlink sock_diag;
 //! - [`trace`]: `netecho trace`, segments from an AF_PACKET capture;
 //! - [`lab`]: `netecho lab`, the guided walkthrough built on watch and trace;
 //! - [`error`]: the typed errors `main` prints as one line.
 
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod error;
 pub mod lab;
+pub mod ping;
 pub mod serve;
 pub mod trace;
 pub mod watch;
@@ -24,6 +28,8 @@ pub fn run(cli: cli::Cli) -> Result<()> {
     match cli.command {
         cli::Command::Serve(opt) => serve::run(opt),
         cli::Command::Client(opt) => client::run(opt),
+        cli::Command::Bench(opt) => bench::run(opt),
+        cli::Command::Ping(opt) => ping::run(opt),
         cli::Command::Watch(opt) => watch::run(opt),
         cli::Command::Trace(opt) => trace::run(opt),
         cli::Command::Lab(opt) => lab::run(opt),
