@@ -19,6 +19,40 @@ use crate::serve::Model;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    /// More log output on stderr (-v: debug, -vv: trace).
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Less log output on stderr (-q: warnings and errors only, -qq: errors).
+    #[arg(long, short = 'q', global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    pub quiet: u8,
+
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines look on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl Cli {
+    /// The log level the -v/-q counts ask for (NETECHO_LOG overrides it).
+    pub fn log_level(&self) -> &'static str {
+        match (self.verbose, self.quiet) {
+            (0, 0) => "info",
+            (1, _) => "debug",
+            (v, _) if v >= 2 => "trace",
+            (_, 1) => "warn",
+            _ => "error",
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -31,6 +65,13 @@ pub enum Command {
     Bench(crate::bench::Opt),
     /// Probe an echo server's round-trip time, one line per probe.
     Ping(crate::ping::Opt),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) generated from these definitions.
+    Man,
     /// Show TCP sockets on a port change state, live, with their processes.
     Watch(crate::watch::Opt),
     /// Capture a port's TCP segments and annotate the handshake and close.
@@ -63,6 +104,10 @@ pub struct ServeOpt {
     /// Close a connection with no bytes in either direction for this long; 0 = never.
     #[arg(long, value_name = "SECS", default_value = "300", value_parser = parse_secs, allow_negative_numbers = true)]
     pub idle_timeout: Duration,
+
+    /// Serve exactly one connection on stdin/stdout, as an inetd "nowait" service.
+    #[arg(long)]
+    pub inetd: bool,
 
     /// On SIGTERM/SIGINT, how long connections in flight may take to finish.
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs, allow_negative_numbers = true)]

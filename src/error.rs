@@ -44,6 +44,9 @@ pub enum Error {
     /// The server reset the connection while bytes were outstanding.
     #[error("connection reset by server after {received} of {sent} bytes")]
     Reset { received: u64, sent: u64 },
+    /// The sockets passed by systemd (LISTEN_FDS) cannot be used.
+    #[error("socket activation: {reason}")]
+    Activation { reason: String },
     /// A system call the program cannot do without failed.
     #[error("{what}: {source}")]
     Io {
@@ -54,6 +57,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// True when the error is a closed stdout (`netecho man | head`): the
+    /// reader had enough, which is not a failure.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
+    }
+
     /// Wraps an I/O error with a short description of what was being done.
     pub fn io(what: &'static str) -> impl FnOnce(io::Error) -> Error {
         move |source| Error::Io { what, source }

@@ -28,6 +28,21 @@ pub fn run(cli: cli::Cli) -> Result<()> {
     match cli.command {
         cli::Command::Serve(opt) => serve::run(opt),
         cli::Command::Client(opt) => client::run(opt),
+        cli::Command::Completions { shell } => {
+            let mut cmd = <cli::Cli as clap::CommandFactory>::command();
+            // Generated into memory first: the generator panics on a write
+            // error, and a closed stdout must stay a clean exit.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "netecho", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout(), &script)
+                .map_err(Error::io("writing the completion script"))
+        }
+        cli::Command::Man => {
+            let cmd = <cli::Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd)
+                .render(&mut std::io::stdout())
+                .map_err(Error::io("writing the man page"))
+        }
         cli::Command::Bench(opt) => bench::run(opt),
         cli::Command::Ping(opt) => ping::run(opt),
         cli::Command::Watch(opt) => watch::run(opt),

@@ -8,23 +8,27 @@ use socket2::{Domain, Protocol, Socket, Type};
 use super::{BACKLOG, DEFAULT_PORT};
 use crate::error::{Error, Result};
 
-/// Binds every address (the default when `addrs` is empty), then prints one
-/// `listening tcp <addr>` line per socket on stdout and flushes it.
-/// Listeners are non-blocking: every model polls them.
+/// Binds every address (the default when `addrs` is empty). Listeners are
+/// non-blocking: every model polls them.
 pub fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>> {
-    let listeners = if addrs.is_empty() {
-        vec![bind_default()?]
+    if addrs.is_empty() {
+        Ok(vec![bind_default()?])
     } else {
-        addrs.iter().map(|a| bind(*a)).collect::<Result<Vec<_>>>()?
-    };
+        addrs.iter().map(|a| bind(*a)).collect()
+    }
+}
+
+/// Prints one `listening tcp <addr>` line per socket on stdout and flushes
+/// it: scripts and tests wait for these lines to know the server is ready.
+pub fn announce(listeners: &[TcpListener]) -> Result<()> {
     let mut out = io::stdout().lock();
-    for l in &listeners {
+    for l in listeners {
         let addr = l.local_addr().map_err(Error::io("reading bound address"))?;
         // A closed stdout must not stop a server: the line is for scripts.
         let _ = writeln!(out, "listening tcp {addr}");
     }
     let _ = out.flush();
-    Ok(listeners)
+    Ok(())
 }
 
 /// `[::]:6666` as one dual-stack socket; `0.0.0.0:6666` where the kernel has

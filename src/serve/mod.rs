@@ -28,12 +28,15 @@
 //! - one file per model, each `pub fn run(listeners, ctx) -> Result<()>`.
 
 pub mod accept;
+pub mod activation;
 pub mod children;
 pub mod echo;
 pub mod epoll;
 pub mod fork;
+pub mod inetd;
 pub mod iterative;
 pub mod listen;
+pub mod pending;
 pub mod prefork;
 pub mod prethread;
 pub mod signals;
@@ -140,6 +143,9 @@ pub struct Ctx {
 
 /// Runs `netecho serve` until a signal stops it.
 pub fn run(opt: ServeOpt) -> Result<()> {
+    if opt.inetd {
+        return inetd::run((!opt.idle_timeout.is_zero()).then_some(opt.idle_timeout));
+    }
     let model = opt.model.resolve();
     let workers = opt.workers.unwrap_or_else(default_workers);
     let max_conns = opt
@@ -157,7 +163,16 @@ pub fn run(opt: ServeOpt) -> Result<()> {
         workers,
         stats,
     }));
-    let listeners = listen::bind_all(&opt.listen)?;
+    let listeners = match activation::take()? {
+        Some(passed) if !passed.tcp.is_empty() => {
+            if !opt.listen.is_empty() {
+                tracing::warn!("sockets passed by systemd (LISTEN_FDS); --listen ignored");
+            }
+            passed.tcp
+        }
+        _ => listen::bind_all(&opt.listen)?,
+    };
+    listen::announce(&listeners)?;
     info!(
         model = model.name(),
         workers,

@@ -1,0 +1,81 @@
+//! systemd socket activation: when started with `LISTEN_PID` = our pid and
+//! `LISTEN_FDS` = N, descriptors 3..3+N are listening sockets systemd bound
+//! for us (sd_listen_fds(3)); serve on them instead of binding.
+
+use std::net::{TcpListener, UdpSocket};
+use std::os::fd::{FromRawFd, RawFd};
+
+use nix::fcntl::{FcntlArg, FdFlag};
+use nix::sys::socket::{SockType, getsockopt, sockopt};
+
+use crate::error::{Error, Result};
+
+/// The first descriptor systemd passes (SD_LISTEN_FDS_START).
+pub const LISTEN_FDS_START: RawFd = 3;
+
+/// Sockets passed by the service manager, split by kind.
+#[derive(Debug, Default)]
+pub struct Passed {
+    pub tcp: Vec<TcpListener>,
+    pub udp: Vec<UdpSocket>,
+}
+
+/// Takes the sockets passed with `LISTEN_FDS`, if any were passed to this
+/// process. The variables are removed so children do not take them again.
+/// A passed descriptor that is neither a listening stream socket nor a
+/// datagram socket is an error: serving on it would hang or fail later.
+pub fn take() -> Result<Option<Passed>> {
+    let pid_ok = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+        == Some(std::process::id());
+    let n = std::env::var("LISTEN_FDS").ok();
+    // SAFETY: called at start-up, before this program starts any thread.
+    unsafe {
+        std::env::remove_var("LISTEN_PID");
+        std::env::remove_var("LISTEN_FDS");
+        std::env::remove_var("LISTEN_FDNAMES");
+    }
+    let Some(n) = n else { return Ok(None) };
+    if !pid_ok {
+        return Ok(None);
+    }
+    let n: RawFd = n.trim().parse().map_err(|_| Error::Activation {
+        reason: format!("LISTEN_FDS={n} is not a number"),
+    })?;
+    let mut passed = Passed::default();
+    for fd in LISTEN_FDS_START..LISTEN_FDS_START + n.max(0) {
+        // SAFETY: systemd hands these descriptors to us and nothing else in
+        // this process owns them; each is wrapped exactly once.
+        let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        let kind = getsockopt(&owned, sockopt::SockType).map_err(|e| Error::Activation {
+            reason: format!("descriptor {fd} is not a socket ({e})"),
+        })?;
+        // Our own children (fork models) must not inherit them across exec.
+        nix::fcntl::fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
+            .map_err(|e| Error::io("passed socket")(e.into()))?;
+        match kind {
+            SockType::Stream => {
+                let listening = getsockopt(&owned, sockopt::AcceptConn).unwrap_or(false);
+                if !listening {
+                    return Err(Error::Activation {
+                        reason: format!("descriptor {fd} is a stream socket that is not listening"),
+                    });
+                }
+                let l = TcpListener::from(owned);
+                l.set_nonblocking(true).map_err(Error::io("passed socket"))?;
+                passed.tcp.push(l);
+            }
+            SockType::Datagram => {
+                let u = UdpSocket::from(owned);
+                passed.udp.push(u);
+            }
+            other => {
+                return Err(Error::Activation {
+                    reason: format!("descriptor {fd} has unsupported socket type {other:?}"),
+                });
+            }
+        }
+    }
+    Ok(Some(passed))
+}

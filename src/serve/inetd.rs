@@ -1,0 +1,65 @@
+//! `--inetd`: serve exactly one connection on stdin/stdout, as inetd's
+//! "nowait" services do (inetd accepted it and passes the socket as
+//! descriptors 0 and 1). Works as well when 0 and 1 are pipes.
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{Shutdown, setsockopt, shutdown, sockopt};
+
+use super::echo::BUF_SIZE;
+use crate::error::{Error, Result};
+
+/// Echoes stdin to stdout until EOF, then half-closes stdout (a FIN when it
+/// is a socket). With an idle timeout, gives up after that long with no byte.
+pub fn run(idle_timeout: Option<Duration>) -> Result<()> {
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let (rfd, wfd) = (stdin.as_raw_fd(), stdout.as_raw_fd());
+    // SAFETY: descriptors 0 and 1 stay open for the whole process.
+    let (rin, wout) = unsafe { (BorrowedFd::borrow_raw(rfd), BorrowedFd::borrow_raw(wfd)) };
+    // Only a TCP socket takes TCP_NODELAY; for a pipe this fails, harmlessly.
+    let _ = setsockopt(&wout, sockopt::TcpNoDelay, &true);
+    let timeout = idle_timeout.map_or(PollTimeout::NONE, |t| {
+        PollTimeout::try_from(t.as_millis().min(i32::MAX as u128) as i32)
+            .unwrap_or(PollTimeout::MAX)
+    });
+    let mut buf = vec![0u8; BUF_SIZE];
+    loop {
+        let mut fds = [PollFd::new(rin, PollFlags::POLLIN)];
+        match poll(&mut fds, timeout) {
+            // Nothing for the idle timeout: close, as the other models do.
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(Error::io("polling stdin")(e.into())),
+        }
+        let n = match nix::unistd::read(rin, &mut buf) {
+            // EOF (the client's FIN): all read bytes were already written.
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(Errno::EINTR) | Err(Errno::EAGAIN) => continue,
+            // The client went away: that ends the service, not an error.
+            Err(Errno::ECONNRESET) => return Ok(()),
+            Err(e) => return Err(Error::io("reading stdin")(e.into())),
+        };
+        let mut off = 0;
+        while off < n {
+            match nix::unistd::write(wout, &buf[off..n]) {
+                Ok(w) => off += w,
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => {
+                    let mut fds = [PollFd::new(wout, PollFlags::POLLOUT)];
+                    let _ = poll(&mut fds, timeout);
+                }
+                Err(Errno::EPIPE) | Err(Errno::ECONNRESET) => return Ok(()),
+                Err(e) => return Err(Error::io("writing stdout")(e.into())),
+            }
+        }
+    }
+    // A socket gets our FIN after the last byte; a pipe just closes at exit.
+    let _ = shutdown(wfd, Shutdown::Write);
+    Ok(())
+}
