@@ -63,7 +63,8 @@ pub fn take() -> Result<Option<Passed>> {
                     });
                 }
                 let l = TcpListener::from(owned);
-                l.set_nonblocking(true).map_err(Error::io("passed socket"))?;
+                l.set_nonblocking(true)
+                    .map_err(Error::io("passed socket"))?;
                 passed.tcp.push(l);
             }
             SockType::Datagram => {
