@@ -105,6 +105,35 @@ pub struct ServeOpt {
     #[arg(long, value_name = "SECS", default_value = "300", value_parser = parse_secs, allow_negative_numbers = true)]
     pub idle_timeout: Duration,
 
+    /// Most clients served at once from one source address (default: no limit).
+    #[arg(long, value_name = "N", value_parser = parse_positive, allow_negative_numbers = true)]
+    pub max_conns_per_ip: Option<usize>,
+
+    /// Close a connection whose client stops reading while the server has
+    /// bytes for it, after this long; 0 = only --idle-timeout applies.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs, allow_negative_numbers = true)]
+    pub stall_timeout: Duration,
+
+    /// Also serve UDP echo on each listen address (printed as `listening udp ADDR`).
+    #[arg(long)]
+    pub udp: bool,
+
+    /// Largest UDP datagram echoed; larger ones are dropped and counted, never truncated.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::serve::udp::MAX_DATAGRAM, value_parser = parse_udp_size)]
+    pub udp_max_size: usize,
+
+    /// UDP datagrams per second answered per source address (burst: twice that).
+    #[arg(long, value_name = "N", default_value_t = crate::serve::udp::DEFAULT_RATE, value_parser = parse_rate, allow_negative_numbers = true)]
+    pub udp_rate: u32,
+
+    /// UDP datagrams per second answered for all sources together (burst: twice that).
+    #[arg(long, value_name = "N", default_value_t = crate::serve::udp::DEFAULT_GLOBAL_RATE, value_parser = parse_rate, allow_negative_numbers = true)]
+    pub udp_global_rate: u32,
+
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen)]
+    pub metrics: Option<SocketAddr>,
+
     /// Serve exactly one connection on stdin/stdout, as an inetd "nowait" service.
     #[arg(long)]
     pub inetd: bool,
@@ -151,6 +180,24 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 pub fn parse_positive(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("'{s}' is not a positive whole number")),
+    }
+}
+
+/// Parses a UDP size limit: 0 to 65,507 bytes.
+pub fn parse_udp_size(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n <= crate::serve::udp::MAX_DATAGRAM => Ok(n),
+        Ok(n) => Err(format!("{n} is larger than the largest UDP payload, 65507")),
+        Err(_) => Err(format!("'{s}' is not a whole number of bytes")),
+    }
+}
+
+/// Parses a rate: a whole number of at least 1 per second.
+pub fn parse_rate(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(0) => Err("must be at least 1 per second".into()),
         Ok(n) => Ok(n),
         Err(_) => Err(format!("'{s}' is not a positive whole number")),
     }

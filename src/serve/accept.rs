@@ -22,8 +22,8 @@ const WARN_INTERVAL_S: u64 = 5;
 
 /// What [`next`] found.
 pub enum Next {
-    /// A connection admitted under `--max-conns`; the caller must
-    /// [`super::stats::Stats::release`] it when done.
+    /// A connection admitted under the limits; the caller must
+    /// [`Ctx::release`] it when done.
     Conn(TcpStream, SocketAddr),
     /// The server is draining or the listeners were shut down.
     Closed,
@@ -85,7 +85,7 @@ pub fn next(listeners: &[TcpListener], ctx: &Ctx) -> Next {
 pub fn take(listener: &TcpListener, ctx: &Ctx) -> Option<(TcpStream, SocketAddr)> {
     match listener.accept() {
         Ok((conn, peer)) => {
-            if ctx.stats.try_admit(ctx.max_conns) {
+            if ctx.admit(&peer) {
                 debug!(%peer, "connection open");
                 return Some((conn, peer));
             }
@@ -99,12 +99,17 @@ pub fn take(listener: &TcpListener, ctx: &Ctx) -> Option<(TcpStream, SocketAddr)
     }
 }
 
-/// Closes a connection over the limit (already counted by `try_admit`).
+/// Closes a connection over a limit (already counted by `Ctx::admit`).
 fn reject(conn: TcpStream, peer: SocketAddr, ctx: &Ctx) {
     drop(conn);
     static LAST: AtomicU64 = AtomicU64::new(0);
     if rate_ok(&LAST) {
-        warn!(%peer, max_conns = ctx.max_conns, "over --max-conns: connection closed");
+        warn!(
+            %peer,
+            max_conns = ctx.max_conns,
+            max_conns_per_ip = ctx.max_conns_per_ip,
+            "over --max-conns or --max-conns-per-ip: connection closed"
+        );
     }
 }
 

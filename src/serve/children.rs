@@ -5,7 +5,8 @@
 //! handler wakes the parent: signals coalesce (ten children can exit behind
 //! one SIGCHLD), so one `wait` per signal would leave zombies.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -23,13 +24,14 @@ pub const TERM_GRACE: Duration = Duration::from_secs(1);
 /// The children this process started and has not reaped yet.
 #[derive(Debug, Default)]
 pub struct Children {
-    pids: HashSet<Pid>,
+    /// Each child, with the client it serves (fork) or `None` (a worker).
+    pids: HashMap<Pid, Option<SocketAddr>>,
 }
 
 impl Children {
-    /// Remembers a child just forked.
-    pub fn add(&mut self, pid: Pid) {
-        self.pids.insert(pid);
+    /// Remembers a child just forked, and the client it serves if any.
+    pub fn add(&mut self, pid: Pid, peer: Option<SocketAddr>) {
+        self.pids.insert(pid, peer);
     }
 
     /// Children not yet reaped.
@@ -44,16 +46,16 @@ impl Children {
 
     /// Reaps every child that has exited, without blocking, calling
     /// `on_exit` for each one of ours.
-    pub fn reap(&mut self, mut on_exit: impl FnMut(Pid, WaitStatus)) {
+    pub fn reap(&mut self, mut on_exit: impl FnMut(Pid, WaitStatus, Option<SocketAddr>)) {
         loop {
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 // Children exist but none has exited.
                 Ok(WaitStatus::StillAlive) => return,
                 Ok(status) => {
                     if let Some(pid) = status.pid()
-                        && self.pids.remove(&pid)
+                        && let Some(peer) = self.pids.remove(&pid)
                     {
-                        on_exit(pid, status);
+                        on_exit(pid, status, peer);
                     }
                 }
                 Err(Errno::EINTR) => continue,
@@ -65,7 +67,7 @@ impl Children {
 
     /// Sends `sig` to every child still alive.
     pub fn signal_all(&self, sig: Signal) {
-        for pid in &self.pids {
+        for pid in self.pids.keys() {
             // ESRCH: it exited and awaits reaping; nothing to do.
             let _ = kill(*pid, sig);
         }
@@ -75,7 +77,11 @@ impl Children {
     /// children to finish within the drain timeout; then SIGTERM those left
     /// (they stop at once and close), and SIGKILL any that outlive
     /// [`TERM_GRACE`]. A second SIGTERM/SIGINT skips to SIGKILL.
-    pub fn finish(&mut self, ctx: &Ctx, mut on_exit: impl FnMut(Pid, WaitStatus)) {
+    pub fn finish(
+        &mut self,
+        ctx: &Ctx,
+        mut on_exit: impl FnMut(Pid, WaitStatus, Option<SocketAddr>),
+    ) {
         let done = supervise::drain(ctx, || {
             self.reap(&mut on_exit);
             self.is_empty()
@@ -95,11 +101,11 @@ impl Children {
         if !self.is_empty() {
             info!(children = self.len(), "killing children (SIGKILL)");
             self.signal_all(Signal::SIGKILL);
-            for pid in std::mem::take(&mut self.pids) {
+            for (pid, peer) in std::mem::take(&mut self.pids) {
                 loop {
                     match waitpid(pid, None) {
                         Err(Errno::EINTR) => continue,
-                        Ok(status) => on_exit(pid, status),
+                        Ok(status) => on_exit(pid, status, peer),
                         Err(_) => {}
                     }
                     break;

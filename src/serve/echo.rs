@@ -27,6 +27,8 @@ pub enum End {
     Fin,
     /// No byte moved either way for `--idle-timeout`.
     Idle,
+    /// The client stopped reading our echo for `--stall-timeout`.
+    Stall,
     /// The client reset the connection or stopped reading for good.
     Reset,
     /// The process was told to stop serving (drain deadline).
@@ -36,13 +38,13 @@ pub enum End {
 }
 
 /// Sets up an accepted socket: blocking, TCP_NODELAY (no 40 ms Nagle +
-/// delayed-ACK stall on a large message's tail), and the idle timeout as
-/// receive and send timeouts.
+/// delayed-ACK stall on a large message's tail), the idle timeout as receive
+/// timeout and the stall timeout as send timeout.
 pub fn prepare(stream: &TcpStream, ctx: &Ctx) -> io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(ctx.idle_timeout)?;
-    stream.set_write_timeout(ctx.idle_timeout)?;
+    stream.set_write_timeout(ctx.send_timeout())?;
     Ok(())
 }
 
@@ -76,8 +78,9 @@ pub fn echo(fd: RawFd, buf: &mut [u8], stats: &Stats, stop: &dyn Fn() -> bool) -
                 Ok(w) => off += w,
                 Err(Errno::EINTR) if stop() => return End::Stopped,
                 Err(Errno::EINTR) => continue,
-                // SO_SNDTIMEO expired: the client took nothing for the idle timeout.
-                Err(Errno::EAGAIN) => return End::Idle,
+                // SO_SNDTIMEO expired: the client took nothing for the
+                // stall (or idle) timeout.
+                Err(Errno::EAGAIN) => return End::Stall,
                 Err(Errno::ECONNRESET) | Err(Errno::EPIPE) | Err(Errno::ETIMEDOUT) => {
                     return End::Reset;
                 }
@@ -92,11 +95,13 @@ pub fn echo(fd: RawFd, buf: &mut [u8], stats: &Stats, stop: &dyn Fn() -> bool) -
     }
 }
 
-/// Counts an ending in the shared stats (idle timeouts).
+/// Counts an ending in the shared stats (idle and stall timeouts).
 pub fn count_end(end: End, stats: &Stats) {
-    if end == End::Idle {
-        stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
-    }
+    match end {
+        End::Idle => stats.idle_timeouts.fetch_add(1, Ordering::Relaxed),
+        End::Stall => stats.stall_timeouts.fetch_add(1, Ordering::Relaxed),
+        _ => 0,
+    };
 }
 
 /// Serves one admitted connection inside this process, then closes it and
@@ -110,5 +115,5 @@ pub fn serve(conn: TcpStream, peer: SocketAddr, ctx: &Ctx, buf: &mut [u8]) {
     count_end(end, ctx.stats);
     tracing::debug!(%peer, ?end, "connection closed");
     drop(conn);
-    ctx.stats.release();
+    ctx.release(&peer);
 }

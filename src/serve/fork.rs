@@ -47,7 +47,7 @@ pub fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {
             }
         }
         signals::drain_wake();
-        kids.reap(|_, _| ctx.stats.release());
+        kids.reap(|_, _, peer| release(ctx, peer));
         if signals::stops() > 0 {
             break;
         }
@@ -58,8 +58,15 @@ pub fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {
         }
     }
     supervise::stop_accepting(&listeners, ctx);
-    kids.finish(ctx, |_, _| ctx.stats.release());
+    kids.finish(ctx, |_, _, peer| release(ctx, peer));
     Ok(())
+}
+
+/// A reaped connection child gives its slot back.
+fn release(ctx: &Ctx, peer: Option<SocketAddr>) {
+    if let Some(peer) = peer {
+        ctx.release(&peer);
+    }
 }
 
 /// Forks the child for one admitted connection; the parent closes its copy.
@@ -72,7 +79,7 @@ fn spawn(
 ) {
     if let Err(e) = echo::prepare(&conn, ctx) {
         debug!(%peer, "socket setup failed: {e}");
-        ctx.stats.release();
+        ctx.release(&peer);
         return;
     }
     // SAFETY: the parent is single-threaded (this model starts no thread),
@@ -81,11 +88,11 @@ fn spawn(
         Ok(ForkResult::Child) => child(&conn, listeners, ctx),
         Ok(ForkResult::Parent { child }) => {
             debug!(%peer, pid = child.as_raw(), "connection open, child forked");
-            kids.add(child);
+            kids.add(child, Some(peer));
         }
         Err(e) => {
             warn!(%peer, "fork failed: {e}; closing the connection");
-            ctx.stats.release();
+            ctx.release(&peer);
         }
     }
 }

@@ -36,14 +36,17 @@ pub mod fork;
 pub mod inetd;
 pub mod iterative;
 pub mod listen;
+pub mod metrics;
 pub mod pending;
 pub mod prefork;
 pub mod prethread;
+pub mod sidecar;
 pub mod signals;
 pub mod stats;
 pub mod supervise;
 pub mod thread;
 pub mod tokio;
+pub mod udp;
 pub mod uring;
 
 use std::net::{SocketAddr, TcpListener};
@@ -137,8 +140,51 @@ pub struct Ctx {
     pub drain_timeout: Duration,
     /// Worker count for the pre-spawned models.
     pub workers: usize,
+    /// `--max-conns-per-ip`, if set.
+    pub max_conns_per_ip: Option<u64>,
+    /// `--stall-timeout`: `None` when 0 (then only the idle timeout applies).
+    pub stall_timeout: Option<Duration>,
     /// Counters, in memory shared with forked children.
     pub stats: &'static Stats,
+}
+
+impl Ctx {
+    /// Admits a new client under `--max-conns-per-ip` and `--max-conns`.
+    /// `false` means: close it at once (it has been counted as rejected).
+    pub fn admit(&self, peer: &SocketAddr) -> bool {
+        if let Some(max) = self.max_conns_per_ip
+            && !self.stats.per_ip.admit(peer.ip(), max)
+        {
+            self.stats
+                .rejected_per_ip
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return false;
+        }
+        if !self.stats.try_admit(self.max_conns) {
+            if self.max_conns_per_ip.is_some() {
+                self.stats.per_ip.release(peer.ip());
+            }
+            return false;
+        }
+        true
+    }
+
+    /// Gives back what [`Ctx::admit`] took, after the connection is closed.
+    pub fn release(&self, peer: &SocketAddr) {
+        if self.max_conns_per_ip.is_some() {
+            self.stats.per_ip.release(peer.ip());
+        }
+        self.stats.release();
+    }
+
+    /// How long a send may wait for a client that does not read: the stall
+    /// timeout, else the idle timeout (no byte moves either way meanwhile).
+    pub fn send_timeout(&self) -> Option<Duration> {
+        match (self.stall_timeout, self.idle_timeout) {
+            (Some(s), Some(i)) => Some(s.min(i)),
+            (s, i) => s.or(i),
+        }
+    }
 }
 
 /// Runs `netecho serve` until a signal stops it.
@@ -161,18 +207,60 @@ pub fn run(opt: ServeOpt) -> Result<()> {
         idle_timeout: (!opt.idle_timeout.is_zero()).then_some(opt.idle_timeout),
         drain_timeout: opt.drain_timeout,
         workers,
+        max_conns_per_ip: opt.max_conns_per_ip.map(|n| n as u64),
+        stall_timeout: (!opt.stall_timeout.is_zero()).then_some(opt.stall_timeout),
         stats,
     }));
-    let listeners = match activation::take()? {
-        Some(passed) if !passed.tcp.is_empty() => {
-            if !opt.listen.is_empty() {
-                tracing::warn!("sockets passed by systemd (LISTEN_FDS); --listen ignored");
-            }
-            passed.tcp
+    let passed = activation::take()?.unwrap_or_default();
+    let listeners = if passed.tcp.is_empty() {
+        listen::bind_all(&opt.listen)?
+    } else {
+        if !opt.listen.is_empty() {
+            tracing::warn!("sockets passed by systemd (LISTEN_FDS); --listen ignored");
         }
-        _ => listen::bind_all(&opt.listen)?,
+        passed.tcp
+    };
+    // UDP shares the TCP sockets' addresses and ports (echo is port 7 for
+    // both), unless systemd passed datagram sockets.
+    let udp_sockets = if !opt.udp {
+        Vec::new()
+    } else if !passed.udp.is_empty() {
+        passed.udp
+    } else {
+        udp::bind_all(&local_addrs(&listeners))?
+    };
+    let metrics = match opt.metrics {
+        Some(addr) => {
+            let l = listen::bind(addr)?;
+            // The metrics thread blocks in accept.
+            l.set_nonblocking(false)
+                .map_err(Error::io("metrics listener"))?;
+            Some(l)
+        }
+        None => None,
     };
     listen::announce(&listeners)?;
+    udp::announce(&udp_sockets)?;
+    if let Some(m) = &metrics {
+        let addr = m.local_addr().map_err(Error::io("metrics listener"))?;
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening metrics http://{addr}/metrics");
+        let _ = out.flush();
+    }
+    sidecar::start(
+        sidecar::Services {
+            udp: udp_sockets,
+            udp_cfg: udp::Config {
+                max_size: opt.udp_max_size,
+                rate: opt.udp_rate,
+                global_rate: opt.udp_global_rate,
+            },
+            workers,
+            metrics,
+        },
+        stats,
+    )?;
     info!(
         model = model.name(),
         workers,

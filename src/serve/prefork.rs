@@ -26,7 +26,7 @@ pub fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {
     while signals::stops() == 0 {
         signals::wait(None);
         let mut lost = 0;
-        kids.reap(|pid, status| {
+        kids.reap(|pid, status, _| {
             warn!(
                 pid = pid.as_raw(),
                 ?status,
@@ -44,7 +44,7 @@ pub fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {
         }
     }
     supervise::stop_accepting(&listeners, ctx);
-    kids.finish(ctx, |_, _| {});
+    kids.finish(ctx, |_, _, _| {});
     Ok(())
 }
 
@@ -56,7 +56,7 @@ fn spawn(listeners: &[TcpListener], ctx: &'static Ctx, kids: &mut Children) -> n
     match unsafe { fork() }? {
         ForkResult::Child => worker(listeners, ctx),
         ForkResult::Parent { child } => {
-            kids.add(child);
+            kids.add(child, None);
             Ok(())
         }
     }
@@ -80,7 +80,7 @@ fn worker(listeners: &[TcpListener], ctx: &Ctx) -> ! {
         echo::count_end(end, ctx.stats);
         tracing::debug!(%peer, ?end, "connection closed");
         drop(conn);
-        ctx.stats.release();
+        ctx.release(&peer);
     }
     // SAFETY: `_exit` skips the parent's atexit handlers and destructors,
     // which belong to the parent process.

@@ -3,6 +3,7 @@
 //! parent can tell prefork workers to stop accepting.
 
 use std::io;
+use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -11,7 +12,7 @@ use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
 /// Counters and flags shared by every thread and process of one server.
 /// All fields are atomics, whose all-zero bit pattern is a valid value, so a
 /// fresh zero-filled mapping is a valid `Stats`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 #[repr(C)]
 pub struct Stats {
     /// Clients being served now (admitted, not yet closed).
@@ -26,6 +27,203 @@ pub struct Stats {
     pub idle_timeouts: AtomicU64,
     /// Set by the first SIGTERM/SIGINT: accept nothing more.
     pub stopping: AtomicBool,
+    /// Connections closed at once because of `--max-conns-per-ip`.
+    pub rejected_per_ip: AtomicU64,
+    /// Connections closed for `--stall-timeout` (client stopped reading).
+    pub stall_timeouts: AtomicU64,
+    /// UDP datagrams echoed.
+    pub udp_datagrams: AtomicU64,
+    /// UDP bytes echoed.
+    pub udp_bytes: AtomicU64,
+    /// UDP datagrams dropped, indexed by [`UdpDrop`].
+    pub udp_dropped: [AtomicU64; UdpDrop::ALL.len()],
+    /// Clients served now per source address, for `--max-conns-per-ip`.
+    pub per_ip: PerIp,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            active: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            idle_timeouts: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            rejected_per_ip: AtomicU64::new(0),
+            stall_timeouts: AtomicU64::new(0),
+            udp_datagrams: AtomicU64::new(0),
+            udp_bytes: AtomicU64::new(0),
+            udp_dropped: std::array::from_fn(|_| AtomicU64::new(0)),
+            per_ip: PerIp::default(),
+        }
+    }
+}
+
+/// Why a UDP datagram got no reply. Each reason is counted apart so an
+/// operator can tell a flood from a loop from a misconfiguration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UdpDrop {
+    /// Larger than `--udp-max-size`: never echoed truncated.
+    TooBig,
+    /// From port 0 or a port of another small service (7, 9, 13, 19, 37):
+    /// replying could start a loop between two services.
+    LoopPort,
+    /// From a broadcast, multicast or unspecified address.
+    BadSource,
+    /// The same bytes came back from where we just sent them, again and again:
+    /// another echo server is bouncing our replies.
+    Loop,
+    /// Over the source's `--udp-rate`.
+    SourceRate,
+    /// Over `--udp-global-rate`.
+    GlobalRate,
+}
+
+impl UdpDrop {
+    /// Every reason, in counter order.
+    pub const ALL: [UdpDrop; 6] = [
+        UdpDrop::TooBig,
+        UdpDrop::LoopPort,
+        UdpDrop::BadSource,
+        UdpDrop::Loop,
+        UdpDrop::SourceRate,
+        UdpDrop::GlobalRate,
+    ];
+
+    /// The label value in metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            UdpDrop::TooBig => "too_big",
+            UdpDrop::LoopPort => "loop_port",
+            UdpDrop::BadSource => "bad_source",
+            UdpDrop::Loop => "loop",
+            UdpDrop::SourceRate => "source_rate",
+            UdpDrop::GlobalRate => "global_rate",
+        }
+    }
+}
+
+/// Slots in the per-address table: more distinct client addresses than this
+/// at once are not limited individually (the global `--max-conns` still is).
+pub const PER_IP_SLOTS: usize = 4096;
+
+/// A fixed-size table of (address hash, open connections), in shared memory
+/// so forked children count too. A tiny spinlock guards it: the critical
+/// section is a few loads and stores, never a system call.
+#[derive(Debug)]
+#[repr(C)]
+pub struct PerIp {
+    lock: AtomicBool,
+    keys: [AtomicU64; PER_IP_SLOTS],
+    counts: [AtomicU64; PER_IP_SLOTS],
+}
+
+impl Default for PerIp {
+    fn default() -> Self {
+        PerIp {
+            lock: AtomicBool::new(false),
+            keys: std::array::from_fn(|_| AtomicU64::new(0)),
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl PerIp {
+    fn key(ip: IpAddr) -> u64 {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        // SipHash with fixed keys: the same in every process of the server.
+        let mut h = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(&ip, &mut h);
+        std::hash::Hasher::finish(&h) | 1
+    }
+
+    fn with_lock<T>(&self, f: impl FnOnce() -> T) -> T {
+        while self
+            .lock
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            std::hint::spin_loop();
+        }
+        let r = f();
+        self.lock.store(false, Ordering::Release);
+        r
+    }
+
+    /// Counts one more connection from `ip` unless it already has `max`.
+    pub fn admit(&self, ip: IpAddr, max: u64) -> bool {
+        let key = Self::key(ip);
+        self.with_lock(|| {
+            let start = (key as usize) % PER_IP_SLOTS;
+            let mut free = None;
+            for k in 0..PER_IP_SLOTS {
+                let i = (start + k) % PER_IP_SLOTS;
+                let slot = self.keys[i].load(Ordering::Relaxed);
+                if slot == key {
+                    let c = self.counts[i].load(Ordering::Relaxed);
+                    if c >= max {
+                        return false;
+                    }
+                    self.counts[i].store(c + 1, Ordering::Relaxed);
+                    return true;
+                }
+                if slot == 0 {
+                    free.get_or_insert(i);
+                    break;
+                }
+                if free.is_none() && self.counts[i].load(Ordering::Relaxed) == 0 {
+                    free = Some(i);
+                }
+            }
+            // A full table limits nobody rather than everybody.
+            if let Some(i) = free {
+                self.keys[i].store(key, Ordering::Relaxed);
+                self.counts[i].store(1, Ordering::Relaxed);
+            }
+            true
+        })
+    }
+
+    /// Gives back a connection counted by [`PerIp::admit`].
+    pub fn release(&self, ip: IpAddr) {
+        let key = Self::key(ip);
+        self.with_lock(|| {
+            let start = (key as usize) % PER_IP_SLOTS;
+            for k in 0..PER_IP_SLOTS {
+                let i = (start + k) % PER_IP_SLOTS;
+                let slot = self.keys[i].load(Ordering::Relaxed);
+                if slot == key {
+                    let c = self.counts[i].load(Ordering::Relaxed);
+                    self.counts[i].store(c.saturating_sub(1), Ordering::Relaxed);
+                    return;
+                }
+                if slot == 0 {
+                    return;
+                }
+            }
+        })
+    }
+
+    /// Connections counted for `ip` now.
+    pub fn count(&self, ip: IpAddr) -> u64 {
+        let key = Self::key(ip);
+        self.with_lock(|| {
+            let start = (key as usize) % PER_IP_SLOTS;
+            for k in 0..PER_IP_SLOTS {
+                let i = (start + k) % PER_IP_SLOTS;
+                match self.keys[i].load(Ordering::Relaxed) {
+                    0 => return 0,
+                    s if s == key => return self.counts[i].load(Ordering::Relaxed),
+                    _ => {}
+                }
+            }
+            0
+        })
+    }
 }
 
 impl Stats {
@@ -83,6 +281,11 @@ impl Stats {
         self.active.load(Ordering::Acquire)
     }
 
+    /// Counts a dropped UDP datagram.
+    pub fn udp_drop(&self, why: UdpDrop) {
+        self.udp_dropped[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// True once the server is draining.
     pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
@@ -104,6 +307,22 @@ mod tests {
         assert!(s.try_admit(2));
         assert_eq!(s.accepted.load(Ordering::Relaxed), 3);
         assert_eq!(s.active(), 2);
+    }
+
+    #[test]
+    fn per_ip_limit_counts_each_address_apart() {
+        let s = Stats::default();
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        let b: IpAddr = "127.0.0.3".parse().unwrap();
+        let a_mapped: IpAddr = "::ffff:127.0.0.2".parse().unwrap();
+        assert!(s.per_ip.admit(a, 2));
+        assert!(s.per_ip.admit(a_mapped, 2), "mapped v4 is the same client");
+        assert!(!s.per_ip.admit(a, 2));
+        assert!(s.per_ip.admit(b, 2));
+        assert_eq!(s.per_ip.count(a), 2);
+        s.per_ip.release(a);
+        assert!(s.per_ip.admit(a, 2));
+        assert_eq!(s.per_ip.count(b), 1);
     }
 
     #[test]

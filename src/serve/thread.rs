@@ -32,7 +32,7 @@ pub fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {
                 if let Err(e) = spawned {
                     // The closure (and the connection in it) was dropped:
                     // the client sees a close; give its slot back.
-                    ctx.stats.release();
+                    ctx.release(&peer);
                     warn!(%peer, "cannot start a thread for a client: {e}");
                 }
             }

@@ -1,0 +1,206 @@
+//! `--metrics ADDR:PORT`: Prometheus text at `/metrics`, rendered by
+//! prometheus-client from the shared [`Stats`] on every scrape, so counts
+//! made by forked children are included.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use super::stats::{Stats, UdpDrop};
+
+/// A slow or silent scraper cannot hold the metrics thread longer than this.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Request headers beyond this are not read.
+const MAX_REQUEST_LINES: usize = 100;
+
+/// Reads the shared counters at scrape time.
+#[derive(Debug)]
+struct StatsCollector(&'static Stats);
+
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    let c = ConstCounter::new(v);
+    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+impl Collector for StatsCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        let s = self.0;
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        counter(
+            &mut e,
+            "netecho_connections",
+            "TCP connections accepted and served",
+            load(&s.accepted),
+        )?;
+        let g = ConstGauge::new(load(&s.active) as i64);
+        g.encode(e.encode_descriptor(
+            "netecho_connections_active",
+            "TCP connections being served now",
+            None,
+            g.metric_type(),
+        )?)?;
+        {
+            let c = ConstCounter::new(0u64);
+            let mut fam = e.encode_descriptor(
+                "netecho_connections_rejected",
+                "TCP connections accepted then closed at once, by limit",
+                None,
+                c.metric_type(),
+            )?;
+            for (reason, v) in [
+                ("max_conns", load(&s.rejected)),
+                ("max_conns_per_ip", load(&s.rejected_per_ip)),
+            ] {
+                ConstCounter::new(v).encode(fam.encode_family(&[("reason", reason)])?)?;
+            }
+        }
+        counter(
+            &mut e,
+            "netecho_bytes_echoed",
+            "bytes echoed back over TCP",
+            load(&s.bytes),
+        )?;
+        counter(
+            &mut e,
+            "netecho_idle_timeouts",
+            "connections closed after --idle-timeout",
+            load(&s.idle_timeouts),
+        )?;
+        counter(
+            &mut e,
+            "netecho_stall_timeouts",
+            "connections closed after --stall-timeout",
+            load(&s.stall_timeouts),
+        )?;
+        counter(
+            &mut e,
+            "netecho_udp_datagrams",
+            "UDP datagrams echoed",
+            load(&s.udp_datagrams),
+        )?;
+        counter(
+            &mut e,
+            "netecho_udp_bytes",
+            "UDP bytes echoed",
+            load(&s.udp_bytes),
+        )?;
+        let c = ConstCounter::new(0u64);
+        let mut fam = e.encode_descriptor(
+            "netecho_udp_dropped",
+            "UDP datagrams not echoed, by reason",
+            None,
+            c.metric_type(),
+        )?;
+        for why in UdpDrop::ALL {
+            let v = load(&s.udp_dropped[why as usize]);
+            ConstCounter::new(v).encode(fam.encode_family(&[("reason", why.name())])?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Renders the metrics page.
+pub fn render(stats: &'static Stats) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(StatsCollector(stats)));
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    out
+}
+
+/// Serves `/metrics` until the process ends, one scrape at a time (scrapes
+/// are rare and small; a thread per scraper would be a DoS surface).
+pub fn serve(listener: TcpListener, stats: &'static Stats) {
+    let _ = listener.set_nonblocking(false);
+    for conn in listener.incoming() {
+        match conn {
+            Ok(c) => {
+                let _ = answer(c, stats);
+            }
+            Err(e) => super::accept::handle_accept_error(&e),
+        }
+    }
+}
+
+fn answer(conn: TcpStream, stats: &'static Stats) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(SCRAPE_TIMEOUT))?;
+    conn.set_write_timeout(Some(SCRAPE_TIMEOUT))?;
+    let mut reader = BufReader::new(&conn);
+    let mut request = String::new();
+    reader.read_line(&mut request)?;
+    // Skip the headers up to the blank line.
+    for _ in 0..MAX_REQUEST_LINES {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
+            break;
+        }
+    }
+    let mut parts = request.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = path.split('?').next().unwrap_or("");
+    let (status, ctype, body) = match (method, path) {
+        ("GET", "/metrics") | ("HEAD", "/metrics") => (
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            render(stats),
+        ),
+        ("GET", _) | ("HEAD", _) => (
+            "404 Not Found",
+            "text/plain",
+            "netecho serves /metrics only\n".to_string(),
+        ),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "GET /metrics\n".to_string(),
+        ),
+    };
+    let mut w = &conn;
+    write!(
+        w,
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    if method != "HEAD" {
+        w.write_all(body.as_bytes())?;
+    }
+    w.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_names_every_counter_with_its_value() {
+        let s: &'static Stats = Box::leak(Box::default());
+        s.accepted.store(7, Ordering::Relaxed);
+        s.active.store(2, Ordering::Relaxed);
+        s.rejected.store(3, Ordering::Relaxed);
+        s.bytes.store(1000, Ordering::Relaxed);
+        s.udp_drop(UdpDrop::SourceRate);
+        let page = render(s);
+        for line in [
+            "netecho_connections_total 7",
+            "netecho_connections_active 2",
+            "netecho_connections_rejected_total{reason=\"max_conns\"} 3",
+            "netecho_bytes_echoed_total 1000",
+            "netecho_idle_timeouts_total 0",
+            "netecho_udp_datagrams_total 0",
+            "netecho_udp_dropped_total{reason=\"source_rate\"} 1",
+        ] {
+            assert!(
+                page.lines().any(|l| l == line),
+                "missing {line:?} in:\n{page}"
+            );
+        }
+    }
+}
