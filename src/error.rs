@@ -47,6 +47,21 @@ pub enum Error {
     /// The sockets passed by systemd (LISTEN_FDS) cannot be used.
     #[error("socket activation: {reason}")]
     Activation { reason: String },
+    /// Options that parse one by one but not together (`--size` too big
+    /// for `--udp`...).
+    #[error("{0}")]
+    InvalidOption(String),
+    /// `bench` ran to the end, but some requests failed or were lost; the
+    /// figures are printed, the exit status says so.
+    #[error("bench failed: {0}")]
+    BenchFailed(String),
+    /// `ping` ran to the end, but some probes failed.
+    #[error("{failed} of {sent} probes failed; first: {first}")]
+    PingFailed {
+        failed: u64,
+        sent: u64,
+        first: String,
+    },
     /// A system call the program cannot do without failed.
     #[error("{what}: {source}")]
     Io {
@@ -54,6 +69,17 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// Opening a packet socket without the right to (`EPERM`).
+    #[error(
+        "{0} needs CAP_NET_RAW: run it as root, or grant it with `setcap cap_net_raw+ep netecho`"
+    )]
+    NeedCapNetRaw(&'static str),
+    /// `--iface` names no interface, or one whose frames are not Ethernet.
+    #[error("cannot capture on interface '{name}': {reason}")]
+    Interface { name: String, reason: String },
+    /// A step of `netecho lab` could not be carried out.
+    #[error("lab: {0}")]
+    Lab(String),
 }
 
 impl Error {

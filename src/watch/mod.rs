@@ -1,14 +1,379 @@
-//! `netecho watch`: being written.
+//! `netecho watch`: the TCP sockets on one port, live, each state change
+//! printed as it happens, with the process that owns the socket.
+//!
+//! Every `--interval` the kernel's socket table is read over netlink
+//! sock_diag ([`diag`]), reduced to the sockets whose local or remote port is
+//! `--port`, and compared with the previous read ([`snapshot::diff`]):
+//!
+//! ```text
+//!    0.000 127.0.0.1:6666 -> 0.0.0.0:* (new) => LISTEN (pid 4242 netecho) rq=0 wq=1024
+//!   12.345 127.0.0.1:54260 -> 127.0.0.1:6666 ESTABLISHED => FIN-WAIT-1 (pid 4300 netecho) rq=0 wq=0
+//! ```
+//!
+//! A poll can miss a state that lasts less than the interval (SYN-SENT on
+//! loopback lasts microseconds): `watch` shows what the table held at each
+//! poll, and `trace` shows every segment.
+//!
+//! With `--pid`, the process tree under that pid is shown too, each
+//! process's state letter and wait channel (the kernel function it sleeps
+//! in), and a finished child nobody has reaped is flagged `ZOMBIE`.
+//!
+//! # Cost
+//! A poll is two sock_diag dumps (IPv4, IPv6) with the port filter run in
+//! the kernel, plus a `/proc` fd scan only when a socket with an unknown
+//! inode shows up. The kernel walks its whole TCP established-hash table for
+//! each dump, so the cost is set by that table's size, not by the sockets
+//! shown. Measured with `watch --interval 10 --duration 10`, 5 connections
+//! open, utime+stime from `/proc/PID/stat` (2-core CI box, kernel 6.18):
+//! - in a network namespace with a 1024-bucket table: 0.12-0.13 s of CPU
+//!   in 10 s, about 1.2% of one core; with `--pid`, 0.37 s (3.7%);
+//! - in the host namespace (262144 buckets, ~300 sockets): 2.5 s in 10 s,
+//!   25% of one core at 10 ms, so about 2.5% at the default 100 ms.
+//!
+//! The request leaves out `TCP_BOUND_INACTIVE`: asking for it made the
+//! kernel walk the bind hash too and cost 20 times more.
+
+pub mod diag;
+pub mod procs;
+pub mod snapshot;
+pub mod state;
+pub mod stop;
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 
+use crate::cli::parse_secs_nonzero;
 use crate::error::Result;
+use procs::{Owner, Owners, ProcChange, ProcInfo};
+use snapshot::{Change, Snapshot};
+use state::State;
+
+/// The port watched when none is given: netecho's own.
+pub const DEFAULT_PORT: u16 = 6666;
+/// Milliseconds between polls when `--interval` is not given.
+pub const DEFAULT_INTERVAL_MS: u64 = 100;
+/// How often `--pid` looks through all of `/proc` for new processes in the
+/// tree; polls in between re-read only the processes already known, so a
+/// 10 ms interval does not read every process on the host 100 times a second.
+pub const PROC_SCAN_EVERY: Duration = Duration::from_millis(100);
+/// The shortest interval accepted: below this the polls cost more than the
+/// changes they catch.
+pub const MIN_INTERVAL_MS: u64 = 1;
 
 /// Options of `netecho watch`.
 #[derive(Debug, Args)]
-pub struct Opt {}
+pub struct Opt {
+    /// TCP port whose sockets to show (local or remote side).
+    #[arg(long, short = 'p', default_value_t = DEFAULT_PORT)]
+    pub port: u16,
 
-/// Runs `netecho watch`.
-pub fn run(_opt: Opt) -> Result<()> {
+    /// Also show this process and its descendants: state letter, wait
+    /// channel, and zombies.
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<i32>,
+
+    /// Stop after this many seconds (default: run until Ctrl-C/SIGTERM).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs_nonzero)]
+    pub duration: Option<Duration>,
+
+    /// Milliseconds between two reads of the socket table.
+    #[arg(long, value_name = "MS", default_value_t = DEFAULT_INTERVAL_MS,
+          value_parser = clap::value_parser!(u64).range(MIN_INTERVAL_MS..=60_000))]
+    pub interval: u64,
+}
+
+/// Runs `netecho watch` until `--duration` ends or a signal stops it.
+pub fn run(opt: Opt) -> Result<()> {
+    stop::install()?;
+    let mut w = Watcher::new(opt.port, opt.pid)?;
+    let mut out = io::stdout().lock();
+    let pid_note = opt
+        .pid
+        .map(|p| format!(" and the processes under pid {p}"))
+        .unwrap_or_default();
+    let header = format!(
+        "watching TCP port {}{pid_note}, every {} ms (Ctrl-C to stop)",
+        opt.port, opt.interval
+    );
+    if !emit(&mut out, &[header]) {
+        return Ok(());
+    }
+    let interval = Duration::from_millis(opt.interval);
+    let deadline = opt.duration.map(|d| w.start + d);
+    let mut next = Instant::now();
+    while !stop::requested() && deadline.is_none_or(|d| Instant::now() < d) {
+        let lines = w.poll()?;
+        if !emit(&mut out, &lines) {
+            return Ok(());
+        }
+        next += interval;
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        } else {
+            // Fell behind (a slow /proc scan): start counting again from now.
+            next = now;
+        }
+    }
     Ok(())
+}
+
+/// Writes lines; false when stdout is closed (`| head`), which ends the
+/// run quietly.
+fn emit(out: &mut impl Write, lines: &[String]) -> bool {
+    for l in lines {
+        if writeln!(out, "{l}").is_err() {
+            return false;
+        }
+    }
+    out.flush().is_ok()
+}
+
+/// The polling state of `watch`, also driven step by step by `lab`.
+pub struct Watcher {
+    /// When watching began; timestamps count from here.
+    pub start: Instant,
+    /// The watched port.
+    port: u16,
+    /// The process tree's root, with `--pid`.
+    pid: Option<i32>,
+    /// The netlink socket.
+    diag: diag::Diag,
+    /// Inode → process cache.
+    owners: Owners,
+    /// The previous poll's sockets.
+    prev: Snapshot,
+    /// The previous poll's process tree.
+    prev_procs: BTreeMap<i32, ProcInfo>,
+    /// When `/proc` was last scanned in full for the tree.
+    last_scan: Option<Instant>,
+}
+
+impl Watcher {
+    /// Opens the netlink socket; the first [`Watcher::poll`] shows every
+    /// existing socket as new.
+    pub fn new(port: u16, pid: Option<i32>) -> Result<Watcher> {
+        Ok(Watcher {
+            start: Instant::now(),
+            port,
+            pid,
+            diag: diag::Diag::open()?,
+            owners: Owners::default(),
+            prev: Snapshot::new(),
+            prev_procs: BTreeMap::new(),
+            last_scan: None,
+        })
+    }
+
+    /// The sockets on the port right now, without printing anything.
+    pub fn sockets(&mut self) -> Result<Snapshot> {
+        self.diag.snapshot(self.port)
+    }
+
+    /// The processes holding a socket.
+    pub fn owners_of(&mut self, inode: u32) -> Vec<Owner> {
+        self.owners.of(inode)
+    }
+
+    /// Reads the table (and the tree) once and returns the lines to print
+    /// for what changed since the last poll.
+    pub fn poll(&mut self) -> Result<Vec<String>> {
+        let snap = self.diag.snapshot(self.port)?;
+        let t = self.start.elapsed().as_secs_f64();
+        let changes = snapshot::diff(&self.prev, &snap);
+        let mut lines = Vec::new();
+        if !changes.is_empty() {
+            let inodes: Vec<u32> = snap.values().map(|s| s.inode).collect();
+            self.owners.refresh_for(&inodes);
+        }
+        for c in &changes {
+            let owners = self.owners.of(c.sock.inode);
+            lines.push(format!("{t:8.3} {}", format_change(c, &owners)));
+        }
+        self.prev = snap;
+        if let Some(root) = self.pid {
+            let now = Instant::now();
+            let tree = if self.last_scan.is_none_or(|t| now - t >= PROC_SCAN_EVERY) {
+                self.last_scan = Some(now);
+                procs::tree(root)
+            } else {
+                procs::refresh(&self.prev_procs)
+            };
+            for c in procs::diff_procs(&self.prev_procs, &tree) {
+                lines.push(format!("{t:8.3} {}", format_proc_change(&c)));
+            }
+            self.prev_procs = tree;
+        }
+        Ok(lines)
+    }
+}
+
+/// `127.0.0.1:6666`, or `0.0.0.0:*` for a listener's empty peer.
+pub fn format_addr(a: SocketAddr) -> String {
+    if a.port() == 0 && a.ip().is_unspecified() {
+        match a {
+            SocketAddr::V4(_) => "0.0.0.0:*".into(),
+            SocketAddr::V6(_) => "[::]:*".into(),
+        }
+    } else {
+        a.to_string()
+    }
+}
+
+/// `(pid 4242 netecho)`, several comma-separated, or `(no process)`.
+pub fn format_owners(owners: &[Owner]) -> String {
+    if owners.is_empty() {
+        return "(no process)".into();
+    }
+    let list: Vec<String> = owners
+        .iter()
+        .map(|o| format!("pid {} {}", o.pid, o.comm))
+        .collect();
+    format!("({})", list.join(", "))
+}
+
+/// One socket change as `watch` prints it (without the timestamp).
+pub fn format_change(c: &Change, owners: &[Owner]) -> String {
+    let ends = format!(
+        "{} -> {}",
+        format_addr(c.key.local),
+        format_addr(c.key.remote)
+    );
+    let what = match c.from {
+        None => format!("(new) => {}", c.to),
+        Some(from) if c.is_owner_change() => format!("{from}, now held by"),
+        Some(from) => format!("{from} => {}", c.to),
+    };
+    let owners = if c.to == State::Closed {
+        String::new()
+    } else {
+        format!(" {}", format_owners(owners))
+    };
+    format!("{ends} {what}{owners} rq={} wq={}", c.sock.rq, c.sock.wq)
+}
+
+/// `R`, `S`... with their meaning, for people who do not know the letters.
+pub fn state_word(state: char) -> &'static str {
+    match state {
+        'R' => "running",
+        'S' => "sleeping",
+        'D' => "disk sleep",
+        'Z' => "zombie",
+        'T' => "stopped",
+        't' => "traced",
+        'X' => "dead",
+        'I' => "idle",
+        _ => "?",
+    }
+}
+
+/// One process change as `watch --pid` prints it (without the timestamp).
+pub fn format_proc_change(c: &ProcChange) -> String {
+    let describe = |i: &ProcInfo| {
+        if i.state == 'Z' {
+            format!("Z ZOMBIE (exited, parent {} has not reaped it)", i.ppid)
+        } else {
+            format!("{} ({}) wchan={}", i.state, state_word(i.state), i.wchan)
+        }
+    };
+    match (&c.from, &c.to) {
+        (None, Some(to)) => format!(
+            "process {} {} (parent {}) (new) => {}",
+            c.pid,
+            to.comm,
+            to.ppid,
+            describe(to)
+        ),
+        (Some(from), Some(to)) => format!(
+            "process {} {} {} => {}",
+            c.pid,
+            to.comm,
+            short(from),
+            describe(to)
+        ),
+        (Some(from), None) => format!(
+            "process {} {} {} => gone{}",
+            c.pid,
+            from.comm,
+            short(from),
+            if from.state == 'Z' { " (reaped)" } else { "" }
+        ),
+        (None, None) => format!("process {}", c.pid),
+    }
+}
+
+/// The state before a change, briefly.
+fn short(i: &ProcInfo) -> String {
+    if i.state == 'Z' {
+        "Z".into()
+    } else {
+        format!("{} wchan={}", i.state, i.wchan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use snapshot::{Key, Sock};
+
+    #[test]
+    fn change_lines_read_like_the_issue_says() {
+        let c = Change {
+            key: Key {
+                local: "127.0.0.1:54260".parse().unwrap(),
+                remote: "127.0.0.1:6666".parse().unwrap(),
+            },
+            from: Some(State::Established),
+            to: State::FinWait1,
+            sock: Sock {
+                state: State::FinWait1,
+                inode: 7,
+                rq: 0,
+                wq: 0,
+            },
+        };
+        let owners = [Owner {
+            pid: 4242,
+            comm: "netecho".into(),
+        }];
+        assert_eq!(
+            format_change(&c, &owners),
+            "127.0.0.1:54260 -> 127.0.0.1:6666 ESTABLISHED => FIN-WAIT-1 (pid 4242 netecho) rq=0 wq=0"
+        );
+        let gone = Change {
+            to: State::Closed,
+            from: Some(State::TimeWait),
+            ..c
+        };
+        assert!(format_change(&gone, &[]).contains("TIME-WAIT => CLOSED rq=0"));
+        let new = Change { from: None, ..c };
+        assert!(format_change(&new, &[]).contains("(new) => FIN-WAIT-1 (no process)"));
+    }
+
+    #[test]
+    fn listener_peer_is_a_star() {
+        assert_eq!(format_addr("0.0.0.0:0".parse().unwrap()), "0.0.0.0:*");
+        assert_eq!(format_addr("[::]:0".parse().unwrap()), "[::]:*");
+        assert_eq!(format_addr("[::1]:80".parse().unwrap()), "[::1]:80");
+    }
+
+    #[test]
+    fn zombies_are_loud() {
+        let z = ProcInfo {
+            ppid: 1,
+            comm: "x".into(),
+            state: 'Z',
+            wchan: "-".into(),
+        };
+        let c = ProcChange {
+            pid: 9,
+            from: None,
+            to: Some(z),
+        };
+        assert!(format_proc_change(&c).contains("ZOMBIE"));
+    }
 }

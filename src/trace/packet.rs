@@ -1,0 +1,600 @@
+//! Ethernet → IPv4/IPv6 → TCP, parsed from hostile bytes without I/O and
+//! without panics.
+//!
+//! Each layer is a zero-copy wrapper in smoltcp's style: `new_checked`
+//! verifies every length the accessors will rely on, so the accessors
+//! themselves cannot index out of bounds; field offsets are named ranges.
+//! [`parse_frame`] chains the layers into the [`Segment`] `trace` prints.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::Range;
+
+/// A header field's byte range.
+type Field = Range<usize>;
+
+/// Why a frame is not a TCP segment this program can show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseError {
+    /// Shorter than a header, or than a length field says.
+    Truncated,
+    /// A field holds a value no valid packet has.
+    Malformed,
+    /// Not IPv4 or IPv6 (ARP, ...), or IP but not TCP.
+    NotTcp,
+    /// A later IPv4 fragment: it carries no TCP header.
+    Fragment,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ParseError::Truncated => "truncated packet",
+            ParseError::Malformed => "malformed packet",
+            ParseError::NotTcp => "not a TCP segment",
+            ParseError::Fragment => "IPv4 fragment without a TCP header",
+        })
+    }
+}
+
+/// Ethernet II header layout.
+mod eth {
+    use super::Field;
+    pub const DST: Field = 0..6;
+    pub const SRC: Field = 6..12;
+    pub const ETHERTYPE: Field = 12..14;
+    pub const HEADER_LEN: usize = 14;
+    pub const TYPE_IPV4: u16 = 0x0800;
+    pub const TYPE_IPV6: u16 = 0x86dd;
+}
+
+/// IPv4 header layout (RFC 791).
+mod ipv4 {
+    use super::Field;
+    pub const VER_IHL: usize = 0;
+    pub const TOTAL_LEN: Field = 2..4;
+    pub const FLAGS_FRAG: Field = 6..8;
+    pub const PROTOCOL: usize = 9;
+    pub const SRC: Field = 12..16;
+    pub const DST: Field = 16..20;
+    pub const MIN_HEADER_LEN: usize = 20;
+    /// More-fragments flag and the 13-bit fragment offset.
+    pub const MF_OR_OFFSET: u16 = 0x3fff;
+    /// Just the offset.
+    pub const OFFSET: u16 = 0x1fff;
+}
+
+/// IPv6 fixed header layout (RFC 8200).
+mod ipv6 {
+    use super::Field;
+    pub const VERSION: usize = 0;
+    pub const PAYLOAD_LEN: Field = 4..6;
+    pub const NEXT_HEADER: usize = 6;
+    pub const SRC: Field = 8..24;
+    pub const DST: Field = 24..40;
+    pub const HEADER_LEN: usize = 40;
+}
+
+/// TCP header layout (RFC 793 section 3.1).
+mod tcp {
+    use super::Field;
+    pub const SRC_PORT: Field = 0..2;
+    pub const DST_PORT: Field = 2..4;
+    pub const SEQ_NUM: Field = 4..8;
+    pub const ACK_NUM: Field = 8..12;
+    pub const DATA_OFF: usize = 12;
+    pub const FLAGS: usize = 13;
+    pub const WINDOW: Field = 14..16;
+    pub const MIN_HEADER_LEN: usize = 20;
+}
+
+/// IP protocol number of TCP.
+pub const IPPROTO_TCP: u8 = 6;
+
+fn be16(b: &[u8], f: Field) -> u16 {
+    let mut a = [0u8; 2];
+    a.copy_from_slice(&b[f]);
+    u16::from_be_bytes(a)
+}
+
+fn be32(b: &[u8], f: Field) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[f]);
+    u32::from_be_bytes(a)
+}
+
+/// An Ethernet II frame.
+#[derive(Debug)]
+pub struct EthernetFrame<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> EthernetFrame<T> {
+    /// Wraps bytes that hold at least a full header.
+    pub fn new_checked(buffer: T) -> Result<Self, ParseError> {
+        if buffer.as_ref().len() < eth::HEADER_LEN {
+            return Err(ParseError::Truncated);
+        }
+        Ok(EthernetFrame { buffer })
+    }
+
+    /// Destination MAC.
+    pub fn dst(&self) -> &[u8] {
+        &self.buffer.as_ref()[eth::DST]
+    }
+
+    /// Source MAC.
+    pub fn src(&self) -> &[u8] {
+        &self.buffer.as_ref()[eth::SRC]
+    }
+
+    /// What the payload is (0x0800 IPv4, 0x86dd IPv6).
+    pub fn ethertype(&self) -> u16 {
+        be16(self.buffer.as_ref(), eth::ETHERTYPE)
+    }
+
+    /// Everything after the header.
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer.as_ref()[eth::HEADER_LEN..]
+    }
+}
+
+/// An IPv4 packet.
+#[derive(Debug)]
+pub struct Ipv4Packet<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Ipv4Packet<T> {
+    /// Checks the version, that the header length fits, and that the total
+    /// length covers the header and fits in the bytes we have (Ethernet may
+    /// pad short packets: bytes past the total length are ignored).
+    pub fn new_checked(buffer: T) -> Result<Self, ParseError> {
+        let b = buffer.as_ref();
+        if b.len() < ipv4::MIN_HEADER_LEN {
+            return Err(ParseError::Truncated);
+        }
+        if b[ipv4::VER_IHL] >> 4 != 4 {
+            return Err(ParseError::Malformed);
+        }
+        let p = Ipv4Packet { buffer };
+        let (hl, tl) = (p.header_len(), p.total_len());
+        if hl < ipv4::MIN_HEADER_LEN || tl < hl {
+            return Err(ParseError::Malformed);
+        }
+        if p.buffer.as_ref().len() < tl {
+            return Err(ParseError::Truncated);
+        }
+        Ok(p)
+    }
+
+    /// Header length in bytes (IHL × 4).
+    pub fn header_len(&self) -> usize {
+        usize::from(self.buffer.as_ref()[ipv4::VER_IHL] & 0x0f) * 4
+    }
+
+    /// Header plus payload, as the header says.
+    pub fn total_len(&self) -> usize {
+        usize::from(be16(self.buffer.as_ref(), ipv4::TOTAL_LEN))
+    }
+
+    /// The protocol of the payload (6 for TCP).
+    pub fn protocol(&self) -> u8 {
+        self.buffer.as_ref()[ipv4::PROTOCOL]
+    }
+
+    /// True for any fragment but the first.
+    pub fn is_later_fragment(&self) -> bool {
+        be16(self.buffer.as_ref(), ipv4::FLAGS_FRAG) & ipv4::OFFSET != 0
+    }
+
+    /// True for any part of a fragmented packet.
+    pub fn is_fragment(&self) -> bool {
+        be16(self.buffer.as_ref(), ipv4::FLAGS_FRAG) & ipv4::MF_OR_OFFSET != 0
+    }
+
+    /// Source address.
+    pub fn src(&self) -> Ipv4Addr {
+        Ipv4Addr::from(be32(self.buffer.as_ref(), ipv4::SRC))
+    }
+
+    /// Destination address.
+    pub fn dst(&self) -> Ipv4Addr {
+        Ipv4Addr::from(be32(self.buffer.as_ref(), ipv4::DST))
+    }
+
+    /// The payload, without Ethernet padding.
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer.as_ref()[self.header_len()..self.total_len()]
+    }
+}
+
+/// An IPv6 packet (fixed header only: a TCP segment behind extension
+/// headers is reported as not TCP, as most capture filters do).
+#[derive(Debug)]
+pub struct Ipv6Packet<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Ipv6Packet<T> {
+    /// Checks the version and that the payload length fits.
+    pub fn new_checked(buffer: T) -> Result<Self, ParseError> {
+        let b = buffer.as_ref();
+        if b.len() < ipv6::HEADER_LEN {
+            return Err(ParseError::Truncated);
+        }
+        if b[ipv6::VERSION] >> 4 != 6 {
+            return Err(ParseError::Malformed);
+        }
+        let p = Ipv6Packet { buffer };
+        if p.buffer.as_ref().len() - ipv6::HEADER_LEN < p.payload_len() {
+            return Err(ParseError::Truncated);
+        }
+        Ok(p)
+    }
+
+    /// Payload length in bytes, as the header says.
+    pub fn payload_len(&self) -> usize {
+        usize::from(be16(self.buffer.as_ref(), ipv6::PAYLOAD_LEN))
+    }
+
+    /// The next header (6 for TCP directly behind the fixed header).
+    pub fn next_header(&self) -> u8 {
+        self.buffer.as_ref()[ipv6::NEXT_HEADER]
+    }
+
+    /// Source address.
+    pub fn src(&self) -> Ipv6Addr {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&self.buffer.as_ref()[ipv6::SRC]);
+        Ipv6Addr::from(a)
+    }
+
+    /// Destination address.
+    pub fn dst(&self) -> Ipv6Addr {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&self.buffer.as_ref()[ipv6::DST]);
+        Ipv6Addr::from(a)
+    }
+
+    /// The payload, without padding.
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer.as_ref()[ipv6::HEADER_LEN..ipv6::HEADER_LEN + self.payload_len()]
+    }
+}
+
+/// TCP flag bits (RFC 793, RFC 3168 for ECE/CWR).
+pub mod flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+    pub const URG: u8 = 0x20;
+    pub const ECE: u8 = 0x40;
+    pub const CWR: u8 = 0x80;
+}
+
+/// A TCP segment.
+#[derive(Debug)]
+pub struct TcpSegment<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> TcpSegment<T> {
+    /// Checks that the header, options included, fits.
+    pub fn new_checked(buffer: T) -> Result<Self, ParseError> {
+        let b = buffer.as_ref();
+        if b.len() < tcp::MIN_HEADER_LEN {
+            return Err(ParseError::Truncated);
+        }
+        let s = TcpSegment { buffer };
+        if s.header_len() < tcp::MIN_HEADER_LEN {
+            return Err(ParseError::Malformed);
+        }
+        if s.buffer.as_ref().len() < s.header_len() {
+            return Err(ParseError::Truncated);
+        }
+        Ok(s)
+    }
+
+    /// Header length in bytes (data offset × 4).
+    pub fn header_len(&self) -> usize {
+        usize::from(self.buffer.as_ref()[tcp::DATA_OFF] >> 4) * 4
+    }
+
+    /// Source port.
+    pub fn src_port(&self) -> u16 {
+        be16(self.buffer.as_ref(), tcp::SRC_PORT)
+    }
+
+    /// Destination port.
+    pub fn dst_port(&self) -> u16 {
+        be16(self.buffer.as_ref(), tcp::DST_PORT)
+    }
+
+    /// Sequence number.
+    pub fn seq(&self) -> u32 {
+        be32(self.buffer.as_ref(), tcp::SEQ_NUM)
+    }
+
+    /// Acknowledgment number (meaningful with ACK set).
+    pub fn ack(&self) -> u32 {
+        be32(self.buffer.as_ref(), tcp::ACK_NUM)
+    }
+
+    /// The flag bits, see [`flags`].
+    pub fn flags(&self) -> u8 {
+        self.buffer.as_ref()[tcp::FLAGS]
+    }
+
+    /// The advertised window, before window scaling.
+    pub fn window(&self) -> u16 {
+        be16(self.buffer.as_ref(), tcp::WINDOW)
+    }
+
+    /// The data carried.
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer.as_ref()[self.header_len()..]
+    }
+}
+
+/// What `trace` needs of one captured segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    /// Sender.
+    pub src: SocketAddr,
+    /// Receiver.
+    pub dst: SocketAddr,
+    /// Sequence number.
+    pub seq: u32,
+    /// Acknowledgment number.
+    pub ack: u32,
+    /// Flag bits, see [`flags`].
+    pub flags: u8,
+    /// Window field as sent (unscaled).
+    pub window: u16,
+    /// Bytes of data.
+    pub len: u32,
+}
+
+impl Segment {
+    /// Is flag `f` set?
+    pub fn has(&self, f: u8) -> bool {
+        self.flags & f != 0
+    }
+}
+
+/// Parses one Ethernet frame down to its TCP segment.
+pub fn parse_frame(bytes: &[u8]) -> Result<Segment, ParseError> {
+    let frame = EthernetFrame::new_checked(bytes)?;
+    match frame.ethertype() {
+        eth::TYPE_IPV4 => {
+            let ip = Ipv4Packet::new_checked(frame.payload())?;
+            if ip.protocol() != IPPROTO_TCP {
+                return Err(ParseError::NotTcp);
+            }
+            if ip.is_later_fragment() {
+                return Err(ParseError::Fragment);
+            }
+            segment(IpAddr::V4(ip.src()), IpAddr::V4(ip.dst()), ip.payload())
+        }
+        eth::TYPE_IPV6 => {
+            let ip = Ipv6Packet::new_checked(frame.payload())?;
+            if ip.next_header() != IPPROTO_TCP {
+                return Err(ParseError::NotTcp);
+            }
+            segment(IpAddr::V6(ip.src()), IpAddr::V6(ip.dst()), ip.payload())
+        }
+        _ => Err(ParseError::NotTcp),
+    }
+}
+
+fn segment(src: IpAddr, dst: IpAddr, bytes: &[u8]) -> Result<Segment, ParseError> {
+    let t = TcpSegment::new_checked(bytes)?;
+    Ok(Segment {
+        src: SocketAddr::new(src, t.src_port()),
+        dst: SocketAddr::new(dst, t.dst_port()),
+        seq: t.seq(),
+        ack: t.ack(),
+        flags: t.flags(),
+        window: t.window(),
+        // A slice of a captured frame is far below 4 GiB.
+        len: u32::try_from(t.payload().len()).unwrap_or(u32::MAX),
+    })
+}
+
+/// Builds frames for tests (here and in the property tests): an Ethernet
+/// frame holding one TCP segment over IPv4 or IPv6, checksums left zero.
+#[doc(hidden)]
+pub fn build_frame(seg: &Segment, payload: &[u8]) -> Vec<u8> {
+    let mut tcp_hdr = vec![0u8; tcp::MIN_HEADER_LEN];
+    tcp_hdr[tcp::SRC_PORT].copy_from_slice(&seg.src.port().to_be_bytes());
+    tcp_hdr[tcp::DST_PORT].copy_from_slice(&seg.dst.port().to_be_bytes());
+    tcp_hdr[tcp::SEQ_NUM].copy_from_slice(&seg.seq.to_be_bytes());
+    tcp_hdr[tcp::ACK_NUM].copy_from_slice(&seg.ack.to_be_bytes());
+    tcp_hdr[tcp::DATA_OFF] = 5 << 4;
+    tcp_hdr[tcp::FLAGS] = seg.flags;
+    tcp_hdr[tcp::WINDOW].copy_from_slice(&seg.window.to_be_bytes());
+    tcp_hdr.extend_from_slice(payload);
+    let mut f = vec![0u8; eth::HEADER_LEN];
+    match (seg.src.ip(), seg.dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            f[eth::ETHERTYPE].copy_from_slice(&eth::TYPE_IPV4.to_be_bytes());
+            let mut ip = vec![0u8; ipv4::MIN_HEADER_LEN];
+            ip[ipv4::VER_IHL] = 0x45;
+            let total = (ipv4::MIN_HEADER_LEN + tcp_hdr.len()) as u16;
+            ip[ipv4::TOTAL_LEN].copy_from_slice(&total.to_be_bytes());
+            ip[8] = 64;
+            ip[ipv4::PROTOCOL] = IPPROTO_TCP;
+            ip[ipv4::SRC].copy_from_slice(&s.octets());
+            ip[ipv4::DST].copy_from_slice(&d.octets());
+            f.extend_from_slice(&ip);
+        }
+        (s, d) => {
+            let v6 = |a: IpAddr| match a {
+                IpAddr::V4(a) => a.to_ipv6_mapped(),
+                IpAddr::V6(a) => a,
+            };
+            f[eth::ETHERTYPE].copy_from_slice(&eth::TYPE_IPV6.to_be_bytes());
+            let mut ip = vec![0u8; ipv6::HEADER_LEN];
+            ip[ipv6::VERSION] = 0x60;
+            ip[ipv6::PAYLOAD_LEN].copy_from_slice(&(tcp_hdr.len() as u16).to_be_bytes());
+            ip[ipv6::NEXT_HEADER] = IPPROTO_TCP;
+            ip[7] = 64;
+            ip[ipv6::SRC].copy_from_slice(&v6(s).octets());
+            ip[ipv6::DST].copy_from_slice(&v6(d).octets());
+            f.extend_from_slice(&ip);
+        }
+    }
+    f.extend_from_slice(&tcp_hdr);
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn seg(src: &str, dst: &str, flags: u8) -> Segment {
+        Segment {
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            seq: 0xfffffff0,
+            ack: 17,
+            flags,
+            window: 65495,
+            len: 0,
+        }
+    }
+
+    #[test]
+    fn ipv4_round_trip() {
+        let s = seg("127.0.0.1:40000", "127.0.0.1:6666", flags::SYN);
+        assert_eq!(parse_frame(&build_frame(&s, b"")), Ok(s));
+        let d = Segment { len: 5, ..s };
+        assert_eq!(parse_frame(&build_frame(&s, b"hello")), Ok(d));
+    }
+
+    #[test]
+    fn ipv6_round_trip() {
+        let s = seg("[::1]:40000", "[::1]:6666", flags::SYN | flags::ACK);
+        assert_eq!(
+            parse_frame(&build_frame(&s, b"x")),
+            Ok(Segment { len: 1, ..s })
+        );
+    }
+
+    #[test]
+    fn ethernet_padding_is_not_payload() {
+        let s = seg("10.0.0.1:1", "10.0.0.2:2", flags::ACK);
+        let mut f = build_frame(&s, b"");
+        f.extend_from_slice(&[0; 6]);
+        assert_eq!(parse_frame(&f).map(|x| x.len), Ok(0));
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let s = seg("127.0.0.1:40000", "127.0.0.1:6666", flags::PSH | flags::ACK);
+        for f in [
+            build_frame(&s, b"abc"),
+            build_frame(&seg("[::1]:1", "[::1]:2", 0), b"abc"),
+        ] {
+            for cut in 0..f.len() {
+                assert!(parse_frame(&f[..cut]).is_err(), "cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn lies_in_length_fields_are_caught() {
+        let s = seg("127.0.0.1:40000", "127.0.0.1:6666", flags::ACK);
+        let good = build_frame(&s, b"abc");
+        let mut f = good.clone();
+        f[14] = 0x44; // IHL 4: shorter than the minimum header
+        assert_eq!(parse_frame(&f), Err(ParseError::Malformed));
+        let mut f = good.clone();
+        f[14 + 2..14 + 4].copy_from_slice(&1000u16.to_be_bytes());
+        assert_eq!(parse_frame(&f), Err(ParseError::Truncated));
+        let mut f = good.clone();
+        f[14 + 2..14 + 4].copy_from_slice(&10u16.to_be_bytes());
+        assert_eq!(parse_frame(&f), Err(ParseError::Malformed));
+        let mut f = good.clone();
+        f[14 + 20 + 12] = 0xf0; // data offset 60 bytes, beyond the frame
+        assert_eq!(parse_frame(&f), Err(ParseError::Truncated));
+        let mut f = good.clone();
+        f[14 + 20 + 12] = 0x20; // data offset 8 bytes
+        assert_eq!(parse_frame(&f), Err(ParseError::Malformed));
+        let mut f = good.clone();
+        f[14 + 9] = 17; // UDP
+        assert_eq!(parse_frame(&f), Err(ParseError::NotTcp));
+        let mut f = good;
+        f[14 + 6] = 0x00;
+        f[14 + 7] = 0x10; // fragment offset 16
+        assert_eq!(parse_frame(&f), Err(ParseError::Fragment));
+    }
+
+    #[test]
+    fn accessors_of_a_checked_frame() {
+        let f = build_frame(&seg("127.0.0.1:1", "127.0.0.1:2", 0), b"");
+        let e = EthernetFrame::new_checked(&f[..]).unwrap();
+        assert_eq!((e.src(), e.dst()), (&[0u8; 6][..], &[0u8; 6][..]));
+        let ip = Ipv4Packet::new_checked(e.payload()).unwrap();
+        assert!(!ip.is_fragment());
+        let t = TcpSegment::new_checked(ip.payload()).unwrap();
+        assert_eq!((t.src_port(), t.dst_port(), t.header_len()), (1, 2, 20));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = parse_frame(&bytes);
+        }
+
+        #[test]
+        fn random_bytes_behind_a_valid_ip_header_never_panic(
+            v6 in any::<bool>(),
+            tail in proptest::collection::vec(any::<u8>(), 0..80),
+            cut in 0usize..200,
+        ) {
+            let s = if v6 { seg("[::1]:1", "[::1]:2", 0) } else { seg("127.0.0.1:1", "127.0.0.1:2", 0) };
+            let mut f = build_frame(&s, b"");
+            let ip_end = if v6 { 14 + 40 } else { 14 + 20 };
+            f.truncate(ip_end);
+            f.extend_from_slice(&tail);
+            // Make the IP length fields agree with the random tail
+            // sometimes, so the TCP parser gets exercised.
+            if v6 {
+                f[14 + 4..14 + 6].copy_from_slice(&(tail.len() as u16).to_be_bytes());
+            } else {
+                f[14 + 2..14 + 4].copy_from_slice(&((20 + tail.len()) as u16).to_be_bytes());
+            }
+            let cut = cut.min(f.len());
+            let _ = parse_frame(&f[..cut]);
+            if let Ok(seg) = parse_frame(&f) {
+                prop_assert!(seg.len as usize <= tail.len());
+            }
+        }
+
+        #[test]
+        fn valid_frames_parse_back(
+            seq in any::<u32>(), ack in any::<u32>(), fl in any::<u8>(), win in any::<u16>(),
+            payload in proptest::collection::vec(any::<u8>(), 0..100),
+            sp in 1u16.., dp in 1u16.., v6 in any::<bool>(),
+        ) {
+            let (a, b) = if v6 { ("::1", "::2") } else { ("10.1.2.3", "10.4.5.6") };
+            let s = Segment {
+                src: SocketAddr::new(a.parse().unwrap(), sp),
+                dst: SocketAddr::new(b.parse().unwrap(), dp),
+                seq, ack, flags: fl, window: win, len: payload.len() as u32,
+            };
+            let f = build_frame(&s, &payload);
+            prop_assert_eq!(parse_frame(&f), Ok(s));
+            for cut in 0..f.len() {
+                prop_assert!(parse_frame(&f[..cut]).is_err());
+            }
+        }
+    }
+}

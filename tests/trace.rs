@@ -1,0 +1,293 @@
+//! `netecho trace` capturing a real connection on loopback (needs root for
+//! the AF_PACKET socket; prints SKIPPED otherwise).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_netecho");
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+macro_rules! need_root {
+    ($name:expr) => {
+        if !is_root() {
+            eprintln!("SKIPPED {}: needs root (CAP_NET_RAW) for AF_PACKET", $name);
+            return;
+        }
+    };
+}
+
+/// An echo server on its own thread, serving one connection.
+fn echo_once(listener: TcpListener) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).unwrap();
+        s.write_all(&buf).unwrap();
+    })
+}
+
+/// Starts `netecho trace` and waits until its capture is open.
+fn start_trace(args: &[&str]) -> (Child, BufReader<ChildStdout>) {
+    let mut child = Command::new(BIN)
+        .arg("trace")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut header = String::new();
+    out.read_line(&mut header).unwrap();
+    assert!(header.starts_with("tracing TCP port"), "header: {header}");
+    (child, out)
+}
+
+/// One connection: connect, send, half-close first, read the echo.
+fn talk(port: u16, host: &str, msg: &[u8]) -> u16 {
+    let mut c = TcpStream::connect((host, port)).unwrap();
+    let cport = c.local_addr().unwrap().port();
+    c.write_all(msg).unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    c.read_to_end(&mut back).unwrap();
+    assert_eq!(back, msg);
+    cport
+}
+
+/// Waits for exit, at most 10 s (then kills: the test fails on the code).
+fn wait(child: &mut Child) -> i32 {
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st.code().unwrap_or(-1);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    -1
+}
+
+/// Segment lines (notes under them start with `|`, not a timestamp).
+fn segments(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .next()
+                .is_some_and(|t| t.parse::<f64>().is_ok())
+        })
+        .collect()
+}
+
+/// The number after `key=` in a line.
+fn field(line: &str, key: &str) -> u32 {
+    let v = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} in {line}"));
+    v.parse().unwrap_or_else(|_| panic!("{key}{v} in {line}"))
+}
+
+#[test]
+fn trace_sees_handshake_and_close_and_writes_a_pcap() {
+    need_root!("trace_sees_handshake_and_close_and_writes_a_pcap");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = echo_once(listener);
+    let pcap = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("trace-{port}.pcap"));
+    let p = port.to_string();
+    let (mut child, mut out) = start_trace(&[
+        "--port",
+        &p,
+        "--absolute",
+        "--write",
+        pcap.to_str().unwrap(),
+    ]);
+
+    let cport = talk(port, "127.0.0.1", b"ping\n");
+    server.join().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill(2) on the pid of the child we started and still hold.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(wait(&mut child), 0, "SIGTERM ends trace with exit 0");
+    let mut text = String::new();
+    out.read_to_string(&mut text).unwrap();
+
+    let seg_lines = segments(&text);
+    let client = format!("client 127.0.0.1:{cport} -> server 127.0.0.1:{port} ");
+    let server = format!("server 127.0.0.1:{port} -> client 127.0.0.1:{cport} ");
+    let find = |who: &str, flags: &str| {
+        seg_lines
+            .iter()
+            .find(|l| l.contains(who) && l.split_whitespace().nth(6) == Some(flags))
+            .unwrap_or_else(|| panic!("no {flags} from {who} in:\n{text}"))
+            .to_string()
+    };
+    let syn = find(&client, "SYN");
+    let synack = find(&server, "SYN-ACK");
+    assert_eq!(
+        field(&synack, "ack="),
+        field(&syn, "seq=").wrapping_add(1),
+        "the SYN-ACK acknowledges the SYN's seq + 1"
+    );
+    let fin_c = seg_lines
+        .iter()
+        .find(|l| l.contains(&client) && l.contains("FIN"))
+        .unwrap_or_else(|| panic!("no client FIN:\n{text}"));
+    let fin_s = seg_lines
+        .iter()
+        .find(|l| l.contains(&server) && l.contains("FIN"))
+        .unwrap_or_else(|| panic!("no server FIN:\n{text}"));
+    assert_eq!(
+        field(fin_s, "ack="),
+        field(fin_c, "seq=").wrapping_add(1),
+        "the server's FIN comes after it has the client's FIN"
+    );
+    for note in [
+        "handshake 1/3: client SYN seq=J",
+        "handshake 2/3: server SYN-ACK seq=K ack=J+1",
+        "handshake 3/3: client ACK ack=K+1",
+        "close 1/4: client FIN",
+        "client stays in TIME-WAIT",
+    ] {
+        assert!(text.contains(note), "missing {note:?} in:\n{text}");
+    }
+    // Each segment once: loopback's outgoing copies are dropped.
+    let syns = seg_lines
+        .iter()
+        .filter(|l| l.split_whitespace().nth(6) == Some("SYN"))
+        .count();
+    assert_eq!(syns, 1, "one SYN line:\n{text}");
+
+    // The pcap: header, then one record per printed segment.
+    let bytes = std::fs::read(&pcap).unwrap();
+    let u32_at = |o: usize| u32::from_ne_bytes(bytes[o..o + 4].try_into().unwrap());
+    assert!(bytes.len() >= 24);
+    assert_eq!(u32_at(0), 0xa1b2_c3d4, "magic");
+    assert_eq!(u32_at(20), 1, "LINKTYPE_ETHERNET");
+    let mut off = 24;
+    let mut records = 0;
+    let mut syn_seq_in_file = None;
+    while off < bytes.len() {
+        let incl = u32_at(off + 8) as usize;
+        assert!(u32_at(off + 12) as usize >= incl);
+        let frame = &bytes[off + 16..off + 16 + incl];
+        assert_eq!(&frame[12..14], &[0x08, 0x00], "IPv4 frame");
+        let ihl = usize::from(frame[14] & 0x0f) * 4;
+        let tcp = &frame[14 + ihl..];
+        let (sp, dp) = (
+            u16::from_be_bytes([tcp[0], tcp[1]]),
+            u16::from_be_bytes([tcp[2], tcp[3]]),
+        );
+        assert!(sp == port || dp == port, "only our port in the file");
+        if tcp[13] == 0x02 {
+            syn_seq_in_file = Some(u32::from_be_bytes(tcp[4..8].try_into().unwrap()));
+        }
+        off += 16 + incl;
+        records += 1;
+    }
+    assert_eq!(
+        off,
+        bytes.len(),
+        "records end exactly at the end of the file"
+    );
+    assert_eq!(records, seg_lines.len(), "one record per segment shown");
+    assert_eq!(syn_seq_in_file, Some(field(&syn, "seq=")));
+
+    match Command::new("tshark")
+        .args([
+            "-r",
+            pcap.to_str().unwrap(),
+            "-T",
+            "fields",
+            "-e",
+            "tcp.flags.str",
+        ])
+        .output()
+    {
+        Ok(o) => {
+            assert!(o.status.success(), "tshark reads the file");
+            let n = String::from_utf8_lossy(&o.stdout).lines().count();
+            assert_eq!(n, records, "tshark sees every record");
+        }
+        Err(_) => eprintln!("SKIPPED tshark check: tshark is not installed"),
+    }
+    let _ = std::fs::remove_file(&pcap);
+}
+
+#[test]
+fn trace_sees_ipv6_and_stops_after_count() {
+    need_root!("trace_sees_ipv6_and_stops_after_count");
+    let Ok(listener) = TcpListener::bind("[::1]:0") else {
+        eprintln!("SKIPPED trace_sees_ipv6_and_stops_after_count: no IPv6 loopback");
+        return;
+    };
+    let port = listener.local_addr().unwrap().port();
+    let server = echo_once(listener);
+    let p = port.to_string();
+    let (mut child, mut out) = start_trace(&["--port", &p, "--count", "3"]);
+    talk(port, "::1", b"x");
+    server.join().unwrap();
+    assert_eq!(wait(&mut child), 0, "--count ends trace with exit 0");
+    let mut text = String::new();
+    out.read_to_string(&mut text).unwrap();
+    let segs = segments(&text);
+    assert_eq!(segs.len(), 3, "{text}");
+    assert!(
+        segs[0].contains("[::1]:") && segs[0].contains(" SYN "),
+        "{text}"
+    );
+    assert!(
+        segs[1].contains(" SYN-ACK ") && segs[1].contains("ack=J+1"),
+        "{text}"
+    );
+    assert!(segs[2].contains("seq=J+1 ack=K+1"), "{text}");
+}
+
+#[test]
+fn trace_without_cap_net_raw_says_what_is_needed() {
+    need_root!("trace_without_cap_net_raw_says_what_is_needed");
+    // Drop CAP_NET_RAW from the bounding set: the program runs as root
+    // without the capability, like an unprivileged user.
+    let o = match Command::new("setpriv")
+        .args([
+            "--bounding-set",
+            "-net_raw",
+            "--inh-caps",
+            "-net_raw",
+            BIN,
+            "trace",
+            "--count",
+            "1",
+        ])
+        .output()
+    {
+        Ok(o) => o,
+        Err(_) => {
+            eprintln!("SKIPPED trace_without_cap_net_raw_says_what_is_needed: no setpriv");
+            return;
+        }
+    };
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("needs CAP_NET_RAW"), "{err}");
+}
+
+#[test]
+fn trace_refuses_an_unknown_interface() {
+    let o = Command::new(BIN)
+        .args(["trace", "--iface", "no-such-if0", "--count", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("'no-such-if0': no such interface"), "{err}");
+}
