@@ -68,11 +68,15 @@ pub const BACKLOG: i32 = 1024;
 pub const DEFAULT_MAX_CONNS_FORK: usize = 1024;
 /// Default `--max-conns` for `thread`: a thread per client is lighter.
 pub const DEFAULT_MAX_CONNS_THREAD: usize = 4096;
+/// Default `--max-conns` for the event models: an idle connection costs a
+/// few hundred bytes, so the descriptor limit is the real bound.
+pub const DEFAULT_MAX_CONNS_EVENT: usize = 65_536;
 
 /// How the server handles concurrent clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Model {
-    /// The best model built in (today: `thread`).
+    /// The fastest model on the running kernel: `uring` where io_uring is
+    /// usable, else `epoll` (one log line says why).
     Auto,
     /// One client at a time; the rest wait in the listen backlog.
     Iterative,
@@ -93,11 +97,20 @@ pub enum Model {
 }
 
 impl Model {
-    /// What `auto` means on this build: `thread` serves any number of clients
-    /// at once at the lowest cost per connection of the classic models.
+    /// What `auto` means here: `uring` when io_uring works on this kernel
+    /// (measured the cheapest per request, see README), else `epoll`. The
+    /// probe runs once; a refusal (seccomp, `io_uring_disabled`, an old
+    /// kernel) is logged once with its reason.
     pub fn resolve(self) -> Model {
+        static AUTO: std::sync::OnceLock<Model> = std::sync::OnceLock::new();
         match self {
-            Model::Auto => Model::Thread,
+            Model::Auto => *AUTO.get_or_init(|| match uring::probe() {
+                Ok(()) => Model::Uring,
+                Err(reason) => {
+                    info!(%reason, "io_uring unavailable; --model auto uses epoll");
+                    Model::Epoll
+                }
+            }),
             m => m,
         }
     }
@@ -123,7 +136,8 @@ impl Model {
             Model::Iterative => 1,
             Model::Fork => DEFAULT_MAX_CONNS_FORK,
             Model::Prefork | Model::Prethread => workers,
-            _ => DEFAULT_MAX_CONNS_THREAD,
+            Model::Thread => DEFAULT_MAX_CONNS_THREAD,
+            Model::Epoll | Model::Tokio | Model::Uring | Model::Auto => DEFAULT_MAX_CONNS_EVENT,
         }
     }
 }
@@ -279,10 +293,11 @@ pub fn run_model(model: Model, listeners: Vec<TcpListener>, ctx: &'static Ctx) -
         Model::Fork => fork::run(listeners, ctx),
         Model::Prefork => prefork::run(listeners, ctx),
         Model::Prethread => prethread::run(listeners, ctx),
-        Model::Epoll => epoll::run(listeners, ctx),
+        // `resolve` never returns `Auto`; the arm keeps the match total.
+        Model::Epoll | Model::Auto => epoll::run(listeners, ctx),
         Model::Tokio => tokio::run(listeners, ctx),
         Model::Uring => uring::run(listeners, ctx),
-        Model::Thread | Model::Auto => thread::run(listeners, ctx),
+        Model::Thread => thread::run(listeners, ctx),
     }
 }
 
