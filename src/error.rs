@@ -41,6 +41,9 @@ pub enum Error {
     /// The echo stream ended before everything sent came back.
     #[error("server terminated prematurely after {received} of {sent} bytes")]
     Premature { received: u64, sent: u64 },
+    /// The server sent back bytes it was never sent: not an echo.
+    #[error("server sent {received} bytes but was sent only {sent}: not an echo")]
+    Excess { received: u64, sent: u64 },
     /// The server reset the connection while bytes were outstanding.
     #[error("connection reset by server after {received} of {sent} bytes")]
     Reset { received: u64, sent: u64 },

@@ -53,8 +53,9 @@ fn spawn(listeners: &[TcpListener], ctx: &'static Ctx, kids: &mut Children) -> n
     // SAFETY: the parent is single-threaded (this model starts no thread), so
     // the child inherits no lock held by another thread and may run normal
     // code; it never returns into the parent's loop (it `_exit`s).
+    let parent = nix::unistd::getpid();
     match unsafe { fork() }? {
-        ForkResult::Child => worker(listeners, ctx),
+        ForkResult::Child => worker(listeners, ctx, parent),
         ForkResult::Parent { child } => {
             kids.add(child, None);
             Ok(())
@@ -64,8 +65,17 @@ fn spawn(listeners: &[TcpListener], ctx: &'static Ctx, kids: &mut Children) -> n
 
 /// A worker: accept, serve, repeat; stop when the listeners shut down or the
 /// parent sends SIGTERM.
-fn worker(listeners: &[TcpListener], ctx: &Ctx) -> ! {
+fn worker(listeners: &[TcpListener], ctx: &Ctx, parent: nix::unistd::Pid) -> ! {
     signals::reset_in_child();
+    // A worker must not outlive its parent: it holds the listener, and
+    // would keep serving the port with nobody to supervise or stop it.
+    // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag on this process.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
+    if nix::unistd::getppid() != parent {
+        // The parent died before the prctl took effect.
+        // SAFETY: as below, `_exit` skips the parent's handlers.
+        unsafe { libc::_exit(0) }
+    }
     let mut buf = vec![0u8; BUF_SIZE];
     while signals::stops() == 0 {
         let accept::Next::Conn(conn, peer) = accept::next(listeners, ctx) else {

@@ -1,0 +1,389 @@
+//! `netecho client`: a pipe, a terminal, and the ways a server can let it
+//! down, each run as the real binary.
+
+mod common;
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use common::{BIN, IO_TIMEOUT, KIB, MIB, Rng, Run, Server, compare, netecho, run_cmd, seed_of};
+
+/// A client run that should finish; generous for 20 MiB in a debug build.
+const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the test's own servers keep accepting.
+const TEST_SERVER_LIFE: Duration = Duration::from_secs(60);
+
+fn client(addr: &str, stdin: Vec<u8>) -> Run {
+    run_cmd(netecho(&["client", addr]), Some(stdin), RUN_TIMEOUT)
+}
+
+/// Asserts a successful run whose stdout is exactly `input`.
+fn assert_echoed(run: &Run, input: &[u8], what: &str) {
+    assert!(
+        run.status.is_some(),
+        "{what}: client killed after {RUN_TIMEOUT:?}"
+    );
+    assert_eq!(
+        run.code(),
+        Some(0),
+        "{what}: client exit {:?}; stderr:\n{}",
+        run.status,
+        run.stderr
+    );
+    if let Err(e) = compare(what, input, &run.stdout) {
+        panic!("{e}");
+    }
+}
+
+/// A test server on 127.0.0.1:0: each connection gets its own thread
+/// running `handler`. Accepts for at most [`TEST_SERVER_LIFE`] or
+/// `max_conns` connections, then the listener is dropped.
+fn test_server(max_conns: usize, handler: fn(TcpStream)) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind a test server");
+    let addr = l.local_addr().expect("local_addr");
+    l.set_nonblocking(true).expect("set_nonblocking");
+    std::thread::spawn(move || {
+        let until = Instant::now() + TEST_SERVER_LIFE;
+        let mut accepted = 0;
+        while accepted < max_conns && Instant::now() < until {
+            match l.accept() {
+                Ok((s, _)) => {
+                    accepted += 1;
+                    let ok = s.set_nonblocking(false).is_ok()
+                        && s.set_read_timeout(Some(IO_TIMEOUT)).is_ok()
+                        && s.set_write_timeout(Some(IO_TIMEOUT)).is_ok();
+                    if ok {
+                        std::thread::spawn(move || handler(s));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    addr
+}
+
+/// RFC 862 in a few lines: copy everything back, then close with a FIN.
+fn plain_echo(s: TcpStream) {
+    let Ok(mut r) = s.try_clone() else { return };
+    let mut w = s;
+    let _ = io::copy(&mut r, &mut w);
+    let _ = w.shutdown(Shutdown::Write);
+}
+
+/// Bytes this faulty server echoes before it closes.
+const SHORT_ECHO: usize = 1000;
+
+/// A faulty server: reads everything to the client's FIN, echoes only the
+/// first [`SHORT_ECHO`] bytes, then closes cleanly (a FIN, not a reset).
+fn short_echo(mut s: TcpStream) {
+    let mut all = Vec::new();
+    let _ = s.read_to_end(&mut all);
+    let n = all.len().min(SHORT_ECHO);
+    let _ = s.write_all(&all[..n]);
+    let _ = s.shutdown(Shutdown::Write);
+}
+
+#[test]
+fn twenty_mib_through_netecho_serve() {
+    let server = Server::start("auto", &[]);
+    let input = Rng::new(seed_of("client/20MiB/netecho")).bytes(20 * MIB);
+    let run = client(&server.addr().to_string(), input.clone());
+    assert_echoed(&run, &input, "20 MiB via netecho serve");
+}
+
+#[test]
+fn twenty_mib_through_any_rfc862_server() {
+    let addr = test_server(1, plain_echo);
+    let input = Rng::new(seed_of("client/20MiB/std")).bytes(20 * MIB);
+    let run = client(&addr.to_string(), input.clone());
+    assert_echoed(&run, &input, "20 MiB via a minimal echo server");
+}
+
+#[test]
+fn empty_stdin() {
+    let server = Server::start("auto", &[]);
+    let run = client(&server.addr().to_string(), Vec::new());
+    assert_echoed(&run, b"", "empty stdin");
+}
+
+#[test]
+fn one_line() {
+    let server = Server::start("auto", &[]);
+    let run = client(&server.addr().to_string(), b"hi\n".to_vec());
+    assert_echoed(&run, b"hi\n", "printf 'hi\\n'");
+}
+
+/// Kills and reaps a child on drop, so a failing test leaves nothing behind.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Reads whatever the terminal master shows until `done(text)` or `timeout`.
+fn read_master(
+    master: &OwnedFd,
+    text: &mut Vec<u8>,
+    timeout: Duration,
+    done: impl Fn(&[u8]) -> bool,
+) {
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 1024];
+    while !done(text) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let ms = u16::try_from(left.as_millis().min(1000)).unwrap_or(1000);
+        let mut fds = [PollFd::new(master.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return,
+        }
+        match nix::unistd::read(master, &mut buf) {
+            Ok(0) => return,
+            Ok(n) => text.extend_from_slice(&buf[..n]),
+            Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => {}
+            // EIO: every slave descriptor is closed (the client exited).
+            Err(_) => return,
+        }
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len()).filter(|w| *w == needle).count()
+}
+
+#[test]
+fn interactive_in_a_terminal() {
+    let server = Server::start("auto", &[]);
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    // The terminal's own echo off: what the master shows is the server's echo.
+    let mut t = tcgetattr(&pty.slave).expect("tcgetattr");
+    t.local_flags.remove(LocalFlags::ECHO);
+    tcsetattr(&pty.slave, SetArg::TCSANOW, &t).expect("tcsetattr");
+
+    let dup = |fd: &OwnedFd| fd.try_clone().expect("dup the pty slave");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["client", &server.addr().to_string()])
+        .env_remove("NETECHO_LOG")
+        .stdin(Stdio::from(dup(&pty.slave)))
+        .stdout(Stdio::from(dup(&pty.slave)))
+        .stderr(Stdio::from(dup(&pty.slave)))
+        .process_group(0);
+    let mut child = Reaped(cmd.spawn().expect("spawn the client"));
+    // Only the child holds the slave now, so the master sees EIO when it exits.
+    drop(pty.slave);
+    let master = pty.master;
+
+    nix::unistd::write(&master, b"hello netecho\n").expect("type a line");
+    let mut shown = Vec::new();
+    read_master(&master, &mut shown, Duration::from_secs(5), |t| {
+        contains(t, b"hello netecho") > 0
+    });
+    assert_eq!(
+        contains(&shown, b"hello netecho"),
+        1,
+        "the line's echo did not show (once) within 5 s; terminal shows {:?}",
+        String::from_utf8_lossy(&shown)
+    );
+
+    // Ctrl-D at the start of a line: end of input.
+    nix::unistd::write(&master, &[0x04]).expect("type Ctrl-D");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        match child.0.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => break None,
+        }
+    };
+    read_master(&master, &mut shown, Duration::from_millis(200), |_| false);
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "client still running 5 s after Ctrl-D; terminal shows {:?}",
+            String::from_utf8_lossy(&shown)
+        )
+    });
+    assert!(
+        status.success(),
+        "client exit {status} after Ctrl-D; terminal shows {:?}",
+        String::from_utf8_lossy(&shown)
+    );
+    assert_eq!(
+        contains(&shown, b"hello netecho"),
+        1,
+        "terminal shows {:?}",
+        String::from_utf8_lossy(&shown)
+    );
+}
+
+#[test]
+fn server_that_echoes_too_little() {
+    let addr = test_server(1, short_echo);
+    let input = Rng::new(seed_of("client/short")).bytes(10 * KIB);
+    let run = client(&addr.to_string(), input.clone());
+    assert!(run.status.is_some(), "client killed after {RUN_TIMEOUT:?}");
+    assert_eq!(
+        run.code(),
+        Some(1),
+        "client exit {:?} though only {SHORT_ECHO} of {} bytes came back; stderr:\n{}",
+        run.status,
+        input.len(),
+        run.stderr
+    );
+    let line = run.one_line_error("short echo");
+    assert!(line.contains("prematurely"), "error line: {line}");
+    assert!(
+        line.contains(&SHORT_ECHO.to_string()) && line.contains(&input.len().to_string()),
+        "error line does not give the byte counts: {line}"
+    );
+    // What did come back was still written out.
+    if let Err(e) = compare("partial echo", &input[..SHORT_ECHO], &run.stdout) {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn connection_refused() {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("local_addr");
+    drop(l);
+    let run = client(&addr.to_string(), b"x".to_vec());
+    assert!(run.status.is_some(), "client killed after {RUN_TIMEOUT:?}");
+    assert_eq!(
+        run.code(),
+        Some(1),
+        "exit {:?}; stderr:\n{}",
+        run.status,
+        run.stderr
+    );
+    let line = run.one_line_error("connection refused");
+    assert!(line.contains("refused"), "error line: {line}");
+}
+
+#[test]
+fn connect_timeout() {
+    // A listener with backlog 0 that never accepts: once its accept queue
+    // is full, the kernel drops further SYNs and a connect hangs.
+    let l = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+    l.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    l.listen(0).expect("listen");
+    let addr = l
+        .local_addr()
+        .expect("local_addr")
+        .as_socket()
+        .expect("an IP address");
+    let mut held = Vec::new();
+    let mut full = false;
+    for _ in 0..8 {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+            Ok(s) => held.push(s),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                full = true;
+                break;
+            }
+            Err(e) => panic!("filling the accept queue: {e}"),
+        }
+    }
+    if !full {
+        eprintln!(
+            "SKIPPED: connect_timeout: the kernel completed {} connects to a backlog-0 \
+             listener that never accepts, so no connect can time out here",
+            held.len()
+        );
+        return;
+    }
+    let run = run_cmd(
+        netecho(&["client", &addr.to_string(), "--connect-timeout", "1"]),
+        Some(b"x".to_vec()),
+        Duration::from_secs(10),
+    );
+    assert!(
+        run.status.is_some(),
+        "client still running 10 s into a 1 s connect timeout"
+    );
+    assert_eq!(
+        run.code(),
+        Some(1),
+        "exit {:?}; stderr:\n{}",
+        run.status,
+        run.stderr
+    );
+    assert!(
+        run.elapsed >= Duration::from_millis(900) && run.elapsed <= Duration::from_secs(4),
+        "gave up after {:?} with --connect-timeout 1",
+        run.elapsed
+    );
+    let line = run.one_line_error("connect timeout");
+    assert!(line.contains("timed out"), "error line: {line}");
+    drop(held);
+}
+
+#[test]
+fn bad_target() {
+    let run = client("nohost", b"x".to_vec());
+    assert!(run.status.is_some(), "client killed after {RUN_TIMEOUT:?}");
+    assert!(
+        !run.status.is_some_and(|s| s.success()),
+        "client 'nohost' succeeded"
+    );
+    let line = run.one_line_error("bad target");
+    assert!(
+        line.contains("nohost"),
+        "error line does not name the target: {line}"
+    );
+}
+
+#[test]
+fn bad_arguments() {
+    for args in [
+        &["client"][..],
+        &["client", "127.0.0.1:1", "--connect-timeout", "0"][..],
+        &["client", "127.0.0.1:1", "--connect-timeout", "abc"][..],
+    ] {
+        let run = run_cmd(netecho(args), None, Duration::from_secs(10));
+        assert_eq!(
+            run.code(),
+            Some(2),
+            "netecho {args:?}: exit {:?}; stderr:\n{}",
+            run.status,
+            run.stderr
+        );
+        let line = run.one_line_error(&format!("netecho {args:?}"));
+        assert!(!line.contains("Usage"), "usage text in: {line}");
+    }
+    // A port out of range is found when resolving: an error all the same.
+    let run = client("127.0.0.1:99999", Vec::new());
+    assert!(
+        !run.status.is_some_and(|s| s.success()),
+        "client 127.0.0.1:99999 succeeded"
+    );
+    let line = run.one_line_error("client 127.0.0.1:99999");
+    assert!(line.contains("99999"), "error line: {line}");
+}

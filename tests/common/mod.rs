@@ -1,0 +1,792 @@
+//! Helpers shared by the integration tests: a real `netecho serve` process on
+//! a loopback port, a deterministic byte generator, echo round trips that
+//! report the first wrong byte, and views of the server's processes in /proc.
+//!
+//! Every wait here has a deadline: a broken server fails a test, never hangs it.
+
+// Each test file uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+/// The binary under test, built by cargo for the integration tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_netecho");
+/// How long a server may take to print its `listening tcp` lines.
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connect timeout for test clients: loopback answers in microseconds.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Read/write timeout of test sockets, so a silent server fails the test.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(15);
+/// Polling interval of the waits below.
+pub const TICK: Duration = Duration::from_millis(10);
+
+pub const KIB: usize = 1024;
+pub const MIB: usize = 1024 * 1024;
+
+// ---------------------------------------------------------------------------
+// Deterministic pseudo-random bytes
+// ---------------------------------------------------------------------------
+
+/// xorshift64* (Vigna): fast, deterministic, good enough for payloads and
+/// chunk sizes. The same seed always gives the same stream, so a failing run
+/// can be replayed and a long payload regenerated instead of stored.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        // Zero is the one state xorshift cannot leave; mix the seed so that
+        // small seeds (1, 2, 3) still start far apart.
+        let s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+        Rng(if s == 0 { 1 } else { s })
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A value in `lo..=hi`.
+    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
+        assert!(lo <= hi, "empty range {lo}..={hi}");
+        lo + (self.next_u64() % ((hi - lo) as u64 + 1)) as usize
+    }
+
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        let mut chunks = buf.chunks_exact_mut(8);
+        for c in &mut chunks {
+            c.copy_from_slice(&self.next_u64().to_le_bytes());
+        }
+        let rest = chunks.into_remainder();
+        let last = self.next_u64().to_le_bytes();
+        let n = rest.len();
+        rest.copy_from_slice(&last[..n]);
+    }
+
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut v = vec![0u8; len];
+        self.fill(&mut v);
+        v
+    }
+
+    /// A write size: mostly mid-sized, sometimes tiny, sometimes larger than
+    /// any socket buffer chunk, so both short and long writes are exercised.
+    pub fn chunk_size(&mut self) -> usize {
+        match self.range(0, 9) {
+            0 => self.range(1, 16),
+            1..=4 => self.range(1, 1500),
+            5..=7 => self.range(1, 16 * KIB),
+            _ => self.range(16 * KIB, 200 * KIB),
+        }
+    }
+}
+
+/// A seed derived from a name (FNV-1a), so each test has its own stream.
+pub fn seed_of(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3)
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Comparing byte streams
+// ---------------------------------------------------------------------------
+
+/// `Ok` if `got == want`; otherwise names the first differing offset and
+/// the lengths, instead of dumping megabytes.
+pub fn compare(what: &str, want: &[u8], got: &[u8]) -> Result<(), String> {
+    if want == got {
+        return Ok(());
+    }
+    let first = want
+        .iter()
+        .zip(got)
+        .position(|(a, b)| a != b)
+        .unwrap_or(want.len().min(got.len()));
+    let show = |v: &[u8]| {
+        let end = (first + 8).min(v.len());
+        format!("{:02x?}", &v[first.min(end)..end])
+    };
+    Err(format!(
+        "{what}: sent {} bytes, got {} back; first difference at offset {first} \
+         (want {}, got {})",
+        want.len(),
+        got.len(),
+        show(want),
+        show(got),
+    ))
+}
+
+// ---------------------------------------------------------------------------
+// Client sockets
+// ---------------------------------------------------------------------------
+
+/// Connects with a timeout and sets read/write timeouts on the stream.
+pub fn try_connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+    s.set_read_timeout(Some(IO_TIMEOUT))?;
+    s.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(s)
+}
+
+/// [`try_connect`] that fails the test with the address on error.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    try_connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
+}
+
+/// Upper bound on any single read-to-EOF: far beyond what the largest test
+/// payload needs, so only a server that trickles forever can reach it.
+pub const READ_DEADLINE: Duration = Duration::from_secs(120);
+/// A server that sends this much more than it was sent is broken; stop
+/// reading instead of collecting its garbage forever.
+const EXTRA_LIMIT: usize = 64 * KIB;
+
+/// Reads until EOF. A reset or timeout is an error naming how much came first.
+pub fn read_to_eof(s: &mut TcpStream, expect_len: usize) -> Result<Vec<u8>, String> {
+    let deadline = Instant::now() + READ_DEADLINE;
+    let mut got = Vec::with_capacity(expect_len);
+    let mut buf = vec![0u8; 64 * KIB];
+    while Instant::now() < deadline {
+        if got.len() > expect_len + EXTRA_LIMIT {
+            return Err(format!(
+                "the server sent over {} bytes for {expect_len} sent",
+                got.len()
+            ));
+        }
+        match s.read(&mut buf) {
+            Ok(0) => return Ok(got),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(format!(
+                    "reading the echo after {} of {expect_len} bytes: {e} ({:?}) \
+                     (a reset means the server did not close with a FIN)",
+                    got.len(),
+                    e.kind()
+                ));
+            }
+        }
+    }
+    Err(format!(
+        "no EOF within {READ_DEADLINE:?}; {} of {expect_len} bytes came",
+        got.len()
+    ))
+}
+
+/// Reads exactly `n` bytes (each read bounded by the socket's timeout).
+pub fn read_exact_n(s: &mut TcpStream, n: usize) -> Result<Vec<u8>, String> {
+    let deadline = Instant::now() + READ_DEADLINE;
+    let mut got = vec![0u8; n];
+    let mut off = 0;
+    while off < n {
+        if Instant::now() >= deadline {
+            return Err(format!("only {off} of {n} bytes within {READ_DEADLINE:?}"));
+        }
+        match s.read(&mut got[off..]) {
+            Ok(0) => return Err(format!("EOF after {off} of {n} bytes")),
+            Ok(k) => off += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("read after {off} of {n} bytes: {e}")),
+        }
+    }
+    Ok(got)
+}
+
+/// Writes `payload` in chunk sizes drawn from `rng`.
+fn write_chunked(s: &mut TcpStream, payload: &[u8], rng: &mut Rng) -> Result<(), String> {
+    let mut off = 0;
+    while off < payload.len() {
+        let end = (off + rng.chunk_size()).min(payload.len());
+        s.write_all(&payload[off..end])
+            .map_err(|e| format!("write at offset {off} of {}: {e}", payload.len()))?;
+        off = end;
+    }
+    Ok(())
+}
+
+/// The full echo check on an open connection: one thread writes `payload` in
+/// random chunks then half-closes, while this thread reads concurrently until
+/// the server's FIN; the echo must equal the payload byte for byte.
+pub fn echo_check(s: &mut TcpStream, payload: &[u8], seed: u64) -> Result<(), String> {
+    let mut writer = s
+        .try_clone()
+        .map_err(|e| format!("cloning the socket: {e}"))?;
+    std::thread::scope(|scope| {
+        let w = scope.spawn(move || {
+            let mut rng = Rng::new(seed);
+            let r = write_chunked(&mut writer, payload, &mut rng);
+            // Half-close even after a failed write, so the reader sees an end.
+            let _ = writer.shutdown(Shutdown::Write);
+            r
+        });
+        let got = read_to_eof(s, payload.len());
+        let wrote = w
+            .join()
+            .unwrap_or_else(|_| Err("writer thread panicked".into()));
+        let got = got?;
+        wrote?;
+        compare("echo", payload, &got)
+    })
+}
+
+/// Connects, runs [`echo_check`], closes.
+pub fn round_trip(addr: SocketAddr, payload: &[u8], seed: u64) -> Result<(), String> {
+    let mut s = try_connect(addr).map_err(|e| format!("connect to {addr}: {e}"))?;
+    echo_check(&mut s, payload, seed)
+}
+
+/// Writes `msg` and reads exactly its echo back, leaving the connection open.
+pub fn ping(s: &mut TcpStream, msg: &[u8]) -> Result<(), String> {
+    s.write_all(msg).map_err(|e| format!("write: {e}"))?;
+    let got = read_exact_n(s, msg.len())?;
+    compare("ping", msg, &got)
+}
+
+/// What a read on a connection the server should have closed showed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// Read returned 0: the server's FIN.
+    Fin,
+    /// ECONNRESET (or EPIPE): the server closed with data unread.
+    Reset,
+    /// Bytes arrived: the connection was served.
+    Data(usize),
+    /// Nothing happened before the timeout.
+    Open,
+    /// Any other error.
+    Other(String),
+}
+
+/// Waits up to `timeout` for the server to close `s`.
+pub fn wait_closed(s: &mut TcpStream, timeout: Duration) -> Closed {
+    if let Err(e) = s.set_read_timeout(Some(timeout)) {
+        return Closed::Other(format!("set_read_timeout: {e}"));
+    }
+    let mut buf = [0u8; 4096];
+    let r = loop {
+        match s.read(&mut buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => break r,
+        }
+    };
+    let _ = s.set_read_timeout(Some(IO_TIMEOUT));
+    match r {
+        Ok(0) => Closed::Fin,
+        Ok(n) => Closed::Data(n),
+        Err(e) => match e.kind() {
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => Closed::Reset,
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Closed::Open,
+            _ => Closed::Other(e.to_string()),
+        },
+    }
+}
+
+/// True if the loopback has IPv6 (`::1` can be bound).
+pub fn ipv6_available() -> bool {
+    std::net::TcpListener::bind("[::1]:0").is_ok()
+}
+
+// ---------------------------------------------------------------------------
+// The server process
+// ---------------------------------------------------------------------------
+
+/// A running `netecho serve`. Dropping it SIGKILLs its whole process group
+/// (the server and any child it forked) and reaps it, so no process outlives
+/// the test; if the test is failing, the server's stderr is printed.
+pub struct Server {
+    child: Child,
+    /// The bound addresses, in `--listen` order.
+    pub addrs: Vec<SocketAddr>,
+    pub model: String,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    stdout: Arc<Stdout>,
+    status: Option<ExitStatus>,
+}
+
+/// The server's stdout lines so far, collected by a thread that drains the
+/// pipe for the life of the server (so it never blocks on a full pipe).
+#[derive(Default)]
+struct Stdout {
+    state: Mutex<Lines>,
+    grew: Condvar,
+}
+
+#[derive(Default)]
+struct Lines {
+    lines: Vec<String>,
+    /// The pipe reached EOF: no line will come any more.
+    eof: bool,
+}
+
+impl Server {
+    /// `netecho serve --listen 127.0.0.1:0 --model MODEL ARGS...`.
+    pub fn start(model: &str, args: &[&str]) -> Server {
+        Server::start_on(model, &["127.0.0.1:0"], args)
+    }
+
+    /// Like [`Server::start`] with the given `--listen` addresses.
+    pub fn start_on(model: &str, listen: &[&str], args: &[&str]) -> Server {
+        Server::try_start_on(model, listen, args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts the server and waits (up to [`START_TIMEOUT`]) for one
+    /// `listening tcp ADDR` line per `--listen` address.
+    pub fn try_start_on(model: &str, listen: &[&str], args: &[&str]) -> Result<Server, String> {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve").arg("--model").arg(model);
+        for l in listen {
+            cmd.arg("--listen").arg(l);
+        }
+        cmd.args(args)
+            .env_remove("NETECHO_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group, so Drop can kill every child it forked.
+            .process_group(0);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("spawning {BIN} serve: {e}"))?;
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        if let Some(mut err) = child.stderr.take() {
+            let sink = Arc::clone(&stderr);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = err.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if let Ok(mut v) = sink.lock() {
+                        v.extend_from_slice(&buf[..n]);
+                    }
+                }
+            });
+        }
+        let stdout = Arc::new(Stdout::default());
+        if let Some(out) = child.stdout.take() {
+            let sink = Arc::clone(&stdout);
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines() {
+                    let Ok(line) = line else { break };
+                    if let Ok(mut st) = sink.state.lock() {
+                        st.lines.push(line);
+                    }
+                    sink.grew.notify_all();
+                }
+                if let Ok(mut st) = sink.state.lock() {
+                    st.eof = true;
+                }
+                sink.grew.notify_all();
+            });
+        }
+        let mut server = Server {
+            child,
+            addrs: Vec::new(),
+            model: model.to_string(),
+            stderr,
+            stdout,
+            status: None,
+        };
+        // Other lines (`listening udp`, `listening metrics`...) may come
+        // before, between or after the TCP ones; only these are counted.
+        let tcp = server.wait_lines(START_TIMEOUT, |lines| {
+            let tcp: Vec<&String> = lines
+                .iter()
+                .filter(|l| l.starts_with("listening tcp "))
+                .collect();
+            (tcp.len() >= listen.len()).then(|| tcp.into_iter().cloned().collect::<Vec<_>>())
+        });
+        let Some(tcp) = tcp else {
+            // It may have exited (a bind error): let stderr arrive.
+            let status = server.wait_exit(Duration::from_secs(1));
+            return Err(format!(
+                "server ({model} {listen:?} {args:?}) did not print {} `listening tcp` \
+                 lines within {START_TIMEOUT:?}; stdout {:?}; exit status {status:?}; stderr:\n{}",
+                listen.len(),
+                server.stdout_lines(),
+                server.stderr_text()
+            ));
+        };
+        for line in tcp {
+            let addr = line["listening tcp ".len()..]
+                .trim()
+                .parse::<SocketAddr>()
+                .map_err(|e| format!("bad `listening tcp` line {line:?}: {e}"))?;
+            server.addrs.push(addr);
+        }
+        Ok(server)
+    }
+
+    /// Waits up to `timeout` until `found` returns something for the stdout
+    /// lines so far; `None` at the timeout or when stdout closed first.
+    fn wait_lines<T>(
+        &self,
+        timeout: Duration,
+        found: impl Fn(&[String]) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.stdout.state.lock().ok()?;
+        loop {
+            if let Some(t) = found(&st.lines) {
+                return Some(t);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if st.eof || left.is_zero() {
+                return None;
+            }
+            st = self.stdout.grew.wait_timeout(st, left).ok()?.0;
+        }
+    }
+
+    /// The first stdout line starting with `prefix`, waiting up to `timeout`.
+    pub fn stdout_line(&self, prefix: &str, timeout: Duration) -> Option<String> {
+        self.wait_lines(timeout, |lines| {
+            lines.iter().find(|l| l.starts_with(prefix)).cloned()
+        })
+    }
+
+    /// Every stdout line so far.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout
+            .state
+            .lock()
+            .map(|st| st.lines.clone())
+            .unwrap_or_default()
+    }
+
+    /// The first bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    pub fn pid(&self) -> i32 {
+        // A pid always fits in an i32 on Linux (pid_max <= 2^22).
+        self.child.id() as i32
+    }
+
+    /// Everything the server wrote to stderr so far.
+    pub fn stderr_text(&self) -> String {
+        self.stderr
+            .lock()
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        kill(Pid::from_raw(self.pid()), sig)
+            .unwrap_or_else(|e| panic!("kill({}, {sig}): {e}", self.pid()));
+    }
+
+    /// Sends `sig` to every thread of the server and of its descendants
+    /// (a process-directed signal reaches only one thread of a process).
+    /// Returns how many threads were signalled.
+    pub fn signal_every_thread(&self, sig: Signal) -> usize {
+        let pid = self.pid();
+        let mut n = 0;
+        for p in std::iter::once(pid).chain(descendants(pid)) {
+            for tid in threads(p) {
+                // SAFETY: tgkill takes plain integers and only sends a
+                // signal; a thread that exited meanwhile gives ESRCH.
+                let r = unsafe { libc::syscall(libc::SYS_tgkill, p, tid, sig as libc::c_int) };
+                if r == 0 {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    pub fn sigterm(&self) {
+        self.signal(Signal::SIGTERM);
+    }
+
+    /// Waits up to `timeout` for the server to exit; `None` if still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.status {
+                return Some(s);
+            }
+            match self.child.try_wait() {
+                Ok(Some(s)) => {
+                    self.status = Some(s);
+                    return Some(s);
+                }
+                Ok(None) => {}
+                Err(e) => panic!("waiting for the server: {e}"),
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(TICK);
+        }
+    }
+
+    /// True while the server process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        self.wait_exit(Duration::ZERO).is_none()
+    }
+
+    /// Panics with the server's stderr if it has exited.
+    pub fn assert_running(&mut self, when: &str) {
+        if let Some(s) = self.wait_exit(Duration::ZERO) {
+            panic!(
+                "{}: server exited ({s}) {when}; stderr:\n{}",
+                self.model,
+                self.stderr_text()
+            );
+        }
+    }
+
+    /// Resident memory of the server and all its descendants, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.pid();
+        let mut total = vm_rss_kib(pid).unwrap_or(0);
+        for p in descendants(pid) {
+            total += vm_rss_kib(p).unwrap_or(0);
+        }
+        total
+    }
+
+    /// Children of the server in state Z (exited, not reaped).
+    pub fn zombies(&self) -> Vec<i32> {
+        let pid = self.pid();
+        procs()
+            .into_iter()
+            .filter(|p| p.ppid == pid && p.state == 'Z')
+            .map(|p| p.pid)
+            .collect()
+    }
+
+    /// Waits up to `timeout` for the server to have no zombie child;
+    /// returns those left.
+    pub fn wait_no_zombies(&self, timeout: Duration) -> Vec<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let z = self.zombies();
+            if z.is_empty() || Instant::now() >= deadline {
+                return z;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let pgid = Pid::from_raw(self.pid());
+        // The whole group: a forking server's children must not outlive it.
+        // ESRCH just means everything already exited.
+        let _ = killpg(pgid, Signal::SIGKILL);
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- stderr of the {} server (pid {}) ----\n{}",
+                self.model,
+                self.pid(),
+                self.stderr_text()
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// /proc
+// ---------------------------------------------------------------------------
+
+/// One process as /proc/PID/stat shows it.
+#[derive(Debug, Clone)]
+pub struct Proc {
+    pub pid: i32,
+    pub ppid: i32,
+    pub state: char,
+}
+
+/// Parses `/proc/PID/stat`: the command name is in parentheses and may
+/// itself contain spaces or parentheses, so fields are read after the last ')'.
+fn read_stat(pid: i32) -> Option<Proc> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace();
+    let state = f.next()?.chars().next()?;
+    let ppid = f.next()?.parse().ok()?;
+    Some(Proc { pid, ppid, state })
+}
+
+/// Every process visible in /proc.
+pub fn procs() -> Vec<Proc> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(read_stat)
+        .collect()
+}
+
+/// Children, grandchildren... of `pid`.
+pub fn descendants(pid: i32) -> Vec<i32> {
+    let all = procs();
+    let mut out = Vec::new();
+    let mut frontier = vec![pid];
+    // Bounded: each round descends one generation; no tree is this deep.
+    for _ in 0..16 {
+        let next: Vec<i32> = all
+            .iter()
+            .filter(|p| frontier.contains(&p.ppid))
+            .map(|p| p.pid)
+            .collect();
+        if next.is_empty() {
+            break;
+        }
+        out.extend(&next);
+        frontier = next;
+    }
+    out
+}
+
+/// Thread ids of process `pid`.
+pub fn threads(pid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .collect()
+}
+
+/// VmRSS of one process in KiB (`None` for a zombie or a vanished process).
+pub fn vm_rss_kib(pid: i32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+// ---------------------------------------------------------------------------
+// Running the binary to completion
+// ---------------------------------------------------------------------------
+
+/// What a finished (or killed) run of the binary produced.
+#[derive(Debug)]
+pub struct Run {
+    /// `None` if it had to be killed at the timeout.
+    pub status: Option<ExitStatus>,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Run {
+    pub fn code(&self) -> Option<i32> {
+        self.status.and_then(|s| s.code())
+    }
+
+    /// The stderr lines, asserting there is exactly one and it is sane.
+    pub fn one_line_error(&self, what: &str) -> String {
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "{what}: stderr should be exactly one line, got {}:\n{}",
+            lines.len(),
+            self.stderr
+        );
+        let line = lines[0].trim();
+        assert!(!line.is_empty(), "{what}: the error line is empty");
+        assert!(
+            !self.stderr.contains("panicked") && !self.stderr.contains("RUST_BACKTRACE"),
+            "{what}: the binary panicked:\n{}",
+            self.stderr
+        );
+        line.to_string()
+    }
+}
+
+/// Runs `cmd` with `stdin` fed from a thread, collecting stdout and stderr,
+/// killing it (and its process group) after `timeout`.
+pub fn run_cmd(mut cmd: Command, stdin: Option<Vec<u8>>, timeout: Duration) -> Run {
+    cmd.env_remove("NETECHO_LOG")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let start = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    let feeder = match (stdin, child.stdin.take()) {
+        (Some(data), Some(mut pipe)) => Some(std::thread::spawn(move || {
+            // A write error means the process stopped reading; its exit
+            // status and stderr tell the test why.
+            let _ = pipe.write_all(&data);
+        })),
+        _ => None,
+    };
+    let out = child.stdout.take().map(|mut o| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = o.read_to_end(&mut v);
+            v
+        })
+    });
+    let err = child.stderr.take().map(|mut e| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = e.read_to_end(&mut v);
+            v
+        })
+    });
+    let deadline = start + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(TICK),
+            _ => {
+                let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let elapsed = start.elapsed();
+    if let Some(f) = feeder {
+        let _ = f.join();
+    }
+    let stdout = out.and_then(|h| h.join().ok()).unwrap_or_default();
+    let stderr = err.and_then(|h| h.join().ok()).unwrap_or_default();
+    Run {
+        status,
+        stdout,
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        elapsed,
+    }
+}
+
+/// `netecho ARGS...` as a command.
+pub fn netecho(args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args);
+    c
+}

@@ -1,0 +1,203 @@
+//! `netecho serve` from the command line: every bad input is refused with
+//! one line on stderr and a non-zero exit; several `--listen` addresses all
+//! serve; `--help` works.
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::time::Duration;
+
+use common::{KIB, Rng, Run, Server, is_root, netecho, round_trip, run_cmd, seed_of};
+
+/// A bad command line must be refused long before this.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Exit code for a command line that does not parse.
+const EXIT_USAGE: i32 = 2;
+/// Exit code for a failure at run time (bind...).
+const EXIT_RUNTIME: i32 = 1;
+
+fn serve(args: &[&str]) -> Run {
+    let mut all = vec!["serve"];
+    all.extend(args);
+    run_cmd(netecho(&all), None, EXIT_TIMEOUT)
+}
+
+/// Runs `serve ARGS`, which must fail with `code` and one line on stderr
+/// that contains every string of `must_contain` (case-insensitive).
+fn refused(args: &[&str], code: i32, must_contain: &[&str]) {
+    let what = format!("serve {}", args.join(" "));
+    let run = serve(args);
+    assert!(
+        run.status.is_some(),
+        "{what}: did not exit within {EXIT_TIMEOUT:?} (it accepted the input?); stderr:\n{}",
+        run.stderr
+    );
+    assert_eq!(
+        run.code(),
+        Some(code),
+        "{what}: exit status {:?}; stderr:\n{}",
+        run.status,
+        run.stderr
+    );
+    let line = run.one_line_error(&what).to_lowercase();
+    for s in must_contain {
+        assert!(
+            line.contains(&s.to_lowercase()),
+            "{what}: error line does not mention {s:?}: {line}"
+        );
+    }
+}
+
+#[test]
+fn port_out_of_range() {
+    refused(&["--listen", "127.0.0.1:99999"], EXIT_USAGE, &["99999"]);
+}
+
+#[test]
+fn listen_not_an_address() {
+    refused(&["--listen", "nonsense"], EXIT_USAGE, &["nonsense"]);
+}
+
+#[test]
+fn unknown_model_lists_the_valid_ones() {
+    refused(
+        &["--listen", "127.0.0.1:0", "--model", "bogus"],
+        EXIT_USAGE,
+        &[
+            "bogus",
+            "iterative",
+            "fork",
+            "prefork",
+            "thread",
+            "prethread",
+            "epoll",
+            "tokio",
+            "uring",
+        ],
+    );
+}
+
+#[test]
+fn max_conns_negative() {
+    refused(
+        &["--listen", "127.0.0.1:0", "--max-conns", "-1"],
+        EXIT_USAGE,
+        &["-1"],
+    );
+}
+
+#[test]
+fn max_conns_not_a_number() {
+    refused(
+        &["--listen", "127.0.0.1:0", "--max-conns", "abc"],
+        EXIT_USAGE,
+        &["abc"],
+    );
+}
+
+#[test]
+fn workers_zero() {
+    refused(
+        &["--listen", "127.0.0.1:0", "--workers", "0"],
+        EXIT_USAGE,
+        &["workers"],
+    );
+}
+
+#[test]
+fn idle_timeout_negative() {
+    refused(
+        &["--listen", "127.0.0.1:0", "--idle-timeout", "-5"],
+        EXIT_USAGE,
+        &["-5"],
+    );
+}
+
+#[test]
+fn address_in_use() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a test listener");
+    let addr = taken.local_addr().expect("local_addr").to_string();
+    refused(
+        &["--listen", &addr],
+        EXIT_RUNTIME,
+        &["already in use", &addr],
+    );
+    drop(taken);
+}
+
+#[test]
+fn privileged_port_permission_denied() {
+    if !is_root() {
+        eprintln!("SKIPPED: privileged_port_permission_denied needs root (to run as nobody)");
+        return;
+    }
+    let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
+    match start {
+        Some(p) if p > 80 => {}
+        other => {
+            eprintln!(
+                "SKIPPED: privileged_port_permission_denied: ip_unprivileged_port_start is \
+                 {other:?}, so port 80 is not privileged here"
+            );
+            return;
+        }
+    }
+    let mut cmd = netecho(&["serve", "--listen", "127.0.0.1:80"]);
+    // nobody/nogroup: no CAP_NET_BIND_SERVICE.
+    cmd.uid(65534).gid(65534);
+    let run = run_cmd(cmd, None, EXIT_TIMEOUT);
+    assert!(
+        run.status.is_some(),
+        "serve on port 80 as nobody did not exit; stderr:\n{}",
+        run.stderr
+    );
+    assert_eq!(
+        run.code(),
+        Some(EXIT_RUNTIME),
+        "serve on port 80 as nobody: {:?}; stderr:\n{}",
+        run.status,
+        run.stderr
+    );
+    let line = run
+        .one_line_error("serve on port 80 as nobody")
+        .to_lowercase();
+    assert!(line.contains("permission denied"), "error line: {line}");
+}
+
+#[test]
+fn two_listen_addresses_both_serve() {
+    let server = Server::start_on("auto", &["127.0.0.1:0", "127.0.0.1:0"], &[]);
+    assert_eq!(server.addrs.len(), 2, "listening lines: {:?}", server.addrs);
+    assert_ne!(
+        server.addrs[0], server.addrs[1],
+        "two --listen 127.0.0.1:0 bound the same port"
+    );
+    for (i, addr) in server.addrs.iter().enumerate() {
+        let seed = seed_of(&format!("two_listen/{i}"));
+        if let Err(e) = round_trip(*addr, &Rng::new(seed).bytes(16 * KIB), seed) {
+            panic!("round trip via {addr}: {e}");
+        }
+    }
+}
+
+#[test]
+fn help_exits_zero() {
+    for args in [&["--help"][..], &["serve", "--help"][..]] {
+        let run = run_cmd(netecho(args), None, EXIT_TIMEOUT);
+        assert_eq!(
+            run.code(),
+            Some(0),
+            "netecho {args:?}: {:?}; stderr:\n{}",
+            run.status,
+            run.stderr
+        );
+        let out = String::from_utf8_lossy(&run.stdout);
+        assert!(
+            out.contains("serve") || out.contains("--listen"),
+            "netecho {args:?}: help text looks wrong:\n{out}"
+        );
+    }
+}
