@@ -315,7 +315,11 @@ mod tests {
     fn targets_need_a_host_and_a_port() {
         assert_eq!(parse_target("localhost:6666").unwrap(), "localhost:6666");
         assert_eq!(parse_target("[::1]:7").unwrap(), "[::1]:7");
-        assert!(parse_target("127.0.0.1:99999").unwrap_err().contains("out of range"));
+        assert!(
+            parse_target("127.0.0.1:99999")
+                .unwrap_err()
+                .contains("out of range")
+        );
         assert!(parse_target("nohost").unwrap_err().contains("HOST:PORT"));
         assert!(parse_target(":80").unwrap_err().contains("host is missing"));
     }

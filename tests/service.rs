@@ -56,9 +56,11 @@ fn metric(metrics: SocketAddr, name: &str) -> u64 {
 }
 
 fn scrape(metrics: SocketAddr) -> String {
-    let mut s = TcpStream::connect_timeout(&metrics, Duration::from_secs(5)).expect("metrics connect");
+    let mut s =
+        TcpStream::connect_timeout(&metrics, Duration::from_secs(5)).expect("metrics connect");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
     let mut page = String::new();
     s.read_to_string(&mut page).expect("reading /metrics");
     assert!(page.starts_with("HTTP/1.1 200"), "bad answer: {page}");
@@ -120,12 +122,25 @@ fn udp_sizes_echo_exactly_in_every_kind_of_model() {
 fn udp_oversize_is_dropped_and_counted_never_truncated() {
     let server = Server::start(
         "thread",
-        &["--udp", "--udp-max-size", "1000", "--metrics", "127.0.0.1:0"],
+        &[
+            "--udp",
+            "--udp-max-size",
+            "1000",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
     );
     let (to, m) = (udp_addr(&server), metrics_addr(&server));
     let s = udp_from(Ipv4Addr::LOCALHOST);
-    assert_eq!(udp_echo(&s, to, &[7; 1000], UDP_WAIT).as_deref(), Some(&[7u8; 1000][..]));
-    assert_eq!(udp_echo(&s, to, &[7; 1001], NO_REPLY_WAIT), None, "1001 > max: no reply");
+    assert_eq!(
+        udp_echo(&s, to, &[7; 1000], UDP_WAIT).as_deref(),
+        Some(&[7u8; 1000][..])
+    );
+    assert_eq!(
+        udp_echo(&s, to, &[7; 1001], NO_REPLY_WAIT),
+        None,
+        "1001 > max: no reply"
+    );
     assert!(eventually(Duration::from_secs(2), || {
         metric(m, "netecho_udp_dropped_total{reason=\"too_big\"}") == 1
     }));
@@ -147,7 +162,11 @@ fn udp_never_answers_small_service_ports() {
             continue;
         };
         bound += 1;
-        assert_eq!(udp_echo(&s, to, b"loop?", NO_REPLY_WAIT), None, "reply to port {port}");
+        assert_eq!(
+            udp_echo(&s, to, b"loop?", NO_REPLY_WAIT),
+            None,
+            "reply to port {port}"
+        );
     }
     assert!(bound > 0, "could bind none of the small-service ports");
     assert!(eventually(Duration::from_secs(2), || {
@@ -170,7 +189,9 @@ fn udp_segment(src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
 #[test]
 fn two_servers_and_one_spoofed_datagram_do_not_ping_pong() {
     if !is_root() {
-        eprintln!("SKIPPED two_servers_...ping_pong: forging a source port needs a raw socket (root)");
+        eprintln!(
+            "SKIPPED two_servers_...ping_pong: forging a source port needs a raw socket (root)"
+        );
         return;
     }
     let a = Server::start("thread", &["--udp", "--metrics", "127.0.0.1:0"]);
@@ -185,9 +206,15 @@ fn two_servers_and_one_spoofed_datagram_do_not_ping_pong() {
     // SAFETY: `raw` is a fresh descriptor nobody else owns.
     let raw = unsafe { OwnedFd::from_raw_fd(raw) };
     let seg = udp_segment(b_udp.port(), a_udp.port(), b"who echoes the echo?");
-    let dst = nix::sys::socket::SockaddrIn::from(std::net::SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0));
-    nix::sys::socket::sendto(raw.as_raw_fd(), &seg, &dst, nix::sys::socket::MsgFlags::empty())
-        .expect("sending the forged datagram");
+    let dst =
+        nix::sys::socket::SockaddrIn::from(std::net::SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0));
+    nix::sys::socket::sendto(
+        raw.as_raw_fd(),
+        &seg,
+        &dst,
+        nix::sys::socket::MsgFlags::empty(),
+    )
+    .expect("sending the forged datagram");
     // Let any loop run, then check it stopped: both counts frozen, small.
     std::thread::sleep(Duration::from_millis(500));
     let a1 = metric(a_m, "netecho_udp_datagrams_total");
@@ -221,7 +248,8 @@ fn a_flooding_source_is_held_to_its_rate_while_another_is_served() {
         sent += 1;
         if sent.is_multiple_of(200) {
             let probe = format!("other {sent}");
-            if udp_echo(&other, to, probe.as_bytes(), UDP_WAIT).as_deref() == Some(probe.as_bytes()) {
+            if udp_echo(&other, to, probe.as_bytes(), UDP_WAIT).as_deref() == Some(probe.as_bytes())
+            {
                 other_ok += 1;
             }
         }
@@ -235,18 +263,39 @@ fn a_flooding_source_is_held_to_its_rate_while_another_is_served() {
     let secs = start.elapsed().as_secs_f64();
     // Burst 100, then 50/s: at most 100 + 50·secs (+ slack for timing).
     let cap = (100.0 + 50.0 * secs + 10.0) as u32;
-    assert!(sent > 500, "the flood was too small to test anything ({sent})");
-    assert!(replies >= 90 && replies <= cap, "flooder got {replies} replies of {sent} (cap {cap})");
-    assert_eq!(other_ok, sent / 200, "the other source was not served every time");
+    assert!(
+        sent > 500,
+        "the flood was too small to test anything ({sent})"
+    );
+    assert!(
+        replies >= 90 && replies <= cap,
+        "flooder got {replies} replies of {sent} (cap {cap})"
+    );
+    assert_eq!(
+        other_ok,
+        sent / 200,
+        "the other source was not served every time"
+    );
     let dropped = metric(m, "netecho_udp_dropped_total{reason=\"source_rate\"}");
-    assert!(dropped + u64::from(replies) >= u64::from(sent) - 5, "drops not counted: {dropped}");
+    assert!(
+        dropped + u64::from(replies) >= u64::from(sent) - 5,
+        "drops not counted: {dropped}"
+    );
 }
 
 /// Known TCP and UDP traffic, then every counter checked.
 fn metrics_after_known_traffic(model: &str) {
     let server = Server::start(
         model,
-        &["--udp", "--metrics", "127.0.0.1:0", "--max-conns", "2", "--workers", "3"],
+        &[
+            "--udp",
+            "--metrics",
+            "127.0.0.1:0",
+            "--max-conns",
+            "2",
+            "--workers",
+            "3",
+        ],
     );
     let m = metrics_addr(&server);
     for i in 0..5 {
@@ -266,14 +315,20 @@ fn metrics_after_known_traffic(model: &str) {
     let ok = eventually(Duration::from_secs(3), || {
         metric(m, "netecho_connections_total") == 7
             && metric(m, "netecho_connections_active") == 2
-            && metric(m, "netecho_connections_rejected_total{reason=\"max_conns\"}") == 1
+            && metric(
+                m,
+                "netecho_connections_rejected_total{reason=\"max_conns\"}",
+            ) == 1
             && metric(m, "netecho_bytes_echoed_total") == 5 * 1000 + 2 * 4
             && metric(m, "netecho_udp_datagrams_total") == 3
     });
     assert!(ok, "{model}: metrics after known traffic:\n{}", scrape(m));
     drop(held);
     assert!(
-        eventually(Duration::from_secs(3), || metric(m, "netecho_connections_active") == 0),
+        eventually(Duration::from_secs(3), || metric(
+            m,
+            "netecho_connections_active"
+        ) == 0),
         "{model}: active does not return to 0"
     );
     assert_eq!(metric(m, "netecho_idle_timeouts_total"), 0);
@@ -295,7 +350,8 @@ fn per_ip_limit_applies_to_each_source_apart() {
     let from = |ip: Ipv4Addr| {
         let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         s.bind(&SocketAddr::from((ip, 0)).into()).unwrap();
-        s.connect_timeout(&server.addr().into(), Duration::from_secs(5)).unwrap();
+        s.connect_timeout(&server.addr().into(), Duration::from_secs(5))
+            .unwrap();
         let s: TcpStream = s.into();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         s
@@ -346,7 +402,10 @@ fn a_client_that_stops_reading_is_closed_after_the_stall_timeout() {
             }
         }
         let after = closed_after.unwrap_or_else(|| panic!("{model}: never closed"));
-        assert!(after >= Duration::from_millis(900), "{model}: closed too early ({after:?})");
+        assert!(
+            after >= Duration::from_millis(900),
+            "{model}: closed too early ({after:?})"
+        );
     }
 }
 
@@ -356,15 +415,25 @@ fn socket_activation_serves_on_the_passed_socket() {
     let addr = listener.local_addr().unwrap();
     let fd = listener.as_raw_fd();
     let mut cmd = Command::new("sh");
-    cmd.args(["-c", "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" serve --model epoll", BIN])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // SAFETY: dup2 is async-signal-safe; it puts the listener on fd 3 (not
-    // close-on-exec) in the child only.
+    cmd.args([
+        "-c",
+        "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" serve --model epoll",
+        BIN,
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    // SAFETY: dup2 and fcntl are async-signal-safe; they put the listener
+    // on fd 3, not close-on-exec, in the child only. (If it already is fd 3,
+    // dup2 would do nothing and leave close-on-exec set.)
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(fd, 3) < 0 {
+            let r = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if r < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -398,7 +467,8 @@ fn inetd_mode_serves_one_connection_on_stdin_and_stdout() {
         .spawn()
         .unwrap();
     let payload = Rng::new(5).bytes(300_000);
-    ours.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    ours.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let writer = {
         let mut w = ours.try_clone().unwrap();
         let p = payload.clone();
@@ -417,21 +487,34 @@ fn inetd_mode_serves_one_connection_on_stdin_and_stdout() {
 
 #[test]
 fn completions_and_man_page_come_from_the_cli_definitions() {
-    let out = Command::new(BIN).args(["completions", "bash"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("_netecho") && text.contains("--max-conns"), "bash completion");
+    assert!(
+        text.contains("_netecho") && text.contains("--max-conns"),
+        "bash completion"
+    );
     let out = Command::new(BIN).arg("man").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains(".TH netecho 1") && text.contains("serve"), "man page");
+    assert!(
+        text.contains(".TH netecho 1") && text.contains("serve"),
+        "man page"
+    );
 }
 
 #[test]
 fn json_logs_are_one_object_per_line() {
     let mut server = Server::start("thread", &["--log-format", "json"]);
     server.sigterm();
-    assert!(server.wait_exit(Duration::from_secs(5)).is_some_and(|s| s.success()));
+    assert!(
+        server
+            .wait_exit(Duration::from_secs(5))
+            .is_some_and(|s| s.success())
+    );
     let logs = server.stderr_text();
     assert!(!logs.trim().is_empty(), "no logs");
     for line in logs.lines() {

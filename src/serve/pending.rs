@@ -1,0 +1,270 @@
+//! Per-connection state of the event-driven models (epoll, tokio), kept pure
+//! so it can be tested without sockets:
+//! - [`Pending`]: the bytes read but not yet written back, capped at
+//!   [`PENDING_CAP`]. A worker reads into one shared buffer and writes back at
+//!   once; only what the kernel would not take lands here, so an idle
+//!   connection holds no buffer at all.
+//! - [`IdleWheel`]: a coarse timing wheel for `--idle-timeout` and
+//!   `--stall-timeout`. A connection's activity only updates a tick stamp;
+//!   the wheel looks at a connection again only when its deadline slot
+//!   comes round, so no work is done per byte and none over all
+//!   connections per tick.
+
+/// Most bytes kept for a client whose echo the kernel will not take. At the
+/// cap the worker stops reading that client (backpressure), so memory per
+/// connection never exceeds this however much a client sends.
+pub const PENDING_CAP: usize = 64 * 1024;
+
+/// Slots in an [`IdleWheel`]: with 250 ms ticks it spans 16 s. A longer
+/// deadline is parked in the farthest slot and looked at again then, which
+/// costs one re-insert per 16 s of idleness.
+pub const WHEEL_SLOTS: usize = 64;
+
+/// Bytes read from a client and not yet written back, oldest first.
+#[derive(Debug, Default)]
+pub struct Pending {
+    /// Storage; `buf[head..]` is what is left to write. Empty (no
+    /// allocation) whenever everything has been written back.
+    buf: Vec<u8>,
+    /// Bytes at the front of `buf` already written back.
+    head: usize,
+}
+
+impl Pending {
+    /// An empty buffer; allocates nothing until bytes are kept.
+    pub const fn new() -> Self {
+        Pending {
+            buf: Vec::new(),
+            head: 0,
+        }
+    }
+
+    /// Bytes left to write back.
+    pub fn len(&self) -> usize {
+        self.buf.len() - self.head
+    }
+
+    /// True when everything read has been written back.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// True at the cap: stop reading this client until the kernel takes some.
+    pub fn is_full(&self) -> bool {
+        self.len() >= PENDING_CAP
+    }
+
+    /// How many more bytes may be kept; read at most this much.
+    pub fn room(&self) -> usize {
+        PENDING_CAP.saturating_sub(self.len())
+    }
+
+    /// The bytes to write back next.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.buf[self.head..]
+    }
+
+    /// Keeps as much of `bytes` as fits under the cap, after what is already
+    /// kept; returns how many were kept. A caller that reads at most
+    /// [`Pending::room`] bytes never loses any.
+    pub fn keep(&mut self, bytes: &[u8]) -> usize {
+        let n = bytes.len().min(self.room());
+        if n == 0 {
+            return 0;
+        }
+        if self.buf.len() + n > self.buf.capacity() {
+            // Move the unwritten tail to the front before growing, so the
+            // storage never exceeds the cap.
+            self.buf.drain(..self.head);
+            self.head = 0;
+            let want = (self.buf.len() + n)
+                .max(self.buf.capacity().saturating_mul(2))
+                .min(PENDING_CAP);
+            self.buf.reserve_exact(want - self.buf.len());
+        }
+        self.buf.extend_from_slice(&bytes[..n]);
+        n
+    }
+
+    /// Drops the first `n` bytes, which the kernel took. Frees the storage
+    /// once nothing is left, so an idle connection costs no buffer.
+    pub fn consume(&mut self, n: usize) {
+        self.head += n.min(self.len());
+        if self.head == self.buf.len() {
+            self.buf = Vec::new();
+            self.head = 0;
+        }
+    }
+
+    /// Bytes of heap this buffer holds now (for tests and accounting).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+}
+
+/// One entry of the wheel: a connection's slot index and the generation of
+/// that slot when the entry was made, so an entry for a connection that
+/// closed (and whose slot was reused) is recognised and dropped.
+pub type WheelKey = (usize, u32);
+
+/// A hashed timing wheel of idle deadlines, in ticks.
+///
+/// Each open connection has exactly one entry, placed at its deadline (or
+/// the farthest slot when the deadline is further). When a slot comes due,
+/// [`IdleWheel::advance`] hands its entries back; the caller checks each
+/// connection's own last-activity stamp and either closes it or re-inserts
+/// it at its new deadline. Entries of closed connections are dropped then.
+#[derive(Debug)]
+pub struct IdleWheel {
+    /// `slots[t % WHEEL_SLOTS]` holds the entries due at tick `t`.
+    slots: Vec<Vec<WheelKey>>,
+    /// The last tick whose slot was handed back.
+    done: u64,
+}
+
+impl IdleWheel {
+    /// An empty wheel whose ticks up to `now` are already past.
+    pub fn new(now: u64) -> Self {
+        IdleWheel {
+            slots: (0..WHEEL_SLOTS).map(|_| Vec::new()).collect(),
+            done: now,
+        }
+    }
+
+    /// Files `key` to be handed back at tick `due`, or earlier if `due` is
+    /// beyond the wheel's span; never at a tick already past. Returns the
+    /// tick it will be handed back at.
+    pub fn insert(&mut self, key: WheelKey, due: u64) -> u64 {
+        let at = due.clamp(self.done + 1, self.done + WHEEL_SLOTS as u64);
+        self.slots[(at % WHEEL_SLOTS as u64) as usize].push(key);
+        at
+    }
+
+    /// Moves every entry due at a tick up to `now` into `out`.
+    pub fn advance(&mut self, now: u64, out: &mut Vec<WheelKey>) {
+        // A jump longer than the wheel visits each slot once.
+        let from = self.done.max(now.saturating_sub(WHEEL_SLOTS as u64));
+        for t in from + 1..=now {
+            out.append(&mut self.slots[(t % WHEEL_SLOTS as u64) as usize]);
+        }
+        self.done = self.done.max(now);
+    }
+
+    /// Entries filed, live or stale.
+    pub fn len(&self) -> usize {
+        self.slots.iter().map(Vec::len).sum()
+    }
+
+    /// True when nothing is filed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_keeps_order_across_partial_writes() {
+        let mut p = Pending::new();
+        assert_eq!(p.keep(b"hello "), 6);
+        p.consume(2);
+        assert_eq!(p.keep(b"world"), 5);
+        assert_eq!(p.as_slice(), b"llo world");
+        p.consume(4);
+        assert_eq!(p.as_slice(), b"world");
+    }
+
+    #[test]
+    fn pending_stops_at_the_cap() {
+        let mut p = Pending::new();
+        let big = vec![7u8; PENDING_CAP + 100];
+        assert_eq!(p.keep(&big), PENDING_CAP);
+        assert!(p.is_full());
+        assert_eq!(p.room(), 0);
+        assert_eq!(p.keep(b"x"), 0);
+        assert!(p.capacity() <= PENDING_CAP);
+        p.consume(10);
+        assert_eq!(p.room(), 10);
+        assert_eq!(p.keep(&big), 10);
+        assert_eq!(p.len(), PENDING_CAP);
+        assert!(p.capacity() <= PENDING_CAP);
+    }
+
+    #[test]
+    fn pending_frees_its_storage_once_written_back() {
+        let mut p = Pending::new();
+        assert_eq!(p.capacity(), 0);
+        p.keep(&[1u8; 1000]);
+        assert!(p.capacity() >= 1000);
+        p.consume(999);
+        assert_eq!(p.len(), 1);
+        p.consume(5);
+        assert!(p.is_empty());
+        assert_eq!(p.capacity(), 0);
+    }
+
+    #[test]
+    fn pending_matches_a_plain_queue_and_stays_under_the_cap() {
+        let mut p = Pending::new();
+        let mut model: std::collections::VecDeque<u8> = std::collections::VecDeque::new();
+        for round in 0..2000u32 {
+            let chunk: Vec<u8> = (0..1500u32).map(|i| (round * 7 + i) as u8).collect();
+            let kept = p.keep(&chunk);
+            model.extend(&chunk[..kept]);
+            // Write back a bit less than comes in, so the cap is reached.
+            let n = (kept * 9 / 10).min(p.len());
+            p.consume(n);
+            model.drain(..n);
+            assert!(p.capacity() <= PENDING_CAP);
+            assert_eq!(p.len(), model.len());
+        }
+        assert!(p.is_full());
+        assert!(p.as_slice().iter().eq(model.iter()));
+    }
+
+    #[test]
+    fn wheel_hands_back_entries_when_due() {
+        let mut w = IdleWheel::new(0);
+        w.insert((1, 0), 3);
+        w.insert((2, 0), 5);
+        let mut out = Vec::new();
+        w.advance(2, &mut out);
+        assert!(out.is_empty());
+        w.advance(3, &mut out);
+        assert_eq!(out, vec![(1, 0)]);
+        out.clear();
+        w.advance(10, &mut out);
+        assert_eq!(out, vec![(2, 0)]);
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn wheel_parks_far_deadlines_and_never_files_in_the_past() {
+        let mut w = IdleWheel::new(100);
+        assert_eq!(
+            w.insert((1, 0), 100 + 10 * WHEEL_SLOTS as u64),
+            100 + WHEEL_SLOTS as u64
+        );
+        assert_eq!(w.insert((2, 0), 50), 101);
+        let mut out = Vec::new();
+        w.advance(101, &mut out);
+        assert_eq!(out, vec![(2, 0)]);
+        out.clear();
+        w.advance(100 + WHEEL_SLOTS as u64, &mut out);
+        assert_eq!(out, vec![(1, 0)]);
+    }
+
+    #[test]
+    fn wheel_survives_a_long_jump() {
+        let mut w = IdleWheel::new(0);
+        for i in 0..WHEEL_SLOTS {
+            w.insert((i, 0), i as u64 + 1);
+        }
+        let mut out = Vec::new();
+        w.advance(1_000_000, &mut out);
+        assert_eq!(out.len(), WHEEL_SLOTS);
+        assert!(w.is_empty());
+    }
+}
