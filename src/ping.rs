@@ -105,9 +105,18 @@ enum Outcome {
 #[derive(Debug)]
 enum Failure {
     Timeout,
-    Mismatch { at: usize, stream_at: Option<u64> },
-    Short { got: usize },
-    Closed { got: usize },
+    Mismatch {
+        at: usize,
+        stream_at: Option<u64>,
+    },
+    /// A UDP echo whose length differs from the probe's.
+    Length {
+        got: usize,
+        sent: usize,
+    },
+    Closed {
+        got: usize,
+    },
     Reset,
     Connect(Error),
     Io(io::Error),
@@ -124,7 +133,9 @@ impl std::fmt::Display for Failure {
                     None => Ok(()),
                 }
             }
-            Failure::Short { got } => write!(f, "short echo: datagram of {got} bytes"),
+            Failure::Length { got, sent } => {
+                write!(f, "echo of {got} bytes for a probe of {sent}")
+            }
             Failure::Closed { got } => {
                 write!(
                     f,
@@ -442,7 +453,10 @@ fn udp_probe(sock: &UdpSocket, opt: &Opt, seq: u64, payload: &[u8], late: &mut u
                 at,
                 stream_at: None,
             },
-            None => Failure::Short { got: n },
+            None => Failure::Length {
+                got: n,
+                sent: payload.len(),
+            },
         });
     }
 }

@@ -1,0 +1,387 @@
+//! What every bench worker shares: when to send (the schedule), how many
+//! requests are left (`-n`), where errors are logged, and what each worker
+//! hands back at the end (a [`Tally`]).
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use indicatif::ProgressBar;
+
+use super::stop;
+use crate::error::{Error, Result};
+
+/// Error lines printed in full; past this they are only counted, so a dead
+/// server with 10,000 connections does not flood the terminal.
+pub const MAX_ERROR_LINES: usize = 20;
+/// Highest latency the histogram tells apart (1 hour, in nanoseconds); a
+/// longer one is recorded as this.
+pub const MAX_LATENCY_NS: u64 = 3_600_000_000_000;
+/// Significant figures of every latency figure (0.1 % resolution).
+const SIGFIG: u8 = 3;
+/// How far a worker's loop may sleep: it bounds how late the stop flag,
+/// the end of the run and timeouts are noticed.
+pub const TICK: Duration = Duration::from_millis(20);
+
+/// The run's shape, as the command line gave it.
+#[derive(Debug)]
+pub struct Settings {
+    pub addr: SocketAddr,
+    pub conns: usize,
+    pub threads: usize,
+    pub size: usize,
+    pub warmup: Duration,
+    /// `None` with `-n`.
+    pub duration: Option<Duration>,
+    pub budget: Option<u64>,
+    pub rate: Option<f64>,
+    pub new_conn: bool,
+    pub timeout: Duration,
+}
+
+/// A counter on its own cache line, so that threads bumping theirs do not
+/// slow each other down.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct Padded(pub AtomicU64);
+
+/// Shared by all workers for the whole run.
+#[derive(Debug)]
+pub struct Plan {
+    pub settings: Settings,
+    /// When the first requests are due.
+    pub start: Instant,
+    /// Requests due before this are not recorded.
+    pub warmup_end: Instant,
+    /// No request due at or after this is sent (`None` with `-n`).
+    pub end: Option<Instant>,
+    /// Gap between two requests of one connection in the open loop.
+    pub interval: Option<Duration>,
+    /// Gap between the first requests of two connections in the open loop,
+    /// so the connections do not all fire at once.
+    pub stagger: Duration,
+    /// Recorded requests handed out so far, against `-n`.
+    issued: AtomicU64,
+    /// Requests completed per worker (warm-up included), for the progress line.
+    progress: Vec<Padded>,
+    /// Errors so far, for the progress line.
+    errors: AtomicU64,
+    /// Error lines waiting for the main thread to print them.
+    log: Mutex<Vec<String>>,
+    /// Error lines logged so far (printed or not).
+    logged: AtomicU64,
+    /// The first error line, for the final one-line verdict.
+    first_error: Mutex<Option<String>>,
+}
+
+impl Plan {
+    /// Fixes the schedule: the clock starts now.
+    pub fn new(settings: Settings) -> Plan {
+        let start = Instant::now();
+        let warmup_end = start + settings.warmup;
+        let end = settings.duration.map(|d| warmup_end + d);
+        let (interval, stagger) = match settings.rate {
+            Some(rate) => (
+                Some(Duration::from_secs_f64(settings.conns as f64 / rate)),
+                Duration::from_secs_f64(1.0 / rate),
+            ),
+            None => (None, Duration::ZERO),
+        };
+        let progress = (0..settings.threads).map(|_| Padded::default()).collect();
+        Plan {
+            settings,
+            start,
+            warmup_end,
+            end,
+            interval,
+            stagger,
+            issued: AtomicU64::new(0),
+            progress,
+            errors: AtomicU64::new(0),
+            log: Mutex::new(Vec::new()),
+            logged: AtomicU64::new(0),
+            first_error: Mutex::new(None),
+        }
+    }
+
+    /// When connection `id` sends its first request.
+    pub fn first_due(&self, id: u64) -> Instant {
+        match self.interval {
+            // Spread over one interval: connection i starts i/R seconds in.
+            Some(interval) => {
+                let offset = self
+                    .stagger
+                    .saturating_mul(u32::try_from(id).unwrap_or(u32::MAX));
+                self.start + offset.min(interval)
+            }
+            None => self.start,
+        }
+    }
+
+    /// Decides the request due at `due`: `None` if it is not sent (the run
+    /// is over for this connection), else whether it is recorded.
+    pub fn admit(&self, due: Instant) -> Option<bool> {
+        if stop::requested() || self.end.is_some_and(|end| due >= end) {
+            return None;
+        }
+        let record = due >= self.warmup_end;
+        if record
+            && let Some(budget) = self.settings.budget
+            && self.issued.fetch_add(1, Ordering::Relaxed) >= budget
+        {
+            return None;
+        }
+        Some(record)
+    }
+
+    /// Whether a worker should stop waiting at `now`.
+    pub fn over(&self, now: Instant) -> bool {
+        stop::requested() || self.end.is_some_and(|end| now >= end)
+    }
+
+    /// Publishes worker `slot`'s completed count for the progress line.
+    pub fn set_progress(&self, slot: usize, done: u64) {
+        if let Some(p) = self.progress.get(slot) {
+            p.0.store(done, Ordering::Relaxed);
+        }
+    }
+
+    /// Requests completed so far by all workers, warm-up included.
+    pub fn completed(&self) -> u64 {
+        self.progress
+            .iter()
+            .map(|p| p.0.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Errors so far.
+    pub fn errors_so_far(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// Records one error line; the main thread prints it at its next tick.
+    pub fn log_error(&self, line: String) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let n = self.logged.fetch_add(1, Ordering::Relaxed);
+        if n == 0 {
+            let mut first = self.first_error.lock().unwrap_or_else(|e| e.into_inner());
+            *first = Some(line.clone());
+        }
+        if n < MAX_ERROR_LINES as u64 {
+            self.log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(line);
+        } else if n == MAX_ERROR_LINES as u64 {
+            self.log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push("further errors are counted but not shown".into());
+        }
+    }
+
+    /// Prints the error lines logged since the last call, above the
+    /// progress line when there is one.
+    pub fn flush_log(&self, bar: Option<&ProgressBar>) {
+        let lines = std::mem::take(&mut *self.log.lock().unwrap_or_else(|e| e.into_inner()));
+        for line in lines {
+            match bar {
+                Some(bar) => bar.suspend(|| eprintln!("netecho: {line}")),
+                None => eprintln!("netecho: {line}"),
+            }
+        }
+    }
+
+    /// The first error line of the run, if any.
+    pub fn first_error(&self) -> Option<String> {
+        self.first_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// When one connection's requests are due.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// Due time of the next request in the open loop.
+    next_due: Instant,
+}
+
+impl Pace {
+    /// The schedule of connection `id`.
+    pub fn new(plan: &Plan, id: u64) -> Pace {
+        Pace {
+            next_due: plan.first_due(id),
+        }
+    }
+
+    /// Takes the due time of the next request. Closed loop: now. Open loop:
+    /// the next slot of the schedule, even if it has passed (a queued
+    /// request, whose latency still counts from its slot).
+    pub fn take(&mut self, plan: &Plan, now: Instant) -> Instant {
+        match plan.interval {
+            Some(interval) => {
+                if now >= plan.warmup_end && self.next_due < plan.warmup_end {
+                    // Warm-up slots still unsent when it ends are dropped:
+                    // they would not be recorded, and a backlog carried over
+                    // would start the measured run behind schedule.
+                    let behind = plan.warmup_end.duration_since(self.next_due).as_nanos();
+                    let step = interval.as_nanos().max(1);
+                    let skip = behind.div_ceil(step).saturating_mul(step);
+                    self.next_due += Duration::from_nanos(u64::try_from(skip).unwrap_or(u64::MAX));
+                }
+                let due = self.next_due;
+                self.next_due += interval;
+                due
+            }
+            None => now,
+        }
+    }
+
+    /// Open loop: slots that fell due in `[from, until)` and were never sent.
+    pub fn missed(&self, plan: &Plan, from: Instant, until: Instant) -> u64 {
+        let Some(interval) = plan.interval else {
+            return 0;
+        };
+        let first = self.next_due.max(from);
+        if first >= until || interval.is_zero() {
+            return 0;
+        }
+        let span = until.duration_since(first).as_nanos();
+        let step = interval.as_nanos().max(1);
+        u64::try_from(span.div_ceil(step)).unwrap_or(u64::MAX)
+    }
+}
+
+/// What one worker measured; merged into one at the end.
+#[derive(Debug)]
+pub struct Tally {
+    /// Latency of every recorded request, in nanoseconds.
+    pub hist: Histogram<u64>,
+    /// Any request that failed: mismatch, early close, reset, timeout (TCP).
+    pub errors: u64,
+    /// Echoes with a wrong byte (a subset of `errors`).
+    pub mismatches: u64,
+    /// UDP datagrams with no echo within the timeout.
+    pub lost: u64,
+    /// UDP echoes that came after their timeout (already counted as lost).
+    pub late: u64,
+    /// Requests due in the measured window that had not completed at its end.
+    pub unfinished: u64,
+    /// When the last recorded request completed.
+    pub last_done: Option<Instant>,
+    /// When the worker stopped.
+    pub stopped: Option<Instant>,
+}
+
+impl Tally {
+    /// An empty tally.
+    pub fn new() -> Result<Tally> {
+        let hist =
+            Histogram::new_with_bounds(1, MAX_LATENCY_NS, SIGFIG).map_err(|e| Error::Io {
+                what: "creating the latency histogram",
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        Ok(Tally {
+            hist,
+            errors: 0,
+            mismatches: 0,
+            lost: 0,
+            late: 0,
+            unfinished: 0,
+            last_done: None,
+            stopped: None,
+        })
+    }
+
+    /// Records one request's latency, `now - due`.
+    pub fn record(&mut self, due: Instant, now: Instant) {
+        let ns = u64::try_from(now.saturating_duration_since(due).as_nanos()).unwrap_or(u64::MAX);
+        self.hist.saturating_record(ns.max(1));
+        self.last_done = Some(now);
+    }
+
+    /// Adds another worker's tally to this one.
+    pub fn merge(&mut self, other: Tally) {
+        // Same bounds on both sides, so adding cannot fail; if it ever did,
+        // the error count says so rather than a panic.
+        if self.hist.add(&other.hist).is_err() {
+            self.errors += 1;
+        }
+        self.errors += other.errors;
+        self.mismatches += other.mismatches;
+        self.lost += other.lost;
+        self.late += other.late;
+        self.unfinished += other.unfinished;
+        self.last_done = self.last_done.max(other.last_done);
+        self.stopped = self.stopped.max(other.stopped);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(rate: Option<f64>, conns: usize) -> Plan {
+        Plan::new(Settings {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            conns,
+            threads: 1,
+            size: 64,
+            warmup: Duration::from_secs(1),
+            duration: Some(Duration::from_secs(3)),
+            budget: None,
+            rate,
+            new_conn: false,
+            timeout: Duration::from_secs(1),
+        })
+    }
+
+    #[test]
+    fn open_loop_spreads_the_rate_over_connections() {
+        let p = plan(Some(1000.0), 10);
+        // 1000/s over 10 connections: each sends every 10 ms, 1 ms apart.
+        assert_eq!(p.interval, Some(Duration::from_millis(10)));
+        assert_eq!(p.first_due(3) - p.start, Duration::from_millis(3));
+        let mut pace = Pace::new(&p, 0);
+        let late = p.start + Duration::from_millis(35);
+        // A late connection still gets every slot, each with its own due time.
+        assert_eq!(pace.take(&p, late), p.start);
+        assert_eq!(pace.take(&p, late), p.start + Duration::from_millis(10));
+        assert_eq!(pace.missed(&p, p.start, late), 2);
+    }
+
+    #[test]
+    fn a_warmup_backlog_is_dropped_when_the_warmup_ends() {
+        let p = plan(Some(1000.0), 10);
+        let mut pace = Pace::new(&p, 0);
+        // Far behind during the warm-up: the slot it is owed is still sent.
+        let early = p.start + Duration::from_millis(500);
+        assert_eq!(pace.take(&p, early), p.start);
+        // Once the warm-up is over, the next slot is the first one after it.
+        let after = p.warmup_end + Duration::from_millis(3);
+        let due = pace.take(&p, after);
+        assert!(due >= p.warmup_end && due < p.warmup_end + Duration::from_millis(10));
+        assert_eq!(pace.take(&p, after), due + Duration::from_millis(10));
+    }
+
+    #[test]
+    fn closed_loop_is_due_now() {
+        let p = plan(None, 4);
+        let mut pace = Pace::new(&p, 2);
+        let now = p.start + Duration::from_millis(7);
+        assert_eq!(pace.take(&p, now), now);
+        assert_eq!(pace.missed(&p, p.start, now), 0);
+    }
+
+    #[test]
+    fn warmup_requests_are_sent_but_not_recorded() {
+        let p = plan(None, 1);
+        assert_eq!(p.admit(p.start), Some(false));
+        assert_eq!(p.admit(p.warmup_end), Some(true));
+        assert_eq!(p.admit(p.end.unwrap()), None);
+    }
+}

@@ -1,0 +1,306 @@
+//! The end of a run: the human summary, the `--json` object, and the
+//! verdict (the exit status) drawn from the same figures.
+
+use std::io::{self, Write};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::Opt;
+use super::plan::{Plan, Tally};
+use crate::error::{Error, Result};
+
+/// Below this share of `--rate`, the summary says the rate was not held.
+const RATE_SHORTFALL: f64 = 0.95;
+/// Above this share of its threads' time on CPU, the summary warns that the
+/// generator itself may have set the pace.
+const BUSY_GENERATOR: f64 = 0.9;
+
+/// Everything a run measured; `--json` prints it as one object.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub target: String,
+    /// `tcp` or `udp`.
+    pub proto: &'static str,
+    /// `closed` (one request in flight per connection, sent at once),
+    /// `open` (`--rate`), or `new-conn`.
+    pub mode: &'static str,
+    pub connections: usize,
+    pub threads: usize,
+    pub size: usize,
+    /// Requested rate (`--rate`), requests per second in total.
+    pub rate: Option<f64>,
+    /// Seconds measured: from the end of the warm-up to the end of the run.
+    pub duration_s: f64,
+    /// Requests echoed correctly and recorded (warm-up excluded).
+    pub requests: u64,
+    pub rps: f64,
+    /// Megabytes (10^6 bytes) per second of echoed payload, each way.
+    pub mbps: f64,
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+    pub mean_us: f64,
+    /// Failed requests: mismatches, early closes, resets, timeouts (TCP).
+    pub errors: u64,
+    pub mismatches: u64,
+    /// UDP datagrams with no echo within `--timeout` (0 for TCP).
+    pub lost: u64,
+    /// UDP echoes that came after their timeout (already counted as lost).
+    pub late: u64,
+    /// Requests due in the measured window but not echoed by its end.
+    pub unfinished: u64,
+    /// CPU seconds (user + system) the bench process used, warm-up and
+    /// connection setup included: near `threads` × `duration_s` means the
+    /// generator, not the server, may have set the pace.
+    pub cpu_s: f64,
+    /// Wall-clock seconds of the whole run, warm-up included: `cpu_s`
+    /// compares against `threads` times this.
+    pub wall_s: f64,
+}
+
+impl Summary {
+    /// Draws the figures from the merged tally.
+    pub fn new(plan: &Plan, opt: &Opt, t: &Tally) -> Summary {
+        let s = &plan.settings;
+        let until = match plan.settings.budget {
+            // With -n the run is over when the last request came back.
+            Some(_) => t.last_done.or(t.stopped).unwrap_or_else(Instant::now),
+            None => t.stopped.unwrap_or_else(Instant::now),
+        };
+        let duration_s = until
+            .saturating_duration_since(plan.warmup_end)
+            .as_secs_f64();
+        let requests = t.hist.len();
+        let per_sec = |x: f64| {
+            if duration_s > 0.0 {
+                x / duration_s
+            } else {
+                0.0
+            }
+        };
+        let q = |quantile: f64| {
+            if requests == 0 {
+                0.0
+            } else {
+                micros(t.hist.value_at_quantile(quantile))
+            }
+        };
+        Summary {
+            target: opt.target.clone(),
+            proto: if opt.udp { "udp" } else { "tcp" },
+            mode: if s.new_conn {
+                "new-conn"
+            } else if s.rate.is_some() {
+                "open"
+            } else {
+                "closed"
+            },
+            connections: s.conns,
+            threads: s.threads,
+            size: s.size,
+            rate: s.rate,
+            duration_s: round3(duration_s),
+            requests,
+            rps: round3(per_sec(requests as f64)),
+            mbps: round3(per_sec(requests as f64 * s.size as f64) / 1e6),
+            p50_us: q(0.50),
+            p90_us: q(0.90),
+            p99_us: q(0.99),
+            p999_us: q(0.999),
+            max_us: if requests == 0 {
+                0.0
+            } else {
+                micros(t.hist.max())
+            },
+            mean_us: if requests == 0 {
+                0.0
+            } else {
+                round3(t.hist.mean() / 1e3)
+            },
+            errors: t.errors,
+            mismatches: t.mismatches,
+            lost: t.lost,
+            late: t.late,
+            unfinished: t.unfinished,
+            cpu_s: round3(cpu_seconds()),
+            wall_s: round3(until.saturating_duration_since(plan.start).as_secs_f64()),
+        }
+    }
+
+    /// Prints exactly one JSON object and a newline on stdout.
+    pub fn print_json(&self) -> Result<()> {
+        let text = serde_json::to_string(self).map_err(|e| Error::Io {
+            what: "encoding the JSON summary",
+            source: io::Error::other(e),
+        })?;
+        print_stdout(&format!("{text}\n"))
+    }
+
+    /// Prints the summary for a person.
+    pub fn print_human(&self) -> Result<()> {
+        let mode = match self.mode {
+            "open" => format!(
+                "open loop at {} req/s",
+                thousands(self.rate.unwrap_or(0.0).round() as u64)
+            ),
+            "new-conn" => "a new connection per request".to_string(),
+            _ => "closed loop".to_string(),
+        };
+        let mut out = String::new();
+        out += &format!(
+            "bench {} ({}, {}, {} connections, {} B messages, {} threads)\n",
+            self.target, self.proto, mode, self.connections, self.size, self.threads
+        );
+        out += &format!(
+            "  requests  {} in {:.3} s: {} req/s, {:.2} MB/s each way\n",
+            thousands(self.requests),
+            self.duration_s,
+            thousands(self.rps.round() as u64),
+            self.mbps
+        );
+        out += &format!(
+            "  latency   p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (mean {})\n",
+            ms(self.p50_us),
+            ms(self.p90_us),
+            ms(self.p99_us),
+            ms(self.p999_us),
+            ms(self.max_us),
+            ms(self.mean_us)
+        );
+        out += &format!(
+            "  errors    {} ({} mismatches)",
+            thousands(self.errors),
+            thousands(self.mismatches)
+        );
+        if self.proto == "udp" {
+            out += &format!(
+                ", {} lost ({:.2} %), {} late",
+                thousands(self.lost),
+                self.loss_percent(),
+                thousands(self.late)
+            );
+        }
+        if self.unfinished > 0 {
+            out += &format!(", {} unfinished at the end", thousands(self.unfinished));
+        }
+        out += "\n";
+        out += &format!("  cpu       {:.2} s used by the bench\n", self.cpu_s);
+        if let Some(rate) = self.rate
+            && self.rps < rate * RATE_SHORTFALL
+        {
+            out += &format!(
+                "  note      asked for {} req/s, got {}: requests queued, and their \
+                 latency counts the wait\n",
+                thousands(rate.round() as u64),
+                thousands(self.rps.round() as u64)
+            );
+        }
+        if self.cpu_s > self.wall_s * self.threads as f64 * BUSY_GENERATOR {
+            out += &format!(
+                "  note      the bench kept its {} threads {:.0} % busy: it may be the \
+                 bottleneck (try --threads, or another machine)\n",
+                self.threads,
+                100.0 * self.cpu_s / (self.wall_s * self.threads as f64)
+            );
+        }
+        print_stdout(&out)
+    }
+
+    /// Lost datagrams as a share of those sent in the measured window.
+    fn loss_percent(&self) -> f64 {
+        let sent = self.requests + self.lost + self.mismatches;
+        if sent == 0 {
+            0.0
+        } else {
+            100.0 * self.lost as f64 / sent as f64
+        }
+    }
+
+    /// `Ok` when every request came back right; else the one-line error.
+    pub fn verdict(&self, plan: &Plan) -> Result<()> {
+        if self.errors == 0 && self.lost == 0 {
+            return Ok(());
+        }
+        let mut what = Vec::new();
+        if self.errors > 0 {
+            what.push(format!("{} errors", thousands(self.errors)));
+        }
+        if self.lost > 0 {
+            what.push(format!("{} datagrams lost", thousands(self.lost)));
+        }
+        let first = plan.first_error().map(|l| format!("; first: {l}"));
+        Err(Error::BenchFailed(format!(
+            "{}{}",
+            what.join(" and "),
+            first.unwrap_or_default()
+        )))
+    }
+}
+
+/// Nanoseconds to microseconds, to 0.001 µs.
+fn micros(ns: u64) -> f64 {
+    round3(ns as f64 / 1e3)
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1e3).round() / 1e3
+}
+
+/// Microseconds as milliseconds with three decimals, as ping prints them.
+fn ms(us: f64) -> String {
+    format!("{:.3} ms", us / 1e3)
+}
+
+/// 1234567 as `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// User + system CPU seconds of this process so far.
+fn cpu_seconds() -> f64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    match getrusage(UsageWho::RUSAGE_SELF) {
+        Ok(u) => {
+            let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+            t(u.user_time()) + t(u.system_time())
+        }
+        Err(_) => 0.0,
+    }
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error.
+fn print_stdout(text: &str) -> Result<()> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        Err(source) => Err(Error::Io {
+            what: "writing to stdout",
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_groups_digits() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
+    }
+}

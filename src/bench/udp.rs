@@ -1,0 +1,359 @@
+//! The UDP worker: one mio loop driving many connected UDP sockets, each
+//! with one datagram in flight and a timeout on it.
+//!
+//! A datagram with no echo within `--timeout` is *lost*, not an error: loss
+//! is what a UDP benchmark measures. An echo that comes back after its
+//! timeout is recognised by its pattern and set aside as late; anything
+//! else that comes back wrong is a mismatch.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io;
+use std::time::{Duration, Instant};
+
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token};
+
+use super::plan::{Pace, Plan, TICK, Tally};
+use super::{pattern, timer};
+use crate::error::{Error, Result};
+
+/// Largest datagram read back: any UDP payload fits.
+const READ_BUF: usize = 64 * 1024;
+/// Readiness events taken per `epoll_wait`.
+const EVENTS: usize = 1024;
+/// How many earlier rounds a late echo is looked for in before it is
+/// called a mismatch.
+const LATE_WINDOW: u64 = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Waiting,
+    Busy,
+    Done,
+}
+
+/// One socket and its datagram in flight.
+struct Conn {
+    id: u64,
+    sock: UdpSocket,
+    state: State,
+    msg: Vec<u8>,
+    round: u64,
+    /// The round whose message `msg` holds.
+    filled: u64,
+    /// The datagram met a full send buffer; the writable edge resends it.
+    unsent: bool,
+    due: Instant,
+    sent_at: Instant,
+    record: bool,
+    pace: Pace,
+}
+
+struct Worker<'a> {
+    plan: &'a Plan,
+    slot: usize,
+    poll: Poll,
+    conns: Vec<Conn>,
+    timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    active: usize,
+    tally: Tally,
+    done: u64,
+    rbuf: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+/// Runs the UDP worker for connections `ids` until the run is over.
+pub fn run(plan: &Plan, slot: usize, ids: Vec<u64>) -> Result<Tally> {
+    let poll = Poll::new().map_err(Error::io("creating an epoll instance"))?;
+    let now = Instant::now();
+    let mut conns = Vec::with_capacity(ids.len());
+    for (i, id) in ids.into_iter().enumerate() {
+        let std_sock =
+            super::udp_socket(plan.settings.addr).map_err(Error::io("opening a UDP socket"))?;
+        std_sock
+            .set_nonblocking(true)
+            .map_err(Error::io("making a socket non-blocking"))?;
+        let mut sock = UdpSocket::from_std(std_sock);
+        poll.registry()
+            .register(&mut sock, Token(i), Interest::READABLE)
+            .map_err(Error::io("registering a socket with epoll"))?;
+        conns.push(Conn {
+            id,
+            sock,
+            state: State::Waiting,
+            msg: {
+                let mut msg = vec![0; plan.settings.size];
+                pattern::fill(id, 0, &mut msg);
+                msg
+            },
+            round: 0,
+            filled: 0,
+            unsent: false,
+            due: now,
+            sent_at: now,
+            record: false,
+            pace: Pace::new(plan, id),
+        });
+    }
+    let mut w = Worker {
+        plan,
+        slot,
+        poll,
+        active: conns.len(),
+        conns,
+        timers: BinaryHeap::new(),
+        tally: Tally::new()?,
+        done: 0,
+        rbuf: vec![0; READ_BUF],
+        scratch: Vec::new(),
+    };
+    w.run_loop()?;
+    Ok(w.tally)
+}
+
+impl Worker<'_> {
+    fn run_loop(&mut self) -> Result<()> {
+        let mut events = Events::with_capacity(EVENTS);
+        let mut clock = timer::for_plan(self.plan, &self.poll);
+        let now = Instant::now();
+        for i in 0..self.conns.len() {
+            self.next_request(i, now);
+        }
+        let mut last_scan = now;
+        loop {
+            let now = Instant::now();
+            while let Some(&Reverse((at, i))) = self.timers.peek() {
+                if at > now {
+                    break;
+                }
+                self.timers.pop();
+                if self.conns[i].state == State::Waiting {
+                    self.begin(i, at, now);
+                }
+            }
+            if self.active == 0 || self.plan.over(now) {
+                break;
+            }
+            if now.duration_since(last_scan) >= TICK {
+                last_scan = now;
+                self.expire(now);
+            }
+            let next = self.timers.peek().map(|&Reverse((at, _))| at);
+            let mut wait = timer::wait_for(clock.as_mut(), next, now, TICK);
+            if let Some(end) = self.plan.end {
+                wait = wait.min(end.saturating_duration_since(now));
+            }
+            match self.poll.poll(&mut events, Some(wait)) {
+                Ok(()) => {}
+                // A signal: the loop looks at the stop flag and goes on.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(Error::Io {
+                        what: "waiting for sockets",
+                        source: e,
+                    });
+                }
+            }
+            // One clock read for the whole batch, as in the TCP worker.
+            let woke = Instant::now();
+            for ev in events.iter() {
+                let i = ev.token().0;
+                if i >= self.conns.len() || self.conns[i].state == State::Done {
+                    continue;
+                }
+                if ev.is_writable() && self.conns[i].unsent {
+                    self.send(i);
+                }
+                if ev.is_readable() || ev.is_error() {
+                    self.receive(i, woke);
+                }
+            }
+            self.plan.set_progress(self.slot, self.done);
+        }
+        let now = Instant::now();
+        let until = self.plan.end.map_or(now, |end| end.min(now));
+        for c in &mut self.conns {
+            if self.plan.interval.is_some() && c.state == State::Busy && c.record {
+                self.tally.unfinished += 1;
+            }
+            if c.state != State::Done {
+                self.tally.unfinished += c.pace.missed(self.plan, self.plan.warmup_end, until);
+            }
+        }
+        self.tally.stopped = Some(until);
+        self.plan.set_progress(self.slot, self.done);
+        Ok(())
+    }
+
+    fn next_request(&mut self, i: usize, now: Instant) {
+        let due = self.conns[i].pace.take(self.plan, now);
+        if due <= now {
+            self.begin(i, due, now);
+        } else {
+            self.conns[i].state = State::Waiting;
+            self.timers.push(Reverse((due, i)));
+        }
+    }
+
+    fn begin(&mut self, i: usize, due: Instant, now: Instant) {
+        let Some(record) = self.plan.admit(due) else {
+            self.retire(i);
+            return;
+        };
+        let c = &mut self.conns[i];
+        c.due = due;
+        c.sent_at = now;
+        c.record = record;
+        c.state = State::Busy;
+        if c.filled != c.round {
+            pattern::advance(&mut c.msg, c.filled, c.round);
+            c.filled = c.round;
+        }
+        self.send(i);
+    }
+
+    fn send(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        loop {
+            match c.sock.send(&c.msg) {
+                Ok(_) => {
+                    if c.unsent {
+                        c.unsent = false;
+                        let _ = self.poll.registry().reregister(
+                            &mut c.sock,
+                            Token(i),
+                            Interest::READABLE,
+                        );
+                    }
+                    return;
+                }
+                // The send buffer is full: the writable edge resends.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !c.unsent {
+                        c.unsent = true;
+                        let interest = Interest::READABLE | Interest::WRITABLE;
+                        if let Err(e) =
+                            self.poll
+                                .registry()
+                                .reregister(&mut c.sock, Token(i), interest)
+                        {
+                            self.fail(i, e);
+                        }
+                    }
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.fail(i, e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Takes every datagram waiting on socket `i`.
+    fn receive(&mut self, i: usize, now: Instant) {
+        loop {
+            if self.conns[i].state == State::Done {
+                return;
+            }
+            let n = match self.conns[i].sock.recv(&mut self.rbuf) {
+                Ok(n) => n,
+                // Drained: the next readable edge brings more.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.fail(i, e);
+                    return;
+                }
+            };
+            self.judge(i, n, now);
+        }
+    }
+
+    /// Decides what the datagram of `n` bytes in `rbuf` is.
+    fn judge(&mut self, i: usize, n: usize, now: Instant) {
+        let c = &self.conns[i];
+        let got = &self.rbuf[..n];
+        if c.state == State::Busy && got == &c.msg[..] {
+            self.complete(i, true, now);
+            return;
+        }
+        let size = c.msg.len();
+        let late = n == size
+            && (c.round.saturating_sub(LATE_WINDOW)..c.round)
+                .rev()
+                .any(|r| pattern::is_message(c.id, r, got, &mut self.scratch));
+        if late {
+            // Its request already timed out and was counted as lost.
+            self.tally.late += 1;
+            return;
+        }
+        let id = c.id;
+        let line = match pattern::first_difference(&c.msg, got) {
+            Some(at) => format!("mismatch on connection {id} at byte {at}"),
+            None => format!(
+                "mismatch on connection {id} at byte {}: datagram of {n} bytes, {size} sent",
+                n.min(size)
+            ),
+        };
+        self.tally.errors += 1;
+        self.tally.mismatches += 1;
+        self.plan.log_error(line);
+        if self.conns[i].state == State::Busy {
+            self.complete(i, false, now);
+        }
+    }
+
+    /// The request is over (echoed, mismatched or lost): record it if it was
+    /// a good echo, and go on with the next one.
+    fn complete(&mut self, i: usize, good: bool, now: Instant) {
+        let c = &mut self.conns[i];
+        if good && c.record {
+            self.tally.record(c.due, now);
+        }
+        self.done += 1;
+        c.round += 1;
+        c.unsent = false;
+        self.next_request(i, now);
+    }
+
+    /// Datagrams with no echo within the timeout are lost.
+    fn expire(&mut self, now: Instant) {
+        let timeout: Duration = self.plan.settings.timeout;
+        for i in 0..self.conns.len() {
+            let c = &self.conns[i];
+            if c.state == State::Busy && now.duration_since(c.sent_at) >= timeout {
+                if c.record {
+                    self.tally.lost += 1;
+                }
+                self.complete(i, false, now);
+            }
+        }
+    }
+
+    /// A socket error (ICMP port unreachable shows as "refused"): counted,
+    /// and the socket leaves the run.
+    fn fail(&mut self, i: usize, e: io::Error) {
+        let id = self.conns[i].id;
+        let addr = self.plan.settings.addr;
+        let line = if e.kind() == io::ErrorKind::ConnectionRefused {
+            format!("connection {id}: refused by {addr} (nothing listening on that UDP port)")
+        } else {
+            format!("connection {id}: {e}")
+        };
+        self.tally.errors += 1;
+        self.plan.log_error(line);
+        self.retire(i);
+    }
+
+    fn retire(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        if c.state != State::Done {
+            c.state = State::Done;
+            self.active -= 1;
+            let _ = self.poll.registry().deregister(&mut c.sock);
+        }
+    }
+}
