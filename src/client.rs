@@ -9,7 +9,7 @@
 //! terminal hands over a line at a time and its echo is printed at once.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -40,44 +40,11 @@ pub fn run(opt: ClientOpt) -> Result<()> {
     copy_echo(stream, &sent, &stdin_done)
 }
 
-/// Resolves `HOST:PORT` and connects to the first address that answers.
+/// Resolves `HOST:PORT` and connects to the first address that answers,
+/// with the same one-line errors as `bench` and `ping`.
 fn connect(target: &str, timeout: Duration) -> Result<TcpStream> {
-    let addrs: Vec<SocketAddr> = target
-        .to_socket_addrs()
-        .map_err(|e| Error::Resolve {
-            target: target.to_string(),
-            reason: if target
-                .rsplit_once(':')
-                .is_none_or(|(_, p)| p.parse::<u16>().is_err())
-            {
-                "expected HOST:PORT with a port 0-65535".to_string()
-            } else {
-                e.to_string()
-            },
-        })?
-        .collect();
-    let mut last = None;
-    for addr in &addrs {
-        match TcpStream::connect_timeout(addr, timeout) {
-            Ok(s) => return Ok(s),
-            Err(e) => last = Some(e),
-        }
-    }
-    let target = target.to_string();
-    Err(match last {
-        None => Error::Resolve {
-            target,
-            reason: "no address found".into(),
-        },
-        Some(e) if e.kind() == io::ErrorKind::ConnectionRefused => Error::Refused(target),
-        Some(e) if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::WouldBlock => {
-            Error::ConnectTimeout {
-                target,
-                after: timeout,
-            }
-        }
-        Some(source) => Error::Connect { target, source },
-    })
+    let addrs = crate::bench::resolve(target)?;
+    crate::bench::connect_any(target, &addrs, timeout)
 }
 
 /// Copies stdin to the socket, counting bytes; on EOF marks the input done
@@ -97,12 +64,21 @@ fn pump_stdin(mut sock: TcpStream, sent: &AtomicU64, done: &AtomicBool) {
                 return;
             }
         };
-        // A failed write means the server is gone; the reading side
-        // reports it with the byte counts.
-        if sock.write_all(&buf[..n]).is_err() {
-            return;
+        // Counted write by write, so the reader's judgement never sees an
+        // echo of bytes not yet counted as sent. A failed write means the
+        // server is gone; the reading side reports it with the counts.
+        let mut off = 0;
+        while off < n {
+            match sock.write(&buf[off..n]) {
+                Ok(0) => return,
+                Ok(w) => {
+                    off += w;
+                    sent.fetch_add(w as u64, Ordering::SeqCst);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
         }
-        sent.fetch_add(n as u64, Ordering::SeqCst);
     }
     done.store(true, Ordering::SeqCst);
     let _ = sock.shutdown(Shutdown::Write);

@@ -34,7 +34,9 @@ pub enum Next {
 pub fn next(listeners: &[TcpListener], ctx: &Ctx) -> Next {
     let mut start = 0;
     loop {
-        if ctx.stats.stopping() {
+        // `stopping` is the parent's word (shared memory); `stops()` is
+        // this process's own signal, e.g. a prefork worker whose parent died.
+        if ctx.stats.stopping() || super::signals::stops() > 0 {
             return Next::Closed;
         }
         let mut fds: Vec<PollFd> = listeners

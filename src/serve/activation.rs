@@ -12,6 +12,8 @@ use crate::error::{Error, Result};
 
 /// The first descriptor systemd passes (SD_LISTEN_FDS_START).
 pub const LISTEN_FDS_START: RawFd = 3;
+/// More passed sockets than this is a broken environment, not a setup.
+const MAX_PASSED: RawFd = 1024;
 
 /// Sockets passed by the service manager, split by kind.
 #[derive(Debug, Default)]
@@ -44,7 +46,12 @@ pub fn take() -> Result<Option<Passed>> {
         reason: format!("LISTEN_FDS={n} is not a number"),
     })?;
     let mut passed = Passed::default();
-    for fd in LISTEN_FDS_START..LISTEN_FDS_START + n.max(0) {
+    if !(0..=MAX_PASSED).contains(&n) {
+        return Err(Error::Activation {
+            reason: format!("LISTEN_FDS={n} is out of range 0-{MAX_PASSED}"),
+        });
+    }
+    for fd in LISTEN_FDS_START..LISTEN_FDS_START + n {
         // SAFETY: systemd hands these descriptors to us and nothing else in
         // this process owns them; each is wrapped exactly once.
         let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
@@ -69,6 +76,9 @@ pub fn take() -> Result<Option<Passed>> {
             }
             SockType::Datagram => {
                 let u = UdpSocket::from(owned);
+                // systemd may pass it non-blocking; the UDP loops block.
+                u.set_nonblocking(false)
+                    .map_err(Error::io("passed socket"))?;
                 passed.udp.push(u);
             }
             other => {

@@ -17,21 +17,29 @@ use tracing::info;
 
 use super::{Ctx, signals, supervise};
 
-/// How long children get to close cleanly after the drain deadline's SIGTERM
-/// before SIGKILL.
+/// How long children get to close cleanly after the drain deadline's
+/// [`signals::CHILD_STOP`] before SIGKILL.
 pub const TERM_GRACE: Duration = Duration::from_secs(1);
+
+/// What a child is for: what the parent must undo when it is reaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tag {
+    /// A fork-model child serving this client.
+    Conn(SocketAddr),
+    /// Prefork worker number N (its slot in `Stats::workers`).
+    Worker(usize),
+}
 
 /// The children this process started and has not reaped yet.
 #[derive(Debug, Default)]
 pub struct Children {
-    /// Each child, with the client it serves (fork) or `None` (a worker).
-    pids: HashMap<Pid, Option<SocketAddr>>,
+    pids: HashMap<Pid, Tag>,
 }
 
 impl Children {
-    /// Remembers a child just forked, and the client it serves if any.
-    pub fn add(&mut self, pid: Pid, peer: Option<SocketAddr>) {
-        self.pids.insert(pid, peer);
+    /// Remembers a child just forked, and what it is for.
+    pub fn add(&mut self, pid: Pid, tag: Tag) {
+        self.pids.insert(pid, tag);
     }
 
     /// Children not yet reaped.
@@ -46,16 +54,16 @@ impl Children {
 
     /// Reaps every child that has exited, without blocking, calling
     /// `on_exit` for each one of ours.
-    pub fn reap(&mut self, mut on_exit: impl FnMut(Pid, WaitStatus, Option<SocketAddr>)) {
+    pub fn reap(&mut self, mut on_exit: impl FnMut(Pid, WaitStatus, Tag)) {
         loop {
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 // Children exist but none has exited.
                 Ok(WaitStatus::StillAlive) => return,
                 Ok(status) => {
                     if let Some(pid) = status.pid()
-                        && let Some(peer) = self.pids.remove(&pid)
+                        && let Some(tag) = self.pids.remove(&pid)
                     {
-                        on_exit(pid, status, peer);
+                        on_exit(pid, status, tag);
                     }
                 }
                 Err(Errno::EINTR) => continue,
@@ -74,14 +82,11 @@ impl Children {
     }
 
     /// The end of a forking server, after it stopped accepting: wait for the
-    /// children to finish within the drain timeout; then SIGTERM those left
-    /// (they stop at once and close), and SIGKILL any that outlive
-    /// [`TERM_GRACE`]. A second SIGTERM/SIGINT skips to SIGKILL.
-    pub fn finish(
-        &mut self,
-        ctx: &Ctx,
-        mut on_exit: impl FnMut(Pid, WaitStatus, Option<SocketAddr>),
-    ) {
+    /// children to finish within the drain timeout; then send those left
+    /// [`signals::CHILD_STOP`] (they stop at once and close), and SIGKILL any
+    /// that outlive [`TERM_GRACE`]. A second SIGTERM/SIGINT, even during that
+    /// grace, skips to SIGKILL.
+    pub fn finish(&mut self, ctx: &Ctx, mut on_exit: impl FnMut(Pid, WaitStatus, Tag)) {
         let done = supervise::drain(ctx, || {
             self.reap(&mut on_exit);
             self.is_empty()
@@ -90,10 +95,10 @@ impl Children {
             return;
         }
         if signals::stops() < 2 {
-            info!(children = self.len(), "telling children to stop (SIGTERM)");
-            self.signal_all(Signal::SIGTERM);
+            info!(children = self.len(), "telling children to stop (SIGUSR1)");
+            self.signal_all(signals::CHILD_STOP);
             let until = Instant::now() + TERM_GRACE;
-            while !self.is_empty() && Instant::now() < until {
+            while !self.is_empty() && Instant::now() < until && signals::stops() < 2 {
                 signals::wait(Some(Duration::from_millis(20)));
                 self.reap(&mut on_exit);
             }
@@ -101,11 +106,11 @@ impl Children {
         if !self.is_empty() {
             info!(children = self.len(), "killing children (SIGKILL)");
             self.signal_all(Signal::SIGKILL);
-            for (pid, peer) in std::mem::take(&mut self.pids) {
+            for (pid, tag) in std::mem::take(&mut self.pids) {
                 loop {
                     match waitpid(pid, None) {
                         Err(Errno::EINTR) => continue,
-                        Ok(status) => on_exit(pid, status, peer),
+                        Ok(status) => on_exit(pid, status, tag),
                         Err(_) => {}
                     }
                     break;

@@ -110,7 +110,7 @@ pub fn count_end(end: End, stats: &Stats) {
 pub fn serve(conn: TcpStream, peer: SocketAddr, ctx: &Ctx, buf: &mut [u8]) {
     let end = match prepare(&conn, ctx) {
         Ok(()) => echo(conn.as_raw_fd(), buf, ctx.stats, &|| false),
-        Err(e) => End::Error(Errno::from_raw(e.raw_os_error().unwrap_or(0))),
+        Err(e) => End::Error(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))),
     };
     count_end(end, ctx.stats);
     tracing::debug!(%peer, ?end, "connection closed");

@@ -15,7 +15,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::unistd::{ForkResult, fork};
 use tracing::{debug, warn};
 
-use super::children::Children;
+use super::children::{Children, Tag};
 use super::echo::{self, BUF_SIZE};
 use super::{Ctx, accept, signals, supervise};
 use crate::error::Result;
@@ -63,8 +63,8 @@ pub fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {
 }
 
 /// A reaped connection child gives its slot back.
-fn release(ctx: &Ctx, peer: Option<SocketAddr>) {
-    if let Some(peer) = peer {
+fn release(ctx: &Ctx, tag: Tag) {
+    if let Tag::Conn(peer) = tag {
         ctx.release(&peer);
     }
 }
@@ -88,7 +88,7 @@ fn spawn(
         Ok(ForkResult::Child) => child(&conn, listeners, ctx),
         Ok(ForkResult::Parent { child }) => {
             debug!(%peer, pid = child.as_raw(), "connection open, child forked");
-            kids.add(child, Some(peer));
+            kids.add(child, Tag::Conn(peer));
         }
         Err(e) => {
             warn!(%peer, "fork failed: {e}; closing the connection");

@@ -13,19 +13,23 @@ use super::echo::BUF_SIZE;
 use crate::error::{Error, Result};
 
 /// Echoes stdin to stdout until EOF, then half-closes stdout (a FIN when it
-/// is a socket). With an idle timeout, gives up after that long with no byte.
-pub fn run(idle_timeout: Option<Duration>) -> Result<()> {
+/// is a socket). Gives up after `idle_timeout` with no byte from the client,
+/// or after `send_timeout` with no byte taken by it (stall).
+pub fn run(idle_timeout: Option<Duration>, send_timeout: Option<Duration>) -> Result<()> {
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
     let (rfd, wfd) = (stdin.as_raw_fd(), stdout.as_raw_fd());
     // SAFETY: descriptors 0 and 1 stay open for the whole process.
     let (rin, wout) = unsafe { (BorrowedFd::borrow_raw(rfd), BorrowedFd::borrow_raw(wfd)) };
-    // Only a TCP socket takes TCP_NODELAY; for a pipe this fails, harmlessly.
+    // Only a TCP socket takes these options; for a pipe they fail, harmlessly.
     let _ = setsockopt(&wout, sockopt::TcpNoDelay, &true);
-    let timeout = idle_timeout.map_or(PollTimeout::NONE, |t| {
-        PollTimeout::try_from(t.as_millis().min(i32::MAX as u128) as i32)
-            .unwrap_or(PollTimeout::MAX)
-    });
+    // A blocking socket's write then returns EAGAIN after the stall time.
+    if let Some(t) = send_timeout {
+        let tv = nix::sys::time::TimeVal::new(t.as_secs() as _, t.subsec_micros() as _);
+        let _ = setsockopt(&wout, sockopt::SendTimeout, &tv);
+    }
+    let timeout = poll_timeout(idle_timeout);
+    let stall = poll_timeout(send_timeout);
     let mut buf = vec![0u8; BUF_SIZE];
     loop {
         let mut fds = [PollFd::new(rin, PollFlags::POLLIN)];
@@ -50,9 +54,13 @@ pub fn run(idle_timeout: Option<Duration>) -> Result<()> {
             match nix::unistd::write(wout, &buf[off..n]) {
                 Ok(w) => off += w,
                 Err(Errno::EINTR) => continue,
+                // The client is not reading: wait once more for room, and
+                // give up if none comes within the stall time.
                 Err(Errno::EAGAIN) => {
                     let mut fds = [PollFd::new(wout, PollFlags::POLLOUT)];
-                    let _ = poll(&mut fds, timeout);
+                    if matches!(poll(&mut fds, stall), Ok(0)) {
+                        return Ok(());
+                    }
                 }
                 Err(Errno::EPIPE) | Err(Errno::ECONNRESET) => return Ok(()),
                 Err(e) => return Err(Error::io("writing stdout")(e.into())),
@@ -62,4 +70,11 @@ pub fn run(idle_timeout: Option<Duration>) -> Result<()> {
     // A socket gets our FIN after the last byte; a pipe just closes at exit.
     let _ = shutdown(wfd, Shutdown::Write);
     Ok(())
+}
+
+fn poll_timeout(t: Option<Duration>) -> PollTimeout {
+    t.map_or(PollTimeout::NONE, |t| {
+        PollTimeout::try_from(t.as_millis().min(i32::MAX as u128) as i32)
+            .unwrap_or(PollTimeout::MAX)
+    })
 }

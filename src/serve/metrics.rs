@@ -2,10 +2,10 @@
 //! prometheus-client from the shared [`Stats`] on every scrape, so counts
 //! made by forked children are included.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -17,8 +17,9 @@ use super::stats::{Stats, UdpDrop};
 
 /// A slow or silent scraper cannot hold the metrics thread longer than this.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Request headers beyond this are not read.
-const MAX_REQUEST_LINES: usize = 100;
+/// A request larger than this (line and headers) is answered with an error:
+/// a scrape is a few hundred bytes.
+const MAX_REQUEST: usize = 8 * 1024;
 
 /// Reads the shared counters at scrape time.
 #[derive(Debug)]
@@ -130,19 +131,31 @@ pub fn serve(listener: TcpListener, stats: &'static Stats) {
     }
 }
 
-fn answer(conn: TcpStream, stats: &'static Stats) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(SCRAPE_TIMEOUT))?;
-    conn.set_write_timeout(Some(SCRAPE_TIMEOUT))?;
-    let mut reader = BufReader::new(&conn);
-    let mut request = String::new();
-    reader.read_line(&mut request)?;
-    // Skip the headers up to the blank line.
-    for _ in 0..MAX_REQUEST_LINES {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
-            break;
+/// Reads the request line and headers, up to the blank line, within
+/// [`SCRAPE_TIMEOUT`] in all (a client dripping one byte a second cannot
+/// hold the metrics thread) and [`MAX_REQUEST`] bytes.
+fn read_request(mut conn: &TcpStream) -> std::io::Result<String> {
+    let deadline = Instant::now() + SCRAPE_TIMEOUT;
+    let mut req = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") && !req.windows(2).any(|w| w == b"\n\n") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || req.len() > MAX_REQUEST {
+            return Err(std::io::ErrorKind::InvalidData.into());
+        }
+        conn.set_read_timeout(Some(left))?;
+        match conn.read(&mut buf)? {
+            0 => break,
+            n => req.extend_from_slice(&buf[..n]),
         }
     }
+    let line_end = req.iter().position(|&b| b == b'\n').unwrap_or(req.len());
+    Ok(String::from_utf8_lossy(&req[..line_end]).into_owned())
+}
+
+fn answer(conn: TcpStream, stats: &'static Stats) -> std::io::Result<()> {
+    conn.set_write_timeout(Some(SCRAPE_TIMEOUT))?;
+    let request = read_request(&conn)?;
     let mut parts = request.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = path.split('?').next().unwrap_or("");

@@ -50,6 +50,7 @@ pub mod udp;
 pub mod uring;
 
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use clap::ValueEnum;
@@ -185,8 +186,13 @@ impl Ctx {
 
     /// Gives back what [`Ctx::admit`] took, after the connection is closed.
     pub fn release(&self, peer: &SocketAddr) {
+        self.release_ip(peer.ip());
+    }
+
+    /// [`Ctx::release`] knowing only the client's address.
+    pub fn release_ip(&self, ip: std::net::IpAddr) {
         if self.max_conns_per_ip.is_some() {
-            self.stats.per_ip.release(peer.ip());
+            self.stats.per_ip.release(ip);
         }
         self.stats.release();
     }
@@ -204,7 +210,9 @@ impl Ctx {
 /// Runs `netecho serve` until a signal stops it.
 pub fn run(opt: ServeOpt) -> Result<()> {
     if opt.inetd {
-        return inetd::run((!opt.idle_timeout.is_zero()).then_some(opt.idle_timeout));
+        let idle = (!opt.idle_timeout.is_zero()).then_some(opt.idle_timeout);
+        let stall = (!opt.stall_timeout.is_zero()).then_some(opt.stall_timeout);
+        return inetd::run(idle, stall.or(idle));
     }
     let model = opt.model.resolve();
     let workers = opt.workers.unwrap_or_else(default_workers);
@@ -212,8 +220,11 @@ pub fn run(opt: ServeOpt) -> Result<()> {
         .max_conns
         .unwrap_or_else(|| model.default_max_conns(workers));
     raise_nofile_limit();
-    // Handlers first: a test may send SIGTERM the moment it reads our
-    // `listening` line, and the default action would kill us with no drain.
+    // Sockets passed by systemd first, before this process opens any other
+    // descriptor that could sit where LISTEN_FDS says they are.
+    let passed = activation::take()?.unwrap_or_default();
+    // Handlers before binding: a test may send SIGTERM the moment it reads
+    // our `listening` line, and the default action would kill us, no drain.
     signals::install().map_err(Error::io("installing signal handlers"))?;
     let stats = stats::Stats::shared().map_err(Error::io("mapping shared counters"))?;
     let ctx: &'static Ctx = Box::leak(Box::new(Ctx {
@@ -225,7 +236,6 @@ pub fn run(opt: ServeOpt) -> Result<()> {
         stall_timeout: (!opt.stall_timeout.is_zero()).then_some(opt.stall_timeout),
         stats,
     }));
-    let passed = activation::take()?.unwrap_or_default();
     let listeners = if passed.tcp.is_empty() {
         listen::bind_all(&opt.listen)?
     } else {
@@ -273,6 +283,7 @@ pub fn run(opt: ServeOpt) -> Result<()> {
             workers,
             metrics,
         },
+        &listeners.iter().map(AsRawFd::as_raw_fd).collect::<Vec<_>>(),
         stats,
     )?;
     info!(

@@ -4,7 +4,9 @@
 //!
 //! The parent only supervises: it reaps, restarts workers, and on a signal
 //! shuts the listeners down (which wakes and stops every idle worker at once),
-//! waits for busy workers up to the drain timeout, then SIGTERMs them.
+//! waits for busy workers up to the drain timeout, then tells them to stop
+//! (SIGUSR1; workers ignore SIGTERM/SIGINT, which a terminal or systemd
+//! sends to the whole group).
 
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
@@ -12,75 +14,102 @@ use std::os::fd::AsRawFd;
 use nix::unistd::{ForkResult, fork};
 use tracing::warn;
 
-use super::children::Children;
+use super::children::{Children, Tag};
 use super::echo::{self, BUF_SIZE};
+use super::stats::WorkerSlot;
 use super::{Ctx, accept, signals, supervise};
 use crate::error::{Error, Result};
 
 /// Starts the workers and supervises them until a signal stops the server.
 pub fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {
     let mut kids = Children::default();
-    for _ in 0..ctx.workers {
-        spawn(&listeners, ctx, &mut kids).map_err(|e| Error::io("forking a worker")(e.into()))?;
+    for n in 0..ctx.workers {
+        spawn(n, &listeners, ctx, &mut kids)
+            .map_err(|e| Error::io("forking a worker")(e.into()))?;
     }
     while signals::stops() == 0 {
         signals::wait(None);
-        let mut lost = 0;
-        kids.reap(|pid, status, _| {
+        let mut lost = Vec::new();
+        kids.reap(|pid, status, tag| {
             warn!(
                 pid = pid.as_raw(),
                 ?status,
                 "worker exited; starting another"
             );
-            lost += 1;
+            if let Tag::Worker(n) = tag {
+                give_back(ctx, n);
+                lost.push(n);
+            }
         });
         if signals::stops() > 0 {
             break;
         }
-        for _ in 0..lost {
-            if let Err(e) = spawn(&listeners, ctx, &mut kids) {
+        for n in lost {
+            if let Err(e) = spawn(n, &listeners, ctx, &mut kids) {
                 warn!("cannot restart a worker: {e}");
             }
         }
     }
     supervise::stop_accepting(&listeners, ctx);
-    kids.finish(ctx, |_, _, _| {});
+    kids.finish(ctx, |_, _, tag| {
+        if let Tag::Worker(n) = tag {
+            give_back(ctx, n);
+        }
+    });
     Ok(())
 }
 
-/// Forks one worker.
-fn spawn(listeners: &[TcpListener], ctx: &'static Ctx, kids: &mut Children) -> nix::Result<()> {
+/// Releases the connection a worker held when it died (a worker that exits
+/// normally has released it itself and left its slot empty).
+fn give_back(ctx: &Ctx, n: usize) {
+    if let Some(ip) = ctx.stats.workers.get(n).and_then(WorkerSlot::take) {
+        ctx.release_ip(ip);
+    }
+}
+
+/// Forks worker number `n`.
+fn spawn(
+    n: usize,
+    listeners: &[TcpListener],
+    ctx: &'static Ctx,
+    kids: &mut Children,
+) -> nix::Result<()> {
+    let parent = nix::unistd::getpid();
     // SAFETY: the parent is single-threaded (this model starts no thread), so
     // the child inherits no lock held by another thread and may run normal
     // code; it never returns into the parent's loop (it `_exit`s).
-    let parent = nix::unistd::getpid();
     match unsafe { fork() }? {
-        ForkResult::Child => worker(listeners, ctx, parent),
+        ForkResult::Child => worker(n, listeners, ctx, parent),
         ForkResult::Parent { child } => {
-            kids.add(child, None);
+            kids.add(child, Tag::Worker(n));
             Ok(())
         }
     }
 }
 
 /// A worker: accept, serve, repeat; stop when the listeners shut down or the
-/// parent sends SIGTERM.
-fn worker(listeners: &[TcpListener], ctx: &Ctx, parent: nix::unistd::Pid) -> ! {
+/// parent tells it to stop.
+fn worker(n: usize, listeners: &[TcpListener], ctx: &Ctx, parent: nix::unistd::Pid) -> ! {
     signals::reset_in_child();
     // A worker must not outlive its parent: it holds the listener, and
     // would keep serving the port with nobody to supervise or stop it.
     // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag on this process.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signals::CHILD_STOP as libc::c_int) };
     if nix::unistd::getppid() != parent {
         // The parent died before the prctl took effect.
         // SAFETY: as below, `_exit` skips the parent's handlers.
         unsafe { libc::_exit(0) }
     }
     let mut buf = vec![0u8; BUF_SIZE];
+    let slot = ctx.stats.workers.get(n);
     while signals::stops() == 0 {
         let accept::Next::Conn(conn, peer) = accept::next(listeners, ctx) else {
             break;
         };
+        // Should this process die now, the parent gives the slot back.
+        if let Some(slot) = slot {
+            slot.hold(peer.ip());
+        }
         let end = match echo::prepare(&conn, ctx) {
             Ok(()) => echo::echo(conn.as_raw_fd(), &mut buf, ctx.stats, &|| {
                 signals::stops() > 0
@@ -90,6 +119,11 @@ fn worker(listeners: &[TcpListener], ctx: &Ctx, parent: nix::unistd::Pid) -> ! {
         echo::count_end(end, ctx.stats);
         tracing::debug!(%peer, ?end, "connection closed");
         drop(conn);
+        // Clear first: a crash between the two leaks one slot, while the
+        // other order could release it twice.
+        if let Some(slot) = slot {
+            slot.clear();
+        }
         ctx.release(&peer);
     }
     // SAFETY: `_exit` skips the parent's atexit handlers and destructors,

@@ -5,9 +5,9 @@
 //! stay single-threaded so that every later fork is safe; a sidecar forked
 //! while the server is still single-threaded may start all the threads it
 //! likes. Counters live in the shared [`Stats`] mapping, so metrics see every
-//! process. The sidecar dies with the server (PR_SET_PDEATHSIG), stops its
-//! UDP loops when the server starts draining, and keeps answering scrapes
-//! until the server exits.
+//! process. The sidecar ignores SIGTERM/SIGINT (the parent decides), dies
+//! with the server (PR_SET_PDEATHSIG), stops its UDP loops when the server
+//! starts draining, and keeps answering scrapes until the server exits.
 
 use std::net::{TcpListener, UdpSocket};
 use std::sync::{Arc, Mutex};
@@ -38,7 +38,11 @@ pub struct Services {
 
 /// Forks the sidecar if there is anything for it to do. Call while the
 /// process is still single-threaded.
-pub fn start(services: Services, stats: &'static Stats) -> Result<Option<Pid>> {
+pub fn start(
+    services: Services,
+    inherited: &[std::os::fd::RawFd],
+    stats: &'static Stats,
+) -> Result<Option<Pid>> {
     if services.udp.is_empty() && services.metrics.is_none() {
         return Ok(None);
     }
@@ -49,6 +53,12 @@ pub fn start(services: Services, stats: &'static Stats) -> Result<Option<Pid>> {
         ForkResult::Parent { child } => Ok(Some(child)),
         ForkResult::Child => {
             signals::reset_in_child();
+            for &fd in inherited {
+                // SAFETY: closing this process's copies of the TCP listeners,
+                // which the sidecar never uses (the `TcpListener` values stay
+                // with the parent's code path, never run here).
+                unsafe { libc::close(fd) };
+            }
             // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag on this process.
             unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
             // The parent may have died before the prctl took effect.
@@ -85,7 +95,7 @@ fn run(services: Services, stats: &'static Stats, parent: Pid) -> ! {
     {
         warn!("cannot start the metrics thread: {e}");
     }
-    while getppid() == parent && signals::stops() == 0 {
+    while getppid() == parent {
         std::thread::sleep(PARENT_CHECK);
     }
     // SAFETY: `_exit` ends the sidecar without the parent's atexit handlers.

@@ -1,6 +1,11 @@
 //! SIGTERM, SIGINT and SIGCHLD, turned into counters and a wake-up pipe (the
 //! self-pipe trick), so that no work happens inside a signal handler.
 //!
+//! Forked children (fork, prefork, the sidecar) ignore SIGTERM and SIGINT:
+//! a Ctrl-C or systemd's stop (SIGTERM to the whole control group) reaches
+//! them too, and only the parent decides when a drain is over. The parent
+//! tells a child to stop with [`CHILD_STOP`] (SIGUSR1).
+//!
 //! The handlers are installed without `SA_RESTART`: a blocked `accept`,
 //! `poll` or `read` returns EINTR, and every loop retries it after looking at
 //! the counters. The handler only touches atomics and `write(2)`, both
@@ -9,7 +14,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -17,10 +22,12 @@ use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
-/// SIGTERM + SIGINT received so far: 1 means drain, 2 means exit now.
+/// The signal a parent sends a forked child to make it stop at once.
+pub const CHILD_STOP: Signal = Signal::SIGUSR1;
+
+/// SIGTERM + SIGINT received so far (in a child: [`CHILD_STOP`]): 1 means
+/// drain, 2 means exit now.
 static STOPS: AtomicUsize = AtomicUsize::new(0);
-/// A child changed state since the last [`take_child_exited`].
-static CHILD: AtomicBool = AtomicBool::new(false);
 /// Write end of the wake pipe, or -1 in a forked child.
 static WAKE_WR: AtomicI32 = AtomicI32::new(-1);
 /// Read end of the wake pipe, kept open for the life of the process.
@@ -28,9 +35,8 @@ static WAKE_RD: OnceLock<OwnedFd> = OnceLock::new();
 
 extern "C" fn on_signal(sig: libc::c_int) {
     let saved = Errno::last_raw();
-    if sig == libc::SIGCHLD {
-        CHILD.store(true, Ordering::SeqCst);
-    } else {
+    // SIGCHLD only needs the wake-up: the loop then reaps with waitpid.
+    if sig != libc::SIGCHLD {
         STOPS.fetch_add(1, Ordering::SeqCst);
     }
     let fd = WAKE_WR.load(Ordering::SeqCst);
@@ -70,26 +76,23 @@ pub fn install() -> io::Result<()> {
     Ok(())
 }
 
-/// In a freshly forked child: SIGINT is ignored (a terminal's Ctrl-C reaches
-/// the whole process group, and the parent decides when children stop);
-/// SIGTERM still counts, so the parent can tell a child to stop; SIGCHLD is
-/// back to default; the parent's pipe is no longer written.
+/// In a freshly forked child: SIGTERM and SIGINT are ignored (they reach
+/// the whole process group from a terminal or systemd, and the parent decides
+/// when children stop); [`CHILD_STOP`] counts as a stop; SIGCHLD is back to
+/// default; the parent's pipe is no longer written.
 /// Only async-signal-safe calls: safe between fork and anything else.
 pub fn reset_in_child() {
     WAKE_WR.store(-1, Ordering::SeqCst);
     STOPS.store(0, Ordering::SeqCst);
+    let _ = set(Signal::SIGTERM, SigHandler::SigIgn);
     let _ = set(Signal::SIGINT, SigHandler::SigIgn);
+    let _ = set(CHILD_STOP, SigHandler::Handler(on_signal));
     let _ = set(Signal::SIGCHLD, SigHandler::SigDfl);
 }
 
 /// Number of SIGTERM/SIGINT received.
 pub fn stops() -> usize {
     STOPS.load(Ordering::SeqCst)
-}
-
-/// True if a SIGCHLD arrived since the last call.
-pub fn take_child_exited() -> bool {
-    CHILD.swap(false, Ordering::SeqCst)
 }
 
 /// The read end of the wake pipe, for a `poll` that also waits for sockets.

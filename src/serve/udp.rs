@@ -45,6 +45,9 @@ pub const DEFAULT_RATE: u32 = 100;
 pub const DEFAULT_GLOBAL_RATE: u32 = 20_000;
 /// Forget rate and loop state of sources idle this long.
 const FORGET_AFTER: Duration = Duration::from_secs(10);
+/// Sources remembered at once: spoofed random sources cannot grow the table
+/// past this; when it is full, a new source waits for the next sweep.
+pub const MAX_SOURCES: usize = 65_536;
 /// Receive timeout, so a worker notices the server stopping.
 const RECV_TICK: Duration = Duration::from_millis(250);
 
@@ -169,10 +172,21 @@ impl Policy {
         if bad_source(from.ip()) {
             return Err(UdpDrop::BadSource);
         }
-        if now.duration_since(self.last_sweep) > FORGET_AFTER {
+        // The global bucket first: a flood of spoofed sources is stopped
+        // before it can add entries to the table.
+        let g = f64::from(self.cfg.global_rate);
+        if !self.global.take(g, 2.0 * g, now) {
+            return Err(UdpDrop::GlobalRate);
+        }
+        if now.duration_since(self.last_sweep) > FORGET_AFTER
+            || (self.sources.len() >= MAX_SOURCES && !self.sources.contains_key(&from))
+        {
             self.sources
                 .retain(|_, s| now.duration_since(s.seen) < FORGET_AFTER);
             self.last_sweep = now;
+            if self.sources.len() >= MAX_SOURCES && !self.sources.contains_key(&from) {
+                return Err(UdpDrop::SourceRate);
+            }
         }
         let (rate, burst) = (f64::from(self.cfg.rate), 2.0 * f64::from(self.cfg.rate));
         let src = self.sources.entry(from).or_insert_with(|| Source {
@@ -195,10 +209,6 @@ impl Policy {
         }
         if !src.bucket.take(rate, burst, now) {
             return Err(UdpDrop::SourceRate);
-        }
-        let g = f64::from(self.cfg.global_rate);
-        if !self.global.take(g, 2.0 * g, now) {
-            return Err(UdpDrop::GlobalRate);
         }
         if let Some((_, at, _)) = &mut src.last_reply {
             *at = now;

@@ -1,0 +1,245 @@
+//! Regression tests, each named after a bug a review found in the server, so
+//! the bug cannot come back unnoticed.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{BIN, Server};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+/// Children of `pid`, from /proc.
+fn children(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // Fields after the ")" that closes the command name: state, ppid.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let mut f = rest.split_whitespace();
+        if f.nth(1).and_then(|s| s.parse::<i32>().ok()) == Some(pid) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The worker process serving `conn` (the one child whose /proc fds point at
+/// a socket with `conn`'s peer port is hard to find; instead, compare each
+/// worker's socket count before and after the connection).
+fn socket_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    std::fs::read_link(e.path())
+                        .map(|l| l.to_string_lossy().starts_with("socket:"))
+                        .unwrap_or(false)
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn alive(pid: i32) -> bool {
+    kill(Pid::from_raw(pid), None).is_ok()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
+            .unwrap_or(true)
+}
+
+fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+#[test]
+fn prefork_worker_killed_mid_connection_gives_its_slot_back() {
+    // Two workers, two slots: before the fix, two dead workers locked the
+    // server out for good.
+    let server = Server::start("prefork", &["--workers", "2"]);
+    for round in 0..2 {
+        let workers = children(server.pid());
+        let before: Vec<usize> = workers.iter().map(|&w| socket_count(w)).collect();
+        let mut conn = common::connect(server.addr());
+        common::ping(&mut conn, b"who serves me?").unwrap();
+        let serving = workers
+            .iter()
+            .zip(&before)
+            .find(|&(&w, &b)| socket_count(w) > b)
+            .map(|(&w, _)| w)
+            .unwrap_or_else(|| panic!("round {round}: no worker holds the connection"));
+        kill(Pid::from_raw(serving), Signal::SIGKILL).unwrap();
+        let _ = common::wait_closed(&mut conn, Duration::from_secs(3));
+        assert!(
+            wait_until(Duration::from_secs(3), || !children(server.pid()).contains(&serving)
+                && children(server.pid()).len() == 2),
+            "round {round}: the dead worker was not replaced"
+        );
+    }
+    // Both slots must be free again: two clients served at once.
+    let mut a = common::connect(server.addr());
+    let mut b = common::connect(server.addr());
+    common::ping(&mut a, b"first").unwrap();
+    common::ping(&mut b, b"second").unwrap();
+}
+
+#[test]
+fn prefork_workers_do_not_outlive_a_killed_parent() {
+    let server = Server::start("prefork", &["--workers", "2"]);
+    let addr = server.addr();
+    let workers = children(server.pid());
+    assert_eq!(workers.len(), 2, "workers: {workers:?}");
+    // Kill the parent alone, not its group.
+    kill(Pid::from_raw(server.pid()), Signal::SIGKILL).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(3), || workers.iter().all(|&w| !alive(w))),
+        "workers {workers:?} still alive after their parent died"
+    );
+    assert!(
+        TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(),
+        "the port is still served by an orphan"
+    );
+}
+
+/// systemd's default stop sends SIGTERM to the whole control group: a
+/// connection in flight must still get its drain in the forking models.
+fn group_sigterm_keeps_the_drain(model: &str) {
+    let mut server = Server::start(model, &["--drain-timeout", "10", "--workers", "2"]);
+    let mut conn = common::connect(server.addr());
+    common::ping(&mut conn, b"before").unwrap();
+    killpg(Pid::from_raw(server.pid()), Signal::SIGTERM).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    common::ping(&mut conn, b"after the group got SIGTERM")
+        .unwrap_or_else(|e| panic!("{model}: the connection was cut: {e}"));
+    conn.shutdown(Shutdown::Write).unwrap();
+    let end = common::wait_closed(&mut conn, Duration::from_secs(3));
+    assert_eq!(end, common::Closed::Fin, "{model}");
+    let status = server.wait_exit(Duration::from_secs(5));
+    assert!(status.is_some_and(|s| s.success()), "{model}: exit {status:?}");
+}
+
+#[test]
+fn group_sigterm_keeps_the_drain_in_fork() {
+    group_sigterm_keeps_the_drain("fork");
+}
+
+#[test]
+fn group_sigterm_keeps_the_drain_in_prefork() {
+    group_sigterm_keeps_the_drain("prefork");
+}
+
+#[test]
+fn metrics_survive_a_group_sigterm_until_the_server_exits() {
+    let mut server = Server::start(
+        "fork",
+        &["--metrics", "127.0.0.1:0", "--drain-timeout", "10"],
+    );
+    let line = server
+        .stdout_line("listening metrics ", Duration::from_secs(5))
+        .expect("metrics line");
+    let m = line
+        .trim_start_matches("listening metrics http://")
+        .trim_end_matches("/metrics")
+        .to_string();
+    let mut conn = common::connect(server.addr());
+    common::ping(&mut conn, b"hold").unwrap();
+    killpg(Pid::from_raw(server.pid()), Signal::SIGTERM).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut s = TcpStream::connect(&m).expect("metrics refused during the drain");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut page = String::new();
+    s.read_to_string(&mut page).unwrap();
+    assert!(page.contains("netecho_connections_active 1"), "{page}");
+    drop(conn);
+    assert!(server.wait_exit(Duration::from_secs(5)).is_some_and(|s| s.success()));
+}
+
+#[test]
+fn inetd_gives_up_on_a_client_that_never_reads() {
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let theirs: OwnedFd = theirs.into();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--inetd", "--stall-timeout", "1", "--idle-timeout", "0"])
+        .stdin(Stdio::from(theirs.try_clone().unwrap()))
+        .stdout(Stdio::from(theirs))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Write without reading until the server stops taking bytes.
+    ours.set_nonblocking(true).unwrap();
+    let chunk = vec![1u8; 64 * 1024];
+    let start = Instant::now();
+    let mut w = &ours;
+    while start.elapsed() < Duration::from_secs(2) {
+        if w.write(&chunk).is_err() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let exited = wait_until(Duration::from_secs(6), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !exited {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    assert!(exited, "--inetd still blocked on a client that never reads");
+}
+
+#[test]
+fn one_dripping_scraper_does_not_block_metrics() {
+    let server = Server::start("thread", &["--metrics", "127.0.0.1:0"]);
+    let line = server
+        .stdout_line("listening metrics ", Duration::from_secs(5))
+        .expect("metrics line");
+    let m = line
+        .trim_start_matches("listening metrics http://")
+        .trim_end_matches("/metrics")
+        .to_string();
+    // A request that never ends, one byte at a time.
+    let mut slow = TcpStream::connect(&m).unwrap();
+    let dripper = std::thread::spawn(move || {
+        for _ in 0..80 {
+            if slow.write_all(b"G").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    let mut s = TcpStream::connect(&m).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut page = String::new();
+    let _ = s.read_to_string(&mut page);
+    assert!(page.starts_with("HTTP/1.1 200"), "no answer: {page:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(7),
+        "the scrape waited {:?} behind the dripping client",
+        start.elapsed()
+    );
+    let _ = dripper.join();
+}
