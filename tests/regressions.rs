@@ -59,7 +59,10 @@ fn socket_count(pid: i32) -> usize {
 fn alive(pid: i32) -> bool {
     kill(Pid::from_raw(pid), None).is_ok()
         && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
+            .map(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+            })
             .unwrap_or(true)
 }
 
@@ -93,7 +96,8 @@ fn prefork_worker_killed_mid_connection_gives_its_slot_back() {
         kill(Pid::from_raw(serving), Signal::SIGKILL).unwrap();
         let _ = common::wait_closed(&mut conn, Duration::from_secs(3));
         assert!(
-            wait_until(Duration::from_secs(3), || !children(server.pid()).contains(&serving)
+            wait_until(Duration::from_secs(3), || !children(server.pid())
+                .contains(&serving)
                 && children(server.pid()).len() == 2),
             "round {round}: the dead worker was not replaced"
         );
@@ -114,7 +118,9 @@ fn prefork_workers_do_not_outlive_a_killed_parent() {
     // Kill the parent alone, not its group.
     kill(Pid::from_raw(server.pid()), Signal::SIGKILL).unwrap();
     assert!(
-        wait_until(Duration::from_secs(3), || workers.iter().all(|&w| !alive(w))),
+        wait_until(Duration::from_secs(3), || workers
+            .iter()
+            .all(|&w| !alive(w))),
         "workers {workers:?} still alive after their parent died"
     );
     assert!(
@@ -137,7 +143,10 @@ fn group_sigterm_keeps_the_drain(model: &str) {
     let end = common::wait_closed(&mut conn, Duration::from_secs(3));
     assert_eq!(end, common::Closed::Fin, "{model}");
     let status = server.wait_exit(Duration::from_secs(5));
-    assert!(status.is_some_and(|s| s.success()), "{model}: exit {status:?}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{model}: exit {status:?}"
+    );
 }
 
 #[test]
@@ -174,7 +183,11 @@ fn metrics_survive_a_group_sigterm_until_the_server_exits() {
     s.read_to_string(&mut page).unwrap();
     assert!(page.contains("netecho_connections_active 1"), "{page}");
     drop(conn);
-    assert!(server.wait_exit(Duration::from_secs(5)).is_some_and(|s| s.success()));
+    assert!(
+        server
+            .wait_exit(Duration::from_secs(5))
+            .is_some_and(|s| s.success())
+    );
 }
 
 #[test]
@@ -182,7 +195,14 @@ fn inetd_gives_up_on_a_client_that_never_reads() {
     let (ours, theirs) = UnixStream::pair().unwrap();
     let theirs: OwnedFd = theirs.into();
     let mut child = Command::new(BIN)
-        .args(["serve", "--inetd", "--stall-timeout", "1", "--idle-timeout", "0"])
+        .args([
+            "serve",
+            "--inetd",
+            "--stall-timeout",
+            "1",
+            "--idle-timeout",
+            "0",
+        ])
         .stdin(Stdio::from(theirs.try_clone().unwrap()))
         .stdout(Stdio::from(theirs))
         .stderr(Stdio::null())
