@@ -4,7 +4,7 @@
 mod common;
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -14,64 +14,25 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use common::{BIN, IO_TIMEOUT, KIB, MIB, Rng, Run, Server, compare, netecho, run_cmd, seed_of};
+use common::peers::{closed_port, tcp_server_for};
+use common::{BIN, KIB, MIB, Rng, Run, Server, compare, netecho, run_to_end, seed_of};
 
 /// A client run that should finish; generous for 20 MiB in a debug build.
+/// A run still going then is killed and fails its test.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long the test's own servers keep accepting.
-const TEST_SERVER_LIFE: Duration = Duration::from_secs(60);
+/// A run that should end at once (bad arguments, a 1 s connect timeout).
+const QUICK_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn client(addr: &str, stdin: Vec<u8>) -> Run {
-    run_cmd(netecho(&["client", addr]), Some(stdin), RUN_TIMEOUT)
+    run_to_end(netecho(&["client", addr]), Some(stdin), RUN_TIMEOUT)
 }
 
 /// Asserts a successful run whose stdout is exactly `input`.
 fn assert_echoed(run: &Run, input: &[u8], what: &str) {
-    assert!(
-        run.status.is_some(),
-        "{what}: client killed after {RUN_TIMEOUT:?}"
-    );
-    assert_eq!(
-        run.code(),
-        Some(0),
-        "{what}: client exit {:?}; stderr:\n{}",
-        run.status,
-        run.stderr
-    );
+    run.assert_code(0, what);
     if let Err(e) = compare(what, input, &run.stdout) {
         panic!("{e}");
     }
-}
-
-/// A test server on 127.0.0.1:0: each connection gets its own thread
-/// running `handler`. Accepts for at most [`TEST_SERVER_LIFE`] or
-/// `max_conns` connections, then the listener is dropped.
-fn test_server(max_conns: usize, handler: fn(TcpStream)) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a test server");
-    let addr = l.local_addr().expect("local_addr");
-    l.set_nonblocking(true).expect("set_nonblocking");
-    std::thread::spawn(move || {
-        let until = Instant::now() + TEST_SERVER_LIFE;
-        let mut accepted = 0;
-        while accepted < max_conns && Instant::now() < until {
-            match l.accept() {
-                Ok((s, _)) => {
-                    accepted += 1;
-                    let ok = s.set_nonblocking(false).is_ok()
-                        && s.set_read_timeout(Some(IO_TIMEOUT)).is_ok()
-                        && s.set_write_timeout(Some(IO_TIMEOUT)).is_ok();
-                    if ok {
-                        std::thread::spawn(move || handler(s));
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
-    });
-    addr
 }
 
 /// RFC 862 in a few lines: copy everything back, then close with a FIN.
@@ -105,7 +66,7 @@ fn twenty_mib_through_netecho_serve() {
 
 #[test]
 fn twenty_mib_through_any_rfc862_server() {
-    let addr = test_server(1, plain_echo);
+    let addr = tcp_server_for(1, plain_echo);
     let input = Rng::new(seed_of("client/20MiB/std")).bytes(20 * MIB);
     let run = client(&addr.to_string(), input.clone());
     assert_echoed(&run, &input, "20 MiB via a minimal echo server");
@@ -239,17 +200,12 @@ fn interactive_in_a_terminal() {
 
 #[test]
 fn server_that_echoes_too_little() {
-    let addr = test_server(1, short_echo);
+    let addr = tcp_server_for(1, short_echo);
     let input = Rng::new(seed_of("client/short")).bytes(10 * KIB);
     let run = client(&addr.to_string(), input.clone());
-    assert!(run.status.is_some(), "client killed after {RUN_TIMEOUT:?}");
-    assert_eq!(
-        run.code(),
-        Some(1),
-        "client exit {:?} though only {SHORT_ECHO} of {} bytes came back; stderr:\n{}",
-        run.status,
-        input.len(),
-        run.stderr
+    run.assert_code(
+        1,
+        &format!("only {SHORT_ECHO} of {} bytes came back", input.len()),
     );
     let line = run.one_line_error("short echo");
     assert!(line.contains("prematurely"), "error line: {line}");
@@ -265,18 +221,9 @@ fn server_that_echoes_too_little() {
 
 #[test]
 fn connection_refused() {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = l.local_addr().expect("local_addr");
-    drop(l);
+    let addr = closed_port();
     let run = client(&addr.to_string(), b"x".to_vec());
-    assert!(run.status.is_some(), "client killed after {RUN_TIMEOUT:?}");
-    assert_eq!(
-        run.code(),
-        Some(1),
-        "exit {:?}; stderr:\n{}",
-        run.status,
-        run.stderr
-    );
+    run.assert_code(1, "connection refused");
     let line = run.one_line_error("connection refused");
     assert!(line.contains("refused"), "error line: {line}");
 }
@@ -319,22 +266,12 @@ fn connect_timeout() {
         );
         return;
     }
-    let run = run_cmd(
+    let run = run_to_end(
         netecho(&["client", &addr.to_string(), "--connect-timeout", "1"]),
         Some(b"x".to_vec()),
-        Duration::from_secs(10),
+        QUICK_TIMEOUT,
     );
-    assert!(
-        run.status.is_some(),
-        "client still running 10 s into a 1 s connect timeout"
-    );
-    assert_eq!(
-        run.code(),
-        Some(1),
-        "exit {:?}; stderr:\n{}",
-        run.status,
-        run.stderr
-    );
+    run.assert_code(1, "--connect-timeout 1");
     assert!(
         run.elapsed >= Duration::from_millis(900) && run.elapsed <= Duration::from_secs(4),
         "gave up after {:?} with --connect-timeout 1",
@@ -348,11 +285,7 @@ fn connect_timeout() {
 #[test]
 fn bad_target() {
     let run = client("nohost", b"x".to_vec());
-    assert!(run.status.is_some(), "client killed after {RUN_TIMEOUT:?}");
-    assert!(
-        !run.status.is_some_and(|s| s.success()),
-        "client 'nohost' succeeded"
-    );
+    assert!(!run.success(), "client 'nohost' succeeded");
     let line = run.one_line_error("bad target");
     assert!(
         line.contains("nohost"),
@@ -367,23 +300,14 @@ fn bad_arguments() {
         &["client", "127.0.0.1:1", "--connect-timeout", "0"][..],
         &["client", "127.0.0.1:1", "--connect-timeout", "abc"][..],
     ] {
-        let run = run_cmd(netecho(args), None, Duration::from_secs(10));
-        assert_eq!(
-            run.code(),
-            Some(2),
-            "netecho {args:?}: exit {:?}; stderr:\n{}",
-            run.status,
-            run.stderr
-        );
+        let run = run_to_end(netecho(args), None, QUICK_TIMEOUT);
+        run.assert_code(2, &format!("netecho {args:?}"));
         let line = run.one_line_error(&format!("netecho {args:?}"));
         assert!(!line.contains("Usage"), "usage text in: {line}");
     }
     // A port out of range is found when resolving: an error all the same.
     let run = client("127.0.0.1:99999", Vec::new());
-    assert!(
-        !run.status.is_some_and(|s| s.success()),
-        "client 127.0.0.1:99999 succeeded"
-    );
+    assert!(!run.success(), "client 127.0.0.1:99999 succeeded");
     let line = run.one_line_error("client 127.0.0.1:99999");
     assert!(line.contains("99999"), "error line: {line}");
 }

@@ -7,9 +7,10 @@ mod common;
 use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
-use common::{KIB, Rng, Run, Server, is_root, netecho, round_trip, run_cmd, seed_of};
+use common::{KIB, Rng, Run, Server, is_root, netecho, round_trip, run_to_end, seed_of};
 
-/// A bad command line must be refused long before this.
+/// A bad command line must be refused long before this; a run still going
+/// then (it accepted the input?) is killed and fails its test.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Exit code for a command line that does not parse.
@@ -20,7 +21,7 @@ const EXIT_RUNTIME: i32 = 1;
 fn serve(args: &[&str]) -> Run {
     let mut all = vec!["serve"];
     all.extend(args);
-    run_cmd(netecho(&all), None, EXIT_TIMEOUT)
+    run_to_end(netecho(&all), None, EXIT_TIMEOUT)
 }
 
 /// Runs `serve ARGS`, which must fail with `code` and one line on stderr
@@ -28,18 +29,7 @@ fn serve(args: &[&str]) -> Run {
 fn refused(args: &[&str], code: i32, must_contain: &[&str]) {
     let what = format!("serve {}", args.join(" "));
     let run = serve(args);
-    assert!(
-        run.status.is_some(),
-        "{what}: did not exit within {EXIT_TIMEOUT:?} (it accepted the input?); stderr:\n{}",
-        run.stderr
-    );
-    assert_eq!(
-        run.code(),
-        Some(code),
-        "{what}: exit status {:?}; stderr:\n{}",
-        run.status,
-        run.stderr
-    );
+    run.assert_code(code, &what);
     let line = run.one_line_error(&what).to_lowercase();
     for s in must_contain {
         assert!(
@@ -148,19 +138,8 @@ fn privileged_port_permission_denied() {
     let mut cmd = netecho(&["serve", "--listen", "127.0.0.1:80"]);
     // nobody/nogroup: no CAP_NET_BIND_SERVICE.
     cmd.uid(65534).gid(65534);
-    let run = run_cmd(cmd, None, EXIT_TIMEOUT);
-    assert!(
-        run.status.is_some(),
-        "serve on port 80 as nobody did not exit; stderr:\n{}",
-        run.stderr
-    );
-    assert_eq!(
-        run.code(),
-        Some(EXIT_RUNTIME),
-        "serve on port 80 as nobody: {:?}; stderr:\n{}",
-        run.status,
-        run.stderr
-    );
+    let run = run_to_end(cmd, None, EXIT_TIMEOUT);
+    run.assert_code(EXIT_RUNTIME, "serve on port 80 as nobody");
     let line = run
         .one_line_error("serve on port 80 as nobody")
         .to_lowercase();
@@ -186,14 +165,8 @@ fn two_listen_addresses_both_serve() {
 #[test]
 fn help_exits_zero() {
     for args in [&["--help"][..], &["serve", "--help"][..]] {
-        let run = run_cmd(netecho(args), None, EXIT_TIMEOUT);
-        assert_eq!(
-            run.code(),
-            Some(0),
-            "netecho {args:?}: {:?}; stderr:\n{}",
-            run.status,
-            run.stderr
-        );
+        let run = run_to_end(netecho(args), None, EXIT_TIMEOUT);
+        run.assert_code(0, &format!("netecho {args:?}"));
         let out = String::from_utf8_lossy(&run.stdout);
         assert!(
             out.contains("serve") || out.contains("--listen"),

@@ -1,17 +1,22 @@
 //! Helpers shared by the integration tests: a real `netecho serve` process on
 //! a loopback port, a deterministic byte generator, echo round trips that
-//! report the first wrong byte, and views of the server's processes in /proc.
+//! report the first wrong byte, views of the server's processes in /proc,
+//! runs of the binary to completion under a time limit, and (in [`peers`])
+//! misbehaving servers written here for netecho's clients to talk to.
 //!
 //! Every wait here has a deadline: a broken server fails a test, never hangs it.
 
 // Each test file uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod peers;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill, killpg};
@@ -698,6 +703,27 @@ impl Run {
         self.status.and_then(|s| s.code())
     }
 
+    /// True if it exited with status 0 (false if it was killed).
+    pub fn success(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
+    }
+
+    /// Asserts the exit code, naming `what` and showing stderr otherwise.
+    pub fn assert_code(&self, code: i32, what: &str) {
+        assert_eq!(
+            self.code(),
+            Some(code),
+            "{what}: exit status {:?}; stderr:\n{}",
+            self.status,
+            self.stderr
+        );
+    }
+
+    /// stdout as text; fails the test if it is not UTF-8.
+    pub fn stdout_str(&self) -> &str {
+        std::str::from_utf8(&self.stdout).unwrap_or_else(|e| panic!("stdout is not UTF-8: {e}"))
+    }
+
     /// The stderr lines, asserting there is exactly one and it is sane.
     pub fn one_line_error(&self, what: &str) -> String {
         let lines: Vec<&str> = self.stderr.lines().collect();
@@ -719,69 +745,171 @@ impl Run {
     }
 }
 
+/// A started command whose stdout and stderr are collected by threads (so
+/// it never blocks on a full pipe) and whose stdin is fed from a thread.
+/// Dropping it before [`Running::wait`] kills its process group.
+pub struct Running {
+    child: Child,
+    /// What was run, for failure messages.
+    what: String,
+    start: Instant,
+    feeder: Option<JoinHandle<()>>,
+    out: Option<JoinHandle<Vec<u8>>>,
+    err: Option<JoinHandle<Vec<u8>>>,
+    reaped: bool,
+}
+
+/// A thread reading `pipe` to its end.
+fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = pipe.read_to_end(&mut v);
+        v
+    })
+}
+
+impl Running {
+    /// Starts `cmd` in its own process group, without `NETECHO_LOG`.
+    pub fn spawn(mut cmd: Command, stdin: Option<Vec<u8>>) -> Running {
+        cmd.env_remove("NETECHO_LOG")
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let what = format!("{cmd:?}");
+        let start = Instant::now();
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {what}: {e}"));
+        let feeder = match (stdin, child.stdin.take()) {
+            (Some(data), Some(mut pipe)) => Some(std::thread::spawn(move || {
+                // A write error means the process stopped reading; its exit
+                // status and stderr tell the test why.
+                let _ = pipe.write_all(&data);
+            })),
+            _ => None,
+        };
+        let out = child.stdout.take().map(drain);
+        let err = child.stderr.take().map(drain);
+        Running {
+            child,
+            what,
+            start,
+            feeder,
+            out,
+            err,
+            reaped: false,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        // A pid always fits in an i32 on Linux (pid_max <= 2^22).
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        kill(Pid::from_raw(self.pid()), sig)
+            .unwrap_or_else(|e| panic!("kill({}, {sig}): {e}", self.pid()));
+    }
+
+    /// SIGKILLs the process group and reaps the process.
+    fn kill_all(&mut self) {
+        let _ = killpg(Pid::from_raw(self.pid()), Signal::SIGKILL);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.reaped = true;
+    }
+
+    /// Waits up to `timeout` for the exit, killing the process group at the
+    /// timeout, and collects the output.
+    pub fn wait(mut self, timeout: Duration) -> Run {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(s)) => {
+                    self.reaped = true;
+                    break Some(s);
+                }
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(TICK),
+                _ => {
+                    self.kill_all();
+                    break None;
+                }
+            }
+        };
+        let elapsed = self.start.elapsed();
+        if let Some(f) = self.feeder.take() {
+            let _ = f.join();
+        }
+        let stdout = self
+            .out
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        let stderr = self
+            .err
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        Run {
+            status,
+            stdout,
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            elapsed,
+        }
+    }
+
+    /// [`Running::wait`] that fails the test if the process had to be killed.
+    pub fn wait_exit(self, timeout: Duration) -> Run {
+        let what = self.what.clone();
+        let run = self.wait(timeout);
+        assert!(
+            run.status.is_some(),
+            "{what} was still running after {timeout:?} and was killed; stderr:\n{}",
+            run.stderr
+        );
+        run
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !self.reaped {
+            self.kill_all();
+        }
+    }
+}
+
 /// Runs `cmd` with `stdin` fed from a thread, collecting stdout and stderr,
 /// killing it (and its process group) after `timeout`.
-pub fn run_cmd(mut cmd: Command, stdin: Option<Vec<u8>>, timeout: Duration) -> Run {
-    cmd.env_remove("NETECHO_LOG")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let start = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
-    let feeder = match (stdin, child.stdin.take()) {
-        (Some(data), Some(mut pipe)) => Some(std::thread::spawn(move || {
-            // A write error means the process stopped reading; its exit
-            // status and stderr tell the test why.
-            let _ = pipe.write_all(&data);
-        })),
-        _ => None,
-    };
-    let out = child.stdout.take().map(|mut o| {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = o.read_to_end(&mut v);
-            v
-        })
-    });
-    let err = child.stderr.take().map(|mut e| {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = e.read_to_end(&mut v);
-            v
-        })
-    });
-    let deadline = start + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break Some(s),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(TICK),
-            _ => {
-                let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-        }
-    };
-    let elapsed = start.elapsed();
-    if let Some(f) = feeder {
-        let _ = f.join();
-    }
-    let stdout = out.and_then(|h| h.join().ok()).unwrap_or_default();
-    let stderr = err.and_then(|h| h.join().ok()).unwrap_or_default();
-    Run {
-        status,
-        stdout,
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-        elapsed,
-    }
+pub fn run_cmd(cmd: Command, stdin: Option<Vec<u8>>, timeout: Duration) -> Run {
+    Running::spawn(cmd, stdin).wait(timeout)
+}
+
+/// [`run_cmd`] that fails the test if the command was still running after
+/// `timeout` (it is killed then): the run has an exit status.
+pub fn run_to_end(cmd: Command, stdin: Option<Vec<u8>>, timeout: Duration) -> Run {
+    Running::spawn(cmd, stdin).wait_exit(timeout)
+}
+
+/// Runs `netecho ARGS...` (failing the test if it runs past `limit`), which
+/// must refuse: a non-zero exit and one sane line on stderr that starts with
+/// `netecho: `. Returns the run.
+pub fn assert_refused(args: &[&str], limit: Duration) -> Run {
+    let what = format!("netecho {args:?}");
+    let run = run_to_end(netecho(args), None, limit);
+    assert!(!run.success(), "{what} succeeded");
+    run.one_line_error(&what);
+    assert!(
+        run.stderr.starts_with("netecho: "),
+        "{what}: {}",
+        run.stderr
+    );
+    run
 }
 
 /// `netecho ARGS...` as a command.
