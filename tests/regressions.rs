@@ -263,3 +263,98 @@ fn one_dripping_scraper_does_not_block_metrics() {
     );
     let _ = dripper.join();
 }
+
+/// Runs `netecho serve ARGS` with io_uring_setup refused by a seccomp filter
+/// (EPERM), as a container runtime's default profile does.
+fn serve_without_io_uring(args: &[&str]) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve").args(args);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    // SAFETY: between fork and exec the closure only calls prctl(2), which
+    // is async-signal-safe, on a filter program that lives on its stack.
+    unsafe {
+        cmd.pre_exec(|| {
+            const IO_URING_SETUP: u32 = 425;
+            let filter = [
+                // A = seccomp_data.nr
+                libc::sock_filter {
+                    code: 0x20,
+                    jt: 0,
+                    jf: 0,
+                    k: 0,
+                },
+                // if A == io_uring_setup, fall through; else skip one
+                libc::sock_filter {
+                    code: 0x15,
+                    jt: 0,
+                    jf: 1,
+                    k: IO_URING_SETUP,
+                },
+                libc::sock_filter {
+                    code: 0x06,
+                    jt: 0,
+                    jf: 0,
+                    k: 0x0005_0000 | libc::EPERM as u32,
+                },
+                libc::sock_filter {
+                    code: 0x06,
+                    jt: 0,
+                    jf: 0,
+                    k: 0x7fff_0000,
+                },
+            ];
+            let prog = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr() as *mut _,
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_SECCOMP, 2, &prog as *const libc::sock_fprog) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().expect("spawning netecho serve under seccomp")
+}
+
+#[test]
+fn auto_falls_back_to_epoll_when_io_uring_is_refused() {
+    let mut child = serve_without_io_uring(&["--listen", "127.0.0.1:0", "--model", "auto"]);
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .strip_prefix("listening tcp ")
+        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+        .parse()
+        .unwrap();
+    let r = common::round_trip(addr, b"served without io_uring", 3);
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    r.unwrap();
+    assert!(out.status.success(), "exit {}: {log}", out.status);
+    assert!(
+        log.contains("io_uring unavailable"),
+        "no fallback line: {log}"
+    );
+    assert!(log.contains("model=\"epoll\""), "not epoll: {log}");
+}
+
+#[test]
+fn an_explicit_uring_model_without_io_uring_is_a_one_line_error() {
+    let child = serve_without_io_uring(&["--listen", "127.0.0.1:0", "--model", "uring"]);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("netecho:")).collect();
+    assert_eq!(lines.len(), 1, "stderr: {err}");
+    assert!(lines[0].contains("io_uring"), "{}", lines[0]);
+    assert!(!err.contains("panicked"), "{err}");
+}
