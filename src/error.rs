@@ -58,6 +58,14 @@ pub enum Error {
     /// figures are printed, the exit status says so.
     #[error("bench failed: {0}")]
     BenchFailed(String),
+    /// One measurement of `bench --models` could not be taken: the server
+    /// did not start, exited, stalled, or echoed wrong bytes. It becomes an
+    /// error row; the other measurements go on.
+    #[error("{0}")]
+    Measure(String),
+    /// `bench --models --chart` could not draw or write the chart.
+    #[error("cannot write the chart: {0}")]
+    Chart(String),
     /// `ping` ran to the end, but some probes failed.
     #[error("{failed} of {sent} probes failed; first: {first}")]
     PingFailed {

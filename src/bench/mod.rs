@@ -20,11 +20,20 @@
 //! - [`udp`]: the UDP worker (a timeout per datagram, losses counted);
 //! - [`timer`]: a timerfd, so the open loop sends on time to the microsecond;
 //! - [`report`]: the human summary and the `--json` object;
-//! - [`stop`]: Ctrl-C and SIGTERM as a flag, shared with `ping`.
+//! - [`stop`]: Ctrl-C and SIGTERM as a flag, shared with `ping`;
+//! - [`models`]: `bench --models`, every server model on the workloads of
+//!   `BENCHMARKING.md`, shared with `cargo bench --bench models`;
+//! - [`spawn`]: servers under test as pinned child processes;
+//! - [`procstat`]: a server tree's CPU and PSS from `/proc`;
+//! - [`chart`]: `--chart`, the `--models` table as an SVG picture.
 
+pub mod chart;
+pub mod models;
 pub mod pattern;
 pub mod plan;
+pub mod procstat;
 pub mod report;
+pub mod spawn;
 pub mod stop;
 pub mod tcp;
 pub mod timer;
@@ -32,6 +41,7 @@ pub mod udp;
 
 use std::io::{self, IsTerminal};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -71,8 +81,36 @@ const PROGRESS_TICK: Duration = Duration::from_millis(250);
 #[derive(Debug, Args)]
 pub struct Opt {
     /// The echo server, as HOST:PORT ([v6addr]:PORT for IPv6 literals).
-    #[arg(value_name = "HOST:PORT")]
-    pub target: String,
+    #[arg(value_name = "HOST:PORT", required_unless_present = "models")]
+    pub target: Option<String>,
+
+    /// Measure netecho's own server models instead of HOST:PORT: each is
+    /// started on a loopback port, pinned to CPU 0 with the load on CPU 1,
+    /// and run through the four workloads of BENCHMARKING.md. LIST is a
+    /// comma list of models (default: all but auto).
+    #[arg(long, value_name = "LIST", num_args = 0..=1, default_missing_value = "all",
+          value_parser = models::parse_models,
+          conflicts_with_all = ["target", "conns", "size", "requests", "threads", "rate",
+                                "new_conn", "udp", "timeout", "json"])]
+    pub models: Option<models::ModelList>,
+
+    /// With --models: connections of the idle workload (memory per idle
+    /// connection); fewer if the descriptor limit is lower.
+    #[arg(long, value_name = "N", default_value_t = models::IDLE_CONNS, requires = "models",
+          conflicts_with = "target",
+          value_parser = parse_positive, allow_negative_numbers = true)]
+    pub idle_conns: usize,
+
+    /// With --models: also draw the table as an SVG chart in FILE.
+    // `conflicts_with` as well: clap lets a `requires` go unmet when the
+    // required flag conflicts with one given (--models with HOST:PORT).
+    #[arg(
+        long,
+        value_name = "FILE.svg",
+        requires = "models",
+        conflicts_with = "target"
+    )]
+    pub chart: Option<PathBuf>,
 
     /// Connections (or UDP sockets), each with one request in flight.
     #[arg(short = 'c', long = "connections", value_name = "CONNS", default_value_t = DEFAULT_CONNS,
@@ -84,7 +122,8 @@ pub struct Opt {
           value_parser = parse_positive, allow_negative_numbers = true)]
     pub size: usize,
 
-    /// Measure for this long after the warm-up (default 10 s).
+    /// Measure for this long after the warm-up (default 10 s; with
+    /// --models, 3 s per workload).
     #[arg(short = 'd', long = "duration", value_name = "SECS", value_parser = parse_secs_nonzero,
           allow_negative_numbers = true, conflicts_with = "requests")]
     pub duration: Option<Duration>,
@@ -157,6 +196,14 @@ fn parse_rate(s: &str) -> Result<f64, String> {
 
 /// Runs `netecho bench`.
 pub fn run(opt: Opt) -> Result<()> {
+    if let Some(list) = &opt.models {
+        return models::run(&opt, list);
+    }
+    let Some(target) = opt.target.clone() else {
+        return Err(Error::InvalidOption(
+            "bench needs a HOST:PORT, or --models".into(),
+        ));
+    };
     let max_size = if opt.udp { MAX_UDP_SIZE } else { MAX_TCP_SIZE };
     if opt.size > max_size {
         return Err(Error::InvalidOption(format!(
@@ -165,9 +212,9 @@ pub fn run(opt: Opt) -> Result<()> {
             if opt.udp { "UDP" } else { "TCP" }
         )));
     }
-    raise_nofile_limit();
+    let _ = raise_nofile_limit();
     stop::install().map_err(Error::io("installing signal handlers"))?;
-    let addrs = resolve(&opt.target)?;
+    let addrs = resolve(&target)?;
     let threads = opt
         .threads
         .unwrap_or_else(crate::serve::default_workers)
@@ -182,9 +229,9 @@ pub fn run(opt: Opt) -> Result<()> {
     // server is one clear line and connection setup is not measured (except
     // with --new-conn, where it is the point).
     let (addr, mut streams) = if opt.udp {
-        (check_udp(&opt.target, &addrs, timeout)?, Vec::new())
+        (check_udp(&target, &addrs, timeout)?, Vec::new())
     } else {
-        let first = connect_any(&opt.target, &addrs, opt.connect_timeout)?;
+        let first = connect_any(&target, &addrs, opt.connect_timeout)?;
         let addr = first
             .peer_addr()
             .map_err(Error::io("reading the server's address"))?;
@@ -198,7 +245,7 @@ pub fn run(opt: Opt) -> Result<()> {
                 if stop::requested() {
                     break;
                 }
-                streams.push(connect_one(&opt.target, addr, opt.connect_timeout)?);
+                streams.push(connect_one(&target, addr, opt.connect_timeout)?);
             }
             (addr, streams)
         }
@@ -430,12 +477,16 @@ pub fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
 }
 
 /// Raises the soft descriptor limit to the hard one: thousands of
-/// connections should not fail at 1024 because of a shell default.
-fn raise_nofile_limit() {
+/// connections should not fail at 1024 because of a shell default. Returns
+/// the limits (soft, hard) in force afterwards; (0, 0) if unreadable.
+pub fn raise_nofile_limit() -> (u64, u64) {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
-        && soft < hard
-    {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => (hard, hard),
+            Err(_) => (soft, hard),
+        },
+        Ok(limits) => limits,
+        Err(_) => (0, 0),
     }
 }

@@ -89,7 +89,7 @@ impl Summary {
             }
         };
         Summary {
-            target: opt.target.clone(),
+            target: opt.target.clone().unwrap_or_default(),
             proto: if opt.udp { "udp" } else { "tcp" },
             mode: if s.new_conn {
                 "new-conn"

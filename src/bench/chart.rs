@@ -1,0 +1,271 @@
+//! `bench --models --chart FILE.svg`: the table as a picture, for a README or
+//! a slide, where a reader compares lengths faster than columns of figures.
+//!
+//! One panel per workload, a horizontal bar per model, the value written at
+//! the end of each bar; a model that cannot run a workload gets a grey
+//! `n/a` where its bar would be, so every panel lists the same models in the
+//! same order and colour. Drawn with plotters' SVG backend into memory, then
+//! written in one go: a half-written file never replaces a good one silently.
+
+use std::path::Path;
+
+use plotters::coord::Shift;
+use plotters::coord::ranged1d::SegmentValue;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use crate::error::{Error, Result};
+
+/// The whole picture, in pixels.
+const SIZE: (u32, u32) = (1280, 900);
+/// Height of the title band above the panels.
+const TITLE_BAND: u32 = 70;
+/// The panels' grid: rows, columns.
+const GRID: (usize, usize) = (2, 2);
+/// Room left of each panel for the model names.
+const NAME_AREA: u32 = 90;
+/// Room under each panel for the scale and its label.
+const SCALE_AREA: u32 = 45;
+/// Room on the right of the longest bar for its value.
+const HEADROOM: f64 = 1.22;
+/// One colour per model, in table order (Tableau 10: tells ten apart, also
+/// for the commonest colour-vision deficiencies).
+const PALETTE: [RGBColor; 10] = [
+    RGBColor(78, 121, 167),
+    RGBColor(242, 142, 43),
+    RGBColor(225, 87, 89),
+    RGBColor(118, 183, 178),
+    RGBColor(89, 161, 79),
+    RGBColor(237, 201, 72),
+    RGBColor(176, 122, 161),
+    RGBColor(255, 157, 167),
+    RGBColor(156, 117, 95),
+    RGBColor(186, 176, 172),
+];
+/// Text that is not data: axes, n/a marks.
+const MUTED: RGBColor = RGBColor(110, 110, 110);
+
+/// One bar: a model's figure, or the word that stands in for it.
+#[derive(Debug, Clone)]
+pub struct Bar {
+    pub label: String,
+    /// `Err("n/a")` and the like draw as that word in grey.
+    pub value: std::result::Result<f64, String>,
+}
+
+/// One workload's panel.
+#[derive(Debug, Clone)]
+pub struct Panel {
+    pub title: String,
+    /// The scale's label, with the unit.
+    pub unit: String,
+    pub bars: Vec<Bar>,
+}
+
+/// Draws `panels` under a title and `subtitle` and writes the SVG to `path`.
+pub fn write_svg(path: &Path, subtitle: &str, panels: &[Panel]) -> Result<()> {
+    let svg = render(subtitle, panels)?;
+    std::fs::write(path, svg).map_err(|e| Error::Chart(format!("writing {}: {e}", path.display())))
+}
+
+/// The SVG text of the chart.
+pub fn render(subtitle: &str, panels: &[Panel]) -> Result<String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(chart_error)?;
+        let (head, body) = root.split_vertically(TITLE_BAND);
+        head.draw(&Text::new(
+            "netecho server models: cost per request and per idle connection (shorter is better)",
+            (20, 14),
+            ("sans-serif", 24).into_font().style(FontStyle::Bold),
+        ))
+        .map_err(chart_error)?;
+        head.draw(&Text::new(
+            subtitle.to_string(),
+            (20, 44),
+            ("sans-serif", 15).into_font().color(&MUTED),
+        ))
+        .map_err(chart_error)?;
+        for (area, panel) in body.split_evenly(GRID).iter().zip(panels) {
+            draw_panel(area, panel)?;
+        }
+        root.present().map_err(chart_error)?;
+    }
+    Ok(svg)
+}
+
+/// One panel: bars top to bottom in the order given.
+fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) -> Result<()> {
+    let n = panel.bars.len().max(1);
+    let values = panel.bars.iter().filter_map(|b| b.value.as_ref().ok());
+    let finite: Vec<f64> = values.copied().filter(|v| v.is_finite()).collect();
+    let hi = finite.iter().copied().fold(0.0, f64::max);
+    let lo = finite.iter().copied().fold(0.0, f64::min);
+    let span = if hi - lo > 0.0 { hi - lo } else { 1.0 };
+    let x_max = if hi > 0.0 {
+        hi + span * (HEADROOM - 1.0)
+    } else {
+        span * 0.25
+    };
+    let x_min = if lo < 0.0 { lo - span * 0.05 } else { 0.0 };
+    let labels: Vec<&str> = panel.bars.iter().map(|b| b.label.as_str()).collect();
+    // Row 0 is drawn at the top: segment i holds bar n - 1 - i.
+    let row_of = |i: usize| n - 1 - i;
+    let mut chart = ChartBuilder::on(area)
+        .margin(12)
+        .caption(&panel.title, ("sans-serif", 17))
+        .x_label_area_size(SCALE_AREA)
+        .y_label_area_size(NAME_AREA)
+        // A discrete range includes its end: 0..n-1 is n rows.
+        .build_cartesian_2d(x_min..x_max, (0..n - 1).into_segmented())
+        .map_err(chart_error)?;
+    let name_of = |v: &SegmentValue<usize>| match v {
+        SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => labels
+            .get(n.wrapping_sub(1).wrapping_sub(*i))
+            .map_or(String::new(), |s| s.to_string()),
+        SegmentValue::Last => String::new(),
+    };
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .light_line_style(WHITE)
+        .bold_line_style(RGBColor(225, 225, 225))
+        .y_labels(n)
+        .y_label_formatter(&name_of)
+        .y_label_style(("sans-serif", 15))
+        .x_labels(6)
+        .x_label_formatter(&|v| scale(*v))
+        .x_label_style(("sans-serif", 13).into_font().color(&MUTED))
+        .x_desc(&panel.unit)
+        .axis_desc_style(("sans-serif", 14).into_font().color(&MUTED))
+        .draw()
+        .map_err(chart_error)?;
+    for (i, bar) in panel.bars.iter().enumerate() {
+        let row = row_of(i);
+        let color = PALETTE[i % PALETTE.len()];
+        match &bar.value {
+            Ok(v) if v.is_finite() => {
+                let mut rect = Rectangle::new(
+                    [
+                        (0.0, SegmentValue::Exact(row)),
+                        (*v, SegmentValue::Exact(row + 1)),
+                    ],
+                    color.filled(),
+                );
+                rect.set_margin(5, 5, 0, 0);
+                chart.draw_series([rect]).map_err(chart_error)?;
+                let at = (v.max(0.0), SegmentValue::CenterOf(row));
+                chart
+                    .draw_series([EmptyElement::at(at)
+                        + Text::new(
+                            short(*v),
+                            (6, 0),
+                            ("sans-serif", 14)
+                                .into_font()
+                                .style(FontStyle::Bold)
+                                .color(&BLACK)
+                                .pos(left_middle()),
+                        )])
+                    .map_err(chart_error)?;
+            }
+            other => {
+                let word = match other {
+                    Err(w) => w.clone(),
+                    Ok(_) => "-".to_string(),
+                };
+                chart
+                    .draw_series([EmptyElement::at((0.0, SegmentValue::CenterOf(row)))
+                        + Text::new(
+                            word,
+                            (6, 0),
+                            ("sans-serif", 14)
+                                .into_font()
+                                .style(FontStyle::Italic)
+                                .color(&MUTED)
+                                .pos(left_middle()),
+                        )])
+                    .map_err(chart_error)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A value with as many decimals as its size deserves.
+fn short(v: f64) -> String {
+    if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// Where a value sits: just right of its bar's end, centred on it.
+fn left_middle() -> Pos {
+    Pos::new(HPos::Left, VPos::Center)
+}
+
+/// A scale mark: no trailing zeros (`2`, `2.5`, not `2.00`).
+fn scale(v: f64) -> String {
+    let text = format!("{v:.2}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text == "-0" {
+        "0".into()
+    } else {
+        text.into()
+    }
+}
+
+/// A plotters error as ours.
+fn chart_error(e: impl std::fmt::Display) -> Error {
+    Error::Chart(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn panel(values: &[(&str, std::result::Result<f64, String>)]) -> Panel {
+        Panel {
+            title: "Server CPU per request".into(),
+            unit: "µs".into(),
+            bars: values
+                .iter()
+                .map(|(l, v)| Bar {
+                    label: l.to_string(),
+                    value: v.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn every_model_and_value_is_in_the_svg() {
+        let p = panel(&[
+            ("thread", Ok(12.5)),
+            ("iterative", Err("n/a".into())),
+            ("epoll", Ok(3.25)),
+        ]);
+        let svg = render("sub", &[p.clone(), p.clone(), p.clone(), p]).unwrap();
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        for word in ["thread", "iterative", "epoll", "12.5", "3.25", "n/a", "sub"] {
+            assert!(svg.contains(word), "{word} missing");
+        }
+    }
+
+    #[test]
+    fn odd_values_do_not_break_the_drawing() {
+        let p = panel(&[
+            ("a", Ok(-2.0)),
+            ("b", Ok(f64::NAN)),
+            ("c", Ok(0.0)),
+            ("d", Err("error".into())),
+        ]);
+        assert!(render("", &[p]).is_ok());
+        assert!(render("", &[]).is_ok());
+        assert!(render("", &[panel(&[])]).is_ok());
+    }
+}

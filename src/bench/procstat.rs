@@ -1,0 +1,190 @@
+//! What a server process tree costs, read from `/proc`: CPU time and
+//! proportional memory (PSS) of a process and every live descendant.
+//!
+//! Forking models spread their work over children, some alive, some already
+//! reaped, so a figure taken from the server's own line alone would miss
+//! most of it. Everything here is read-only and never fails on a process
+//! that exits between two reads: it is simply counted as gone.
+
+use std::collections::HashMap;
+use std::fs;
+
+use crate::error::{Error, Result};
+
+/// Every process's parent and CPU ticks (utime+stime+cutime+cstime).
+type ProcTable = HashMap<i32, (i32, u64)>;
+
+/// Reads every process's parent and CPU ticks from `/proc/*/stat`.
+fn scan() -> ProcTable {
+    let mut all = HashMap::new();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return all;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        if let Some(stat) = read_stat(pid) {
+            all.insert(pid, stat);
+        }
+    }
+    all
+}
+
+/// Parent and CPU ticks from `/proc/PID/stat`; `None` if it has just exited.
+fn read_stat(pid: i32) -> Option<(i32, u64)> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&text)
+}
+
+/// Parent and utime+stime+cutime+cstime (fields 4 and 14–17) of one
+/// `/proc/PID/stat` line.
+fn parse_stat(text: &str) -> Option<(i32, u64)> {
+    // The command name may hold spaces and parentheses: fields are counted
+    // from the last ')'. The rest starts at field 3, so field n is f[n - 3].
+    let rest = text.get(text.rfind(')')? + 1..)?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ppid = f.get(1)?.parse().ok()?;
+    let ticks = f
+        .get(11..15)?
+        .iter()
+        .map(|v| v.parse::<u64>().ok())
+        .try_fold(0u64, |sum, v| sum.checked_add(v?))?;
+    Some((ppid, ticks))
+}
+
+/// The root and all its live descendants, found through parent links.
+fn tree(root: i32, all: &ProcTable) -> Vec<i32> {
+    let mut kids: HashMap<i32, Vec<i32>> = HashMap::new();
+    for (&pid, &(ppid, _)) in all {
+        kids.entry(ppid).or_default().push(pid);
+    }
+    let mut out = vec![root];
+    let mut i = 0;
+    // Each pid enters once (a process has one parent), so this ends.
+    while let Some(&pid) = out.get(i) {
+        if let Some(k) = kids.get(&pid) {
+            out.extend(k);
+        }
+        i += 1;
+    }
+    out
+}
+
+/// `/proc` CPU times are in these units per second (`sysconf(_SC_CLK_TCK)`).
+pub fn clock_ticks() -> f64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if tck > 0 { tck as f64 } else { 100.0 }
+}
+
+/// CPU time (ns) of the server `root` and its live descendants.
+///
+/// `/proc/PID/stat` truncates each process's utime and stime to whole 10 ms
+/// ticks, so fifty forked children that each ran 5 ms in a window would add
+/// up to nothing. Only the server's own line is read from there: its
+/// utime+stime is the sum over all its threads, dead ones included, and its
+/// cutime+cstime the sum over reaped children, each summed in ns and
+/// truncated once. Live descendants (single-threaded workers and
+/// per-connection children) are read from `/proc/PID/task/*/schedstat`, in
+/// ns. A child reaped between two reads moves from one sum to the other; at
+/// worst one child is counted once more or less, negligible against the
+/// thousands of requests a window holds.
+pub fn tree_cpu_ns(root: i32, clk_tck: f64) -> Result<u64> {
+    let all = scan();
+    let Some(&(_, root_ticks)) = all.get(&root) else {
+        return Err(Error::Measure("the server exited during the run".into()));
+    };
+    let tick_ns = 1e9 / clk_tck;
+    let mut total = (root_ticks as f64 * tick_ns) as u64;
+    for pid in tree(root, &all).into_iter().skip(1) {
+        total = total.saturating_add(match task_runtime_ns(pid) {
+            Some(ns) => ns,
+            // schedstat unavailable: the truncated ticks are all there is.
+            None => all
+                .get(&pid)
+                .map_or(0, |&(_, t)| (t as f64 * tick_ns) as u64),
+        });
+    }
+    Ok(total)
+}
+
+/// Run time (ns) of every live thread of a process, from the first field of
+/// `/proc/PID/task/TID/schedstat`; `None` where the kernel does not keep it.
+fn task_runtime_ns(pid: i32) -> Option<u64> {
+    let mut total: u64 = 0;
+    for task in fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let text = fs::read_to_string(task.path().join("schedstat")).ok()?;
+        let ns = text.split_whitespace().next()?.parse::<u64>().ok()?;
+        total = total.saturating_add(ns);
+    }
+    // A kernel without schedstats prints zeros.
+    (total > 0).then_some(total)
+}
+
+/// PSS (KiB) summed over the server `root` and its live descendants, and
+/// how many processes that is. PSS divides each shared page among its
+/// sharers, so forked children's shared pages are not counted once per child.
+pub fn tree_pss_kib(root: i32) -> Result<(u64, usize)> {
+    let all = scan();
+    if !all.contains_key(&root) {
+        return Err(Error::Measure("the server exited during the run".into()));
+    }
+    let pids = tree(root, &all);
+    let total = pids
+        .iter()
+        .map(|&pid| pss_kib(pid).unwrap_or(0))
+        .fold(0u64, u64::saturating_add);
+    Ok((total, pids.len()))
+}
+
+/// The `Pss:` line of `/proc/PID/smaps_rollup`, in KiB.
+fn pss_kib(pid: i32) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    parse_pss(&text)
+}
+
+/// The `Pss:` figure of a `smaps_rollup` text, in KiB.
+fn parse_pss(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_counted_from_the_last_parenthesis() {
+        let line = "42 (a (b) c) S 7 42 42 0 -1 4194560 100 0 0 0 11 22 33 44 20 0 1 0";
+        assert_eq!(parse_stat(line), Some((7, 11 + 22 + 33 + 44)));
+        assert_eq!(parse_stat("garbage"), None);
+        assert_eq!(parse_stat("1 (x) S 0 1"), None);
+    }
+
+    #[test]
+    fn pss_is_read_from_its_own_line() {
+        let text = "Rss:   900 kB\nPss:   512 kB\nPss_Anon:  100 kB\n";
+        assert_eq!(parse_pss(text), Some(512));
+        assert_eq!(parse_pss("Rss: 1 kB\n"), None);
+    }
+
+    #[test]
+    fn the_tree_follows_parent_links_only() {
+        let all: ProcTable = [(1, (0, 0)), (10, (1, 0)), (11, (10, 0)), (20, (1, 0))]
+            .into_iter()
+            .collect();
+        let mut t = tree(10, &all);
+        t.sort_unstable();
+        assert_eq!(t, vec![10, 11]);
+    }
+
+    #[test]
+    fn this_process_is_measured() {
+        let me = std::process::id() as i32;
+        assert!(tree_cpu_ns(me, clock_ticks()).is_ok());
+        assert!(tree_pss_kib(me).is_ok_and(|(_, procs)| procs >= 1));
+    }
+}

@@ -1,0 +1,193 @@
+//! `netecho bench --models`: the real binary starts real servers on
+//! loopback, measures them, prints a row per (model, workload) and draws the
+//! chart. Settings are the smallest that still measure something (half a
+//! second per workload, 200 idle connections); the assertions are about the
+//! shape and sanity of the figures, never about speed.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The binary under test, built by cargo for the integration tests.
+const BIN: &str = env!("CARGO_BIN_EXE_netecho");
+/// A run that takes longer than this is stuck: it is killed and fails.
+const RUN_LIMIT: Duration = Duration::from_secs(120);
+
+/// Runs `netecho ARGS` to its end (or kills it at [`RUN_LIMIT`]).
+fn netecho(args: &[&str]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start netecho");
+    let deadline = Instant::now() + RUN_LIMIT;
+    while child.try_wait().expect("wait for netecho").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("collect output");
+            panic!(
+                "netecho {args:?} still running after {RUN_LIMIT:?}; stdout:\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("collect output")
+}
+
+/// A scratch file path unique to this test process.
+fn scratch(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("netecho-{}-{name}", std::process::id()))
+}
+
+/// The row of `model` on `workload`, split into whitespace-separated fields.
+fn row<'a>(stdout: &'a str, model: &str, workload: &str) -> Vec<&'a str> {
+    stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&model) && f.get(1) == Some(&workload))
+        .unwrap_or_else(|| panic!("no {model} {workload} row in:\n{stdout}"))
+}
+
+/// A figure of the table, which may have thousands separators.
+fn figure(field: &str) -> f64 {
+    field
+        .replace(',', "")
+        .parse()
+        .unwrap_or_else(|_| panic!("'{field}' is not a number"))
+}
+
+/// Checks that `text` is well-formed XML as far as elements go: every tag
+/// opened is closed in order, quotes in attributes are balanced, and there
+/// is one root element.
+fn assert_well_formed(text: &str) {
+    let mut stack: Vec<String> = Vec::new();
+    let mut roots = 0;
+    let mut rest = text;
+    while let Some(open) = rest.find('<') {
+        let after = &rest[open + 1..];
+        // The end of the tag: the first '>' outside quotes.
+        let mut quote = None;
+        let mut end = None;
+        for (i, c) in after.char_indices() {
+            match (quote, c) {
+                (None, '"' | '\'') => quote = Some(c),
+                (Some(q), c) if c == q => quote = None,
+                (None, '>') => {
+                    end = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let end = end.expect("a tag is never closed");
+        let tag = &after[..end];
+        rest = &after[end + 1..];
+        if tag.starts_with('?') || tag.starts_with('!') {
+            continue;
+        }
+        if let Some(name) = tag.strip_prefix('/') {
+            let top = stack.pop().expect("a closing tag with nothing open");
+            assert_eq!(top, name.trim(), "tags closed out of order");
+            continue;
+        }
+        let name = tag
+            .split(|c: char| c.is_whitespace() || c == '/')
+            .next()
+            .unwrap_or("");
+        assert!(!name.is_empty(), "a tag without a name: <{tag}>");
+        if stack.is_empty() {
+            roots += 1;
+        }
+        if !tag.ends_with('/') {
+            stack.push(name.to_string());
+        }
+    }
+    assert!(stack.is_empty(), "unclosed tags: {stack:?}");
+    assert_eq!(roots, 1, "an XML document has one root element");
+}
+
+#[test]
+fn models_are_measured_tabled_and_charted() {
+    let chart = scratch("models.svg");
+    let chart_arg = chart.to_str().expect("a UTF-8 temp path");
+    let out = netecho(&[
+        "bench",
+        "--models",
+        "thread,epoll,iterative",
+        "-d",
+        "0.5",
+        "--warmup",
+        "0",
+        "--idle-conns",
+        "200",
+        "--chart",
+        chart_arg,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    for model in ["thread", "epoll"] {
+        for workload in ["small", "large", "connect"] {
+            let f = row(&stdout, model, workload);
+            // model, workload, req/s, MB/s, p99 us, CPU us/req, KiB/conn
+            assert!(figure(f[2]) > 0.0, "{model} {workload}: req/s {}", f[2]);
+            assert!(figure(f[4]) > 0.0, "{model} {workload}: p99 {}", f[4]);
+            let cpu = figure(f[5]);
+            assert!(
+                cpu > 0.0 && cpu.is_finite(),
+                "{model} {workload}: CPU us/req {cpu}"
+            );
+        }
+        let idle = row(&stdout, model, "idle");
+        assert!(figure(idle[6]).is_finite(), "{model} idle: {idle:?}");
+    }
+    // A model that cannot hold the load says so, with the reason.
+    let skipped = row(&stdout, "iterative", "small");
+    assert_eq!(skipped[2], "n/a:", "{skipped:?}");
+    assert!(stdout.contains("serves one client at a time"));
+    assert!(figure(row(&stdout, "iterative", "connect")[5]) > 0.0);
+
+    let svg = std::fs::read_to_string(&chart).expect("the chart was written");
+    let _ = std::fs::remove_file(&chart);
+    assert!(svg.trim_start().starts_with("<svg"), "not an SVG document");
+    assert_well_formed(&svg);
+    for word in ["thread", "epoll", "iterative", "n/a", "per request"] {
+        assert!(svg.contains(word), "the chart lacks '{word}'");
+    }
+}
+
+#[test]
+fn an_unknown_model_is_one_line_and_exit_2() {
+    let out = netecho(&["bench", "--models", "thread,nosuch"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "stderr: {stderr}");
+    assert!(
+        stderr.contains("unknown model 'nosuch'") && stderr.contains("epoll"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn models_flags_do_not_mix_with_a_target() {
+    for args in [
+        &["bench", "127.0.0.1:7", "--models", "epoll"][..],
+        &["bench", "--models", "epoll", "-c", "3"][..],
+        &["bench", "127.0.0.1:7", "--chart", "/tmp/never.svg"][..],
+        &["bench", "--idle-conns", "10"][..],
+    ] {
+        let out = netecho(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+    }
+}
