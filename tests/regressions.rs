@@ -39,9 +39,8 @@ fn children(pid: i32) -> Vec<i32> {
     out
 }
 
-/// The worker process serving `conn` (the one child whose /proc fds point at
-/// a socket with `conn`'s peer port is hard to find; instead, compare each
-/// worker's socket count before and after the connection).
+/// Sockets a process holds: a prefork worker that accepted a connection
+/// holds one more than before, which tells which worker serves it.
 fn socket_count(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| {
@@ -66,6 +65,12 @@ fn alive(pid: i32) -> bool {
             .unwrap_or(true)
 }
 
+/// Prefork prints its listening line before it forks the workers.
+fn wait_for_workers(server: &Server, n: usize) {
+    let found = wait_until(Duration::from_secs(3), || children(server.pid()).len() == n);
+    assert!(found, "the {n} workers did not appear");
+}
+
 fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
@@ -82,6 +87,7 @@ fn prefork_worker_killed_mid_connection_gives_its_slot_back() {
     // Two workers, two slots: before the fix, two dead workers locked the
     // server out for good.
     let server = Server::start("prefork", &["--workers", "2"]);
+    wait_for_workers(&server, 2);
     for round in 0..2 {
         let workers = children(server.pid());
         let before: Vec<usize> = workers.iter().map(|&w| socket_count(w)).collect();
@@ -113,8 +119,8 @@ fn prefork_worker_killed_mid_connection_gives_its_slot_back() {
 fn prefork_workers_do_not_outlive_a_killed_parent() {
     let server = Server::start("prefork", &["--workers", "2"]);
     let addr = server.addr();
+    wait_for_workers(&server, 2);
     let workers = children(server.pid());
-    assert_eq!(workers.len(), 2, "workers: {workers:?}");
     // Kill the parent alone, not its group.
     kill(Pid::from_raw(server.pid()), Signal::SIGKILL).unwrap();
     assert!(
