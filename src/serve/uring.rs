@@ -204,13 +204,15 @@ impl Tuning {
         Ok(Tuning { bufs, buf_size })
     }
 
-    /// Buffers one connection may hold before its receive is paused: about
-    /// [`HELD_BYTES`], and never more than half the ring, so that one client
-    /// that stops reading cannot take every buffer by itself.
+    /// Buffers one connection may hold before its receive is paused, on top
+    /// of the [`HELD_BYTES`] limit on the bytes in them: never more than half
+    /// the ring, so that one client that stops reading cannot take every
+    /// buffer by itself, and at least two, so that a message that arrived in
+    /// two pieces is not a reason to pause.
     fn held_cap(self) -> usize {
-        let by_bytes = HELD_BYTES / self.buf_size as usize;
+        let by_bytes = HELD_BYTES.div_ceil(self.buf_size as usize);
         let by_ring = (usize::from(self.bufs) / 2).max(1);
-        by_bytes.clamp(1, by_ring)
+        by_bytes.max(2).min(by_ring)
     }
 }
 
@@ -631,11 +633,14 @@ struct Conn {
     eof: bool,
     /// The last receive ended with ENOBUFS: re-arm once a buffer is back.
     starved: bool,
-    /// Receive one buffer at a time from now on. Set the first time the
-    /// connection is paused for backpressure: a client that sends faster
-    /// than it reads would otherwise take a burst of buffers at every
-    /// multishot re-arm, and single receives keep it to `held_cap`.
+    /// Receive one buffer at a time. Set when the connection is paused for
+    /// backpressure: a client that sends faster than it reads would otherwise
+    /// take a burst of buffers at every multishot re-arm, and single
+    /// receives keep it to `held_cap`. Cleared once the client has caught up.
     single: bool,
+    /// In single mode, the last receive found the socket's queue empty and
+    /// everything is echoed: a multishot receive would not burst now.
+    caught_up: bool,
     /// Set once the connection is to be closed; it is closed as soon as no
     /// request of it is in the kernel.
     end: Option<End>,
@@ -1011,6 +1016,7 @@ impl Worker {
             eof: false,
             starved: false,
             single: false,
+            caught_up: false,
             end: None,
             last_io: self.now,
             last_sent: self.now,
@@ -1073,6 +1079,9 @@ impl Worker {
                         sent: 0,
                     });
                     c.last_io = now;
+                    // A single receive that did not fill its buffer found the
+                    // socket's queue empty: the client is not ahead of us.
+                    c.caught_up = c.single && (n as u32) < size;
                 }
                 _ => {
                     spare = bid;
@@ -1197,12 +1206,20 @@ impl Worker {
                 c.send = Io::Busy;
             }
             // Backpressure: too much unsent echo, stop reading.
-            if c.held.len() > held_cap && c.recv == Io::Busy {
+            let held_bytes: usize = c.held.iter().map(|h| (h.len - h.sent) as usize).sum();
+            let over = held_bytes > HELD_BYTES || c.held.len() > held_cap;
+            if over && c.recv == Io::Busy {
                 push(cancel_entry(Op::Recv(slot, generation)));
                 c.recv = Io::Cancelling;
                 c.single = true;
             }
             let drained = c.held.is_empty() && c.send == Io::Idle;
+            // The client has caught up: back to one multishot receive, which
+            // costs one submission for many messages instead of one each.
+            if drained && c.single && c.caught_up && c.recv == Io::Idle {
+                c.single = false;
+                c.caught_up = false;
+            }
             if c.eof {
                 if drained && c.recv == Io::Idle {
                     // Everything read was echoed: our FIN follows the last
@@ -1216,7 +1233,7 @@ impl Worker {
             } else if c.recv == Io::Idle && (!c.starved || buffers_back) {
                 // Multishot: re-armed once the echo is all sent. Single:
                 // one more buffer while fewer than `held_cap` are held.
-                let entry = if c.single && c.held.len() < held_cap {
+                let entry = if c.single && !over && c.held.len() < held_cap {
                     Some(
                         opcode::Recv::new(Fd(fd), std::ptr::null_mut(), buf_size)
                             .buf_group(BGID)
@@ -1426,8 +1443,8 @@ mod tests {
     fn held_cap_is_about_one_echo_buffer_and_at_most_half_the_ring() {
         let t = |bufs, buf_size| Tuning { bufs, buf_size }.held_cap();
         assert_eq!(t(256, 16 * 1024), 4);
-        assert_eq!(t(256, 64 * 1024), 1);
-        assert_eq!(t(256, 1 << 20), 1);
+        assert_eq!(t(64, 64 * 1024), 2);
+        assert_eq!(t(256, 1 << 20), 2);
         assert_eq!(t(4, 1024), 2);
         assert_eq!(t(1, 1024), 1);
     }
