@@ -364,3 +364,115 @@ fn an_explicit_uring_model_without_io_uring_is_a_one_line_error() {
     assert!(lines[0].contains("io_uring"), "{}", lines[0]);
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// utime + stime of `pid`, in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1.to_string();
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            // After ")": state is field 3, so utime (14) and stime (15) are
+            // at 11 and 12 here.
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+/// Out of descriptors, a server pauses accepting (no busy loop), says so
+/// once, and serves again by itself when descriptors come back.
+fn survives_running_out_of_descriptors(model: &str) {
+    use std::os::unix::process::CommandExt;
+    const LIMIT: libc::rlim_t = 24;
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--model",
+        model,
+        "--workers",
+        "1",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .process_group(0);
+    // SAFETY: setrlimit(2) is async-signal-safe; soft and hard are both set,
+    // since serve raises its soft limit to the hard one.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: LIMIT,
+                rlim_max: LIMIT,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawning netecho serve");
+    let pid = child.id() as i32;
+    let stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::BufReader::new(stderr).read_to_string(&mut s);
+        s
+    });
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let addr: std::net::SocketAddr = line.trim()["listening tcp ".len()..].parse().unwrap();
+    // Twice the limit: the kernel completes the handshakes (backlog), the
+    // server runs out of descriptors accepting them.
+    let held: Vec<TcpStream> = (0..2 * LIMIT)
+        .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let spent = cpu_ticks(pid) - t0;
+    drop(held);
+    // Served again once the held connections are gone.
+    let served = wait_until(Duration::from_secs(10), || {
+        common::round_trip(addr, b"descriptors are back", 9).is_ok()
+    });
+    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    let status = child.wait().unwrap();
+    let log = log.join().unwrap_or_default();
+    assert!(
+        served,
+        "{model}: not served after descriptors came back; log:\n{log}"
+    );
+    // 2 s of a busy loop would be ~200 ticks; a paused acceptor uses ~0.
+    assert!(
+        spent < 50,
+        "{model}: {spent} ticks of CPU in 2 s while out of descriptors"
+    );
+    assert!(
+        log.contains("pausing accepts"),
+        "{model}: no warning; log:\n{log}"
+    );
+    let warnings = log.matches("pausing accepts").count();
+    assert!(
+        warnings <= 2,
+        "{model}: {warnings} warnings in ~2 s (rate limit is 5 s)"
+    );
+    assert!(status.success(), "{model}: exit {status}");
+}
+
+#[test]
+fn thread_survives_running_out_of_descriptors() {
+    survives_running_out_of_descriptors("thread");
+}
+
+#[test]
+fn epoll_survives_running_out_of_descriptors() {
+    survives_running_out_of_descriptors("epoll");
+}
+
+#[test]
+fn tokio_survives_running_out_of_descriptors() {
+    survives_running_out_of_descriptors("tokio");
+}
