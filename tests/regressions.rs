@@ -171,18 +171,12 @@ fn metrics_survive_a_group_sigterm_until_the_server_exits() {
         "fork",
         &["--metrics", "127.0.0.1:0", "--drain-timeout", "10"],
     );
-    let line = server
-        .stdout_line("listening metrics ", Duration::from_secs(5))
-        .expect("metrics line");
-    let m = line
-        .trim_start_matches("listening metrics http://")
-        .trim_end_matches("/metrics")
-        .to_string();
+    let m = server.metrics_addr();
     let mut conn = common::connect(server.addr());
     common::ping(&mut conn, b"hold").unwrap();
     killpg(Pid::from_raw(server.pid()), Signal::SIGTERM).unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let mut s = TcpStream::connect(&m).expect("metrics refused during the drain");
+    let mut s = TcpStream::connect(m).expect("metrics refused during the drain");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
     let mut page = String::new();
@@ -237,15 +231,9 @@ fn inetd_gives_up_on_a_client_that_never_reads() {
 #[test]
 fn one_dripping_scraper_does_not_block_metrics() {
     let server = Server::start("thread", &["--metrics", "127.0.0.1:0"]);
-    let line = server
-        .stdout_line("listening metrics ", Duration::from_secs(5))
-        .expect("metrics line");
-    let m = line
-        .trim_start_matches("listening metrics http://")
-        .trim_end_matches("/metrics")
-        .to_string();
+    let m = server.metrics_addr();
     // A request that never ends, one byte at a time.
-    let mut slow = TcpStream::connect(&m).unwrap();
+    let mut slow = TcpStream::connect(m).unwrap();
     let dripper = std::thread::spawn(move || {
         for _ in 0..80 {
             if slow.write_all(b"G").is_err() {
@@ -256,7 +244,7 @@ fn one_dripping_scraper_does_not_block_metrics() {
     });
     std::thread::sleep(Duration::from_millis(200));
     let start = Instant::now();
-    let mut s = TcpStream::connect(&m).unwrap();
+    let mut s = TcpStream::connect(m).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
     let mut page = String::new();

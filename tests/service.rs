@@ -81,17 +81,6 @@ fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// The metrics address a server printed.
-fn metrics_addr(server: &Server) -> SocketAddr {
-    let line = server
-        .stdout_line("listening metrics ", Duration::from_secs(5))
-        .expect("no `listening metrics` line");
-    line.trim_start_matches("listening metrics http://")
-        .trim_end_matches("/metrics")
-        .parse()
-        .unwrap_or_else(|e| panic!("bad metrics line {line:?}: {e}"))
-}
-
 /// The UDP address a server printed (same port as its TCP listener).
 fn udp_addr(server: &Server) -> SocketAddr {
     let line = server
@@ -130,7 +119,7 @@ fn udp_oversize_is_dropped_and_counted_never_truncated() {
             "127.0.0.1:0",
         ],
     );
-    let (to, m) = (udp_addr(&server), metrics_addr(&server));
+    let (to, m) = (udp_addr(&server), server.metrics_addr());
     let s = udp_from(Ipv4Addr::LOCALHOST);
     assert_eq!(
         udp_echo(&s, to, &[7; 1000], UDP_WAIT).as_deref(),
@@ -153,7 +142,7 @@ fn udp_never_answers_small_service_ports() {
         return;
     }
     let server = Server::start("thread", &["--udp", "--metrics", "127.0.0.1:0"]);
-    let (to, m) = (udp_addr(&server), metrics_addr(&server));
+    let (to, m) = (udp_addr(&server), server.metrics_addr());
     let mut bound = 0;
     for port in [7u16, 9, 13, 19, 37] {
         // Another service may own the port on this machine: skip that one.
@@ -197,7 +186,7 @@ fn two_servers_and_one_spoofed_datagram_do_not_ping_pong() {
     let a = Server::start("thread", &["--udp", "--metrics", "127.0.0.1:0"]);
     let b = Server::start("epoll", &["--udp", "--metrics", "127.0.0.1:0"]);
     let (a_udp, b_udp) = (udp_addr(&a), udp_addr(&b));
-    let (a_m, b_m) = (metrics_addr(&a), metrics_addr(&b));
+    let (a_m, b_m) = (a.metrics_addr(), b.metrics_addr());
     // A raw UDP socket: we write the UDP header, so the source port can be
     // B's while the kernel fills in the IP header (127.0.0.1 → 127.0.0.1).
     // SAFETY: plain socket(2) call; the descriptor is owned right away.
@@ -236,7 +225,7 @@ fn a_flooding_source_is_held_to_its_rate_while_another_is_served() {
         "thread",
         &["--udp", "--udp-rate", "50", "--metrics", "127.0.0.1:0"],
     );
-    let (to, m) = (udp_addr(&server), metrics_addr(&server));
+    let (to, m) = (udp_addr(&server), server.metrics_addr());
     let flooder = udp_from(Ipv4Addr::new(127, 0, 0, 2));
     let other = udp_from(Ipv4Addr::new(127, 0, 0, 3));
     let start = Instant::now();
@@ -297,7 +286,7 @@ fn metrics_after_known_traffic(model: &str) {
             "3",
         ],
     );
-    let m = metrics_addr(&server);
+    let m = server.metrics_addr();
     for i in 0..5 {
         common::round_trip(server.addr(), &[i as u8; 1000], i).unwrap();
     }

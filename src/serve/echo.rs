@@ -37,6 +37,25 @@ pub enum End {
     Error(Errno),
 }
 
+impl End {
+    /// How a socket error ends a connection, for the models that see
+    /// `io::Error`s: the peer going away is a reset, anything else an error.
+    pub fn from_io(e: &io::Error) -> End {
+        match e.kind() {
+            io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::TimedOut
+            | io::ErrorKind::ConnectionAborted => End::Reset,
+            _ => End::Error(errno_of(e)),
+        }
+    }
+}
+
+/// The errno behind an `io::Error` (EIO when it has none).
+pub fn errno_of(e: &io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
 /// Sets up an accepted socket: blocking, TCP_NODELAY (no 40 ms Nagle +
 /// delayed-ACK stall on a large message's tail), the idle timeout as receive
 /// timeout and the stall timeout as send timeout.
@@ -110,7 +129,7 @@ pub fn count_end(end: End, stats: &Stats) {
 pub fn serve(conn: TcpStream, peer: SocketAddr, ctx: &Ctx, buf: &mut [u8]) {
     let end = match prepare(&conn, ctx) {
         Ok(()) => echo(conn.as_raw_fd(), buf, ctx.stats, &|| false),
-        Err(e) => End::Error(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))),
+        Err(e) => End::Error(errno_of(&e)),
     };
     count_end(end, ctx.stats);
     tracing::debug!(%peer, ?end, "connection closed");

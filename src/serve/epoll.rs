@@ -452,7 +452,7 @@ impl Worker {
         };
         if let Err(e) = registered {
             warn!(%peer, "cannot watch a connection: {e}");
-            self.close(key.0, End::Error(errno_of(&e)));
+            self.close(key.0, End::Error(echo::errno_of(&e)));
             return;
         }
         debug!(%peer, "connection open");
@@ -612,7 +612,7 @@ fn drive(c: &mut Conn, buf: &mut [u8], now: u64, bytes: &mut u64) -> Step {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
             // A signal: read again.
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Step::Close(end_of(&e)),
+            Err(e) => return Step::Close(End::from_io(&e)),
         }
     }
     Step::Again
@@ -681,7 +681,7 @@ fn write_some(stream: &mut TcpStream, data: &[u8], writable: &mut bool) -> Resul
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => *writable = false,
             // A signal: write again.
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(end_of(&e)),
+            Err(e) => return Err(End::from_io(&e)),
         }
     }
     Ok(off)
@@ -693,24 +693,8 @@ fn finish(c: &mut Conn) -> End {
         Ok(()) => End::Fin,
         // The client reset meanwhile: nothing left to say.
         Err(e) if e.kind() == io::ErrorKind::NotConnected => End::Fin,
-        Err(e) => end_of(&e),
+        Err(e) => End::from_io(&e),
     }
-}
-
-/// How a socket error ends a connection.
-fn end_of(e: &io::Error) -> End {
-    match e.kind() {
-        io::ErrorKind::ConnectionReset
-        | io::ErrorKind::BrokenPipe
-        | io::ErrorKind::TimedOut
-        | io::ErrorKind::ConnectionAborted => End::Reset,
-        _ => End::Error(errno_of(e)),
-    }
-}
-
-/// The errno behind an I/O error (EIO when there is none).
-fn errno_of(e: &io::Error) -> Errno {
-    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
 /// Ticks of [`TICK`] in `d`.

@@ -266,7 +266,7 @@ impl Conn<'_> {
                     Poll::Ready(Ok(_)) => return Poll::Ready(End::Error(Errno::EIO)),
                     // A signal: write again.
                     Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Poll::Ready(Err(e)) => return Poll::Ready(end_of(&e)),
+                    Poll::Ready(Err(e)) => return Poll::Ready(End::from_io(&e)),
                     // The send buffer is full: woken when it drains.
                     Poll::Pending => {}
                 }
@@ -285,7 +285,7 @@ impl Conn<'_> {
                 Poll::Ready(Ok(())) => {}
                 // A signal: read again.
                 Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(end_of(&e)),
+                Poll::Ready(Err(e)) => return Poll::Ready(End::from_io(&e)),
                 // Nothing to read: woken when something comes.
                 Poll::Pending => return Poll::Pending,
             }
@@ -383,18 +383,7 @@ impl Conn<'_> {
             Ok(()) => End::Fin,
             // The client reset meanwhile: nothing left to say.
             Err(e) if e.kind() == io::ErrorKind::NotConnected => End::Fin,
-            Err(e) => end_of(&e),
+            Err(e) => End::from_io(&e),
         }
-    }
-}
-
-/// How a socket error ends a connection.
-fn end_of(e: &io::Error) -> End {
-    match e.kind() {
-        io::ErrorKind::ConnectionReset
-        | io::ErrorKind::BrokenPipe
-        | io::ErrorKind::TimedOut
-        | io::ErrorKind::ConnectionAborted => End::Reset,
-        _ => End::Error(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))),
     }
 }

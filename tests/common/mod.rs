@@ -455,6 +455,17 @@ impl Server {
         }
     }
 
+    /// The address of `/metrics` the server printed (`--metrics` given).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        let line = self
+            .stdout_line("listening metrics ", Duration::from_secs(5))
+            .expect("no `listening metrics` line");
+        line.trim_start_matches("listening metrics http://")
+            .trim_end_matches("/metrics")
+            .parse()
+            .unwrap_or_else(|e| panic!("bad metrics line {line:?}: {e}"))
+    }
+
     /// The first stdout line starting with `prefix`, waiting up to `timeout`.
     pub fn stdout_line(&self, prefix: &str, timeout: Duration) -> Option<String> {
         self.wait_lines(timeout, |lines| {
