@@ -272,7 +272,7 @@ fn serve_without_io_uring(args: &[&str]) -> std::process::Child {
     // is async-signal-safe, on a filter program that lives on its stack.
     unsafe {
         cmd.pre_exec(|| {
-            const IO_URING_SETUP: u32 = 425;
+            const IO_URING_SETUP: u32 = libc::SYS_io_uring_setup as u32;
             let filter = [
                 // A = seccomp_data.nr
                 libc::sock_filter {

@@ -174,3 +174,107 @@ fn help_exits_zero() {
         );
     }
 }
+
+/// Starts `netecho serve` with no `--listen` in a network namespace of its
+/// own (so port 6666 is free whatever this machine runs), optionally with
+/// socket(AF_INET6, ...) refused by a seccomp filter as on a kernel booted
+/// with ipv6.disable=1, and returns the first line it prints.
+fn default_listen_line(without_ipv6: bool) -> String {
+    use std::io::BufRead;
+    let mut cmd = std::process::Command::new(common::BIN);
+    cmd.arg("serve")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .process_group(0);
+    // SAFETY: between fork and exec only unshare(2) and prctl(2), both
+    // async-signal-safe, on a filter program that lives on this stack.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::unshare(libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if without_ipv6 {
+                let filter = [
+                    // A = syscall number; not socket(2): allow.
+                    libc::sock_filter {
+                        code: 0x20,
+                        jt: 0,
+                        jf: 0,
+                        k: 0,
+                    },
+                    libc::sock_filter {
+                        code: 0x15,
+                        jt: 0,
+                        jf: 3,
+                        k: libc::SYS_socket as u32,
+                    },
+                    // A = low half of the first argument (the family).
+                    libc::sock_filter {
+                        code: 0x20,
+                        jt: 0,
+                        jf: 0,
+                        k: 16,
+                    },
+                    libc::sock_filter {
+                        code: 0x15,
+                        jt: 0,
+                        jf: 1,
+                        k: libc::AF_INET6 as u32,
+                    },
+                    libc::sock_filter {
+                        code: 0x06,
+                        jt: 0,
+                        jf: 0,
+                        k: 0x0005_0000 | libc::EAFNOSUPPORT as u32,
+                    },
+                    libc::sock_filter {
+                        code: 0x06,
+                        jt: 0,
+                        jf: 0,
+                        k: 0x7fff_0000,
+                    },
+                ];
+                let prog = libc::sock_fprog {
+                    len: filter.len() as u16,
+                    filter: filter.as_ptr() as *mut _,
+                };
+                if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                    || libc::prctl(libc::PR_SET_SECCOMP, 2, &prog as *const libc::sock_fprog) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawning netecho serve");
+    let mut line = String::new();
+    let read = std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
+    let _ = child.kill();
+    let _ = child.wait();
+    read.expect("reading the listening line");
+    line.trim().to_string()
+}
+
+#[test]
+fn default_listen_is_one_dual_stack_socket_on_6666() {
+    if !is_root() {
+        eprintln!(
+            "SKIPPED default_listen_is_one_dual_stack_socket_on_6666: needs root for a network namespace"
+        );
+        return;
+    }
+    assert_eq!(default_listen_line(false), "listening tcp [::]:6666");
+}
+
+#[test]
+fn default_listen_falls_back_to_ipv4_without_ipv6() {
+    if !is_root() {
+        eprintln!(
+            "SKIPPED default_listen_falls_back_to_ipv4_without_ipv6: needs root for a network namespace"
+        );
+        return;
+    }
+    assert_eq!(default_listen_line(true), "listening tcp 0.0.0.0:6666");
+}
