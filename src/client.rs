@@ -124,7 +124,7 @@ fn copy_echo(mut sock: TcpStream, sent: &AtomicU64, stdin_done: &AtomicBool) -> 
     let sent = sent.load(Ordering::SeqCst);
     if done && received == sent {
         Ok(())
-    } else if received > sent {
+    } else if done && received > sent {
         Err(Error::Excess { received, sent })
     } else {
         Err(Error::Premature { received, sent })

@@ -280,16 +280,26 @@ pub fn run(_opt: Opt) -> Result<()> {
 
 /// Prints a step header and its explanation.
 fn step(n: u32, title: &str, text: &str) {
-    println!();
-    println!("== step {n}: {title} ==");
+    emit("");
+    emit(&format!("== step {n}: {title} =="));
     for l in wrap(text, 78) {
-        println!("{l}");
+        emit(&l);
     }
 }
 
 /// Prints one line of live data, indented under the explanation.
 fn say(s: &str) {
-    println!("  {s}");
+    emit(&format!("  {s}"));
+}
+
+/// Writes one line to stdout. A closed stdout (`netecho lab | head`) ends
+/// the walkthrough quietly, as Ctrl-C would, instead of failing mid-step.
+fn emit(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+        stop::request();
+    }
 }
 
 /// Greedy word wrap.
@@ -378,13 +388,13 @@ fn observe(w: &mut Watcher, mut t: Option<&mut Tracer>, how_long: Duration) -> R
     while Instant::now() < end && !stop::requested() {
         if let Some(t) = t.as_deref_mut() {
             for l in t.pump(POLL, usize::MAX)? {
-                println!("  trace {l}");
+                emit(&format!("  trace {l}"));
             }
         } else {
             std::thread::sleep(POLL);
         }
         for l in w.poll()? {
-            println!("  watch {l}");
+            emit(&format!("  watch {l}"));
         }
     }
     Ok(())

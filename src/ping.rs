@@ -272,8 +272,9 @@ fn tcp_probe(
     offset: &mut u64,
     payload: &[u8],
 ) -> Outcome {
-    let t0 = Instant::now();
+    let mut t0 = Instant::now();
     let deadline = t0 + opt.timeout;
+    let reconnect = stream.is_none() && !opt.new_conn;
     if stream.is_none() {
         match TcpStream::connect_timeout(&addr, opt.timeout) {
             Ok(s) => {
@@ -294,6 +295,11 @@ fn tcp_probe(
     let Some(s) = stream.as_mut() else {
         return Outcome::Failed(Failure::Timeout);
     };
+    // Only --new-conn counts the connect in a probe's time; the first probe
+    // and the one after a failure time the exchange alone.
+    if reconnect {
+        t0 = Instant::now();
+    }
     let outcome = exchange(s, payload, deadline, *offset);
     match &outcome {
         Outcome::Echoed(_) => {

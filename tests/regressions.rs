@@ -464,3 +464,104 @@ fn epoll_survives_running_out_of_descriptors() {
 fn tokio_survives_running_out_of_descriptors() {
     survives_running_out_of_descriptors("tokio");
 }
+
+#[test]
+fn trace_hears_ctrl_c_and_keeps_printing_under_steady_traffic() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED trace_hears_ctrl_c...: capturing needs CAP_NET_RAW (root)");
+        return;
+    }
+    let server = Server::start("epoll", &[]);
+    let port = server.addr().port().to_string();
+    let mut trace = Command::new(BIN)
+        .args(["trace", "--port", &port])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = trace.stdout.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        let mut n = 0usize;
+        let mut first_at = None;
+        let start = Instant::now();
+        for l in std::io::BufRead::lines(std::io::BufReader::new(out)) {
+            if l.is_err() {
+                break;
+            }
+            n += 1;
+            first_at.get_or_insert(start.elapsed());
+        }
+        (n, first_at)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // Steady load for 4 s, bounded by time and count.
+    let mut load = Command::new(BIN)
+        .args([
+            "bench",
+            &server.addr().to_string(),
+            "-c",
+            "4",
+            "-d",
+            "4",
+            "--warmup",
+            "0",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    kill(Pid::from_raw(trace.id() as i32), Signal::SIGINT).unwrap();
+    let stopped = wait_until(Duration::from_secs(2), || {
+        matches!(trace.try_wait(), Ok(Some(_)))
+    });
+    if !stopped {
+        let _ = trace.kill();
+    }
+    let status = trace.wait().unwrap();
+    let _ = load.wait();
+    let (n, _) = lines.join().unwrap();
+    assert!(stopped, "trace ignored SIGINT under steady traffic");
+    assert!(status.success(), "trace exit {status}");
+    assert!(n > 100, "only {n} lines printed while traffic flowed");
+}
+
+#[test]
+fn a_tiny_bench_rate_is_refused_not_a_panic() {
+    let out = Command::new(BIN)
+        .args(["bench", "127.0.0.1:9", "--rate", "1e-300", "-n", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("lowest rate"), "{err}");
+}
+
+#[test]
+fn lab_ends_quietly_when_its_reader_goes_away() {
+    let mut lab = Command::new(BIN)
+        .arg("lab")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read the first line, then close the pipe, as `| head -1` does.
+    let mut first = String::new();
+    let mut out = std::io::BufReader::new(lab.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+    drop(out);
+    let done = wait_until(Duration::from_secs(20), || {
+        matches!(lab.try_wait(), Ok(Some(_)))
+    });
+    if !done {
+        let _ = lab.kill();
+    }
+    let out = lab.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(done, "lab kept running with no reader");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.status.success(), "exit {}: {err}", out.status);
+}

@@ -71,6 +71,9 @@ pub const DEFAULT_UDP_TIMEOUT: Duration = Duration::from_secs(1);
 /// Wait per TCP request when `--timeout` is not given: long, because a TCP
 /// echo that comes late is still an echo, but finite so `-n` always ends.
 pub const DEFAULT_TCP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The lowest `--rate`: one request per 1,000 s; slower schedules would
+/// overflow the timers and measure nothing in a run.
+pub const MIN_RATE: f64 = 0.001;
 /// Highest `--rate`: beyond this the schedule's granularity (1 ns) and the
 /// loop's wake-ups, not the server, would set the pace.
 pub const MAX_RATE: f64 = 100_000_000.0;
@@ -185,8 +188,10 @@ fn parse_rate(s: &str) -> Result<f64, String> {
         .trim()
         .parse()
         .map_err(|_| format!("'{s}' is not a number of requests per second"))?;
-    if !v.is_finite() || v <= 0.0 {
-        return Err(format!("'{s}' must be more than 0 requests per second"));
+    if !v.is_finite() || v < MIN_RATE {
+        return Err(format!(
+            "'{s}' is below the lowest rate, {MIN_RATE} requests per second"
+        ));
     }
     if v > MAX_RATE {
         return Err(format!("'{s}' is above the highest rate, {MAX_RATE:.0}/s"));

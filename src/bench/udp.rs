@@ -252,8 +252,11 @@ impl Worker<'_> {
         }
     }
 
-    /// Takes every datagram waiting on socket `i`.
-    fn receive(&mut self, i: usize, now: Instant) {
+    /// Takes every datagram waiting on socket `i`. `now` is when the batch
+    /// woke; after a request completes, its successor is sent at once, so
+    /// the clock is read again: an echo of that one, already queued, must
+    /// not be dated before it was sent.
+    fn receive(&mut self, i: usize, mut now: Instant) {
         loop {
             if self.conns[i].state == State::Done {
                 return;
@@ -268,7 +271,11 @@ impl Worker<'_> {
                     return;
                 }
             };
+            let round = self.conns[i].round;
             self.judge(i, n, now);
+            if self.conns[i].round != round {
+                now = Instant::now();
+            }
         }
     }
 

@@ -40,6 +40,9 @@ use capture::Capture;
 use conn::Tracker;
 use pcap::PcapWriter;
 
+/// Frames taken from the capture per call of [`Tracer::pump`].
+pub const PUMP_BATCH: usize = 256;
+
 /// The port traced when none is given: netecho's own.
 pub const DEFAULT_PORT: u16 = 6666;
 /// The interface traced when none is given.
@@ -160,13 +163,18 @@ impl Tracer {
     }
 
     /// Reads what arrives within `wait` (then whatever is already queued),
-    /// at most `room` segments, and returns their lines and notes.
+    /// at most `room` segments and at most [`PUMP_BATCH`] per call, and
+    /// returns their lines and notes. The cap keeps output flowing and Ctrl-C
+    /// heard under a steady stream of segments, which would otherwise keep
+    /// the queue from ever being empty.
     pub fn pump(&mut self, wait: Duration, room: usize) -> Result<Vec<String>> {
         let mut lines = Vec::new();
         let mut shown = 0;
         let mut timeout = wait;
         let loopback = self.capture.loopback;
-        while shown < room {
+        let mut taken = 0;
+        while shown < room && taken < PUMP_BATCH {
+            taken += 1;
             let Some(frame) = self.capture.next(timeout)? else {
                 break;
             };

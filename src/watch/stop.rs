@@ -36,6 +36,12 @@ pub fn install() -> Result<()> {
     Ok(())
 }
 
+/// Asks the loops to stop as a signal would: used when stdout is closed
+/// (`netecho lab | head`), where there is no one left to show anything to.
+pub fn request() {
+    STOP.store(true, Ordering::SeqCst);
+}
+
 /// True once SIGINT or SIGTERM arrived.
 pub fn requested() -> bool {
     STOP.load(Ordering::SeqCst)
