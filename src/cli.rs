@@ -92,7 +92,8 @@ pub struct ServeOpt {
     #[arg(long, short = 'm', value_enum, default_value_t = Model::Auto)]
     pub model: Model,
 
-    /// Worker processes or threads for prefork and prethread (default: one per core).
+    /// Worker processes (prefork) or threads (prethread, epoll, tokio, uring,
+    /// and the UDP loops) (default: one per core).
     #[arg(long, short = 'w', value_name = "N", value_parser = parse_positive, allow_negative_numbers = true)]
     pub workers: Option<usize>,
 
