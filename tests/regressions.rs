@@ -269,49 +269,9 @@ fn serve_without_io_uring(args: &[&str]) -> std::process::Child {
         .stderr(Stdio::piped())
         .process_group(0);
     // SAFETY: between fork and exec the closure only calls prctl(2), which
-    // is async-signal-safe, on a filter program that lives on its stack.
+    // is async-signal-safe (see `common::refuse_syscall`).
     unsafe {
-        cmd.pre_exec(|| {
-            const IO_URING_SETUP: u32 = libc::SYS_io_uring_setup as u32;
-            let filter = [
-                // A = seccomp_data.nr
-                libc::sock_filter {
-                    code: 0x20,
-                    jt: 0,
-                    jf: 0,
-                    k: 0,
-                },
-                // if A == io_uring_setup, fall through; else skip one
-                libc::sock_filter {
-                    code: 0x15,
-                    jt: 0,
-                    jf: 1,
-                    k: IO_URING_SETUP,
-                },
-                libc::sock_filter {
-                    code: 0x06,
-                    jt: 0,
-                    jf: 0,
-                    k: 0x0005_0000 | libc::EPERM as u32,
-                },
-                libc::sock_filter {
-                    code: 0x06,
-                    jt: 0,
-                    jf: 0,
-                    k: 0x7fff_0000,
-                },
-            ];
-            let prog = libc::sock_fprog {
-                len: filter.len() as u16,
-                filter: filter.as_ptr() as *mut _,
-            };
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-                || libc::prctl(libc::PR_SET_SECCOMP, 2, &prog as *const libc::sock_fprog) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        cmd.pre_exec(|| common::refuse_syscall(libc::SYS_io_uring_setup, None, libc::EPERM));
     }
     cmd.spawn().expect("spawning netecho serve under seccomp")
 }

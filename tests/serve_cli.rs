@@ -195,55 +195,11 @@ fn default_listen_line(without_ipv6: bool) -> String {
                 return Err(std::io::Error::last_os_error());
             }
             if without_ipv6 {
-                let filter = [
-                    // A = syscall number; not socket(2): allow.
-                    libc::sock_filter {
-                        code: 0x20,
-                        jt: 0,
-                        jf: 0,
-                        k: 0,
-                    },
-                    libc::sock_filter {
-                        code: 0x15,
-                        jt: 0,
-                        jf: 3,
-                        k: libc::SYS_socket as u32,
-                    },
-                    // A = low half of the first argument (the family).
-                    libc::sock_filter {
-                        code: 0x20,
-                        jt: 0,
-                        jf: 0,
-                        k: 16,
-                    },
-                    libc::sock_filter {
-                        code: 0x15,
-                        jt: 0,
-                        jf: 1,
-                        k: libc::AF_INET6 as u32,
-                    },
-                    libc::sock_filter {
-                        code: 0x06,
-                        jt: 0,
-                        jf: 0,
-                        k: 0x0005_0000 | libc::EAFNOSUPPORT as u32,
-                    },
-                    libc::sock_filter {
-                        code: 0x06,
-                        jt: 0,
-                        jf: 0,
-                        k: 0x7fff_0000,
-                    },
-                ];
-                let prog = libc::sock_fprog {
-                    len: filter.len() as u16,
-                    filter: filter.as_ptr() as *mut _,
-                };
-                if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-                    || libc::prctl(libc::PR_SET_SECCOMP, 2, &prog as *const libc::sock_fprog) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
+                common::refuse_syscall(
+                    libc::SYS_socket,
+                    Some(libc::AF_INET6 as u32),
+                    libc::EAFNOSUPPORT,
+                )?;
             }
             Ok(())
         });

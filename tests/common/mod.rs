@@ -929,3 +929,51 @@ pub fn netecho(args: &[&str]) -> Command {
     c.args(args);
     c
 }
+
+// ---------------------------------------------------------------------------
+// Refusing a system call (seccomp), to test fallbacks
+// ---------------------------------------------------------------------------
+
+/// For a `pre_exec` closure: from now on, `syscall` fails with `errno` in
+/// this process (only when its first argument is `arg0`, if given), as a
+/// container's seccomp profile or a kernel without the feature would make
+/// it. Async-signal-safe: two prctl(2) calls on a program on the stack.
+pub fn refuse_syscall(syscall: libc::c_long, arg0: Option<u32>, errno: i32) -> io::Result<()> {
+    const LD_W_ABS: u16 = 0x20;
+    const JEQ_K: u16 = 0x15;
+    const RET_K: u16 = 0x06;
+    const RET_ERRNO: u32 = 0x0005_0000;
+    const RET_ALLOW: u32 = 0x7fff_0000;
+    /// Offsets in `struct seccomp_data`: the syscall number, then the low
+    /// half of the first argument.
+    const NR: u32 = 0;
+    const ARG0_LOW: u32 = 16;
+    let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    let filter = [
+        op(LD_W_ABS, 0, 0, NR),
+        // Not this syscall: jump to "allow".
+        op(JEQ_K, 0, 3, syscall as u32),
+        op(LD_W_ABS, 0, 0, ARG0_LOW),
+        // Without `arg0`, both branches fall through to "refuse".
+        match arg0 {
+            Some(a) => op(JEQ_K, 0, 1, a),
+            None => op(JEQ_K, 0, 0, 0),
+        },
+        op(RET_K, 0, 0, RET_ERRNO | (errno as u32 & 0xffff)),
+        op(RET_K, 0, 0, RET_ALLOW),
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr() as *mut _,
+    };
+    // SAFETY: prctl with valid arguments; the kernel copies the program
+    // before returning, so its stack lifetime is enough.
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+            || libc::prctl(libc::PR_SET_SECCOMP, 2, &prog as *const libc::sock_fprog) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
