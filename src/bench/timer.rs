@@ -120,3 +120,30 @@ pub fn wait_for(
         _ => until,
     }
 }
+
+/// One wait of a worker loop: for socket events until the next request is
+/// due (`next`), the tick (`tick`), or the end of the run, whichever comes
+/// first. `Ok(false)` when a signal cut it short: the loop then looks at the
+/// stop flag and goes on.
+pub fn poll_until(
+    poll: &mut mio::Poll,
+    events: &mut mio::Events,
+    clock: Option<&mut Timer>,
+    next: Option<Instant>,
+    end: Option<Instant>,
+    now: Instant,
+    tick: Duration,
+) -> crate::error::Result<bool> {
+    let mut wait = wait_for(clock, next, now, tick);
+    if let Some(end) = end {
+        wait = wait.min(end.saturating_duration_since(now));
+    }
+    match poll.poll(events, Some(wait)) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(false),
+        Err(source) => Err(crate::error::Error::Io {
+            what: "waiting for sockets",
+            source,
+        }),
+    }
+}

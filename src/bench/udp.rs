@@ -140,20 +140,17 @@ impl Worker<'_> {
                 self.expire(now);
             }
             let next = self.timers.peek().map(|&Reverse((at, _))| at);
-            let mut wait = timer::wait_for(clock.as_mut(), next, now, TICK);
-            if let Some(end) = self.plan.end {
-                wait = wait.min(end.saturating_duration_since(now));
-            }
-            match self.poll.poll(&mut events, Some(wait)) {
-                Ok(()) => {}
-                // A signal: the loop looks at the stop flag and goes on.
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(Error::Io {
-                        what: "waiting for sockets",
-                        source: e,
-                    });
-                }
+            let end = self.plan.end;
+            if !timer::poll_until(
+                &mut self.poll,
+                &mut events,
+                clock.as_mut(),
+                next,
+                end,
+                now,
+                TICK,
+            )? {
+                continue;
             }
             // One clock read for the whole batch, as in the TCP worker.
             let woke = Instant::now();
