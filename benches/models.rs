@@ -9,6 +9,15 @@
 //! - **C epoll** (`benches/c/epoll_echo.c`, built with `cc -O2` into
 //!   `target/netecho-bench/`): the practical bar for a one-core event loop.
 //!
+//! Where they are installed (`scripts/install-peers.sh`), the peers a user
+//! would pick instead get rows too: `socat TCP-LISTEN:P,fork,reuseaddr PIPE`,
+//! `ncat -l -k 127.0.0.1 P -e /bin/cat` and xinetd's internal echo service.
+//! They cannot print their port, so the bench picks a free one (bind
+//! 127.0.0.1:0, read it, drop it), starts the peer on it pinned like the
+//! models, and waits (at most 5 s) until a connect succeeds. Their CPU is
+//! counted the same way, forked children included. They fork a process per
+//! connection, so workload 4 (10,000 idle connections) is n/a for them.
+//!
 //! The cells themselves (start a server pinned to one CPU, drive a workload
 //! from another, read its CPU and PSS from `/proc`) are the library's
 //! [`netecho::bench::models::measure`], the same code `netecho bench
@@ -21,8 +30,9 @@
 //! Environment (all optional):
 //! - `NETECHO_BENCH_SECS` (3): measured seconds per cell, after a warm-up of
 //!   min(1 s, that). Ticks are 10 ms, so shorter windows are for development;
-//! - `NETECHO_BENCH_MODELS`: comma list of servers, from `c-epoll` and the
-//!   `netecho serve --model` names (default: `c-epoll` and the eight models);
+//! - `NETECHO_BENCH_MODELS`: comma list of servers, from `c-epoll`, the
+//!   `netecho serve --model` names and the peers `socat`, `ncat`, `xinetd`
+//!   (default: `c-epoll`, the eight models and the installed peers);
 //! - `NETECHO_BENCH_WORKLOADS`: comma list of `1`–`4` (or `small`, `large`,
 //!   `connect`, `idle`); default all four;
 //! - `NETECHO_BENCH_REPEAT` (1): runs per cell; the tables show medians.
@@ -33,8 +43,10 @@
 //! happens here. A server's last stderr line goes into its error row.
 
 use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Child, Command, ExitCode, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -43,13 +55,34 @@ use netecho::bench::models::{
     self, DEFAULT_MODELS, IDLE_CONNS, IDLE_SETTLE, LARGE_MSG, Memory, Outcome, SMALL_MSG, Server,
     Setup, Skip, Traffic, Workload, num,
 };
-use netecho::bench::{pattern, procstat, raise_nofile_limit, spawn};
+use netecho::bench::{pattern, plan, procstat, raise_nofile_limit, spawn, tcp};
 
 /// Errors here end the run before any cell; a message is all a reader needs.
 type Res<T> = Result<T, String>;
 
 /// The C baseline's name in `NETECHO_BENCH_MODELS` and in the tables.
 const C_EPOLL: &str = "c-epoll";
+
+/// Peer echo servers, by their name in `NETECHO_BENCH_MODELS` and the tables.
+const PEERS: [&str; 3] = ["socat", "ncat", "xinetd"];
+/// A peer that accepts no connection by then has failed to start.
+const PEER_READY: Duration = Duration::from_secs(5);
+/// How long a peer's group may take to exit after SIGTERM before SIGKILL.
+const PEER_STOP: Duration = Duration::from_secs(5);
+/// Longest wait for a killed peer's children to be gone.
+const PEER_GONE: Duration = Duration::from_secs(1);
+/// How often the peer start and stop waits look again.
+const PEER_POLL: Duration = Duration::from_millis(10);
+/// Connect timeout of the readiness probe (a refused connect returns at once).
+const PEER_PROBE: Duration = Duration::from_millis(500);
+/// Connect timeout of the load's connections: socat listens with a backlog
+/// of 5 and forks a child per accept, so while it is busy a SYN may be
+/// dropped and retried after 1 s; as the models' cells, allow 5 s.
+const PEER_CONNECT: Duration = Duration::from_secs(5);
+/// No echo for this long means the peer is stuck: the cell fails.
+const PEER_STALL: Duration = Duration::from_secs(5);
+/// How often the main thread looks at the load worker while it waits.
+const PEER_WAIT_TICK: Duration = Duration::from_millis(20);
 
 /// Measured seconds per cell when `NETECHO_BENCH_SECS` is unset.
 const DEFAULT_SECS: f64 = models::DEFAULT_SECS.as_secs_f64();
@@ -123,18 +156,29 @@ impl Config {
             Ok(s) => {
                 let mut servers = Vec::new();
                 for name in s.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                    if name == C_EPOLL {
+                    if name == C_EPOLL || PEERS.contains(&name) {
                         servers.push(name.to_string());
                     } else {
-                        let list = models::parse_models(name)
-                            .map_err(|e| format!("NETECHO_BENCH_MODELS: {e} (or {C_EPOLL})"))?;
+                        let list = models::parse_models(name).map_err(|e| {
+                            format!(
+                                "NETECHO_BENCH_MODELS: {e} (or {C_EPOLL}, {})",
+                                PEERS.join(", ")
+                            )
+                        })?;
                         servers.extend(list.0);
                     }
                 }
+                let mut seen = Vec::with_capacity(servers.len());
+                servers.retain(|s| {
+                    let first = !seen.contains(s);
+                    seen.push(s.clone());
+                    first
+                });
                 servers
             }
             Err(_) => std::iter::once(C_EPOLL)
                 .chain(DEFAULT_MODELS.iter().copied())
+                .chain(PEERS.into_iter().filter(|p| find_in_path(p).is_some()))
                 .map(String::from)
                 .collect(),
         };
@@ -234,6 +278,10 @@ fn run() -> Res<()> {
             rows.push(floor_row(w, &cfg));
         }
         for name in &cfg.servers {
+            if PEERS.contains(&name.as_str()) {
+                rows.push(peer_row(name, w, &cfg));
+                continue;
+            }
             let server = match (name.as_str(), &c_epoll) {
                 (C_EPOLL, Some(Ok(program))) => Ok(Server::Other {
                     label: C_EPOLL.into(),
@@ -377,6 +425,335 @@ fn build_c_epoll(cfg: &Config) -> Res<PathBuf> {
         ));
     }
     Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// Peers: socat, ncat, xinetd
+// ---------------------------------------------------------------------------
+
+/// Runs one peer on one workload `repeat` times.
+fn peer_row(name: &str, w: Workload, cfg: &Config) -> Row {
+    let row = |note: String, cell| Row {
+        label: name.to_string(),
+        note,
+        cell,
+    };
+    if w == Workload::Idle {
+        let n = cfg.setup.idle_conns;
+        return row(
+            String::new(),
+            Err(Skip::NotApplicable(format!(
+                "forks a process per connection: {n} idle connections would be {n} processes"
+            ))),
+        );
+    }
+    let Some(prog) = find_in_path(name) else {
+        return row(
+            String::new(),
+            Err(Skip::NotApplicable(
+                "not installed (scripts/install-peers.sh)".into(),
+            )),
+        );
+    };
+    let mut samples = Vec::new();
+    for _ in 0..cfg.repeat {
+        let began = Instant::now();
+        match peer_measure(name, &prog, w, cfg) {
+            Ok(outcome) => {
+                progress(name, w, &outcome, began.elapsed());
+                samples.push(outcome);
+            }
+            Err(e) => {
+                eprintln!("[w{}] {name}: error: {e}", w.number());
+                return row(String::new(), Err(Skip::Failed(e)));
+            }
+        }
+    }
+    row(
+        "fork per conn".into(),
+        median(&samples).ok_or(Skip::Failed("no sample".into())),
+    )
+}
+
+/// A free loopback port: bind 127.0.0.1:0, read the port, let it go.
+fn free_port() -> Res<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("picking a port: {e}"))?;
+    let port = l
+        .local_addr()
+        .map_err(|e| format!("picking a port: {e}"))?
+        .port();
+    drop(l);
+    Ok(port)
+}
+
+/// The arguments that make `name` an echo server on 127.0.0.1:`port`
+/// (xinetd's config file is written here).
+fn peer_args(name: &str, port: u16, cfg: &Config) -> Res<Vec<String>> {
+    Ok(match name {
+        "socat" => vec![
+            format!("TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr"),
+            "PIPE".into(),
+        ],
+        "ncat" => vec![
+            "-l".into(),
+            "-k".into(),
+            "127.0.0.1".into(),
+            port.to_string(),
+            "-e".into(),
+            "/bin/cat".into(),
+        ],
+        "xinetd" => {
+            // A service on a port /etc/services does not give it must be
+            // UNLISTED; `id` picks the stream variant of the internal echo.
+            let conf = cfg.work_dir.join("xinetd-echo.conf");
+            let text = format!(
+                "defaults\n{{\n}}\n\nservice echo\n{{\n\ttype = INTERNAL UNLISTED\n\tid = echo-stream\n\tsocket_type = stream\n\tprotocol = tcp\n\tuser = root\n\twait = no\n\tport = {port}\n\tbind = 127.0.0.1\n\tflags = REUSE\n\tinstances = UNLIMITED\n\tper_source = UNLIMITED\n\tcps = 1000000 1\n}}\n"
+            );
+            std::fs::write(&conf, text).map_err(|e| format!("writing {}: {e}", conf.display()))?;
+            vec![
+                "-dontfork".into(),
+                "-f".into(),
+                conf.display().to_string(),
+                "-pidfile".into(),
+                cfg.work_dir.join("xinetd.pid").display().to_string(),
+            ]
+        }
+        _ => return Err(format!("unknown peer {name}")),
+    })
+}
+
+/// A peer we started, leader of its own process group.
+struct Peer {
+    child: Child,
+    pid: i32,
+    /// Where its stderr goes, to explain a failure.
+    log: PathBuf,
+}
+
+impl Peer {
+    /// The last line of its stderr as `; its stderr: ...`, or nothing.
+    fn tail(&self) -> String {
+        std::fs::read_to_string(&self.log)
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .map(str::to_string)
+            })
+            .map_or_else(String::new, |l| format!("; its stderr: {}", l.trim()))
+    }
+}
+
+impl Drop for Peer {
+    /// SIGTERM to the group, SIGKILL if the leader is still there after
+    /// [`PEER_STOP`], then SIGKILL to whatever of the group is left (forked
+    /// per-connection children). The group is ours: its leader is our child,
+    /// and a group id is not reused while any member lives.
+    fn drop(&mut self) {
+        // SAFETY: killpg only sends a signal to the group we created.
+        unsafe { libc::killpg(self.pid, libc::SIGTERM) };
+        let deadline = Instant::now() + PEER_STOP;
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            thread::sleep(PEER_POLL);
+        }
+        // SAFETY: as above.
+        unsafe { libc::killpg(self.pid, libc::SIGKILL) };
+        let _ = self.child.wait();
+        // Until the killed children are gone (bounded), so they do not run
+        // into the next cell.
+        let deadline = Instant::now() + PEER_GONE;
+        // SAFETY: signal 0 only asks whether the group still has members.
+        while unsafe { libc::killpg(self.pid, 0) } == 0 && Instant::now() < deadline {
+            thread::sleep(PEER_POLL);
+        }
+    }
+}
+
+/// Starts `prog args` in its own process group, pinned to the server CPU,
+/// and waits until a connect to `addr` succeeds (at most [`PEER_READY`]).
+fn start_peer(
+    name: &str,
+    prog: &Path,
+    args: &[String],
+    addr: SocketAddr,
+    cfg: &Config,
+) -> Res<Peer> {
+    let log = cfg.work_dir.join(format!("{name}.stderr"));
+    let err_file =
+        std::fs::File::create(&log).map_err(|e| format!("creating {}: {e}", log.display()))?;
+    let cpu = cfg.setup.server_cpu;
+    // SAFETY: zeroed is a valid empty cpu_set_t.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    if let Some(c) = cpu.filter(|&c| c < libc::CPU_SETSIZE as usize) {
+        // SAFETY: `c` is below CPU_SETSIZE, so the bit is inside `set`.
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    let mut cmd = Command::new(prog);
+    // SAFETY: the closure runs between fork and exec and makes only raw
+    // syscalls on values built before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            // The bench dying must not leave a pinned peer behind.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if cpu.is_some()
+                && libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err_file)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", prog.display()))?;
+    let pid = i32::try_from(child.id()).map_err(|_| "peer pid out of range".to_string())?;
+    let mut peer = Peer { child, pid, log };
+    let deadline = Instant::now() + PEER_READY;
+    loop {
+        if let Ok(Some(status)) = peer.child.try_wait() {
+            return Err(format!("{name} exited ({status}){}", peer.tail()));
+        }
+        if TcpStream::connect_timeout(&addr, PEER_PROBE).is_ok() {
+            return Ok(peer);
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{name} accepted no connection on {addr} within {} s{}",
+                PEER_READY.as_secs(),
+                peer.tail()
+            ));
+        }
+        thread::sleep(PEER_POLL);
+    }
+}
+
+/// One peer cell: a fresh peer on a free port, one workload, then stopped.
+fn peer_measure(name: &str, prog: &Path, w: Workload, cfg: &Config) -> Res<Outcome> {
+    let port = free_port()?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let args = peer_args(name, port, cfg)?;
+    let peer = start_peer(name, prog, &args, addr, cfg)?;
+    // Let the readiness probe's child (if it forked one) finish.
+    thread::sleep(Duration::from_millis(50));
+    let (conns, size, new_conn) = match w {
+        Workload::Small => (models::SMALL_CONNS, SMALL_MSG, false),
+        Workload::Large => (models::LARGE_CONNS, LARGE_MSG, false),
+        Workload::Connect => (models::CONNECT_PARALLEL, SMALL_MSG, true),
+        Workload::Idle => return Err("workload 4 is n/a for peers".into()),
+    };
+    let out = peer_traffic(addr, peer.pid, conns, size, new_conn, cfg);
+    let tail = peer.tail();
+    drop(peer);
+    out.map_err(|e| format!("{e}{tail}"))
+}
+
+/// Workloads 1–3 against a peer, with the same TCP worker and window as
+/// the models' cells; the peer's CPU (children included) is read when the
+/// window opens and closes.
+fn peer_traffic(
+    addr: SocketAddr,
+    server: i32,
+    conns: usize,
+    size: usize,
+    new_conn: bool,
+    cfg: &Config,
+) -> Res<Outcome> {
+    let mut list = Vec::with_capacity(conns);
+    for id in 0..conns {
+        let sock = if new_conn {
+            None
+        } else {
+            let s = TcpStream::connect_timeout(&addr, PEER_CONNECT)
+                .map_err(|e| format!("cannot connect to the peer: {e}"))?;
+            // As for the models: the client side never waits on Nagle.
+            let _ = s.set_nodelay(true);
+            Some(s)
+        };
+        list.push((id as u64, sock));
+    }
+    let plan = plan::Plan::new(plan::Settings {
+        addr,
+        conns,
+        threads: 1,
+        size,
+        warmup: cfg.setup.warmup,
+        duration: Some(cfg.setup.window),
+        budget: None,
+        rate: None,
+        new_conn,
+        timeout: PEER_STALL,
+    });
+    let clk = cfg.setup.clk_tck;
+    let (open, close, tally) = thread::scope(|scope| {
+        let worker = thread::Builder::new()
+            .name("peer-load".into())
+            .spawn_scoped(scope, || tcp::run(&plan, 0, list))
+            .map_err(|e| format!("starting the load thread: {e}"))?;
+        let open = peer_sample_at(plan.warmup_end, &worker, server, clk);
+        let close = match (&open, plan.end) {
+            (Ok(_), Some(end)) => peer_sample_at(end, &worker, server, clk),
+            (Ok(_), None) => Err("the window has no end".to_string()),
+            (Err(_), _) => Err("the window never opened".to_string()),
+        };
+        let tally = worker
+            .join()
+            .map_err(|_| "the load thread panicked".to_string())
+            .and_then(|t| t.map_err(|e| e.to_string()));
+        Ok::<_, String>((open, close, tally))
+    })?;
+    let tally = tally?;
+    if tally.errors > 0 {
+        return Err(format!(
+            "{} failed requests; first: {}",
+            tally.errors,
+            plan.first_error().unwrap_or_default()
+        ));
+    }
+    let (t0, cpu0) = open?;
+    let (t1, cpu1) = close?;
+    let requests = tally.hist.len();
+    if requests == 0 {
+        return Err("no request completed in the window".into());
+    }
+    let secs = t1.saturating_duration_since(t0).as_secs_f64().max(1e-9);
+    let us = |q: f64| tally.hist.value_at_quantile(q) as f64 / 1e3;
+    Ok(Outcome::Traffic(Traffic {
+        req_s: requests as f64 / secs,
+        mb_s: requests as f64 * size as f64 / secs / 1e6,
+        p50_us: us(0.5),
+        p99_us: us(0.99),
+        p999_us: us(0.999),
+        cpu_us: cpu1.saturating_sub(cpu0) as f64 / 1e3 / requests as f64,
+    }))
+}
+
+/// Waits until `at` (or the worker's early end), then reads the peer's CPU.
+fn peer_sample_at<T>(
+    at: Instant,
+    worker: &thread::ScopedJoinHandle<'_, T>,
+    server: i32,
+    clk_tck: f64,
+) -> Res<(Instant, u64)> {
+    loop {
+        let now = Instant::now();
+        if now >= at {
+            break;
+        }
+        if worker.is_finished() {
+            return Err("the load stopped before the window".into());
+        }
+        thread::sleep(at.duration_since(now).min(PEER_WAIT_TICK));
+    }
+    let cpu = procstat::tree_cpu_ns(server, clk_tck).map_err(|e| e.to_string())?;
+    Ok((Instant::now(), cpu))
 }
 
 // ---------------------------------------------------------------------------
@@ -653,18 +1030,45 @@ fn print_header(cfg: &Config) {
             String::new()
         }
     );
-    let peers: Vec<&str> = ["socat", "ncat", "xinetd"]
+    let installed: Vec<&str> = PEERS
         .into_iter()
         .filter(|p| find_in_path(p).is_some())
         .collect();
+    let asked: Vec<&str> = PEERS
+        .into_iter()
+        .filter(|p| cfg.servers.iter().any(|s| s == p))
+        .collect();
+    let missing: Vec<&str> = PEERS
+        .into_iter()
+        .filter(|p| !installed.contains(p))
+        .collect();
     println!(
-        "peers:    {}",
-        if peers.is_empty() {
-            "socat, ncat, xinetd not installed; none run".to_string()
+        "peers:    installed: {}; run: {}{}",
+        if installed.is_empty() {
+            "none".to_string()
         } else {
-            format!("{} installed but not run by this bench", peers.join(", "))
+            installed.join(", ")
+        },
+        if asked.is_empty() {
+            "none".to_string()
+        } else {
+            asked.join(", ")
+        },
+        if missing.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; not installed: {} (scripts/install-peers.sh)",
+                missing.join(", ")
+            )
         }
     );
+    if !asked.is_empty() {
+        println!(
+            "peer cmds: socat TCP-LISTEN:P,bind=127.0.0.1,fork,reuseaddr PIPE | ncat -l -k 127.0.0.1 P -e /bin/cat | xinetd -dontfork -f {} (internal echo-stream, UNLISTED, port P); P = a free port; pinned like the models; no TCP_NODELAY on their side (their defaults)",
+            cfg.work_dir.join("xinetd-echo.conf").display()
+        );
+    }
 }
 
 /// `a / b` as a ratio, or "-" when there is no baseline to divide by.
