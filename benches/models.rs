@@ -55,7 +55,7 @@ use netecho::bench::models::{
     self, DEFAULT_MODELS, IDLE_CONNS, IDLE_SETTLE, LARGE_MSG, Memory, Outcome, SMALL_MSG, Server,
     Setup, Skip, Traffic, Workload, num,
 };
-use netecho::bench::{pattern, plan, procstat, raise_nofile_limit, spawn, tcp};
+use netecho::bench::{pattern, procstat, raise_nofile_limit, spawn};
 
 /// Errors here end the run before any cell; a message is all a reader needs.
 type Res<T> = Result<T, String>;
@@ -75,15 +75,6 @@ const PEER_GONE: Duration = Duration::from_secs(1);
 const PEER_POLL: Duration = Duration::from_millis(10);
 /// Connect timeout of the readiness probe (a refused connect returns at once).
 const PEER_PROBE: Duration = Duration::from_millis(500);
-/// Connect timeout of the load's connections: socat listens with a backlog
-/// of 5 and forks a child per accept, so while it is busy a SYN may be
-/// dropped and retried after 1 s; as the models' cells, allow 5 s.
-const PEER_CONNECT: Duration = Duration::from_secs(5);
-/// No echo for this long means the peer is stuck: the cell fails.
-const PEER_STALL: Duration = Duration::from_secs(5);
-/// How often the main thread looks at the load worker while it waits.
-const PEER_WAIT_TICK: Duration = Duration::from_millis(20);
-
 /// Measured seconds per cell when `NETECHO_BENCH_SECS` is unset.
 const DEFAULT_SECS: f64 = models::DEFAULT_SECS.as_secs_f64();
 /// Longest measured window accepted, so a typo cannot make a run of hours.
@@ -649,111 +640,11 @@ fn peer_measure(name: &str, prog: &Path, w: Workload, cfg: &Config) -> Res<Outco
         Workload::Connect => (models::CONNECT_PARALLEL, SMALL_MSG, true),
         Workload::Idle => return Err("workload 4 is n/a for peers".into()),
     };
-    let out = peer_traffic(addr, peer.pid, conns, size, new_conn, cfg);
+    let out = models::traffic(addr, peer.pid, conns, size, new_conn, &cfg.setup)
+        .map_err(|e| e.to_string());
     let tail = peer.tail();
     drop(peer);
     out.map_err(|e| format!("{e}{tail}"))
-}
-
-/// Workloads 1–3 against a peer, with the same TCP worker and window as
-/// the models' cells; the peer's CPU (children included) is read when the
-/// window opens and closes.
-fn peer_traffic(
-    addr: SocketAddr,
-    server: i32,
-    conns: usize,
-    size: usize,
-    new_conn: bool,
-    cfg: &Config,
-) -> Res<Outcome> {
-    let mut list = Vec::with_capacity(conns);
-    for id in 0..conns {
-        let sock = if new_conn {
-            None
-        } else {
-            let s = TcpStream::connect_timeout(&addr, PEER_CONNECT)
-                .map_err(|e| format!("cannot connect to the peer: {e}"))?;
-            // As for the models: the client side never waits on Nagle.
-            let _ = s.set_nodelay(true);
-            Some(s)
-        };
-        list.push((id as u64, sock));
-    }
-    let plan = plan::Plan::new(plan::Settings {
-        addr,
-        conns,
-        threads: 1,
-        size,
-        warmup: cfg.setup.warmup,
-        duration: Some(cfg.setup.window),
-        budget: None,
-        rate: None,
-        new_conn,
-        timeout: PEER_STALL,
-    });
-    let clk = cfg.setup.clk_tck;
-    let (open, close, tally) = thread::scope(|scope| {
-        let worker = thread::Builder::new()
-            .name("peer-load".into())
-            .spawn_scoped(scope, || tcp::run(&plan, 0, list))
-            .map_err(|e| format!("starting the load thread: {e}"))?;
-        let open = peer_sample_at(plan.warmup_end, &worker, server, clk);
-        let close = match (&open, plan.end) {
-            (Ok(_), Some(end)) => peer_sample_at(end, &worker, server, clk),
-            (Ok(_), None) => Err("the window has no end".to_string()),
-            (Err(_), _) => Err("the window never opened".to_string()),
-        };
-        let tally = worker
-            .join()
-            .map_err(|_| "the load thread panicked".to_string())
-            .and_then(|t| t.map_err(|e| e.to_string()));
-        Ok::<_, String>((open, close, tally))
-    })?;
-    let tally = tally?;
-    if tally.errors > 0 {
-        return Err(format!(
-            "{} failed requests; first: {}",
-            tally.errors,
-            plan.first_error().unwrap_or_default()
-        ));
-    }
-    let (t0, cpu0) = open?;
-    let (t1, cpu1) = close?;
-    let requests = tally.hist.len();
-    if requests == 0 {
-        return Err("no request completed in the window".into());
-    }
-    let secs = t1.saturating_duration_since(t0).as_secs_f64().max(1e-9);
-    let us = |q: f64| tally.hist.value_at_quantile(q) as f64 / 1e3;
-    Ok(Outcome::Traffic(Traffic {
-        req_s: requests as f64 / secs,
-        mb_s: requests as f64 * size as f64 / secs / 1e6,
-        p50_us: us(0.5),
-        p99_us: us(0.99),
-        p999_us: us(0.999),
-        cpu_us: cpu1.saturating_sub(cpu0) as f64 / 1e3 / requests as f64,
-    }))
-}
-
-/// Waits until `at` (or the worker's early end), then reads the peer's CPU.
-fn peer_sample_at<T>(
-    at: Instant,
-    worker: &thread::ScopedJoinHandle<'_, T>,
-    server: i32,
-    clk_tck: f64,
-) -> Res<(Instant, u64)> {
-    loop {
-        let now = Instant::now();
-        if now >= at {
-            break;
-        }
-        if worker.is_finished() {
-            return Err("the load stopped before the window".into());
-        }
-        thread::sleep(at.duration_since(now).min(PEER_WAIT_TICK));
-    }
-    let cpu = procstat::tree_cpu_ns(server, clk_tck).map_err(|e| e.to_string())?;
-    Ok((Instant::now(), cpu))
 }
 
 // ---------------------------------------------------------------------------

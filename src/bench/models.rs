@@ -340,8 +340,10 @@ fn fail(e: Error) -> Skip {
 
 /// Workloads 1–3 through `bench`'s own TCP worker, on one thread: `conns`
 /// connections of `size`-byte messages (`new_conn`: a connection per
-/// request). The server's CPU is read when the window opens and closes.
-fn traffic(
+/// request). The CPU of process `server` (forked children included) is read
+/// when the window opens and closes. Public for the benchmark's peer rows
+/// (socat, ncat, xinetd), which must be measured the same way.
+pub fn traffic(
     addr: SocketAddr,
     server: i32,
     conns: usize,
