@@ -104,8 +104,16 @@ pub fn take(listener: &TcpListener, ctx: &Ctx) -> Option<(TcpStream, SocketAddr)
 /// Closes a connection over a limit (already counted by `Ctx::admit`).
 fn reject(conn: TcpStream, peer: SocketAddr, ctx: &Ctx) {
     drop(conn);
+    log_rejected(Some(peer), ctx);
+}
+
+/// The warning for a connection closed over `--max-conns` or
+/// `--max-conns-per-ip`, at most once per interval. Every model logs it here
+/// (uring may not know the peer: a multishot accept gives no address).
+pub fn log_rejected(peer: Option<SocketAddr>, ctx: &Ctx) {
     static LAST: AtomicU64 = AtomicU64::new(0);
     if rate_ok(&LAST) {
+        let peer = peer.map_or_else(|| "unknown".to_string(), |p| p.to_string());
         warn!(
             %peer,
             max_conns = ctx.max_conns,
@@ -115,11 +123,27 @@ fn reject(conn: TcpStream, peer: SocketAddr, ctx: &Ctx) {
     }
 }
 
-/// Sorts accept errors: retry at once, or pause when out of resources.
-pub fn handle_accept_error(e: &io::Error) {
+/// What a failed accept means for the acceptor. Every model sorts its
+/// accept errors with [`classify`]; each then waits in its own way (a
+/// blocking model sleeps, an event loop sets a deadline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptError {
+    /// Another worker took it, a signal, or the client gave up already:
+    /// accept again at once.
+    Retry,
+    /// Out of descriptors or memory: stop accepting for this long (nginx
+    /// does the same), or the retries would spin a core.
+    Pause(Duration),
+    /// The listener was shut down by the supervisor (EINVAL): stop using it.
+    ListenerClosed,
+    /// An error the peer caused (EPROTO, ENETDOWN...): skip that connection.
+    Skip,
+}
+
+/// Sorts an accept error and logs it (at most once per interval per kind).
+pub fn classify(e: &io::Error) -> AcceptError {
     match e.raw_os_error() {
-        // Another worker took it, a signal, or the client gave up already.
-        Some(libc::EAGAIN) | Some(libc::EINTR) | Some(libc::ECONNABORTED) => {}
+        Some(libc::EAGAIN) | Some(libc::EINTR) | Some(libc::ECONNABORTED) => AcceptError::Retry,
         Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM) => {
             static LAST: AtomicU64 = AtomicU64::new(0);
             if rate_ok(&LAST) {
@@ -128,15 +152,24 @@ pub fn handle_accept_error(e: &io::Error) {
                     RESOURCE_PAUSE.as_millis()
                 );
             }
-            std::thread::sleep(RESOURCE_PAUSE);
+            AcceptError::Pause(RESOURCE_PAUSE)
         }
-        // Errors the peer caused (EPROTO, ENETDOWN...): skip the connection.
+        Some(libc::EINVAL) => AcceptError::ListenerClosed,
         _ => {
             static LAST: AtomicU64 = AtomicU64::new(0);
             if rate_ok(&LAST) {
                 warn!("accept: {e}");
             }
+            AcceptError::Skip
         }
+    }
+}
+
+/// [`classify`] for the blocking models: a pause is a sleep of this thread.
+/// A closed listener needs nothing here: the next poll reports it hung up.
+pub fn handle_accept_error(e: &io::Error) {
+    if let AcceptError::Pause(d) = classify(e) {
+        std::thread::sleep(d);
     }
 }
 

@@ -52,9 +52,10 @@ use mio::{Events, Interest, Poll, Token};
 use nix::errno::Errno;
 use tracing::{debug, warn};
 
+use super::accept::{self, AcceptError};
 use super::echo::{self, BUF_SIZE, End};
 use super::pending::{IdleWheel, PENDING_CAP, Pending, WheelKey};
-use super::{Ctx, accept, supervise};
+use super::{Ctx, supervise};
 use crate::error::{Error, Result};
 
 /// How often an idle worker wakes to look at the stop flag, the accept
@@ -371,33 +372,18 @@ impl Worker {
                 Ok((stream, peer)) => self.admit(stream, peer),
                 // The backlog is empty (or another worker took it): wait for the next edge.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                // A signal: accept again.
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => match e.raw_os_error() {
-                    // The client gave up while in the backlog: take the next.
-                    Some(libc::ECONNABORTED) => {}
-                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
-                        static LAST: AtomicU64 = AtomicU64::new(0);
-                        if accept::rate_ok(&LAST) {
-                            warn!(
-                                "accept: {e}; pausing accepts for {} ms",
-                                accept::RESOURCE_PAUSE.as_millis()
-                            );
-                        }
+                Err(e) => match accept::classify(&e) {
+                    // A signal, or the client gave up in the backlog: take
+                    // the next; an error the peer caused: skip it.
+                    AcceptError::Retry | AcceptError::Skip => {}
+                    AcceptError::Pause(_) => {
                         self.pause_accepting();
                         return;
                     }
                     // The supervisor shut the listener down.
-                    Some(libc::EINVAL) => {
+                    AcceptError::ListenerClosed => {
                         self.close_listener(i);
                         return;
-                    }
-                    // Errors the peer caused (EPROTO, ENETDOWN...): skip it.
-                    _ => {
-                        static LAST: AtomicU64 = AtomicU64::new(0);
-                        if accept::rate_ok(&LAST) {
-                            warn!("accept: {e}");
-                        }
                     }
                 },
             }
@@ -411,15 +397,7 @@ impl Worker {
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr) {
         if !self.ctx.admit(&peer) {
             drop(stream);
-            static LAST: AtomicU64 = AtomicU64::new(0);
-            if accept::rate_ok(&LAST) {
-                warn!(
-                    %peer,
-                    max_conns = self.ctx.max_conns,
-                    max_conns_per_ip = self.ctx.max_conns_per_ip,
-                    "over --max-conns or --max-conns-per-ip: connection closed"
-                );
-            }
+            accept::log_rejected(Some(peer), self.ctx);
             return;
         }
         if let Err(e) = stream.set_nodelay(true) {

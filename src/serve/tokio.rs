@@ -46,7 +46,7 @@ use std::future::{Future, poll_fn};
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener as StdListener};
 use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -56,11 +56,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Builder;
 use tokio::time::{Instant, MissedTickBehavior, Sleep};
-use tracing::{debug, warn};
+use tracing::debug;
 
+use super::accept::{self, AcceptError};
 use super::echo::{self, BUF_SIZE, End};
 use super::pending::Pending;
-use super::{Ctx, accept, supervise};
+use super::{Ctx, supervise};
 use crate::error::{Error, Result};
 
 /// How often an accept task wakes to look at the stop flag.
@@ -128,29 +129,14 @@ async fn accept_loop(listener: TcpListener, ctx: &'static Ctx) {
         };
         match accepted {
             Ok((stream, peer)) => admit(stream, peer, ctx),
-            Err(e) => match e.raw_os_error() {
-                // The client gave up while in the backlog, or a signal: take the next.
-                Some(libc::ECONNABORTED | libc::EINTR) => {}
-                Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
-                    static LAST: AtomicU64 = AtomicU64::new(0);
-                    if accept::rate_ok(&LAST) {
-                        warn!(
-                            "accept: {e}; pausing accepts for {} ms",
-                            accept::RESOURCE_PAUSE.as_millis()
-                        );
-                    }
-                    // Only this task waits; connections are served meanwhile.
-                    tokio::time::sleep(accept::RESOURCE_PAUSE).await;
-                }
+            Err(e) => match accept::classify(&e) {
+                // A signal, or the client gave up in the backlog: take the
+                // next; an error the peer caused: skip it.
+                AcceptError::Retry | AcceptError::Skip => {}
+                // Only this task waits; connections are served meanwhile.
+                AcceptError::Pause(d) => tokio::time::sleep(d).await,
                 // The supervisor shut the listener down.
-                Some(libc::EINVAL) => return,
-                // Errors the peer caused (EPROTO, ENETDOWN...): skip it.
-                _ => {
-                    static LAST: AtomicU64 = AtomicU64::new(0);
-                    if accept::rate_ok(&LAST) {
-                        warn!("accept: {e}");
-                    }
-                }
+                AcceptError::ListenerClosed => return,
             },
         }
     }
@@ -161,15 +147,7 @@ async fn accept_loop(listener: TcpListener, ctx: &'static Ctx) {
 fn admit(stream: TcpStream, peer: SocketAddr, ctx: &'static Ctx) {
     if !ctx.admit(&peer) {
         drop(stream);
-        static LAST: AtomicU64 = AtomicU64::new(0);
-        if accept::rate_ok(&LAST) {
-            warn!(
-                %peer,
-                max_conns = ctx.max_conns,
-                max_conns_per_ip = ctx.max_conns_per_ip,
-                "over --max-conns or --max-conns-per-ip: connection closed"
-            );
-        }
+        accept::log_rejected(Some(peer), ctx);
         return;
     }
     // From here on, dropping `slot` closes the socket and releases it.

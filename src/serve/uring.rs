@@ -59,7 +59,7 @@ use std::num::NonZeroUsize;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -71,8 +71,9 @@ use nix::sys::socket::{Shutdown, shutdown};
 use socket2::SockRef;
 use tracing::{debug, error, info, warn};
 
+use super::accept::{self, AcceptError};
 use super::echo::{self, End};
-use super::{Ctx, accept, supervise};
+use super::{Ctx, supervise};
 use crate::error::{Error, Result};
 
 /// Environment variable: provided buffers per worker ring.
@@ -931,29 +932,19 @@ impl Worker {
         } else {
             let errno = -res;
             let pause = match errno {
-                // The client gave up already, or a signal: retry at once.
-                libc::ECONNABORTED | libc::EINTR | libc::EAGAIN => None,
-                // Our own cancel, or the listener shut down by the
-                // supervisor: only when stopping, and then never re-armed.
-                libc::ECANCELED | libc::EINVAL if self.stopping => None,
-                libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
-                    static LAST: AtomicU64 = AtomicU64::new(0);
-                    if accept::rate_ok(&LAST) {
-                        warn!(
-                            "accept: {}; pausing accepts for {} ms",
-                            io::Error::from_raw_os_error(errno),
-                            accept::RESOURCE_PAUSE.as_millis()
-                        );
-                    }
-                    Some(accept::RESOURCE_PAUSE)
-                }
-                _ => {
-                    static LAST: AtomicU64 = AtomicU64::new(0);
-                    if accept::rate_ok(&LAST) {
-                        warn!("accept: {}", io::Error::from_raw_os_error(errno));
-                    }
-                    Some(ACCEPT_ERROR_PAUSE)
-                }
+                // Our own cancel: when stopping, or after a pause began
+                // (which re-arms it when it ends).
+                libc::ECANCELED => None,
+                // The listener shut down by the supervisor: never re-armed.
+                libc::EINVAL if self.stopping => None,
+                _ => match accept::classify(&io::Error::from_raw_os_error(errno)) {
+                    AcceptError::Retry => None,
+                    AcceptError::Pause(d) => Some(d),
+                    // A multishot accept stops after any error: a short
+                    // pause before re-arming keeps a persistent one from
+                    // spinning.
+                    AcceptError::Skip | AcceptError::ListenerClosed => Some(ACCEPT_ERROR_PAUSE),
+                },
             };
             if let Some(p) = pause {
                 self.listeners[i].resume_at = Some(self.now + p);
@@ -990,15 +981,7 @@ impl Worker {
         if !admitted {
             let peer = peer.or_else(|| peer_of(&fd));
             drop(fd);
-            static LAST: AtomicU64 = AtomicU64::new(0);
-            if accept::rate_ok(&LAST) {
-                warn!(
-                    ?peer,
-                    max_conns = ctx.max_conns,
-                    max_conns_per_ip = ctx.max_conns_per_ip,
-                    "over --max-conns or --max-conns-per-ip: connection closed"
-                );
-            }
+            accept::log_rejected(peer, ctx);
             return;
         }
         if let Err(e) = SockRef::from(&fd).set_tcp_nodelay(true) {
