@@ -1,15 +1,13 @@
 //! `netecho lab` runs its whole walkthrough: as root with the capture, and
 //! without CAP_NET_RAW with the capture skipped.
 
+mod common;
+
+use common::is_root;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_netecho");
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
 
 /// Runs a command to the end, killing it after 60 s so a hang fails the
 /// test instead of stalling the suite.

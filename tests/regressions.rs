@@ -427,7 +427,7 @@ fn tokio_survives_running_out_of_descriptors() {
 
 #[test]
 fn trace_hears_ctrl_c_and_keeps_printing_under_steady_traffic() {
-    if !nix::unistd::geteuid().is_root() {
+    if !common::is_root() {
         eprintln!("SKIPPED trace_hears_ctrl_c...: capturing needs CAP_NET_RAW (root)");
         return;
     }

@@ -14,16 +14,12 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Rng, Server};
+use common::{BIN, Rng, Server, is_root};
 
 /// How long a test waits for a UDP reply that should come.
 const UDP_WAIT: Duration = Duration::from_secs(2);
 /// How long a test waits to be sure a UDP reply does not come.
 const NO_REPLY_WAIT: Duration = Duration::from_millis(300);
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
 
 /// A UDP socket on `ip`, port 0, with a receive timeout.
 fn udp_from(ip: Ipv4Addr) -> UdpSocket {

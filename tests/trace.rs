@@ -1,6 +1,9 @@
 //! `netecho trace` capturing a real connection on loopback (needs root for
 //! the AF_PACKET socket; prints SKIPPED otherwise).
 
+mod common;
+
+use common::is_root;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -8,11 +11,6 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_netecho");
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
 
 macro_rules! need_root {
     ($name:expr) => {

@@ -53,6 +53,9 @@ use crate::cli::{parse_positive, parse_secs, parse_secs_nonzero};
 use crate::error::{Error, Result};
 use plan::{Plan, Tally};
 
+/// The bench opens thousands of sockets, as the server does.
+pub use crate::serve::raise_nofile_limit;
+
 /// Connections when `-c` is not given: enough to keep a multi-core server
 /// busy, as tcpkali and wrk default to tens.
 pub const DEFAULT_CONNS: usize = 50;
@@ -479,19 +482,4 @@ pub fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
     let sock = UdpSocket::bind(any)?;
     sock.connect(addr)?;
     Ok(sock)
-}
-
-/// Raises the soft descriptor limit to the hard one: thousands of
-/// connections should not fail at 1024 because of a shell default. Returns
-/// the limits (soft, hard) in force afterwards; (0, 0) if unreadable.
-pub fn raise_nofile_limit() -> (u64, u64) {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => (hard, hard),
-            Err(_) => (soft, hard),
-        },
-        Ok(limits) => limits,
-        Err(_) => (0, 0),
-    }
 }

@@ -219,7 +219,7 @@ pub fn run(opt: ServeOpt) -> Result<()> {
     let max_conns = opt
         .max_conns
         .unwrap_or_else(|| model.default_max_conns(workers));
-    raise_nofile_limit();
+    let _ = raise_nofile_limit();
     // Sockets passed by systemd first, before this process opens any other
     // descriptor that could sit where LISTEN_FDS says they are.
     let passed = activation::take()?.unwrap_or_default();
@@ -318,13 +318,18 @@ pub fn default_workers() -> usize {
 }
 
 /// Raises the soft descriptor limit to the hard one: a server holding
-/// thousands of sockets should not fail at 1024 because of a shell default.
-fn raise_nofile_limit() {
+/// thousands of sockets (or a bench opening them) should not fail at 1024
+/// because of a shell default. Returns the limits (soft, hard) in force
+/// afterwards; (0, 0) if unreadable.
+pub fn raise_nofile_limit() -> (u64, u64) {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
-        && soft < hard
-    {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => (hard, hard),
+            Err(_) => (soft, hard),
+        },
+        Ok(limits) => limits,
+        Err(_) => (0, 0),
     }
 }
 
