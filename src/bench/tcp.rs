@@ -8,8 +8,6 @@
 //! returns EAGAIN. The echo is compared with the message sent, slice by
 //! slice, however the reads split.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::io::{self, Read, Write};
 use std::time::Instant;
 
@@ -82,7 +80,7 @@ struct Worker<'a> {
     slot: usize,
     poll: Poll,
     conns: Vec<Conn>,
-    timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    timers: timer::Schedule,
     /// Connections not yet `Done`.
     active: usize,
     tally: Tally,
@@ -141,7 +139,7 @@ pub fn run(
         poll,
         active: list.len(),
         conns: list,
-        timers: BinaryHeap::new(),
+        timers: timer::Schedule::default(),
         tally: Tally::new()?,
         done: 0,
         rbuf: vec![0; READ_BUF],
@@ -162,11 +160,7 @@ impl Worker<'_> {
         let mut last_scan = now;
         loop {
             let now = Instant::now();
-            while let Some(&Reverse((at, i))) = self.timers.peek() {
-                if at > now {
-                    break;
-                }
-                self.timers.pop();
+            while let Some((at, i)) = self.timers.pop_due(now) {
                 // A connection that failed while waiting has no request due.
                 if self.conns[i].state == State::Waiting {
                     self.begin(i, at, now);
@@ -179,7 +173,7 @@ impl Worker<'_> {
                 last_scan = now;
                 self.expire(now, timeout);
             }
-            let next = self.timers.peek().map(|&Reverse((at, _))| at);
+            let next = self.timers.next();
             let end = self.plan.end;
             if !timer::poll_until(
                 &mut self.poll,
@@ -251,7 +245,7 @@ impl Worker<'_> {
             self.begin(i, due, now);
         } else {
             self.conns[i].state = State::Waiting;
-            self.timers.push(Reverse((due, i)));
+            self.timers.push(due, i);
         }
     }
 

@@ -147,3 +147,30 @@ pub fn poll_until(
         }),
     }
 }
+
+/// Requests not sent yet because they are not due, earliest first: the
+/// open-loop schedule of one worker's connections.
+#[derive(Debug, Default)]
+pub struct Schedule(std::collections::BinaryHeap<std::cmp::Reverse<(Instant, usize)>>);
+
+impl Schedule {
+    /// Connection `conn` has its next request due at `at`.
+    pub fn push(&mut self, at: Instant, conn: usize) {
+        self.0.push(std::cmp::Reverse((at, conn)));
+    }
+
+    /// The earliest request due by `now`, as (due time, connection).
+    pub fn pop_due(&mut self, now: Instant) -> Option<(Instant, usize)> {
+        let &std::cmp::Reverse((at, conn)) = self.0.peek()?;
+        if at > now {
+            return None;
+        }
+        self.0.pop();
+        Some((at, conn))
+    }
+
+    /// When the next request is due.
+    pub fn next(&self) -> Option<Instant> {
+        self.0.peek().map(|&std::cmp::Reverse((at, _))| at)
+    }
+}

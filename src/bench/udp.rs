@@ -6,8 +6,6 @@
 //! timeout is recognised by its pattern and set aside as late; anything
 //! else that comes back wrong is a mismatch.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -55,7 +53,7 @@ struct Worker<'a> {
     slot: usize,
     poll: Poll,
     conns: Vec<Conn>,
-    timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    timers: timer::Schedule,
     active: usize,
     tally: Tally,
     done: u64,
@@ -102,7 +100,7 @@ pub fn run(plan: &Plan, slot: usize, ids: Vec<u64>) -> Result<Tally> {
         poll,
         active: conns.len(),
         conns,
-        timers: BinaryHeap::new(),
+        timers: timer::Schedule::default(),
         tally: Tally::new()?,
         done: 0,
         rbuf: vec![0; READ_BUF],
@@ -123,11 +121,7 @@ impl Worker<'_> {
         let mut last_scan = now;
         loop {
             let now = Instant::now();
-            while let Some(&Reverse((at, i))) = self.timers.peek() {
-                if at > now {
-                    break;
-                }
-                self.timers.pop();
+            while let Some((at, i)) = self.timers.pop_due(now) {
                 if self.conns[i].state == State::Waiting {
                     self.begin(i, at, now);
                 }
@@ -139,7 +133,7 @@ impl Worker<'_> {
                 last_scan = now;
                 self.expire(now);
             }
-            let next = self.timers.peek().map(|&Reverse((at, _))| at);
+            let next = self.timers.next();
             let end = self.plan.end;
             if !timer::poll_until(
                 &mut self.poll,
@@ -189,7 +183,7 @@ impl Worker<'_> {
             self.begin(i, due, now);
         } else {
             self.conns[i].state = State::Waiting;
-            self.timers.push(Reverse((due, i)));
+            self.timers.push(due, i);
         }
     }
 
