@@ -20,40 +20,13 @@ use super::stats::Stats;
 /// connection, which bounds its memory however much a client sends.
 pub const BUF_SIZE: usize = 64 * 1024;
 
-/// How a connection ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
-    /// The client half-closed; everything was echoed and our FIN sent.
-    Fin,
-    /// No byte moved either way for `--idle-timeout`.
-    Idle,
-    /// The client stopped reading our echo for `--stall-timeout`.
-    Stall,
-    /// The client reset the connection or stopped reading for good.
-    Reset,
-    /// The process was told to stop serving (drain deadline).
-    Stopped,
-    /// Any other socket error.
-    Error(Errno),
-}
+pub use super::conn::End;
 
-impl End {
-    /// How a socket error ends a connection, for the models that see
-    /// `io::Error`s: the peer going away is a reset, anything else an error.
-    pub fn from_io(e: &io::Error) -> End {
-        match e.kind() {
-            io::ErrorKind::ConnectionReset
-            | io::ErrorKind::BrokenPipe
-            | io::ErrorKind::TimedOut
-            | io::ErrorKind::ConnectionAborted => End::Reset,
-            _ => End::Error(errno_of(e)),
-        }
-    }
-}
-
-/// The errno behind an `io::Error` (EIO when it has none).
-pub fn errno_of(e: &io::Error) -> Errno {
-    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+/// How a failed `recv`/`send`/`shutdown` ends a blocking connection: the
+/// connection core's one classification (EINTR and EAGAIN are handled by
+/// the loop before it asks).
+fn ended(e: Errno) -> End {
+    End::from_io(&io::Error::from(e))
 }
 
 /// Sets up an accepted socket: blocking, TCP_NODELAY (no 40 ms Nagle +
@@ -84,10 +57,7 @@ pub fn echo(fd: RawFd, buf: &mut [u8], stats: &Stats, stop: &dyn Fn() -> bool) -
             Err(Errno::EINTR) => continue,
             // SO_RCVTIMEO expired: nothing arrived for the idle timeout.
             Err(Errno::EAGAIN) => return End::Idle,
-            Err(Errno::ECONNRESET) | Err(Errno::EPIPE) | Err(Errno::ETIMEDOUT) => {
-                return End::Reset;
-            }
-            Err(e) => return End::Error(e),
+            Err(e) => return ended(e),
         };
         let mut off = 0;
         while off < n {
@@ -100,22 +70,21 @@ pub fn echo(fd: RawFd, buf: &mut [u8], stats: &Stats, stop: &dyn Fn() -> bool) -
                 // SO_SNDTIMEO expired: the client took nothing for the
                 // stall (or idle) timeout.
                 Err(Errno::EAGAIN) => return End::Stall,
-                Err(Errno::ECONNRESET) | Err(Errno::EPIPE) | Err(Errno::ETIMEDOUT) => {
-                    return End::Reset;
-                }
-                Err(e) => return End::Error(e),
+                Err(e) => return ended(e),
             }
         }
         stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
     }
     match shutdown(fd, Shutdown::Write) {
         Ok(()) | Err(Errno::ENOTCONN) => End::Fin,
-        Err(e) => End::Error(e),
+        Err(e) => ended(e),
     }
 }
 
-/// Counts an ending in the shared stats (idle and stall timeouts).
+/// Counts an ending in the shared stats: by reason, and the idle and stall
+/// timeouts apart (their own metrics predate the reasons).
 pub fn count_end(end: End, stats: &Stats) {
+    stats.closed[end.index()].fetch_add(1, Ordering::Relaxed);
     match end {
         End::Idle => stats.idle_timeouts.fetch_add(1, Ordering::Relaxed),
         End::Stall => stats.stall_timeouts.fetch_add(1, Ordering::Relaxed),
@@ -129,10 +98,10 @@ pub fn count_end(end: End, stats: &Stats) {
 pub fn serve(conn: TcpStream, peer: SocketAddr, ctx: &Ctx, buf: &mut [u8]) {
     let end = match prepare(&conn, ctx) {
         Ok(()) => echo(conn.as_raw_fd(), buf, ctx.stats, &|| false),
-        Err(e) => End::Error(errno_of(&e)),
+        Err(e) => End::from_io(&e),
     };
     count_end(end, ctx.stats);
-    tracing::debug!(%peer, ?end, "connection closed");
+    tracing::debug!(%peer, %end, "connection closed");
     drop(conn);
     ctx.release(&peer);
 }

@@ -13,6 +13,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
+use super::conn::End;
 use super::stats::{Stats, UdpDrop};
 
 /// A slow or silent scraper cannot hold the metrics thread longer than this.
@@ -92,6 +93,19 @@ impl Collector for StatsCollector {
             "UDP bytes echoed",
             load(&s.udp_bytes),
         )?;
+        {
+            let c = ConstCounter::new(0u64);
+            let mut fam = e.encode_descriptor(
+                "netecho_connections_closed",
+                "TCP connections closed, by reason (the same reasons in every model)",
+                None,
+                c.metric_type(),
+            )?;
+            for (i, reason) in End::LABELS.iter().enumerate() {
+                let v = load(&s.closed[i]);
+                ConstCounter::new(v).encode(fam.encode_family(&[("reason", *reason)])?)?;
+            }
+        }
         let c = ConstCounter::new(0u64);
         let mut fam = e.encode_descriptor(
             "netecho_udp_dropped",

@@ -30,24 +30,21 @@
 pub mod accept;
 pub mod activation;
 pub mod children;
+pub mod conn;
 pub mod echo;
-pub mod epoll;
-pub mod fork;
 pub mod inetd;
-pub mod iterative;
 pub mod listen;
 pub mod metrics;
+pub mod model;
 pub mod pending;
-pub mod prefork;
-pub mod prethread;
 pub mod sidecar;
 pub mod signals;
 pub mod stats;
 pub mod supervise;
-pub mod thread;
-pub mod tokio;
+pub mod timers;
 pub mod udp;
-pub mod uring;
+
+pub use model::{epoll, fork, iterative, prefork, prethread, thread, tokio, uring};
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
@@ -195,6 +192,14 @@ impl Ctx {
             self.stats.per_ip.release(ip);
         }
         self.stats.release();
+    }
+
+    /// The timeouts the connection core applies.
+    pub fn timeouts(&self) -> conn::Timeouts {
+        conn::Timeouts {
+            idle: self.idle_timeout,
+            send: self.send_timeout(),
+        }
     }
 
     /// How long a send may wait for a client that does not read: the stall

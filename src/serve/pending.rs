@@ -4,21 +4,11 @@
 //!   [`PENDING_CAP`]. A worker reads into one shared buffer and writes back at
 //!   once; only what the kernel would not take lands here, so an idle
 //!   connection holds no buffer at all.
-//! - [`IdleWheel`]: a coarse timing wheel for `--idle-timeout` and
-//!   `--stall-timeout`. A connection's activity only updates a tick stamp;
-//!   the wheel looks at a connection again only when its deadline slot
-//!   comes round, so no work is done per byte and none over all
-//!   connections per tick.
 
 /// Most bytes kept for a client whose echo the kernel will not take. At the
 /// cap the worker stops reading that client (backpressure), so memory per
 /// connection never exceeds this however much a client sends.
 pub const PENDING_CAP: usize = 64 * 1024;
-
-/// Slots in an [`IdleWheel`]: with 250 ms ticks it spans 16 s. A longer
-/// deadline is parked in the farthest slot and looked at again then, which
-/// costs one re-insert per 16 s of idleness.
-pub const WHEEL_SLOTS: usize = 64;
 
 /// Bytes read from a client and not yet written back, oldest first.
 #[derive(Debug, Default)]
@@ -102,62 +92,31 @@ impl Pending {
     }
 }
 
-/// One entry of the wheel: a connection's slot index and the generation of
-/// that slot when the entry was made, so an entry for a connection that
-/// closed (and whose slot was reused) is recognised and dropped.
-pub type WheelKey = (usize, u32);
+impl super::conn::Store for Pending {
+    type Piece<'a> = &'a [u8];
 
-/// A hashed timing wheel of idle deadlines, in ticks.
-///
-/// Each open connection has exactly one entry, placed at its deadline (or
-/// the farthest slot when the deadline is further). When a slot comes due,
-/// [`IdleWheel::advance`] hands its entries back; the caller checks each
-/// connection's own last-activity stamp and either closes it or re-inserts
-/// it at its new deadline. Entries of closed connections are dropped then.
-#[derive(Debug)]
-pub struct IdleWheel {
-    /// `slots[t % WHEEL_SLOTS]` holds the entries due at tick `t`.
-    slots: Vec<Vec<WheelKey>>,
-    /// The last tick whose slot was handed back.
-    done: u64,
-}
+    fn len(&self) -> usize {
+        Pending::len(self)
+    }
 
-impl IdleWheel {
-    /// An empty wheel whose ticks up to `now` are already past.
-    pub fn new(now: u64) -> Self {
-        IdleWheel {
-            slots: (0..WHEEL_SLOTS).map(|_| Vec::new()).collect(),
-            done: now,
+    fn room(&self) -> usize {
+        Pending::room(self)
+    }
+
+    /// Callers read at most [`Pending::room`], so all of it fits; were one
+    /// to read more, the rest is kept all the same (memory over the cap is
+    /// better than a lost byte).
+    fn keep(&mut self, piece: &[u8], skip: usize) -> usize {
+        let rest = &piece[skip.min(piece.len())..];
+        let kept = Pending::keep(self, rest);
+        if kept < rest.len() {
+            self.buf.extend_from_slice(&rest[kept..]);
         }
+        piece.len()
     }
 
-    /// Files `key` to be handed back at tick `due`, or earlier if `due` is
-    /// beyond the wheel's span; never at a tick already past. Returns the
-    /// tick it will be handed back at.
-    pub fn insert(&mut self, key: WheelKey, due: u64) -> u64 {
-        let at = due.clamp(self.done + 1, self.done + WHEEL_SLOTS as u64);
-        self.slots[(at % WHEEL_SLOTS as u64) as usize].push(key);
-        at
-    }
-
-    /// Moves every entry due at a tick up to `now` into `out`.
-    pub fn advance(&mut self, now: u64, out: &mut Vec<WheelKey>) {
-        // A jump longer than the wheel visits each slot once.
-        let from = self.done.max(now.saturating_sub(WHEEL_SLOTS as u64));
-        for t in from + 1..=now {
-            out.append(&mut self.slots[(t % WHEEL_SLOTS as u64) as usize]);
-        }
-        self.done = self.done.max(now);
-    }
-
-    /// Entries filed, live or stale.
-    pub fn len(&self) -> usize {
-        self.slots.iter().map(Vec::len).sum()
-    }
-
-    /// True when nothing is filed.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    fn consume(&mut self, n: usize) {
+        Pending::consume(self, n)
     }
 }
 
@@ -222,49 +181,5 @@ mod tests {
         }
         assert!(p.is_full());
         assert!(p.as_slice().iter().eq(model.iter()));
-    }
-
-    #[test]
-    fn wheel_hands_back_entries_when_due() {
-        let mut w = IdleWheel::new(0);
-        w.insert((1, 0), 3);
-        w.insert((2, 0), 5);
-        let mut out = Vec::new();
-        w.advance(2, &mut out);
-        assert!(out.is_empty());
-        w.advance(3, &mut out);
-        assert_eq!(out, vec![(1, 0)]);
-        out.clear();
-        w.advance(10, &mut out);
-        assert_eq!(out, vec![(2, 0)]);
-        assert!(w.is_empty());
-    }
-
-    #[test]
-    fn wheel_parks_far_deadlines_and_never_files_in_the_past() {
-        let mut w = IdleWheel::new(100);
-        assert_eq!(
-            w.insert((1, 0), 100 + 10 * WHEEL_SLOTS as u64),
-            100 + WHEEL_SLOTS as u64
-        );
-        assert_eq!(w.insert((2, 0), 50), 101);
-        let mut out = Vec::new();
-        w.advance(101, &mut out);
-        assert_eq!(out, vec![(2, 0)]);
-        out.clear();
-        w.advance(100 + WHEEL_SLOTS as u64, &mut out);
-        assert_eq!(out, vec![(1, 0)]);
-    }
-
-    #[test]
-    fn wheel_survives_a_long_jump() {
-        let mut w = IdleWheel::new(0);
-        for i in 0..WHEEL_SLOTS {
-            w.insert((i, 0), i as u64 + 1);
-        }
-        let mut out = Vec::new();
-        w.advance(1_000_000, &mut out);
-        assert_eq!(out.len(), WHEEL_SLOTS);
-        assert!(w.is_empty());
     }
 }

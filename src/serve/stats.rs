@@ -2,6 +2,7 @@
 //! children (fork, prefork) update the same numbers as the parent, and so the
 //! parent can tell prefork workers to stop accepting.
 
+use super::conn::End;
 use std::io;
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
@@ -31,6 +32,8 @@ pub struct Stats {
     pub rejected_per_ip: AtomicU64,
     /// Connections closed for `--stall-timeout` (client stopped reading).
     pub stall_timeouts: AtomicU64,
+    /// TCP connections closed, by reason (`End::index`).
+    pub closed: [AtomicU64; End::LABELS.len()],
     /// UDP datagrams echoed.
     pub udp_datagrams: AtomicU64,
     /// UDP bytes echoed.
@@ -101,6 +104,7 @@ impl Default for Stats {
             stopping: AtomicBool::new(false),
             rejected_per_ip: AtomicU64::new(0),
             stall_timeouts: AtomicU64::new(0),
+            closed: std::array::from_fn(|_| AtomicU64::new(0)),
             udp_datagrams: AtomicU64::new(0),
             udp_bytes: AtomicU64::new(0),
             udp_dropped: std::array::from_fn(|_| AtomicU64::new(0)),

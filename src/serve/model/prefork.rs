@@ -14,11 +14,11 @@ use std::os::fd::AsRawFd;
 use nix::unistd::{ForkResult, fork};
 use tracing::warn;
 
-use super::children::{Children, Tag};
-use super::echo::{self, BUF_SIZE};
-use super::stats::WorkerSlot;
-use super::{Ctx, accept, signals, supervise};
 use crate::error::{Error, Result};
+use crate::serve::children::{Children, Tag};
+use crate::serve::echo::{self, BUF_SIZE};
+use crate::serve::stats::WorkerSlot;
+use crate::serve::{Ctx, accept, signals, supervise};
 
 /// Starts the workers and supervises them until a signal stops the server.
 pub fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {

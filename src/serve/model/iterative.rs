@@ -5,9 +5,9 @@
 
 use std::net::TcpListener;
 
-use super::echo::{self, BUF_SIZE};
-use super::{Ctx, accept, supervise};
 use crate::error::{Error, Result};
+use crate::serve::echo::{self, BUF_SIZE};
+use crate::serve::{Ctx, accept, supervise};
 
 /// Serves clients one after another until a signal stops the server.
 pub fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {

@@ -15,10 +15,10 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::unistd::{ForkResult, fork};
 use tracing::{debug, warn};
 
-use super::children::{Children, Tag};
-use super::echo::{self, BUF_SIZE};
-use super::{Ctx, accept, signals, supervise};
 use crate::error::Result;
+use crate::serve::children::{Children, Tag};
+use crate::serve::echo::{self, BUF_SIZE};
+use crate::serve::{Ctx, accept, signals, supervise};
 
 /// Accepts and forks a child per client until a signal stops the server.
 pub fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {

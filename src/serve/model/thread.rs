@@ -6,9 +6,9 @@ use std::net::TcpListener;
 
 use tracing::warn;
 
-use super::echo::{self, BUF_SIZE};
-use super::{Ctx, accept, supervise};
 use crate::error::{Error, Result};
+use crate::serve::echo::{self, BUF_SIZE};
+use crate::serve::{Ctx, accept, supervise};
 
 /// Stack of a connection thread: the echo loop needs little, and a small
 /// stack keeps thousands of threads cheap in address space.

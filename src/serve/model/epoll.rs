@@ -8,8 +8,9 @@
 //! # Memory
 //! Each worker reads into one buffer of [`BUF_SIZE`] and writes back at
 //! once. Only what the kernel would not take is kept, in the connection's
-//! own [`Pending`] (at most [`PENDING_CAP`]); at the cap the worker stops
-//! reading that client until the kernel takes some (backpressure). An idle
+//! own [`Pending`] (at most [`PENDING_CAP`]), and the connection core
+//! ([`core::Conn`]) decides what happens next: at the cap it stops reading
+//! that client until the kernel takes some (backpressure). An idle
 //! connection holds a socket and a slot of a few dozen bytes, no buffer.
 //!
 //! # Edge triggering
@@ -25,13 +26,9 @@
 //! poll (with a zero timeout), so one fast client cannot starve the others.
 //!
 //! # Timers
-//! The loop wakes at least every [`TICK`] to look at the stop flag, an
-//! accept pause and deadlines. `--idle-timeout` (nothing moved either way)
-//! and `--stall-timeout` (echo kept and not moving: the client stopped
-//! reading) share an [`IdleWheel`]: activity only stamps the connection
-//! with the current tick; the wheel looks at a connection when its deadline
-//! slot comes round, and keeping echo files it sooner if the stall deadline
-//! is nearer.
+//! The loop sleeps until the first connection deadline (the timer rule of
+//! [`crate::serve::timers`]), or at most [`TICK`] to look at the stop flag
+//! and an accept pause.
 //!
 //! # One shared listener, not SO_REUSEPORT per worker
 //! Every worker polls the same listening socket. A throwaway build that gave
@@ -49,17 +46,19 @@ use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener as MioListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use nix::errno::Errno;
+use slab::Slab;
 use tracing::{debug, warn};
 
-use super::accept::{self, AcceptError};
-use super::echo::{self, BUF_SIZE, End};
-use super::pending::{IdleWheel, PENDING_CAP, Pending, WheelKey};
-use super::{Ctx, supervise};
 use crate::error::{Error, Result};
+use crate::serve::accept::{self, AcceptError};
+use crate::serve::conn::{self as core, End, Next, Timeouts};
+use crate::serve::echo::{self, BUF_SIZE};
+use crate::serve::pending::{PENDING_CAP, Pending};
+use crate::serve::timers::Timers;
+use crate::serve::{Ctx, supervise};
 
-/// How often an idle worker wakes to look at the stop flag, the accept
-/// pause and idle deadlines; also the idle timer's resolution.
+/// The longest an idle worker sleeps before it looks at the stop flag and
+/// the accept pause again. Connection deadlines do not wait for it.
 pub const TICK: Duration = Duration::from_millis(250);
 /// Events taken from the kernel per `epoll_wait`.
 const EVENTS_CAP: usize = 1024;
@@ -98,86 +97,27 @@ struct Listener {
     registered: bool,
 }
 
-/// One client.
+/// A timer entry's name for a connection: its slab slot and its id, so an
+/// entry for a former occupant of the slot is recognised and dropped.
+type Key = (usize, u32);
+
+/// One client: its socket, the readiness hints, and the connection core.
 struct Conn {
     stream: TcpStream,
     /// For logs.
     peer: SocketAddr,
-    /// Read but not yet written back.
-    pending: Pending,
-    /// Tick of the last byte moved either way (`--idle-timeout`).
-    last: u64,
-    /// Tick of the last byte written back, or of the accept
-    /// (`--stall-timeout`, looked at only while echo is kept).
-    last_sent: u64,
-    /// The tick this connection's live wheel entry comes due (`u64::MAX`:
-    /// none). An entry handed back before it is an older duplicate.
-    armed_until: u64,
+    /// The echo contract's state: what is kept, FIN, deadlines, the end.
+    core: core::Conn<Pending>,
+    /// Worker-unique (wrapping) number of this connection.
+    id: u32,
+    /// The earliest deadline filed for it in the worker's [`Timers`].
+    armed: Option<Instant>,
     /// Set by a readable event, cleared when a read would block.
     readable: bool,
     /// Set by a writable event, cleared when a write would block.
     writable: bool,
-    /// The client's FIN was read: write back what is left, then ours.
-    read_closed: bool,
     /// An event reported a hang-up or error: read until `Ok(0)` or an error.
     hup: bool,
-}
-
-/// A slab slot: the generation tells an idle-wheel entry for an earlier
-/// connection in the same slot from one for the current connection.
-struct Slot {
-    generation: u32,
-    conn: Option<Conn>,
-}
-
-/// Connections by slot index, with a free list so tokens are reused and the
-/// slab never grows past the most connections open at once.
-#[derive(Default)]
-struct Slab {
-    slots: Vec<Slot>,
-    free: Vec<usize>,
-}
-
-impl Slab {
-    /// Stores `conn` and returns its slot index and generation.
-    fn insert(&mut self, conn: Conn) -> WheelKey {
-        if let Some(i) = self.free.pop() {
-            let slot = &mut self.slots[i];
-            slot.generation = slot.generation.wrapping_add(1);
-            slot.conn = Some(conn);
-            return (i, slot.generation);
-        }
-        self.slots.push(Slot {
-            generation: 0,
-            conn: Some(conn),
-        });
-        (self.slots.len() - 1, 0)
-    }
-
-    fn get_mut(&mut self, i: usize) -> Option<&mut Conn> {
-        self.slots.get_mut(i).and_then(|s| s.conn.as_mut())
-    }
-
-    /// The connection in slot `i` and the slot's generation.
-    fn get_mut_with_generation(&mut self, i: usize) -> Option<(&mut Conn, u32)> {
-        let slot = self.slots.get_mut(i)?;
-        let generation = slot.generation;
-        slot.conn.as_mut().map(|c| (c, generation))
-    }
-
-    /// The connection in slot `key.0` if it is still the one `key` names.
-    fn get_current(&mut self, key: WheelKey) -> Option<&mut Conn> {
-        self.slots
-            .get_mut(key.0)
-            .filter(|s| s.generation == key.1)
-            .and_then(|s| s.conn.as_mut())
-    }
-
-    fn remove(&mut self, i: usize) -> Option<Conn> {
-        let conn = self.slots.get_mut(i)?.conn.take()?;
-        self.free.push(i);
-        Some(conn)
-    }
 }
 
 /// What an event reported for a socket.
@@ -206,21 +146,19 @@ struct Worker {
     ctx: &'static Ctx,
     /// Token `i` for `i < listeners.len()`; connections come after.
     listeners: Vec<Listener>,
-    conns: Slab,
+    conns: Slab<Conn>,
+    /// The id the next connection gets.
+    next_id: u32,
     /// The one read buffer of this worker, shared by all its connections.
     buf: Box<[u8]>,
     /// Tokens to serve again after the next poll (budget used up).
     run_queue: Vec<Token>,
-    /// Idle and stall deadlines; `None` when both timeouts are off.
-    wheel: Option<IdleWheel>,
-    /// `--idle-timeout` in ticks, rounded so a connection never closes early.
-    idle_ticks: Option<u64>,
-    /// [`Ctx::send_timeout`] in ticks: how long echo may be kept unmoved.
-    send_ticks: Option<u64>,
-    /// Where ticks count from.
-    start: Instant,
-    /// The current tick, read once per loop turn.
-    now: u64,
+    /// Idle and stall deadlines.
+    timers: Timers<Key>,
+    /// `--idle-timeout` and the send timeout.
+    timeouts: Timeouts,
+    /// The time, read once per loop turn.
+    now: Instant,
     /// When accepting may resume after EMFILE and kin.
     paused_until: Option<Instant>,
     /// Bytes echoed since the counters were last updated.
@@ -243,22 +181,17 @@ impl Worker {
                 registered: true,
             });
         }
-        let tick = TICK.as_millis().max(1);
-        let in_ticks = |t: Duration| t.as_millis().div_ceil(tick) as u64 + 1;
-        let idle_ticks = ctx.idle_timeout.map(in_ticks);
-        let send_ticks = ctx.send_timeout().map(in_ticks);
         Ok(Worker {
             poll,
             ctx,
             listeners: mine,
-            conns: Slab::default(),
+            conns: Slab::new(),
+            next_id: 0,
             buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
             run_queue: Vec::new(),
-            wheel: (idle_ticks.is_some() || send_ticks.is_some()).then(|| IdleWheel::new(0)),
-            idle_ticks,
-            send_ticks,
-            start: Instant::now(),
-            now: 0,
+            timers: Timers::default(),
+            timeouts: ctx.timeouts(),
+            now: Instant::now(),
             paused_until: None,
             bytes: 0,
         })
@@ -286,7 +219,7 @@ impl Worker {
                     continue;
                 }
             }
-            self.now = ticks(self.start.elapsed());
+            self.now = Instant::now();
             self.resume_accepting();
             std::mem::swap(&mut queued, &mut self.run_queue);
             for ev in events.iter() {
@@ -312,15 +245,18 @@ impl Worker {
         }
     }
 
-    /// How long the next poll may sleep.
+    /// How long the next poll may sleep: until the first deadline, the end
+    /// of an accept pause, or [`TICK`].
     fn timeout(&self) -> Duration {
         if !self.run_queue.is_empty() {
             return Duration::ZERO;
         }
-        match self.paused_until {
-            Some(t) => t.saturating_duration_since(Instant::now()).min(TICK),
-            None => TICK,
-        }
+        let now = Instant::now();
+        [self.paused_until, self.timers.next_due()]
+            .into_iter()
+            .flatten()
+            .map(|t| t.saturating_duration_since(now))
+            .fold(TICK, Duration::min)
     }
 
     /// Serves one token: an event (`seen` says what it reported) or a
@@ -335,7 +271,7 @@ impl Worker {
             return;
         }
         let i = token.0 - n;
-        let Some((c, generation)) = self.conns.get_mut_with_generation(i) else {
+        let Some(c) = self.conns.get_mut(i) else {
             // A stale run-queue entry for a connection already closed.
             return;
         };
@@ -344,11 +280,8 @@ impl Worker {
         c.hup |= seen.hup;
         let step = drive(c, &mut self.buf, self.now, &mut self.bytes);
         // Echo now kept may be due sooner (stall) than the entry filed.
-        if let (Some(send), Some(w)) = (self.send_ticks, self.wheel.as_mut())
-            && !c.pending.is_empty()
-            && c.last_sent + send < c.armed_until
-        {
-            c.armed_until = w.insert((i, generation), c.last_sent + send);
+        if let Some((at, _)) = c.core.deadline(&self.timeouts) {
+            self.timers.file(&mut c.armed, at, (i, c.id));
         }
         match step {
             Step::Wait => {}
@@ -404,42 +337,37 @@ impl Worker {
             // Only a socket already dead fails here.
             debug!(%peer, "TCP_NODELAY: {e}; closing");
             drop(stream);
+            echo::count_end(End::from_io(&e), self.ctx.stats);
             self.ctx.release(&peer);
             return;
         }
         let base = self.listeners.len();
-        let key = self.conns.insert(Conn {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        let entry = self.conns.vacant_entry();
+        let i = entry.key();
+        let c = entry.insert(Conn {
             stream,
             peer,
-            pending: Pending::new(),
-            last: self.now,
-            last_sent: self.now,
-            armed_until: u64::MAX,
+            core: core::Conn::new(self.now, Pending::new()),
+            id,
+            armed: None,
             readable: false,
             writable: true,
-            read_closed: false,
             hup: false,
         });
-        let registered = match self.conns.get_mut(key.0) {
-            Some(c) => self.poll.registry().register(
-                &mut c.stream,
-                Token(base + key.0),
-                Interest::READABLE | Interest::WRITABLE,
-            ),
-            None => Ok(()),
-        };
-        if let Err(e) = registered {
+        if let Err(e) = self.poll.registry().register(
+            &mut c.stream,
+            Token(base + i),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
             warn!(%peer, "cannot watch a connection: {e}");
-            self.close(key.0, End::Error(echo::errno_of(&e)));
+            self.close(i, End::from_io(&e));
             return;
         }
         debug!(%peer, "connection open");
-        if let (Some(idle), Some(w), Some(c)) = (
-            self.idle_ticks,
-            self.wheel.as_mut(),
-            self.conns.get_mut(key.0),
-        ) {
-            c.armed_until = w.insert(key, self.now + idle);
+        if let Some((at, _)) = c.core.deadline(&self.timeouts) {
+            self.timers.file(&mut c.armed, at, (i, id));
         }
     }
 
@@ -448,47 +376,35 @@ impl Worker {
     /// FIN is out. Closing the only descriptor of an accepted socket also
     /// takes it out of the epoll set, so no deregister call is needed.
     fn close(&mut self, i: usize, end: End) {
-        if let Some(c) = self.conns.remove(i) {
+        if let Some(c) = self.conns.try_remove(i) {
             echo::count_end(end, self.ctx.stats);
-            debug!(peer = %c.peer, ?end, "connection closed");
+            debug!(peer = %c.peer, %end, "connection closed");
             let peer = c.peer;
             drop(c);
             self.ctx.release(&peer);
         }
     }
 
-    /// Hands back due wheel entries: closes connections silent both ways for
-    /// `--idle-timeout` or whose kept echo has not moved for the send
-    /// timeout, and files the others again at their new deadline.
+    /// Takes the due timer entries: asks each live connection's core
+    /// whether its deadline has passed, closes it if so, and files it again
+    /// at its new deadline if traffic moved it on.
     fn expire_idle(&mut self) {
-        let Some(wheel) = self.wheel.as_mut() else {
-            return;
-        };
-        let mut due = Vec::new();
-        wheel.advance(self.now, &mut due);
-        for key in due {
-            let Some(c) = self.conns.get_current(key) else {
+        while let Some((at, (i, id))) = self.timers.pop_due(self.now) {
+            let Some(c) = self.conns.get_mut(i).filter(|c| c.id == id) else {
                 // That connection closed already; its slot may serve another.
                 continue;
             };
-            if c.armed_until > self.now {
-                // An older entry; a newer one is filed for this connection.
+            if c.armed != Some(at) {
+                // An older entry; a sooner one was filed and handled.
                 continue;
             }
-            let next = if c.pending.is_empty() {
-                self.idle_ticks.map(|t| (c.last + t, End::Idle))
-            } else {
-                self.send_ticks.map(|t| (c.last_sent + t, End::Stall))
-            };
-            match next {
-                Some((deadline, end)) if deadline <= self.now => self.close(key.0, end),
-                Some((deadline, _)) => {
-                    if let Some(w) = self.wheel.as_mut() {
-                        c.armed_until = w.insert(key, deadline);
-                    }
+            c.armed = None;
+            if c.core.on_timer(self.now, &self.timeouts) {
+                if let Some(end) = c.core.end() {
+                    self.close(i, end);
                 }
-                // No timeout applies now; keeping echo files it again.
-                None => c.armed_until = u64::MAX,
+            } else if let Some((next, _)) = c.core.deadline(&self.timeouts) {
+                self.timers.file(&mut c.armed, next, (i, id));
             }
         }
     }
@@ -551,102 +467,95 @@ impl Worker {
     }
 }
 
-/// One turn of a connection: write back what is kept, then read and echo
-/// until the socket would block, the budget is used, or the client is done.
-fn drive(c: &mut Conn, buf: &mut [u8], now: u64, bytes: &mut u64) -> Step {
+/// One turn of a connection: performs what its core asks — write back what
+/// is kept, read and echo, send our FIN — until the socket would block, the
+/// budget is used, or the connection is to close.
+fn drive(c: &mut Conn, buf: &mut [u8], now: Instant, bytes: &mut u64) -> Step {
     for _ in 0..READ_BUDGET {
-        if c.writable
-            && !c.pending.is_empty()
-            && let Err(end) = flush(c, now, bytes)
-        {
-            return Step::Close(end);
-        }
-        if c.read_closed {
-            if c.pending.is_empty() {
-                return Step::Close(finish(c));
+        let send = match c.core.next() {
+            Next::Close(end) => return Step::Close(end),
+            Next::ShutWrite => {
+                c.core.on_shut(c.stream.shutdown(Shutdown::Write));
+                continue;
             }
-            return settle(c);
+            Next::Io { send, .. } => send,
+        };
+        if send && c.writable {
+            flush(c, now, bytes);
+            if c.core.end().is_some() {
+                continue;
+            }
         }
-        if !c.readable || c.pending.is_full() {
-            return settle(c);
+        let Next::Io { send, read } = c.core.next() else {
+            continue;
+        };
+        if read == 0 || !c.readable {
+            // Could still write what it keeps: no edge would wake it.
+            return if send && c.writable {
+                Step::Again
+            } else {
+                Step::Wait
+            };
         }
-        let room = c.pending.room().min(buf.len());
+        let room = read.min(buf.len());
         match c.stream.read(&mut buf[..room]) {
             // The client's FIN: what is kept goes out first, then ours.
-            Ok(0) => c.read_closed = true,
+            Ok(0) => c.core.on_fin(),
             Ok(n) => {
-                c.last = now;
                 // A short read drained the queue; more data, or a FIN not
                 // yet seen, raises a new edge. Only a hang-up already
                 // reported may hide a FIN behind the data: then read on.
                 if n < room && !c.hup {
                     c.readable = false;
                 }
-                if let Err(end) = echo_back(c, &buf[..n], now, bytes) {
-                    return Step::Close(end);
+                let mut echoed = 0;
+                if c.core.write_through() && c.writable {
+                    match write_some(&mut c.stream, &buf[..n], &mut c.writable) {
+                        Ok(k) => echoed = k,
+                        Err(e) => {
+                            c.core.on_error(&e);
+                        }
+                    }
+                    *bytes += echoed as u64;
                 }
+                c.core.on_read(now, &buf[..n], echoed);
             }
             // The receive queue is empty: wait for the next readable edge.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
-            // A signal: read again.
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Step::Close(End::from_io(&e)),
+            // A signal is retried; anything else ends the connection.
+            Err(e) => {
+                c.core.on_error(&e);
+            }
         }
     }
     Step::Again
 }
 
-/// After a turn that stopped early: a connection that could still write what
-/// it keeps must come back, since no edge will wake it.
-fn settle(c: &Conn) -> Step {
-    if c.writable && !c.pending.is_empty() {
-        Step::Again
-    } else {
-        Step::Wait
-    }
-}
-
-/// Writes `data`, just read, back to the client; what the kernel will not
-/// take is kept. `data` is never longer than the room left, so nothing is
-/// lost.
-fn echo_back(c: &mut Conn, data: &[u8], now: u64, bytes: &mut u64) -> Result<(), End> {
-    let mut off = 0;
-    if c.pending.is_empty() {
-        off = write_some(&mut c.stream, data, &mut c.writable)?;
-        if off > 0 {
-            c.last = now;
-            c.last_sent = now;
-            *bytes += off as u64;
+/// Writes as much of what is kept as the kernel takes.
+fn flush(c: &mut Conn, now: Instant, bytes: &mut u64) {
+    match write_some(&mut c.stream, c.core.store().as_slice(), &mut c.writable) {
+        Ok(0) => {}
+        Ok(n) => {
+            c.core.on_sent(now, n);
+            *bytes += n as u64;
+        }
+        Err(e) => {
+            c.core.on_error(&e);
         }
     }
-    // Fits: the read asked for at most `room()` bytes.
-    c.pending.keep(&data[off..]);
-    Ok(())
-}
-
-/// Writes as much of what is kept as the kernel takes.
-fn flush(c: &mut Conn, now: u64, bytes: &mut u64) -> Result<(), End> {
-    let n = write_some(&mut c.stream, c.pending.as_slice(), &mut c.writable)?;
-    if n > 0 {
-        c.pending.consume(n);
-        c.last = now;
-        c.last_sent = now;
-        *bytes += n as u64;
-    }
-    Ok(())
 }
 
 /// Writes `data` until done or the socket would block (clearing
 /// `writable`); returns how many bytes went out.
-fn write_some(stream: &mut TcpStream, data: &[u8], writable: &mut bool) -> Result<usize, End> {
+fn write_some(stream: &mut TcpStream, data: &[u8], writable: &mut bool) -> io::Result<usize> {
     let mut off = 0;
     for _ in 0..WRITE_TRIES {
         if off == data.len() || !*writable {
             break;
         }
         match stream.write(&data[off..]) {
-            // A TCP send never takes 0 of a non-empty buffer; treat it as dead.
-            Ok(0) => return Err(End::Error(Errno::EIO)),
+            // A TCP send never takes 0 of a non-empty buffer: it is dead.
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
                 off += n;
                 // A short write filled the send buffer: a writable edge
@@ -659,74 +568,12 @@ fn write_some(stream: &mut TcpStream, data: &[u8], writable: &mut bool) -> Resul
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => *writable = false,
             // A signal: write again.
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(End::from_io(&e)),
+            Err(e) => return Err(e),
         }
     }
     Ok(off)
 }
 
-/// Everything is written back after the client's FIN: send ours.
-fn finish(c: &mut Conn) -> End {
-    match c.stream.shutdown(Shutdown::Write) {
-        Ok(()) => End::Fin,
-        // The client reset meanwhile: nothing left to say.
-        Err(e) if e.kind() == io::ErrorKind::NotConnected => End::Fin,
-        Err(e) => End::from_io(&e),
-    }
-}
-
-/// Ticks of [`TICK`] in `d`.
-fn ticks(d: Duration) -> u64 {
-    (d.as_millis() / TICK.as_millis().max(1)) as u64
-}
-
 /// The worker's read buffer is no bigger than what a connection may keep,
 /// so one read's leftover always fits in its [`Pending`].
 const _: () = assert!(BUF_SIZE <= PENDING_CAP);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key_of(s: &mut Slab, k: WheelKey) -> bool {
-        s.get_current(k).is_some()
-    }
-
-    fn conn() -> Conn {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        Conn {
-            peer: c.local_addr().unwrap(),
-            stream: TcpStream::from_std(c),
-            pending: Pending::new(),
-            last: 0,
-            last_sent: 0,
-            armed_until: u64::MAX,
-            readable: false,
-            writable: true,
-            read_closed: false,
-            hup: false,
-        }
-    }
-
-    #[test]
-    fn slab_reuses_slots_with_a_new_generation() {
-        let mut s = Slab::default();
-        let a = s.insert(conn());
-        assert!(s.remove(a.0).is_some());
-        let b = s.insert(conn());
-        assert_eq!(a.0, b.0);
-        assert_ne!(a.1, b.1);
-        assert!(!key_of(&mut s, a));
-        assert!(key_of(&mut s, b));
-        assert!(s.remove(a.0).is_some());
-        assert!(s.remove(a.0).is_none());
-    }
-
-    #[test]
-    fn ticks_round_down() {
-        assert_eq!(ticks(Duration::from_millis(249)), 0);
-        assert_eq!(ticks(Duration::from_millis(250)), 1);
-        assert_eq!(ticks(Duration::from_secs(2)), 8);
-    }
-}

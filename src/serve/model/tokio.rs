@@ -50,7 +50,6 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use nix::errno::Errno;
 use socket2::SockRef;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -58,11 +57,12 @@ use tokio::runtime::Builder;
 use tokio::time::{Instant, MissedTickBehavior, Sleep};
 use tracing::debug;
 
-use super::accept::{self, AcceptError};
-use super::echo::{self, BUF_SIZE, End};
-use super::pending::Pending;
-use super::{Ctx, supervise};
 use crate::error::{Error, Result};
+use crate::serve::accept::{self, AcceptError};
+use crate::serve::conn::{self as core, End, Next, Timeouts};
+use crate::serve::echo::{self, BUF_SIZE};
+use crate::serve::pending::Pending;
+use crate::serve::{Ctx, supervise};
 
 /// How often an accept task wakes to look at the stop flag.
 pub const TICK: Duration = Duration::from_millis(250);
@@ -160,6 +160,7 @@ fn admit(stream: TcpStream, peer: SocketAddr, ctx: &'static Ctx) {
     if let Err(e) = nodelay {
         // Only a socket already dead fails here.
         debug!(%peer, "TCP_NODELAY: {e}; closing");
+        echo::count_end(End::from_io(&e), ctx.stats);
         return;
     }
     debug!(%peer, "connection open");
@@ -167,7 +168,7 @@ fn admit(stream: TcpStream, peer: SocketAddr, ctx: &'static Ctx) {
         if let Some(stream) = slot.stream.as_mut() {
             let end = serve(stream, ctx).await;
             echo::count_end(end, ctx.stats);
-            debug!(%peer, ?end, "connection closed");
+            debug!(%peer, %end, "connection closed");
         }
     });
 }
@@ -189,21 +190,19 @@ impl Drop for Admitted {
     }
 }
 
-/// Echoes on `stream` until the client's FIN, a reset, or the idle or
-/// stall timeout.
+/// Echoes on `stream` until the connection core says to close: the
+/// client's FIN echoed and ours sent, a reset, or the idle or stall timeout.
 async fn serve(stream: &mut TcpStream, ctx: &Ctx) -> End {
     let now = Instant::now();
     let mut conn = Conn {
         stream,
-        pending: Pending::new(),
-        read_closed: false,
-        last: now,
-        last_sent: now,
+        core: core::Conn::new(now.into_std(), Pending::new()),
+        timeouts: ctx.timeouts(),
         ctx,
     };
-    // Armed at the idle deadline; polled (so registered) only while a
+    // Armed at the first deadline; polled (so registered) only while a
     // timeout applies.
-    let first = now + ctx.idle_timeout.unwrap_or(FAR);
+    let first = conn.deadline().unwrap_or(now + FAR);
     let mut timer = pin!(tokio::time::sleep_until(first));
     poll_fn(|cx| match conn.poll_turn(cx) {
         Poll::Ready(end) => Poll::Ready(end),
@@ -215,55 +214,57 @@ async fn serve(stream: &mut TcpStream, ctx: &Ctx) -> End {
 /// One connection's state between polls.
 struct Conn<'a> {
     stream: &'a mut TcpStream,
-    /// Read but not yet written back.
-    pending: Pending,
-    /// The client's FIN was read: write back what is left, then ours.
-    read_closed: bool,
-    /// When a byte last moved either way (`--idle-timeout`).
-    last: Instant,
-    /// When a byte was last written back, or the accept (`--stall-timeout`,
-    /// looked at only while echo is kept).
-    last_sent: Instant,
+    /// The echo contract's state: what is kept, FIN, deadlines, the end.
+    core: core::Conn<Pending>,
+    timeouts: Timeouts,
     ctx: &'a Ctx,
 }
 
 impl Conn<'_> {
-    /// Writes back what is kept, then reads and echoes, until a read or
-    /// write would block (its waker is then registered), the client is done,
-    /// or the budget is used (then it yields).
+    /// Performs what the core asks — write back what is kept, read and
+    /// echo, send our FIN — until a read or write would block (its waker is
+    /// then registered), the connection is to close, or the budget is used
+    /// (then it yields).
     fn poll_turn(&mut self, cx: &mut Context<'_>) -> Poll<End> {
         for _ in 0..READ_BUDGET {
-            if !self.pending.is_empty() {
-                match Pin::new(&mut *self.stream).poll_write(cx, self.pending.as_slice()) {
-                    Poll::Ready(Ok(n)) if n > 0 => {
-                        self.pending.consume(n);
-                        self.moved(n);
+            let send = match self.core.next() {
+                Next::Close(end) => return Poll::Ready(end),
+                Next::ShutWrite => {
+                    let r = SockRef::from(&*self.stream).shutdown(Shutdown::Write);
+                    self.core.on_shut(r);
+                    continue;
+                }
+                Next::Io { send, .. } => send,
+            };
+            if send {
+                match Pin::new(&mut *self.stream).poll_write(cx, self.core.store().as_slice()) {
+                    Poll::Ready(Ok(n)) => {
+                        self.core.on_sent(Instant::now().into_std(), n);
+                        self.count(n);
                         continue;
                     }
-                    // A TCP send never takes 0 of a non-empty buffer; treat it as dead.
-                    Poll::Ready(Ok(_)) => return Poll::Ready(End::Error(Errno::EIO)),
-                    // A signal: write again.
-                    Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Poll::Ready(Err(e)) => return Poll::Ready(End::from_io(&e)),
+                    // A signal is retried; anything else ends it.
+                    Poll::Ready(Err(e)) => {
+                        self.core.on_error(&e);
+                        continue;
+                    }
                     // The send buffer is full: woken when it drains.
                     Poll::Pending => {}
                 }
             }
             // Here everything kept is out, or a writable wake-up is registered.
-            if self.read_closed {
-                if self.pending.is_empty() {
-                    return Poll::Ready(self.finish());
-                }
+            let Next::Io { read, .. } = self.core.next() else {
+                continue;
+            };
+            if read == 0 {
                 return Poll::Pending;
             }
-            if self.pending.is_full() {
-                return Poll::Pending;
-            }
-            match self.read_and_echo(cx) {
+            match self.read_and_echo(cx, read) {
                 Poll::Ready(Ok(())) => {}
-                // A signal: read again.
-                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(End::from_io(&e)),
+                // A signal is retried; anything else ends it.
+                Poll::Ready(Err(e)) => {
+                    self.core.on_error(&e);
+                }
                 // Nothing to read: woken when something comes.
                 Poll::Pending => return Poll::Pending,
             }
@@ -273,12 +274,12 @@ impl Conn<'_> {
         Poll::Pending
     }
 
-    /// One read into the worker's buffer, written back at once; what the
-    /// kernel will not take is kept. Reads at most what `pending` has room
-    /// for, so nothing is ever dropped.
-    fn read_and_echo(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// One read of at most `room` bytes into the worker's buffer, written
+    /// back at once while nothing is kept; what the kernel will not take is
+    /// kept by the core.
+    fn read_and_echo(&mut self, cx: &mut Context<'_>, room: usize) -> Poll<io::Result<()>> {
         BUF.with_borrow_mut(|buf| {
-            let room = self.pending.room().min(buf.len());
+            let room = room.min(buf.len());
             let mut rb = ReadBuf::new(&mut buf[..room]);
             match Pin::new(&mut *self.stream).poll_read(cx, &mut rb) {
                 Poll::Ready(Ok(())) => {}
@@ -287,47 +288,44 @@ impl Conn<'_> {
             let data = rb.filled();
             if data.is_empty() {
                 // The client's FIN: what is kept goes out first, then ours.
-                self.read_closed = true;
+                self.core.on_fin();
                 return Poll::Ready(Ok(()));
             }
-            self.last = Instant::now();
             let mut off = 0;
-            if self.pending.is_empty() {
+            if self.core.write_through() {
                 match Pin::new(&mut *self.stream).poll_write(cx, data) {
                     Poll::Ready(Ok(n)) => off = n,
                     // A signal, or the send buffer is full: keep it all.
                     Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                     Poll::Pending => {}
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Err(e)) => {
+                        self.core.on_read(Instant::now().into_std(), data, 0);
+                        return Poll::Ready(Err(e));
+                    }
                 }
-                self.moved(off);
             }
-            self.pending.keep(&data[off..]);
+            self.core.on_read(Instant::now().into_std(), data, off);
+            self.count(off);
             Poll::Ready(Ok(()))
         })
     }
 
-    /// The deadline that applies now and how the connection ends at it:
-    /// while echo is kept, the send timeout since the last byte written
-    /// back; otherwise the idle timeout since the last byte either way.
-    fn deadline(&self) -> Option<(Instant, End)> {
-        if self.pending.is_empty() {
-            self.ctx.idle_timeout.map(|t| (self.last + t, End::Idle))
-        } else {
-            self.ctx
-                .send_timeout()
-                .map(|t| (self.last_sent + t, End::Stall))
-        }
+    /// The core's next deadline, on tokio's clock.
+    fn deadline(&self) -> Option<Instant> {
+        self.core
+            .deadline(&self.timeouts)
+            .map(|(at, _)| Instant::from_std(at))
     }
 
     /// Polls the timer once the connection has nothing to do. The timer is
-    /// re-armed lazily: moved sooner when kept echo brings a nearer stall
-    /// deadline, and when it fires early (traffic came meanwhile), moved to
-    /// the real deadline; traffic itself never touches it.
+    /// re-armed lazily (the rule of [`crate::serve::timers`]): moved sooner
+    /// when kept echo brings a nearer stall deadline, and when it fires
+    /// early (traffic came meanwhile), moved to the real deadline; traffic
+    /// itself never touches it.
     fn poll_timeout(&mut self, cx: &mut Context<'_>, mut timer: Pin<&mut Sleep>) -> Poll<End> {
         // Three times at most: a re-armed timer is in the future, so it pends.
         for _ in 0..3 {
-            let Some((deadline, end)) = self.deadline() else {
+            let Some(deadline) = self.deadline() else {
                 // No timeout applies now: nothing to wait for.
                 return Poll::Pending;
             };
@@ -337,31 +335,23 @@ impl Conn<'_> {
             if timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now().into_std();
+            if self.core.on_timer(now, &self.timeouts)
+                && let Some(end) = self.core.end()
+            {
                 return Poll::Ready(end);
             }
-            timer.as_mut().reset(deadline);
+            if let Some(next) = self.deadline() {
+                timer.as_mut().reset(next);
+            }
         }
         Poll::Pending
     }
 
-    /// Counts `n` bytes echoed as activity.
-    fn moved(&mut self, n: usize) {
+    /// Counts `n` bytes echoed.
+    fn count(&self, n: usize) {
         if n > 0 {
-            let now = Instant::now();
-            self.last = now;
-            self.last_sent = now;
             self.ctx.stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
-        }
-    }
-
-    /// Everything is written back after the client's FIN: send ours.
-    fn finish(&mut self) -> End {
-        match SockRef::from(&*self.stream).shutdown(Shutdown::Write) {
-            Ok(()) => End::Fin,
-            // The client reset meanwhile: nothing left to say.
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => End::Fin,
-            Err(e) => End::from_io(&e),
         }
     }
 }

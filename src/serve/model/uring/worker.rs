@@ -1,0 +1,900 @@
+//! One io_uring worker: its ring, its connections, and how each completion
+//! moves a connection's core forward (see the folder's documentation).
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use io_uring::types::{Fd, SubmitArgs, Timespec};
+use io_uring::{IoUring, cqueue, opcode, squeue};
+use nix::sys::socket::{Shutdown, shutdown};
+use socket2::SockRef;
+use tracing::{debug, warn};
+
+use super::bufs::Pool;
+use super::op::{GEN_MASK, Op};
+use super::ring::new_ring;
+use super::{
+    ACCEPT_ERROR_PAUSE, BGID, CQ_FACTOR, ENTER_RETRY_PAUSE, EXIT_WAIT, HELD_BYTES, RING_ENTRIES,
+    TICK, Tuning,
+};
+use crate::serve::Ctx;
+use crate::serve::accept::{self, AcceptError};
+use crate::serve::conn::{self as core, End, Next, Store, Timeouts};
+use crate::serve::echo;
+use crate::serve::timers::Timers;
+
+/// Where one request of a connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Io {
+    /// Not submitted: nothing of ours is in the kernel.
+    Idle,
+    /// Submitted and not finished.
+    Busy,
+    /// Submitted, and a cancel for it submitted too.
+    Cancelling,
+}
+
+/// Received bytes not yet echoed: one provided buffer, held out of the ring
+/// until its last byte is sent.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Chunk {
+    bid: u16,
+    len: u32,
+    /// Bytes of it already sent.
+    sent: u32,
+}
+
+/// The connection core's [`Store`] here: the kernel-filled buffers
+/// themselves, in order, so bytes are never copied. Fully sent buffers stay
+/// at the front until [`Held::pop_done`] hands them back to the ring.
+#[derive(Debug, Default)]
+pub(super) struct Held {
+    chunks: VecDeque<Chunk>,
+    /// Bytes received and not yet sent.
+    unsent: usize,
+    /// Buffers one connection may hold before its receive pauses
+    /// ([`Tuning::held_cap`]).
+    cap_bufs: u16,
+}
+
+impl Held {
+    fn new(cap_bufs: usize) -> Held {
+        Held {
+            chunks: VecDeque::new(),
+            unsent: 0,
+            cap_bufs: u16::try_from(cap_bufs).unwrap_or(u16::MAX),
+        }
+    }
+
+    /// The first buffer with bytes left to send.
+    fn front(&self) -> Option<&Chunk> {
+        self.chunks.iter().find(|c| c.sent < c.len)
+    }
+
+    /// Takes a buffer whose bytes are all sent off the front.
+    fn pop_done(&mut self) -> Option<u16> {
+        match self.chunks.front() {
+            Some(c) if c.sent >= c.len => self.chunks.pop_front().map(|c| c.bid),
+            _ => None,
+        }
+    }
+
+    /// Buffers held, sent or not.
+    fn bufs(&self) -> usize {
+        self.chunks.len()
+    }
+}
+
+impl Store for Held {
+    type Piece<'a> = Chunk;
+
+    fn len(&self) -> usize {
+        self.unsent
+    }
+
+    /// Over about one echo buffer of bytes, or over the buffer cap, reading
+    /// pauses. A multishot receive may post a few buffers more before its
+    /// cancel lands; they are kept all the same, never dropped.
+    fn room(&self) -> usize {
+        if self.unsent > HELD_BYTES || self.chunks.len() > usize::from(self.cap_bufs) {
+            0
+        } else {
+            HELD_BYTES + 1 - self.unsent
+        }
+    }
+
+    fn keep(&mut self, mut piece: Chunk, skip: usize) -> usize {
+        let skip = u32::try_from(skip).unwrap_or(u32::MAX).min(piece.len);
+        piece.sent = skip;
+        self.unsent += (piece.len - skip) as usize;
+        self.chunks.push_back(piece);
+        piece.len as usize
+    }
+
+    fn consume(&mut self, mut n: usize) {
+        for c in self.chunks.iter_mut() {
+            if n == 0 {
+                break;
+            }
+            let take = ((c.len - c.sent) as usize).min(n);
+            c.sent += take as u32;
+            n -= take;
+            self.unsent -= take;
+        }
+    }
+}
+
+/// One client connection: its socket, where its two requests stand, and
+/// the connection core.
+struct Conn {
+    fd: OwnedFd,
+    /// The echo contract's state: the buffers held, FIN, deadlines, the end.
+    core: core::Conn<Held>,
+    recv: Io,
+    send: Io,
+    /// The last receive ended with ENOBUFS: re-arm once a buffer is back.
+    starved: bool,
+    /// Receive one buffer at a time. Set when the connection is paused for
+    /// backpressure: a client that sends faster than it reads would otherwise
+    /// take a burst of buffers at every multishot re-arm, and single
+    /// receives keep it to `held_cap`. Cleared once the client has caught up.
+    single: bool,
+    /// In single mode, the last receive found the socket's queue empty and
+    /// everything is echoed: a multishot receive would not burst now.
+    caught_up: bool,
+    /// The earliest deadline filed for it in the worker's [`Timers`].
+    armed: Option<Instant>,
+    /// The client's address, kept only when `--max-conns-per-ip` needs it
+    /// back at release (finding it costs a system call per connection).
+    peer: Option<SocketAddr>,
+}
+
+/// A connection slot; the generation tells a late completion for a former
+/// occupant from one for the current connection.
+struct Slot {
+    generation: u32,
+    conn: Option<Conn>,
+}
+
+/// A listener as one worker sees it.
+struct Listener {
+    sock: TcpListener,
+    /// A multishot accept is in the kernel.
+    armed: bool,
+    /// Accepting is paused (EMFILE...) until then.
+    resume_at: Option<Instant>,
+}
+
+/// One worker's ring and everything in flight on it.
+pub(super) struct Worker {
+    /// Declared before `pool`: dropped first, so the kernel lets go of the
+    /// buffer ring before its memory is unmapped.
+    ring: IoUring,
+    pool: Pool,
+    listeners: Vec<Listener>,
+    slots: Vec<Slot>,
+    /// Empty slots, reused before the table grows.
+    free_slots: Vec<usize>,
+    /// Connections in the table.
+    live: usize,
+    /// Requests whose final completion has not arrived (submitted or waiting
+    /// in `backlog`): the pool may be freed only when this is 0.
+    inflight: usize,
+    /// Entries that did not fit in the submission queue, in order.
+    backlog: VecDeque<squeue::Entry>,
+    /// Connections waiting for a buffer to come back (slot, generation).
+    starved: Vec<(usize, u32)>,
+    /// Completions reaped, reused to avoid an allocation per loop.
+    cqes: Vec<cqueue::Entry>,
+    ctx: &'static Ctx,
+    /// Buffers one connection may hold before its receive is paused.
+    held_cap: usize,
+    /// Time of the last wake-up, shared by everything handled after it.
+    now: Instant,
+    /// When the loop next looks at the stop flag and accept pauses.
+    next_tick: Instant,
+    /// Idle and stall deadlines, by (slot, generation).
+    timers: Timers<(usize, u32)>,
+    /// `--idle-timeout` and the send timeout.
+    timeouts: Timeouts,
+    /// The stop flag was seen: accepts are cancelled and never re-armed.
+    stopping: bool,
+}
+
+impl Worker {
+    pub(super) fn new(
+        socks: Vec<TcpListener>,
+        ctx: &'static Ctx,
+        tuning: Tuning,
+    ) -> io::Result<Worker> {
+        let ring = new_ring()?;
+        let pool = Pool::new(&ring, tuning)?;
+        let now = Instant::now();
+        Ok(Worker {
+            ring,
+            pool,
+            listeners: socks
+                .into_iter()
+                .map(|sock| Listener {
+                    sock,
+                    armed: false,
+                    resume_at: None,
+                })
+                .collect(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            live: 0,
+            inflight: 0,
+            backlog: VecDeque::new(),
+            starved: Vec::new(),
+            cqes: Vec::with_capacity((RING_ENTRIES * CQ_FACTOR) as usize),
+            ctx,
+            held_cap: tuning.held_cap(),
+            now,
+            next_tick: now + TICK,
+            timers: Timers::default(),
+            timeouts: ctx.timeouts(),
+            stopping: false,
+        })
+    }
+
+    /// The event loop: runs until the server stops and this worker has no
+    /// connection left, or the ring fails.
+    pub(super) fn serve(&mut self) -> io::Result<()> {
+        for i in 0..self.listeners.len() {
+            self.arm_accept(i);
+        }
+        loop {
+            if !self.stopping && self.ctx.stats.stopping() {
+                self.stop_accepting();
+            }
+            let tick = self.now >= self.next_tick;
+            if tick {
+                self.next_tick = self.now + TICK;
+            }
+            self.expire_due();
+            self.resume_accepts();
+            self.feed_starved(tick);
+            if self.stopping && self.live == 0 && self.listeners.iter().all(|l| !l.armed) {
+                return Ok(());
+            }
+            self.wait()?;
+            self.reap();
+        }
+    }
+
+    /// Submits what is queued and sleeps until a completion arrives or the
+    /// next timer is due.
+    fn wait(&mut self) -> io::Result<()> {
+        self.flush()?;
+        let mut until = self.next_tick;
+        if let Some(t) = self.timers.next_due() {
+            until = until.min(t);
+        }
+        for l in &self.listeners {
+            if let Some(t) = l.resume_at {
+                until = until.min(t);
+            }
+        }
+        // Entries still in the backlog go in on the next turn: do not sleep.
+        let want = usize::from(self.backlog.is_empty());
+        let ts = Timespec::from(until.saturating_duration_since(self.now).min(TICK));
+        let res = self
+            .ring
+            .submitter()
+            .submit_with_args(want, &SubmitArgs::new().timespec(&ts));
+        self.now = Instant::now();
+        match res {
+            Ok(_) => Ok(()),
+            // ETIME: the timeout; EINTR: a signal (the loop looks at the stop
+            // flag); EBUSY: completions must be reaped first.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) =>
+            {
+                Ok(())
+            }
+            // The kernel is short of memory for now: try again shortly.
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                std::thread::sleep(ENTER_RETRY_PAUSE);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Moves backlog entries into the submission queue, submitting when it is
+    /// full. Bounded: at most one submit per queue-full of entries.
+    fn flush(&mut self) -> io::Result<()> {
+        while !self.backlog.is_empty() {
+            {
+                let mut sq = self.ring.submission();
+                while let Some(e) = self.backlog.front() {
+                    // SAFETY: every entry was built by this worker with
+                    // buffers in `pool`, which outlives the request.
+                    if unsafe { sq.push(e) }.is_err() {
+                        break;
+                    }
+                    self.backlog.pop_front();
+                }
+            }
+            if self.backlog.is_empty() {
+                break;
+            }
+            match self.ring.submit() {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)
+                    ) =>
+                {
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues one request whose final completion we will wait for.
+    fn push(&mut self, entry: squeue::Entry) {
+        enqueue(&mut self.ring, &mut self.backlog, &mut self.inflight, entry);
+    }
+
+    /// Asks the kernel to cancel the request tagged `target`.
+    fn cancel(&mut self, target: Op) {
+        self.push(cancel_entry(target));
+    }
+
+    /// Handles every completion waiting in the queue.
+    fn reap(&mut self) {
+        let mut cqes = std::mem::take(&mut self.cqes);
+        cqes.clear();
+        cqes.extend(self.ring.completion());
+        for c in &cqes {
+            self.complete(c.user_data(), c.result(), c.flags());
+        }
+        self.cqes = cqes;
+    }
+
+    fn complete(&mut self, data: u64, res: i32, flags: u32) {
+        if !cqueue::more(flags) {
+            self.inflight = self.inflight.saturating_sub(1);
+        }
+        match Op::decode(data) {
+            Some(Op::Accept(i)) => self.on_accept(i, res, flags),
+            Some(Op::Recv(slot, generation)) => self.on_recv(slot, generation, res, flags),
+            Some(Op::Send(slot, generation)) => self.on_send(slot, generation, res),
+            // A cancel's own result (0, ENOENT, EALREADY) changes nothing:
+            // the cancelled request reports for itself.
+            Some(Op::Cancel) => {}
+            None => {
+                debug!(data, res, "completion with unknown user_data ignored");
+            }
+        }
+    }
+
+    // ---- accepting ----
+
+    fn arm_accept(&mut self, i: usize) {
+        let Some(l) = self.listeners.get_mut(i) else {
+            return;
+        };
+        if l.armed || self.stopping {
+            return;
+        }
+        l.armed = true;
+        let fd = l.sock.as_raw_fd();
+        let entry = opcode::AcceptMulti::new(Fd(fd))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(Op::Accept(i).encode());
+        self.push(entry);
+    }
+
+    /// After the signal: accept nothing more. The supervisor's shutdown(2)
+    /// of the listeners ends the accepts too; cancelling does not depend on it.
+    fn stop_accepting(&mut self) {
+        self.stopping = true;
+        for i in 0..self.listeners.len() {
+            self.listeners[i].resume_at = None;
+            if self.listeners[i].armed {
+                self.cancel(Op::Accept(i));
+            }
+        }
+    }
+
+    /// Re-arms the accepts whose pause is over.
+    fn resume_accepts(&mut self) {
+        for i in 0..self.listeners.len() {
+            if self.listeners[i].resume_at.is_some_and(|t| t <= self.now) {
+                self.listeners[i].resume_at = None;
+                self.arm_accept(i);
+            }
+        }
+    }
+
+    fn on_accept(&mut self, i: usize, res: i32, flags: u32) {
+        // The supervisor's shutdown(2) may end an accept before this loop
+        // looked at the stop flag: look now, so it is not taken for an error.
+        if !self.stopping && self.ctx.stats.stopping() {
+            self.stop_accepting();
+        }
+        let more = cqueue::more(flags);
+        let Some(l) = self.listeners.get_mut(i) else {
+            return;
+        };
+        if !more {
+            l.armed = false;
+        }
+        if res >= 0 {
+            // SAFETY: a non-negative accept result is a descriptor the kernel
+            // just installed for this process; nothing else owns it.
+            let fd = unsafe { OwnedFd::from_raw_fd(res) };
+            self.admit(fd);
+        } else {
+            let errno = -res;
+            let pause = match errno {
+                // Our own cancel: when stopping, or after a pause began
+                // (which re-arms it when it ends).
+                libc::ECANCELED => None,
+                // The listener shut down by the supervisor: never re-armed.
+                libc::EINVAL if self.stopping => None,
+                _ => match accept::classify(&io::Error::from_raw_os_error(errno)) {
+                    AcceptError::Retry => None,
+                    AcceptError::Pause(d) => Some(d),
+                    // A multishot accept stops after any error: a short
+                    // pause before re-arming keeps a persistent one from
+                    // spinning.
+                    AcceptError::Skip | AcceptError::ListenerClosed => Some(ACCEPT_ERROR_PAUSE),
+                },
+            };
+            if let Some(p) = pause {
+                self.listeners[i].resume_at = Some(self.now + p);
+                // A multishot accept that reports an error and goes on would
+                // keep failing: stop it; the pause re-arms it.
+                if more {
+                    self.cancel(Op::Accept(i));
+                }
+            }
+        }
+        if !more && self.listeners[i].resume_at.is_none() {
+            self.arm_accept(i);
+        }
+    }
+
+    /// Takes an accepted descriptor under `--max-conns` (and
+    /// `--max-conns-per-ip`) and starts serving it.
+    fn admit(&mut self, fd: OwnedFd) {
+        let ctx = self.ctx;
+        // A multishot accept gives no address: ask for it only when the
+        // per-address limit needs it.
+        let peer = match ctx.max_conns_per_ip {
+            None => None,
+            Some(_) => match peer_of(&fd) {
+                Some(p) => Some(p),
+                // Reset before we looked: nothing to serve, nothing taken.
+                None => return,
+            },
+        };
+        let admitted = match &peer {
+            Some(p) => ctx.admit(p),
+            None => ctx.stats.try_admit(ctx.max_conns),
+        };
+        if !admitted {
+            let peer = peer.or_else(|| peer_of(&fd));
+            drop(fd);
+            accept::log_rejected(peer, ctx);
+            return;
+        }
+        if let Err(e) = SockRef::from(&fd).set_tcp_nodelay(true) {
+            // Only a socket already dead fails here: closed, as in every model.
+            debug!("TCP_NODELAY on an accepted socket: {e}; closing");
+            drop(fd);
+            echo::count_end(End::from_io(&e), ctx.stats);
+            match peer {
+                Some(p) => ctx.release(&p),
+                None => ctx.stats.release(),
+            }
+            return;
+        }
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            debug!(peer = ?peer_of(&fd), "connection open");
+        }
+        let conn = Conn {
+            fd,
+            core: core::Conn::new(self.now, Held::new(self.held_cap)),
+            recv: Io::Idle,
+            send: Io::Idle,
+            starved: false,
+            single: false,
+            caught_up: false,
+            armed: None,
+            peer,
+        };
+        let slot = match self.free_slots.pop() {
+            Some(s) => s,
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    conn: None,
+                });
+                self.slots.len() - 1
+            }
+        };
+        self.slots[slot].conn = Some(conn);
+        self.live += 1;
+        self.progress(slot);
+    }
+
+    // ---- connections ----
+
+    /// The connection in `slot` if `generation` is still its own.
+    fn conn_mut(&mut self, slot: usize, generation: u32) -> Option<&mut Conn> {
+        self.slots
+            .get_mut(slot)
+            .filter(|s| s.generation == generation)
+            .and_then(|s| s.conn.as_mut())
+    }
+
+    fn on_recv(&mut self, slot: usize, generation: u32, res: i32, flags: u32) {
+        let more = cqueue::more(flags);
+        let bid = cqueue::buffer_select(flags);
+        if bid.is_some() {
+            self.pool.take();
+        }
+        let now = self.now;
+        let (count, size) = (self.pool.count, self.pool.size);
+        let Some(c) = self.conn_mut(slot, generation) else {
+            // Cannot happen (a slot is freed only when idle), but a buffer
+            // must never be lost from the ring.
+            if let Some(b) = bid {
+                self.pool.put(b);
+            }
+            return;
+        };
+        if !more {
+            c.recv = Io::Idle;
+        }
+        let mut spare = None;
+        match res {
+            n if n > 0 => match bid {
+                Some(b) if b < count && n as u32 <= size => {
+                    c.core.on_read(
+                        now,
+                        Chunk {
+                            bid: b,
+                            len: n as u32,
+                            sent: 0,
+                        },
+                        0,
+                    );
+                    // A single receive that did not fill its buffer found the
+                    // socket's queue empty: the client is not ahead of us.
+                    c.caught_up = c.single && (n as u32) < size;
+                }
+                _ => {
+                    spare = bid;
+                    c.core.fail(End::Error(libc::EINVAL));
+                }
+            },
+            // FIN from the client: nothing more will come.
+            0 => {
+                spare = bid;
+                c.core.on_fin();
+            }
+            e => {
+                spare = bid;
+                match -e {
+                    // The ring ran dry: wait for a buffer to come back.
+                    libc::ENOBUFS => {
+                        c.starved = true;
+                        self.starved.push((slot, generation));
+                    }
+                    // Our cancel (backpressure or closing): `progress`
+                    // decides whether to re-arm.
+                    libc::ECANCELED => {}
+                    // A signal is retried by `progress`; anything else
+                    // ends the connection.
+                    errno => {
+                        c.core.on_error(&io::Error::from_raw_os_error(errno));
+                    }
+                }
+            }
+        }
+        if let Some(b) = spare {
+            self.pool.put(b);
+        }
+        self.progress(slot);
+    }
+
+    fn on_send(&mut self, slot: usize, generation: u32, res: i32) {
+        let now = self.now;
+        let stats = self.ctx.stats;
+        let Some(c) = self.conn_mut(slot, generation) else {
+            return;
+        };
+        c.send = Io::Idle;
+        match res {
+            n if n > 0 => {
+                stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                c.core.on_sent(now, n as usize);
+            }
+            // Nothing sent of a non-empty buffer: the core ends it.
+            0 => c.core.on_sent(now, 0),
+            // Our cancel: the connection is closing.
+            e if -e == libc::ECANCELED => {}
+            // A signal is resubmitted by `progress`; anything else ends it.
+            e => {
+                c.core.on_error(&io::Error::from_raw_os_error(-e));
+            }
+        }
+        let Worker { slots, pool, .. } = self;
+        if let Some(c) = slots[slot].conn.as_mut() {
+            while let Some(b) = c.core.store_mut().pop_done() {
+                pool.put(b);
+            }
+        }
+        self.progress(slot);
+    }
+
+    /// Moves a connection forward after anything changed: performs what its
+    /// core asks (send what is held, read or pause reading, send our FIN,
+    /// close) with io_uring requests, then files its next deadline.
+    fn progress(&mut self, slot: usize) {
+        let held_cap = self.held_cap;
+        let buf_size = self.pool.size;
+        let buffers_back = self.pool.free > 0;
+        let Worker {
+            ring,
+            backlog,
+            inflight,
+            slots,
+            pool,
+            timers,
+            timeouts,
+            ..
+        } = self;
+        let Some(s) = slots.get_mut(slot) else {
+            return;
+        };
+        let generation = s.generation;
+        let Some(c) = s.conn.as_mut() else {
+            return;
+        };
+        let fd = c.fd.as_raw_fd();
+        let mut push = |entry| enqueue(ring, backlog, inflight, entry);
+        let mut next = c.core.next();
+        if next == Next::ShutWrite && c.recv == Io::Idle && c.send == Io::Idle {
+            // Everything read was echoed: our FIN follows the last byte, and
+            // the receive queue is empty, so the close below is a FIN,
+            // never a reset.
+            c.core
+                .on_shut(shutdown(fd, Shutdown::Write).map_err(io::Error::from));
+            next = c.core.next();
+        }
+        if let Next::Io { send, read } = next {
+            if send
+                && c.send == Io::Idle
+                && let Some(front) = c.core.store().front()
+            {
+                let left = front.len - front.sent;
+                // The chunk's bytes sit in pool buffer `front.bid`, held out
+                // of the ring until this send completes. `wrapping_add`: the
+                // offset is within the buffer (`sent < len <= size`).
+                let ptr = pool.buf(front.bid).wrapping_add(front.sent as usize);
+                push(
+                    opcode::Send::new(Fd(fd), ptr, left)
+                        .flags(libc::MSG_NOSIGNAL)
+                        .build()
+                        .user_data(Op::Send(slot, generation).encode()),
+                );
+                c.send = Io::Busy;
+            }
+            // Backpressure: too much unsent echo, stop reading.
+            let over = read == 0 && !c.core.read_closed();
+            if over && c.recv == Io::Busy {
+                push(cancel_entry(Op::Recv(slot, generation)));
+                c.recv = Io::Cancelling;
+                c.single = true;
+            }
+            let drained = c.core.store().bufs() == 0 && c.send == Io::Idle;
+            // The client has caught up: back to one multishot receive, which
+            // costs one submission for many messages instead of one each.
+            if drained && c.single && c.caught_up && c.recv == Io::Idle {
+                c.single = false;
+                c.caught_up = false;
+            }
+            if read > 0 && c.recv == Io::Idle && (!c.starved || buffers_back) {
+                // Multishot: re-armed once the echo is all sent. Single:
+                // one more buffer while fewer than `held_cap` are held.
+                let entry = if c.single && c.core.store().bufs() < held_cap {
+                    Some(
+                        opcode::Recv::new(Fd(fd), std::ptr::null_mut(), buf_size)
+                            .buf_group(BGID)
+                            .build()
+                            .flags(squeue::Flags::BUFFER_SELECT),
+                    )
+                } else if !c.single && drained {
+                    Some(opcode::RecvMulti::new(Fd(fd), BGID).build())
+                } else {
+                    None
+                };
+                if let Some(e) = entry {
+                    c.starved = false;
+                    push(e.user_data(Op::Recv(slot, generation).encode()));
+                    c.recv = Io::Busy;
+                }
+            }
+        }
+        let Next::Close(end) = next else {
+            if let Some((at, _)) = c.core.deadline(timeouts) {
+                timers.file(&mut c.armed, at, (slot, generation));
+            }
+            return;
+        };
+        if c.recv == Io::Busy {
+            push(cancel_entry(Op::Recv(slot, generation)));
+            c.recv = Io::Cancelling;
+        }
+        if c.send == Io::Busy {
+            push(cancel_entry(Op::Send(slot, generation)));
+            c.send = Io::Cancelling;
+        }
+        if c.recv == Io::Idle && c.send == Io::Idle {
+            self.close(slot, end);
+        }
+    }
+
+    /// Closes a connection with nothing in flight, gives its buffers back
+    /// to the ring, and frees its `--max-conns` slot after the close (so a
+    /// drain that sees no active connection knows every FIN is out).
+    fn close(&mut self, slot: usize, end: End) {
+        let Some(s) = self.slots.get_mut(slot) else {
+            return;
+        };
+        let Some(conn) = s.conn.take() else {
+            return;
+        };
+        s.generation = s.generation.wrapping_add(1) & GEN_MASK;
+        self.free_slots.push(slot);
+        self.live = self.live.saturating_sub(1);
+        let mut held = conn.core;
+        while let Some(b) = held.store_mut().chunks.pop_front().map(|c| c.bid) {
+            self.pool.put(b);
+        }
+        echo::count_end(end, self.ctx.stats);
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            debug!(peer = ?peer_of(&conn.fd), %end, "connection closed");
+        }
+        let peer = conn.peer;
+        drop(conn.fd);
+        match peer {
+            Some(p) => self.ctx.release(&p),
+            None => self.ctx.stats.release(),
+        }
+    }
+
+    /// Takes the due timer entries: asks each live connection's core
+    /// whether its deadline has passed (then it closes, once nothing of it
+    /// is in the kernel), and files it again if traffic moved it on.
+    fn expire_due(&mut self) {
+        while let Some((at, (slot, generation))) = self.timers.pop_due(self.now) {
+            let now = self.now;
+            let timeouts = self.timeouts;
+            let Some(c) = self.conn_mut(slot, generation) else {
+                // That connection closed already; its slot may serve another.
+                continue;
+            };
+            if c.armed != Some(at) {
+                // An older entry; a sooner one was filed and handled.
+                continue;
+            }
+            c.armed = None;
+            c.core.on_timer(now, &timeouts);
+            // Closes it if it expired; otherwise files its new deadline.
+            self.progress(slot);
+        }
+    }
+
+    /// Re-arms connections whose receive found the ring empty, once any
+    /// buffer is back. All of them at once: one may find the ring empty
+    /// again, but none waits for a wake-up that never comes. `force` (once
+    /// per tick) retries even when our count says the ring is empty, so a
+    /// miscount could delay a connection by a tick, never stall it.
+    fn feed_starved(&mut self, force: bool) {
+        if self.starved.is_empty() || (self.pool.free == 0 && !force) {
+            return;
+        }
+        let waiting = std::mem::take(&mut self.starved);
+        for (slot, generation) in waiting {
+            if let Some(c) = self.conn_mut(slot, generation) {
+                c.starved = false;
+                self.progress(slot);
+            }
+        }
+    }
+
+    /// Leaves the loop cleanly whatever stopped it: every connection is
+    /// marked stopped (its requests cancelled, then closed), accepts are
+    /// cancelled, and the kernel is given [`EXIT_WAIT`] to finish. If it does
+    /// not, descriptors are closed anyway and the buffer memory is leaked
+    /// rather than unmapped under a request that may still write to it.
+    pub(super) fn exit(mut self) {
+        self.stop_accepting();
+        for slot in 0..self.slots.len() {
+            if let Some(c) = self.slots[slot].conn.as_mut() {
+                c.core.stop();
+                self.progress(slot);
+            }
+        }
+        let deadline = Instant::now() + EXIT_WAIT;
+        while self.inflight > 0 && self.now < deadline {
+            if self.wait().is_err() {
+                break;
+            }
+            self.reap();
+        }
+        let leftover = self.inflight;
+        for slot in 0..self.slots.len() {
+            if self.slots[slot].conn.is_some() {
+                self.close(slot, End::Stopped);
+            }
+        }
+        let Worker { ring, pool, .. } = self;
+        drop(ring);
+        if leftover == 0 {
+            drop(pool);
+        } else {
+            warn!(
+                requests = leftover,
+                "io_uring requests outlived the worker; leaking its buffers"
+            );
+            std::mem::forget(pool);
+        }
+    }
+}
+
+/// Queues `entry` in the submission queue, or in the backlog when the queue
+/// is full (or the backlog not empty, to keep the order), and counts it in
+/// flight until its final completion.
+fn enqueue(
+    ring: &mut IoUring,
+    backlog: &mut VecDeque<squeue::Entry>,
+    inflight: &mut usize,
+    entry: squeue::Entry,
+) {
+    *inflight += 1;
+    if backlog.is_empty() {
+        // SAFETY: every entry is built by this worker; a send's buffer is a
+        // pool buffer held out of the ring until its completion, and the pool
+        // outlives every request (`Worker::exit` leaks it otherwise).
+        if unsafe { ring.submission().push(&entry) }.is_ok() {
+            return;
+        }
+    }
+    backlog.push_back(entry);
+}
+
+/// A request to cancel the request tagged `target`.
+fn cancel_entry(target: Op) -> squeue::Entry {
+    opcode::AsyncCancel::new(target.encode())
+        .build()
+        .user_data(Op::Cancel.encode())
+}
+
+/// The peer of a connection, for logs.
+fn peer_of(fd: &OwnedFd) -> Option<SocketAddr> {
+    SockRef::from(fd)
+        .peer_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+}
