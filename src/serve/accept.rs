@@ -36,7 +36,7 @@ pub fn next(listeners: &[TcpListener], ctx: &Ctx) -> Next {
     loop {
         // `stopping` is the parent's word (shared memory); `stops()` is
         // this process's own signal, e.g. a prefork worker whose parent died.
-        if ctx.stats.stopping() || super::signals::stops() > 0 {
+        if ctx.stats.stopping() || ctx.shutdown.stops() > 0 {
             return Next::Closed;
         }
         let mut fds: Vec<PollFd> = listeners

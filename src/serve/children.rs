@@ -94,12 +94,12 @@ impl Children {
         if done {
             return;
         }
-        if signals::stops() < 2 {
+        if ctx.shutdown.stops() < 2 {
             info!(children = self.len(), "telling children to stop (SIGUSR1)");
             self.signal_all(signals::CHILD_STOP);
             let until = Instant::now() + TERM_GRACE;
-            while !self.is_empty() && Instant::now() < until && signals::stops() < 2 {
-                signals::wait(Some(Duration::from_millis(20)));
+            while !self.is_empty() && Instant::now() < until && ctx.shutdown.stops() < 2 {
+                ctx.shutdown.wait(Some(Duration::from_millis(20)));
                 self.reap(&mut on_exit);
             }
         }

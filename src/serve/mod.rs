@@ -37,6 +37,7 @@ pub mod listen;
 pub mod metrics;
 pub mod model;
 pub mod pending;
+pub mod shutdown;
 pub mod sidecar;
 pub mod signals;
 pub mod stats;
@@ -55,6 +56,7 @@ use tracing::info;
 
 use crate::cli::ServeOpt;
 use crate::error::{Error, Result};
+pub use shutdown::Shutdown;
 use stats::Stats;
 
 /// The default port when no `--listen` is given.
@@ -158,6 +160,9 @@ pub struct Ctx {
     pub stall_timeout: Option<Duration>,
     /// Counters, in memory shared with forked children.
     pub stats: &'static Stats,
+    /// This server's stop state: SIGTERM/SIGINT in the binary, a call in a
+    /// test.
+    pub shutdown: Shutdown,
 }
 
 impl Ctx {
@@ -230,7 +235,8 @@ pub fn run(opt: ServeOpt) -> Result<()> {
     let passed = activation::take()?.unwrap_or_default();
     // Handlers before binding: a test may send SIGTERM the moment it reads
     // our `listening` line, and the default action would kill us, no drain.
-    signals::install().map_err(Error::io("installing signal handlers"))?;
+    let shutdown = Shutdown::new().map_err(Error::io("creating the wake-up pipe"))?;
+    signals::install(shutdown).map_err(Error::io("installing signal handlers"))?;
     let stats = stats::Stats::shared().map_err(Error::io("mapping shared counters"))?;
     let ctx: &'static Ctx = Box::leak(Box::new(Ctx {
         max_conns,
@@ -240,6 +246,7 @@ pub fn run(opt: ServeOpt) -> Result<()> {
         max_conns_per_ip: opt.max_conns_per_ip.map(|n| n as u64),
         stall_timeout: (!opt.stall_timeout.is_zero()).then_some(opt.stall_timeout),
         stats,
+        shutdown,
     }));
     let listeners = if passed.tcp.is_empty() {
         listen::bind_all(&opt.listen)?
@@ -344,4 +351,75 @@ pub fn local_addrs(listeners: &[TcpListener]) -> Vec<SocketAddr> {
         .iter()
         .filter_map(|l| l.local_addr().ok())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::sync::mpsc;
+
+    /// A server started inside this process on port 0, as a library user
+    /// would: no signal handler, stopped through its [`Shutdown`].
+    fn serve_in_process(model: Model) {
+        let listener = listen::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = Shutdown::new().unwrap();
+        let ctx: &'static Ctx = Box::leak(Box::new(Ctx {
+            max_conns: 16,
+            idle_timeout: Some(Duration::from_secs(30)),
+            drain_timeout: Duration::from_secs(5),
+            workers: 1,
+            max_conns_per_ip: None,
+            stall_timeout: None,
+            stats: Stats::shared().unwrap(),
+            shutdown,
+        }));
+        let (done_tx, done_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let r = run_model(model, vec![listener], ctx);
+            let _ = done_tx.send(r.is_ok());
+        });
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(b"in-process").unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut back = Vec::new();
+        c.read_to_end(&mut back).unwrap();
+        assert_eq!(back, b"in-process", "{}", model.name());
+        drop(c);
+        shutdown.trigger();
+        let ok = done_rx.recv_timeout(Duration::from_secs(10));
+        assert_eq!(ok, Ok(true), "{}: the server did not stop", model.name());
+        assert!(
+            TcpStream::connect(addr).is_err(),
+            "{}: still accepting after the stop",
+            model.name()
+        );
+        assert_eq!(
+            ctx.stats.closed[conn::End::Fin.index()].load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+    }
+
+    #[test]
+    fn every_threaded_model_runs_in_process_and_stops_on_its_shutdown() {
+        // fork and prefork fork the process, which a multi-threaded test
+        // harness must not do; they are tested as processes.
+        let mut models = vec![
+            Model::Iterative,
+            Model::Thread,
+            Model::Prethread,
+            Model::Epoll,
+            Model::Tokio,
+        ];
+        match uring::probe() {
+            Ok(()) => models.push(Model::Uring),
+            Err(why) => println!("SKIPPED uring in-process: {why}"),
+        }
+        for m in models {
+            serve_in_process(m);
+        }
+    }
 }

@@ -1,5 +1,7 @@
-//! SIGTERM, SIGINT and SIGCHLD, turned into counters and a wake-up pipe (the
-//! self-pipe trick), so that no work happens inside a signal handler.
+//! SIGTERM, SIGINT and SIGCHLD, turned into a server's [`Shutdown`] (a
+//! counter and a wake-up pipe: the self-pipe trick), so that no work happens
+//! inside a signal handler. Only the binary's edge (`serve::run`) installs
+//! them; a server started by a test is stopped through its `Shutdown`.
 //!
 //! Forked children (fork, prefork, the sidecar) ignore SIGTERM and SIGINT:
 //! a Ctrl-C or systemd's stop (SIGTERM to the whole control group) reaches
@@ -12,32 +14,30 @@
 //! async-signal-safe, and keeps `errno` as it found it.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicUsize, Ordering};
 
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+
+use super::shutdown::Shutdown;
 
 /// The signal a parent sends a forked child to make it stop at once.
 pub const CHILD_STOP: Signal = Signal::SIGUSR1;
 
-/// SIGTERM + SIGINT received so far (in a child: [`CHILD_STOP`]): 1 means
-/// drain, 2 means exit now.
-static STOPS: AtomicUsize = AtomicUsize::new(0);
-/// Write end of the wake pipe, or -1 in a forked child.
+/// The installed server's stop counter (SIGTERM + SIGINT received; in a
+/// child: [`CHILD_STOP`]): null until [`install`].
+static STOPS: AtomicPtr<AtomicUsize> = AtomicPtr::new(std::ptr::null_mut());
+/// Write end of the installed server's wake pipe, or -1 in a forked child.
 static WAKE_WR: AtomicI32 = AtomicI32::new(-1);
-/// Read end of the wake pipe, kept open for the life of the process.
-static WAKE_RD: OnceLock<OwnedFd> = OnceLock::new();
 
 extern "C" fn on_signal(sig: libc::c_int) {
     let saved = Errno::last_raw();
     // SIGCHLD only needs the wake-up: the loop then reaps with waitpid.
-    if sig != libc::SIGCHLD {
-        STOPS.fetch_add(1, Ordering::SeqCst);
+    let stops = STOPS.load(Ordering::SeqCst);
+    if sig != libc::SIGCHLD && !stops.is_null() {
+        // SAFETY: a non-null pointer comes from `Shutdown::counter`, which
+        // lives as long as the process.
+        unsafe { &*stops }.fetch_add(1, Ordering::SeqCst);
     }
     let fd = WAKE_WR.load(Ordering::SeqCst);
     if fd >= 0 {
@@ -61,15 +61,15 @@ fn set(sig: Signal, handler: SigHandler) -> io::Result<()> {
     Ok(())
 }
 
-/// Installs the handlers and the wake pipe. Call once, before any thread or
-/// child exists.
-pub fn install() -> io::Result<()> {
-    let (rd, wr) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
-    WAKE_WR.store(wr.as_raw_fd(), Ordering::SeqCst);
-    // The write end lives as long as the process: the handler may use it at
-    // any moment.
-    std::mem::forget(wr);
-    let _ = WAKE_RD.set(rd);
+/// Wires SIGTERM and SIGINT to `shutdown` (each one a [`Shutdown::trigger`])
+/// and SIGCHLD to its wake-up. Call once, at the binary's edge, before any
+/// thread or child exists.
+pub fn install(shutdown: Shutdown) -> io::Result<()> {
+    STOPS.store(
+        std::ptr::from_ref(shutdown.counter()).cast_mut(),
+        Ordering::SeqCst,
+    );
+    WAKE_WR.store(shutdown.wake_wr(), Ordering::SeqCst);
     for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGCHLD] {
         set(sig, SigHandler::Handler(on_signal))?;
     }
@@ -83,42 +83,13 @@ pub fn install() -> io::Result<()> {
 /// Only async-signal-safe calls: safe between fork and anything else.
 pub fn reset_in_child() {
     WAKE_WR.store(-1, Ordering::SeqCst);
-    STOPS.store(0, Ordering::SeqCst);
+    let stops = STOPS.load(Ordering::SeqCst);
+    if !stops.is_null() {
+        // SAFETY: as in `on_signal`: the counter lives as long as the process.
+        unsafe { &*stops }.store(0, Ordering::SeqCst);
+    }
     let _ = set(Signal::SIGTERM, SigHandler::SigIgn);
     let _ = set(Signal::SIGINT, SigHandler::SigIgn);
     let _ = set(CHILD_STOP, SigHandler::Handler(on_signal));
     let _ = set(Signal::SIGCHLD, SigHandler::SigDfl);
-}
-
-/// Number of SIGTERM/SIGINT received.
-pub fn stops() -> usize {
-    STOPS.load(Ordering::SeqCst)
-}
-
-/// The read end of the wake pipe, for a `poll` that also waits for sockets.
-pub fn wake_fd() -> RawFd {
-    WAKE_RD.get().map_or(-1, |fd| fd.as_raw_fd())
-}
-
-/// Empties the wake pipe after it polled readable.
-pub fn drain_wake() {
-    if let Some(fd) = WAKE_RD.get() {
-        let mut buf = [0u8; 64];
-        while matches!(nix::unistd::read(fd, &mut buf), Ok(n) if n > 0) {}
-    }
-}
-
-/// Sleeps until a signal arrives or `timeout` passes (`None`: forever).
-pub fn wait(timeout: Option<Duration>) {
-    let Some(fd) = WAKE_RD.get() else {
-        std::thread::sleep(timeout.unwrap_or(Duration::from_secs(1)));
-        return;
-    };
-    let ms = timeout.map_or(PollTimeout::NONE, |t| {
-        PollTimeout::try_from(t.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX)
-    });
-    let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(fd), PollFlags::POLLIN)];
-    // EINTR is the very wake-up we wait for; nothing else can fail here.
-    let _ = poll(&mut fds, ms);
-    drain_wake();
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tracing::info;
 
-use super::{Ctx, signals};
+use super::Ctx;
 
 /// How often the drain re-checks the number of open connections.
 const DRAIN_TICK: Duration = Duration::from_millis(20);
@@ -18,8 +18,8 @@ const DRAIN_TICK: Duration = Duration::from_millis(20);
 /// a second signal comes. Returning lets `main` exit 0, which closes whatever
 /// is still open.
 pub fn until_stopped(listeners: &[TcpListener], ctx: &Ctx) {
-    while signals::stops() == 0 {
-        signals::wait(None);
+    while ctx.shutdown.stops() == 0 {
+        ctx.shutdown.wait(None);
     }
     stop_accepting(listeners, ctx);
     drain(ctx, || ctx.stats.active() == 0);
@@ -50,7 +50,7 @@ pub fn drain(ctx: &Ctx, mut done: impl FnMut() -> bool) -> bool {
             info!("drained; exiting");
             return true;
         }
-        if signals::stops() >= 2 {
+        if ctx.shutdown.stops() >= 2 {
             info!(active = ctx.stats.active(), "second signal; exiting now");
             return false;
         }
@@ -62,6 +62,6 @@ pub fn drain(ctx: &Ctx, mut done: impl FnMut() -> bool) -> bool {
             );
             return false;
         }
-        signals::wait(Some(DRAIN_TICK.min(deadline - now)));
+        ctx.shutdown.wait(Some(DRAIN_TICK.min(deadline - now)));
     }
 }

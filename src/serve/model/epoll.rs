@@ -197,13 +197,17 @@ impl Worker {
         })
     }
 
-    /// The event loop; runs until the process exits.
+    /// The event loop; runs until the server stops and this worker has no
+    /// connection left (a process that exits first ends it too).
     fn run(mut self) {
         let mut events = Events::with_capacity(EVENTS_CAP);
         let mut queued = Vec::new();
         loop {
             if self.ctx.stats.stopping() {
                 self.close_listeners();
+                if self.conns.is_empty() {
+                    return;
+                }
             }
             let timeout = self.timeout();
             match self.poll.poll(&mut events, Some(timeout)) {

@@ -23,8 +23,8 @@ use crate::serve::{Ctx, accept, signals, supervise};
 /// Accepts and forks a child per client until a signal stops the server.
 pub fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {
     let mut kids = Children::default();
-    let wake = signals::wake_fd();
-    while signals::stops() == 0 {
+    let wake = ctx.shutdown.wake_fd();
+    while ctx.shutdown.stops() == 0 {
         let mut ready = vec![false; listeners.len()];
         {
             // SAFETY: `wake` is the signal pipe's read end, open for the
@@ -46,9 +46,9 @@ pub fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {
                 Err(e) => warn!("poll: {e}"),
             }
         }
-        signals::drain_wake();
+        ctx.shutdown.drain_wake();
         kids.reap(|_, _, peer| release(ctx, peer));
-        if signals::stops() > 0 {
+        if ctx.shutdown.stops() > 0 {
             break;
         }
         for (l, _) in listeners.iter().zip(&ready).filter(|(_, r)| **r) {
@@ -108,7 +108,7 @@ fn child(conn: &TcpStream, listeners: &[TcpListener], ctx: &Ctx) -> ! {
     }
     let mut buf = [0u8; BUF_SIZE];
     let end = echo::echo(conn.as_raw_fd(), &mut buf, ctx.stats, &|| {
-        signals::stops() > 0
+        ctx.shutdown.stops() > 0
     });
     echo::count_end(end, ctx.stats);
     // SAFETY: `_exit` ends the child without running destructors or atexit

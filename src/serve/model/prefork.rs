@@ -27,8 +27,8 @@ pub fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {
         spawn(n, &listeners, ctx, &mut kids)
             .map_err(|e| Error::io("forking a worker")(e.into()))?;
     }
-    while signals::stops() == 0 {
-        signals::wait(None);
+    while ctx.shutdown.stops() == 0 {
+        ctx.shutdown.wait(None);
         let mut lost = Vec::new();
         kids.reap(|pid, status, tag| {
             warn!(
@@ -41,7 +41,7 @@ pub fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {
                 lost.push(n);
             }
         });
-        if signals::stops() > 0 {
+        if ctx.shutdown.stops() > 0 {
             break;
         }
         for n in lost {
@@ -102,7 +102,7 @@ fn worker(n: usize, listeners: &[TcpListener], ctx: &Ctx, parent: nix::unistd::P
     }
     let mut buf = vec![0u8; BUF_SIZE];
     let slot = ctx.stats.workers.get(n);
-    while signals::stops() == 0 {
+    while ctx.shutdown.stops() == 0 {
         let accept::Next::Conn(conn, peer) = accept::next(listeners, ctx) else {
             break;
         };
@@ -112,7 +112,7 @@ fn worker(n: usize, listeners: &[TcpListener], ctx: &Ctx, parent: nix::unistd::P
         }
         let end = match echo::prepare(&conn, ctx) {
             Ok(()) => echo::echo(conn.as_raw_fd(), &mut buf, ctx.stats, &|| {
-                signals::stops() > 0
+                ctx.shutdown.stops() > 0
             }),
             Err(_) => echo::End::Reset,
         };
