@@ -79,6 +79,7 @@ fn spawn(
 ) {
     if let Err(e) = echo::prepare(&conn, ctx) {
         debug!(%peer, "socket setup failed: {e}");
+        echo::count_end(echo::End::from_io(&e), ctx.stats);
         ctx.release(&peer);
         return;
     }

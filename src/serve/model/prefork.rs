@@ -114,10 +114,10 @@ fn worker(n: usize, listeners: &[TcpListener], ctx: &Ctx, parent: nix::unistd::P
             Ok(()) => echo::echo(conn.as_raw_fd(), &mut buf, ctx.stats, &|| {
                 ctx.shutdown.stops() > 0
             }),
-            Err(_) => echo::End::Reset,
+            Err(e) => echo::End::from_io(&e),
         };
         echo::count_end(end, ctx.stats);
-        tracing::debug!(%peer, ?end, "connection closed");
+        tracing::debug!(%peer, %end, "connection closed");
         drop(conn);
         // Clear first: a crash between the two leaks one slot, while the
         // other order could release it twice.
