@@ -81,17 +81,6 @@ pub fn echo(fd: RawFd, buf: &mut [u8], stats: &Stats, stop: &dyn Fn() -> bool) -
     }
 }
 
-/// Counts an ending in the shared stats: by reason, and the idle and stall
-/// timeouts apart (their own metrics predate the reasons).
-pub fn count_end(end: End, stats: &Stats) {
-    stats.closed[end.index()].fetch_add(1, Ordering::Relaxed);
-    match end {
-        End::Idle => stats.idle_timeouts.fetch_add(1, Ordering::Relaxed),
-        End::Stall => stats.stall_timeouts.fetch_add(1, Ordering::Relaxed),
-        _ => 0,
-    };
-}
-
 /// Serves one admitted connection inside this process, then closes it and
 /// gives its `--max-conns` slot back (after the close, so a drain that sees
 /// no active connection knows every FIN is out).
@@ -100,7 +89,7 @@ pub fn serve(conn: TcpStream, peer: SocketAddr, ctx: &Ctx, buf: &mut [u8]) {
         Ok(()) => echo(conn.as_raw_fd(), buf, ctx.stats, &|| false),
         Err(e) => End::from_io(&e),
     };
-    count_end(end, ctx.stats);
+    ctx.stats.count_end(end);
     tracing::debug!(%peer, %end, "connection closed");
     drop(conn);
     ctx.release(&peer);

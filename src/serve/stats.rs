@@ -344,6 +344,17 @@ impl Stats {
     pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
     }
+
+    /// Counts a connection's end by reason, and the idle and stall timeouts
+    /// apart (their own metrics predate the reasons). Every model calls it.
+    pub fn count_end(&self, end: End) {
+        self.closed[end.index()].fetch_add(1, Ordering::Relaxed);
+        match end {
+            End::Idle => self.idle_timeouts.fetch_add(1, Ordering::Relaxed),
+            End::Stall => self.stall_timeouts.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+    }
 }
 
 #[cfg(test)]

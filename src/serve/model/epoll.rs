@@ -52,7 +52,7 @@ use tracing::{debug, warn};
 use crate::error::{Error, Result};
 use crate::serve::accept::{self, AcceptError};
 use crate::serve::conn::{self as core, End, Next, Timeouts};
-use crate::serve::echo::{self, BUF_SIZE};
+use crate::serve::echo::BUF_SIZE;
 use crate::serve::pending::{PENDING_CAP, Pending};
 use crate::serve::timers::Timers;
 use crate::serve::{Ctx, supervise};
@@ -341,7 +341,7 @@ impl Worker {
             // Only a socket already dead fails here.
             debug!(%peer, "TCP_NODELAY: {e}; closing");
             drop(stream);
-            echo::count_end(End::from_io(&e), self.ctx.stats);
+            self.ctx.stats.count_end(End::from_io(&e));
             self.ctx.release(&peer);
             return;
         }
@@ -381,7 +381,7 @@ impl Worker {
     /// takes it out of the epoll set, so no deregister call is needed.
     fn close(&mut self, i: usize, end: End) {
         if let Some(c) = self.conns.try_remove(i) {
-            echo::count_end(end, self.ctx.stats);
+            self.ctx.stats.count_end(end);
             debug!(peer = %c.peer, %end, "connection closed");
             let peer = c.peer;
             drop(c);

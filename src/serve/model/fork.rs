@@ -79,7 +79,7 @@ fn spawn(
 ) {
     if let Err(e) = echo::prepare(&conn, ctx) {
         debug!(%peer, "socket setup failed: {e}");
-        echo::count_end(echo::End::from_io(&e), ctx.stats);
+        ctx.stats.count_end(echo::End::from_io(&e));
         ctx.release(&peer);
         return;
     }
@@ -111,7 +111,7 @@ fn child(conn: &TcpStream, listeners: &[TcpListener], ctx: &Ctx) -> ! {
     let end = echo::echo(conn.as_raw_fd(), &mut buf, ctx.stats, &|| {
         ctx.shutdown.stops() > 0
     });
-    echo::count_end(end, ctx.stats);
+    ctx.stats.count_end(end);
     // SAFETY: `_exit` ends the child without running destructors or atexit
     // handlers that belong to the parent; the kernel closes the socket.
     unsafe { libc::_exit(0) }

@@ -116,7 +116,7 @@ fn worker(n: usize, listeners: &[TcpListener], ctx: &Ctx, parent: nix::unistd::P
             }),
             Err(e) => echo::End::from_io(&e),
         };
-        echo::count_end(end, ctx.stats);
+        ctx.stats.count_end(end);
         tracing::debug!(%peer, %end, "connection closed");
         drop(conn);
         // Clear first: a crash between the two leaks one slot, while the

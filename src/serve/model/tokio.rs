@@ -60,7 +60,7 @@ use tracing::debug;
 use crate::error::{Error, Result};
 use crate::serve::accept::{self, AcceptError};
 use crate::serve::conn::{self as core, End, Next, Timeouts};
-use crate::serve::echo::{self, BUF_SIZE};
+use crate::serve::echo::BUF_SIZE;
 use crate::serve::pending::Pending;
 use crate::serve::{Ctx, supervise};
 
@@ -160,14 +160,14 @@ fn admit(stream: TcpStream, peer: SocketAddr, ctx: &'static Ctx) {
     if let Err(e) = nodelay {
         // Only a socket already dead fails here.
         debug!(%peer, "TCP_NODELAY: {e}; closing");
-        echo::count_end(End::from_io(&e), ctx.stats);
+        ctx.stats.count_end(End::from_io(&e));
         return;
     }
     debug!(%peer, "connection open");
     tokio::spawn(async move {
         if let Some(stream) = slot.stream.as_mut() {
             let end = serve(stream, ctx).await;
-            echo::count_end(end, ctx.stats);
+            ctx.stats.count_end(end);
             debug!(%peer, %end, "connection closed");
         }
     });

@@ -24,7 +24,6 @@ use super::{
 use crate::serve::Ctx;
 use crate::serve::accept::{self, AcceptError};
 use crate::serve::conn::{self as core, End, Next, Store, Timeouts};
-use crate::serve::echo;
 use crate::serve::timers::Timers;
 
 /// Where one request of a connection stands.
@@ -499,7 +498,7 @@ impl Worker {
             // Only a socket already dead fails here: closed, as in every model.
             debug!("TCP_NODELAY on an accepted socket: {e}; closing");
             drop(fd);
-            echo::count_end(End::from_io(&e), ctx.stats);
+            ctx.stats.count_end(End::from_io(&e));
             match peer {
                 Some(p) => ctx.release(&p),
                 None => ctx.stats.release(),
@@ -771,7 +770,7 @@ impl Worker {
         while let Some(b) = held.store_mut().chunks.pop_front().map(|c| c.bid) {
             self.pool.put(b);
         }
-        echo::count_end(end, self.ctx.stats);
+        self.ctx.stats.count_end(end);
         if tracing::enabled!(tracing::Level::DEBUG) {
             debug!(peer = ?peer_of(&conn.fd), %end, "connection closed");
         }
