@@ -897,3 +897,46 @@ fn peer_of(fd: &OwnedFd) -> Option<SocketAddr> {
         .ok()
         .and_then(|a| a.as_socket())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(bid: u16, len: u32) -> Chunk {
+        Chunk { bid, len, sent: 0 }
+    }
+
+    #[test]
+    fn held_buffers_go_back_in_order_once_fully_sent() {
+        let mut h = Held::new(4);
+        h.keep(chunk(3, 100), 0);
+        h.keep(chunk(5, 50), 0);
+        assert_eq!(Store::len(&h), 150);
+        h.consume(60);
+        assert_eq!(h.pop_done(), None, "buffer 3 still has 40 bytes to send");
+        assert_eq!(h.front().map(|c| (c.bid, c.sent)), Some((3, 60)));
+        h.consume(40);
+        assert_eq!(h.front().map(|c| c.bid), Some(5));
+        assert_eq!(h.pop_done(), Some(3));
+        assert_eq!(h.pop_done(), None);
+        h.consume(50);
+        assert_eq!(h.pop_done(), Some(5));
+        assert_eq!((Store::len(&h), h.bufs()), (0, 0));
+    }
+
+    #[test]
+    fn reading_pauses_over_one_echo_buffer_or_over_the_buffer_cap() {
+        let mut h = Held::new(2);
+        assert!(h.room() > 0);
+        // One full 64 KiB message held is not yet a reason to pause.
+        h.keep(chunk(0, HELD_BYTES as u32), 0);
+        assert!(h.room() > 0);
+        h.keep(chunk(1, 1), 0);
+        assert_eq!(h.room(), 0, "over HELD_BYTES");
+        let mut h = Held::new(2);
+        for bid in 0..3 {
+            h.keep(chunk(bid, 10), 0);
+        }
+        assert_eq!(h.room(), 0, "over the buffer cap");
+    }
+}
