@@ -11,6 +11,7 @@
 //! - [`lab`]: `netecho lab`, the guided walkthrough built on watch and trace;
 //! - [`error`]: the typed errors `main` prints as one line.
 
+pub mod args;
 pub mod bench;
 pub mod cli;
 pub mod client;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use crate::bench::{self, pattern, stop};
-use crate::cli::{parse_positive, parse_secs_nonzero};
+use crate::args::{interval_at_least, parse_count, parse_positive, parse_secs_nonzero};
 use crate::error::{Error, Result};
 
 /// Shortest `-i`: a probe per millisecond is already a flood.
@@ -51,7 +51,7 @@ pub struct Opt {
 
     /// Seconds between probes (fractions allowed, at least 0.001).
     #[arg(short = 'i', long = "interval", value_name = "SECS", default_value = "1",
-          value_parser = parse_interval, allow_negative_numbers = true)]
+          value_parser = interval_at_least(MIN_INTERVAL), allow_negative_numbers = true)]
     pub interval: Duration,
 
     /// Bytes per probe.
@@ -71,24 +71,6 @@ pub struct Opt {
     /// A new TCP connection per probe; the time includes the connect.
     #[arg(long = "new-conn", conflicts_with = "udp")]
     pub new_conn: bool,
-}
-
-/// Parses `-c`: a whole number of at least 1.
-fn parse_count(s: &str) -> Result<u64, String> {
-    match s.trim().parse::<u64>() {
-        Ok(0) => Err("must be at least 1".into()),
-        Ok(n) => Ok(n),
-        Err(_) => Err(format!("'{s}' is not a positive whole number")),
-    }
-}
-
-/// Parses `-i`: seconds, at least [`MIN_INTERVAL`].
-fn parse_interval(s: &str) -> Result<Duration, String> {
-    let d = crate::cli::parse_secs(s)?;
-    if d < MIN_INTERVAL {
-        return Err(format!("'{s}' is below the shortest interval, 0.001 s"));
-    }
-    Ok(d)
 }
 
 /// How one probe ended.
@@ -603,6 +585,7 @@ mod tests {
 
     #[test]
     fn intervals_below_a_millisecond_are_refused() {
+        let parse_interval = interval_at_least(MIN_INTERVAL);
         assert!(parse_interval("0.0005").is_err());
         assert_eq!(parse_interval("0.001").unwrap(), MIN_INTERVAL);
         assert!(parse_interval("-1").is_err());

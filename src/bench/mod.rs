@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::{parse_positive, parse_secs, parse_secs_nonzero};
+use crate::args::{parse_count, parse_positive, parse_secs, parse_secs_nonzero, request_rate_between};
 use crate::error::{Error, Result};
 use plan::{Plan, Tally};
 
@@ -150,7 +150,8 @@ pub struct Opt {
 
     /// Open loop: this many requests per second in total, spread evenly over
     /// the connections; latency counts from when each request was due.
-    #[arg(long, value_name = "R", value_parser = parse_rate, allow_negative_numbers = true)]
+    #[arg(long, value_name = "R", value_parser = request_rate_between(MIN_RATE, MAX_RATE),
+          allow_negative_numbers = true)]
     pub rate: Option<f64>,
 
     /// A new connection per request: connect, one message, close.
@@ -174,32 +175,6 @@ pub struct Opt {
     /// Print one JSON object on stdout instead of the summary.
     #[arg(long)]
     pub json: bool,
-}
-
-/// Parses `-n`: a whole number of at least 1.
-fn parse_count(s: &str) -> Result<u64, String> {
-    match s.trim().parse::<u64>() {
-        Ok(0) => Err("must be at least 1".into()),
-        Ok(n) => Ok(n),
-        Err(_) => Err(format!("'{s}' is not a positive whole number")),
-    }
-}
-
-/// Parses `--rate`: requests per second, fractions allowed.
-fn parse_rate(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{s}' is not a number of requests per second"))?;
-    if !v.is_finite() || v < MIN_RATE {
-        return Err(format!(
-            "'{s}' is below the lowest rate, {MIN_RATE} requests per second"
-        ));
-    }
-    if v > MAX_RATE {
-        return Err(format!("'{s}' is above the highest rate, {MAX_RATE:.0}/s"));
-    }
-    Ok(v)
 }
 
 /// Runs `netecho bench`.

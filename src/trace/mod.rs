@@ -63,7 +63,7 @@ pub struct Opt {
     pub iface: String,
 
     /// Stop after this many segments (default: until Ctrl-C/SIGTERM).
-    #[arg(long, short = 'c', value_name = "N", value_parser = crate::cli::parse_positive)]
+    #[arg(long, short = 'c', value_name = "N", value_parser = crate::args::parse_positive)]
     pub count: Option<usize>,
 
     /// Show absolute sequence numbers instead of J+n / K+n.

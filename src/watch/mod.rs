@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use crate::cli::parse_secs_nonzero;
+use crate::args::parse_secs_nonzero;
 use crate::error::Result;
 use procs::{Owner, Owners, ProcChange, ProcInfo};
 use snapshot::{Change, Snapshot};
