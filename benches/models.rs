@@ -55,7 +55,8 @@ use netecho::bench::models::{
     self, DEFAULT_MODELS, IDLE_CONNS, IDLE_SETTLE, LARGE_MSG, Memory, Outcome, SMALL_MSG, Server,
     Setup, Skip, Traffic, Workload, num,
 };
-use netecho::bench::{pattern, procstat, raise_nofile_limit, spawn};
+use netecho::bench::{procstat, raise_nofile_limit, spawn};
+use netecho::net::pattern;
 
 /// Errors here end the run before any cell; a message is all a reader needs.
 type Res<T> = Result<T, String>;

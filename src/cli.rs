@@ -123,7 +123,7 @@ pub struct ServeOpt {
     pub udp: bool,
 
     /// Largest UDP datagram echoed; larger ones are dropped and counted, never truncated.
-    #[arg(long, value_name = "BYTES", default_value_t = crate::serve::udp::MAX_DATAGRAM, value_parser = udp_size_at_most(crate::serve::udp::MAX_DATAGRAM))]
+    #[arg(long, value_name = "BYTES", default_value_t = crate::net::MAX_UDP_SIZE, value_parser = udp_size_at_most(crate::net::MAX_UDP_SIZE))]
     pub udp_max_size: usize,
 
     /// UDP datagrams per second answered per source address (burst: twice that).

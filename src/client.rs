@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use crate::cli::ClientOpt;
 use crate::error::{Error, Result};
+use crate::net;
 
 /// Bytes moved per read, each way.
 const BUF_SIZE: usize = 64 * 1024;
@@ -43,8 +44,8 @@ pub fn run(opt: ClientOpt) -> Result<()> {
 /// Resolves `HOST:PORT` and connects to the first address that answers,
 /// with the same one-line errors as `bench` and `ping`.
 fn connect(target: &str, timeout: Duration) -> Result<TcpStream> {
-    let addrs = crate::bench::resolve(target)?;
-    crate::bench::connect_any(target, &addrs, timeout)
+    let addrs = net::resolve(target)?;
+    net::connect_any(target, &addrs, timeout)
 }
 
 /// Copies stdin to the socket, counting bytes; on EOF marks the input done

@@ -17,6 +17,7 @@ pub mod cli;
 pub mod client;
 pub mod error;
 pub mod lab;
+pub mod net;
 pub mod ping;
 pub mod serve;
 pub mod trace;

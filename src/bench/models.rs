@@ -21,8 +21,9 @@ use clap::ValueEnum;
 
 use super::plan::{self, Plan, Tally};
 use super::report::thousands;
-use super::{Opt, chart, pattern, procstat, spawn, stop, tcp};
+use super::{Opt, chart, procstat, spawn, stop, tcp};
 use crate::error::{Error, Result};
+use crate::net::pattern;
 use crate::serve::Model;
 
 /// Models run when `--models` is given no list: every model a user can
