@@ -20,6 +20,7 @@ pub mod lab;
 pub mod net;
 pub mod ping;
 pub mod serve;
+pub mod sys;
 pub mod trace;
 pub mod watch;
 

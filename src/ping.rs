@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use crate::bench::stop;
 use crate::args::{interval_at_least, parse_count, parse_positive, parse_secs_nonzero};
 use crate::error::{Error, Result};
 use crate::net::{self, MAX_TCP_SIZE, MAX_UDP_SIZE, pattern};
+use crate::sys::stop;
 
 /// Shortest `-i`: a probe per millisecond is already a flood.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(1);

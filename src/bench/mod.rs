@@ -20,7 +20,6 @@
 //! - [`udp`]: the UDP worker (a timeout per datagram, losses counted);
 //! - [`timer`]: a timerfd, so the open loop sends on time to the microsecond;
 //! - [`report`]: the human summary and the `--json` object;
-//! - [`stop`]: Ctrl-C and SIGTERM as a flag, shared with `ping`;
 //! - [`models`]: `bench --models`, every server model on the workloads of
 //!   `BENCHMARKING.md`, shared with `cargo bench --bench models`;
 //! - [`spawn`]: servers under test as pinned child processes;
@@ -33,7 +32,6 @@ pub mod plan;
 pub mod procstat;
 pub mod report;
 pub mod spawn;
-pub mod stop;
 pub mod tcp;
 pub mod timer;
 pub mod udp;
@@ -51,10 +49,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::args::{parse_count, parse_positive, parse_secs, parse_secs_nonzero, request_rate_between};
 use crate::error::{Error, Result};
 use crate::net::{MAX_TCP_SIZE, MAX_UDP_SIZE, connect_any, connect_one, resolve, udp_socket};
+use crate::sys::{self, stop};
 use plan::{Plan, Tally};
-
-/// The bench opens thousands of sockets, as the server does.
-pub use crate::serve::raise_nofile_limit;
 
 /// Connections when `-c` is not given: enough to keep a multi-core server
 /// busy, as tcpkali and wrk default to tens.
@@ -190,7 +186,8 @@ pub fn run(opt: Opt) -> Result<()> {
             if opt.udp { "UDP" } else { "TCP" }
         )));
     }
-    let _ = raise_nofile_limit();
+    // The bench opens thousands of sockets, as the server does.
+    let _ = sys::raise_nofile_limit();
     stop::install().map_err(Error::io("installing signal handlers"))?;
     let addrs = resolve(&target)?;
     let threads = opt

@@ -58,6 +58,7 @@ use tracing::info;
 
 use crate::cli::ServeOpt;
 use crate::error::{Error, Result};
+use crate::sys::raise_nofile_limit;
 use stats::Stats;
 
 /// The default port when no `--listen` is given.
@@ -315,22 +316,6 @@ pub fn run_model(model: Model, listeners: Vec<TcpListener>, ctx: &'static Ctx) -
 /// One worker per core, as the OS reports them.
 pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// Raises the soft descriptor limit to the hard one: a server holding
-/// thousands of sockets (or a bench opening them) should not fail at 1024
-/// because of a shell default. Returns the limits (soft, hard) in force
-/// afterwards; (0, 0) if unreadable.
-pub fn raise_nofile_limit() -> (u64, u64) {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => (hard, hard),
-            Err(_) => (soft, hard),
-        },
-        Ok(limits) => limits,
-        Err(_) => (0, 0),
-    }
 }
 
 /// The addresses a set of listeners ended up bound to.
