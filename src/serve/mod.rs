@@ -37,6 +37,7 @@ pub mod inetd;
 pub mod iterative;
 pub mod listen;
 pub mod metrics;
+pub mod opt;
 pub mod pending;
 pub mod prefork;
 pub mod prethread;
@@ -56,9 +57,9 @@ use std::time::Duration;
 use clap::ValueEnum;
 use tracing::info;
 
-use crate::cli::ServeOpt;
 use crate::error::{Error, Result};
 use crate::sys::raise_nofile_limit;
+pub use opt::ServeOpt;
 use stats::Stats;
 
 /// The default port when no `--listen` is given.
