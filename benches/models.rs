@@ -55,7 +55,9 @@ use netecho::bench::models::{
     self, DEFAULT_MODELS, IDLE_CONNS, IDLE_SETTLE, LARGE_MSG, Memory, Outcome, SMALL_MSG, Server,
     Setup, Skip, Traffic, Workload, num,
 };
-use netecho::bench::{pattern, procstat, raise_nofile_limit, spawn};
+use netecho::bench::spawn;
+use netecho::net::pattern;
+use netecho::sys::{proc, raise_nofile_limit};
 
 /// Errors here end the run before any cell; a message is all a reader needs.
 type Res<T> = Result<T, String>;
@@ -207,7 +209,7 @@ impl Config {
                 warmup: MAX_WARMUP.min(secs),
                 idle_conns: models::idle_conns_within(IDLE_CONNS, nofile.0),
                 server_cpu: (cpus.len() > 1).then_some(server_cpu),
-                clk_tck: procstat::clock_ticks(),
+                clk_tck: proc::clock_ticks(),
             },
             repeat,
             servers,

@@ -14,11 +14,26 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::cli::ClientOpt;
+use clap::Args;
+
+use crate::args::{parse_secs_nonzero, parse_target};
 use crate::error::{Error, Result};
+use crate::net;
 
 /// Bytes moved per read, each way.
 const BUF_SIZE: usize = 64 * 1024;
+
+/// Options of `netecho client`.
+#[derive(Debug, Args)]
+pub struct ClientOpt {
+    /// The echo server, as HOST:PORT ([v6addr]:PORT for IPv6 literals).
+    #[arg(value_name = "HOST:PORT", value_parser = parse_target)]
+    pub target: String,
+
+    /// Give up connecting after this long.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs_nonzero, allow_negative_numbers = true)]
+    pub connect_timeout: Duration,
+}
 
 /// Runs the client; `Ok` means every byte sent came back.
 pub fn run(opt: ClientOpt) -> Result<()> {
@@ -43,8 +58,8 @@ pub fn run(opt: ClientOpt) -> Result<()> {
 /// Resolves `HOST:PORT` and connects to the first address that answers,
 /// with the same one-line errors as `bench` and `ping`.
 fn connect(target: &str, timeout: Duration) -> Result<TcpStream> {
-    let addrs = crate::bench::resolve(target)?;
-    crate::bench::connect_any(target, &addrs, timeout)
+    let addrs = net::resolve(target)?;
+    net::connect_any(target, &addrs, timeout)
 }
 
 /// Copies stdin to the socket, counting bytes; on EOF marks the input done

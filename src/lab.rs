@@ -28,7 +28,8 @@ use crate::trace::Tracer;
 use crate::watch::procs::{self, ProcInfo};
 use crate::watch::snapshot::Snapshot;
 use crate::watch::state::State;
-use crate::watch::{Watcher, format_addr, format_owners, state_word, stop};
+use crate::sys::stop;
+use crate::watch::{Watcher, format_addr, format_owners, state_word};
 
 /// How long to wait for the server's `listening` line, the echo, or a
 /// process to exit before the lab gives up on that step.
@@ -72,7 +73,7 @@ impl Drop for Kids {
 
 /// Runs the walkthrough.
 pub fn run(_opt: Opt) -> Result<()> {
-    stop::install()?;
+    stop::install().map_err(Error::io("installing the SIGINT/SIGTERM handler"))?;
     let exe = std::env::current_exe().map_err(Error::io("finding this executable"))?;
     let mut kids = Kids::default();
     let mut skipped: Vec<&str> = Vec::new();

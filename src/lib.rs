@@ -1,23 +1,38 @@
 //! netecho: a toolkit around the echo service (RFC 862).
 //!
 //! # Layout
-//! - [`cli`]: the command line, one `Opt` per subcommand;
-//! - [`serve`]: `netecho serve`, the echo contract and one file per model;
-//! - [`client`]: `netecho client`, stdin to the server, echo to stdout;
-//! - [`bench`]: `netecho bench`, load with verified bytes and percentiles;
+//! From the top down; a module only imports modules below it.
+//! - [`run`] (here): the only place, with [`cli::Command`], that knows every
+//!   subcommand;
+//! - [`cli`]: the command line as a whole: subcommands, log options, how a
+//!   parse error is reported;
+//! - [`lab`]: `netecho lab`, the guided walkthrough built on watch and trace;
+//! - [`bench`]: `netecho bench`, load with verified bytes and percentiles
+//!   (and `--models`, which starts `serve`'s models);
 //! - [`ping`]: `netecho ping`, per-probe round-trip times;
+//! - [`client`]: `netecho client`, stdin to the server, echo to stdout;
+//! - [`serve`]: `netecho serve`, the echo contract and one file per model;
 //! - [`watch`]: `netecho watch`, socket states from netlink sock_diag;
 //! - [`trace`]: `netecho trace`, segments from an AF_PACKET capture;
-//! - [`lab`]: `netecho lab`, the guided walkthrough built on watch and trace;
+//! - [`net`]: resolve, connect, UDP sockets, size limits, the message
+//!   pattern: what client, ping and bench share;
+//! - [`sys`]: OS helpers the subcommands share: the Ctrl-C flag, the
+//!   descriptor limit, `/proc`;
+//! - [`args`]: value parsers for every subcommand's `Opt`; imports nothing;
 //! - [`error`]: the typed errors `main` prints as one line.
+//!
+//! Each subcommand's module owns its `Opt` and a `run(opt) -> Result<()>`.
 
+pub mod args;
 pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod error;
 pub mod lab;
+pub mod net;
 pub mod ping;
 pub mod serve;
+pub mod sys;
 pub mod trace;
 pub mod watch;
 

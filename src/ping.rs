@@ -16,16 +16,15 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use crate::bench::{self, pattern, stop};
-use crate::cli::{parse_positive, parse_secs_nonzero};
+use crate::args::{interval_at_least, parse_count, parse_positive, parse_secs_nonzero};
 use crate::error::{Error, Result};
+use crate::net::{self, MAX_TCP_SIZE, MAX_UDP_SIZE, pattern};
+use crate::sys::stop;
 
 /// Shortest `-i`: a probe per millisecond is already a flood.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(1);
 /// Probe size when `-s` is not given, as `ping`'s 56 + 8 header bytes.
 pub const DEFAULT_SIZE: usize = 64;
-/// Largest TCP probe.
-pub const MAX_TCP_SIZE: usize = bench::MAX_TCP_SIZE;
 /// Pattern stream of ping payloads, apart from bench's connection ids.
 const PING_STREAM: u64 = u64::MAX;
 /// Bytes of the sequence number at the head of each payload (big-endian, so
@@ -51,7 +50,7 @@ pub struct Opt {
 
     /// Seconds between probes (fractions allowed, at least 0.001).
     #[arg(short = 'i', long = "interval", value_name = "SECS", default_value = "1",
-          value_parser = parse_interval, allow_negative_numbers = true)]
+          value_parser = interval_at_least(MIN_INTERVAL), allow_negative_numbers = true)]
     pub interval: Duration,
 
     /// Bytes per probe.
@@ -71,24 +70,6 @@ pub struct Opt {
     /// A new TCP connection per probe; the time includes the connect.
     #[arg(long = "new-conn", conflicts_with = "udp")]
     pub new_conn: bool,
-}
-
-/// Parses `-c`: a whole number of at least 1.
-fn parse_count(s: &str) -> Result<u64, String> {
-    match s.trim().parse::<u64>() {
-        Ok(0) => Err("must be at least 1".into()),
-        Ok(n) => Ok(n),
-        Err(_) => Err(format!("'{s}' is not a positive whole number")),
-    }
-}
-
-/// Parses `-i`: seconds, at least [`MIN_INTERVAL`].
-fn parse_interval(s: &str) -> Result<Duration, String> {
-    let d = crate::cli::parse_secs(s)?;
-    if d < MIN_INTERVAL {
-        return Err(format!("'{s}' is below the shortest interval, 0.001 s"));
-    }
-    Ok(d)
 }
 
 /// How one probe ended.
@@ -163,11 +144,7 @@ enum Link {
 
 /// Runs `netecho ping`.
 pub fn run(opt: Opt) -> Result<()> {
-    let max_size = if opt.udp {
-        bench::MAX_UDP_SIZE
-    } else {
-        MAX_TCP_SIZE
-    };
+    let max_size = if opt.udp { MAX_UDP_SIZE } else { MAX_TCP_SIZE };
     if opt.size > max_size {
         return Err(Error::InvalidOption(format!(
             "--size {} is above the largest {} probe, {max_size} bytes",
@@ -176,15 +153,15 @@ pub fn run(opt: Opt) -> Result<()> {
         )));
     }
     stop::install().map_err(Error::io("installing signal handlers"))?;
-    let addrs = bench::resolve(&opt.target)?;
+    let addrs = net::resolve(&opt.target)?;
     // The first connect decides the address; a refused or unreachable
     // server is one line and exit 1 before any probe.
     let (addr, mut link) = if opt.udp {
         let addr = addrs[0];
-        let sock = bench::udp_socket(addr).map_err(Error::io("opening a UDP socket"))?;
+        let sock = net::udp_socket(addr).map_err(Error::io("opening a UDP socket"))?;
         (addr, Link::Udp { sock })
     } else {
-        let s = bench::connect_any(&opt.target, &addrs, opt.timeout)?;
+        let s = net::connect_any(&opt.target, &addrs, opt.timeout)?;
         let addr = s
             .peer_addr()
             .map_err(Error::io("reading the server's address"))?;
@@ -284,7 +261,7 @@ fn tcp_probe(
                 *offset = 0;
             }
             Err(e) => {
-                return Outcome::Failed(Failure::Connect(bench::connect_error(
+                return Outcome::Failed(Failure::Connect(net::connect_error(
                     &opt.target,
                     opt.timeout,
                     e,
@@ -603,6 +580,7 @@ mod tests {
 
     #[test]
     fn intervals_below_a_millisecond_are_refused() {
+        let parse_interval = interval_at_least(MIN_INTERVAL);
         assert!(parse_interval("0.0005").is_err());
         assert_eq!(parse_interval("0.001").unwrap(), MIN_INTERVAL);
         assert!(parse_interval("-1").is_err());

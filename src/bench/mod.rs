@@ -2,10 +2,11 @@
 //! byte checked and latency taken as a user would feel it.
 //!
 //! # What makes the figures trustworthy
-//! - Every message is unique to its connection and round ([`pattern`]) and
-//!   the echo is compared byte for byte, however the reads split; a wrong
-//!   byte, an early close or a reset is an error with the connection and the
-//!   byte offset, counted, and the exit status is non-zero.
+//! - Every message is unique to its connection and round
+//!   ([`crate::net::pattern`]) and the echo is compared byte for byte,
+//!   however the reads split; a wrong byte, an early close or a reset is an
+//!   error with the connection and the byte offset, counted, and the exit
+//!   status is non-zero.
 //! - `--rate` runs an open loop: each request has a due time on a fixed
 //!   schedule and its latency counts from that time, so a stalled server
 //!   shows as latency rather than as fewer samples (no coordinated omission).
@@ -14,13 +15,11 @@
 //!   compares its requests per CPU-second with a minimal C epoll generator.
 //!
 //! # Layout
-//! - [`pattern`]: the bytes of each message, pure;
 //! - [`plan`]: what every worker shares: the schedule, the budget, the log;
 //! - [`tcp`]: the TCP worker (closed loop, open loop, `--new-conn`);
 //! - [`udp`]: the UDP worker (a timeout per datagram, losses counted);
 //! - [`timer`]: a timerfd, so the open loop sends on time to the microsecond;
 //! - [`report`]: the human summary and the `--json` object;
-//! - [`stop`]: Ctrl-C and SIGTERM as a flag, shared with `ping`;
 //! - [`models`]: `bench --models`, every server model on the workloads of
 //!   `BENCHMARKING.md`, shared with `cargo bench --bench models`;
 //! - [`spawn`]: servers under test as pinned child processes;
@@ -29,18 +28,16 @@
 
 pub mod chart;
 pub mod models;
-pub mod pattern;
 pub mod plan;
 pub mod procstat;
 pub mod report;
 pub mod spawn;
-pub mod stop;
 pub mod tcp;
 pub mod timer;
 pub mod udp;
 
 use std::io::{self, IsTerminal};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -49,12 +46,11 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::{parse_positive, parse_secs, parse_secs_nonzero};
+use crate::args::{parse_count, parse_positive, parse_secs, parse_secs_nonzero, request_rate_between};
 use crate::error::{Error, Result};
+use crate::net::{MAX_TCP_SIZE, MAX_UDP_SIZE, connect_any, connect_one, resolve, udp_socket};
+use crate::sys::{self, stop};
 use plan::{Plan, Tally};
-
-/// The bench opens thousands of sockets, as the server does.
-pub use crate::serve::raise_nofile_limit;
 
 /// Connections when `-c` is not given: enough to keep a multi-core server
 /// busy, as tcpkali and wrk default to tens.
@@ -64,11 +60,6 @@ pub const DEFAULT_CONNS: usize = 50;
 pub const DEFAULT_SIZE: usize = 64;
 /// Length of the measured run when neither `-d` nor `-n` is given.
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
-/// Largest TCP message: each connection holds one copy, so 50 connections
-/// at this size already hold 800 MiB.
-pub const MAX_TCP_SIZE: usize = 16 * 1024 * 1024;
-/// Largest UDP payload over IPv4 (65535 - 8 UDP - 20 IP header bytes).
-pub const MAX_UDP_SIZE: usize = 65_507;
 /// Wait per datagram with `--udp` when `--timeout` is not given.
 pub const DEFAULT_UDP_TIMEOUT: Duration = Duration::from_secs(1);
 /// Wait per TCP request when `--timeout` is not given: long, because a TCP
@@ -150,7 +141,8 @@ pub struct Opt {
 
     /// Open loop: this many requests per second in total, spread evenly over
     /// the connections; latency counts from when each request was due.
-    #[arg(long, value_name = "R", value_parser = parse_rate, allow_negative_numbers = true)]
+    #[arg(long, value_name = "R", value_parser = request_rate_between(MIN_RATE, MAX_RATE),
+          allow_negative_numbers = true)]
     pub rate: Option<f64>,
 
     /// A new connection per request: connect, one message, close.
@@ -176,32 +168,6 @@ pub struct Opt {
     pub json: bool,
 }
 
-/// Parses `-n`: a whole number of at least 1.
-fn parse_count(s: &str) -> Result<u64, String> {
-    match s.trim().parse::<u64>() {
-        Ok(0) => Err("must be at least 1".into()),
-        Ok(n) => Ok(n),
-        Err(_) => Err(format!("'{s}' is not a positive whole number")),
-    }
-}
-
-/// Parses `--rate`: requests per second, fractions allowed.
-fn parse_rate(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{s}' is not a number of requests per second"))?;
-    if !v.is_finite() || v < MIN_RATE {
-        return Err(format!(
-            "'{s}' is below the lowest rate, {MIN_RATE} requests per second"
-        ));
-    }
-    if v > MAX_RATE {
-        return Err(format!("'{s}' is above the highest rate, {MAX_RATE:.0}/s"));
-    }
-    Ok(v)
-}
-
 /// Runs `netecho bench`.
 pub fn run(opt: Opt) -> Result<()> {
     if let Some(list) = &opt.models {
@@ -220,7 +186,8 @@ pub fn run(opt: Opt) -> Result<()> {
             if opt.udp { "UDP" } else { "TCP" }
         )));
     }
-    let _ = raise_nofile_limit();
+    // The bench opens thousands of sockets, as the server does.
+    let _ = sys::raise_nofile_limit();
     stop::install().map_err(Error::io("installing signal handlers"))?;
     let addrs = resolve(&target)?;
     let threads = opt
@@ -396,64 +363,6 @@ fn watch_progress(plan: &Plan, workers: &[JoinHandle<Result<Tally>>]) {
     }
 }
 
-/// Resolves `HOST:PORT`, with the same messages as `netecho client`.
-pub fn resolve(target: &str) -> Result<Vec<SocketAddr>> {
-    let addrs: Vec<SocketAddr> = target
-        .to_socket_addrs()
-        .map_err(|e| Error::Resolve {
-            target: target.to_string(),
-            reason: if target
-                .rsplit_once(':')
-                .is_none_or(|(_, p)| p.parse::<u16>().is_err())
-            {
-                "expected HOST:PORT with a port 0-65535".to_string()
-            } else {
-                e.to_string()
-            },
-        })?
-        .collect();
-    if addrs.is_empty() {
-        return Err(Error::Resolve {
-            target: target.to_string(),
-            reason: "no address found".into(),
-        });
-    }
-    Ok(addrs)
-}
-
-/// Connects to the first of `addrs` that answers.
-pub fn connect_any(target: &str, addrs: &[SocketAddr], timeout: Duration) -> Result<TcpStream> {
-    let mut last = None;
-    for &addr in addrs {
-        match connect_one(target, addr, timeout) {
-            Ok(s) => return Ok(s),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| Error::Resolve {
-        target: target.to_string(),
-        reason: "no address found".into(),
-    }))
-}
-
-/// One blocking connect, its failure in the user's words.
-pub fn connect_one(target: &str, addr: SocketAddr, timeout: Duration) -> Result<TcpStream> {
-    TcpStream::connect_timeout(&addr, timeout).map_err(|e| connect_error(target, timeout, e))
-}
-
-/// Names a connect failure: refused, timed out, or the OS's reason.
-pub fn connect_error(target: &str, timeout: Duration, e: io::Error) -> Error {
-    let target = target.to_string();
-    match e.kind() {
-        io::ErrorKind::ConnectionRefused => Error::Refused(target),
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Error::ConnectTimeout {
-            target,
-            after: timeout,
-        },
-        _ => Error::Connect { target, source: e },
-    }
-}
-
 /// Probes a UDP target once: a port with nothing bound answers with an ICMP
 /// error, which a connected socket reports as "refused". Silence is not an
 /// error here: a lossy path is what `--udp` measures.
@@ -469,17 +378,4 @@ fn check_udp(target: &str, addrs: &[SocketAddr], timeout: Duration) -> Result<So
         }
         _ => Ok(addr),
     }
-}
-
-/// A UDP socket of the target's family, bound to any port and connected to
-/// the target, so the kernel drops datagrams from anyone else.
-pub fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
-    let any: SocketAddr = if addr.is_ipv4() {
-        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let sock = UdpSocket::bind(any)?;
-    sock.connect(addr)?;
-    Ok(sock)
 }

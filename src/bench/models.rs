@@ -21,8 +21,10 @@ use clap::ValueEnum;
 
 use super::plan::{self, Plan, Tally};
 use super::report::thousands;
-use super::{Opt, chart, pattern, procstat, spawn, stop, tcp};
+use super::{Opt, chart, procstat, spawn, tcp};
 use crate::error::{Error, Result};
+use crate::net::pattern;
+use crate::sys::{self, stop};
 use crate::serve::Model;
 
 /// Models run when `--models` is given no list: every model a user can
@@ -575,7 +577,7 @@ pub struct Row {
 /// Runs `netecho bench --models`: every cell, one table row as each ends,
 /// then the chart if `--chart` asked for one.
 pub fn run(opt: &Opt, models: &ModelList) -> Result<()> {
-    let (soft, _) = super::raise_nofile_limit();
+    let (soft, _) = sys::raise_nofile_limit();
     stop::install().map_err(Error::io("installing signal handlers"))?;
     let cpus = spawn::allowed_cpus()?;
     // Two CPUs or more: the server gets the first, the load the second, so
@@ -594,7 +596,7 @@ pub fn run(opt: &Opt, models: &ModelList) -> Result<()> {
         warmup: opt.warmup,
         idle_conns: idle_conns_within(opt.idle_conns, soft),
         server_cpu,
-        clk_tck: procstat::clock_ticks(),
+        clk_tck: sys::proc::clock_ticks(),
     };
     let mut out = io::stdout().lock();
     let header = header_lines(&setup, &exe, load_cpu, opt.idle_conns);

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 
-use super::stop;
 use crate::error::{Error, Result};
+use crate::sys::stop;
 
 /// Error lines printed in full; past this they are only counted, so a dead
 /// server with 10,000 connections does not flood the terminal.

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::fs;
 
 use crate::error::{Error, Result};
+use crate::sys::proc;
 
 /// Every process's parent and CPU ticks (utime+stime+cutime+cstime).
 type ProcTable = HashMap<i32, (i32, u64)>;
@@ -17,40 +18,14 @@ type ProcTable = HashMap<i32, (i32, u64)>;
 /// Reads every process's parent and CPU ticks from `/proc/*/stat`.
 fn scan() -> ProcTable {
     let mut all = HashMap::new();
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return all;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
-            continue;
-        };
-        if let Some(stat) = read_stat(pid) {
-            all.insert(pid, stat);
+    for pid in proc::pids() {
+        if let Some(stat) = proc::read_stat(pid)
+            && let Some(ticks) = stat.cpu_ticks
+        {
+            all.insert(pid, (stat.ppid, ticks));
         }
     }
     all
-}
-
-/// Parent and CPU ticks from `/proc/PID/stat`; `None` if it has just exited.
-fn read_stat(pid: i32) -> Option<(i32, u64)> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&text)
-}
-
-/// Parent and utime+stime+cutime+cstime (fields 4 and 14–17) of one
-/// `/proc/PID/stat` line.
-fn parse_stat(text: &str) -> Option<(i32, u64)> {
-    // The command name may hold spaces and parentheses: fields are counted
-    // from the last ')'. The rest starts at field 3, so field n is f[n - 3].
-    let rest = text.get(text.rfind(')')? + 1..)?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ppid = f.get(1)?.parse().ok()?;
-    let ticks = f
-        .get(11..15)?
-        .iter()
-        .map(|v| v.parse::<u64>().ok())
-        .try_fold(0u64, |sum, v| sum.checked_add(v?))?;
-    Some((ppid, ticks))
 }
 
 /// The root and all its live descendants, found through parent links.
@@ -69,13 +44,6 @@ fn tree(root: i32, all: &ProcTable) -> Vec<i32> {
         i += 1;
     }
     out
-}
-
-/// `/proc` CPU times are in these units per second (`sysconf(_SC_CLK_TCK)`).
-pub fn clock_ticks() -> f64 {
-    // SAFETY: sysconf only reads a configuration value.
-    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if tck > 0 { tck as f64 } else { 100.0 }
 }
 
 /// CPU time (ns) of the server `root` and its live descendants.
@@ -157,14 +125,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stat_fields_are_counted_from_the_last_parenthesis() {
-        let line = "42 (a (b) c) S 7 42 42 0 -1 4194560 100 0 0 0 11 22 33 44 20 0 1 0";
-        assert_eq!(parse_stat(line), Some((7, 11 + 22 + 33 + 44)));
-        assert_eq!(parse_stat("garbage"), None);
-        assert_eq!(parse_stat("1 (x) S 0 1"), None);
-    }
-
-    #[test]
     fn pss_is_read_from_its_own_line() {
         let text = "Rss:   900 kB\nPss:   512 kB\nPss_Anon:  100 kB\n";
         assert_eq!(parse_pss(text), Some(512));
@@ -184,7 +144,7 @@ mod tests {
     #[test]
     fn this_process_is_measured() {
         let me = std::process::id() as i32;
-        assert!(tree_cpu_ns(me, clock_ticks()).is_ok());
+        assert!(tree_cpu_ns(me, proc::clock_ticks()).is_ok());
         assert!(tree_pss_kib(me).is_ok_and(|(_, procs)| procs >= 1));
     }
 }

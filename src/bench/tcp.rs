@@ -15,8 +15,9 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use super::plan::{Pace, Plan, TICK, Tally};
-use super::{pattern, timer};
+use super::timer;
 use crate::error::{Error, Result};
+use crate::net::pattern;
 
 /// Bytes read per `read` call: a whole 64 KiB message in one call.
 const READ_BUF: usize = 64 * 1024;

@@ -13,8 +13,9 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
 use super::plan::{Pace, Plan, TICK, Tally};
-use super::{pattern, timer};
+use super::timer;
 use crate::error::{Error, Result};
+use crate::net::pattern;
 
 /// Largest datagram read back: any UDP payload fits.
 const READ_BUF: usize = 64 * 1024;

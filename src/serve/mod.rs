@@ -36,6 +36,7 @@ pub mod inetd;
 pub mod listen;
 pub mod metrics;
 pub mod model;
+pub mod opt;
 pub mod pending;
 pub mod shutdown;
 pub mod sidecar;
@@ -54,8 +55,9 @@ use std::time::Duration;
 use clap::ValueEnum;
 use tracing::info;
 
-use crate::cli::ServeOpt;
 use crate::error::{Error, Result};
+use crate::sys::raise_nofile_limit;
+pub use opt::ServeOpt;
 pub use shutdown::Shutdown;
 use stats::Stats;
 
@@ -327,22 +329,6 @@ pub fn run_model(model: Model, listeners: Vec<TcpListener>, ctx: &'static Ctx) -
 /// One worker per core, as the OS reports them.
 pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// Raises the soft descriptor limit to the hard one: a server holding
-/// thousands of sockets (or a bench opening them) should not fail at 1024
-/// because of a shell default. Returns the limits (soft, hard) in force
-/// afterwards; (0, 0) if unreadable.
-pub fn raise_nofile_limit() -> (u64, u64) {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => (hard, hard),
-            Err(_) => (soft, hard),
-        },
-        Ok(limits) => limits,
-        Err(_) => (0, 0),
-    }
 }
 
 /// The addresses a set of listeners ended up bound to.

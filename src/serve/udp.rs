@@ -28,9 +28,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::stats::{Stats, UdpDrop};
 use crate::error::{Error, Result};
+use crate::net::MAX_UDP_SIZE;
 
-/// The largest UDP payload over IPv4 (65,535 − 8 UDP − 20 IP header bytes).
-pub const MAX_DATAGRAM: usize = 65_507;
 /// Source ports never answered: 0 and the small services a reply could loop with.
 pub const LOOP_PORTS: [u16; 6] = [0, 7, 9, 13, 19, 37];
 /// How long a sent reply is remembered for loop detection.
@@ -243,7 +242,7 @@ pub fn serve(sock: &UdpSocket, policy: &Mutex<Policy>, stats: &Stats) {
     let _ = sock.set_read_timeout(Some(RECV_TICK));
     // One byte more than the largest datagram, so MSG_TRUNC's length is
     // checked against a buffer that could hold any legal one.
-    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut buf = vec![0u8; MAX_UDP_SIZE + 1];
     let fd = sock.as_raw_fd();
     while !stats.stopping() {
         let mut from: libc::sockaddr_storage = unsafe_zeroed_storage();
@@ -326,7 +325,7 @@ mod tests {
 
     fn cfg() -> Config {
         Config {
-            max_size: MAX_DATAGRAM,
+            max_size: MAX_UDP_SIZE,
             rate: 10,
             global_rate: 1000,
         }

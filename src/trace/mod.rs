@@ -35,7 +35,7 @@ use clap::Args;
 use tracing::debug;
 
 use crate::error::{Error, Result};
-use crate::watch::stop;
+use crate::sys::stop;
 use capture::Capture;
 use conn::Tracker;
 use pcap::PcapWriter;
@@ -63,7 +63,7 @@ pub struct Opt {
     pub iface: String,
 
     /// Stop after this many segments (default: until Ctrl-C/SIGTERM).
-    #[arg(long, short = 'c', value_name = "N", value_parser = crate::cli::parse_positive)]
+    #[arg(long, short = 'c', value_name = "N", value_parser = crate::args::parse_positive)]
     pub count: Option<usize>,
 
     /// Show absolute sequence numbers instead of J+n / K+n.
@@ -77,7 +77,7 @@ pub struct Opt {
 
 /// Runs `netecho trace` until `--count` segments or a signal.
 pub fn run(opt: Opt) -> Result<()> {
-    stop::install()?;
+    stop::install().map_err(Error::io("installing the SIGINT/SIGTERM handler"))?;
     let mut tracer = Tracer::open(&opt.iface, opt.port, opt.absolute)?;
     if let Some(path) = &opt.write {
         tracer.write_to(path)?;

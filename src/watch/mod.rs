@@ -37,7 +37,6 @@ pub mod diag;
 pub mod procs;
 pub mod snapshot;
 pub mod state;
-pub mod stop;
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -46,8 +45,9 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use crate::cli::parse_secs_nonzero;
-use crate::error::Result;
+use crate::args::parse_secs_nonzero;
+use crate::error::{Error, Result};
+use crate::sys::stop;
 use procs::{Owner, Owners, ProcChange, ProcInfo};
 use snapshot::{Change, Snapshot};
 use state::State;
@@ -88,7 +88,7 @@ pub struct Opt {
 
 /// Runs `netecho watch` until `--duration` ends or a signal stops it.
 pub fn run(opt: Opt) -> Result<()> {
-    stop::install()?;
+    stop::install().map_err(Error::io("installing the SIGINT/SIGTERM handler"))?;
     let mut w = Watcher::new(opt.port, opt.pid)?;
     let mut out = io::stdout().lock();
     let pid_note = opt

@@ -8,6 +8,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 
+use crate::sys::proc::{self, comm_of, pids, wchan_of};
+
 /// Most processes looked at in one scan of `/proc`: a bound on the loop.
 const MAX_PROCS: usize = 1 << 20;
 /// Most descriptors looked at in one process.
@@ -111,22 +113,6 @@ fn pid_holds(pid: i32, inode: u32) -> bool {
     })
 }
 
-/// The numeric entries of `/proc`: every process.
-fn pids() -> impl Iterator<Item = i32> {
-    fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
-}
-
-/// A process's command name, `?` if it is gone.
-pub fn comm_of(pid: i32) -> String {
-    fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map(|s| s.trim_end().to_string())
-        .unwrap_or_else(|_| "?".into())
-}
-
 /// `socket:[12345]` → 12345; anything else → `None`.
 pub fn parse_socket_link(s: &str) -> Option<u32> {
     s.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
@@ -145,37 +131,11 @@ pub struct ProcInfo {
     pub wchan: String,
 }
 
-/// The fields of `/proc/PID/stat` that matter here: (comm, state, ppid).
-/// The command name is in parentheses and may itself hold `)` or spaces,
-/// so the state is found after the *last* `)`.
-pub fn parse_stat(s: &str) -> Option<(String, char, i32)> {
-    let open = s.find('(')?;
-    let close = s.rfind(')')?;
-    let comm = s.get(open + 1..close)?.to_string();
-    let mut rest = s.get(close + 1..)?.split_ascii_whitespace();
-    let state = rest.next()?.chars().next()?;
-    let ppid = rest.next()?.parse().ok()?;
-    Some((comm, state, ppid))
-}
-
-/// The kernel's wait channel: `0` (running, or hidden) becomes `-`.
-pub fn wchan_of(pid: i32) -> String {
-    match fs::read_to_string(format!("/proc/{pid}/wchan")) {
-        Ok(s) if !s.trim().is_empty() && s.trim() != "0" => s.trim().to_string(),
-        _ => "-".into(),
-    }
-}
-
 /// One process's state and wait channel, `None` if it is gone.
 pub fn proc_info(pid: i32) -> Option<ProcInfo> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (comm, state, ppid) = parse_stat(&stat)?;
-    Some(ProcInfo {
-        ppid,
-        comm,
-        state,
-        wchan: wchan_of(pid),
-    })
+    let mut info = proc_info_light(pid)?;
+    info.wchan = wchan_of(pid);
+    Some(info)
 }
 
 /// `root` and every process below it, by pid. One pass over `/proc` reads
@@ -213,12 +173,11 @@ pub fn refresh(prev: &BTreeMap<i32, ProcInfo>) -> BTreeMap<i32, ProcInfo> {
 /// Like [`proc_info`] without the wait channel (read later, only for the
 /// processes in the tree).
 fn proc_info_light(pid: i32) -> Option<ProcInfo> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (comm, state, ppid) = parse_stat(&stat)?;
+    let stat = proc::read_stat(pid)?;
     Some(ProcInfo {
-        ppid,
-        comm,
-        state,
+        ppid: stat.ppid,
+        comm: stat.comm,
+        state: stat.state,
         wchan: String::new(),
     })
 }
@@ -271,15 +230,6 @@ mod tests {
         assert_eq!(parse_socket_link("socket:[]"), None);
         assert_eq!(parse_socket_link("socket:[99999999999]"), None);
         assert_eq!(parse_socket_link("/dev/null"), None);
-    }
-
-    #[test]
-    fn stat_with_a_nasty_command_name() {
-        let s = "4242 (we ird) S) Z 17 4242 4242 0 -1 4194560 0 0";
-        assert_eq!(parse_stat(s), Some(("we ird) S".into(), 'Z', 17)));
-        assert_eq!(parse_stat("4242 (x"), None);
-        assert_eq!(parse_stat(""), None);
-        assert_eq!(parse_stat("1 (init) S notanumber"), None);
     }
 
     #[test]
