@@ -2,7 +2,6 @@
 //! model gets a module with one `#[test]` per check, and every test starts
 //! its own `netecho serve` on a loopback port chosen by the kernel.
 
-mod common;
 
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -11,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use common::{
+use crate::util::{
     Closed, KIB, MIB, Rng, Server, compare, connect, echo_check, ipv6_available, ping,
     read_exact_n, read_to_eof, round_trip, seed_of, try_connect, wait_closed,
 };

@@ -1,9 +1,8 @@
 //! `netecho lab` runs its whole walkthrough: as root with the capture, and
 //! without CAP_NET_RAW with the capture skipped.
 
-mod common;
 
-use common::is_root;
+use crate::util::is_root;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 

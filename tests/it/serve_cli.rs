@@ -2,12 +2,11 @@
 //! one line on stderr and a non-zero exit; several `--listen` addresses all
 //! serve; `--help` works.
 
-mod common;
 
 use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
-use common::{KIB, Rng, Run, Server, is_root, netecho, round_trip, run_to_end, seed_of};
+use crate::util::{self, KIB, Rng, Run, Server, is_root, netecho, round_trip, run_to_end, seed_of};
 
 /// A bad command line must be refused long before this; a run still going
 /// then (it accepted the input?) is killed and fails its test.
@@ -181,7 +180,7 @@ fn help_exits_zero() {
 /// with ipv6.disable=1, and returns the first line it prints.
 fn default_listen_line(without_ipv6: bool) -> String {
     use std::io::BufRead;
-    let mut cmd = std::process::Command::new(common::BIN);
+    let mut cmd = std::process::Command::new(util::BIN);
     cmd.arg("serve")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -195,7 +194,7 @@ fn default_listen_line(without_ipv6: bool) -> String {
                 return Err(std::io::Error::last_os_error());
             }
             if without_ipv6 {
-                common::refuse_syscall(
+                util::refuse_syscall(
                     libc::SYS_socket,
                     Some(libc::AF_INET6 as u32),
                     libc::EAFNOSUPPORT,

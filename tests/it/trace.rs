@@ -1,9 +1,8 @@
 //! `netecho trace` capturing a real connection on loopback (needs root for
 //! the AF_PACKET socket; prints SKIPPED otherwise).
 
-mod common;
 
-use common::is_root;
+use crate::util::is_root;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;

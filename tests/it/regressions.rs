@@ -1,7 +1,6 @@
 //! Regression tests, each named after a bug a review found in the server, so
 //! the bug cannot come back unnoticed.
 
-mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -10,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Server};
+use crate::util::{self, BIN, Server};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
@@ -91,8 +90,8 @@ fn prefork_worker_killed_mid_connection_gives_its_slot_back() {
     for round in 0..2 {
         let workers = children(server.pid());
         let before: Vec<usize> = workers.iter().map(|&w| socket_count(w)).collect();
-        let mut conn = common::connect(server.addr());
-        common::ping(&mut conn, b"who serves me?").unwrap();
+        let mut conn = util::connect(server.addr());
+        util::ping(&mut conn, b"who serves me?").unwrap();
         let serving = workers
             .iter()
             .zip(&before)
@@ -100,7 +99,7 @@ fn prefork_worker_killed_mid_connection_gives_its_slot_back() {
             .map(|(&w, _)| w)
             .unwrap_or_else(|| panic!("round {round}: no worker holds the connection"));
         kill(Pid::from_raw(serving), Signal::SIGKILL).unwrap();
-        let _ = common::wait_closed(&mut conn, Duration::from_secs(3));
+        let _ = util::wait_closed(&mut conn, Duration::from_secs(3));
         assert!(
             wait_until(Duration::from_secs(3), || !children(server.pid())
                 .contains(&serving)
@@ -109,10 +108,10 @@ fn prefork_worker_killed_mid_connection_gives_its_slot_back() {
         );
     }
     // Both slots must be free again: two clients served at once.
-    let mut a = common::connect(server.addr());
-    let mut b = common::connect(server.addr());
-    common::ping(&mut a, b"first").unwrap();
-    common::ping(&mut b, b"second").unwrap();
+    let mut a = util::connect(server.addr());
+    let mut b = util::connect(server.addr());
+    util::ping(&mut a, b"first").unwrap();
+    util::ping(&mut b, b"second").unwrap();
 }
 
 #[test]
@@ -139,15 +138,15 @@ fn prefork_workers_do_not_outlive_a_killed_parent() {
 /// connection in flight must still get its drain in the forking models.
 fn group_sigterm_keeps_the_drain(model: &str) {
     let mut server = Server::start(model, &["--drain-timeout", "10", "--workers", "2"]);
-    let mut conn = common::connect(server.addr());
-    common::ping(&mut conn, b"before").unwrap();
+    let mut conn = util::connect(server.addr());
+    util::ping(&mut conn, b"before").unwrap();
     killpg(Pid::from_raw(server.pid()), Signal::SIGTERM).unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    common::ping(&mut conn, b"after the group got SIGTERM")
+    util::ping(&mut conn, b"after the group got SIGTERM")
         .unwrap_or_else(|e| panic!("{model}: the connection was cut: {e}"));
     conn.shutdown(Shutdown::Write).unwrap();
-    let end = common::wait_closed(&mut conn, Duration::from_secs(3));
-    assert_eq!(end, common::Closed::Fin, "{model}");
+    let end = util::wait_closed(&mut conn, Duration::from_secs(3));
+    assert_eq!(end, util::Closed::Fin, "{model}");
     let status = server.wait_exit(Duration::from_secs(5));
     assert!(
         status.is_some_and(|s| s.success()),
@@ -172,8 +171,8 @@ fn metrics_survive_a_group_sigterm_until_the_server_exits() {
         &["--metrics", "127.0.0.1:0", "--drain-timeout", "10"],
     );
     let m = server.metrics_addr();
-    let mut conn = common::connect(server.addr());
-    common::ping(&mut conn, b"hold").unwrap();
+    let mut conn = util::connect(server.addr());
+    util::ping(&mut conn, b"hold").unwrap();
     killpg(Pid::from_raw(server.pid()), Signal::SIGTERM).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let mut s = TcpStream::connect(m).expect("metrics refused during the drain");
@@ -269,9 +268,9 @@ fn serve_without_io_uring(args: &[&str]) -> std::process::Child {
         .stderr(Stdio::piped())
         .process_group(0);
     // SAFETY: between fork and exec the closure only calls prctl(2), which
-    // is async-signal-safe (see `common::refuse_syscall`).
+    // is async-signal-safe (see `util::refuse_syscall`).
     unsafe {
-        cmd.pre_exec(|| common::refuse_syscall(libc::SYS_io_uring_setup, None, libc::EPERM));
+        cmd.pre_exec(|| util::refuse_syscall(libc::SYS_io_uring_setup, None, libc::EPERM));
     }
     cmd.spawn().expect("spawning netecho serve under seccomp")
 }
@@ -288,7 +287,7 @@ fn auto_falls_back_to_epoll_when_io_uring_is_refused() {
         .unwrap_or_else(|| panic!("unexpected line {line:?}"))
         .parse()
         .unwrap();
-    let r = common::round_trip(addr, b"served without io_uring", 3);
+    let r = util::round_trip(addr, b"served without io_uring", 3);
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     let out = child.wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
@@ -384,7 +383,7 @@ fn survives_running_out_of_descriptors(model: &str) {
     drop(held);
     // Served again once the held connections are gone.
     let served = wait_until(Duration::from_secs(10), || {
-        common::round_trip(addr, b"descriptors are back", 9).is_ok()
+        util::round_trip(addr, b"descriptors are back", 9).is_ok()
     });
     let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
     let status = child.wait().unwrap();
@@ -427,7 +426,7 @@ fn tokio_survives_running_out_of_descriptors() {
 
 #[test]
 fn trace_hears_ctrl_c_and_keeps_printing_under_steady_traffic() {
-    if !common::is_root() {
+    if !util::is_root() {
         eprintln!("SKIPPED trace_hears_ctrl_c...: capturing needs CAP_NET_RAW (root)");
         return;
     }
