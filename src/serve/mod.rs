@@ -58,6 +58,7 @@ use tracing::info;
 
 use crate::cli::ServeOpt;
 use crate::error::{Error, Result};
+pub use listen::{ListenKind, Listening, parse_listening};
 use stats::Stats;
 
 /// The default port when no `--listen` is given.
