@@ -279,14 +279,7 @@ fn serve_without_io_uring(args: &[&str]) -> std::process::Child {
 fn auto_falls_back_to_epoll_when_io_uring_is_refused() {
     let mut child = serve_without_io_uring(&["--listen", "127.0.0.1:0", "--model", "auto"]);
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    let addr: std::net::SocketAddr = line
-        .trim()
-        .strip_prefix("listening tcp ")
-        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-        .parse()
-        .unwrap();
+    let addr = util::read_tcp_addr(&mut out);
     let r = util::round_trip(addr, b"served without io_uring", 3);
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     let out = child.wait_with_output().unwrap();
@@ -368,9 +361,7 @@ fn survives_running_out_of_descriptors(model: &str) {
         s
     });
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    let addr: std::net::SocketAddr = line.trim()["listening tcp ".len()..].parse().unwrap();
+    let addr = util::read_tcp_addr(&mut out);
     // Twice the limit: the kernel completes the handshakes (backlog), the
     // server runs out of descriptors accepting them.
     let held: Vec<TcpStream> = (0..2 * LIMIT)

@@ -3,8 +3,11 @@
 //! serve; `--help` works.
 
 
+
 use std::os::unix::process::CommandExt;
 use std::time::Duration;
+
+use netecho::serve::{ListenKind, Listening, parse_listening};
 
 use crate::util::{self, KIB, Rng, Run, Server, is_root, netecho, round_trip, run_to_end, seed_of};
 
@@ -209,7 +212,16 @@ fn default_listen_line(without_ipv6: bool) -> String {
     let _ = child.kill();
     let _ = child.wait();
     read.expect("reading the listening line");
-    line.trim().to_string()
+    line
+}
+
+/// Asserts that `line` announces TCP on `addr`.
+fn assert_listens_on(line: &str, addr: &str) {
+    let want = Listening {
+        kind: ListenKind::Tcp,
+        addr: addr.parse().expect("a socket address"),
+    };
+    assert_eq!(parse_listening(line), Some(want), "first line {line:?}");
 }
 
 #[test]
@@ -220,7 +232,7 @@ fn default_listen_is_one_dual_stack_socket_on_6666() {
         );
         return;
     }
-    assert_eq!(default_listen_line(false), "listening tcp [::]:6666");
+    assert_listens_on(&default_listen_line(false), "[::]:6666");
 }
 
 #[test]
@@ -231,5 +243,5 @@ fn default_listen_falls_back_to_ipv4_without_ipv6() {
         );
         return;
     }
-    assert_eq!(default_listen_line(true), "listening tcp 0.0.0.0:6666");
+    assert_listens_on(&default_listen_line(true), "0.0.0.0:6666");
 }

@@ -5,6 +5,7 @@
 //! socket activation, `--inetd`, completions, the man page and JSON logs.
 
 
+
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -12,6 +13,8 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use netecho::serve::{ListenKind, Listening, parse_listening};
 
 use crate::util::{self, BIN, Rng, Server, is_root};
 
@@ -78,10 +81,9 @@ fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// The UDP address a server printed (same port as its TCP listener).
 fn udp_addr(server: &Server) -> SocketAddr {
-    let line = server
-        .stdout_line("listening udp ", Duration::from_secs(5))
-        .expect("no `listening udp` line");
-    let addr: SocketAddr = line["listening udp ".len()..].trim().parse().unwrap();
+    let addr = server
+        .listening(ListenKind::Udp, Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no `listening udp` line in {:?}", server.stdout_lines()));
     assert_eq!(addr, server.addr(), "UDP shares the TCP address and port");
     addr
 }
@@ -427,7 +429,11 @@ fn socket_activation_serves_on_the_passed_socket() {
     let mut line = String::new();
     let out = child.stdout.take().unwrap();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line).unwrap();
-    assert_eq!(line.trim(), format!("listening tcp {addr}"));
+    let tcp = Listening {
+        kind: ListenKind::Tcp,
+        addr,
+    };
+    assert_eq!(parse_listening(&line), Some(tcp), "{line:?}");
     drop(listener);
     let r = util::round_trip(addr, b"activated", 1);
     let _ = nix::sys::signal::kill(

@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use netecho::serve::{ListenKind, parse_listening};
+
 /// How long the server may take to print its `listening` line.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Socket read/write timeout in the clients: a stalled server fails the
@@ -98,13 +100,13 @@ impl Server {
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(a) = line.strip_prefix("listening tcp ") {
-                    let _ = tx.send(a.parse::<SocketAddr>().ok());
+                if let Some(l) = parse_listening(&line).filter(|l| l.kind == ListenKind::Tcp) {
+                    let _ = tx.send(l.addr);
                 }
             }
         });
         let addr = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(Some(a)) => a,
+            Ok(a) => a,
             other => {
                 let _ = child.kill();
                 let _ = child.wait();

@@ -19,6 +19,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use netecho::serve::{ListenKind, parse_listening};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
@@ -407,11 +408,13 @@ impl Server {
         // Other lines (`listening udp`, `listening metrics`...) may come
         // before, between or after the TCP ones; only these are counted.
         let tcp = server.wait_lines(START_TIMEOUT, |lines| {
-            let tcp: Vec<&String> = lines
+            let tcp: Vec<SocketAddr> = lines
                 .iter()
-                .filter(|l| l.starts_with("listening tcp "))
+                .filter_map(|l| parse_listening(l))
+                .filter(|l| l.kind == ListenKind::Tcp)
+                .map(|l| l.addr)
                 .collect();
-            (tcp.len() >= listen.len()).then(|| tcp.into_iter().cloned().collect::<Vec<_>>())
+            (tcp.len() >= listen.len()).then_some(tcp)
         });
         let Some(tcp) = tcp else {
             // It may have exited (a bind error): let stderr arrive.
@@ -424,13 +427,7 @@ impl Server {
                 server.stderr_text()
             ));
         };
-        for line in tcp {
-            let addr = line["listening tcp ".len()..]
-                .trim()
-                .parse::<SocketAddr>()
-                .map_err(|e| format!("bad `listening tcp` line {line:?}: {e}"))?;
-            server.addrs.push(addr);
-        }
+        server.addrs = tcp;
         Ok(server)
     }
 
@@ -455,22 +452,22 @@ impl Server {
         }
     }
 
-    /// The address of `/metrics` the server printed (`--metrics` given).
-    pub fn metrics_addr(&self) -> SocketAddr {
-        let line = self
-            .stdout_line("listening metrics ", Duration::from_secs(5))
-            .expect("no `listening metrics` line");
-        line.trim_start_matches("listening metrics http://")
-            .trim_end_matches("/metrics")
-            .parse()
-            .unwrap_or_else(|e| panic!("bad metrics line {line:?}: {e}"))
+    /// The first address the server announced for `kind`, waiting up to
+    /// `timeout` for its `listening` line.
+    pub fn listening(&self, kind: ListenKind, timeout: Duration) -> Option<SocketAddr> {
+        self.wait_lines(timeout, |lines| {
+            lines
+                .iter()
+                .filter_map(|l| parse_listening(l))
+                .find(|l| l.kind == kind)
+                .map(|l| l.addr)
+        })
     }
 
-    /// The first stdout line starting with `prefix`, waiting up to `timeout`.
-    pub fn stdout_line(&self, prefix: &str, timeout: Duration) -> Option<String> {
-        self.wait_lines(timeout, |lines| {
-            lines.iter().find(|l| l.starts_with(prefix)).cloned()
-        })
+    /// The address of `/metrics` the server printed (`--metrics` given).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.listening(ListenKind::Metrics, Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("no `listening metrics` line in {:?}", self.stdout_lines()))
     }
 
     /// Every stdout line so far.
@@ -619,6 +616,21 @@ impl Drop for Server {
             );
         }
     }
+}
+
+/// Reads the stdout of a `netecho serve` started by hand up to its first
+/// `listening tcp` line and returns that address; fails the test if stdout
+/// ends first.
+pub fn read_tcp_addr(out: &mut impl BufRead) -> SocketAddr {
+    let mut seen = Vec::new();
+    for line in out.lines() {
+        let line = line.unwrap_or_else(|e| panic!("reading the server's stdout: {e}"));
+        if let Some(l) = parse_listening(&line).filter(|l| l.kind == ListenKind::Tcp) {
+            return l.addr;
+        }
+        seen.push(line);
+    }
+    panic!("the server's stdout ended without a `listening tcp` line: {seen:?}");
 }
 
 // ---------------------------------------------------------------------------
