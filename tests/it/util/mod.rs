@@ -33,6 +33,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const IO_TIMEOUT: Duration = Duration::from_secs(15);
 /// Polling interval of the waits below.
 pub const TICK: Duration = Duration::from_millis(10);
+/// How long an exited server's stderr may take to reach its end.
+const STDERR_EOF_WAIT: Duration = Duration::from_secs(1);
 
 pub const KIB: usize = 1024;
 pub const MIB: usize = 1024 * 1024;
@@ -317,6 +319,9 @@ pub struct Server {
     pub addrs: Vec<SocketAddr>,
     pub model: String,
     stderr: Arc<Mutex<Vec<u8>>>,
+    /// The thread copying stderr: [`Server::wait_exit`] lets it finish, so
+    /// an exited server's last lines are in [`Server::stderr_text`].
+    stderr_reader: Option<JoinHandle<()>>,
     stdout: Arc<Stdout>,
     status: Option<ExitStatus>,
 }
@@ -344,12 +349,28 @@ impl Server {
 
     /// Like [`Server::start`] with the given `--listen` addresses.
     pub fn start_on(model: &str, listen: &[&str], args: &[&str]) -> Server {
-        Server::try_start_on(model, listen, args).unwrap_or_else(|e| panic!("{e}"))
+        Server::start_with(model, listen, args, |_| {})
+    }
+
+    /// Like [`Server::start_on`], with `setup` adjusting the command before
+    /// it is spawned (environment variables, a `pre_exec` hook).
+    pub fn start_with(
+        model: &str,
+        listen: &[&str],
+        args: &[&str],
+        setup: impl FnOnce(&mut Command),
+    ) -> Server {
+        Server::try_start_with(model, listen, args, setup).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Starts the server and waits (up to [`START_TIMEOUT`]) for one
     /// `listening tcp ADDR` line per `--listen` address.
-    pub fn try_start_on(model: &str, listen: &[&str], args: &[&str]) -> Result<Server, String> {
+    fn try_start_with(
+        model: &str,
+        listen: &[&str],
+        args: &[&str],
+        setup: impl FnOnce(&mut Command),
+    ) -> Result<Server, String> {
         let mut cmd = Command::new(BIN);
         cmd.arg("serve").arg("--model").arg(model);
         for l in listen {
@@ -362,11 +383,12 @@ impl Server {
             .stderr(Stdio::piped())
             // Its own process group, so Drop can kill every child it forked.
             .process_group(0);
+        setup(&mut cmd);
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("spawning {BIN} serve: {e}"))?;
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        if let Some(mut err) = child.stderr.take() {
+        let stderr_reader = child.stderr.take().map(|mut err| {
             let sink = Arc::clone(&stderr);
             std::thread::spawn(move || {
                 let mut buf = [0u8; 4096];
@@ -378,8 +400,8 @@ impl Server {
                         v.extend_from_slice(&buf[..n]);
                     }
                 }
-            });
-        }
+            })
+        });
         let stdout = Arc::new(Stdout::default());
         if let Some(out) = child.stdout.take() {
             let sink = Arc::clone(&stdout);
@@ -402,6 +424,7 @@ impl Server {
             addrs: Vec::new(),
             model: model.to_string(),
             stderr,
+            stderr_reader,
             stdout,
             status: None,
         };
@@ -535,6 +558,7 @@ impl Server {
             match self.child.try_wait() {
                 Ok(Some(s)) => {
                     self.status = Some(s);
+                    self.await_stderr_eof();
                     return Some(s);
                 }
                 Ok(None) => {}
@@ -544,6 +568,18 @@ impl Server {
                 return None;
             }
             std::thread::sleep(TICK);
+        }
+    }
+
+    /// Gives the stderr copier up to [`STDERR_EOF_WAIT`] to read the last
+    /// lines of an exited server. Bounded: a forked child that outlived
+    /// the server may still hold the pipe open.
+    fn await_stderr_eof(&mut self) {
+        let deadline = Instant::now() + STDERR_EOF_WAIT;
+        if let Some(r) = &self.stderr_reader {
+            while !r.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(TICK);
+            }
         }
     }
 
