@@ -2,6 +2,7 @@
 //! the bug cannot come back unnoticed.
 
 
+
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::OwnedFd;
@@ -9,34 +10,9 @@ use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{self, BIN, Server};
+use crate::util::{self, BIN, Server, children};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
-
-/// Children of `pid`, from /proc.
-fn children(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in dir.flatten() {
-        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        // Fields after the ")" that closes the command name: state, ppid.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            continue;
-        };
-        let mut f = rest.split_whitespace();
-        if f.nth(1).and_then(|s| s.parse::<i32>().ok()) == Some(pid) {
-            out.push(p);
-        }
-    }
-    out
-}
 
 /// Sockets a process holds: a prefork worker that accepted a connection
 /// holds one more than before, which tells which worker serves it.
@@ -54,14 +30,9 @@ fn socket_count(pid: i32) -> usize {
         .unwrap_or(0)
 }
 
+/// True while `pid` runs (it exists and is not a zombie).
 fn alive(pid: i32) -> bool {
-    kill(Pid::from_raw(pid), None).is_ok()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| {
-                s.rsplit_once(')')
-                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
-            })
-            .unwrap_or(true)
+    kill(Pid::from_raw(pid), None).is_ok() && util::state(pid).is_some_and(|s| s != 'Z')
 }
 
 /// Prefork prints its listening line before it forks the workers.

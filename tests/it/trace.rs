@@ -2,14 +2,14 @@
 //! the AF_PACKET socket; prints SKIPPED otherwise).
 
 
-use crate::util::is_root;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_netecho");
+use crate::util::{BIN, is_root};
 
 macro_rules! need_root {
     ($name:expr) => {

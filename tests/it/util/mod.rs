@@ -611,11 +611,9 @@ impl Server {
 
     /// Children of the server in state Z (exited, not reaped).
     pub fn zombies(&self) -> Vec<i32> {
-        let pid = self.pid();
-        procs()
+        children(self.pid())
             .into_iter()
-            .filter(|p| p.ppid == pid && p.state == 'Z')
-            .map(|p| p.pid)
+            .filter(|&p| state(p) == Some('Z'))
             .collect()
     }
 
@@ -700,6 +698,20 @@ pub fn procs() -> Vec<Proc> {
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter_map(read_stat)
         .collect()
+}
+
+/// Children of `pid`, in any state.
+pub fn children(pid: i32) -> Vec<i32> {
+    procs()
+        .into_iter()
+        .filter(|p| p.ppid == pid)
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// The state letter of `pid` (`R`, `S`, `Z`...); `None` once it is gone.
+pub fn state(pid: i32) -> Option<char> {
+    read_stat(pid).map(|p| p.state)
 }
 
 /// Children, grandchildren... of `pid`.
