@@ -57,6 +57,7 @@ use tracing::info;
 
 use crate::error::{Error, Result};
 use crate::sys::raise_nofile_limit;
+pub use listen::{ListenKind, Listening, parse_listening};
 pub use opt::ServeOpt;
 pub use shutdown::Shutdown;
 use stats::Stats;

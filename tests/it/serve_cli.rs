@@ -2,12 +2,12 @@
 //! one line on stderr and a non-zero exit; several `--listen` addresses all
 //! serve; `--help` works.
 
-mod common;
-
 use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
-use common::{KIB, Rng, Run, Server, is_root, netecho, round_trip, run_to_end, seed_of};
+use netecho::serve::{ListenKind, Listening, parse_listening};
+
+use crate::util::{self, KIB, Rng, Run, Server, is_root, netecho, round_trip, run_to_end, seed_of};
 
 /// A bad command line must be refused long before this; a run still going
 /// then (it accepted the input?) is killed and fails its test.
@@ -181,7 +181,7 @@ fn help_exits_zero() {
 /// with ipv6.disable=1, and returns the first line it prints.
 fn default_listen_line(without_ipv6: bool) -> String {
     use std::io::BufRead;
-    let mut cmd = std::process::Command::new(common::BIN);
+    let mut cmd = std::process::Command::new(util::BIN);
     cmd.arg("serve")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -195,7 +195,7 @@ fn default_listen_line(without_ipv6: bool) -> String {
                 return Err(std::io::Error::last_os_error());
             }
             if without_ipv6 {
-                common::refuse_syscall(
+                util::refuse_syscall(
                     libc::SYS_socket,
                     Some(libc::AF_INET6 as u32),
                     libc::EAFNOSUPPORT,
@@ -210,7 +210,16 @@ fn default_listen_line(without_ipv6: bool) -> String {
     let _ = child.kill();
     let _ = child.wait();
     read.expect("reading the listening line");
-    line.trim().to_string()
+    line
+}
+
+/// Asserts that `line` announces TCP on `addr`.
+fn assert_listens_on(line: &str, addr: &str) {
+    let want = Listening {
+        kind: ListenKind::Tcp,
+        addr: addr.parse().expect("a socket address"),
+    };
+    assert_eq!(parse_listening(line), Some(want), "first line {line:?}");
 }
 
 #[test]
@@ -221,7 +230,7 @@ fn default_listen_is_one_dual_stack_socket_on_6666() {
         );
         return;
     }
-    assert_eq!(default_listen_line(false), "listening tcp [::]:6666");
+    assert_listens_on(&default_listen_line(false), "[::]:6666");
 }
 
 #[test]
@@ -232,5 +241,5 @@ fn default_listen_falls_back_to_ipv4_without_ipv6() {
         );
         return;
     }
-    assert_eq!(default_listen_line(true), "listening tcp 0.0.0.0:6666");
+    assert_listens_on(&default_listen_line(true), "0.0.0.0:6666");
 }

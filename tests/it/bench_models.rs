@@ -5,37 +5,16 @@
 //! shape and sanity of the figures, never about speed.
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// The binary under test, built by cargo for the integration tests.
-const BIN: &str = env!("CARGO_BIN_EXE_netecho");
+use crate::util::{self, Run, run_to_end};
+
 /// A run that takes longer than this is stuck: it is killed and fails.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
 
-/// Runs `netecho ARGS` to its end (or kills it at [`RUN_LIMIT`]).
-fn netecho(args: &[&str]) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start netecho");
-    let deadline = Instant::now() + RUN_LIMIT;
-    while child.try_wait().expect("wait for netecho").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("collect output");
-            panic!(
-                "netecho {args:?} still running after {RUN_LIMIT:?}; stdout:\n{}",
-                String::from_utf8_lossy(&out.stdout)
-            );
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().expect("collect output")
+/// Runs `netecho ARGS` to its end (or kills it at [`RUN_LIMIT`] and fails).
+fn netecho(args: &[&str]) -> Run {
+    run_to_end(util::netecho(args), None, RUN_LIMIT)
 }
 
 /// A scratch file path unique to this test process.
@@ -128,9 +107,9 @@ fn models_are_measured_tabled_and_charted() {
         chart_arg,
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = out.stderr.as_str();
     assert!(
-        out.status.success(),
+        out.success(),
         "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
         out.status
     );
@@ -167,8 +146,8 @@ fn models_are_measured_tabled_and_charted() {
 #[test]
 fn an_unknown_model_is_one_line_and_exit_2() {
     let out = netecho(&["bench", "--models", "thread,nosuch"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    let stderr = out.stderr.as_str();
+    assert_eq!(out.code(), Some(2), "stderr: {stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "stderr: {stderr}");
     assert!(
         stderr.contains("unknown model 'nosuch'") && stderr.contains("epoll"),
@@ -186,8 +165,8 @@ fn models_flags_do_not_mix_with_a_target() {
         &["bench", "--idle-conns", "10"][..],
     ] {
         let out = netecho(args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        let stderr = out.stderr.as_str();
+        assert_eq!(out.code(), Some(2), "{args:?}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
     }
 }

@@ -1,8 +1,6 @@
 //! `netecho client`: a pipe, a terminal, and the ways a server can let it
 //! down, each run as the real binary.
 
-mod common;
-
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{AsFd, OwnedFd};
@@ -14,8 +12,8 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use common::peers::{closed_port, tcp_server_for};
-use common::{BIN, KIB, MIB, Rng, Run, Server, compare, netecho, run_to_end, seed_of};
+use crate::util::peers::{closed_port, tcp_server_for};
+use crate::util::{BIN, KIB, MIB, Rng, Run, Server, compare, netecho, run_to_end, seed_of};
 
 /// A client run that should finish; generous for 20 MiB in a debug build.
 /// A run still going then is killed and fails its test.

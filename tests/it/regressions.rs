@@ -1,8 +1,6 @@
 //! Regression tests, each named after a bug a review found in the server, so
 //! the bug cannot come back unnoticed.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::OwnedFd;
@@ -10,34 +8,9 @@ use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Server};
+use crate::util::{self, BIN, Server, children};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
-
-/// Children of `pid`, from /proc.
-fn children(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in dir.flatten() {
-        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        // Fields after the ")" that closes the command name: state, ppid.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            continue;
-        };
-        let mut f = rest.split_whitespace();
-        if f.nth(1).and_then(|s| s.parse::<i32>().ok()) == Some(pid) {
-            out.push(p);
-        }
-    }
-    out
-}
 
 /// Sockets a process holds: a prefork worker that accepted a connection
 /// holds one more than before, which tells which worker serves it.
@@ -55,14 +28,9 @@ fn socket_count(pid: i32) -> usize {
         .unwrap_or(0)
 }
 
+/// True while `pid` runs (it exists and is not a zombie).
 fn alive(pid: i32) -> bool {
-    kill(Pid::from_raw(pid), None).is_ok()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| {
-                s.rsplit_once(')')
-                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
-            })
-            .unwrap_or(true)
+    kill(Pid::from_raw(pid), None).is_ok() && util::state(pid).is_some_and(|s| s != 'Z')
 }
 
 /// Prefork prints its listening line before it forks the workers.
@@ -91,8 +59,8 @@ fn prefork_worker_killed_mid_connection_gives_its_slot_back() {
     for round in 0..2 {
         let workers = children(server.pid());
         let before: Vec<usize> = workers.iter().map(|&w| socket_count(w)).collect();
-        let mut conn = common::connect(server.addr());
-        common::ping(&mut conn, b"who serves me?").unwrap();
+        let mut conn = util::connect(server.addr());
+        util::ping(&mut conn, b"who serves me?").unwrap();
         let serving = workers
             .iter()
             .zip(&before)
@@ -100,7 +68,7 @@ fn prefork_worker_killed_mid_connection_gives_its_slot_back() {
             .map(|(&w, _)| w)
             .unwrap_or_else(|| panic!("round {round}: no worker holds the connection"));
         kill(Pid::from_raw(serving), Signal::SIGKILL).unwrap();
-        let _ = common::wait_closed(&mut conn, Duration::from_secs(3));
+        let _ = util::wait_closed(&mut conn, Duration::from_secs(3));
         assert!(
             wait_until(Duration::from_secs(3), || !children(server.pid())
                 .contains(&serving)
@@ -109,10 +77,10 @@ fn prefork_worker_killed_mid_connection_gives_its_slot_back() {
         );
     }
     // Both slots must be free again: two clients served at once.
-    let mut a = common::connect(server.addr());
-    let mut b = common::connect(server.addr());
-    common::ping(&mut a, b"first").unwrap();
-    common::ping(&mut b, b"second").unwrap();
+    let mut a = util::connect(server.addr());
+    let mut b = util::connect(server.addr());
+    util::ping(&mut a, b"first").unwrap();
+    util::ping(&mut b, b"second").unwrap();
 }
 
 #[test]
@@ -139,15 +107,15 @@ fn prefork_workers_do_not_outlive_a_killed_parent() {
 /// connection in flight must still get its drain in the forking models.
 fn group_sigterm_keeps_the_drain(model: &str) {
     let mut server = Server::start(model, &["--drain-timeout", "10", "--workers", "2"]);
-    let mut conn = common::connect(server.addr());
-    common::ping(&mut conn, b"before").unwrap();
+    let mut conn = util::connect(server.addr());
+    util::ping(&mut conn, b"before").unwrap();
     killpg(Pid::from_raw(server.pid()), Signal::SIGTERM).unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    common::ping(&mut conn, b"after the group got SIGTERM")
+    util::ping(&mut conn, b"after the group got SIGTERM")
         .unwrap_or_else(|e| panic!("{model}: the connection was cut: {e}"));
     conn.shutdown(Shutdown::Write).unwrap();
-    let end = common::wait_closed(&mut conn, Duration::from_secs(3));
-    assert_eq!(end, common::Closed::Fin, "{model}");
+    let end = util::wait_closed(&mut conn, Duration::from_secs(3));
+    assert_eq!(end, util::Closed::Fin, "{model}");
     let status = server.wait_exit(Duration::from_secs(5));
     assert!(
         status.is_some_and(|s| s.success()),
@@ -172,8 +140,8 @@ fn metrics_survive_a_group_sigterm_until_the_server_exits() {
         &["--metrics", "127.0.0.1:0", "--drain-timeout", "10"],
     );
     let m = server.metrics_addr();
-    let mut conn = common::connect(server.addr());
-    common::ping(&mut conn, b"hold").unwrap();
+    let mut conn = util::connect(server.addr());
+    util::ping(&mut conn, b"hold").unwrap();
     killpg(Pid::from_raw(server.pid()), Signal::SIGTERM).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let mut s = TcpStream::connect(m).expect("metrics refused during the drain");
@@ -269,9 +237,9 @@ fn serve_without_io_uring(args: &[&str]) -> std::process::Child {
         .stderr(Stdio::piped())
         .process_group(0);
     // SAFETY: between fork and exec the closure only calls prctl(2), which
-    // is async-signal-safe (see `common::refuse_syscall`).
+    // is async-signal-safe (see `util::refuse_syscall`).
     unsafe {
-        cmd.pre_exec(|| common::refuse_syscall(libc::SYS_io_uring_setup, None, libc::EPERM));
+        cmd.pre_exec(|| util::refuse_syscall(libc::SYS_io_uring_setup, None, libc::EPERM));
     }
     cmd.spawn().expect("spawning netecho serve under seccomp")
 }
@@ -280,15 +248,8 @@ fn serve_without_io_uring(args: &[&str]) -> std::process::Child {
 fn auto_falls_back_to_epoll_when_io_uring_is_refused() {
     let mut child = serve_without_io_uring(&["--listen", "127.0.0.1:0", "--model", "auto"]);
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    let addr: std::net::SocketAddr = line
-        .trim()
-        .strip_prefix("listening tcp ")
-        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-        .parse()
-        .unwrap();
-    let r = common::round_trip(addr, b"served without io_uring", 3);
+    let addr = util::read_tcp_addr(&mut out);
+    let r = util::round_trip(addr, b"served without io_uring", 3);
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     let out = child.wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
@@ -369,9 +330,7 @@ fn survives_running_out_of_descriptors(model: &str) {
         s
     });
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    let addr: std::net::SocketAddr = line.trim()["listening tcp ".len()..].parse().unwrap();
+    let addr = util::read_tcp_addr(&mut out);
     // Twice the limit: the kernel completes the handshakes (backlog), the
     // server runs out of descriptors accepting them.
     let held: Vec<TcpStream> = (0..2 * LIMIT)
@@ -384,7 +343,7 @@ fn survives_running_out_of_descriptors(model: &str) {
     drop(held);
     // Served again once the held connections are gone.
     let served = wait_until(Duration::from_secs(10), || {
-        common::round_trip(addr, b"descriptors are back", 9).is_ok()
+        util::round_trip(addr, b"descriptors are back", 9).is_ok()
     });
     let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
     let status = child.wait().unwrap();
@@ -427,7 +386,7 @@ fn tokio_survives_running_out_of_descriptors() {
 
 #[test]
 fn trace_hears_ctrl_c_and_keeps_printing_under_steady_traffic() {
-    if !common::is_root() {
+    if !util::is_root() {
         eprintln!("SKIPPED trace_hears_ctrl_c...: capturing needs CAP_NET_RAW (root)");
         return;
     }

@@ -19,6 +19,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use netecho::serve::{ListenKind, parse_listening};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
@@ -32,6 +33,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const IO_TIMEOUT: Duration = Duration::from_secs(15);
 /// Polling interval of the waits below.
 pub const TICK: Duration = Duration::from_millis(10);
+/// How long an exited server's stderr may take to reach its end.
+const STDERR_EOF_WAIT: Duration = Duration::from_secs(1);
 
 pub const KIB: usize = 1024;
 pub const MIB: usize = 1024 * 1024;
@@ -316,6 +319,9 @@ pub struct Server {
     pub addrs: Vec<SocketAddr>,
     pub model: String,
     stderr: Arc<Mutex<Vec<u8>>>,
+    /// The thread copying stderr: [`Server::wait_exit`] lets it finish, so
+    /// an exited server's last lines are in [`Server::stderr_text`].
+    stderr_reader: Option<JoinHandle<()>>,
     stdout: Arc<Stdout>,
     status: Option<ExitStatus>,
 }
@@ -343,12 +349,28 @@ impl Server {
 
     /// Like [`Server::start`] with the given `--listen` addresses.
     pub fn start_on(model: &str, listen: &[&str], args: &[&str]) -> Server {
-        Server::try_start_on(model, listen, args).unwrap_or_else(|e| panic!("{e}"))
+        Server::start_with(model, listen, args, |_| {})
+    }
+
+    /// Like [`Server::start_on`], with `setup` adjusting the command before
+    /// it is spawned (environment variables, a `pre_exec` hook).
+    pub fn start_with(
+        model: &str,
+        listen: &[&str],
+        args: &[&str],
+        setup: impl FnOnce(&mut Command),
+    ) -> Server {
+        Server::try_start_with(model, listen, args, setup).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Starts the server and waits (up to [`START_TIMEOUT`]) for one
     /// `listening tcp ADDR` line per `--listen` address.
-    pub fn try_start_on(model: &str, listen: &[&str], args: &[&str]) -> Result<Server, String> {
+    fn try_start_with(
+        model: &str,
+        listen: &[&str],
+        args: &[&str],
+        setup: impl FnOnce(&mut Command),
+    ) -> Result<Server, String> {
         let mut cmd = Command::new(BIN);
         cmd.arg("serve").arg("--model").arg(model);
         for l in listen {
@@ -361,11 +383,12 @@ impl Server {
             .stderr(Stdio::piped())
             // Its own process group, so Drop can kill every child it forked.
             .process_group(0);
+        setup(&mut cmd);
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("spawning {BIN} serve: {e}"))?;
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        if let Some(mut err) = child.stderr.take() {
+        let stderr_reader = child.stderr.take().map(|mut err| {
             let sink = Arc::clone(&stderr);
             std::thread::spawn(move || {
                 let mut buf = [0u8; 4096];
@@ -377,8 +400,8 @@ impl Server {
                         v.extend_from_slice(&buf[..n]);
                     }
                 }
-            });
-        }
+            })
+        });
         let stdout = Arc::new(Stdout::default());
         if let Some(out) = child.stdout.take() {
             let sink = Arc::clone(&stdout);
@@ -401,17 +424,20 @@ impl Server {
             addrs: Vec::new(),
             model: model.to_string(),
             stderr,
+            stderr_reader,
             stdout,
             status: None,
         };
         // Other lines (`listening udp`, `listening metrics`...) may come
         // before, between or after the TCP ones; only these are counted.
         let tcp = server.wait_lines(START_TIMEOUT, |lines| {
-            let tcp: Vec<&String> = lines
+            let tcp: Vec<SocketAddr> = lines
                 .iter()
-                .filter(|l| l.starts_with("listening tcp "))
+                .filter_map(|l| parse_listening(l))
+                .filter(|l| l.kind == ListenKind::Tcp)
+                .map(|l| l.addr)
                 .collect();
-            (tcp.len() >= listen.len()).then(|| tcp.into_iter().cloned().collect::<Vec<_>>())
+            (tcp.len() >= listen.len()).then_some(tcp)
         });
         let Some(tcp) = tcp else {
             // It may have exited (a bind error): let stderr arrive.
@@ -424,13 +450,7 @@ impl Server {
                 server.stderr_text()
             ));
         };
-        for line in tcp {
-            let addr = line["listening tcp ".len()..]
-                .trim()
-                .parse::<SocketAddr>()
-                .map_err(|e| format!("bad `listening tcp` line {line:?}: {e}"))?;
-            server.addrs.push(addr);
-        }
+        server.addrs = tcp;
         Ok(server)
     }
 
@@ -455,22 +475,22 @@ impl Server {
         }
     }
 
-    /// The address of `/metrics` the server printed (`--metrics` given).
-    pub fn metrics_addr(&self) -> SocketAddr {
-        let line = self
-            .stdout_line("listening metrics ", Duration::from_secs(5))
-            .expect("no `listening metrics` line");
-        line.trim_start_matches("listening metrics http://")
-            .trim_end_matches("/metrics")
-            .parse()
-            .unwrap_or_else(|e| panic!("bad metrics line {line:?}: {e}"))
+    /// The first address the server announced for `kind`, waiting up to
+    /// `timeout` for its `listening` line.
+    pub fn listening(&self, kind: ListenKind, timeout: Duration) -> Option<SocketAddr> {
+        self.wait_lines(timeout, |lines| {
+            lines
+                .iter()
+                .filter_map(|l| parse_listening(l))
+                .find(|l| l.kind == kind)
+                .map(|l| l.addr)
+        })
     }
 
-    /// The first stdout line starting with `prefix`, waiting up to `timeout`.
-    pub fn stdout_line(&self, prefix: &str, timeout: Duration) -> Option<String> {
-        self.wait_lines(timeout, |lines| {
-            lines.iter().find(|l| l.starts_with(prefix)).cloned()
-        })
+    /// The address of `/metrics` the server printed (`--metrics` given).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.listening(ListenKind::Metrics, Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("no `listening metrics` line in {:?}", self.stdout_lines()))
     }
 
     /// Every stdout line so far.
@@ -538,6 +558,7 @@ impl Server {
             match self.child.try_wait() {
                 Ok(Some(s)) => {
                     self.status = Some(s);
+                    self.await_stderr_eof();
                     return Some(s);
                 }
                 Ok(None) => {}
@@ -547,6 +568,18 @@ impl Server {
                 return None;
             }
             std::thread::sleep(TICK);
+        }
+    }
+
+    /// Gives the stderr copier up to [`STDERR_EOF_WAIT`] to read the last
+    /// lines of an exited server. Bounded: a forked child that outlived
+    /// the server may still hold the pipe open.
+    fn await_stderr_eof(&mut self) {
+        let deadline = Instant::now() + STDERR_EOF_WAIT;
+        if let Some(r) = &self.stderr_reader {
+            while !r.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(TICK);
+            }
         }
     }
 
@@ -578,11 +611,9 @@ impl Server {
 
     /// Children of the server in state Z (exited, not reaped).
     pub fn zombies(&self) -> Vec<i32> {
-        let pid = self.pid();
-        procs()
+        children(self.pid())
             .into_iter()
-            .filter(|p| p.ppid == pid && p.state == 'Z')
-            .map(|p| p.pid)
+            .filter(|&p| state(p) == Some('Z'))
             .collect()
     }
 
@@ -621,6 +652,21 @@ impl Drop for Server {
     }
 }
 
+/// Reads the stdout of a `netecho serve` started by hand up to its first
+/// `listening tcp` line and returns that address; fails the test if stdout
+/// ends first.
+pub fn read_tcp_addr(out: &mut impl BufRead) -> SocketAddr {
+    let mut seen = Vec::new();
+    for line in out.lines() {
+        let line = line.unwrap_or_else(|e| panic!("reading the server's stdout: {e}"));
+        if let Some(l) = parse_listening(&line).filter(|l| l.kind == ListenKind::Tcp) {
+            return l.addr;
+        }
+        seen.push(line);
+    }
+    panic!("the server's stdout ended without a `listening tcp` line: {seen:?}");
+}
+
 // ---------------------------------------------------------------------------
 // /proc
 // ---------------------------------------------------------------------------
@@ -652,6 +698,20 @@ pub fn procs() -> Vec<Proc> {
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter_map(read_stat)
         .collect()
+}
+
+/// Children of `pid`, in any state.
+pub fn children(pid: i32) -> Vec<i32> {
+    procs()
+        .into_iter()
+        .filter(|p| p.ppid == pid)
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// The state letter of `pid` (`R`, `S`, `Z`...); `None` once it is gone.
+pub fn state(pid: i32) -> Option<char> {
+    read_stat(pid).map(|p| p.state)
 }
 
 /// Children, grandchildren... of `pid`.

@@ -1,39 +1,17 @@
 //! `netecho lab` runs its whole walkthrough: as root with the capture, and
 //! without CAP_NET_RAW with the capture skipped.
 
-mod common;
+use std::process::Command;
+use std::time::Duration;
 
-use common::is_root;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use crate::util::{BIN, Run, is_root, netecho, run_to_end};
 
-const BIN: &str = env!("CARGO_BIN_EXE_netecho");
+/// A lab still running then is stuck: it is killed and the test fails,
+/// instead of stalling the suite.
+const RUN_LIMIT: Duration = Duration::from_secs(60);
 
-/// Runs a command to the end, killing it after 60 s so a hang fails the
-/// test instead of stalling the suite.
-fn run(cmd: &mut Command) -> Output {
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id() as i32;
-    let watchdog = std::thread::spawn(move || {
-        let end = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(100));
-            // SAFETY: signal 0 only checks that the pid exists.
-            if unsafe { libc::kill(pid, 0) } != 0 {
-                return;
-            }
-        }
-        // SAFETY: the pid is our child's, not yet reaped (wait_with_output
-        // below is still waiting on it).
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    });
-    let out = child.wait_with_output().unwrap();
-    let _ = watchdog.join();
-    out
+fn run(cmd: Command) -> Run {
+    run_to_end(cmd, None, RUN_LIMIT)
 }
 
 const STEPS: [&str; 9] = [
@@ -54,13 +32,9 @@ fn lab_runs_every_step() {
         eprintln!("SKIPPED lab_runs_every_step: needs root for the capture");
         return;
     }
-    let out = run(Command::new(BIN).arg("lab"));
+    let out = run(netecho(&["lab"]));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "exit 0\n{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.success(), "exit 0\n{text}\n{}", out.stderr);
     let mut at = 0;
     for s in STEPS {
         let i = text[at..]
@@ -100,16 +74,18 @@ fn lab_without_cap_net_raw_skips_only_the_capture() {
         eprintln!("SKIPPED lab_without_cap_net_raw_skips_only_the_capture: no setpriv");
         return;
     }
-    let out = run(Command::new("setpriv").args([
+    let mut setpriv = Command::new("setpriv");
+    setpriv.args([
         "--bounding-set",
         "-net_raw",
         "--inh-caps",
         "-net_raw",
         BIN,
         "lab",
-    ]));
+    ]);
+    let out = run(setpriv);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "exit 0\n{text}");
+    assert!(out.success(), "exit 0\n{text}");
     for s in STEPS {
         assert!(text.contains(s), "step {s:?} missing:\n{text}");
     }

@@ -9,7 +9,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_netecho");
+use crate::util::BIN;
 
 /// Starts `netecho watch` and waits for its header, so the first poll has
 /// happened or is about to.

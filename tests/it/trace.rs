@@ -1,16 +1,13 @@
 //! `netecho trace` capturing a real connection on loopback (needs root for
 //! the AF_PACKET socket; prints SKIPPED otherwise).
 
-mod common;
-
-use common::is_root;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_netecho");
+use crate::util::{BIN, is_root};
 
 macro_rules! need_root {
     ($name:expr) => {

@@ -2,61 +2,57 @@
 //! model gets a module with one `#[test]` per check, and every test starts
 //! its own `netecho serve` on a loopback port chosen by the kernel.
 
-mod common;
-
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use clap::ValueEnum;
+use netecho::serve::Model;
 use nix::sys::signal::Signal;
 
-use common::{
+use crate::util::{
     Closed, KIB, MIB, Rng, Server, compare, connect, echo_check, ipv6_available, ping,
     read_exact_n, read_to_eof, round_trip, seed_of, try_connect, wait_closed,
 };
 
-/// How many clients a model serves at once, which decides how a check that
+/// Workers given to the models that serve one client per worker, so checks
+/// that need a few live connections at once can have them.
+const WORKERS: usize = 4;
+
+/// The library's [`Model`] named `name` (as `--model` spells it).
+fn model_named(name: &str) -> Model {
+    Model::from_str(name, false).unwrap_or_else(|e| panic!("no model {name:?}: {e}"))
+}
+
+/// Connections `model` serves at once with `--workers WORKERS`, as the
+/// library says (its default `--max-conns`); this decides how a check that
 /// needs several live connections is arranged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cap {
-    /// `iterative`: one client; the next waits in the backlog.
-    One,
-    /// `prefork`, `prethread`: `--workers` clients.
-    Workers,
-    /// Every other model: any number.
-    Any,
-}
-
-/// Workers given to the pre-spawned models, so checks that need a few live
-/// connections at once can have them.
-const WORKERS: &str = "4";
-
-fn cap(model: &str) -> Cap {
-    match model {
-        "iterative" => Cap::One,
-        "prefork" | "prethread" => Cap::Workers,
-        _ => Cap::Any,
-    }
-}
-
-/// Connections the model serves at once (with `--workers WORKERS`).
 fn served_at_once(model: &str) -> usize {
-    match cap(model) {
-        Cap::One => 1,
-        // A constant literal: it always parses.
-        Cap::Workers => WORKERS.parse().unwrap_or(1),
-        Cap::Any => usize::MAX,
+    model_named(model).default_max_conns(WORKERS)
+}
+
+/// True for the models whose capacity is their worker count (prefork,
+/// prethread): they are started with `--workers WORKERS`.
+fn serves_per_worker(model: &str) -> bool {
+    let m = model_named(model);
+    m.default_max_conns(WORKERS) != m.default_max_conns(WORKERS + 1)
+}
+
+/// `--workers WORKERS` for the models that serve one client per worker.
+fn worker_args(model: &str) -> Vec<String> {
+    if serves_per_worker(model) {
+        vec!["--workers".into(), WORKERS.to_string()]
+    } else {
+        Vec::new()
     }
 }
 
 /// Starts `model` on 127.0.0.1:0 with `extra` flags (plus `--workers` for
 /// the pre-spawned models).
 fn start(model: &str, extra: &[&str]) -> Server {
-    let mut args: Vec<&str> = Vec::new();
-    if cap(model) == Cap::Workers {
-        args.extend(["--workers", WORKERS]);
-    }
+    let workers = worker_args(model);
+    let mut args: Vec<&str> = workers.iter().map(String::as_str).collect();
     args.extend(extra);
     Server::start(model, &args)
 }
@@ -464,7 +460,7 @@ fn busy_is_kept(addr: SocketAddr, model: &str) {
 fn idle_timeout(model: &str) {
     let server = start(model, &["--idle-timeout", "2"]);
     let addr = server.addr();
-    if cap(model) == Cap::One {
+    if served_at_once(model) == 1 {
         // One client at a time: the busy one would wait behind the idle one.
         idle_is_closed(addr, model);
         busy_is_kept(addr, model);
@@ -483,7 +479,7 @@ fn idle_timeout(model: &str) {
 fn max_conns(model: &str) {
     let mut server = start(model, &["--max-conns", "2"]);
     let addr = server.addr();
-    if cap(model) == Cap::One {
+    if served_at_once(model) == 1 {
         max_conns_iterative(&server, model);
         return;
     }
@@ -666,10 +662,8 @@ fn ipv6(model: &str) {
     }
     let seed = seed_of(&format!("{model}/ipv6"));
     let payload = Rng::new(seed).bytes(64 * KIB);
-    let mut args: Vec<&str> = Vec::new();
-    if cap(model) == Cap::Workers {
-        args.extend(["--workers", WORKERS]);
-    }
+    let workers = worker_args(model);
+    let args: Vec<&str> = workers.iter().map(String::as_str).collect();
 
     let v6 = Server::start_on(model, &["[::1]:0"], &args);
     assert!(v6.addr().is_ipv6(), "{model}: bound {}", v6.addr());

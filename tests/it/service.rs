@@ -4,8 +4,6 @@
 //! forking and an event model, per-IP limits, the stall timeout, systemd
 //! socket activation, `--inetd`, completions, the man page and JSON logs.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -14,7 +12,9 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Rng, Server, is_root};
+use netecho::serve::{ListenKind, Listening, parse_listening};
+
+use crate::util::{self, BIN, Rng, Server, is_root};
 
 /// How long a test waits for a UDP reply that should come.
 const UDP_WAIT: Duration = Duration::from_secs(2);
@@ -79,10 +79,9 @@ fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// The UDP address a server printed (same port as its TCP listener).
 fn udp_addr(server: &Server) -> SocketAddr {
-    let line = server
-        .stdout_line("listening udp ", Duration::from_secs(5))
-        .expect("no `listening udp` line");
-    let addr: SocketAddr = line["listening udp ".len()..].trim().parse().unwrap();
+    let addr = server
+        .listening(ListenKind::Udp, Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no `listening udp` line in {:?}", server.stdout_lines()));
     assert_eq!(addr, server.addr(), "UDP shares the TCP address and port");
     addr
 }
@@ -284,19 +283,19 @@ fn metrics_after_known_traffic(model: &str) {
     );
     let m = server.metrics_addr();
     for i in 0..5 {
-        common::round_trip(server.addr(), &[i as u8; 1000], i).unwrap();
+        util::round_trip(server.addr(), &[i as u8; 1000], i).unwrap();
     }
     let s = udp_from(Ipv4Addr::LOCALHOST);
     for i in 0..3u8 {
         assert!(udp_echo(&s, udp_addr(&server), &[i; 10], UDP_WAIT).is_some());
     }
     // Two held connections fill --max-conns 2; the third is rejected.
-    let mut held: Vec<TcpStream> = (0..2).map(|_| common::connect(server.addr())).collect();
+    let mut held: Vec<TcpStream> = (0..2).map(|_| util::connect(server.addr())).collect();
     for h in &mut held {
-        common::ping(h, b"hold").unwrap();
+        util::ping(h, b"hold").unwrap();
     }
-    let mut third = common::connect(server.addr());
-    let _ = common::wait_closed(&mut third, Duration::from_secs(3));
+    let mut third = util::connect(server.addr());
+    let _ = util::wait_closed(&mut third, Duration::from_secs(3));
     let ok = eventually(Duration::from_secs(3), || {
         metric(m, "netecho_connections_total") == 7
             && metric(m, "netecho_connections_active") == 2
@@ -344,21 +343,21 @@ fn per_ip_limit_applies_to_each_source_apart() {
     let a = Ipv4Addr::new(127, 0, 0, 2);
     let mut held = vec![from(a), from(a)];
     for h in &mut held {
-        common::ping(h, b"mine").unwrap();
+        util::ping(h, b"mine").unwrap();
     }
     let mut third = from(a);
-    let end = common::wait_closed(&mut third, Duration::from_secs(3));
+    let end = util::wait_closed(&mut third, Duration::from_secs(3));
     assert!(
-        matches!(end, common::Closed::Fin | common::Closed::Reset),
+        matches!(end, util::Closed::Fin | util::Closed::Reset),
         "a third connection from {a} was not closed at once: {end:?}"
     );
     let mut other = from(Ipv4Addr::new(127, 0, 0, 3));
-    common::ping(&mut other, b"another source is served").unwrap();
+    util::ping(&mut other, b"another source is served").unwrap();
     drop(held);
     assert!(
         eventually(Duration::from_secs(3), || {
             let mut again = from(a);
-            common::ping(&mut again, b"back").is_ok()
+            util::ping(&mut again, b"back").is_ok()
         }),
         "{a} is not served again after its connections left"
     );
@@ -368,7 +367,7 @@ fn per_ip_limit_applies_to_each_source_apart() {
 fn a_client_that_stops_reading_is_closed_after_the_stall_timeout() {
     for model in ["thread", "epoll"] {
         let server = Server::start(model, &["--stall-timeout", "1", "--idle-timeout", "0"]);
-        let mut s = common::connect(server.addr());
+        let mut s = util::connect(server.addr());
         s.set_nonblocking(true).unwrap();
         let chunk = vec![0x5a; 64 * 1024];
         let start = Instant::now();
@@ -428,9 +427,13 @@ fn socket_activation_serves_on_the_passed_socket() {
     let mut line = String::new();
     let out = child.stdout.take().unwrap();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line).unwrap();
-    assert_eq!(line.trim(), format!("listening tcp {addr}"));
+    let tcp = Listening {
+        kind: ListenKind::Tcp,
+        addr,
+    };
+    assert_eq!(parse_listening(&line), Some(tcp), "{line:?}");
     drop(listener);
-    let r = common::round_trip(addr, b"activated", 1);
+    let r = util::round_trip(addr, b"activated", 1);
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -465,7 +468,7 @@ fn inetd_mode_serves_one_connection_on_stdin_and_stdout() {
     let mut got = Vec::new();
     ours.read_to_end(&mut got).unwrap();
     writer.join().unwrap();
-    common::compare("inetd echo", &payload, &got).unwrap();
+    util::compare("inetd echo", &payload, &got).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "exit {}", out.status);
 }

@@ -4,18 +4,17 @@
 //! Every wait is bounded; a kernel without a usable io_uring makes each test
 //! say SKIPPED and pass.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// How long the server may take to print its `listening` line.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::util::Server;
+
 /// Socket read/write timeout in the clients: a stalled server fails the
 /// test instead of hanging it.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,41 +34,19 @@ fn skip() -> bool {
     }
 }
 
-/// A running `netecho serve --model uring`, killed if the test ends early.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    /// Everything the server wrote on stderr, for failure messages.
-    log: Arc<Mutex<Vec<u8>>>,
-    /// The thread copying stderr into `log`; joined once the server exited,
-    /// so its last lines are in.
-    log_reader: Option<thread::JoinHandle<()>>,
+/// `netecho serve --model uring --workers 1` with `env` set and, if given,
+/// RLIMIT_NOFILE capped (soft and hard, since serve raises soft to hard at
+/// start).
+fn start(env: &[(&str, &str)], nofile: Option<u64>) -> Server {
+    start_with(&[], env, nofile)
 }
 
-impl Server {
-    /// Starts the server with `env` set and, if given, RLIMIT_NOFILE capped
-    /// (soft and hard, since serve raises soft to hard at start).
-    fn start(env: &[(&str, &str)], nofile: Option<u64>) -> Server {
-        Server::start_with(&[], env, nofile)
-    }
-
-    /// [`Server::start`] with more `serve` flags.
-    fn start_with(args: &[&str], env: &[(&str, &str)], nofile: Option<u64>) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_netecho"));
-        cmd.args([
-            "serve",
-            "--model",
-            "uring",
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "1",
-        ])
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+/// [`start`] with more `serve` flags.
+fn start_with(args: &[&str], env: &[(&str, &str)], nofile: Option<u64>) -> Server {
+    let mut all = vec!["--workers", "1"];
+    all.extend(args);
+    Server::start_with("uring", &["127.0.0.1:0"], &all, |cmd| {
+        cmd.envs(env.iter().copied());
         if let Some(n) = nofile {
             // SAFETY: between fork and exec the closure only calls
             // setrlimit(2), which is async-signal-safe and allocates nothing.
@@ -80,100 +57,15 @@ impl Server {
                 });
             }
         }
-        let mut child = cmd.spawn().expect("spawn netecho serve");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let mut stderr = child.stderr.take().expect("stderr piped");
-        let sink = Arc::clone(&log);
-        let log_reader = thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        });
-        let stdout = child.stdout.take().expect("stdout piped");
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(a) = line.strip_prefix("listening tcp ") {
-                    let _ = tx.send(a.parse::<SocketAddr>().ok());
-                }
-            }
-        });
-        let addr = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(Some(a)) => a,
-            other => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "no `listening tcp` line ({other:?}); stderr:\n{}",
-                    String::from_utf8_lossy(&log.lock().unwrap())
-                );
-            }
-        };
-        Server {
-            child,
-            addr,
-            log,
-            log_reader: Some(log_reader),
-        }
-    }
-
-    fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned()
-    }
-
-    fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect_timeout(&self.addr, IO_TIMEOUT).expect("connect");
-        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-        s
-    }
-
-    /// Sends SIGTERM to the server (by its pid).
-    fn terminate(&self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("kill -TERM");
-    }
-
-    /// Waits for the server to exit, at most `limit`.
-    fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                // The pipe is closed now: the reader ends at once.
-                if let Some(r) = self.log_reader.take() {
-                    let _ = r.join();
-                }
-                return Some(status);
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
-    /// Resident memory of the server, from /proc.
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("read /proc/PID/status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS in /proc/PID/status")
-    }
+    })
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// A client connection with this file's (longer) socket timeouts.
+fn connect(server: &Server) -> TcpStream {
+    let s = TcpStream::connect_timeout(&server.addr(), IO_TIMEOUT).expect("connect");
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    s
 }
 
 /// `len` pseudo-random bytes, different for every `seed`, so bytes that
@@ -213,8 +105,8 @@ fn round_trip(mut conn: TcpStream, data: Arc<Vec<u8>>) -> std::io::Result<Vec<u8
 /// One plain round trip: the server is alive and serving.
 fn assert_serves(server: &Server, what: &str) {
     let data = Arc::new(pattern(7, 4096));
-    let back = round_trip(server.connect(), Arc::clone(&data))
-        .unwrap_or_else(|e| panic!("{what}: {e}; stderr:\n{}", server.stderr()));
+    let back = round_trip(connect(server), Arc::clone(&data))
+        .unwrap_or_else(|e| panic!("{what}: {e}; stderr:\n{}", server.stderr_text()));
     assert!(back == *data, "{what}: echo differs");
 }
 
@@ -229,7 +121,7 @@ fn many_clients_share_a_tiny_buffer_ring() {
     }
     const CLIENTS: u64 = 64;
     const SIZE: usize = 256 * 1024;
-    let server = Server::start(
+    let server = start(
         &[
             ("NETECHO_URING_BUFS", "4"),
             ("NETECHO_URING_BUF_SIZE", "1024"),
@@ -238,7 +130,7 @@ fn many_clients_share_a_tiny_buffer_ring() {
     );
     let clients: Vec<_> = (0..CLIENTS)
         .map(|i| {
-            let conn = server.connect();
+            let conn = connect(&server);
             thread::spawn(move || {
                 let data = Arc::new(pattern(i + 1, SIZE));
                 let back = round_trip(conn, Arc::clone(&data));
@@ -251,7 +143,7 @@ fn many_clients_share_a_tiny_buffer_ring() {
         match same {
             Ok(true) => {}
             Ok(false) => panic!("client {i}: echo differs"),
-            Err(e) => panic!("client {i}: {e}; server stderr:\n{}", server.stderr()),
+            Err(e) => panic!("client {i}: {e}; server stderr:\n{}", server.stderr_text()),
         }
     }
     assert_serves(&server, "after the clients");
@@ -267,7 +159,7 @@ fn a_client_that_does_not_read_is_paused_not_buffered() {
         return;
     }
     const SIZE: usize = 48 * 1024 * 1024;
-    let server = Server::start(
+    let server = start(
         &[
             ("NETECHO_URING_BUFS", "64"),
             ("NETECHO_URING_BUF_SIZE", "4096"),
@@ -276,7 +168,7 @@ fn a_client_that_does_not_read_is_paused_not_buffered() {
     );
     let rss_before = server.rss_kib();
     let data = Arc::new(pattern(99, SIZE));
-    let mut conn = server.connect();
+    let mut conn = connect(&server);
     let mut tx = conn.try_clone().unwrap();
     let written = Arc::new(AtomicUsize::new(0));
     let (src, count) = (Arc::clone(&data), Arc::clone(&written));
@@ -310,7 +202,7 @@ fn a_client_that_does_not_read_is_paused_not_buffered() {
     assert_serves(&server, "while another client is paused");
     let mut back = Vec::with_capacity(SIZE);
     conn.read_to_end(&mut back)
-        .unwrap_or_else(|e| panic!("reading the echo: {e}; stderr:\n{}", server.stderr()));
+        .unwrap_or_else(|e| panic!("reading the echo: {e}; stderr:\n{}", server.stderr_text()));
     writer.join().expect("writer thread").expect("writer");
     assert!(
         back.len() == SIZE,
@@ -332,12 +224,12 @@ fn accept_recovers_after_running_out_of_descriptors() {
     /// few clients.
     const NOFILE: u64 = 16;
     const TRIES: usize = 32;
-    let server = Server::start(&[], Some(NOFILE));
+    let server = start(&[], Some(NOFILE));
     let mut conns = Vec::new();
     let mut served = 0;
     let mut unserved = 0;
     for _ in 0..TRIES {
-        let mut c = server.connect();
+        let mut c = connect(&server);
         c.set_read_timeout(Some(Duration::from_millis(300)))
             .unwrap();
         c.write_all(b"x").unwrap();
@@ -354,7 +246,7 @@ fn accept_recovers_after_running_out_of_descriptors() {
     assert!(
         served > 0,
         "no client was served; stderr:\n{}",
-        server.stderr()
+        server.stderr_text()
     );
     assert!(
         unserved > 0,
@@ -364,7 +256,7 @@ fn accept_recovers_after_running_out_of_descriptors() {
     // The pause is 500 ms; the backlog's leftovers are accepted and closed.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let mut c = server.connect();
+        let mut c = connect(&server);
         c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let ok = c.write_all(b"again").is_ok() && {
             let mut b = [0u8; 5];
@@ -376,16 +268,16 @@ fn accept_recovers_after_running_out_of_descriptors() {
         assert!(
             Instant::now() < deadline,
             "not served after EMFILE; stderr:\n{}",
-            server.stderr()
+            server.stderr_text()
         );
     }
     // The log line was written before the pause; give the reader a moment.
     let logged_by = Instant::now() + Duration::from_secs(2);
-    while !server.stderr().contains("pausing accepts") {
+    while !server.stderr_text().contains("pausing accepts") {
         assert!(
             Instant::now() < logged_by,
             "no EMFILE pause logged; stderr:\n{}",
-            server.stderr()
+            server.stderr_text()
         );
         thread::sleep(Duration::from_millis(20));
     }
@@ -401,13 +293,13 @@ fn sigterm_lets_connections_in_flight_finish() {
     }
     const CLIENTS: u64 = 4;
     const SIZE: usize = 4 * 1024 * 1024;
-    let mut server = Server::start(&[], None);
+    let mut server = start(&[], None);
     let echoed = Arc::new(AtomicUsize::new(0));
     let (go_tx, go_rx) = mpsc::channel::<()>();
     let go_rx = Arc::new(Mutex::new(go_rx));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|i| {
-            let mut conn = server.connect();
+            let mut conn = connect(&server);
             let (echoed, go) = (Arc::clone(&echoed), Arc::clone(&go_rx));
             thread::spawn(move || -> std::io::Result<bool> {
                 let data = pattern(100 + i, SIZE);
@@ -432,11 +324,11 @@ fn sigterm_lets_connections_in_flight_finish() {
         );
         thread::sleep(Duration::from_millis(10));
     }
-    server.terminate();
+    server.sigterm();
     // The listener is shut down at once: a new client is refused.
     let refused_by = Instant::now() + Duration::from_secs(5);
     loop {
-        match TcpStream::connect_timeout(&server.addr, Duration::from_secs(1)) {
+        match TcpStream::connect_timeout(&server.addr(), Duration::from_secs(1)) {
             Err(_) => break,
             Ok(_) => assert!(Instant::now() < refused_by, "still accepting after SIGTERM"),
         }
@@ -449,14 +341,14 @@ fn sigterm_lets_connections_in_flight_finish() {
         match c.join().expect("client thread") {
             Ok(true) => {}
             Ok(false) => panic!("client {i}: echo differs"),
-            Err(e) => panic!("client {i}: {e}; stderr:\n{}", server.stderr()),
+            Err(e) => panic!("client {i}: {e}; stderr:\n{}", server.stderr_text()),
         }
     }
     let status = server.wait_exit(EXIT_TIMEOUT);
     assert!(
         status.is_some_and(|s| s.success()),
         "server exit: {status:?}; stderr:\n{}",
-        server.stderr()
+        server.stderr_text()
     );
 }
 
@@ -466,13 +358,13 @@ fn bad_tuning_is_an_error_not_a_default() {
     if skip() {
         return;
     }
-    let mut server = Server::start(&[("NETECHO_URING_BUFS", "3")], None);
+    let mut server = start(&[("NETECHO_URING_BUFS", "3")], None);
     let status = server.wait_exit(EXIT_TIMEOUT);
     assert!(
         status.is_some_and(|s| !s.success()),
         "server exit: {status:?}"
     );
-    let err = server.stderr();
+    let err = server.stderr_text();
     assert!(err.contains("NETECHO_URING_BUFS"), "stderr:\n{err}");
 }
 
@@ -483,9 +375,9 @@ fn idle_connections_are_closed_busy_ones_are_not() {
     if skip() {
         return;
     }
-    let server = Server::start_with(&["--idle-timeout", "1"], &[], None);
-    let mut silent = server.connect();
-    let mut busy = server.connect();
+    let server = start_with(&["--idle-timeout", "1"], &[], None);
+    let mut silent = connect(&server);
+    let mut busy = connect(&server);
     let started = Instant::now();
     let mut b = [0u8; 1];
     for _ in 0..8 {

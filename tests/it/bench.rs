@@ -1,19 +1,19 @@
 //! `netecho bench` against real servers on loopback: netecho's own server,
-//! and test peers (`common::peers`) that misbehave on purpose (a flipped
+//! and test peers (`util::peers`) that misbehave on purpose (a flipped
 //! byte, an early close, a stall, lost datagrams), which bench must catch.
 //!
 //! Every run is bounded by its own `-d`/`-n` and, in case bench misbehaves,
 //! by a wall-clock limit after which the test kills it and fails.
-
-mod common;
 
 use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use common::peers::{UdpEcho, close_after_server, closed_port, echo_with, flip_server, tcp_server};
-use common::{Run, Running, Server, assert_refused, netecho, run_to_end};
+use crate::util::peers::{
+    UdpEcho, close_after_server, closed_port, echo_with, flip_server, tcp_server,
+};
+use crate::util::{Run, Running, Server, assert_refused, netecho, run_to_end};
 
 /// Longest any bench run in these tests may take before it is killed.
 const RUN_LIMIT: Duration = Duration::from_secs(20);

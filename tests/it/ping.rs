@@ -1,11 +1,9 @@
 //! `netecho ping` against real servers on loopback: netecho's own server,
-//! and test peers (`common::peers`) that misbehave on purpose (a flipped
+//! and test peers (`util::peers`) that misbehave on purpose (a flipped
 //! byte, an early close, silence, lost datagrams), which ping must catch.
 //!
 //! Every run is bounded by its own `-c` and, in case ping misbehaves, by a
 //! wall-clock limit after which the test kills it and fails.
-
-mod common;
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -14,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use common::peers::{
+use crate::util::peers::{
     UdpEcho, close_after_server, closed_port, echo_with, flip_server, serve_listener, tcp_server,
 };
-use common::{Run, Running, Server, assert_refused, netecho, run_to_end};
+use crate::util::{Run, Running, Server, assert_refused, netecho, run_to_end};
 
 /// Longest any ping run in these tests may take before it is killed.
 const RUN_LIMIT: Duration = Duration::from_secs(20);

@@ -1,0 +1,23 @@
+//! netecho's integration tests: one binary, linked once, whose tests run in
+//! parallel (the layout of ripgrep's and cargo's test suites). Each module
+//! below was once a test binary of its own and keeps its test names, so
+//! `cargo test --test it serve::epoll::` still picks out one model.
+//!
+//! Every test starts the real `netecho` binary (or a peer of it in
+//! [`util::peers`]) on loopback; [`util`] holds what more than one module
+//! needs: the server process, echo round trips, runs of the binary.
+
+mod util;
+
+mod bench;
+mod bench_models;
+mod client;
+mod lab;
+mod ping;
+mod regressions;
+mod serve;
+mod serve_cli;
+mod service;
+mod trace;
+mod uring;
+mod watch;
