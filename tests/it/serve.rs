@@ -472,6 +472,32 @@ fn idle_timeout(model: &str) {
     }
 }
 
+/// The timer rule: an idle timeout fires within 100 ms of its length, in
+/// every model (the 250 ms ticks of old made epoll 250 ms late every time).
+/// The bound here leaves another 100 ms for a busy CI machine's scheduler.
+fn timeout_on_time(model: &str) {
+    const IDLE: Duration = Duration::from_secs(1);
+    const RULE: Duration = Duration::from_millis(100);
+    const SCHEDULING: Duration = Duration::from_millis(100);
+    let server = start(model, &["--idle-timeout", "1"]);
+    for round in 0..3 {
+        let mut s = connect(server.addr());
+        ok_or_panic(model, "ping before idling", ping(&mut s, b"t"));
+        // The server saw the byte before we did; its clock started first.
+        let echoed = Instant::now();
+        let end = wait_closed(&mut s, Duration::from_secs(5));
+        let after = echoed.elapsed();
+        assert!(
+            matches!(end, Closed::Fin),
+            "{model}: idle connection not closed with a FIN: {end:?} after {after:?}"
+        );
+        assert!(
+            after + Duration::from_millis(20) >= IDLE && after <= IDLE + RULE + SCHEDULING,
+            "{model}, round {round}: --idle-timeout 1 fired {after:?} after the last byte"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // 8. --max-conns
 // ---------------------------------------------------------------------------
@@ -726,6 +752,10 @@ macro_rules! model_tests {
             #[test]
             fn idle_timeout() {
                 super::idle_timeout(MODEL);
+            }
+            #[test]
+            fn timeout_on_time() {
+                super::timeout_on_time(MODEL);
             }
             #[test]
             fn max_conns() {
