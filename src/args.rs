@@ -69,7 +69,9 @@ pub fn parse_count(s: &str) -> Result<u64, String> {
 
 /// A parser of a UDP size limit: 0 to `max` bytes, `max` being the largest
 /// UDP payload.
-pub fn udp_size_at_most(max: usize) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync + 'static {
+pub fn udp_size_at_most(
+    max: usize,
+) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync + 'static {
     move |s: &str| match s.trim().parse::<usize>() {
         Ok(n) if n <= max => Ok(n),
         Ok(n) => Err(format!("{n} is larger than the largest UDP payload, {max}")),
@@ -89,7 +91,10 @@ pub fn parse_rate_limit(s: &str) -> Result<u32, String> {
 
 /// A parser of an offered load (`bench --rate`): requests per second,
 /// fractions allowed, from `min` to `max`.
-pub fn request_rate_between(min: f64, max: f64) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync + 'static {
+pub fn request_rate_between(
+    min: f64,
+    max: f64,
+) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync + 'static {
     move |s: &str| {
         let v: f64 = s
             .trim()
@@ -133,7 +138,9 @@ pub fn parse_secs_nonzero(s: &str) -> Result<Duration, String> {
 
 /// A parser of an interval between probes (`ping -i`): seconds, at least
 /// `min`.
-pub fn interval_at_least(min: Duration) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+pub fn interval_at_least(
+    min: Duration,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
     move |s: &str| {
         let d = parse_secs(s)?;
         if d < min {

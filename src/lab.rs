@@ -24,11 +24,11 @@ use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid, fork};
 
 use crate::error::{Error, Result};
+use crate::sys::stop;
 use crate::trace::Tracer;
 use crate::watch::procs::{self, ProcInfo};
 use crate::watch::snapshot::Snapshot;
 use crate::watch::state::State;
-use crate::sys::stop;
 use crate::watch::{Watcher, format_addr, format_owners, state_word};
 
 /// How long to wait for the server's `listening` line, the echo, or a

@@ -46,7 +46,9 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::args::{parse_count, parse_positive, parse_secs, parse_secs_nonzero, request_rate_between};
+use crate::args::{
+    parse_count, parse_positive, parse_secs, parse_secs_nonzero, request_rate_between,
+};
 use crate::error::{Error, Result};
 use crate::net::{MAX_TCP_SIZE, MAX_UDP_SIZE, connect_any, connect_one, resolve, udp_socket};
 use crate::sys::{self, stop};

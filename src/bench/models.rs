@@ -24,8 +24,8 @@ use super::report::thousands;
 use super::{Opt, chart, procstat, spawn, tcp};
 use crate::error::{Error, Result};
 use crate::net::pattern;
-use crate::sys::{self, stop};
 use crate::serve::Model;
+use crate::sys::{self, stop};
 
 /// Models run when `--models` is given no list: every model a user can
 /// pick except `auto`, which is one of them under another name.

@@ -6,9 +6,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{Model, udp};
-use crate::args::{
-    parse_listen, parse_positive, parse_rate_limit, parse_secs, udp_size_at_most,
-};
+use crate::args::{parse_listen, parse_positive, parse_rate_limit, parse_secs, udp_size_at_most};
 use crate::net::MAX_UDP_SIZE;
 
 /// Options of `netecho serve`.
