@@ -56,7 +56,9 @@ impl fmt::Display for Listening {
         match self.kind {
             ListenKind::Tcp => write!(f, "{PREFIX}tcp {addr}"),
             ListenKind::Udp => write!(f, "{PREFIX}udp {addr}"),
-            ListenKind::Metrics => write!(f, "{PREFIX}metrics {METRICS_SCHEME}{addr}{METRICS_PATH}"),
+            ListenKind::Metrics => {
+                write!(f, "{PREFIX}metrics {METRICS_SCHEME}{addr}{METRICS_PATH}")
+            }
         }
     }
 }
@@ -156,7 +158,10 @@ mod tests {
     #[test]
     fn prints_the_documented_lines() {
         let cases = [
-            (at(ListenKind::Tcp, "127.0.0.1:40123"), "listening tcp 127.0.0.1:40123"),
+            (
+                at(ListenKind::Tcp, "127.0.0.1:40123"),
+                "listening tcp 127.0.0.1:40123",
+            ),
             (at(ListenKind::Tcp, "[::]:6666"), "listening tcp [::]:6666"),
             (at(ListenKind::Udp, "[::1]:7"), "listening udp [::1]:7"),
             (

@@ -5,13 +5,14 @@
 //! Every run is bounded by its own `-d`/`-n` and, in case bench misbehaves,
 //! by a wall-clock limit after which the test kills it and fails.
 
-
 use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::util::peers::{UdpEcho, close_after_server, closed_port, echo_with, flip_server, tcp_server};
+use crate::util::peers::{
+    UdpEcho, close_after_server, closed_port, echo_with, flip_server, tcp_server,
+};
 use crate::util::{Run, Running, Server, assert_refused, netecho, run_to_end};
 
 /// Longest any bench run in these tests may take before it is killed.

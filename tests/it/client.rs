@@ -1,7 +1,6 @@
 //! `netecho client`: a pipe, a terminal, and the ways a server can let it
 //! down, each run as the real binary.
 
-
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{AsFd, OwnedFd};

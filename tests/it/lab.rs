@@ -1,7 +1,6 @@
 //! `netecho lab` runs its whole walkthrough: as root with the capture, and
 //! without CAP_NET_RAW with the capture skipped.
 
-
 use std::process::Command;
 use std::time::Duration;
 

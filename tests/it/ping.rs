@@ -5,7 +5,6 @@
 //! Every run is bounded by its own `-c` and, in case ping misbehaves, by a
 //! wall-clock limit after which the test kills it and fails.
 
-
 use std::io::Read;
 use std::net::TcpListener;
 use std::thread;

@@ -1,8 +1,6 @@
 //! Regression tests, each named after a bug a review found in the server, so
 //! the bug cannot come back unnoticed.
 
-
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::OwnedFd;

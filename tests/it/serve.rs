@@ -2,8 +2,6 @@
 //! model gets a module with one `#[test]` per check, and every test starts
 //! its own `netecho serve` on a loopback port chosen by the kernel.
 
-
-
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::{Arc, Barrier};

@@ -2,8 +2,6 @@
 //! one line on stderr and a non-zero exit; several `--listen` addresses all
 //! serve; `--help` works.
 
-
-
 use std::os::unix::process::CommandExt;
 use std::time::Duration;
 

@@ -4,8 +4,6 @@
 //! forking and an event model, per-IP limits, the stall timeout, systemd
 //! socket activation, `--inetd`, completions, the man page and JSON logs.
 
-
-
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

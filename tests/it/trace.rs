@@ -1,8 +1,6 @@
 //! `netecho trace` capturing a real connection on loopback (needs root for
 //! the AF_PACKET socket; prints SKIPPED otherwise).
 
-
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
