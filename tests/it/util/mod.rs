@@ -6,9 +6,6 @@
 //!
 //! Every wait here has a deadline: a broken server fails a test, never hangs it.
 
-// Each test file uses a different subset of these helpers.
-#![allow(dead_code)]
-
 pub mod peers;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -26,13 +23,13 @@ use nix::unistd::Pid;
 /// The binary under test, built by cargo for the integration tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_netecho");
 /// How long a server may take to print its `listening tcp` lines.
-pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connect timeout for test clients: loopback answers in microseconds.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read/write timeout of test sockets, so a silent server fails the test.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(15);
 /// Polling interval of the waits below.
-pub const TICK: Duration = Duration::from_millis(10);
+const TICK: Duration = Duration::from_millis(10);
 /// How long an exited server's stderr may take to reach its end.
 const STDERR_EOF_WAIT: Duration = Duration::from_secs(1);
 
@@ -57,7 +54,7 @@ impl Rng {
         Rng(if s == 0 { 1 } else { s })
     }
 
-    pub fn next_u64(&mut self) -> u64 {
+    fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -91,7 +88,7 @@ impl Rng {
 
     /// A write size: mostly mid-sized, sometimes tiny, sometimes larger than
     /// any socket buffer chunk, so both short and long writes are exercised.
-    pub fn chunk_size(&mut self) -> usize {
+    fn chunk_size(&mut self) -> usize {
         match self.range(0, 9) {
             0 => self.range(1, 16),
             1..=4 => self.range(1, 1500),
@@ -156,7 +153,7 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
 
 /// Upper bound on any single read-to-EOF: far beyond what the largest test
 /// payload needs, so only a server that trickles forever can reach it.
-pub const READ_DEADLINE: Duration = Duration::from_secs(120);
+const READ_DEADLINE: Duration = Duration::from_secs(120);
 /// A server that sends this much more than it was sent is broken; stop
 /// reading instead of collecting its garbage forever.
 const EXTRA_LIMIT: usize = 64 * KIB;
@@ -583,11 +580,6 @@ impl Server {
         }
     }
 
-    /// True while the server process has not exited.
-    pub fn is_running(&mut self) -> bool {
-        self.wait_exit(Duration::ZERO).is_none()
-    }
-
     /// Panics with the server's stderr if it has exited.
     pub fn assert_running(&mut self, when: &str) {
         if let Some(s) = self.wait_exit(Duration::ZERO) {
@@ -610,7 +602,7 @@ impl Server {
     }
 
     /// Children of the server in state Z (exited, not reaped).
-    pub fn zombies(&self) -> Vec<i32> {
+    fn zombies(&self) -> Vec<i32> {
         children(self.pid())
             .into_iter()
             .filter(|&p| state(p) == Some('Z'))
@@ -673,10 +665,10 @@ pub fn read_tcp_addr(out: &mut impl BufRead) -> SocketAddr {
 
 /// One process as /proc/PID/stat shows it.
 #[derive(Debug, Clone)]
-pub struct Proc {
-    pub pid: i32,
-    pub ppid: i32,
-    pub state: char,
+struct Proc {
+    pid: i32,
+    ppid: i32,
+    state: char,
 }
 
 /// Parses `/proc/PID/stat`: the command name is in parentheses and may
@@ -691,7 +683,7 @@ fn read_stat(pid: i32) -> Option<Proc> {
 }
 
 /// Every process visible in /proc.
-pub fn procs() -> Vec<Proc> {
+fn procs() -> Vec<Proc> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -715,7 +707,7 @@ pub fn state(pid: i32) -> Option<char> {
 }
 
 /// Children, grandchildren... of `pid`.
-pub fn descendants(pid: i32) -> Vec<i32> {
+fn descendants(pid: i32) -> Vec<i32> {
     let all = procs();
     let mut out = Vec::new();
     let mut frontier = vec![pid];
@@ -745,7 +737,7 @@ pub fn threads(pid: i32) -> Vec<i32> {
 }
 
 /// VmRSS of one process in KiB (`None` for a zombie or a vanished process).
-pub fn vm_rss_kib(pid: i32) -> Option<u64> {
+fn vm_rss_kib(pid: i32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
@@ -955,14 +947,9 @@ impl Drop for Running {
     }
 }
 
-/// Runs `cmd` with `stdin` fed from a thread, collecting stdout and stderr,
-/// killing it (and its process group) after `timeout`.
-pub fn run_cmd(cmd: Command, stdin: Option<Vec<u8>>, timeout: Duration) -> Run {
-    Running::spawn(cmd, stdin).wait(timeout)
-}
-
-/// [`run_cmd`] that fails the test if the command was still running after
-/// `timeout` (it is killed then): the run has an exit status.
+/// Runs `cmd` with `stdin` fed from a thread, collecting stdout and stderr;
+/// fails the test if it was still running after `timeout` (it and its
+/// process group are killed then), so the run has an exit status.
 pub fn run_to_end(cmd: Command, stdin: Option<Vec<u8>>, timeout: Duration) -> Run {
     Running::spawn(cmd, stdin).wait_exit(timeout)
 }

@@ -6,9 +6,6 @@
 //! They run on threads of the test process; a connection that stays silent
 //! for [`IO_TIMEOUT`] is given up, so no peer outlives a test by much.
 
-// Each test file uses a different subset of these peers.
-#![allow(dead_code)]
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
