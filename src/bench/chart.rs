@@ -16,12 +16,14 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::error::{Error, Result};
 
-/// The whole picture, in pixels.
-const SIZE: (u32, u32) = (1280, 900);
+/// Width of the picture, in pixels.
+const WIDTH: u32 = 1280;
+/// Height of one row of panels: four panels make a 1280 × 900 picture.
+const PANEL_HEIGHT: u32 = 415;
 /// Height of the title band above the panels.
 const TITLE_BAND: u32 = 70;
-/// The panels' grid: rows, columns.
-const GRID: (usize, usize) = (2, 2);
+/// Panels side by side; a workload more adds a row every second one.
+const COLUMNS: usize = 2;
 /// Room left of each panel for the model names.
 const NAME_AREA: u32 = 90;
 /// Room under each panel for the scale and its label.
@@ -72,7 +74,9 @@ pub fn write_svg(path: &Path, subtitle: &str, panels: &[Panel]) -> Result<()> {
 pub fn render(subtitle: &str, panels: &[Panel]) -> Result<String> {
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        let rows = panels.len().div_ceil(COLUMNS).max(1);
+        let height = TITLE_BAND + PANEL_HEIGHT * u32::try_from(rows).unwrap_or(1);
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
         root.fill(&WHITE).map_err(chart_error)?;
         let (head, body) = root.split_vertically(TITLE_BAND);
         head.draw(&Text::new(
@@ -87,7 +91,7 @@ pub fn render(subtitle: &str, panels: &[Panel]) -> Result<String> {
             ("sans-serif", 15).into_font().color(&MUTED),
         ))
         .map_err(chart_error)?;
-        for (area, panel) in body.split_evenly(GRID).iter().zip(panels) {
+        for (area, panel) in body.split_evenly((rows, COLUMNS)).iter().zip(panels) {
             draw_panel(area, panel)?;
         }
         root.present().map_err(chart_error)?;

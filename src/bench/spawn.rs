@@ -60,36 +60,12 @@ fn tail_note(last: &Mutex<String>) -> String {
 /// `listening tcp ADDR` line. The server logs at `warn` (`NETECHO_LOG`), so
 /// its stderr holds only what went wrong; the last line is kept.
 pub fn start(prog: &Path, args: &[String], cpu: Option<usize>) -> Result<Running> {
-    let mut cmd = Command::new(prog);
-    let set = cpu.map(cpu_set);
-    // SAFETY: the closure runs between fork and exec. It makes two raw
-    // syscalls (prctl, sched_setaffinity) on values built before the fork,
-    // and `last_os_error` only reads errno: no allocation, no lock.
-    unsafe {
-        cmd.pre_exec(move || {
-            // A load generator that dies (Ctrl-C on `cargo bench`) must not
-            // leave a pinned server behind: it would skew every later run.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if let Some(set) = &set {
-                let size = std::mem::size_of::<libc::cpu_set_t>();
-                if libc::sched_setaffinity(0, size, set) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
+    let mut cmd = pinned_command(prog, cpu);
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .env("NETECHO_LOG", "warn")
-        // Its own group, so a server that ignores SIGTERM is killed with
-        // every child it forked, and nothing else; and a Ctrl-C meant for
-        // the bench reaches the bench, which then stops it in order.
-        .process_group(0);
+        .env("NETECHO_LOG", "warn");
     let mut child = cmd
         .spawn()
         .map_err(|e| Error::Measure(format!("cannot start {}: {e}", prog.display())))?;
@@ -152,6 +128,38 @@ pub fn start(prog: &Path, args: &[String], cpu: Option<usize>) -> Result<Running
             )))
         }
     }
+}
+
+/// `prog` as a server under test: pinned to `cpu` when given, killed if
+/// this process dies, and leader of a process group of its own. Also how
+/// the benchmark starts peers that print no `listening` line.
+pub(crate) fn pinned_command(prog: &Path, cpu: Option<usize>) -> Command {
+    let mut cmd = Command::new(prog);
+    let set = cpu.map(cpu_set);
+    // SAFETY: the closure runs between fork and exec. It makes two raw
+    // syscalls (prctl, sched_setaffinity) on values built before the fork,
+    // and `last_os_error` only reads errno: no allocation, no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            // A load generator that dies (Ctrl-C on `cargo bench`) must not
+            // leave a pinned server behind: it would skew every later run.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if let Some(set) = &set {
+                let size = std::mem::size_of::<libc::cpu_set_t>();
+                if libc::sched_setaffinity(0, size, set) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    // Its own group, so a server that ignores SIGTERM is killed with every
+    // child it forked, and nothing else; and a Ctrl-C meant for the bench
+    // reaches the bench, which then stops it in order.
+    cmd.process_group(0);
+    cmd
 }
 
 /// SIGTERM, then waits; a server still running after [`STOP_TIMEOUT`] is

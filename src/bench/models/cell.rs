@@ -1,0 +1,415 @@
+//! One cell of the tables: one server on one workload, measured once.
+//!
+//! A server process is started on a free loopback port, pinned to the
+//! server CPU, and driven from this process (pinned to the load CPU) with
+//! the same TCP worker as `netecho bench HOST:PORT` ([`crate::bench::tcp`]).
+//! The figure that counts is the server's CPU per request, read from `/proc`
+//! ([`crate::bench::procstat`]) when the measured window opens and closes,
+//! forked children included: it does not depend on whether the load
+//! generator keeps up.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::server::{Server, model_flags};
+use super::workload::{SMALL_MSG, Shape, Workload};
+use super::{Programs, Setup, floor, peer};
+use crate::bench::plan::{self, Plan, Tally};
+use crate::bench::{procstat, spawn, tcp};
+use crate::error::{Error, Result};
+use crate::net::pattern;
+use crate::sys::stop;
+
+/// Connections workload 4 opens before it reads their echoes: well under
+/// the listen backlog (1024), so the kernel never refuses one for a full
+/// queue, and enough to keep the server busy between two of our reads.
+const IDLE_BATCH: usize = 64;
+/// Workload 4 gives up opening its connections after this long.
+const IDLE_OPEN_LIMIT: Duration = Duration::from_secs(60);
+/// Pause after the last idle connection is open and before PSS is read, for
+/// anything the server does after echoing (a thread parking, a child settling).
+pub const IDLE_SETTLE: Duration = Duration::from_millis(300);
+/// Pause after workload 4's warm-up connection closes, before PSS is read.
+const WARM_SETTLE: Duration = Duration::from_millis(100);
+/// No echo for this long means the server is stuck: the cell fails.
+const STALL_LIMIT: Duration = Duration::from_secs(5);
+/// Connect timeout of the load's blocking connects (loopback answers in µs).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the main thread looks at the load worker while it waits for
+/// the measured window to open or close.
+const WAIT_TICK: Duration = Duration::from_millis(20);
+
+/// Figures of a [`Shape::Traffic`] workload.
+#[derive(Debug, Clone, Copy)]
+pub struct Traffic {
+    /// Requests completed per second in the window.
+    pub req_s: f64,
+    /// Echoed megabytes (10^6, one direction) per second.
+    pub mb_s: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    /// Server CPU per request, microseconds.
+    pub cpu_us: f64,
+}
+
+/// Figures of the [`Shape::Idle`] workload.
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    /// Connections held open when PSS was read.
+    pub conns: f64,
+    /// Seconds to open them all (each with one round trip).
+    pub open_s: f64,
+    /// Processes summed: the server and its children.
+    pub procs: f64,
+    pub pss_before_kib: f64,
+    pub pss_after_kib: f64,
+    /// (after − before) / conns.
+    pub kib_per_conn: f64,
+    /// Server CPU per connection opened and used once, microseconds.
+    pub cpu_us_per_conn: f64,
+}
+
+/// What one cell measured.
+#[derive(Debug, Clone, Copy)]
+pub enum Outcome {
+    Traffic(Traffic),
+    Memory(Memory),
+}
+
+impl Outcome {
+    /// The figure charts and ratios use: server CPU per request, or memory
+    /// per idle connection.
+    pub fn primary(&self) -> f64 {
+        match self {
+            Outcome::Traffic(t) => t.cpu_us,
+            Outcome::Memory(m) => m.kib_per_conn,
+        }
+    }
+}
+
+/// A measured cell.
+#[derive(Debug, Clone)]
+pub struct Cell {
+    pub outcome: Outcome,
+    /// Flags that differ from the usual ones, an unclean exit: for the
+    /// table's note column; empty if nothing is worth saying.
+    pub note: String,
+}
+
+/// Why a cell has no figures.
+#[derive(Debug, Clone)]
+pub enum Skip {
+    /// The server cannot serve the workload by design.
+    NotApplicable(String),
+    /// It was run and failed.
+    Failed(String),
+}
+
+/// Measures one cell: starts the server, drives one workload, stops it.
+pub(crate) fn measure(
+    server: Server,
+    w: Workload,
+    setup: &Setup,
+    programs: &Programs,
+) -> std::result::Result<Cell, Skip> {
+    match server {
+        Server::Netecho(model) => {
+            let (extra, note) =
+                model_flags(model, w, setup.idle_conns).map_err(Skip::NotApplicable)?;
+            let mut args: Vec<String> = [
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--model",
+                model.name(),
+                "--idle-timeout",
+                "0",
+                "--drain-timeout",
+                "1",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            args.extend(extra);
+            spawned(&programs.netecho, &args, note, w, setup)
+        }
+        Server::C(spec) => match programs.c_program(spec) {
+            Ok(program) => spawned(program, &[], String::new(), w, setup),
+            Err(why) => Err(Skip::Failed(why)),
+        },
+        Server::Peer(p) => {
+            if w.shape == Shape::Idle {
+                let n = setup.idle_conns;
+                return Err(Skip::NotApplicable(format!(
+                    "forks a process per connection: {n} idle connections would be {n} processes"
+                )));
+            }
+            let Some(prog) = p.program() else {
+                return Err(Skip::NotApplicable(
+                    "not installed (scripts/install-peers.sh)".into(),
+                ));
+            };
+            let (running, addr) =
+                peer::start(p, &prog, &programs.scratch, setup.server_cpu).map_err(fail)?;
+            thread::sleep(peer::PROBE_SETTLE);
+            let outcome = load(addr, running.pid, w, setup);
+            let tail = running.tail();
+            drop(running);
+            let outcome = outcome.map_err(|e| Skip::Failed(format!("{e}{tail}")))?;
+            Ok(Cell {
+                outcome,
+                note: "fork per conn".into(),
+            })
+        }
+        Server::KernelFloor => {
+            let Some(size) = w.kept_open_size() else {
+                return Err(Skip::NotApplicable(
+                    "no server: only for messages on connections kept open".into(),
+                ));
+            };
+            let window = floor::WINDOW.min(setup.window);
+            let t = floor::measure(size, window, setup.server_cpu).map_err(fail)?;
+            Ok(Cell {
+                outcome: Outcome::Traffic(t),
+                note: "1 thread, both ends".into(),
+            })
+        }
+    }
+}
+
+/// A cell of a server that prints `listening tcp ADDR` (netecho, the C
+/// baselines): started with [`spawn::start`], loaded, stopped. `note` (the
+/// flags that differ) is joined with an unclean exit, if any.
+fn spawned(
+    prog: &Path,
+    args: &[String],
+    note: String,
+    w: Workload,
+    setup: &Setup,
+) -> std::result::Result<Cell, Skip> {
+    let running = spawn::start(prog, args, setup.server_cpu).map_err(fail)?;
+    let outcome = load(running.addr, running.pid, w, setup);
+    let tail = running.stderr_tail();
+    let exit_note = spawn::stop(running);
+    let outcome = outcome.map_err(|e| {
+        Skip::Failed(match &exit_note {
+            Some(n) => format!("{e} ({n})"),
+            None => format!("{e}{tail}"),
+        })
+    })?;
+    let notes: Vec<String> = [Some(note), exit_note]
+        .into_iter()
+        .flatten()
+        .filter(|n| !n.is_empty())
+        .collect();
+    Ok(Cell {
+        outcome,
+        note: notes.join("; "),
+    })
+}
+
+/// An error as a failed cell.
+fn fail(e: Error) -> Skip {
+    Skip::Failed(e.to_string())
+}
+
+/// Drives workload `w` against the server at `addr`, whose process
+/// (forked children included) is `server`.
+fn load(addr: SocketAddr, server: i32, w: Workload, setup: &Setup) -> Result<Outcome> {
+    match w.shape {
+        Shape::Traffic {
+            conns,
+            size,
+            new_conn,
+        } => traffic(addr, server, conns, size, new_conn, setup).map(Outcome::Traffic),
+        Shape::Idle => idle(addr, server, setup).map(Outcome::Memory),
+    }
+}
+
+/// A [`Shape::Traffic`] workload through `bench`'s own TCP worker, on one
+/// thread: `conns` connections of `size`-byte messages (`new_conn`: a
+/// connection per request). The CPU of process `server` (forked children
+/// included) is read when the window opens and closes.
+fn traffic(
+    addr: SocketAddr,
+    server: i32,
+    conns: usize,
+    size: usize,
+    new_conn: bool,
+    setup: &Setup,
+) -> Result<Traffic> {
+    let mut list = Vec::with_capacity(conns);
+    for id in 0..conns {
+        let sock = if new_conn {
+            None
+        } else {
+            let s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
+                .map_err(|e| Error::Measure(format!("cannot connect to the server: {e}")))?;
+            // Each message is written whole; nothing to gain from Nagle.
+            let _ = s.set_nodelay(true);
+            Some(s)
+        };
+        list.push((id as u64, sock));
+    }
+    let plan = Plan::new(plan::Settings {
+        addr,
+        conns,
+        threads: 1,
+        size,
+        warmup: setup.warmup,
+        duration: Some(setup.window),
+        budget: None,
+        rate: None,
+        new_conn,
+        timeout: STALL_LIMIT,
+    });
+    let (open, close, tally) = thread::scope(|scope| {
+        let worker = thread::Builder::new()
+            .name("models-load".into())
+            .spawn_scoped(scope, || tcp::run(&plan, 0, list))
+            .map_err(Error::io("starting the load thread"))?;
+        let open = sample_at(plan.warmup_end, &worker, server, setup.clk_tck);
+        let close = match (&open, plan.end) {
+            (Ok(_), Some(end)) => sample_at(end, &worker, server, setup.clk_tck),
+            (Ok(_), None) => Err(Error::Measure("the window has no end".into())),
+            (Err(_), _) => Err(Error::Measure("the window never opened".into())),
+        };
+        let tally = worker.join().unwrap_or_else(|_| {
+            Err(Error::Measure(
+                "the load thread stopped unexpectedly".into(),
+            ))
+        });
+        Ok::<_, Error>((open, close, tally))
+    })?;
+    let tally: Tally = tally?;
+    if tally.errors > 0 {
+        return Err(Error::Measure(format!(
+            "{} failed requests; first: {}",
+            tally.errors,
+            plan.first_error().unwrap_or_default()
+        )));
+    }
+    if stop::requested() {
+        return Err(Error::Measure("interrupted".into()));
+    }
+    let (t0, cpu0) = open?;
+    let (t1, cpu1) = close?;
+    let requests = tally.hist.len();
+    if requests == 0 {
+        return Err(Error::Measure("no request completed in the window".into()));
+    }
+    let secs = t1.saturating_duration_since(t0).as_secs_f64().max(1e-9);
+    let us = |q: f64| tally.hist.value_at_quantile(q) as f64 / 1e3;
+    Ok(Traffic {
+        req_s: requests as f64 / secs,
+        mb_s: requests as f64 * size as f64 / secs / 1e6,
+        p50_us: us(0.5),
+        p99_us: us(0.99),
+        p999_us: us(0.999),
+        cpu_us: cpu1.saturating_sub(cpu0) as f64 / 1e3 / requests as f64,
+    })
+}
+
+/// Waits until `at` (or until the worker has ended early), then reads the
+/// server's CPU: one edge of the measured window.
+fn sample_at(
+    at: Instant,
+    worker: &thread::ScopedJoinHandle<'_, Result<Tally>>,
+    server: i32,
+    clk_tck: f64,
+) -> Result<(Instant, u64)> {
+    loop {
+        let now = Instant::now();
+        if now >= at {
+            break;
+        }
+        if worker.is_finished() {
+            return Err(Error::Measure("the load stopped before the window".into()));
+        }
+        thread::sleep(at.duration_since(now).min(WAIT_TICK));
+    }
+    let cpu = procstat::tree_cpu_ns(server, clk_tck)?;
+    Ok((Instant::now(), cpu))
+}
+
+/// The [`Shape::Idle`] workload: opens `setup.idle_conns` connections, one
+/// checked round trip on each, holds them all, and reads the server's PSS
+/// before and after.
+fn idle(addr: SocketAddr, server: i32, setup: &Setup) -> Result<Memory> {
+    let conns = setup.idle_conns;
+    // One connection first, so one-time setup (a runtime, a first thread
+    // stack, lazily mapped code) is in the "before" figure, not per connection.
+    drop(open_batch(addr, 0, 1)?);
+    thread::sleep(WARM_SETTLE);
+    let (pss_before, _) = procstat::tree_pss_kib(server)?;
+    let cpu_before = procstat::tree_cpu_ns(server, setup.clk_tck)?;
+    let mut held: Vec<TcpStream> = Vec::with_capacity(conns);
+    let t0 = Instant::now();
+    while held.len() < conns {
+        if stop::requested() {
+            return Err(Error::Measure("interrupted".into()));
+        }
+        if t0.elapsed() > IDLE_OPEN_LIMIT {
+            return Err(Error::Measure(format!(
+                "only {} of {conns} connections open after {} s",
+                held.len(),
+                IDLE_OPEN_LIMIT.as_secs()
+            )));
+        }
+        let n = IDLE_BATCH.min(conns - held.len());
+        held.extend(open_batch(addr, held.len() as u64 + 1, n)?);
+    }
+    let open_s = t0.elapsed().as_secs_f64();
+    thread::sleep(IDLE_SETTLE);
+    let cpu_after = procstat::tree_cpu_ns(server, setup.clk_tck)?;
+    let (pss_after, procs) = procstat::tree_pss_kib(server)?;
+    let n = held.len().max(1) as f64;
+    drop(held);
+    Ok(Memory {
+        conns: conns as f64,
+        open_s,
+        procs: procs as f64,
+        pss_before_kib: pss_before as f64,
+        pss_after_kib: pss_after as f64,
+        kib_per_conn: (pss_after as f64 - pss_before as f64) / n,
+        cpu_us_per_conn: cpu_after.saturating_sub(cpu_before) as f64 / 1e3 / n,
+    })
+}
+
+/// Opens `n` connections (ids from `first`), writes one 64 B message on
+/// each, then reads every echo back and checks it. All the connects and
+/// writes go out before the first read, so the server has `n` clients to
+/// serve at once rather than one round trip at a time.
+fn open_batch(addr: SocketAddr, first: u64, n: usize) -> Result<Vec<TcpStream>> {
+    let broken = |what: &str, id: u64, e: io::Error| {
+        Error::Measure(format!("idle connection {id}: {what}: {e}"))
+    };
+    let mut socks = Vec::with_capacity(n);
+    let mut msg = [0u8; SMALL_MSG];
+    for id in first..first + n as u64 {
+        let mut s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
+            .map_err(|e| broken("connect", id, e))?;
+        let _ = s.set_nodelay(true);
+        s.set_read_timeout(Some(STALL_LIMIT))
+            .and_then(|()| s.set_write_timeout(Some(STALL_LIMIT)))
+            .map_err(|e| broken("socket timeout", id, e))?;
+        pattern::fill(id, 0, &mut msg);
+        s.write_all(&msg).map_err(|e| broken("write", id, e))?;
+        socks.push(s);
+    }
+    let mut back = [0u8; SMALL_MSG];
+    for (id, s) in (first..).zip(socks.iter_mut()) {
+        pattern::fill(id, 0, &mut msg);
+        s.read_exact(&mut back).map_err(|e| broken("echo", id, e))?;
+        if let Some(at) = pattern::first_difference(&msg, &back) {
+            return Err(Error::Measure(format!(
+                "idle connection {id}: echo mismatch at byte {at}"
+            )));
+        }
+    }
+    Ok(socks)
+}

@@ -1,0 +1,456 @@
+//! The model benchmark of `BENCHMARKING.md`, written once for both of its
+//! front ends: `netecho bench --models` (netecho's own models, a line per
+//! cell, an optional chart) and `cargo bench --bench models` (the same
+//! cells plus the baselines and peers, repeats, medians and ratios, a table
+//! per workload). The front ends only say what to run; a [`Suite`] runs it.
+//!
+//! # Layout
+//! - [`workload`]: the four workloads, each one constant and its [`Shape`];
+//! - [`server`]: what a row measures ([`Server`]: a netecho
+//!   [`Model`](crate::serve::Model), a C baseline, a peer, the kernel
+//!   floor) and how the names are parsed;
+//! - [`cell`]: one server on one workload, measured once;
+//! - [`peer`]: socat, ncat and xinetd, started on a free port and stopped;
+//! - [`floor`]: the kernel floor, measured in this process;
+//! - [`report`]: the header, the rows, the tables and the chart's panels.
+//!
+//! Each cell starts its own server on a free loopback port, pinned to the
+//! first CPU this process may use, and drives it from the second; the figure
+//! that counts is the server's CPU per request, read from `/proc`, forked
+//! children included (see [`cell`]).
+
+pub mod cell;
+mod floor;
+pub mod peer;
+mod report;
+pub mod server;
+pub mod workload;
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub use cell::{Cell, IDLE_SETTLE, Memory, Outcome, Skip, Traffic};
+pub use peer::Peer;
+pub use server::{
+    C_EPOLL, C_SERVERS, CC_FLAGS, CServer, DEFAULT_MODELS, ModelList, Server, parse_models,
+    parse_servers,
+};
+pub use workload::{
+    CONNECT_PARALLEL, IDLE_CONNS, LARGE_CONNS, LARGE_MSG, SMALL_CONNS, SMALL_MSG, Shape, Workload,
+};
+
+use super::{Opt, chart, spawn, stop};
+use crate::error::{Error, Result};
+
+/// Measured seconds per workload when `-d` is not given: 300 clock ticks of
+/// a busy server, so tick rounding stays under half a percent.
+pub const DEFAULT_SECS: Duration = Duration::from_secs(3);
+/// Descriptors left for everything but workload 4's connections (listeners,
+/// pipes, epoll) in this process and in the server.
+pub const FD_MARGIN: u64 = 100;
+
+/// How every cell is measured.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// Measured window per throughput workload.
+    pub window: Duration,
+    /// Load before the window opens: lazy setup (thread spawns, page
+    /// faults, the first forks) is done before counting starts.
+    pub warmup: Duration,
+    /// Workload 4's connections, already within the descriptor limit.
+    pub idle_conns: usize,
+    /// Where servers (and the kernel floor) run; `None` leaves them to the
+    /// scheduler (one CPU).
+    pub server_cpu: Option<usize>,
+    /// `/proc` CPU times are in these units per second.
+    pub clk_tck: f64,
+}
+
+/// The programs the cells start, and where they may write.
+#[derive(Debug, Clone)]
+pub struct Programs {
+    /// The `netecho` binary whose models are measured.
+    pub netecho: PathBuf,
+    /// Each C baseline built for this run, or why it could not be; a C
+    /// server that is not here fails its cells with "not built".
+    pub c: Vec<(CServer, std::result::Result<PathBuf, String>)>,
+    /// Peers' configuration and stderr files.
+    pub scratch: PathBuf,
+}
+
+impl Programs {
+    /// The built program of a C baseline, or why there is none.
+    fn c_program(&self, spec: CServer) -> std::result::Result<&Path, String> {
+        match self.c.iter().find(|(c, _)| *c == spec) {
+            Some((_, Ok(path))) => Ok(path),
+            Some((_, Err(why))) => Err(why.clone()),
+            None => Err("not built".into()),
+        }
+    }
+}
+
+/// This machine, as the suite found it.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    /// CPUs this process may use (what `nproc` counts), lowest first,
+    /// read before this thread pinned itself.
+    pub cpus: Vec<usize>,
+    /// RLIMIT_NOFILE after raising the soft limit: (soft, hard).
+    pub nofile: (u64, u64),
+    /// Workload 4's connections asked for, before the descriptor limit.
+    pub idle_asked: usize,
+}
+
+impl Machine {
+    /// Whether server and load each have a CPU of their own.
+    pub fn two_cpus(&self) -> bool {
+        self.cpus.len() > 1
+    }
+
+    /// Where servers run: the first CPU.
+    pub fn server_cpu(&self) -> usize {
+        self.cpus.first().copied().unwrap_or(0)
+    }
+
+    /// Where the load runs: the second CPU, or the first when there is one.
+    pub fn load_cpu(&self) -> usize {
+        self.cpus.get(1).copied().unwrap_or(self.server_cpu())
+    }
+}
+
+/// How a run is printed.
+#[derive(Debug, Clone)]
+pub enum Layout {
+    /// `netecho bench --models`: server by server, a line per cell as soon
+    /// as it ends (model, workload, req/s, MB/s, p99, CPU us/req, KiB/conn).
+    Lines,
+    /// `cargo bench --bench models`: the machine and method first, then
+    /// workload by workload a table with the kernel floor (where it applies)
+    /// and every figure, divided by C epoll's and the floor's; a progress
+    /// line per run on stderr. `command` is what reproduces the run.
+    Tables { command: String },
+}
+
+/// One measured (or skipped) cell: a line of `--models`, a row of a table.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub server: Server,
+    pub workload: Workload,
+    /// Median figures and the notes of the runs, or why there are none.
+    pub cell: std::result::Result<Cell, Skip>,
+}
+
+/// Servers × workloads, measured `repeat` times each.
+#[derive(Debug, Clone)]
+pub struct Suite {
+    /// Row order.
+    pub servers: Vec<Server>,
+    /// Table order.
+    pub workloads: Vec<Workload>,
+    /// Runs per cell; the figures are the medians.
+    pub repeat: usize,
+    pub setup: Setup,
+    pub programs: Programs,
+    pub machine: Machine,
+}
+
+impl Suite {
+    /// A suite for this machine, with no servers yet, every workload and one
+    /// run per cell. It raises the soft descriptor limit (workload 4 holds
+    /// `idle_conns` sockets, fewer if the hard limit is lower) and, with two
+    /// CPUs or more, pins the calling thread (the load generator and every
+    /// thread it starts) to the second, so servers have the first to
+    /// themselves and `--workers 1` compares one core against one core.
+    pub fn on_this_machine(
+        window: Duration,
+        warmup: Duration,
+        idle_conns: usize,
+        netecho: PathBuf,
+    ) -> Result<Suite> {
+        let nofile = crate::sys::raise_nofile_limit();
+        let machine = Machine {
+            cpus: spawn::allowed_cpus()?,
+            nofile,
+            idle_asked: idle_conns,
+        };
+        if machine.two_cpus() {
+            spawn::pin_current_thread(machine.load_cpu())?;
+        }
+        Ok(Suite {
+            servers: Vec::new(),
+            workloads: Workload::ALL.to_vec(),
+            repeat: 1,
+            setup: Setup {
+                window,
+                warmup,
+                idle_conns: idle_conns_within(idle_conns, nofile.0),
+                server_cpu: machine.two_cpus().then(|| machine.server_cpu()),
+                clk_tck: crate::sys::proc::clock_ticks(),
+            },
+            programs: Programs {
+                netecho,
+                c: Vec::new(),
+                scratch: std::env::temp_dir(),
+            },
+            machine,
+        })
+    }
+
+    /// Measures every cell and prints `layout` on `out` as it goes; returns
+    /// the rows. Stops early, between cells, once Ctrl-C is [`stop::requested`].
+    pub fn run(&self, layout: &Layout, out: &mut impl Write) -> Result<Vec<Row>> {
+        let mut rows = Vec::new();
+        match layout {
+            Layout::Lines => {
+                print_lines(out, &report::lines_header(self))?;
+                'servers: for &server in &self.servers {
+                    for &w in &self.workloads {
+                        if stop::requested() {
+                            break 'servers;
+                        }
+                        let row = self.row(server, w, false);
+                        print_lines(out, &[report::line(&row).trim_end().to_string()])?;
+                        rows.push(row);
+                    }
+                }
+                print_lines(out, &[report::lines_legend()])?;
+            }
+            Layout::Tables { command } => {
+                print_lines(out, &report::tables_header(self, command))?;
+                'workloads: for &w in &self.workloads {
+                    let floor = w.kept_open_size().map(|_| Server::KernelFloor);
+                    let mut table = Vec::new();
+                    for server in floor.into_iter().chain(self.servers.iter().copied()) {
+                        if stop::requested() {
+                            break 'workloads;
+                        }
+                        table.push(self.row(server, w, true));
+                    }
+                    print_lines(out, &report::table(w, &table, self.setup.idle_conns))?;
+                    rows.extend(table);
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    /// One server on one workload, [`Suite::repeat`] times: the median of
+    /// each figure, or the first run's reason for having none. `progress`:
+    /// a line per run on stderr, so a long run shows it is alive.
+    fn row(&self, server: Server, w: Workload, progress: bool) -> Row {
+        let label = server.label();
+        let mut samples = Vec::with_capacity(self.repeat);
+        let mut notes: Vec<String> = Vec::new();
+        for _ in 0..self.repeat.max(1) {
+            let began = Instant::now();
+            match cell::measure(server, w, &self.setup, &self.programs) {
+                Ok(cell) => {
+                    if progress {
+                        eprintln!(
+                            "[w{}] {label}: {} ({:.1} s)",
+                            w.number,
+                            brief(&cell.outcome),
+                            began.elapsed().as_secs_f64()
+                        );
+                    }
+                    if !cell.note.is_empty() && !notes.contains(&cell.note) {
+                        notes.push(cell.note);
+                    }
+                    samples.push(cell.outcome);
+                }
+                Err(skip) => {
+                    if let (true, Skip::Failed(e)) = (progress, &skip) {
+                        eprintln!("[w{}] {label}: error: {e}", w.number);
+                    }
+                    return Row {
+                        server,
+                        workload: w,
+                        cell: Err(skip),
+                    };
+                }
+            }
+        }
+        Row {
+            server,
+            workload: w,
+            cell: median(&samples)
+                .map(|outcome| Cell {
+                    outcome,
+                    note: notes.join("; "),
+                })
+                .ok_or(Skip::Failed("no sample".into())),
+        }
+    }
+}
+
+/// A run's figures in a few words, for a progress line.
+fn brief(o: &Outcome) -> String {
+    match o {
+        Outcome::Traffic(t) => format!("{:.0} req/s, {:.2} µs CPU per request", t.req_s, t.cpu_us),
+        Outcome::Memory(m) => format!("{:.0} connections, {:.1} KiB each", m.conns, m.kib_per_conn),
+    }
+}
+
+/// The median of each figure across repeats, each figure on its own; `None`
+/// without samples. The samples of one cell are all of one kind.
+fn median(samples: &[Outcome]) -> Option<Outcome> {
+    fn mid(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        match n {
+            0 => f64::NAN,
+            _ if n % 2 == 1 => v[n / 2],
+            _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    }
+    match samples.first()? {
+        Outcome::Traffic(_) => {
+            let all: Vec<&Traffic> = samples
+                .iter()
+                .filter_map(|o| match o {
+                    Outcome::Traffic(t) => Some(t),
+                    Outcome::Memory(_) => None,
+                })
+                .collect();
+            let f = |g: fn(&Traffic) -> f64| mid(all.iter().map(|t| g(t)).collect());
+            Some(Outcome::Traffic(Traffic {
+                req_s: f(|t| t.req_s),
+                mb_s: f(|t| t.mb_s),
+                p50_us: f(|t| t.p50_us),
+                p99_us: f(|t| t.p99_us),
+                p999_us: f(|t| t.p999_us),
+                cpu_us: f(|t| t.cpu_us),
+            }))
+        }
+        Outcome::Memory(_) => {
+            let all: Vec<&Memory> = samples
+                .iter()
+                .filter_map(|o| match o {
+                    Outcome::Memory(m) => Some(m),
+                    Outcome::Traffic(_) => None,
+                })
+                .collect();
+            let f = |g: fn(&Memory) -> f64| mid(all.iter().map(|m| g(m)).collect());
+            Some(Outcome::Memory(Memory {
+                conns: f(|m| m.conns),
+                open_s: f(|m| m.open_s),
+                procs: f(|m| m.procs),
+                pss_before_kib: f(|m| m.pss_before_kib),
+                pss_after_kib: f(|m| m.pss_after_kib),
+                kib_per_conn: f(|m| m.kib_per_conn),
+                cpu_us_per_conn: f(|m| m.cpu_us_per_conn),
+            }))
+        }
+    }
+}
+
+/// Workload 4's connections under a descriptor limit: this process and the
+/// server each hold one per connection, plus [`FD_MARGIN`] of their own.
+pub fn idle_conns_within(wanted: usize, nofile_soft: u64) -> usize {
+    let room = nofile_soft.saturating_sub(FD_MARGIN);
+    wanted.min(usize::try_from(room).unwrap_or(wanted)).max(1)
+}
+
+/// Runs `netecho bench --models`: the suite over `models` in the
+/// [`Layout::Lines`] layout, then the chart if `--chart` asked for one.
+pub fn run(opt: &Opt, models: &ModelList) -> Result<()> {
+    stop::install().map_err(Error::io("installing signal handlers"))?;
+    let exe = std::env::current_exe().map_err(Error::io("finding the netecho binary"))?;
+    let window = opt.duration.unwrap_or(DEFAULT_SECS);
+    let mut suite = Suite::on_this_machine(window, opt.warmup, opt.idle_conns, exe)?;
+    suite.servers = models.0.iter().copied().map(Server::Netecho).collect();
+    let rows = suite.run(&Layout::Lines, &mut io::stdout().lock())?;
+    if stop::requested() {
+        return Err(Error::BenchFailed(
+            "interrupted before every model was measured".into(),
+        ));
+    }
+    if let Some(path) = &opt.chart {
+        let machine = &suite.machine;
+        let subtitle = format!(
+            "netecho bench --models, {:.1} s per workload, server {}",
+            window.as_secs_f64(),
+            if machine.two_cpus() {
+                format!(
+                    "on CPU {}, load on CPU {}",
+                    machine.server_cpu(),
+                    machine.load_cpu()
+                )
+            } else {
+                "and load sharing one CPU".into()
+            }
+        );
+        let panels = report::chart_panels(&rows, &suite.workloads, suite.setup.idle_conns);
+        chart::write_svg(path, &subtitle, &panels)?;
+        print_lines(
+            &mut io::stdout().lock(),
+            &[format!("chart: {}", path.display())],
+        )?;
+    }
+    Ok(())
+}
+
+/// Writes lines to `out`; a reader that went away (`| head`) is not an error.
+fn print_lines(out: &mut impl Write, lines: &[String]) -> Result<()> {
+    let mut text = lines.join("\n");
+    text.push('\n');
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(Error::Io {
+            what: "writing to stdout",
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_idle_workload_fits_the_descriptor_limit() {
+        assert_eq!(idle_conns_within(10_000, 1024), 924);
+        assert_eq!(idle_conns_within(200, 1_048_576), 200);
+        assert_eq!(idle_conns_within(10_000, 0), 1);
+    }
+
+    #[test]
+    fn medians_take_each_figure_on_its_own() {
+        let t = |req_s, cpu_us| {
+            Outcome::Traffic(Traffic {
+                req_s,
+                mb_s: 0.0,
+                p50_us: 0.0,
+                p99_us: 0.0,
+                p999_us: 0.0,
+                cpu_us,
+            })
+        };
+        let Some(Outcome::Traffic(m)) = median(&[t(3.0, 1.0), t(1.0, 9.0), t(2.0, 5.0)]) else {
+            panic!("no median of three samples");
+        };
+        assert_eq!((m.req_s, m.cpu_us), (2.0, 5.0));
+        let Some(Outcome::Traffic(m)) = median(&[t(1.0, 1.0), t(2.0, 4.0)]) else {
+            panic!("no median of two samples");
+        };
+        assert_eq!((m.req_s, m.cpu_us), (1.5, 2.5));
+        assert!(median(&[]).is_none());
+    }
+
+    #[test]
+    fn a_c_baseline_that_was_not_built_fails_its_cells() {
+        let programs = Programs {
+            netecho: PathBuf::from("netecho"),
+            c: vec![(C_EPOLL, Err("cc -O2 failed".into()))],
+            scratch: std::env::temp_dir(),
+        };
+        assert_eq!(programs.c_program(C_EPOLL).unwrap_err(), "cc -O2 failed");
+        let other = CServer {
+            name: "c-other",
+            source: "other.c",
+            libs: &[],
+        };
+        assert_eq!(programs.c_program(other).unwrap_err(), "not built");
+    }
+}

@@ -1,0 +1,256 @@
+//! What one row of the tables measures: a netecho model, a C baseline, a
+//! peer a user might pick instead, or the kernel floor; and how each name
+//! is spelled in `--models` and `NETECHO_BENCH_MODELS`.
+
+use std::path::PathBuf;
+
+use clap::ValueEnum;
+
+use super::peer::Peer;
+use super::workload::{Shape, Workload};
+use crate::serve::Model;
+
+/// Models run when `--models` is given no list: every model a user can
+/// pick except `auto`, which is one of them under another name.
+pub const DEFAULT_MODELS: &[Model] = &[
+    Model::Iterative,
+    Model::Fork,
+    Model::Prefork,
+    Model::Thread,
+    Model::Prethread,
+    Model::Epoll,
+    Model::Tokio,
+    Model::Uring,
+];
+
+/// A C echo server from `benches/c/`, built by the benchmark with `cc`
+/// ([`CC_FLAGS`], then [`CServer::libs`]) into its scratch directory. It
+/// prints `listening tcp ADDR` as `netecho serve` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CServer {
+    /// Its name in `NETECHO_BENCH_MODELS` and in the tables.
+    pub name: &'static str,
+    /// Its source file under `benches/c/`.
+    pub source: &'static str,
+    /// What `cc` needs after the source (`-luring`).
+    pub libs: &'static [&'static str],
+}
+
+/// The flags every C baseline is built with.
+pub const CC_FLAGS: &[&str] = &["-O2", "-Wall"];
+
+/// The practical bar for a one-core event loop: level-triggered epoll, one
+/// shared 64 KiB buffer. The tables' `xC epoll` column divides by it.
+pub const C_EPOLL: CServer = CServer {
+    name: "c-epoll",
+    source: "epoll_echo.c",
+    libs: &[],
+};
+
+/// Every C baseline, in table order: a new one is one line here.
+pub const C_SERVERS: &[CServer] = &[C_EPOLL];
+
+impl CServer {
+    /// The built program's file name in the scratch directory.
+    pub fn binary(&self) -> &'static str {
+        self.source.strip_suffix(".c").unwrap_or(self.source)
+    }
+}
+
+/// What one row starts and measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    /// `netecho serve --model M`, the binary in [`super::Programs`].
+    Netecho(Model),
+    /// A C baseline, built by the caller ([`super::Programs::c`]).
+    C(CServer),
+    /// socat, ncat or xinetd from PATH, on a free port.
+    Peer(Peer),
+    /// Not a server: one thread owning both ends of a loopback TCP
+    /// connection does write/read/write/read of the message size; half a
+    /// round trip's CPU is the least any syscall-per-message server can pay.
+    KernelFloor,
+}
+
+impl Server {
+    /// Its name in the tables.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Server::Netecho(m) => m.name(),
+            Server::C(c) => c.name,
+            Server::Peer(p) => p.name(),
+            Server::KernelFloor => "kernel floor",
+        }
+    }
+}
+
+/// Parses `NETECHO_BENCH_MODELS`: names separated by commas, from the C
+/// baselines, the `serve --model` names (`all` for [`DEFAULT_MODELS`]) and
+/// the peers; repeats dropped, order kept. An empty list is not an error
+/// here: the caller says what nothing to run means.
+pub fn parse_servers(s: &str) -> Result<Vec<Server>, String> {
+    let mut out = Vec::new();
+    for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if let Some(c) = C_SERVERS.iter().find(|c| c.name == name) {
+            out.push(Server::C(*c));
+        } else if let Some(p) = Peer::ALL.into_iter().find(|p| p.name() == name) {
+            out.push(Server::Peer(p));
+        } else {
+            let models = parse_models(name).map_err(|e| {
+                let others: Vec<&str> = C_SERVERS
+                    .iter()
+                    .map(|c| c.name)
+                    .chain(Peer::ALL.map(Peer::name))
+                    .collect();
+                format!("{e} (or {})", others.join(", "))
+            })?;
+            out.extend(models.0.into_iter().map(Server::Netecho));
+        }
+    }
+    Ok(dedup(out))
+}
+
+/// The list `--models` takes: model names separated by commas, or `all`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelList(pub Vec<Model>);
+
+/// Parses `--models`: `serve --model` names separated by commas, `all` for
+/// [`DEFAULT_MODELS`]; an unknown name is refused with the known ones.
+pub fn parse_models(s: &str) -> Result<ModelList, String> {
+    let mut out = Vec::new();
+    for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if name == "all" {
+            out.extend_from_slice(DEFAULT_MODELS);
+        } else if let Ok(m) = Model::from_str(name, false) {
+            out.push(m);
+        } else {
+            let known: Vec<&str> = Model::value_variants().iter().map(|m| m.name()).collect();
+            return Err(format!(
+                "unknown model '{name}'; known: all, {}",
+                known.join(", ")
+            ));
+        }
+    }
+    if out.is_empty() {
+        return Err("no model named; e.g. --models thread,epoll".into());
+    }
+    Ok(ModelList(dedup(out)))
+}
+
+/// `items` without repeats, first occurrences in order.
+fn dedup<T: PartialEq>(items: Vec<T>) -> Vec<T> {
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        if !out.contains(&item) {
+            out.push(item);
+        }
+    }
+    out
+}
+
+/// The extra `serve` flags a model gets for a workload and the note that
+/// says so, or why the workload does not apply to it.
+pub(crate) fn model_flags(
+    model: Model,
+    w: Workload,
+    idle_conns: usize,
+) -> Result<(Vec<String>, String), String> {
+    let conns = w.conns(idle_conns);
+    let one = vec!["--workers".to_string(), "1".to_string()];
+    let one_at_a_time = matches!(model, Model::Iterative);
+    let workers_only = matches!(model, Model::Iterative | Model::Prefork | Model::Prethread);
+    match w.shape {
+        Shape::Traffic {
+            new_conn: false, ..
+        } if one_at_a_time => Err(format!(
+            "serves one client at a time; the workload keeps {conns} connections busy"
+        )),
+        Shape::Idle if workers_only => Err(format!(
+            "serves at most --workers clients at once; {conns} idle ones would need {conns} workers"
+        )),
+        // One worker per connection, still all on the server's one CPU.
+        Shape::Traffic {
+            new_conn: false, ..
+        } if workers_only => Ok((
+            vec!["--workers".into(), conns.to_string()],
+            format!("--workers {conns}"),
+        )),
+        Shape::Idle => {
+            let mut args = one;
+            args.extend(["--max-conns".to_string(), conns.to_string()]);
+            Ok((args, format!("--max-conns {conns}")))
+        }
+        Shape::Traffic { .. } => Ok((one, String::new())),
+    }
+}
+
+/// An executable named `name` on PATH.
+pub(crate) fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_lists_expand_and_refuse_unknown_names() {
+        assert_eq!(
+            parse_models("thread, epoll").unwrap().0,
+            vec![Model::Thread, Model::Epoll]
+        );
+        assert_eq!(parse_models("all").unwrap().0.len(), DEFAULT_MODELS.len());
+        assert_eq!(parse_models("epoll,epoll").unwrap().0, vec![Model::Epoll]);
+        assert!(parse_models("auto").is_ok());
+        let e = parse_models("thread,nope").unwrap_err();
+        assert!(e.contains("'nope'") && e.contains("uring"), "{e}");
+        assert!(parse_models(",").is_err());
+    }
+
+    #[test]
+    fn server_lists_know_c_baselines_peers_and_models() {
+        assert_eq!(
+            parse_servers("c-epoll, epoll, socat, epoll").unwrap(),
+            vec![
+                Server::C(C_EPOLL),
+                Server::Netecho(Model::Epoll),
+                Server::Peer(Peer::Socat)
+            ]
+        );
+        assert_eq!(parse_servers("all").unwrap().len(), DEFAULT_MODELS.len());
+        assert_eq!(parse_servers(" , ").unwrap(), Vec::<Server>::new());
+        let e = parse_servers("nope").unwrap_err();
+        assert!(
+            e.starts_with("unknown model 'nope'; known: all, auto,")
+                && e.ends_with("(or c-epoll, socat, ncat, xinetd)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn c_baselines_have_unique_names_and_binaries() {
+        assert_eq!(C_EPOLL.binary(), "epoll_echo");
+        for (i, a) in C_SERVERS.iter().enumerate() {
+            for b in &C_SERVERS[i + 1..] {
+                assert!(a.name != b.name && a.binary() != b.binary());
+            }
+        }
+    }
+
+    #[test]
+    fn models_that_cannot_hold_the_load_are_not_applicable() {
+        assert!(model_flags(Model::Iterative, Workload::SMALL, 10).is_err());
+        assert!(model_flags(Model::Iterative, Workload::CONNECT, 10).is_ok());
+        assert!(model_flags(Model::Prefork, Workload::IDLE, 10).is_err());
+        let (args, note) = model_flags(Model::Prethread, Workload::SMALL, 10).unwrap();
+        assert_eq!(args, ["--workers", "50"]);
+        assert_eq!(note, "--workers 50");
+        let (args, _) = model_flags(Model::Prefork, Workload::CONNECT, 10).unwrap();
+        assert_eq!(args, ["--workers", "1"]);
+        let (args, _) = model_flags(Model::Epoll, Workload::IDLE, 10).unwrap();
+        assert_eq!(args, ["--workers", "1", "--max-conns", "10"]);
+    }
+}
