@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Parses `ADDR:PORT` or `[V6ADDR]:PORT`, naming the part that is wrong.
-pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+pub(crate) fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(a);
     }
@@ -34,7 +34,7 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 
 /// Checks the shape of a `HOST:PORT` target (resolving the name is left to
 /// connect time): a host, a colon, a port 0-65535.
-pub fn parse_target(s: &str) -> Result<String, String> {
+pub(crate) fn parse_target(s: &str) -> Result<String, String> {
     let Some((host, port)) = s.rsplit_once(':') else {
         return Err("expected HOST:PORT, e.g. 127.0.0.1:6666 or [::1]:6666".into());
     };
@@ -49,7 +49,7 @@ pub fn parse_target(s: &str) -> Result<String, String> {
 }
 
 /// Parses a whole number of at least 1 (sizes, connections, workers).
-pub fn parse_positive(s: &str) -> Result<usize, String> {
+pub(crate) fn parse_positive(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
         Ok(n) => Ok(n),
@@ -59,7 +59,7 @@ pub fn parse_positive(s: &str) -> Result<usize, String> {
 
 /// Parses a count of requests or probes (`bench -n`, `ping -c`): a whole
 /// number of at least 1, as [`parse_positive`] but 64 bits wide everywhere.
-pub fn parse_count(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_count(s: &str) -> Result<u64, String> {
     match s.trim().parse::<u64>() {
         Ok(0) => Err("must be at least 1".into()),
         Ok(n) => Ok(n),
@@ -69,7 +69,7 @@ pub fn parse_count(s: &str) -> Result<u64, String> {
 
 /// A parser of a UDP size limit: 0 to `max` bytes, `max` being the largest
 /// UDP payload.
-pub fn udp_size_at_most(
+pub(crate) fn udp_size_at_most(
     max: usize,
 ) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync + 'static {
     move |s: &str| match s.trim().parse::<usize>() {
@@ -81,7 +81,7 @@ pub fn udp_size_at_most(
 
 /// Parses a rate limit (`serve --udp-rate`): a whole number of at least 1
 /// per second. Not [`request_rate_between`], which sets a load's pace.
-pub fn parse_rate_limit(s: &str) -> Result<u32, String> {
+pub(crate) fn parse_rate_limit(s: &str) -> Result<u32, String> {
     match s.trim().parse::<u32>() {
         Ok(0) => Err("must be at least 1 per second".into()),
         Ok(n) => Ok(n),
@@ -91,7 +91,7 @@ pub fn parse_rate_limit(s: &str) -> Result<u32, String> {
 
 /// A parser of an offered load (`bench --rate`): requests per second,
 /// fractions allowed, from `min` to `max`.
-pub fn request_rate_between(
+pub(crate) fn request_rate_between(
     min: f64,
     max: f64,
 ) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync + 'static {
@@ -113,7 +113,7 @@ pub fn request_rate_between(
 }
 
 /// Parses a non-negative number of seconds (fractions allowed).
-pub fn parse_secs(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_secs(s: &str) -> Result<Duration, String> {
     let v: f64 = s
         .trim()
         .parse()
@@ -128,7 +128,7 @@ pub fn parse_secs(s: &str) -> Result<Duration, String> {
 }
 
 /// Like [`parse_secs`] but 0 is refused.
-pub fn parse_secs_nonzero(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_secs_nonzero(s: &str) -> Result<Duration, String> {
     let d = parse_secs(s)?;
     if d.is_zero() {
         return Err("must be more than 0 seconds".into());
@@ -138,7 +138,7 @@ pub fn parse_secs_nonzero(s: &str) -> Result<Duration, String> {
 
 /// A parser of an interval between probes (`ping -i`): seconds, at least
 /// `min`.
-pub fn interval_at_least(
+pub(crate) fn interval_at_least(
     min: Duration,
 ) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
     move |s: &str| {

@@ -15,15 +15,15 @@ use clap::{Parser, Subcommand};
 #[command(name = "netecho", version, about, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 
     /// More log output on stderr (-v: debug, -vv: trace).
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
+    pub(crate) verbose: u8,
 
     /// Less log output on stderr (-q: warnings and errors only, -qq: errors).
     #[arg(long, short = 'q', global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
-    pub quiet: u8,
+    pub(crate) quiet: u8,
 
     /// Log line format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -53,7 +53,7 @@ impl Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run an echo server (default: port 6666 on every address, IPv4 and IPv6).
     Serve(crate::serve::ServeOpt),
     /// Copy stdin to an echo server and its echo to stdout, losing nothing.

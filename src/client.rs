@@ -25,18 +25,18 @@ const BUF_SIZE: usize = 64 * 1024;
 
 /// Options of `netecho client`.
 #[derive(Debug, Args)]
-pub struct ClientOpt {
+pub(crate) struct ClientOpt {
     /// The echo server, as HOST:PORT ([v6addr]:PORT for IPv6 literals).
     #[arg(value_name = "HOST:PORT", value_parser = parse_target)]
-    pub target: String,
+    pub(crate) target: String,
 
     /// Give up connecting after this long.
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs_nonzero, allow_negative_numbers = true)]
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
 }
 
 /// Runs the client; `Ok` means every byte sent came back.
-pub fn run(opt: ClientOpt) -> Result<()> {
+pub(crate) fn run(opt: ClientOpt) -> Result<()> {
     let stream = connect(&opt.target, opt.connect_timeout)?;
     // Our writes are whatever stdin gave us; no reason to hold them back.
     let _ = stream.set_nodelay(true);

@@ -101,7 +101,7 @@ impl Error {
     }
 
     /// Wraps an I/O error with a short description of what was being done.
-    pub fn io(what: &'static str) -> impl FnOnce(io::Error) -> Error {
+    pub(crate) fn io(what: &'static str) -> impl FnOnce(io::Error) -> Error {
         move |source| Error::Io { what, source }
     }
 }

@@ -45,7 +45,7 @@ const LINE: &str = "hello, lab";
 
 /// Options of `netecho lab` (none yet: the lab picks its own free port).
 #[derive(Debug, Args)]
-pub struct Opt {}
+pub(crate) struct Opt {}
 
 /// Processes the lab started; killed if the lab ends early, so nothing is
 /// left behind.
@@ -72,7 +72,7 @@ impl Drop for Kids {
 }
 
 /// Runs the walkthrough.
-pub fn run(_opt: Opt) -> Result<()> {
+pub(crate) fn run(_opt: Opt) -> Result<()> {
     stop::install().map_err(Error::io("installing the SIGINT/SIGTERM handler"))?;
     let exe = std::env::current_exe().map_err(Error::io("finding this executable"))?;
     let mut kids = Kids::default();

@@ -22,19 +22,26 @@
 //! - [`error`]: the typed errors `main` prints as one line.
 //!
 //! Each subcommand's module owns its `Opt` and a `run(opt) -> Result<()>`.
+//!
+//! # What is public
+//! Everything is `pub(crate)` unless something outside the crate needs it:
+//! the binary (`cli::Cli`, [`run`], [`Error`]), the model benchmark
+//! (`bench::models`' suite) and the integration tests (`serve::Model`, the
+//! `listening` line parser, `serve::uring::probe`).
+#![warn(unreachable_pub)]
 
-pub mod args;
+pub(crate) mod args;
 pub mod bench;
 pub mod cli;
-pub mod client;
-pub mod error;
-pub mod lab;
-pub mod net;
-pub mod ping;
+pub(crate) mod client;
+pub(crate) mod error;
+pub(crate) mod lab;
+pub(crate) mod net;
+pub(crate) mod ping;
 pub mod serve;
-pub mod sys;
-pub mod trace;
-pub mod watch;
+pub(crate) mod sys;
+pub(crate) mod trace;
+pub(crate) mod watch;
 
 pub use error::{Error, Result};
 

@@ -5,7 +5,7 @@
 //! `client`, `ping` and `bench` all use these, and `serve` its UDP limit;
 //! this module imports only [`crate::error`], never a subcommand.
 
-pub mod pattern;
+pub(crate) mod pattern;
 
 use std::io;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
@@ -15,12 +15,12 @@ use crate::error::{Error, Result};
 
 /// Largest TCP message: each connection holds one copy, so 50 connections
 /// at this size already hold 800 MiB.
-pub const MAX_TCP_SIZE: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_TCP_SIZE: usize = 16 * 1024 * 1024;
 /// Largest UDP payload over IPv4 (65,535 − 8 UDP − 20 IP header bytes).
-pub const MAX_UDP_SIZE: usize = 65_507;
+pub(crate) const MAX_UDP_SIZE: usize = 65_507;
 
 /// Resolves `HOST:PORT`, with the same messages for every subcommand.
-pub fn resolve(target: &str) -> Result<Vec<SocketAddr>> {
+pub(crate) fn resolve(target: &str) -> Result<Vec<SocketAddr>> {
     let addrs: Vec<SocketAddr> = target
         .to_socket_addrs()
         .map_err(|e| Error::Resolve {
@@ -45,7 +45,11 @@ pub fn resolve(target: &str) -> Result<Vec<SocketAddr>> {
 }
 
 /// Connects to the first of `addrs` that answers.
-pub fn connect_any(target: &str, addrs: &[SocketAddr], timeout: Duration) -> Result<TcpStream> {
+pub(crate) fn connect_any(
+    target: &str,
+    addrs: &[SocketAddr],
+    timeout: Duration,
+) -> Result<TcpStream> {
     let mut last = None;
     for &addr in addrs {
         match connect_one(target, addr, timeout) {
@@ -60,12 +64,12 @@ pub fn connect_any(target: &str, addrs: &[SocketAddr], timeout: Duration) -> Res
 }
 
 /// One blocking connect, its failure in the user's words.
-pub fn connect_one(target: &str, addr: SocketAddr, timeout: Duration) -> Result<TcpStream> {
+pub(crate) fn connect_one(target: &str, addr: SocketAddr, timeout: Duration) -> Result<TcpStream> {
     TcpStream::connect_timeout(&addr, timeout).map_err(|e| connect_error(target, timeout, e))
 }
 
 /// Names a connect failure: refused, timed out, or the OS's reason.
-pub fn connect_error(target: &str, timeout: Duration, e: io::Error) -> Error {
+pub(crate) fn connect_error(target: &str, timeout: Duration, e: io::Error) -> Error {
     let target = target.to_string();
     match e.kind() {
         io::ErrorKind::ConnectionRefused => Error::Refused(target),
@@ -79,7 +83,7 @@ pub fn connect_error(target: &str, timeout: Duration, e: io::Error) -> Error {
 
 /// A UDP socket of the target's family, bound to any port and connected to
 /// the target, so the kernel drops datagrams from anyone else.
-pub fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+pub(crate) fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
     let any: SocketAddr = if addr.is_ipv4() {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     } else {

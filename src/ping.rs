@@ -22,9 +22,9 @@ use crate::net::{self, MAX_TCP_SIZE, MAX_UDP_SIZE, pattern};
 use crate::sys::stop;
 
 /// Shortest `-i`: a probe per millisecond is already a flood.
-pub const MIN_INTERVAL: Duration = Duration::from_millis(1);
+pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(1);
 /// Probe size when `-s` is not given, as `ping`'s 56 + 8 header bytes.
-pub const DEFAULT_SIZE: usize = 64;
+pub(crate) const DEFAULT_SIZE: usize = 64;
 /// Pattern stream of ping payloads, apart from bench's connection ids.
 const PING_STREAM: u64 = u64::MAX;
 /// Bytes of the sequence number at the head of each payload (big-endian, so
@@ -38,38 +38,38 @@ const SLEEP_SLICE: Duration = Duration::from_millis(50);
 
 /// Options of `netecho ping`.
 #[derive(Debug, Args)]
-pub struct Opt {
+pub(crate) struct Opt {
     /// The echo server, as HOST:PORT ([v6addr]:PORT for IPv6 literals).
     #[arg(value_name = "HOST:PORT")]
-    pub target: String,
+    pub(crate) target: String,
 
     /// Stop after this many probes (default: until Ctrl-C or SIGTERM).
     #[arg(short = 'c', long = "count", value_name = "COUNT", value_parser = parse_count,
           allow_negative_numbers = true)]
-    pub count: Option<u64>,
+    pub(crate) count: Option<u64>,
 
     /// Seconds between probes (fractions allowed, at least 0.001).
     #[arg(short = 'i', long = "interval", value_name = "SECS", default_value = "1",
           value_parser = interval_at_least(MIN_INTERVAL), allow_negative_numbers = true)]
-    pub interval: Duration,
+    pub(crate) interval: Duration,
 
     /// Bytes per probe.
     #[arg(short = 's', long = "size", value_name = "SIZE", default_value_t = DEFAULT_SIZE,
           value_parser = parse_positive, allow_negative_numbers = true)]
-    pub size: usize,
+    pub(crate) size: usize,
 
     /// Probe with UDP datagrams instead of a TCP stream.
     #[arg(long)]
-    pub udp: bool,
+    pub(crate) udp: bool,
 
     /// How long a probe (and a connect) may take before it counts as lost.
     #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs_nonzero,
           allow_negative_numbers = true)]
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 
     /// A new TCP connection per probe; the time includes the connect.
     #[arg(long = "new-conn", conflicts_with = "udp")]
-    pub new_conn: bool,
+    pub(crate) new_conn: bool,
 }
 
 /// How one probe ended.
@@ -143,7 +143,7 @@ enum Link {
 }
 
 /// Runs `netecho ping`.
-pub fn run(opt: Opt) -> Result<()> {
+pub(crate) fn run(opt: Opt) -> Result<()> {
     let max_size = if opt.udp { MAX_UDP_SIZE } else { MAX_TCP_SIZE };
     if opt.size > max_size {
         return Err(Error::InvalidOption(format!(

@@ -49,29 +49,29 @@ const MUTED: RGBColor = RGBColor(110, 110, 110);
 
 /// One bar: a model's figure, or the word that stands in for it.
 #[derive(Debug, Clone)]
-pub struct Bar {
-    pub label: String,
+pub(crate) struct Bar {
+    pub(crate) label: String,
     /// `Err("n/a")` and the like draw as that word in grey.
-    pub value: std::result::Result<f64, String>,
+    pub(crate) value: std::result::Result<f64, String>,
 }
 
 /// One workload's panel.
 #[derive(Debug, Clone)]
-pub struct Panel {
-    pub title: String,
+pub(crate) struct Panel {
+    pub(crate) title: String,
     /// The scale's label, with the unit.
-    pub unit: String,
-    pub bars: Vec<Bar>,
+    pub(crate) unit: String,
+    pub(crate) bars: Vec<Bar>,
 }
 
 /// Draws `panels` under a title and `subtitle` and writes the SVG to `path`.
-pub fn write_svg(path: &Path, subtitle: &str, panels: &[Panel]) -> Result<()> {
+pub(crate) fn write_svg(path: &Path, subtitle: &str, panels: &[Panel]) -> Result<()> {
     let svg = render(subtitle, panels)?;
     std::fs::write(path, svg).map_err(|e| Error::Chart(format!("writing {}: {e}", path.display())))
 }
 
 /// The SVG text of the chart.
-pub fn render(subtitle: &str, panels: &[Panel]) -> Result<String> {
+pub(crate) fn render(subtitle: &str, panels: &[Panel]) -> Result<String> {
     let mut svg = String::new();
     {
         let rows = panels.len().div_ceil(COLUMNS).max(1);

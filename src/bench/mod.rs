@@ -26,15 +26,15 @@
 //! - [`procstat`]: a server tree's CPU and PSS from `/proc`;
 //! - [`chart`]: `--chart`, the `--models` table as an SVG picture.
 
-pub mod chart;
+pub(crate) mod chart;
 pub mod models;
-pub mod plan;
-pub mod procstat;
-pub mod report;
-pub mod spawn;
-pub mod tcp;
-pub mod timer;
-pub mod udp;
+pub(crate) mod plan;
+pub(crate) mod procstat;
+pub(crate) mod report;
+pub(crate) mod spawn;
+pub(crate) mod tcp;
+pub(crate) mod timer;
+pub(crate) mod udp;
 
 use std::io::{self, IsTerminal};
 use std::net::{SocketAddr, TcpStream};
@@ -56,32 +56,32 @@ use plan::{Plan, Tally};
 
 /// Connections when `-c` is not given: enough to keep a multi-core server
 /// busy, as tcpkali and wrk default to tens.
-pub const DEFAULT_CONNS: usize = 50;
+pub(crate) const DEFAULT_CONNS: usize = 50;
 /// Message size when `-s` is not given: a small request, where the cost per
 /// message (syscalls, wake-ups) dominates.
-pub const DEFAULT_SIZE: usize = 64;
+pub(crate) const DEFAULT_SIZE: usize = 64;
 /// Length of the measured run when neither `-d` nor `-n` is given.
-pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 /// Wait per datagram with `--udp` when `--timeout` is not given.
-pub const DEFAULT_UDP_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_UDP_TIMEOUT: Duration = Duration::from_secs(1);
 /// Wait per TCP request when `--timeout` is not given: long, because a TCP
 /// echo that comes late is still an echo, but finite so `-n` always ends.
-pub const DEFAULT_TCP_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_TCP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The lowest `--rate`: one request per 1,000 s; slower schedules would
 /// overflow the timers and measure nothing in a run.
-pub const MIN_RATE: f64 = 0.001;
+pub(crate) const MIN_RATE: f64 = 0.001;
 /// Highest `--rate`: beyond this the schedule's granularity (1 ns) and the
 /// loop's wake-ups, not the server, would set the pace.
-pub const MAX_RATE: f64 = 100_000_000.0;
+pub(crate) const MAX_RATE: f64 = 100_000_000.0;
 /// How often the progress line is redrawn, and the main thread's tick.
 const PROGRESS_TICK: Duration = Duration::from_millis(250);
 
 /// Options of `netecho bench`.
 #[derive(Debug, Args)]
-pub struct Opt {
+pub(crate) struct Opt {
     /// The echo server, as HOST:PORT ([v6addr]:PORT for IPv6 literals).
     #[arg(value_name = "HOST:PORT", required_unless_present = "models")]
-    pub target: Option<String>,
+    pub(crate) target: Option<String>,
 
     /// Measure netecho's own server models instead of HOST:PORT: each is
     /// started on a loopback port, pinned to CPU 0 with the load on CPU 1,
@@ -91,14 +91,14 @@ pub struct Opt {
           value_parser = models::parse_models,
           conflicts_with_all = ["target", "conns", "size", "requests", "threads", "rate",
                                 "new_conn", "udp", "timeout", "json"])]
-    pub models: Option<models::ModelList>,
+    pub(crate) models: Option<models::ModelList>,
 
     /// With --models: connections of the idle workload (memory per idle
     /// connection); fewer if the descriptor limit is lower.
     #[arg(long, value_name = "N", default_value_t = models::IDLE_CONNS, requires = "models",
           conflicts_with = "target",
           value_parser = parse_positive, allow_negative_numbers = true)]
-    pub idle_conns: usize,
+    pub(crate) idle_conns: usize,
 
     /// With --models: also draw the table as an SVG chart in FILE.
     // `conflicts_with` as well: clap lets a `requires` go unmet when the
@@ -109,69 +109,69 @@ pub struct Opt {
         requires = "models",
         conflicts_with = "target"
     )]
-    pub chart: Option<PathBuf>,
+    pub(crate) chart: Option<PathBuf>,
 
     /// Connections (or UDP sockets), each with one request in flight.
     #[arg(short = 'c', long = "connections", value_name = "CONNS", default_value_t = DEFAULT_CONNS,
           value_parser = parse_positive, allow_negative_numbers = true)]
-    pub conns: usize,
+    pub(crate) conns: usize,
 
     /// Bytes per message.
     #[arg(short = 's', long = "size", value_name = "SIZE", default_value_t = DEFAULT_SIZE,
           value_parser = parse_positive, allow_negative_numbers = true)]
-    pub size: usize,
+    pub(crate) size: usize,
 
     /// Measure for this long after the warm-up (default 10 s; with
     /// --models, 3 s per workload).
     #[arg(short = 'd', long = "duration", value_name = "SECS", value_parser = parse_secs_nonzero,
           allow_negative_numbers = true, conflicts_with = "requests")]
-    pub duration: Option<Duration>,
+    pub(crate) duration: Option<Duration>,
 
     /// Measure this many requests after the warm-up, then stop.
     #[arg(short = 'n', long = "requests", value_name = "REQUESTS", value_parser = parse_count,
           allow_negative_numbers = true)]
-    pub requests: Option<u64>,
+    pub(crate) requests: Option<u64>,
 
     /// Run this long before measuring; its requests are not recorded.
     #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs,
           allow_negative_numbers = true)]
-    pub warmup: Duration,
+    pub(crate) warmup: Duration,
 
     /// Generator threads, each with an epoll loop (default: one per core).
     #[arg(long, value_name = "T", value_parser = parse_positive, allow_negative_numbers = true)]
-    pub threads: Option<usize>,
+    pub(crate) threads: Option<usize>,
 
     /// Open loop: this many requests per second in total, spread evenly over
     /// the connections; latency counts from when each request was due.
     #[arg(long, value_name = "R", value_parser = request_rate_between(MIN_RATE, MAX_RATE),
           allow_negative_numbers = true)]
-    pub rate: Option<f64>,
+    pub(crate) rate: Option<f64>,
 
     /// A new connection per request: connect, one message, close.
     #[arg(long = "new-conn")]
-    pub new_conn: bool,
+    pub(crate) new_conn: bool,
 
     /// UDP datagrams instead of a TCP stream.
     #[arg(long, conflicts_with = "new_conn")]
-    pub udp: bool,
+    pub(crate) udp: bool,
 
     /// How long a request may wait for its echo before it counts as lost
     /// (UDP) or as an error (TCP). Default: 1 s for UDP, 10 s for TCP.
     #[arg(long, value_name = "SECS", value_parser = parse_secs_nonzero, allow_negative_numbers = true)]
-    pub timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
 
     /// Give up connecting after this long.
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs_nonzero,
           allow_negative_numbers = true)]
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
 
     /// Print one JSON object on stdout instead of the summary.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// Runs `netecho bench`.
-pub fn run(opt: Opt) -> Result<()> {
+pub(crate) fn run(opt: Opt) -> Result<()> {
     if let Some(list) = &opt.models {
         return models::run(&opt, list);
     }

@@ -15,53 +15,53 @@ use crate::sys::stop;
 
 /// Error lines printed in full; past this they are only counted, so a dead
 /// server with 10,000 connections does not flood the terminal.
-pub const MAX_ERROR_LINES: usize = 20;
+pub(crate) const MAX_ERROR_LINES: usize = 20;
 /// Highest latency the histogram tells apart (1 hour, in nanoseconds); a
 /// longer one is recorded as this.
-pub const MAX_LATENCY_NS: u64 = 3_600_000_000_000;
+pub(crate) const MAX_LATENCY_NS: u64 = 3_600_000_000_000;
 /// Significant figures of every latency figure (0.1 % resolution).
 const SIGFIG: u8 = 3;
 /// How far a worker's loop may sleep: it bounds how late the stop flag,
 /// the end of the run and timeouts are noticed.
-pub const TICK: Duration = Duration::from_millis(20);
+pub(crate) const TICK: Duration = Duration::from_millis(20);
 
 /// The run's shape, as the command line gave it.
 #[derive(Debug)]
-pub struct Settings {
-    pub addr: SocketAddr,
-    pub conns: usize,
-    pub threads: usize,
-    pub size: usize,
-    pub warmup: Duration,
+pub(crate) struct Settings {
+    pub(crate) addr: SocketAddr,
+    pub(crate) conns: usize,
+    pub(crate) threads: usize,
+    pub(crate) size: usize,
+    pub(crate) warmup: Duration,
     /// `None` with `-n`.
-    pub duration: Option<Duration>,
-    pub budget: Option<u64>,
-    pub rate: Option<f64>,
-    pub new_conn: bool,
-    pub timeout: Duration,
+    pub(crate) duration: Option<Duration>,
+    pub(crate) budget: Option<u64>,
+    pub(crate) rate: Option<f64>,
+    pub(crate) new_conn: bool,
+    pub(crate) timeout: Duration,
 }
 
 /// A counter on its own cache line, so that threads bumping theirs do not
 /// slow each other down.
 #[derive(Debug, Default)]
 #[repr(align(64))]
-pub struct Padded(pub AtomicU64);
+pub(crate) struct Padded(pub AtomicU64);
 
 /// Shared by all workers for the whole run.
 #[derive(Debug)]
-pub struct Plan {
-    pub settings: Settings,
+pub(crate) struct Plan {
+    pub(crate) settings: Settings,
     /// When the first requests are due.
-    pub start: Instant,
+    pub(crate) start: Instant,
     /// Requests due before this are not recorded.
-    pub warmup_end: Instant,
+    pub(crate) warmup_end: Instant,
     /// No request due at or after this is sent (`None` with `-n`).
-    pub end: Option<Instant>,
+    pub(crate) end: Option<Instant>,
     /// Gap between two requests of one connection in the open loop.
-    pub interval: Option<Duration>,
+    pub(crate) interval: Option<Duration>,
     /// Gap between the first requests of two connections in the open loop,
     /// so the connections do not all fire at once.
-    pub stagger: Duration,
+    pub(crate) stagger: Duration,
     /// Recorded requests handed out so far, against `-n`.
     issued: AtomicU64,
     /// Requests completed per worker (warm-up included), for the progress line.
@@ -78,7 +78,7 @@ pub struct Plan {
 
 impl Plan {
     /// Fixes the schedule: the clock starts now.
-    pub fn new(settings: Settings) -> Plan {
+    pub(crate) fn new(settings: Settings) -> Plan {
         let start = Instant::now();
         let warmup_end = start + settings.warmup;
         let end = settings.duration.map(|d| warmup_end + d);
@@ -107,7 +107,7 @@ impl Plan {
     }
 
     /// When connection `id` sends its first request.
-    pub fn first_due(&self, id: u64) -> Instant {
+    pub(crate) fn first_due(&self, id: u64) -> Instant {
         match self.interval {
             // Spread over one interval: connection i starts i/R seconds in.
             Some(interval) => {
@@ -122,7 +122,7 @@ impl Plan {
 
     /// Decides the request due at `due`: `None` if it is not sent (the run
     /// is over for this connection), else whether it is recorded.
-    pub fn admit(&self, due: Instant) -> Option<bool> {
+    pub(crate) fn admit(&self, due: Instant) -> Option<bool> {
         if stop::requested() || self.end.is_some_and(|end| due >= end) {
             return None;
         }
@@ -137,19 +137,19 @@ impl Plan {
     }
 
     /// Whether a worker should stop waiting at `now`.
-    pub fn over(&self, now: Instant) -> bool {
+    pub(crate) fn over(&self, now: Instant) -> bool {
         stop::requested() || self.end.is_some_and(|end| now >= end)
     }
 
     /// Publishes worker `slot`'s completed count for the progress line.
-    pub fn set_progress(&self, slot: usize, done: u64) {
+    pub(crate) fn set_progress(&self, slot: usize, done: u64) {
         if let Some(p) = self.progress.get(slot) {
             p.0.store(done, Ordering::Relaxed);
         }
     }
 
     /// Requests completed so far by all workers, warm-up included.
-    pub fn completed(&self) -> u64 {
+    pub(crate) fn completed(&self) -> u64 {
         self.progress
             .iter()
             .map(|p| p.0.load(Ordering::Relaxed))
@@ -157,12 +157,12 @@ impl Plan {
     }
 
     /// Errors so far.
-    pub fn errors_so_far(&self) -> u64 {
+    pub(crate) fn errors_so_far(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
     }
 
     /// Records one error line; the main thread prints it at its next tick.
-    pub fn log_error(&self, line: String) {
+    pub(crate) fn log_error(&self, line: String) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         let n = self.logged.fetch_add(1, Ordering::Relaxed);
         if n == 0 {
@@ -184,7 +184,7 @@ impl Plan {
 
     /// Prints the error lines logged since the last call, above the
     /// progress line when there is one.
-    pub fn flush_log(&self, bar: Option<&ProgressBar>) {
+    pub(crate) fn flush_log(&self, bar: Option<&ProgressBar>) {
         let lines = std::mem::take(&mut *self.log.lock().unwrap_or_else(|e| e.into_inner()));
         for line in lines {
             match bar {
@@ -195,7 +195,7 @@ impl Plan {
     }
 
     /// The first error line of the run, if any.
-    pub fn first_error(&self) -> Option<String> {
+    pub(crate) fn first_error(&self) -> Option<String> {
         self.first_error
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -205,14 +205,14 @@ impl Plan {
 
 /// When one connection's requests are due.
 #[derive(Debug, Clone, Copy)]
-pub struct Pace {
+pub(crate) struct Pace {
     /// Due time of the next request in the open loop.
     next_due: Instant,
 }
 
 impl Pace {
     /// The schedule of connection `id`.
-    pub fn new(plan: &Plan, id: u64) -> Pace {
+    pub(crate) fn new(plan: &Plan, id: u64) -> Pace {
         Pace {
             next_due: plan.first_due(id),
         }
@@ -221,7 +221,7 @@ impl Pace {
     /// Takes the due time of the next request. Closed loop: now. Open loop:
     /// the next slot of the schedule, even if it has passed (a queued
     /// request, whose latency still counts from its slot).
-    pub fn take(&mut self, plan: &Plan, now: Instant) -> Instant {
+    pub(crate) fn take(&mut self, plan: &Plan, now: Instant) -> Instant {
         match plan.interval {
             Some(interval) => {
                 if now >= plan.warmup_end && self.next_due < plan.warmup_end {
@@ -242,7 +242,7 @@ impl Pace {
     }
 
     /// Open loop: slots that fell due in `[from, until)` and were never sent.
-    pub fn missed(&self, plan: &Plan, from: Instant, until: Instant) -> u64 {
+    pub(crate) fn missed(&self, plan: &Plan, from: Instant, until: Instant) -> u64 {
         let Some(interval) = plan.interval else {
             return 0;
         };
@@ -258,28 +258,28 @@ impl Pace {
 
 /// What one worker measured; merged into one at the end.
 #[derive(Debug)]
-pub struct Tally {
+pub(crate) struct Tally {
     /// Latency of every recorded request, in nanoseconds.
-    pub hist: Histogram<u64>,
+    pub(crate) hist: Histogram<u64>,
     /// Any request that failed: mismatch, early close, reset, timeout (TCP).
-    pub errors: u64,
+    pub(crate) errors: u64,
     /// Echoes with a wrong byte (a subset of `errors`).
-    pub mismatches: u64,
+    pub(crate) mismatches: u64,
     /// UDP datagrams with no echo within the timeout.
-    pub lost: u64,
+    pub(crate) lost: u64,
     /// UDP echoes that came after their timeout (already counted as lost).
-    pub late: u64,
+    pub(crate) late: u64,
     /// Requests due in the measured window that had not completed at its end.
-    pub unfinished: u64,
+    pub(crate) unfinished: u64,
     /// When the last recorded request completed.
-    pub last_done: Option<Instant>,
+    pub(crate) last_done: Option<Instant>,
     /// When the worker stopped.
-    pub stopped: Option<Instant>,
+    pub(crate) stopped: Option<Instant>,
 }
 
 impl Tally {
     /// An empty tally.
-    pub fn new() -> Result<Tally> {
+    pub(crate) fn new() -> Result<Tally> {
         let hist =
             Histogram::new_with_bounds(1, MAX_LATENCY_NS, SIGFIG).map_err(|e| Error::Io {
                 what: "creating the latency histogram",
@@ -298,14 +298,14 @@ impl Tally {
     }
 
     /// Records one request's latency, `now - due`.
-    pub fn record(&mut self, due: Instant, now: Instant) {
+    pub(crate) fn record(&mut self, due: Instant, now: Instant) {
         let ns = u64::try_from(now.saturating_duration_since(due).as_nanos()).unwrap_or(u64::MAX);
         self.hist.saturating_record(ns.max(1));
         self.last_done = Some(now);
     }
 
     /// Adds another worker's tally to this one.
-    pub fn merge(&mut self, other: Tally) {
+    pub(crate) fn merge(&mut self, other: Tally) {
         // Same bounds on both sides, so adding cannot fail; if it ever did,
         // the error count says so rather than a panic.
         if self.hist.add(&other.hist).is_err() {

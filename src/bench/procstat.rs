@@ -58,7 +58,7 @@ fn tree(root: i32, all: &ProcTable) -> Vec<i32> {
 /// ns. A child reaped between two reads moves from one sum to the other; at
 /// worst one child is counted once more or less, negligible against the
 /// thousands of requests a window holds.
-pub fn tree_cpu_ns(root: i32, clk_tck: f64) -> Result<u64> {
+pub(crate) fn tree_cpu_ns(root: i32, clk_tck: f64) -> Result<u64> {
     let all = scan();
     let Some(&(_, root_ticks)) = all.get(&root) else {
         return Err(Error::Measure("the server exited during the run".into()));
@@ -93,7 +93,7 @@ fn task_runtime_ns(pid: i32) -> Option<u64> {
 /// PSS (KiB) summed over the server `root` and its live descendants, and
 /// how many processes that is. PSS divides each shared page among its
 /// sharers, so forked children's shared pages are not counted once per child.
-pub fn tree_pss_kib(root: i32) -> Result<(u64, usize)> {
+pub(crate) fn tree_pss_kib(root: i32) -> Result<(u64, usize)> {
     let all = scan();
     if !all.contains_key(&root) {
         return Err(Error::Measure("the server exited during the run".into()));

@@ -18,52 +18,52 @@ const BUSY_GENERATOR: f64 = 0.9;
 
 /// Everything a run measured; `--json` prints it as one object.
 #[derive(Debug, Serialize)]
-pub struct Summary {
-    pub target: String,
+pub(crate) struct Summary {
+    pub(crate) target: String,
     /// `tcp` or `udp`.
-    pub proto: &'static str,
+    pub(crate) proto: &'static str,
     /// `closed` (one request in flight per connection, sent at once),
     /// `open` (`--rate`), or `new-conn`.
-    pub mode: &'static str,
-    pub connections: usize,
-    pub threads: usize,
-    pub size: usize,
+    pub(crate) mode: &'static str,
+    pub(crate) connections: usize,
+    pub(crate) threads: usize,
+    pub(crate) size: usize,
     /// Requested rate (`--rate`), requests per second in total.
-    pub rate: Option<f64>,
+    pub(crate) rate: Option<f64>,
     /// Seconds measured: from the end of the warm-up to the end of the run.
-    pub duration_s: f64,
+    pub(crate) duration_s: f64,
     /// Requests echoed correctly and recorded (warm-up excluded).
-    pub requests: u64,
-    pub rps: f64,
+    pub(crate) requests: u64,
+    pub(crate) rps: f64,
     /// Megabytes (10^6 bytes) per second of echoed payload, each way.
-    pub mbps: f64,
-    pub p50_us: f64,
-    pub p90_us: f64,
-    pub p99_us: f64,
-    pub p999_us: f64,
-    pub max_us: f64,
-    pub mean_us: f64,
+    pub(crate) mbps: f64,
+    pub(crate) p50_us: f64,
+    pub(crate) p90_us: f64,
+    pub(crate) p99_us: f64,
+    pub(crate) p999_us: f64,
+    pub(crate) max_us: f64,
+    pub(crate) mean_us: f64,
     /// Failed requests: mismatches, early closes, resets, timeouts (TCP).
-    pub errors: u64,
-    pub mismatches: u64,
+    pub(crate) errors: u64,
+    pub(crate) mismatches: u64,
     /// UDP datagrams with no echo within `--timeout` (0 for TCP).
-    pub lost: u64,
+    pub(crate) lost: u64,
     /// UDP echoes that came after their timeout (already counted as lost).
-    pub late: u64,
+    pub(crate) late: u64,
     /// Requests due in the measured window but not echoed by its end.
-    pub unfinished: u64,
+    pub(crate) unfinished: u64,
     /// CPU seconds (user + system) the bench process used, warm-up and
     /// connection setup included: near `threads` × `duration_s` means the
     /// generator, not the server, may have set the pace.
-    pub cpu_s: f64,
+    pub(crate) cpu_s: f64,
     /// Wall-clock seconds of the whole run, warm-up included: `cpu_s`
     /// compares against `threads` times this.
-    pub wall_s: f64,
+    pub(crate) wall_s: f64,
 }
 
 impl Summary {
     /// Draws the figures from the merged tally.
-    pub fn new(plan: &Plan, opt: &Opt, t: &Tally) -> Summary {
+    pub(crate) fn new(plan: &Plan, opt: &Opt, t: &Tally) -> Summary {
         let s = &plan.settings;
         let until = match plan.settings.budget {
             // With -n the run is over when the last request came back.
@@ -131,7 +131,7 @@ impl Summary {
     }
 
     /// Prints exactly one JSON object and a newline on stdout.
-    pub fn print_json(&self) -> Result<()> {
+    pub(crate) fn print_json(&self) -> Result<()> {
         let text = serde_json::to_string(self).map_err(|e| Error::Io {
             what: "encoding the JSON summary",
             source: io::Error::other(e),
@@ -140,7 +140,7 @@ impl Summary {
     }
 
     /// Prints the summary for a person.
-    pub fn print_human(&self) -> Result<()> {
+    pub(crate) fn print_human(&self) -> Result<()> {
         let mode = match self.mode {
             "open" => format!(
                 "open loop at {} req/s",
@@ -220,7 +220,7 @@ impl Summary {
     }
 
     /// `Ok` when every request came back right; else the one-line error.
-    pub fn verdict(&self, plan: &Plan) -> Result<()> {
+    pub(crate) fn verdict(&self, plan: &Plan) -> Result<()> {
         if self.errors == 0 && self.lost == 0 {
             return Ok(());
         }
@@ -255,7 +255,7 @@ fn ms(us: f64) -> String {
 }
 
 /// 1234567 as `1,234,567`.
-pub fn thousands(n: u64) -> String {
+pub(crate) fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, ch) in digits.chars().enumerate() {

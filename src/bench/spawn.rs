@@ -21,27 +21,27 @@ use nix::unistd::Pid;
 use crate::error::{Error, Result};
 
 /// A server that has not printed its `listening tcp` line by then has failed.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a server may take to exit after SIGTERM before it is killed;
 /// `fork` reaping ten thousand children needs a few seconds.
-pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often the stop wait looks at the child.
 const STOP_POLL: Duration = Duration::from_millis(10);
 
 /// A server we started, in its own process group.
-pub struct Running {
+pub(crate) struct Running {
     child: Child,
     /// Its pid, also its process group id.
-    pub pid: i32,
+    pub(crate) pid: i32,
     /// Where it listens, from its `listening tcp` line.
-    pub addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     /// The last line it wrote on stderr, to explain a failure.
     last_err: Arc<Mutex<String>>,
 }
 
 impl Running {
     /// The server's last stderr line as `; its stderr: ...`, or nothing.
-    pub fn stderr_tail(&self) -> String {
+    pub(crate) fn stderr_tail(&self) -> String {
         tail_note(&self.last_err)
     }
 }
@@ -59,7 +59,7 @@ fn tail_note(last: &Mutex<String>) -> String {
 /// Starts `prog args`, pinned to `cpu` when given, and waits for its
 /// `listening tcp ADDR` line. The server logs at `warn` (`NETECHO_LOG`), so
 /// its stderr holds only what went wrong; the last line is kept.
-pub fn start(prog: &Path, args: &[String], cpu: Option<usize>) -> Result<Running> {
+pub(crate) fn start(prog: &Path, args: &[String], cpu: Option<usize>) -> Result<Running> {
     let mut cmd = pinned_command(prog, cpu);
     cmd.args(args)
         .stdin(Stdio::null())
@@ -164,7 +164,7 @@ pub(crate) fn pinned_command(prog: &Path, cpu: Option<usize>) -> Command {
 
 /// SIGTERM, then waits; a server still running after [`STOP_TIMEOUT`] is
 /// killed with its group. Returns a note unless it exited 0.
-pub fn stop(mut r: Running) -> Option<String> {
+pub(crate) fn stop(mut r: Running) -> Option<String> {
     if let Err(e) = kill(Pid::from_raw(r.pid), Signal::SIGTERM) {
         kill_group(r.pid);
         let _ = r.child.wait();
@@ -213,7 +213,7 @@ fn cpu_set(cpu: usize) -> libc::cpu_set_t {
 
 /// Pins the calling thread (not the process) to one CPU; threads it starts
 /// afterwards inherit the pin.
-pub fn pin_current_thread(cpu: usize) -> Result<()> {
+pub(crate) fn pin_current_thread(cpu: usize) -> Result<()> {
     let set = cpu_set(cpu);
     // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t.
     let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
@@ -227,7 +227,7 @@ pub fn pin_current_thread(cpu: usize) -> Result<()> {
 }
 
 /// The CPUs this process may run on, lowest first (what `nproc` counts).
-pub fn allowed_cpus() -> Result<Vec<usize>> {
+pub(crate) fn allowed_cpus() -> Result<Vec<usize>> {
     // SAFETY: zeroed is a valid empty set; the kernel fills at most its size.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     let size = std::mem::size_of::<libc::cpu_set_t>();

@@ -92,7 +92,7 @@ struct Worker<'a> {
 
 /// Runs the TCP worker for connections `conns` (`(id, socket)`; the socket
 /// is `None` with `--new-conn`) until the run is over.
-pub fn run(
+pub(crate) fn run(
     plan: &Plan,
     slot: usize,
     conns: Vec<(u64, Option<std::net::TcpStream>)>,

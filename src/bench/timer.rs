@@ -13,11 +13,11 @@ use mio::{Interest, Poll, Token};
 use super::plan::Plan;
 
 /// The timer's token in a worker's poll: no connection has it.
-pub const TOKEN: Token = Token(usize::MAX);
+pub(crate) const TOKEN: Token = Token(usize::MAX);
 
 /// A one-shot monotonic timer, readable in epoll when it expires.
 #[derive(Debug)]
-pub struct Timer {
+pub(crate) struct Timer {
     fd: OwnedFd,
     /// When it is set to go off, to skip re-arming it for the same time.
     armed_for: Option<Instant>,
@@ -26,7 +26,7 @@ pub struct Timer {
 impl Timer {
     /// Creates the timer, and sets the calling thread's timer slack to 1 ns
     /// (the default, 50 µs, would be added to every wake-up).
-    pub fn new() -> io::Result<Timer> {
+    pub(crate) fn new() -> io::Result<Timer> {
         // SAFETY: a plain system call with constant arguments; the result is
         // checked before use.
         let fd = unsafe {
@@ -50,12 +50,12 @@ impl Timer {
     }
 
     /// The descriptor, to register with epoll.
-    pub fn raw_fd(&self) -> RawFd {
+    pub(crate) fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
 
     /// Makes the timer go off at `at` (now, if it has passed).
-    pub fn arm(&mut self, at: Instant, now: Instant) -> io::Result<()> {
+    pub(crate) fn arm(&mut self, at: Instant, now: Instant) -> io::Result<()> {
         if self.armed_for == Some(at) {
             return Ok(());
         }
@@ -89,7 +89,7 @@ impl Timer {
 /// The open loop's timer, registered with `poll`; `None` in the closed loop
 /// (nothing is scheduled) or if the timer cannot be made, in which case the
 /// loop falls back to epoll's millisecond timeout.
-pub fn for_plan(plan: &Plan, poll: &Poll) -> Option<Timer> {
+pub(crate) fn for_plan(plan: &Plan, poll: &Poll) -> Option<Timer> {
     plan.interval?;
     let timer = Timer::new().ok()?;
     let raw = timer.raw_fd();
@@ -101,7 +101,7 @@ pub fn for_plan(plan: &Plan, poll: &Poll) -> Option<Timer> {
 
 /// How long to block in epoll before the next due time, arming `timer` for
 /// it when there is one; `wait` is the longest the caller will block.
-pub fn wait_for(
+pub(crate) fn wait_for(
     timer: Option<&mut Timer>,
     next: Option<Instant>,
     now: Instant,
@@ -125,7 +125,7 @@ pub fn wait_for(
 /// due (`next`), the tick (`tick`), or the end of the run, whichever comes
 /// first. `Ok(false)` when a signal cut it short: the loop then looks at the
 /// stop flag and goes on.
-pub fn poll_until(
+pub(crate) fn poll_until(
     poll: &mut mio::Poll,
     events: &mut mio::Events,
     clock: Option<&mut Timer>,
@@ -151,16 +151,16 @@ pub fn poll_until(
 /// Requests not sent yet because they are not due, earliest first: the
 /// open-loop schedule of one worker's connections.
 #[derive(Debug, Default)]
-pub struct Schedule(std::collections::BinaryHeap<std::cmp::Reverse<(Instant, usize)>>);
+pub(crate) struct Schedule(std::collections::BinaryHeap<std::cmp::Reverse<(Instant, usize)>>);
 
 impl Schedule {
     /// Connection `conn` has its next request due at `at`.
-    pub fn push(&mut self, at: Instant, conn: usize) {
+    pub(crate) fn push(&mut self, at: Instant, conn: usize) {
         self.0.push(std::cmp::Reverse((at, conn)));
     }
 
     /// The earliest request due by `now`, as (due time, connection).
-    pub fn pop_due(&mut self, now: Instant) -> Option<(Instant, usize)> {
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Instant, usize)> {
         let &std::cmp::Reverse((at, conn)) = self.0.peek()?;
         if at > now {
             return None;
@@ -170,7 +170,7 @@ impl Schedule {
     }
 
     /// When the next request is due.
-    pub fn next(&self) -> Option<Instant> {
+    pub(crate) fn next(&self) -> Option<Instant> {
         self.0.peek().map(|&std::cmp::Reverse((at, _))| at)
     }
 }

@@ -63,7 +63,7 @@ struct Worker<'a> {
 }
 
 /// Runs the UDP worker for connections `ids` until the run is over.
-pub fn run(plan: &Plan, slot: usize, ids: Vec<u64>) -> Result<Tally> {
+pub(crate) fn run(plan: &Plan, slot: usize, ids: Vec<u64>) -> Result<Tally> {
     let poll = Poll::new().map_err(Error::io("creating an epoll instance"))?;
     let now = Instant::now();
     let mut conns = Vec::with_capacity(ids.len());

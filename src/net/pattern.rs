@@ -35,7 +35,7 @@ fn key(round: u64) -> u64 {
 }
 
 /// Fills `buf` with the message of connection `conn`, round `round`.
-pub fn fill(conn: u64, round: u64, buf: &mut [u8]) {
+pub(crate) fn fill(conn: u64, round: u64, buf: &mut [u8]) {
     let k = key(round);
     let mut state = seed(conn);
     for chunk in buf.chunks_mut(8) {
@@ -47,7 +47,7 @@ pub fn fill(conn: u64, round: u64, buf: &mut [u8]) {
 
 /// Turns the message of round `from` in `buf` into that of round `to`, for
 /// the same connection.
-pub fn advance(buf: &mut [u8], from: u64, to: u64) {
+pub(crate) fn advance(buf: &mut [u8], from: u64, to: u64) {
     let d = key(from) ^ key(to);
     let (words, tail) = buf.as_chunks_mut::<8>();
     for w in words {
@@ -59,7 +59,7 @@ pub fn advance(buf: &mut [u8], from: u64, to: u64) {
 }
 
 /// Where `got` first differs from `want` (compared up to the shorter one).
-pub fn first_difference(want: &[u8], got: &[u8]) -> Option<usize> {
+pub(crate) fn first_difference(want: &[u8], got: &[u8]) -> Option<usize> {
     let n = want.len().min(got.len());
     if want[..n] == got[..n] {
         return None;
@@ -69,7 +69,7 @@ pub fn first_difference(want: &[u8], got: &[u8]) -> Option<usize> {
 
 /// Whether `got` is exactly the message of (`conn`, `round`); `scratch` is
 /// reused to avoid an allocation per check.
-pub fn is_message(conn: u64, round: u64, got: &[u8], scratch: &mut Vec<u8>) -> bool {
+pub(crate) fn is_message(conn: u64, round: u64, got: &[u8], scratch: &mut Vec<u8>) -> bool {
     scratch.resize(got.len(), 0);
     fill(conn, round, scratch);
     scratch[..] == *got

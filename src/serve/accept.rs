@@ -14,14 +14,14 @@ use super::Ctx;
 
 /// How long accepting pauses after EMFILE/ENFILE/ENOBUFS/ENOMEM, as nginx
 /// does: retrying at once would spin a core while nothing can change.
-pub const RESOURCE_PAUSE: Duration = Duration::from_millis(500);
+pub(crate) const RESOURCE_PAUSE: Duration = Duration::from_millis(500);
 /// How often a worker re-checks the stop flag while idle in poll.
 const POLL_TICK_MS: u16 = 1000;
 /// Minimum seconds between two warnings of the same kind.
 const WARN_INTERVAL_S: u64 = 5;
 
 /// What [`next`] found.
-pub enum Next {
+pub(crate) enum Next {
     /// A connection admitted under the limits; the caller must
     /// [`Ctx::release`] it when done.
     Conn(TcpStream, SocketAddr),
@@ -31,7 +31,7 @@ pub enum Next {
 
 /// Waits for and returns the next admitted connection. Connections over
 /// `--max-conns` are accepted, closed at once and counted here.
-pub fn next(listeners: &[TcpListener], ctx: &Ctx) -> Next {
+pub(crate) fn next(listeners: &[TcpListener], ctx: &Ctx) -> Next {
     let mut start = 0;
     loop {
         // `stopping` is the parent's word (shared memory); `stops()` is
@@ -84,7 +84,7 @@ pub fn next(listeners: &[TcpListener], ctx: &Ctx) -> Next {
 /// Accepts one connection from a ready listener and admits it under
 /// `--max-conns`; `None` when there was nothing to take, the accept failed
 /// (handled here), or the connection was over the limit (closed and counted).
-pub fn take(listener: &TcpListener, ctx: &Ctx) -> Option<(TcpStream, SocketAddr)> {
+pub(crate) fn take(listener: &TcpListener, ctx: &Ctx) -> Option<(TcpStream, SocketAddr)> {
     match listener.accept() {
         Ok((conn, peer)) => {
             if ctx.admit(&peer) {
@@ -110,7 +110,7 @@ fn reject(conn: TcpStream, peer: SocketAddr, ctx: &Ctx) {
 /// The warning for a connection closed over `--max-conns` or
 /// `--max-conns-per-ip`, at most once per interval. Every model logs it here
 /// (uring may not know the peer: a multishot accept gives no address).
-pub fn log_rejected(peer: Option<SocketAddr>, ctx: &Ctx) {
+pub(crate) fn log_rejected(peer: Option<SocketAddr>, ctx: &Ctx) {
     static LAST: AtomicU64 = AtomicU64::new(0);
     if rate_ok(&LAST) {
         let peer = peer.map_or_else(|| "unknown".to_string(), |p| p.to_string());
@@ -127,7 +127,7 @@ pub fn log_rejected(peer: Option<SocketAddr>, ctx: &Ctx) {
 /// accept errors with [`classify`]; each then waits in its own way (a
 /// blocking model sleeps, an event loop sets a deadline).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AcceptError {
+pub(crate) enum AcceptError {
     /// Another worker took it, a signal, or the client gave up already:
     /// accept again at once.
     Retry,
@@ -141,7 +141,7 @@ pub enum AcceptError {
 }
 
 /// Sorts an accept error and logs it (at most once per interval per kind).
-pub fn classify(e: &io::Error) -> AcceptError {
+pub(crate) fn classify(e: &io::Error) -> AcceptError {
     match e.raw_os_error() {
         Some(libc::EAGAIN) | Some(libc::EINTR) | Some(libc::ECONNABORTED) => AcceptError::Retry,
         Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM) => {
@@ -167,14 +167,14 @@ pub fn classify(e: &io::Error) -> AcceptError {
 
 /// [`classify`] for the blocking models: a pause is a sleep of this thread.
 /// A closed listener needs nothing here: the next poll reports it hung up.
-pub fn handle_accept_error(e: &io::Error) {
+pub(crate) fn handle_accept_error(e: &io::Error) {
     if let AcceptError::Pause(d) = classify(e) {
         std::thread::sleep(d);
     }
 }
 
 /// True at most once per [`WARN_INTERVAL_S`] for a given `last` stamp.
-pub fn rate_ok(last: &AtomicU64) -> bool {
+pub(crate) fn rate_ok(last: &AtomicU64) -> bool {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

@@ -11,22 +11,22 @@ use nix::sys::socket::{SockType, getsockopt, sockopt};
 use crate::error::{Error, Result};
 
 /// The first descriptor systemd passes (SD_LISTEN_FDS_START).
-pub const LISTEN_FDS_START: RawFd = 3;
+pub(crate) const LISTEN_FDS_START: RawFd = 3;
 /// More passed sockets than this is a broken environment, not a setup.
 const MAX_PASSED: RawFd = 1024;
 
 /// Sockets passed by the service manager, split by kind.
 #[derive(Debug, Default)]
-pub struct Passed {
-    pub tcp: Vec<TcpListener>,
-    pub udp: Vec<UdpSocket>,
+pub(crate) struct Passed {
+    pub(crate) tcp: Vec<TcpListener>,
+    pub(crate) udp: Vec<UdpSocket>,
 }
 
 /// Takes the sockets passed with `LISTEN_FDS`, if any were passed to this
 /// process. The variables are removed so children do not take them again.
 /// A passed descriptor that is neither a listening stream socket nor a
 /// datagram socket is an error: serving on it would hang or fail later.
-pub fn take() -> Result<Option<Passed>> {
+pub(crate) fn take() -> Result<Option<Passed>> {
     let pid_ok = std::env::var("LISTEN_PID")
         .ok()
         .and_then(|p| p.trim().parse::<u32>().ok())

@@ -19,11 +19,11 @@ use super::{Ctx, signals, supervise};
 
 /// How long children get to close cleanly after the drain deadline's
 /// [`signals::CHILD_STOP`] before SIGKILL.
-pub const TERM_GRACE: Duration = Duration::from_secs(1);
+pub(crate) const TERM_GRACE: Duration = Duration::from_secs(1);
 
 /// What a child is for: what the parent must undo when it is reaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tag {
+pub(crate) enum Tag {
     /// A fork-model child serving this client.
     Conn(SocketAddr),
     /// Prefork worker number N (its slot in `Stats::workers`).
@@ -32,29 +32,29 @@ pub enum Tag {
 
 /// The children this process started and has not reaped yet.
 #[derive(Debug, Default)]
-pub struct Children {
+pub(crate) struct Children {
     pids: HashMap<Pid, Tag>,
 }
 
 impl Children {
     /// Remembers a child just forked, and what it is for.
-    pub fn add(&mut self, pid: Pid, tag: Tag) {
+    pub(crate) fn add(&mut self, pid: Pid, tag: Tag) {
         self.pids.insert(pid, tag);
     }
 
     /// Children not yet reaped.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.pids.len()
     }
 
     /// True when every child has been reaped.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.pids.is_empty()
     }
 
     /// Reaps every child that has exited, without blocking, calling
     /// `on_exit` for each one of ours.
-    pub fn reap(&mut self, mut on_exit: impl FnMut(Pid, WaitStatus, Tag)) {
+    pub(crate) fn reap(&mut self, mut on_exit: impl FnMut(Pid, WaitStatus, Tag)) {
         loop {
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 // Children exist but none has exited.
@@ -74,7 +74,7 @@ impl Children {
     }
 
     /// Sends `sig` to every child still alive.
-    pub fn signal_all(&self, sig: Signal) {
+    pub(crate) fn signal_all(&self, sig: Signal) {
         for pid in self.pids.keys() {
             // ESRCH: it exited and awaits reaping; nothing to do.
             let _ = kill(*pid, sig);
@@ -86,7 +86,7 @@ impl Children {
     /// [`signals::CHILD_STOP`] (they stop at once and close), and SIGKILL any
     /// that outlive [`TERM_GRACE`]. A second SIGTERM/SIGINT, even during that
     /// grace, skips to SIGKILL.
-    pub fn finish(&mut self, ctx: &Ctx, mut on_exit: impl FnMut(Pid, WaitStatus, Tag)) {
+    pub(crate) fn finish(&mut self, ctx: &Ctx, mut on_exit: impl FnMut(Pid, WaitStatus, Tag)) {
         let done = supervise::drain(ctx, || {
             self.reap(&mut on_exit);
             self.is_empty()

@@ -36,7 +36,7 @@ const EIO: i32 = 5;
 /// How a connection ended: the reason logged and counted in the metrics,
 /// the same in every model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
+pub(crate) enum End {
     /// The client half-closed; everything was echoed and our FIN sent.
     Fin,
     /// No byte moved either way for `--idle-timeout`.
@@ -55,10 +55,11 @@ pub enum End {
 impl End {
     /// Every reason's label, in [`End::index`] order: the `reason` label of
     /// `netecho_connections_closed_total`.
-    pub const LABELS: [&'static str; 6] = ["fin", "idle", "stall", "reset", "stopped", "error"];
+    pub(crate) const LABELS: [&'static str; 6] =
+        ["fin", "idle", "stall", "reset", "stopped", "error"];
 
     /// Position of this reason in [`End::LABELS`].
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         match self {
             End::Fin => 0,
             End::Idle => 1,
@@ -71,7 +72,7 @@ impl End {
 
     /// How a socket error ends a connection: [`classify`], with a retryable
     /// error (which a caller should have retried) taken as a plain error.
-    pub fn from_io(e: &io::Error) -> End {
+    pub(crate) fn from_io(e: &io::Error) -> End {
         classify(e).unwrap_or(End::Error(e.raw_os_error().unwrap_or(EIO)))
     }
 }
@@ -91,7 +92,7 @@ impl std::fmt::Display for End {
 ///
 /// ECONNABORTED counts as a reset like ECONNRESET, EPIPE and ETIMEDOUT: the
 /// peer (or the path to it) is gone, which is no fault of the server.
-pub fn classify(e: &io::Error) -> Option<End> {
+pub(crate) fn classify(e: &io::Error) -> Option<End> {
     match e.kind() {
         io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock => None,
         io::ErrorKind::ConnectionReset
@@ -104,12 +105,12 @@ pub fn classify(e: &io::Error) -> Option<End> {
 
 /// The two timeouts a connection lives under; `None` turns one off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Timeouts {
+pub(crate) struct Timeouts {
     /// `--idle-timeout`: nothing moved either way for this long.
-    pub idle: Option<Duration>,
+    pub(crate) idle: Option<Duration>,
     /// How long kept echo may wait without moving: `--stall-timeout`, else
     /// the idle timeout (see `Ctx::send_timeout`).
-    pub send: Option<Duration>,
+    pub(crate) send: Option<Duration>,
 }
 
 /// Where a connection keeps the bytes it read and has not yet sent.
@@ -117,7 +118,7 @@ pub struct Timeouts {
 /// The event models keep copies ([`super::pending::Pending`]); io_uring
 /// keeps the kernel-filled buffers themselves. The core only needs to know
 /// how much is kept and how much more may come.
-pub trait Store {
+pub(crate) trait Store {
     /// What one read hands over: a byte slice, or a filled buffer.
     type Piece<'a>;
     /// Bytes kept and not yet sent.
@@ -137,7 +138,7 @@ pub trait Store {
 
 /// What a model should do for a connection now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
+pub(crate) enum Next {
     /// Do what the socket allows of these.
     Io {
         /// Kept echo waits: send the front of the store.
@@ -155,7 +156,7 @@ pub enum Next {
 
 /// One connection's echo state. See the module documentation.
 #[derive(Debug)]
-pub struct Conn<S> {
+pub(crate) struct Conn<S> {
     store: S,
     /// The client's FIN was read: nothing more will come.
     read_closed: bool,
@@ -170,7 +171,7 @@ pub struct Conn<S> {
 
 impl<S: Store> Conn<S> {
     /// A connection accepted at `now`, keeping its bytes in `store`.
-    pub fn new(now: Instant, store: S) -> Self {
+    pub(crate) fn new(now: Instant, store: S) -> Self {
         Conn {
             store,
             read_closed: false,
@@ -181,7 +182,7 @@ impl<S: Store> Conn<S> {
     }
 
     /// What to do now.
-    pub fn next(&self) -> Next {
+    pub(crate) fn next(&self) -> Next {
         if let Some(end) = self.end {
             return Next::Close(end);
         }
@@ -201,14 +202,14 @@ impl<S: Store> Conn<S> {
 
     /// True when bytes just read may be written straight from the read
     /// buffer: nothing is kept that they would overtake.
-    pub fn write_through(&self) -> bool {
+    pub(crate) fn write_through(&self) -> bool {
         self.end.is_none() && self.store.is_empty()
     }
 
     /// A read returned `piece` (not empty), whose first `echoed` bytes the
     /// model already wrote back straight from its read buffer (0 unless
     /// [`Conn::write_through`] said so). The rest is kept, in order.
-    pub fn on_read(&mut self, now: Instant, piece: S::Piece<'_>, echoed: usize) {
+    pub(crate) fn on_read(&mut self, now: Instant, piece: S::Piece<'_>, echoed: usize) {
         let was_empty = self.store.is_empty();
         let n = self.store.keep(piece, echoed);
         if n > 0 {
@@ -221,12 +222,12 @@ impl<S: Store> Conn<S> {
     }
 
     /// A read returned end-of-file: the client's FIN.
-    pub fn on_fin(&mut self) {
+    pub(crate) fn on_fin(&mut self) {
         self.read_closed = true;
     }
 
     /// A send of the store's front took `n` bytes.
-    pub fn on_sent(&mut self, now: Instant, n: usize) {
+    pub(crate) fn on_sent(&mut self, now: Instant, n: usize) {
         if n == 0 {
             // A send that takes nothing of a non-empty buffer would be
             // retried forever: the socket is dead.
@@ -242,7 +243,7 @@ impl<S: Store> Conn<S> {
 
     /// A read, send or socket setup failed. Returns true if the call should
     /// be made again (see [`classify`]); otherwise the connection is to close.
-    pub fn on_error(&mut self, e: &io::Error) -> bool {
+    pub(crate) fn on_error(&mut self, e: &io::Error) -> bool {
         match classify(e) {
             None => true,
             Some(end) => {
@@ -254,7 +255,7 @@ impl<S: Store> Conn<S> {
 
     /// The result of the shutdown [`Next::ShutWrite`] asked for. ENOTCONN
     /// means the client reset meanwhile: nothing was left to say either way.
-    pub fn on_shut(&mut self, r: io::Result<()>) {
+    pub(crate) fn on_shut(&mut self, r: io::Result<()>) {
         let end = match r {
             Ok(()) => End::Fin,
             Err(e) if e.kind() == io::ErrorKind::NotConnected => End::Fin,
@@ -264,20 +265,20 @@ impl<S: Store> Conn<S> {
     }
 
     /// The server stops this connection (drain deadline).
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         self.end.get_or_insert(End::Stopped);
     }
 
     /// Ends the connection for a reason found outside the core (for
     /// instance a kernel result that makes no sense).
-    pub fn fail(&mut self, end: End) {
+    pub(crate) fn fail(&mut self, end: End) {
         self.end.get_or_insert(end);
     }
 
     /// When the connection must be looked at again, and how it ends then if
     /// nothing moves: the send timeout while echo is kept, the idle timeout
     /// otherwise. `None` once it is closing, or when no timeout applies.
-    pub fn deadline(&self, t: &Timeouts) -> Option<(Instant, End)> {
+    pub(crate) fn deadline(&self, t: &Timeouts) -> Option<(Instant, End)> {
         if self.end.is_some() {
             return None;
         }
@@ -290,7 +291,7 @@ impl<S: Store> Conn<S> {
 
     /// The timer came due at `now`: ends the connection if its deadline has
     /// passed (returns true), else leaves it be (traffic moved it on).
-    pub fn on_timer(&mut self, now: Instant, t: &Timeouts) -> bool {
+    pub(crate) fn on_timer(&mut self, now: Instant, t: &Timeouts) -> bool {
         match self.deadline(t) {
             Some((at, end)) if at <= now => {
                 self.end = Some(end);
@@ -301,22 +302,22 @@ impl<S: Store> Conn<S> {
     }
 
     /// The reason the connection is closing, once it is.
-    pub fn end(&self) -> Option<End> {
+    pub(crate) fn end(&self) -> Option<End> {
         self.end
     }
 
     /// True once the client's FIN was read.
-    pub fn read_closed(&self) -> bool {
+    pub(crate) fn read_closed(&self) -> bool {
         self.read_closed
     }
 
     /// The bytes kept.
-    pub fn store(&self) -> &S {
+    pub(crate) fn store(&self) -> &S {
         &self.store
     }
 
     /// The bytes kept, for a model that hands buffers back (io_uring).
-    pub fn store_mut(&mut self) -> &mut S {
+    pub(crate) fn store_mut(&mut self) -> &mut S {
         &mut self.store
     }
 }

@@ -18,9 +18,9 @@ use super::stats::Stats;
 
 /// Bytes read at once. A blocking model holds exactly one such buffer per
 /// connection, which bounds its memory however much a client sends.
-pub const BUF_SIZE: usize = 64 * 1024;
+pub(crate) const BUF_SIZE: usize = 64 * 1024;
 
-pub use super::conn::End;
+pub(crate) use super::conn::End;
 
 /// How a failed `recv`/`send`/`shutdown` ends a blocking connection: the
 /// connection core's one classification (EINTR and EAGAIN are handled by
@@ -32,7 +32,7 @@ fn ended(e: Errno) -> End {
 /// Sets up an accepted socket: blocking, TCP_NODELAY (no 40 ms Nagle +
 /// delayed-ACK stall on a large message's tail), the idle timeout as receive
 /// timeout and the stall timeout as send timeout.
-pub fn prepare(stream: &TcpStream, ctx: &Ctx) -> io::Result<()> {
+pub(crate) fn prepare(stream: &TcpStream, ctx: &Ctx) -> io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(ctx.idle_timeout)?;
@@ -46,7 +46,7 @@ pub fn prepare(stream: &TcpStream, ctx: &Ctx) -> io::Result<()> {
 /// When `recv` returns 0 every byte read has already been written back, so
 /// `shutdown(SHUT_WR)` sends our FIN after the last echoed byte, and the
 /// caller's close finds an empty receive queue: the close is a FIN, not a RST.
-pub fn echo(fd: RawFd, buf: &mut [u8], stats: &Stats, stop: &dyn Fn() -> bool) -> End {
+pub(crate) fn echo(fd: RawFd, buf: &mut [u8], stats: &Stats, stop: &dyn Fn() -> bool) -> End {
     loop {
         let n = match recv(fd, buf, MsgFlags::empty()) {
             // FIN from the client: nothing more will come.
@@ -84,7 +84,7 @@ pub fn echo(fd: RawFd, buf: &mut [u8], stats: &Stats, stop: &dyn Fn() -> bool) -
 /// Serves one admitted connection inside this process, then closes it and
 /// gives its `--max-conns` slot back (after the close, so a drain that sees
 /// no active connection knows every FIN is out).
-pub fn serve(conn: TcpStream, peer: SocketAddr, ctx: &Ctx, buf: &mut [u8]) {
+pub(crate) fn serve(conn: TcpStream, peer: SocketAddr, ctx: &Ctx, buf: &mut [u8]) {
     let end = match prepare(&conn, ctx) {
         Ok(()) => echo(conn.as_raw_fd(), buf, ctx.stats, &|| false),
         Err(e) => End::from_io(&e),

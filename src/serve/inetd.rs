@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 /// Echoes stdin to stdout until EOF, then half-closes stdout (a FIN when it
 /// is a socket). Gives up after `idle_timeout` with no byte from the client,
 /// or after `send_timeout` with no byte taken by it (stall).
-pub fn run(idle_timeout: Option<Duration>, send_timeout: Option<Duration>) -> Result<()> {
+pub(crate) fn run(idle_timeout: Option<Duration>, send_timeout: Option<Duration>) -> Result<()> {
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
     let (rfd, wfd) = (stdin.as_raw_fd(), stdout.as_raw_fd());

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 
 /// Binds every address (the default when `addrs` is empty). Listeners are
 /// non-blocking: every model polls them.
-pub fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>> {
+pub(crate) fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>> {
     if addrs.is_empty() {
         Ok(vec![bind_default()?])
     } else {
@@ -86,7 +86,7 @@ pub fn parse_listening(line: &str) -> Option<Listening> {
 
 /// Prints one `listening tcp <addr>` line per socket on stdout and flushes
 /// it: scripts and tests wait for these lines to know the server is ready.
-pub fn announce(listeners: &[TcpListener]) -> Result<()> {
+pub(crate) fn announce(listeners: &[TcpListener]) -> Result<()> {
     let mut out = io::stdout().lock();
     for l in listeners {
         let addr = l.local_addr().map_err(Error::io("reading bound address"))?;
@@ -121,7 +121,7 @@ fn bind_default() -> Result<TcpListener> {
 
 /// Creates, binds and listens on one socket. An unspecified IPv6 address
 /// (`[::]`) is made dual-stack (IPV6_V6ONLY off) so IPv4 clients share it.
-pub fn bind(addr: SocketAddr) -> Result<TcpListener> {
+pub(crate) fn bind(addr: SocketAddr) -> Result<TcpListener> {
     let fail = |source: io::Error| match source.raw_os_error() {
         Some(libc::EADDRINUSE) => Error::AddrInUse(addr),
         Some(libc::EACCES) | Some(libc::EPERM) => Error::BindPermission(addr),

@@ -122,7 +122,7 @@ impl Collector for StatsCollector {
 }
 
 /// Renders the metrics page.
-pub fn render(stats: &'static Stats) -> String {
+pub(crate) fn render(stats: &'static Stats) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(StatsCollector(stats)));
     let mut out = String::new();
@@ -133,7 +133,7 @@ pub fn render(stats: &'static Stats) -> String {
 
 /// Serves `/metrics` until the process ends, one scrape at a time (scrapes
 /// are rare and small; a thread per scraper would be a DoS surface).
-pub fn serve(listener: TcpListener, stats: &'static Stats) {
+pub(crate) fn serve(listener: TcpListener, stats: &'static Stats) {
     let _ = listener.set_nonblocking(false);
     for conn in listener.incoming() {
         match conn {

@@ -27,24 +27,24 @@
 //! - [`children`] the same for the forking models (reaping, SIGTERM, SIGKILL);
 //! - one file per model, each `pub fn run(listeners, ctx) -> Result<()>`.
 
-pub mod accept;
-pub mod activation;
-pub mod children;
-pub mod conn;
-pub mod echo;
-pub mod inetd;
-pub mod listen;
-pub mod metrics;
-pub mod model;
-pub mod opt;
-pub mod pending;
-pub mod shutdown;
-pub mod sidecar;
-pub mod signals;
-pub mod stats;
-pub mod supervise;
-pub mod timers;
-pub mod udp;
+pub(crate) mod accept;
+pub(crate) mod activation;
+pub(crate) mod children;
+pub(crate) mod conn;
+pub(crate) mod echo;
+pub(crate) mod inetd;
+pub(crate) mod listen;
+pub(crate) mod metrics;
+pub(crate) mod model;
+pub(crate) mod opt;
+pub(crate) mod pending;
+pub(crate) mod shutdown;
+pub(crate) mod sidecar;
+pub(crate) mod signals;
+pub(crate) mod stats;
+pub(crate) mod supervise;
+pub(crate) mod timers;
+pub(crate) mod udp;
 
 pub use model::{epoll, fork, iterative, prefork, prethread, thread, tokio, uring};
 
@@ -58,22 +58,22 @@ use tracing::info;
 use crate::error::{Error, Result};
 use crate::sys::raise_nofile_limit;
 pub use listen::{ListenKind, Listening, parse_listening};
-pub use opt::ServeOpt;
-pub use shutdown::Shutdown;
+pub(crate) use opt::ServeOpt;
+pub(crate) use shutdown::Shutdown;
 use stats::Stats;
 
 /// The default port when no `--listen` is given.
-pub const DEFAULT_PORT: u16 = 6666;
+pub(crate) const DEFAULT_PORT: u16 = 6666;
 /// Listen backlog: enough for bursts of hundreds of connects while every
 /// worker is busy (the kernel caps it at net.core.somaxconn).
-pub const BACKLOG: i32 = 1024;
+pub(crate) const BACKLOG: i32 = 1024;
 /// Default `--max-conns` for `fork`: a process per client is heavy.
-pub const DEFAULT_MAX_CONNS_FORK: usize = 1024;
+pub(crate) const DEFAULT_MAX_CONNS_FORK: usize = 1024;
 /// Default `--max-conns` for `thread`: a thread per client is lighter.
-pub const DEFAULT_MAX_CONNS_THREAD: usize = 4096;
+pub(crate) const DEFAULT_MAX_CONNS_THREAD: usize = 4096;
 /// Default `--max-conns` for the event models: an idle connection costs a
 /// few hundred bytes, so the descriptor limit is the real bound.
-pub const DEFAULT_MAX_CONNS_EVENT: usize = 65_536;
+pub(crate) const DEFAULT_MAX_CONNS_EVENT: usize = 65_536;
 
 /// How the server handles concurrent clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -148,30 +148,30 @@ impl Model {
 /// What every model needs besides its listeners. Leaked to `'static` at start
 /// so that threads and forked children can hold it without reference counts.
 #[derive(Debug)]
-pub struct Ctx {
+pub(crate) struct Ctx {
     /// Clients served at once; the next is accepted and closed.
-    pub max_conns: usize,
+    pub(crate) max_conns: usize,
     /// `None` when `--idle-timeout 0`.
-    pub idle_timeout: Option<Duration>,
+    pub(crate) idle_timeout: Option<Duration>,
     /// How long connections may finish after the first signal.
-    pub drain_timeout: Duration,
+    pub(crate) drain_timeout: Duration,
     /// Worker count for the pre-spawned models.
-    pub workers: usize,
+    pub(crate) workers: usize,
     /// `--max-conns-per-ip`, if set.
-    pub max_conns_per_ip: Option<u64>,
+    pub(crate) max_conns_per_ip: Option<u64>,
     /// `--stall-timeout`: `None` when 0 (then only the idle timeout applies).
-    pub stall_timeout: Option<Duration>,
+    pub(crate) stall_timeout: Option<Duration>,
     /// Counters, in memory shared with forked children.
-    pub stats: &'static Stats,
+    pub(crate) stats: &'static Stats,
     /// This server's stop state: SIGTERM/SIGINT in the binary, a call in a
     /// test.
-    pub shutdown: Shutdown,
+    pub(crate) shutdown: Shutdown,
 }
 
 impl Ctx {
     /// Admits a new client under `--max-conns-per-ip` and `--max-conns`.
     /// `false` means: close it at once (it has been counted as rejected).
-    pub fn admit(&self, peer: &SocketAddr) -> bool {
+    pub(crate) fn admit(&self, peer: &SocketAddr) -> bool {
         if let Some(max) = self.max_conns_per_ip
             && !self.stats.per_ip.admit(peer.ip(), max)
         {
@@ -190,12 +190,12 @@ impl Ctx {
     }
 
     /// Gives back what [`Ctx::admit`] took, after the connection is closed.
-    pub fn release(&self, peer: &SocketAddr) {
+    pub(crate) fn release(&self, peer: &SocketAddr) {
         self.release_ip(peer.ip());
     }
 
     /// [`Ctx::release`] knowing only the client's address.
-    pub fn release_ip(&self, ip: std::net::IpAddr) {
+    pub(crate) fn release_ip(&self, ip: std::net::IpAddr) {
         if self.max_conns_per_ip.is_some() {
             self.stats.per_ip.release(ip);
         }
@@ -203,7 +203,7 @@ impl Ctx {
     }
 
     /// The timeouts the connection core applies.
-    pub fn timeouts(&self) -> conn::Timeouts {
+    pub(crate) fn timeouts(&self) -> conn::Timeouts {
         conn::Timeouts {
             idle: self.idle_timeout,
             send: self.send_timeout(),
@@ -212,7 +212,7 @@ impl Ctx {
 
     /// How long a send may wait for a client that does not read: the stall
     /// timeout, else the idle timeout (no byte moves either way meanwhile).
-    pub fn send_timeout(&self) -> Option<Duration> {
+    pub(crate) fn send_timeout(&self) -> Option<Duration> {
         match (self.stall_timeout, self.idle_timeout) {
             (Some(s), Some(i)) => Some(s.min(i)),
             (s, i) => s.or(i),
@@ -221,7 +221,7 @@ impl Ctx {
 }
 
 /// Runs `netecho serve` until a signal stops it.
-pub fn run(opt: ServeOpt) -> Result<()> {
+pub(crate) fn run(opt: ServeOpt) -> Result<()> {
     if opt.inetd {
         let idle = (!opt.idle_timeout.is_zero()).then_some(opt.idle_timeout);
         let stall = (!opt.stall_timeout.is_zero()).then_some(opt.stall_timeout);
@@ -313,7 +313,11 @@ pub fn run(opt: ServeOpt) -> Result<()> {
 }
 
 /// Hands the bound listeners to the chosen model.
-pub fn run_model(model: Model, listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {
+pub(crate) fn run_model(
+    model: Model,
+    listeners: Vec<TcpListener>,
+    ctx: &'static Ctx,
+) -> Result<()> {
     match model.resolve() {
         Model::Iterative => iterative::run(listeners, ctx),
         Model::Fork => fork::run(listeners, ctx),
@@ -328,12 +332,12 @@ pub fn run_model(model: Model, listeners: Vec<TcpListener>, ctx: &'static Ctx) -
 }
 
 /// One worker per core, as the OS reports them.
-pub fn default_workers() -> usize {
+pub(crate) fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// The addresses a set of listeners ended up bound to.
-pub fn local_addrs(listeners: &[TcpListener]) -> Vec<SocketAddr> {
+pub(crate) fn local_addrs(listeners: &[TcpListener]) -> Vec<SocketAddr> {
     listeners
         .iter()
         .filter_map(|l| l.local_addr().ok())

@@ -11,64 +11,64 @@ use crate::net::MAX_UDP_SIZE;
 
 /// Options of `netecho serve`.
 #[derive(Debug, Args)]
-pub struct ServeOpt {
+pub(crate) struct ServeOpt {
     /// Address to listen on, repeatable; port 0 picks a free port.
     /// Default: [::]:6666 as one dual-stack socket (0.0.0.0:6666 without IPv6).
     #[arg(long = "listen", short = 'l', value_name = "ADDR:PORT", value_parser = parse_listen)]
-    pub listen: Vec<SocketAddr>,
+    pub(crate) listen: Vec<SocketAddr>,
 
     /// Server model.
     #[arg(long, short = 'm', value_enum, default_value_t = Model::Auto)]
-    pub model: Model,
+    pub(crate) model: Model,
 
     /// Worker processes (prefork) or threads (prethread, epoll, tokio, uring,
     /// and the UDP loops) (default: one per core).
     #[arg(long, short = 'w', value_name = "N", value_parser = parse_positive, allow_negative_numbers = true)]
-    pub workers: Option<usize>,
+    pub(crate) workers: Option<usize>,
 
     /// Most clients served at once; more are accepted, closed and counted
     /// (default depends on the model, see README).
     #[arg(long, value_name = "N", value_parser = parse_positive, allow_negative_numbers = true)]
-    pub max_conns: Option<usize>,
+    pub(crate) max_conns: Option<usize>,
 
     /// Close a connection with no bytes in either direction for this long; 0 = never.
     #[arg(long, value_name = "SECS", default_value = "300", value_parser = parse_secs, allow_negative_numbers = true)]
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
 
     /// Most clients served at once from one source address (default: no limit).
     #[arg(long, value_name = "N", value_parser = parse_positive, allow_negative_numbers = true)]
-    pub max_conns_per_ip: Option<usize>,
+    pub(crate) max_conns_per_ip: Option<usize>,
 
     /// Close a connection whose client stops reading while the server has
     /// bytes for it, after this long; 0 = only --idle-timeout applies.
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs, allow_negative_numbers = true)]
-    pub stall_timeout: Duration,
+    pub(crate) stall_timeout: Duration,
 
     /// Also serve UDP echo on each listen address (printed as `listening udp ADDR`).
     #[arg(long)]
-    pub udp: bool,
+    pub(crate) udp: bool,
 
     /// Largest UDP datagram echoed; larger ones are dropped and counted, never truncated.
     #[arg(long, value_name = "BYTES", default_value_t = MAX_UDP_SIZE, value_parser = udp_size_at_most(MAX_UDP_SIZE))]
-    pub udp_max_size: usize,
+    pub(crate) udp_max_size: usize,
 
     /// UDP datagrams per second answered per source address (burst: twice that).
     #[arg(long, value_name = "N", default_value_t = udp::DEFAULT_RATE, value_parser = parse_rate_limit, allow_negative_numbers = true)]
-    pub udp_rate: u32,
+    pub(crate) udp_rate: u32,
 
     /// UDP datagrams per second answered for all sources together (burst: twice that).
     #[arg(long, value_name = "N", default_value_t = udp::DEFAULT_GLOBAL_RATE, value_parser = parse_rate_limit, allow_negative_numbers = true)]
-    pub udp_global_rate: u32,
+    pub(crate) udp_global_rate: u32,
 
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics.
     #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen)]
-    pub metrics: Option<SocketAddr>,
+    pub(crate) metrics: Option<SocketAddr>,
 
     /// Serve exactly one connection on stdin/stdout, as an inetd "nowait" service.
     #[arg(long)]
-    pub inetd: bool,
+    pub(crate) inetd: bool,
 
     /// On SIGTERM/SIGINT, how long connections in flight may take to finish.
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs, allow_negative_numbers = true)]
-    pub drain_timeout: Duration,
+    pub(crate) drain_timeout: Duration,
 }

@@ -8,11 +8,11 @@
 /// Most bytes kept for a client whose echo the kernel will not take. At the
 /// cap the worker stops reading that client (backpressure), so memory per
 /// connection never exceeds this however much a client sends.
-pub const PENDING_CAP: usize = 64 * 1024;
+pub(crate) const PENDING_CAP: usize = 64 * 1024;
 
 /// Bytes read from a client and not yet written back, oldest first.
 #[derive(Debug, Default)]
-pub struct Pending {
+pub(crate) struct Pending {
     /// Storage; `buf[head..]` is what is left to write. Empty (no
     /// allocation) whenever everything has been written back.
     buf: Vec<u8>,
@@ -22,7 +22,7 @@ pub struct Pending {
 
 impl Pending {
     /// An empty buffer; allocates nothing until bytes are kept.
-    pub const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Pending {
             buf: Vec::new(),
             head: 0,
@@ -30,34 +30,36 @@ impl Pending {
     }
 
     /// Bytes left to write back.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.buf.len() - self.head
     }
 
     /// True when everything read has been written back.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// True at the cap: stop reading this client until the kernel takes some.
-    pub fn is_full(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_full(&self) -> bool {
         self.len() >= PENDING_CAP
     }
 
     /// How many more bytes may be kept; read at most this much.
-    pub fn room(&self) -> usize {
+    pub(crate) fn room(&self) -> usize {
         PENDING_CAP.saturating_sub(self.len())
     }
 
     /// The bytes to write back next.
-    pub fn as_slice(&self) -> &[u8] {
+    pub(crate) fn as_slice(&self) -> &[u8] {
         &self.buf[self.head..]
     }
 
     /// Keeps as much of `bytes` as fits under the cap, after what is already
     /// kept; returns how many were kept. A caller that reads at most
     /// [`Pending::room`] bytes never loses any.
-    pub fn keep(&mut self, bytes: &[u8]) -> usize {
+    pub(crate) fn keep(&mut self, bytes: &[u8]) -> usize {
         let n = bytes.len().min(self.room());
         if n == 0 {
             return 0;
@@ -78,7 +80,7 @@ impl Pending {
 
     /// Drops the first `n` bytes, which the kernel took. Frees the storage
     /// once nothing is left, so an idle connection costs no buffer.
-    pub fn consume(&mut self, n: usize) {
+    pub(crate) fn consume(&mut self, n: usize) {
         self.head += n.min(self.len());
         if self.head == self.buf.len() {
             self.buf = Vec::new();
@@ -87,7 +89,8 @@ impl Pending {
     }
 
     /// Bytes of heap this buffer holds now (for tests and accounting).
-    pub fn capacity(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
         self.buf.capacity()
     }
 }

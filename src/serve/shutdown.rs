@@ -19,7 +19,7 @@ const MAX_WAIT_MS: u128 = 60_000;
 /// One server's stop state. Copied freely: it names memory that lives as
 /// long as the process (a server is started a handful of times at most).
 #[derive(Debug, Clone, Copy)]
-pub struct Shutdown(&'static Inner);
+pub(crate) struct Shutdown(&'static Inner);
 
 #[derive(Debug)]
 struct Inner {
@@ -34,7 +34,7 @@ struct Inner {
 
 impl Shutdown {
     /// A fresh stop state with nothing asked yet.
-    pub fn new() -> io::Result<Shutdown> {
+    pub(crate) fn new() -> io::Result<Shutdown> {
         let (rd, wr) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
         let inner = Box::leak(Box::new(Inner {
             stops: AtomicUsize::new(0),
@@ -46,19 +46,21 @@ impl Shutdown {
 
     /// Asks the server to stop: the first time it drains, the second time
     /// it exits at once. Only an atomic and `write(2)`: async-signal-safe.
-    pub fn trigger(self) {
+    #[cfg(test)]
+    pub(crate) fn trigger(self) {
         self.0.stops.fetch_add(1, Ordering::SeqCst);
         self.wake();
     }
 
     /// Wakes whoever waits without asking for a stop (SIGCHLD: reap).
-    pub fn wake(self) {
+    #[cfg(test)]
+    pub(crate) fn wake(self) {
         // A full pipe (a wake-up already pending) refuses: that is fine.
         let _ = nix::unistd::write(&self.0.wr, b"!");
     }
 
     /// Stops asked for so far.
-    pub fn stops(self) -> usize {
+    pub(crate) fn stops(self) -> usize {
         self.0.stops.load(Ordering::SeqCst)
     }
 
@@ -73,19 +75,19 @@ impl Shutdown {
     }
 
     /// The read end, for a `poll` that also waits for sockets.
-    pub fn wake_fd(self) -> RawFd {
+    pub(crate) fn wake_fd(self) -> RawFd {
         self.0.rd.as_raw_fd()
     }
 
     /// Empties the wake pipe after it polled readable.
-    pub fn drain_wake(self) {
+    pub(crate) fn drain_wake(self) {
         let mut buf = [0u8; 64];
         while matches!(nix::unistd::read(&self.0.rd, &mut buf), Ok(n) if n > 0) {}
     }
 
     /// Sleeps until a trigger or wake-up arrives or `timeout` passes
     /// (`None`: until one arrives).
-    pub fn wait(self, timeout: Option<Duration>) {
+    pub(crate) fn wait(self, timeout: Option<Duration>) {
         let ms = match timeout {
             None => PollTimeout::NONE,
             Some(t) => PollTimeout::try_from(t.as_millis().min(MAX_WAIT_MS) as i32)

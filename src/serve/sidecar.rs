@@ -25,20 +25,20 @@ const PARENT_CHECK: Duration = Duration::from_millis(200);
 
 /// What the sidecar serves.
 #[derive(Debug)]
-pub struct Services {
+pub(crate) struct Services {
     /// UDP sockets to echo on, each served by `workers` threads.
-    pub udp: Vec<UdpSocket>,
+    pub(crate) udp: Vec<UdpSocket>,
     /// UDP limits.
-    pub udp_cfg: udp::Config,
+    pub(crate) udp_cfg: udp::Config,
     /// Threads per UDP socket.
-    pub workers: usize,
+    pub(crate) workers: usize,
     /// The `/metrics` listener.
-    pub metrics: Option<TcpListener>,
+    pub(crate) metrics: Option<TcpListener>,
 }
 
 /// Forks the sidecar if there is anything for it to do. Call while the
 /// process is still single-threaded.
-pub fn start(
+pub(crate) fn start(
     services: Services,
     inherited: &[std::os::fd::RawFd],
     stats: &'static Stats,

@@ -22,7 +22,7 @@ use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction
 use super::shutdown::Shutdown;
 
 /// The signal a parent sends a forked child to make it stop at once.
-pub const CHILD_STOP: Signal = Signal::SIGUSR1;
+pub(crate) const CHILD_STOP: Signal = Signal::SIGUSR1;
 
 /// The installed server's stop counter (SIGTERM + SIGINT received; in a
 /// child: [`CHILD_STOP`]): null until [`install`].
@@ -64,7 +64,7 @@ fn set(sig: Signal, handler: SigHandler) -> io::Result<()> {
 /// Wires SIGTERM and SIGINT to `shutdown` (each one a [`Shutdown::trigger`])
 /// and SIGCHLD to its wake-up. Call once, at the binary's edge, before any
 /// thread or child exists.
-pub fn install(shutdown: Shutdown) -> io::Result<()> {
+pub(crate) fn install(shutdown: Shutdown) -> io::Result<()> {
     STOPS.store(
         std::ptr::from_ref(shutdown.counter()).cast_mut(),
         Ordering::SeqCst,
@@ -81,7 +81,7 @@ pub fn install(shutdown: Shutdown) -> io::Result<()> {
 /// when children stop); [`CHILD_STOP`] counts as a stop; SIGCHLD is back to
 /// default; the parent's pipe is no longer written.
 /// Only async-signal-safe calls: safe between fork and anything else.
-pub fn reset_in_child() {
+pub(crate) fn reset_in_child() {
     WAKE_WR.store(-1, Ordering::SeqCst);
     let stops = STOPS.load(Ordering::SeqCst);
     if !stops.is_null() {

@@ -15,46 +15,46 @@ use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
 /// fresh zero-filled mapping is a valid `Stats`.
 #[derive(Debug)]
 #[repr(C)]
-pub struct Stats {
+pub(crate) struct Stats {
     /// Clients being served now (admitted, not yet closed).
-    pub active: AtomicU64,
+    pub(crate) active: AtomicU64,
     /// Connections accepted and admitted since start.
-    pub accepted: AtomicU64,
+    pub(crate) accepted: AtomicU64,
     /// Connections accepted then closed at once because of `--max-conns`.
-    pub rejected: AtomicU64,
+    pub(crate) rejected: AtomicU64,
     /// Bytes echoed back.
-    pub bytes: AtomicU64,
+    pub(crate) bytes: AtomicU64,
     /// Connections closed for `--idle-timeout`.
-    pub idle_timeouts: AtomicU64,
+    pub(crate) idle_timeouts: AtomicU64,
     /// Set by the first SIGTERM/SIGINT: accept nothing more.
-    pub stopping: AtomicBool,
+    pub(crate) stopping: AtomicBool,
     /// Connections closed at once because of `--max-conns-per-ip`.
-    pub rejected_per_ip: AtomicU64,
+    pub(crate) rejected_per_ip: AtomicU64,
     /// Connections closed for `--stall-timeout` (client stopped reading).
-    pub stall_timeouts: AtomicU64,
+    pub(crate) stall_timeouts: AtomicU64,
     /// TCP connections closed, by reason (`End::index`).
-    pub closed: [AtomicU64; End::LABELS.len()],
+    pub(crate) closed: [AtomicU64; End::LABELS.len()],
     /// UDP datagrams echoed.
-    pub udp_datagrams: AtomicU64,
+    pub(crate) udp_datagrams: AtomicU64,
     /// UDP bytes echoed.
-    pub udp_bytes: AtomicU64,
+    pub(crate) udp_bytes: AtomicU64,
     /// UDP datagrams dropped, indexed by [`UdpDrop`].
-    pub udp_dropped: [AtomicU64; UdpDrop::ALL.len()],
+    pub(crate) udp_dropped: [AtomicU64; UdpDrop::ALL.len()],
     /// Clients served now per source address, for `--max-conns-per-ip`.
-    pub per_ip: PerIp,
+    pub(crate) per_ip: PerIp,
     /// What each prefork worker is serving, so the parent can give the
     /// slot back if the worker dies mid-connection.
-    pub workers: [WorkerSlot; WORKER_SLOTS],
+    pub(crate) workers: [WorkerSlot; WORKER_SLOTS],
 }
 
 /// Prefork workers whose connection the parent can release after a crash;
 /// workers past this many still serve, their crash just leaks a slot.
-pub const WORKER_SLOTS: usize = 1024;
+pub(crate) const WORKER_SLOTS: usize = 1024;
 
 /// One prefork worker's admitted connection, as the parent can read it.
 #[derive(Debug, Default)]
 #[repr(C)]
-pub struct WorkerSlot {
+pub(crate) struct WorkerSlot {
     /// 1 while the worker holds an admitted connection.
     held: AtomicU64,
     /// The client's address as an IPv6 (IPv4-mapped) number, high half.
@@ -65,7 +65,7 @@ pub struct WorkerSlot {
 
 impl WorkerSlot {
     /// Records that this worker now holds a connection from `ip`.
-    pub fn hold(&self, ip: IpAddr) {
+    pub(crate) fn hold(&self, ip: IpAddr) {
         let v6 = match ip {
             IpAddr::V4(v4) => v4.to_ipv6_mapped(),
             IpAddr::V6(v6) => v6,
@@ -77,12 +77,12 @@ impl WorkerSlot {
     }
 
     /// The worker is about to release its connection itself.
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         self.held.store(0, Ordering::Release);
     }
 
     /// Takes what a dead worker held, if anything, leaving the slot empty.
-    pub fn take(&self) -> Option<IpAddr> {
+    pub(crate) fn take(&self) -> Option<IpAddr> {
         if self.held.swap(0, Ordering::AcqRel) == 0 {
             return None;
         }
@@ -117,7 +117,7 @@ impl Default for Stats {
 /// Why a UDP datagram got no reply. Each reason is counted apart so an
 /// operator can tell a flood from a loop from a misconfiguration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UdpDrop {
+pub(crate) enum UdpDrop {
     /// Larger than `--udp-max-size`: never echoed truncated.
     TooBig,
     /// From port 0 or a port of another small service (7, 9, 13, 19, 37):
@@ -136,7 +136,7 @@ pub enum UdpDrop {
 
 impl UdpDrop {
     /// Every reason, in counter order.
-    pub const ALL: [UdpDrop; 6] = [
+    pub(crate) const ALL: [UdpDrop; 6] = [
         UdpDrop::TooBig,
         UdpDrop::LoopPort,
         UdpDrop::BadSource,
@@ -146,7 +146,7 @@ impl UdpDrop {
     ];
 
     /// The label value in metrics.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             UdpDrop::TooBig => "too_big",
             UdpDrop::LoopPort => "loop_port",
@@ -160,14 +160,14 @@ impl UdpDrop {
 
 /// Slots in the per-address table: more distinct client addresses than this
 /// at once are not limited individually (the global `--max-conns` still is).
-pub const PER_IP_SLOTS: usize = 4096;
+pub(crate) const PER_IP_SLOTS: usize = 4096;
 
 /// A fixed-size table of (address hash, open connections), in shared memory
 /// so forked children count too. A tiny spinlock guards it: the critical
 /// section is a few loads and stores, never a system call.
 #[derive(Debug)]
 #[repr(C)]
-pub struct PerIp {
+pub(crate) struct PerIp {
     lock: AtomicBool,
     keys: [AtomicU64; PER_IP_SLOTS],
     counts: [AtomicU64; PER_IP_SLOTS],
@@ -209,7 +209,7 @@ impl PerIp {
     }
 
     /// Counts one more connection from `ip` unless it already has `max`.
-    pub fn admit(&self, ip: IpAddr, max: u64) -> bool {
+    pub(crate) fn admit(&self, ip: IpAddr, max: u64) -> bool {
         let key = Self::key(ip);
         self.with_lock(|| {
             let start = (key as usize) % PER_IP_SLOTS;
@@ -243,7 +243,7 @@ impl PerIp {
     }
 
     /// Gives back a connection counted by [`PerIp::admit`].
-    pub fn release(&self, ip: IpAddr) {
+    pub(crate) fn release(&self, ip: IpAddr) {
         let key = Self::key(ip);
         self.with_lock(|| {
             let start = (key as usize) % PER_IP_SLOTS;
@@ -263,7 +263,8 @@ impl PerIp {
     }
 
     /// Connections counted for `ip` now.
-    pub fn count(&self, ip: IpAddr) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn count(&self, ip: IpAddr) -> u64 {
         let key = Self::key(ip);
         self.with_lock(|| {
             let start = (key as usize) % PER_IP_SLOTS;
@@ -283,7 +284,7 @@ impl PerIp {
 impl Stats {
     /// Maps a zeroed page shared with future children and returns it for the
     /// life of the process.
-    pub fn shared() -> io::Result<&'static Stats> {
+    pub(crate) fn shared() -> io::Result<&'static Stats> {
         let len = NonZeroUsize::new(std::mem::size_of::<Stats>()).expect("Stats is not empty");
         // SAFETY: a fresh anonymous mapping overlaps nothing; it is zero-filled
         // and page-aligned, which satisfies `Stats`' size, alignment and
@@ -302,7 +303,7 @@ impl Stats {
 
     /// Takes a serving slot if fewer than `max` are in use. Returns false
     /// (and counts a rejection) when the server is full.
-    pub fn try_admit(&self, max: usize) -> bool {
+    pub(crate) fn try_admit(&self, max: usize) -> bool {
         let max = max as u64;
         let mut cur = self.active.load(Ordering::Relaxed);
         loop {
@@ -326,28 +327,28 @@ impl Stats {
     }
 
     /// Gives back a slot taken by [`Stats::try_admit`].
-    pub fn release(&self) {
+    pub(crate) fn release(&self) {
         self.active.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Clients being served now.
-    pub fn active(&self) -> u64 {
+    pub(crate) fn active(&self) -> u64 {
         self.active.load(Ordering::Acquire)
     }
 
     /// Counts a dropped UDP datagram.
-    pub fn udp_drop(&self, why: UdpDrop) {
+    pub(crate) fn udp_drop(&self, why: UdpDrop) {
         self.udp_dropped[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// True once the server is draining.
-    pub fn stopping(&self) -> bool {
+    pub(crate) fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
     }
 
     /// Counts a connection's end by reason, and the idle and stall timeouts
     /// apart (their own metrics predate the reasons). Every model calls it.
-    pub fn count_end(&self, end: End) {
+    pub(crate) fn count_end(&self, end: End) {
         self.closed[end.index()].fetch_add(1, Ordering::Relaxed);
         match end {
             End::Idle => self.idle_timeouts.fetch_add(1, Ordering::Relaxed),

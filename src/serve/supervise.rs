@@ -17,7 +17,7 @@ const DRAIN_TICK: Duration = Duration::from_millis(20);
 /// the connections in flight until none is left, the drain timeout passes, or
 /// a second signal comes. Returning lets `main` exit 0, which closes whatever
 /// is still open.
-pub fn until_stopped(listeners: &[TcpListener], ctx: &Ctx) {
+pub(crate) fn until_stopped(listeners: &[TcpListener], ctx: &Ctx) {
     while ctx.shutdown.stops() == 0 {
         ctx.shutdown.wait(None);
     }
@@ -28,7 +28,7 @@ pub fn until_stopped(listeners: &[TcpListener], ctx: &Ctx) {
 /// Marks the server as stopping and shuts the listeners down: on Linux,
 /// `shutdown(2)` on a listening socket stops it listening (new SYNs are
 /// refused) and wakes every thread or process blocked on it.
-pub fn stop_accepting(listeners: &[TcpListener], ctx: &Ctx) {
+pub(crate) fn stop_accepting(listeners: &[TcpListener], ctx: &Ctx) {
     ctx.stats.stopping.store(true, Ordering::SeqCst);
     for l in listeners {
         // An error here means it was already shut down: nothing to undo.
@@ -43,7 +43,7 @@ pub fn stop_accepting(listeners: &[TcpListener], ctx: &Ctx) {
 
 /// Waits until `done()`, the drain deadline, or a second signal. Returns
 /// true if everything finished in time.
-pub fn drain(ctx: &Ctx, mut done: impl FnMut() -> bool) -> bool {
+pub(crate) fn drain(ctx: &Ctx, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + ctx.drain_timeout;
     loop {
         if done() {

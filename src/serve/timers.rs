@@ -22,7 +22,7 @@ use std::time::Instant;
 
 /// Deadlines of connections named by keys `K` (slot and generation).
 #[derive(Debug)]
-pub struct Timers<K> {
+pub(crate) struct Timers<K> {
     heap: BinaryHeap<Reverse<(Instant, K)>>,
 }
 
@@ -37,7 +37,7 @@ impl<K: Ord + Copy> Default for Timers<K> {
 impl<K: Ord + Copy> Timers<K> {
     /// Files `key` at `at` unless it already has an entry due no later;
     /// `armed` is the connection's own note of its earliest entry.
-    pub fn file(&mut self, armed: &mut Option<Instant>, at: Instant, key: K) {
+    pub(crate) fn file(&mut self, armed: &mut Option<Instant>, at: Instant, key: K) {
         if armed.is_none_or(|a| at < a) {
             self.heap.push(Reverse((at, key)));
             *armed = Some(at);
@@ -45,7 +45,7 @@ impl<K: Ord + Copy> Timers<K> {
     }
 
     /// When the first entry comes due.
-    pub fn next_due(&self) -> Option<Instant> {
+    pub(crate) fn next_due(&self) -> Option<Instant> {
         self.heap.peek().map(|Reverse((at, _))| *at)
     }
 
@@ -53,7 +53,7 @@ impl<K: Ord + Copy> Timers<K> {
     /// the connection is gone or its `armed` note differs (a sooner entry
     /// was filed and already handled), and otherwise clears `armed` and
     /// files the connection again if it lives on.
-    pub fn pop_due(&mut self, now: Instant) -> Option<(Instant, K)> {
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Instant, K)> {
         match self.heap.peek() {
             Some(Reverse((at, _))) if *at <= now => self.heap.pop().map(|Reverse(e)| e),
             _ => None,
@@ -61,12 +61,14 @@ impl<K: Ord + Copy> Timers<K> {
     }
 
     /// Entries filed, live or stale.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.heap.len()
     }
 
     /// True when nothing is filed.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.heap.is_empty()
     }
 }

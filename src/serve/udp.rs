@@ -31,38 +31,38 @@ use crate::error::{Error, Result};
 use crate::net::MAX_UDP_SIZE;
 
 /// Source ports never answered: 0 and the small services a reply could loop with.
-pub const LOOP_PORTS: [u16; 6] = [0, 7, 9, 13, 19, 37];
+pub(crate) const LOOP_PORTS: [u16; 6] = [0, 7, 9, 13, 19, 37];
 /// How long a sent reply is remembered for loop detection.
-pub const LOOP_WINDOW: Duration = Duration::from_secs(1);
+pub(crate) const LOOP_WINDOW: Duration = Duration::from_secs(1);
 /// Identical bytes coming back from one address this many times within
 /// [`LOOP_WINDOW`] is a loop, not a client; a client repeating itself once or
 /// twice is still answered.
-pub const LOOP_BOUNCES: u32 = 3;
+pub(crate) const LOOP_BOUNCES: u32 = 3;
 /// Default `--udp-rate`: datagrams per second per source address.
-pub const DEFAULT_RATE: u32 = 100;
+pub(crate) const DEFAULT_RATE: u32 = 100;
 /// Default `--udp-global-rate`: datagrams per second for all sources.
-pub const DEFAULT_GLOBAL_RATE: u32 = 20_000;
+pub(crate) const DEFAULT_GLOBAL_RATE: u32 = 20_000;
 /// Forget rate and loop state of sources idle this long.
 const FORGET_AFTER: Duration = Duration::from_secs(10);
 /// Sources remembered at once: spoofed random sources cannot grow the table
 /// past this; when it is full, a new source waits for the next sweep.
-pub const MAX_SOURCES: usize = 65_536;
+pub(crate) const MAX_SOURCES: usize = 65_536;
 /// Receive timeout, so a worker notices the server stopping.
 const RECV_TICK: Duration = Duration::from_millis(250);
 
 /// UDP settings from the command line.
 #[derive(Debug, Clone, Copy)]
-pub struct Config {
+pub(crate) struct Config {
     /// Datagrams larger than this are dropped, never truncated.
-    pub max_size: usize,
+    pub(crate) max_size: usize,
     /// Per-source datagrams per second (burst twice that).
-    pub rate: u32,
+    pub(crate) rate: u32,
     /// All-sources datagrams per second (burst twice that).
-    pub global_rate: u32,
+    pub(crate) global_rate: u32,
 }
 
 /// Binds a UDP socket on each address (`[::]` dual-stack, as for TCP).
-pub fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<UdpSocket>> {
+pub(crate) fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<UdpSocket>> {
     addrs.iter().map(|a| bind(*a)).collect()
 }
 
@@ -84,7 +84,7 @@ fn bind(addr: SocketAddr) -> Result<UdpSocket> {
 }
 
 /// Prints `listening udp <addr>` per socket, as the TCP lines.
-pub fn announce(sockets: &[UdpSocket]) -> Result<()> {
+pub(crate) fn announce(sockets: &[UdpSocket]) -> Result<()> {
     let mut out = io::stdout().lock();
     for s in sockets {
         let addr = s.local_addr().map_err(Error::io("reading bound address"))?;
@@ -96,14 +96,14 @@ pub fn announce(sockets: &[UdpSocket]) -> Result<()> {
 
 /// A token bucket: `rate` tokens per second, up to `burst`.
 #[derive(Debug, Clone, Copy)]
-pub struct Bucket {
+pub(crate) struct Bucket {
     tokens: f64,
     last: Instant,
 }
 
 impl Bucket {
     /// A full bucket.
-    pub fn new(burst: f64, now: Instant) -> Self {
+    pub(crate) fn new(burst: f64, now: Instant) -> Self {
         Bucket {
             tokens: burst,
             last: now,
@@ -111,7 +111,7 @@ impl Bucket {
     }
 
     /// Takes a token if one is there.
-    pub fn take(&mut self, rate: f64, burst: f64, now: Instant) -> bool {
+    pub(crate) fn take(&mut self, rate: f64, burst: f64, now: Instant) -> bool {
         let dt = now.saturating_duration_since(self.last).as_secs_f64();
         self.tokens = (self.tokens + dt * rate).min(burst);
         self.last = now;
@@ -135,7 +135,7 @@ struct Source {
 
 /// The decision for one datagram: pure policy, no I/O, so it is unit-tested.
 #[derive(Debug)]
-pub struct Policy {
+pub(crate) struct Policy {
     cfg: Config,
     global: Bucket,
     sources: HashMap<SocketAddr, Source>,
@@ -144,7 +144,7 @@ pub struct Policy {
 
 impl Policy {
     /// A policy with full buckets.
-    pub fn new(cfg: Config, now: Instant) -> Self {
+    pub(crate) fn new(cfg: Config, now: Instant) -> Self {
         Policy {
             cfg,
             global: Bucket::new(2.0 * f64::from(cfg.global_rate), now),
@@ -155,7 +155,7 @@ impl Policy {
 
     /// Decides whether a datagram of `len` bytes (its real length, as
     /// MSG_TRUNC reports it) from `from` gets a reply.
-    pub fn check(
+    pub(crate) fn check(
         &mut self,
         from: SocketAddr,
         payload: &[u8],
@@ -224,7 +224,7 @@ fn digest(payload: &[u8]) -> u64 {
 
 /// Broadcast, multicast and unspecified sources never get a reply: such a
 /// source is forged, and a reply would go to many hosts or none.
-pub fn bad_source(ip: IpAddr) -> bool {
+pub(crate) fn bad_source(ip: IpAddr) -> bool {
     let ip = match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
@@ -238,7 +238,7 @@ pub fn bad_source(ip: IpAddr) -> bool {
 /// Serves UDP echo on `sock` until the server stops. Several workers may
 /// share one socket (the kernel hands each datagram to one of them) and one
 /// policy.
-pub fn serve(sock: &UdpSocket, policy: &Mutex<Policy>, stats: &Stats) {
+pub(crate) fn serve(sock: &UdpSocket, policy: &Mutex<Policy>, stats: &Stats) {
     let _ = sock.set_read_timeout(Some(RECV_TICK));
     // One byte more than the largest datagram, so MSG_TRUNC's length is
     // checked against a buffer that could hold any legal one.

@@ -5,14 +5,14 @@
 //! This module imports nothing else of the crate. (The server's own signal
 //! handling, with its wake-up pipe, lives in `serve::signals`.)
 
-pub mod proc;
-pub mod stop;
+pub(crate) mod proc;
+pub(crate) mod stop;
 
 /// Raises the soft descriptor limit to the hard one: a server holding
 /// thousands of sockets (or a bench opening them) should not fail at 1024
 /// because of a shell default. Returns the limits (soft, hard) in force
 /// afterwards; (0, 0) if unreadable.
-pub fn raise_nofile_limit() -> (u64, u64) {
+pub(crate) fn raise_nofile_limit() -> (u64, u64) {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {

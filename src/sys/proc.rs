@@ -8,22 +8,22 @@ use std::fs;
 
 /// The fields of one `/proc/PID/stat` line that netecho reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stat {
+pub(crate) struct Stat {
     /// The command name (field 2, without its parentheses).
-    pub comm: String,
+    pub(crate) comm: String,
     /// R running, S sleeping, D disk sleep, Z zombie, T stopped... (field 3).
-    pub state: char,
+    pub(crate) state: char,
     /// The parent's pid (field 4).
-    pub ppid: i32,
+    pub(crate) ppid: i32,
     /// utime+stime+cutime+cstime (fields 14–17), in [`clock_ticks`];
     /// `None` if the line stops before them or one does not parse.
-    pub cpu_ticks: Option<u64>,
+    pub(crate) cpu_ticks: Option<u64>,
 }
 
 /// Parses one `/proc/PID/stat` line. The command name is in parentheses and
 /// may itself hold `)` or spaces, so the fields after it are counted from
 /// the *last* `)`.
-pub fn parse_stat(text: &str) -> Option<Stat> {
+pub(crate) fn parse_stat(text: &str) -> Option<Stat> {
     let open = text.find('(')?;
     let close = text.rfind(')')?;
     let comm = text.get(open + 1..close)?.to_string();
@@ -46,12 +46,12 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
 }
 
 /// `/proc/PID/stat`, parsed; `None` if the process is gone.
-pub fn read_stat(pid: i32) -> Option<Stat> {
+pub(crate) fn read_stat(pid: i32) -> Option<Stat> {
     parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
 /// The numeric entries of `/proc`: every process.
-pub fn pids() -> impl Iterator<Item = i32> {
+pub(crate) fn pids() -> impl Iterator<Item = i32> {
     fs::read_dir("/proc")
         .into_iter()
         .flatten()
@@ -60,14 +60,14 @@ pub fn pids() -> impl Iterator<Item = i32> {
 }
 
 /// A process's command name, `?` if it is gone.
-pub fn comm_of(pid: i32) -> String {
+pub(crate) fn comm_of(pid: i32) -> String {
     fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|s| s.trim_end().to_string())
         .unwrap_or_else(|_| "?".into())
 }
 
 /// The kernel's wait channel: `0` (running, or hidden) becomes `-`.
-pub fn wchan_of(pid: i32) -> String {
+pub(crate) fn wchan_of(pid: i32) -> String {
     match fs::read_to_string(format!("/proc/{pid}/wchan")) {
         Ok(s) if !s.trim().is_empty() && s.trim() != "0" => s.trim().to_string(),
         _ => "-".into(),
@@ -75,7 +75,7 @@ pub fn wchan_of(pid: i32) -> String {
 }
 
 /// `/proc` CPU times are in these units per second (`sysconf(_SC_CLK_TCK)`).
-pub fn clock_ticks() -> f64 {
+pub(crate) fn clock_ticks() -> f64 {
     // SAFETY: sysconf only reads a configuration value.
     let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if tck > 0 { tck as f64 } else { 100.0 }

@@ -27,7 +27,7 @@ extern "C" fn on_signal(_sig: libc::c_int) {
 }
 
 /// Installs the handler for SIGINT and SIGTERM.
-pub fn install() -> io::Result<()> {
+pub(crate) fn install() -> io::Result<()> {
     let act = SigAction::new(
         SigHandler::Handler(on_signal),
         SaFlags::empty(),
@@ -43,11 +43,11 @@ pub fn install() -> io::Result<()> {
 
 /// Asks the loops to stop as a signal would: used when stdout is closed
 /// (`netecho lab | head`), where there is no one left to show anything to.
-pub fn request() {
+pub(crate) fn request() {
     STOP.store(true, Ordering::SeqCst);
 }
 
 /// Whether the user (or [`request`]) asked to stop.
-pub fn requested() -> bool {
+pub(crate) fn requested() -> bool {
     STOP.load(Ordering::SeqCst)
 }

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 
 /// Largest frame read: loopback's MTU is 65536 and offloads can hand the
 /// capture a 64 KiB segment, so this never cuts a frame short.
-pub const SNAPLEN: usize = 256 * 1024;
+pub(crate) const SNAPLEN: usize = 256 * 1024;
 /// Socket receive buffer asked for, so a burst is not dropped while we print.
 const RCVBUF: libc::c_int = 4 * 1024 * 1024;
 /// `ARPHRD_ETHER` and `ARPHRD_LOOPBACK`: interfaces whose frames start with
@@ -37,15 +37,15 @@ const ETH_P_ALL: u16 = 0x0003;
 /// One classic BPF instruction (`struct sock_filter`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BpfInsn {
+pub(crate) struct BpfInsn {
     /// Operation.
-    pub code: u16,
+    pub(crate) code: u16,
     /// Jump offset if true.
-    pub jt: u8,
+    pub(crate) jt: u8,
     /// Jump offset if false.
-    pub jf: u8,
+    pub(crate) jf: u8,
     /// Constant operand.
-    pub k: u32,
+    pub(crate) k: u32,
 }
 
 /// `struct sock_fprog`.
@@ -56,27 +56,27 @@ struct BpfProg {
 }
 
 /// Classic BPF opcodes used by [`tcp_port_filter`] (linux/filter.h).
-pub mod op {
+pub(crate) mod op {
     /// `ld h [k]`: 16-bit load at an absolute offset.
-    pub const LDH_ABS: u16 = 0x28;
+    pub(crate) const LDH_ABS: u16 = 0x28;
     /// `ld b [k]`: 8-bit load at an absolute offset.
-    pub const LDB_ABS: u16 = 0x30;
+    pub(crate) const LDB_ABS: u16 = 0x30;
     /// `ld h [x + k]`.
-    pub const LDH_IND: u16 = 0x48;
+    pub(crate) const LDH_IND: u16 = 0x48;
     /// `ldx 4*([k]&0xf)`: the IPv4 header length.
-    pub const LDXB_MSH: u16 = 0xb1;
+    pub(crate) const LDXB_MSH: u16 = 0xb1;
     /// `jeq #k`.
-    pub const JEQ_K: u16 = 0x15;
+    pub(crate) const JEQ_K: u16 = 0x15;
     /// `jset #k`.
-    pub const JSET_K: u16 = 0x45;
+    pub(crate) const JSET_K: u16 = 0x45;
     /// `ret #k`: accept k bytes (0 = drop).
-    pub const RET_K: u16 = 0x06;
+    pub(crate) const RET_K: u16 = 0x06;
 }
 
 /// The kernel filter for "TCP, source or destination port `port`", over
 /// Ethernet, IPv4 (first fragments only) and IPv6 (TCP right after the
 /// fixed header), like `tcpdump -dd 'tcp port P'` builds.
-pub fn tcp_port_filter(port: u16) -> Vec<BpfInsn> {
+pub(crate) fn tcp_port_filter(port: u16) -> Vec<BpfInsn> {
     let p = u32::from(port);
     let i = |code, jt, jf, k| BpfInsn { code, jt, jf, k };
     // Jump offsets count from the next instruction; ACCEPT is index 18 and
@@ -107,30 +107,30 @@ pub fn tcp_port_filter(port: u16) -> Vec<BpfInsn> {
 
 /// One frame read from the socket.
 #[derive(Debug)]
-pub struct Frame<'a> {
+pub(crate) struct Frame<'a> {
     /// The bytes, from the Ethernet header on.
-    pub data: &'a [u8],
+    pub(crate) data: &'a [u8],
     /// Length on the wire (more than `data` only if it was cut short).
-    pub orig_len: usize,
+    pub(crate) orig_len: usize,
     /// We sent it (on loopback the same frame then comes back incoming).
-    pub outgoing: bool,
+    pub(crate) outgoing: bool,
     /// When it was read, since the Unix epoch.
-    pub ts: Duration,
+    pub(crate) ts: Duration,
 }
 
 /// An open, filtered capture on one interface.
-pub struct Capture {
+pub(crate) struct Capture {
     /// The AF_PACKET socket.
     fd: OwnedFd,
     /// Receive buffer, [`SNAPLEN`] bytes.
     buf: Vec<u8>,
     /// Loopback shows each frame twice (out and in): drop the outgoing copy.
-    pub loopback: bool,
+    pub(crate) loopback: bool,
 }
 
 impl Capture {
     /// Opens a capture of TCP port `port` on interface `iface`.
-    pub fn open(iface: &str, port: u16) -> Result<Capture> {
+    pub(crate) fn open(iface: &str, port: u16) -> Result<Capture> {
         let bad = |reason: &str| Error::Interface {
             name: iface.to_string(),
             reason: reason.to_string(),
@@ -229,7 +229,7 @@ impl Capture {
 
     /// The next frame, waiting at most `timeout`; `None` on timeout or when
     /// a signal interrupted the wait (the caller looks at its stop flag).
-    pub fn next(&mut self, timeout: Duration) -> Result<Option<Frame<'_>>> {
+    pub(crate) fn next(&mut self, timeout: Duration) -> Result<Option<Frame<'_>>> {
         let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
         let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::from(ms)) {
@@ -276,7 +276,7 @@ impl Capture {
 
     /// (frames passed by the filter, frames the kernel dropped) since the
     /// last call; `None` if the kernel would not say.
-    pub fn stats(&self) -> Option<(u32, u32)> {
+    pub(crate) fn stats(&self) -> Option<(u32, u32)> {
         let mut st = [0u32; 2];
         let mut len = size_of::<[u32; 2]>() as libc::socklen_t;
         // SAFETY: `struct tpacket_stats` is two u32 counters; `st` has
@@ -298,7 +298,8 @@ impl Capture {
 /// without a socket. Only the opcodes [`tcp_port_filter`] uses are known;
 /// anything else, or a load past the end, drops the packet (as the kernel
 /// does for an out-of-bounds load).
-pub fn run_filter(prog: &[BpfInsn], pkt: &[u8]) -> u32 {
+#[cfg(test)]
+pub(crate) fn run_filter(prog: &[BpfInsn], pkt: &[u8]) -> u32 {
     let (mut a, mut x, mut pc) = (0u32, 0u32, 0usize);
     let ld16 = |off: usize| -> Option<u32> {
         Some(u32::from(u16::from_be_bytes([

@@ -10,7 +10,7 @@ use super::seq::{Relative, SeqNumber, Side};
 
 /// Connections followed at once; past this, finished ones are forgotten
 /// (and, if none is finished, all of them), so memory stays bounded.
-pub const MAX_CONNS: usize = 16 * 1024;
+pub(crate) const MAX_CONNS: usize = 16 * 1024;
 
 /// What is known about one connection.
 #[derive(Debug, Default, Clone)]
@@ -40,18 +40,18 @@ fn idx(side: Side) -> usize {
 
 /// One segment, described.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Described {
+pub(crate) struct Described {
     /// Who sent it.
-    pub from: Side,
+    pub(crate) from: Side,
     /// The segment line (no timestamp).
-    pub line: String,
+    pub(crate) line: String,
     /// Handshake or close annotations, possibly none.
-    pub notes: Vec<String>,
+    pub(crate) notes: Vec<String>,
 }
 
 /// Follows every connection to or from one server port.
 #[derive(Debug)]
-pub struct Tracker {
+pub(crate) struct Tracker {
     /// The server's port: a segment to it comes from the client.
     port: u16,
     /// Show absolute sequence numbers instead of `J+n`.
@@ -62,7 +62,7 @@ pub struct Tracker {
 
 impl Tracker {
     /// A tracker for segments to and from `port`.
-    pub fn new(port: u16, absolute: bool) -> Tracker {
+    pub(crate) fn new(port: u16, absolute: bool) -> Tracker {
         Tracker {
             port,
             absolute,
@@ -71,7 +71,7 @@ impl Tracker {
     }
 
     /// Describes one segment and moves its connection along.
-    pub fn observe(&mut self, seg: &Segment) -> Described {
+    pub(crate) fn observe(&mut self, seg: &Segment) -> Described {
         let from = if seg.dst.port() == self.port {
             Side::Client
         } else if seg.src.port() == self.port {
@@ -215,7 +215,7 @@ impl Tracker {
 }
 
 /// `SYN`, `SYN-ACK`, `PSH,ACK`, `FIN,ACK`, `RST`...
-pub fn flag_names(f: u8) -> String {
+pub(crate) fn flag_names(f: u8) -> String {
     if f & (flags::SYN | flags::ACK) == flags::SYN | flags::ACK {
         let rest = f & !(flags::SYN | flags::ACK);
         return if rest == 0 {

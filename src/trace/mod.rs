@@ -20,11 +20,11 @@
 //! then received); the sent copy is dropped so each segment prints once,
 //! as libpcap does.
 
-pub mod capture;
-pub mod conn;
-pub mod packet;
-pub mod pcap;
-pub mod seq;
+pub(crate) mod capture;
+pub(crate) mod conn;
+pub(crate) mod packet;
+pub(crate) mod pcap;
+pub(crate) mod seq;
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -41,42 +41,42 @@ use conn::Tracker;
 use pcap::PcapWriter;
 
 /// Frames taken from the capture per call of [`Tracer::pump`].
-pub const PUMP_BATCH: usize = 256;
+pub(crate) const PUMP_BATCH: usize = 256;
 
 /// The port traced when none is given: netecho's own.
-pub const DEFAULT_PORT: u16 = 6666;
+pub(crate) const DEFAULT_PORT: u16 = 6666;
 /// The interface traced when none is given.
-pub const DEFAULT_IFACE: &str = "lo";
+pub(crate) const DEFAULT_IFACE: &str = "lo";
 /// How long one wait for a packet lasts before the stop flag and
 /// `--count` are looked at again.
 const WAIT: Duration = Duration::from_millis(200);
 
 /// Options of `netecho trace`.
 #[derive(Debug, Args)]
-pub struct Opt {
+pub(crate) struct Opt {
     /// TCP port of the server side (segments to or from it are shown).
     #[arg(long, short = 'p', default_value_t = DEFAULT_PORT)]
-    pub port: u16,
+    pub(crate) port: u16,
 
     /// Interface to capture on.
     #[arg(long, short = 'i', default_value = DEFAULT_IFACE, value_name = "IF")]
-    pub iface: String,
+    pub(crate) iface: String,
 
     /// Stop after this many segments (default: until Ctrl-C/SIGTERM).
     #[arg(long, short = 'c', value_name = "N", value_parser = crate::args::parse_positive)]
-    pub count: Option<usize>,
+    pub(crate) count: Option<usize>,
 
     /// Show absolute sequence numbers instead of J+n / K+n.
     #[arg(long)]
-    pub absolute: bool,
+    pub(crate) absolute: bool,
 
     /// Also save the segments to this pcap file (tcpdump, tshark, Wireshark).
     #[arg(long, short = 'w', value_name = "FILE.pcap")]
-    pub write: Option<PathBuf>,
+    pub(crate) write: Option<PathBuf>,
 }
 
 /// Runs `netecho trace` until `--count` segments or a signal.
-pub fn run(opt: Opt) -> Result<()> {
+pub(crate) fn run(opt: Opt) -> Result<()> {
     stop::install().map_err(Error::io("installing the SIGINT/SIGTERM handler"))?;
     let mut tracer = Tracer::open(&opt.iface, opt.port, opt.absolute)?;
     if let Some(path) = &opt.write {
@@ -127,7 +127,7 @@ pub fn run(opt: Opt) -> Result<()> {
 
 /// A capture, its connection tracker and its optional pcap file: what
 /// `trace` runs and `lab` drives step by step.
-pub struct Tracer {
+pub(crate) struct Tracer {
     /// The filtered packet socket.
     capture: Capture,
     /// Handshake and close state per connection.
@@ -137,12 +137,12 @@ pub struct Tracer {
     /// Timestamps count from here.
     start: Instant,
     /// Segments shown so far.
-    pub segments: usize,
+    pub(crate) segments: usize,
 }
 
 impl Tracer {
     /// Opens the capture; errors say when CAP_NET_RAW is missing.
-    pub fn open(iface: &str, port: u16, absolute: bool) -> Result<Tracer> {
+    pub(crate) fn open(iface: &str, port: u16, absolute: bool) -> Result<Tracer> {
         Ok(Tracer {
             capture: Capture::open(iface, port)?,
             tracker: Tracker::new(port, absolute),
@@ -153,7 +153,7 @@ impl Tracer {
     }
 
     /// Starts saving every shown segment to a pcap file.
-    pub fn write_to(&mut self, path: &std::path::Path) -> Result<()> {
+    pub(crate) fn write_to(&mut self, path: &std::path::Path) -> Result<()> {
         let what = "creating the pcap file";
         let file = File::create(path).map_err(Error::io(what))?;
         let w = PcapWriter::new(BufWriter::new(file), capture::SNAPLEN as u32)
@@ -167,7 +167,7 @@ impl Tracer {
     /// returns their lines and notes. The cap keeps output flowing and Ctrl-C
     /// heard under a steady stream of segments, which would otherwise keep
     /// the queue from ever being empty.
-    pub fn pump(&mut self, wait: Duration, room: usize) -> Result<Vec<String>> {
+    pub(crate) fn pump(&mut self, wait: Duration, room: usize) -> Result<Vec<String>> {
         let mut lines = Vec::new();
         let mut shown = 0;
         let mut timeout = wait;
@@ -213,7 +213,7 @@ impl Tracer {
     }
 
     /// Flushes the pcap file.
-    pub fn finish(&mut self) -> Result<()> {
+    pub(crate) fn finish(&mut self) -> Result<()> {
         if let Some(p) = &mut self.pcap {
             p.flush().map_err(Error::io("writing the pcap file"))?;
         }

@@ -7,18 +7,18 @@ use std::io::{self, Write};
 use std::time::Duration;
 
 /// Magic number: microsecond timestamps, written in native byte order.
-pub const MAGIC: u32 = 0xa1b2_c3d4;
+pub(crate) const MAGIC: u32 = 0xa1b2_c3d4;
 /// Format version 2.4, the only one in use.
-pub const VERSION: (u16, u16) = (2, 4);
+pub(crate) const VERSION: (u16, u16) = (2, 4);
 /// Link type of Ethernet frames (loopback AF_PACKET frames are too).
-pub const LINKTYPE_ETHERNET: u32 = 1;
+pub(crate) const LINKTYPE_ETHERNET: u32 = 1;
 /// File header length.
-pub const FILE_HEADER_LEN: usize = 24;
+pub(crate) const FILE_HEADER_LEN: usize = 24;
 /// Record header length.
-pub const RECORD_HEADER_LEN: usize = 16;
+pub(crate) const RECORD_HEADER_LEN: usize = 16;
 
 /// Writes a pcap stream to any writer.
-pub struct PcapWriter<W: Write> {
+pub(crate) struct PcapWriter<W: Write> {
     /// Where the file goes.
     out: W,
     /// The longest record the header promises.
@@ -27,7 +27,7 @@ pub struct PcapWriter<W: Write> {
 
 impl<W: Write> PcapWriter<W> {
     /// Writes the file header.
-    pub fn new(mut out: W, snaplen: u32) -> io::Result<PcapWriter<W>> {
+    pub(crate) fn new(mut out: W, snaplen: u32) -> io::Result<PcapWriter<W>> {
         let mut h = Vec::with_capacity(FILE_HEADER_LEN);
         h.extend_from_slice(&MAGIC.to_ne_bytes());
         h.extend_from_slice(&VERSION.0.to_ne_bytes());
@@ -42,7 +42,7 @@ impl<W: Write> PcapWriter<W> {
 
     /// Writes one packet captured `ts` after the Unix epoch; `orig_len` is
     /// its length on the wire (more than `data` if it was cut short).
-    pub fn write(&mut self, ts: Duration, data: &[u8], orig_len: usize) -> io::Result<()> {
+    pub(crate) fn write(&mut self, ts: Duration, data: &[u8], orig_len: usize) -> io::Result<()> {
         let data = &data[..data.len().min(self.snaplen as usize)];
         let secs = u32::try_from(ts.as_secs()).unwrap_or(u32::MAX);
         let mut h = Vec::with_capacity(RECORD_HEADER_LEN);
@@ -56,7 +56,7 @@ impl<W: Write> PcapWriter<W> {
     }
 
     /// Flushes what is buffered.
-    pub fn flush(&mut self) -> io::Result<()> {
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
 }

@@ -51,7 +51,7 @@ const BC_D_LE: u8 = 5;
 /// target lies on the chain of `yes` steps, which the kernel's audit
 /// requires. The ranges `>= P` and `<= P` are used instead of `== P`
 /// because they exist on every kernel.
-pub fn port_filter(port: u16) -> Vec<u8> {
+pub(crate) fn port_filter(port: u16) -> Vec<u8> {
     // Offsets: 0 S_GE, 8 S_LE, 16 JMP, 20 D_GE, 28 D_LE, end at 36.
     let ops: [(u8, u8, u16, Option<u16>); 5] = [
         (BC_S_GE, 8, 20, Some(port)), // no: try the destination port
@@ -75,7 +75,7 @@ pub fn port_filter(port: u16) -> Vec<u8> {
 
 /// An open sock_diag socket, reused for every poll so polling costs two
 /// request/reply round trips and no socket setup.
-pub struct Diag {
+pub(crate) struct Diag {
     /// The netlink socket, connected to the kernel.
     sock: Socket,
     /// Reused receive buffer.
@@ -84,7 +84,7 @@ pub struct Diag {
 
 impl Diag {
     /// Opens the netlink socket.
-    pub fn open() -> Result<Diag> {
+    pub(crate) fn open() -> Result<Diag> {
         let mut sock = Socket::new(NETLINK_SOCK_DIAG)
             .map_err(Error::io("opening a netlink sock_diag socket"))?;
         sock.bind_auto()
@@ -109,7 +109,7 @@ impl Diag {
     }
 
     /// Every TCP socket, IPv4 and IPv6, whose local or remote port is `port`.
-    pub fn snapshot(&mut self, port: u16) -> Result<Snapshot> {
+    pub(crate) fn snapshot(&mut self, port: u16) -> Result<Snapshot> {
         let mut snap = Snapshot::new();
         for family in [AF_INET, AF_INET6] {
             self.dump(family, port, &mut snap)?;

@@ -33,10 +33,10 @@
 //! The request leaves out `TCP_BOUND_INACTIVE`: asking for it made the
 //! kernel walk the bind hash too and cost 20 times more.
 
-pub mod diag;
-pub mod procs;
-pub mod snapshot;
-pub mod state;
+pub(crate) mod diag;
+pub(crate) mod procs;
+pub(crate) mod snapshot;
+pub(crate) mod state;
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -53,41 +53,41 @@ use snapshot::{Change, Snapshot};
 use state::State;
 
 /// The port watched when none is given: netecho's own.
-pub const DEFAULT_PORT: u16 = 6666;
+pub(crate) const DEFAULT_PORT: u16 = 6666;
 /// Milliseconds between polls when `--interval` is not given.
-pub const DEFAULT_INTERVAL_MS: u64 = 100;
+pub(crate) const DEFAULT_INTERVAL_MS: u64 = 100;
 /// How often `--pid` looks through all of `/proc` for new processes in the
 /// tree; polls in between re-read only the processes already known, so a
 /// 10 ms interval does not read every process on the host 100 times a second.
-pub const PROC_SCAN_EVERY: Duration = Duration::from_millis(100);
+pub(crate) const PROC_SCAN_EVERY: Duration = Duration::from_millis(100);
 /// The shortest interval accepted: below this the polls cost more than the
 /// changes they catch.
-pub const MIN_INTERVAL_MS: u64 = 1;
+pub(crate) const MIN_INTERVAL_MS: u64 = 1;
 
 /// Options of `netecho watch`.
 #[derive(Debug, Args)]
-pub struct Opt {
+pub(crate) struct Opt {
     /// TCP port whose sockets to show (local or remote side).
     #[arg(long, short = 'p', default_value_t = DEFAULT_PORT)]
-    pub port: u16,
+    pub(crate) port: u16,
 
     /// Also show this process and its descendants: state letter, wait
     /// channel, and zombies.
     #[arg(long, value_name = "PID")]
-    pub pid: Option<i32>,
+    pub(crate) pid: Option<i32>,
 
     /// Stop after this many seconds (default: run until Ctrl-C/SIGTERM).
     #[arg(long, value_name = "SECS", value_parser = parse_secs_nonzero)]
-    pub duration: Option<Duration>,
+    pub(crate) duration: Option<Duration>,
 
     /// Milliseconds between two reads of the socket table.
     #[arg(long, value_name = "MS", default_value_t = DEFAULT_INTERVAL_MS,
           value_parser = clap::value_parser!(u64).range(MIN_INTERVAL_MS..=60_000))]
-    pub interval: u64,
+    pub(crate) interval: u64,
 }
 
 /// Runs `netecho watch` until `--duration` ends or a signal stops it.
-pub fn run(opt: Opt) -> Result<()> {
+pub(crate) fn run(opt: Opt) -> Result<()> {
     stop::install().map_err(Error::io("installing the SIGINT/SIGTERM handler"))?;
     let mut w = Watcher::new(opt.port, opt.pid)?;
     let mut out = io::stdout().lock();
@@ -134,9 +134,9 @@ fn emit(out: &mut impl Write, lines: &[String]) -> bool {
 }
 
 /// The polling state of `watch`, also driven step by step by `lab`.
-pub struct Watcher {
+pub(crate) struct Watcher {
     /// When watching began; timestamps count from here.
-    pub start: Instant,
+    pub(crate) start: Instant,
     /// The watched port.
     port: u16,
     /// The process tree's root, with `--pid`.
@@ -156,7 +156,7 @@ pub struct Watcher {
 impl Watcher {
     /// Opens the netlink socket; the first [`Watcher::poll`] shows every
     /// existing socket as new.
-    pub fn new(port: u16, pid: Option<i32>) -> Result<Watcher> {
+    pub(crate) fn new(port: u16, pid: Option<i32>) -> Result<Watcher> {
         Ok(Watcher {
             start: Instant::now(),
             port,
@@ -170,18 +170,18 @@ impl Watcher {
     }
 
     /// The sockets on the port right now, without printing anything.
-    pub fn sockets(&mut self) -> Result<Snapshot> {
+    pub(crate) fn sockets(&mut self) -> Result<Snapshot> {
         self.diag.snapshot(self.port)
     }
 
     /// The processes holding a socket.
-    pub fn owners_of(&mut self, inode: u32) -> Vec<Owner> {
+    pub(crate) fn owners_of(&mut self, inode: u32) -> Vec<Owner> {
         self.owners.of(inode)
     }
 
     /// Reads the table (and the tree) once and returns the lines to print
     /// for what changed since the last poll.
-    pub fn poll(&mut self) -> Result<Vec<String>> {
+    pub(crate) fn poll(&mut self) -> Result<Vec<String>> {
         let snap = self.diag.snapshot(self.port)?;
         let t = self.start.elapsed().as_secs_f64();
         let changes = snapshot::diff(&self.prev, &snap);
@@ -213,7 +213,7 @@ impl Watcher {
 }
 
 /// `127.0.0.1:6666`, or `0.0.0.0:*` for a listener's empty peer.
-pub fn format_addr(a: SocketAddr) -> String {
+pub(crate) fn format_addr(a: SocketAddr) -> String {
     if a.port() == 0 && a.ip().is_unspecified() {
         match a {
             SocketAddr::V4(_) => "0.0.0.0:*".into(),
@@ -225,7 +225,7 @@ pub fn format_addr(a: SocketAddr) -> String {
 }
 
 /// `(pid 4242 netecho)`, several comma-separated, or `(no process)`.
-pub fn format_owners(owners: &[Owner]) -> String {
+pub(crate) fn format_owners(owners: &[Owner]) -> String {
     if owners.is_empty() {
         return "(no process)".into();
     }
@@ -237,7 +237,7 @@ pub fn format_owners(owners: &[Owner]) -> String {
 }
 
 /// One socket change as `watch` prints it (without the timestamp).
-pub fn format_change(c: &Change, owners: &[Owner]) -> String {
+pub(crate) fn format_change(c: &Change, owners: &[Owner]) -> String {
     let ends = format!(
         "{} -> {}",
         format_addr(c.key.local),
@@ -257,7 +257,7 @@ pub fn format_change(c: &Change, owners: &[Owner]) -> String {
 }
 
 /// `R`, `S`... with their meaning, for people who do not know the letters.
-pub fn state_word(state: char) -> &'static str {
+pub(crate) fn state_word(state: char) -> &'static str {
     match state {
         'R' => "running",
         'S' => "sleeping",
@@ -272,7 +272,7 @@ pub fn state_word(state: char) -> &'static str {
 }
 
 /// One process change as `watch --pid` prints it (without the timestamp).
-pub fn format_proc_change(c: &ProcChange) -> String {
+pub(crate) fn format_proc_change(c: &ProcChange) -> String {
     let describe = |i: &ProcInfo| {
         if i.state == 'Z' {
             format!("Z ZOMBIE (exited, parent {} has not reaped it)", i.ppid)

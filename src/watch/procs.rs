@@ -17,20 +17,20 @@ const MAX_FDS: usize = 1 << 20;
 
 /// One process holding a socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Owner {
+pub(crate) struct Owner {
     /// Its pid.
-    pub pid: i32,
+    pub(crate) pid: i32,
     /// Its command name (`/proc/PID/comm`).
-    pub comm: String,
+    pub(crate) comm: String,
 }
 
 /// The inode → owners map, refreshed lazily.
 #[derive(Debug, Default)]
-pub struct Owners {
+pub(crate) struct Owners {
     /// What the last scan found.
     map: HashMap<u32, Vec<Owner>>,
     /// Scans done; shown nowhere, kept for tests and the cost figure.
-    pub scans: u64,
+    pub(crate) scans: u64,
 }
 
 impl Owners {
@@ -38,7 +38,7 @@ impl Owners {
     /// scan if any non-zero inode is unknown, none otherwise.
     /// Inodes no process was found holding are remembered as owned by
     /// nobody, so they do not cause a rescan on every poll.
-    pub fn refresh_for(&mut self, inodes: &[u32]) {
+    pub(crate) fn refresh_for(&mut self, inodes: &[u32]) {
         if inodes.iter().any(|i| *i != 0 && !self.map.contains_key(i)) {
             self.scan();
             for i in inodes.iter().filter(|i| **i != 0) {
@@ -51,7 +51,7 @@ impl Owners {
     /// each cached process's descriptors now (cheap: one directory), so a
     /// parent that closed its copy after `fork` is no longer shown. If none
     /// of them still hold it, one full rescan finds where it went.
-    pub fn of(&mut self, inode: u32) -> Vec<Owner> {
+    pub(crate) fn of(&mut self, inode: u32) -> Vec<Owner> {
         if inode == 0 {
             return Vec::new();
         }
@@ -114,25 +114,25 @@ fn pid_holds(pid: i32, inode: u32) -> bool {
 }
 
 /// `socket:[12345]` → 12345; anything else → `None`.
-pub fn parse_socket_link(s: &str) -> Option<u32> {
+pub(crate) fn parse_socket_link(s: &str) -> Option<u32> {
     s.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
 }
 
 /// What `/proc/PID/stat` and `/proc/PID/wchan` say about one process.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProcInfo {
+pub(crate) struct ProcInfo {
     /// Its parent.
-    pub ppid: i32,
+    pub(crate) ppid: i32,
     /// Its command name.
-    pub comm: String,
+    pub(crate) comm: String,
     /// R running, S sleeping, D disk sleep, Z zombie, T stopped...
-    pub state: char,
+    pub(crate) state: char,
     /// The kernel function it sleeps in, `-` when running or not shown.
-    pub wchan: String,
+    pub(crate) wchan: String,
 }
 
 /// One process's state and wait channel, `None` if it is gone.
-pub fn proc_info(pid: i32) -> Option<ProcInfo> {
+pub(crate) fn proc_info(pid: i32) -> Option<ProcInfo> {
     let mut info = proc_info_light(pid)?;
     info.wchan = wchan_of(pid);
     Some(info)
@@ -141,7 +141,7 @@ pub fn proc_info(pid: i32) -> Option<ProcInfo> {
 /// `root` and every process below it, by pid. One pass over `/proc` reads
 /// each process's parent; the tree is then walked from `root` (each pid is
 /// visited once, so the walk ends even on a corrupt parent chain).
-pub fn tree(root: i32) -> BTreeMap<i32, ProcInfo> {
+pub(crate) fn tree(root: i32) -> BTreeMap<i32, ProcInfo> {
     let mut all = BTreeMap::new();
     for pid in pids().take(MAX_PROCS) {
         if let Some(info) = proc_info_light(pid) {
@@ -164,7 +164,7 @@ pub fn tree(root: i32) -> BTreeMap<i32, ProcInfo> {
 /// The processes of an earlier [`tree`] re-read, without looking for new
 /// ones: a handful of reads instead of one per process on the host, for
 /// the polls between two full scans. Gone processes drop out.
-pub fn refresh(prev: &BTreeMap<i32, ProcInfo>) -> BTreeMap<i32, ProcInfo> {
+pub(crate) fn refresh(prev: &BTreeMap<i32, ProcInfo>) -> BTreeMap<i32, ProcInfo> {
     prev.keys()
         .filter_map(|pid| proc_info(*pid).map(|i| (*pid, i)))
         .collect()
@@ -184,17 +184,20 @@ fn proc_info_light(pid: i32) -> Option<ProcInfo> {
 
 /// One change in the process tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProcChange {
+pub(crate) struct ProcChange {
     /// Which process.
-    pub pid: i32,
+    pub(crate) pid: i32,
     /// Before; `None` for a process that just appeared.
-    pub from: Option<ProcInfo>,
+    pub(crate) from: Option<ProcInfo>,
     /// After; `None` for a process that is gone (reaped).
-    pub to: Option<ProcInfo>,
+    pub(crate) to: Option<ProcInfo>,
 }
 
 /// The changes in state or wait channel between two views of the tree.
-pub fn diff_procs(old: &BTreeMap<i32, ProcInfo>, new: &BTreeMap<i32, ProcInfo>) -> Vec<ProcChange> {
+pub(crate) fn diff_procs(
+    old: &BTreeMap<i32, ProcInfo>,
+    new: &BTreeMap<i32, ProcInfo>,
+) -> Vec<ProcChange> {
     let mut out = Vec::new();
     for (pid, now) in new {
         let before = old.get(pid);

@@ -10,56 +10,56 @@ use super::state::State;
 /// the same from SYN-SENT to TIME-WAIT, across the kernel's change of object
 /// (full socket, then time-wait socket), so it is what changes are keyed on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Key {
+pub(crate) struct Key {
     /// Our address and port.
-    pub local: SocketAddr,
+    pub(crate) local: SocketAddr,
     /// The peer's; unspecified with port 0 for a listener.
-    pub remote: SocketAddr,
+    pub(crate) remote: SocketAddr,
 }
 
 /// What one poll saw of one socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Sock {
+pub(crate) struct Sock {
     /// Its TCP state.
-    pub state: State,
+    pub(crate) state: State,
     /// Its inode, which names it in `/proc/*/fd`; 0 once no process holds
     /// it (a TIME-WAIT socket, or a connection still in the accept queue).
-    pub inode: u32,
+    pub(crate) inode: u32,
     /// Bytes received and not yet read by the application (for a listener:
     /// connections waiting to be accepted).
-    pub rq: u32,
+    pub(crate) rq: u32,
     /// Bytes sent and not yet acknowledged (for a listener: the backlog).
-    pub wq: u32,
+    pub(crate) wq: u32,
 }
 
 /// One poll's view of the sockets on the watched port.
-pub type Snapshot = BTreeMap<Key, Sock>;
+pub(crate) type Snapshot = BTreeMap<Key, Sock>;
 
 /// One change between two snapshots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Change {
+pub(crate) struct Change {
     /// Which connection.
-    pub key: Key,
+    pub(crate) key: Key,
     /// `None` for a socket that was not there before.
-    pub from: Option<State>,
+    pub(crate) from: Option<State>,
     /// [`State::Closed`] for a socket that vanished.
-    pub to: State,
+    pub(crate) to: State,
     /// The socket as last seen (the old one for a vanished socket).
-    pub sock: Sock,
+    pub(crate) sock: Sock,
 }
 
 impl Change {
     /// Same state, new inode: an accepted connection got its file, or a
     /// socket was handed to another process; shown because the owner is
     /// part of what `watch` promises to print.
-    pub fn is_owner_change(&self) -> bool {
+    pub(crate) fn is_owner_change(&self) -> bool {
         self.from == Some(self.to)
     }
 }
 
 /// The changes from `old` to `new`, in key order: new sockets, state
 /// changes, inode changes (new owner) and vanished sockets.
-pub fn diff(old: &Snapshot, new: &Snapshot) -> Vec<Change> {
+pub(crate) fn diff(old: &Snapshot, new: &Snapshot) -> Vec<Change> {
     let mut out = Vec::new();
     for (key, now) in new {
         match old.get(key) {

@@ -7,7 +7,7 @@ use std::fmt;
 /// One TCP connection state. `Display` prints the RFC's spelling
 /// (`SYN-SENT`, `TIME-WAIT`), which is what `watch` shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum State {
+pub(crate) enum State {
     /// Waiting for a connection request from any remote TCP (a server).
     Listen,
     /// Sent a SYN, waiting for the matching SYN-ACK (a client).
@@ -60,7 +60,7 @@ impl From<u8> for State {
 
 impl State {
     /// The RFC 793 name.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             State::Listen => "LISTEN",
             State::SynSent => "SYN-SENT",

@@ -31,7 +31,7 @@ const IDLE_BATCH: usize = 64;
 const IDLE_OPEN_LIMIT: Duration = Duration::from_secs(60);
 /// Pause after the last idle connection is open and before PSS is read, for
 /// anything the server does after echoing (a thread parking, a child settling).
-pub const IDLE_SETTLE: Duration = Duration::from_millis(300);
+pub(crate) const IDLE_SETTLE: Duration = Duration::from_millis(300);
 /// Pause after workload 4's warm-up connection closes, before PSS is read.
 const WARM_SETTLE: Duration = Duration::from_millis(100);
 /// No echo for this long means the server is stuck: the cell fails.
@@ -44,38 +44,38 @@ const WAIT_TICK: Duration = Duration::from_millis(20);
 
 /// Figures of a [`Shape::Traffic`] workload.
 #[derive(Debug, Clone, Copy)]
-pub struct Traffic {
+pub(crate) struct Traffic {
     /// Requests completed per second in the window.
-    pub req_s: f64,
+    pub(crate) req_s: f64,
     /// Echoed megabytes (10^6, one direction) per second.
-    pub mb_s: f64,
-    pub p50_us: f64,
-    pub p99_us: f64,
-    pub p999_us: f64,
+    pub(crate) mb_s: f64,
+    pub(crate) p50_us: f64,
+    pub(crate) p99_us: f64,
+    pub(crate) p999_us: f64,
     /// Server CPU per request, microseconds.
-    pub cpu_us: f64,
+    pub(crate) cpu_us: f64,
 }
 
 /// Figures of the [`Shape::Idle`] workload.
 #[derive(Debug, Clone, Copy)]
-pub struct Memory {
+pub(crate) struct Memory {
     /// Connections held open when PSS was read.
-    pub conns: f64,
+    pub(crate) conns: f64,
     /// Seconds to open them all (each with one round trip).
-    pub open_s: f64,
+    pub(crate) open_s: f64,
     /// Processes summed: the server and its children.
-    pub procs: f64,
-    pub pss_before_kib: f64,
-    pub pss_after_kib: f64,
+    pub(crate) procs: f64,
+    pub(crate) pss_before_kib: f64,
+    pub(crate) pss_after_kib: f64,
     /// (after − before) / conns.
-    pub kib_per_conn: f64,
+    pub(crate) kib_per_conn: f64,
     /// Server CPU per connection opened and used once, microseconds.
-    pub cpu_us_per_conn: f64,
+    pub(crate) cpu_us_per_conn: f64,
 }
 
 /// What one cell measured.
 #[derive(Debug, Clone, Copy)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Traffic(Traffic),
     Memory(Memory),
 }
@@ -83,7 +83,7 @@ pub enum Outcome {
 impl Outcome {
     /// The figure charts and ratios use: server CPU per request, or memory
     /// per idle connection.
-    pub fn primary(&self) -> f64 {
+    pub(crate) fn primary(&self) -> f64 {
         match self {
             Outcome::Traffic(t) => t.cpu_us,
             Outcome::Memory(m) => m.kib_per_conn,
@@ -93,16 +93,16 @@ impl Outcome {
 
 /// A measured cell.
 #[derive(Debug, Clone)]
-pub struct Cell {
-    pub outcome: Outcome,
+pub(crate) struct Cell {
+    pub(crate) outcome: Outcome,
     /// Flags that differ from the usual ones, an unclean exit: for the
     /// table's note column; empty if nothing is worth saying.
-    pub note: String,
+    pub(crate) note: String,
 }
 
 /// Why a cell has no figures.
 #[derive(Debug, Clone)]
-pub enum Skip {
+pub(crate) enum Skip {
     /// The server cannot serve the workload by design.
     NotApplicable(String),
     /// It was run and failed.

@@ -19,18 +19,18 @@
 //! that counts is the server's CPU per request, read from `/proc`, forked
 //! children included (see [`cell`]).
 
-pub mod cell;
+pub(crate) mod cell;
 mod floor;
-pub mod peer;
+pub(crate) mod peer;
 mod report;
-pub mod server;
-pub mod workload;
+pub(crate) mod server;
+pub(crate) mod workload;
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub use cell::{Cell, IDLE_SETTLE, Memory, Outcome, Skip, Traffic};
+pub(crate) use cell::{Cell, Memory, Outcome, Skip, Traffic};
 pub use peer::Peer;
 pub use server::{
     C_EPOLL, C_SERVERS, CC_FLAGS, CServer, DEFAULT_MODELS, ModelList, Server, parse_models,
@@ -48,30 +48,30 @@ use crate::error::{Error, Result};
 pub const DEFAULT_SECS: Duration = Duration::from_secs(3);
 /// Descriptors left for everything but workload 4's connections (listeners,
 /// pipes, epoll) in this process and in the server.
-pub const FD_MARGIN: u64 = 100;
+pub(crate) const FD_MARGIN: u64 = 100;
 
 /// How every cell is measured.
 #[derive(Debug, Clone)]
-pub struct Setup {
+pub(crate) struct Setup {
     /// Measured window per throughput workload.
-    pub window: Duration,
+    pub(crate) window: Duration,
     /// Load before the window opens: lazy setup (thread spawns, page
     /// faults, the first forks) is done before counting starts.
-    pub warmup: Duration,
+    pub(crate) warmup: Duration,
     /// Workload 4's connections, already within the descriptor limit.
-    pub idle_conns: usize,
+    pub(crate) idle_conns: usize,
     /// Where servers (and the kernel floor) run; `None` leaves them to the
     /// scheduler (one CPU).
-    pub server_cpu: Option<usize>,
+    pub(crate) server_cpu: Option<usize>,
     /// `/proc` CPU times are in these units per second.
-    pub clk_tck: f64,
+    pub(crate) clk_tck: f64,
 }
 
 /// The programs the cells start, and where they may write.
 #[derive(Debug, Clone)]
 pub struct Programs {
     /// The `netecho` binary whose models are measured.
-    pub netecho: PathBuf,
+    pub(crate) netecho: PathBuf,
     /// Each C baseline built for this run, or why it could not be; a C
     /// server that is not here fails its cells with "not built".
     pub c: Vec<(CServer, std::result::Result<PathBuf, String>)>,
@@ -92,29 +92,29 @@ impl Programs {
 
 /// This machine, as the suite found it.
 #[derive(Debug, Clone)]
-pub struct Machine {
+pub(crate) struct Machine {
     /// CPUs this process may use (what `nproc` counts), lowest first,
     /// read before this thread pinned itself.
-    pub cpus: Vec<usize>,
+    pub(crate) cpus: Vec<usize>,
     /// RLIMIT_NOFILE after raising the soft limit: (soft, hard).
-    pub nofile: (u64, u64),
+    pub(crate) nofile: (u64, u64),
     /// Workload 4's connections asked for, before the descriptor limit.
-    pub idle_asked: usize,
+    pub(crate) idle_asked: usize,
 }
 
 impl Machine {
     /// Whether server and load each have a CPU of their own.
-    pub fn two_cpus(&self) -> bool {
+    pub(crate) fn two_cpus(&self) -> bool {
         self.cpus.len() > 1
     }
 
     /// Where servers run: the first CPU.
-    pub fn server_cpu(&self) -> usize {
+    pub(crate) fn server_cpu(&self) -> usize {
         self.cpus.first().copied().unwrap_or(0)
     }
 
     /// Where the load runs: the second CPU, or the first when there is one.
-    pub fn load_cpu(&self) -> usize {
+    pub(crate) fn load_cpu(&self) -> usize {
         self.cpus.get(1).copied().unwrap_or(self.server_cpu())
     }
 }
@@ -135,10 +135,10 @@ pub enum Layout {
 /// One measured (or skipped) cell: a line of `--models`, a row of a table.
 #[derive(Debug, Clone)]
 pub struct Row {
-    pub server: Server,
-    pub workload: Workload,
+    pub(crate) server: Server,
+    pub(crate) workload: Workload,
     /// Median figures and the notes of the runs, or why there are none.
-    pub cell: std::result::Result<Cell, Skip>,
+    pub(crate) cell: std::result::Result<Cell, Skip>,
 }
 
 /// Servers × workloads, measured `repeat` times each.
@@ -150,9 +150,9 @@ pub struct Suite {
     pub workloads: Vec<Workload>,
     /// Runs per cell; the figures are the medians.
     pub repeat: usize,
-    pub setup: Setup,
+    pub(crate) setup: Setup,
     pub programs: Programs,
-    pub machine: Machine,
+    pub(crate) machine: Machine,
 }
 
 impl Suite {
@@ -347,14 +347,14 @@ fn median(samples: &[Outcome]) -> Option<Outcome> {
 
 /// Workload 4's connections under a descriptor limit: this process and the
 /// server each hold one per connection, plus [`FD_MARGIN`] of their own.
-pub fn idle_conns_within(wanted: usize, nofile_soft: u64) -> usize {
+pub(crate) fn idle_conns_within(wanted: usize, nofile_soft: u64) -> usize {
     let room = nofile_soft.saturating_sub(FD_MARGIN);
     wanted.min(usize::try_from(room).unwrap_or(wanted)).max(1)
 }
 
 /// Runs `netecho bench --models`: the suite over `models` in the
 /// [`Layout::Lines`] layout, then the chart if `--chart` asked for one.
-pub fn run(opt: &Opt, models: &ModelList) -> Result<()> {
+pub(crate) fn run(opt: &Opt, models: &ModelList) -> Result<()> {
     stop::install().map_err(Error::io("installing signal handlers"))?;
     let exe = std::env::current_exe().map_err(Error::io("finding the netecho binary"))?;
     let window = opt.duration.unwrap_or(DEFAULT_SECS);

@@ -48,7 +48,7 @@ impl Peer {
     pub const ALL: [Peer; 3] = [Peer::Socat, Peer::Ncat, Peer::Xinetd];
 
     /// Its program's name, also its name in the tables.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Peer::Socat => "socat",
             Peer::Ncat => "ncat",

@@ -29,7 +29,7 @@ pub const DEFAULT_MODELS: &[Model] = &[
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CServer {
     /// Its name in `NETECHO_BENCH_MODELS` and in the tables.
-    pub name: &'static str,
+    pub(crate) name: &'static str,
     /// Its source file under `benches/c/`.
     pub source: &'static str,
     /// What `cc` needs after the source (`-luring`).
@@ -74,7 +74,7 @@ pub enum Server {
 
 impl Server {
     /// Its name in the tables.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             Server::Netecho(m) => m.name(),
             Server::C(c) => c.name,

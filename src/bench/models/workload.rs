@@ -39,15 +39,15 @@ pub enum Shape {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Workload {
     /// The number `BENCHMARKING.md` gives it.
-    pub number: usize,
+    pub(crate) number: usize,
     /// Its one-word name, in tables and in `NETECHO_BENCH_WORKLOADS`.
-    pub name: &'static str,
-    pub shape: Shape,
+    pub(crate) name: &'static str,
+    pub(crate) shape: Shape,
 }
 
 impl Workload {
     /// 64 B messages, 50 connections, one message in flight on each.
-    pub const SMALL: Workload = Workload {
+    pub(crate) const SMALL: Workload = Workload {
         number: 1,
         name: "small",
         shape: Shape::Traffic {
@@ -57,7 +57,7 @@ impl Workload {
         },
     };
     /// 64 KiB messages, 8 connections.
-    pub const LARGE: Workload = Workload {
+    pub(crate) const LARGE: Workload = Workload {
         number: 2,
         name: "large",
         shape: Shape::Traffic {
@@ -67,7 +67,7 @@ impl Workload {
         },
     };
     /// A new connection per 64 B request, 4 at a time.
-    pub const CONNECT: Workload = Workload {
+    pub(crate) const CONNECT: Workload = Workload {
         number: 3,
         name: "connect",
         shape: Shape::Traffic {
@@ -77,7 +77,7 @@ impl Workload {
         },
     };
     /// Connections used once, then held idle: memory per connection.
-    pub const IDLE: Workload = Workload {
+    pub(crate) const IDLE: Workload = Workload {
         number: 4,
         name: "idle",
         shape: Shape::Idle,
@@ -117,7 +117,7 @@ impl Workload {
     }
 
     /// Connections the server must serve at once.
-    pub fn conns(self, idle_conns: usize) -> usize {
+    pub(crate) fn conns(self, idle_conns: usize) -> usize {
         match self.shape {
             Shape::Traffic { conns, .. } => conns,
             Shape::Idle => idle_conns,
@@ -126,7 +126,7 @@ impl Workload {
 
     /// The message size of a workload that keeps its connections open (the
     /// size the kernel floor is measured at); `None` for the others.
-    pub fn kept_open_size(self) -> Option<usize> {
+    pub(crate) fn kept_open_size(self) -> Option<usize> {
         match self.shape {
             Shape::Traffic {
                 size,
@@ -138,7 +138,7 @@ impl Workload {
     }
 
     /// What it does, in a few words.
-    pub fn describe(self, idle_conns: usize) -> String {
+    pub(crate) fn describe(self, idle_conns: usize) -> String {
         match self.shape {
             Shape::Traffic {
                 conns,

@@ -59,7 +59,7 @@ use crate::serve::{Ctx, supervise};
 
 /// The longest an idle worker sleeps before it looks at the stop flag and
 /// the accept pause again. Connection deadlines do not wait for it.
-pub const TICK: Duration = Duration::from_millis(250);
+pub(crate) const TICK: Duration = Duration::from_millis(250);
 /// Events taken from the kernel per `epoll_wait`.
 const EVENTS_CAP: usize = 1024;
 /// Reads one connection may do per turn (16 × 64 KiB = 1 MiB) before the
@@ -74,7 +74,7 @@ const WRITE_TRIES: usize = 8;
 
 /// Starts `ctx.workers` event loops and serves until a signal stops the
 /// server.
-pub fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {
+pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {
     // Build every worker first so a setup failure is reported, not logged.
     let workers = (0..ctx.workers.max(1))
         .map(|_| Worker::new(&listeners, ctx))

@@ -21,7 +21,7 @@ use crate::serve::echo::{self, BUF_SIZE};
 use crate::serve::{Ctx, accept, signals, supervise};
 
 /// Accepts and forks a child per client until a signal stops the server.
-pub fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {
+pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {
     let mut kids = Children::default();
     let wake = ctx.shutdown.wake_fd();
     while ctx.shutdown.stops() == 0 {

@@ -10,7 +10,7 @@ use crate::serve::echo::{self, BUF_SIZE};
 use crate::serve::{Ctx, accept, supervise};
 
 /// Serves clients one after another until a signal stops the server.
-pub fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {
+pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {
     let listeners: &'static [TcpListener] = listeners.leak();
     std::thread::Builder::new()
         .name("iterative".into())

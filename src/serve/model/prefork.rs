@@ -21,7 +21,7 @@ use crate::serve::stats::WorkerSlot;
 use crate::serve::{Ctx, accept, signals, supervise};
 
 /// Starts the workers and supervises them until a signal stops the server.
-pub fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {
+pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {
     let mut kids = Children::default();
     for n in 0..ctx.workers {
         spawn(n, &listeners, ctx, &mut kids)

@@ -10,7 +10,7 @@ use crate::serve::echo::{self, BUF_SIZE};
 use crate::serve::{Ctx, accept, supervise};
 
 /// Starts the worker threads and serves until a signal stops the server.
-pub fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {
+pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {
     let listeners: &'static [TcpListener] = listeners.leak();
     for i in 0..ctx.workers {
         std::thread::Builder::new()

@@ -16,7 +16,7 @@ const CONN_STACK: usize = 128 * 1024;
 
 /// Accepts on a dedicated thread and serves each client on its own thread
 /// until a signal stops the server.
-pub fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {
+pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {
     let listeners: &'static [TcpListener] = listeners.leak();
     std::thread::Builder::new()
         .name("acceptor".into())

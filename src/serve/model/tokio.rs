@@ -65,7 +65,7 @@ use crate::serve::pending::Pending;
 use crate::serve::{Ctx, supervise};
 
 /// How often an accept task wakes to look at the stop flag.
-pub const TICK: Duration = Duration::from_millis(250);
+pub(crate) const TICK: Duration = Duration::from_millis(250);
 /// A deadline no connection reaches: the timer's first setting when there
 /// is no idle timeout (it is then armed only while echo is kept).
 const FAR: Duration = Duration::from_secs(86_400 * 365);
@@ -81,7 +81,7 @@ thread_local! {
 
 /// Starts `ctx.workers` runtimes, each on its own thread, and serves until a
 /// signal stops the server.
-pub fn run(listeners: Vec<StdListener>, ctx: &'static Ctx) -> Result<()> {
+pub(crate) fn run(listeners: Vec<StdListener>, ctx: &'static Ctx) -> Result<()> {
     for i in 0..ctx.workers.max(1) {
         let rt = Builder::new_current_thread()
             .enable_io()

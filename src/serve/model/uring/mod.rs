@@ -78,19 +78,19 @@ pub use ring::probe;
 use worker::Worker;
 
 /// Environment variable: provided buffers per worker ring.
-pub const BUFS_ENV: &str = "NETECHO_URING_BUFS";
+pub(crate) const BUFS_ENV: &str = "NETECHO_URING_BUFS";
 /// Environment variable: bytes per provided buffer.
-pub const BUF_SIZE_ENV: &str = "NETECHO_URING_BUF_SIZE";
+pub(crate) const BUF_SIZE_ENV: &str = "NETECHO_URING_BUF_SIZE";
 /// Buffers per worker ring: with [`DEFAULT_BUF_SIZE`], 4 MiB per worker.
 /// The ring is recycled in order, so all of it is touched under load: a
 /// bigger ring would cost resident memory that idle connections get charged.
-pub const DEFAULT_BUFS: u16 = 64;
+pub(crate) const DEFAULT_BUFS: u16 = 64;
 /// Bytes per buffer: a 64 KiB message arrives in one completion and goes
 /// back in one send. Measured with `cargo bench --bench models` (64 KiB × 8
 /// connections, server CPU per request against C epoll in the same run):
 /// 16 KiB buffers cost 1.60–1.80×, 64 KiB buffers 1.04–1.16×, with no change
 /// for 64 B messages.
-pub const DEFAULT_BUF_SIZE: u32 = 64 * 1024;
+pub(crate) const DEFAULT_BUF_SIZE: u32 = 64 * 1024;
 /// The kernel's limit on entries in a provided-buffer ring.
 pub(super) const MAX_BUFS: u32 = 32768;
 /// Larger buffers would only make one connection pin more memory.
@@ -182,7 +182,7 @@ fn env_u32(name: &str) -> Result<Option<u32>, String> {
 
 /// Serves until a signal stops the server: `--workers` threads, each with
 /// its own ring, buffers and connections.
-pub fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {
+pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {
     let unusable = |what: &'static str, kind: io::ErrorKind| {
         move |reason: String| Error::Io {
             what,
