@@ -11,8 +11,8 @@
 //!   floor) and how the names are parsed;
 //! - [`cell`]: one server on one workload, measured once;
 //! - [`peer`]: socat, ncat and xinetd, started on a free port and stopped;
-//! - [`floor`]: the kernel floor, measured in this process;
-//! - [`report`]: the header, the rows, the tables and the chart's panels.
+//! - `floor`: the kernel floor, measured in this process;
+//! - `report`: the header, the rows, the tables and the chart's panels.
 //!
 //! Each cell starts its own server on a free loopback port, pinned to the
 //! first CPU this process may use, and drives it from the second; the figure

@@ -4,7 +4,7 @@
 //!
 //! They cannot print their port, so each cell picks a free one (bind
 //! 127.0.0.1:0, read it, drop it), starts the peer on it pinned like the
-//! models, and waits (at most [`READY`]) until a connect succeeds. They fork
+//! models, and waits (at most 5 s) until a connect succeeds. They fork
 //! a process per connection; their CPU is counted the same way, forked
 //! children included.
 
