@@ -129,6 +129,8 @@ pub(crate) trait Store {
     }
     /// How many bytes the next read may take: 0 at the cap (backpressure).
     fn room(&self) -> usize;
+    /// The length of a piece a read handed over.
+    fn piece_len(piece: &Self::Piece<'_>) -> usize;
     /// Keeps `piece` from byte `skip` on (the first `skip` bytes were
     /// already written back); returns the piece's length.
     fn keep(&mut self, piece: Self::Piece<'_>, skip: usize) -> usize;
@@ -211,7 +213,10 @@ impl<S: Store> Conn<S> {
     /// [`Conn::write_through`] said so). The rest is kept, in order.
     pub(crate) fn on_read(&mut self, now: Instant, piece: S::Piece<'_>, echoed: usize) {
         let was_empty = self.store.is_empty();
-        let n = self.store.keep(piece, echoed);
+        let n = S::piece_len(&piece);
+        if echoed < n {
+            self.store.keep(piece, echoed);
+        }
         if n > 0 {
             self.last_io = now;
         }
@@ -273,6 +278,14 @@ impl<S: Store> Conn<S> {
     /// instance a kernel result that makes no sense).
     pub(crate) fn fail(&mut self, end: End) {
         self.end.get_or_insert(end);
+    }
+
+    /// True when the deadline may now be sooner than one filed while
+    /// nothing was kept: echo is kept, so the stall clock applies. (Traffic
+    /// only ever moves the idle deadline later.) Lets a model skip
+    /// [`Conn::deadline`] on the common path.
+    pub(crate) fn deadline_may_be_sooner(&self) -> bool {
+        !self.store.is_empty()
     }
 
     /// When the connection must be looked at again, and how it ends then if

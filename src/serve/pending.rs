@@ -106,6 +106,10 @@ impl super::conn::Store for Pending {
         Pending::room(self)
     }
 
+    fn piece_len(piece: &&[u8]) -> usize {
+        piece.len()
+    }
+
     /// Callers read at most [`Pending::room`], so all of it fits; were one
     /// to read more, the rest is kept all the same (memory over the cap is
     /// better than a lost byte).

@@ -284,7 +284,9 @@ impl Worker {
         c.hup |= seen.hup;
         let step = drive(c, &mut self.buf, self.now, &mut self.bytes);
         // Echo now kept may be due sooner (stall) than the entry filed.
-        if let Some((at, _)) = c.core.deadline(&self.timeouts) {
+        if (c.armed.is_none() || c.core.deadline_may_be_sooner())
+            && let Some((at, _)) = c.core.deadline(&self.timeouts)
+        {
             self.timers.file(&mut c.armed, at, (i, c.id));
         }
         match step {

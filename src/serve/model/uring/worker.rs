@@ -106,6 +106,10 @@ impl Store for Held {
         }
     }
 
+    fn piece_len(piece: &Chunk) -> usize {
+        piece.len as usize
+    }
+
     fn keep(&mut self, mut piece: Chunk, skip: usize) -> usize {
         let skip = u32::try_from(skip).unwrap_or(u32::MAX).min(piece.len);
         piece.sent = skip;
@@ -735,7 +739,9 @@ impl Worker {
             }
         }
         let Next::Close(end) = next else {
-            if let Some((at, _)) = c.core.deadline(timeouts) {
+            if (c.armed.is_none() || c.core.deadline_may_be_sooner())
+                && let Some((at, _)) = c.core.deadline(timeouts)
+            {
                 timers.file(&mut c.armed, at, (slot, generation));
             }
             return;
