@@ -439,3 +439,22 @@ fn prefork_worker_killed_mid_connection_is_replaced_and_its_slot_reused() {
     let z = server.wait_no_zombies(Duration::from_secs(3));
     assert!(z.is_empty(), "zombies: {z:?}");
 }
+
+/// A spare band upside down, or a zero spare (the idle worker is also the
+/// one that turns clients away), is one line and a non-zero exit.
+#[test]
+fn a_bad_spare_band_is_a_one_line_error() {
+    for (args, says) in [
+        (
+            &["--min-spare", "9", "--max-spare", "3"][..],
+            "--max-spare 3",
+        ),
+        (&["--min-spare", "0"][..], "at least 1"),
+        (&["--max-spare", "-1"][..], "--max-spare"),
+    ] {
+        let mut all = vec!["serve", "--listen", "127.0.0.1:0", "--model", "prefork"];
+        all.extend(args);
+        let run = util::assert_refused(&all, Duration::from_secs(10));
+        assert!(run.stderr.contains(says), "{args:?}: {}", run.stderr);
+    }
+}
