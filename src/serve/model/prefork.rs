@@ -8,8 +8,8 @@
 //! that doubles each second up to a cap; idle workers beyond `--max-spare`
 //! retire gradually; never more than `--max-conns` + 1 exist, the last one
 //! idle to turn away clients over the limit. The sizing rules are in
-//! [`crate::serve::pool`]; what each worker is doing is on the
-//! [`crate::serve::scoreboard`], in memory shared with the workers.
+//! `serve::pool`; what each worker is doing is on the
+//! `serve::scoreboard`, in memory shared with the workers.
 //!
 //! The parent only supervises: it reaps, gives back the `--max-conns` slot
 //! of a worker that died holding a client, sizes the pool, and on a signal

@@ -4,13 +4,13 @@
 //! only its accept.
 //!
 //! The pool grows and shrinks like prefork's (the same rules, in
-//! [`crate::serve::pool`]): `--workers` threads start at once and are the
+//! `serve::pool`): `--workers` threads start at once and are the
 //! least kept; more start while fewer than `--min-spare` are idle or
 //! clients wait, at a rate doubling each second up to a cap; idle threads
 //! beyond `--max-spare` retire gradually, after the client they hold; at
 //! most `--max-conns` + 1 exist, the last one idle to turn away clients
 //! over the limit. The main thread supervises through the
-//! [`crate::serve::scoreboard`] (the same atomics as prefork's, in one
+//! `serve::scoreboard` (the same atomics as prefork's, in one
 //! process).
 
 use std::net::TcpListener;
