@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -32,11 +32,18 @@ pub(crate) enum Next {
 /// Waits for and returns the next admitted connection. Connections over
 /// `--max-conns` are accepted, closed at once and counted here.
 pub(crate) fn next(listeners: &[TcpListener], ctx: &Ctx) -> Next {
+    next_unless(listeners, ctx, &|| false)
+}
+
+/// [`next`] for a pool worker, which also stops waiting once `leave()` is
+/// true (it was asked to retire): looked at before each poll, so within
+/// one poll tick.
+pub(crate) fn next_unless(listeners: &[TcpListener], ctx: &Ctx, leave: &dyn Fn() -> bool) -> Next {
     let mut start = 0;
     loop {
         // `stopping` is the parent's word (shared memory); `stops()` is
         // this process's own signal, e.g. a prefork worker whose parent died.
-        if ctx.stats.stopping() || ctx.shutdown.stops() > 0 {
+        if ctx.stats.stopping() || ctx.shutdown.stops() > 0 || leave() {
             return Next::Closed;
         }
         let mut fds: Vec<PollFd> = listeners
@@ -80,6 +87,40 @@ pub(crate) fn next(listeners: &[TcpListener], ctx: &Ctx) -> Next {
         }
     }
 }
+
+/// Connections waiting in the listeners' accept queues: what a pool must
+/// find workers for. Linux reports it for a listening socket in TCP_INFO's
+/// `tcpi_unacked` (the accept queue; `tcpi_sacked` is its limit); a socket
+/// that cannot say counts as empty.
+pub(crate) fn queued(listeners: &[TcpListener]) -> usize {
+    listeners
+        .iter()
+        .map(|l| {
+            // SAFETY: all-zero is a valid `tcp_info` (plain integers).
+            let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+            // SAFETY: `info` is writable for `len` bytes, and the kernel
+            // writes at most `len` and says how much in `len`.
+            let rc = unsafe {
+                libc::getsockopt(
+                    l.as_raw_fd(),
+                    libc::IPPROTO_TCP,
+                    libc::TCP_INFO,
+                    std::ptr::from_mut(&mut info).cast(),
+                    &mut len,
+                )
+            };
+            if rc == 0 && info.tcpi_state == TCP_LISTEN {
+                info.tcpi_unacked as usize
+            } else {
+                0
+            }
+        })
+        .sum()
+}
+
+/// `TCP_LISTEN` in the kernel's `tcp_states.h`.
+const TCP_LISTEN: u8 = 10;
 
 /// Accepts one connection from a ready listener and admits it under
 /// `--max-conns`; `None` when there was nothing to take, the accept failed

@@ -26,7 +26,7 @@ pub(crate) const TERM_GRACE: Duration = Duration::from_secs(1);
 pub(crate) enum Tag {
     /// A fork-model child serving this client.
     Conn(SocketAddr),
-    /// Prefork worker number N (its slot in `Stats::workers`).
+    /// The prefork worker on scoreboard slot N.
     Worker(usize),
 }
 

@@ -25,6 +25,8 @@
 //! - [`echo`] the blocking read/write loop that keeps the contract;
 //! - [`supervise`] drain and exit for the models that run in one process;
 //! - [`children`] the same for the forking models (reaping, SIGTERM, SIGKILL);
+//! - [`pool`] how many workers prefork and prethread start or retire (pure),
+//!   [`scoreboard`] what each of their workers is doing;
 //! - one file per model, each `pub fn run(listeners, ctx) -> Result<()>`.
 
 pub(crate) mod accept;
@@ -38,6 +40,8 @@ pub(crate) mod metrics;
 pub(crate) mod model;
 pub(crate) mod opt;
 pub(crate) mod pending;
+pub(crate) mod pool;
+pub(crate) mod scoreboard;
 pub(crate) mod shutdown;
 pub(crate) mod sidecar;
 pub(crate) mod signals;
@@ -71,6 +75,13 @@ pub(crate) const BACKLOG: i32 = 1024;
 pub(crate) const DEFAULT_MAX_CONNS_FORK: usize = 1024;
 /// Default `--max-conns` for `thread`: a thread per client is lighter.
 pub(crate) const DEFAULT_MAX_CONNS_THREAD: usize = 4096;
+/// Default `--max-conns` for `prefork`: the pool grows to this many busy
+/// processes (each a few hundred KiB of its own once it has run), a
+/// quarter of `fork`'s, since a pool keeps its workers after the burst.
+pub(crate) const DEFAULT_MAX_CONNS_PREFORK: usize = 256;
+/// Default `--max-conns` for `prethread`: threads are cheaper than
+/// processes (128 KiB of stack each, a 64 KiB buffer once used).
+pub(crate) const DEFAULT_MAX_CONNS_PRETHREAD: usize = 1024;
 /// Default `--max-conns` for the event models: an idle connection costs a
 /// few hundred bytes, so the descriptor limit is the real bound.
 pub(crate) const DEFAULT_MAX_CONNS_EVENT: usize = 65_536;
@@ -81,15 +92,18 @@ pub enum Model {
     /// The fastest model on the running kernel: `uring` where io_uring is
     /// usable, else `epoll` (one log line says why).
     Auto,
-    /// One client at a time; the rest wait in the listen backlog.
+    /// One client at a time; the rest wait in the listen backlog (the one
+    /// model where `--max-conns` is not how many are served at once).
     Iterative,
     /// A process per client, forked after accept (the classic design).
     Fork,
-    /// `--workers` processes, each accepting and serving one client at a time.
+    /// A pool of processes, each accepting and serving one client at a
+    /// time; it grows with demand up to `--max-conns` and shrinks when idle.
     Prefork,
     /// A thread per client.
     Thread,
-    /// `--workers` threads, each accepting and serving one client at a time.
+    /// A pool of threads, each accepting and serving one client at a time;
+    /// it grows with demand up to `--max-conns` and shrinks when idle.
     Prethread,
     /// A mio (epoll) readiness loop per worker thread.
     Epoll,
@@ -133,12 +147,14 @@ impl Model {
         }
     }
 
-    /// The default `--max-conns`: what the model can serve at once.
-    pub fn default_max_conns(self, workers: usize) -> usize {
+    /// The default `--max-conns`: how many clients the model serves at
+    /// once (iterative: one, the rest wait).
+    pub fn default_max_conns(self) -> usize {
         match self.resolve() {
             Model::Iterative => 1,
             Model::Fork => DEFAULT_MAX_CONNS_FORK,
-            Model::Prefork | Model::Prethread => workers,
+            Model::Prefork => DEFAULT_MAX_CONNS_PREFORK,
+            Model::Prethread => DEFAULT_MAX_CONNS_PRETHREAD,
             Model::Thread => DEFAULT_MAX_CONNS_THREAD,
             Model::Epoll | Model::Tokio | Model::Uring | Model::Auto => DEFAULT_MAX_CONNS_EVENT,
         }
@@ -155,8 +171,11 @@ pub(crate) struct Ctx {
     pub(crate) idle_timeout: Option<Duration>,
     /// How long connections may finish after the first signal.
     pub(crate) drain_timeout: Duration,
-    /// Worker count for the pre-spawned models.
+    /// Worker count for the pre-spawned models (for the pools: the
+    /// starting and least size).
     pub(crate) workers: usize,
+    /// `--min-spare`/`--max-spare`: idle workers the pools keep ready.
+    pub(crate) spare: pool::Spare,
     /// `--max-conns-per-ip`, if set.
     pub(crate) max_conns_per_ip: Option<u64>,
     /// `--stall-timeout`: `None` when 0 (then only the idle timeout applies).
@@ -229,9 +248,13 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
     }
     let model = opt.model.resolve();
     let workers = opt.workers.unwrap_or_else(default_workers);
-    let max_conns = opt
-        .max_conns
-        .unwrap_or_else(|| model.default_max_conns(workers));
+    let max_conns = opt.max_conns.unwrap_or_else(|| model.default_max_conns());
+    if opt.min_spare > opt.max_spare {
+        return Err(Error::InvalidOption(format!(
+            "--min-spare {} is above --max-spare {}",
+            opt.min_spare, opt.max_spare
+        )));
+    }
     let _ = raise_nofile_limit();
     // Sockets passed by systemd first, before this process opens any other
     // descriptor that could sit where LISTEN_FDS says they are.
@@ -246,6 +269,10 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         idle_timeout: (!opt.idle_timeout.is_zero()).then_some(opt.idle_timeout),
         drain_timeout: opt.drain_timeout,
         workers,
+        spare: pool::Spare {
+            min: opt.min_spare,
+            max: opt.max_spare,
+        },
         max_conns_per_ip: opt.max_conns_per_ip.map(|n| n as u64),
         stall_timeout: (!opt.stall_timeout.is_zero()).then_some(opt.stall_timeout),
         stats,
@@ -362,6 +389,7 @@ mod tests {
             idle_timeout: Some(Duration::from_secs(30)),
             drain_timeout: Duration::from_secs(5),
             workers: 1,
+            spare: pool::Spare::default(),
             max_conns_per_ip: None,
             stall_timeout: None,
             stats: Stats::shared().unwrap(),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{Model, udp};
+use super::{Model, pool, udp};
 use crate::args::{parse_listen, parse_positive, parse_rate_limit, parse_secs, udp_size_at_most};
 use crate::net::MAX_UDP_SIZE;
 
@@ -22,14 +22,26 @@ pub(crate) struct ServeOpt {
     pub(crate) model: Model,
 
     /// Worker processes (prefork) or threads (prethread, epoll, tokio, uring,
-    /// and the UDP loops) (default: one per core).
+    /// and the UDP loops) (default: one per core); for prefork and
+    /// prethread the pool's starting and least size.
     #[arg(long, short = 'w', value_name = "N", value_parser = parse_positive, allow_negative_numbers = true)]
     pub(crate) workers: Option<usize>,
 
     /// Most clients served at once; more are accepted, closed and counted
-    /// (default depends on the model, see README).
+    /// (default depends on the model, see README; iterative serves one at a
+    /// time whatever this says, the rest wait).
     #[arg(long, value_name = "N", value_parser = parse_positive, allow_negative_numbers = true)]
     pub(crate) max_conns: Option<usize>,
+
+    /// prefork, prethread: start workers while fewer than this are idle
+    /// (the pool's `--workers` is its starting and least size).
+    #[arg(long, value_name = "N", default_value_t = pool::DEFAULT_MIN_SPARE, value_parser = parse_positive, allow_negative_numbers = true)]
+    pub(crate) min_spare: usize,
+
+    /// prefork, prethread: retire idle workers, gradually, while more than
+    /// this are idle.
+    #[arg(long, value_name = "N", default_value_t = pool::DEFAULT_MAX_SPARE, value_parser = parse_positive, allow_negative_numbers = true)]
+    pub(crate) max_spare: usize,
 
     /// Close a connection with no bytes in either direction for this long; 0 = never.
     #[arg(long, value_name = "SECS", default_value = "300", value_parser = parse_secs, allow_negative_numbers = true)]

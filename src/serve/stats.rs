@@ -42,55 +42,6 @@ pub(crate) struct Stats {
     pub(crate) udp_dropped: [AtomicU64; UdpDrop::ALL.len()],
     /// Clients served now per source address, for `--max-conns-per-ip`.
     pub(crate) per_ip: PerIp,
-    /// What each prefork worker is serving, so the parent can give the
-    /// slot back if the worker dies mid-connection.
-    pub(crate) workers: [WorkerSlot; WORKER_SLOTS],
-}
-
-/// Prefork workers whose connection the parent can release after a crash;
-/// workers past this many still serve, their crash just leaks a slot.
-pub(crate) const WORKER_SLOTS: usize = 1024;
-
-/// One prefork worker's admitted connection, as the parent can read it.
-#[derive(Debug, Default)]
-#[repr(C)]
-pub(crate) struct WorkerSlot {
-    /// 1 while the worker holds an admitted connection.
-    held: AtomicU64,
-    /// The client's address as an IPv6 (IPv4-mapped) number, high half.
-    ip_hi: AtomicU64,
-    /// Low half.
-    ip_lo: AtomicU64,
-}
-
-impl WorkerSlot {
-    /// Records that this worker now holds a connection from `ip`.
-    pub(crate) fn hold(&self, ip: IpAddr) {
-        let v6 = match ip {
-            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-            IpAddr::V6(v6) => v6,
-        };
-        let n = u128::from(v6);
-        self.ip_hi.store((n >> 64) as u64, Ordering::Relaxed);
-        self.ip_lo.store(n as u64, Ordering::Relaxed);
-        self.held.store(1, Ordering::Release);
-    }
-
-    /// The worker is about to release its connection itself.
-    pub(crate) fn clear(&self) {
-        self.held.store(0, Ordering::Release);
-    }
-
-    /// Takes what a dead worker held, if anything, leaving the slot empty.
-    pub(crate) fn take(&self) -> Option<IpAddr> {
-        if self.held.swap(0, Ordering::AcqRel) == 0 {
-            return None;
-        }
-        let n = (u128::from(self.ip_hi.load(Ordering::Relaxed)) << 64)
-            | u128::from(self.ip_lo.load(Ordering::Relaxed));
-        let v6 = std::net::Ipv6Addr::from(n);
-        Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4))
-    }
 }
 
 impl Default for Stats {
@@ -109,7 +60,6 @@ impl Default for Stats {
             udp_bytes: AtomicU64::new(0),
             udp_dropped: std::array::from_fn(|_| AtomicU64::new(0)),
             per_ip: PerIp::default(),
-            workers: std::array::from_fn(|_| WorkerSlot::default()),
         }
     }
 }
@@ -389,20 +339,6 @@ mod tests {
         s.per_ip.release(a);
         assert!(s.per_ip.admit(a, 2));
         assert_eq!(s.per_ip.count(b), 1);
-    }
-
-    #[test]
-    fn a_dead_workers_slot_gives_back_its_client() {
-        let slot = WorkerSlot::default();
-        assert_eq!(slot.take(), None);
-        let v4: IpAddr = "127.0.0.2".parse().unwrap();
-        slot.hold(v4);
-        assert_eq!(slot.take(), Some(v4));
-        assert_eq!(slot.take(), None, "taken once");
-        let v6: IpAddr = "2001:db8::7".parse().unwrap();
-        slot.hold(v6);
-        slot.clear();
-        assert_eq!(slot.take(), None, "the worker released it itself");
     }
 
     #[test]

@@ -53,8 +53,9 @@ fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
 #[test]
 fn prefork_worker_killed_mid_connection_gives_its_slot_back() {
     // Two workers, two slots: before the fix, two dead workers locked the
-    // server out for good.
-    let server = Server::start("prefork", &["--workers", "2"]);
+    // server out for good. (`--max-conns 2`: the pool's default is 256,
+    // which two leaked slots would not show.)
+    let server = Server::start("prefork", &["--workers", "2", "--max-conns", "2"]);
     wait_for_workers(&server, 2);
     for round in 0..2 {
         let workers = children(server.pid());

@@ -16,45 +16,21 @@ use crate::util::{
     read_exact_n, read_to_eof, round_trip, seed_of, try_connect, wait_closed,
 };
 
-/// Workers given to the models that serve one client per worker, so checks
-/// that need a few live connections at once can have them.
-const WORKERS: usize = 4;
-
 /// The library's [`Model`] named `name` (as `--model` spells it).
 fn model_named(name: &str) -> Model {
     Model::from_str(name, false).unwrap_or_else(|e| panic!("no model {name:?}: {e}"))
 }
 
-/// Connections `model` serves at once with `--workers WORKERS`, as the
-/// library says (its default `--max-conns`); this decides how a check that
-/// needs several live connections is arranged.
+/// Connections `model` serves at once with default flags, as the library
+/// says (its default `--max-conns`); this decides how a check that needs
+/// several live connections is arranged.
 fn served_at_once(model: &str) -> usize {
-    model_named(model).default_max_conns(WORKERS)
+    model_named(model).default_max_conns()
 }
 
-/// True for the models whose capacity is their worker count (prefork,
-/// prethread): they are started with `--workers WORKERS`.
-fn serves_per_worker(model: &str) -> bool {
-    let m = model_named(model);
-    m.default_max_conns(WORKERS) != m.default_max_conns(WORKERS + 1)
-}
-
-/// `--workers WORKERS` for the models that serve one client per worker.
-fn worker_args(model: &str) -> Vec<String> {
-    if serves_per_worker(model) {
-        vec!["--workers".into(), WORKERS.to_string()]
-    } else {
-        Vec::new()
-    }
-}
-
-/// Starts `model` on 127.0.0.1:0 with `extra` flags (plus `--workers` for
-/// the pre-spawned models).
+/// Starts `model` on 127.0.0.1:0 with `extra` flags.
 fn start(model: &str, extra: &[&str]) -> Server {
-    let workers = worker_args(model);
-    let mut args: Vec<&str> = workers.iter().map(String::as_str).collect();
-    args.extend(extra);
-    Server::start(model, &args)
+    Server::start(model, extra)
 }
 
 fn ok_or_panic(model: &str, what: &str, r: Result<(), String>) {
@@ -688,10 +664,7 @@ fn ipv6(model: &str) {
     }
     let seed = seed_of(&format!("{model}/ipv6"));
     let payload = Rng::new(seed).bytes(64 * KIB);
-    let workers = worker_args(model);
-    let args: Vec<&str> = workers.iter().map(String::as_str).collect();
-
-    let v6 = Server::start_on(model, &["[::1]:0"], &args);
+    let v6 = Server::start_on(model, &["[::1]:0"], &[]);
     assert!(v6.addr().is_ipv6(), "{model}: bound {}", v6.addr());
     ok_or_panic(
         model,
@@ -700,7 +673,7 @@ fn ipv6(model: &str) {
     );
 
     // One [::] socket serves both families.
-    let dual = Server::start_on(model, &["[::]:0"], &args);
+    let dual = Server::start_on(model, &["[::]:0"], &[]);
     let port = dual.addr().port();
     for target in [
         SocketAddr::from(([127, 0, 0, 1], port)),

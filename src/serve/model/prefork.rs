@@ -1,95 +1,104 @@
-//! `prefork`: `--workers` processes forked at start, each polling the shared
+//! `prefork`: a pool of worker processes, each polling the shared
 //! listeners, accepting and serving one client at a time. The fork is paid
-//! once per worker, not per connection; a worker that dies is replaced.
+//! once per worker, not per connection.
 //!
-//! The parent only supervises: it reaps, restarts workers, and on a signal
-//! shuts the listeners down (which wakes and stops every idle worker at once),
-//! waits for busy workers up to the drain timeout, then tells them to stop
-//! (SIGUSR1; workers ignore SIGTERM/SIGINT, which a terminal or systemd
-//! sends to the whole group).
+//! The pool grows and shrinks (Apache's prefork MPM): `--workers` start at
+//! once and are the least the pool keeps; while fewer than `--min-spare`
+//! are idle (or clients wait in the backlog) more are forked, at a rate
+//! that doubles each second up to a cap; idle workers beyond `--max-spare`
+//! retire gradually; never more than `--max-conns` + 1 exist, the last one
+//! idle to turn away clients over the limit. The sizing rules are in
+//! `serve::pool`; what each worker is doing is on the
+//! `serve::scoreboard`, in memory shared with the workers.
+//!
+//! The parent only supervises: it reaps, gives back the `--max-conns` slot
+//! of a worker that died holding a client, sizes the pool, and on a signal
+//! shuts the listeners down (which wakes and stops every idle worker at
+//! once), waits for busy workers up to the drain timeout, then tells them
+//! to stop (SIGUSR1; workers ignore SIGTERM/SIGINT, which a terminal or
+//! systemd sends to the whole group).
 
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 
+use nix::sys::wait::WaitStatus;
 use nix::unistd::{ForkResult, fork};
 use tracing::warn;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::serve::children::{Children, Tag};
 use crate::serve::echo::{self, BUF_SIZE};
-use crate::serve::stats::WorkerSlot;
+use crate::serve::scoreboard::{Scoreboard, Supervisor};
 use crate::serve::{Ctx, accept, signals, supervise};
 
-/// Starts the workers and supervises them until a signal stops the server.
+/// Starts the pool and supervises it until a signal stops the server.
 pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {
+    let mut pool = Supervisor::new(ctx)?;
+    let board = pool.board();
     let mut kids = Children::default();
-    for n in 0..ctx.workers {
-        spawn(n, &listeners, ctx, &mut kids)
-            .map_err(|e| Error::io("forking a worker")(e.into()))?;
-    }
+    pool.start_minimum(|slot| spawn(slot, board, &listeners, ctx, &mut kids))?;
     while ctx.shutdown.stops() == 0 {
-        ctx.shutdown.wait(None);
-        let mut lost = Vec::new();
+        pool.wait(ctx.shutdown);
         kids.reap(|pid, status, tag| {
-            warn!(
-                pid = pid.as_raw(),
-                ?status,
-                "worker exited; starting another"
-            );
-            if let Tag::Worker(n) = tag {
-                give_back(ctx, n);
-                lost.push(n);
+            // A retired worker exits 0; anything else is worth a line.
+            if !matches!(status, WaitStatus::Exited(_, 0)) {
+                warn!(pid = pid.as_raw(), ?status, "pool worker died");
             }
+            give_back(ctx, board, tag);
         });
         if ctx.shutdown.stops() > 0 {
             break;
         }
-        for n in lost {
-            if let Err(e) = spawn(n, &listeners, ctx, &mut kids) {
-                warn!("cannot restart a worker: {e}");
-            }
-        }
+        pool.step(&listeners, |slot| {
+            spawn(slot, board, &listeners, ctx, &mut kids)
+        });
     }
     supervise::stop_accepting(&listeners, ctx);
-    kids.finish(ctx, |_, _, tag| {
-        if let Tag::Worker(n) = tag {
-            give_back(ctx, n);
-        }
-    });
+    kids.finish(ctx, |_, _, tag| give_back(ctx, board, tag));
     Ok(())
 }
 
-/// Releases the connection a worker held when it died (a worker that exits
-/// normally has released it itself and left its slot empty).
-fn give_back(ctx: &Ctx, n: usize) {
-    if let Some(ip) = ctx.stats.workers.get(n).and_then(WorkerSlot::take) {
+/// Frees a reaped worker's slot, and releases the connection it held when
+/// it died (a worker that exits normally has released it itself).
+fn give_back(ctx: &Ctx, board: Scoreboard, tag: Tag) {
+    if let Tag::Worker(slot) = tag
+        && let Some(ip) = board.free(slot)
+    {
         ctx.release_ip(ip);
     }
 }
 
-/// Forks worker number `n`.
+/// Forks the worker for scoreboard slot `slot`.
 fn spawn(
-    n: usize,
+    slot: usize,
+    board: Scoreboard,
     listeners: &[TcpListener],
     ctx: &'static Ctx,
     kids: &mut Children,
-) -> nix::Result<()> {
+) -> std::io::Result<()> {
     let parent = nix::unistd::getpid();
     // SAFETY: the parent is single-threaded (this model starts no thread), so
     // the child inherits no lock held by another thread and may run normal
     // code; it never returns into the parent's loop (it `_exit`s).
     match unsafe { fork() }? {
-        ForkResult::Child => worker(n, listeners, ctx, parent),
+        ForkResult::Child => worker(slot, board, listeners, ctx, parent),
         ForkResult::Parent { child } => {
-            kids.add(child, Tag::Worker(n));
+            kids.add(child, Tag::Worker(slot));
             Ok(())
         }
     }
 }
 
-/// A worker: accept, serve, repeat; stop when the listeners shut down or the
-/// parent tells it to stop.
-fn worker(n: usize, listeners: &[TcpListener], ctx: &Ctx, parent: nix::unistd::Pid) -> ! {
+/// A worker: accept, serve, repeat; stop when the listeners shut down, the
+/// parent tells it to stop, or it is asked to retire (after the client it
+/// holds, never during).
+fn worker(
+    slot: usize,
+    board: Scoreboard,
+    listeners: &[TcpListener],
+    ctx: &Ctx,
+    parent: nix::unistd::Pid,
+) -> ! {
     signals::reset_in_child();
     // A worker must not outlive its parent: it holds the listener, and
     // would keep serving the port with nobody to supervise or stop it.
@@ -101,15 +110,13 @@ fn worker(n: usize, listeners: &[TcpListener], ctx: &Ctx, parent: nix::unistd::P
         unsafe { libc::_exit(0) }
     }
     let mut buf = vec![0u8; BUF_SIZE];
-    let slot = ctx.stats.workers.get(n);
-    while ctx.shutdown.stops() == 0 {
-        let accept::Next::Conn(conn, peer) = accept::next(listeners, ctx) else {
+    let leave = || board.retiring(slot);
+    while ctx.shutdown.stops() == 0 && !leave() {
+        let accept::Next::Conn(conn, peer) = accept::next_unless(listeners, ctx, &leave) else {
             break;
         };
         // Should this process die now, the parent gives the slot back.
-        if let Some(slot) = slot {
-            slot.hold(peer.ip());
-        }
+        board.hold(slot, peer.ip());
         let end = match echo::prepare(&conn, ctx) {
             Ok(()) => echo::echo(conn.as_raw_fd(), &mut buf, ctx.stats, &|| {
                 ctx.shutdown.stops() > 0
@@ -121,9 +128,7 @@ fn worker(n: usize, listeners: &[TcpListener], ctx: &Ctx, parent: nix::unistd::P
         drop(conn);
         // Clear first: a crash between the two leaks one slot, while the
         // other order could release it twice.
-        if let Some(slot) = slot {
-            slot.clear();
-        }
+        board.idle(slot);
         ctx.release(&peer);
     }
     // SAFETY: `_exit` skips the parent's atexit handlers and destructors,

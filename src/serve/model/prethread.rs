@@ -1,28 +1,75 @@
-//! `prethread`: `--workers` threads started up front, each polling the
-//! listeners, accepting and serving one client at a time. No thread is
-//! created per connection, so a connection costs only its accept; at most
-//! `--workers` clients are served at once, the rest wait in the backlog.
+//! `prethread`: a pool of worker threads, each polling the listeners,
+//! accepting and serving one client at a time. No thread is created per
+//! connection while the pool has an idle one, so a connection usually costs
+//! only its accept.
+//!
+//! The pool grows and shrinks like prefork's (the same rules, in
+//! `serve::pool`): `--workers` threads start at once and are the
+//! least kept; more start while fewer than `--min-spare` are idle or
+//! clients wait, at a rate doubling each second up to a cap; idle threads
+//! beyond `--max-spare` retire gradually, after the client they hold; at
+//! most `--max-conns` + 1 exist, the last one idle to turn away clients
+//! over the limit. The main thread supervises through the
+//! `serve::scoreboard` (the same atomics as prefork's, in one
+//! process).
 
 use std::net::TcpListener;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::serve::echo::{self, BUF_SIZE};
+use crate::serve::scoreboard::{Scoreboard, Supervisor};
 use crate::serve::{Ctx, accept, supervise};
 
-/// Starts the worker threads and serves until a signal stops the server.
+/// Stack of a worker thread: the echo loop needs little (its buffer is on
+/// the heap), and a small stack keeps a pool of a thousand threads cheap in
+/// address space (the same as `thread`'s connection threads).
+const WORKER_STACK: usize = 128 * 1024;
+
+/// Starts the pool and serves until a signal stops the server.
 pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {
     let listeners: &'static [TcpListener] = listeners.leak();
-    for i in 0..ctx.workers {
-        std::thread::Builder::new()
-            .name(format!("prethread-{i}"))
-            .spawn(move || {
-                let mut buf = vec![0u8; BUF_SIZE];
-                while let accept::Next::Conn(conn, peer) = accept::next(listeners, ctx) {
-                    echo::serve(conn, peer, ctx, &mut buf);
-                }
-            })
-            .map_err(Error::io("starting a worker thread"))?;
+    let mut pool = Supervisor::new(ctx)?;
+    let board = pool.board();
+    pool.start_minimum(|slot| spawn(slot, board, listeners, ctx))?;
+    while ctx.shutdown.stops() == 0 {
+        pool.wait(ctx.shutdown);
+        if ctx.shutdown.stops() > 0 {
+            break;
+        }
+        pool.step(listeners, |slot| spawn(slot, board, listeners, ctx));
     }
-    supervise::until_stopped(listeners, ctx);
+    supervise::stop_accepting(listeners, ctx);
+    supervise::drain(ctx, || ctx.stats.active() == 0);
     Ok(())
+}
+
+/// Starts the worker thread for scoreboard slot `slot`.
+fn spawn(
+    slot: usize,
+    board: Scoreboard,
+    listeners: &'static [TcpListener],
+    ctx: &'static Ctx,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name(format!("prethread-{slot}"))
+        .stack_size(WORKER_STACK)
+        .spawn(move || worker(slot, board, listeners, ctx))
+        .map(drop)
+}
+
+/// A worker: accept, serve, repeat, until the listeners shut down or it is
+/// asked to retire (after the client it holds, never during); then its
+/// slot is free for the next thread.
+fn worker(slot: usize, board: Scoreboard, listeners: &[TcpListener], ctx: &Ctx) {
+    let mut buf = vec![0u8; BUF_SIZE];
+    let leave = || board.retiring(slot);
+    while !leave() {
+        let accept::Next::Conn(conn, peer) = accept::next_unless(listeners, ctx, &leave) else {
+            break;
+        };
+        board.hold(slot, peer.ip());
+        echo::serve(conn, peer, ctx, &mut buf);
+        board.idle(slot);
+    }
+    board.free(slot);
 }

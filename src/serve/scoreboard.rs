@@ -1,0 +1,535 @@
+//! The pool's scoreboard (prefork, prethread): one slot per worker saying
+//! whether it is alive, serving a client (and which address, so a worker
+//! that dies mid-connection can have its `--max-conns` slot given back), or
+//! asked to retire. It lives in an anonymous shared mapping, so forked
+//! prefork workers write the same slots their parent reads; prethread's
+//! threads use the same atomics in one process.
+//!
+//! Who writes what: the supervisor (prefork's parent, prethread's main
+//! thread) claims a free slot before it starts a worker, marks an idle one
+//! to retire, and frees a prefork worker's slot when it reaps it; the
+//! worker marks itself busy and idle around each client, and a prethread
+//! worker frees its own slot when it exits. A worker that takes a client
+//! while fewer than `--min-spare` others are idle writes one byte to the
+//! scoreboard's pipe, so the supervisor wakes and grows the pool at once.
+
+use std::io;
+use std::net::{IpAddr, Ipv6Addr};
+use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
+use tracing::{info, warn};
+
+use super::pool::{self, Counts, Sizer};
+use super::{Ctx, Shutdown, accept};
+use crate::error::{Error, Result};
+
+/// A slot no worker uses.
+const FREE: u64 = 0;
+/// A live worker: idle, or busy while its [`WorkerSlot`] holds a client.
+const LIVE: u64 = 1;
+/// A worker asked to leave: it finishes the client it holds, then exits.
+const RETIRE: u64 = 2;
+
+/// One worker's admitted connection, as the supervisor can read it.
+#[derive(Debug, Default)]
+#[repr(C)]
+pub(crate) struct WorkerSlot {
+    /// 1 while the worker holds an admitted connection.
+    held: AtomicU64,
+    /// The client's address as an IPv6 (IPv4-mapped) number, high half.
+    ip_hi: AtomicU64,
+    /// Low half.
+    ip_lo: AtomicU64,
+}
+
+impl WorkerSlot {
+    /// Records that this worker now holds a connection from `ip`.
+    pub(crate) fn hold(&self, ip: IpAddr) {
+        let v6 = match ip {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            IpAddr::V6(v6) => v6,
+        };
+        let n = u128::from(v6);
+        self.ip_hi.store((n >> 64) as u64, Ordering::Relaxed);
+        self.ip_lo.store(n as u64, Ordering::Relaxed);
+        self.held.store(1, Ordering::Release);
+    }
+
+    /// The worker is about to release its connection itself. True if it
+    /// held one.
+    pub(crate) fn clear(&self) -> bool {
+        self.held.swap(0, Ordering::AcqRel) == 1
+    }
+
+    /// Takes what a dead worker held, if anything, leaving the slot empty.
+    pub(crate) fn take(&self) -> Option<IpAddr> {
+        if self.held.swap(0, Ordering::AcqRel) == 0 {
+            return None;
+        }
+        let n = (u128::from(self.ip_hi.load(Ordering::Relaxed)) << 64)
+            | u128::from(self.ip_lo.load(Ordering::Relaxed));
+        let v6 = Ipv6Addr::from(n);
+        Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4))
+    }
+
+    /// True while the worker holds a connection.
+    fn is_held(&self) -> bool {
+        self.held.load(Ordering::Acquire) == 1
+    }
+}
+
+/// One worker's place on the scoreboard.
+#[derive(Debug, Default)]
+#[repr(C)]
+struct Slot {
+    /// [`FREE`], [`LIVE`] or [`RETIRE`].
+    state: AtomicU64,
+    /// The client it serves.
+    conn: WorkerSlot,
+}
+
+/// Counters kept beside the slots so that a worker can tell in O(1)
+/// whether the pool runs short of idle workers.
+#[derive(Debug, Default)]
+#[repr(C)]
+struct Header {
+    /// Slots in state [`LIVE`].
+    live: AtomicU64,
+    /// Slots holding a connection, retiring ones included.
+    busy: AtomicU64,
+}
+
+/// The scoreboard of one pool. Copied freely: it names memory that lives as
+/// long as the process.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Scoreboard(&'static Inner);
+
+#[derive(Debug)]
+struct Inner {
+    header: &'static Header,
+    slots: &'static [Slot],
+    /// `--min-spare`: below this many idle workers, a worker taking a
+    /// client wakes the supervisor.
+    min_spare: u64,
+    /// Read end of the wake pipe, polled by the supervisor.
+    rd: OwnedFd,
+    /// Write end, written by workers (non-blocking: a full pipe already
+    /// holds a wake-up).
+    wr: OwnedFd,
+}
+
+/// `n` zeroed values of `T` in an anonymous shared mapping, for the life of
+/// the process and of every process forked from it.
+///
+/// # Safety
+/// `T` must be valid when all-zero (atomics and arrays of them).
+unsafe fn shared_array<T>(n: usize) -> io::Result<&'static [T]> {
+    let bytes = std::mem::size_of::<T>().max(1) * n.max(1);
+    let len = NonZeroUsize::new(bytes).expect("at least one byte");
+    // SAFETY: a fresh anonymous mapping overlaps nothing; it is zero-filled
+    // and page-aligned, which satisfies `T`'s alignment and (by the
+    // caller's promise) validity, and it is never unmapped, so the
+    // `'static` slice stays valid here and in every fork.
+    unsafe {
+        let p = mmap_anonymous(
+            None,
+            len,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_SHARED,
+        )?;
+        Ok(std::slice::from_raw_parts(p.as_ptr() as *const T, n))
+    }
+}
+
+impl Scoreboard {
+    /// A scoreboard of `slots` free slots, shared with future children.
+    pub(crate) fn new(slots: usize, min_spare: usize) -> io::Result<Scoreboard> {
+        // SAFETY: `Header` and `Slot` hold only atomics: all-zero is valid.
+        let header = unsafe { shared_array::<Header>(1) }?;
+        // SAFETY: as above.
+        let slots = unsafe { shared_array::<Slot>(slots) }?;
+        let (rd, wr) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
+        Ok(Scoreboard(Box::leak(Box::new(Inner {
+            header: &header[0],
+            slots,
+            min_spare: min_spare as u64,
+            rd,
+            wr,
+        }))))
+    }
+
+    /// Supervisor: takes a free slot for a worker about to start (counted
+    /// live and idle at once, so the next decision does not start another
+    /// for the same need). `None` when every slot is taken.
+    pub(crate) fn claim(self) -> Option<usize> {
+        let i = self
+            .0
+            .slots
+            .iter()
+            .position(|s| s.state.load(Ordering::Acquire) == FREE)?;
+        let s = &self.0.slots[i];
+        s.conn.held.store(0, Ordering::Relaxed);
+        s.state.store(LIVE, Ordering::Release);
+        self.0.header.live.fetch_add(1, Ordering::AcqRel);
+        Some(i)
+    }
+
+    /// Supervisor: asks one idle worker to leave, the highest-numbered one
+    /// (so low slots stay in use and a scan finds free ones late). False
+    /// when none is idle. The worker may take a client before it looks: it
+    /// serves it, then leaves.
+    pub(crate) fn retire_one(self) -> bool {
+        for s in self.0.slots.iter().rev() {
+            if s.conn.is_held() {
+                continue;
+            }
+            if s.state
+                .compare_exchange(LIVE, RETIRE, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                self.0.header.live.fetch_sub(1, Ordering::AcqRel);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Frees slot `i` of a worker that is gone (reaped by the supervisor,
+    /// or a prethread worker on its way out), returning the client address
+    /// it still held, whose `--max-conns` slot the caller gives back.
+    pub(crate) fn free(self, i: usize) -> Option<IpAddr> {
+        let s = self.0.slots.get(i)?;
+        let held = s.conn.take();
+        if held.is_some() {
+            self.0.header.busy.fetch_sub(1, Ordering::AcqRel);
+        }
+        if s.state.swap(FREE, Ordering::AcqRel) == LIVE {
+            self.0.header.live.fetch_sub(1, Ordering::AcqRel);
+        }
+        held
+    }
+
+    /// Worker `i`: now serving a client from `ip`. Should this leave fewer
+    /// than `--min-spare` workers idle, wakes the supervisor.
+    pub(crate) fn hold(self, i: usize, ip: IpAddr) {
+        let Some(s) = self.0.slots.get(i) else { return };
+        s.conn.hold(ip);
+        let busy = self.0.header.busy.fetch_add(1, Ordering::AcqRel) + 1;
+        let live = self.0.header.live.load(Ordering::Acquire);
+        if live.saturating_sub(busy) < self.0.min_spare {
+            self.wake();
+        }
+    }
+
+    /// Worker `i`: done with its client, about to release it itself.
+    /// Clear before release: a crash between the two leaks nothing the
+    /// supervisor cannot see, while the other order could release twice.
+    pub(crate) fn idle(self, i: usize) {
+        if let Some(s) = self.0.slots.get(i)
+            && s.conn.clear()
+        {
+            self.0.header.busy.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Worker `i`: true once asked to leave (or its slot is gone).
+    pub(crate) fn retiring(self, i: usize) -> bool {
+        self.0
+            .slots
+            .get(i)
+            .is_none_or(|s| s.state.load(Ordering::Acquire) != LIVE)
+    }
+
+    /// Supervisor: what the slots show now (the backlog is the caller's
+    /// to add).
+    pub(crate) fn counts(self) -> Counts {
+        let mut c = Counts::default();
+        for s in self.0.slots {
+            match s.state.load(Ordering::Acquire) {
+                LIVE => {
+                    c.live += 1;
+                    if s.conn.is_held() {
+                        c.busy += 1;
+                    }
+                }
+                RETIRE => c.retiring += 1,
+                _ => {}
+            }
+        }
+        c
+    }
+
+    /// Wakes the supervisor. Only `write(2)`: callable from any worker.
+    pub(crate) fn wake(self) {
+        // A full pipe (a wake-up already pending) refuses: that is fine.
+        let _ = nix::unistd::write(&self.0.wr, b"!");
+    }
+
+    /// The read end, for the supervisor's `poll`.
+    pub(crate) fn wake_fd(self) -> BorrowedFd<'static> {
+        self.0.rd.as_fd()
+    }
+
+    /// Empties the wake pipe after it polled readable.
+    pub(crate) fn drain_wake(self) {
+        let mut buf = [0u8; 64];
+        while matches!(nix::unistd::read(&self.0.rd, &mut buf), Ok(n) if n > 0) {}
+    }
+}
+
+/// The supervisor's side of a pool: waits for a reason to look, then reads
+/// the scoreboard and the backlog, asks [`Sizer`] what to do, does it, and
+/// logs the change (at most one line per [`pool::LOG_EVERY`]). prefork and
+/// prethread differ only in how they start a worker.
+#[derive(Debug)]
+pub(crate) struct Supervisor {
+    board: Scoreboard,
+    sizer: Sizer,
+    log: pool::Log,
+    /// When the last plan asked to be looked at again.
+    wake: Option<Instant>,
+}
+
+/// The supervisor looks at the pool at least this often, whatever the plan
+/// says, so a wake-up a worker did not send (two workers' counters raced)
+/// costs at most this.
+pub(crate) const TICK: Duration = Duration::from_secs(1);
+
+impl Supervisor {
+    /// The pool for `ctx`: `--workers` to `--max-conns` + 1 workers, and
+    /// its scoreboard (created before any worker, so forks share it).
+    pub(crate) fn new(ctx: &Ctx) -> Result<Supervisor> {
+        let limits = pool::Limits::new(ctx.workers, ctx.max_conns, ctx.spare);
+        let board = Scoreboard::new(limits.max_workers, limits.min_spare)
+            .map_err(Error::io("mapping the pool's scoreboard"))?;
+        Ok(Supervisor {
+            board,
+            sizer: Sizer::new(limits),
+            log: pool::Log::default(),
+            wake: None,
+        })
+    }
+
+    /// The scoreboard the workers write.
+    pub(crate) fn board(&self) -> Scoreboard {
+        self.board
+    }
+
+    /// Starts the first `--workers` workers at once: `start(slot)` for
+    /// each, failing on the first that cannot start.
+    pub(crate) fn start_minimum(
+        &self,
+        mut start: impl FnMut(usize) -> io::Result<()>,
+    ) -> Result<()> {
+        for _ in 0..self.sizer.limits().min_workers {
+            let slot = self
+                .board
+                .claim()
+                .ok_or_else(|| Error::InvalidOption("no free slot for a worker".into()))?;
+            if let Err(e) = start(slot) {
+                self.board.free(slot);
+                return Err(Error::io("starting a worker")(e));
+            }
+        }
+        info!(
+            workers = self.sizer.limits().min_workers,
+            max_workers = self.sizer.limits().max_workers,
+            "pool started"
+        );
+        Ok(())
+    }
+
+    /// Sleeps until a signal (the server's wake pipe: SIGTERM, SIGCHLD), a
+    /// worker's wake-up, the time the last plan asked for, or [`TICK`].
+    pub(crate) fn wait(&self, shutdown: Shutdown) {
+        let now = Instant::now();
+        let until = self
+            .wake
+            .map_or(TICK, |t| t.saturating_duration_since(now))
+            .min(TICK);
+        // Rounded up: waking a millisecond early would find nothing due.
+        let ms = until.as_micros().div_ceil(1000) as i32;
+        // SAFETY: the server's wake pipe is open for the life of the
+        // process (`Shutdown` is leaked).
+        let server = unsafe { BorrowedFd::borrow_raw(shutdown.wake_fd()) };
+        let mut fds = [
+            PollFd::new(server, PollFlags::POLLIN),
+            PollFd::new(self.board.wake_fd(), PollFlags::POLLIN),
+        ];
+        // EINTR is a wake-up like any other; nothing else can fail here.
+        let _ = poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        );
+        shutdown.drain_wake();
+        self.board.drain_wake();
+    }
+
+    /// Looks at the pool now and grows or shrinks it: `start(slot)` for
+    /// each worker to start (a failure frees the slot and ends this round),
+    /// idle workers asked to retire for each one to go.
+    pub(crate) fn step(
+        &mut self,
+        listeners: &[TcpListener],
+        mut start: impl FnMut(usize) -> io::Result<()>,
+    ) {
+        let mut counts = self.board.counts();
+        counts.queued = accept::queued(listeners);
+        let now = Instant::now();
+        let mut plan = self.sizer.plan(counts, now);
+        self.wake = plan.wake;
+        let mut started = 0;
+        for _ in 0..plan.start {
+            let Some(slot) = self.board.claim() else {
+                break;
+            };
+            if let Err(e) = start(slot) {
+                self.board.free(slot);
+                static LAST: AtomicU64 = AtomicU64::new(0);
+                if accept::rate_ok(&LAST) {
+                    warn!("cannot start a pool worker: {e}");
+                }
+                // Try again at the next window.
+                self.wake = Some(now + pool::WINDOW);
+                break;
+            }
+            started += 1;
+        }
+        plan.start = started;
+        let mut retired = 0;
+        for _ in 0..plan.retire {
+            if !self.board.retire_one() {
+                break;
+            }
+            retired += 1;
+        }
+        plan.retire = retired;
+        if let Some(change) = self.log.note(&plan, now) {
+            let size = counts.live + started - retired;
+            info!(
+                started = change.started,
+                retired = change.retired,
+                workers = size,
+                busy = counts.busy,
+                queued = counts.queued,
+                "pool resized"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_dead_workers_slot_gives_back_its_client() {
+        let slot = WorkerSlot::default();
+        assert_eq!(slot.take(), None);
+        let v4 = ip("127.0.0.2");
+        slot.hold(v4);
+        assert_eq!(slot.take(), Some(v4));
+        assert_eq!(slot.take(), None, "taken once");
+        let v6 = ip("2001:db8::7");
+        slot.hold(v6);
+        assert!(slot.clear());
+        assert_eq!(slot.take(), None, "the worker released it itself");
+        assert!(!slot.clear());
+    }
+
+    #[test]
+    fn counts_follow_claims_clients_retirements_and_frees() {
+        let b = Scoreboard::new(4, 1).unwrap();
+        let (w0, w1) = (b.claim().unwrap(), b.claim().unwrap());
+        assert_eq!((w0, w1), (0, 1));
+        assert_eq!(
+            b.counts(),
+            Counts {
+                live: 2,
+                ..Counts::default()
+            }
+        );
+        b.hold(w0, ip("127.0.0.1"));
+        let c = b.counts();
+        assert_eq!((c.live, c.busy, c.idle()), (2, 1, 1));
+        // The busy one is never picked to retire.
+        assert!(b.retire_one());
+        assert!(b.retiring(w1));
+        assert!(!b.retiring(w0));
+        assert!(!b.retire_one(), "no idle worker left");
+        let c = b.counts();
+        assert_eq!((c.live, c.busy, c.retiring), (1, 1, 1));
+        // The retired one leaves; its slot is free for the next worker.
+        assert_eq!(b.free(w1), None);
+        assert_eq!(b.claim(), Some(1));
+        // The busy one dies holding its client: given back once.
+        assert_eq!(b.free(w0), Some(ip("127.0.0.1")));
+        assert_eq!(b.free(w0), None);
+        assert_eq!(
+            b.counts(),
+            Counts {
+                live: 1,
+                ..Counts::default()
+            }
+        );
+        b.claim().unwrap();
+        b.claim().unwrap();
+        b.claim().unwrap();
+        assert_eq!(b.claim(), None, "full");
+    }
+
+    #[test]
+    fn taking_the_last_idle_worker_wakes_the_supervisor() {
+        let b = Scoreboard::new(4, 1).unwrap();
+        let (w0, w1) = (b.claim().unwrap(), b.claim().unwrap());
+        let readable = || {
+            let mut fds = [nix::poll::PollFd::new(
+                b.wake_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).unwrap() == 1
+        };
+        b.hold(w0, ip("127.0.0.1"));
+        assert!(!readable(), "one idle worker left: no wake-up");
+        b.hold(w1, ip("127.0.0.1"));
+        assert!(readable(), "none idle: the supervisor must look");
+        b.drain_wake();
+        assert!(!readable());
+        b.idle(w1);
+        b.hold(w1, ip("127.0.0.1"));
+        assert!(readable());
+    }
+
+    #[test]
+    fn a_forked_worker_writes_the_slots_its_parent_reads() {
+        let b = Scoreboard::new(2, 1).unwrap();
+        let w = b.claim().unwrap();
+        // SAFETY: the test process may be multi-threaded; the child only
+        // does atomic stores, write(2) and `_exit`, all safe after fork.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                b.hold(w, IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 9)));
+                // SAFETY: `_exit` skips destructors and atexit, as a forked
+                // child of a threaded process must.
+                unsafe { libc::_exit(0) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                nix::sys::wait::waitpid(child, None).unwrap();
+                assert_eq!(b.counts().busy, 1);
+                assert_eq!(b.free(w), Some(ip("127.0.0.9")));
+            }
+        }
+    }
+}
