@@ -75,6 +75,7 @@ fn all_still_served(conns: &mut [(TcpStream, Vec<u8>)], what: &str) {
 /// With default flags, 200 clients that connect together are all served
 /// at the same time: the pool grows from `--workers` to hold them.
 fn two_hundred_clients_are_served_at_once(model: &str) {
+    let _heavy = crate::util::heavy();
     let server = Server::start(model, &[]);
     // The listening line comes before the first workers start.
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -193,6 +194,7 @@ fn prethread_max_conns_ten_serves_exactly_ten_and_turns_the_rest_away() {
 /// back into `--max-spare` within 60 s; ten clients kept open all along are
 /// never dropped by a retiring worker.
 fn shrinks_back_into_the_band(model: &str) {
+    let _heavy = crate::util::heavy();
     const KEPT: usize = 10;
     const MAX_SPARE: usize = 4;
     let server = Server::start(
@@ -265,6 +267,7 @@ fn prethread_shrinks_back_into_the_idle_band_after_the_load() {
 /// retires workers: every exited worker is reaped.
 #[test]
 fn prefork_leaves_no_zombie_after_growth_and_shrink_churn() {
+    let _heavy = crate::util::heavy();
     const BURSTS: usize = 5;
     const BURST: usize = 100;
     let mut server = Server::start("prefork", &["--max-spare", "4"]);
@@ -299,6 +302,7 @@ fn prefork_leaves_no_zombie_after_growth_and_shrink_churn() {
 /// in the middle of a message gets the rest of its echo and a FIN, and the
 /// server exits 0.
 fn sigterm_drains_a_grown_pool(model: &str) {
+    let _heavy = crate::util::heavy();
     const IN_FLIGHT: usize = 50;
     let mut server = Server::start(model, &["--drain-timeout", "20"]);
     let addr = server.addr();

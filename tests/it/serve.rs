@@ -434,6 +434,7 @@ fn busy_is_kept(addr: SocketAddr, model: &str) {
 }
 
 fn idle_timeout(model: &str) {
+    let _timing = crate::util::timing();
     let server = start(model, &["--idle-timeout", "2"]);
     let addr = server.addr();
     if served_at_once(model) == 1 {
@@ -455,6 +456,7 @@ fn timeout_on_time(model: &str) {
     const IDLE: Duration = Duration::from_secs(1);
     const RULE: Duration = Duration::from_millis(100);
     const SCHEDULING: Duration = Duration::from_millis(100);
+    let _timing = crate::util::timing();
     let server = start(model, &["--idle-timeout", "1"]);
     for round in 0..3 {
         let mut s = connect(server.addr());

@@ -1024,3 +1024,22 @@ pub fn refuse_syscall(syscall: libc::c_long, arg0: Option<u32>, errno: i32) -> i
     }
     Ok(())
 }
+
+/// Serialises heavy load against timing checks: the pool tests hold
+/// hundreds of clients and workers on a two-core machine, and a timeout
+/// measured meanwhile would measure the scheduler. Heavy tests hold it for
+/// writing ([`heavy`]), timing checks for reading ([`timing`]); everything
+/// else runs in parallel as before.
+static LOAD: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Taken by a test that loads the machine hard.
+pub fn heavy() -> std::sync::RwLockWriteGuard<'static, ()> {
+    LOAD.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Taken by a test whose assertion is about time.
+pub fn timing() -> std::sync::RwLockReadGuard<'static, ()> {
+    LOAD.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
