@@ -24,6 +24,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid, fork};
 
 use crate::error::{Error, Result};
+use crate::serve::{ListenKind, parse_listening};
 use crate::sys::stop;
 use crate::trace::Tracer;
 use crate::watch::procs::{self, ProcInfo};
@@ -97,10 +98,9 @@ pub(crate) fn run(_opt: Opt) -> Result<()> {
     let mut server_out = server_out.ok_or_else(|| Error::Lab("no pipe from the server".into()))?;
     let line = read_line(&mut server_out, STEP_TIMEOUT)
         .ok_or_else(|| Error::Lab("the server did not say it was listening".into()))?;
-    let port: u16 = line
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.trim().parse().ok())
+    let port = parse_listening(&line)
+        .filter(|l| l.kind == ListenKind::Tcp)
+        .map(|l| l.addr.port())
         .ok_or_else(|| Error::Lab(format!("unexpected line from the server: {line}")))?;
     say(&format!("server pid {server_pid} says: {}", line.trim()));
 

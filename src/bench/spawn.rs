@@ -19,6 +19,7 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
+use crate::serve::{ListenKind, parse_listening};
 
 /// A server that has not printed its `listening tcp` line by then has failed.
 pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -94,12 +95,11 @@ pub(crate) fn start(prog: &Path, args: &[String], cpu: Option<usize>) -> Result<
     thread::spawn(move || {
         let mut tx = Some(tx);
         for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
-            if let Some(addr) = line
-                .strip_prefix("listening tcp ")
-                .and_then(|a| a.trim().parse::<SocketAddr>().ok())
+            if let Some(l) = parse_listening(&line)
+                && l.kind == ListenKind::Tcp
                 && let Some(tx) = tx.take()
             {
-                let _ = tx.send(addr);
+                let _ = tx.send(l.addr);
             }
         }
     });

@@ -18,8 +18,15 @@
 //!   `--drain-timeout`, close the rest, exit 0; a second signal exits at once.
 //!
 //! # Layout
-//! - [`listen`] binds the sockets and prints the `listening tcp` lines;
-//! - [`signals`] turns SIGTERM/SIGINT/SIGCHLD into flags and a wake-up pipe;
+//! - [`conn`] the contract itself, as a sans-I/O state machine the event
+//!   models drive; [`pending`] the bytes it keeps for epoll and tokio;
+//!   [`timers`] the one timer rule of the event loops;
+//! - [`model`] the eight models, each `run(listeners, ctx) -> Result<()>`;
+//! - [`opt`] the command line of `netecho serve`;
+//! - [`listen`] binds the sockets and prints the `listening` lines (and
+//!   parses them back: [`parse_listening`]);
+//! - [`shutdown`] a server's stop state, passed in [`Ctx`]; [`signals`]
+//!   wires SIGTERM/SIGINT/SIGCHLD to it at the binary's edge;
 //! - [`stats`] the counters, in memory shared with forked children;
 //! - [`accept`] the accept step of the blocking models (poll, limits, EMFILE);
 //! - [`echo`] the blocking read/write loop that keeps the contract;
@@ -27,7 +34,8 @@
 //! - [`children`] the same for the forking models (reaping, SIGTERM, SIGKILL);
 //! - [`pool`] how many workers prefork and prethread start or retire (pure),
 //!   [`scoreboard`] what each of their workers is doing;
-//! - one file per model, each `pub fn run(listeners, ctx) -> Result<()>`.
+//! - [`udp`], [`metrics`], [`sidecar`], [`activation`], [`inetd`]: the
+//!   service features (UDP echo, Prometheus, systemd, inetd).
 
 pub(crate) mod accept;
 pub(crate) mod activation;
@@ -311,7 +319,11 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         let addr = m.local_addr().map_err(Error::io("metrics listener"))?;
         use std::io::Write;
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "listening metrics http://{addr}/metrics");
+        let line = Listening {
+            kind: ListenKind::Metrics,
+            addr,
+        };
+        let _ = writeln!(out, "{line}");
         let _ = out.flush();
     }
     sidecar::start(

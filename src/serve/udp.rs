@@ -88,7 +88,11 @@ pub(crate) fn announce(sockets: &[UdpSocket]) -> Result<()> {
     let mut out = io::stdout().lock();
     for s in sockets {
         let addr = s.local_addr().map_err(Error::io("reading bound address"))?;
-        let _ = writeln!(out, "listening udp {addr}");
+        let line = super::listen::Listening {
+            kind: super::listen::ListenKind::Udp,
+            addr,
+        };
+        let _ = writeln!(out, "{line}");
     }
     let _ = out.flush();
     Ok(())
