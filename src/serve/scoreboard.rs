@@ -15,7 +15,6 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv6Addr};
-use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -24,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
 use tracing::{info, warn};
 
 use super::pool::{self, Counts, Sizer};
@@ -126,36 +124,13 @@ struct Inner {
     wr: OwnedFd,
 }
 
-/// `n` zeroed values of `T` in an anonymous shared mapping, for the life of
-/// the process and of every process forked from it.
-///
-/// # Safety
-/// `T` must be valid when all-zero (atomics and arrays of them).
-unsafe fn shared_array<T>(n: usize) -> io::Result<&'static [T]> {
-    let bytes = std::mem::size_of::<T>().max(1) * n.max(1);
-    let len = NonZeroUsize::new(bytes).expect("at least one byte");
-    // SAFETY: a fresh anonymous mapping overlaps nothing; it is zero-filled
-    // and page-aligned, which satisfies `T`'s alignment and (by the
-    // caller's promise) validity, and it is never unmapped, so the
-    // `'static` slice stays valid here and in every fork.
-    unsafe {
-        let p = mmap_anonymous(
-            None,
-            len,
-            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-            MapFlags::MAP_SHARED,
-        )?;
-        Ok(std::slice::from_raw_parts(p.as_ptr() as *const T, n))
-    }
-}
-
 impl Scoreboard {
     /// A scoreboard of `slots` free slots, shared with future children.
     pub(crate) fn new(slots: usize, min_spare: usize) -> io::Result<Scoreboard> {
         // SAFETY: `Header` and `Slot` hold only atomics: all-zero is valid.
-        let header = unsafe { shared_array::<Header>(1) }?;
+        let header = unsafe { crate::sys::shm::shared_zeroed::<Header>(1) }?;
         // SAFETY: as above.
-        let slots = unsafe { shared_array::<Slot>(slots) }?;
+        let slots = unsafe { crate::sys::shm::shared_zeroed::<Slot>(slots) }?;
         let (rd, wr) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
         Ok(Scoreboard(Box::leak(Box::new(Inner {
             header: &header[0],

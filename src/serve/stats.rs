@@ -5,10 +5,7 @@
 use super::conn::End;
 use std::io;
 use std::net::IpAddr;
-use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
-use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
 
 /// Counters and flags shared by every thread and process of one server.
 /// All fields are atomics, whose all-zero bit pattern is a valid value, so a
@@ -235,20 +232,10 @@ impl Stats {
     /// Maps a zeroed page shared with future children and returns it for the
     /// life of the process.
     pub(crate) fn shared() -> io::Result<&'static Stats> {
-        let len = NonZeroUsize::new(std::mem::size_of::<Stats>()).expect("Stats is not empty");
-        // SAFETY: a fresh anonymous mapping overlaps nothing; it is zero-filled
-        // and page-aligned, which satisfies `Stats`' size, alignment and
-        // validity (all-zero atomics), and it is never unmapped, so the
-        // `'static` reference stays valid in this process and every fork.
-        unsafe {
-            let p = mmap_anonymous(
-                None,
-                len,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-            )?;
-            Ok(&*(p.as_ptr() as *const Stats))
-        }
+        // SAFETY: `Stats` is all atomics (and arrays of them), valid when
+        // all-zero.
+        let one = unsafe { crate::sys::shm::shared_zeroed::<Stats>(1) }?;
+        Ok(&one[0])
     }
 
     /// Takes a serving slot if fewer than `max` are in use. Returns false

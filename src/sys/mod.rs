@@ -6,6 +6,7 @@
 //! handling, with its wake-up pipe, lives in `serve::signals`.)
 
 pub(crate) mod proc;
+pub(crate) mod shm;
 pub(crate) mod stop;
 
 /// Raises the soft descriptor limit to the hard one: a server holding
