@@ -14,6 +14,7 @@ mod bench_models;
 mod client;
 mod lab;
 mod ping;
+mod pkg;
 mod regressions;
 mod serve;
 mod serve_cli;
