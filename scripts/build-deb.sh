@@ -36,5 +36,7 @@ for unit in netecho.service netecho.socket; do
     sed 's|/usr/local/bin/netecho|/usr/bin/netecho|g' "contrib/$unit" >"$assets/systemd/$unit"
 done
 
-cargo deb --no-build --locked --output target/debian/ >&2
+# --strip: the release profile keeps line tables (debug = 1) for profiling;
+# the package ships without them.
+cargo deb --no-build --locked --strip --output target/debian/ >&2
 ls -t target/debian/netecho_*.deb | head -n 1
