@@ -20,6 +20,7 @@
 //! - [`udp`]: the UDP worker (a timeout per datagram, losses counted);
 //! - [`timer`]: a timerfd, so the open loop sends on time to the microsecond;
 //! - [`report`]: the human summary and the `--json` object;
+//! - [`hlog`]: `--hist-out` and `bench merge`: HdrHistogram interval logs;
 //! - [`models`]: `bench --models`, every server model on the workloads of
 //!   `BENCHMARKING.md`, shared with `cargo bench --bench models`;
 //! - [`spawn`]: servers under test as pinned child processes;
@@ -27,6 +28,7 @@
 //! - [`chart`]: `--chart`, the `--models` table as an SVG picture.
 
 pub(crate) mod chart;
+pub(crate) mod hlog;
 pub mod models;
 pub(crate) mod plan;
 pub(crate) mod procstat;
@@ -41,7 +43,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -78,6 +80,7 @@ const PROGRESS_TICK: Duration = Duration::from_millis(250);
 
 /// Options of `netecho bench`.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub(crate) struct Opt {
     /// The echo server, as HOST:PORT ([v6addr]:PORT for IPv6 literals).
     #[arg(value_name = "HOST:PORT", required_unless_present = "models")]
@@ -168,10 +171,30 @@ pub(crate) struct Opt {
     /// Print one JSON object on stdout instead of the summary.
     #[arg(long)]
     pub(crate) json: bool,
+
+    /// Also write the latency histogram to FILE as an HdrHistogram interval
+    /// log (compressed V2, base64), which `bench merge` combines exactly
+    /// with other runs' and HdrHistogram's own tools read.
+    #[arg(long, value_name = "FILE", conflicts_with = "models")]
+    pub(crate) hist_out: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub(crate) command: Option<BenchCommand>,
+}
+
+/// What `netecho bench` can do besides loading a server.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Combine `--hist-out` logs of many runs and machines exactly
+    /// (histograms added, percentiles recomputed) into one summary.
+    Merge(hlog::MergeOpt),
 }
 
 /// Runs `netecho bench`.
 pub(crate) fn run(opt: Opt) -> Result<()> {
+    if let Some(BenchCommand::Merge(merge)) = &opt.command {
+        return hlog::merge(merge);
+    }
     if let Some(list) = &opt.models {
         return models::run(&opt, list);
     }
@@ -187,6 +210,11 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
             opt.size,
             if opt.udp { "UDP" } else { "TCP" }
         )));
+    }
+    if let Some(path) = &opt.hist_out {
+        // Unwritable is one line now, not after the whole run.
+        std::fs::File::create(path)
+            .map_err(|e| Error::InvalidOption(format!("cannot write {}: {e}", path.display())))?;
     }
     // The bench opens thousands of sockets, as the server does.
     let _ = sys::raise_nofile_limit();
@@ -313,6 +341,18 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
         return Err(e);
     }
     let summary = report::Summary::new(&plan, &opt, &total);
+    if let Some(path) = &opt.hist_out {
+        let since = Instant::now().saturating_duration_since(plan.warmup_end);
+        let start = SystemTime::now()
+            .checked_sub(since)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let about = format!(
+            "{} {} {} connections {} B",
+            summary.target, summary.proto, summary.connections, summary.size
+        );
+        let length = Duration::from_secs_f64(summary.duration_s);
+        hlog::write(path, &total.hist, start, length, &about)?;
+    }
     if opt.json {
         summary.print_json()?;
     } else {

@@ -20,7 +20,7 @@ pub(crate) const MAX_ERROR_LINES: usize = 20;
 /// longer one is recorded as this.
 pub(crate) const MAX_LATENCY_NS: u64 = 3_600_000_000_000;
 /// Significant figures of every latency figure (0.1 % resolution).
-const SIGFIG: u8 = 3;
+pub(crate) const SIGFIG: u8 = 3;
 /// How far a worker's loop may sleep: it bounds how late the stop flag,
 /// the end of the run and timeouts are noticed.
 pub(crate) const TICK: Duration = Duration::from_millis(20);

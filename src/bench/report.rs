@@ -132,11 +132,7 @@ impl Summary {
 
     /// Prints exactly one JSON object and a newline on stdout.
     pub(crate) fn print_json(&self) -> Result<()> {
-        let text = serde_json::to_string(self).map_err(|e| Error::Io {
-            what: "encoding the JSON summary",
-            source: io::Error::other(e),
-        })?;
-        print_stdout(&format!("{text}\n"))
+        print_json(self)
     }
 
     /// Prints the summary for a person.
@@ -161,15 +157,15 @@ impl Summary {
             thousands(self.rps.round() as u64),
             self.mbps
         );
-        out += &format!(
-            "  latency   p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (mean {})\n",
-            ms(self.p50_us),
-            ms(self.p90_us),
-            ms(self.p99_us),
-            ms(self.p999_us),
-            ms(self.max_us),
-            ms(self.mean_us)
+        out += &latency_line(
+            self.p50_us,
+            self.p90_us,
+            self.p99_us,
+            self.p999_us,
+            self.max_us,
+            self.mean_us,
         );
+        out += "\n";
         out += &format!(
             "  errors    {} ({} mismatches)",
             thousands(self.errors),
@@ -240,12 +236,34 @@ impl Summary {
     }
 }
 
+/// Prints exactly one JSON object and a newline on stdout.
+pub(crate) fn print_json<T: Serialize>(value: &T) -> Result<()> {
+    let text = serde_json::to_string(value).map_err(|e| Error::Io {
+        what: "encoding the JSON summary",
+        source: io::Error::other(e),
+    })?;
+    print_stdout(&format!("{text}\n"))
+}
+
+/// The summary's latency line (no newline), shared with `bench merge`.
+pub(crate) fn latency_line(p50: f64, p90: f64, p99: f64, p999: f64, max: f64, mean: f64) -> String {
+    format!(
+        "  latency   p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (mean {})",
+        ms(p50),
+        ms(p90),
+        ms(p99),
+        ms(p999),
+        ms(max),
+        ms(mean)
+    )
+}
+
 /// Nanoseconds to microseconds, to 0.001 µs.
-fn micros(ns: u64) -> f64 {
+pub(crate) fn micros(ns: u64) -> f64 {
     round3(ns as f64 / 1e3)
 }
 
-fn round3(x: f64) -> f64 {
+pub(crate) fn round3(x: f64) -> f64 {
     (x * 1e3).round() / 1e3
 }
 
@@ -280,7 +298,7 @@ fn cpu_seconds() -> f64 {
 }
 
 /// Writes to stdout; a reader that went away (`| head`) is not an error.
-fn print_stdout(text: &str) -> Result<()> {
+pub(crate) fn print_stdout(text: &str) -> Result<()> {
     let mut out = io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => Ok(()),

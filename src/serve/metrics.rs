@@ -1,6 +1,14 @@
 //! `--metrics ADDR:PORT`: Prometheus text at `/metrics`, rendered by
 //! prometheus-client from the shared [`Stats`] on every scrape, so counts
 //! made by forked children are included.
+//!
+//! Two formats, as client_golang negotiates them: OpenMetrics for a scraper
+//! whose `Accept` asks for it (Prometheus does), the classic text format
+//! 0.0.4 for everyone else (curl, `promtool check metrics`, older
+//! scrapers). They differ in a counter's family name: OpenMetrics names the
+//! family `x` and its sample `x_total`, the classic format names both
+//! `x_total`, and a classic parser reads an OpenMetrics page as samples
+//! without HELP or TYPE.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -131,6 +139,32 @@ pub(crate) fn render(stats: &'static Stats) -> String {
     out
 }
 
+/// The classic text format (0.0.4) of an OpenMetrics page from
+/// [`render`]: counter families take their samples' `_total` name in HELP
+/// and TYPE, and the OpenMetrics-only `# UNIT` and `# EOF` lines go.
+pub(crate) fn to_text_format(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 16 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|tag| {
+            let rest = line.strip_prefix(tag)?;
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            counters
+                .contains(name)
+                .then(|| format!("{tag}{name}_total {tail}"))
+        });
+        out += renamed.as_deref().unwrap_or(line);
+        out.push('\n');
+    }
+    out
+}
+
 /// Serves `/metrics` until the process ends, one scrape at a time (scrapes
 /// are rare and small; a thread per scraper would be a DoS surface).
 pub(crate) fn serve(listener: TcpListener, stats: &'static Stats) {
@@ -147,8 +181,9 @@ pub(crate) fn serve(listener: TcpListener, stats: &'static Stats) {
 
 /// Reads the request line and headers, up to the blank line, within
 /// [`SCRAPE_TIMEOUT`] in all (a client dripping one byte a second cannot
-/// hold the metrics thread) and [`MAX_REQUEST`] bytes.
-fn read_request(mut conn: &TcpStream) -> std::io::Result<String> {
+/// hold the metrics thread) and [`MAX_REQUEST`] bytes. Returns the request
+/// line and whether an `Accept` header asks for OpenMetrics.
+fn read_request(mut conn: &TcpStream) -> std::io::Result<(String, bool)> {
     let deadline = Instant::now() + SCRAPE_TIMEOUT;
     let mut req = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
@@ -163,21 +198,34 @@ fn read_request(mut conn: &TcpStream) -> std::io::Result<String> {
             n => req.extend_from_slice(&buf[..n]),
         }
     }
-    let line_end = req.iter().position(|&b| b == b'\n').unwrap_or(req.len());
-    Ok(String::from_utf8_lossy(&req[..line_end]).into_owned())
+    let head = String::from_utf8_lossy(&req);
+    let mut lines = head.lines();
+    let request = lines.next().unwrap_or("").to_owned();
+    let openmetrics = lines.any(|h| {
+        h.split_once(':').is_some_and(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("accept")
+                && value.contains("application/openmetrics-text")
+        })
+    });
+    Ok((request, openmetrics))
 }
 
 fn answer(conn: TcpStream, stats: &'static Stats) -> std::io::Result<()> {
     conn.set_write_timeout(Some(SCRAPE_TIMEOUT))?;
-    let request = read_request(&conn)?;
+    let (request, openmetrics) = read_request(&conn)?;
     let mut parts = request.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = path.split('?').next().unwrap_or("");
     let (status, ctype, body) = match (method, path) {
-        ("GET", "/metrics") | ("HEAD", "/metrics") => (
+        ("GET", "/metrics") | ("HEAD", "/metrics") if openmetrics => (
             "200 OK",
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             render(stats),
+        ),
+        ("GET", "/metrics") | ("HEAD", "/metrics") => (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            to_text_format(&render(stats)),
         ),
         ("GET", _) | ("HEAD", _) => (
             "404 Not Found",
@@ -229,5 +277,38 @@ mod tests {
                 "missing {line:?} in:\n{page}"
             );
         }
+    }
+
+    #[test]
+    fn text_format_names_counter_families_as_their_samples() {
+        let s: &'static Stats = Box::leak(Box::default());
+        s.accepted.store(7, Ordering::Relaxed);
+        let om = render(s);
+        assert!(om.contains("# TYPE netecho_connections counter\n"), "{om}");
+        assert!(om.ends_with("# EOF\n"), "{om}");
+        let text = to_text_format(&om);
+        assert!(
+            text.contains("# TYPE netecho_connections_total counter\n"),
+            "{text}"
+        );
+        assert!(text.contains("# HELP netecho_connections_total "), "{text}");
+        assert!(text.contains("\nnetecho_connections_total 7\n"), "{text}");
+        // Gauges keep their name; nothing OpenMetrics-only is left.
+        assert!(
+            text.contains("# TYPE netecho_connections_active gauge\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
+        // Every sample line is kept, in order.
+        let samples = |p: &str| {
+            p.lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(samples(&om), samples(&text));
     }
 }

@@ -14,6 +14,7 @@ mod bench_models;
 mod client;
 mod lab;
 mod ping;
+mod pkg;
 mod pool;
 mod regressions;
 mod serve;
