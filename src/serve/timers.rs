@@ -21,15 +21,27 @@ use std::collections::BinaryHeap;
 use std::time::Instant;
 
 /// Deadlines of connections named by keys `K` (slot and generation).
+///
+/// A connection that closes leaves its entry behind until it would have come
+/// due (the idle timeout, 300 s by default); at a connection per request
+/// that is millions of dead entries. [`Timers::forget`] counts them, and once
+/// they outnumber the rest the heap is rebuilt without them, so it never
+/// holds more than about twice the live entries (amortised O(1) per close).
 #[derive(Debug)]
 pub(crate) struct Timers<K> {
     heap: BinaryHeap<Reverse<(Instant, K)>>,
+    /// Entries of connections that closed, not yet dropped.
+    stale: usize,
 }
+
+/// Below this many entries a rebuild is not worth its pass.
+const COMPACT_MIN: usize = 1024;
 
 impl<K: Ord + Copy> Default for Timers<K> {
     fn default() -> Self {
         Timers {
             heap: BinaryHeap::new(),
+            stale: 0,
         }
     }
 }
@@ -57,6 +69,26 @@ impl<K: Ord + Copy> Timers<K> {
         match self.heap.peek() {
             Some(Reverse((at, _))) if *at <= now => self.heap.pop().map(|Reverse(e)| e),
             _ => None,
+        }
+    }
+
+    /// The caller found the entry just popped dead (its connection closed):
+    /// one fewer to count.
+    pub(crate) fn dropped_stale(&mut self) {
+        self.stale = self.stale.saturating_sub(1);
+    }
+
+    /// A connection whose note says `armed` closed: its entry is now dead.
+    /// When dead entries are the majority, drops every entry whose key
+    /// `live` no longer knows (one pass, then the heap's memory shrinks).
+    pub(crate) fn forget(&mut self, armed: Option<Instant>, live: impl Fn(&K) -> bool) {
+        if armed.is_some() {
+            self.stale += 1;
+        }
+        if self.heap.len() >= COMPACT_MIN && self.stale * 2 > self.heap.len() {
+            self.heap.retain(|Reverse((_, k))| live(k));
+            self.heap.shrink_to_fit();
+            self.stale = 0;
         }
     }
 
@@ -114,5 +146,34 @@ mod tests {
         assert_eq!(Some(at), armed);
         let (at, _) = t.pop_due(t0 + s(1000)).unwrap();
         assert_ne!(Some(at), armed);
+    }
+
+    #[test]
+    fn entries_of_closed_connections_do_not_pile_up() {
+        let t0 = Instant::now();
+        let mut t = Timers::default();
+        let mut live = std::collections::HashSet::new();
+        // A connection per request for a long while: each one files its idle
+        // deadline 300 s ahead, and closes long before it.
+        for key in 0..100_000u32 {
+            let mut armed = None;
+            t.file(&mut armed, t0 + Duration::from_secs(300), key);
+            live.insert(key);
+            if key % 10 != 0 {
+                live.remove(&key);
+                t.forget(armed, |k| live.contains(k));
+            }
+            assert!(
+                t.len() <= 2 * live.len() + COMPACT_MIN,
+                "{} entries",
+                t.len()
+            );
+        }
+        // Every live connection still has its entry.
+        let mut due = std::collections::HashSet::new();
+        while let Some((_, k)) = t.pop_due(t0 + Duration::from_secs(301)) {
+            due.insert(k);
+        }
+        assert!(live.iter().all(|k| due.contains(k)));
     }
 }

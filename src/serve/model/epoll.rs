@@ -383,6 +383,10 @@ impl Worker {
     /// takes it out of the epoll set, so no deregister call is needed.
     fn close(&mut self, i: usize, end: End) {
         if let Some(c) = self.conns.try_remove(i) {
+            let conns = &self.conns;
+            self.timers.forget(c.armed, |&(j, id)| {
+                conns.get(j).is_some_and(|live| live.id == id)
+            });
             self.ctx.stats.count_end(end);
             debug!(peer = %c.peer, %end, "connection closed");
             let peer = c.peer;
@@ -398,6 +402,7 @@ impl Worker {
         while let Some((at, (i, id))) = self.timers.pop_due(self.now) {
             let Some(c) = self.conns.get_mut(i).filter(|c| c.id == id) else {
                 // That connection closed already; its slot may serve another.
+                self.timers.dropped_stale();
                 continue;
             };
             if c.armed != Some(at) {

@@ -285,7 +285,7 @@ impl Worker {
         }
         // Entries still in the backlog go in on the next turn: do not sleep.
         let want = usize::from(self.backlog.is_empty());
-        let ts = Timespec::from(until.saturating_duration_since(self.now).min(TICK));
+        let ts = Timespec::from(until.saturating_duration_since(Instant::now()).min(TICK));
         let res = self
             .ring
             .submitter()
@@ -772,6 +772,12 @@ impl Worker {
         s.generation = s.generation.wrapping_add(1) & GEN_MASK;
         self.free_slots.push(slot);
         self.live = self.live.saturating_sub(1);
+        let slots = &self.slots;
+        self.timers.forget(conn.armed, |&(i, generation)| {
+            slots
+                .get(i)
+                .is_some_and(|s| s.generation == generation && s.conn.is_some())
+        });
         let mut held = conn.core;
         while let Some(b) = held.store_mut().chunks.pop_front().map(|c| c.bid) {
             self.pool.put(b);
@@ -797,6 +803,7 @@ impl Worker {
             let timeouts = self.timeouts;
             let Some(c) = self.conn_mut(slot, generation) else {
                 // That connection closed already; its slot may serve another.
+                self.timers.dropped_stale();
                 continue;
             };
             if c.armed != Some(at) {
