@@ -101,6 +101,18 @@ impl Collector for StatsCollector {
             "UDP bytes echoed",
             load(&s.udp_bytes),
         )?;
+        if s.pooled.load(Ordering::Relaxed) {
+            let g = ConstGauge::new(0i64);
+            let mut fam = e.encode_descriptor(
+                "netecho_workers",
+                "prefork and prethread pool workers, by state",
+                None,
+                g.metric_type(),
+            )?;
+            for (state, v) in [("busy", load(&s.pool_busy)), ("idle", load(&s.pool_idle))] {
+                ConstGauge::new(v as i64).encode(fam.encode_family(&[("state", state)])?)?;
+            }
+        }
         {
             let c = ConstCounter::new(0u64);
             let mut fam = e.encode_descriptor(

@@ -28,6 +28,7 @@ use tracing::{info, warn};
 use super::pool::{self, Counts, Sizer};
 use super::{Ctx, Shutdown, accept};
 use crate::error::{Error, Result};
+use crate::serve::stats::Stats;
 
 /// A slot no worker uses.
 const FREE: u64 = 0;
@@ -271,6 +272,8 @@ pub(crate) struct Supervisor {
     log: pool::Log,
     /// When the last plan asked to be looked at again.
     wake: Option<Instant>,
+    /// Where the busy and idle counts are published for `/metrics`.
+    stats: &'static Stats,
 }
 
 /// The supervisor looks at the pool at least this often, whatever the plan
@@ -285,11 +288,13 @@ impl Supervisor {
         let limits = pool::Limits::new(ctx.workers, ctx.max_conns, ctx.spare);
         let board = Scoreboard::new(limits.max_workers, limits.min_spare)
             .map_err(Error::io("mapping the pool's scoreboard"))?;
+        ctx.stats.pooled.store(true, Ordering::Relaxed);
         Ok(Supervisor {
             board,
             sizer: Sizer::new(limits),
             log: pool::Log::default(),
             wake: None,
+            stats: ctx.stats,
         })
     }
 
@@ -358,6 +363,13 @@ impl Supervisor {
     ) {
         let mut counts = self.board.counts();
         counts.queued = accept::queued(listeners);
+        self.stats
+            .pool_busy
+            .store(counts.busy as u64, Ordering::Relaxed);
+        self.stats.pool_idle.store(
+            counts.live.saturating_sub(counts.busy) as u64,
+            Ordering::Relaxed,
+        );
         let now = Instant::now();
         let mut plan = self.sizer.plan(counts, now);
         self.wake = plan.wake;

@@ -29,6 +29,13 @@ pub(crate) struct Stats {
     pub(crate) rejected_per_ip: AtomicU64,
     /// Connections closed for `--stall-timeout` (client stopped reading).
     pub(crate) stall_timeouts: AtomicU64,
+    /// prefork and prethread: workers serving a client, as the pool's
+    /// supervisor last counted them (`netecho_workers{state="busy"}`).
+    pub(crate) pool_busy: AtomicU64,
+    /// … and workers waiting for one (`state="idle"`).
+    pub(crate) pool_idle: AtomicU64,
+    /// Set when the model runs a pool: only then are the two exported.
+    pub(crate) pooled: AtomicBool,
     /// TCP connections closed, by reason (`End::index`).
     pub(crate) closed: [AtomicU64; End::LABELS.len()],
     /// UDP datagrams echoed.
@@ -52,6 +59,9 @@ impl Default for Stats {
             stopping: AtomicBool::new(false),
             rejected_per_ip: AtomicU64::new(0),
             stall_timeouts: AtomicU64::new(0),
+            pool_busy: AtomicU64::new(0),
+            pool_idle: AtomicU64::new(0),
+            pooled: AtomicBool::new(false),
             closed: std::array::from_fn(|_| AtomicU64::new(0)),
             udp_datagrams: AtomicU64::new(0),
             udp_bytes: AtomicU64::new(0),

@@ -123,6 +123,46 @@ fn metric(metrics: SocketAddr, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no sample {name} in:\n{page}"))
 }
 
+/// `netecho_workers{state}` follows the clients: three held show as three
+/// busy, and none once they leave.
+fn workers_gauge(model: &str) {
+    const HELD: usize = 3;
+    let busy = "netecho_workers{state=\"busy\"}";
+    let idle = "netecho_workers{state=\"idle\"}";
+    let server = Server::start(model, &["--metrics", "127.0.0.1:0"]);
+    let m = server.metrics_addr();
+    let wait_for = |want: u64| {
+        // The supervisor counts at least once a second.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let got = metric(m, busy);
+            if got == want || Instant::now() >= deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let (conns, _) = open_and_serve(server.addr(), HELD, seed_of(&format!("{model}/gauge")));
+    assert_eq!(wait_for(HELD as u64), HELD as u64, "{model}: busy workers");
+    let _ = metric(m, idle);
+    drop(conns);
+    assert_eq!(
+        wait_for(0),
+        0,
+        "{model}: busy workers after the clients left"
+    );
+}
+
+#[test]
+fn prefork_workers_gauge_counts_busy_workers() {
+    workers_gauge("prefork");
+}
+
+#[test]
+fn prethread_workers_gauge_counts_busy_workers() {
+    workers_gauge("prethread");
+}
+
 const REJECTED: &str = "netecho_connections_rejected_total{reason=\"max_conns\"}";
 
 /// `--max-conns 10`: ten clients are served together, the next five are
