@@ -230,6 +230,31 @@ fn load(addr: SocketAddr, server: i32, w: Workload, setup: &Setup) -> Result<Out
     }
 }
 
+/// Longest a connection may wait for its first answer: a pool that starts
+/// with two workers grows to fifty within about six seconds.
+const PRIME_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One byte back and forth on every connection, all sent before any is
+/// read, so that a pooled server has grown to the load before the warm-up
+/// (an event server answers at once). Nothing is left on the stream.
+fn prime(list: &[(u64, Option<TcpStream>)]) -> Result<()> {
+    use std::io::{Read, Write};
+    let socks: Vec<&TcpStream> = list.iter().filter_map(|(_, s)| s.as_ref()).collect();
+    for mut s in socks.iter().copied() {
+        s.write_all(b"p")
+            .map_err(|e| Error::Measure(format!("priming a connection: {e}")))?;
+    }
+    for mut s in socks.iter().copied() {
+        let _ = s.set_read_timeout(Some(PRIME_TIMEOUT));
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).map_err(|e| {
+            Error::Measure(format!("no first answer within {PRIME_TIMEOUT:?}: {e}"))
+        })?;
+        let _ = s.set_read_timeout(None);
+    }
+    Ok(())
+}
+
 /// A [`Shape::Traffic`] workload through `bench`'s own TCP worker, on one
 /// thread: `conns` connections of `size`-byte messages (`new_conn`: a
 /// connection per request). The CPU of process `server` (forked children
@@ -255,6 +280,7 @@ fn traffic(
         };
         list.push((id as u64, sock));
     }
+    prime(&list)?;
     let plan = Plan::new(plan::Settings {
         addr,
         conns,

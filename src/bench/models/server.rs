@@ -158,23 +158,19 @@ pub(crate) fn model_flags(
     let conns = w.conns(idle_conns);
     let one = vec!["--workers".to_string(), "1".to_string()];
     let one_at_a_time = matches!(model, Model::Iterative);
-    let workers_only = matches!(model, Model::Iterative | Model::Prefork | Model::Prethread);
+    let pooled = matches!(model, Model::Prefork | Model::Prethread);
     match w.shape {
         Shape::Traffic {
             new_conn: false, ..
         } if one_at_a_time => Err(format!(
             "serves one client at a time; the workload keeps {conns} connections busy"
         )),
-        Shape::Idle if workers_only => Err(format!(
-            "serves at most --workers clients at once; {conns} idle ones would need {conns} workers"
+        Shape::Idle if one_at_a_time || pooled => Err(format!(
+            "a worker per connection: {conns} idle ones would be {conns} workers"
         )),
-        // One worker per connection, still all on the server's one CPU.
-        Shape::Traffic {
-            new_conn: false, ..
-        } if workers_only => Ok((
-            vec!["--workers".into(), conns.to_string()],
-            format!("--workers {conns}"),
-        )),
+        // Default flags: the pool grows to the load (during the warm-up
+        // round trip every connection makes first), all on the server's CPU.
+        Shape::Traffic { .. } if pooled => Ok((Vec::new(), "pool grown".into())),
         Shape::Idle => {
             let mut args = one;
             args.extend(["--max-conns".to_string(), conns.to_string()]);
@@ -246,9 +242,14 @@ mod tests {
         assert!(model_flags(Model::Iterative, Workload::CONNECT, 10).is_ok());
         assert!(model_flags(Model::Prefork, Workload::IDLE, 10).is_err());
         let (args, note) = model_flags(Model::Prethread, Workload::SMALL, 10).unwrap();
-        assert_eq!(args, ["--workers", "50"]);
-        assert_eq!(note, "--workers 50");
+        assert!(
+            args.is_empty(),
+            "the pool runs with default flags: {args:?}"
+        );
+        assert_eq!(note, "pool grown");
         let (args, _) = model_flags(Model::Prefork, Workload::CONNECT, 10).unwrap();
+        assert!(args.is_empty());
+        let (args, _) = model_flags(Model::Thread, Workload::CONNECT, 10).unwrap();
         assert_eq!(args, ["--workers", "1"]);
         let (args, _) = model_flags(Model::Epoll, Workload::IDLE, 10).unwrap();
         assert_eq!(args, ["--workers", "1", "--max-conns", "10"]);
