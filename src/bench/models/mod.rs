@@ -21,6 +21,7 @@
 
 pub(crate) mod cell;
 mod floor;
+mod growth;
 pub(crate) mod peer;
 mod report;
 pub(crate) mod server;
@@ -42,6 +43,7 @@ pub use workload::{
 
 use super::{Opt, chart, spawn, stop};
 use crate::error::{Error, Result};
+use crate::serve::Model;
 
 /// Measured seconds per workload when `-d` is not given: 300 clock ticks of
 /// a busy server, so tick rounding stays under half a percent.
@@ -232,7 +234,28 @@ impl Suite {
                 }
             }
         }
+        self.growth(out)?;
         Ok(rows)
+    }
+
+    /// The pool-growth table, when prefork or prethread is among the servers.
+    fn growth(&self, out: &mut impl Write) -> Result<()> {
+        let pooled: Vec<Model> = self
+            .servers
+            .iter()
+            .filter_map(|s| match s {
+                Server::Netecho(m @ (Model::Prefork | Model::Prethread)) => Some(*m),
+                _ => None,
+            })
+            .collect();
+        if pooled.is_empty() || stop::requested() {
+            return Ok(());
+        }
+        let rows: Vec<_> = pooled
+            .into_iter()
+            .map(|m| (m, growth::measure(m, &self.programs, &self.setup)))
+            .collect();
+        print_lines(out, &growth::table(&rows))
     }
 
     /// One server on one workload, [`Suite::repeat`] times: the median of
