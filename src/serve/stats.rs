@@ -132,17 +132,21 @@ pub(crate) enum UdpDrop {
     SourceRate,
     /// Over `--udp-global-rate`.
     GlobalRate,
+    /// From a new source while every slot it could take in the source table
+    /// is held by a known source (a flood of new sources is on).
+    TableFull,
 }
 
 impl UdpDrop {
     /// Every reason, in counter order.
-    pub(crate) const ALL: [UdpDrop; 6] = [
+    pub(crate) const ALL: [UdpDrop; 7] = [
         UdpDrop::TooBig,
         UdpDrop::LoopPort,
         UdpDrop::BadSource,
         UdpDrop::Loop,
         UdpDrop::SourceRate,
         UdpDrop::GlobalRate,
+        UdpDrop::TableFull,
     ];
 
     /// The label value in metrics.
@@ -154,6 +158,7 @@ impl UdpDrop {
             UdpDrop::Loop => "loop",
             UdpDrop::SourceRate => "source_rate",
             UdpDrop::GlobalRate => "global_rate",
+            UdpDrop::TableFull => "table_full",
         }
     }
 }
