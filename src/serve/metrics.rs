@@ -63,6 +63,13 @@ impl Collector for StatsCollector {
                 ConstCounter::new(v).encode(fam.encode_family(&[("reason", reason)])?)?;
             }
         }
+        let g = ConstGauge::new(s.per_ip.tracked() as i64);
+        g.encode(e.encode_descriptor(
+            "netecho_per_ip_tracked",
+            "client addresses with connections counted for --max-conns-per-ip now",
+            None,
+            g.metric_type(),
+        )?)?;
         counter(
             &mut e,
             "netecho_bytes_echoed",

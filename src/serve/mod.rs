@@ -38,6 +38,7 @@ pub(crate) mod metrics;
 pub(crate) mod model;
 pub(crate) mod opt;
 pub(crate) mod pending;
+pub(crate) mod per_ip;
 pub(crate) mod shutdown;
 pub(crate) mod sidecar;
 pub(crate) mod signals;

@@ -3,6 +3,7 @@
 //! parent can tell prefork workers to stop accepting.
 
 use super::conn::End;
+use super::per_ip::PerIp;
 use std::io;
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
@@ -163,129 +164,6 @@ impl UdpDrop {
     }
 }
 
-/// Slots in the per-address table: more distinct client addresses than this
-/// at once are not limited individually (the global `--max-conns` still is).
-pub(crate) const PER_IP_SLOTS: usize = 4096;
-
-/// A fixed-size table of (address hash, open connections), in shared memory
-/// so forked children count too. A tiny spinlock guards it: the critical
-/// section is a few loads and stores, never a system call.
-#[derive(Debug)]
-#[repr(C)]
-pub(crate) struct PerIp {
-    lock: AtomicBool,
-    keys: [AtomicU64; PER_IP_SLOTS],
-    counts: [AtomicU64; PER_IP_SLOTS],
-}
-
-impl Default for PerIp {
-    fn default() -> Self {
-        PerIp {
-            lock: AtomicBool::new(false),
-            keys: std::array::from_fn(|_| AtomicU64::new(0)),
-            counts: std::array::from_fn(|_| AtomicU64::new(0)),
-        }
-    }
-}
-
-impl PerIp {
-    fn key(ip: IpAddr) -> u64 {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-            v4 => v4,
-        };
-        // SipHash with fixed keys: the same in every process of the server.
-        let mut h = std::hash::DefaultHasher::new();
-        std::hash::Hash::hash(&ip, &mut h);
-        std::hash::Hasher::finish(&h) | 1
-    }
-
-    fn with_lock<T>(&self, f: impl FnOnce() -> T) -> T {
-        while self
-            .lock
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            std::hint::spin_loop();
-        }
-        let r = f();
-        self.lock.store(false, Ordering::Release);
-        r
-    }
-
-    /// Counts one more connection from `ip` unless it already has `max`.
-    pub(crate) fn admit(&self, ip: IpAddr, max: u64) -> bool {
-        let key = Self::key(ip);
-        self.with_lock(|| {
-            let start = (key as usize) % PER_IP_SLOTS;
-            let mut free = None;
-            for k in 0..PER_IP_SLOTS {
-                let i = (start + k) % PER_IP_SLOTS;
-                let slot = self.keys[i].load(Ordering::Relaxed);
-                if slot == key {
-                    let c = self.counts[i].load(Ordering::Relaxed);
-                    if c >= max {
-                        return false;
-                    }
-                    self.counts[i].store(c + 1, Ordering::Relaxed);
-                    return true;
-                }
-                if slot == 0 {
-                    free.get_or_insert(i);
-                    break;
-                }
-                if free.is_none() && self.counts[i].load(Ordering::Relaxed) == 0 {
-                    free = Some(i);
-                }
-            }
-            // A full table limits nobody rather than everybody.
-            if let Some(i) = free {
-                self.keys[i].store(key, Ordering::Relaxed);
-                self.counts[i].store(1, Ordering::Relaxed);
-            }
-            true
-        })
-    }
-
-    /// Gives back a connection counted by [`PerIp::admit`].
-    pub(crate) fn release(&self, ip: IpAddr) {
-        let key = Self::key(ip);
-        self.with_lock(|| {
-            let start = (key as usize) % PER_IP_SLOTS;
-            for k in 0..PER_IP_SLOTS {
-                let i = (start + k) % PER_IP_SLOTS;
-                let slot = self.keys[i].load(Ordering::Relaxed);
-                if slot == key {
-                    let c = self.counts[i].load(Ordering::Relaxed);
-                    self.counts[i].store(c.saturating_sub(1), Ordering::Relaxed);
-                    return;
-                }
-                if slot == 0 {
-                    return;
-                }
-            }
-        })
-    }
-
-    /// Connections counted for `ip` now.
-    #[cfg(test)]
-    pub(crate) fn count(&self, ip: IpAddr) -> u64 {
-        let key = Self::key(ip);
-        self.with_lock(|| {
-            let start = (key as usize) % PER_IP_SLOTS;
-            for k in 0..PER_IP_SLOTS {
-                let i = (start + k) % PER_IP_SLOTS;
-                match self.keys[i].load(Ordering::Relaxed) {
-                    0 => return 0,
-                    s if s == key => return self.counts[i].load(Ordering::Relaxed),
-                    _ => {}
-                }
-            }
-            0
-        })
-    }
-}
-
 impl Stats {
     /// Maps a zeroed page shared with future children and returns it for the
     /// life of the process.
@@ -295,15 +173,18 @@ impl Stats {
         // and page-aligned, which satisfies `Stats`' size, alignment and
         // validity (all-zero atomics), and it is never unmapped, so the
         // `'static` reference stays valid in this process and every fork.
-        unsafe {
+        let stats: &'static Stats = unsafe {
             let p = mmap_anonymous(
                 None,
                 len,
                 ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
                 MapFlags::MAP_SHARED,
             )?;
-            Ok(&*(p.as_ptr() as *const Stats))
-        }
+            &*(p.as_ptr() as *const Stats)
+        };
+        // Before any child exists, so every process hashes alike.
+        stats.per_ip.reseed();
+        Ok(stats)
     }
 
     /// Takes a serving slot if fewer than `max` are in use. Returns false
@@ -378,22 +259,6 @@ mod tests {
         assert!(s.try_admit(2));
         assert_eq!(s.accepted.load(Ordering::Relaxed), 3);
         assert_eq!(s.active(), 2);
-    }
-
-    #[test]
-    fn per_ip_limit_counts_each_address_apart() {
-        let s = Stats::default();
-        let a: IpAddr = "127.0.0.2".parse().unwrap();
-        let b: IpAddr = "127.0.0.3".parse().unwrap();
-        let a_mapped: IpAddr = "::ffff:127.0.0.2".parse().unwrap();
-        assert!(s.per_ip.admit(a, 2));
-        assert!(s.per_ip.admit(a_mapped, 2), "mapped v4 is the same client");
-        assert!(!s.per_ip.admit(a, 2));
-        assert!(s.per_ip.admit(b, 2));
-        assert_eq!(s.per_ip.count(a), 2);
-        s.per_ip.release(a);
-        assert!(s.per_ip.admit(a, 2));
-        assert_eq!(s.per_ip.count(b), 1);
     }
 
     #[test]
