@@ -8,7 +8,7 @@ socket can speak for millions of sources) or from a few fixed sources
 (`few`). Meanwhile a well-behaved client on 127.0.0.1 sends PROBES probes,
 evenly spread, and counts its answers. At the end it prints the UDP (sidecar)
 process's CPU time per datagram received, from /proc/PID/stat, and what
-/metrics counted.
+/metrics counted. The steady client talks for a second before the flood.
 
     scripts/udp-flood.py [--bin target/release/netecho] [--rate 15000]
                          [--duration 5] [--sources new|few] [--probes 20]
@@ -32,6 +32,7 @@ MAX_DURATION = 60.0
 MAX_RATE = 200_000
 FEW_SOURCES = 4
 BATCH = 256
+WARM_UP_PROBES = 5
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -114,6 +115,17 @@ def main():
         probe.bind(("127.0.0.1", 0))
         probe.setblocking(False)
         dst = socket.inet_aton(udp[0])
+
+        # The steady client talks for a second first, as a real one would
+        # have before a flood starts (and as the policy needs to know it).
+        for i in range(WARM_UP_PROBES):
+            probe.sendto(b"warm %d" % i, udp)
+            time.sleep(1.0 / WARM_UP_PROBES)
+        try:
+            while True:
+                probe.recv(64)
+        except BlockingIOError:
+            pass
 
         before = scrape(metrics)
         cpu0 = cpu_seconds(sidecar)
