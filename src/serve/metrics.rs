@@ -74,7 +74,7 @@ impl Collector for StatsCollector {
             &mut e,
             "netecho_bytes_echoed",
             "bytes echoed back over TCP",
-            load(&s.bytes),
+            s.bytes.sum(),
         )?;
         counter(
             &mut e,
@@ -92,13 +92,13 @@ impl Collector for StatsCollector {
             &mut e,
             "netecho_udp_datagrams",
             "UDP datagrams echoed",
-            load(&s.udp_datagrams),
+            s.udp_datagrams.sum(),
         )?;
         counter(
             &mut e,
             "netecho_udp_bytes",
             "UDP bytes echoed",
-            load(&s.udp_bytes),
+            s.udp_bytes.sum(),
         )?;
         {
             let c = ConstCounter::new(0u64);
@@ -219,7 +219,7 @@ mod tests {
         s.accepted.store(7, Ordering::Relaxed);
         s.active.store(2, Ordering::Relaxed);
         s.rejected.store(3, Ordering::Relaxed);
-        s.bytes.store(1000, Ordering::Relaxed);
+        s.bytes.add(1000);
         s.udp_drop(UdpDrop::SourceRate);
         let page = render(s);
         for line in [

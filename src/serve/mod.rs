@@ -39,6 +39,7 @@ pub(crate) mod model;
 pub(crate) mod opt;
 pub(crate) mod pending;
 pub(crate) mod per_ip;
+pub(crate) mod percpu;
 pub(crate) mod shutdown;
 pub(crate) mod sidecar;
 pub(crate) mod signals;

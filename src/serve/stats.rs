@@ -4,6 +4,7 @@
 
 use super::conn::End;
 use super::per_ip::PerIp;
+use super::percpu::PerCpu;
 use std::io;
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
@@ -23,8 +24,8 @@ pub(crate) struct Stats {
     pub(crate) accepted: AtomicU64,
     /// Connections accepted then closed at once because of `--max-conns`.
     pub(crate) rejected: AtomicU64,
-    /// Bytes echoed back.
-    pub(crate) bytes: AtomicU64,
+    /// Bytes echoed back: bumped on every send, so kept per CPU.
+    pub(crate) bytes: PerCpu,
     /// Connections closed for `--idle-timeout`.
     pub(crate) idle_timeouts: AtomicU64,
     /// Set by the first SIGTERM/SIGINT: accept nothing more.
@@ -35,10 +36,10 @@ pub(crate) struct Stats {
     pub(crate) stall_timeouts: AtomicU64,
     /// TCP connections closed, by reason (`End::index`).
     pub(crate) closed: [AtomicU64; End::LABELS.len()],
-    /// UDP datagrams echoed.
-    pub(crate) udp_datagrams: AtomicU64,
-    /// UDP bytes echoed.
-    pub(crate) udp_bytes: AtomicU64,
+    /// UDP datagrams echoed (per CPU: bumped per datagram).
+    pub(crate) udp_datagrams: PerCpu,
+    /// UDP bytes echoed (per CPU).
+    pub(crate) udp_bytes: PerCpu,
     /// UDP datagrams dropped, indexed by [`UdpDrop`].
     pub(crate) udp_dropped: [AtomicU64; UdpDrop::ALL.len()],
     /// Clients served now per source address, for `--max-conns-per-ip`.
@@ -100,14 +101,14 @@ impl Default for Stats {
             active: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
+            bytes: PerCpu::default(),
             idle_timeouts: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             rejected_per_ip: AtomicU64::new(0),
             stall_timeouts: AtomicU64::new(0),
             closed: std::array::from_fn(|_| AtomicU64::new(0)),
-            udp_datagrams: AtomicU64::new(0),
-            udp_bytes: AtomicU64::new(0),
+            udp_datagrams: PerCpu::default(),
+            udp_bytes: PerCpu::default(),
             udp_dropped: std::array::from_fn(|_| AtomicU64::new(0)),
             per_ip: PerIp::default(),
             workers: std::array::from_fn(|_| WorkerSlot::default()),
@@ -282,14 +283,14 @@ mod tests {
         // does an atomic add and `_exit`, both safe after fork.
         match unsafe { nix::unistd::fork() }.unwrap() {
             nix::unistd::ForkResult::Child => {
-                s.bytes.fetch_add(42, Ordering::SeqCst);
+                s.bytes.add(42);
                 // SAFETY: `_exit` skips destructors and atexit, as a forked
                 // child of a threaded process must.
                 unsafe { libc::_exit(0) }
             }
             nix::unistd::ForkResult::Parent { child } => {
                 nix::sys::wait::waitpid(child, None).unwrap();
-                assert_eq!(s.bytes.load(Ordering::SeqCst), 42);
+                assert_eq!(s.bytes.sum(), 42);
             }
         }
     }

@@ -25,7 +25,6 @@ pub(crate) use policy::Policy;
 use std::io::{self, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -132,8 +131,8 @@ pub(crate) fn serve(sock: &UdpSocket, policy: &Policy, stats: &Stats) {
             Ok(()) => {
                 // The reply is exactly the request: reflection factor 1.
                 if sock.send_to(&buf[..len], src).is_ok() {
-                    stats.udp_datagrams.fetch_add(1, Ordering::Relaxed);
-                    stats.udp_bytes.fetch_add(len as u64, Ordering::Relaxed);
+                    stats.udp_datagrams.add(1);
+                    stats.udp_bytes.add(len as u64);
                 }
             }
             Err(why) => stats.udp_drop(why),
