@@ -302,7 +302,6 @@ pub fn pcap_round_trip(data: &[u8]) {
         want.push((ts, bytes, orig));
     }
     w.flush().expect("flushing a Vec");
-    drop(w);
     let u32at = |o: usize| u32::from_ne_bytes(out[o..o + 4].try_into().expect("4 bytes"));
     assert_eq!(u32at(0), pcap::MAGIC);
     assert_eq!(u32at(16), snaplen);
