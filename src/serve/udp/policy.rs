@@ -152,10 +152,10 @@ struct Shard {
 }
 
 /// Where a source goes in its window.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 enum Place {
-    /// It is in this slot.
-    Here(usize),
+    /// It is in this slot, with this state.
+    Here(usize, Source),
     /// It is new; this slot is free, forgotten, or held by a source that is
     /// not known (evicted if the new one is admitted).
     Take(usize),
@@ -176,7 +176,7 @@ impl Shard {
         for k in 0..PROBE {
             let i = (home + k) % SHARD_SLOTS;
             match &self.slots[i] {
-                Some(s) if s.addr == addr => return Place::Here(i),
+                Some(s) if s.addr == addr => return Place::Here(i, *s),
                 None => {
                     free.get_or_insert(i);
                 }
@@ -263,10 +263,7 @@ impl Policy {
         let home = ((h >> 32) as usize) % SHARD_SLOTS;
         let (slot, mut src, existing) = match shard.place(from, home, t) {
             Place::Full => return Err(UdpDrop::TableFull),
-            Place::Here(i) => match shard.slots[i] {
-                Some(s) => (i, s, true),
-                None => unreachable!("place returned an empty slot as Here"),
-            },
+            Place::Here(i, s) => (i, s, true),
             Place::Take(i) => (i, Source::new(from), false),
         };
         let verdict = self.decide(&mut src, payload, t);
