@@ -27,7 +27,8 @@
 //! Everything is `pub(crate)` unless something outside the crate needs it:
 //! the binary (`cli::Cli`, [`run`], [`Error`]), the model benchmark
 //! (`bench::models`' suite) and the integration tests (`serve::Model`, the
-//! `listening` line parser, `serve::uring::probe`).
+//! `listening` line parser, `serve::uring::probe`), and, hidden, the
+//! entry points of the fuzz targets (`fuzz_api`).
 #![warn(unreachable_pub)]
 
 pub(crate) mod args;
@@ -35,6 +36,11 @@ pub mod bench;
 pub mod cli;
 pub(crate) mod client;
 pub(crate) mod error;
+/// Entry points for the cargo-fuzz targets in `fuzz/`: a fuzz target is
+/// another crate and the crate's items are `pub(crate)`, so this small
+/// module is public, hidden, and no API.
+#[doc(hidden)]
+pub mod fuzz_api;
 pub(crate) mod lab;
 pub(crate) mod net;
 pub(crate) mod ping;

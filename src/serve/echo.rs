@@ -8,7 +8,6 @@
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::Ordering;
 
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, Shutdown, recv, send, shutdown};
@@ -73,7 +72,7 @@ pub(crate) fn echo(fd: RawFd, buf: &mut [u8], stats: &Stats, stop: &dyn Fn() -> 
                 Err(e) => return ended(e),
             }
         }
-        stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        stats.bytes.add(n as u64);
     }
     match shutdown(fd, Shutdown::Write) {
         Ok(()) | Err(Errno::ENOTCONN) => End::Fin,

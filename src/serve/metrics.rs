@@ -71,11 +71,18 @@ impl Collector for StatsCollector {
                 ConstCounter::new(v).encode(fam.encode_family(&[("reason", reason)])?)?;
             }
         }
+        let g = ConstGauge::new(s.per_ip.tracked() as i64);
+        g.encode(e.encode_descriptor(
+            "netecho_per_ip_tracked",
+            "client addresses with connections counted for --max-conns-per-ip now",
+            None,
+            g.metric_type(),
+        )?)?;
         counter(
             &mut e,
             "netecho_bytes_echoed",
             "bytes echoed back over TCP",
-            load(&s.bytes),
+            s.bytes.sum(),
         )?;
         counter(
             &mut e,
@@ -93,13 +100,13 @@ impl Collector for StatsCollector {
             &mut e,
             "netecho_udp_datagrams",
             "UDP datagrams echoed",
-            load(&s.udp_datagrams),
+            s.udp_datagrams.sum(),
         )?;
         counter(
             &mut e,
             "netecho_udp_bytes",
             "UDP bytes echoed",
-            load(&s.udp_bytes),
+            s.udp_bytes.sum(),
         )?;
         if s.pooled.load(Ordering::Relaxed) {
             let g = ConstGauge::new(0i64);
@@ -272,7 +279,7 @@ mod tests {
         s.accepted.store(7, Ordering::Relaxed);
         s.active.store(2, Ordering::Relaxed);
         s.rejected.store(3, Ordering::Relaxed);
-        s.bytes.store(1000, Ordering::Relaxed);
+        s.bytes.add(1000);
         s.udp_drop(UdpDrop::SourceRate);
         let page = render(s);
         for line in [

@@ -48,6 +48,8 @@ pub(crate) mod metrics;
 pub(crate) mod model;
 pub(crate) mod opt;
 pub(crate) mod pending;
+pub(crate) mod per_ip;
+pub(crate) mod percpu;
 pub(crate) mod pool;
 pub(crate) mod scoreboard;
 pub(crate) mod shutdown;

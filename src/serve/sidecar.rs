@@ -10,7 +10,7 @@
 //! starts draining, and keeps answering scrapes until the server exits.
 
 use std::net::{TcpListener, UdpSocket};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::unistd::{ForkResult, Pid, fork, getppid};
@@ -72,10 +72,7 @@ pub(crate) fn start(
 }
 
 fn run(services: Services, stats: &'static Stats, parent: Pid) -> ! {
-    let policy = Arc::new(Mutex::new(udp::Policy::new(
-        services.udp_cfg,
-        Instant::now(),
-    )));
+    let policy = Arc::new(udp::Policy::new(services.udp_cfg, Instant::now()));
     for sock in services.udp {
         let sock = Arc::new(sock);
         for i in 0..services.workers.max(1) {

@@ -3,8 +3,9 @@
 //! parent can tell prefork workers to stop accepting.
 
 use super::conn::End;
+use super::per_ip::PerIp;
+use super::percpu::PerCpu;
 use std::io;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Counters and flags shared by every thread and process of one server.
@@ -19,8 +20,8 @@ pub(crate) struct Stats {
     pub(crate) accepted: AtomicU64,
     /// Connections accepted then closed at once because of `--max-conns`.
     pub(crate) rejected: AtomicU64,
-    /// Bytes echoed back.
-    pub(crate) bytes: AtomicU64,
+    /// Bytes echoed back: bumped on every send, so kept per CPU.
+    pub(crate) bytes: PerCpu,
     /// Connections closed for `--idle-timeout`.
     pub(crate) idle_timeouts: AtomicU64,
     /// Set by the first SIGTERM/SIGINT: accept nothing more.
@@ -38,10 +39,10 @@ pub(crate) struct Stats {
     pub(crate) pooled: AtomicBool,
     /// TCP connections closed, by reason (`End::index`).
     pub(crate) closed: [AtomicU64; End::LABELS.len()],
-    /// UDP datagrams echoed.
-    pub(crate) udp_datagrams: AtomicU64,
-    /// UDP bytes echoed.
-    pub(crate) udp_bytes: AtomicU64,
+    /// UDP datagrams echoed (per CPU: bumped per datagram).
+    pub(crate) udp_datagrams: PerCpu,
+    /// UDP bytes echoed (per CPU).
+    pub(crate) udp_bytes: PerCpu,
     /// UDP datagrams dropped, indexed by [`UdpDrop`].
     pub(crate) udp_dropped: [AtomicU64; UdpDrop::ALL.len()],
     /// Clients served now per source address, for `--max-conns-per-ip`.
@@ -54,7 +55,7 @@ impl Default for Stats {
             active: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
+            bytes: PerCpu::default(),
             idle_timeouts: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             rejected_per_ip: AtomicU64::new(0),
@@ -63,8 +64,8 @@ impl Default for Stats {
             pool_idle: AtomicU64::new(0),
             pooled: AtomicBool::new(false),
             closed: std::array::from_fn(|_| AtomicU64::new(0)),
-            udp_datagrams: AtomicU64::new(0),
-            udp_bytes: AtomicU64::new(0),
+            udp_datagrams: PerCpu::default(),
+            udp_bytes: PerCpu::default(),
             udp_dropped: std::array::from_fn(|_| AtomicU64::new(0)),
             per_ip: PerIp::default(),
         }
@@ -89,17 +90,21 @@ pub(crate) enum UdpDrop {
     SourceRate,
     /// Over `--udp-global-rate`.
     GlobalRate,
+    /// From a new source while every slot it could take in the source table
+    /// is held by a known source (a flood of new sources is on).
+    TableFull,
 }
 
 impl UdpDrop {
     /// Every reason, in counter order.
-    pub(crate) const ALL: [UdpDrop; 6] = [
+    pub(crate) const ALL: [UdpDrop; 7] = [
         UdpDrop::TooBig,
         UdpDrop::LoopPort,
         UdpDrop::BadSource,
         UdpDrop::Loop,
         UdpDrop::SourceRate,
         UdpDrop::GlobalRate,
+        UdpDrop::TableFull,
     ];
 
     /// The label value in metrics.
@@ -111,130 +116,8 @@ impl UdpDrop {
             UdpDrop::Loop => "loop",
             UdpDrop::SourceRate => "source_rate",
             UdpDrop::GlobalRate => "global_rate",
+            UdpDrop::TableFull => "table_full",
         }
-    }
-}
-
-/// Slots in the per-address table: more distinct client addresses than this
-/// at once are not limited individually (the global `--max-conns` still is).
-pub(crate) const PER_IP_SLOTS: usize = 4096;
-
-/// A fixed-size table of (address hash, open connections), in shared memory
-/// so forked children count too. A tiny spinlock guards it: the critical
-/// section is a few loads and stores, never a system call.
-#[derive(Debug)]
-#[repr(C)]
-pub(crate) struct PerIp {
-    lock: AtomicBool,
-    keys: [AtomicU64; PER_IP_SLOTS],
-    counts: [AtomicU64; PER_IP_SLOTS],
-}
-
-impl Default for PerIp {
-    fn default() -> Self {
-        PerIp {
-            lock: AtomicBool::new(false),
-            keys: std::array::from_fn(|_| AtomicU64::new(0)),
-            counts: std::array::from_fn(|_| AtomicU64::new(0)),
-        }
-    }
-}
-
-impl PerIp {
-    fn key(ip: IpAddr) -> u64 {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-            v4 => v4,
-        };
-        // SipHash with fixed keys: the same in every process of the server.
-        let mut h = std::hash::DefaultHasher::new();
-        std::hash::Hash::hash(&ip, &mut h);
-        std::hash::Hasher::finish(&h) | 1
-    }
-
-    fn with_lock<T>(&self, f: impl FnOnce() -> T) -> T {
-        while self
-            .lock
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            std::hint::spin_loop();
-        }
-        let r = f();
-        self.lock.store(false, Ordering::Release);
-        r
-    }
-
-    /// Counts one more connection from `ip` unless it already has `max`.
-    pub(crate) fn admit(&self, ip: IpAddr, max: u64) -> bool {
-        let key = Self::key(ip);
-        self.with_lock(|| {
-            let start = (key as usize) % PER_IP_SLOTS;
-            let mut free = None;
-            for k in 0..PER_IP_SLOTS {
-                let i = (start + k) % PER_IP_SLOTS;
-                let slot = self.keys[i].load(Ordering::Relaxed);
-                if slot == key {
-                    let c = self.counts[i].load(Ordering::Relaxed);
-                    if c >= max {
-                        return false;
-                    }
-                    self.counts[i].store(c + 1, Ordering::Relaxed);
-                    return true;
-                }
-                if slot == 0 {
-                    free.get_or_insert(i);
-                    break;
-                }
-                if free.is_none() && self.counts[i].load(Ordering::Relaxed) == 0 {
-                    free = Some(i);
-                }
-            }
-            // A full table limits nobody rather than everybody.
-            if let Some(i) = free {
-                self.keys[i].store(key, Ordering::Relaxed);
-                self.counts[i].store(1, Ordering::Relaxed);
-            }
-            true
-        })
-    }
-
-    /// Gives back a connection counted by [`PerIp::admit`].
-    pub(crate) fn release(&self, ip: IpAddr) {
-        let key = Self::key(ip);
-        self.with_lock(|| {
-            let start = (key as usize) % PER_IP_SLOTS;
-            for k in 0..PER_IP_SLOTS {
-                let i = (start + k) % PER_IP_SLOTS;
-                let slot = self.keys[i].load(Ordering::Relaxed);
-                if slot == key {
-                    let c = self.counts[i].load(Ordering::Relaxed);
-                    self.counts[i].store(c.saturating_sub(1), Ordering::Relaxed);
-                    return;
-                }
-                if slot == 0 {
-                    return;
-                }
-            }
-        })
-    }
-
-    /// Connections counted for `ip` now.
-    #[cfg(test)]
-    pub(crate) fn count(&self, ip: IpAddr) -> u64 {
-        let key = Self::key(ip);
-        self.with_lock(|| {
-            let start = (key as usize) % PER_IP_SLOTS;
-            for k in 0..PER_IP_SLOTS {
-                let i = (start + k) % PER_IP_SLOTS;
-                match self.keys[i].load(Ordering::Relaxed) {
-                    0 => return 0,
-                    s if s == key => return self.counts[i].load(Ordering::Relaxed),
-                    _ => {}
-                }
-            }
-            0
-        })
     }
 }
 
@@ -245,7 +128,10 @@ impl Stats {
         // SAFETY: `Stats` is all atomics (and arrays of them), valid when
         // all-zero.
         let one = unsafe { crate::sys::shm::shared_zeroed::<Stats>(1) }?;
-        Ok(&one[0])
+        let stats = &one[0];
+        // Before any child exists, so every process hashes alike.
+        stats.per_ip.reseed();
+        Ok(stats)
     }
 
     /// Takes a serving slot if fewer than `max` are in use. Returns false
@@ -323,36 +209,20 @@ mod tests {
     }
 
     #[test]
-    fn per_ip_limit_counts_each_address_apart() {
-        let s = Stats::default();
-        let a: IpAddr = "127.0.0.2".parse().unwrap();
-        let b: IpAddr = "127.0.0.3".parse().unwrap();
-        let a_mapped: IpAddr = "::ffff:127.0.0.2".parse().unwrap();
-        assert!(s.per_ip.admit(a, 2));
-        assert!(s.per_ip.admit(a_mapped, 2), "mapped v4 is the same client");
-        assert!(!s.per_ip.admit(a, 2));
-        assert!(s.per_ip.admit(b, 2));
-        assert_eq!(s.per_ip.count(a), 2);
-        s.per_ip.release(a);
-        assert!(s.per_ip.admit(a, 2));
-        assert_eq!(s.per_ip.count(b), 1);
-    }
-
-    #[test]
     fn shared_mapping_is_seen_by_a_forked_child() {
         let s = Stats::shared().unwrap();
         // SAFETY: the test process may be multi-threaded; the child only
         // does an atomic add and `_exit`, both safe after fork.
         match unsafe { nix::unistd::fork() }.unwrap() {
             nix::unistd::ForkResult::Child => {
-                s.bytes.fetch_add(42, Ordering::SeqCst);
+                s.bytes.add(42);
                 // SAFETY: `_exit` skips destructors and atexit, as a forked
                 // child of a threaded process must.
                 unsafe { libc::_exit(0) }
             }
             nix::unistd::ForkResult::Parent { child } => {
                 nix::sys::wait::waitpid(child, None).unwrap();
-                assert_eq!(s.bytes.load(Ordering::SeqCst), 42);
+                assert_eq!(s.bytes.sum(), 42);
             }
         }
     }

@@ -410,10 +410,9 @@ fn segment(src: IpAddr, dst: IpAddr, bytes: &[u8]) -> Result<Segment, ParseError
     })
 }
 
-/// Builds frames for tests (here and in the property tests): an Ethernet
-/// frame holding one TCP segment over IPv4 or IPv6, checksums left zero.
-#[doc(hidden)]
-#[cfg(test)]
+/// Builds frames for tests (here, the property tests and the `packet` fuzz
+/// target's round trip): an Ethernet frame holding one TCP segment over
+/// IPv4 or IPv6, checksums left zero.
 pub(crate) fn build_frame(seg: &Segment, payload: &[u8]) -> Vec<u8> {
     let mut tcp_hdr = vec![0u8; tcp::MIN_HEADER_LEN];
     tcp_hdr[tcp::SRC_PORT].copy_from_slice(&seg.src.port().to_be_bytes());

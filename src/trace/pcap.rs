@@ -43,13 +43,16 @@ impl<W: Write> PcapWriter<W> {
     /// Writes one packet captured `ts` after the Unix epoch; `orig_len` is
     /// its length on the wire (more than `data` if it was cut short).
     pub(crate) fn write(&mut self, ts: Duration, data: &[u8], orig_len: usize) -> io::Result<()> {
+        // The wire length is at least what we were handed, before the cut
+        // to the snap length (the record would otherwise claim a packet
+        // shorter than it was: 0 bytes with a snap length of 0).
+        let orig = u32::try_from(orig_len.max(data.len())).unwrap_or(u32::MAX);
         let data = &data[..data.len().min(self.snaplen as usize)];
         let secs = u32::try_from(ts.as_secs()).unwrap_or(u32::MAX);
         let mut h = Vec::with_capacity(RECORD_HEADER_LEN);
         h.extend_from_slice(&secs.to_ne_bytes());
         h.extend_from_slice(&ts.subsec_micros().to_ne_bytes());
         h.extend_from_slice(&(data.len() as u32).to_ne_bytes());
-        let orig = u32::try_from(orig_len.max(data.len())).unwrap_or(u32::MAX);
         h.extend_from_slice(&orig.to_ne_bytes());
         self.out.write_all(&h)?;
         self.out.write_all(data)
@@ -83,5 +86,21 @@ mod tests {
         assert_eq!(&buf[40..46], b"abcdef");
         assert_eq!((u32at(54), u32at(58)), (100, 300), "cut to snaplen");
         assert_eq!(buf.len(), 24 + 16 + 6 + 16 + 100);
+    }
+
+    /// Found by the `pcap_round_trip` fuzz target: a record cut to the snap
+    /// length, with a smaller (or no) wire length given, claimed the cut
+    /// length as its wire length: 0 bytes on the wire with a snap length of 0.
+    #[test]
+    fn a_cut_record_keeps_the_length_it_had() {
+        let mut buf = Vec::new();
+        let mut w = PcapWriter::new(&mut buf, 0).unwrap();
+        w.write(Duration::ZERO, &[1u8; 10], 0).unwrap();
+        let mut w = PcapWriter::new(&mut buf, 64).unwrap();
+        w.write(Duration::ZERO, &[1u8; 1500], 40).unwrap();
+        let u32at = |o: usize| u32::from_ne_bytes(buf[o..o + 4].try_into().unwrap());
+        assert_eq!((u32at(32), u32at(36)), (0, 10));
+        let second = 24 + 16 + 24;
+        assert_eq!((u32at(second + 8), u32at(second + 12)), (64, 1500));
     }
 }

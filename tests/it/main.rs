@@ -12,6 +12,7 @@ mod util;
 mod bench;
 mod bench_models;
 mod client;
+mod hostile;
 mod lab;
 mod ping;
 mod pkg;

@@ -41,7 +41,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener as MioListener, TcpStream};
@@ -240,10 +240,7 @@ impl Worker {
             }
             self.expire_idle();
             if self.bytes > 0 {
-                self.ctx
-                    .stats
-                    .bytes
-                    .fetch_add(self.bytes, Ordering::Relaxed);
+                self.ctx.stats.bytes.add(self.bytes);
                 self.bytes = 0;
             }
         }

@@ -46,7 +46,6 @@ use std::future::{Future, poll_fn};
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener as StdListener};
 use std::pin::{Pin, pin};
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -351,7 +350,7 @@ impl Conn<'_> {
     /// Counts `n` bytes echoed.
     fn count(&self, n: usize) {
         if n > 0 {
-            self.ctx.stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+            self.ctx.stats.bytes.add(n as u64);
         }
     }
 }

@@ -5,7 +5,6 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use io_uring::types::{Fd, SubmitArgs, Timespec};
@@ -628,7 +627,7 @@ impl Worker {
         c.send = Io::Idle;
         match res {
             n if n > 0 => {
-                stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                stats.bytes.add(n as u64);
                 c.core.on_sent(now, n as usize);
             }
             // Nothing sent of a non-empty buffer: the core ends it.

@@ -1,0 +1,7 @@
+//! A stream of datagrams (sources, sizes, timing) through the UDP policy.
+//! The invariants are in `netecho::fuzz_api::udp_policy`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| netecho::fuzz_api::udp_policy(data));
