@@ -150,18 +150,6 @@ fn metric(metrics: SocketAddr, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no sample {name} in:\n{page}"))
 }
 
-/// Waits until `f()` holds, up to `within`.
-fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    f()
-}
-
 /// Runs a flood of `count` new sources at `rate` against a server started
 /// with `args`, while a known source sends [`PROBES`] probes spread over
 /// it; returns the server (for its metrics), the flood's size, and the
@@ -292,7 +280,7 @@ fn the_per_ip_table_stays_bounded_after_ten_thousand_addresses() {
     let refused: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
     assert_eq!(refused, 0, "each address had one connection at a time");
     assert!(
-        eventually(SETTLE, || metric(m, "netecho_per_ip_tracked") == 0),
+        crate::util::eventually(SETTLE, || metric(m, "netecho_per_ip_tracked") == 0),
         "addresses with nothing open are still in the table: {}",
         metric(m, "netecho_per_ip_tracked")
     );
@@ -306,7 +294,10 @@ fn the_per_ip_table_stays_bounded_after_ten_thousand_addresses() {
         "a second connection from one address"
     );
     drop(held);
-    assert!(eventually(SETTLE, || metric(m, "netecho_per_ip_tracked") == 0));
+    assert!(crate::util::eventually(SETTLE, || metric(
+        m,
+        "netecho_per_ip_tracked"
+    ) == 0));
     let new = Ipv4Addr::new(127, 0, 250, 1);
     let first = admitted_from(new, to).expect("the 10,001st address is admitted");
     assert!(admitted_from(new, to).is_none(), "and limited");
@@ -368,7 +359,7 @@ fn a_prefork_worker_killed_at_any_moment_never_hangs_the_others() {
     let mut rng = Rng::new(util::seed_of("prefork_kill"));
     let mut killed = 0;
     for _ in 0..KILLS {
-        eventually(WORKER_BACK, || !util::children(server.pid()).is_empty());
+        crate::util::eventually(WORKER_BACK, || !util::children(server.pid()).is_empty());
         std::thread::sleep(Duration::from_millis(rng.range(5, 40) as u64));
         let kids = util::children(server.pid());
         if kids.is_empty() {
@@ -394,7 +385,7 @@ fn a_prefork_worker_killed_at_any_moment_never_hangs_the_others() {
     assert!(
         // The pool is back to at least its --workers minimum (spares may
         // add more).
-        eventually(SETTLE, || util::children(server.pid()).len() >= WORKERS),
+        crate::util::eventually(SETTLE, || util::children(server.pid()).len() >= WORKERS),
         "workers restarted: {:?}",
         util::children(server.pid())
     );

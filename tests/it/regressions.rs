@@ -35,19 +35,9 @@ fn alive(pid: i32) -> bool {
 
 /// Prefork prints its listening line before it forks the workers.
 fn wait_for_workers(server: &Server, n: usize) {
-    let found = wait_until(Duration::from_secs(3), || children(server.pid()).len() == n);
+    let found =
+        crate::util::eventually(Duration::from_secs(3), || children(server.pid()).len() == n);
     assert!(found, "the {n} workers did not appear");
-}
-
-fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    f()
 }
 
 #[test]
@@ -71,7 +61,7 @@ fn prefork_worker_killed_mid_connection_gives_its_slot_back() {
         kill(Pid::from_raw(serving), Signal::SIGKILL).unwrap();
         let _ = util::wait_closed(&mut conn, Duration::from_secs(3));
         assert!(
-            wait_until(Duration::from_secs(3), || !children(server.pid())
+            crate::util::eventually(Duration::from_secs(3), || !children(server.pid())
                 .contains(&serving)
                 && children(server.pid()).len() == 2),
             "round {round}: the dead worker was not replaced"
@@ -93,7 +83,7 @@ fn prefork_workers_do_not_outlive_a_killed_parent() {
     // Kill the parent alone, not its group.
     kill(Pid::from_raw(server.pid()), Signal::SIGKILL).unwrap();
     assert!(
-        wait_until(Duration::from_secs(3), || workers
+        crate::util::eventually(Duration::from_secs(3), || workers
             .iter()
             .all(|&w| !alive(w))),
         "workers {workers:?} still alive after their parent died"
@@ -187,7 +177,7 @@ fn inetd_gives_up_on_a_client_that_never_reads() {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    let exited = wait_until(Duration::from_secs(6), || {
+    let exited = crate::util::eventually(Duration::from_secs(6), || {
         matches!(child.try_wait(), Ok(Some(_)))
     });
     if !exited {
@@ -343,7 +333,7 @@ fn survives_running_out_of_descriptors(model: &str) {
     let spent = cpu_ticks(pid) - t0;
     drop(held);
     // Served again once the held connections are gone.
-    let served = wait_until(Duration::from_secs(10), || {
+    let served = crate::util::eventually(Duration::from_secs(10), || {
         util::round_trip(addr, b"descriptors are back", 9).is_ok()
     });
     let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
@@ -433,7 +423,7 @@ fn trace_hears_ctrl_c_and_keeps_printing_under_steady_traffic() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     kill(Pid::from_raw(trace.id() as i32), Signal::SIGINT).unwrap();
-    let stopped = wait_until(Duration::from_secs(2), || {
+    let stopped = crate::util::eventually(Duration::from_secs(2), || {
         matches!(trace.try_wait(), Ok(Some(_)))
     });
     if !stopped {
@@ -473,7 +463,7 @@ fn lab_ends_quietly_when_its_reader_goes_away() {
     let mut out = std::io::BufReader::new(lab.stdout.take().unwrap());
     std::io::BufRead::read_line(&mut out, &mut first).unwrap();
     drop(out);
-    let done = wait_until(Duration::from_secs(20), || {
+    let done = crate::util::eventually(Duration::from_secs(20), || {
         matches!(lab.try_wait(), Ok(Some(_)))
     });
     if !done {

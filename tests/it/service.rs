@@ -63,20 +63,6 @@ fn scrape(metrics: SocketAddr) -> String {
     page
 }
 
-/// Waits until `f()` holds, up to `within`.
-fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// The UDP address a server printed (same port as its TCP listener).
 fn udp_addr(server: &Server) -> SocketAddr {
     let addr = server
@@ -125,7 +111,7 @@ fn udp_oversize_is_dropped_and_counted_never_truncated() {
         None,
         "1001 > max: no reply"
     );
-    assert!(eventually(Duration::from_secs(2), || {
+    assert!(crate::util::eventually(Duration::from_secs(2), || {
         metric(m, "netecho_udp_dropped_total{reason=\"too_big\"}") == 1
     }));
 }
@@ -153,7 +139,7 @@ fn udp_never_answers_small_service_ports() {
         );
     }
     assert!(bound > 0, "could bind none of the small-service ports");
-    assert!(eventually(Duration::from_secs(2), || {
+    assert!(crate::util::eventually(Duration::from_secs(2), || {
         metric(m, "netecho_udp_dropped_total{reason=\"loop_port\"}") == bound
     }));
 }
@@ -296,7 +282,7 @@ fn metrics_after_known_traffic(model: &str) {
     }
     let mut third = util::connect(server.addr());
     let _ = util::wait_closed(&mut third, Duration::from_secs(3));
-    let ok = eventually(Duration::from_secs(3), || {
+    let ok = crate::util::eventually(Duration::from_secs(3), || {
         metric(m, "netecho_connections_total") == 7
             && metric(m, "netecho_connections_active") == 2
             && metric(
@@ -309,7 +295,7 @@ fn metrics_after_known_traffic(model: &str) {
     assert!(ok, "{model}: metrics after known traffic:\n{}", scrape(m));
     drop(held);
     assert!(
-        eventually(Duration::from_secs(3), || metric(
+        crate::util::eventually(Duration::from_secs(3), || metric(
             m,
             "netecho_connections_active"
         ) == 0),
@@ -355,7 +341,7 @@ fn per_ip_limit_applies_to_each_source_apart() {
     util::ping(&mut other, b"another source is served").unwrap();
     drop(held);
     assert!(
-        eventually(Duration::from_secs(3), || {
+        crate::util::eventually(Duration::from_secs(3), || {
             let mut again = from(a);
             util::ping(&mut again, b"back").is_ok()
         }),

@@ -109,6 +109,26 @@ pub(crate) enum Skip {
     Failed(String),
 }
 
+/// `netecho serve` on a free loopback port with `model`, no idle timeout and
+/// a short drain: the command line every measured netecho server starts
+/// from (a cell adds its workload's flags).
+pub(crate) fn serve_args(model: crate::serve::Model) -> Vec<String> {
+    [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--model",
+        model.name(),
+        "--idle-timeout",
+        "0",
+        "--drain-timeout",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 /// Measures one cell: starts the server, drives one workload, stops it.
 pub(crate) fn measure(
     server: Server,
@@ -120,20 +140,7 @@ pub(crate) fn measure(
         Server::Netecho(model) => {
             let (extra, note) =
                 model_flags(model, w, setup.idle_conns).map_err(Skip::NotApplicable)?;
-            let mut args: Vec<String> = [
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--model",
-                model.name(),
-                "--idle-timeout",
-                "0",
-                "--drain-timeout",
-                "1",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+            let mut args = serve_args(model);
             args.extend(extra);
             spawned(&programs.netecho, &args, note, w, setup)
         }

@@ -34,20 +34,7 @@ pub(crate) struct Growth {
 /// Starts `model` with default flags, pinned like every cell, and serves it
 /// one burst.
 pub(crate) fn measure(model: Model, programs: &Programs, setup: &Setup) -> Result<Growth> {
-    let args: Vec<String> = [
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--model",
-        model.name(),
-        "--idle-timeout",
-        "0",
-        "--drain-timeout",
-        "1",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let args = super::cell::serve_args(model);
     let running = spawn::start(&programs.netecho, &args, setup.server_cpu)?;
     let result = burst(model, running.pid, running.addr, setup);
     let _ = spawn::stop(running);

@@ -1043,3 +1043,16 @@ pub fn timing() -> std::sync::RwLockReadGuard<'static, ()> {
     LOAD.read()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+/// Waits until `f()` holds, up to `within`, looking every 20 ms; the last
+/// look is after the deadline, so a condition met just then still counts.
+pub fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
