@@ -45,34 +45,23 @@ pub(crate) fn prepare(stream: &TcpStream, ctx: &Ctx) -> io::Result<()> {
 /// When `recv` returns 0 every byte read has already been written back, so
 /// `shutdown(SHUT_WR)` sends our FIN after the last echoed byte, and the
 /// caller's close finds an empty receive queue: the close is a FIN, not a RST.
-pub(crate) fn echo(fd: RawFd, buf: &mut [u8], stats: &Stats, stop: &dyn Fn() -> bool) -> End {
-    loop {
-        let n = match recv(fd, buf, MsgFlags::empty()) {
-            // FIN from the client: nothing more will come.
-            Ok(0) => break,
-            Ok(n) => n,
-            // A signal: retry, unless it was the one telling us to stop.
-            Err(Errno::EINTR) if stop() => return End::Stopped,
-            Err(Errno::EINTR) => continue,
-            // SO_RCVTIMEO expired: nothing arrived for the idle timeout.
-            Err(Errno::EAGAIN) => return End::Idle,
-            Err(e) => return ended(e),
-        };
-        let mut off = 0;
-        while off < n {
-            // MSG_NOSIGNAL: a peer that went away is an EPIPE here, not a
-            // SIGPIPE that kills the process.
-            match send(fd, &buf[off..n], MsgFlags::MSG_NOSIGNAL) {
-                Ok(w) => off += w,
-                Err(Errno::EINTR) if stop() => return End::Stopped,
-                Err(Errno::EINTR) => continue,
-                // SO_SNDTIMEO expired: the client took nothing for the
-                // stall (or idle) timeout.
-                Err(Errno::EAGAIN) => return End::Stall,
-                Err(e) => return ended(e),
-            }
-        }
-        stats.bytes.add(n as u64);
+///
+/// `free` gives the connection's `--max-conns` slot back. It runs exactly
+/// once, after the last echoed byte and before anything the client can see
+/// of the end (our FIN, or the close the caller makes after an error): a
+/// client that reconnects the moment it sees our FIN must find its slot
+/// free, not wait on a parent that has yet to reap the child that served it.
+pub(crate) fn echo(
+    fd: RawFd,
+    buf: &mut [u8],
+    stats: &Stats,
+    stop: &dyn Fn() -> bool,
+    free: &mut dyn FnMut(),
+) -> End {
+    let end = echo_until_fin(fd, buf, stats, stop);
+    free();
+    if let Some(end) = end {
+        return end;
     }
     match shutdown(fd, Shutdown::Write) {
         Ok(()) | Err(Errno::ENOTCONN) => End::Fin,
@@ -80,16 +69,60 @@ pub(crate) fn echo(fd: RawFd, buf: &mut [u8], stats: &Stats, stop: &dyn Fn() -> 
     }
 }
 
-/// Serves one admitted connection inside this process, then closes it and
-/// gives its `--max-conns` slot back (after the close, so a drain that sees
-/// no active connection knows every FIN is out).
+/// The loop of [`echo`]: `None` at the client's FIN with everything
+/// echoed, else how the connection ended.
+fn echo_until_fin(
+    fd: RawFd,
+    buf: &mut [u8],
+    stats: &Stats,
+    stop: &dyn Fn() -> bool,
+) -> Option<End> {
+    loop {
+        let n = match recv(fd, buf, MsgFlags::empty()) {
+            // FIN from the client: nothing more will come.
+            Ok(0) => return None,
+            Ok(n) => n,
+            // A signal: retry, unless it was the one telling us to stop.
+            Err(Errno::EINTR) if stop() => return Some(End::Stopped),
+            Err(Errno::EINTR) => continue,
+            // SO_RCVTIMEO expired: nothing arrived for the idle timeout.
+            Err(Errno::EAGAIN) => return Some(End::Idle),
+            Err(e) => return Some(ended(e)),
+        };
+        let mut off = 0;
+        while off < n {
+            // MSG_NOSIGNAL: a peer that went away is an EPIPE here, not a
+            // SIGPIPE that kills the process.
+            match send(fd, &buf[off..n], MsgFlags::MSG_NOSIGNAL) {
+                Ok(w) => off += w,
+                Err(Errno::EINTR) if stop() => return Some(End::Stopped),
+                Err(Errno::EINTR) => continue,
+                // SO_SNDTIMEO expired: the client took nothing for the
+                // stall (or idle) timeout.
+                Err(Errno::EAGAIN) => return Some(End::Stall),
+                Err(e) => return Some(ended(e)),
+            }
+        }
+        stats.bytes.add(n as u64);
+    }
+}
+
+/// Serves one admitted connection inside this process, then closes it. Its
+/// `--max-conns` slot is given back just before the client can see the end
+/// (see [`echo`]); a drain that then finds no active connection may exit
+/// before the close, and the exit's close sends the same FIN after the same
+/// bytes, every one of them already handed to the kernel.
 pub(crate) fn serve(conn: TcpStream, peer: SocketAddr, ctx: &Ctx, buf: &mut [u8]) {
     let end = match prepare(&conn, ctx) {
-        Ok(()) => echo(conn.as_raw_fd(), buf, ctx.stats, &|| false),
-        Err(e) => End::from_io(&e),
+        Ok(()) => echo(conn.as_raw_fd(), buf, ctx.stats, &|| false, &mut || {
+            ctx.release(&peer)
+        }),
+        Err(e) => {
+            ctx.release(&peer);
+            End::from_io(&e)
+        }
     };
     ctx.stats.count_end(end);
     tracing::debug!(%peer, %end, "connection closed");
     drop(conn);
-    ctx.release(&peer);
 }

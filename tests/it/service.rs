@@ -314,6 +314,52 @@ fn metrics_count_known_traffic_in_an_event_model() {
     metrics_after_known_traffic("epoll");
 }
 
+/// A client that reconnects the moment it has seen the server's FIN finds
+/// its slot free: with `--max-conns 1`, a hundred clients one after another
+/// are all served, none rejected. In `fork` the slot used to come back only
+/// when the parent reaped the child, after the client had already seen the
+/// end and reconnected.
+#[test]
+fn back_to_back_clients_are_never_over_max_conns() {
+    for model in [
+        "fork",
+        "prefork",
+        "thread",
+        "prethread",
+        "epoll",
+        "tokio",
+        "uring",
+    ] {
+        if model == "uring"
+            && let Err(reason) = netecho::serve::uring::probe()
+        {
+            eprintln!("SKIPPED: uring: io_uring unusable here: {reason}");
+            continue;
+        }
+        let server = Server::start(
+            model,
+            &[
+                "--max-conns",
+                "1",
+                "--workers",
+                "1",
+                "--metrics",
+                "127.0.0.1:0",
+            ],
+        );
+        for i in 0..100u64 {
+            if let Err(e) = util::round_trip(server.addr(), &[i as u8; 100], i) {
+                panic!("{model}: client {i} of 100: {e}\n{}", server.stderr_text());
+            }
+        }
+        let rejected = metric(
+            server.metrics_addr(),
+            "netecho_connections_rejected_total{reason=\"max_conns\"}",
+        );
+        assert_eq!(rejected, 0, "{model}: back-to-back clients rejected");
+    }
+}
+
 #[test]
 fn per_ip_limit_applies_to_each_source_apart() {
     let server = Server::start("thread", &["--max-conns-per-ip", "2"]);

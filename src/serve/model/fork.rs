@@ -12,6 +12,7 @@ use std::os::fd::{AsFd, AsRawFd};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::{ForkResult, fork};
 use tracing::{debug, warn};
 
@@ -47,7 +48,7 @@ pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> 
             }
         }
         ctx.shutdown.drain_wake();
-        kids.reap(|_, _, peer| release(ctx, peer));
+        kids.reap(|_, status, peer| release(ctx, status, peer));
         if ctx.shutdown.stops() > 0 {
             break;
         }
@@ -58,13 +59,20 @@ pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> 
         }
     }
     supervise::stop_accepting(&listeners, ctx);
-    kids.finish(ctx, |_, _, peer| release(ctx, peer));
+    kids.finish(ctx, |_, status, peer| release(ctx, status, peer));
     Ok(())
 }
 
-/// A reaped connection child gives its slot back.
-fn release(ctx: &Ctx, tag: Tag) {
-    if let Tag::Conn(peer) = tag {
+/// The exit status of a child that gave its connection's slot back itself.
+const FREED: i32 = 0;
+
+/// A reaped connection child's slot: given back here unless the child
+/// exited with [`FREED`] (it did so itself, before the client saw the end).
+/// A child killed by a signal, or one that failed before serving, did not.
+fn release(ctx: &Ctx, status: WaitStatus, tag: Tag) {
+    if let Tag::Conn(peer) = tag
+        && !matches!(status, WaitStatus::Exited(_, FREED))
+    {
         ctx.release(&peer);
     }
 }
@@ -86,7 +94,7 @@ fn spawn(
     // SAFETY: the parent is single-threaded (this model starts no thread),
     // and the child below only makes async-signal-safe calls before `_exit`.
     match unsafe { fork() } {
-        Ok(ForkResult::Child) => child(&conn, listeners, ctx),
+        Ok(ForkResult::Child) => child(&conn, peer, listeners, ctx),
         Ok(ForkResult::Parent { child }) => {
             debug!(%peer, pid = child.as_raw(), "connection open, child forked");
             kids.add(child, Tag::Conn(peer));
@@ -100,7 +108,7 @@ fn spawn(
 
 /// The child: close the listeners (only the parent accepts), echo, exit.
 /// Never returns and never unwinds into the parent's code.
-fn child(conn: &TcpStream, listeners: &[TcpListener], ctx: &Ctx) -> ! {
+fn child(conn: &TcpStream, peer: SocketAddr, listeners: &[TcpListener], ctx: &Ctx) -> ! {
     signals::reset_in_child();
     for l in listeners {
         // SAFETY: closing our inherited copy of a listener; the `TcpListener`
@@ -108,11 +116,19 @@ fn child(conn: &TcpStream, listeners: &[TcpListener], ctx: &Ctx) -> ! {
         unsafe { libc::close(l.as_raw_fd()) };
     }
     let mut buf = [0u8; BUF_SIZE];
-    let end = echo::echo(conn.as_raw_fd(), &mut buf, ctx.stats, &|| {
-        ctx.shutdown.stops() > 0
-    });
+    // The counters live in memory shared with the parent, so the child can
+    // give its slot back itself, before its FIN (see `echo::echo`). Only a
+    // SIGKILL in the few instructions between that and `_exit` (at the end
+    // of a drain that timed out) would have the parent give it back twice.
+    let end = echo::echo(
+        conn.as_raw_fd(),
+        &mut buf,
+        ctx.stats,
+        &|| ctx.shutdown.stops() > 0,
+        &mut || ctx.release(&peer),
+    );
     ctx.stats.count_end(end);
     // SAFETY: `_exit` ends the child without running destructors or atexit
     // handlers that belong to the parent; the kernel closes the socket.
-    unsafe { libc::_exit(0) }
+    unsafe { libc::_exit(FREED) }
 }

@@ -117,19 +117,29 @@ fn worker(
         };
         // Should this process die now, the parent gives the slot back.
         board.hold(slot, peer.ip());
+        // Clear the scoreboard first: a crash between the two leaks one
+        // slot, while the other order could release it twice. Both happen
+        // before the client sees the end (see `echo::echo`).
+        let mut free = || {
+            board.idle(slot);
+            ctx.release(&peer);
+        };
         let end = match echo::prepare(&conn, ctx) {
-            Ok(()) => echo::echo(conn.as_raw_fd(), &mut buf, ctx.stats, &|| {
-                ctx.shutdown.stops() > 0
-            }),
-            Err(e) => echo::End::from_io(&e),
+            Ok(()) => echo::echo(
+                conn.as_raw_fd(),
+                &mut buf,
+                ctx.stats,
+                &|| ctx.shutdown.stops() > 0,
+                &mut free,
+            ),
+            Err(e) => {
+                free();
+                echo::End::from_io(&e)
+            }
         };
         ctx.stats.count_end(end);
         tracing::debug!(%peer, %end, "connection closed");
         drop(conn);
-        // Clear first: a crash between the two leaks one slot, while the
-        // other order could release it twice.
-        board.idle(slot);
-        ctx.release(&peer);
     }
     // SAFETY: `_exit` skips the parent's atexit handlers and destructors,
     // which belong to the parent process.
