@@ -12,7 +12,9 @@ use netlink_packet_core::{
 };
 use netlink_packet_sock_diag::SockDiagMessage;
 use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP};
-use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
+use netlink_packet_sock_diag::inet::{
+    ExtensionFlags, InetRequest, InetResponse, SocketId, StateFlags, nlas::Nla,
+};
 use netlink_sys::{Socket, protocols::NETLINK_SOCK_DIAG};
 
 use super::snapshot::{Key, Snapshot, Sock};
@@ -112,13 +114,53 @@ impl Diag {
     pub(crate) fn snapshot(&mut self, port: u16) -> Result<Snapshot> {
         let mut snap = Snapshot::new();
         for family in [AF_INET, AF_INET6] {
-            self.dump(family, port, &mut snap)?;
+            self.dump(
+                family,
+                port,
+                STATES,
+                ExtensionFlags::empty(),
+                &mut |key, r| {
+                    snap.insert(key, sock_of(r));
+                },
+            )?;
         }
         Ok(snap)
     }
 
-    /// One dump request and its replies, until the kernel says done.
-    fn dump(&mut self, family: u8, port: u16, snap: &mut Snapshot) -> Result<()> {
+    /// The kernel's `tcp_info` of every ESTABLISHED socket on `port`
+    /// (`INET_DIAG_INFO`, what `ss -i` shows), as raw bytes for
+    /// [`super::info::TcpInfo::parse`].
+    pub(crate) fn tcp_infos(&mut self, port: u16) -> Result<Vec<(Key, Vec<u8>)>> {
+        let mut out = Vec::new();
+        let established = 1 << 1;
+        for family in [AF_INET, AF_INET6] {
+            self.dump(
+                family,
+                port,
+                established,
+                ExtensionFlags::INFO,
+                &mut |key, r| {
+                    for nla in &r.nlas {
+                        if let Nla::TcpInfo(bytes) = nla {
+                            out.push((key, bytes.clone()));
+                        }
+                    }
+                },
+            )?;
+        }
+        Ok(out)
+    }
+
+    /// One dump request and its replies, until the kernel says done; each
+    /// socket on the port is handed to `each`.
+    fn dump(
+        &mut self,
+        family: u8,
+        port: u16,
+        states: u32,
+        extensions: ExtensionFlags,
+        each: &mut dyn FnMut(Key, &InetResponse),
+    ) -> Result<()> {
         let mut hdr = NetlinkHeader::default();
         hdr.flags = NLM_F_REQUEST | NLM_F_DUMP;
         let socket_id = if family == AF_INET {
@@ -131,8 +173,8 @@ impl Diag {
             SockDiagMessage::InetRequest(InetRequest {
                 family,
                 protocol: IPPROTO_TCP,
-                extensions: ExtensionFlags::empty(),
-                states: StateFlags::from_bits_retain(STATES),
+                extensions,
+                states: StateFlags::from_bits_retain(states),
                 socket_id,
             })
             .into(),
@@ -163,7 +205,7 @@ impl Diag {
                     Err(e) => return Err(Error::io("reading a sock_diag reply")(e)),
                 }
             };
-            if parse_datagram(&self.buf[..n], port, snap)? {
+            if parse_datagram(&self.buf[..n], port, each)? {
                 return Ok(());
             }
         }
@@ -174,10 +216,25 @@ impl Diag {
     }
 }
 
-/// Adds the sockets of one reply datagram to `snap`; true once the kernel's
-/// "done" message is seen. A record the crate cannot decode is an error
-/// rather than a panic or a silently shorter table.
-fn parse_datagram(mut bytes: &[u8], port: u16, snap: &mut Snapshot) -> Result<bool> {
+/// What `watch` keeps of one socket record.
+fn sock_of(r: &InetResponse) -> Sock {
+    let h = &r.header;
+    Sock {
+        state: State::from(h.state),
+        inode: h.inode,
+        rq: h.recv_queue,
+        wq: h.send_queue,
+    }
+}
+
+/// Hands the sockets of one reply datagram to `each`; true once the
+/// kernel's "done" message is seen. A record the crate cannot decode is an
+/// error rather than a panic or a silently shorter table.
+fn parse_datagram(
+    mut bytes: &[u8],
+    port: u16,
+    each: &mut dyn FnMut(Key, &InetResponse),
+) -> Result<bool> {
     while bytes.len() >= 16 {
         let msg = NetlinkMessage::<SockDiagMessage>::deserialize(bytes).map_err(|e| Error::Io {
             what: "decoding a sock_diag reply",
@@ -195,18 +252,11 @@ fn parse_datagram(mut bytes: &[u8], port: u16, snap: &mut Snapshot) -> Result<bo
                 let h = &r.header;
                 let id = &h.socket_id;
                 if id.source_port == port || id.destination_port == port {
-                    snap.insert(
-                        Key {
-                            local: SocketAddr::new(id.source_address, id.source_port),
-                            remote: SocketAddr::new(id.destination_address, id.destination_port),
-                        },
-                        Sock {
-                            state: State::from(h.state),
-                            inode: h.inode,
-                            rq: h.recv_queue,
-                            wq: h.send_queue,
-                        },
-                    );
+                    let key = Key {
+                        local: SocketAddr::new(id.source_address, id.source_port),
+                        remote: SocketAddr::new(id.destination_address, id.destination_port),
+                    };
+                    each(key, &r);
                 }
             }
             _ => {}

@@ -34,9 +34,14 @@
 //! kernel walk the bind hash too and cost 20 times more.
 
 pub(crate) mod diag;
+pub(crate) mod event_mode;
+pub(crate) mod events;
+pub(crate) mod info;
 pub(crate) mod procs;
 pub(crate) mod snapshot;
 pub(crate) mod state;
+pub(crate) mod timeline;
+pub(crate) mod tracefs;
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -84,20 +89,52 @@ pub(crate) struct Opt {
     #[arg(long, value_name = "MS", default_value_t = DEFAULT_INTERVAL_MS,
           value_parser = clap::value_parser!(u64).range(MIN_INTERVAL_MS..=60_000))]
     pub(crate) interval: u64,
+
+    /// Where state changes come from: `events` (the kernel's
+    /// `sock:inet_sock_set_state` tracepoint, every transition, no CPU
+    /// while idle; needs root) or `poll` (the socket table every
+    /// `--interval`). Default: events when possible, else poll.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub(crate) mode: Option<Mode>,
+
+    /// Also print the kernel's tcp_info (rtt, cwnd, ...) of each
+    /// ESTABLISHED socket on the port when it changes, every `--interval`.
+    #[arg(long)]
+    pub(crate) info: bool,
+}
+
+/// Where `watch` learns of state changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Mode {
+    /// Kernel tracepoints through a tracefs instance of netecho's own.
+    Events,
+    /// Reading the socket table over sock_diag every `--interval`.
+    Poll,
 }
 
 /// Runs `netecho watch` until `--duration` ends or a signal stops it.
 pub(crate) fn run(opt: Opt) -> Result<()> {
     stop::install().map_err(Error::io("installing the SIGINT/SIGTERM handler"))?;
+    let why_poll = match opt.mode {
+        Some(Mode::Poll) => "chosen with --mode poll".to_string(),
+        _ => match tracefs::ensure_mounted()
+            .and_then(|()| tracefs::Instance::create(&event_mode::specs(opt.port)))
+        {
+            Ok(inst) => return event_mode::run(&opt, inst),
+            Err(why) if opt.mode == Some(Mode::Events) => {
+                return Err(Error::InvalidOption(format!("--mode events: {}", why.0)));
+            }
+            Err(why) => why.0,
+        },
+    };
     let mut w = Watcher::new(opt.port, opt.pid)?;
+    let mut info = opt.info.then(info::InfoWatch::default);
     let mut out = io::stdout().lock();
-    let pid_note = opt
-        .pid
-        .map(|p| format!(" and the processes under pid {p}"))
-        .unwrap_or_default();
     let header = format!(
-        "watching TCP port {}{pid_note}, every {} ms (Ctrl-C to stop)",
-        opt.port, opt.interval
+        "watching TCP port {}{}, polling every {} ms ({why_poll}) (Ctrl-C to stop)",
+        opt.port,
+        pid_note(opt.pid),
+        opt.interval
     );
     if !emit(&mut out, &[header]) {
         return Ok(());
@@ -106,7 +143,10 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
     let deadline = opt.duration.map(|d| w.start + d);
     let mut next = Instant::now();
     while !stop::requested() && deadline.is_none_or(|d| Instant::now() < d) {
-        let lines = w.poll()?;
+        let mut lines = w.poll()?;
+        if let Some(info) = info.as_mut() {
+            lines.extend(w.info_lines(info)?);
+        }
         if !emit(&mut out, &lines) {
             return Ok(());
         }
@@ -120,6 +160,12 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// ` and the processes under pid 42` with `--pid`.
+fn pid_note(pid: Option<i32>) -> String {
+    pid.map(|p| format!(" and the processes under pid {p}"))
+        .unwrap_or_default()
 }
 
 /// Writes lines; false when stdout is closed (`| head`), which ends the
@@ -195,6 +241,21 @@ impl Watcher {
             lines.push(format!("{t:8.3} {}", format_change(c, &owners)));
         }
         self.prev = snap;
+        lines.extend(self.poll_procs(t));
+        Ok(lines)
+    }
+
+    /// `--info`: the tcp_info lines of the sockets whose figures changed.
+    pub(crate) fn info_lines(&mut self, info: &mut info::InfoWatch) -> Result<Vec<String>> {
+        let t = self.start.elapsed().as_secs_f64();
+        let now = self.diag.tcp_infos(self.port)?;
+        Ok(info.update(t, &now))
+    }
+
+    /// With `--pid`, the lines for what changed in the process tree;
+    /// nothing without.
+    pub(crate) fn poll_procs(&mut self, t: f64) -> Vec<String> {
+        let mut lines = Vec::new();
         if let Some(root) = self.pid {
             let now = Instant::now();
             let tree = if self.last_scan.is_none_or(|t| now - t >= PROC_SCAN_EVERY) {
@@ -208,7 +269,7 @@ impl Watcher {
             }
             self.prev_procs = tree;
         }
-        Ok(lines)
+        lines
     }
 }
 

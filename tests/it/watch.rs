@@ -42,7 +42,16 @@ fn watch_sees_listen_established_and_time_wait() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let p = port.to_string();
-    let (child, out) = start_watch(&["--port", &p, "--interval", "10", "--duration", "3"]);
+    let (child, out) = start_watch(&[
+        "--port",
+        &p,
+        "--mode",
+        "poll",
+        "--interval",
+        "10",
+        "--duration",
+        "3",
+    ]);
     std::thread::sleep(Duration::from_millis(200));
 
     let client = TcpStream::connect(("127.0.0.1", port)).unwrap();
