@@ -80,12 +80,27 @@ pub(crate) fn echo(fd: RawFd, buf: &mut [u8], stats: &Stats, stop: &dyn Fn() -> 
     }
 }
 
+/// Echoes on a socket [`prepare`] set up: over TLS if it came in on a
+/// `--tls-listen` socket (the TLS layer over the connection core,
+/// [`super::tls::blocking`]), else with [`echo`].
+pub(crate) fn echo_any(
+    conn: &TcpStream,
+    ctx: &Ctx,
+    buf: &mut [u8],
+    stop: &dyn Fn() -> bool,
+) -> End {
+    match &ctx.tls {
+        Some(tls) if tls.is_tls(conn) => super::tls::blocking::echo(conn, tls, ctx, buf, stop),
+        _ => echo(conn.as_raw_fd(), buf, ctx.stats, stop),
+    }
+}
+
 /// Serves one admitted connection inside this process, then closes it and
 /// gives its `--max-conns` slot back (after the close, so a drain that sees
 /// no active connection knows every FIN is out).
 pub(crate) fn serve(conn: TcpStream, peer: SocketAddr, ctx: &Ctx, buf: &mut [u8]) {
     let end = match prepare(&conn, ctx) {
-        Ok(()) => echo(conn.as_raw_fd(), buf, ctx.stats, &|| false),
+        Ok(()) => echo_any(&conn, ctx, buf, &|| false),
         Err(e) => End::from_io(&e),
     };
     ctx.stats.count_end(end);

@@ -108,9 +108,7 @@ fn child(conn: &TcpStream, listeners: &[TcpListener], ctx: &Ctx) -> ! {
         unsafe { libc::close(l.as_raw_fd()) };
     }
     let mut buf = [0u8; BUF_SIZE];
-    let end = echo::echo(conn.as_raw_fd(), &mut buf, ctx.stats, &|| {
-        ctx.shutdown.stops() > 0
-    });
+    let end = echo::echo_any(conn, ctx, &mut buf, &|| ctx.shutdown.stops() > 0);
     ctx.stats.count_end(end);
     // SAFETY: `_exit` ends the child without running destructors or atexit
     // handlers that belong to the parent; the kernel closes the socket.

@@ -19,7 +19,6 @@
 //! systemd sends to the whole group).
 
 use std::net::TcpListener;
-use std::os::fd::AsRawFd;
 
 use nix::sys::wait::WaitStatus;
 use nix::unistd::{ForkResult, fork};
@@ -118,9 +117,7 @@ fn worker(
         // Should this process die now, the parent gives the slot back.
         board.hold(slot, peer.ip());
         let end = match echo::prepare(&conn, ctx) {
-            Ok(()) => echo::echo(conn.as_raw_fd(), &mut buf, ctx.stats, &|| {
-                ctx.shutdown.stops() > 0
-            }),
+            Ok(()) => echo::echo_any(&conn, ctx, &mut buf, &|| ctx.shutdown.stops() > 0),
             Err(e) => echo::End::from_io(&e),
         };
         ctx.stats.count_end(end);
