@@ -88,6 +88,9 @@ pub enum Error {
     /// `--iface` names no interface, or one whose frames are not Ethernet.
     #[error("cannot capture on interface '{name}': {reason}")]
     Interface { name: String, reason: String },
+    /// A `--tls-*` option of `netecho serve` is unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::serve::tls::TlsError),
     /// A step of `netecho lab` could not be carried out.
     #[error("lab: {0}")]
     Lab(String),

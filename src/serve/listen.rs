@@ -28,6 +28,8 @@ pub(crate) fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>> {
 pub enum ListenKind {
     /// TCP echo: `listening tcp 127.0.0.1:40123`.
     Tcp,
+    /// TLS echo (`--tls-listen`): `listening tls 127.0.0.1:40124`.
+    Tls,
     /// UDP echo (`--udp`): `listening udp 127.0.0.1:40123`.
     Udp,
     /// Prometheus metrics (`--metrics`):
@@ -55,6 +57,7 @@ impl fmt::Display for Listening {
         let addr = self.addr;
         match self.kind {
             ListenKind::Tcp => write!(f, "{PREFIX}tcp {addr}"),
+            ListenKind::Tls => write!(f, "{PREFIX}tls {addr}"),
             ListenKind::Udp => write!(f, "{PREFIX}udp {addr}"),
             ListenKind::Metrics => {
                 write!(f, "{PREFIX}metrics {METRICS_SCHEME}{addr}{METRICS_PATH}")
@@ -70,6 +73,7 @@ pub fn parse_listening(line: &str) -> Option<Listening> {
     let (word, rest) = line.strip_prefix(PREFIX)?.split_once(' ')?;
     let (kind, addr) = match word {
         "tcp" => (ListenKind::Tcp, rest),
+        "tls" => (ListenKind::Tls, rest),
         "udp" => (ListenKind::Udp, rest),
         "metrics" => (
             ListenKind::Metrics,
@@ -84,16 +88,14 @@ pub fn parse_listening(line: &str) -> Option<Listening> {
     })
 }
 
-/// Prints one `listening tcp <addr>` line per socket on stdout and flushes
-/// it: scripts and tests wait for these lines to know the server is ready.
-pub(crate) fn announce(listeners: &[TcpListener]) -> Result<()> {
+/// Prints one `listening <kind> <addr>` line per socket on stdout (`tcp`,
+/// or `tls` for `--tls-listen`) and flushes it: scripts and tests wait for
+/// these lines to know the server is ready.
+pub(crate) fn announce(listeners: &[TcpListener], kind: ListenKind) -> Result<()> {
     let mut out = io::stdout().lock();
     for l in listeners {
         let addr = l.local_addr().map_err(Error::io("reading bound address"))?;
-        let line = Listening {
-            kind: ListenKind::Tcp,
-            addr,
-        };
+        let line = Listening { kind, addr };
         // A closed stdout must not stop a server: the line is for scripts.
         let _ = writeln!(out, "{line}");
     }
@@ -165,6 +167,11 @@ mod tests {
             (at(ListenKind::Tcp, "[::]:6666"), "listening tcp [::]:6666"),
             (at(ListenKind::Udp, "[::1]:7"), "listening udp [::1]:7"),
             (
+                at(ListenKind::Tls, "127.0.0.1:6667"),
+                "listening tls 127.0.0.1:6667",
+            ),
+            (at(ListenKind::Tls, "[::1]:443"), "listening tls [::1]:443"),
+            (
                 at(ListenKind::Metrics, "127.0.0.1:9100"),
                 "listening metrics http://127.0.0.1:9100/metrics",
             ),
@@ -187,6 +194,9 @@ mod tests {
             "listening tcp 127.0.0.1:1 ",
             "listening tcp 127.0.0.1",
             "listening sctp 127.0.0.1:1",
+            "listening tls",
+            "listening tls 127.0.0.1",
+            "listening tls http://127.0.0.1:1/metrics",
             "listening metrics 127.0.0.1:9100",
             "listening metrics http://127.0.0.1:9100/",
             " listening tcp 127.0.0.1:1",

@@ -23,6 +23,7 @@ use prometheus_client::registry::Registry;
 
 use super::conn::End;
 use super::stats::{Stats, UdpDrop};
+use super::tls::Failure;
 
 /// A slow or silent scraper cannot hold the metrics thread longer than this.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -130,6 +131,19 @@ impl Collector for StatsCollector {
             )?;
             for (i, reason) in End::LABELS.iter().enumerate() {
                 let v = load(&s.closed[i]);
+                ConstCounter::new(v).encode(fam.encode_family(&[("reason", *reason)])?)?;
+            }
+        }
+        {
+            let c = ConstCounter::new(0u64);
+            let mut fam = e.encode_descriptor(
+                "netecho_tls_handshake_failures",
+                "TLS handshakes that failed (the connection was closed), by reason",
+                None,
+                c.metric_type(),
+            )?;
+            for (i, reason) in Failure::LABELS.iter().enumerate() {
+                let v = load(&s.tls_handshake_failures[i]);
                 ConstCounter::new(v).encode(fam.encode_family(&[("reason", *reason)])?)?;
             }
         }

@@ -58,6 +58,7 @@ pub(crate) mod signals;
 pub(crate) mod stats;
 pub(crate) mod supervise;
 pub(crate) mod timers;
+pub(crate) mod tls;
 pub(crate) mod udp;
 
 pub use model::{epoll, fork, iterative, prefork, prethread, thread, tokio, uring};
@@ -75,6 +76,7 @@ pub use listen::{ListenKind, Listening, parse_listening};
 pub(crate) use opt::ServeOpt;
 pub(crate) use shutdown::Shutdown;
 use stats::Stats;
+pub use tls::TlsError;
 
 /// The default port when no `--listen` is given.
 pub(crate) const DEFAULT_PORT: u16 = 6666;
@@ -195,6 +197,8 @@ pub(crate) struct Ctx {
     /// This server's stop state: SIGTERM/SIGINT in the binary, a call in a
     /// test.
     pub(crate) shutdown: Shutdown,
+    /// `--tls-listen`: the TLS configuration and which listeners speak it.
+    pub(crate) tls: Option<tls::Tls>,
 }
 
 impl Ctx {
@@ -256,7 +260,16 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         let stall = (!opt.stall_timeout.is_zero()).then_some(opt.stall_timeout);
         return inetd::run(idle, stall.or(idle));
     }
-    let model = opt.model.resolve();
+    // TLS files are read and checked before anything binds: a bad one is
+    // one line and a non-zero exit, with no port ever opened.
+    let tls = load_tls(&opt)?;
+    let model = resolve_for_tls(opt.model, tls.is_some());
+    if tls.is_some() && model == Model::Uring {
+        return Err(Error::InvalidOption(
+            "--model uring serves no TLS yet: use --model epoll, tokio or auto with --tls-listen"
+                .into(),
+        ));
+    }
     let workers = opt.workers.unwrap_or_else(default_workers);
     let max_conns = opt.max_conns.unwrap_or_else(|| model.default_max_conns());
     if opt.min_spare > opt.max_spare {
@@ -274,6 +287,23 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
     let shutdown = Shutdown::new().map_err(Error::io("creating the wake-up pipe"))?;
     signals::install(shutdown).map_err(Error::io("installing signal handlers"))?;
     let stats = stats::Stats::shared().map_err(Error::io("mapping shared counters"))?;
+    let listeners = if passed.tcp.is_empty() {
+        listen::bind_all(&opt.listen)?
+    } else {
+        if !opt.listen.is_empty() {
+            tracing::warn!("sockets passed by systemd (LISTEN_FDS); --listen ignored");
+        }
+        passed.tcp
+    };
+    let tls_listeners = opt
+        .tls_listen
+        .iter()
+        .map(|a| listen::bind(*a))
+        .collect::<Result<Vec<_>>>()?;
+    let tls = tls.map(|mut t| {
+        t.addrs = local_addrs(&tls_listeners);
+        t
+    });
     let ctx: &'static Ctx = Box::leak(Box::new(Ctx {
         max_conns,
         idle_timeout: (!opt.idle_timeout.is_zero()).then_some(opt.idle_timeout),
@@ -287,15 +317,8 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         stall_timeout: (!opt.stall_timeout.is_zero()).then_some(opt.stall_timeout),
         stats,
         shutdown,
+        tls,
     }));
-    let listeners = if passed.tcp.is_empty() {
-        listen::bind_all(&opt.listen)?
-    } else {
-        if !opt.listen.is_empty() {
-            tracing::warn!("sockets passed by systemd (LISTEN_FDS); --listen ignored");
-        }
-        passed.tcp
-    };
     // UDP shares the TCP sockets' addresses and ports (echo is port 7 for
     // both), unless systemd passed datagram sockets.
     let udp_sockets = if !opt.udp {
@@ -315,7 +338,8 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         }
         None => None,
     };
-    listen::announce(&listeners)?;
+    listen::announce(&listeners, ListenKind::Tcp)?;
+    listen::announce(&tls_listeners, ListenKind::Tls)?;
     udp::announce(&udp_sockets)?;
     if let Some(m) = &metrics {
         let addr = m.local_addr().map_err(Error::io("metrics listener"))?;
@@ -350,7 +374,44 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         drain_timeout_s = opt.drain_timeout.as_secs_f64(),
         "serving"
     );
+    // The models serve every listener alike; an accepted socket whose
+    // local address is a TLS listener's goes through the TLS layer.
+    let mut listeners = listeners;
+    listeners.extend(tls_listeners);
     run_model(model, listeners, ctx)
+}
+
+/// `--tls-*`: the TLS configuration when `--tls-listen` is given (loaded
+/// and checked now, before anything binds); a TLS file without
+/// `--tls-listen` is a usage error rather than silently ignored.
+fn load_tls(opt: &ServeOpt) -> Result<Option<tls::Tls>> {
+    let files = tls::Files {
+        cert: opt.tls_cert.as_deref(),
+        key: opt.tls_key.as_deref(),
+        client_ca: opt.tls_client_ca.as_deref(),
+    };
+    if opt.tls_listen.is_empty() {
+        if files.cert.is_some() || files.key.is_some() || files.client_ca.is_some() {
+            return Err(tls::TlsError::Usage(
+                "--tls-cert, --tls-key and --tls-client-ca need --tls-listen",
+            )
+            .into());
+        }
+        return Ok(None);
+    }
+    Ok(Some(tls::Tls::load(&files, opt.tls_handshake_timeout)?))
+}
+
+/// The model to run when TLS listeners exist: every model serves TLS but
+/// `uring`; `auto` then picks `epoll` (one log line), and an explicit
+/// `--model uring` is refused before anything binds.
+fn resolve_for_tls(model: Model, tls: bool) -> Model {
+    let resolved = model.resolve();
+    if tls && model == Model::Auto && resolved == Model::Uring {
+        info!("--tls-listen: --model auto uses epoll (uring serves no TLS yet)");
+        return Model::Epoll;
+    }
+    resolved
 }
 
 /// Hands the bound listeners to the chosen model.
@@ -408,6 +469,7 @@ mod tests {
             stall_timeout: None,
             stats: Stats::shared().unwrap(),
             shutdown,
+            tls: None,
         }));
         let (done_tx, done_rx) = mpsc::channel();
         std::thread::spawn(move || {

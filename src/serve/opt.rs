@@ -1,12 +1,16 @@
 //! The options of `netecho serve`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 
 use super::{Model, pool, udp};
-use crate::args::{parse_listen, parse_positive, parse_rate_limit, parse_secs, udp_size_at_most};
+use crate::args::{
+    parse_listen, parse_positive, parse_rate_limit, parse_secs, parse_secs_nonzero,
+    udp_size_at_most,
+};
 use crate::net::MAX_UDP_SIZE;
 
 /// Options of `netecho serve`.
@@ -16,6 +20,29 @@ pub(crate) struct ServeOpt {
     /// Default: [::]:6666 as one dual-stack socket (0.0.0.0:6666 without IPv6).
     #[arg(long = "listen", short = 'l', value_name = "ADDR:PORT", value_parser = parse_listen)]
     pub(crate) listen: Vec<SocketAddr>,
+
+    /// Serve TLS echo on this address, repeatable, beside --listen (which
+    /// keeps its default, [::]:6666, unless given); printed as
+    /// `listening tls ADDR`.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen)]
+    pub(crate) tls_listen: Vec<SocketAddr>,
+
+    /// The TLS certificate chain, PEM (default: a self-signed certificate
+    /// for localhost, 127.0.0.1 and ::1, made at start).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_cert: Option<PathBuf>,
+
+    /// The certificate's private key, PEM: PKCS#8, PKCS#1 or SEC1.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_key: Option<PathBuf>,
+
+    /// Mutual TLS: require a client certificate signed by a CA in this PEM file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_client_ca: Option<PathBuf>,
+
+    /// Close a TLS client whose handshake has not ended after this long.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs_nonzero)]
+    pub(crate) tls_handshake_timeout: Duration,
 
     /// Server model.
     #[arg(long, short = 'm', value_enum, default_value_t = Model::Auto)]

@@ -5,6 +5,7 @@
 use super::conn::End;
 use super::per_ip::PerIp;
 use super::percpu::PerCpu;
+use super::tls::Failure;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -47,6 +48,8 @@ pub(crate) struct Stats {
     pub(crate) udp_dropped: [AtomicU64; UdpDrop::ALL.len()],
     /// Clients served now per source address, for `--max-conns-per-ip`.
     pub(crate) per_ip: PerIp,
+    /// TLS handshakes that failed, by [`Failure::index`].
+    pub(crate) tls_handshake_failures: [AtomicU64; Failure::LABELS.len()],
 }
 
 impl Default for Stats {
@@ -68,6 +71,7 @@ impl Default for Stats {
             udp_bytes: PerCpu::default(),
             udp_dropped: std::array::from_fn(|_| AtomicU64::new(0)),
             per_ip: PerIp::default(),
+            tls_handshake_failures: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 }

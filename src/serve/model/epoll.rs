@@ -55,6 +55,7 @@ use crate::serve::conn::{self as core, End, Next, Timeouts};
 use crate::serve::echo::BUF_SIZE;
 use crate::serve::pending::{PENDING_CAP, Pending};
 use crate::serve::timers::Timers;
+use crate::serve::tls::conn::{TlsConn, Turn};
 use crate::serve::{Ctx, supervise};
 
 /// The longest an idle worker sleeps before it looks at the stop flag and
@@ -95,6 +96,8 @@ struct Listener {
     sock: Option<MioListener>,
     /// True while it is in the poll set (false during an accept pause).
     registered: bool,
+    /// A `--tls-listen` socket: its clients go through the TLS layer.
+    tls: bool,
 }
 
 /// A timer entry's name for a connection: its slab slot and its id, so an
@@ -118,6 +121,30 @@ struct Conn {
     writable: bool,
     /// An event reported a hang-up or error: read until `Ok(0)` or an error.
     hup: bool,
+    /// A TLS client: the TLS layer between the socket and the core, which
+    /// then does the I/O itself (and ignores the hints above: it reads and
+    /// writes until `WouldBlock`, so every wait follows one, as edge
+    /// triggering needs).
+    tls: Option<Box<TlsConn>>,
+}
+
+impl Conn {
+    /// When to look at it again: the core's deadline, and the TLS
+    /// handshake's while it runs.
+    fn deadline(&self, t: &Timeouts) -> Option<Instant> {
+        match &self.tls {
+            Some(tls) => tls.deadline(&self.core, t),
+            None => self.core.deadline(t).map(|(at, _)| at),
+        }
+    }
+
+    /// A timer came due: true if the connection is to close now.
+    fn on_timer(&mut self, now: Instant, t: &Timeouts) -> bool {
+        match &mut self.tls {
+            Some(tls) => tls.on_timer(&mut self.core, now, t),
+            None => self.core.on_timer(now, t),
+        }
+    }
 }
 
 /// What an event reported for a socket.
@@ -171,6 +198,10 @@ impl Worker {
         let poll = Poll::new().map_err(Error::io("creating an epoll instance"))?;
         let mut mine = Vec::with_capacity(listeners.len());
         for (i, l) in listeners.iter().enumerate() {
+            let tls = ctx
+                .tls
+                .as_ref()
+                .is_some_and(|t| l.local_addr().is_ok_and(|a| t.matches(a)));
             let clone = l.try_clone().map_err(Error::io("cloning a listener"))?;
             let mut sock = MioListener::from_std(clone);
             poll.registry()
@@ -179,6 +210,7 @@ impl Worker {
             mine.push(Listener {
                 sock: Some(sock),
                 registered: true,
+                tls,
             });
         }
         Ok(Worker {
@@ -279,10 +311,25 @@ impl Worker {
         c.readable |= seen.readable;
         c.writable |= seen.writable;
         c.hup |= seen.hup;
-        let step = drive(c, &mut self.buf, self.now, &mut self.bytes);
+        let step = match c.tls.as_mut() {
+            Some(tls) => {
+                match tls.turn(
+                    &mut c.core,
+                    &mut c.stream,
+                    self.now,
+                    &mut self.buf,
+                    &mut self.bytes,
+                ) {
+                    Turn::Again => Step::Again,
+                    Turn::Wait { .. } => Step::Wait,
+                    Turn::Close(end) => Step::Close(end),
+                }
+            }
+            None => drive(c, &mut self.buf, self.now, &mut self.bytes),
+        };
         // Echo now kept may be due sooner (stall) than the entry filed.
         if (c.armed.is_none() || c.core.deadline_may_be_sooner())
-            && let Some((at, _)) = c.core.deadline(&self.timeouts)
+            && let Some(at) = c.deadline(&self.timeouts)
         {
             self.timers.file(&mut c.armed, at, (i, c.id));
         }
@@ -305,7 +352,7 @@ impl Worker {
                 return;
             };
             match sock.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer),
+                Ok((stream, peer)) => self.admit(stream, peer, self.listeners[i].tls),
                 // The backlog is empty (or another worker took it): wait for the next edge.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => match accept::classify(&e) {
@@ -330,7 +377,7 @@ impl Worker {
 
     /// Applies `--max-conns` and `--max-conns-per-ip`, sets TCP_NODELAY and
     /// puts the connection in the poll set and the timer wheel.
-    fn admit(&mut self, stream: TcpStream, peer: SocketAddr) {
+    fn admit(&mut self, stream: TcpStream, peer: SocketAddr, tls: bool) {
         if !self.ctx.admit(&peer) {
             drop(stream);
             accept::log_rejected(Some(peer), self.ctx);
@@ -344,6 +391,19 @@ impl Worker {
             self.ctx.release(&peer);
             return;
         }
+        let tls = match self.ctx.tls.as_ref().filter(|_| tls) {
+            None => None,
+            Some(t) => match TlsConn::new(&t.config, self.now, t.handshake_timeout) {
+                Ok(c) => Some(Box::new(c)),
+                Err(e) => {
+                    warn!(%peer, "cannot start a TLS session: {e}");
+                    drop(stream);
+                    self.ctx.stats.count_end(End::from_io(&e));
+                    self.ctx.release(&peer);
+                    return;
+                }
+            },
+        };
         let base = self.listeners.len();
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
@@ -358,6 +418,7 @@ impl Worker {
             readable: false,
             writable: true,
             hup: false,
+            tls,
         });
         if let Err(e) = self.poll.registry().register(
             &mut c.stream,
@@ -368,8 +429,8 @@ impl Worker {
             self.close(i, End::from_io(&e));
             return;
         }
-        debug!(%peer, "connection open");
-        if let Some((at, _)) = c.core.deadline(&self.timeouts) {
+        debug!(%peer, tls = c.tls.is_some(), "connection open");
+        if let Some(at) = c.deadline(&self.timeouts) {
             self.timers.file(&mut c.armed, at, (i, id));
         }
     }
@@ -385,6 +446,10 @@ impl Worker {
                 conns.get(j).is_some_and(|live| live.id == id)
             });
             self.ctx.stats.count_end(end);
+            if let Some(f) = c.tls.as_ref().and_then(|t| t.failure()) {
+                f.count(self.ctx.stats);
+                debug!(peer = %c.peer, reason = f.index(), "TLS handshake failed");
+            }
             debug!(peer = %c.peer, %end, "connection closed");
             let peer = c.peer;
             drop(c);
@@ -407,11 +472,11 @@ impl Worker {
                 continue;
             }
             c.armed = None;
-            if c.core.on_timer(self.now, &self.timeouts) {
+            if c.on_timer(self.now, &self.timeouts) {
                 if let Some(end) = c.core.end() {
                     self.close(i, end);
                 }
-            } else if let Some((next, _)) = c.core.deadline(&self.timeouts) {
+            } else if let Some(next) = c.deadline(&self.timeouts) {
                 self.timers.file(&mut c.armed, next, (i, id));
             }
         }

@@ -120,10 +120,10 @@ fn child(conn: &TcpStream, peer: SocketAddr, listeners: &[TcpListener], ctx: &Ct
     // give its slot back itself, before its FIN (see `echo::echo`). Only a
     // SIGKILL in the few instructions between that and `_exit` (at the end
     // of a drain that timed out) would have the parent give it back twice.
-    let end = echo::echo(
-        conn.as_raw_fd(),
+    let end = echo::echo_any(
+        conn,
+        ctx,
         &mut buf,
-        ctx.stats,
         &|| ctx.shutdown.stops() > 0,
         &mut || ctx.release(&peer),
     );

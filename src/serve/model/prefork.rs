@@ -19,7 +19,6 @@
 //! systemd sends to the whole group).
 
 use std::net::TcpListener;
-use std::os::fd::AsRawFd;
 
 use nix::sys::wait::WaitStatus;
 use nix::unistd::{ForkResult, fork};
@@ -125,10 +124,10 @@ fn worker(
             ctx.release(&peer);
         };
         let end = match echo::prepare(&conn, ctx) {
-            Ok(()) => echo::echo(
-                conn.as_raw_fd(),
+            Ok(()) => echo::echo_any(
+                &conn,
+                ctx,
                 &mut buf,
-                ctx.stats,
                 &|| ctx.shutdown.stops() > 0,
                 &mut free,
             ),

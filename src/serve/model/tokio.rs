@@ -50,6 +50,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use socket2::SockRef;
+use tokio::io::Interest as TokioInterest;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Builder;
@@ -61,6 +62,8 @@ use crate::serve::accept::{self, AcceptError};
 use crate::serve::conn::{self as core, End, Next, Timeouts};
 use crate::serve::echo::BUF_SIZE;
 use crate::serve::pending::Pending;
+use crate::serve::tls::Tls;
+use crate::serve::tls::conn::{TlsConn, Turn, Wire};
 use crate::serve::{Ctx, supervise};
 
 /// How often an accept task wakes to look at the stop flag.
@@ -92,7 +95,12 @@ pub(crate) fn run(listeners: Vec<StdListener>, ctx: &'static Ctx) -> Result<()> 
             let _in_rt = rt.enter();
             listeners
                 .iter()
-                .map(|l| l.try_clone().and_then(TcpListener::from_std))
+                .map(|l| {
+                    let tls = is_tls_listener(l, ctx);
+                    l.try_clone()
+                        .and_then(TcpListener::from_std)
+                        .map(|l| (l, tls))
+                })
                 .collect::<io::Result<Vec<_>>>()
                 .map_err(Error::io("handing a listener to tokio"))?
         };
@@ -100,8 +108,8 @@ pub(crate) fn run(listeners: Vec<StdListener>, ctx: &'static Ctx) -> Result<()> 
             .name(format!("tokio-{i}"))
             .spawn(move || {
                 rt.block_on(async move {
-                    for l in mine {
-                        tokio::spawn(accept_loop(l, ctx));
+                    for (l, tls) in mine {
+                        tokio::spawn(accept_loop(l, tls, ctx));
                     }
                     // Keep the runtime turning for the connection tasks.
                     std::future::pending::<()>().await;
@@ -113,9 +121,16 @@ pub(crate) fn run(listeners: Vec<StdListener>, ctx: &'static Ctx) -> Result<()> 
     Ok(())
 }
 
+/// True for a `--tls-listen` socket.
+fn is_tls_listener(l: &StdListener, ctx: &Ctx) -> bool {
+    ctx.tls
+        .as_ref()
+        .is_some_and(|t| l.local_addr().is_ok_and(|a| t.matches(a)))
+}
+
 /// Accepts on one listener until the server stops, spawning a task per
-/// admitted connection.
-async fn accept_loop(listener: TcpListener, ctx: &'static Ctx) {
+/// admitted connection (`tls`: a TLS listener's).
+async fn accept_loop(listener: TcpListener, tls: bool, ctx: &'static Ctx) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -127,7 +142,7 @@ async fn accept_loop(listener: TcpListener, ctx: &'static Ctx) {
             _ = tick.tick() => continue,
         };
         match accepted {
-            Ok((stream, peer)) => admit(stream, peer, ctx),
+            Ok((stream, peer)) => admit(stream, peer, tls, ctx),
             Err(e) => match accept::classify(&e) {
                 // A signal, or the client gave up in the backlog: take the
                 // next; an error the peer caused: skip it.
@@ -143,7 +158,7 @@ async fn accept_loop(listener: TcpListener, ctx: &'static Ctx) {
 
 /// Applies `--max-conns` and `--max-conns-per-ip`, sets TCP_NODELAY and
 /// spawns the connection's task.
-fn admit(stream: TcpStream, peer: SocketAddr, ctx: &'static Ctx) {
+fn admit(stream: TcpStream, peer: SocketAddr, tls: bool, ctx: &'static Ctx) {
     if !ctx.admit(&peer) {
         drop(stream);
         accept::log_rejected(Some(peer), ctx);
@@ -162,10 +177,14 @@ fn admit(stream: TcpStream, peer: SocketAddr, ctx: &'static Ctx) {
         ctx.stats.count_end(End::from_io(&e));
         return;
     }
-    debug!(%peer, "connection open");
+    debug!(%peer, tls, "connection open");
+    let tls = ctx.tls.as_ref().filter(|_| tls);
     tokio::spawn(async move {
         if let Some(stream) = slot.stream.as_mut() {
-            let end = serve(stream, ctx).await;
+            let end = match tls {
+                Some(tls) => serve_tls(stream, tls, ctx).await,
+                None => serve(stream, ctx).await,
+            };
             ctx.stats.count_end(end);
             debug!(%peer, %end, "connection closed");
         }
@@ -353,4 +372,92 @@ impl Conn<'_> {
             self.ctx.stats.bytes.add(n as u64);
         }
     }
+}
+
+/// A tokio socket as the TLS layer's [`Wire`]: `try_read`/`try_write`,
+/// which clear tokio's readiness on `WouldBlock`, so `ready()` then waits
+/// for the next edge.
+struct TryIo<'a>(&'a TcpStream);
+
+impl io::Read for TryIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
+    }
+}
+
+impl io::Write for TryIo<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Wire for TryIo<'_> {
+    fn shut_write(&mut self) -> io::Result<()> {
+        SockRef::from(self.0).shutdown(Shutdown::Write)
+    }
+}
+
+/// Echoes over TLS: the TLS layer ([`TlsConn::turn`]) over the core, woken
+/// by readiness or the next deadline. Unlike [`serve`], a TLS connection
+/// arms a fresh `Sleep` for each wait: the handshake and the crypto cost
+/// far more than a timer-wheel entry.
+async fn serve_tls(stream: &TcpStream, t: &Tls, ctx: &Ctx) -> End {
+    let start = std::time::Instant::now();
+    let mut tls = match TlsConn::new(&t.config, start, t.handshake_timeout) {
+        Ok(tls) => tls,
+        Err(e) => return End::from_io(&e),
+    };
+    let mut core = core::Conn::new(start, Pending::new());
+    let timeouts = ctx.timeouts();
+    let mut wire = TryIo(stream);
+    let end = loop {
+        let mut bytes = 0;
+        let turn = BUF.with_borrow_mut(|buf| {
+            tls.turn(
+                &mut core,
+                &mut wire,
+                std::time::Instant::now(),
+                buf,
+                &mut bytes,
+            )
+        });
+        if bytes > 0 {
+            ctx.stats.bytes.add(bytes);
+        }
+        let (read, write) = match turn {
+            Turn::Close(end) => break end,
+            // Budget used, a signal, or the handshake just ended.
+            Turn::Again => {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            Turn::Wait { read, write } => (read, write),
+        };
+        let interest = match (read, write) {
+            (true, true) => TokioInterest::READABLE | TokioInterest::WRITABLE,
+            (false, true) => TokioInterest::WRITABLE,
+            _ => TokioInterest::READABLE,
+        };
+        let deadline = tls
+            .deadline(&core, &timeouts)
+            .map(Instant::from_std)
+            .unwrap_or_else(|| Instant::now() + FAR);
+        tokio::select! {
+            r = stream.ready(interest) => {
+                if let Err(e) = r {
+                    core.on_error(&e);
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                tls.on_timer(&mut core, std::time::Instant::now(), &timeouts);
+            }
+        }
+    };
+    if let Some(f) = tls.failure() {
+        f.count(ctx.stats);
+    }
+    end
 }

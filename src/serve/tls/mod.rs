@@ -1,0 +1,328 @@
+//! TLS echo: the server's certificate and settings ([`Tls`], built from
+//! the command line before anything binds), and [`conn::TlsConn`], the one
+//! layer every model puts between a TLS socket and the connection core.
+//!
+//! - [`Tls::load`] reads `--tls-cert`/`--tls-key` (PEM; PKCS#8, PKCS#1 or
+//!   SEC1 keys), or makes a self-signed certificate for `localhost`,
+//!   `127.0.0.1` and `::1` with rcgen and logs its SHA-256 fingerprint;
+//!   `--tls-client-ca` asks every client for a certificate signed by it.
+//!   rustls with the ring provider, TLS 1.2 and 1.3: ring builds from the
+//!   crates alone (a C compiler, no cmake or Go), so a fresh machine needs
+//!   nothing more than for the rest of netecho.
+//! - Every bad input is a [`TlsError`]: one line, before any socket exists.
+//! - [`conn`] the layer: ciphertext in and out of the socket, plaintext in
+//!   and out of the core; [`blocking`] runs it in the blocking models.
+
+pub(crate) mod blocking;
+pub(crate) mod conn;
+
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use rustls::{RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::stats::Stats;
+
+/// The names the self-signed certificate is valid for: what a client on
+/// this machine connects to.
+const SELF_SIGNED_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+/// Why a TLS handshake did not complete, the `reason` label of
+/// `netecho_tls_handshake_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// No complete handshake within `--tls-handshake-timeout` (a silent
+    /// client, or one that speaks too slowly).
+    Timeout,
+    /// Bytes that are not TLS (plaintext, garbage) or a handshake rustls
+    /// refuses (no common version or cipher suite, a bad message).
+    Protocol,
+    /// Mutual TLS: no client certificate, or one not signed by
+    /// `--tls-client-ca`.
+    ClientCert,
+    /// The client sent an alert: most often it refused our certificate.
+    Alert,
+    /// The client closed or reset the connection before the handshake ended.
+    Eof,
+}
+
+impl Failure {
+    /// Every reason's label, in [`Failure::index`] order.
+    pub(crate) const LABELS: [&'static str; 5] =
+        ["timeout", "protocol", "client_cert", "alert", "eof"];
+
+    /// Position of this reason in [`Failure::LABELS`].
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Failure::Timeout => 0,
+            Failure::Protocol => 1,
+            Failure::ClientCert => 2,
+            Failure::Alert => 3,
+            Failure::Eof => 4,
+        }
+    }
+
+    /// How rustls's refusal of a handshake is counted.
+    pub(crate) fn of(e: &rustls::Error) -> Failure {
+        match e {
+            rustls::Error::NoCertificatesPresented
+            | rustls::Error::InvalidCertificate(_)
+            | rustls::Error::InvalidCertRevocationList(_) => Failure::ClientCert,
+            rustls::Error::AlertReceived(_) => Failure::Alert,
+            _ => Failure::Protocol,
+        }
+    }
+
+    /// Counts one failed handshake.
+    pub(crate) fn count(self, stats: &Stats) {
+        stats.tls_handshake_failures[self.index()].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A bad TLS option: each one line, reported before anything binds.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file named on the command line cannot be read.
+    #[error("{flag} {}: {source}", .path.display())]
+    Read {
+        flag: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file that should hold certificates holds none (or bad PEM).
+    #[error("{flag} {}: no PEM certificate in it{}", .path.display(), .why)]
+    NotCert {
+        flag: &'static str,
+        path: PathBuf,
+        /// `: <what the PEM parser said>`, or empty.
+        why: String,
+    },
+    /// The certificate is PEM but not a certificate rustls can use.
+    #[error("--tls-cert {}: not a usable certificate: {reason}", .path.display())]
+    BadCert { path: PathBuf, reason: String },
+    /// `--tls-key` holds no private key in a known encoding.
+    #[error("--tls-key {}: no PEM private key (PKCS#8, PKCS#1 or SEC1) in it{}", .path.display(), .why)]
+    NotKey {
+        path: PathBuf,
+        /// `: <what the parser or the provider said>`, or empty.
+        why: String,
+    },
+    /// The key is not the certificate's.
+    #[error("--tls-key {} does not match the certificate in {}", .key.display(), .cert.display())]
+    KeyMismatch { cert: PathBuf, key: PathBuf },
+    /// `--tls-client-ca` holds certificates rustls cannot verify with.
+    #[error("--tls-client-ca {}: {reason}", .path.display())]
+    BadClientCa { path: PathBuf, reason: String },
+    /// One of `--tls-cert`/`--tls-key` without the other, or a TLS option
+    /// without `--tls-listen`.
+    #[error("{0}")]
+    Usage(&'static str),
+    /// rustls or rcgen refused the configuration itself.
+    #[error("TLS setup: {0}")]
+    Setup(String),
+}
+
+/// The TLS side of a server: its rustls configuration and the listeners
+/// that speak TLS.
+#[derive(Debug)]
+pub(crate) struct Tls {
+    /// Shared by every connection; cheap to clone (an `Arc`).
+    pub(crate) config: Arc<ServerConfig>,
+    /// `--tls-handshake-timeout`.
+    pub(crate) handshake_timeout: Duration,
+    /// Where the TLS listeners are bound, filled in after binding: an
+    /// accepted socket whose local address matches one is a TLS client.
+    pub(crate) addrs: Vec<SocketAddr>,
+}
+
+/// What `--tls-*` said, before anything is loaded.
+#[derive(Debug, Default)]
+pub(crate) struct Files<'a> {
+    pub(crate) cert: Option<&'a Path>,
+    pub(crate) key: Option<&'a Path>,
+    pub(crate) client_ca: Option<&'a Path>,
+}
+
+impl Tls {
+    /// Builds the configuration from the files (or a fresh self-signed
+    /// certificate when none are given). Every failure is a [`TlsError`].
+    pub(crate) fn load(files: &Files<'_>, handshake_timeout: Duration) -> Result<Tls, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = match (files.cert, files.key) {
+            (Some(cert), Some(key)) => load_pair(cert, key, &provider)?,
+            (None, None) => self_signed(&provider)?,
+            _ => {
+                return Err(TlsError::Usage(
+                    "--tls-cert and --tls-key go together: give both, or neither for a self-signed certificate",
+                ));
+            }
+        };
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| TlsError::Setup(e.to_string()))?;
+        let builder = match files.client_ca {
+            None => builder.with_no_client_auth(),
+            Some(path) => {
+                let roots = client_roots(path)?;
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                        .build()
+                        .map_err(|e| TlsError::BadClientCa {
+                            path: path.to_path_buf(),
+                            reason: e.to_string(),
+                        })?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(key)));
+        Ok(Tls {
+            config: Arc::new(config),
+            handshake_timeout,
+            addrs: Vec::new(),
+        })
+    }
+
+    /// True when `stream` was accepted on a TLS listener: its local address
+    /// is one a TLS listener is bound to (an unspecified one matches any
+    /// address on its port).
+    pub(crate) fn is_tls(&self, stream: &TcpStream) -> bool {
+        stream.local_addr().is_ok_and(|local| self.matches(local))
+    }
+
+    /// [`Tls::is_tls`] knowing the local address.
+    pub(crate) fn matches(&self, local: SocketAddr) -> bool {
+        self.addrs.iter().any(|l| {
+            l.port() == local.port()
+                && (l.ip().is_unspecified() || canonical(l.ip()) == canonical(local.ip()))
+        })
+    }
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it is.
+fn canonical(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Reads a file named by `flag`, as one typed error if it cannot be.
+fn read(flag: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        flag,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Every certificate in a PEM file, in order; none is an error.
+fn certs(flag: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(flag, path)?;
+    let not_cert = |why: String| TlsError::NotCert {
+        flag,
+        path: path.to_path_buf(),
+        why,
+    };
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| not_cert(format!(": {e}")))?;
+    if certs.is_empty() {
+        return Err(not_cert(String::new()));
+    }
+    Ok(certs)
+}
+
+/// `--tls-cert` and `--tls-key`: the chain, the key, and proof they belong
+/// together.
+fn load_pair(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
+    let chain = certs("--tls-cert", cert)?;
+    let pem = read("--tls-key", key)?;
+    let not_key = |why: String| TlsError::NotKey {
+        path: key.to_path_buf(),
+        why,
+    };
+    let der = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+        rustls_pki_types::pem::Error::NoItemsFound => not_key(String::new()),
+        e => not_key(format!(": {e}")),
+    })?;
+    let signing = provider
+        .key_provider
+        .load_private_key(der)
+        .map_err(|e| not_key(format!(": {e}")))?;
+    let certified = CertifiedKey::new(chain, signing);
+    match certified.keys_match() {
+        Ok(()) => Ok(certified),
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            Err(TlsError::KeyMismatch {
+                cert: cert.to_path_buf(),
+                key: key.to_path_buf(),
+            })
+        }
+        // A key type that cannot say its public key: rustls cannot check.
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(certified),
+        Err(e) => Err(TlsError::BadCert {
+            path: cert.to_path_buf(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// A certificate for this machine's loopback names, made now, so that
+/// `netecho serve --tls-listen 127.0.0.1:6667` works with no files. Its
+/// fingerprint is logged so a client can pin it.
+fn self_signed(provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
+    let names: Vec<String> = SELF_SIGNED_NAMES.iter().map(|s| s.to_string()).collect();
+    let made =
+        rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Setup(e.to_string()))?;
+    let cert = made.cert.der().clone();
+    let key = PrivateKeyDer::Pkcs8(made.signing_key.serialize_der().into());
+    let signing = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| TlsError::Setup(e.to_string()))?;
+    tracing::info!(
+        sha256 = %fingerprint(&cert),
+        names = ?SELF_SIGNED_NAMES,
+        "no --tls-cert: serving a self-signed certificate"
+    );
+    Ok(CertifiedKey::new(vec![cert], signing))
+}
+
+/// SHA-256 of a certificate's DER, as `AB:CD:…` (the form `openssl x509
+/// -fingerprint -sha256` prints).
+pub(crate) fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
+    let mut out = String::with_capacity(digest.as_ref().len() * 3);
+    for (i, b) in digest.as_ref().iter().enumerate() {
+        if i > 0 {
+            out.push(':');
+        }
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{b:02X}");
+    }
+    out
+}
+
+/// `--tls-client-ca`: the roots client certificates must chain to.
+fn client_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in certs("--tls-client-ca", path)? {
+        roots.add(cert).map_err(|e| TlsError::BadClientCa {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(roots)
+}
