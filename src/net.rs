@@ -6,6 +6,7 @@
 //! this module imports only [`crate::error`], never a subcommand.
 
 pub(crate) mod pattern;
+pub(crate) mod source;
 
 use std::io;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};

@@ -21,6 +21,7 @@
 //! - [`timer`]: a timerfd, so the open loop sends on time to the microsecond;
 //! - [`report`]: the human summary and the `--json` object;
 //! - [`hlog`]: `--hist-out` and `bench merge`: HdrHistogram interval logs;
+//! - [`interval`]: `--interval`, a line per interval that adds up exactly;
 //! - [`models`]: `bench --models`, every server model on the workloads of
 //!   `BENCHMARKING.md`, shared with `cargo bench --bench models`;
 //! - [`spawn`]: servers under test as pinned child processes;
@@ -29,6 +30,7 @@
 
 pub(crate) mod chart;
 pub(crate) mod hlog;
+pub(crate) mod interval;
 pub mod models;
 pub(crate) mod plan;
 pub(crate) mod procstat;
@@ -49,9 +51,11 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::args::{
-    parse_count, parse_positive, parse_secs, parse_secs_nonzero, request_rate_between,
+    interval_at_least, parse_count, parse_positive, parse_secs, parse_secs_nonzero,
+    request_rate_between,
 };
 use crate::error::{Error, Result};
+use crate::net::source::{self, Sources};
 use crate::net::{MAX_TCP_SIZE, MAX_UDP_SIZE, connect_any, connect_one, resolve, udp_socket};
 use crate::sys::{self, stop};
 use plan::{Plan, Tally};
@@ -178,6 +182,28 @@ pub(crate) struct Opt {
     #[arg(long, value_name = "FILE", conflicts_with = "models")]
     pub(crate) hist_out: Option<PathBuf>,
 
+    /// Also print a line per interval of SECS after the warm-up (requests,
+    /// req/s, p50/p99/max of that interval); with --json, one object per
+    /// line, "type":"interval" each and "type":"summary" last. The
+    /// intervals' requests add up to the summary's.
+    #[arg(long, value_name = "SECS", value_parser = interval_at_least(interval::MIN_INTERVAL),
+          conflicts_with = "models")]
+    pub(crate) interval: Option<Duration>,
+
+    /// Connect from these local addresses, round robin: a range
+    /// (127.0.0.2-127.0.0.20), a block (127.0.0.0/16), one address, or a
+    /// comma list; IPv4 or IPv6. Each address has its own 64k ports, so one
+    /// machine can hold more connections to one server port.
+    #[arg(long, value_name = "ADDRS", value_parser = source::parse,
+          conflicts_with_all = ["models", "udp", "new_conn"])]
+    pub(crate) source_addrs: Option<Sources>,
+
+    /// Each connection echoes once, then stays open and idle until -d
+    /// ends: many idle connections, for memory per connection (C1M). No
+    /// warm-up; the open rate is printed on stderr.
+    #[arg(long, conflicts_with_all = ["models", "requests", "rate", "new_conn", "udp"])]
+    pub(crate) hold: bool,
+
     #[command(subcommand)]
     pub(crate) command: Option<BenchCommand>,
 }
@@ -233,10 +259,18 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
     // Connect before the clock starts, so that a refused or unreachable
     // server is one clear line and connection setup is not measured (except
     // with --new-conn, where it is the point).
+    let addrs = match &opt.source_addrs {
+        Some(src) => same_family(&target, &addrs, src)?,
+        None => addrs,
+    };
+    let connecting = Instant::now();
     let (addr, mut streams) = if opt.udp {
         (check_udp(&target, &addrs, timeout)?, Vec::new())
     } else {
-        let first = connect_any(&target, &addrs, opt.connect_timeout)?;
+        let first = match &opt.source_addrs {
+            Some(src) => connect_from(src, 0, &target, addrs[0], opt.connect_timeout)?,
+            None => connect_any(&target, &addrs, opt.connect_timeout)?,
+        };
         let addr = first
             .peer_addr()
             .map_err(Error::io("reading the server's address"))?;
@@ -246,11 +280,14 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
         } else {
             let mut streams = Vec::with_capacity(opt.conns);
             streams.push(first);
-            for _ in 1..opt.conns {
+            for id in 1..opt.conns {
                 if stop::requested() {
                     break;
                 }
-                streams.push(connect_one(&target, addr, opt.connect_timeout)?);
+                streams.push(match &opt.source_addrs {
+                    Some(src) => connect_from(src, id as u64, &target, addr, opt.connect_timeout)?,
+                    None => connect_one(&target, addr, opt.connect_timeout)?,
+                });
             }
             (addr, streams)
         }
@@ -264,13 +301,21 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
         // Each message is written whole; nothing to gain from Nagle.
         let _ = s.set_nodelay(true);
     }
+    if opt.hold {
+        let secs = connecting.elapsed().as_secs_f64();
+        eprintln!(
+            "netecho: {} connections open in {secs:.3} s ({} per second)",
+            report::thousands(streams.len() as u64),
+            report::thousands((streams.len() as f64 / secs.max(1e-9)).round() as u64)
+        );
+    }
 
     let plan = Arc::new(Plan::new(plan::Settings {
         addr,
         conns: opt.conns,
         threads,
         size: opt.size,
-        warmup: opt.warmup,
+        warmup: if opt.hold { Duration::ZERO } else { opt.warmup },
         duration: match opt.requests {
             Some(_) => None,
             None => Some(opt.duration.unwrap_or(DEFAULT_DURATION)),
@@ -279,6 +324,11 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
         rate: opt.rate,
         new_conn: opt.new_conn,
         timeout,
+        interval: opt.interval.map(|len| plan::Every {
+            len,
+            json: opt.json,
+        }),
+        hold: opt.hold,
     }));
 
     // Connection `id` goes to thread `id % threads`.
@@ -300,7 +350,7 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
         }
     };
     let mut results: Vec<Result<Tally>> = Vec::with_capacity(threads);
-    if threads == 1 && !io::stderr().is_terminal() {
+    if threads == 1 && !io::stderr().is_terminal() && opt.interval.is_none() {
         // One worker and no progress line to draw: run it on this thread. A
         // process that never starts a second thread also spares every send
         // and recv glibc's cancellation bookkeeping.
@@ -332,7 +382,12 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
     let mut failure = None;
     for r in results {
         match r {
-            Ok(t) => total.merge(t),
+            Ok(mut t) => {
+                if let (Some(board), Some(w)) = (&plan.intervals, t.window.take()) {
+                    board.ended(w);
+                }
+                total.merge(t)
+            }
             Err(e) => failure = failure.or(Some(e)),
         }
     }
@@ -353,7 +408,12 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
         let length = Duration::from_secs_f64(summary.duration_s);
         hlog::write(path, &total.hist, start, length, &about)?;
     }
-    if opt.json {
+    if let Some(board) = &plan.intervals {
+        board.print_rest(Duration::from_secs_f64(summary.duration_s))?;
+    }
+    if opt.json && plan.intervals.is_some() {
+        interval::print_summary_json(&summary)?;
+    } else if opt.json {
         summary.print_json()?;
     } else {
         summary.print_human()?;
@@ -376,6 +436,10 @@ fn watch_progress(plan: &Plan, workers: &[JoinHandle<Result<Tally>>]) {
     while workers.iter().any(|w| !w.is_finished()) {
         std::thread::sleep(PROGRESS_TICK);
         plan.flush_log(bar.as_ref());
+        if let Some(board) = &plan.intervals {
+            // stdout closed: the summary's own write reports it.
+            let _ = board.print_ready(bar.as_ref());
+        }
         if let Some(bar) = &bar {
             let now = Instant::now();
             let done = plan.completed();
@@ -420,4 +484,35 @@ fn check_udp(target: &str, addrs: &[SocketAddr], timeout: Duration) -> Result<So
         }
         _ => Ok(addr),
     }
+}
+
+/// The server's addresses of the source addresses' family: a connection
+/// from an IPv4 address cannot reach an IPv6 server.
+fn same_family(target: &str, addrs: &[SocketAddr], src: &Sources) -> Result<Vec<SocketAddr>> {
+    let kept: Vec<SocketAddr> = addrs
+        .iter()
+        .copied()
+        .filter(|a| a.is_ipv6() == src.is_ipv6())
+        .collect();
+    if kept.is_empty() {
+        return Err(Error::InvalidOption(format!(
+            "--source-addrs {src} are {} but {target} has no {} address",
+            if src.is_ipv6() { "IPv6" } else { "IPv4" },
+            if src.is_ipv6() { "IPv6" } else { "IPv4" },
+        )));
+    }
+    Ok(kept)
+}
+
+/// Connection `id` from its `--source-addrs` address, its failure in the
+/// user's words (a bind failure names the address).
+fn connect_from(
+    src: &Sources,
+    id: u64,
+    target: &str,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<TcpStream> {
+    src.connect(id, addr, timeout)
+        .map_err(|e| crate::net::connect_error(target, timeout, e))
 }

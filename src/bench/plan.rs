@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 
+use super::interval;
 use crate::error::{Error, Result};
 use crate::sys::stop;
 
@@ -39,6 +40,17 @@ pub(crate) struct Settings {
     pub(crate) rate: Option<f64>,
     pub(crate) new_conn: bool,
     pub(crate) timeout: Duration,
+    /// `--interval`: how long each interval is, and whether as JSON.
+    pub(crate) interval: Option<Every>,
+    /// `--hold`: one echo per connection, then idle to the end.
+    pub(crate) hold: bool,
+}
+
+/// `--interval SECS` (and `--json`): see [`super::interval`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Every {
+    pub(crate) len: Duration,
+    pub(crate) json: bool,
 }
 
 /// A counter on its own cache line, so that threads bumping theirs do not
@@ -74,6 +86,8 @@ pub(crate) struct Plan {
     logged: AtomicU64,
     /// The first error line, for the final one-line verdict.
     first_error: Mutex<Option<String>>,
+    /// `--interval`: the intervals the workers hand in.
+    pub(crate) intervals: Option<interval::Board>,
 }
 
 impl Plan {
@@ -90,6 +104,10 @@ impl Plan {
             None => (None, Duration::ZERO),
         };
         let progress = (0..settings.threads).map(|_| Padded::default()).collect();
+        let intervals = settings.interval.map(|every| {
+            let cut = interval::Cut::new(warmup_end, every.len, settings.duration);
+            interval::Board::new(cut, settings.threads, every.json)
+        });
         Plan {
             settings,
             start,
@@ -103,6 +121,7 @@ impl Plan {
             log: Mutex::new(Vec::new()),
             logged: AtomicU64::new(0),
             first_error: Mutex::new(None),
+            intervals,
         }
     }
 
@@ -275,6 +294,8 @@ pub(crate) struct Tally {
     pub(crate) last_done: Option<Instant>,
     /// When the worker stopped.
     pub(crate) stopped: Option<Instant>,
+    /// `--interval`: this worker's open interval.
+    pub(crate) window: Option<interval::Window>,
 }
 
 impl Tally {
@@ -294,13 +315,35 @@ impl Tally {
             unfinished: 0,
             last_done: None,
             stopped: None,
+            window: None,
         })
+    }
+
+    /// A worker's empty tally, cut into intervals if the run is.
+    pub(crate) fn for_plan(plan: &Plan, slot: usize) -> Result<Tally> {
+        let mut t = Tally::new()?;
+        if let Some(board) = &plan.intervals {
+            t.window = Some(interval::Window::new(slot, board.cut)?);
+        }
+        Ok(t)
+    }
+
+    /// Hands the intervals this worker has closed to the main thread: call
+    /// it every turn of the loop, so a worker with no echoes still moves on.
+    pub(crate) fn tick(&mut self, plan: &Plan, now: Instant) {
+        if let (Some(w), Some(board)) = (self.window.as_mut(), plan.intervals.as_ref()) {
+            w.roll(now);
+            board.report(w);
+        }
     }
 
     /// Records one request's latency, `now - due`.
     pub(crate) fn record(&mut self, due: Instant, now: Instant) {
         let ns = u64::try_from(now.saturating_duration_since(due).as_nanos()).unwrap_or(u64::MAX);
         self.hist.saturating_record(ns.max(1));
+        if let Some(w) = &mut self.window {
+            w.record(ns.max(1), now);
+        }
         self.last_done = Some(now);
     }
 
@@ -337,6 +380,8 @@ mod tests {
             rate,
             new_conn: false,
             timeout: Duration::from_secs(1),
+            interval: None,
+            hold: false,
         })
     }
 

@@ -141,7 +141,7 @@ pub(crate) fn run(
         active: list.len(),
         conns: list,
         timers: timer::Schedule::default(),
-        tally: Tally::new()?,
+        tally: Tally::for_plan(plan, slot)?,
         done: 0,
         rbuf: vec![0; READ_BUF],
     };
@@ -161,6 +161,7 @@ impl Worker<'_> {
         let mut last_scan = now;
         loop {
             let now = Instant::now();
+            self.tally.tick(self.plan, now);
             while let Some((at, i)) = self.timers.pop_due(now) {
                 // A connection that failed while waiting has no request due.
                 if self.conns[i].state == State::Waiting {
@@ -422,6 +423,11 @@ impl Worker<'_> {
         self.done += 1;
         c.round += 1;
         c.base += c.msg.len() as u64;
+        if self.plan.settings.hold {
+            // `--hold`: idle from now on, open until the run ends.
+            c.state = State::Waiting;
+            return;
+        }
         if self.plan.settings.new_conn {
             // Dropping closes it (FIN): everything sent has come back.
             if let Some(mut s) = c.sock.take() {

@@ -102,7 +102,7 @@ pub(crate) fn run(plan: &Plan, slot: usize, ids: Vec<u64>) -> Result<Tally> {
         active: conns.len(),
         conns,
         timers: timer::Schedule::default(),
-        tally: Tally::new()?,
+        tally: Tally::for_plan(plan, slot)?,
         done: 0,
         rbuf: vec![0; READ_BUF],
         scratch: Vec::new(),
@@ -122,6 +122,7 @@ impl Worker<'_> {
         let mut last_scan = now;
         loop {
             let now = Instant::now();
+            self.tally.tick(self.plan, now);
             while let Some((at, i)) = self.timers.pop_due(now) {
                 if self.conns[i].state == State::Waiting {
                     self.begin(i, at, now);

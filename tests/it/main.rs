@@ -11,6 +11,7 @@ mod util;
 
 mod bench;
 mod bench_models;
+mod bench_scale;
 mod client;
 mod hostile;
 mod lab;

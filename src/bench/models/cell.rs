@@ -299,6 +299,8 @@ fn traffic(
         rate: None,
         new_conn,
         timeout: STALL_LIMIT,
+        interval: None,
+        hold: false,
     });
     let (open, close, tally) = thread::scope(|scope| {
         let worker = thread::Builder::new()
