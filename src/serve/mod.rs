@@ -20,7 +20,8 @@
 //! # Layout
 //! - [`conn`] the contract itself, as a sans-I/O state machine the event
 //!   models drive; [`pending`] the bytes it keeps for epoll and tokio;
-//!   [`timers`] the one timer rule of the event loops;
+//!   [`timers`] the one timer rule of the event loops; [`splice`] the
+//!   zero-copy path (`--zero-copy`);
 //! - [`model`] the eight models, each `run(listeners, ctx) -> Result<()>`;
 //! - [`opt`] the command line of `netecho serve`;
 //! - [`listen`] binds the sockets and prints the `listening` lines (and
@@ -55,6 +56,7 @@ pub(crate) mod scoreboard;
 pub(crate) mod shutdown;
 pub(crate) mod sidecar;
 pub(crate) mod signals;
+pub(crate) mod splice;
 pub(crate) mod stats;
 pub(crate) mod supervise;
 pub(crate) mod timers;
@@ -195,6 +197,8 @@ pub(crate) struct Ctx {
     /// This server's stop state: SIGTERM/SIGINT in the binary, a call in a
     /// test.
     pub(crate) shutdown: Shutdown,
+    /// `--zero-copy`, resolved on this kernel (`Off` where splice is refused).
+    pub(crate) zero_copy: splice::ZeroCopy,
 }
 
 impl Ctx {
@@ -287,6 +291,7 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         stall_timeout: (!opt.stall_timeout.is_zero()).then_some(opt.stall_timeout),
         stats,
         shutdown,
+        zero_copy: opt.zero_copy.resolve(),
     }));
     let listeners = if passed.tcp.is_empty() {
         listen::bind_all(&opt.listen)?
@@ -348,6 +353,7 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         max_conns,
         idle_timeout_s = opt.idle_timeout.as_secs_f64(),
         drain_timeout_s = opt.drain_timeout.as_secs_f64(),
+        zero_copy = ?ctx.zero_copy,
         "serving"
     );
     run_model(model, listeners, ctx)
@@ -408,6 +414,7 @@ mod tests {
             stall_timeout: None,
             stats: Stats::shared().unwrap(),
             shutdown,
+            zero_copy: splice::ZeroCopy::Auto,
         }));
         let (done_tx, done_rx) = mpsc::channel();
         std::thread::spawn(move || {
