@@ -24,3 +24,4 @@ mod service;
 mod trace;
 mod uring;
 mod watch;
+mod zerocopy;
