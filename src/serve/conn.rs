@@ -138,6 +138,16 @@ pub(crate) trait Store {
     fn consume(&mut self, n: usize);
 }
 
+/// A [`Store`] that keeps a copy of the bytes it is given as a slice: what
+/// the TLS layer needs, since it hands the core decrypted plaintext and
+/// encrypts the echo from the kept copy.
+pub(crate) trait Copied: Store {
+    /// The piece a read of these plaintext bytes hands over.
+    fn piece(bytes: &[u8]) -> Self::Piece<'_>;
+    /// The kept bytes, oldest first.
+    fn as_slice(&self) -> &[u8];
+}
+
 /// What a model should do for a connection now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Next {

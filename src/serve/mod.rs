@@ -20,7 +20,8 @@
 //! # Layout
 //! - [`conn`] the contract itself, as a sans-I/O state machine the event
 //!   models drive; [`pending`] the bytes it keeps for epoll and tokio;
-//!   [`timers`] the one timer rule of the event loops;
+//!   [`timers`] the one timer rule of the event loops; [`splice`] the
+//!   zero-copy path (`--zero-copy`);
 //! - [`model`] the eight models, each `run(listeners, ctx) -> Result<()>`;
 //! - [`opt`] the command line of `netecho serve`;
 //! - [`listen`] binds the sockets and prints the `listening` lines (and
@@ -55,6 +56,7 @@ pub(crate) mod scoreboard;
 pub(crate) mod shutdown;
 pub(crate) mod sidecar;
 pub(crate) mod signals;
+pub(crate) mod splice;
 pub(crate) mod stats;
 pub(crate) mod supervise;
 pub(crate) mod timers;
@@ -199,6 +201,8 @@ pub(crate) struct Ctx {
     pub(crate) shutdown: Shutdown,
     /// `--tls-listen`: the TLS configuration and which listeners speak it.
     pub(crate) tls: Option<tls::Tls>,
+    /// `--zero-copy`, resolved on this kernel (`Off` where splice is refused).
+    pub(crate) zero_copy: splice::ZeroCopy,
 }
 
 impl Ctx {
@@ -318,6 +322,7 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         stats,
         shutdown,
         tls,
+        zero_copy: opt.zero_copy.resolve(),
     }));
     // UDP shares the TCP sockets' addresses and ports (echo is port 7 for
     // both), unless systemd passed datagram sockets.
@@ -372,6 +377,7 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         max_conns,
         idle_timeout_s = opt.idle_timeout.as_secs_f64(),
         drain_timeout_s = opt.drain_timeout.as_secs_f64(),
+        zero_copy = ?ctx.zero_copy,
         "serving"
     );
     // The models serve every listener alike; an accepted socket whose
@@ -470,6 +476,7 @@ mod tests {
             stats: Stats::shared().unwrap(),
             shutdown,
             tls: None,
+            zero_copy: splice::ZeroCopy::Auto,
         }));
         let (done_tx, done_rx) = mpsc::channel();
         std::thread::spawn(move || {

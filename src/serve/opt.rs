@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{Model, pool, udp};
+use super::{Model, pool, splice::ZeroCopy, udp};
 use crate::args::{
     parse_listen, parse_positive, parse_rate_limit, parse_secs, parse_secs_nonzero,
     udp_size_at_most,
@@ -82,6 +82,12 @@ pub(crate) struct ServeOpt {
     /// bytes for it, after this long; 0 = only --idle-timeout applies.
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs, allow_negative_numbers = true)]
     pub(crate) stall_timeout: Duration,
+
+    /// Move large transfers socket → pipe → socket with splice(2), never
+    /// copied (epoll model): auto switches a connection once a read brings
+    /// 32 KiB or more, on splices every connection, off never.
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = ZeroCopy::Auto)]
+    pub(crate) zero_copy: ZeroCopy,
 
     /// Also serve UDP echo on each listen address (printed as `listening udp ADDR`).
     #[arg(long)]

@@ -95,6 +95,16 @@ impl Pending {
     }
 }
 
+impl super::conn::Copied for Pending {
+    fn piece(bytes: &[u8]) -> &[u8] {
+        bytes
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        Pending::as_slice(self)
+    }
+}
+
 impl super::conn::Store for Pending {
     type Piece<'a> = &'a [u8];
 

@@ -25,3 +25,4 @@ mod service;
 mod trace;
 mod uring;
 mod watch;
+mod zerocopy;

@@ -18,6 +18,7 @@ use crate::util::{
 
 /// The library's [`Model`] named `name` (as `--model` spells it).
 fn model_named(name: &str) -> Model {
+    let name = flags_of(name).0;
     Model::from_str(name, false).unwrap_or_else(|e| panic!("no model {name:?}: {e}"))
 }
 
@@ -28,9 +29,25 @@ fn served_at_once(model: &str) -> usize {
     model_named(model).default_max_conns()
 }
 
+/// A check's model as the macro names it, and the flags that name adds:
+/// `epoll_zero_copy` is epoll with `--zero-copy on` (every connection
+/// spliced through its pipe, see tests/it/zerocopy.rs).
+fn flags_of(model: &str) -> (&str, &'static [&'static str]) {
+    match model.strip_suffix("_zero_copy") {
+        Some(m) => (m, &["--zero-copy", "on"]),
+        None => (model, &[]),
+    }
+}
+
 /// Starts `model` on 127.0.0.1:0 with `extra` flags.
 fn start(model: &str, extra: &[&str]) -> Server {
-    Server::start(model, extra)
+    start_on(model, &["127.0.0.1:0"], extra)
+}
+
+/// Starts `model` on the `listen` addresses with `extra` flags.
+fn start_on(model: &str, listen: &[&str], extra: &[&str]) -> Server {
+    let (m, flags) = flags_of(model);
+    Server::start_on(m, listen, &[flags, extra].concat())
 }
 
 fn ok_or_panic(model: &str, what: &str, r: Result<(), String>) {
@@ -666,7 +683,7 @@ fn ipv6(model: &str) {
     }
     let seed = seed_of(&format!("{model}/ipv6"));
     let payload = Rng::new(seed).bytes(64 * KIB);
-    let v6 = Server::start_on(model, &["[::1]:0"], &[]);
+    let v6 = start_on(model, &["[::1]:0"], &[]);
     assert!(v6.addr().is_ipv6(), "{model}: bound {}", v6.addr());
     ok_or_panic(
         model,
@@ -675,7 +692,7 @@ fn ipv6(model: &str) {
     );
 
     // One [::] socket serves both families.
-    let dual = Server::start_on(model, &["[::]:0"], &[]);
+    let dual = start_on(model, &["[::]:0"], &[]);
     let port = dual.addr().port();
     for target in [
         SocketAddr::from(([127, 0, 0, 1], port)),
@@ -749,5 +766,13 @@ macro_rules! model_tests {
 }
 
 model_tests!(
-    iterative, fork, prefork, thread, prethread, epoll, tokio, uring
+    iterative,
+    fork,
+    prefork,
+    thread,
+    prethread,
+    epoll,
+    tokio,
+    uring,
+    epoll_zero_copy
 );

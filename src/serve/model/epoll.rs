@@ -8,10 +8,15 @@
 //! # Memory
 //! Each worker reads into one buffer of [`BUF_SIZE`] and writes back at
 //! once. Only what the kernel would not take is kept, in the connection's
-//! own [`Pending`] (at most [`PENDING_CAP`]), and the connection core
+//! own [`Pending`](crate::serve::pending::Pending) (at most [`PENDING_CAP`]), and the connection core
 //! ([`core::Conn`]) decides what happens next: at the cap it stops reading
 //! that client until the kernel takes some (backpressure). An idle
 //! connection holds a socket and a slot of a few dozen bytes, no buffer.
+//!
+//! # Zero copy
+//! Under `--zero-copy` a connection may move to a pipe of its own and be
+//! served by [`splice::drive`] (socket → pipe → socket, no copy), with the
+//! same core and the same hints: the hook is the first line of [`drive`].
 //!
 //! # Edge triggering
 //! Each socket is registered once for READABLE | WRITABLE and never
@@ -53,7 +58,8 @@ use crate::error::{Error, Result};
 use crate::serve::accept::{self, AcceptError};
 use crate::serve::conn::{self as core, End, Next, Timeouts};
 use crate::serve::echo::BUF_SIZE;
-use crate::serve::pending::{PENDING_CAP, Pending};
+use crate::serve::pending::PENDING_CAP;
+use crate::serve::splice::{self, Kept, Piece, ZeroCopy};
 use crate::serve::timers::Timers;
 use crate::serve::tls::conn::{TlsConn, Turn};
 use crate::serve::{Ctx, supervise};
@@ -110,7 +116,7 @@ struct Conn {
     /// For logs.
     peer: SocketAddr,
     /// The echo contract's state: what is kept, FIN, deadlines, the end.
-    core: core::Conn<Pending>,
+    core: core::Conn<Kept>,
     /// Worker-unique (wrapping) number of this connection.
     id: u32,
     /// The earliest deadline filed for it in the worker's [`Timers`].
@@ -412,7 +418,15 @@ impl Worker {
         let c = entry.insert(Conn {
             stream,
             peer,
-            core: core::Conn::new(self.now, Pending::new()),
+            // TLS bytes on the wire are ciphertext: never spliced.
+            core: core::Conn::new(
+                self.now,
+                Kept::new(if tls.is_some() {
+                    ZeroCopy::Off
+                } else {
+                    self.ctx.zero_copy
+                }),
+            ),
             id,
             armed: None,
             readable: false,
@@ -545,6 +559,10 @@ impl Worker {
 /// budget is used, or the connection is to close.
 fn drive(c: &mut Conn, buf: &mut [u8], now: Instant, bytes: &mut u64) -> Step {
     for _ in 0..READ_BUDGET {
+        // Zero copy (`--zero-copy`): the same core, performed with splice.
+        if c.core.store_mut().switch() {
+            return drive_spliced(c, now, bytes);
+        }
         let send = match c.core.next() {
             Next::Close(end) => return Step::Close(end),
             Next::ShutWrite => {
@@ -591,7 +609,8 @@ fn drive(c: &mut Conn, buf: &mut [u8], now: Instant, bytes: &mut u64) -> Step {
                     }
                     *bytes += echoed as u64;
                 }
-                c.core.on_read(now, &buf[..n], echoed);
+                c.core.on_read(now, Piece::Bytes(&buf[..n]), echoed);
+                c.core.store_mut().after_read(n);
             }
             // The receive queue is empty: wait for the next readable edge.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
@@ -602,6 +621,27 @@ fn drive(c: &mut Conn, buf: &mut [u8], now: Instant, bytes: &mut u64) -> Step {
         }
     }
     Step::Again
+}
+
+/// The rest of a turn for a connection on the pipe ([`splice::drive`]).
+fn drive_spliced(c: &mut Conn, now: Instant, bytes: &mut u64) -> Step {
+    use std::os::fd::AsFd;
+    let hints = splice::Hints {
+        readable: &mut c.readable,
+        writable: &mut c.writable,
+    };
+    match splice::drive(
+        &mut c.core,
+        c.stream.as_fd(),
+        hints,
+        now,
+        bytes,
+        READ_BUDGET,
+    ) {
+        splice::Turn::Wait => Step::Wait,
+        splice::Turn::Again => Step::Again,
+        splice::Turn::Close(end) => Step::Close(end),
+    }
 }
 
 /// Writes as much of what is kept as the kernel takes.
@@ -648,5 +688,6 @@ fn write_some(stream: &mut TcpStream, data: &[u8], writable: &mut bool) -> io::R
 }
 
 /// The worker's read buffer is no bigger than what a connection may keep,
-/// so one read's leftover always fits in its [`Pending`].
+/// so one read's leftover always fits in its
+/// [`Pending`](crate::serve::pending::Pending).
 const _: () = assert!(BUF_SIZE <= PENDING_CAP);

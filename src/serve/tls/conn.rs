@@ -33,8 +33,7 @@ use std::time::{Duration, Instant};
 use rustls::{ServerConfig, ServerConnection};
 
 use super::Failure;
-use crate::serve::conn::{Conn, End, Next, Timeouts};
-use crate::serve::pending::Pending;
+use crate::serve::conn::{Conn, Copied, End, Next, Timeouts};
 
 /// EPROTO on Linux: how a connection closed for a TLS protocol error is
 /// counted among `netecho_connections_closed_total{reason="error"}`.
@@ -136,7 +135,7 @@ impl TlsConn {
 
     /// When to look at the connection again: the handshake deadline while
     /// it runs, and the core's own.
-    pub(crate) fn deadline(&self, core: &Conn<Pending>, t: &Timeouts) -> Option<Instant> {
+    pub(crate) fn deadline<S: Copied>(&self, core: &Conn<S>, t: &Timeouts) -> Option<Instant> {
         let core_at = core.deadline(t).map(|(at, _)| at);
         match (self.handshake_until, core_at) {
             (Some(h), Some(c)) => Some(h.min(c)),
@@ -146,9 +145,9 @@ impl TlsConn {
 
     /// A timer came due at `now`: ends the connection (returns true) if the
     /// handshake ran out of time or the core's deadline passed.
-    pub(crate) fn on_timer(
+    pub(crate) fn on_timer<S: Copied>(
         &mut self,
-        core: &mut Conn<Pending>,
+        core: &mut Conn<S>,
         now: Instant,
         t: &Timeouts,
     ) -> bool {
@@ -163,7 +162,7 @@ impl TlsConn {
 
     /// The handshake ran out of time (a blocking model learns it from its
     /// socket timeout): closes as idle, counted as a `timeout` failure.
-    pub(crate) fn time_out(&mut self, core: &mut Conn<Pending>) {
+    pub(crate) fn time_out<S: Copied>(&mut self, core: &mut Conn<S>) {
         self.fail(Failure::Timeout);
         core.fail(End::Idle);
     }
@@ -180,9 +179,9 @@ impl TlsConn {
     /// close_notify and FIN — until the socket would block, the budget is
     /// used, or the connection is to close. `buf` is scratch for plaintext;
     /// `bytes` counts the plaintext echoed.
-    pub(crate) fn turn<W: Wire>(
+    pub(crate) fn turn<S: Copied, W: Wire>(
         &mut self,
-        core: &mut Conn<Pending>,
+        core: &mut Conn<S>,
         wire: &mut W,
         now: Instant,
         buf: &mut [u8],
@@ -265,7 +264,7 @@ impl TlsConn {
                     continue;
                 }
                 Ok(n) => {
-                    core.on_read(now, &buf[..n], 0);
+                    core.on_read(now, S::piece(&buf[..n]), 0);
                     continue;
                 }
                 // A FIN without close_notify: the same for an echo.
@@ -312,7 +311,7 @@ impl TlsConn {
 
     /// rustls refused what the client sent: send its alert if the socket
     /// takes it at once, record why, and close as a protocol error.
-    fn refuse<W: Wire>(&mut self, core: &mut Conn<Pending>, wire: &mut W, e: &rustls::Error) {
+    fn refuse<S: Copied, W: Wire>(&mut self, core: &mut Conn<S>, wire: &mut W, e: &rustls::Error) {
         let _ = self.tls.write_tls(wire);
         self.fail(Failure::of(e));
         tracing::debug!("TLS: {e}");
@@ -323,6 +322,7 @@ impl TlsConn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::serve::pending::Pending;
     use crate::serve::tls::{Files, Tls};
     use std::collections::VecDeque;
 
