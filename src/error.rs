@@ -88,6 +88,10 @@ pub enum Error {
     /// `--iface` names no interface, or one whose frames are not Ethernet.
     #[error("cannot capture on interface '{name}': {reason}")]
     Interface { name: String, reason: String },
+    /// TLS could not be set up or its handshake failed (`--tls`): a bad
+    /// `--tls-ca`, no trusted roots, an unverifiable certificate...
+    #[error("{0}")]
+    Tls(String),
     /// A step of `netecho lab` could not be carried out.
     #[error("lab: {0}")]
     Lab(String),
