@@ -18,6 +18,7 @@
 //! - [`plan`]: what every worker shares: the schedule, the budget, the log;
 //! - [`tcp`]: the TCP worker (closed loop, open loop, `--new-conn`);
 //! - [`udp`]: the UDP worker (a timeout per datagram, losses counted);
+//! - [`tls`]: the TLS worker (`--tls`; handshakes timed apart);
 //! - [`timer`]: a timerfd, so the open loop sends on time to the microsecond;
 //! - [`report`]: the human summary and the `--json` object;
 //! - [`hlog`]: `--hist-out` and `bench merge`: HdrHistogram interval logs;
@@ -36,6 +37,7 @@ pub(crate) mod report;
 pub(crate) mod spawn;
 pub(crate) mod tcp;
 pub(crate) mod timer;
+pub(crate) mod tls;
 pub(crate) mod udp;
 
 use std::io::{self, IsTerminal};
@@ -52,6 +54,7 @@ use crate::args::{
     parse_count, parse_positive, parse_secs, parse_secs_nonzero, request_rate_between,
 };
 use crate::error::{Error, Result};
+use crate::net::tls::{Connector, TlsOpt};
 use crate::net::{MAX_TCP_SIZE, MAX_UDP_SIZE, connect_any, connect_one, resolve, udp_socket};
 use crate::sys::{self, stop};
 use plan::{Plan, Tally};
@@ -178,6 +181,15 @@ pub(crate) struct Opt {
     #[arg(long, value_name = "FILE", conflicts_with = "models")]
     pub(crate) hist_out: Option<PathBuf>,
 
+    #[command(flatten)]
+    pub(crate) tls: TlsOpt,
+
+    /// With --tls: a new connection per request (as --new-conn) that
+    /// resumes the TLS session of an earlier one (rustls' ticket cache),
+    /// so the handshakes measured are resumed ones.
+    #[arg(long, requires = "tls")]
+    pub(crate) tls_resume: bool,
+
     #[command(subcommand)]
     pub(crate) command: Option<BenchCommand>,
 }
@@ -196,6 +208,11 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
         return hlog::merge(merge);
     }
     if let Some(list) = &opt.models {
+        if opt.tls.tls {
+            return Err(Error::InvalidOption(
+                "--tls measures a HOST:PORT, not --models".into(),
+            ));
+        }
         return models::run(&opt, list);
     }
     let Some(target) = opt.target.clone() else {
@@ -203,6 +220,11 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
             "bench needs a HOST:PORT, or --models".into(),
         ));
     };
+    if opt.tls.tls && opt.udp {
+        return Err(Error::InvalidOption("--tls is for TCP, not --udp".into()));
+    }
+    let new_conn = opt.new_conn || opt.tls_resume;
+    let connector = Connector::from_opt(&opt.tls, &target, opt.tls_resume)?;
     let max_size = if opt.udp { MAX_UDP_SIZE } else { MAX_TCP_SIZE };
     if opt.size > max_size {
         return Err(Error::InvalidOption(format!(
@@ -240,7 +262,7 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
         let addr = first
             .peer_addr()
             .map_err(Error::io("reading the server's address"))?;
-        if opt.new_conn {
+        if new_conn {
             drop(first);
             (addr, Vec::new())
         } else {
@@ -264,6 +286,13 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
         // Each message is written whole; nothing to gain from Nagle.
         let _ = s.set_nodelay(true);
     }
+    let tls = match connector {
+        Some(c) => {
+            let (sessions, setup) = tls::handshake_all(&c, &mut streams, opt.connect_timeout)?;
+            Some(Arc::new(tls::Setup::new(c, sessions, setup)))
+        }
+        None => None,
+    };
 
     let plan = Arc::new(Plan::new(plan::Settings {
         addr,
@@ -277,8 +306,9 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
         },
         budget: opt.requests,
         rate: opt.rate,
-        new_conn: opt.new_conn,
+        new_conn,
         timeout,
+        tls,
     }));
 
     // Connection `id` goes to thread `id % threads`.
@@ -295,6 +325,8 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
         if udp {
             let ids = conns.into_iter().map(|(id, _)| id).collect();
             udp::run(plan, slot, ids)
+        } else if plan.settings.tls.is_some() {
+            tls::run(plan, slot, conns)
         } else {
             tcp::run(plan, slot, conns)
         }

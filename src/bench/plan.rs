@@ -39,6 +39,8 @@ pub(crate) struct Settings {
     pub(crate) rate: Option<f64>,
     pub(crate) new_conn: bool,
     pub(crate) timeout: Duration,
+    /// `--tls`: the connector and the kept connections' sessions.
+    pub(crate) tls: Option<std::sync::Arc<super::tls::Setup>>,
 }
 
 /// A counter on its own cache line, so that threads bumping theirs do not
@@ -275,6 +277,10 @@ pub(crate) struct Tally {
     pub(crate) last_done: Option<Instant>,
     /// When the worker stopped.
     pub(crate) stopped: Option<Instant>,
+    /// `--tls --new-conn`: latency of every recorded handshake (ns).
+    pub(crate) handshakes: Histogram<u64>,
+    /// Of those, resumed ones.
+    pub(crate) resumed: u64,
 }
 
 impl Tally {
@@ -294,6 +300,8 @@ impl Tally {
             unfinished: 0,
             last_done: None,
             stopped: None,
+            handshakes: super::tls::histogram()?,
+            resumed: 0,
         })
     }
 
@@ -308,9 +316,10 @@ impl Tally {
     pub(crate) fn merge(&mut self, other: Tally) {
         // Same bounds on both sides, so adding cannot fail; if it ever did,
         // the error count says so rather than a panic.
-        if self.hist.add(&other.hist).is_err() {
+        if self.hist.add(&other.hist).is_err() || self.handshakes.add(&other.handshakes).is_err() {
             self.errors += 1;
         }
+        self.resumed += other.resumed;
         self.errors += other.errors;
         self.mismatches += other.mismatches;
         self.lost += other.lost;
@@ -337,6 +346,7 @@ mod tests {
             rate,
             new_conn: false,
             timeout: Duration::from_secs(1),
+            tls: None,
         })
     }
 

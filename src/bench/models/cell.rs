@@ -299,6 +299,7 @@ fn traffic(
         rate: None,
         new_conn,
         timeout: STALL_LIMIT,
+        tls: None,
     });
     let (open, close, tally) = thread::scope(|scope| {
         let worker = thread::Builder::new()
