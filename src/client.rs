@@ -7,6 +7,7 @@
 //! and keeps reading until the server's FIN; it then checks that every byte
 //! sent came back. In a terminal the same design gives the classic feel: the
 //! terminal hands over a line at a time and its echo is printed at once.
+//! With `--tls` the same contract runs over rustls ([`tls`]).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -19,6 +20,9 @@ use clap::Args;
 use crate::args::{parse_secs_nonzero, parse_target};
 use crate::error::{Error, Result};
 use crate::net;
+use crate::net::tls::{Connector, TlsOpt};
+
+mod tls;
 
 /// Bytes moved per read, each way.
 const BUF_SIZE: usize = 64 * 1024;
@@ -33,10 +37,18 @@ pub(crate) struct ClientOpt {
     /// Give up connecting after this long.
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs_nonzero, allow_negative_numbers = true)]
     pub(crate) connect_timeout: Duration,
+
+    /// `--tls` and its options (verification, SNI); the TLS handshake
+    /// also has to finish within --connect-timeout.
+    #[command(flatten)]
+    pub(crate) tls: TlsOpt,
 }
 
 /// Runs the client; `Ok` means every byte sent came back.
 pub(crate) fn run(opt: ClientOpt) -> Result<()> {
+    if let Some(connector) = Connector::from_opt(&opt.tls, &opt.target, false)? {
+        return tls::run(&opt, &connector);
+    }
     let stream = connect(&opt.target, opt.connect_timeout)?;
     // Our writes are whatever stdin gave us; no reason to hold them back.
     let _ = stream.set_nodelay(true);

@@ -91,6 +91,10 @@ pub enum Error {
     /// A `--tls-*` option of `netecho serve` is unusable.
     #[error(transparent)]
     Tls(#[from] crate::serve::tls::TlsError),
+    /// TLS could not be set up or its handshake failed (`--tls`): a bad
+    /// `--tls-ca`, no trusted roots, an unverifiable certificate...
+    #[error("{0}")]
+    TlsClient(String),
     /// A step of `netecho lab` could not be carried out.
     #[error("lab: {0}")]
     Lab(String),

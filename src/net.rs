@@ -1,12 +1,14 @@
 //! The network primitives every client-side subcommand shares: resolving
 //! `HOST:PORT`, connecting with one-line errors, a connected UDP socket, the
-//! size limits, and the bytes of each message ([`pattern`]).
+//! size limits, the bytes of each message ([`pattern`]) and the client
+//! side of TLS ([`tls`]).
 //!
 //! `client`, `ping` and `bench` all use these, and `serve` its UDP limit;
 //! this module imports only [`crate::error`], never a subcommand.
 
 pub(crate) mod pattern;
 pub(crate) mod source;
+pub(crate) mod tls;
 
 use std::io;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};

@@ -8,7 +8,9 @@
 //! round-trip time; and the exit status says whether every probe came back.
 //! TCP mode keeps one connection (reconnecting after a failure, since the
 //! stream is then out of step); `--new-conn` connects for every probe and
-//! counts the connect in the time.
+//! counts the connect in the time. With `--tls` the probes go over one TLS
+//! connection; its handshake is timed and reported apart (in the first
+//! lines, and per probe with `--new-conn`).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -18,6 +20,7 @@ use clap::Args;
 
 use crate::args::{interval_at_least, parse_count, parse_positive, parse_secs_nonzero};
 use crate::error::{Error, Result};
+use crate::net::tls::{Connector, TlsOpt, describe};
 use crate::net::{self, MAX_TCP_SIZE, MAX_UDP_SIZE, pattern};
 use crate::sys::stop;
 
@@ -70,6 +73,9 @@ pub(crate) struct Opt {
     /// A new TCP connection per probe; the time includes the connect.
     #[arg(long = "new-conn", conflicts_with = "udp")]
     pub(crate) new_conn: bool,
+
+    #[command(flatten)]
+    pub(crate) tls: TlsOpt,
 }
 
 /// How one probe ended.
@@ -130,10 +136,73 @@ impl std::fmt::Display for Failure {
     }
 }
 
+/// A probe's TCP stream, plain or under TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    /// The socket underneath, for its timeouts.
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// Connects a probe stream: TCP, then the TLS handshake with `tls`, each
+/// within `timeout`; the handshake's duration comes back with it.
+fn open_stream(
+    target: &str,
+    addr: SocketAddr,
+    timeout: Duration,
+    tls: Option<&Connector>,
+) -> Result<(Stream, Option<(Duration, String)>)> {
+    let mut s = net::connect_one(target, addr, timeout)?;
+    // Probes are written whole; Nagle would only add delay.
+    let _ = s.set_nodelay(true);
+    match tls {
+        None => Ok((Stream::Plain(s), None)),
+        Some(c) => {
+            let (conn, took) = c.handshake(&mut s, timeout)?;
+            let about = describe(&conn);
+            let stream = rustls::StreamOwned::new(conn, s);
+            Ok((Stream::Tls(Box::new(stream)), Some((took, about))))
+        }
+    }
+}
+
 /// The transport, kept between probes.
 enum Link {
     Tcp {
-        stream: Option<TcpStream>,
+        stream: Option<Stream>,
         /// Bytes echoed on `stream` so far, for the mismatch offset.
         offset: u64,
     },
@@ -152,10 +221,16 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
             if opt.udp { "UDP" } else { "TCP" }
         )));
     }
+    let tls = Connector::from_opt(&opt.tls, &opt.target, false)?;
+    if tls.is_some() && opt.udp {
+        return Err(Error::InvalidOption("--tls is for TCP, not --udp".into()));
+    }
     stop::install().map_err(Error::io("installing signal handlers"))?;
     let addrs = net::resolve(&opt.target)?;
     // The first connect decides the address; a refused or unreachable
     // server is one line and exit 1 before any probe.
+    let mut stats = Stats::default();
+    let mut first_handshake = None;
     let (addr, mut link) = if opt.udp {
         let addr = addrs[0];
         let sock = net::udp_socket(addr).map_err(Error::io("opening a UDP socket"))?;
@@ -165,35 +240,65 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
         let addr = s
             .peer_addr()
             .map_err(Error::io("reading the server's address"))?;
-        // Probes are written whole; Nagle would only add delay.
-        let _ = s.set_nodelay(true);
+        drop(s);
+        // The first handshake, like the first connect, is a one-line error
+        // before any probe (a certificate that does not verify...).
+        let (s, hs) = open_stream(&opt.target, addr, opt.timeout, tls.as_ref())?;
+        if let Some((took, _)) = &hs {
+            stats.handshakes_ms.push(took.as_secs_f64() * 1e3);
+        }
+        first_handshake = hs;
         let stream = if opt.new_conn { None } else { Some(s) };
         (addr, Link::Tcp { stream, offset: 0 })
     };
 
-    let proto = if opt.udp { "udp" } else { "tcp" };
+    let proto = match (opt.udp, tls.is_some()) {
+        (true, _) => "udp",
+        (false, true) => "tls",
+        (false, false) => "tcp",
+    };
     let mut out = Out::default();
     out.line(&format!(
         "PING {} ({addr}, {proto}): {} bytes per probe",
         opt.target, opt.size
     ));
+    if let Some((took, about)) = first_handshake {
+        out.line(&format!(
+            "TLS handshake with {addr}: {about}, time={:.3} ms",
+            took.as_secs_f64() * 1e3
+        ));
+    }
 
-    let mut stats = Stats::default();
     let start = Instant::now();
     let mut payload = vec![0u8; opt.size];
     let mut seq: u64 = 0;
     while !stop::requested() && !out.closed && opt.count.is_none_or(|c| seq < c) {
         seq += 1;
         fill_payload(seq, &mut payload);
+        let mut handshake = None;
         let outcome = match &mut link {
-            Link::Tcp { stream, offset } => tcp_probe(&opt, addr, stream, offset, &payload),
+            Link::Tcp { stream, offset } => tcp_probe(
+                &opt,
+                addr,
+                tls.as_ref(),
+                (stream, offset),
+                &mut handshake,
+                &payload,
+            ),
             Link::Udp { sock } => udp_probe(sock, &opt, seq, &payload, &mut stats.late),
+        };
+        let handshake_note = match handshake {
+            Some(took) => {
+                stats.handshakes_ms.push(took.as_secs_f64() * 1e3);
+                format!(" handshake={:.3} ms", took.as_secs_f64() * 1e3)
+            }
+            None => String::new(),
         };
         match outcome {
             Outcome::Echoed(rtt) => {
                 stats.rtts_ms.push(rtt.as_secs_f64() * 1e3);
                 out.line(&format!(
-                    "{} bytes from {addr}: seq={seq} time={:.3} ms",
+                    "{} bytes from {addr}: seq={seq} time={:.3} ms{handshake_note}",
                     opt.size,
                     rtt.as_secs_f64() * 1e3
                 ));
@@ -241,32 +346,28 @@ fn fill_payload(seq: u64, buf: &mut [u8]) {
     buf[..head].copy_from_slice(&seq.to_be_bytes()[SEQ_BYTES - head..]);
 }
 
-/// One TCP probe: connect if needed, write, read the echo back and check it.
+/// One TCP probe: connect (and handshake, with `tls`) if needed, write,
+/// read the echo back and check it. A handshake's duration is left in
+/// `handshake`.
 fn tcp_probe(
     opt: &Opt,
     addr: SocketAddr,
-    stream: &mut Option<TcpStream>,
-    offset: &mut u64,
+    tls: Option<&Connector>,
+    (stream, offset): (&mut Option<Stream>, &mut u64),
+    handshake: &mut Option<Duration>,
     payload: &[u8],
 ) -> Outcome {
     let mut t0 = Instant::now();
     let deadline = t0 + opt.timeout;
     let reconnect = stream.is_none() && !opt.new_conn;
     if stream.is_none() {
-        match TcpStream::connect_timeout(&addr, opt.timeout) {
-            Ok(s) => {
-                // Probes are written whole; Nagle would only add delay.
-                let _ = s.set_nodelay(true);
+        match open_stream(&opt.target, addr, opt.timeout, tls) {
+            Ok((s, hs)) => {
+                *handshake = hs.map(|(took, _)| took);
                 *stream = Some(s);
                 *offset = 0;
             }
-            Err(e) => {
-                return Outcome::Failed(Failure::Connect(net::connect_error(
-                    &opt.target,
-                    opt.timeout,
-                    e,
-                )));
-            }
+            Err(e) => return Outcome::Failed(Failure::Connect(e)),
         }
     }
     let Some(s) = stream.as_mut() else {
@@ -295,7 +396,7 @@ fn tcp_probe(
 }
 
 /// Writes `payload` and reads exactly its length back by `deadline`.
-fn exchange(s: &mut TcpStream, payload: &[u8], deadline: Instant, base: u64) -> Outcome {
+fn exchange(s: &mut Stream, payload: &[u8], deadline: Instant, base: u64) -> Outcome {
     let mut written = 0;
     let mut got = 0;
     let mut buf = vec![0u8; payload.len().min(64 * 1024)];
@@ -309,7 +410,9 @@ fn exchange(s: &mut TcpStream, payload: &[u8], deadline: Instant, base: u64) -> 
             return Outcome::Failed(Failure::Timeout);
         };
         if written < payload.len() {
-            let _ = s.set_write_timeout(Some(left.min(Duration::from_millis(10))));
+            let _ = s
+                .tcp()
+                .set_write_timeout(Some(left.min(Duration::from_millis(10))));
             match s.write(&payload[written..]) {
                 Ok(0) => return Outcome::Failed(Failure::Closed { got }),
                 Ok(n) => written += n,
@@ -327,7 +430,7 @@ fn exchange(s: &mut TcpStream, payload: &[u8], deadline: Instant, base: u64) -> 
         } else {
             left
         };
-        let _ = s.set_read_timeout(Some(wait));
+        let _ = s.tcp().set_read_timeout(Some(wait));
         let n = match s.read(&mut buf) {
             Ok(0) => return Outcome::Failed(Failure::Closed { got }),
             Ok(n) => n,
@@ -371,6 +474,8 @@ fn is_timeout(e: &io::Error) -> bool {
 fn io_failure(e: io::Error) -> Failure {
     match e.kind() {
         io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => Failure::Reset,
+        // TLS: the TCP stream ended without close_notify.
+        io::ErrorKind::UnexpectedEof => Failure::Closed { got: 0 },
         _ => Failure::Io(e),
     }
 }
@@ -485,6 +590,8 @@ struct Stats {
     /// UDP echoes that came back after their probe had timed out.
     late: u64,
     rtts_ms: Vec<f64>,
+    /// `--tls`: every handshake's duration (the first connection's too).
+    handshakes_ms: Vec<f64>,
     first_failure: Option<String>,
     elapsed: Duration,
 }
@@ -512,6 +619,17 @@ impl Stats {
             lines.push(format!(
                 "rtt min/avg/median/max/stddev = {:.3}/{:.3}/{:.3}/{:.3}/{:.3} ms",
                 s.min, s.avg, s.median, s.max, s.stddev
+            ));
+        }
+        if let Some(s) = spread(&self.handshakes_ms) {
+            lines.push(format!(
+                "handshake min/avg/median/max/stddev = {:.3}/{:.3}/{:.3}/{:.3}/{:.3} ms ({} handshakes)",
+                s.min,
+                s.avg,
+                s.median,
+                s.max,
+                s.stddev,
+                self.handshakes_ms.len()
             ));
         }
         lines

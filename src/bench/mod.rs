@@ -18,6 +18,7 @@
 //! - [`plan`]: what every worker shares: the schedule, the budget, the log;
 //! - [`tcp`]: the TCP worker (closed loop, open loop, `--new-conn`);
 //! - [`udp`]: the UDP worker (a timeout per datagram, losses counted);
+//! - [`tls`]: the TLS worker (`--tls`; handshakes timed apart);
 //! - [`timer`]: a timerfd, so the open loop sends on time to the microsecond;
 //! - [`report`]: the human summary and the `--json` object;
 //! - [`hlog`]: `--hist-out` and `bench merge`: HdrHistogram interval logs;
@@ -38,6 +39,7 @@ pub(crate) mod report;
 pub(crate) mod spawn;
 pub(crate) mod tcp;
 pub(crate) mod timer;
+pub(crate) mod tls;
 pub(crate) mod udp;
 
 use std::io::{self, IsTerminal};
@@ -56,6 +58,7 @@ use crate::args::{
 };
 use crate::error::{Error, Result};
 use crate::net::source::{self, Sources};
+use crate::net::tls::{Connector, TlsOpt};
 use crate::net::{MAX_TCP_SIZE, MAX_UDP_SIZE, connect_any, connect_one, resolve, udp_socket};
 use crate::sys::{self, stop};
 use plan::{Plan, Tally};
@@ -203,6 +206,14 @@ pub(crate) struct Opt {
     /// warm-up; the open rate is printed on stderr.
     #[arg(long, conflicts_with_all = ["models", "requests", "rate", "new_conn", "udp"])]
     pub(crate) hold: bool,
+    #[command(flatten)]
+    pub(crate) tls: TlsOpt,
+
+    /// With --tls: a new connection per request (as --new-conn) that
+    /// resumes the TLS session of an earlier one (rustls' ticket cache),
+    /// so the handshakes measured are resumed ones.
+    #[arg(long, requires = "tls")]
+    pub(crate) tls_resume: bool,
 
     #[command(subcommand)]
     pub(crate) command: Option<BenchCommand>,
@@ -222,6 +233,11 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
         return hlog::merge(merge);
     }
     if let Some(list) = &opt.models {
+        if opt.tls.tls {
+            return Err(Error::InvalidOption(
+                "--tls measures a HOST:PORT, not --models".into(),
+            ));
+        }
         return models::run(&opt, list);
     }
     let Some(target) = opt.target.clone() else {
@@ -229,6 +245,11 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
             "bench needs a HOST:PORT, or --models".into(),
         ));
     };
+    if opt.tls.tls && opt.udp {
+        return Err(Error::InvalidOption("--tls is for TCP, not --udp".into()));
+    }
+    let new_conn = opt.new_conn || opt.tls_resume;
+    let connector = Connector::from_opt(&opt.tls, &target, opt.tls_resume)?;
     let max_size = if opt.udp { MAX_UDP_SIZE } else { MAX_TCP_SIZE };
     if opt.size > max_size {
         return Err(Error::InvalidOption(format!(
@@ -274,7 +295,7 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
         let addr = first
             .peer_addr()
             .map_err(Error::io("reading the server's address"))?;
-        if opt.new_conn {
+        if new_conn {
             drop(first);
             (addr, Vec::new())
         } else {
@@ -309,6 +330,13 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
             report::thousands((streams.len() as f64 / secs.max(1e-9)).round() as u64)
         );
     }
+    let tls = match connector {
+        Some(c) => {
+            let (sessions, setup) = tls::handshake_all(&c, &mut streams, opt.connect_timeout)?;
+            Some(Arc::new(tls::Setup::new(c, sessions, setup)))
+        }
+        None => None,
+    };
 
     let plan = Arc::new(Plan::new(plan::Settings {
         addr,
@@ -322,13 +350,14 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
         },
         budget: opt.requests,
         rate: opt.rate,
-        new_conn: opt.new_conn,
+        new_conn,
         timeout,
         interval: opt.interval.map(|len| plan::Every {
             len,
             json: opt.json,
         }),
         hold: opt.hold,
+        tls,
     }));
 
     // Connection `id` goes to thread `id % threads`.
@@ -345,6 +374,8 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
         if udp {
             let ids = conns.into_iter().map(|(id, _)| id).collect();
             udp::run(plan, slot, ids)
+        } else if plan.settings.tls.is_some() {
+            tls::run(plan, slot, conns)
         } else {
             tcp::run(plan, slot, conns)
         }

@@ -44,6 +44,8 @@ pub(crate) struct Settings {
     pub(crate) interval: Option<Every>,
     /// `--hold`: one echo per connection, then idle to the end.
     pub(crate) hold: bool,
+    /// `--tls`: the connector and the kept connections' sessions.
+    pub(crate) tls: Option<std::sync::Arc<super::tls::Setup>>,
 }
 
 /// `--interval SECS` (and `--json`): see [`super::interval`].
@@ -296,6 +298,10 @@ pub(crate) struct Tally {
     pub(crate) stopped: Option<Instant>,
     /// `--interval`: this worker's open interval.
     pub(crate) window: Option<interval::Window>,
+    /// `--tls --new-conn`: latency of every recorded handshake (ns).
+    pub(crate) handshakes: Histogram<u64>,
+    /// Of those, resumed ones.
+    pub(crate) resumed: u64,
 }
 
 impl Tally {
@@ -316,6 +322,8 @@ impl Tally {
             last_done: None,
             stopped: None,
             window: None,
+            handshakes: super::tls::histogram()?,
+            resumed: 0,
         })
     }
 
@@ -351,9 +359,10 @@ impl Tally {
     pub(crate) fn merge(&mut self, other: Tally) {
         // Same bounds on both sides, so adding cannot fail; if it ever did,
         // the error count says so rather than a panic.
-        if self.hist.add(&other.hist).is_err() {
+        if self.hist.add(&other.hist).is_err() || self.handshakes.add(&other.handshakes).is_err() {
             self.errors += 1;
         }
+        self.resumed += other.resumed;
         self.errors += other.errors;
         self.mismatches += other.mismatches;
         self.lost += other.lost;
@@ -382,6 +391,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             interval: None,
             hold: false,
+            tls: None,
         })
     }
 

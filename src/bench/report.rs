@@ -20,7 +20,7 @@ const BUSY_GENERATOR: f64 = 0.9;
 #[derive(Debug, Serialize)]
 pub(crate) struct Summary {
     pub(crate) target: String,
-    /// `tcp` or `udp`.
+    /// `tcp`, `tls` or `udp`.
     pub(crate) proto: &'static str,
     /// `closed` (one request in flight per connection, sent at once),
     /// `open` (`--rate`), or `new-conn`.
@@ -59,6 +59,9 @@ pub(crate) struct Summary {
     /// Wall-clock seconds of the whole run, warm-up included: `cpu_s`
     /// compares against `threads` times this.
     pub(crate) wall_s: f64,
+    /// `--tls`: the handshakes, apart from the echo figures above.
+    #[serde(flatten)]
+    pub(crate) tls: Option<super::tls::Figures>,
 }
 
 impl Summary {
@@ -90,7 +93,11 @@ impl Summary {
         };
         Summary {
             target: opt.target.clone().unwrap_or_default(),
-            proto: if opt.udp { "udp" } else { "tcp" },
+            proto: match (opt.udp, opt.tls.tls) {
+                (true, _) => "udp",
+                (false, true) => "tls",
+                (false, false) => "tcp",
+            },
             mode: if s.new_conn {
                 "new-conn"
             } else if s.rate.is_some() {
@@ -127,6 +134,7 @@ impl Summary {
             unfinished: t.unfinished,
             cpu_s: round3(cpu_seconds()),
             wall_s: round3(until.saturating_duration_since(plan.start).as_secs_f64()),
+            tls: super::tls::figures(plan, t, duration_s),
         }
     }
 
@@ -166,6 +174,9 @@ impl Summary {
             self.mean_us,
         );
         out += "\n";
+        if let Some(tls) = &self.tls {
+            out += &tls.human();
+        }
         out += &format!(
             "  errors    {} ({} mismatches)",
             thousands(self.errors),

@@ -22,6 +22,7 @@ mod regressions;
 mod serve;
 mod serve_cli;
 mod service;
+mod tls_client;
 mod trace;
 mod uring;
 mod watch;

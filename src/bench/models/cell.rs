@@ -301,6 +301,7 @@ fn traffic(
         timeout: STALL_LIMIT,
         interval: None,
         hold: false,
+        tls: None,
     });
     let (open, close, tally) = thread::scope(|scope| {
         let worker = thread::Builder::new()

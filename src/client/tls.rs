@@ -1,0 +1,355 @@
+//! `netecho client --tls`: the same contract as the plain client (stdin to
+//! the server, the echo to stdout, every byte back) over one rustls
+//! connection.
+//!
+//! A TLS connection is one state machine for both directions, so it cannot
+//! be split over two threads as the plain socket is. One thread owns the
+//! connection and the socket in a mio loop; a second thread only reads
+//! stdin and hands chunks over a small channel (so a fast stdin cannot
+//! outrun the server) and wakes the loop. A chunk is taken only once the
+//! previous one's records are all on the socket, so at most one chunk sits
+//! in rustls. At the end of stdin the loop sends close_notify, then
+//! half-closes (`shutdown(SHUT_WR)`) and reads on until the server's
+//! close_notify or FIN, exactly as the plain client does.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token, Waker};
+use rustls::ClientConnection;
+
+use super::{BUF_SIZE, ClientOpt, connect};
+use crate::error::{Error, Result};
+use crate::net::tls::{Connector, describe};
+
+/// The socket's token in the loop.
+const SOCKET: Token = Token(0);
+/// The stdin thread's token: a chunk (or the end) is waiting.
+const STDIN: Token = Token(1);
+/// Chunks of stdin queued for the loop: enough to keep the socket busy
+/// while the next one is read, few enough to bound memory.
+const QUEUED_CHUNKS: usize = 2;
+
+/// What the stdin thread hands over.
+enum Input {
+    Data(Vec<u8>),
+    /// stdin is at its end: everything has been handed over.
+    End,
+    /// Reading stdin failed (already said on stderr): the run is incomplete.
+    Failed,
+}
+
+/// Runs the TLS client; `Ok` means every byte sent came back.
+pub(crate) fn run(opt: &ClientOpt, connector: &Connector) -> Result<()> {
+    let mut stream = connect(&opt.target, opt.connect_timeout)?;
+    let _ = stream.set_nodelay(true);
+    let (mut conn, took) = connector.handshake(&mut stream, opt.connect_timeout)?;
+    // No limit on rustls' record buffer: the loop itself holds at most one
+    // stdin chunk in it, and a limit would make it take chunks in pieces.
+    conn.set_buffer_limit(None);
+    tracing::debug!(
+        "TLS with {}: {} in {:.3} ms",
+        opt.target,
+        describe(&conn),
+        took.as_secs_f64() * 1e3
+    );
+    stream
+        .set_nonblocking(true)
+        .map_err(Error::io("making the socket non-blocking"))?;
+    let mut sock = TcpStream::from_std(stream);
+    let poll = Poll::new().map_err(Error::io("creating an epoll instance"))?;
+    poll.registry()
+        .register(&mut sock, SOCKET, Interest::READABLE | Interest::WRITABLE)
+        .map_err(Error::io("registering the socket with epoll"))?;
+    let waker = Arc::new(
+        Waker::new(poll.registry(), STDIN).map_err(Error::io("creating the stdin waker"))?,
+    );
+    let (tx, rx) = mpsc::sync_channel(QUEUED_CHUNKS);
+    // The loop keeps a handle too: were the stdin thread's the last, its
+    // exit right after the final wake would close the eventfd, and epoll
+    // would drop that wake-up before the loop saw it.
+    let keep_waker = Arc::clone(&waker);
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || pump_stdin(&tx, &waker))
+        .map_err(Error::io("starting the stdin thread"))?;
+    Pump {
+        poll,
+        sock,
+        conn,
+        input: rx,
+        sent: 0,
+        received: 0,
+        input_done: false,
+        input_ok: false,
+        closing: false,
+        write_closed: false,
+        buf: vec![0; BUF_SIZE],
+        _waker: keep_waker,
+    }
+    .run()
+}
+
+/// Reads stdin to its end in chunks, handing each to the loop.
+fn pump_stdin(tx: &SyncSender<Input>, waker: &Waker) {
+    let mut stdin = io::stdin().lock();
+    loop {
+        let mut buf = vec![0u8; BUF_SIZE];
+        let item = match stdin.read(&mut buf) {
+            Ok(0) => Input::End,
+            Ok(n) => {
+                buf.truncate(n);
+                Input::Data(buf)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                eprintln!("netecho: reading stdin: {e}");
+                Input::Failed
+            }
+        };
+        let last = !matches!(item, Input::Data(_));
+        // A closed channel means the loop has finished (the server went
+        // away): nothing more to hand over.
+        if tx.send(item).is_err() {
+            return;
+        }
+        let _ = waker.wake();
+        if last {
+            return;
+        }
+    }
+}
+
+/// The loop's state: one TLS connection, both directions.
+struct Pump {
+    poll: Poll,
+    sock: TcpStream,
+    conn: ClientConnection,
+    input: Receiver<Input>,
+    /// Plaintext bytes handed to rustls (all of them reach the socket
+    /// before close_notify).
+    sent: u64,
+    /// Plaintext bytes of echo written to stdout.
+    received: u64,
+    /// No more input will come.
+    input_done: bool,
+    /// stdin ended normally (not with a read error).
+    input_ok: bool,
+    /// close_notify is queued; the half-close follows once it is written.
+    closing: bool,
+    /// `shutdown(SHUT_WR)` is done.
+    write_closed: bool,
+    buf: Vec<u8>,
+    /// Held for the eventfd's sake (see `run`), never used.
+    _waker: Arc<Waker>,
+}
+
+/// What one pass over the socket found.
+enum Seen {
+    /// Nothing more for now (WouldBlock).
+    Idle,
+    /// The server's close_notify or FIN: the echo is over.
+    End,
+    /// stdout's reader went away.
+    StdoutClosed,
+}
+
+impl Pump {
+    fn run(mut self) -> Result<()> {
+        let mut events = Events::with_capacity(8);
+        loop {
+            // Alternate flushing and taking input until the socket is full
+            // or stdin has nothing waiting.
+            let blocked = loop {
+                let blocked = self.flush()?;
+                if blocked || !self.take_input() {
+                    break blocked;
+                }
+            };
+            match self.read()? {
+                Seen::Idle => {}
+                Seen::End => return self.verdict(),
+                // Whoever reads our output has had enough (`| head`).
+                Seen::StdoutClosed => return Ok(()),
+            }
+            // Reading may have queued records of our own (alerts, key
+            // updates): write them before sleeping.
+            if !blocked && self.conn.wants_write() {
+                continue;
+            }
+            match self.poll.poll(&mut events, None) {
+                Ok(()) => {}
+                // A signal: look again.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(Error::Io {
+                        what: "waiting for the socket",
+                        source,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Hands the next stdin chunk to rustls if the last one's records are
+    /// all on the socket; at the end of stdin queues close_notify. True if
+    /// it took something from the stdin thread.
+    fn take_input(&mut self) -> bool {
+        if self.input_done || self.conn.wants_write() {
+            return false;
+        }
+        match self.input.try_recv() {
+            Ok(Input::Data(chunk)) => {
+                // The buffer limit is off (see `run`), so rustls takes the
+                // whole chunk; it is written out before the next is taken.
+                match self.conn.writer().write_all(&chunk) {
+                    Ok(()) => self.sent += chunk.len() as u64,
+                    // Only a closed connection refuses plaintext; reading
+                    // then reports how the run ended.
+                    Err(_) => self.end_input(false),
+                }
+            }
+            Ok(Input::End) => self.end_input(true),
+            Ok(Input::Failed) | Err(TryRecvError::Disconnected) => self.end_input(false),
+            Err(TryRecvError::Empty) => return false,
+        }
+        true
+    }
+
+    fn end_input(&mut self, ok: bool) {
+        self.input_done = true;
+        self.input_ok = ok;
+        self.conn.send_close_notify();
+        self.closing = true;
+    }
+
+    /// Writes queued records until the socket is full (then `true`); after
+    /// close_notify has gone out, half-closes.
+    fn flush(&mut self) -> Result<bool> {
+        while self.conn.wants_write() {
+            match self.conn.write_tls(&mut self.sock) {
+                Ok(_) => {}
+                // The send buffer is full: a writable event resumes.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // The server is gone; reading tells how (reset, or FIN).
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                    ) =>
+                {
+                    return Ok(true);
+                }
+                Err(source) => {
+                    return Err(Error::Io {
+                        what: "writing to the server",
+                        source,
+                    });
+                }
+            }
+        }
+        if self.closing && !self.write_closed {
+            self.write_closed = true;
+            let _ = self.sock.shutdown(Shutdown::Write);
+        }
+        Ok(false)
+    }
+
+    /// Reads what the socket has, decrypts it and copies the plaintext to
+    /// stdout.
+    fn read(&mut self) -> Result<Seen> {
+        loop {
+            let eof = match self.conn.read_tls(&mut self.sock) {
+                Ok(0) => true,
+                Ok(_) => false,
+                // Drained: the next readable event brings more.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Seen::Idle),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    return Err(Error::Reset {
+                        received: self.received,
+                        sent: self.sent,
+                    });
+                }
+                Err(source) => {
+                    return Err(Error::Io {
+                        what: "reading from the server",
+                        source,
+                    });
+                }
+            };
+            if let Err(e) = self.conn.process_new_packets() {
+                // Tell the server why (the alert rustls queued), then stop.
+                let _ = self.conn.write_tls(&mut self.sock);
+                return Err(Error::TlsClient(format!(
+                    "TLS error from {} after {} of {} bytes: {e}",
+                    self.sock
+                        .peer_addr()
+                        .map_or_else(|_| "the server".to_string(), |a| a.to_string()),
+                    self.received,
+                    self.sent
+                )));
+            }
+            match self.drain_plaintext()? {
+                Seen::Idle => {}
+                done => return Ok(done),
+            }
+            if eof {
+                // A FIN without close_notify: the end all the same (the
+                // byte count still says whether anything is missing).
+                return Ok(Seen::End);
+            }
+        }
+    }
+
+    /// Copies the decrypted echo to stdout.
+    fn drain_plaintext(&mut self) -> Result<Seen> {
+        let mut out = io::stdout().lock();
+        loop {
+            let n = match self.conn.reader().read(&mut self.buf) {
+                // close_notify: the server has sent everything.
+                Ok(0) => return Ok(Seen::End),
+                Ok(n) => n,
+                // No more plaintext until more records come.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Seen::Idle),
+                // The TCP stream ended without close_notify.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Seen::End),
+                Err(source) => {
+                    return Err(Error::Io {
+                        what: "reading from the server",
+                        source,
+                    });
+                }
+            };
+            self.received += n as u64;
+            match out.write_all(&self.buf[..n]).and_then(|()| out.flush()) {
+                Ok(()) => {}
+                // Whoever reads our output has had enough (`| head`).
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(Seen::StdoutClosed),
+                Err(source) => {
+                    return Err(Error::Io {
+                        what: "writing to stdout",
+                        source,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The plain client's judgement: every byte sent came back, no more.
+    fn verdict(&self) -> Result<()> {
+        let (received, sent) = (self.received, self.sent);
+        let done = self.input_done && self.input_ok;
+        if done && received == sent {
+            Ok(())
+        } else if received > sent {
+            Err(Error::Excess { received, sent })
+        } else {
+            Err(Error::Premature { received, sent })
+        }
+    }
+}
