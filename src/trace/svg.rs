@@ -94,9 +94,10 @@ fn transitions(c: &mut Conn, me: Side, seg: &Segment) -> Vec<(Side, &'static str
     if syn && !ack && me == Side::Client {
         out.push((me, "SYN-SENT"));
         out.push((peer, "SYN-RECEIVED"));
-    } else if syn && ack && me == Side::Server {
-        out.push((peer, "ESTABLISHED"));
-    } else if ack && me == Side::Client && c.state[idx(peer)] == Some("SYN-RECEIVED") {
+    } else if (syn && ack && me == Side::Server)
+        || (ack && me == Side::Client && c.state[idx(peer)] == Some("SYN-RECEIVED"))
+    {
+        // The SYN-ACK establishes the client; the client's ACK the server.
         out.push((peer, "ESTABLISHED"));
     }
     let state = |c: &Conn, s: Side| c.state[idx(s)].unwrap_or("");
@@ -154,22 +155,20 @@ pub(crate) fn render(segs: &[Captured], port: u16, absolute: bool) -> String {
             Side::Client => (seg.src, seg.dst),
             Side::Server => (seg.dst, seg.src),
         };
-        if !conns.contains_key(&key) {
-            if order.len() >= MAX_CONNS {
+        let next_col = order.len();
+        let c = match conns.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(_) if next_col >= MAX_CONNS => {
                 left_out += 1;
                 continue;
             }
-            conns.insert(
-                key,
-                Conn {
-                    col: order.len(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                order.push(key);
+                e.insert(Conn {
+                    col: next_col,
                     ..Conn::default()
-                },
-            );
-            order.push(key);
-        }
-        let Some(c) = conns.get_mut(&key) else {
-            continue;
+                })
+            }
         };
         if seg.has(flags::SYN) {
             c.rel.set_isn(me, seg.seq);
