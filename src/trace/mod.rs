@@ -25,6 +25,7 @@ pub(crate) mod conn;
 pub(crate) mod packet;
 pub(crate) mod pcap;
 pub(crate) mod seq;
+pub(crate) mod svg;
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -73,6 +74,12 @@ pub(crate) struct Opt {
     /// Also save the segments to this pcap file (tcpdump, tshark, Wireshark).
     #[arg(long, short = 'w', value_name = "FILE.pcap")]
     pub(crate) write: Option<PathBuf>,
+
+    /// At the end, also draw the segments as a sequence diagram into this
+    /// SVG file (one line per endpoint, one arrow per segment, the TCP
+    /// states where they change; the first 2000 segments).
+    #[arg(long, value_name = "FILE.svg")]
+    pub(crate) svg: Option<PathBuf>,
 }
 
 /// Runs `netecho trace` until `--count` segments or a signal.
@@ -81,6 +88,9 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
     let mut tracer = Tracer::open(&opt.iface, opt.port, opt.absolute)?;
     if let Some(path) = &opt.write {
         tracer.write_to(path)?;
+    }
+    if opt.svg.is_some() {
+        tracer.diagram = Some(Vec::new());
     }
     let mut out = io::stdout().lock();
     let header = format!(
@@ -116,6 +126,17 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
         }
     }
     tracer.finish()?;
+    if let (Some(path), Some(segs)) = (&opt.svg, &tracer.diagram) {
+        let svg = svg::render(segs, opt.port, opt.absolute);
+        std::fs::write(path, svg).map_err(Error::io("writing the SVG file"))?;
+        if tracer.segments > segs.len() {
+            eprintln!(
+                "netecho: the diagram shows the first {} of {} segments",
+                segs.len(),
+                tracer.segments
+            );
+        }
+    }
     let drops = tracer
         .capture
         .stats()
@@ -138,6 +159,9 @@ pub(crate) struct Tracer {
     start: Instant,
     /// Segments shown so far.
     pub(crate) segments: usize,
+    /// With `--svg`: the segments for the diagram (at most
+    /// [`svg::MAX_SEGMENTS`]).
+    pub(crate) diagram: Option<Vec<svg::Captured>>,
 }
 
 impl Tracer {
@@ -149,6 +173,7 @@ impl Tracer {
             pcap: None,
             start: Instant::now(),
             segments: 0,
+            diagram: None,
         })
     }
 
@@ -195,6 +220,11 @@ impl Tracer {
                     .map_err(Error::io("writing the pcap file"))?;
             }
             let t = self.start.elapsed().as_secs_f64();
+            if let Some(d) = &mut self.diagram
+                && d.len() < svg::MAX_SEGMENTS
+            {
+                d.push(svg::Captured { t, seg });
+            }
             let d = self.tracker.observe(&seg);
             lines.push(format!("{t:10.6} {}", d.line));
             for n in d.notes {

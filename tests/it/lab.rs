@@ -100,3 +100,122 @@ fn lab_without_cap_net_raw_skips_only_the_capture() {
     assert!(!text.contains("handshake 1/3"), "{text}");
     assert!(text.contains("ZOMBIE"), "{text}");
 }
+
+/// Runs `netecho lab NAME` to its end and returns stdout and the
+/// `conclusion:` line's text.
+fn scenario(name: &str) -> (String, String) {
+    let out = run(netecho(&["lab", name]));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.success(), "lab {name} exits 0\n{text}\n{}", out.stderr);
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.is_empty())
+        .unwrap_or_default()
+        .to_string();
+    let c = last
+        .strip_prefix("conclusion: ")
+        .unwrap_or_else(|| panic!("lab {name} does not end with its conclusion:\n{text}"))
+        .to_string();
+    (text, c)
+}
+
+/// The number just before `unit` after `after` in `s`.
+fn number_before(s: &str, after: &str, unit: &str) -> f64 {
+    let rest = &s[s.find(after).unwrap_or_else(|| panic!("{after:?} in {s}")) + after.len()..];
+    rest.split(unit)
+        .next()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("a number before {unit:?} in {rest}"))
+}
+
+#[test]
+fn lab_list_names_every_scenario() {
+    let out = run(netecho(&["lab", "--list"]));
+    assert!(out.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        names,
+        ["walkthrough", "nagle", "textbook-client", "rst", "zombie"]
+    );
+    assert!(
+        text.lines().all(|l| l.split_whitespace().count() > 3),
+        "{text}"
+    );
+    let bad = run(netecho(&["lab", "no-such"]));
+    assert!(
+        !bad.success() && bad.code().is_some(),
+        "an unknown scenario fails without a panic"
+    );
+    assert!(
+        bad.stderr.contains("no lab scenario 'no-such'"),
+        "{}",
+        bad.stderr
+    );
+    assert_eq!(bad.stderr.trim().lines().count(), 1, "{}", bad.stderr);
+}
+
+#[test]
+fn lab_nagle_shows_the_delayed_ack_stall() {
+    let _t = crate::util::timing();
+    let (text, c) = scenario("nagle");
+    let with = number_before(&c, "median ", " ms with Nagle");
+    let without = number_before(&c, "Nagle, ", " ms with TCP_NODELAY");
+    assert!(
+        with >= 30.0,
+        "Nagle + delayed ACK stalls ~40 ms: {c}\n{text}"
+    );
+    assert!(without < 5.0, "TCP_NODELAY does not stall: {c}\n{text}");
+}
+
+#[test]
+fn lab_textbook_client_loses_the_tail_and_netecho_does_not() {
+    let (text, c) = scenario("textbook-client");
+    let got = number_before(&c, "textbook client got back ", " of ");
+    let n = number_before(&c, "netecho client ", " of ");
+    let total = c
+        .rsplit(" of ")
+        .next()
+        .unwrap()
+        .trim()
+        .parse::<f64>()
+        .unwrap();
+    assert!(got < total, "the select-based client loses its tail: {c}");
+    assert_eq!(n, total, "netecho's client gets every line: {c}");
+    assert!(
+        text.contains(&format!(
+            "stop-and-wait client: {total} of {total} lines back"
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn lab_rst_shows_each_reset_by_its_errno() {
+    let (text, c) = scenario("rst");
+    assert_eq!(
+        c,
+        "connect to a closed port: ECONNREFUSED; read after a SO_LINGER 0 close: ECONNRESET; \
+         write after the peer's RST: EPIPE",
+        "{text}"
+    );
+    if is_root() {
+        assert!(
+            text.contains("RST,ACK  seq=0 ack=J+1"),
+            "the SYN's RST:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn lab_zombie_is_a_zombie_then_gone() {
+    let (text, c) = scenario("zombie");
+    assert_eq!(
+        c, "the child was a zombie before waitpid and was gone after it",
+        "{text}"
+    );
+}

@@ -286,3 +286,90 @@ fn trace_refuses_an_unknown_interface() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("'no-such-if0': no such interface"), "{err}");
 }
+
+/// Checks that every tag of `xml` is closed in order (a minimal
+/// well-formedness check: no DTD, comments or CDATA are written) and
+/// returns the element names in document order.
+fn balanced_elements(xml: &str) -> Vec<String> {
+    let mut stack: Vec<String> = Vec::new();
+    let mut names = Vec::new();
+    let mut rest = xml;
+    while let Some(open) = rest.find('<') {
+        let close = rest[open..].find('>').expect("a tag is closed") + open;
+        let tag = &rest[open + 1..close];
+        assert!(!tag.contains('<'), "'<' inside a tag: {tag}");
+        if let Some(name) = tag.strip_prefix('/') {
+            assert_eq!(stack.pop().as_deref(), Some(name), "closing tag order");
+        } else {
+            let name = tag.split_whitespace().next().unwrap().trim_end_matches('/');
+            names.push(name.to_string());
+            if !tag.ends_with('/') {
+                stack.push(name.to_string());
+            }
+        }
+        // Text between tags must not hold a bare '&' that is no entity.
+        let text = &rest[close + 1..];
+        let text = &text[..text.find('<').unwrap_or(text.len())];
+        for (i, _) in text.match_indices('&') {
+            let t = &text[i..];
+            assert!(
+                ["&amp;", "&lt;", "&gt;", "&quot;"]
+                    .iter()
+                    .any(|e| t.starts_with(e)),
+                "bare & in {text}"
+            );
+        }
+        rest = &rest[close + 1..];
+    }
+    assert!(stack.is_empty(), "unclosed: {stack:?}");
+    names
+}
+
+#[test]
+fn trace_svg_draws_one_arrow_per_segment() {
+    need_root!("trace_svg_draws_one_arrow_per_segment");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = echo_once(listener);
+    let svg = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("trace-{port}.svg"));
+    let p = port.to_string();
+    let (mut child, mut out) = start_trace(&["--port", &p, "--svg", svg.to_str().unwrap()]);
+    talk(port, "127.0.0.1", b"ping\n");
+    server.join().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill(2) on the pid of the child we started and still hold.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(wait(&mut child), 0, "SIGTERM ends trace with exit 0");
+    let mut text = String::new();
+    out.read_to_string(&mut text).unwrap();
+    let n = segments(&text).len();
+    assert!(n >= 8, "a whole connection was captured:\n{text}");
+
+    let doc = std::fs::read_to_string(&svg).expect("the SVG file is written");
+    let names = balanced_elements(&doc);
+    assert_eq!(names.first().map(String::as_str), Some("svg"));
+    assert_eq!(
+        doc.matches(r#"<line class="seg""#).count(),
+        n,
+        "one arrow per segment"
+    );
+    assert!(doc.contains(">SYN seq=J len=0<"), "SYN label:\n{doc}");
+    assert!(
+        doc.contains(">SYN-ACK seq=K ack=J+1 len=0<"),
+        "SYN-ACK label"
+    );
+    assert!(
+        doc.contains(">FIN,ACK seq=J+6 "),
+        "the client's FIN after 5 bytes"
+    );
+    for state in [
+        "SYN-SENT",
+        "ESTABLISHED",
+        "FIN-WAIT-1",
+        "TIME-WAIT",
+        "LAST-ACK",
+    ] {
+        assert!(doc.contains(&format!(">{state}</text>")), "{state} written");
+    }
+    let _ = std::fs::remove_file(&svg);
+}

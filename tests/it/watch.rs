@@ -157,3 +157,225 @@ fn watch_refuses_bad_flags_in_one_line() {
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
     }
 }
+
+/// Waits for exit, at most 10 s (then kills: the test fails on the code).
+fn wait_code(child: &mut Child) -> i32 {
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < end {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st.code().unwrap_or(-1);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    -1
+}
+
+/// Starts event-mode watch on `port`; `None` (and SKIPPED printed) when
+/// not root or the kernel has no tracefs.
+fn start_events(name: &str, args: &[&str]) -> Option<(Child, BufReader<ChildStdout>)> {
+    if !crate::util::is_root() {
+        eprintln!("SKIPPED {name}: event mode needs root (tracefs)");
+        return None;
+    }
+    let mut child = Command::new(BIN)
+        .arg("watch")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start netecho watch");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut header = String::new();
+    out.read_line(&mut header).unwrap();
+    if header.is_empty() {
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        let _ = child.wait();
+        if err.contains("tracefs") || err.contains("tracepoint") {
+            eprintln!("SKIPPED {name}: {}", err.trim());
+            return None;
+        }
+        panic!("watch --mode events failed: {err}");
+    }
+    assert!(header.contains("from kernel events"), "header: {header}");
+    assert!(
+        header.contains(&format!("tracefs instance netecho-{}", child.id())),
+        "header: {header}"
+    );
+    Some((child, out))
+}
+
+/// The instance directory a watch process of this pid would own.
+fn instance_of(pid: u32) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("/sys/kernel/tracing/instances/netecho-{pid}"))
+}
+
+#[test]
+fn watch_events_sees_every_state_and_removes_its_instance_on_sigterm() {
+    let name = "watch_events_sees_every_state_and_removes_its_instance_on_sigterm";
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let p = port.to_string();
+    let Some((mut child, mut out)) = start_events(name, &["--port", &p, "--mode", "events"]) else {
+        return;
+    };
+    assert!(
+        instance_of(child.id()).is_dir(),
+        "the instance exists while running"
+    );
+
+    // The client closes first: SYN-SENT, FIN-WAIT-1, FIN-WAIT-2, TIME-WAIT
+    // on its side; SYN-RECEIVED, CLOSE-WAIT, LAST-ACK on the server's.
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let cport = client.local_addr().unwrap().port();
+    let (mut server, _) = listener.accept().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    client.shutdown(Shutdown::Write).unwrap();
+    let mut sink = Vec::new();
+    server.read_to_end(&mut sink).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    drop(server);
+    client.read_to_end(&mut sink).unwrap();
+    drop(client);
+
+    let client_side = format!("127.0.0.1:{cport} -> 127.0.0.1:{port}");
+    let server_side = format!("127.0.0.1:{port} -> 127.0.0.1:{cport}");
+    let wanted = [
+        (
+            format!("127.0.0.1:* -> 127.0.0.1:{port}"),
+            "CLOSED => SYN-SENT",
+        ),
+        (client_side.clone(), "SYN-SENT => ESTABLISHED after"),
+        (server_side.clone(), "LISTEN => SYN-RECEIVED"),
+        (server_side.clone(), "SYN-RECEIVED => ESTABLISHED after"),
+        (client_side.clone(), "ESTABLISHED => FIN-WAIT-1 after"),
+        (server_side.clone(), "ESTABLISHED => CLOSE-WAIT after"),
+        (client_side.clone(), "FIN-WAIT-1 => FIN-WAIT-2 after"),
+        (server_side.clone(), "CLOSE-WAIT => LAST-ACK after"),
+        (server_side.clone(), "LAST-ACK => CLOSED after"),
+        (client_side.clone(), "FIN-WAIT-2 => TIME-WAIT after"),
+    ];
+    let mut text = String::new();
+    let seen_all = |text: &str| {
+        wanted
+            .iter()
+            .all(|(who, what)| text.lines().any(|l| l.contains(who) && l.contains(what)))
+    };
+    // Read line by line until every transition is there (bounded: the
+    // read times out through the SIGTERM below if one never comes).
+    let killer = {
+        let pid = child.id() as i32;
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(5));
+            // SAFETY: kill(2) on a pid of ours; at worst it has exited.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        })
+    };
+    let mut line = String::new();
+    while !seen_all(&text) {
+        line.clear();
+        if out.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        text.push_str(&line);
+    }
+    assert!(seen_all(&text), "missing transitions in:\n{text}");
+    // SAFETY: kill(2) on the pid of the child we started and still hold.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(wait_code(&mut child), 0, "SIGTERM ends watch with exit 0");
+    killer.join().unwrap();
+    assert!(
+        !instance_of(child.id()).exists(),
+        "the tracefs instance is removed after SIGTERM"
+    );
+    // Each `after` is a time: seconds with milliseconds.
+    for l in text.lines().filter(|l| l.contains(" after ")) {
+        let secs = l.split(" after ").nth(1).unwrap().split_whitespace().next();
+        assert!(secs.is_some_and(|s| s.parse::<f64>().is_ok()), "{l}");
+    }
+}
+
+#[test]
+fn watch_events_shows_a_reset() {
+    let name = "watch_events_shows_a_reset";
+    // A port nobody listens on: bind one, note it, close it.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let p = port.to_string();
+    let Some((mut child, mut out)) = start_events(name, &["--port", &p, "--duration", "3"]) else {
+        return;
+    };
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+    let mut text = String::new();
+    out.read_to_string(&mut text).unwrap();
+    assert_eq!(wait_code(&mut child), 0, "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&format!("127.0.0.1:{port} -> ")) && l.contains("RST sent")),
+        "the RST answering the SYN is shown:\n{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.contains("RST received")),
+        "the client's side of it too:\n{text}"
+    );
+    assert!(
+        !instance_of(child.id()).exists(),
+        "removed at --duration's end"
+    );
+}
+
+#[test]
+fn watch_info_shows_rtt_and_cwnd() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    use std::io::Write;
+    client.write_all(b"hello").unwrap();
+    let mut five = [0u8; 5];
+    server.read_exact(&mut five).unwrap();
+    let p = port.to_string();
+    // Poll mode: runs as any user; the figures come from sock_diag either way.
+    let (child, out) = start_watch(&[
+        "--port",
+        &p,
+        "--mode",
+        "poll",
+        "--info",
+        "--interval",
+        "50",
+        "--duration",
+        "1",
+    ]);
+    let (text, code) = finish(child, out);
+    assert_eq!(code, 0, "{text}");
+    let cport = client.local_addr().unwrap().port();
+    let line = text
+        .lines()
+        .find(|l| l.contains(&format!("127.0.0.1:{cport} -> 127.0.0.1:{port} info ")))
+        .unwrap_or_else(|| panic!("no info line for the client socket:\n{text}"));
+    let num = |key: &str| -> f64 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {line}"))
+    };
+    assert!(num("rtt=") > 0.0, "{line}");
+    assert!(num("cwnd=") >= 1.0, "{line}");
+    // Linux counts the SYN's sequence number in bytes_acked: 5 bytes + 1.
+    assert_eq!(
+        num("bytes_acked="),
+        6.0,
+        "the 5 bytes sent were acked: {line}"
+    );
+}

@@ -1,5 +1,5 @@
-//! `netecho lab`: the classic walkthrough of a TCP connection's life, run
-//! live on loopback and narrated step by step.
+//! `netecho lab` without a scenario: the classic walkthrough of a TCP
+//! connection's life, run live on loopback and narrated step by step.
 //!
 //! It starts a `fork` server (this same executable, `serve --listen
 //! 127.0.0.1:0 --model fork`) and a client (`client`), and watches them
@@ -17,7 +17,6 @@ use std::os::fd::AsFd;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use clap::Args;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
@@ -34,19 +33,15 @@ use crate::watch::{Watcher, format_addr, format_owners, state_word};
 
 /// How long to wait for the server's `listening` line, the echo, or a
 /// process to exit before the lab gives up on that step.
-const STEP_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often sockets are polled while a step is watched (as `watch
 /// --interval 10`).
-const POLL: Duration = Duration::from_millis(10);
+pub(super) const POLL: Duration = Duration::from_millis(10);
 /// How long each step watches after acting, to catch the segments and
 /// state changes it caused.
 const SETTLE: Duration = Duration::from_millis(400);
 /// The line the lab sends through the echo server.
 const LINE: &str = "hello, lab";
-
-/// Options of `netecho lab` (none yet: the lab picks its own free port).
-#[derive(Debug, Args)]
-pub(crate) struct Opt {}
 
 /// Processes the lab started; killed if the lab ends early, so nothing is
 /// left behind.
@@ -73,7 +68,7 @@ impl Drop for Kids {
 }
 
 /// Runs the walkthrough.
-pub(crate) fn run(_opt: Opt) -> Result<()> {
+pub(super) fn run() -> Result<()> {
     stop::install().map_err(Error::io("installing the SIGINT/SIGTERM handler"))?;
     let exe = std::env::current_exe().map_err(Error::io("finding this executable"))?;
     let mut kids = Kids::default();
@@ -280,7 +275,7 @@ pub(crate) fn run(_opt: Opt) -> Result<()> {
 }
 
 /// Prints a step header and its explanation.
-fn step(n: u32, title: &str, text: &str) {
+pub(super) fn step(n: u32, title: &str, text: &str) {
     emit("");
     emit(&format!("== step {n}: {title} =="));
     for l in wrap(text, 78) {
@@ -289,13 +284,13 @@ fn step(n: u32, title: &str, text: &str) {
 }
 
 /// Prints one line of live data, indented under the explanation.
-fn say(s: &str) {
+pub(super) fn say(s: &str) {
     emit(&format!("  {s}"));
 }
 
 /// Writes one line to stdout. A closed stdout (`netecho lab | head`) ends
 /// the walkthrough quietly, as Ctrl-C would, instead of failing mid-step.
-fn emit(line: &str) {
+pub(super) fn emit(line: &str) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
@@ -384,7 +379,11 @@ fn show_info(pid: i32, info: &ProcInfo, role: &str) {
 
 /// Polls the socket table every [`POLL`] and the capture in between for
 /// `how_long`, printing what each sees as it comes.
-fn observe(w: &mut Watcher, mut t: Option<&mut Tracer>, how_long: Duration) -> Result<()> {
+pub(super) fn observe(
+    w: &mut Watcher,
+    mut t: Option<&mut Tracer>,
+    how_long: Duration,
+) -> Result<()> {
     let end = Instant::now() + how_long;
     while Instant::now() < end && !stop::requested() {
         if let Some(t) = t.as_deref_mut() {
@@ -402,7 +401,8 @@ fn observe(w: &mut Watcher, mut t: Option<&mut Tracer>, how_long: Duration) -> R
 }
 
 /// Makes a zombie and shows it, then reaps it and shows it gone.
-fn zombie_demo() -> Result<()> {
+/// Returns whether the child was seen as a zombie and then gone.
+pub(super) fn zombie_demo() -> Result<(bool, bool)> {
     // SAFETY: the child only calls `_exit`, which is async-signal-safe, so
     // it is sound even if another thread held a lock at the fork.
     let child = match unsafe { fork() } {
@@ -424,7 +424,9 @@ fn zombie_demo() -> Result<()> {
         info = procs::proc_info(pid);
     }
     std::thread::sleep(Duration::from_millis(200));
-    match procs::proc_info(pid) {
+    let info = procs::proc_info(pid);
+    let was_zombie = info.as_ref().is_some_and(|i| i.state == 'Z');
+    match info {
         Some(i) if i.state == 'Z' => say(&format!(
             "200 ms later, /proc/{pid}/stat says state {}: ZOMBIE (exited, parent {} has not reaped it)",
             i.state, i.ppid
@@ -434,15 +436,16 @@ fn zombie_demo() -> Result<()> {
     }
     let status = waitpid(child, None).map_err(|e| Error::io("reaping the zombie")(e.into()))?;
     say(&format!("waitpid({pid}) returned {status:?}"));
-    match procs::proc_info(pid) {
+    let after = procs::proc_info(pid);
+    match &after {
         None => say(&format!("/proc/{pid} is gone: reaped, nothing left")),
         Some(i) => say(&format!("/proc/{pid} still there, state {}", i.state)),
     }
-    Ok(())
+    Ok((was_zombie, after.is_none()))
 }
 
 /// Reads one line from a child's stdout, waiting at most `timeout`.
-fn read_line(from: &mut ChildStdout, timeout: Duration) -> Option<String> {
+pub(super) fn read_line(from: &mut ChildStdout, timeout: Duration) -> Option<String> {
     let deadline = Instant::now() + timeout;
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
@@ -472,7 +475,7 @@ fn read_line(from: &mut ChildStdout, timeout: Duration) -> Option<String> {
 }
 
 /// Waits (bounded) for a child to exit; kills it past the timeout.
-fn wait_exit(child: Option<&mut Child>, timeout: Duration) -> Result<String> {
+pub(super) fn wait_exit(child: Option<&mut Child>, timeout: Duration) -> Result<String> {
     let Some(child) = child else {
         return Ok("not running".into());
     };
