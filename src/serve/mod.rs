@@ -262,14 +262,14 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
     }
     // TLS files are read and checked before anything binds: a bad one is
     // one line and a non-zero exit, with no port ever opened.
-    let tls = load_tls(&opt)?;
-    let model = resolve_for_tls(opt.model, tls.is_some());
-    if tls.is_some() && model == Model::Uring {
+    if !opt.tls_listen.is_empty() && opt.model == Model::Uring {
         return Err(Error::InvalidOption(
             "--model uring serves no TLS yet: use --model epoll, tokio or auto with --tls-listen"
                 .into(),
         ));
     }
+    let tls = load_tls(&opt)?;
+    let model = resolve_for_tls(opt.model, tls.is_some());
     let workers = opt.workers.unwrap_or_else(default_workers);
     let max_conns = opt.max_conns.unwrap_or_else(|| model.default_max_conns());
     if opt.min_spare > opt.max_spare {

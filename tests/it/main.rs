@@ -21,6 +21,7 @@ mod regressions;
 mod serve;
 mod serve_cli;
 mod service;
+mod tls;
 mod trace;
 mod uring;
 mod watch;

@@ -446,6 +446,7 @@ mod tests {
         let mut sent = 0;
         let mut back = Vec::new();
         let mut closed_by_client = false;
+        let mut close_notify_seen = false;
         for _ in 0..1_000_000 {
             // The client: push some plaintext, its ciphertext to the pipe.
             if !client.is_handshaking() && sent < data.len() {
@@ -473,23 +474,25 @@ mod tests {
             );
             // The client reads what came back.
             let incoming: Vec<u8> = pipe.to_client.drain(..).collect();
-            if !incoming.is_empty() {
-                let mut rd = &incoming[..];
-                while !rd.is_empty() {
-                    client.read_tls(&mut rd).unwrap();
-                    client.process_new_packets().unwrap();
-                }
-            }
-            loop {
+            let mut rd = &incoming[..];
+            while !rd.is_empty() {
+                client.read_tls(&mut rd).unwrap();
+                client.process_new_packets().unwrap();
+                // Drained after each record batch, as rustls requires.
                 let mut chunk = [0u8; 4096];
-                match client.reader().read(&mut chunk) {
-                    Ok(0) => break,
-                    Ok(n) => back.extend_from_slice(&chunk[..n]),
-                    Err(_) => break,
+                while let Ok(n) = client.reader().read(&mut chunk) {
+                    if n == 0 {
+                        close_notify_seen = true;
+                        break;
+                    }
+                    back.extend_from_slice(&chunk[..n]);
                 }
             }
             if let Turn::Close(end) = turn {
-                assert!(pipe.server_fin || end != End::Fin, "Fin without our FIN");
+                if end == End::Fin {
+                    assert!(pipe.server_fin, "Fin without our FIN");
+                    assert!(close_notify_seen, "Fin without our close_notify");
+                }
                 return (back, end);
             }
         }
