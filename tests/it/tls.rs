@@ -452,3 +452,48 @@ fn each_bad_tls_input_is_one_line_and_nothing_binds() {
     assert!(run.stderr.contains("need --tls-listen"), "{}", run.stderr);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `--max-conns` counts TLS clients from their accept, before any
+/// handshake: over the limit one is closed at once, and served again once
+/// a place is free.
+#[test]
+fn max_conns_holds_for_tls_clients() {
+    if !python_ssl("max_conns") {
+        return;
+    }
+    let server = Server::start(
+        "epoll",
+        &[
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--max-conns",
+            "1",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+    );
+    let addr = tls_addr(&server);
+    let held = util::connect(addr);
+    assert!(
+        util::eventually(Duration::from_secs(5), || metric(
+            &server,
+            "netecho_connections_active"
+        ) == Some(1)),
+        "the first client was not admitted"
+    );
+    let mut over = util::connect(addr);
+    assert!(
+        closed_within(&mut over, Duration::from_secs(5)),
+        "a TLS client over --max-conns was not closed"
+    );
+    drop(held);
+    assert!(util::eventually(Duration::from_secs(5), || metric(
+        &server,
+        "netecho_connections_active"
+    ) == Some(0)));
+    let dir = scratch("max-conns");
+    let payload = dir.join("payload");
+    std::fs::write(&payload, b"after the limit").unwrap();
+    python_echo(addr, &payload, &[]);
+    let _ = std::fs::remove_dir_all(dir);
+}

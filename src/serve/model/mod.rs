@@ -9,6 +9,10 @@
 //! - event loops that drive [`super::conn::Conn`], the connection core:
 //!   [`epoll`] (mio readiness), [`tokio`] (async tasks), [`uring`]
 //!   (io_uring completions).
+//!
+//! A client of a `--tls-listen` socket goes through the TLS layer
+//! ([`super::tls::conn::TlsConn`]) over the same core, in every model but
+//! `uring` (not yet: `auto` picks `epoll` then).
 
 pub mod epoll;
 pub mod fork;
