@@ -497,3 +497,47 @@ fn max_conns_holds_for_tls_clients() {
     python_echo(addr, &payload, &[]);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A TLS client that sends and never reads is closed after
+/// `--stall-timeout`, as a TCP one is, and counted as a stall.
+fn stall(model: &str) {
+    if !python_ssl("stall") {
+        return;
+    }
+    let server = Server::start(
+        model,
+        &[
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--stall-timeout",
+            "1",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+    );
+    let port = tls_addr(&server).port().to_string();
+    let line = client(&["noread", "127.0.0.1", &port]);
+    assert!(line.starts_with("closed"), "{model}: {line}");
+    let sample = "netecho_connections_closed_total{reason=\"stall\"}";
+    assert!(
+        util::eventually(Duration::from_secs(5), || metric(&server, sample)
+            == Some(1)),
+        "{model}: not counted as a stall: {:?}",
+        metric(&server, sample)
+    );
+}
+
+#[test]
+fn a_tls_client_that_never_reads_is_closed_as_a_stall_epoll() {
+    stall("epoll");
+}
+
+#[test]
+fn a_tls_client_that_never_reads_is_closed_as_a_stall_thread() {
+    stall("thread");
+}
+
+#[test]
+fn a_tls_client_that_never_reads_is_closed_as_a_stall_tokio() {
+    stall("tokio");
+}

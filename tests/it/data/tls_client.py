@@ -8,6 +8,9 @@
     tls_client.py refused HOST PORT [--ca CA] [--cert C --key K]
         expects the server to refuse the client (mutual TLS): prints
         "refused <why>" or "accepted".
+    tls_client.py noread HOST PORT
+        sends without ever reading, for up to 20 s: the server must close
+        the connection (--stall-timeout). Prints "closed <why>".
 Any other outcome prints a line starting with "FAIL" and exits 1.
 """
 import hashlib
@@ -94,10 +97,30 @@ def refused(host, port, args):
     return 0
 
 
+def noread(host, port, args):
+    import time
+    s = connect(host, port, args)
+    chunk = b"s" * 65536
+    deadline = time.monotonic() + TIMEOUT
+    s.settimeout(1)
+    while time.monotonic() < deadline:
+        try:
+            s.send(chunk)
+        except (socket.timeout, ssl.SSLWantWriteError):
+            continue
+        except (OSError, ssl.SSLError) as e:
+            print(f"closed {type(e).__name__}")
+            return 0
+    print("FAIL still open after 20 s")
+    return 1
+
+
 def main():
     mode, host, port = sys.argv[1:4]
     if mode == "echo":
         return echo(host, port, sys.argv[4], sys.argv[5:])
+    if mode == "noread":
+        return noread(host, port, sys.argv[4:])
     if mode == "refused":
         return refused(host, port, sys.argv[4:])
     print(f"FAIL unknown mode {mode}")
