@@ -16,6 +16,18 @@ use crate::util::{self, MIB, Server};
 /// The Python client, next to this file.
 const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/data/tls_client.py");
 
+/// True when python3 with its ssl module can run, and `model` on this
+/// kernel (uring may be refused); otherwise says SKIPPED.
+fn usable(test: &str, model: &str) -> bool {
+    if model == "uring"
+        && let Err(why) = netecho::serve::uring::probe()
+    {
+        eprintln!("SKIPPED: {test}: io_uring unusable here: {why}");
+        return false;
+    }
+    python_ssl(test)
+}
+
 /// True when python3 with its ssl module can run; otherwise says SKIPPED.
 fn python_ssl(test: &str) -> bool {
     let ok = Command::new("python3")
@@ -72,7 +84,7 @@ fn python_echo(addr: SocketAddr, payload: &Path, extra: &[&str]) -> String {
 /// 5 MiB through a model's TLS port, byte-identical, TLS 1.3 and then 1.2,
 /// the plain port still echoing beside it.
 fn five_mib(model: &str) {
-    if !python_ssl("five_mib") {
+    if !usable("five_mib", model) {
         return;
     }
     let _heavy = util::heavy();
@@ -110,23 +122,8 @@ macro_rules! tls_models {
 }
 
 tls_models!(
-    iterative, fork, prefork, thread, prethread, epoll, tokio, auto
+    iterative, fork, prefork, thread, prethread, epoll, tokio, uring, auto
 );
-
-/// `--model uring` cannot serve TLS yet: refused in one line, nothing bound.
-#[test]
-fn uring_with_tls_is_refused_in_one_line() {
-    let run = util::assert_refused(
-        &["serve", "--model", "uring", "--tls-listen", "127.0.0.1:0"],
-        Duration::from_secs(10),
-    );
-    assert!(run.stderr.contains("uring"), "{}", run.stderr);
-    assert!(
-        run.stdout.is_empty(),
-        "bound anyway: {:?}",
-        run.stdout_str()
-    );
-}
 
 /// Reads until the server closes, or fails the test after `within`.
 fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
@@ -158,7 +155,7 @@ fn metric(server: &Server, sample: &str) -> Option<u64> {
 /// Plaintext on the TLS port and a client that never speaks are closed
 /// and counted, while a TLS client in the middle of them is served.
 fn hostile(model: &str) {
-    if !python_ssl("hostile") {
+    if !usable("hostile", model) {
         return;
     }
     let server = Server::start(
@@ -220,6 +217,11 @@ fn hostile_clients_are_closed_and_counted_tokio() {
 #[test]
 fn hostile_clients_are_closed_and_counted_fork() {
     hostile("fork");
+}
+
+#[test]
+fn hostile_clients_are_closed_and_counted_uring() {
+    hostile("uring");
 }
 
 /// Certificates made with rcgen: a CA, a server certificate and a client
@@ -501,7 +503,7 @@ fn max_conns_holds_for_tls_clients() {
 /// A TLS client that sends and never reads is closed after
 /// `--stall-timeout`, as a TCP one is, and counted as a stall.
 fn stall(model: &str) {
-    if !python_ssl("stall") {
+    if !usable("stall", model) {
         return;
     }
     let server = Server::start(
@@ -540,4 +542,9 @@ fn a_tls_client_that_never_reads_is_closed_as_a_stall_thread() {
 #[test]
 fn a_tls_client_that_never_reads_is_closed_as_a_stall_tokio() {
     stall("tokio");
+}
+
+#[test]
+fn a_tls_client_that_never_reads_is_closed_as_a_stall_uring() {
+    stall("uring");
 }
