@@ -11,8 +11,8 @@
 //!   (io_uring completions).
 //!
 //! A client of a `--tls-listen` socket goes through the TLS layer
-//! ([`super::tls::conn::TlsConn`]) over the same core, in every model but
-//! `uring` (not yet: `auto` picks `epoll` then).
+//! ([`super::tls::conn::TlsConn`]) over the same core, in every model
+//! (uring with a copying core for those clients: see `uring/tls.rs`).
 
 pub mod epoll;
 pub mod fork;

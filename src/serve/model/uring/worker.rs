@@ -24,7 +24,7 @@ use crate::serve::Ctx;
 use crate::serve::accept::{self, AcceptError};
 use crate::serve::conn::{self as core, End, Next, Store, Timeouts};
 use crate::serve::timers::Timers;
-use crate::serve::tls::conn::TlsConn;
+use crate::serve::tls::conn::{EPROTO, TlsConn};
 
 use super::tls::UringTls;
 
@@ -870,8 +870,9 @@ impl Worker {
             }
         }
         let end = t.end();
-        // A clean end still owes the client our close_notify.
-        let clean = end == Some(End::Fin);
+        // A clean end still owes the client our close_notify, a refused
+        // handshake its alert: both are a few bytes, sent before closing.
+        let clean = matches!(end, Some(End::Fin) | Some(End::Error(EPROTO)));
         if (end.is_none() || clean)
             && c.send == Io::Idle
             && let Some((ptr, len)) = t.next_send()
