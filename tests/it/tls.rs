@@ -548,3 +548,46 @@ fn a_tls_client_that_never_reads_is_closed_as_a_stall_tokio() {
 fn a_tls_client_that_never_reads_is_closed_as_a_stall_uring() {
     stall("uring");
 }
+
+/// SIGTERM with a TLS client held open: cut at `--drain-timeout`, exit 0,
+/// and the client sees the close (every model that forks, threads or
+/// loops, at once).
+#[test]
+fn sigterm_cuts_a_held_tls_client_at_the_drain_timeout() {
+    if !python_ssl("drain") {
+        return;
+    }
+    let models: Vec<&str> = ["fork", "prefork", "thread", "epoll", "tokio", "uring"]
+        .into_iter()
+        .filter(|m| *m != "uring" || netecho::serve::uring::probe().is_ok())
+        .collect();
+    std::thread::scope(|sc| {
+        for model in models {
+            sc.spawn(move || {
+                use std::io::BufRead;
+                let mut server = Server::start(
+                    model,
+                    &["--tls-listen", "127.0.0.1:0", "--drain-timeout", "1"],
+                );
+                let port = tls_addr(&server).port().to_string();
+                let mut py = Command::new("python3")
+                    .args([CLIENT, "hold", "127.0.0.1", &port])
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("python3");
+                let mut lines = std::io::BufReader::new(py.stdout.take().unwrap()).lines();
+                let first = lines.next().and_then(Result::ok).unwrap_or_default();
+                assert_eq!(first, "held", "{model}");
+                server.sigterm();
+                let status = server.wait_exit(Duration::from_secs(10));
+                assert!(
+                    status.is_some_and(|s| s.success()),
+                    "{model}: exit {status:?} after SIGTERM with a TLS client held"
+                );
+                let last = lines.next().and_then(Result::ok).unwrap_or_default();
+                assert!(last.starts_with("closed"), "{model}: {last}");
+                let _ = py.wait();
+            });
+        }
+    });
+}

@@ -11,6 +11,9 @@
     tls_client.py noread HOST PORT
         sends without ever reading, for up to 20 s: the server must close
         the connection (--stall-timeout). Prints "closed <why>".
+    tls_client.py hold HOST PORT
+        echoes one byte, prints "held", then waits for the server to close
+        the connection: prints "closed <how>".
 Any other outcome prints a line starting with "FAIL" and exits 1.
 """
 import hashlib
@@ -115,10 +118,32 @@ def noread(host, port, args):
     return 1
 
 
+def hold(host, port, args):
+    s = connect(host, port, args)
+    s.sendall(b"h")
+    if s.recv(1) != b"h":
+        print("FAIL no echo")
+        return 1
+    print("held", flush=True)
+    s.settimeout(TIMEOUT)
+    try:
+        b = s.recv(16)
+    except socket.timeout:
+        print("FAIL not closed")
+        return 1
+    except (OSError, ssl.SSLError) as e:
+        print(f"closed {type(e).__name__}")
+        return 0
+    print(f"closed {'eof' if b == b'' else repr(b)}")
+    return 0
+
+
 def main():
     mode, host, port = sys.argv[1:4]
     if mode == "echo":
         return echo(host, port, sys.argv[4], sys.argv[5:])
+    if mode == "hold":
+        return hold(host, port, sys.argv[4:])
     if mode == "noread":
         return noread(host, port, sys.argv[4:])
     if mode == "refused":
