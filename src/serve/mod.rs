@@ -267,13 +267,7 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
     // TLS files are read and checked before anything binds: a bad one is
     // one line and a non-zero exit, with no port ever opened.
     let tls = load_tls(&opt)?;
-    let model = resolve_for_tls(opt.model, tls.is_some());
-    if tls.is_some() && model == Model::Uring {
-        return Err(Error::InvalidOption(
-            "--model uring serves no TLS yet: use --model epoll, tokio or auto with --tls-listen"
-                .into(),
-        ));
-    }
+    let model = opt.model.resolve();
     let workers = opt.workers.unwrap_or_else(default_workers);
     let max_conns = opt.max_conns.unwrap_or_else(|| model.default_max_conns());
     if opt.min_spare > opt.max_spare {
@@ -406,18 +400,6 @@ fn load_tls(opt: &ServeOpt) -> Result<Option<tls::Tls>> {
         return Ok(None);
     }
     Ok(Some(tls::Tls::load(&files, opt.tls_handshake_timeout)?))
-}
-
-/// The model to run when TLS listeners exist: every model serves TLS but
-/// `uring`; `auto` then picks `epoll` (one log line), and an explicit
-/// `--model uring` is refused before anything binds.
-fn resolve_for_tls(model: Model, tls: bool) -> Model {
-    let resolved = model.resolve();
-    if tls && model == Model::Auto && resolved == Model::Uring {
-        info!("--tls-listen: --model auto uses epoll (uring serves no TLS yet)");
-        return Model::Epoll;
-    }
-    resolved
 }
 
 /// Hands the bound listeners to the chosen model.

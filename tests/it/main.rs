@@ -23,6 +23,7 @@ mod serve;
 mod serve_cli;
 mod service;
 mod tls_client;
+mod tls;
 mod trace;
 mod uring;
 mod watch;

@@ -3,9 +3,13 @@
 //!
 //! The parent is single-threaded and waits in `poll` on the listeners and the
 //! signal wake-up pipe, so SIGCHLD (reaping), SIGTERM and accept are handled
-//! in one loop and an interrupted call is simply retried. The child runs only
-//! calls that are safe after fork in a process that may hold locks: no
-//! allocation, no logging, just `close`, `recv`, `send`, `shutdown`, `_exit`.
+//! in one loop and an interrupted call is simply retried. The child of a
+//! plain TCP client runs only calls that are safe after fork in a process
+//! that may hold locks: no allocation, no logging, just `close`, `recv`,
+//! `send`, `shutdown`, `_exit`. The child of a TLS client (`--tls-listen`)
+//! allocates and may log (rustls does both): that is safe because the
+//! parent runs no thread at all (UDP and metrics live in the sidecar
+//! process), so no lock can be held by another thread at fork time.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd};

@@ -9,6 +9,10 @@
 //! - event loops that drive [`super::conn::Conn`], the connection core:
 //!   [`epoll`] (mio readiness), [`tokio`] (async tasks), [`uring`]
 //!   (io_uring completions).
+//!
+//! A client of a `--tls-listen` socket goes through the TLS layer
+//! ([`super::tls::conn::TlsConn`]) over the same core, in every model
+//! (uring with a copying core for those clients: see `uring/tls.rs`).
 
 pub mod epoll;
 pub mod fork;

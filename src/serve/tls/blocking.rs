@@ -7,8 +7,9 @@
 //! turn), then the idle timeout for a read and the stall timeout for a
 //! write, exactly as [`crate::serve::echo::prepare`] sets them for TCP.
 //!
-//! Unlike the plain loop this allocates (rustls does), which a forked child
-//! may do: glibc's and musl's `fork` leave malloc usable in the child.
+//! Unlike the plain loop this allocates and may log (rustls does both),
+//! which a forked child may do here: the forking models' parents run no
+//! thread (see `model/fork.rs`), so no lock is held at fork time.
 
 use std::net::TcpStream;
 use std::time::{Duration, Instant};

@@ -158,9 +158,12 @@ impl Tls {
     /// certificate when none are given). Every failure is a [`TlsError`].
     pub(crate) fn load(files: &Files<'_>, handshake_timeout: Duration) -> Result<Tls, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let key = match (files.cert, files.key) {
-            (Some(cert), Some(key)) => load_pair(cert, key, &provider)?,
-            (None, None) => self_signed(&provider)?,
+        // The client CA first: the self-signed certificate is logged only
+        // once everything else is known to be good.
+        let roots = files.client_ca.map(client_roots).transpose()?;
+        let (key, made) = match (files.cert, files.key) {
+            (Some(cert), Some(key)) => (load_pair(cert, key, &provider)?, false),
+            (None, None) => (self_signed(&provider)?, true),
             _ => {
                 return Err(TlsError::Usage(
                     "--tls-cert and --tls-key go together: give both, or neither for a self-signed certificate",
@@ -170,10 +173,8 @@ impl Tls {
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| TlsError::Setup(e.to_string()))?;
-        let builder = match files.client_ca {
-            None => builder.with_no_client_auth(),
-            Some(path) => {
-                let roots = client_roots(path)?;
+        let builder = match (files.client_ca, roots) {
+            (Some(path), Some(roots)) => {
                 let verifier =
                     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                         .build()
@@ -183,7 +184,15 @@ impl Tls {
                         })?;
                 builder.with_client_cert_verifier(verifier)
             }
+            _ => builder.with_no_client_auth(),
         };
+        if made {
+            tracing::info!(
+                sha256 = %fingerprint(&key.cert[0]),
+                names = ?SELF_SIGNED_NAMES,
+                "no --tls-cert: serving a self-signed certificate"
+            );
+        }
         let config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(key)));
         Ok(Tls {
             config: Arc::new(config),
@@ -280,8 +289,8 @@ fn load_pair(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<Certi
 }
 
 /// A certificate for this machine's loopback names, made now, so that
-/// `netecho serve --tls-listen 127.0.0.1:6667` works with no files. Its
-/// fingerprint is logged so a client can pin it.
+/// `netecho serve --tls-listen 127.0.0.1:6667` works with no files.
+/// [`Tls::load`] logs its fingerprint so a client can pin it.
 fn self_signed(provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
     let names: Vec<String> = SELF_SIGNED_NAMES.iter().map(|s| s.to_string()).collect();
     let made =
@@ -292,11 +301,6 @@ fn self_signed(provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
         .key_provider
         .load_private_key(key)
         .map_err(|e| TlsError::Setup(e.to_string()))?;
-    tracing::info!(
-        sha256 = %fingerprint(&cert),
-        names = ?SELF_SIGNED_NAMES,
-        "no --tls-cert: serving a self-signed certificate"
-    );
     Ok(CertifiedKey::new(vec![cert], signing))
 }
 

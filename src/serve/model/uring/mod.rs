@@ -62,6 +62,7 @@
 mod bufs;
 mod op;
 mod ring;
+mod tls;
 mod worker;
 
 use std::io;

@@ -24,6 +24,9 @@ use crate::serve::Ctx;
 use crate::serve::accept::{self, AcceptError};
 use crate::serve::conn::{self as core, End, Next, Store, Timeouts};
 use crate::serve::timers::Timers;
+use crate::serve::tls::conn::{EPROTO, TlsConn};
+
+use super::tls::UringTls;
 
 /// Where one request of a connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +156,9 @@ struct Conn {
     /// The client's address, kept only when `--max-conns-per-ip` needs it
     /// back at release (finding it costs a system call per connection).
     peer: Option<SocketAddr>,
+    /// A TLS client: its own copying core and buffers ([`super::tls`]);
+    /// `core` above then stays empty.
+    tls: Option<Box<UringTls>>,
 }
 
 /// A connection slot; the generation tells a late completion for a former
@@ -169,6 +175,8 @@ struct Listener {
     armed: bool,
     /// Accepting is paused (EMFILE...) until then.
     resume_at: Option<Instant>,
+    /// A `--tls-listen` socket.
+    tls: bool,
 }
 
 /// One worker's ring and everything in flight on it.
@@ -205,6 +213,9 @@ pub(super) struct Worker {
     timeouts: Timeouts,
     /// The stop flag was seen: accepts are cancelled and never re-armed.
     stopping: bool,
+    /// Plaintext scratch for the TLS connections' turns (empty without
+    /// `--tls-listen`).
+    scratch: Box<[u8]>,
 }
 
 impl Worker {
@@ -222,6 +233,10 @@ impl Worker {
             listeners: socks
                 .into_iter()
                 .map(|sock| Listener {
+                    tls: ctx
+                        .tls
+                        .as_ref()
+                        .is_some_and(|t| sock.local_addr().is_ok_and(|a| t.matches(a))),
                     sock,
                     armed: false,
                     resume_at: None,
@@ -241,6 +256,10 @@ impl Worker {
             timers: Timers::default(),
             timeouts: ctx.timeouts(),
             stopping: false,
+            scratch: match ctx.tls {
+                Some(_) => vec![0u8; crate::serve::echo::BUF_SIZE].into_boxed_slice(),
+                None => Box::default(),
+            },
         })
     }
 
@@ -441,7 +460,8 @@ impl Worker {
             // SAFETY: a non-negative accept result is a descriptor the kernel
             // just installed for this process; nothing else owns it.
             let fd = unsafe { OwnedFd::from_raw_fd(res) };
-            self.admit(fd);
+            let tls = self.listeners[i].tls;
+            self.admit(fd, tls);
         } else {
             let errno = -res;
             let pause = match errno {
@@ -475,7 +495,7 @@ impl Worker {
 
     /// Takes an accepted descriptor under `--max-conns` (and
     /// `--max-conns-per-ip`) and starts serving it.
-    fn admit(&mut self, fd: OwnedFd) {
+    fn admit(&mut self, fd: OwnedFd, tls: bool) {
         let ctx = self.ctx;
         // A multishot accept gives no address: ask for it only when the
         // per-address limit needs it.
@@ -508,8 +528,24 @@ impl Worker {
             }
             return;
         }
+        let tls = match ctx.tls.as_ref().filter(|_| tls) {
+            None => None,
+            Some(t) => match TlsConn::new(&t.config, self.now, t.handshake_timeout) {
+                Ok(c) => Some(Box::new(UringTls::new(c, self.now))),
+                Err(e) => {
+                    warn!("cannot start a TLS session: {e}");
+                    drop(fd);
+                    ctx.stats.count_end(End::from_io(&e));
+                    match peer {
+                        Some(p) => ctx.release(&p),
+                        None => ctx.stats.release(),
+                    }
+                    return;
+                }
+            },
+        };
         if tracing::enabled!(tracing::Level::DEBUG) {
-            debug!(peer = ?peer_of(&fd), "connection open");
+            debug!(peer = ?peer_of(&fd), tls = tls.is_some(), "connection open");
         }
         let conn = Conn {
             fd,
@@ -521,6 +557,7 @@ impl Worker {
             caught_up: false,
             armed: None,
             peer,
+            tls,
         };
         let slot = match self.free_slots.pop() {
             Some(s) => s,
@@ -565,6 +602,23 @@ impl Worker {
         };
         if !more {
             c.recv = Io::Idle;
+        }
+        if let Some(t) = c.tls.as_mut() {
+            // A TLS receive uses the connection's own buffer, never the ring.
+            match res {
+                n if n > 0 => t.received(n as usize),
+                0 => t.fin = true,
+                // Our cancel, or a signal: `progress` decides what next.
+                e if -e == libc::ECANCELED || -e == libc::EINTR => {}
+                e => {
+                    t.core.on_error(&io::Error::from_raw_os_error(-e));
+                }
+            }
+            if let Some(b) = bid {
+                self.pool.put(b);
+            }
+            self.progress(slot);
+            return;
         }
         let mut spare = None;
         match res {
@@ -625,6 +679,18 @@ impl Worker {
             return;
         };
         c.send = Io::Idle;
+        if let Some(t) = c.tls.as_mut() {
+            match res {
+                n if n > 0 => t.on_sent(n as usize),
+                0 => t.core.fail(End::Error(libc::EIO)),
+                e if -e == libc::ECANCELED || -e == libc::EINTR => {}
+                e => {
+                    t.core.on_error(&io::Error::from_raw_os_error(-e));
+                }
+            }
+            self.progress(slot);
+            return;
+        }
         match res {
             n if n > 0 => {
                 stats.bytes.add(n as u64);
@@ -652,6 +718,15 @@ impl Worker {
     /// core asks (send what is held, read or pause reading, send our FIN,
     /// close) with io_uring requests, then files its next deadline.
     fn progress(&mut self, slot: usize) {
+        if self
+            .slots
+            .get(slot)
+            .and_then(|s| s.conn.as_ref())
+            .is_some_and(|c| c.tls.is_some())
+        {
+            self.progress_tls(slot);
+            return;
+        }
         let held_cap = self.held_cap;
         let buf_size = self.pool.size;
         let buffers_back = self.pool.free > 0;
@@ -758,6 +833,98 @@ impl Worker {
         }
     }
 
+    /// [`Worker::progress`] for a TLS client: runs the TLS layer over what
+    /// arrived, then submits the send of its ciphertext and the next
+    /// receive; when the core has ended, sends what is left of a clean end
+    /// (our close_notify), shuts writing down, and closes once nothing of
+    /// it is in the kernel.
+    fn progress_tls(&mut self, slot: usize) {
+        let Worker {
+            ring,
+            backlog,
+            inflight,
+            slots,
+            timers,
+            timeouts,
+            ctx,
+            now,
+            scratch,
+            ..
+        } = self;
+        let Some(s) = slots.get_mut(slot) else {
+            return;
+        };
+        let generation = s.generation;
+        let Some(c) = s.conn.as_mut() else {
+            return;
+        };
+        let fd = c.fd.as_raw_fd();
+        let Some(t) = c.tls.as_mut() else {
+            return;
+        };
+        let mut push = |entry| enqueue(ring, backlog, inflight, entry);
+        if t.end().is_none() {
+            let bytes = t.run(*now, scratch);
+            if bytes > 0 {
+                ctx.stats.bytes.add(bytes);
+            }
+        }
+        let end = t.end();
+        // A clean end still owes the client our close_notify, a refused
+        // handshake its alert: both are a few bytes, sent before closing.
+        let clean = matches!(end, Some(End::Fin) | Some(End::Error(EPROTO)));
+        if (end.is_none() || clean)
+            && c.send == Io::Idle
+            && let Some((ptr, len)) = t.next_send()
+        {
+            // `ptr` points into `t.sending`, which is left alone until
+            // this send completes (see `super::tls`).
+            push(
+                opcode::Send::new(Fd(fd), ptr, len)
+                    .flags(libc::MSG_NOSIGNAL)
+                    .build()
+                    .user_data(Op::Send(slot, generation).encode()),
+            );
+            c.send = Io::Busy;
+        }
+        let Some(end) = end else {
+            if t.wants_read && !t.fin && c.recv == Io::Idle {
+                // The buffer lives in the connection until it is closed,
+                // which waits for this receive to complete.
+                push(
+                    opcode::Recv::new(Fd(fd), t.rbuf.as_mut_ptr(), super::tls::RECV_BUF as u32)
+                        .build()
+                        .user_data(Op::Recv(slot, generation).encode()),
+                );
+                c.recv = Io::Busy;
+            }
+            if let Some(at) = t.deadline(timeouts) {
+                timers.file(&mut c.armed, at, (slot, generation));
+            }
+            return;
+        };
+        if clean && !(t.flushed() && c.send == Io::Idle) {
+            // The close_notify is still going out: its send completes.
+            return;
+        }
+        if clean && t.shut_wanted {
+            t.shut_wanted = false;
+            // ENOTCONN (the client reset meanwhile) changes nothing now.
+            let _ = shutdown(fd, Shutdown::Write);
+        }
+        if c.recv == Io::Busy {
+            push(cancel_entry(Op::Recv(slot, generation)));
+            c.recv = Io::Cancelling;
+        }
+        if c.send == Io::Busy {
+            push(cancel_entry(Op::Send(slot, generation)));
+            c.send = Io::Cancelling;
+        }
+        if c.recv == Io::Idle && c.send == Io::Idle {
+            self.close(slot, end);
+        }
+    }
+
     /// Closes a connection with nothing in flight, gives its buffers back
     /// to the ring, and frees its `--max-conns` slot after the close (so a
     /// drain that sees no active connection knows every FIN is out).
@@ -782,6 +949,9 @@ impl Worker {
             self.pool.put(b);
         }
         self.ctx.stats.count_end(end);
+        if let Some(f) = conn.tls.as_ref().and_then(|t| t.tls.failure()) {
+            f.count(self.ctx.stats);
+        }
         if tracing::enabled!(tracing::Level::DEBUG) {
             debug!(peer = ?peer_of(&conn.fd), %end, "connection closed");
         }
@@ -810,7 +980,14 @@ impl Worker {
                 continue;
             }
             c.armed = None;
-            c.core.on_timer(now, &timeouts);
+            match c.tls.as_mut() {
+                Some(t) => {
+                    t.tls.on_timer(&mut t.core, now, &timeouts);
+                }
+                None => {
+                    c.core.on_timer(now, &timeouts);
+                }
+            }
             // Closes it if it expired; otherwise files its new deadline.
             self.progress(slot);
         }
@@ -844,6 +1021,9 @@ impl Worker {
         for slot in 0..self.slots.len() {
             if let Some(c) = self.slots[slot].conn.as_mut() {
                 c.core.stop();
+                if let Some(t) = c.tls.as_mut() {
+                    t.core.stop();
+                }
                 self.progress(slot);
             }
         }
