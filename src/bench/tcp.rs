@@ -228,7 +228,8 @@ impl Worker<'_> {
             }
             // In the closed loop a request cut off by the end was never
             // late; in the open loop it was due and is owed an answer.
-            let open = self.plan.interval.is_some();
+            // So is `--hold`'s one echo per connection.
+            let open = self.plan.interval.is_some() || self.plan.settings.hold;
             if open && matches!(c.state, State::Busy | State::Connecting) && c.record {
                 self.tally.unfinished += 1;
             }

@@ -247,6 +247,16 @@ mod tests {
             assert_eq!(peer.ip(), s.pick(id));
             assert_eq!(c.local_addr().unwrap(), peer);
         }
+        // IPv6 the same way, where the machine has it.
+        if let Ok(l6) = std::net::TcpListener::bind("[::1]:0") {
+            let six = parse("::1").unwrap();
+            let c = six
+                .connect(0, l6.local_addr().unwrap(), Duration::from_secs(2))
+                .unwrap();
+            let (_, peer) = l6.accept().unwrap();
+            assert_eq!(c.local_addr().unwrap(), peer);
+            assert!(peer.is_ipv6());
+        }
         // An address this machine does not have: the bind says so.
         let far = parse("192.0.2.1").unwrap();
         let e = far.connect(0, addr, Duration::from_secs(1)).unwrap_err();

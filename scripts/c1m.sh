@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# C1M on one machine: a million idle TCP connections to one netecho server,
+# per server model, and what they cost.
+#
+# For each model (auto, epoll, uring, tokio by default) it starts
+# `netecho serve` in a network namespace of its own making, opens CONNS
+# connections with `netecho bench --hold` (each echoes once, then stays
+# idle) spread over loopback source addresses with --source-addrs, holds
+# them HOLD seconds, probes a sample with a second, open-loop bench while
+# all are held, and reports:
+#   open/s     connections opened per second (bench's sequential connects)
+#   pss B/conn server user-space memory per connection: the growth of the
+#              server's PSS (/proc/PID/smaps_rollup) over its idle baseline
+#   slab B/sock kernel memory per socket (each connection is two sockets,
+#              both on this machine): growth of Slab in /proc/meminfo
+#   tcp pages  TCP buffer memory in pages (/proc/net/sockstat "mem")
+#   probe p99  p99 of a probe echo (10 connections, 1,000 req/s, 5 s)
+#              while all connections are held
+#
+# Root only; loopback only. What is per namespace (the ephemeral port range,
+# the listen backlog) is set in the namespace and goes with it; what is
+# global (fs.nr_open, fs.file-max) is raised and restored on exit, by a trap.
+# Every step is bounded in time. If CONNS connections (two sockets each, on
+# both ends) would not fit in the memory available, CONNS is scaled down
+# and the report says so.
+#
+# usage: sudo scripts/c1m.sh [CONNS] [HOLD_SECS]
+# env:   MODELS (default "auto epoll uring tokio"), NETECHO (binary, default
+#        target/release/netecho, built if missing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+conns=${1:-1000000}
+hold=${2:-20}
+models=${MODELS:-auto epoll uring tokio}
+netecho=$(realpath -m "${NETECHO:-target/release/netecho}")
+ns=netecho-c1m-$$
+# Kernel memory a connection costs, both sockets, with margin (measured
+# ~7 KiB): used only to decide whether CONNS fits.
+per_conn_kib=10
+# Connections per source address: well under the 64,512 ports of the range
+# below, so connect() finds a free port at once.
+per_source=25000
+
+die() { echo "c1m: $*" >&2; exit 1; }
+[[ $(id -u) == 0 ]] || die "needs root (namespaces, sysctls, descriptor limits)"
+command -v ip >/dev/null || die "needs ip (iproute2)"
+[[ -x $netecho ]] || cargo build --release --quiet
+
+avail_kib=$(awk '/^MemAvailable:/ {print $2}' /proc/meminfo)
+fit=$(( avail_kib * 6 / 10 / per_conn_kib ))
+scaled=""
+if (( conns > fit )); then
+    scaled="scaled from $conns to $fit: $((avail_kib / 1024)) MiB available"
+    conns=$fit
+    echo "c1m: $scaled" >&2
+fi
+
+nr_open_was=$(cat /proc/sys/fs/nr_open)
+file_max_was=$(cat /proc/sys/fs/file-max)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    ip netns del "$ns" 2>/dev/null || true
+    echo "$nr_open_was" > /proc/sys/fs/nr_open
+    echo "$file_max_was" > /proc/sys/fs/file-max
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+limit=$(( conns + 100000 ))
+(( limit > nr_open_was )) && echo "$limit" > /proc/sys/fs/nr_open
+(( 2 * limit > file_max_was )) && echo $(( 2 * limit )) > /proc/sys/fs/file-max
+if ! (ulimit -n "$limit") 2>/dev/null; then
+    # Raising the hard limit needs CAP_SYS_RESOURCE, which a container may
+    # withhold even from root: one server process then holds at most that.
+    hard=$(ulimit -Hn)
+    limit=$hard
+    conns=$(( hard - 1000 ))
+    why="no CAP_SYS_RESOURCE to raise the hard descriptor limit of $hard"
+    scaled="${scaled:+$scaled; }scaled to $conns: $why"
+    echo "c1m: $why: scaled to $conns connections" >&2
+fi
+
+ip netns add "$ns"
+in_ns() { ip netns exec "$ns" "$@"; }
+in_ns ip link set lo up
+in_ns sysctl -qw net.ipv4.ip_local_port_range="1024 65535"
+in_ns sysctl -qw net.core.somaxconn=65535 net.ipv4.tcp_max_syn_backlog=65535
+
+# At least 4 source addresses, so even a scaled run goes through them.
+sources=$(( (conns + per_source - 1) / per_source ))
+(( sources >= 4 )) || sources=4
+(( sources <= 250 )) || die "CONNS too large for 127.0.0.2-127.0.0.251"
+src="127.0.0.2-127.0.0.$((1 + sources))"
+
+kib() { awk -v k="$2" '$1 == k":" {print $2}' "$1"; }
+slab_kib() { awk '/^Slab:/ {print $2}' /proc/meminfo; }
+tcp_mem() { in_ns awk '/^TCP:/ {for (i = 1; i < NF; i++) if ($i == "mem") print $(i+1)}' /proc/net/sockstat; }
+json() { python3 -c 'import json,sys; print(json.loads(sys.stdin.readlines()[-1])[sys.argv[1]])' "$1"; }
+
+echo "# $(date -u '+%F %H:%M UTC'), $(uname -r), $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+echo "# $conns connections over $src, held $hold s${scaled:+ ($scaled)}"
+printf '%-6s %9s %9s %9s %11s %12s %10s %11s\n' \
+    model conns open_s open/s "pss B/conn" "slab B/sock" "tcp pages" "probe p99"
+port=7000
+work=$(mktemp -d)
+for model in $models; do
+    port=$((port + 1))  # a fresh port: no clash with the last run's TIME_WAIT
+    in_ns bash -c "ulimit -n $limit; exec $netecho serve -m $model -l 127.0.0.1:$port \
+        --max-conns $((conns + 1000)) --idle-timeout 0 --stall-timeout 0" \
+        > "$work/serve.out" 2> "$work/serve.err" &
+    pids=($!)
+    for _ in $(seq 100); do grep -q "listening tcp" "$work/serve.out" && break; sleep 0.1; done
+    grep -q "listening tcp" "$work/serve.out" || die "$model: serve did not start: $(cat "$work/serve.err")"
+    # `ip netns exec` execs, so $! is the server itself.
+    spid=${pids[0]}
+    sleep 0.5
+    pss0=$(kib "/proc/$spid/smaps_rollup" Pss)
+    slab0=$(slab_kib)
+
+    in_ns bash -c "ulimit -n $limit; exec timeout $((hold + 900)) $netecho bench 127.0.0.1:$port \
+        --hold -c $conns -d $hold --source-addrs $src --connect-timeout 10 --json" \
+        > "$work/hold.out" 2> "$work/hold.err" &
+    pids+=($!)
+    for _ in $(seq 9000); do
+        grep -q "open in" "$work/hold.err" && break
+        kill -0 "${pids[1]}" 2>/dev/null || break
+        sleep 0.1
+    done
+    grep -q "open in" "$work/hold.err" || die "$model: connections did not open: $(tail -3 "$work/hold.err")"
+    open_s=$(sed -n 's/.* open in \([0-9.]*\) s.*/\1/p' "$work/hold.err")
+    # Every connection accepted (a descriptor each), then a moment for the
+    # first echoes to come back and the server to settle.
+    for _ in $(seq 600); do
+        (( $(ls "/proc/$spid/fd" | wc -l) >= conns )) && break; sleep 0.5
+    done
+    sleep 2
+    pss1=$(kib "/proc/$spid/smaps_rollup" Pss)
+    slab1=$(slab_kib)
+    mem=$(tcp_mem)
+    in_ns timeout 60 "$netecho" bench "127.0.0.1:$port" -c 10 --rate 1000 -d 5 --warmup 0.5 --json \
+        > "$work/probe.out" 2> "$work/probe.err" || die "$model: probe failed: $(cat "$work/probe.err")"
+    p99=$(json p99_us < "$work/probe.out")
+    wait "${pids[1]}" || die "$model: hold run failed: $(tail -3 "$work/hold.err")"
+    held=$(json requests < "$work/hold.out")
+    errors=$(json errors < "$work/hold.out")
+    (( errors == 0 )) || echo "c1m: $model: $errors errors: $(grep -m1 connection "$work/hold.err")" >&2
+    kill "$spid"; wait "$spid" 2>/dev/null || true
+    pids=()
+    awk -v m="$model" -v n="$held" -v t="$open_s" -v p0="$pss0" -v p1="$pss1" \
+        -v s0="$slab0" -v s1="$slab1" -v mem="$mem" -v p99="$p99" 'BEGIN {
+        printf "%-6s %9d %9.3f %9.0f %11.0f %12.0f %10s %8s µs\n", m, n, t, n / t,
+            (p1 - p0) * 1024 / n, (s1 - s0) * 1024 / (2 * n), mem, p99 }'
+    # Let the kernel reap the closed sockets before the next model.
+    for _ in $(seq 300); do
+        (( $(in_ns awk '/^TCP:/ {print $3}' /proc/net/sockstat) < 1000 )) && break; sleep 0.2
+    done
+done
+rm -rf "$work"
