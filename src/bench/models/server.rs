@@ -49,7 +49,7 @@ pub const C_EPOLL: CServer = CServer {
 
 /// The bar for large messages: the same loop moving the bytes socket →
 /// pipe → socket with splice(2), never into user space.
-pub const C_SPLICE: CServer = CServer {
+pub(crate) const C_SPLICE: CServer = CServer {
     name: "c-splice",
     source: "splice_echo.c",
     libs: &[],
