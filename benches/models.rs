@@ -15,11 +15,11 @@
 //! - `NETECHO_BENCH_SECS` (3): measured seconds per cell, after a warm-up of
 //!   min(1 s, that). Ticks are 10 ms, so shorter windows are for development;
 //! - `NETECHO_BENCH_MODELS`: comma list of servers, from the C baselines
-//!   (`c-epoll`), the `netecho serve --model` names (or `all`) and the peers
+//!   (`c-epoll`, `c-splice`), the `netecho serve --model` names (or `all`) and the peers
 //!   `socat`, `ncat`, `xinetd` (default: the C baselines, the eight models
 //!   and the installed peers);
-//! - `NETECHO_BENCH_WORKLOADS`: comma list of `1`–`4` (or `small`, `large`,
-//!   `connect`, `idle`); default all four;
+//! - `NETECHO_BENCH_WORKLOADS`: comma list of `1`–`6` (or `small`, `large`,
+//!   `connect`, `idle`, `many`, `bulk`); default all six;
 //! - `NETECHO_BENCH_REPEAT` (1): runs per cell; the tables show medians.
 //!
 //! The `netecho` under test is the binary cargo builds for benches

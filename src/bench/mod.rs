@@ -37,6 +37,7 @@ pub(crate) mod plan;
 pub(crate) mod procstat;
 pub(crate) mod report;
 pub(crate) mod spawn;
+pub(crate) mod stream;
 pub(crate) mod tcp;
 pub(crate) mod timer;
 pub(crate) mod tls;
@@ -165,6 +166,11 @@ pub(crate) struct Opt {
     #[arg(long, conflicts_with = "new_conn")]
     pub(crate) udp: bool,
 
+    /// Full duplex: each connection writes continuously while it reads its
+    /// echo, every byte checked, for the warm-up and -d; prints MiB/s.
+    #[arg(long, conflicts_with_all = ["models", "new_conn", "udp", "requests", "rate", "hist_out", "size", "tls", "hold", "interval"])]
+    pub(crate) stream: bool,
+
     /// How long a request may wait for its echo before it counts as lost
     /// (UDP) or as an error (TCP). Default: 1 s for UDP, 10 s for TCP.
     #[arg(long, value_name = "SECS", value_parser = parse_secs_nonzero, allow_negative_numbers = true)]
@@ -258,6 +264,12 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
             if opt.udp { "UDP" } else { "TCP" }
         )));
     }
+    if opt.stream && opt.conns > stream::MAX_CONNS {
+        return Err(Error::InvalidOption(format!(
+            "--stream drives at most {} connections (two threads each)",
+            stream::MAX_CONNS
+        )));
+    }
     if let Some(path) = &opt.hist_out {
         // Unwritable is one line now, not after the whole run.
         std::fs::File::create(path)
@@ -329,6 +341,9 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
             report::thousands(streams.len() as u64),
             report::thousands((streams.len() as f64 / secs.max(1e-9)).round() as u64)
         );
+    }
+    if opt.stream {
+        return run_stream(&target, streams, &opt);
     }
     let tls = match connector {
         Some(c) => {
@@ -450,6 +465,43 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
         summary.print_human()?;
     }
     summary.verdict(&plan)
+}
+
+/// `--stream`: drives the connections with [`stream::run`] and prints the
+/// rate; any byte that came back wrong is an error.
+fn run_stream(target: &str, streams: Vec<TcpStream>, opt: &Opt) -> Result<()> {
+    let window = opt.duration.unwrap_or(DEFAULT_DURATION);
+    let conns = streams.len();
+    let out = stream::run(streams, opt.warmup, window)?;
+    if opt.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "target": target,
+                "mode": "stream",
+                "connections": conns,
+                "duration_s": out.secs,
+                "bytes": out.bytes,
+                "mib_per_s": out.mib_per_s(),
+                "mismatches": out.mismatches,
+            })
+        );
+    } else {
+        println!(
+            "stream {target}: {conns} connections, {} MiB echoed and checked in {:.1} s: {:.1} MiB/s, {} mismatches",
+            out.bytes / (1024 * 1024),
+            out.secs,
+            out.mib_per_s(),
+            out.mismatches
+        );
+    }
+    if out.mismatches > 0 {
+        return Err(Error::Measure(format!(
+            "{} connections of {conns} did not get their stream back whole",
+            out.mismatches
+        )));
+    }
+    Ok(())
 }
 
 /// Shows a live progress line on a terminal (none otherwise) and prints the

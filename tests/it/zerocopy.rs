@@ -253,3 +253,23 @@ fn zero_copy_on_falls_back_with_one_line_where_splice_is_refused() {
     assert_eq!(lines, 1, "want one fallback line: {log}");
     assert!(log.contains("zero_copy=Off"), "{log}");
 }
+
+/// `netecho bench --stream` against a spliced server: full duplex on
+/// every connection, every byte checked, bounded by -d.
+#[test]
+fn bench_stream_checks_every_byte_of_a_full_duplex_echo() {
+    let server = Server::start("epoll", &["--workers", "1", "--zero-copy", "on"]);
+    let addr = server.addr().to_string();
+    let run = util::run_to_end(
+        util::netecho(&[
+            "bench", &addr, "--stream", "-c", "3", "-d", "1", "--warmup", "0", "--json",
+        ]),
+        None,
+        Duration::from_secs(30),
+    );
+    assert!(run.success(), "bench --stream failed: {}", run.stderr);
+    let v: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(v["mismatches"], 0, "{v}");
+    assert_eq!(v["connections"], 3, "{v}");
+    assert!(v["bytes"].as_u64().unwrap() > 0, "{v}");
+}

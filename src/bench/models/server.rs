@@ -47,8 +47,16 @@ pub const C_EPOLL: CServer = CServer {
     libs: &[],
 };
 
+/// The bar for large messages: the same loop moving the bytes socket →
+/// pipe → socket with splice(2), never into user space.
+pub(crate) const C_SPLICE: CServer = CServer {
+    name: "c-splice",
+    source: "splice_echo.c",
+    libs: &[],
+};
+
 /// Every C baseline, in table order: a new one is one line here.
-pub const C_SERVERS: &[CServer] = &[C_EPOLL];
+pub const C_SERVERS: &[CServer] = &[C_EPOLL, C_SPLICE];
 
 impl CServer {
     /// The built program's file name in the scratch directory.
@@ -221,7 +229,7 @@ mod tests {
         let e = parse_servers("nope").unwrap_err();
         assert!(
             e.starts_with("unknown model 'nope'; known: all, auto,")
-                && e.ends_with("(or c-epoll, socat, ncat, xinetd)"),
+                && e.ends_with("(or c-epoll, c-splice, socat, ncat, xinetd)"),
             "{e}"
         );
     }

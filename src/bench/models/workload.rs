@@ -6,16 +6,21 @@
 
 use crate::bench::report::thousands;
 
-/// Workload 1's message: one small request, where syscalls dominate.
+/// Workload 1's (and 5's) message: one small request, where syscalls dominate.
 pub const SMALL_MSG: usize = 64;
 /// Workload 2's message: where copying dominates.
 pub const LARGE_MSG: usize = 64 * 1024;
 /// Workload 1's connections, one message in flight on each.
 pub const SMALL_CONNS: usize = 50;
-/// Workload 2's connections.
+/// Workload 2's (and 6's) connections.
 pub const LARGE_CONNS: usize = 8;
 /// Workload 3's connections open at once.
 pub const CONNECT_PARALLEL: usize = 4;
+/// Workload 5's connections: many, where io_uring's batching should pay.
+pub(crate) const MANY_CONNS: usize = 300;
+/// Workload 6's message: the bandwidth-reflector use, where `--zero-copy`
+/// pays (a splice moves page references, a copy grows with the size).
+pub(crate) const BULK_MSG: usize = 1024 * 1024;
 /// Workload 4's idle connections (fewer if the descriptor limit is lower).
 pub const IDLE_CONNS: usize = 10_000;
 
@@ -83,12 +88,35 @@ impl Workload {
         shape: Shape::Idle,
     };
 
+    /// 64 B messages, 300 connections.
+    pub(crate) const MANY: Workload = Workload {
+        number: 5,
+        name: "many",
+        shape: Shape::Traffic {
+            conns: MANY_CONNS,
+            size: SMALL_MSG,
+            new_conn: false,
+        },
+    };
+    /// 1 MiB messages, 8 connections (request/response).
+    pub(crate) const BULK: Workload = Workload {
+        number: 6,
+        name: "bulk",
+        shape: Shape::Traffic {
+            conns: LARGE_CONNS,
+            size: BULK_MSG,
+            new_conn: false,
+        },
+    };
+
     /// All of them, in table order.
-    pub const ALL: [Workload; 4] = [
+    pub const ALL: [Workload; 6] = [
         Workload::SMALL,
         Workload::LARGE,
         Workload::CONNECT,
         Workload::IDLE,
+        Workload::MANY,
+        Workload::BULK,
     ];
 
     /// Accepts the number or the one-word name.
@@ -186,8 +214,12 @@ mod tests {
     fn workloads_parse_by_number_or_name() {
         assert_eq!(Workload::parse("2"), Some(Workload::LARGE));
         assert_eq!(Workload::parse(" idle "), Some(Workload::IDLE));
-        assert_eq!(Workload::parse("5"), None);
-        assert_eq!(Workload::known(), "1-4 or small, large, connect, idle");
+        assert_eq!(Workload::parse("6"), Some(Workload::BULK));
+        assert_eq!(Workload::parse("7"), None);
+        assert_eq!(
+            Workload::known(),
+            "1-6 or small, large, connect, idle, many, bulk"
+        );
     }
 
     #[test]
@@ -200,6 +232,8 @@ mod tests {
                 "64 KiB messages, 8 connections, one in flight each",
                 "a new connection per request (64 B), 4 at a time",
                 "10,000 connections used once (64 B round trip), then idle",
+                "64 B messages, 300 connections, one in flight each",
+                "1 MiB messages, 8 connections, one in flight each",
             ]
         );
         assert_eq!(bytes(1024 * 1024), "1 MiB");
