@@ -26,7 +26,7 @@
 //! - [`listen`] binds the sockets and prints the `listening` lines (and
 //!   parses them back: [`parse_listening`]);
 //! - [`shutdown`] a server's stop state, passed in [`Ctx`]; [`signals`]
-//!   wires SIGTERM/SIGINT/SIGCHLD to it at the binary's edge;
+//!   wires SIGTERM/SIGINT/SIGHUP/SIGCHLD to it at the binary's edge;
 //! - [`stats`] the counters, in memory shared with forked children;
 //! - [`accept`] the accept step of the blocking models (poll, limits, EMFILE);
 //! - [`echo`] the blocking read/write loop that keeps the contract;
@@ -35,17 +35,21 @@
 //! - [`pool`] how many workers prefork and prethread start or retire (pure),
 //!   [`scoreboard`] what each of their workers is doing;
 //! - [`udp`], [`metrics`], [`sidecar`], [`activation`], [`inetd`]: the
-//!   service features (UDP echo, Prometheus, systemd, inetd).
+//!   service features (UDP echo, Prometheus, systemd, inetd);
+//! - [`handover`] SIGHUP: a new process takes the sockets over (restart
+//!   and upgrade without a refused connect); [`notify`] tells systemd.
 
 pub(crate) mod accept;
 pub(crate) mod activation;
 pub(crate) mod children;
 pub(crate) mod conn;
 pub(crate) mod echo;
+pub(crate) mod handover;
 pub(crate) mod inetd;
 pub(crate) mod listen;
 pub(crate) mod metrics;
 pub(crate) mod model;
+pub(crate) mod notify;
 pub(crate) mod opt;
 pub(crate) mod pending;
 pub(crate) mod per_ip;
@@ -266,8 +270,9 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         )));
     }
     let _ = raise_nofile_limit();
-    // Sockets passed by systemd first, before this process opens any other
-    // descriptor that could sit where LISTEN_FDS says they are.
+    let handed = handover::init();
+    // Sockets passed by systemd (or a handover) first, before this process
+    // opens any other descriptor that could sit where LISTEN_FDS says.
     let passed = activation::take()?.unwrap_or_default();
     // Handlers before binding: a test may send SIGTERM the moment it reads
     // our `listening` line, and the default action would kill us, no drain.
@@ -291,7 +296,7 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
     let listeners = if passed.tcp.is_empty() {
         listen::bind_all(&opt.listen)?
     } else {
-        if !opt.listen.is_empty() {
+        if !opt.listen.is_empty() && !handed {
             tracing::warn!("sockets passed by systemd (LISTEN_FDS); --listen ignored");
         }
         passed.tcp
@@ -306,6 +311,8 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         udp::bind_all(&local_addrs(&listeners))?
     };
     let metrics = match opt.metrics {
+        // A handover passes the one it had.
+        Some(_) if passed.metrics.is_some() => passed.metrics,
         Some(addr) => {
             let l = listen::bind(addr)?;
             // The metrics thread blocks in accept.
@@ -315,6 +322,10 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         }
         None => None,
     };
+    // TLS listeners are served where the TLS layer is built in; until then
+    // a passed one is only carried on to the next process.
+    let tls = passed.tls;
+    keep_for_handover(&listeners, &udp_sockets, metrics.as_ref(), &tls)?;
     listen::announce(&listeners)?;
     udp::announce(&udp_sockets)?;
     if let Some(m) = &metrics {
@@ -351,6 +362,33 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         "serving"
     );
     run_model(model, listeners, ctx)
+}
+
+/// Keeps a copy of every listening socket for the next SIGHUP (a kind
+/// added to serve adds its line here).
+fn keep_for_handover(
+    tcp: &[TcpListener],
+    udp: &[std::net::UdpSocket],
+    metrics: Option<&TcpListener>,
+    tls: &[TcpListener],
+) -> Result<()> {
+    let keep = |kind, fd: std::os::fd::BorrowedFd<'_>| {
+        handover::keep(kind, fd).map_err(Error::io("keeping a socket for a handover"))
+    };
+    use std::os::fd::AsFd;
+    for l in tcp {
+        keep(handover::Kind::Tcp, l.as_fd())?;
+    }
+    for u in udp {
+        keep(handover::Kind::Udp, u.as_fd())?;
+    }
+    if let Some(m) = metrics {
+        keep(handover::Kind::Metrics, m.as_fd())?;
+    }
+    for l in tls {
+        keep(handover::Kind::Tls, l.as_fd())?;
+    }
+    Ok(())
 }
 
 /// Hands the bound listeners to the chosen model.

@@ -61,6 +61,7 @@ use crate::serve::accept::{self, AcceptError};
 use crate::serve::conn::{self as core, End, Next, Timeouts};
 use crate::serve::echo::BUF_SIZE;
 use crate::serve::pending::Pending;
+use crate::serve::stats::AcceptSection;
 use crate::serve::{Ctx, supervise};
 
 /// How often an accept task wakes to look at the stop flag.
@@ -93,6 +94,9 @@ pub(crate) fn run(listeners: Vec<StdListener>, ctx: &'static Ctx) -> Result<()> 
             listeners
                 .iter()
                 .map(|l| l.try_clone().and_then(TcpListener::from_std))
+                // Each accept task is one long accept section, held from
+                // here (before the supervisor may look) to its return.
+                .map(|l| l.map(|l| (l, ctx.stats.acceptor())))
                 .collect::<io::Result<Vec<_>>>()
                 .map_err(Error::io("handing a listener to tokio"))?
         };
@@ -100,8 +104,8 @@ pub(crate) fn run(listeners: Vec<StdListener>, ctx: &'static Ctx) -> Result<()> 
             .name(format!("tokio-{i}"))
             .spawn(move || {
                 rt.block_on(async move {
-                    for l in mine {
-                        tokio::spawn(accept_loop(l, ctx));
+                    for (l, section) in mine {
+                        tokio::spawn(accept_loop(l, ctx, section));
                     }
                     // Keep the runtime turning for the connection tasks.
                     std::future::pending::<()>().await;
@@ -109,13 +113,15 @@ pub(crate) fn run(listeners: Vec<StdListener>, ctx: &'static Ctx) -> Result<()> 
             })
             .map_err(Error::io("starting a worker thread"))?;
     }
-    supervise::until_stopped(&listeners, ctx);
+    supervise::until_stopped(listeners, ctx);
     Ok(())
 }
 
 /// Accepts on one listener until the server stops, spawning a task per
 /// admitted connection.
-async fn accept_loop(listener: TcpListener, ctx: &'static Ctx) {
+/// `_section` is dropped on return: by then every connection it took is
+/// admitted (counted) or closed.
+async fn accept_loop(listener: TcpListener, ctx: &'static Ctx, _section: AcceptSection<'static>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {

@@ -23,6 +23,7 @@ use super::{
 use crate::serve::Ctx;
 use crate::serve::accept::{self, AcceptError};
 use crate::serve::conn::{self as core, End, Next, Store, Timeouts};
+use crate::serve::stats::AcceptSection;
 use crate::serve::timers::Timers;
 
 /// Where one request of a connection stands.
@@ -205,6 +206,12 @@ pub(super) struct Worker {
     timeouts: Timeouts,
     /// The stop flag was seen: accepts are cancelled and never re-armed.
     stopping: bool,
+    /// Held while a multishot accept may still hand us connections (the
+    /// kernel accepts for us, out of any short section's reach): let go
+    /// once stopping and every accept's last completion is handled, so a
+    /// stop (a handover above all) never finds a connection accepted and
+    /// not yet counted.
+    acceptor: Option<AcceptSection<'static>>,
 }
 
 impl Worker {
@@ -241,6 +248,7 @@ impl Worker {
             timers: Timers::default(),
             timeouts: ctx.timeouts(),
             stopping: false,
+            acceptor: Some(ctx.stats.acceptor()),
         })
     }
 
@@ -253,6 +261,9 @@ impl Worker {
         loop {
             if !self.stopping && self.ctx.stats.stopping() {
                 self.stop_accepting();
+            }
+            if self.stopping && self.listeners.iter().all(|l| !l.armed) {
+                self.acceptor = None;
             }
             let tick = self.now >= self.next_tick;
             if tick {
