@@ -12,6 +12,7 @@ mod util;
 mod bench;
 mod bench_models;
 mod client;
+mod handover;
 mod hostile;
 mod lab;
 mod ping;
