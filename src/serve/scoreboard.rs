@@ -566,6 +566,60 @@ mod tests {
         assert!(readable());
     }
 
+    /// The bug this replaces: a prefork worker admitted a client, and only
+    /// then wrote its slot, so one killed in between leaked a
+    /// `--max-conns` slot and a per-IP count for good. Now a worker that
+    /// dies right after its admission gives back exactly that, and one
+    /// whose admission was refused leaves nothing to give back.
+    #[test]
+    fn a_worker_killed_right_after_admitting_gives_back_what_it_took() {
+        let stats = Stats::shared().unwrap();
+        let ctx: &'static Ctx = Box::leak(Box::new(Ctx {
+            max_conns: 1,
+            idle_timeout: None,
+            drain_timeout: Duration::from_secs(1),
+            workers: 1,
+            spare: pool::Spare::default(),
+            max_conns_per_ip: Some(1),
+            stall_timeout: None,
+            stats,
+            shutdown: Shutdown::new().unwrap(),
+        }));
+        let b = Scoreboard::new(2, 1).unwrap();
+        let (w0, w1) = (b.claim().unwrap(), b.claim().unwrap());
+        let peer: SocketAddr = "127.0.0.7:4000".parse().unwrap();
+        // SAFETY: the child only does atomic operations and `_exit`, safe
+        // after fork even in a multi-threaded test process.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                let admitted = b.admit(w0, &peer, ctx);
+                // A second client from the same address is over both limits.
+                let refused = !b.admit(w1, &peer, ctx);
+                // SAFETY: "killed" here, before any release.
+                unsafe { libc::_exit(if admitted && refused { 0 } else { 1 }) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                let status = nix::sys::wait::waitpid(child, None).unwrap();
+                assert_eq!(status, nix::sys::wait::WaitStatus::Exited(child, 0));
+            }
+        }
+        assert_eq!(ctx.stats.active(), 1);
+        assert_eq!(ctx.stats.per_ip.count(peer.ip()), 1);
+        assert_eq!(b.free(w1), None, "the refused one took nothing");
+        let taken = b.free(w0);
+        assert_eq!(
+            taken,
+            Some(Taken {
+                ip: peer.ip(),
+                conn: true
+            })
+        );
+        ctx.release_ip(peer.ip());
+        assert_eq!(ctx.stats.active(), 0);
+        assert_eq!(ctx.stats.per_ip.count(peer.ip()), 0);
+        assert_eq!(b.counts().busy, 0);
+    }
+
     #[test]
     fn a_forked_worker_writes_the_slots_its_parent_reads() {
         let b = Scoreboard::new(2, 1).unwrap();
