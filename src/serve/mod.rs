@@ -15,7 +15,10 @@
 //! - `--max-conns`: over the limit a connection is accepted, closed at once
 //!   and counted; `--idle-timeout`: no byte either way for that long closes it;
 //! - SIGTERM/SIGINT: stop accepting at once, let connections finish for up to
-//!   `--drain-timeout`, close the rest, exit 0; a second signal exits at once.
+//!   `--drain-timeout`, close the rest, exit 0; a second signal exits at once;
+//! - SIGHUP: a new process from the same path takes every listening socket
+//!   over ([`handover`]); this one then drains as on SIGTERM, and a new one
+//!   that fails to start leaves it serving.
 //!
 //! # Layout
 //! - [`conn`] the contract itself, as a sans-I/O state machine the event
