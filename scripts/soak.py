@@ -43,6 +43,7 @@ import struct
 import sys
 import threading
 import time
+import urllib.request
 
 MAX_SECONDS = 3600.0
 IP_PKTINFO = 8  # <netinet/in.h>; Python's socket module lacks it.
@@ -327,7 +328,9 @@ def normal_client(tcp, udp, end, lat, counts):
                     counts.add("normal udp answered")
             except (BlockingIOError, OSError):
                 pass
-            probe.sendto(b"probe", udp)
+            # Each probe differs: the server drops a datagram repeating the
+            # last one from its source, as an echo loop would.
+            probe.sendto(b"probe %d" % counts.get("normal udp sent"), udp)
             counts.add("normal udp sent")
         pause = t0 + PING_EVERY - time.monotonic()
         if pause > 0:
@@ -417,6 +420,7 @@ def main():
     ap.add_argument("--half", type=int, default=200)
     ap.add_argument("--udp-rate", type=float, default=5000.0)
     ap.add_argument("--udp-big", type=int, default=4096, help="oversized datagram size")
+    ap.add_argument("--metrics", help="the server's /metrics URL, to print its counts")
     args = ap.parse_args()
     seconds = min(max(args.seconds, 1.0), MAX_SECONDS)
     start = time.monotonic()
@@ -485,6 +489,19 @@ def main():
         hostile = {k: v for k, v in sorted(counts.c.items()) if not k.startswith("normal")}
     for k, v in hostile.items():
         print(f"  {k:<24} {v}")
+    if args.metrics:
+        try:
+            with urllib.request.urlopen(args.metrics, timeout=IO_TIMEOUT) as r:
+                text = r.read().decode()
+            print("server /metrics (non-zero counts):")
+            for line in text.splitlines():
+                if line.startswith(("netecho_udp_dropped", "netecho_connections_closed",
+                                    "netecho_connections_rejected", "netecho_udp_datagrams",
+                                    "netecho_connections_accepted")) \
+                        and not line.endswith(" 0"):
+                    print(f"  {line}")
+        except OSError as e:
+            print(f"soak: /metrics: {e}", file=sys.stderr)
     bad = counts.get("normal failures") + counts.get("normal mismatches")
     sys.exit(1 if bad else 0)
 

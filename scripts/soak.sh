@@ -30,7 +30,7 @@ fi
 # Thousands of client sockets in one process, and as many in the server.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-args=(serve --model "$model" --listen 127.0.0.1:0 --udp --udp-max-size 1024)
+args=(serve --model "$model" --listen 127.0.0.1:0 --udp --udp-max-size 1024 --metrics 127.0.0.1:0)
 if "$bin" serve --help | grep -q -- '--tls-listen'; then
     args+=(--tls-listen 127.0.0.1:0)
 fi
@@ -47,19 +47,20 @@ trap cleanup EXIT
 
 # The `listening` lines say where it serves (10 s at most).
 for _ in $(seq 100); do
-    grep -q '^listening udp ' "$out" && break
+    grep -q '^listening metrics ' "$out" && break
     sleep 0.1
 done
 tcp="$(awk '$1 == "listening" && $2 == "tcp" {print $3; exit}' "$out")"
 udp="$(awk '$1 == "listening" && $2 == "udp" {print $3; exit}' "$out")"
 tls="$(awk '$1 == "listening" && $2 == "tls" {print $3; exit}' "$out")"
+metrics="$(awk '$1 == "listening" && $2 == "metrics" {print $3; exit}' "$out")"
 if [ -z "$tcp" ]; then
     echo "soak: the server did not start:" >&2
     cat "$err" >&2
     exit 1
 fi
 echo "soak: $bin ${args[*]} (pid $pid) on tcp $tcp, udp $udp${tls:+, tls $tls}; $seconds s"
-soak=(scripts/soak.py --tcp "$tcp" --udp "$udp" --pid "$pid" --seconds "$seconds" --slow "$slow")
+soak=(scripts/soak.py --tcp "$tcp" --udp "$udp" --pid "$pid" --seconds "$seconds" --slow "$slow" --metrics "$metrics")
 [ -n "$tls" ] && soak+=(--tls "$tls")
 # shellcheck disable=SC2206 # SOAK_ARGS is meant to split into flags
 [ -n "${SOAK_ARGS:-}" ] && soak+=(${SOAK_ARGS})
