@@ -32,13 +32,19 @@ pub(crate) enum Next {
 /// Waits for and returns the next admitted connection. Connections over
 /// `--max-conns` are accepted, closed at once and counted here.
 pub(crate) fn next(listeners: &[TcpListener], ctx: &Ctx) -> Next {
-    next_unless(listeners, ctx, &|| false)
+    next_unless(listeners, ctx, &|| false, &|peer| ctx.admit(peer))
 }
 
 /// [`next`] for a pool worker, which also stops waiting once `leave()` is
 /// true (it was asked to retire): looked at before each poll, so within
-/// one poll tick.
-pub(crate) fn next_unless(listeners: &[TcpListener], ctx: &Ctx, leave: &dyn Fn() -> bool) -> Next {
+/// one poll tick. `admit` is [`Ctx::admit`] or one that records on the
+/// worker's scoreboard slot what it takes (prefork).
+pub(crate) fn next_unless(
+    listeners: &[TcpListener],
+    ctx: &Ctx,
+    leave: &dyn Fn() -> bool,
+    admit: &dyn Fn(&SocketAddr) -> bool,
+) -> Next {
     let mut start = 0;
     loop {
         // `stopping` is the parent's word (shared memory); `stops()` is
@@ -81,7 +87,7 @@ pub(crate) fn next_unless(listeners: &[TcpListener], ctx: &Ctx, leave: &dyn Fn()
                 continue;
             }
             start = i + 1;
-            if let Some(c) = take(&listeners[i], ctx) {
+            if let Some(c) = take(&listeners[i], ctx, admit) {
                 return Next::Conn(c.0, c.1);
             }
         }
@@ -122,13 +128,20 @@ pub(crate) fn queued(listeners: &[TcpListener]) -> usize {
 /// `TCP_LISTEN` in the kernel's `tcp_states.h`.
 const TCP_LISTEN: u8 = 10;
 
-/// Accepts one connection from a ready listener and admits it under
-/// `--max-conns`; `None` when there was nothing to take, the accept failed
-/// (handled here), or the connection was over the limit (closed and counted).
-pub(crate) fn take(listener: &TcpListener, ctx: &Ctx) -> Option<(TcpStream, SocketAddr)> {
+/// Accepts one connection from a ready listener and admits it with `admit`
+/// (`--max-conns` and kin); `None` when the server is stopping, there was
+/// nothing to take, the accept failed (handled here), or the connection was
+/// over the limit (closed and counted). The accept and the admission are
+/// one accept section (`Stats::enter_accept`).
+pub(crate) fn take(
+    listener: &TcpListener,
+    ctx: &Ctx,
+    admit: &dyn Fn(&SocketAddr) -> bool,
+) -> Option<(TcpStream, SocketAddr)> {
+    let _section = ctx.stats.enter_accept()?;
     match listener.accept() {
         Ok((conn, peer)) => {
-            if ctx.admit(&peer) {
+            if admit(&peer) {
                 debug!(%peer, "connection open");
                 return Some((conn, peer));
             }

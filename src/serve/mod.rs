@@ -15,7 +15,10 @@
 //! - `--max-conns`: over the limit a connection is accepted, closed at once
 //!   and counted; `--idle-timeout`: no byte either way for that long closes it;
 //! - SIGTERM/SIGINT: stop accepting at once, let connections finish for up to
-//!   `--drain-timeout`, close the rest, exit 0; a second signal exits at once.
+//!   `--drain-timeout`, close the rest, exit 0; a second signal exits at once;
+//! - SIGHUP: a new process from the same path takes every listening socket
+//!   over ([`handover`]); this one then drains as on SIGTERM, and a new one
+//!   that fails to start leaves it serving.
 //!
 //! # Layout
 //! - [`conn`] the contract itself, as a sans-I/O state machine the event
@@ -27,7 +30,7 @@
 //! - [`listen`] binds the sockets and prints the `listening` lines (and
 //!   parses them back: [`parse_listening`]);
 //! - [`shutdown`] a server's stop state, passed in [`Ctx`]; [`signals`]
-//!   wires SIGTERM/SIGINT/SIGCHLD to it at the binary's edge;
+//!   wires SIGTERM/SIGINT/SIGHUP/SIGCHLD to it at the binary's edge;
 //! - [`stats`] the counters, in memory shared with forked children;
 //! - [`accept`] the accept step of the blocking models (poll, limits, EMFILE);
 //! - [`echo`] the blocking read/write loop that keeps the contract;
@@ -36,17 +39,21 @@
 //! - [`pool`] how many workers prefork and prethread start or retire (pure),
 //!   [`scoreboard`] what each of their workers is doing;
 //! - [`udp`], [`metrics`], [`sidecar`], [`activation`], [`inetd`]: the
-//!   service features (UDP echo, Prometheus, systemd, inetd).
+//!   service features (UDP echo, Prometheus, systemd, inetd);
+//! - [`handover`] SIGHUP: a new process takes the sockets over (restart
+//!   and upgrade without a refused connect); [`notify`] tells systemd.
 
 pub(crate) mod accept;
 pub(crate) mod activation;
 pub(crate) mod children;
 pub(crate) mod conn;
 pub(crate) mod echo;
+pub(crate) mod handover;
 pub(crate) mod inetd;
 pub(crate) mod listen;
 pub(crate) mod metrics;
 pub(crate) mod model;
+pub(crate) mod notify;
 pub(crate) mod opt;
 pub(crate) mod pending;
 pub(crate) mod per_ip;
@@ -257,6 +264,27 @@ impl Ctx {
     }
 }
 
+#[cfg(test)]
+impl Ctx {
+    /// A server context for unit tests: one worker, no limit beyond
+    /// `--max-conns 1`, no timeout; tests set what they look at.
+    pub(crate) fn for_tests(shutdown: Shutdown) -> Ctx {
+        Ctx {
+            max_conns: 1,
+            idle_timeout: None,
+            drain_timeout: Duration::from_secs(1),
+            workers: 1,
+            spare: pool::Spare::default(),
+            max_conns_per_ip: None,
+            stall_timeout: None,
+            stats: Stats::shared().expect("mapping the shared counters"),
+            shutdown,
+            tls: None,
+            zero_copy: splice::ZeroCopy::Auto,
+        }
+    }
+}
+
 /// Runs `netecho serve` until a signal stops it.
 pub(crate) fn run(opt: ServeOpt) -> Result<()> {
     if opt.inetd {
@@ -277,8 +305,9 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         )));
     }
     let _ = raise_nofile_limit();
-    // Sockets passed by systemd first, before this process opens any other
-    // descriptor that could sit where LISTEN_FDS says they are.
+    let handed = handover::init();
+    // Sockets passed by systemd (or a handover) first, before this process
+    // opens any other descriptor that could sit where LISTEN_FDS says.
     let passed = activation::take()?.unwrap_or_default();
     // Handlers before binding: a test may send SIGTERM the moment it reads
     // our `listening` line, and the default action would kill us, no drain.
@@ -288,16 +317,22 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
     let listeners = if passed.tcp.is_empty() {
         listen::bind_all(&opt.listen)?
     } else {
-        if !opt.listen.is_empty() {
+        if !opt.listen.is_empty() && !handed {
             tracing::warn!("sockets passed by systemd (LISTEN_FDS); --listen ignored");
         }
         passed.tcp
     };
-    let tls_listeners = opt
-        .tls_listen
-        .iter()
-        .map(|a| listen::bind(*a))
-        .collect::<Result<Vec<_>>>()?;
+    let tls_listeners = if passed.tls.is_empty() {
+        opt.tls_listen
+            .iter()
+            .map(|a| listen::bind(*a))
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        if !opt.tls_listen.is_empty() && !handed {
+            tracing::warn!("TLS sockets passed by systemd (LISTEN_FDS); --tls-listen ignored");
+        }
+        passed.tls
+    };
     let tls = tls.map(|mut t| {
         t.addrs = local_addrs(&tls_listeners);
         t
@@ -328,6 +363,8 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         udp::bind_all(&local_addrs(&listeners))?
     };
     let metrics = match opt.metrics {
+        // A handover passes the one it had.
+        Some(_) if passed.metrics.is_some() => passed.metrics,
         Some(addr) => {
             let l = listen::bind(addr)?;
             // The metrics thread blocks in accept.
@@ -337,6 +374,7 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         }
         None => None,
     };
+    keep_for_handover(&listeners, &udp_sockets, metrics.as_ref(), &tls_listeners)?;
     listen::announce(&listeners, ListenKind::Tcp)?;
     listen::announce(&tls_listeners, ListenKind::Tls)?;
     udp::announce(&udp_sockets)?;
@@ -402,6 +440,33 @@ fn load_tls(opt: &ServeOpt) -> Result<Option<tls::Tls>> {
     Ok(Some(tls::Tls::load(&files, opt.tls_handshake_timeout)?))
 }
 
+/// Keeps a copy of every listening socket for the next SIGHUP (a kind
+/// added to serve adds its line here).
+fn keep_for_handover(
+    tcp: &[TcpListener],
+    udp: &[std::net::UdpSocket],
+    metrics: Option<&TcpListener>,
+    tls: &[TcpListener],
+) -> Result<()> {
+    let keep = |kind, fd: std::os::fd::BorrowedFd<'_>| {
+        handover::keep(kind, fd).map_err(Error::io("keeping a socket for a handover"))
+    };
+    use std::os::fd::AsFd;
+    for l in tcp {
+        keep(handover::Kind::Tcp, l.as_fd())?;
+    }
+    for u in udp {
+        keep(handover::Kind::Udp, u.as_fd())?;
+    }
+    if let Some(m) = metrics {
+        keep(handover::Kind::Metrics, m.as_fd())?;
+    }
+    for l in tls {
+        keep(handover::Kind::Tls, l.as_fd())?;
+    }
+    Ok(())
+}
+
 /// Hands the bound listeners to the chosen model.
 pub(crate) fn run_model(
     model: Model,
@@ -451,14 +516,7 @@ mod tests {
             max_conns: 16,
             idle_timeout: Some(Duration::from_secs(30)),
             drain_timeout: Duration::from_secs(5),
-            workers: 1,
-            spare: pool::Spare::default(),
-            max_conns_per_ip: None,
-            stall_timeout: None,
-            stats: Stats::shared().unwrap(),
-            shutdown,
-            tls: None,
-            zero_copy: splice::ZeroCopy::Auto,
+            ..Ctx::for_tests(shutdown)
         }));
         let (done_tx, done_rx) = mpsc::channel();
         std::thread::spawn(move || {

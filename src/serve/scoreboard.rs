@@ -14,7 +14,7 @@
 //! scoreboard's pipe, so the supervisor wakes and grows the pool at once.
 
 use std::io;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -37,11 +37,29 @@ const LIVE: u64 = 1;
 /// A worker asked to leave: it finishes the client it holds, then exits.
 const RETIRE: u64 = 2;
 
+/// [`WorkerSlot::held`]: nothing taken.
+const TOOK_NOTHING: u64 = 0;
+/// The worker holds an admitted connection: its `--max-conns` slot and (if
+/// limited) its `--max-conns-per-ip` count.
+const TOOK_CONN: u64 = 1;
+/// A prefork worker is half-way through admitting: the per-IP count is
+/// taken, the `--max-conns` slot not (yet).
+const TOOK_PER_IP: u64 = 2;
+
+/// What a worker's slot says it took, for the supervisor to give back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Taken {
+    /// The client's address.
+    pub(crate) ip: IpAddr,
+    /// The `--max-conns` slot too; else only the per-IP count.
+    pub(crate) conn: bool,
+}
+
 /// One worker's admitted connection, as the supervisor can read it.
 #[derive(Debug, Default)]
 #[repr(C)]
 pub(crate) struct WorkerSlot {
-    /// 1 while the worker holds an admitted connection.
+    /// [`TOOK_CONN`], [`TOOK_PER_IP`] or [`TOOK_NOTHING`].
     held: AtomicU64,
     /// The client's address as an IPv6 (IPv4-mapped) number, high half.
     ip_hi: AtomicU64,
@@ -52,6 +70,12 @@ pub(crate) struct WorkerSlot {
 impl WorkerSlot {
     /// Records that this worker now holds a connection from `ip`.
     pub(crate) fn hold(&self, ip: IpAddr) {
+        self.set_ip(ip);
+        self.held.store(TOOK_CONN, Ordering::Release);
+    }
+
+    /// Writes the client's address, before anything is taken for it.
+    fn set_ip(&self, ip: IpAddr) {
         let v6 = match ip {
             IpAddr::V4(v4) => v4.to_ipv6_mapped(),
             IpAddr::V6(v6) => v6,
@@ -59,29 +83,31 @@ impl WorkerSlot {
         let n = u128::from(v6);
         self.ip_hi.store((n >> 64) as u64, Ordering::Relaxed);
         self.ip_lo.store(n as u64, Ordering::Relaxed);
-        self.held.store(1, Ordering::Release);
     }
 
     /// The worker is about to release its connection itself. True if it
     /// held one.
     pub(crate) fn clear(&self) -> bool {
-        self.held.swap(0, Ordering::AcqRel) == 1
+        self.held.swap(TOOK_NOTHING, Ordering::AcqRel) == TOOK_CONN
     }
 
     /// Takes what a dead worker held, if anything, leaving the slot empty.
-    pub(crate) fn take(&self) -> Option<IpAddr> {
-        if self.held.swap(0, Ordering::AcqRel) == 0 {
-            return None;
-        }
+    pub(crate) fn take(&self) -> Option<Taken> {
+        let conn = match self.held.swap(TOOK_NOTHING, Ordering::AcqRel) {
+            TOOK_CONN => true,
+            TOOK_PER_IP => false,
+            _ => return None,
+        };
         let n = (u128::from(self.ip_hi.load(Ordering::Relaxed)) << 64)
             | u128::from(self.ip_lo.load(Ordering::Relaxed));
         let v6 = Ipv6Addr::from(n);
-        Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4))
+        let ip = v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4);
+        Some(Taken { ip, conn })
     }
 
     /// True while the worker holds a connection.
     fn is_held(&self) -> bool {
-        self.held.load(Ordering::Acquire) == 1
+        self.held.load(Ordering::Acquire) == TOOK_CONN
     }
 }
 
@@ -181,10 +207,10 @@ impl Scoreboard {
     /// Frees slot `i` of a worker that is gone (reaped by the supervisor,
     /// or a prethread worker on its way out), returning the client address
     /// it still held, whose `--max-conns` slot the caller gives back.
-    pub(crate) fn free(self, i: usize) -> Option<IpAddr> {
+    pub(crate) fn free(self, i: usize) -> Option<Taken> {
         let s = self.0.slots.get(i)?;
         let held = s.conn.take();
-        if held.is_some() {
+        if held.is_some_and(|t| t.conn) {
             self.0.header.busy.fetch_sub(1, Ordering::AcqRel);
         }
         if s.state.swap(FREE, Ordering::AcqRel) == LIVE {
@@ -203,6 +229,41 @@ impl Scoreboard {
         if live.saturating_sub(busy) < self.0.min_spare {
             self.wake();
         }
+    }
+
+    /// Prefork worker `i`: [`Ctx::admit`] step by step, each step written
+    /// on the slot the moment it is taken, so that if this process is
+    /// killed the supervisor gives back exactly what it took. (Admitting
+    /// first and recording after, as before, left a window across a log
+    /// line and two returns in which a SIGKILL leaked a `--max-conns` slot
+    /// and a per-IP count for good; now only the instant between a
+    /// compare-and-swap and the store after it remains, and it can only
+    /// leak, never give back twice.) On success the worker holds the
+    /// client, as after [`Scoreboard::hold`].
+    pub(crate) fn admit(self, i: usize, peer: &SocketAddr, ctx: &Ctx) -> bool {
+        let Some(s) = self.0.slots.get(i) else {
+            return ctx.admit(peer);
+        };
+        let ip = peer.ip();
+        s.conn.set_ip(ip);
+        if let Some(max) = ctx.max_conns_per_ip {
+            if !ctx.stats.per_ip.admit(ip, max) {
+                ctx.stats.rejected_per_ip.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+            s.conn.held.store(TOOK_PER_IP, Ordering::Release);
+        }
+        if !ctx.stats.try_admit(ctx.max_conns) {
+            // Cleared before the release: a kill between them leaks, never
+            // releases twice.
+            s.conn.held.store(TOOK_NOTHING, Ordering::Release);
+            if ctx.max_conns_per_ip.is_some() {
+                ctx.stats.per_ip.release(ip);
+            }
+            return false;
+        }
+        self.hold(i, ip);
+        true
     }
 
     /// Worker `i`: done with its client, about to release it itself.
@@ -427,7 +488,7 @@ mod tests {
         assert_eq!(slot.take(), None);
         let v4 = ip("127.0.0.2");
         slot.hold(v4);
-        assert_eq!(slot.take(), Some(v4));
+        assert_eq!(slot.take(), Some(Taken { ip: v4, conn: true }));
         assert_eq!(slot.take(), None, "taken once");
         let v6 = ip("2001:db8::7");
         slot.hold(v6);
@@ -462,7 +523,13 @@ mod tests {
         assert_eq!(b.free(w1), None);
         assert_eq!(b.claim(), Some(1));
         // The busy one dies holding its client: given back once.
-        assert_eq!(b.free(w0), Some(ip("127.0.0.1")));
+        assert_eq!(
+            b.free(w0),
+            Some(Taken {
+                ip: ip("127.0.0.1"),
+                conn: true
+            })
+        );
         assert_eq!(b.free(w0), None);
         assert_eq!(
             b.counts(),
@@ -499,6 +566,52 @@ mod tests {
         assert!(readable());
     }
 
+    /// The bug this replaces: a prefork worker admitted a client, and only
+    /// then wrote its slot, so one killed in between leaked a
+    /// `--max-conns` slot and a per-IP count for good. Now a worker that
+    /// dies right after its admission gives back exactly that, and one
+    /// whose admission was refused leaves nothing to give back.
+    #[test]
+    fn a_worker_killed_right_after_admitting_gives_back_what_it_took() {
+        let ctx: &'static Ctx = Box::leak(Box::new(Ctx {
+            max_conns_per_ip: Some(1),
+            ..Ctx::for_tests(Shutdown::new().unwrap())
+        }));
+        let b = Scoreboard::new(2, 1).unwrap();
+        let (w0, w1) = (b.claim().unwrap(), b.claim().unwrap());
+        let peer: SocketAddr = "127.0.0.7:4000".parse().unwrap();
+        // SAFETY: the child only does atomic operations and `_exit`, safe
+        // after fork even in a multi-threaded test process.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                let admitted = b.admit(w0, &peer, ctx);
+                // A second client from the same address is over both limits.
+                let refused = !b.admit(w1, &peer, ctx);
+                // SAFETY: "killed" here, before any release.
+                unsafe { libc::_exit(if admitted && refused { 0 } else { 1 }) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                let status = nix::sys::wait::waitpid(child, None).unwrap();
+                assert_eq!(status, nix::sys::wait::WaitStatus::Exited(child, 0));
+            }
+        }
+        assert_eq!(ctx.stats.active(), 1);
+        assert_eq!(ctx.stats.per_ip.count(peer.ip()), 1);
+        assert_eq!(b.free(w1), None, "the refused one took nothing");
+        let taken = b.free(w0);
+        assert_eq!(
+            taken,
+            Some(Taken {
+                ip: peer.ip(),
+                conn: true
+            })
+        );
+        ctx.release_ip(peer.ip());
+        assert_eq!(ctx.stats.active(), 0);
+        assert_eq!(ctx.stats.per_ip.count(peer.ip()), 0);
+        assert_eq!(b.counts().busy, 0);
+    }
+
     #[test]
     fn a_forked_worker_writes_the_slots_its_parent_reads() {
         let b = Scoreboard::new(2, 1).unwrap();
@@ -515,7 +628,13 @@ mod tests {
             nix::unistd::ForkResult::Parent { child } => {
                 nix::sys::wait::waitpid(child, None).unwrap();
                 assert_eq!(b.counts().busy, 1);
-                assert_eq!(b.free(w), Some(ip("127.0.0.9")));
+                assert_eq!(
+                    b.free(w),
+                    Some(Taken {
+                        ip: ip("127.0.0.9"),
+                        conn: true
+                    })
+                );
             }
         }
     }

@@ -6,7 +6,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use nix::fcntl::OFlag;
@@ -25,6 +25,11 @@ pub(crate) struct Shutdown(&'static Inner);
 struct Inner {
     /// Stops asked for so far: 1 means drain, 2 means exit now.
     stops: AtomicUsize,
+    /// Handovers asked for so far (SIGHUP), see `serve::handover`.
+    reloads: AtomicUsize,
+    /// The first stop was a handover: the listeners are shared with the new
+    /// process, so they are closed, never shut down.
+    handed_over: AtomicBool,
     /// Read end of the wake pipe, polled by whoever waits.
     rd: OwnedFd,
     /// Write end: one byte per trigger or wake-up (non-blocking; a full pipe
@@ -38,6 +43,8 @@ impl Shutdown {
         let (rd, wr) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
         let inner = Box::leak(Box::new(Inner {
             stops: AtomicUsize::new(0),
+            reloads: AtomicUsize::new(0),
+            handed_over: AtomicBool::new(false),
             rd,
             wr,
         }));
@@ -67,6 +74,29 @@ impl Shutdown {
     /// The counter, for a signal handler that must bump it without a call.
     pub(crate) fn counter(self) -> &'static AtomicUsize {
         &self.0.stops
+    }
+
+    /// The handover counter, for the SIGHUP handler.
+    pub(crate) fn reload_counter(self) -> &'static AtomicUsize {
+        &self.0.reloads
+    }
+
+    /// Handovers asked for so far.
+    pub(crate) fn reloads(self) -> usize {
+        self.0.reloads.load(Ordering::SeqCst)
+    }
+
+    /// A new process serves now: stop as on the first SIGTERM, but leave
+    /// the listeners working for it.
+    pub(crate) fn stop_for_handover(self) {
+        self.0.handed_over.store(true, Ordering::SeqCst);
+        self.0.stops.fetch_add(1, Ordering::SeqCst);
+        let _ = nix::unistd::write(&self.0.wr, b"!");
+    }
+
+    /// True once [`Shutdown::stop_for_handover`] was called.
+    pub(crate) fn handed_over(self) -> bool {
+        self.0.handed_over.load(Ordering::SeqCst)
     }
 
     /// The write end's descriptor, for a signal handler.

@@ -1,4 +1,4 @@
-//! SIGTERM, SIGINT and SIGCHLD, turned into a server's [`Shutdown`] (a
+//! SIGTERM, SIGINT, SIGHUP and SIGCHLD, turned into a server's [`Shutdown`] (a
 //! counter and a wake-up pipe: the self-pipe trick), so that no work happens
 //! inside a signal handler. Only the binary's edge (`serve::run`) installs
 //! them; a server started by a test is stopped through its `Shutdown`.
@@ -27,16 +27,23 @@ pub(crate) const CHILD_STOP: Signal = Signal::SIGUSR1;
 /// The installed server's stop counter (SIGTERM + SIGINT received; in a
 /// child: [`CHILD_STOP`]): null until [`install`].
 static STOPS: AtomicPtr<AtomicUsize> = AtomicPtr::new(std::ptr::null_mut());
+/// The installed server's handover counter (SIGHUP received): null until
+/// [`install`] and in a forked child.
+static RELOADS: AtomicPtr<AtomicUsize> = AtomicPtr::new(std::ptr::null_mut());
 /// Write end of the installed server's wake pipe, or -1 in a forked child.
 static WAKE_WR: AtomicI32 = AtomicI32::new(-1);
 
 extern "C" fn on_signal(sig: libc::c_int) {
     let saved = Errno::last_raw();
     // SIGCHLD only needs the wake-up: the loop then reaps with waitpid.
-    let stops = STOPS.load(Ordering::SeqCst);
+    let stops = if sig == libc::SIGHUP {
+        RELOADS.load(Ordering::SeqCst)
+    } else {
+        STOPS.load(Ordering::SeqCst)
+    };
     if sig != libc::SIGCHLD && !stops.is_null() {
-        // SAFETY: a non-null pointer comes from `Shutdown::counter`, which
-        // lives as long as the process.
+        // SAFETY: a non-null pointer comes from `Shutdown::counter` or
+        // `Shutdown::reload_counter`, which live as long as the process.
         unsafe { &*stops }.fetch_add(1, Ordering::SeqCst);
     }
     let fd = WAKE_WR.load(Ordering::SeqCst);
@@ -61,16 +68,25 @@ fn set(sig: Signal, handler: SigHandler) -> io::Result<()> {
     Ok(())
 }
 
-/// Wires SIGTERM and SIGINT to `shutdown` (each one a [`Shutdown::trigger`])
-/// and SIGCHLD to its wake-up. Call once, at the binary's edge, before any
+/// Wires SIGTERM and SIGINT to `shutdown` (each one a [`Shutdown::trigger`]),
+/// SIGHUP to its handover counter and SIGCHLD to its wake-up. Call once, at the binary's edge, before any
 /// thread or child exists.
 pub(crate) fn install(shutdown: Shutdown) -> io::Result<()> {
     STOPS.store(
         std::ptr::from_ref(shutdown.counter()).cast_mut(),
         Ordering::SeqCst,
     );
+    RELOADS.store(
+        std::ptr::from_ref(shutdown.reload_counter()).cast_mut(),
+        Ordering::SeqCst,
+    );
     WAKE_WR.store(shutdown.wake_wr(), Ordering::SeqCst);
-    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGCHLD] {
+    for sig in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGCHLD,
+        Signal::SIGHUP,
+    ] {
         set(sig, SigHandler::Handler(on_signal))?;
     }
     Ok(())
@@ -83,6 +99,7 @@ pub(crate) fn install(shutdown: Shutdown) -> io::Result<()> {
 /// Only async-signal-safe calls: safe between fork and anything else.
 pub(crate) fn reset_in_child() {
     WAKE_WR.store(-1, Ordering::SeqCst);
+    RELOADS.store(std::ptr::null_mut(), Ordering::SeqCst);
     let stops = STOPS.load(Ordering::SeqCst);
     if !stops.is_null() {
         // SAFETY: as in `on_signal`: the counter lives as long as the process.
@@ -90,6 +107,9 @@ pub(crate) fn reset_in_child() {
     }
     let _ = set(Signal::SIGTERM, SigHandler::SigIgn);
     let _ = set(Signal::SIGINT, SigHandler::SigIgn);
+    // A handover is the parent's to do; SIGHUP's default would kill us.
+    let _ = set(Signal::SIGHUP, SigHandler::SigIgn);
     let _ = set(CHILD_STOP, SigHandler::Handler(on_signal));
     let _ = set(Signal::SIGCHLD, SigHandler::SigDfl);
+    super::handover::close_in_child();
 }

@@ -50,6 +50,9 @@ pub(crate) struct Stats {
     pub(crate) per_ip: PerIp,
     /// TLS handshakes that failed, by [`Failure::index`].
     pub(crate) tls_handshake_failures: [AtomicU64; Failure::LABELS.len()],
+    /// Acceptors inside an [`AcceptSection`]: a drain waits for 0, so no
+    /// connection taken off a listen queue is left uncounted when it looks.
+    pub(crate) accepting: AtomicU64,
 }
 
 impl Default for Stats {
@@ -72,6 +75,7 @@ impl Default for Stats {
             udp_dropped: std::array::from_fn(|_| AtomicU64::new(0)),
             per_ip: PerIp::default(),
             tls_handshake_failures: std::array::from_fn(|_| AtomicU64::new(0)),
+            accepting: AtomicU64::new(0),
         }
     }
 }
@@ -183,6 +187,33 @@ impl Stats {
         self.stopping.load(Ordering::Acquire)
     }
 
+    /// Enters an accept section, unless the server is stopping (`None`).
+    /// An acceptor holds it from before its `accept(2)` until the connection
+    /// is admitted (counted in `active`) or closed: the counter goes up
+    /// before the flag is read, and the supervisor sets the flag before it
+    /// reads the counter (both SeqCst), so once it sees 0 no acceptor can
+    /// take a connection it would not count. That matters most on a
+    /// handover, where a connection left in the queue is the new process's,
+    /// but one taken off it and dropped would be lost.
+    pub(crate) fn enter_accept(&self) -> Option<AcceptSection<'_>> {
+        let section = self.acceptor();
+        (!self.stopping.load(Ordering::SeqCst)).then_some(section)
+    }
+
+    /// An accept section held for as long as an acceptor lives, whatever
+    /// the flag (tokio's accept tasks and io_uring's multishot accepts,
+    /// whose `accept(2)` happens out of a short section's reach): dropped
+    /// once the acceptor has seen the flag and admitted all it took.
+    pub(crate) fn acceptor(&self) -> AcceptSection<'_> {
+        self.accepting.fetch_add(1, Ordering::SeqCst);
+        AcceptSection(self)
+    }
+
+    /// Acceptors inside a section now.
+    pub(crate) fn accepting(&self) -> u64 {
+        self.accepting.load(Ordering::SeqCst)
+    }
+
     /// Counts a connection's end by reason, and the idle and stall timeouts
     /// apart (their own metrics predate the reasons). Every model calls it.
     pub(crate) fn count_end(&self, end: End) {
@@ -192,6 +223,16 @@ impl Stats {
             End::Stall => self.stall_timeouts.fetch_add(1, Ordering::Relaxed),
             _ => 0,
         };
+    }
+}
+
+/// See [`Stats::enter_accept`]; leaving is dropping it.
+#[derive(Debug)]
+pub(crate) struct AcceptSection<'a>(&'a Stats);
+
+impl Drop for AcceptSection<'_> {
+    fn drop(&mut self) {
+        self.0.accepting.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

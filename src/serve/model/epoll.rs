@@ -92,7 +92,7 @@ pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> 
             .spawn(move || worker.run())
             .map_err(Error::io("starting a worker thread"))?;
     }
-    supervise::until_stopped(&listeners, ctx);
+    supervise::until_stopped(listeners, ctx);
     Ok(())
 }
 
@@ -349,11 +349,15 @@ impl Worker {
     /// Accepts from listener `i` until the backlog is empty or the budget
     /// is used.
     fn accept_from(&mut self, i: usize) {
+        let stats = self.ctx.stats;
         for _ in 0..ACCEPT_BUDGET {
-            if self.ctx.stats.stopping() {
+            // The accept and the admission in one section, so that a stop
+            // (a handover above all) never finds a connection taken off
+            // the queue and not yet counted.
+            let Some(_section) = stats.enter_accept() else {
                 self.close_listeners();
                 return;
-            }
+            };
             let Some(sock) = self.listeners[i].sock.as_ref() else {
                 return;
             };

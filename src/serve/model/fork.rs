@@ -23,12 +23,13 @@ use tracing::{debug, warn};
 use crate::error::Result;
 use crate::serve::children::{Children, Tag};
 use crate::serve::echo::{self, BUF_SIZE};
-use crate::serve::{Ctx, accept, signals, supervise};
+use crate::serve::{Ctx, accept, handover, signals, supervise};
 
 /// Accepts and forks a child per client until a signal stops the server.
 pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {
     let mut kids = Children::default();
     let wake = ctx.shutdown.wake_fd();
+    handover::ready();
     while ctx.shutdown.stops() == 0 {
         let mut ready = vec![false; listeners.len()];
         {
@@ -53,16 +54,18 @@ pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> 
         }
         ctx.shutdown.drain_wake();
         kids.reap(|_, status, peer| release(ctx, status, peer));
+        handover::on_wake(ctx);
         if ctx.shutdown.stops() > 0 {
             break;
         }
         for (l, _) in listeners.iter().zip(&ready).filter(|(_, r)| **r) {
-            if let Some((conn, peer)) = accept::take(l, ctx) {
+            if let Some((conn, peer)) = accept::take(l, ctx, &|p| ctx.admit(p)) {
                 spawn(conn, peer, &listeners, ctx, &mut kids);
             }
         }
     }
     supervise::stop_accepting(&listeners, ctx);
+    drop(listeners);
     kids.finish(ctx, |_, status, peer| release(ctx, status, peer));
     Ok(())
 }

@@ -27,8 +27,8 @@ use tracing::warn;
 use crate::error::Result;
 use crate::serve::children::{Children, Tag};
 use crate::serve::echo::{self, BUF_SIZE};
-use crate::serve::scoreboard::{Scoreboard, Supervisor};
-use crate::serve::{Ctx, accept, signals, supervise};
+use crate::serve::scoreboard::{Scoreboard, Supervisor, Taken};
+use crate::serve::{Ctx, accept, handover, signals, supervise};
 
 /// Starts the pool and supervises it until a signal stops the server.
 pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {
@@ -36,6 +36,7 @@ pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> 
     let board = pool.board();
     let mut kids = Children::default();
     pool.start_minimum(|slot| spawn(slot, board, &listeners, ctx, &mut kids))?;
+    handover::ready();
     while ctx.shutdown.stops() == 0 {
         pool.wait(ctx.shutdown);
         kids.reap(|pid, status, tag| {
@@ -45,6 +46,7 @@ pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> 
             }
             give_back(ctx, board, tag);
         });
+        handover::on_wake(ctx);
         if ctx.shutdown.stops() > 0 {
             break;
         }
@@ -53,6 +55,9 @@ pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> 
         });
     }
     supervise::stop_accepting(&listeners, ctx);
+    // Our copies; idle workers close theirs as they leave, busy ones after
+    // their client.
+    drop(listeners);
     kids.finish(ctx, |_, _, tag| give_back(ctx, board, tag));
     Ok(())
 }
@@ -60,10 +65,12 @@ pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> 
 /// Frees a reaped worker's slot, and releases the connection it held when
 /// it died (a worker that exits normally has released it itself).
 fn give_back(ctx: &Ctx, board: Scoreboard, tag: Tag) {
-    if let Tag::Worker(slot) = tag
-        && let Some(ip) = board.free(slot)
-    {
-        ctx.release_ip(ip);
+    let Tag::Worker(slot) = tag else { return };
+    match board.free(slot) {
+        Some(Taken { ip, conn: true }) => ctx.release_ip(ip),
+        // Killed half-way through its admission: only the per-IP count.
+        Some(Taken { ip, conn: false }) => ctx.stats.per_ip.release(ip),
+        None => {}
     }
 }
 
@@ -110,12 +117,14 @@ fn worker(
     }
     let mut buf = vec![0u8; BUF_SIZE];
     let leave = || board.retiring(slot);
+    // Should this process die from here on, the parent gives back what
+    // the slot says it took.
+    let admit = |peer: &std::net::SocketAddr| board.admit(slot, peer, ctx);
     while ctx.shutdown.stops() == 0 && !leave() {
-        let accept::Next::Conn(conn, peer) = accept::next_unless(listeners, ctx, &leave) else {
+        let accept::Next::Conn(conn, peer) = accept::next_unless(listeners, ctx, &leave, &admit)
+        else {
             break;
         };
-        // Should this process die now, the parent gives the slot back.
-        board.hold(slot, peer.ip());
         // Clear the scoreboard first: a crash between the two leaks one
         // slot, while the other order could release it twice. Both happen
         // before the client sees the end (see `echo::echo`).

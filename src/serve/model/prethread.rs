@@ -18,7 +18,7 @@ use std::net::TcpListener;
 use crate::error::Result;
 use crate::serve::echo::{self, BUF_SIZE};
 use crate::serve::scoreboard::{Scoreboard, Supervisor};
-use crate::serve::{Ctx, accept, supervise};
+use crate::serve::{Ctx, accept, handover, supervise};
 
 /// Stack of a worker thread: the echo loop needs little (its buffer is on
 /// the heap), and a small stack keeps a pool of a thousand threads cheap in
@@ -31,8 +31,10 @@ pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> 
     let mut pool = Supervisor::new(ctx)?;
     let board = pool.board();
     pool.start_minimum(|slot| spawn(slot, board, listeners, ctx))?;
+    handover::ready();
     while ctx.shutdown.stops() == 0 {
         pool.wait(ctx.shutdown);
+        handover::on_wake(ctx);
         if ctx.shutdown.stops() > 0 {
             break;
         }
@@ -64,7 +66,9 @@ fn worker(slot: usize, board: Scoreboard, listeners: &[TcpListener], ctx: &Ctx) 
     let mut buf = vec![0u8; BUF_SIZE];
     let leave = || board.retiring(slot);
     while !leave() {
-        let accept::Next::Conn(conn, peer) = accept::next_unless(listeners, ctx, &leave) else {
+        let accept::Next::Conn(conn, peer) =
+            accept::next_unless(listeners, ctx, &leave, &|p| ctx.admit(p))
+        else {
             break;
         };
         board.hold(slot, peer.ip());

@@ -62,6 +62,7 @@ use crate::serve::accept::{self, AcceptError};
 use crate::serve::conn::{self as core, End, Next, Timeouts};
 use crate::serve::echo::BUF_SIZE;
 use crate::serve::pending::Pending;
+use crate::serve::stats::AcceptSection;
 use crate::serve::tls::Tls;
 use crate::serve::tls::conn::{TlsConn, Turn, Wire};
 use crate::serve::{Ctx, supervise};
@@ -101,6 +102,9 @@ pub(crate) fn run(listeners: Vec<StdListener>, ctx: &'static Ctx) -> Result<()> 
                         .and_then(TcpListener::from_std)
                         .map(|l| (l, tls))
                 })
+                // Each accept task is one long accept section, held from
+                // here (before the supervisor may look) to its return.
+                .map(|l| l.map(|(l, tls)| (l, tls, ctx.stats.acceptor())))
                 .collect::<io::Result<Vec<_>>>()
                 .map_err(Error::io("handing a listener to tokio"))?
         };
@@ -108,8 +112,8 @@ pub(crate) fn run(listeners: Vec<StdListener>, ctx: &'static Ctx) -> Result<()> 
             .name(format!("tokio-{i}"))
             .spawn(move || {
                 rt.block_on(async move {
-                    for (l, tls) in mine {
-                        tokio::spawn(accept_loop(l, tls, ctx));
+                    for (l, tls, section) in mine {
+                        tokio::spawn(accept_loop(l, tls, ctx, section));
                     }
                     // Keep the runtime turning for the connection tasks.
                     std::future::pending::<()>().await;
@@ -117,7 +121,7 @@ pub(crate) fn run(listeners: Vec<StdListener>, ctx: &'static Ctx) -> Result<()> 
             })
             .map_err(Error::io("starting a worker thread"))?;
     }
-    supervise::until_stopped(&listeners, ctx);
+    supervise::until_stopped(listeners, ctx);
     Ok(())
 }
 
@@ -129,8 +133,14 @@ fn is_tls_listener(l: &StdListener, ctx: &Ctx) -> bool {
 }
 
 /// Accepts on one listener until the server stops, spawning a task per
-/// admitted connection (`tls`: a TLS listener's).
-async fn accept_loop(listener: TcpListener, tls: bool, ctx: &'static Ctx) {
+/// admitted connection (`tls`: a TLS listener's). `_section` is dropped on
+/// return: by then every connection it took is admitted (counted) or closed.
+async fn accept_loop(
+    listener: TcpListener,
+    tls: bool,
+    ctx: &'static Ctx,
+    _section: AcceptSection<'static>,
+) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {

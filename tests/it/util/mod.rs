@@ -360,6 +360,13 @@ impl Server {
         Server::try_start_with(model, listen, args, setup).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Like [`Server::start`], running the executable at `exe` (a copy of
+    /// the binary, which a test may then replace).
+    pub fn start_exe(exe: &std::path::Path, model: &str, args: &[&str]) -> Server {
+        Server::try_start_exe(exe.as_os_str(), model, &["127.0.0.1:0"], args, |_| {})
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// Starts the server and waits (up to [`START_TIMEOUT`]) for one
     /// `listening tcp ADDR` line per `--listen` address.
     fn try_start_with(
@@ -368,7 +375,18 @@ impl Server {
         args: &[&str],
         setup: impl FnOnce(&mut Command),
     ) -> Result<Server, String> {
-        let mut cmd = Command::new(BIN);
+        Server::try_start_exe(BIN.as_ref(), model, listen, args, setup)
+    }
+
+    /// [`Server::try_start_with`] running `exe`.
+    fn try_start_exe(
+        exe: &std::ffi::OsStr,
+        model: &str,
+        listen: &[&str],
+        args: &[&str],
+        setup: impl FnOnce(&mut Command),
+    ) -> Result<Server, String> {
+        let mut cmd = Command::new(exe);
         cmd.arg("serve").arg("--model").arg(model);
         for l in listen {
             cmd.arg("--listen").arg(l);
@@ -383,7 +401,7 @@ impl Server {
         setup(&mut cmd);
         let mut child = cmd
             .spawn()
-            .map_err(|e| format!("spawning {BIN} serve: {e}"))?;
+            .map_err(|e| format!("spawning {exe:?} serve: {e}"))?;
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let stderr_reader = child.stderr.take().map(|mut err| {
             let sink = Arc::clone(&stderr);

@@ -234,7 +234,7 @@ pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> 
             }
         }
     }
-    supervise::until_stopped(&listeners, ctx);
+    supervise::until_stopped(listeners, ctx);
     Ok(())
 }
 

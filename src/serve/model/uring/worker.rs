@@ -23,6 +23,7 @@ use super::{
 use crate::serve::Ctx;
 use crate::serve::accept::{self, AcceptError};
 use crate::serve::conn::{self as core, End, Next, Store, Timeouts};
+use crate::serve::stats::AcceptSection;
 use crate::serve::timers::Timers;
 use crate::serve::tls::conn::{EPROTO, TlsConn};
 
@@ -216,6 +217,12 @@ pub(super) struct Worker {
     /// Plaintext scratch for the TLS connections' turns (empty without
     /// `--tls-listen`).
     scratch: Box<[u8]>,
+    /// Held while a multishot accept may still hand us connections (the
+    /// kernel accepts for us, out of any short section's reach): let go
+    /// once stopping and every accept's last completion is handled, so a
+    /// stop (a handover above all) never finds a connection accepted and
+    /// not yet counted.
+    acceptor: Option<AcceptSection<'static>>,
 }
 
 impl Worker {
@@ -260,6 +267,7 @@ impl Worker {
                 Some(_) => vec![0u8; crate::serve::echo::BUF_SIZE].into_boxed_slice(),
                 None => Box::default(),
             },
+            acceptor: Some(ctx.stats.acceptor()),
         })
     }
 
@@ -272,6 +280,9 @@ impl Worker {
         loop {
             if !self.stopping && self.ctx.stats.stopping() {
                 self.stop_accepting();
+            }
+            if self.stopping && self.listeners.iter().all(|l| !l.armed) {
+                self.acceptor = None;
             }
             let tick = self.now >= self.next_tick;
             if tick {

@@ -1,0 +1,305 @@
+//! SIGHUP: the zero-downtime restart and upgrade (`serve::handover`), per
+//! model, on the real binary: a `bench --new-conn` across it sees no
+//! error, a 32 MiB transfer in flight across it comes back identical, and a
+//! bad executable at the path leaves the old server serving and saying why
+//! (and a good one put back at that path is what the next SIGHUP runs).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::util::{self, BIN, MIB, Rng, Running, Server, compare, netecho, seed_of};
+
+/// How long a handover may take to show in the old server's log.
+const HANDOVER_WAIT: Duration = Duration::from_secs(15);
+/// How long the old server may take to drain and exit after it.
+const EXIT_WAIT: Duration = Duration::from_secs(20);
+/// The bench run across the SIGHUP.
+const BENCH_SECS: &str = "3";
+
+/// True (after saying SKIPPED) when the model cannot run here.
+fn skip(model: &str) -> bool {
+    if model == "uring"
+        && let Err(reason) = netecho::serve::uring::probe()
+    {
+        eprintln!("SKIPPED: io_uring unusable here: {reason}");
+        return true;
+    }
+    false
+}
+
+/// The pid in the old server's `handed over … pid=N` line, once it is
+/// logged (up to [`HANDOVER_WAIT`]); fails the test with the log otherwise.
+fn handed_over_to(srv: &Server) -> i32 {
+    let mut pid = None;
+    util::eventually(HANDOVER_WAIT, || {
+        pid = srv
+            .stderr_text()
+            .lines()
+            .find(|l| l.contains("handed over"))
+            .and_then(|l| l.split("pid=").nth(1))
+            .and_then(|p| p.split_whitespace().next())
+            .and_then(|p| p.parse().ok());
+        pid.is_some()
+    });
+    pid.unwrap_or_else(|| {
+        panic!(
+            "{}: no handover within {HANDOVER_WAIT:?}; stderr:\n{}",
+            srv.model,
+            srv.stderr_text()
+        )
+    })
+}
+
+/// True while process `pid` exists and is not a zombie.
+fn alive(pid: i32) -> bool {
+    util::state(pid).is_some_and(|s| s != 'Z')
+}
+
+/// After a handover: the old server exits 0 once drained, the new one
+/// serves on the same address.
+fn old_exits_new_serves(srv: &mut Server, new_pid: i32) {
+    let status = srv.wait_exit(EXIT_WAIT);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{}: the old server did not exit 0 after the handover ({status:?}); stderr:\n{}",
+        srv.model,
+        srv.stderr_text()
+    );
+    assert!(
+        alive(new_pid),
+        "{}: the new server {new_pid} is gone",
+        srv.model
+    );
+    util::round_trip(srv.addr(), b"served by the new process", 1)
+        .unwrap_or_else(|e| panic!("{}: after the handover: {e}", srv.model));
+    // The new process has no server of its own to drop it: the test's
+    // process group kill in `Server::drop` gets it, but say so early.
+    let _ = kill(Pid::from_raw(new_pid), Signal::SIGTERM);
+}
+
+fn bench_across_sighup_sees_no_error(model: &str) {
+    if skip(model) {
+        return;
+    }
+    let _heavy = util::heavy();
+    let mut srv = Server::start(model, &["--workers", "2"]);
+    let addr = srv.addr().to_string();
+    let bench = Running::spawn(
+        netecho(&[
+            "bench",
+            &addr,
+            "--new-conn",
+            "-c",
+            "4",
+            "-d",
+            BENCH_SECS,
+            "--warmup",
+            "0",
+            "--json",
+        ]),
+        None,
+    );
+    let sent_at = Instant::now();
+    std::thread::sleep(Duration::from_millis(800));
+    srv.signal(Signal::SIGHUP);
+    let new_pid = handed_over_to(&srv);
+    let handed_at = sent_at.elapsed();
+    let run = bench.wait_exit(Duration::from_secs(30));
+    // The bench ran for BENCH_SECS from `sent_at`: the switch must have
+    // happened inside its run, with time left for connections after it.
+    assert!(
+        handed_at < Duration::from_millis(2500),
+        "{model}: the handover took until {handed_at:?}, not inside the bench run"
+    );
+    assert!(run.success(), "{model}: bench failed: {}", run.stderr);
+    let v: serde_json::Value = serde_json::from_str(run.stdout_str().trim())
+        .unwrap_or_else(|e| panic!("bench JSON: {e}: {}", run.stdout_str()));
+    assert_eq!(
+        v["errors"].as_f64(),
+        Some(0.0),
+        "{model}: errors across the SIGHUP: {v}\nbench stderr:\n{}\nserver stderr:\n{}",
+        run.stderr,
+        srv.stderr_text()
+    );
+    assert_eq!(v["mismatches"].as_f64(), Some(0.0), "{model}: {v}");
+    assert!(v["requests"].as_f64().unwrap_or(0.0) > 50.0, "{model}: {v}");
+    old_exits_new_serves(&mut srv, new_pid);
+}
+
+fn transfer_in_flight_crosses_sighup(model: &str) {
+    if skip(model) {
+        return;
+    }
+    let mut srv = Server::start(model, &["--workers", "2"]);
+    let payload = Rng::new(seed_of("handover 32 MiB")).bytes(32 * MIB);
+    let mut conn = util::connect(srv.addr());
+    let mut writer = conn.try_clone().unwrap();
+    let back = std::thread::scope(|s| {
+        let w = s.spawn(|| -> Result<(), String> {
+            let (first, rest) = payload.split_at(8 * MIB);
+            writer.write_all(first).map_err(|e| format!("write: {e}"))?;
+            // Mid-transfer: hand over, and go on only once the old process
+            // has stopped accepting and drains this connection.
+            srv.signal(Signal::SIGHUP);
+            handed_over_to(&srv);
+            for chunk in rest.chunks(256 * 1024) {
+                writer.write_all(chunk).map_err(|e| format!("write: {e}"))?;
+            }
+            writer
+                .shutdown(std::net::Shutdown::Write)
+                .map_err(|e| format!("half-close: {e}"))
+        });
+        let got = util::read_to_eof(&mut conn, payload.len());
+        let wrote = w.join().unwrap();
+        wrote.and(got)
+    });
+    let back = back.unwrap_or_else(|e| panic!("{model}: {e}; stderr:\n{}", srv.stderr_text()));
+    compare("32 MiB across the SIGHUP", &payload, &back).unwrap_or_else(|e| panic!("{model}: {e}"));
+    let new_pid = handed_over_to(&srv);
+    old_exits_new_serves(&mut srv, new_pid);
+}
+
+/// A scratch directory holding a copy of the binary, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(model: &str) -> Scratch {
+        let dir =
+            std::env::temp_dir().join(format!("netecho-handover-{model}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let s = Scratch(dir);
+        s.put_binary();
+        s
+    }
+
+    fn exe(&self) -> PathBuf {
+        self.0.join("netecho")
+    }
+
+    /// Writes `contents` as a new file renamed over the path (a new inode,
+    /// as an upgrade installs one), with `mode`.
+    fn replace(&self, contents: &[u8], mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = self.0.join("netecho.new");
+        std::fs::write(&tmp, contents).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).unwrap();
+        std::fs::rename(&tmp, self.exe()).unwrap();
+    }
+
+    fn put_binary(&self) {
+        self.replace(&std::fs::read(BIN).unwrap(), 0o755);
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// SIGHUP, then waits for the `handover failed` line number `nth` (from
+/// 1) and returns it.
+fn failed_handover(srv: &Server, nth: usize) -> String {
+    srv.signal(Signal::SIGHUP);
+    let mut line = None;
+    util::eventually(HANDOVER_WAIT, || {
+        line = srv
+            .stderr_text()
+            .lines()
+            .filter(|l| l.contains("handover failed"))
+            .nth(nth - 1)
+            .map(str::to_string);
+        line.is_some()
+    });
+    line.unwrap_or_else(|| {
+        panic!(
+            "{}: no `handover failed` line #{nth}; stderr:\n{}",
+            srv.model,
+            srv.stderr_text()
+        )
+    })
+}
+
+fn bad_executable_leaves_the_old_server_serving(model: &str) {
+    if skip(model) {
+        return;
+    }
+    let scratch = Scratch::new(model);
+    let mut srv = Server::start_exe(&scratch.exe(), model, &["--workers", "2"]);
+    let check = |srv: &mut Server, when: &str| {
+        srv.assert_running(when);
+        util::round_trip(srv.addr(), when.as_bytes(), 2)
+            .unwrap_or_else(|e| panic!("{model}: {when}: {e}"));
+    };
+    // A build that exits at once.
+    scratch.replace(b"#!/bin/sh\nexit 1\n", 0o755);
+    let why = failed_handover(&srv, 1);
+    assert!(
+        why.contains("exited before it was ready (exit status 1)"),
+        "{why}"
+    );
+    check(&mut srv, "after a build that exits 1");
+    // A file that cannot be run at all.
+    scratch.replace(b"not a program\n", 0o644);
+    let why = failed_handover(&srv, 2);
+    assert!(
+        why.contains("cannot run") && why.contains(&*scratch.exe().to_string_lossy()),
+        "{why}"
+    );
+    check(&mut srv, "after a file that cannot run");
+    // A build that rejects the flags (clap exits 2, its error on stderr).
+    scratch.replace(
+        b"#!/bin/sh\necho 'error: unexpected argument' >&2\nexit 2\n",
+        0o755,
+    );
+    let why = failed_handover(&srv, 3);
+    assert!(why.contains("exit status 2"), "{why}");
+    check(&mut srv, "after a build that rejects the flags");
+    assert_eq!(
+        srv.stderr_text().matches("handed over").count(),
+        0,
+        "{model}: no handover happened"
+    );
+    // A good build put back at the path: the next SIGHUP runs it.
+    scratch.put_binary();
+    srv.signal(Signal::SIGHUP);
+    let new_pid = handed_over_to(&srv);
+    let exe = std::fs::read_link(format!("/proc/{new_pid}/exe")).unwrap();
+    assert_eq!(
+        exe,
+        scratch.exe(),
+        "the new process runs the file at the path"
+    );
+    old_exits_new_serves(&mut srv, new_pid);
+    drop(scratch);
+}
+
+macro_rules! handover_tests {
+    ($($model:ident),* $(,)?) => {$(
+        mod $model {
+            const MODEL: &str = stringify!($model);
+
+            #[test]
+            fn bench_new_conn_across_sighup_sees_no_error() {
+                super::bench_across_sighup_sees_no_error(MODEL);
+            }
+            #[test]
+            fn a_32_mib_transfer_in_flight_crosses_the_sighup() {
+                super::transfer_in_flight_crosses_sighup(MODEL);
+            }
+            #[test]
+            fn a_bad_executable_leaves_the_old_server_serving() {
+                super::bad_executable_leaves_the_old_server_serving(MODEL);
+            }
+        }
+    )*};
+}
+
+handover_tests!(
+    epoll, uring, fork, prefork, tokio, thread, prethread, iterative
+);
