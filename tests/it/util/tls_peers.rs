@@ -18,7 +18,9 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The Python TLS echo server: prints `port N`, then `sni NAME` (`-` when
 /// none was sent) for each handshake; echoes until the client's
-/// close_notify or FIN, then sends close_notify and closes.
+/// close_notify or FIN, then sends close_notify and closes. TCP_NODELAY,
+/// or Nagle holds each first echo behind the unacknowledged session
+/// tickets for the client's delayed ACK (40 ms).
 pub const PY_TLS_ECHO: &str = r#"
 import socket, ssl, sys, threading
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -33,6 +35,7 @@ print("port", ls.getsockname()[1], flush=True)
 def serve(c):
     try:
         c.settimeout(30)
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s = ctx.wrap_socket(c, server_side=True)
         while True:
             d = s.recv(65536)
