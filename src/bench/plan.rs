@@ -359,7 +359,10 @@ impl Tally {
     pub(crate) fn merge(&mut self, other: Tally) {
         // Same bounds on both sides, so adding cannot fail; if it ever did,
         // the error count says so rather than a panic.
-        if self.hist.add(&other.hist).is_err() || self.handshakes.add(&other.handshakes).is_err() {
+        if self.hist.add(&other.hist).is_err() {
+            self.errors += 1;
+        }
+        if self.handshakes.add(&other.handshakes).is_err() {
             self.errors += 1;
         }
         self.resumed += other.resumed;

@@ -7,6 +7,7 @@
 //! Every wait here has a deadline: a broken server fails a test, never hangs it.
 
 pub mod peers;
+pub mod tls_peers;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
