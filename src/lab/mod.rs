@@ -7,6 +7,7 @@
 //! kernel picks), and every loop in it is bounded in count and time.
 
 pub(crate) mod backlog;
+pub(crate) mod close;
 pub(crate) mod nagle;
 pub(crate) mod rst;
 pub(crate) mod textbook;
@@ -34,7 +35,7 @@ pub(crate) struct Opt {
 type Scenario = fn() -> Result<()>;
 
 /// The scenarios: name, one-line summary, and what runs it.
-pub(crate) const SCENARIOS: [(&str, &str, Scenario); 6] = [
+pub(crate) const SCENARIOS: [(&str, &str, Scenario); 7] = [
     (
         "walkthrough",
         "a connection's life: LISTEN, handshake, echo, close, TIME-WAIT, zombies (the default)",
@@ -59,6 +60,11 @@ pub(crate) const SCENARIOS: [(&str, &str, Scenario); 6] = [
         "backlog",
         "a listener that never accepts: the accept queue fills, SYNs go unanswered and are retried",
         backlog::run,
+    ),
+    (
+        "close",
+        "a simultaneous close, TIME-WAIT on the active closer, a restart with and without SO_REUSEADDR",
+        close::run,
     ),
     (
         "zombie",

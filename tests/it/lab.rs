@@ -146,6 +146,7 @@ fn lab_list_names_every_scenario() {
             "textbook-client",
             "rst",
             "backlog",
+            "close",
             "zombie"
         ]
     );
@@ -243,4 +244,21 @@ fn lab_backlog_fills_the_queue_then_serves_everyone() {
             "each waiting client sent its SYN again: {c}"
         );
     }
+}
+
+#[test]
+fn lab_close_keeps_time_wait_on_the_active_closer() {
+    let (text, c) = scenario("close");
+    // Whether the two FINs cross on loopback is up to the scheduler: the
+    // count is this run's, only its presence is checked.
+    let tries = number_before(&c, " of ", " tries");
+    assert!(tries >= 1.0, "{c}");
+    assert!(
+        c.contains("the active closer's end was TIME-WAIT, the other CLOSED"),
+        "{c}\n{text}"
+    );
+    assert!(
+        c.ends_with("restart without SO_REUSEADDR: EADDRINUSE, with: bound"),
+        "{c}\n{text}"
+    );
 }
