@@ -6,6 +6,8 @@
 //! Every scenario uses only 127.0.0.1 and its own ports (port 0: the
 //! kernel picks), and every loop in it is bounded in count and time.
 
+pub(crate) mod backlog;
+pub(crate) mod close;
 pub(crate) mod nagle;
 pub(crate) mod rst;
 pub(crate) mod textbook;
@@ -33,7 +35,7 @@ pub(crate) struct Opt {
 type Scenario = fn() -> Result<()>;
 
 /// The scenarios: name, one-line summary, and what runs it.
-pub(crate) const SCENARIOS: [(&str, &str, Scenario); 5] = [
+pub(crate) const SCENARIOS: [(&str, &str, Scenario); 7] = [
     (
         "walkthrough",
         "a connection's life: LISTEN, handshake, echo, close, TIME-WAIT, zombies (the default)",
@@ -53,6 +55,16 @@ pub(crate) const SCENARIOS: [(&str, &str, Scenario); 5] = [
         "rst",
         "resets: a refused connect, a close with SO_LINGER 0, a write to a peer that has gone",
         rst::run,
+    ),
+    (
+        "backlog",
+        "a listener that never accepts: the accept queue fills, SYNs go unanswered and are retried",
+        backlog::run,
+    ),
+    (
+        "close",
+        "a simultaneous close, TIME-WAIT on the active closer, a restart with and without SO_REUSEADDR",
+        close::run,
     ),
     (
         "zombie",

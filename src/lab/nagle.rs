@@ -9,6 +9,8 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::walkthrough::{STEP_TIMEOUT, step};
@@ -21,6 +23,8 @@ use crate::trace::Tracer;
 /// start (the first segments of a connection are ACKed at once) and to
 /// give a stable median.
 const ROUNDS: usize = 20;
+/// Longest the capture thread runs, whatever happens to the exchanges.
+const CAPTURE_LIMIT: Duration = Duration::from_secs(10);
 /// The request's two pieces.
 const HEADER: &[u8] = b"GET ";
 const BODY: &[u8] = b"/index.html\n";
@@ -33,7 +37,26 @@ fn exchanges(nodelay: bool) -> Result<Vec<Duration>> {
     let addr = listener
         .local_addr()
         .map_err(io("reading the lab address"))?;
-    let mut tracer = Tracer::open("lo", addr.port(), false).ok();
+    // The capture is read on a thread of its own while the exchanges run,
+    // so each segment's time is when it passed, and the stall shows.
+    let done = Arc::new(AtomicBool::new(false));
+    let capture = Tracer::open("lo", addr.port(), false).ok().map(|mut t| {
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            let end = Instant::now() + CAPTURE_LIMIT;
+            while !done.load(Ordering::SeqCst) && Instant::now() < end {
+                match t.pump(Duration::from_millis(5), usize::MAX) {
+                    Ok(l) => lines.extend(l),
+                    Err(_) => break,
+                }
+            }
+            if let Ok(l) = t.pump(Duration::from_millis(20), usize::MAX) {
+                lines.extend(l);
+            }
+            lines
+        })
+    });
     let server = std::thread::spawn(move || -> std::io::Result<()> {
         let (mut s, _) = listener.accept()?;
         s.set_read_timeout(Some(STEP_TIMEOUT))?;
@@ -62,18 +85,17 @@ fn exchanges(nodelay: bool) -> Result<Vec<Duration>> {
     }
     drop(c);
     let _ = server.join();
-    if let Some(t) = tracer.as_mut() {
-        // The last exchange and the close: the stall is the gap between
-        // the header's segment and the body's.
-        let mut lines = Vec::new();
-        for _ in 0..20 {
-            let got = t.pump(Duration::from_millis(20), usize::MAX)?;
-            if got.is_empty() {
-                break;
-            }
-            lines.extend(got.into_iter().filter(|l| !l.trim_start().starts_with('|')));
-        }
-        let last = lines.len().saturating_sub(14);
+    done.store(true, Ordering::SeqCst);
+    if let Some(h) = capture {
+        let lines: Vec<String> = h
+            .join()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|l| !l.trim_start().starts_with('|'))
+            .collect();
+        // The last exchange and the close: with Nagle, the gap between the
+        // header's segment and the body's is the delayed ACK.
+        let last = lines.len().saturating_sub(12);
         evidence(&format!(
             "the last exchange{} in the trace:",
             if nodelay {

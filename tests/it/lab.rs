@@ -140,7 +140,15 @@ fn lab_list_names_every_scenario() {
         .collect();
     assert_eq!(
         names,
-        ["walkthrough", "nagle", "textbook-client", "rst", "zombie"]
+        [
+            "walkthrough",
+            "nagle",
+            "textbook-client",
+            "rst",
+            "backlog",
+            "close",
+            "zombie"
+        ]
     );
     assert!(
         text.lines().all(|l| l.split_whitespace().count() > 3),
@@ -217,5 +225,40 @@ fn lab_zombie_is_a_zombie_then_gone() {
     assert_eq!(
         c, "the child was a zombie before waitpid and was gone after it",
         "{text}"
+    );
+}
+
+#[test]
+fn lab_backlog_fills_the_queue_then_serves_everyone() {
+    let (text, c) = scenario("backlog");
+    let held = number_before(&c, "the accept queue held ", " of ");
+    let waiting = number_before(&c, "(backlog 2); ", " stayed in SYN-SENT");
+    let served = number_before(&c, "captured); ", " of 5 served");
+    assert_eq!(held, 3.0, "backlog 2 holds 3 on Linux: {c}\n{text}");
+    assert_eq!(waiting, 2.0, "the other two wait in SYN-SENT: {c}");
+    assert_eq!(served, 5.0, "every client is served after accept: {c}");
+    if is_root() {
+        let retries = number_before(&c, "SYN-SENT (", " SYN retransmissions");
+        assert!(
+            retries >= 2.0,
+            "each waiting client sent its SYN again: {c}"
+        );
+    }
+}
+
+#[test]
+fn lab_close_keeps_time_wait_on_the_active_closer() {
+    let (text, c) = scenario("close");
+    // Whether the two FINs cross on loopback is up to the scheduler: the
+    // count is this run's, only its presence is checked.
+    let tries = number_before(&c, " of ", " tries");
+    assert!(tries >= 1.0, "{c}");
+    assert!(
+        c.contains("the active closer's end was TIME-WAIT, the other CLOSED"),
+        "{c}\n{text}"
+    );
+    assert!(
+        c.ends_with("restart without SO_REUSEADDR: EADDRINUSE, with: bound"),
+        "{c}\n{text}"
     );
 }
