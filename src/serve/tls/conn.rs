@@ -90,6 +90,9 @@ pub(crate) struct TlsConn {
     close_notify_sent: bool,
     /// Why the handshake failed, if it did.
     failure: Option<Failure>,
+    /// Since when ciphertext rustls holds has not moved (the socket would
+    /// not take it): the stall clock for echo the core no longer keeps.
+    blocked_since: Option<Instant>,
 }
 
 impl std::fmt::Debug for TlsConn {
@@ -115,6 +118,7 @@ impl TlsConn {
             handshake_until: Some(now + timeout),
             close_notify_sent: false,
             failure: None,
+            blocked_since: None,
         })
     }
 
@@ -137,10 +141,11 @@ impl TlsConn {
     /// it runs, and the core's own.
     pub(crate) fn deadline<S: Copied>(&self, core: &Conn<S>, t: &Timeouts) -> Option<Instant> {
         let core_at = core.deadline(t).map(|(at, _)| at);
-        match (self.handshake_until, core_at) {
-            (Some(h), Some(c)) => Some(h.min(c)),
-            (h, c) => h.or(c),
-        }
+        let stall_at = self.blocked_since.zip(t.send).map(|(b, d)| b + d);
+        [self.handshake_until, core_at, stall_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// A timer came due at `now`: ends the connection (returns true) if the
@@ -155,6 +160,14 @@ impl TlsConn {
             && now >= until
         {
             self.time_out(core);
+            return true;
+        }
+        if let Some(at) = self.blocked_since.zip(t.send).map(|(b, d)| b + d)
+            && now >= at
+            && core.end().is_none()
+        {
+            // Encrypted echo sat unsent for the stall timeout.
+            core.fail(End::Stall);
             return true;
         }
         core.on_timer(now, t)
@@ -190,6 +203,9 @@ impl TlsConn {
         for _ in 0..BUDGET {
             // Ciphertext first: handshake messages, alerts, echo.
             let mut write_blocked = false;
+            if !self.tls.wants_write() {
+                self.blocked_since = None;
+            }
             while self.tls.wants_write() && core.end().is_none() {
                 match self.tls.write_tls(wire) {
                     // A TCP send never takes 0 of a non-empty buffer.
@@ -197,9 +213,10 @@ impl TlsConn {
                         self.fail(Failure::Eof);
                         core.fail(End::from_io(&io::ErrorKind::WriteZero.into()));
                     }
-                    Ok(_) => {}
+                    Ok(_) => self.blocked_since = None,
                     // The send buffer is full: wait until it drains.
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.blocked_since.get_or_insert(now);
                         write_blocked = true;
                         break;
                     }
@@ -547,6 +564,56 @@ mod tests {
         assert!(server.on_timer(&mut core, due, &t));
         assert_eq!(core.end(), Some(End::Idle));
         assert_eq!(server.failure(), Some(Failure::Timeout));
+    }
+
+    #[test]
+    fn ciphertext_the_socket_will_not_take_is_a_stall() {
+        // Small enough that the core keeps nothing: only rustls holds it,
+        // so the core alone would wait for the idle timeout.
+        let data = vec![5u8; 1000];
+        let tls = Tls::load(&Files::default(), Duration::from_secs(10)).unwrap();
+        let t0 = Instant::now();
+        let mut server = TlsConn::new(&tls.config, t0, tls.handshake_timeout).unwrap();
+        let mut core = Conn::new(t0, Pending::new());
+        let mut client =
+            rustls::ClientConnection::new(client_config(), "localhost".try_into().unwrap())
+                .unwrap();
+        let mut pipe = Pipe::default();
+        let mut buf = vec![0u8; 64 * 1024];
+        let t = Timeouts {
+            idle: Some(Duration::from_secs(300)),
+            send: Some(Duration::from_secs(3)),
+        };
+        // The handshake (and the tickets after it) with room to write.
+        let mut step = |client: &mut rustls::ClientConnection, pipe: &mut Pipe, room| {
+            while client.wants_write() {
+                let mut out = Vec::new();
+                client.write_tls(&mut out).unwrap();
+                pipe.to_server.extend(out);
+            }
+            pipe.server_room = room;
+            server.turn(&mut core, &mut ServerEnd(pipe), t0, &mut buf, &mut 0);
+            let incoming: Vec<u8> = pipe.to_client.drain(..).collect();
+            let mut rd = &incoming[..];
+            while !rd.is_empty() {
+                client.read_tls(&mut rd).unwrap();
+                client.process_new_packets().unwrap();
+            }
+        };
+        for _ in 0..10 {
+            step(&mut client, &mut pipe, 1 << 20);
+        }
+        assert!(!client.is_handshaking());
+        // Now the client sends and never reads: rustls takes the echo from
+        // the core, the socket takes none of its ciphertext.
+        client.writer().write_all(&data).unwrap();
+        step(&mut client, &mut pipe, 0);
+        assert!(!server.handshaking());
+        assert!(core.store().is_empty(), "the core kept the echo");
+        let due = server.deadline(&core, &t).unwrap();
+        assert!(due <= t0 + Duration::from_secs(3), "{due:?}");
+        assert!(server.on_timer(&mut core, t0 + Duration::from_secs(3), &t));
+        assert_eq!(core.end(), Some(End::Stall));
     }
 
     #[test]

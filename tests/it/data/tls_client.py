@@ -153,4 +153,8 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except Exception as e:  # one line for the test's message
+        print(f"FAIL {type(e).__name__}: {e}")
+        sys.exit(1)
