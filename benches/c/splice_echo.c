@@ -65,6 +65,7 @@ int main(int argc, char **argv) {
     struct sigaction sa = { .sa_handler = on_term }; /* no SA_RESTART: epoll_wait sees EINTR */
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN); /* splice has no MSG_NOSIGNAL: EPIPE must not kill us */
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 1;
     struct conn *c = calloc(rl.rlim_cur, sizeof *c);
     int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

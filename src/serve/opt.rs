@@ -85,7 +85,7 @@ pub(crate) struct ServeOpt {
 
     /// Move large transfers socket → pipe → socket with splice(2), never
     /// copied (epoll model): auto switches a connection once a read brings
-    /// 32 KiB or more, on splices every connection, off never.
+    /// 16 KiB or more, on splices every connection, off never.
     #[arg(long, value_name = "MODE", value_enum, default_value_t = ZeroCopy::Auto)]
     pub(crate) zero_copy: ZeroCopy,
 

@@ -54,14 +54,15 @@ pub(crate) enum ZeroCopy {
 /// The smallest read that switches a connection to the pipe under
 /// `--zero-copy auto`.
 ///
-/// Measured crossover (`netecho bench --models epoll` style cells, server
-/// pinned to CPU 0 with `--workers 1`, load on CPU 1, 8 connections, server
-/// CPU per request `--zero-copy on` against `off`, same run): see README
-/// "Zero copy"; the splice path costs about the same as the buffer path near
-/// 16 KiB messages and less above, so a read of 32 KiB — half the worker's
-/// read buffer, which a small-message client never fills — is where a
-/// connection moves to the pipe.
-pub(crate) const SWITCH_AT: usize = 32 * 1024;
+/// The crossover, measured with `scripts/zero-copy-crossover.sh
+/// target/release/netecho 3` (epoll, `--workers 1` pinned to CPU 0, netecho
+/// bench on CPU 1, 8 connections, server CPU per request of `--zero-copy
+/// on` over `off`, the two side by side; 2026-12-01 on the shared 2-core
+/// builder, load average 11–14, so each figure moves by ±0.1 run to run):
+/// 4 KiB 1.05, 8 KiB 0.90, 16 KiB 0.84–0.94, 32 KiB 0.78, 64 KiB 0.52–0.98,
+/// 256 KiB 0.66, 1 MiB 0.58. Splice starts to pay between 4 and 8 KiB; a
+/// read of 16 KiB, where it pays in every run, switches.
+pub(crate) const SWITCH_AT: usize = 16 * 1024;
 
 /// Flags of every splice: move pages where the kernel can, never block.
 const FLAGS: SpliceFFlags = SpliceFFlags::SPLICE_F_MOVE.union(SpliceFFlags::SPLICE_F_NONBLOCK);
