@@ -16,8 +16,11 @@
 //!   min(1 s, that). Ticks are 10 ms, so shorter windows are for development;
 //! - `NETECHO_BENCH_MODELS`: comma list of servers, from the C baselines
 //!   (`c-epoll`, `c-splice`), the `netecho serve --model` names (or `all`) and the peers
-//!   `socat`, `ncat`, `xinetd` (default: the C baselines, the eight models
-//!   and the installed peers);
+//!   `socat`, `ncat`, `xinetd`; a model name with `+tls` (`epoll+tls`,
+//!   `all+tls`) for its TLS row (`serve --tls-listen`, rustls on both ends)
+//!   and `socat-tls` for `socat OPENSSL-LISTEN:…,fork PIPE` (default: the C
+//!   baselines, the eight models, the installed peers, then the eight TLS
+//!   rows and socat-tls where socat is installed);
 //! - `NETECHO_BENCH_WORKLOADS`: comma list of `1`–`6` (or `small`, `large`,
 //!   `connect`, `idle`, `many`, `bulk`); default all six;
 //! - `NETECHO_BENCH_REPEAT` (1): runs per cell; the tables show medians.
@@ -94,6 +97,12 @@ impl Knobs {
                 .chain(
                     Peer::ALL
                         .into_iter()
+                        .filter(|p| p.program().is_some())
+                        .map(Server::Peer),
+                )
+                .chain(DEFAULT_MODELS.iter().map(|&m| Server::Tls(m)))
+                .chain(
+                    Some(Peer::SocatTls)
                         .filter(|p| p.program().is_some())
                         .map(Server::Peer),
                 )

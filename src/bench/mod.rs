@@ -239,9 +239,11 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
         return hlog::merge(merge);
     }
     if let Some(list) = &opt.models {
-        if opt.tls.tls {
+        // `--tls` adds each model's TLS row; the other TLS flags are about
+        // a server of the user's, which --models does not measure.
+        if opt.tls.tls_ca.is_some() || opt.tls.insecure || opt.tls.sni.is_some() || opt.tls_resume {
             return Err(Error::InvalidOption(
-                "--tls measures a HOST:PORT, not --models".into(),
+                "--models takes --tls alone (its servers' certificates are its own)".into(),
             ));
         }
         return models::run(&opt, list);

@@ -61,6 +61,17 @@ fn tail_note(last: &Mutex<String>) -> String {
 /// `listening tcp ADDR` line. The server logs at `warn` (`NETECHO_LOG`), so
 /// its stderr holds only what went wrong; the last line is kept.
 pub(crate) fn start(prog: &Path, args: &[String], cpu: Option<usize>) -> Result<Running> {
+    start_on(prog, args, cpu, ListenKind::Tcp)
+}
+
+/// [`start`], the address taken from the first `listening KIND` line
+/// (`tls` for a `--tls-listen` server).
+pub(crate) fn start_on(
+    prog: &Path,
+    args: &[String],
+    cpu: Option<usize>,
+    kind: ListenKind,
+) -> Result<Running> {
     let mut cmd = pinned_command(prog, cpu);
     cmd.args(args)
         .stdin(Stdio::null())
@@ -96,7 +107,7 @@ pub(crate) fn start(prog: &Path, args: &[String], cpu: Option<usize>) -> Result<
         let mut tx = Some(tx);
         for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
             if let Some(l) = parse_listening(&line)
-                && l.kind == ListenKind::Tcp
+                && l.kind == kind
                 && let Some(tx) = tx.take()
             {
                 let _ = tx.send(l.addr);
@@ -118,7 +129,8 @@ pub(crate) fn start(prog: &Path, args: &[String], cpu: Option<usize>) -> Result<
             let why = match status {
                 Ok(s) if s.code().is_some() => format!("exited ({s})"),
                 _ => format!(
-                    "printed no `listening tcp` line within {} s",
+                    "printed no `listening {}` line within {} s",
+                    format!("{kind:?}").to_lowercase(),
                     READY_TIMEOUT.as_secs()
                 ),
             };

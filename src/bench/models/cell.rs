@@ -18,9 +18,11 @@ use super::server::{Server, model_flags};
 use super::workload::{SMALL_MSG, Shape, Workload};
 use super::{Programs, Setup, floor, peer};
 use crate::bench::plan::{self, Plan, Tally};
-use crate::bench::{procstat, spawn, tcp};
+use crate::bench::{procstat, spawn, tcp, tls as bench_tls};
 use crate::error::{Error, Result};
 use crate::net::pattern;
+use crate::net::tls::{self as net_tls, Connector};
+use crate::serve::ListenKind;
 use crate::sys::stop;
 
 /// Connections workload 4 opens before it reads their echoes: well under
@@ -142,10 +144,18 @@ pub(crate) fn measure(
                 model_flags(model, w, setup.idle_conns).map_err(Skip::NotApplicable)?;
             let mut args = serve_args(model);
             args.extend(extra);
-            spawned(&programs.netecho, &args, note, w, setup)
+            spawned(&programs.netecho, &args, note, w, setup, Wire::Plain)
+        }
+        Server::Tls(model) => {
+            let (extra, note) =
+                model_flags(model, w, setup.idle_conns).map_err(Skip::NotApplicable)?;
+            let mut args = serve_args(model);
+            args.extend(["--tls-listen".to_string(), "127.0.0.1:0".to_string()]);
+            args.extend(extra);
+            spawned(&programs.netecho, &args, note, w, setup, Wire::Tls)
         }
         Server::C(spec) => match programs.c_program(spec) {
-            Ok(program) => spawned(program, &[], String::new(), w, setup),
+            Ok(program) => spawned(program, &[], String::new(), w, setup, Wire::Plain),
             Err(why) => Err(Skip::Failed(why)),
         },
         Server::Peer(p) => {
@@ -163,7 +173,8 @@ pub(crate) fn measure(
             let (running, addr) =
                 peer::start(p, &prog, &programs.scratch, setup.server_cpu).map_err(fail)?;
             thread::sleep(peer::PROBE_SETTLE);
-            let outcome = load(addr, running.pid, w, setup);
+            let wire = if p.tls() { Wire::Tls } else { Wire::Plain };
+            let outcome = load(addr, running.pid, w, setup, wire);
             let tail = running.tail();
             drop(running);
             let outcome = outcome.map_err(|e| Skip::Failed(format!("{e}{tail}")))?;
@@ -197,9 +208,14 @@ fn spawned(
     note: String,
     w: Workload,
     setup: &Setup,
+    wire: Wire,
 ) -> std::result::Result<Cell, Skip> {
-    let running = spawn::start(prog, args, setup.server_cpu).map_err(fail)?;
-    let outcome = load(running.addr, running.pid, w, setup);
+    let kind = match wire {
+        Wire::Plain => ListenKind::Tcp,
+        Wire::Tls => ListenKind::Tls,
+    };
+    let running = spawn::start_on(prog, args, setup.server_cpu, kind).map_err(fail)?;
+    let outcome = load(running.addr, running.pid, w, setup, wire);
     let tail = running.stderr_tail();
     let exit_note = spawn::stop(running);
     let outcome = outcome.map_err(|e| {
@@ -224,16 +240,36 @@ fn fail(e: Error) -> Skip {
     Skip::Failed(e.to_string())
 }
 
+/// How a cell's load talks to its server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    Plain,
+    /// TLS 1.3 with rustls, the server's certificate not verified (it is
+    /// self-signed for the run); a full handshake per new connection.
+    Tls,
+}
+
+/// The client side of [`Wire::Tls`]: no verification, no resumption.
+fn tls_connector(addr: SocketAddr) -> Result<Connector> {
+    let config = net_tls::client_config(None, true, false)?;
+    let name = net_tls::server_name(Some("localhost"), &addr.to_string())?;
+    Ok(Connector::new(config, name, &addr.to_string()))
+}
+
 /// Drives workload `w` against the server at `addr`, whose process
 /// (forked children included) is `server`.
-fn load(addr: SocketAddr, server: i32, w: Workload, setup: &Setup) -> Result<Outcome> {
+fn load(addr: SocketAddr, server: i32, w: Workload, setup: &Setup, wire: Wire) -> Result<Outcome> {
+    let tls = match wire {
+        Wire::Plain => None,
+        Wire::Tls => Some(tls_connector(addr)?),
+    };
     match w.shape {
         Shape::Traffic {
             conns,
             size,
             new_conn,
-        } => traffic(addr, server, conns, size, new_conn, setup).map(Outcome::Traffic),
-        Shape::Idle => idle(addr, server, setup).map(Outcome::Memory),
+        } => traffic(addr, server, conns, size, new_conn, setup, tls).map(Outcome::Traffic),
+        Shape::Idle => idle(addr, server, setup, tls.as_ref()).map(Outcome::Memory),
     }
 }
 
@@ -273,6 +309,7 @@ fn traffic(
     size: usize,
     new_conn: bool,
     setup: &Setup,
+    tls: Option<Connector>,
 ) -> Result<Traffic> {
     let mut list = Vec::with_capacity(conns);
     for id in 0..conns {
@@ -287,7 +324,25 @@ fn traffic(
         };
         list.push((id as u64, sock));
     }
-    prime(&list)?;
+    let tls = match tls {
+        // The handshakes prime a pool as the byte below does.
+        Some(c) => {
+            let mut streams: Vec<TcpStream> =
+                list.iter_mut().filter_map(|(_, s)| s.take()).collect();
+            let (sessions, hist) = bench_tls::handshake_all(&c, &mut streams, PRIME_TIMEOUT)?;
+            for ((_, slot), s) in list.iter_mut().zip(streams) {
+                *slot = Some(s);
+            }
+            Some(std::sync::Arc::new(bench_tls::Setup::new(
+                c, sessions, hist,
+            )))
+        }
+        None => {
+            prime(&list)?;
+            None
+        }
+    };
+    let is_tls = tls.is_some();
     let plan = Plan::new(plan::Settings {
         addr,
         conns,
@@ -301,12 +356,18 @@ fn traffic(
         timeout: STALL_LIMIT,
         interval: None,
         hold: false,
-        tls: None,
+        tls,
     });
     let (open, close, tally) = thread::scope(|scope| {
         let worker = thread::Builder::new()
             .name("models-load".into())
-            .spawn_scoped(scope, || tcp::run(&plan, 0, list))
+            .spawn_scoped(scope, || {
+                if is_tls {
+                    bench_tls::run(&plan, 0, list)
+                } else {
+                    tcp::run(&plan, 0, list)
+                }
+            })
             .map_err(Error::io("starting the load thread"))?;
         let open = sample_at(plan.warmup_end, &worker, server, setup.clk_tck);
         let close = match (&open, plan.end) {
@@ -375,15 +436,15 @@ fn sample_at(
 /// The [`Shape::Idle`] workload: opens `setup.idle_conns` connections, one
 /// checked round trip on each, holds them all, and reads the server's PSS
 /// before and after.
-fn idle(addr: SocketAddr, server: i32, setup: &Setup) -> Result<Memory> {
+fn idle(addr: SocketAddr, server: i32, setup: &Setup, tls: Option<&Connector>) -> Result<Memory> {
     let conns = setup.idle_conns;
     // One connection first, so one-time setup (a runtime, a first thread
     // stack, lazily mapped code) is in the "before" figure, not per connection.
-    drop(open_batch(addr, 0, 1)?);
+    drop(open_batch(addr, 0, 1, tls)?);
     thread::sleep(WARM_SETTLE);
     let (pss_before, _) = procstat::tree_pss_kib(server)?;
     let cpu_before = procstat::tree_cpu_ns(server, setup.clk_tck)?;
-    let mut held: Vec<TcpStream> = Vec::with_capacity(conns);
+    let mut held: Vec<Held> = Vec::with_capacity(conns);
     let t0 = Instant::now();
     while held.len() < conns {
         if stop::requested() {
@@ -397,7 +458,7 @@ fn idle(addr: SocketAddr, server: i32, setup: &Setup) -> Result<Memory> {
             )));
         }
         let n = IDLE_BATCH.min(conns - held.len());
-        held.extend(open_batch(addr, held.len() as u64 + 1, n)?);
+        held.extend(open_batch(addr, held.len() as u64 + 1, n, tls)?);
     }
     let open_s = t0.elapsed().as_secs_f64();
     thread::sleep(IDLE_SETTLE);
@@ -416,11 +477,20 @@ fn idle(addr: SocketAddr, server: i32, setup: &Setup) -> Result<Memory> {
     })
 }
 
+/// An idle connection held open, with its TLS session if it has one.
+type Held = (TcpStream, Option<rustls::ClientConnection>);
+
 /// Opens `n` connections (ids from `first`), writes one 64 B message on
 /// each, then reads every echo back and checks it. All the connects and
 /// writes go out before the first read, so the server has `n` clients to
-/// serve at once rather than one round trip at a time.
-fn open_batch(addr: SocketAddr, first: u64, n: usize) -> Result<Vec<TcpStream>> {
+/// serve at once rather than one round trip at a time. With `tls`, each
+/// connection's handshake comes first, one after another.
+fn open_batch(
+    addr: SocketAddr,
+    first: u64,
+    n: usize,
+    tls: Option<&Connector>,
+) -> Result<Vec<Held>> {
     let broken = |what: &str, id: u64, e: io::Error| {
         Error::Measure(format!("idle connection {id}: {what}: {e}"))
     };
@@ -434,13 +504,25 @@ fn open_batch(addr: SocketAddr, first: u64, n: usize) -> Result<Vec<TcpStream>> 
             .and_then(|()| s.set_write_timeout(Some(STALL_LIMIT)))
             .map_err(|e| broken("socket timeout", id, e))?;
         pattern::fill(id, 0, &mut msg);
-        s.write_all(&msg).map_err(|e| broken("write", id, e))?;
-        socks.push(s);
+        let mut session = match tls {
+            Some(c) => Some(c.handshake(&mut s, STALL_LIMIT)?.0),
+            None => None,
+        };
+        match session.as_mut() {
+            Some(t) => rustls::Stream::new(t, &mut s).write_all(&msg),
+            None => s.write_all(&msg),
+        }
+        .map_err(|e| broken("write", id, e))?;
+        socks.push((s, session));
     }
     let mut back = [0u8; SMALL_MSG];
-    for (id, s) in (first..).zip(socks.iter_mut()) {
+    for (id, (s, session)) in (first..).zip(socks.iter_mut()) {
         pattern::fill(id, 0, &mut msg);
-        s.read_exact(&mut back).map_err(|e| broken("echo", id, e))?;
+        match session.as_mut() {
+            Some(t) => rustls::Stream::new(t, s).read_exact(&mut back),
+            None => s.read_exact(&mut back),
+        }
+        .map_err(|e| broken("echo", id, e))?;
         if let Some(at) = pattern::first_difference(&msg, &back) {
             return Err(Error::Measure(format!(
                 "idle connection {id}: echo mismatch at byte {at}"

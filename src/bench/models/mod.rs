@@ -382,7 +382,18 @@ pub(crate) fn run(opt: &Opt, models: &ModelList) -> Result<()> {
     let exe = std::env::current_exe().map_err(Error::io("finding the netecho binary"))?;
     let window = opt.duration.unwrap_or(DEFAULT_SECS);
     let mut suite = Suite::on_this_machine(window, opt.warmup, opt.idle_conns, exe)?;
-    suite.servers = models.0.iter().copied().map(Server::Netecho).collect();
+    // `--tls`: each model's TLS row after its plain one.
+    suite.servers = models
+        .0
+        .iter()
+        .flat_map(|&m| {
+            [
+                Some(Server::Netecho(m)),
+                opt.tls.tls.then_some(Server::Tls(m)),
+            ]
+        })
+        .flatten()
+        .collect();
     let rows = suite.run(&Layout::Lines, &mut io::stdout().lock())?;
     if stop::requested() {
         return Err(Error::BenchFailed(

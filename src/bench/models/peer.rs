@@ -41,24 +41,37 @@ pub enum Peer {
     Socat,
     Ncat,
     Xinetd,
+    /// `socat OPENSSL-LISTEN:P,fork PIPE`: the TLS echo a user would pick
+    /// instead of `serve --tls-listen`, with a certificate made for the run.
+    SocatTls,
 }
 
 impl Peer {
-    /// All of them, in table order.
+    /// The plain-TCP ones, in table order.
     pub const ALL: [Peer; 3] = [Peer::Socat, Peer::Ncat, Peer::Xinetd];
 
-    /// Its program's name, also its name in the tables.
+    /// Its name in the tables.
     pub(crate) fn name(self) -> &'static str {
         match self {
             Peer::Socat => "socat",
             Peer::Ncat => "ncat",
             Peer::Xinetd => "xinetd",
+            Peer::SocatTls => "socat-tls",
         }
+    }
+
+    /// Whether it is driven through TLS.
+    pub(crate) fn tls(self) -> bool {
+        self == Peer::SocatTls
     }
 
     /// Where it is installed, if it is.
     pub fn program(self) -> Option<PathBuf> {
-        super::server::find_in_path(self.name())
+        let program = match self {
+            Peer::SocatTls => "socat",
+            p => p.name(),
+        };
+        super::server::find_in_path(program)
     }
 
     /// The arguments that make it an echo server on 127.0.0.1:`port`
@@ -69,6 +82,18 @@ impl Peer {
                 format!("TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr"),
                 "PIPE".into(),
             ],
+            Peer::SocatTls => {
+                let (cert, key) = (scratch.join("socat-tls.crt"), scratch.join("socat-tls.key"));
+                write_self_signed(&cert, &key)?;
+                vec![
+                    format!(
+                        "OPENSSL-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr,cert={},key={},verify=0",
+                        cert.display(),
+                        key.display()
+                    ),
+                    "PIPE".into(),
+                ]
+            }
             Peer::Ncat => vec![
                 "-l".into(),
                 "-k".into(),
@@ -96,6 +121,20 @@ impl Peer {
             }
         })
     }
+}
+
+/// A self-signed certificate for `localhost` and its key, as PEM files.
+fn write_self_signed(cert: &Path, key: &Path) -> Result<()> {
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+        .map_err(|e| Error::Measure(format!("making a certificate for socat: {e}")))?;
+    for (path, text) in [
+        (cert, made.cert.pem()),
+        (key, made.signing_key.serialize_pem()),
+    ] {
+        std::fs::write(path, text)
+            .map_err(|e| Error::Measure(format!("writing {}: {e}", path.display())))?;
+    }
+    Ok(())
 }
 
 /// Where xinetd's configuration is written, for the header to name.

@@ -74,6 +74,10 @@ pub enum Server {
     C(CServer),
     /// socat, ncat or xinetd from PATH, on a free port.
     Peer(Peer),
+    /// `netecho serve --model M` on a `--tls-listen` port (its self-signed
+    /// certificate), driven through TLS: the row beside the model's plain
+    /// one shows what TLS costs.
+    Tls(Model),
     /// Not a server: one thread owning both ends of a loopback TCP
     /// connection does write/read/write/read of the message size; half a
     /// round trip's CPU is the least any syscall-per-message server can pay.
@@ -85,6 +89,7 @@ impl Server {
     pub(crate) fn label(&self) -> &'static str {
         match self {
             Server::Netecho(m) => m.name(),
+            Server::Tls(m) => tls_label(*m),
             Server::C(c) => c.name,
             Server::Peer(p) => p.name(),
             Server::KernelFloor => "kernel floor",
@@ -92,16 +97,40 @@ impl Server {
     }
 }
 
+/// A TLS row's name: the model's with `+tls`.
+fn tls_label(m: Model) -> &'static str {
+    match m {
+        Model::Auto => "auto+tls",
+        Model::Iterative => "iterative+tls",
+        Model::Fork => "fork+tls",
+        Model::Prefork => "prefork+tls",
+        Model::Thread => "thread+tls",
+        Model::Prethread => "prethread+tls",
+        Model::Epoll => "epoll+tls",
+        Model::Tokio => "tokio+tls",
+        Model::Uring => "uring+tls",
+    }
+}
+
 /// Parses `NETECHO_BENCH_MODELS`: names separated by commas, from the C
-/// baselines, the `serve --model` names (`all` for [`DEFAULT_MODELS`]) and
-/// the peers; repeats dropped, order kept. An empty list is not an error
-/// here: the caller says what nothing to run means.
+/// baselines, the `serve --model` names (`all` for [`DEFAULT_MODELS`]),
+/// the same with `+tls` (`all+tls`) for the TLS rows, and the peers
+/// (`socat-tls` for socat's TLS echo); repeats dropped, order kept. An
+/// empty list is not an error here: the caller says what nothing to run
+/// means.
 pub fn parse_servers(s: &str) -> Result<Vec<Server>, String> {
     let mut out = Vec::new();
     for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        if let Some(c) = C_SERVERS.iter().find(|c| c.name == name) {
+        if let Some(model) = name.strip_suffix("+tls") {
+            let models = parse_models(model)?;
+            out.extend(models.0.into_iter().map(Server::Tls));
+        } else if let Some(c) = C_SERVERS.iter().find(|c| c.name == name) {
             out.push(Server::C(*c));
-        } else if let Some(p) = Peer::ALL.into_iter().find(|p| p.name() == name) {
+        } else if let Some(p) = Peer::ALL
+            .into_iter()
+            .chain([Peer::SocatTls])
+            .find(|p| p.name() == name)
+        {
             out.push(Server::Peer(p));
         } else {
             let models = parse_models(name).map_err(|e| {
@@ -109,6 +138,7 @@ pub fn parse_servers(s: &str) -> Result<Vec<Server>, String> {
                     .iter()
                     .map(|c| c.name)
                     .chain(Peer::ALL.map(Peer::name))
+                    .chain([Peer::SocatTls.name(), "MODEL+tls"])
                     .collect();
                 format!("{e} (or {})", others.join(", "))
             })?;
