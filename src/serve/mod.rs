@@ -293,6 +293,12 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         shutdown,
         zero_copy: opt.zero_copy.resolve(),
     }));
+    if ctx.zero_copy == splice::ZeroCopy::On && !matches!(model, Model::Epoll) {
+        tracing::warn!(
+            model = model.name(),
+            "--zero-copy on: only the epoll model splices; this one copies"
+        );
+    }
     let listeners = if passed.tcp.is_empty() {
         listen::bind_all(&opt.listen)?
     } else {
