@@ -96,7 +96,7 @@ pub(crate) struct Opt {
 
     /// Measure netecho's own server models instead of HOST:PORT: each is
     /// started on a loopback port, pinned to CPU 0 with the load on CPU 1,
-    /// and run through the four workloads of BENCHMARKING.md. LIST is a
+    /// and run through the workloads of BENCHMARKING.md. LIST is a
     /// comma list of models (default: all but auto).
     #[arg(long, value_name = "LIST", num_args = 0..=1, default_missing_value = "all",
           value_parser = models::parse_models,

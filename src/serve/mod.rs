@@ -353,6 +353,12 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         tls,
         zero_copy: opt.zero_copy.resolve(),
     }));
+    if ctx.zero_copy == splice::ZeroCopy::On && !matches!(model, Model::Epoll) {
+        tracing::warn!(
+            model = model.name(),
+            "--zero-copy on: only the epoll model splices; this one copies"
+        );
+    }
     // UDP shares the TCP sockets' addresses and ports (echo is port 7 for
     // both), unless systemd passed datagram sockets.
     let udp_sockets = if !opt.udp {

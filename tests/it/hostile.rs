@@ -138,7 +138,7 @@ impl Known {
 }
 
 /// Fetches `/metrics` and returns the value of the sample line `name`.
-fn metric(metrics: SocketAddr, name: &str) -> u64 {
+pub(crate) fn metric(metrics: SocketAddr, name: &str) -> u64 {
     let mut s = TcpStream::connect_timeout(&metrics, Duration::from_secs(5)).expect("metrics");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")

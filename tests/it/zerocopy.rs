@@ -45,7 +45,17 @@ fn stream(c: TcpStream, data: Vec<u8>) -> Result<Vec<u8>, String> {
 /// it is open).
 fn sixty_four_mib(mode: &str) {
     let _heavy = util::heavy();
-    let server = Server::start("epoll", &["--workers", "1", "--zero-copy", mode]);
+    let server = Server::start(
+        "epoll",
+        &[
+            "--workers",
+            "1",
+            "--zero-copy",
+            mode,
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+    );
     let before = pipes(server.pid());
     let data = Rng::new(seed_of(&format!("zerocopy/64MiB/{mode}"))).bytes(64 * MIB);
     let c = connect(server.addr());
@@ -71,6 +81,13 @@ fn sixty_four_mib(mode: &str) {
     compare(&format!("64 MiB, --zero-copy {mode}"), &data, &back).unwrap();
     let most = watcher.join().unwrap();
     assert_eq!(most, before + 2, "{mode}: the connection never had a pipe");
+    // Spliced bytes are counted as copied ones are (once the worker's
+    // turn has added them up).
+    let m = server.metrics_addr();
+    let counted = util::eventually(Duration::from_secs(5), || {
+        crate::hostile::metric(m, "netecho_bytes_echoed_total") == data.len() as u64
+    });
+    assert!(counted, "{mode}: bytes echoed not counted in the metrics");
 }
 
 #[test]

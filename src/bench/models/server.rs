@@ -206,6 +206,14 @@ pub(crate) fn model_flags(
         Shape::Idle if one_at_a_time || pooled => Err(format!(
             "a worker per connection: {conns} idle ones would be {conns} workers"
         )),
+        Shape::Traffic {
+            conns,
+            new_conn: false,
+            ..
+        } if conns > model.default_max_conns() => Err(format!(
+            "serves at most {} clients at once by default; the workload keeps {conns} busy",
+            model.default_max_conns()
+        )),
         // Default flags: the pool grows to the load (during the warm-up
         // round trip every connection makes first), all on the server's CPU.
         Shape::Traffic { .. } if pooled => Ok((Vec::new(), "pool grown".into())),
@@ -279,6 +287,9 @@ mod tests {
         assert!(model_flags(Model::Iterative, Workload::SMALL, 10).is_err());
         assert!(model_flags(Model::Iterative, Workload::CONNECT, 10).is_ok());
         assert!(model_flags(Model::Prefork, Workload::IDLE, 10).is_err());
+        // Workload 5's 300 connections are over prefork's default 256.
+        assert!(model_flags(Model::Prefork, Workload::MANY, 10).is_err());
+        assert!(model_flags(Model::Prethread, Workload::MANY, 10).is_ok());
         let (args, note) = model_flags(Model::Prethread, Workload::SMALL, 10).unwrap();
         assert!(
             args.is_empty(),
