@@ -102,25 +102,27 @@ json() { python3 -c 'import json,sys; print(json.loads(sys.stdin.readlines()[-1]
 
 echo "# $(date -u '+%F %H:%M UTC'), $(uname -r), $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
 echo "# $conns connections over $src, held $hold s${scaled:+ ($scaled)}"
-printf '%-6s %9s %9s %9s %11s %12s %10s %11s\n' \
-    model conns open_s open/s "pss B/conn" "slab B/sock" "tcp pages" "probe p99"
+printf '%-6s %9s %9s %9s %11s %11s %12s %10s %11s\n' \
+    model conns open_s open/s "pss B/conn" "pss MiB" "slab B/sock" "tcp pages" "probe p99"
 port=7000
 work=$(mktemp -d)
 for model in $models; do
     port=$((port + 1))  # a fresh port: no clash with the last run's TIME_WAIT
-    in_ns bash -c "ulimit -n $limit; exec $netecho serve -m $model -l 127.0.0.1:$port \
+    # Not through in_ns: a function run in the background is a subshell,
+    # and $! would be its pid; ip and bash exec, so $! is the server.
+    ip netns exec "$ns" bash -c "ulimit -n $limit; exec $netecho serve -m $model -l 127.0.0.1:$port \
         --max-conns $((conns + 1000)) --idle-timeout 0 --stall-timeout 0" \
         > "$work/serve.out" 2> "$work/serve.err" &
     pids=($!)
     for _ in $(seq 100); do grep -q "listening tcp" "$work/serve.out" && break; sleep 0.1; done
     grep -q "listening tcp" "$work/serve.out" || die "$model: serve did not start: $(cat "$work/serve.err")"
-    # `ip netns exec` execs, so $! is the server itself.
     spid=${pids[0]}
+    [[ $(readlink "/proc/$spid/exe") == "$netecho" ]] || die "$model: $spid is not the server"
     sleep 0.5
     pss0=$(kib "/proc/$spid/smaps_rollup" Pss)
     slab0=$(slab_kib)
 
-    in_ns bash -c "ulimit -n $limit; exec timeout $((hold + 900)) $netecho bench 127.0.0.1:$port \
+    ip netns exec "$ns" bash -c "ulimit -n $limit; exec timeout $((hold + 900)) $netecho bench 127.0.0.1:$port \
         --hold -c $conns -d $hold --source-addrs $src --connect-timeout 10 --json" \
         > "$work/hold.out" 2> "$work/hold.err" &
     pids+=($!)
@@ -143,16 +145,25 @@ for model in $models; do
     in_ns timeout 60 "$netecho" bench "127.0.0.1:$port" -c 10 --rate 1000 -d 5 --warmup 0.5 --json \
         > "$work/probe.out" 2> "$work/probe.err" || die "$model: probe failed: $(cat "$work/probe.err")"
     p99=$(json p99_us < "$work/probe.out")
-    wait "${pids[1]}" || die "$model: hold run failed: $(tail -3 "$work/hold.err")"
+    if ! wait "${pids[1]}"; then
+        # One model failing is a result; the others still run.
+        echo "$model: hold run failed: $(tail -1 "$work/hold.err")"
+        kill "$spid"; wait "$spid" 2>/dev/null || true
+        pids=()
+        continue
+    fi
     held=$(json requests < "$work/hold.out")
     errors=$(json errors < "$work/hold.out")
     (( errors == 0 )) || echo "c1m: $model: $errors errors: $(grep -m1 connection "$work/hold.err")" >&2
+    unfinished=$(json unfinished < "$work/hold.out")
+    (( unfinished == 0 )) || echo "c1m: $model: $unfinished first echoes not back by the end" >&2
+    [[ $model == auto ]] && echo "# auto: $(grep -m1 -o 'model="[a-z]*"' "$work/serve.err")"
     kill "$spid"; wait "$spid" 2>/dev/null || true
     pids=()
     awk -v m="$model" -v n="$held" -v t="$open_s" -v p0="$pss0" -v p1="$pss1" \
         -v s0="$slab0" -v s1="$slab1" -v mem="$mem" -v p99="$p99" 'BEGIN {
-        printf "%-6s %9d %9.3f %9.0f %11.0f %12.0f %10s %8s µs\n", m, n, t, n / t,
-            (p1 - p0) * 1024 / n, (s1 - s0) * 1024 / (2 * n), mem, p99 }'
+        printf "%-6s %9d %9.3f %9.0f %11.0f %11.1f %12.0f %10s %8s µs\n", m, n, t, n / t,
+            (p1 - p0) * 1024 / n, p1 / 1024, (s1 - s0) * 1024 / (2 * n), mem, p99 }'
     # Let the kernel reap the closed sockets before the next model.
     for _ in $(seq 300); do
         (( $(in_ns awk '/^TCP:/ {print $3}' /proc/net/sockstat) < 1000 )) && break; sleep 0.2
