@@ -185,7 +185,16 @@ fn open_stream(
     timeout: Duration,
     tls: Option<&Connector>,
 ) -> Result<(Stream, Option<(Duration, String)>)> {
-    let mut s = net::connect_one(target, addr, timeout)?;
+    wrap_stream(net::connect_one(target, addr, timeout)?, timeout, tls)
+}
+
+/// A connected socket as a probe stream, after the TLS handshake with
+/// `tls` (within `timeout`).
+fn wrap_stream(
+    mut s: TcpStream,
+    timeout: Duration,
+    tls: Option<&Connector>,
+) -> Result<(Stream, Option<(Duration, String)>)> {
     // Probes are written whole; Nagle would only add delay.
     let _ = s.set_nodelay(true);
     match tls {
@@ -240,10 +249,9 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
         let addr = s
             .peer_addr()
             .map_err(Error::io("reading the server's address"))?;
-        drop(s);
         // The first handshake, like the first connect, is a one-line error
         // before any probe (a certificate that does not verify...).
-        let (s, hs) = open_stream(&opt.target, addr, opt.timeout, tls.as_ref())?;
+        let (s, hs) = wrap_stream(s, opt.timeout, tls.as_ref())?;
         if let Some((took, _)) = &hs {
             stats.handshakes_ms.push(took.as_secs_f64() * 1e3);
         }
