@@ -180,6 +180,12 @@ impl TlsConn {
         core.fail(End::Idle);
     }
 
+    /// The socket took ciphertext outside [`TlsConn::turn`] (io_uring's
+    /// send completed): the stall clock restarts.
+    pub(crate) fn moved(&mut self) {
+        self.blocked_since = None;
+    }
+
     /// Records a failure, if the handshake was still running.
     fn fail(&mut self, why: Failure) {
         if self.handshaking() {

@@ -20,7 +20,6 @@ import hashlib
 import socket
 import ssl
 import sys
-import threading
 
 TIMEOUT = 20
 
@@ -45,34 +44,47 @@ def connect(host, port, args):
 
 
 def echo(host, port, path, args):
+    """One thread, non-blocking, select(): OpenSSL must not see SSL_read
+    and SSL_write on one connection from two threads at once."""
+    import select
+    import time
+
     data = open(path, "rb").read()
     s = connect(host, port, args)
     version = s.version()
     fp = hashlib.sha256(s.getpeercert(binary_form=True)).hexdigest()
-    errors = []
-
-    def send():
-        try:
-            s.sendall(data)
-        except Exception as e:  # reported below
-            errors.append(e)
-
-    t = threading.Thread(target=send)
-    t.start()
+    s.setblocking(False)
+    sent = 0
     got = bytearray()
-    while len(got) < len(data):
-        b = s.recv(1 << 16)
-        if not b:
-            break
-        got += b
-    t.join()
-    if errors:
-        print(f"FAIL send: {errors[0]}")
-        return 1
+    deadline = time.monotonic() + 4 * TIMEOUT
+    eof = False
+    while len(got) < len(data) and not eof:
+        if time.monotonic() > deadline:
+            print(f"FAIL timed out: sent {sent}, got {len(got)} of {len(data)}")
+            return 1
+        want_w = sent < len(data)
+        select.select([s], [s] if want_w else [], [], 1.0)
+        if want_w:
+            try:
+                sent += s.send(data[sent : sent + (1 << 16)])
+            except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+                pass
+        # Drain what is decrypted and buffered, not only what select saw.
+        while True:
+            try:
+                b = s.recv(1 << 16)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                break
+            if not b:
+                eof = True
+                break
+            got += b
     if bytes(got) != data:
         at = next((i for i, (a, b) in enumerate(zip(got, data)) if a != b), min(len(got), len(data)))
-        print(f"FAIL {len(got)} of {len(data)} bytes back, first difference at {at}")
+        print(f"FAIL {len(got)} of {len(data)} bytes back (sent {sent}), first difference at {at}")
         return 1
+    s.setblocking(True)
+    s.settimeout(TIMEOUT)
     # Our close_notify; unwrap returns once the server's close_notify came.
     plain = s.unwrap()
     rest = plain.recv(16)

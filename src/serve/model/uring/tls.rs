@@ -129,6 +129,8 @@ impl UringTls {
 
     /// A send took `n` bytes of `sending`.
     pub(super) fn on_sent(&mut self, n: usize) {
+        // The kernel took ciphertext: that is progress for the stall clock.
+        self.tls.moved();
         self.sent += n;
         if self.sent >= self.sending.len() {
             self.sending.clear();
