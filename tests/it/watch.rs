@@ -316,7 +316,7 @@ fn watch_events_shows_a_reset() {
         .unwrap()
         .port();
     let p = port.to_string();
-    let Some((mut child, mut out)) = start_events(name, &["--port", &p, "--duration", "3"]) else {
+    let Some((mut child, mut out)) = start_events(name, &["--port", &p, "--duration", "1"]) else {
         return;
     };
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
