@@ -8,6 +8,7 @@
 //! is gone), and `--info`/`--pid` ticks when those are asked for.
 
 use std::io::{self, Write};
+use std::os::fd::AsFd;
 use std::time::Instant;
 
 use nix::errno::Errno;
@@ -262,9 +263,22 @@ pub(crate) fn run(opt: &Opt, mut inst: Instance) -> Result<()> {
             }
         };
         let Some(fd) = inst.fd() else { break };
-        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        // Stdout too, for no event: a pipe whose reader went away (`| head`)
+        // reports POLLERR, which ends the run instead of waiting for an
+        // event to fail writing.
+        let stdout = io::stdout();
+        let stdout_fd = stdout.as_fd();
+        let mut fds = [
+            PollFd::new(fd, PollFlags::POLLIN),
+            PollFd::new(stdout_fd, PollFlags::empty()),
+        ];
         match poll(&mut fds, timeout) {
-            Ok(_) => {}
+            Ok(_) => {
+                let gone = PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL;
+                if fds[1].revents().is_some_and(|r| r.intersects(gone)) {
+                    break;
+                }
+            }
             // Ctrl-C or SIGTERM: the loop condition sees the flag.
             Err(Errno::EINTR) => {}
             Err(e) => {

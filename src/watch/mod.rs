@@ -1,6 +1,16 @@
 //! `netecho watch`: the TCP sockets on one port, live, each state change
-//! printed as it happens, with the process that owns the socket.
+//! printed as it happens.
 //!
+//! # Event mode (the default as root)
+//! The kernel's `sock:inet_sock_set_state` tracepoint and the TCP reset
+//! and retransmission tracepoints, through a tracefs instance of netecho's
+//! own ([`tracefs`]), filtered in the kernel to the port. Lines are parsed
+//! by [`events`] (pure), followed by [`timeline`] (pure: each transition
+//! with the time spent in the state left, TIME-WAIT confirmed over
+//! sock_diag), and driven by [`event_mode`], which sleeps in `poll` on the
+//! trace pipe: no CPU while nothing happens, and no state missed.
+//!
+//! # Poll mode (`--mode poll`, or without root/tracefs)
 //! Every `--interval` the kernel's socket table is read over netlink
 //! sock_diag ([`diag`]), reduced to the sockets whose local or remote port is
 //! `--port`, and compared with the previous read ([`snapshot::diff`]):
@@ -13,6 +23,9 @@
 //! A poll can miss a state that lasts less than the interval (SYN-SENT on
 //! loopback lasts microseconds): `watch` shows what the table held at each
 //! poll, and `trace` shows every segment.
+//!
+//! `--info` adds each ESTABLISHED socket's `tcp_info` ([`info`]) when it
+//! changes, in either mode.
 //!
 //! With `--pid`, the process tree under that pid is shown too, each
 //! process's state letter and wait channel (the kernel function it sleeps

@@ -270,12 +270,15 @@ fn watch_events_sees_every_state_and_removes_its_instance_on_sigterm() {
     };
     // Read line by line until every transition is there (bounded: the
     // read times out through the SIGTERM below if one never comes).
+    let (done, wait_done) = std::sync::mpsc::channel::<()>();
     let killer = {
         let pid = child.id() as i32;
         std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_secs(5));
-            // SAFETY: kill(2) on a pid of ours; at worst it has exited.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
+            if wait_done.recv_timeout(Duration::from_secs(5)).is_err() {
+                // SAFETY: kill(2) on a pid of ours, still running (the
+                // test has not reaped it yet).
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
         })
     };
     let mut line = String::new();
@@ -286,11 +289,12 @@ fn watch_events_sees_every_state_and_removes_its_instance_on_sigterm() {
         }
         text.push_str(&line);
     }
+    let _ = done.send(());
+    killer.join().unwrap();
     assert!(seen_all(&text), "missing transitions in:\n{text}");
     // SAFETY: kill(2) on the pid of the child we started and still hold.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert_eq!(wait_code(&mut child), 0, "SIGTERM ends watch with exit 0");
-    killer.join().unwrap();
     assert!(
         !instance_of(child.id()).exists(),
         "the tracefs instance is removed after SIGTERM"
@@ -312,7 +316,7 @@ fn watch_events_shows_a_reset() {
         .unwrap()
         .port();
     let p = port.to_string();
-    let Some((mut child, mut out)) = start_events(name, &["--port", &p, "--duration", "3"]) else {
+    let Some((mut child, mut out)) = start_events(name, &["--port", &p, "--duration", "1"]) else {
         return;
     };
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
