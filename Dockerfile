@@ -33,9 +33,10 @@ FROM scratch AS runtime
 COPY --from=build /out/ /
 # A uid with no privilege and no home; ports above 1024 need none.
 USER 65532:65532
-# TCP and UDP echo; TLS echo on 6667 (once TLS serving lands, issue 11);
-# Prometheus metrics at /metrics.
+# TCP and UDP echo; TLS echo on 6667 (a self-signed certificate made at
+# start, its fingerprint logged; mount your own and add --tls-cert and
+# --tls-key); Prometheus metrics at /metrics.
 EXPOSE 6666/tcp 6666/udp 6667/tcp 9100/tcp
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/netecho", "serve"]
-CMD ["--udp", "--metrics", "0.0.0.0:9100"]
+CMD ["--udp", "--tls-listen", "0.0.0.0:6667", "--metrics", "0.0.0.0:9100"]

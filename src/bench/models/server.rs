@@ -263,11 +263,17 @@ mod tests {
             ]
         );
         assert_eq!(parse_servers("all").unwrap().len(), DEFAULT_MODELS.len());
+        assert_eq!(
+            parse_servers("epoll+tls, socat-tls").unwrap(),
+            vec![Server::Tls(Model::Epoll), Server::Peer(Peer::SocatTls)]
+        );
+        assert_eq!(parse_servers("all+tls").unwrap().len(), DEFAULT_MODELS.len());
+        assert_eq!(Server::Tls(Model::Uring).label(), "uring+tls");
         assert_eq!(parse_servers(" , ").unwrap(), Vec::<Server>::new());
         let e = parse_servers("nope").unwrap_err();
         assert!(
             e.starts_with("unknown model 'nope'; known: all, auto,")
-                && e.ends_with("(or c-epoll, c-splice, socat, ncat, xinetd)"),
+                && e.ends_with("(or c-epoll, c-splice, socat, ncat, xinetd, socat-tls, MODEL+tls)"),
             "{e}"
         );
     }
