@@ -1357,6 +1357,34 @@ mod tests {
     }
 
     #[test]
+    fn a_spill_gives_every_buffer_back_and_keeps_the_order() {
+        // Buffer `bid` holds bytes `bid * 10 ..`: the copy closure fakes the
+        // pool with that rule.
+        let fake = |b: u16, off: usize, len: usize, to: &mut Vec<u8>| {
+            to.extend((off..off + len).map(|i| (usize::from(b) * 10 + i) as u8));
+        };
+        let mut h = Held::new(4);
+        h.keep(chunk(1, 4), 0);
+        h.keep(chunk(2, 3), 0);
+        h.consume(1);
+        let mut back = Vec::new();
+        h.spill_all(8, fake, |b| back.push(b));
+        assert_eq!(back, [1, 2], "every held buffer goes back to the ring");
+        assert_eq!((h.bufs(), Store::len(&h), h.spilled()), (0, 6, 6));
+        assert!(matches!(h.front(), Some(Front::Spill(0, 6))));
+        assert_eq!(h.spill, [11, 12, 13, 20, 21, 22]);
+        // A receive while spilled is copied in after what is there.
+        h.keep(chunk(5, 2), 0);
+        h.absorb(fake, |b| back.push(b));
+        assert_eq!(back, [1, 2, 5]);
+        assert_eq!(h.spill, [11, 12, 13, 20, 21, 22, 50, 51]);
+        h.consume(8);
+        assert!(h.drained());
+        h.settle();
+        assert_eq!(h.spill.capacity(), 0, "a sent spill frees its memory");
+    }
+
+    #[test]
     fn reading_pauses_over_one_echo_buffer_or_over_the_buffer_cap() {
         let mut h = Held::new(2);
         assert!(h.room() > 0);
