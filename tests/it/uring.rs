@@ -399,3 +399,89 @@ fn idle_connections_are_closed_busy_ones_are_not() {
     busy.read_exact(&mut b).unwrap();
     assert_eq!(&b, b"c", "the busy connection was closed");
 }
+
+/// Opens `n` clients that each write up to `per` bytes without blocking and
+/// never read: they stop at EAGAIN (their echo fills both directions'
+/// socket buffers) or after `per` bytes, bounded either way.
+fn non_readers(server: &Server, n: usize, per: usize) -> Vec<TcpStream> {
+    let junk = pattern(99, CHUNK);
+    (0..n)
+        .map(|_| {
+            let mut s = connect(server);
+            s.set_nonblocking(true).unwrap();
+            let mut sent = 0;
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while sent < per && Instant::now() < deadline {
+                match s.write(&junk) {
+                    Ok(k) => sent += k,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        // The server may still be taking bytes: look again
+                        // shortly, then give up on this one.
+                        thread::sleep(Duration::from_millis(5));
+                        match s.write(&junk) {
+                            Ok(k) => sent += k,
+                            Err(_) => break,
+                        }
+                    }
+                    Err(e) => panic!("non-reader write: {e}"),
+                }
+            }
+            s
+        })
+        .collect()
+}
+
+/// A fresh client's round trip of `len` bytes, with a socket timeout of
+/// `limit`: Err says how it failed.
+fn fresh_round_trip(server: &Server, seed: u64, len: usize, limit: Duration) -> Result<(), String> {
+    let mut s = TcpStream::connect_timeout(&server.addr(), limit).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(limit)).unwrap();
+    s.set_write_timeout(Some(limit)).unwrap();
+    let data = pattern(seed, len);
+    let mut tx = s.try_clone().map_err(|e| e.to_string())?;
+    let want = data.clone();
+    let writer = thread::spawn(move || tx.write_all(&want));
+    let mut back = vec![0u8; len];
+    let read = s.read_exact(&mut back);
+    let wrote = writer.join().map_err(|_| "writer panicked".to_string())?;
+    wrote.map_err(|e| format!("write: {e}"))?;
+    read.map_err(|e| format!("read: {e}"))?;
+    if back != data {
+        return Err("echo differs".into());
+    }
+    Ok(())
+}
+
+/// Regression (scripts/soak.sh): 40 clients that send a lot and never read
+/// must only block themselves. Before the fix each one pinned provided
+/// buffers until `--stall-timeout`, the ring ran dry, and a fresh client's
+/// echo waited for that timeout too.
+#[test]
+fn clients_that_never_read_do_not_starve_the_ring() {
+    if skip() {
+        return;
+    }
+    let _heavy = crate::util::heavy();
+    for bufs in ["64", "8", "1"] {
+        let server = start_with(
+            &["--stall-timeout", "60"],
+            &[("NETECHO_URING_BUFS", bufs)],
+            None,
+        );
+        let hogs = non_readers(&server, 40, 4 << 20);
+        for round in 0..3u64 {
+            for len in [64 * 1024, 100] {
+                fresh_round_trip(&server, round + 1, len, Duration::from_secs(5)).unwrap_or_else(
+                    |e| {
+                        panic!(
+                            "NETECHO_URING_BUFS={bufs}: a {len} B echo behind 40 non-readers, \
+                             round {round}: {e}; stderr:\n{}",
+                            server.stderr_text()
+                        )
+                    },
+                );
+            }
+        }
+        drop(hogs);
+    }
+}

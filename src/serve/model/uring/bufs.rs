@@ -95,6 +95,19 @@ impl Pool {
         unsafe { self.base.as_ptr().cast::<u8>().add(at) }
     }
 
+    /// Bytes `off..off + len` of buffer `bid`, which a receive filled and
+    /// which is held out of the ring (the caller's to read); empty if the
+    /// range is not inside one of our buffers.
+    pub(super) fn filled(&self, bid: u16, off: usize, len: usize) -> &[u8] {
+        if !self.owns(bid) || off.checked_add(len).is_none_or(|e| e > self.size as usize) {
+            return &[];
+        }
+        // SAFETY: the range lies inside buffer `bid` (checked above), inside
+        // our mapping; the buffer is out of the ring, so the kernel does not
+        // write it while this borrow of the pool lives.
+        unsafe { std::slice::from_raw_parts(self.buf(bid).add(off), len) }
+    }
+
     /// True if `bid` names one of our buffers: a kernel result is checked
     /// before it is used as an index.
     pub(super) fn owns(&self, bid: u16) -> bool {

@@ -27,11 +27,16 @@
 //!   deadline (`--idle-timeout`, `--stall-timeout`: the timer rule of
 //!   [`crate::serve::timers`]), or at most [`TICK`] to notice the stop flag
 //!   and accept pauses.
-//! - **Limit**: the first burst of a connection, before its first pause,
-//!   can take up to the whole ring. A client that then stops reading pins
-//!   those buffers until its echo moves or `--stall-timeout` closes it, and
-//!   the worker's other connections wait for buffers meanwhile (ENOBUFS,
-//!   re-armed when any buffer comes back).
+//! - **Fair share of the ring**: a connection paused for backpressure, or
+//!   whose echo waits for the client to read, while it holds provided
+//!   buffers is listed; when more than half of the ring is out, or any
+//!   receive finds it empty (ENOBUFS), every listed connection *spills*: its
+//!   send is cancelled, its held bytes are copied into its own heap buffer,
+//!   its buffers go back to the ring, and its echo goes on from that copy
+//!   (see `worker::Held`). A client that never reads therefore ends up
+//!   holding no buffer at all, only its copy (about [`HELD_BYTES`] plus one
+//!   buffer, or the one burst it took before its first pause), and blocks
+//!   nobody but itself; clients that read keep the no-copy path.
 //! - **Stop**: after a signal the accepts are cancelled and never re-armed,
 //!   connections are served until they end, and the worker leaves its loop
 //!   when it has none left. Leaving, for any reason, cancels whatever is still

@@ -53,8 +53,25 @@ pub(super) struct Chunk {
 /// The connection core's [`Store`] here: the kernel-filled buffers
 /// themselves, in order, so bytes are never copied. Fully sent buffers stay
 /// at the front until [`Held::pop_done`] hands them back to the ring.
+///
+/// A connection paused for backpressure while the ring runs low (or while
+/// another connection found it empty) *spills*: its held bytes are copied
+/// into `spill`, its own heap buffer, and every provided buffer it held goes
+/// back to the ring ([`Held::spill_all`]). From then on what it receives is
+/// copied there too while it has room ([`Held::absorb`]), and its echo is
+/// sent from that copy. So a client that never reads keeps at most its own
+/// spill — about [`HELD_BYTES`] plus one buffer, or the one burst it took
+/// before its first pause — and no provided buffer: the ring, shared by
+/// every connection of the worker, can only be held by connections whose
+/// echo moves, and no client can starve the others by not reading.
 #[derive(Debug, Default)]
 pub(super) struct Held {
+    /// Bytes spilled out of the ring, older than every chunk: those from
+    /// `spill_sent` on are unsent. Its memory never moves while a send from
+    /// it may be in flight (only [`Held::spill_all`] and [`Held::settle`],
+    /// called with no send in flight, reallocate or compact it).
+    spill: Vec<u8>,
+    spill_sent: usize,
     chunks: VecDeque<Chunk>,
     /// Bytes received and not yet sent.
     unsent: usize,
@@ -63,18 +80,41 @@ pub(super) struct Held {
     cap_bufs: u16,
 }
 
+/// What the next send of a connection sends from.
+#[derive(Debug, Clone, Copy)]
+enum Front {
+    /// Unsent bytes of the spill, from this offset, this many.
+    Spill(usize, usize),
+    /// The first unsent chunk.
+    Chunk(Chunk),
+}
+
 impl Held {
     fn new(cap_bufs: usize) -> Held {
         Held {
+            spill: Vec::new(),
+            spill_sent: 0,
             chunks: VecDeque::new(),
             unsent: 0,
             cap_bufs: u16::try_from(cap_bufs).unwrap_or(u16::MAX),
         }
     }
 
-    /// The first buffer with bytes left to send.
-    fn front(&self) -> Option<&Chunk> {
-        self.chunks.iter().find(|c| c.sent < c.len)
+    /// Unsent bytes in the spill.
+    fn spilled(&self) -> usize {
+        self.spill.len() - self.spill_sent
+    }
+
+    /// Where the next send starts: the spill first (its bytes are older).
+    fn front(&self) -> Option<Front> {
+        if self.spilled() > 0 {
+            return Some(Front::Spill(self.spill_sent, self.spilled()));
+        }
+        self.chunks
+            .iter()
+            .find(|c| c.sent < c.len)
+            .copied()
+            .map(Front::Chunk)
     }
 
     /// Takes a buffer whose bytes are all sent off the front.
@@ -88,6 +128,75 @@ impl Held {
     /// Buffers held, sent or not.
     fn bufs(&self) -> usize {
         self.chunks.len()
+    }
+
+    /// Nothing held at all: no buffer, no spilled byte.
+    fn drained(&self) -> bool {
+        self.chunks.is_empty() && self.spilled() == 0
+    }
+
+    /// With no send in flight: frees a fully sent spill, or drops its sent
+    /// prefix, so the spill's memory is only what is unsent.
+    fn settle(&mut self) {
+        if self.spilled() == 0 {
+            self.spill = Vec::new();
+            self.spill_sent = 0;
+        } else if self.spill_sent > 0 {
+            self.spill.drain(..self.spill_sent);
+            self.spill_sent = 0;
+        }
+    }
+
+    /// With no send in flight: copies every unsent byte of the held
+    /// buffers into the spill, after the bytes already there, and hands
+    /// each buffer to `give_back`. Leaves room for one more echo buffer and
+    /// one received buffer, so that the single receives that follow are
+    /// copied in without moving the spill under a send.
+    fn spill_all(
+        &mut self,
+        buf_size: usize,
+        mut copy: impl FnMut(u16, usize, usize, &mut Vec<u8>),
+        mut give_back: impl FnMut(u16),
+    ) {
+        self.settle();
+        let in_chunks: usize = self.chunks.iter().map(|c| (c.len - c.sent) as usize).sum();
+        self.spill.reserve(in_chunks + HELD_BYTES + buf_size);
+        while let Some(c) = self.chunks.pop_front() {
+            if c.sent < c.len {
+                copy(
+                    c.bid,
+                    c.sent as usize,
+                    (c.len - c.sent) as usize,
+                    &mut self.spill,
+                );
+            }
+            give_back(c.bid);
+        }
+    }
+
+    /// After a receive, while the spill has unsent bytes (so any send in
+    /// flight is from the spill, never from a chunk): copies held chunks
+    /// into the spill's spare capacity, oldest first, and hands their
+    /// buffers to `give_back`. A chunk that does not fit stays held until
+    /// the next [`Held::spill_all`].
+    fn absorb(
+        &mut self,
+        mut copy: impl FnMut(u16, usize, usize, &mut Vec<u8>),
+        mut give_back: impl FnMut(u16),
+    ) {
+        while self.spilled() > 0 {
+            let Some(&c) = self.chunks.front() else {
+                return;
+            };
+            let left = (c.len - c.sent) as usize;
+            if self.spill.capacity() - self.spill.len() < left {
+                return;
+            }
+            // Fits in the spare capacity: extending does not reallocate.
+            copy(c.bid, c.sent as usize, left, &mut self.spill);
+            self.chunks.pop_front();
+            give_back(c.bid);
+        }
     }
 }
 
@@ -122,6 +231,10 @@ impl Store for Held {
     }
 
     fn consume(&mut self, mut n: usize) {
+        let from_spill = self.spilled().min(n);
+        self.spill_sent += from_spill;
+        self.unsent -= from_spill;
+        n -= from_spill;
         for c in self.chunks.iter_mut() {
             if n == 0 {
                 break;
@@ -152,6 +265,11 @@ struct Conn {
     /// In single mode, the last receive found the socket's queue empty and
     /// everything is echoed: a multishot receive would not burst now.
     caught_up: bool,
+    /// Paused with buffers held and asked to spill them ([`Held`]): done
+    /// as soon as no send is in flight (one is cancelled for it).
+    spill_wanted: bool,
+    /// In the worker's `paused` list.
+    listed: bool,
     /// The earliest deadline filed for it in the worker's [`Timers`].
     armed: Option<Instant>,
     /// The client's address, kept only when `--max-conns-per-ip` needs it
@@ -199,6 +317,9 @@ pub(super) struct Worker {
     backlog: VecDeque<squeue::Entry>,
     /// Connections waiting for a buffer to come back (slot, generation).
     starved: Vec<(usize, u32)>,
+    /// Connections paused for backpressure while holding buffers: spilled
+    /// ([`Held`]) when the ring runs low or a receive finds it empty.
+    paused: Vec<(usize, u32)>,
     /// Completions reaped, reused to avoid an allocation per loop.
     cqes: Vec<cqueue::Entry>,
     ctx: &'static Ctx,
@@ -255,6 +376,7 @@ impl Worker {
             inflight: 0,
             backlog: VecDeque::new(),
             starved: Vec::new(),
+            paused: Vec::new(),
             cqes: Vec::with_capacity((RING_ENTRIES * CQ_FACTOR) as usize),
             ctx,
             held_cap: tuning.held_cap(),
@@ -290,6 +412,9 @@ impl Worker {
             }
             self.expire_due();
             self.resume_accepts();
+            if self.ring_low() {
+                self.spill_paused();
+            }
             self.feed_starved(tick);
             if self.stopping && self.live == 0 && self.listeners.iter().all(|l| !l.armed) {
                 return Ok(());
@@ -564,6 +689,8 @@ impl Worker {
             recv: Io::Idle,
             send: Io::Idle,
             starved: false,
+            spill_wanted: false,
+            listed: false,
             single: false,
             caught_up: false,
             armed: None,
@@ -632,6 +759,7 @@ impl Worker {
             return;
         }
         let mut spare = None;
+        let mut spill_paused = false;
         match res {
             n if n > 0 => match bid {
                 Some(b) if b < count && n as u32 <= size => {
@@ -665,6 +793,8 @@ impl Worker {
                     libc::ENOBUFS => {
                         c.starved = true;
                         self.starved.push((slot, generation));
+                        // Whoever holds buffers while paused gives them back.
+                        spill_paused = true;
                     }
                     // Our cancel (backpressure or closing): `progress`
                     // decides whether to re-arm.
@@ -680,7 +810,41 @@ impl Worker {
         if let Some(b) = spare {
             self.pool.put(b);
         }
+        let Worker { slots, pool, .. } = self;
+        if let Some(c) = slots.get_mut(slot).and_then(|s| s.conn.as_mut()) {
+            let p = &*pool;
+            let mut back = Vec::new();
+            c.core.store_mut().absorb(
+                |b, off, len, to| to.extend_from_slice(p.filled(b, off, len)),
+                |b| back.push(b),
+            );
+            for b in back {
+                pool.put(b);
+            }
+        }
         self.progress(slot);
+        if spill_paused {
+            self.spill_paused();
+        }
+    }
+
+    /// More than half of the ring is held by connections: time for the
+    /// paused ones to spill.
+    fn ring_low(&self) -> bool {
+        !self.paused.is_empty() && self.pool.free <= usize::from(self.pool.count) / 2
+    }
+
+    /// Asks every connection paused with buffers held to spill them
+    /// ([`Held`]), so the ring goes to connections whose echo moves.
+    fn spill_paused(&mut self) {
+        let paused = std::mem::take(&mut self.paused);
+        for (slot, generation) in paused {
+            if let Some(c) = self.conn_mut(slot, generation) {
+                c.listed = false;
+                c.spill_wanted = true;
+                self.progress(slot);
+            }
+        }
     }
 
     fn on_send(&mut self, slot: usize, generation: u32, res: i32) {
@@ -709,7 +873,8 @@ impl Worker {
             }
             // Nothing sent of a non-empty buffer: the core ends it.
             0 => c.core.on_sent(now, 0),
-            // Our cancel: the connection is closing.
+            // Our cancel: the connection is closing, or spilling
+            // (`progress` does it now that no send is in flight).
             e if -e == libc::ECANCELED => {}
             // A signal is resubmitted by `progress`; anything else ends it.
             e => {
@@ -721,6 +886,8 @@ impl Worker {
             while let Some(b) = c.core.store_mut().pop_done() {
                 pool.put(b);
             }
+            // No send is in flight now.
+            c.core.store_mut().settle();
         }
         self.progress(slot);
     }
@@ -749,6 +916,7 @@ impl Worker {
             pool,
             timers,
             timeouts,
+            paused,
             ..
         } = self;
         let Some(s) = slots.get_mut(slot) else {
@@ -761,6 +929,36 @@ impl Worker {
         let fd = c.fd.as_raw_fd();
         let mut push = |entry| enqueue(ring, backlog, inflight, entry);
         let mut next = c.core.next();
+        let io = matches!(next, Next::Io { .. });
+        if !io || c.core.store().bufs() == 0 {
+            // Nothing (left) to spill.
+            c.spill_wanted = false;
+        }
+        if c.spill_wanted {
+            // Asked to give its buffers back ([`Held`]): done once no send
+            // is in flight, cancelling the one that may wait for the client.
+            match c.send {
+                Io::Busy => {
+                    push(cancel_entry(Op::Send(slot, generation)));
+                    c.send = Io::Cancelling;
+                }
+                Io::Idle => {
+                    c.spill_wanted = false;
+                    let p = &*pool;
+                    let mut back = Vec::new();
+                    c.core.store_mut().spill_all(
+                        buf_size as usize,
+                        |b, off, len, to| to.extend_from_slice(p.filled(b, off, len)),
+                        |b| back.push(b),
+                    );
+                    for b in back {
+                        pool.put(b);
+                    }
+                    next = c.core.next();
+                }
+                Io::Cancelling => {}
+            }
+        }
         if next == Next::ShutWrite && c.recv == Io::Idle && c.send == Io::Idle {
             // Everything read was echoed: our FIN follows the last byte, and
             // the receive queue is empty, so the close below is a FIN,
@@ -774,11 +972,23 @@ impl Worker {
                 && c.send == Io::Idle
                 && let Some(front) = c.core.store().front()
             {
-                let left = front.len - front.sent;
-                // The chunk's bytes sit in pool buffer `front.bid`, held out
-                // of the ring until this send completes. `wrapping_add`: the
-                // offset is within the buffer (`sent < len <= size`).
-                let ptr = pool.buf(front.bid).wrapping_add(front.sent as usize);
+                let (ptr, left) = match front {
+                    // The chunk's bytes sit in pool buffer `front.bid`, held
+                    // out of the ring until this send completes.
+                    // `wrapping_add`: the offset is within the buffer
+                    // (`sent < len <= size`).
+                    Front::Chunk(front) => (
+                        pool.buf(front.bid).wrapping_add(front.sent as usize),
+                        front.len - front.sent,
+                    ),
+                    // The spill is neither moved nor freed while this send
+                    // is in flight (see `Held`), nor dropped before it
+                    // completes (closing waits for it).
+                    Front::Spill(at, n) => (
+                        c.core.store().spill[at..].as_ptr().cast_mut(),
+                        u32::try_from(n).unwrap_or(u32::MAX),
+                    ),
+                };
                 push(
                     opcode::Send::new(Fd(fd), ptr, left)
                         .flags(libc::MSG_NOSIGNAL)
@@ -794,7 +1004,7 @@ impl Worker {
                 c.recv = Io::Cancelling;
                 c.single = true;
             }
-            let drained = c.core.store().bufs() == 0 && c.send == Io::Idle;
+            let drained = c.core.store().drained() && c.send == Io::Idle;
             // The client has caught up: back to one multishot receive, which
             // costs one submission for many messages instead of one each.
             if drained && c.single && c.caught_up && c.recv == Io::Idle {
@@ -805,8 +1015,11 @@ impl Worker {
                 // Multishot: re-armed once the echo is all sent. Single:
                 // one more buffer while fewer than `held_cap` are held.
                 let entry = if c.single && c.core.store().bufs() < held_cap {
+                    // No more than the room left: a spilling connection
+                    // copies what it receives into its spill's spare room.
+                    let len = buf_size.min(u32::try_from(read).unwrap_or(u32::MAX));
                     Some(
-                        opcode::Recv::new(Fd(fd), std::ptr::null_mut(), buf_size)
+                        opcode::Recv::new(Fd(fd), std::ptr::null_mut(), len)
                             .buf_group(BGID)
                             .build()
                             .flags(squeue::Flags::BUFFER_SELECT),
@@ -824,6 +1037,16 @@ impl Worker {
             }
         }
         let Next::Close(end) = next else {
+            // Holding buffers while paused or while its echo waits for the
+            // client: one of those asked to spill when the ring runs low.
+            if !c.listed
+                && !c.spill_wanted
+                && c.core.store().bufs() > 0
+                && (matches!(next, Next::Io { read: 0, .. }) || c.send != Io::Idle)
+            {
+                c.listed = true;
+                paused.push((slot, generation));
+            }
             if (c.armed.is_none() || c.core.deadline_may_be_sooner())
                 && let Some((at, _)) = c.core.deadline(timeouts)
             {
@@ -1047,6 +1270,12 @@ impl Worker {
         }
         let leftover = self.inflight;
         for slot in 0..self.slots.len() {
+            if let Some(c) = self.slots[slot].conn.as_mut()
+                && leftover > 0
+            {
+                // A send from it may still be in flight: leaked, as the pool.
+                std::mem::forget(std::mem::take(&mut c.core.store_mut().spill));
+            }
             if self.slots[slot].conn.is_some() {
                 self.close(slot, End::Stopped);
             }
@@ -1117,14 +1346,42 @@ mod tests {
         assert_eq!(Store::len(&h), 150);
         h.consume(60);
         assert_eq!(h.pop_done(), None, "buffer 3 still has 40 bytes to send");
-        assert_eq!(h.front().map(|c| (c.bid, c.sent)), Some((3, 60)));
+        assert!(matches!(h.front(), Some(Front::Chunk(c)) if (c.bid, c.sent) == (3, 60)));
         h.consume(40);
-        assert_eq!(h.front().map(|c| c.bid), Some(5));
+        assert!(matches!(h.front(), Some(Front::Chunk(c)) if c.bid == 5));
         assert_eq!(h.pop_done(), Some(3));
         assert_eq!(h.pop_done(), None);
         h.consume(50);
         assert_eq!(h.pop_done(), Some(5));
         assert_eq!((Store::len(&h), h.bufs()), (0, 0));
+    }
+
+    #[test]
+    fn a_spill_gives_every_buffer_back_and_keeps_the_order() {
+        // Buffer `bid` holds bytes `bid * 10 ..`: the copy closure fakes the
+        // pool with that rule.
+        let fake = |b: u16, off: usize, len: usize, to: &mut Vec<u8>| {
+            to.extend((off..off + len).map(|i| (usize::from(b) * 10 + i) as u8));
+        };
+        let mut h = Held::new(4);
+        h.keep(chunk(1, 4), 0);
+        h.keep(chunk(2, 3), 0);
+        h.consume(1);
+        let mut back = Vec::new();
+        h.spill_all(8, fake, |b| back.push(b));
+        assert_eq!(back, [1, 2], "every held buffer goes back to the ring");
+        assert_eq!((h.bufs(), Store::len(&h), h.spilled()), (0, 6, 6));
+        assert!(matches!(h.front(), Some(Front::Spill(0, 6))));
+        assert_eq!(h.spill, [11, 12, 13, 20, 21, 22]);
+        // A receive while spilled is copied in after what is there.
+        h.keep(chunk(5, 2), 0);
+        h.absorb(fake, |b| back.push(b));
+        assert_eq!(back, [1, 2, 5]);
+        assert_eq!(h.spill, [11, 12, 13, 20, 21, 22, 50, 51]);
+        h.consume(8);
+        assert!(h.drained());
+        h.settle();
+        assert_eq!(h.spill.capacity(), 0, "a sent spill frees its memory");
     }
 
     #[test]
