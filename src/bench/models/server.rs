@@ -267,7 +267,10 @@ mod tests {
             parse_servers("epoll+tls, socat-tls").unwrap(),
             vec![Server::Tls(Model::Epoll), Server::Peer(Peer::SocatTls)]
         );
-        assert_eq!(parse_servers("all+tls").unwrap().len(), DEFAULT_MODELS.len());
+        assert_eq!(
+            parse_servers("all+tls").unwrap().len(),
+            DEFAULT_MODELS.len()
+        );
         assert_eq!(Server::Tls(Model::Uring).label(), "uring+tls");
         assert_eq!(parse_servers(" , ").unwrap(), Vec::<Server>::new());
         let e = parse_servers("nope").unwrap_err();
