@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Everything that can stop a subcommand. Each variant's message is one line
@@ -90,7 +91,7 @@ pub enum Error {
     Interface { name: String, reason: String },
     /// A `--tls-*` option of `netecho serve` is unusable.
     #[error(transparent)]
-    Tls(#[from] crate::serve::tls::TlsError),
+    Tls(#[from] TlsError),
     /// TLS could not be set up or its handshake failed (`--tls`): a bad
     /// `--tls-ca`, no trusted roots, an unverifiable certificate...
     #[error("{0}")]
@@ -111,6 +112,52 @@ impl Error {
     pub(crate) fn io(what: &'static str) -> impl FnOnce(io::Error) -> Error {
         move |source| Error::Io { what, source }
     }
+}
+
+/// A bad TLS option of `netecho serve`: each one line, reported before
+/// anything binds. It lives here, not in `serve::tls`, so that this module
+/// imports nothing of the crate (no import circle through `error`).
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file named on the command line cannot be read.
+    #[error("{flag} {}: {source}", .path.display())]
+    Read {
+        flag: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file that should hold certificates holds none (or bad PEM).
+    #[error("{flag} {}: no PEM certificate in it{}", .path.display(), .why)]
+    NotCert {
+        flag: &'static str,
+        path: PathBuf,
+        /// `: <what the PEM parser said>`, or empty.
+        why: String,
+    },
+    /// The certificate is PEM but not a certificate rustls can use.
+    #[error("--tls-cert {}: not a usable certificate: {reason}", .path.display())]
+    BadCert { path: PathBuf, reason: String },
+    /// `--tls-key` holds no private key in a known encoding.
+    #[error("--tls-key {}: no PEM private key (PKCS#8, PKCS#1 or SEC1) in it{}", .path.display(), .why)]
+    NotKey {
+        path: PathBuf,
+        /// `: <what the parser or the provider said>`, or empty.
+        why: String,
+    },
+    /// The key is not the certificate's.
+    #[error("--tls-key {} does not match the certificate in {}", .key.display(), .cert.display())]
+    KeyMismatch { cert: PathBuf, key: PathBuf },
+    /// `--tls-client-ca` holds certificates rustls cannot verify with.
+    #[error("--tls-client-ca {}: {reason}", .path.display())]
+    BadClientCa { path: PathBuf, reason: String },
+    /// One of `--tls-cert`/`--tls-key` without the other, or a TLS option
+    /// without `--tls-listen`.
+    #[error("{0}")]
+    Usage(&'static str),
+    /// rustls or rcgen refused the configuration itself.
+    #[error("TLS setup: {0}")]
+    Setup(String),
 }
 
 /// The library's result type.

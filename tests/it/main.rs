@@ -16,6 +16,7 @@ mod client;
 mod handover;
 mod hostile;
 mod lab;
+mod layout;
 mod ping;
 mod pkg;
 mod pool;

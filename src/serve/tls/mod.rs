@@ -18,7 +18,7 @@ pub(crate) mod conn;
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -88,49 +88,7 @@ impl Failure {
     }
 }
 
-/// A bad TLS option: each one line, reported before anything binds.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    /// A file named on the command line cannot be read.
-    #[error("{flag} {}: {source}", .path.display())]
-    Read {
-        flag: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// A file that should hold certificates holds none (or bad PEM).
-    #[error("{flag} {}: no PEM certificate in it{}", .path.display(), .why)]
-    NotCert {
-        flag: &'static str,
-        path: PathBuf,
-        /// `: <what the PEM parser said>`, or empty.
-        why: String,
-    },
-    /// The certificate is PEM but not a certificate rustls can use.
-    #[error("--tls-cert {}: not a usable certificate: {reason}", .path.display())]
-    BadCert { path: PathBuf, reason: String },
-    /// `--tls-key` holds no private key in a known encoding.
-    #[error("--tls-key {}: no PEM private key (PKCS#8, PKCS#1 or SEC1) in it{}", .path.display(), .why)]
-    NotKey {
-        path: PathBuf,
-        /// `: <what the parser or the provider said>`, or empty.
-        why: String,
-    },
-    /// The key is not the certificate's.
-    #[error("--tls-key {} does not match the certificate in {}", .key.display(), .cert.display())]
-    KeyMismatch { cert: PathBuf, key: PathBuf },
-    /// `--tls-client-ca` holds certificates rustls cannot verify with.
-    #[error("--tls-client-ca {}: {reason}", .path.display())]
-    BadClientCa { path: PathBuf, reason: String },
-    /// One of `--tls-cert`/`--tls-key` without the other, or a TLS option
-    /// without `--tls-listen`.
-    #[error("{0}")]
-    Usage(&'static str),
-    /// rustls or rcgen refused the configuration itself.
-    #[error("TLS setup: {0}")]
-    Setup(String),
-}
+pub use crate::error::TlsError;
 
 /// The TLS side of a server: its rustls configuration and the listeners
 /// that speak TLS.
