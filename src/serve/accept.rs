@@ -23,8 +23,9 @@ const WARN_INTERVAL_S: u64 = 5;
 /// What [`next`] found.
 pub(crate) enum Next {
     /// A connection admitted under the limits; the caller must
-    /// [`Ctx::release`] it when done.
-    Conn(TcpStream, SocketAddr),
+    /// [`Ctx::release`] it when done. The flag is true when it came in on
+    /// a `--tls-listen` socket.
+    Conn(TcpStream, SocketAddr, bool),
     /// The server is draining or the listeners were shut down.
     Closed,
 }
@@ -88,7 +89,11 @@ pub(crate) fn next_unless(
             }
             start = i + 1;
             if let Some(c) = take(&listeners[i], ctx, admit) {
-                return Next::Conn(c.0, c.1);
+                let tls = ctx
+                    .tls
+                    .as_ref()
+                    .is_some_and(|t| t.listens_on(&listeners[i]));
+                return Next::Conn(c.0, c.1, tls);
             }
         }
     }

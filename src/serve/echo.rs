@@ -107,25 +107,20 @@ fn echo_until_fin(
     }
 }
 
-/// Echoes on a socket [`prepare`] set up: over TLS if it came in on a
-/// `--tls-listen` socket (the TLS layer over the connection core,
-/// [`super::tls::blocking`]), else with [`echo`]. `free` as for [`echo`];
-/// over TLS it runs once the connection is over, just before the close
-/// (after our close_notify and FIN: a narrower window than a reap, not
-/// none).
+/// Echoes on a socket [`prepare`] set up: over TLS if `tls` (it came in on
+/// a `--tls-listen` socket: the TLS layer over the connection core,
+/// [`super::tls::blocking`]), else with [`echo`]. `free` as for [`echo`]:
+/// over TLS before our close_notify.
 pub(crate) fn echo_any(
     conn: &TcpStream,
+    tls: bool,
     ctx: &Ctx,
     buf: &mut [u8],
     stop: &dyn Fn() -> bool,
     free: &mut dyn FnMut(),
 ) -> End {
     match &ctx.tls {
-        Some(tls) if tls.is_tls(conn) => {
-            let end = super::tls::blocking::echo(conn, tls, ctx, buf, stop);
-            free();
-            end
-        }
+        Some(config) if tls => super::tls::blocking::echo(conn, config, ctx, buf, stop, free),
         _ => echo(conn.as_raw_fd(), buf, ctx.stats, stop, free),
     }
 }
@@ -135,9 +130,9 @@ pub(crate) fn echo_any(
 /// (see [`echo`]); a drain that then finds no active connection may exit
 /// before the close, and the exit's close sends the same FIN after the same
 /// bytes, every one of them already handed to the kernel.
-pub(crate) fn serve(conn: TcpStream, peer: SocketAddr, ctx: &Ctx, buf: &mut [u8]) {
+pub(crate) fn serve(conn: TcpStream, peer: SocketAddr, tls: bool, ctx: &Ctx, buf: &mut [u8]) {
     let end = match prepare(&conn, ctx) {
-        Ok(()) => echo_any(&conn, ctx, buf, &|| false, &mut || ctx.release(&peer)),
+        Ok(()) => echo_any(&conn, tls, ctx, buf, &|| false, &mut || ctx.release(&peer)),
         Err(e) => {
             ctx.release(&peer);
             End::from_io(&e)

@@ -335,6 +335,7 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
     };
     let tls = tls.map(|mut t| {
         t.addrs = local_addrs(&tls_listeners);
+        t.fds = tls_listeners.iter().map(|l| l.as_raw_fd()).collect();
         t
     });
     let ctx: &'static Ctx = Box::leak(Box::new(Ctx {

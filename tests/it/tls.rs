@@ -500,6 +500,61 @@ fn max_conns_holds_for_tls_clients() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// In the blocking models a TLS client's `--max-conns` slot comes back
+/// before our close_notify, as a TCP client's does before the FIN: 60
+/// clients one after another under `--max-conns 1`, each connecting the
+/// moment it had the server's close_notify, are all served and none is
+/// counted as turned away.
+fn back_to_back_tls(model: &str) {
+    if !usable("back_to_back_tls", model) {
+        return;
+    }
+    let server = Server::start(
+        model,
+        &[
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--max-conns",
+            "1",
+            "--workers",
+            "1",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+    );
+    let port = tls_addr(&server).port().to_string();
+    let line = client(&["sequence", "127.0.0.1", &port, "60"]);
+    assert_eq!(line, "ok 60", "{model}\n{}", server.stderr_text());
+    assert_eq!(
+        metric(
+            &server,
+            "netecho_connections_rejected_total{reason=\"max_conns\"}"
+        ),
+        Some(0),
+        "{model}: a back-to-back TLS client was turned away"
+    );
+}
+
+#[test]
+fn back_to_back_tls_clients_are_never_over_max_conns_thread() {
+    back_to_back_tls("thread");
+}
+
+#[test]
+fn back_to_back_tls_clients_are_never_over_max_conns_prethread() {
+    back_to_back_tls("prethread");
+}
+
+#[test]
+fn back_to_back_tls_clients_are_never_over_max_conns_fork() {
+    back_to_back_tls("fork");
+}
+
+#[test]
+fn back_to_back_tls_clients_are_never_over_max_conns_prefork() {
+    back_to_back_tls("prefork");
+}
+
 /// A TLS client that sends and never reads is closed after
 /// `--stall-timeout`, as a TCP one is, and counted as a stall.
 fn stall(model: &str) {

@@ -60,7 +60,8 @@ pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> 
         }
         for (l, _) in listeners.iter().zip(&ready).filter(|(_, r)| **r) {
             if let Some((conn, peer)) = accept::take(l, ctx, &|p| ctx.admit(p)) {
-                spawn(conn, peer, &listeners, ctx, &mut kids);
+                let tls = ctx.tls.as_ref().is_some_and(|t| t.listens_on(l));
+                spawn(conn, peer, tls, &listeners, ctx, &mut kids);
             }
         }
     }
@@ -88,6 +89,7 @@ fn release(ctx: &Ctx, status: WaitStatus, tag: Tag) {
 fn spawn(
     conn: TcpStream,
     peer: SocketAddr,
+    tls: bool,
     listeners: &[TcpListener],
     ctx: &'static Ctx,
     kids: &mut Children,
@@ -101,7 +103,7 @@ fn spawn(
     // SAFETY: the parent is single-threaded (this model starts no thread),
     // and the child below only makes async-signal-safe calls before `_exit`.
     match unsafe { fork() } {
-        Ok(ForkResult::Child) => child(&conn, peer, listeners, ctx),
+        Ok(ForkResult::Child) => child(&conn, peer, tls, listeners, ctx),
         Ok(ForkResult::Parent { child }) => {
             debug!(%peer, pid = child.as_raw(), "connection open, child forked");
             kids.add(child, Tag::Conn(peer));
@@ -115,7 +117,7 @@ fn spawn(
 
 /// The child: close the listeners (only the parent accepts), echo, exit.
 /// Never returns and never unwinds into the parent's code.
-fn child(conn: &TcpStream, peer: SocketAddr, listeners: &[TcpListener], ctx: &Ctx) -> ! {
+fn child(conn: &TcpStream, peer: SocketAddr, tls: bool, listeners: &[TcpListener], ctx: &Ctx) -> ! {
     signals::reset_in_child();
     for l in listeners {
         // SAFETY: closing our inherited copy of a listener; the `TcpListener`
@@ -129,6 +131,7 @@ fn child(conn: &TcpStream, peer: SocketAddr, listeners: &[TcpListener], ctx: &Ct
     // of a drain that timed out) would have the parent give it back twice.
     let end = echo::echo_any(
         conn,
+        tls,
         ctx,
         &mut buf,
         &|| ctx.shutdown.stops() > 0,

@@ -16,8 +16,8 @@ pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> 
         .name("iterative".into())
         .spawn(move || {
             let mut buf = vec![0u8; BUF_SIZE];
-            while let accept::Next::Conn(conn, peer) = accept::next(listeners, ctx) {
-                echo::serve(conn, peer, ctx, &mut buf);
+            while let accept::Next::Conn(conn, peer, tls) = accept::next(listeners, ctx) {
+                echo::serve(conn, peer, tls, ctx, &mut buf);
             }
         })
         .map_err(Error::io("starting the server thread"))?;

@@ -121,7 +121,8 @@ fn worker(
     // the slot says it took.
     let admit = |peer: &std::net::SocketAddr| board.admit(slot, peer, ctx);
     while ctx.shutdown.stops() == 0 && !leave() {
-        let accept::Next::Conn(conn, peer) = accept::next_unless(listeners, ctx, &leave, &admit)
+        let accept::Next::Conn(conn, peer, tls) =
+            accept::next_unless(listeners, ctx, &leave, &admit)
         else {
             break;
         };
@@ -135,6 +136,7 @@ fn worker(
         let end = match echo::prepare(&conn, ctx) {
             Ok(()) => echo::echo_any(
                 &conn,
+                tls,
                 ctx,
                 &mut buf,
                 &|| ctx.shutdown.stops() > 0,

@@ -66,13 +66,13 @@ fn worker(slot: usize, board: Scoreboard, listeners: &[TcpListener], ctx: &Ctx) 
     let mut buf = vec![0u8; BUF_SIZE];
     let leave = || board.retiring(slot);
     while !leave() {
-        let accept::Next::Conn(conn, peer) =
+        let accept::Next::Conn(conn, peer, tls) =
             accept::next_unless(listeners, ctx, &leave, &|p| ctx.admit(p))
         else {
             break;
         };
         board.hold(slot, peer.ip());
-        echo::serve(conn, peer, ctx, &mut buf);
+        echo::serve(conn, peer, tls, ctx, &mut buf);
         board.idle(slot);
     }
     board.free(slot);

@@ -21,13 +21,13 @@ pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> 
     std::thread::Builder::new()
         .name("acceptor".into())
         .spawn(move || {
-            while let accept::Next::Conn(conn, peer) = accept::next(listeners, ctx) {
+            while let accept::Next::Conn(conn, peer, tls) = accept::next(listeners, ctx) {
                 let spawned = std::thread::Builder::new()
                     .name("conn".into())
                     .stack_size(CONN_STACK)
                     .spawn(move || {
                         let mut buf = vec![0u8; BUF_SIZE];
-                        echo::serve(conn, peer, ctx, &mut buf);
+                        echo::serve(conn, peer, tls, ctx, &mut buf);
                     });
                 if let Err(e) = spawned {
                     // The closure (and the connection in it) was dropped:

@@ -25,18 +25,25 @@ const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 
 /// Echoes over TLS on a socket [`crate::serve::echo::prepare`] made
 /// blocking, until the core says to close or `stop()` turns true after a
-/// signal; counts a failed handshake.
+/// signal; counts a failed handshake. `free` runs once: when the core
+/// first says `ShutWrite`, before our close_notify (the last echoed byte's
+/// ciphertext is in the kernel, nothing of the end is on the wire), as the plain loop
+/// gives back a `--max-conns` slot before its FIN; else at the end.
 pub(crate) fn echo(
     stream: &TcpStream,
     tls: &Tls,
     ctx: &Ctx,
     buf: &mut [u8],
     stop: &dyn Fn() -> bool,
+    free: &mut dyn FnMut(),
 ) -> End {
     let start = Instant::now();
     let Ok(mut conn) = TlsConn::new(&tls.config, start, tls.handshake_timeout) else {
+        free();
         return End::Error(super::conn::EPROTO);
     };
+    conn.pause_at_shut();
+    let mut freed = false;
     let mut core = Conn::new(start, Pending::new());
     let mut wire = stream;
     let mut bytes = 0u64;
@@ -53,6 +60,10 @@ pub(crate) fn echo(
         match conn.turn(&mut core, &mut wire, Instant::now(), buf, &mut bytes) {
             Turn::Close(end) => break end,
             Turn::Again => {
+                if conn.take_shut() {
+                    free();
+                    freed = true;
+                }
                 if stop() {
                     core.stop();
                 }
@@ -79,6 +90,9 @@ pub(crate) fn echo(
             bytes = 0;
         }
     };
+    if !freed {
+        free();
+    }
     if let Some(f) = conn.failure() {
         f.count(ctx.stats);
     }

@@ -88,6 +88,12 @@ pub(crate) struct TlsConn {
     handshake_until: Option<Instant>,
     /// Our close_notify is queued (after the core's `ShutWrite`).
     close_notify_sent: bool,
+    /// The driver asked to hear of the core's `ShutWrite` before our
+    /// close_notify is queued ([`TlsConn::pause_at_shut`]).
+    pause_at_shut: bool,
+    /// The core's `ShutWrite` came and nothing of our close yet left:
+    /// [`TlsConn::take_shut`] tells the driver once.
+    shut_reached: bool,
     /// Why the handshake failed, if it did.
     failure: Option<Failure>,
     /// Since when ciphertext rustls holds has not moved (the socket would
@@ -117,9 +123,26 @@ impl TlsConn {
             tls,
             handshake_until: Some(now + timeout),
             close_notify_sent: false,
+            pause_at_shut: false,
+            shut_reached: false,
             failure: None,
             blocked_since: None,
         })
+    }
+
+    /// Asks [`TlsConn::turn`] to return [`Turn::Again`] once when the core
+    /// first says `ShutWrite`, before our close_notify is queued: a driver
+    /// that must act before the client can see the end (a blocking model
+    /// giving back its `--max-conns` slot) looks at [`TlsConn::take_shut`]
+    /// after each turn.
+    pub(crate) fn pause_at_shut(&mut self) {
+        self.pause_at_shut = true;
+    }
+
+    /// True once, after the turn that stopped at the core's `ShutWrite`
+    /// (see [`TlsConn::pause_at_shut`]).
+    pub(crate) fn take_shut(&mut self) -> bool {
+        std::mem::take(&mut self.shut_reached)
     }
 
     /// True until the handshake has ended.
@@ -241,6 +264,20 @@ impl TlsConn {
                 Next::Close(end) => return Turn::Close(end),
                 Next::ShutWrite => {
                     if !self.close_notify_sent {
+                        if self.pause_at_shut {
+                            // Every echoed byte's ciphertext goes out
+                            // first, so a driver told of the end may let
+                            // the process exit without losing one.
+                            if write_blocked || self.tls.wants_write() {
+                                return Turn::Wait {
+                                    read: false,
+                                    write: true,
+                                };
+                            }
+                            self.pause_at_shut = false;
+                            self.shut_reached = true;
+                            return Turn::Again;
+                        }
                         self.tls.send_close_notify();
                         self.close_notify_sent = true;
                         continue;
@@ -456,6 +493,19 @@ mod tests {
     /// with close_notify, reads slowly; everything must come back, then
     /// close_notify and FIN.
     fn echo_through(data: &[u8], room: usize) -> (Vec<u8>, End) {
+        let (back, end, _) = echo_through_paused(data, room, false);
+        (back, end)
+    }
+
+    /// [`echo_through`], with [`TlsConn::pause_at_shut`] when `pause`: also
+    /// returns, for the turn after which [`TlsConn::take_shut`] said yes,
+    /// what the client had then: the plaintext bytes, whether it had our
+    /// close_notify, whether our FIN.
+    fn echo_through_paused(
+        data: &[u8],
+        room: usize,
+        pause: bool,
+    ) -> (Vec<u8>, End, Option<(usize, bool, bool)>) {
         let tls = Tls::load(&Files::default(), Duration::from_secs(10)).unwrap();
         let now = Instant::now();
         let mut server = TlsConn::new(&tls.config, now, tls.handshake_timeout).unwrap();
@@ -470,6 +520,10 @@ mod tests {
         let mut back = Vec::new();
         let mut closed_by_client = false;
         let mut close_notify_seen = false;
+        let mut at_shut = None;
+        if pause {
+            server.pause_at_shut();
+        }
         for _ in 0..1_000_000 {
             // The client: push some plaintext, its ciphertext to the pipe.
             if !client.is_handshaking() && sent < data.len() {
@@ -495,6 +549,7 @@ mod tests {
                 &mut buf,
                 &mut bytes,
             );
+            let shut_now = server.take_shut();
             // The client reads what came back.
             let incoming: Vec<u8> = pipe.to_client.drain(..).collect();
             let mut rd = &incoming[..];
@@ -511,15 +566,42 @@ mod tests {
                     back.extend_from_slice(&chunk[..n]);
                 }
             }
+            if shut_now {
+                assert!(at_shut.is_none(), "take_shut said yes twice");
+                at_shut = Some((back.len(), close_notify_seen, pipe.server_fin));
+            }
             if let Turn::Close(end) = turn {
                 if end == End::Fin {
                     assert!(pipe.server_fin, "Fin without our FIN");
                     assert!(close_notify_seen, "Fin without our close_notify");
                 }
-                return (back, end);
+                return (back, end, at_shut);
             }
         }
         panic!("the connection never ended");
+    }
+
+    #[test]
+    fn a_driver_paused_at_shut_hears_of_it_after_the_echo_and_before_the_close() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        for room in [1 << 20, 16 * 1024, 1000] {
+            let (back, end, at_shut) = echo_through_paused(&data, room, true);
+            assert_eq!(end, End::Fin, "room {room}");
+            assert!(back == data, "room {room}: echo differs");
+            let (seen, close_notify, fin) = at_shut.expect("take_shut never said yes");
+            assert_eq!(
+                seen,
+                data.len(),
+                "room {room}: told before the echo was out"
+            );
+            assert!(
+                !close_notify && !fin,
+                "room {room}: told after the close began"
+            );
+        }
+        // Without the pause nobody is told, and the close is the same.
+        let (back, end, at_shut) = echo_through_paused(&data, 16 * 1024, false);
+        assert_eq!((back == data, end, at_shut), (true, End::Fin, None));
     }
 
     #[test]

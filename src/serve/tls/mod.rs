@@ -17,7 +17,8 @@ pub(crate) mod blocking;
 pub(crate) mod conn;
 
 use std::fmt::Write as _;
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -101,6 +102,11 @@ pub(crate) struct Tls {
     /// Where the TLS listeners are bound, filled in after binding: an
     /// accepted socket whose local address matches one is a TLS client.
     pub(crate) addrs: Vec<SocketAddr>,
+    /// The TLS listeners' descriptors, filled in with `addrs`: the blocking
+    /// models tell a TLS client by the listener it came from, with no
+    /// `getsockname` per connection (a forked worker inherits the same
+    /// numbers).
+    pub(crate) fds: Vec<RawFd>,
 }
 
 /// What `--tls-*` said, before anything is loaded.
@@ -156,17 +162,18 @@ impl Tls {
             config: Arc::new(config),
             handshake_timeout,
             addrs: Vec::new(),
+            fds: Vec::new(),
         })
     }
 
-    /// True when `stream` was accepted on a TLS listener: its local address
-    /// is one a TLS listener is bound to (an unspecified one matches any
-    /// address on its port).
-    pub(crate) fn is_tls(&self, stream: &TcpStream) -> bool {
-        stream.local_addr().is_ok_and(|local| self.matches(local))
+    /// True when `listener` is one of the TLS listeners.
+    pub(crate) fn listens_on(&self, listener: &TcpListener) -> bool {
+        self.fds.contains(&listener.as_raw_fd())
     }
 
-    /// [`Tls::is_tls`] knowing the local address.
+    /// True when a socket bound to `local` was accepted on a TLS listener
+    /// (an unspecified listener address matches any address on its port):
+    /// how the event models mark their listeners once at start.
     pub(crate) fn matches(&self, local: SocketAddr) -> bool {
         self.addrs.iter().any(|l| {
             l.port() == local.port()

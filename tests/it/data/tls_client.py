@@ -14,6 +14,10 @@
     tls_client.py hold HOST PORT
         echoes one byte, prints "held", then waits for the server to close
         the connection: prints "closed <how>".
+    tls_client.py sequence HOST PORT N
+        N clients one after another, each connecting as soon as the one
+        before had the server's close_notify: a ping echoed, then both
+        close_notifys. Prints "ok N", or "FAIL client I: <why>".
 Any other outcome prints a line starting with "FAIL" and exits 1.
 """
 import hashlib
@@ -150,6 +154,30 @@ def hold(host, port, args):
     return 0
 
 
+def sequence(host, port, count):
+    for i in range(int(count)):
+        try:
+            s = connect(host, port, [])
+            s.settimeout(TIMEOUT)
+            msg = f"client {i}".encode()
+            s.sendall(msg)
+            got = b""
+            while len(got) < len(msg):
+                b = s.recv(64)
+                if not b:
+                    break
+                got += b
+            if got != msg:
+                print(f"FAIL client {i}: {got!r} back for {msg!r}")
+                return 1
+            s.unwrap().close()
+        except (OSError, ssl.SSLError) as e:
+            print(f"FAIL client {i}: {type(e).__name__}: {e}")
+            return 1
+    print(f"ok {count}")
+    return 0
+
+
 def main():
     mode, host, port = sys.argv[1:4]
     if mode == "echo":
@@ -158,6 +186,8 @@ def main():
         return hold(host, port, sys.argv[4:])
     if mode == "noread":
         return noread(host, port, sys.argv[4:])
+    if mode == "sequence":
+        return sequence(host, port, sys.argv[4])
     if mode == "refused":
         return refused(host, port, sys.argv[4:])
     print(f"FAIL unknown mode {mode}")
