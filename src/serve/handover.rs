@@ -275,6 +275,7 @@ pub(crate) fn on_wake(ctx: &Ctx) {
             {
                 st.sockets.clear();
             }
+            ctx.stats.handed_over.store(true, Ordering::SeqCst);
             ctx.shutdown.stop_for_handover();
         }
         Err(why) => warn!("handover failed, still serving: {why}"),

@@ -12,9 +12,11 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -25,6 +27,9 @@ use super::conn::End;
 use super::stats::{Stats, UdpDrop};
 use super::tls::Failure;
 
+/// How often an idle metrics thread looks whether the sockets were handed
+/// over (then the new process answers every scrape).
+const HANDOVER_CHECK_MS: u16 = 200;
 /// A slow or silent scraper cannot hold the metrics thread longer than this.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A request larger than this (line and headers) is answered with an error:
@@ -201,12 +206,28 @@ pub(crate) fn to_text_format(openmetrics: &str) -> String {
 /// Serves `/metrics` until the process ends, one scrape at a time (scrapes
 /// are rare and small; a thread per scraper would be a DoS surface).
 pub(crate) fn serve(listener: TcpListener, stats: &'static Stats) {
-    let _ = listener.set_nonblocking(false);
-    for conn in listener.incoming() {
-        match conn {
-            Ok(c) => {
+    let _ = listener.set_nonblocking(true);
+    while !stats.handed_over.load(Ordering::SeqCst) {
+        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(HANDOVER_CHECK_MS)) {
+            // Nothing to take: look at the handover flag again.
+            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!("poll on the metrics listener failed: {e}");
+                std::thread::sleep(super::accept::RESOURCE_PAUSE);
+                continue;
+            }
+        }
+        match listener.accept() {
+            Ok((c, _)) => {
+                // The accepted socket inherits nothing of the listener's
+                // O_NONBLOCK on Linux; say so anyway for `answer`'s reads.
+                let _ = c.set_nonblocking(false);
                 let _ = answer(c, stats);
             }
+            // Another process sharing the socket took it (a handover).
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => super::accept::handle_accept_error(&e),
         }
     }

@@ -7,7 +7,8 @@
 //! likes. Counters live in the shared [`Stats`] mapping, so metrics see every
 //! process. The sidecar ignores SIGTERM/SIGINT (the parent decides), dies
 //! with the server (PR_SET_PDEATHSIG), stops its UDP loops when the server
-//! starts draining, and keeps answering scrapes until the server exits.
+//! starts draining, and keeps answering scrapes until the server exits or
+//! hands its sockets to a new process (SIGHUP), which answers them then.
 
 use std::net::{TcpListener, UdpSocket};
 use std::sync::Arc;

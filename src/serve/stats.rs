@@ -53,6 +53,10 @@ pub(crate) struct Stats {
     /// Acceptors inside an [`AcceptSection`]: a drain waits for 0, so no
     /// connection taken off a listen queue is left uncounted when it looks.
     pub(crate) accepting: AtomicU64,
+    /// Set once a SIGHUP handed the sockets to a new process: the sidecar
+    /// stops answering `/metrics` on the shared listener, so every scrape
+    /// reaches the new process while this one drains.
+    pub(crate) handed_over: AtomicBool,
 }
 
 impl Default for Stats {
@@ -76,6 +80,7 @@ impl Default for Stats {
             per_ip: PerIp::default(),
             tls_handshake_failures: std::array::from_fn(|_| AtomicU64::new(0)),
             accepting: AtomicU64::new(0),
+            handed_over: AtomicBool::new(false),
         }
     }
 }

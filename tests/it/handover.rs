@@ -279,6 +279,38 @@ fn bad_executable_leaves_the_old_server_serving(model: &str) {
     drop(scratch);
 }
 
+/// After a handover every `/metrics` scrape is the new process's, while
+/// the old one still drains a held client: the old sidecar stops taking
+/// scrapes off the shared listener (it would report the old counters).
+#[test]
+fn metrics_after_a_handover_come_from_the_new_process() {
+    let mut srv = Server::start(
+        "epoll",
+        &["--metrics", "127.0.0.1:0", "--drain-timeout", "30"],
+    );
+    let m = srv.metrics_addr();
+    let mut held = util::connect(srv.addr());
+    util::ping(&mut held, b"held through the handover").unwrap();
+    assert_eq!(util::metric(m, "netecho_connections_active"), 1);
+    srv.signal(Signal::SIGHUP);
+    let new_pid = handed_over_to(&srv);
+    // Give the old metrics thread the time it takes to look (200 ms).
+    std::thread::sleep(Duration::from_millis(500));
+    let old_pid = srv.pid();
+    for i in 0..30 {
+        assert!(alive(old_pid), "the old server stopped draining early");
+        let active = util::metric(m, "netecho_connections_active");
+        assert_eq!(
+            active, 0,
+            "scrape {i} after the handover was answered by the old process \
+             (it holds one client)"
+        );
+    }
+    util::ping(&mut held, b"still served by the old process").unwrap();
+    drop(held);
+    old_exits_new_serves(&mut srv, new_pid);
+}
+
 macro_rules! handover_tests {
     ($($model:ident),* $(,)?) => {$(
         mod $model {

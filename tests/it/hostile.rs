@@ -137,18 +137,7 @@ impl Known {
     }
 }
 
-/// Fetches `/metrics` and returns the value of the sample line `name`.
-pub(crate) fn metric(metrics: SocketAddr, name: &str) -> u64 {
-    let mut s = TcpStream::connect_timeout(&metrics, Duration::from_secs(5)).expect("metrics");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
-        .unwrap();
-    let mut page = String::new();
-    s.read_to_string(&mut page).expect("reading /metrics");
-    page.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no sample {name} in:\n{page}"))
-}
+pub(crate) use crate::util::metric;
 
 /// Runs a flood of `count` new sources at `rate` against a server started
 /// with `args`, while a known source sends [`PROBES`] probes spread over

@@ -111,17 +111,7 @@ fn prethread_serves_two_hundred_clients_at_once_with_default_flags() {
     two_hundred_clients_are_served_at_once("prethread");
 }
 
-/// The value of the sample `name` on the server's metrics page.
-fn metric(metrics: SocketAddr, name: &str) -> u64 {
-    let mut s = TcpStream::connect_timeout(&metrics, Duration::from_secs(5)).expect("metrics");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
-        .unwrap();
-    let page = String::from_utf8_lossy(&read_to_eof(&mut s, 0).unwrap()).into_owned();
-    page.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no sample {name} in:\n{page}"))
-}
+use crate::util::metric;
 
 /// `netecho_workers{state}` follows the clients: three held show as three
 /// busy, and none once they leave.

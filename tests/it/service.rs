@@ -43,25 +43,7 @@ fn udp_echo(s: &UdpSocket, to: SocketAddr, payload: &[u8], wait: Duration) -> Op
     }
 }
 
-/// Fetches `/metrics` and returns the value of the sample line `name`.
-fn metric(metrics: SocketAddr, name: &str) -> u64 {
-    let page = scrape(metrics);
-    page.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no sample {name} in:\n{page}"))
-}
-
-fn scrape(metrics: SocketAddr) -> String {
-    let mut s =
-        TcpStream::connect_timeout(&metrics, Duration::from_secs(5)).expect("metrics connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
-        .unwrap();
-    let mut page = String::new();
-    s.read_to_string(&mut page).expect("reading /metrics");
-    assert!(page.starts_with("HTTP/1.1 200"), "bad answer: {page}");
-    page
-}
+use crate::util::{metric, scrape};
 
 /// The UDP address a server printed (same port as its TCP listener).
 fn udp_addr(server: &Server) -> SocketAddr {
