@@ -72,6 +72,9 @@ pub(crate) const TICK: Duration = Duration::from_millis(250);
 /// A deadline no connection reaches: the timer's first setting when there
 /// is no idle timeout (it is then armed only while echo is kept).
 const FAR: Duration = Duration::from_secs(86_400 * 365);
+/// The least a TLS connection's timer is moved ahead after it fired: a
+/// deadline the core left in the past cannot make the task spin.
+const MIN_REARM: Duration = Duration::from_millis(1);
 /// Reads one connection may do per poll (16 × 64 KiB = 1 MiB) before it
 /// yields to the other tasks of its worker.
 const READ_BUDGET: usize = 16;
@@ -411,9 +414,10 @@ impl Wire for TryIo<'_> {
 }
 
 /// Echoes over TLS: the TLS layer ([`TlsConn::turn`]) over the core, woken
-/// by readiness or the next deadline. Unlike [`serve`], a TLS connection
-/// arms a fresh `Sleep` for each wait: the handshake and the crypto cost
-/// far more than a timer-wheel entry.
+/// by readiness or the next deadline. One `Sleep` per connection, by the
+/// rule [`serve`] follows: moved nearer when a deadline comes nearer, to
+/// the real deadline when it fires early (traffic came meanwhile), and
+/// never touched by traffic itself.
 async fn serve_tls(stream: &TcpStream, t: &Tls, ctx: &Ctx) -> End {
     let start = std::time::Instant::now();
     let mut tls = match TlsConn::new(&t.config, start, t.handshake_timeout) {
@@ -423,6 +427,7 @@ async fn serve_tls(stream: &TcpStream, t: &Tls, ctx: &Ctx) -> End {
     let mut core = core::Conn::new(start, Pending::new());
     let timeouts = ctx.timeouts();
     let mut wire = TryIo(stream);
+    let mut timer = pin!(tokio::time::sleep_until(Instant::now() + FAR));
     let end = loop {
         let mut bytes = 0;
         let turn = BUF.with_borrow_mut(|buf| {
@@ -451,18 +456,25 @@ async fn serve_tls(stream: &TcpStream, t: &Tls, ctx: &Ctx) -> End {
             (false, true) => TokioInterest::WRITABLE,
             _ => TokioInterest::READABLE,
         };
-        let deadline = tls
-            .deadline(&core, &timeouts)
-            .map(Instant::from_std)
-            .unwrap_or_else(|| Instant::now() + FAR);
+        if let Some(deadline) = tls.deadline(&core, &timeouts).map(Instant::from_std)
+            && deadline < timer.deadline()
+        {
+            timer.as_mut().reset(deadline);
+        }
         tokio::select! {
             r = stream.ready(interest) => {
                 if let Err(e) = r {
                     core.on_error(&e);
                 }
             }
-            _ = tokio::time::sleep_until(deadline) => {
-                tls.on_timer(&mut core, std::time::Instant::now(), &timeouts);
+            () = &mut timer => {
+                let now = Instant::now();
+                tls.on_timer(&mut core, now.into_std(), &timeouts);
+                let next = tls
+                    .deadline(&core, &timeouts)
+                    .map(Instant::from_std)
+                    .unwrap_or(now + FAR);
+                timer.as_mut().reset(next.max(now + MIN_REARM));
             }
         }
     };
