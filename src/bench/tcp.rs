@@ -188,7 +188,8 @@ struct Conn<L> {
     /// When the request was due: its latency (and a handshake's) counts
     /// from here.
     due: Instant,
-    /// When the echo's latency starts: `due`, or the handshake's end.
+    /// When the echo's latency starts: `due`, or the handshake's end (a
+    /// transport that handshakes only; plain TCP counts from `due`).
     echo_from: Instant,
     /// When it was actually started: its timeout counts from here.
     sent_at: Instant,
@@ -422,7 +423,9 @@ impl<T: Transport> Worker<'_, T> {
         };
         let c = &mut self.conns[i];
         c.due = due;
-        c.echo_from = due;
+        if <T::Link as Link>::HANDSHAKES {
+            c.echo_from = due;
+        }
         c.sent_at = now;
         c.record = record;
         c.written = 0;
@@ -665,7 +668,13 @@ impl<T: Transport> Worker<'_, T> {
     fn complete(&mut self, i: usize, now: Instant) {
         let c = &mut self.conns[i];
         if c.record {
-            self.tally.record(c.echo_from, now);
+            // Plain TCP never sets `echo_from`: one store less per request.
+            let from = if <T::Link as Link>::HANDSHAKES {
+                c.echo_from
+            } else {
+                c.due
+            };
+            self.tally.record(from, now);
         }
         self.done += 1;
         c.round += 1;
