@@ -16,9 +16,11 @@
 //!
 //! # Layout
 //! - [`plan`]: what every worker shares: the schedule, the budget, the log;
-//! - [`tcp`]: the TCP worker (closed loop, open loop, `--new-conn`);
+//! - [`tcp`]: the worker of TCP and TLS (closed loop, open loop,
+//!   `--new-conn`, `--hold`), generic over how bytes cross a connection;
 //! - [`udp`]: the UDP worker (a timeout per datagram, losses counted);
-//! - [`tls`]: the TLS worker (`--tls`; handshakes timed apart);
+//! - [`tls`]: TLS as that worker's transport (`--tls`; handshakes timed
+//!   apart);
 //! - [`timer`]: a timerfd, so the open loop sends on time to the microsecond;
 //! - [`report`]: the human summary and the `--json` object;
 //! - [`hlog`]: `--hist-out` and `bench merge`: HdrHistogram interval logs;
@@ -202,9 +204,11 @@ pub(crate) struct Opt {
     /// Connect from these local addresses, round robin: a range
     /// (127.0.0.2-127.0.0.20), a block (127.0.0.0/16), one address, or a
     /// comma list; IPv4 or IPv6. Each address has its own 64k ports, so one
-    /// machine can hold more connections to one server port.
+    /// machine can hold more connections to one server port; with
+    /// --new-conn each new connection takes the next address, so the
+    /// TIME_WAITs spread over them too.
     #[arg(long, value_name = "ADDRS", value_parser = source::parse,
-          conflicts_with_all = ["models", "udp", "new_conn"])]
+          conflicts_with_all = ["models", "udp"])]
     pub(crate) source_addrs: Option<Sources>,
 
     /// Each connection echoes once, then stays open and idle until -d
@@ -218,7 +222,7 @@ pub(crate) struct Opt {
     /// With --tls: a new connection per request (as --new-conn) that
     /// resumes the TLS session of an earlier one (rustls' ticket cache),
     /// so the handshakes measured are resumed ones.
-    #[arg(long, requires = "tls")]
+    #[arg(long, requires = "tls", conflicts_with = "hold")]
     pub(crate) tls_resume: bool,
 
     #[command(subcommand)]
@@ -336,14 +340,6 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
         // Each message is written whole; nothing to gain from Nagle.
         let _ = s.set_nodelay(true);
     }
-    if opt.hold {
-        let secs = connecting.elapsed().as_secs_f64();
-        eprintln!(
-            "netecho: {} connections open in {secs:.3} s ({} per second)",
-            report::thousands(streams.len() as u64),
-            report::thousands((streams.len() as f64 / secs.max(1e-9)).round() as u64)
-        );
-    }
     if opt.stream {
         return run_stream(&target, streams, &opt);
     }
@@ -354,28 +350,44 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
         }
         None => None,
     };
+    if opt.hold {
+        // With --tls a connection is open once its handshake is over.
+        let secs = connecting.elapsed().as_secs_f64();
+        eprintln!(
+            "netecho: {} connections open in {secs:.3} s ({} per second)",
+            report::thousands(streams.len() as u64),
+            report::thousands((streams.len() as f64 / secs.max(1e-9)).round() as u64)
+        );
+    }
 
-    let plan = Arc::new(Plan::new(plan::Settings {
-        addr,
-        conns: opt.conns,
-        threads,
-        size: opt.size,
-        warmup: if opt.hold { Duration::ZERO } else { opt.warmup },
-        duration: match opt.requests {
-            Some(_) => None,
-            None => Some(opt.duration.unwrap_or(DEFAULT_DURATION)),
-        },
-        budget: opt.requests,
-        rate: opt.rate,
-        new_conn,
-        timeout,
-        interval: opt.interval.map(|len| plan::Every {
-            len,
-            json: opt.json,
+    let plan = Arc::new(
+        Plan::new(plan::Settings {
+            addr,
+            conns: opt.conns,
+            threads,
+            size: opt.size,
+            warmup: if opt.hold { Duration::ZERO } else { opt.warmup },
+            duration: match opt.requests {
+                Some(_) => None,
+                None => Some(opt.duration.unwrap_or(DEFAULT_DURATION)),
+            },
+            budget: opt.requests,
+            rate: opt.rate,
+            new_conn,
+            timeout,
+            interval: opt.interval.map(|len| plan::Every {
+                len,
+                json: opt.json,
+            }),
+            hold: opt.hold,
+            tls,
+        })
+        .with_sources(if new_conn {
+            opt.source_addrs.clone()
+        } else {
+            None
         }),
-        hold: opt.hold,
-        tls,
-    }));
+    );
 
     // Connection `id` goes to thread `id % threads`.
     let mut per_thread: Vec<Vec<(u64, Option<TcpStream>)>> =

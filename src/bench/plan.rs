@@ -12,6 +12,7 @@ use indicatif::ProgressBar;
 
 use super::interval;
 use crate::error::{Error, Result};
+use crate::net::source::Sources;
 use crate::sys::stop;
 
 /// Error lines printed in full; past this they are only counted, so a dead
@@ -90,6 +91,12 @@ pub(crate) struct Plan {
     first_error: Mutex<Option<String>>,
     /// `--interval`: the intervals the workers hand in.
     pub(crate) intervals: Option<interval::Board>,
+    /// `--source-addrs` for the connections the workers open themselves
+    /// (`--new-conn`); kept connections are opened from them at setup.
+    sources: Option<Sources>,
+    /// Connections opened by the workers so far: the next one binds
+    /// address number `dialed` (round robin), whichever worker opens it.
+    dialed: AtomicU64,
 }
 
 impl Plan {
@@ -124,7 +131,22 @@ impl Plan {
             logged: AtomicU64::new(0),
             first_error: Mutex::new(None),
             intervals,
+            sources: None,
+            dialed: AtomicU64::new(0),
         }
+    }
+
+    /// The plan with `--source-addrs` for the workers' own connects.
+    pub(crate) fn with_sources(mut self, sources: Option<Sources>) -> Plan {
+        self.sources = sources;
+        self
+    }
+
+    /// The source addresses and the number of the next connection a worker
+    /// opens, or `None` without `--source-addrs`.
+    pub(crate) fn next_source(&self) -> Option<(&Sources, u64)> {
+        let src = self.sources.as_ref()?;
+        Some((src, self.dialed.fetch_add(1, Ordering::Relaxed)))
     }
 
     /// When connection `id` sends its first request.

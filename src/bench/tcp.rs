@@ -1,13 +1,24 @@
-//! The TCP worker: one mio (epoll, edge-triggered) loop driving many
-//! connections, each with one request in flight.
+//! The worker of every TCP-based bench (plain and `--tls`): one mio
+//! (epoll, edge-triggered) loop driving many connections, each with one
+//! request in flight, over a [`Transport`].
 //!
-//! Per request, when the server keeps up, it costs one `write` and one
-//! `read` plus a share of one `epoll_wait`: the read stops as soon as the
-//! whole echo is in (a short read means the socket is drained, which is
+//! The pacing (closed loop, `--rate`'s open loop), `-n`'s budget,
+//! `--new-conn`, `--hold`, `--interval`, `--source-addrs`, timeouts and the
+//! accounting of what the end of the run cut short are written once here;
+//! a transport only says how bytes go over one connection: [`Plain`] as
+//! they are, [`super::tls`] as TLS records (with a handshake after each
+//! connect, timed apart). Each transport gets its own copy of the worker
+//! (the worker is generic, not dynamic), so the plain path pays nothing for
+//! TLS: its link is a zero-sized value and its `flush` an empty function.
+//!
+//! Per request, when the server keeps up, plain TCP costs one `write` and
+//! one `read` plus a share of one `epoll_wait`: the read stops as soon as
+//! the whole echo is in (a short read means the socket is drained, which is
 //! what edge-triggered readiness needs), so it never pays a `read` that
 //! returns EAGAIN. The echo is compared with the message sent, slice by
 //! slice, however the reads split.
 
+use std::fmt;
 use std::io::{self, Read, Write};
 use std::time::Instant;
 
@@ -24,24 +35,144 @@ const READ_BUF: usize = 64 * 1024;
 /// Readiness events taken per `epoll_wait`.
 const EVENTS: usize = 1024;
 
+/// Why a transport's I/O did not go through: the socket's error (including
+/// `WouldBlock`, which the worker waits out), or the protocol's own.
+#[derive(Debug)]
+pub(crate) enum Hitch<E> {
+    Io(io::Error),
+    Protocol(E),
+}
+
+impl<E> From<io::Error> for Hitch<E> {
+    fn from(e: io::Error) -> Self {
+        Hitch::Io(e)
+    }
+}
+
+/// What the worker needs of a kind of connection: how to make the state
+/// that sits beside each socket.
+pub(crate) trait Transport {
+    type Link: Link;
+    /// Kept connection `id`'s link, made before the run (TLS: its session,
+    /// handshaken at setup); `None` if setup made none, a bug.
+    fn kept(&self, id: u64) -> Option<Self::Link>;
+    /// A new connection's link (`--new-conn`), before its connect.
+    fn fresh(&self) -> std::result::Result<Self::Link, <Self::Link as Link>::Error>;
+}
+
+/// One connection's bytes over its socket, with the semantics of
+/// `io::Read`/`io::Write` on the plaintext: `Ok(0)` from [`Link::read`] is
+/// the peer's end, `WouldBlock` means wait for the next readiness edge.
+pub(crate) trait Link {
+    /// The protocol's own errors (a bad record, a failed certificate).
+    type Error: fmt::Display;
+    /// The protocol's name in error lines.
+    const NAME: &'static str;
+    /// Whether each new connection handshakes after its connect.
+    const HANDSHAKES: bool;
+    /// Whether a read shorter than the buffer means the socket is drained:
+    /// true of a socket, not of a decryptor whose records split anywhere.
+    const SHORT_READ_DRAINS: bool;
+    /// Moves the handshake on: `Ok(true)` once it is over, `Ok(false)`
+    /// while the peer has to answer; `WouldBlock` if the socket is full.
+    fn handshake(&mut self, sock: &mut TcpStream) -> std::result::Result<bool, Hitch<Self::Error>>;
+    /// Whether the handshake was a resumed one.
+    fn resumed(&self) -> bool;
+    fn write(
+        &mut self,
+        sock: &mut TcpStream,
+        buf: &[u8],
+    ) -> std::result::Result<usize, Hitch<Self::Error>>;
+    /// Sends what `write` left queued; `WouldBlock` if the socket is full.
+    fn flush(&mut self, sock: &mut TcpStream) -> std::result::Result<(), Hitch<Self::Error>>;
+    fn read(
+        &mut self,
+        sock: &mut TcpStream,
+        buf: &mut [u8],
+    ) -> std::result::Result<usize, Hitch<Self::Error>>;
+    /// Ends the connection gracefully, before the socket is closed.
+    fn close(&mut self, sock: &mut TcpStream);
+}
+
+/// Plain TCP: the bytes go as they are, one syscall each.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Plain;
+
+impl Transport for Plain {
+    type Link = Plain;
+    fn kept(&self, _id: u64) -> Option<Plain> {
+        Some(Plain)
+    }
+    fn fresh(&self) -> std::result::Result<Plain, std::convert::Infallible> {
+        Ok(Plain)
+    }
+}
+
+impl Link for Plain {
+    type Error = std::convert::Infallible;
+    const NAME: &'static str = "TCP";
+    const HANDSHAKES: bool = false;
+    const SHORT_READ_DRAINS: bool = true;
+    #[inline]
+    fn handshake(&mut self, _: &mut TcpStream) -> std::result::Result<bool, Hitch<Self::Error>> {
+        Ok(true)
+    }
+    #[inline]
+    fn resumed(&self) -> bool {
+        false
+    }
+    #[inline]
+    fn write(
+        &mut self,
+        sock: &mut TcpStream,
+        buf: &[u8],
+    ) -> std::result::Result<usize, Hitch<Self::Error>> {
+        Ok(sock.write(buf)?)
+    }
+    #[inline]
+    fn flush(&mut self, _: &mut TcpStream) -> std::result::Result<(), Hitch<Self::Error>> {
+        Ok(())
+    }
+    #[inline]
+    fn read(
+        &mut self,
+        sock: &mut TcpStream,
+        buf: &mut [u8],
+    ) -> std::result::Result<usize, Hitch<Self::Error>> {
+        Ok(sock.read(buf)?)
+    }
+    #[inline]
+    fn close(&mut self, _: &mut TcpStream) {}
+}
+
 /// Where a connection is in its request cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    /// Waiting for its next due time (open loop) in the timer heap.
+    /// Waiting for its next due time (open loop) in the timer heap, or
+    /// idle to the end (`--hold`).
     Waiting,
     /// `--new-conn`: the non-blocking connect is in progress.
     Connecting,
+    /// `--new-conn` over a transport that handshakes: the handshake is in
+    /// progress.
+    Handshaking,
     /// A request is being written or its echo read.
     Busy,
     /// Finished: the run is over for it, or it failed.
     Done,
 }
 
+/// An open connection: its socket and its transport's state.
+struct Open<L> {
+    sock: TcpStream,
+    link: L,
+}
+
 /// One connection and its request in flight.
-struct Conn {
+struct Conn<L> {
     /// Global connection number, in messages and in the payload.
     id: u64,
-    sock: Option<TcpStream>,
+    open: Option<Open<L>>,
     state: State,
     /// The request in flight: also the echo expected back.
     msg: Vec<u8>,
@@ -49,12 +180,17 @@ struct Conn {
     round: u64,
     /// The round whose message `msg` holds.
     filled: u64,
+    /// Bytes of `msg` handed to the transport.
     written: usize,
     received: usize,
-    /// Bytes echoed on this socket before the current message.
+    /// Bytes echoed on this connection before the current message.
     base: u64,
-    /// When the request was due: its latency counts from here.
+    /// When the request was due: its latency (and a handshake's) counts
+    /// from here.
     due: Instant,
+    /// When the echo's latency starts: `due`, or the handshake's end (a
+    /// transport that handshakes only; plain TCP counts from `due`).
+    echo_from: Instant,
     /// When it was actually started: its timeout counts from here.
     sent_at: Instant,
     /// Whether it counts (it was due after the warm-up).
@@ -66,21 +202,23 @@ struct Conn {
 }
 
 /// What went wrong on a connection, for the error line.
-enum Fault {
+enum Fault<E> {
     Mismatch(u64),
     Closed(u64),
     Reset(u64),
     Timeout(u64),
     Connect(io::Error),
+    Protocol(u64, E),
     Io(u64, io::Error),
 }
 
 /// The worker: its connections, loop and tally.
-struct Worker<'a> {
+struct Worker<'a, T: Transport> {
     plan: &'a Plan,
+    transport: T,
     slot: usize,
     poll: Poll,
-    conns: Vec<Conn>,
+    conns: Vec<Conn<T::Link>>,
     timers: timer::Schedule,
     /// Connections not yet `Done`.
     active: usize,
@@ -90,18 +228,28 @@ struct Worker<'a> {
     rbuf: Vec<u8>,
 }
 
-/// Runs the TCP worker for connections `conns` (`(id, socket)`; the socket
-/// is `None` with `--new-conn`) until the run is over.
+/// Runs the plain TCP worker for connections `conns` (`(id, socket)`; the
+/// socket is `None` with `--new-conn`) until the run is over.
 pub(crate) fn run(
     plan: &Plan,
     slot: usize,
     conns: Vec<(u64, Option<std::net::TcpStream>)>,
 ) -> Result<Tally> {
+    run_over(plan, slot, conns, Plain)
+}
+
+/// Runs the worker over `transport` for connections `conns` (as [`run`]).
+pub(crate) fn run_over<T: Transport>(
+    plan: &Plan,
+    slot: usize,
+    conns: Vec<(u64, Option<std::net::TcpStream>)>,
+    transport: T,
+) -> Result<Tally> {
     let poll = Poll::new().map_err(Error::io("creating an epoll instance"))?;
     let now = Instant::now();
     let mut list = Vec::with_capacity(conns.len());
     for (i, (id, sock)) in conns.into_iter().enumerate() {
-        let sock = match sock {
+        let open = match sock {
             Some(s) => {
                 s.set_nonblocking(true)
                     .map_err(Error::io("making a socket non-blocking"))?;
@@ -109,25 +257,30 @@ pub(crate) fn run(
                 poll.registry()
                     .register(&mut s, Token(i), Interest::READABLE)
                     .map_err(Error::io("registering a socket with epoll"))?;
-                Some(s)
+                let Some(link) = transport.kept(id) else {
+                    return Err(Error::InvalidOption(format!(
+                        "bench: connection {id} has no {} session from setup",
+                        <T::Link as Link>::NAME
+                    )));
+                };
+                Some(Open { sock: s, link })
             }
             None => None,
         };
+        let mut msg = vec![0; plan.settings.size];
+        pattern::fill(id, 0, &mut msg);
         list.push(Conn {
             id,
-            sock,
+            open,
             state: State::Waiting,
-            msg: {
-                let mut msg = vec![0; plan.settings.size];
-                pattern::fill(id, 0, &mut msg);
-                msg
-            },
+            msg,
             round: 0,
             filled: 0,
             written: 0,
             received: 0,
             base: 0,
             due: now,
+            echo_from: now,
             sent_at: now,
             record: false,
             want_write: false,
@@ -136,6 +289,7 @@ pub(crate) fn run(
     }
     let mut w = Worker {
         plan,
+        transport,
         slot,
         poll,
         active: list.len(),
@@ -149,7 +303,7 @@ pub(crate) fn run(
     Ok(w.tally)
 }
 
-impl Worker<'_> {
+impl<T: Transport> Worker<'_, T> {
     fn run_loop(&mut self) -> Result<()> {
         let mut events = Events::with_capacity(EVENTS);
         let mut clock = timer::for_plan(self.plan, &self.poll);
@@ -198,7 +352,8 @@ impl Worker<'_> {
                     continue;
                 };
                 match state {
-                    State::Connecting => self.on_connect(i),
+                    State::Connecting => self.on_connect(i, woke),
+                    State::Handshaking => self.handshake(i, woke),
                     State::Busy => {
                         if ev.is_writable() {
                             self.write_some(i);
@@ -222,20 +377,26 @@ impl Worker<'_> {
     fn finish(&mut self, now: Instant) {
         let until = self.plan.end.map_or(now, |end| end.min(now));
         let from = self.plan.warmup_end;
+        // In the closed loop a request cut off by the end was never late;
+        // in the open loop it was due and is owed an answer. So is
+        // `--hold`'s one echo per connection.
+        let owed = self.plan.interval.is_some() || self.plan.settings.hold;
         for c in &mut self.conns {
             if c.state == State::Done {
                 continue;
             }
-            // In the closed loop a request cut off by the end was never
-            // late; in the open loop it was due and is owed an answer.
-            // So is `--hold`'s one echo per connection.
-            let open = self.plan.interval.is_some() || self.plan.settings.hold;
-            if open && matches!(c.state, State::Busy | State::Connecting) && c.record {
+            let in_flight = matches!(
+                c.state,
+                State::Busy | State::Connecting | State::Handshaking
+            );
+            if owed && in_flight && c.record {
                 self.tally.unfinished += 1;
             }
             self.tally.unfinished += c.pace.missed(self.plan, from, until);
             c.state = State::Done;
-            c.sock = None;
+            if let Some(mut o) = c.open.take() {
+                o.link.close(&mut o.sock);
+            }
         }
         self.tally.stopped = Some(until);
         self.plan.set_progress(self.slot, self.done);
@@ -252,8 +413,9 @@ impl Worker<'_> {
         }
     }
 
-    /// Starts the request due at `due` on connection `i`, or retires the
-    /// connection if the run has no room for it.
+    /// Starts the request due at `due` on connection `i` (connecting first
+    /// with `--new-conn`), or retires the connection if the run has no
+    /// room for it.
     fn begin(&mut self, i: usize, due: Instant, now: Instant) {
         let Some(record) = self.plan.admit(due) else {
             self.retire(i);
@@ -261,6 +423,9 @@ impl Worker<'_> {
         };
         let c = &mut self.conns[i];
         c.due = due;
+        if <T::Link as Link>::HANDSHAKES {
+            c.echo_from = due;
+        }
         c.sent_at = now;
         c.record = record;
         c.written = 0;
@@ -269,45 +434,66 @@ impl Worker<'_> {
             pattern::advance(&mut c.msg, c.filled, c.round);
             c.filled = c.round;
         }
-        if c.sock.is_none() {
-            match TcpStream::connect(self.plan.settings.addr) {
-                Ok(mut s) => {
-                    c.base = 0;
-                    if let Err(e) = self.poll.registry().register(
-                        &mut s,
-                        Token(i),
-                        Interest::READABLE | Interest::WRITABLE,
-                    ) {
-                        self.fail(i, Fault::Connect(e));
-                        return;
-                    }
-                    c.sock = Some(s);
-                    // The connect ends with writable readiness.
-                    c.want_write = true;
-                    c.state = State::Connecting;
-                }
-                Err(e) => self.fail(i, Fault::Connect(e)),
-            }
+        if c.open.is_none() {
+            self.connect(i);
             return;
         }
         c.state = State::Busy;
         self.write_some(i);
     }
 
-    /// `--new-conn`: the connect finished, one way or the other.
-    fn on_connect(&mut self, i: usize) {
+    /// `--new-conn`: starts a non-blocking connect for connection `i`,
+    /// from the next `--source-addrs` address if there are any.
+    fn connect(&mut self, i: usize) {
+        let link = match self.transport.fresh() {
+            Ok(link) => link,
+            Err(e) => {
+                self.fail(i, Fault::Protocol(0, e));
+                return;
+            }
+        };
+        let addr = self.plan.settings.addr;
+        let dialed = match self.plan.next_source() {
+            Some((src, n)) => src.connect_nonblocking(n, addr).map(TcpStream::from_std),
+            None => TcpStream::connect(addr),
+        };
+        let mut sock = match dialed {
+            Ok(s) => s,
+            Err(e) => {
+                self.fail(i, Fault::Connect(e));
+                return;
+            }
+        };
+        if let Err(e) = self.poll.registry().register(
+            &mut sock,
+            Token(i),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            self.fail(i, Fault::Connect(e));
+            return;
+        }
         let c = &mut self.conns[i];
-        let Some(sock) = c.sock.as_ref() else {
+        c.base = 0;
+        c.open = Some(Open { sock, link });
+        // The connect ends with writable readiness.
+        c.want_write = true;
+        c.state = State::Connecting;
+    }
+
+    /// `--new-conn`: the connect finished, one way or the other.
+    fn on_connect(&mut self, i: usize, now: Instant) {
+        let c = &mut self.conns[i];
+        let Some(o) = c.open.as_ref() else {
             return;
         };
-        match sock.take_error() {
+        match o.sock.take_error() {
             Ok(Some(e)) | Err(e) => {
                 self.fail(i, Fault::Connect(e));
                 return;
             }
             Ok(None) => {}
         }
-        match sock.peer_addr() {
+        match o.sock.peer_addr() {
             Ok(_) => {}
             // Not connected yet: a spurious wake-up; the next event tells.
             Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
@@ -316,7 +502,41 @@ impl Worker<'_> {
                 return;
             }
         }
-        let _ = sock.set_nodelay(true);
+        let _ = o.sock.set_nodelay(true);
+        if <T::Link as Link>::HANDSHAKES {
+            c.state = State::Handshaking;
+            self.handshake(i, now);
+        } else {
+            c.state = State::Busy;
+            self.write_some(i);
+        }
+    }
+
+    /// Moves connection `i`'s handshake on; at its end, times it (from
+    /// when the request was due, connect included) and sends the request.
+    fn handshake(&mut self, i: usize, now: Instant) {
+        let c = &mut self.conns[i];
+        let Some(o) = c.open.as_mut() else {
+            return;
+        };
+        match o.link.handshake(&mut o.sock) {
+            Ok(true) => {}
+            // The peer's turn: its answer comes with a readable edge.
+            Ok(false) => return,
+            Err(e) => {
+                self.io_hitch(i, e);
+                return;
+            }
+        }
+        if c.record {
+            let ns =
+                u64::try_from(now.saturating_duration_since(c.due).as_nanos()).unwrap_or(u64::MAX);
+            self.tally.handshakes.saturating_record(ns.max(1));
+            if o.link.resumed() {
+                self.tally.resumed += 1;
+            }
+        }
+        c.echo_from = now;
         c.state = State::Busy;
         self.write_some(i);
     }
@@ -324,53 +544,77 @@ impl Worker<'_> {
     /// Writes as much of the request as the socket takes.
     fn write_some(&mut self, i: usize) {
         let c = &mut self.conns[i];
-        let Some(sock) = c.sock.as_mut() else {
+        let Some(o) = c.open.as_mut() else {
             return;
         };
         while c.written < c.msg.len() {
-            match sock.write(&c.msg[c.written..]) {
+            match o.link.write(&mut o.sock, &c.msg[c.written..]) {
                 Ok(0) => {
                     let at = c.base + c.received as u64;
                     self.fail(i, Fault::Closed(at));
                     return;
                 }
                 Ok(n) => c.written += n,
-                // The send buffer is full: the next writable event resumes.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if !c.want_write {
-                        c.want_write = true;
-                        let interest = Interest::READABLE | Interest::WRITABLE;
-                        if let Err(e) = self.poll.registry().reregister(sock, Token(i), interest) {
-                            let at = c.base + c.received as u64;
-                            self.fail(i, Fault::Io(at, e));
-                        }
-                    }
-                    return;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(Hitch::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    let at = c.base + c.received as u64;
-                    let fault = match e.kind() {
-                        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => {
-                            Fault::Reset(at)
-                        }
-                        _ => Fault::Io(at, e),
-                    };
-                    self.fail(i, fault);
+                    self.io_hitch(i, e);
                     return;
                 }
             }
+        }
+        if let Err(e) = o.link.flush(&mut o.sock) {
+            self.io_hitch(i, e);
+        }
+    }
+
+    /// Deals with a hitch in connection `i`'s writes (or handshake): a
+    /// full send buffer asks for writable readiness (the next writable
+    /// event resumes); anything else fails the connection.
+    fn io_hitch(&mut self, i: usize, e: Hitch<<T::Link as Link>::Error>) {
+        let c = &mut self.conns[i];
+        let at = c.base + c.received as u64;
+        let e = match e {
+            Hitch::Protocol(e) => {
+                self.fail(i, Fault::Protocol(at, e));
+                return;
+            }
+            Hitch::Io(e) => e,
+        };
+        match e.kind() {
+            io::ErrorKind::WouldBlock => {
+                if c.want_write {
+                    return;
+                }
+                let Some(o) = c.open.as_mut() else {
+                    return;
+                };
+                c.want_write = true;
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                if let Err(e) = self
+                    .poll
+                    .registry()
+                    .reregister(&mut o.sock, Token(i), interest)
+                {
+                    self.fail(i, Fault::Io(at, e));
+                }
+            }
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => {
+                self.fail(i, Fault::Reset(at))
+            }
+            // The peer's end in the middle of a handshake.
+            io::ErrorKind::UnexpectedEof => self.fail(i, Fault::Closed(at)),
+            _ => self.fail(i, Fault::Io(at, e)),
         }
     }
 
     /// Reads the echo, checks it, and completes the request when it is all in.
     fn read_some(&mut self, i: usize, now: Instant) {
         let c = &mut self.conns[i];
-        let Some(sock) = c.sock.as_mut() else {
+        let Some(o) = c.open.as_mut() else {
             return;
         };
         loop {
-            let n = match sock.read(&mut self.rbuf) {
+            let n = match o.link.read(&mut o.sock, &mut self.rbuf) {
                 Ok(0) => {
                     let at = c.base + c.received as u64;
                     self.fail(i, Fault::Closed(at));
@@ -378,9 +622,9 @@ impl Worker<'_> {
                 }
                 Ok(n) => n,
                 // Drained: the next readable edge brings the rest.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
+                Err(Hitch::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(Hitch::Io(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(Hitch::Io(e)) => {
                     let at = c.base + c.received as u64;
                     let fault = if e.kind() == io::ErrorKind::ConnectionReset {
                         Fault::Reset(at)
@@ -388,6 +632,11 @@ impl Worker<'_> {
                         Fault::Io(at, e)
                     };
                     self.fail(i, fault);
+                    return;
+                }
+                Err(Hitch::Protocol(e)) => {
+                    let at = c.base + c.received as u64;
+                    self.fail(i, Fault::Protocol(at, e));
                     return;
                 }
             };
@@ -408,7 +657,7 @@ impl Worker<'_> {
                 self.complete(i, now);
                 return;
             }
-            if n < self.rbuf.len() {
+            if <T::Link as Link>::SHORT_READ_DRAINS && n < self.rbuf.len() {
                 // A short read: the socket is drained (edge-triggered).
                 return;
             }
@@ -419,7 +668,13 @@ impl Worker<'_> {
     fn complete(&mut self, i: usize, now: Instant) {
         let c = &mut self.conns[i];
         if c.record {
-            self.tally.record(c.due, now);
+            // Plain TCP never sets `echo_from`: one store less per request.
+            let from = if <T::Link as Link>::HANDSHAKES {
+                c.echo_from
+            } else {
+                c.due
+            };
+            self.tally.record(from, now);
         }
         self.done += 1;
         c.round += 1;
@@ -430,20 +685,24 @@ impl Worker<'_> {
             return;
         }
         if self.plan.settings.new_conn {
-            // Dropping closes it (FIN): everything sent has come back.
-            if let Some(mut s) = c.sock.take() {
-                let _ = self.poll.registry().deregister(&mut s);
+            // Closing it (TLS: close_notify, then FIN): everything sent
+            // has come back.
+            if let Some(mut o) = c.open.take() {
+                o.link.close(&mut o.sock);
+                let _ = self.poll.registry().deregister(&mut o.sock);
             }
         }
         self.next_request(i, now);
     }
 
-    /// Times out requests whose echo is overdue.
+    /// Times out requests (and connects, handshakes) whose echo is overdue.
     fn expire(&mut self, now: Instant, timeout: std::time::Duration) {
         for i in 0..self.conns.len() {
             let c = &self.conns[i];
-            if matches!(c.state, State::Busy | State::Connecting)
-                && now.duration_since(c.sent_at) >= timeout
+            if matches!(
+                c.state,
+                State::Busy | State::Connecting | State::Handshaking
+            ) && now.duration_since(c.sent_at) >= timeout
             {
                 let at = c.base + c.received as u64;
                 self.fail(i, Fault::Timeout(at));
@@ -453,13 +712,19 @@ impl Worker<'_> {
 
     /// Counts and logs a failure; the connection is closed and not reused,
     /// since its stream is no longer in step with the pattern.
-    fn fail(&mut self, i: usize, fault: Fault) {
+    fn fail(&mut self, i: usize, fault: Fault<<T::Link as Link>::Error>) {
         let c = &mut self.conns[i];
         let id = c.id;
+        let name = <T::Link as Link>::NAME;
+        let handshaking = c.state == State::Handshaking
+            || (<T::Link as Link>::HANDSHAKES && c.state == State::Connecting);
         let line = match fault {
             Fault::Mismatch(at) => {
                 self.tally.mismatches += 1;
                 format!("mismatch on connection {id} at byte {at}")
+            }
+            Fault::Closed(_) if handshaking => {
+                format!("connection {id} closed by the server during the {name} handshake")
             }
             Fault::Closed(at) => {
                 format!("connection {id} closed by the server at byte {at}, echo incomplete")
@@ -475,6 +740,10 @@ impl Worker<'_> {
                     self.plan.settings.addr
                 )
             }
+            Fault::Protocol(_, e) if handshaking => {
+                format!("connection {id}: {name} handshake failed: {e}")
+            }
+            Fault::Protocol(at, e) => format!("connection {id} at byte {at}: {name} error: {e}"),
             Fault::Io(at, e) => format!("connection {id} at byte {at}: {e}"),
         };
         self.tally.errors += 1;
@@ -489,8 +758,8 @@ impl Worker<'_> {
             c.state = State::Done;
             self.active -= 1;
         }
-        if let Some(mut s) = c.sock.take() {
-            let _ = self.poll.registry().deregister(&mut s);
+        if let Some(mut o) = c.open.take() {
+            let _ = self.poll.registry().deregister(&mut o.sock);
         }
     }
 }

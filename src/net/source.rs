@@ -190,6 +190,20 @@ impl Sources {
         sock.connect_timeout(&SockAddr::from(addr), timeout)?;
         Ok(sock.into())
     }
+
+    /// Connection `id` to `addr` from its source address, non-blocking:
+    /// the connect is under way when this returns (`bench --new-conn`,
+    /// whose event loop sees it finish), as mio's own `connect` leaves it.
+    pub(crate) fn connect_nonblocking(&self, id: u64, addr: SocketAddr) -> io::Result<TcpStream> {
+        let sock = self.bound(id)?;
+        sock.set_nonblocking(true)?;
+        match sock.connect(&SockAddr::from(addr)) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(sock.into())
+    }
 }
 
 #[cfg(test)]

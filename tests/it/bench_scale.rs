@@ -1,13 +1,18 @@
 //! `bench` at scale: `--interval` (a line per interval that adds up to the
-//! summary), `--source-addrs` (connections from many local addresses) and
-//! `--hold` (one echo per connection, then idle), against netecho's server
-//! on loopback. Which address a connection came from is read on the
-//! server's side of it, in the kernel's own table (`/proc/net/tcp`).
+//! summary), `--source-addrs` (connections from many local addresses, kept
+//! or new per request) and `--hold` (one echo per connection, then idle),
+//! against netecho's server and test peers on loopback, over TCP and TLS
+//! alike. Which address a connection came from is read on the server's
+//! side of it: in the kernel's own table (`/proc/net/tcp`), or as the
+//! peer's `accept` returned it.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::util::peers::{echo_with, tcp_server};
+use crate::util::tls_peers::{After, Pki, rustls_server};
 use crate::util::{Running, Server, assert_refused, eventually, netecho, run_to_end};
 
 /// Longest any bench run here may take before it is killed.
@@ -201,4 +206,206 @@ fn bad_source_addrs_and_intervals_are_one_line_errors() {
         let run = assert_refused(&all, RUN_LIMIT);
         assert!(run.stderr.contains(why), "{args:?}: {}", run.stderr);
     }
+}
+
+/// The addresses `clients` came from, with their counts.
+fn by_address(clients: &[std::net::SocketAddr]) -> BTreeMap<IpAddr, usize> {
+    let mut seen = BTreeMap::new();
+    for c in clients {
+        *seen.entry(c.ip()).or_insert(0) += 1;
+    }
+    seen
+}
+
+/// 127.0.0.2 to 127.0.0.5, the source addresses of these tests.
+fn four_sources() -> Vec<IpAddr> {
+    (2..=5)
+        .map(|d| IpAddr::V4(Ipv4Addr::new(127, 0, 0, d)))
+        .collect()
+}
+
+/// Runs bench with `args` and returns its one `--json` object, which must
+/// come from a successful run.
+fn bench_ok(args: &[&str]) -> (serde_json::Value, String) {
+    let run = run_to_end(netecho(args), None, RUN_LIMIT);
+    assert!(run.success(), "{args:?}: stderr: {}", run.stderr);
+    let v = serde_json::from_str(run.stdout_str().trim())
+        .unwrap_or_else(|e| panic!("{e}: {}", run.stdout_str()));
+    (v, run.stderr)
+}
+
+#[test]
+fn new_conn_connections_come_from_the_next_source_address_each() {
+    // Seen on the server's side: the address each accept() gave.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    let addr = tcp_server(move |s| {
+        if let Ok(peer) = s.peer_addr() {
+            log.lock().unwrap().push(peer);
+        }
+        echo_with(s, |_, b| Some(b));
+    });
+    let (v, _) = bench_ok(&[
+        "bench",
+        &addr.to_string(),
+        "--new-conn",
+        "-c",
+        "3",
+        "--threads",
+        "2",
+        "-n",
+        "40",
+        "--warmup",
+        "0",
+        "--source-addrs",
+        "127.0.0.2-127.0.0.5",
+        "--json",
+    ]);
+    assert_eq!(num(&v, "requests"), 40, "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+    let clients = seen.lock().unwrap().clone();
+    let counts = by_address(&clients);
+    assert_eq!(counts.keys().copied().collect::<Vec<_>>(), four_sources());
+    // 40 connections round robin over 4 addresses, and the probe before
+    // the run from the first.
+    assert_eq!(clients.len(), 41, "{counts:?}");
+    assert_eq!(
+        counts.values().copied().collect::<Vec<_>>(),
+        [11, 10, 10, 10]
+    );
+}
+
+#[test]
+fn tls_new_conn_connections_come_from_the_source_addresses_too() {
+    let pki = Pki::new("bench-src");
+    let peer = rustls_server(&pki, After::Echo);
+    let (v, _) = bench_ok(&[
+        "bench",
+        &peer.addr.to_string(),
+        "--tls",
+        "--insecure",
+        "--tls-resume",
+        "-c",
+        "2",
+        "-n",
+        "20",
+        "--warmup",
+        "0",
+        "--source-addrs",
+        "127.0.0.2-127.0.0.5",
+        "--json",
+    ]);
+    assert_eq!(num(&v, "requests"), 20, "{v}");
+    assert_eq!(num(&v, "handshakes"), 20, "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+    let counts = by_address(&peer.clients());
+    assert_eq!(counts.keys().copied().collect::<Vec<_>>(), four_sources());
+    assert_eq!(counts.values().copied().collect::<Vec<_>>(), [6, 5, 5, 5]);
+}
+
+#[test]
+fn hold_over_tls_echoes_once_per_connection_then_keeps_it() {
+    let pki = Pki::new("bench-hold");
+    let peer = rustls_server(&pki, After::Echo);
+    let (v, stderr) = bench_ok(&[
+        "bench",
+        &peer.addr.to_string(),
+        "--tls",
+        "--insecure",
+        "--hold",
+        "-c",
+        "6",
+        "-d",
+        "1",
+        "--json",
+    ]);
+    // Exactly one echo per connection, on the 6 connections of setup (and
+    // the probe that became connection 0): no reconnect, no second echo.
+    assert_eq!(num(&v, "requests"), 6, "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+    assert_eq!(v["proto"], "tls", "{v}");
+    assert_eq!(num(&v, "handshakes"), 6, "{v}");
+    assert_eq!(num(&v, "unfinished"), 0, "{v}");
+    assert_eq!(peer.clients().len(), 6);
+    assert!(stderr.contains("6 connections open in"), "{stderr}");
+}
+
+#[test]
+fn hold_owes_the_echo_a_server_never_sends_over_tcp_and_tls() {
+    let plain = tcp_server(|mut s| {
+        let mut buf = [0u8; 4096];
+        while matches!(std::io::Read::read(&mut s, &mut buf), Ok(n) if n > 0) {}
+    });
+    let pki = Pki::new("bench-swallow");
+    let tls = rustls_server(&pki, After::Swallow);
+    for (addr, extra) in [
+        (plain.to_string(), &[][..]),
+        (tls.addr.to_string(), &["--tls", "--insecure"][..]),
+    ] {
+        let mut args = vec!["bench", addr.as_str(), "--hold", "-c", "3", "-d", "0.5"];
+        args.extend(extra);
+        args.push("--json");
+        let (v, _) = bench_ok(&args);
+        assert_eq!(num(&v, "requests"), 0, "{extra:?}: {v}");
+        assert_eq!(
+            num(&v, "unfinished"),
+            3,
+            "each held echo is owed: {extra:?}: {v}"
+        );
+    }
+}
+
+#[test]
+fn interval_over_tls_adds_up_to_the_summary() {
+    let pki = Pki::new("bench-interval");
+    let peer = rustls_server(&pki, After::Echo);
+    let run = run_to_end(
+        netecho(&[
+            "bench",
+            &peer.addr.to_string(),
+            "--tls",
+            "--insecure",
+            "-c",
+            "2",
+            "-d",
+            "1.5",
+            "--warmup",
+            "0.2",
+            "--interval",
+            "0.5",
+            "--json",
+        ]),
+        None,
+        RUN_LIMIT,
+    );
+    assert!(run.success(), "stderr: {}", run.stderr);
+    let objects: Vec<serde_json::Value> = run
+        .stdout_str()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let (summary, intervals) = objects.split_last().expect("some output");
+    assert_eq!(summary["type"], "summary", "{summary}");
+    assert_eq!(intervals.len(), 3, "{}", run.stdout_str());
+    let sum: u64 = intervals.iter().map(|v| num(v, "requests")).sum();
+    assert!(sum > 0, "{}", run.stdout_str());
+    assert_eq!(num(summary, "requests"), sum, "{}", run.stdout_str());
+    assert!(num(summary, "handshakes") == 2, "{summary}");
+}
+
+#[test]
+fn hold_with_tls_resume_is_refused_in_one_line() {
+    let run = assert_refused(
+        &[
+            "bench",
+            "127.0.0.1:1",
+            "--tls",
+            "--tls-resume",
+            "--hold",
+            "-d",
+            "1",
+        ],
+        RUN_LIMIT,
+    );
+    assert!(run.stderr.contains("cannot be used with"), "{}", run.stderr);
 }

@@ -1,17 +1,24 @@
 //! Third-party TLS echo servers and a test PKI, for tests of netecho's TLS
 //! clients (and of its TLS server, as peers to compare against): a Python
-//! `ssl` echo server that reports the SNI it was sent, `socat
-//! OPENSSL-LISTEN:0,…,fork PIPE` (`None` and SKIPPED without socat), and a
-//! CA, a second CA and a leaf for `localhost` / `127.0.0.1` made with rcgen
-//! in a scratch directory.
+//! `ssl` echo server that reports the SNI it was sent (`None` and SKIPPED
+//! without python3), `socat OPENSSL-LISTEN:0,…,fork PIPE` (`None` and
+//! SKIPPED without socat), a rustls server in this process that echoes or
+//! swallows and notes where each client came from, and a CA, a second CA
+//! and a leaf for `localhost` / `127.0.0.1` made with rcgen in a scratch
+//! directory.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::peers::serve_listener;
 
 /// How long a server may take to say which port it listens on.
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -144,9 +151,10 @@ fn line_channel(out: impl std::io::Read + Send + 'static) -> mpsc::Receiver<Stri
     rx
 }
 
-/// The Python ssl echo server with the test PKI's leaf.
-pub fn python_server(pki: &Pki) -> Peer {
-    let mut child = Command::new("python3")
+/// The Python ssl echo server with the test PKI's leaf, or `None` (after
+/// SKIPPED on stderr, naming `test`) when python3 is not installed.
+pub fn python_server(pki: &Pki, test: &str) -> Option<Peer> {
+    let spawned = Command::new("python3")
         .args([
             "-c",
             PY_TLS_ECHO,
@@ -156,8 +164,17 @@ pub fn python_server(pki: &Pki) -> Peer {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .spawn()
-        .expect("python3 starts");
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!(
+                "SKIPPED: {test}: python3 is not installed (.ci/run installs it where apt works)"
+            );
+            return None;
+        }
+        Err(e) => panic!("python3 does not start: {e}"),
+    };
     let out: ChildStdout = child.stdout.take().expect("stdout");
     let rx = line_channel(out);
     let line = rx.recv_timeout(START_TIMEOUT).expect("the port line");
@@ -165,11 +182,11 @@ pub fn python_server(pki: &Pki) -> Peer {
         .strip_prefix("port ")
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("not a port line: {line}"));
-    Peer {
+    Some(Peer {
         child,
         port,
         lines: Some(rx),
-    }
+    })
 }
 
 /// `socat OPENSSL-LISTEN:0,…,fork PIPE` with the test PKI's leaf, or `None`
@@ -209,4 +226,73 @@ pub fn socat_server(pki: &Pki, test: &str) -> Option<Peer> {
         port,
         lines: None,
     })
+}
+
+/// What [`rustls_server`] does with a connection's plaintext.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// Echo it, then answer close_notify with close_notify.
+    Echo,
+    /// Read and drop it: the handshake is made, no echo ever comes.
+    Swallow,
+}
+
+/// A TLS server in this process (rustls, the test PKI's leaf) on
+/// 127.0.0.1:0, a thread per connection; it needs no tool installed.
+pub struct RustlsPeer {
+    pub addr: SocketAddr,
+    /// Each accepted client's address, in order, as `accept` gave it.
+    pub clients: Arc<Mutex<Vec<SocketAddr>>>,
+}
+
+impl RustlsPeer {
+    /// The client addresses so far.
+    pub fn clients(&self) -> Vec<SocketAddr> {
+        self.clients.lock().expect("clients").clone()
+    }
+}
+
+/// Starts a [`RustlsPeer`] that does `after` with every connection.
+pub fn rustls_server(pki: &Pki, after: After) -> RustlsPeer {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(pki.path("cert.pem"))
+        .expect("cert.pem")
+        .collect::<Result<_, _>>()
+        .expect("a PEM certificate");
+    let key = PrivateKeyDer::from_pem_file(pki.path("key.pem")).expect("key.pem");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("the leaf and its key");
+    let config = Arc::new(config);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the TLS peer");
+    let addr = listener.local_addr().expect("local addr");
+    let clients = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&clients);
+    serve_listener(listener, usize::MAX, move |sock| {
+        if let Ok(peer) = sock.peer_addr() {
+            seen.lock().expect("clients").push(peer);
+        }
+        let Ok(conn) = rustls::ServerConnection::new(Arc::clone(&config)) else {
+            return;
+        };
+        let mut tls = rustls::StreamOwned::new(conn, sock);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            // Ok(0) is the client's close_notify; an error its FIN or a
+            // failed handshake: either way the connection is over.
+            let n = match tls.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if after == After::Echo && tls.write_all(&buf[..n]).is_err() {
+                return;
+            }
+        }
+        tls.conn.send_close_notify();
+        let _ = tls.flush();
+    });
+    RustlsPeer { addr, clients }
 }
