@@ -20,6 +20,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use nix::sys::socket::MsgFlags;
 
 use super::cell::Traffic;
 use crate::bench::spawn;
@@ -117,22 +118,36 @@ pub(crate) fn measure_two(
 /// the other thread has stopped.
 const STUCK: Duration = Duration::from_secs(5);
 
+/// Reads `buf.len()` bytes with MSG_WAITALL: one blocking read and one
+/// wake-up per message where the kernel can, as an event loop that reads
+/// what is there would see it. `Ok(false)`: the peer closed before the
+/// first byte.
+fn recv_whole(s: &TcpStream, buf: &mut [u8]) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let mut got = 0;
+    while got < buf.len() {
+        match nix::sys::socket::recv(s.as_raw_fd(), &mut buf[got..], MsgFlags::MSG_WAITALL) {
+            Ok(0) if got == 0 => return Ok(false),
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            // A signal: read the rest.
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(true)
+}
+
 /// The echoing end: reads each `len`-byte message whole and writes it
 /// back, until the sender closes.
 fn echo_until_eof(mut s: TcpStream, len: usize) -> Result<()> {
     let mut buf = vec![0u8; len];
     loop {
-        let mut got = 0;
-        while got < len {
-            match s.read(&mut buf[got..]) {
-                // The sender is done: a clean end between messages.
-                Ok(0) if got == 0 => return Ok(()),
-                Ok(0) => return Err(floor_error("two threads: EOF inside a message".into())),
-                Ok(n) => got += n,
-                // A signal: read again.
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(floor_error(format!("two threads: echo read: {e}"))),
-            }
+        match recv_whole(&s, &mut buf) {
+            // The sender is done: a clean end between messages.
+            Ok(false) => return Ok(()),
+            Ok(true) => {}
+            Err(e) => return Err(floor_error(format!("two threads: echo read: {e}"))),
         }
         s.write_all(&buf)
             .map_err(|e| floor_error(format!("two threads: echo write: {e}")))?;
@@ -155,7 +170,10 @@ fn send_and_time(
         .map_err(|e| floor_error(format!("histogram: {e:?}")))?;
     let mut trip = |s: &mut TcpStream| -> Result<()> {
         s.write_all(&msg)
-            .and_then(|()| s.read_exact(&mut buf))
+            .and_then(|()| match recv_whole(s, &mut buf)? {
+                true => Ok(()),
+                false => Err(io::ErrorKind::UnexpectedEof.into()),
+            })
             .map_err(|e| floor_error(format!("two threads: round trip: {e}")))?;
         if buf != msg {
             return Err(floor_error("two threads: the echo differs".into()));
