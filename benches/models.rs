@@ -2,27 +2,31 @@
 //!
 //! Absolute speed on these shared machines moves from run to run, so every
 //! figure that counts is a ratio to a baseline measured in the same run: the
-//! kernel floor and the C baselines of `benches/c/` (today C epoll), which
-//! this file builds with `cc -O2` into `target/netecho-bench/`. Where they are
-//! installed (`scripts/install-peers.sh`), socat, ncat and xinetd get rows too.
+//! two kernel floors (one thread owning both ends; one thread per core) and
+//! the C baselines of `benches/c/` (C epoll, C splice, C io_uring), which the
+//! suite builds with `cc -O2` into `target/netecho-bench/` (c-uring needs
+//! Debian's liburing-dev, and is n/a with that note without it). Where they
+//! are installed (`scripts/install-peers.sh`), socat, ncat and xinetd get
+//! rows too.
 //!
 //! Everything else is the library's suite, [`netecho::bench::models`], the
-//! same code `netecho bench --models` runs: the servers, the workloads, the
-//! cells, repeats, medians, ratios and tables. This file only reads the
-//! environment and builds the C servers.
+//! same code `netecho bench --models` runs: the servers, the C builds, the
+//! workloads, the cells, repeats, medians, ratios and tables. This file only
+//! reads the environment.
 //!
 //! Environment (all optional):
 //! - `NETECHO_BENCH_SECS` (3): measured seconds per cell, after a warm-up of
 //!   min(1 s, that). Ticks are 10 ms, so shorter windows are for development;
 //! - `NETECHO_BENCH_MODELS`: comma list of servers, from the C baselines
-//!   (`c-epoll`, `c-splice`), the `netecho serve --model` names (or `all`) and the peers
+//!   (`c-epoll`, `c-splice`, `c-uring`), the `netecho serve --model` names (or `all`) and the peers
 //!   `socat`, `ncat`, `xinetd`; a model name with `+tls` (`epoll+tls`,
 //!   `all+tls`) for its TLS row (`serve --tls-listen`, rustls on both ends)
 //!   and `socat-tls` for `socat OPENSSL-LISTEN:…,fork PIPE` (default: the C
 //!   baselines, the eight models, the installed peers, then the eight TLS
 //!   rows and socat-tls where socat is installed);
-//! - `NETECHO_BENCH_WORKLOADS`: comma list of `1`–`6` (or `small`, `large`,
-//!   `connect`, `idle`, `many`, `bulk`); default all six;
+//! - `NETECHO_BENCH_WORKLOADS`: comma list of `1`–`7` (or `small`, `large`,
+//!   `connect`, `idle`, `many`, `bulk`, `stream`); default all seven (the
+//!   floors head every table of messages on kept connections, named or not);
 //! - `NETECHO_BENCH_REPEAT` (1): runs per cell; the tables show medians.
 //!
 //! The `netecho` under test is the binary cargo builds for benches
@@ -31,12 +35,11 @@
 //! happens here. A server's last stderr line goes into its error row.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use netecho::bench::models::{
-    self, C_SERVERS, CC_FLAGS, CServer, DEFAULT_MODELS, IDLE_CONNS, Layout, Peer, Server, Suite,
-    Workload,
+    self, C_SERVERS, DEFAULT_MODELS, IDLE_CONNS, Layout, Peer, Server, Suite, Workload,
 };
 
 /// Errors here end the run before any cell; a message is all a reader needs.
@@ -108,21 +111,9 @@ impl Knobs {
                 )
                 .collect(),
         };
-        let workloads = match std::env::var("NETECHO_BENCH_WORKLOADS") {
-            Ok(s) => s
-                .split(',')
-                .filter(|w| !w.trim().is_empty())
-                .map(|w| {
-                    Workload::parse(w).ok_or_else(|| {
-                        format!(
-                            "NETECHO_BENCH_WORKLOADS: unknown workload '{w}'; known: {}",
-                            Workload::known()
-                        )
-                    })
-                })
-                .collect::<Res<Vec<_>>>()?,
-            Err(_) => Workload::ALL.to_vec(),
-        };
+        let workloads = models::workloads_from_env()
+            .map_err(|e| e.to_string())?
+            .unwrap_or_else(|| Workload::ALL.to_vec());
         if servers.is_empty() || workloads.is_empty() {
             return Err(
                 "nothing to run: empty NETECHO_BENCH_MODELS or NETECHO_BENCH_WORKLOADS".into(),
@@ -181,17 +172,8 @@ fn run() -> Res<()> {
         netecho,
     )
     .map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(&work_dir)
-        .map_err(|e| format!("creating {}: {e}", work_dir.display()))?;
-    suite.programs.c = knobs
-        .servers
-        .iter()
-        .filter_map(|s| match s {
-            Server::C(c) => Some((*c, build_c(c, &work_dir))),
-            _ => None,
-        })
-        .collect();
     suite.programs.scratch = work_dir;
+    suite.programs.build_c(&knobs.servers);
     suite.servers = knobs.servers;
     suite.workloads = knobs.workloads;
     suite.repeat = knobs.repeat;
@@ -202,32 +184,4 @@ fn run() -> Res<()> {
         .run(&layout, &mut std::io::stdout().lock())
         .map(drop)
         .map_err(|e| e.to_string())
-}
-
-/// Compiles `benches/c/SOURCE` with the system `cc` into `work_dir`, every
-/// run, so the baseline always matches its source.
-fn build_c(c: &CServer, work_dir: &Path) -> Res<PathBuf> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("benches/c")
-        .join(c.source);
-    let out = work_dir.join(c.binary());
-    let result = Command::new("cc")
-        .args(CC_FLAGS)
-        .arg("-o")
-        .arg(&out)
-        .arg(&src)
-        .args(c.libs)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run cc: {e}"))?;
-    if !result.status.success() {
-        let err = String::from_utf8_lossy(&result.stderr);
-        return Err(format!(
-            "cc {} {} failed: {}",
-            CC_FLAGS.join(" "),
-            src.display(),
-            err.lines().next().unwrap_or("")
-        ));
-    }
-    Ok(out)
 }

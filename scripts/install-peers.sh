@@ -1,11 +1,13 @@
 #!/bin/sh
 # Installs the peer echo servers that `cargo bench --bench models` compares
-# against (BENCHMARKING.md, "Baselines"): socat, ncat and xinetd.
+# against (BENCHMARKING.md, "Baselines"): socat, ncat and xinetd; and
+# liburing-dev, which the C io_uring baseline (benches/c/uring_echo.c, row
+# c-uring) is built against.
 # Idempotent: packages already installed are skipped, and nothing is fetched
-# when all three are there. Needs root (apt-get).
+# when all are there. Needs root (apt-get).
 set -eu
 
-PKGS="socat ncat xinetd"
+PKGS="socat ncat xinetd liburing-dev"
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "install-peers.sh: run as root (apt-get install)" >&2

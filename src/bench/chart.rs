@@ -4,7 +4,10 @@
 //! One panel per workload, a horizontal bar per model, the value written at
 //! the end of each bar; a model that cannot run a workload gets a grey
 //! `n/a` where its bar would be, so every panel lists the same models in the
-//! same order and colour. Drawn with plotters' SVG backend into memory, then
+//! same order and colour. The baselines (the kernel floors, the C servers)
+//! are not bars but reference lines: each has a row of its own at the top
+//! of the panel, where its value is written, and a dashed line from there
+//! down through every bar, so a bar's end reads against it at a glance. Drawn with plotters' SVG backend into memory, then
 //! written in one go: a half-written file never replaces a good one silently.
 
 use std::path::Path;
@@ -46,6 +49,17 @@ const PALETTE: [RGBColor; 10] = [
 ];
 /// Text that is not data: axes, n/a marks.
 const MUTED: RGBColor = RGBColor(110, 110, 110);
+/// One colour per reference line, in order: dark, so they stand out from
+/// the bars' lighter colours.
+const REF_PALETTE: [RGBColor; 5] = [
+    RGBColor(30, 30, 30),
+    RGBColor(140, 60, 20),
+    RGBColor(30, 80, 150),
+    RGBColor(20, 110, 60),
+    RGBColor(120, 30, 110),
+];
+/// Dash and gap of a reference line, in pixels.
+const DASH: (u32, u32) = (6, 4);
 
 /// One bar: a model's figure, or the word that stands in for it.
 #[derive(Debug, Clone)]
@@ -62,6 +76,8 @@ pub(crate) struct Panel {
     /// The scale's label, with the unit.
     pub(crate) unit: String,
     pub(crate) bars: Vec<Bar>,
+    /// Baselines, drawn as reference lines above and through the bars.
+    pub(crate) refs: Vec<Bar>,
 }
 
 /// Draws `panels` under a title and `subtitle` and writes the SVG to `path`.
@@ -80,7 +96,7 @@ pub(crate) fn render(subtitle: &str, panels: &[Panel]) -> Result<String> {
         root.fill(&WHITE).map_err(chart_error)?;
         let (head, body) = root.split_vertically(TITLE_BAND);
         head.draw(&Text::new(
-            "netecho server models: cost per request and per idle connection (shorter is better)",
+            "netecho server models: cost per request, per MiB, per idle connection (shorter is better)",
             (20, 14),
             ("sans-serif", 24).into_font().style(FontStyle::Bold),
         ))
@@ -99,10 +115,18 @@ pub(crate) fn render(subtitle: &str, panels: &[Panel]) -> Result<String> {
     Ok(svg)
 }
 
-/// One panel: bars top to bottom in the order given.
+/// One panel: the reference rows on top, then the bars, top to bottom in
+/// the order given; each reference's dashed line runs from its row down
+/// through the bars.
 fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) -> Result<()> {
-    let n = panel.bars.len().max(1);
-    let values = panel.bars.iter().filter_map(|b| b.value.as_ref().ok());
+    let items: Vec<(&Bar, bool)> = panel
+        .refs
+        .iter()
+        .map(|r| (r, true))
+        .chain(panel.bars.iter().map(|b| (b, false)))
+        .collect();
+    let n = items.len().max(1);
+    let values = items.iter().filter_map(|(b, _)| b.value.as_ref().ok());
     let finite: Vec<f64> = values.copied().filter(|v| v.is_finite()).collect();
     let hi = finite.iter().copied().fold(0.0, f64::max);
     let lo = finite.iter().copied().fold(0.0, f64::min);
@@ -113,8 +137,8 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) 
         span * 0.25
     };
     let x_min = if lo < 0.0 { lo - span * 0.05 } else { 0.0 };
-    let labels: Vec<&str> = panel.bars.iter().map(|b| b.label.as_str()).collect();
-    // Row 0 is drawn at the top: segment i holds bar n - 1 - i.
+    let labels: Vec<&str> = items.iter().map(|(b, _)| b.label.as_str()).collect();
+    // Row 0 is drawn at the top: segment i holds item n - 1 - i.
     let row_of = |i: usize| n - 1 - i;
     let mut chart = ChartBuilder::on(area)
         .margin(12)
@@ -145,30 +169,53 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) 
         .axis_desc_style(("sans-serif", 14).into_font().color(&MUTED))
         .draw()
         .map_err(chart_error)?;
-    for (i, bar) in panel.bars.iter().enumerate() {
+    let (mut bar_no, mut ref_no) = (0, 0);
+    for (i, (item, is_ref)) in items.iter().enumerate() {
         let row = row_of(i);
-        let color = PALETTE[i % PALETTE.len()];
-        match &bar.value {
+        let color = if *is_ref {
+            ref_no += 1;
+            REF_PALETTE[(ref_no - 1) % REF_PALETTE.len()]
+        } else {
+            bar_no += 1;
+            PALETTE[(bar_no - 1) % PALETTE.len()]
+        };
+        match &item.value {
             Ok(v) if v.is_finite() => {
-                let mut rect = Rectangle::new(
-                    [
-                        (0.0, SegmentValue::Exact(row)),
-                        (*v, SegmentValue::Exact(row + 1)),
-                    ],
-                    color.filled(),
-                );
-                rect.set_margin(5, 5, 0, 0);
-                chart.draw_series([rect]).map_err(chart_error)?;
+                if *is_ref {
+                    // From the bottom of the panel to the middle of its row.
+                    let line = plotters::element::DashedPathElement::new(
+                        [
+                            (*v, SegmentValue::Exact(0)),
+                            (*v, SegmentValue::CenterOf(row)),
+                        ],
+                        DASH.0,
+                        DASH.1,
+                        color.stroke_width(2),
+                    );
+                    chart.draw_series([line]).map_err(chart_error)?;
+                    let dot = Circle::new((*v, SegmentValue::CenterOf(row)), 4, color.filled());
+                    chart.draw_series([dot]).map_err(chart_error)?;
+                } else {
+                    let mut rect = Rectangle::new(
+                        [
+                            (0.0, SegmentValue::Exact(row)),
+                            (*v, SegmentValue::Exact(row + 1)),
+                        ],
+                        color.filled(),
+                    );
+                    rect.set_margin(5, 5, 0, 0);
+                    chart.draw_series([rect]).map_err(chart_error)?;
+                }
                 let at = (v.max(0.0), SegmentValue::CenterOf(row));
                 chart
                     .draw_series([EmptyElement::at(at)
                         + Text::new(
                             short(*v),
-                            (6, 0),
+                            (8, 0),
                             ("sans-serif", 14)
                                 .into_font()
                                 .style(FontStyle::Bold)
-                                .color(&BLACK)
+                                .color(if *is_ref { &color } else { &BLACK })
                                 .pos(left_middle()),
                         )])
                     .map_err(chart_error)?;
@@ -232,18 +279,56 @@ fn chart_error(e: impl std::fmt::Display) -> Error {
 mod tests {
     use super::*;
 
+    fn bars(values: &[(&str, std::result::Result<f64, String>)]) -> Vec<Bar> {
+        values
+            .iter()
+            .map(|(l, v)| Bar {
+                label: l.to_string(),
+                value: v.clone(),
+            })
+            .collect()
+    }
+
     fn panel(values: &[(&str, std::result::Result<f64, String>)]) -> Panel {
         Panel {
             title: "Server CPU per request".into(),
             unit: "µs".into(),
-            bars: values
-                .iter()
-                .map(|(l, v)| Bar {
-                    label: l.to_string(),
-                    value: v.clone(),
-                })
-                .collect(),
+            bars: bars(values),
+            refs: Vec::new(),
         }
+    }
+
+    #[test]
+    fn baselines_are_dashed_lines_with_their_value() {
+        let mut p = panel(&[("epoll", Ok(8.5)), ("thread", Ok(12.5))]);
+        p.refs = bars(&[
+            ("kernel floor", Ok(5.75)),
+            ("c-uring", Err("n/a".into())),
+            ("c-epoll", Ok(31.0)),
+        ]);
+        let svg = render("sub", &[p]).unwrap();
+        for word in [
+            "kernel floor",
+            "5.75",
+            "c-uring",
+            "c-epoll",
+            "31.0",
+            "epoll",
+            "8.50",
+        ] {
+            assert!(svg.contains(word), "{word} missing");
+        }
+        // Two dashed lines (one per finite reference), no bar drawn for them.
+        assert_eq!(
+            svg.matches("stroke-dasharray").count(),
+            0,
+            "plotters draws dashes as segments"
+        );
+        let dashes = svg.matches("<polyline").count() + svg.matches("<line").count();
+        assert!(
+            dashes >= 2 * 8,
+            "the dashed lines are missing: {dashes} segments"
+        );
     }
 
     #[test]
@@ -271,5 +356,8 @@ mod tests {
         assert!(render("", &[p]).is_ok());
         assert!(render("", &[]).is_ok());
         assert!(render("", &[panel(&[])]).is_ok());
+        let mut only_refs = panel(&[]);
+        only_refs.refs = bars(&[("c-epoll", Ok(f64::INFINITY)), ("floor-2t", Ok(3.0))]);
+        assert!(render("", &[only_refs]).is_ok());
     }
 }

@@ -58,9 +58,30 @@ struct Shared {
     mismatches: AtomicU64,
 }
 
+/// An edge of the measured window, for [`run_observed`]'s observer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Edge {
+    /// Bytes are counted from now.
+    Open,
+    /// No byte is counted after this.
+    Close,
+}
+
 /// Streams over `conns` for `warmup`, then `window`; then every writer
 /// half-closes and every reader checks the rest of its echo.
 pub(crate) fn run(conns: Vec<TcpStream>, warmup: Duration, window: Duration) -> Result<Outcome> {
+    run_observed(conns, warmup, window, |_| {})
+}
+
+/// [`run`], calling `at_edge` right as the window opens and closes: the
+/// model benchmark reads the server's CPU there, so its CPU per MiB covers
+/// the very bytes counted.
+pub(crate) fn run_observed(
+    conns: Vec<TcpStream>,
+    warmup: Duration,
+    window: Duration,
+    mut at_edge: impl FnMut(Edge),
+) -> Result<Outcome> {
     let shared = Arc::new(Shared {
         measuring: AtomicBool::new(false),
         done: AtomicBool::new(false),
@@ -86,6 +107,7 @@ pub(crate) fn run(conns: Vec<TcpStream>, warmup: Duration, window: Duration) -> 
         );
     }
     std::thread::sleep(warmup);
+    at_edge(Edge::Open);
     let start = Instant::now();
     shared.measuring.store(true, Ordering::Relaxed);
     // Bounded by the window, or a Ctrl-C.
@@ -94,6 +116,7 @@ pub(crate) fn run(conns: Vec<TcpStream>, warmup: Duration, window: Duration) -> 
     }
     shared.measuring.store(false, Ordering::Relaxed);
     let secs = start.elapsed().as_secs_f64();
+    at_edge(Edge::Close);
     shared.done.store(true, Ordering::Relaxed);
     for t in threads {
         if t.join().is_err() {

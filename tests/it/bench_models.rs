@@ -1,8 +1,10 @@
 //! `netecho bench --models`: the real binary starts real servers on
-//! loopback, measures them, prints a row per (model, workload) and draws the
-//! chart. Settings are the smallest that still measure something (half a
-//! second per workload, 200 idle connections); the assertions are about the
-//! shape and sanity of the figures, never about speed.
+//! loopback (netecho's models and the C baselines it builds with `cc`),
+//! measures them and the kernel floors, prints a row per (server, workload)
+//! and draws the chart. Settings are the smallest that still measure
+//! something (a fraction of a second per workload, a few workloads through
+//! NETECHO_BENCH_WORKLOADS, 200 idle connections); the assertions are about
+//! the shape and sanity of the figures, never about speed.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,6 +17,24 @@ const RUN_LIMIT: Duration = Duration::from_secs(120);
 /// Runs `netecho ARGS` to its end (or kills it at [`RUN_LIMIT`] and fails).
 fn netecho(args: &[&str]) -> Run {
     run_to_end(util::netecho(args), None, RUN_LIMIT)
+}
+
+/// [`netecho`] on the workloads `list` (NETECHO_BENCH_WORKLOADS) only.
+fn netecho_on(list: &str, args: &[&str]) -> Run {
+    let mut cmd = util::netecho(args);
+    cmd.env("NETECHO_BENCH_WORKLOADS", list);
+    run_to_end(cmd, None, RUN_LIMIT)
+}
+
+/// The line of `server` (whose label may hold a space) on `workload`, its
+/// fields after the label.
+fn labelled<'a>(stdout: &'a str, server: &str, workload: &str) -> Vec<&'a str> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix(server))
+        .map(|rest| rest.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&workload))
+        .unwrap_or_else(|| panic!("no {server} {workload} row in:\n{stdout}"))
 }
 
 /// A scratch file path unique to this test process.
@@ -93,19 +113,22 @@ fn assert_well_formed(text: &str) {
 fn models_are_measured_tabled_and_charted() {
     let chart = scratch("models.svg");
     let chart_arg = chart.to_str().expect("a UTF-8 temp path");
-    let out = netecho(&[
-        "bench",
-        "--models",
-        "thread,epoll,iterative",
-        "-d",
-        "0.5",
-        "--warmup",
-        "0",
-        "--idle-conns",
-        "200",
-        "--chart",
-        chart_arg,
-    ]);
+    let out = netecho_on(
+        "small,large,connect,idle",
+        &[
+            "bench",
+            "--models",
+            "thread,epoll,iterative",
+            "-d",
+            "0.5",
+            "--warmup",
+            "0",
+            "--idle-conns",
+            "200",
+            "--chart",
+            chart_arg,
+        ],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = out.stderr.as_str();
     assert!(
@@ -169,4 +192,114 @@ fn models_flags_do_not_mix_with_a_target() {
         assert_eq!(out.code(), Some(2), "{args:?}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
     }
+}
+
+/// Whether an executable `name` is on PATH.
+fn on_path(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+}
+
+/// Whether liburing's header and library are there (Debian: liburing-dev),
+/// as the benchmark probes them.
+fn liburing_installed() -> bool {
+    let dir = std::env::temp_dir();
+    let src = dir.join(format!("netecho-{}-probe-uring.c", std::process::id()));
+    let bin = dir.join(format!("netecho-{}-probe-uring", std::process::id()));
+    std::fs::write(
+        &src,
+        "#include <liburing.h>\nint main(void) { return 0; }\n",
+    )
+    .unwrap();
+    let ok = std::process::Command::new("cc")
+        .arg("-o")
+        .arg(&bin)
+        .arg(&src)
+        .arg("-luring")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let _ = std::fs::remove_file(&src);
+    let _ = std::fs::remove_file(&bin);
+    ok
+}
+
+#[test]
+fn baselines_and_the_stream_are_rows_and_reference_lines() {
+    if !on_path("cc") {
+        eprintln!("SKIPPED: no cc on PATH: the C baselines cannot be built");
+        return;
+    }
+    let chart = scratch("baselines.svg");
+    let chart_arg = chart.to_str().expect("a UTF-8 temp path");
+    let out = netecho_on(
+        "many,stream",
+        &[
+            "bench",
+            "--models",
+            "floor,floor-2t,c-epoll,c-uring,epoll",
+            "-d",
+            "0.3",
+            "--warmup",
+            "0.1",
+            "--chart",
+            chart_arg,
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = out.stderr.as_str();
+    assert!(
+        out.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    // Both floors on 64 B x 300 (fields after the label: workload, req/s,
+    // MB/s, p99 us, CPU us/req), n/a on the stream.
+    for floor in ["kernel floor", "floor-2t"] {
+        let f = labelled(&stdout, floor, "many");
+        assert!(figure(f[1]) > 0.0 && figure(f[4]) > 0.0, "{floor}: {f:?}");
+        assert_eq!(labelled(&stdout, floor, "stream")[1], "n/a:", "{floor}");
+    }
+    // The stream's figure is CPU per MiB echoed, for C epoll and netecho.
+    let mut per_mib = vec!["c-epoll", "epoll"];
+    if liburing_installed() {
+        per_mib.push("c-uring");
+        let f = row(&stdout, "c-uring", "many");
+        assert!(figure(f[5]) > 0.0, "c-uring many: {f:?}");
+    } else {
+        eprintln!("SKIPPED: liburing-dev is not installed: c-uring is not measured");
+        let f = row(&stdout, "c-uring", "many");
+        assert_eq!(f[2], "n/a:", "{f:?}");
+        assert!(stdout.contains("liburing.h or -luring not found: install liburing-dev"));
+    }
+    for server in per_mib {
+        let f = row(&stdout, server, "stream");
+        // server, workload, req/s (-), MB/s, p99 (-), CPU us per MiB
+        let cpu = f[5]
+            .strip_suffix("/MiB")
+            .unwrap_or_else(|| panic!("{server} stream: no per-MiB figure: {f:?}"));
+        assert!(figure(cpu) > 0.0 && figure(f[3]) > 0.0, "{server}: {f:?}");
+        assert!(f.contains(&"echoed"), "{server}: {f:?}");
+    }
+    assert!(stdout.contains("N/MiB is the server's CPU per MiB echoed"));
+
+    let svg = std::fs::read_to_string(&chart).expect("the chart was written");
+    let _ = std::fs::remove_file(&chart);
+    assert_well_formed(&svg);
+    for word in [
+        "kernel floor",
+        "floor-2t",
+        "c-epoll",
+        "c-uring",
+        "epoll",
+        "per MiB echoed",
+    ] {
+        assert!(svg.contains(word), "the chart lacks '{word}'");
+    }
+    // The first reference line's colour, in its dashes and its dot: the
+    // floors are lines, not bars.
+    assert!(
+        svg.matches("stroke=\"#1E1E1E\"").count() >= 8,
+        "no dashed reference line in the chart"
+    );
+    assert!(svg.contains("<circle"), "no reference dot in the chart");
 }

@@ -18,7 +18,7 @@ use super::server::{Server, model_flags};
 use super::workload::{SMALL_MSG, Shape, Workload};
 use super::{Programs, Setup, floor, peer};
 use crate::bench::plan::{self, Plan, Tally};
-use crate::bench::{procstat, spawn, tcp, tls as bench_tls};
+use crate::bench::{procstat, spawn, stream as bench_stream, tcp, tls as bench_tls};
 use crate::error::{Error, Result};
 use crate::net::pattern;
 use crate::net::tls::{self as net_tls, Connector};
@@ -75,20 +75,35 @@ pub(crate) struct Memory {
     pub(crate) cpu_us_per_conn: f64,
 }
 
+/// Figures of the [`Shape::Stream`] workload.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stream {
+    /// Connections streaming.
+    pub(crate) conns: usize,
+    /// MiB echoed back (one direction) and checked per second in the window.
+    pub(crate) mib_s: f64,
+    /// MiB echoed back and checked in the window.
+    pub(crate) mib: f64,
+    /// Server CPU per MiB echoed, microseconds.
+    pub(crate) cpu_us_per_mib: f64,
+}
+
 /// What one cell measured.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Outcome {
     Traffic(Traffic),
     Memory(Memory),
+    Stream(Stream),
 }
 
 impl Outcome {
-    /// The figure charts and ratios use: server CPU per request, or memory
-    /// per idle connection.
+    /// The figure charts and ratios use: server CPU per request, memory
+    /// per idle connection, or server CPU per MiB streamed.
     pub(crate) fn primary(&self) -> f64 {
         match self {
             Outcome::Traffic(t) => t.cpu_us,
             Outcome::Memory(m) => m.kib_per_conn,
+            Outcome::Stream(s) => s.cpu_us_per_mib,
         }
     }
 }
@@ -146,6 +161,9 @@ pub(crate) fn measure(
             args.extend(extra);
             spawned(&programs.netecho, &args, note, w, setup, Wire::Plain)
         }
+        Server::Tls(_) if matches!(w.shape, Shape::Stream { .. }) => {
+            Err(Skip::NotApplicable("the stream load is plain TCP".into()))
+        }
         Server::Tls(model) => {
             let (extra, note) =
                 model_flags(model, w, setup.idle_conns).map_err(Skip::NotApplicable)?;
@@ -154,16 +172,19 @@ pub(crate) fn measure(
             args.extend(extra);
             spawned(&programs.netecho, &args, note, w, setup, Wire::Tls)
         }
-        Server::C(spec) => match programs.c_program(spec) {
-            Ok(program) => spawned(program, &[], String::new(), w, setup, Wire::Plain),
-            Err(why) => Err(Skip::Failed(why)),
-        },
+        Server::C(spec) => {
+            let program = programs.c_program(spec)?;
+            spawned(program, &[], String::new(), w, setup, Wire::Plain)
+        }
         Server::Peer(p) => {
             if w.shape == Shape::Idle {
                 let n = setup.idle_conns;
                 return Err(Skip::NotApplicable(format!(
                     "forks a process per connection: {n} idle connections would be {n} processes"
                 )));
+            }
+            if p.tls() && matches!(w.shape, Shape::Stream { .. }) {
+                return Err(Skip::NotApplicable("the stream load is plain TCP".into()));
             }
             let Some(prog) = p.program() else {
                 return Err(Skip::NotApplicable(
@@ -194,6 +215,24 @@ pub(crate) fn measure(
             Ok(Cell {
                 outcome: Outcome::Traffic(t),
                 note: "1 thread, both ends".into(),
+            })
+        }
+        Server::Floor2t => {
+            let Some(size) = w.kept_open_size() else {
+                return Err(Skip::NotApplicable(
+                    "no server: only for messages on connections kept open".into(),
+                ));
+            };
+            let window = floor::WINDOW.min(setup.window);
+            let (t, client_us) =
+                floor::measure_two(size, window, setup.server_cpu, setup.load_cpu).map_err(fail)?;
+            let cpus = match (setup.server_cpu, setup.load_cpu) {
+                (Some(s), Some(l)) => format!("echo on CPU {s}, sender on CPU {l}"),
+                _ => "2 threads, one CPU".into(),
+            };
+            Ok(Cell {
+                outcome: Outcome::Traffic(t),
+                note: format!("{cpus}; sender {} us/trip", super::report::num(client_us)),
             })
         }
     }
@@ -270,7 +309,56 @@ fn load(addr: SocketAddr, server: i32, w: Workload, setup: &Setup, wire: Wire) -
             new_conn,
         } => traffic(addr, server, conns, size, new_conn, setup, tls).map(Outcome::Traffic),
         Shape::Idle => idle(addr, server, setup, tls.as_ref()).map(Outcome::Memory),
+        Shape::Stream { conns } => stream(addr, server, conns, setup).map(Outcome::Stream),
     }
+}
+
+/// The [`Shape::Stream`] workload through `bench --stream`'s own load
+/// ([`crate::bench::stream`]): `conns` connections, primed with one byte
+/// each, then streaming for the warm-up and the window; the server's CPU is
+/// read as the window opens and closes, the bytes echoed back and checked
+/// within it are counted.
+fn stream(addr: SocketAddr, server: i32, conns: usize, setup: &Setup) -> Result<Stream> {
+    let mut list = Vec::with_capacity(conns);
+    for id in 0..conns {
+        let s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
+            .map_err(|e| Error::Measure(format!("cannot connect to the server: {e}")))?;
+        let _ = s.set_nodelay(true);
+        list.push((id as u64, Some(s)));
+    }
+    prime(&list)?;
+    let socks: Vec<TcpStream> = list.into_iter().filter_map(|(_, s)| s).collect();
+    let mut open: Option<Result<u64>> = None;
+    let mut close: Option<Result<u64>> = None;
+    let out = bench_stream::run_observed(socks, setup.warmup, setup.window, |edge| {
+        let sample = procstat::tree_cpu_ns(server, setup.clk_tck);
+        match edge {
+            bench_stream::Edge::Open => open = Some(sample),
+            bench_stream::Edge::Close => close = Some(sample),
+        }
+    })?;
+    if out.mismatches > 0 {
+        return Err(Error::Measure(format!(
+            "{} of {conns} connections did not get their stream back whole",
+            out.mismatches
+        )));
+    }
+    if stop::requested() {
+        return Err(Error::Measure("interrupted".into()));
+    }
+    let missing = || Error::Measure("the window never opened".into());
+    let cpu0 = open.ok_or_else(missing)??;
+    let cpu1 = close.ok_or_else(missing)??;
+    if out.bytes == 0 {
+        return Err(Error::Measure("no byte came back in the window".into()));
+    }
+    let mib = out.bytes as f64 / (1024.0 * 1024.0);
+    Ok(Stream {
+        conns,
+        mib_s: mib / out.secs.max(1e-9),
+        mib,
+        cpu_us_per_mib: cpu1.saturating_sub(cpu0) as f64 / 1e3 / mib,
+    })
 }
 
 /// Longest a connection may wait for its first answer: a pool that starts

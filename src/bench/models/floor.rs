@@ -1,15 +1,26 @@
-//! The kernel floor: one thread owning both ends of a loopback TCP
-//! connection does write/read/write/read of the message size in a loop.
-//! Half its CPU per round trip is the one read and one write a server must
-//! make per request: the least any syscall-per-message server can pay on
-//! this kernel.
+//! The kernel floors.
+//!
+//! One thread ([`measure`]): owning both ends of a loopback TCP connection,
+//! it does write/read/write/read of the message size in a loop. Half its
+//! CPU per round trip is the one read and one write a server must make per
+//! request: the least any syscall-per-message server can pay on this
+//! kernel. Its message never leaves one core's cache, though, so at 64 KiB
+//! and more no real server comes near it.
+//!
+//! Two threads ([`measure_two`]), one per core: a sender on the load's CPU
+//! writes a message and reads it back, an echoing end on the server's CPU
+//! reads it and writes it back, both blocking. The echoing thread's CPU per
+//! round trip is one read, one write and one wake-up with the bytes coming
+//! from another core: the floor a server with a real client can reach.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::thread::JoinHandleExt;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use nix::sys::socket::MsgFlags;
 
 use super::cell::Traffic;
 use crate::bench::spawn;
@@ -45,6 +56,179 @@ pub(crate) fn measure(len: usize, window: Duration, cpu: Option<usize>) -> Resul
         .map_err(Error::io("starting the kernel floor's thread"))?
         .join()
         .unwrap_or_else(|_| Err(floor_error("its thread panicked".into())))
+}
+
+/// The two-thread floor for `len`-byte messages over `window`: the echoing
+/// thread pinned to `server_cpu`, the sender to `load_cpu` (when given).
+/// Returns the figures, with CPU per request being the echoing thread's CPU
+/// per round trip, and the sender's CPU per round trip in µs.
+pub(crate) fn measure_two(
+    len: usize,
+    window: Duration,
+    server_cpu: Option<usize>,
+    load_cpu: Option<usize>,
+) -> Result<(Traffic, f64)> {
+    fn err(what: &'static str) -> impl Fn(io::Error) -> Error {
+        move |e| floor_error(format!("two threads: {what}: {e}"))
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(err("bind"))?;
+    let addr = listener.local_addr().map_err(err("local_addr"))?;
+    let sender = TcpStream::connect(addr).map_err(err("connect"))?;
+    let (echoer, _) = listener.accept().map_err(err("accept"))?;
+    for s in [&sender, &echoer] {
+        s.set_nodelay(true).map_err(err("TCP_NODELAY"))?;
+        // A peer that stops (an error on the other side) ends the run.
+        s.set_read_timeout(Some(STUCK))
+            .map_err(err("SO_RCVTIMEO"))?;
+    }
+    let echo = thread::Builder::new()
+        .name("floor-2t-echo".into())
+        .spawn(move || -> Result<()> {
+            if let Some(cpu) = server_cpu {
+                spawn::pin_current_thread(cpu)?;
+            }
+            echo_until_eof(echoer, len)
+        })
+        .map_err(Error::io("starting the two-thread floor's echoing thread"))?;
+    // The pthread id names the echoing thread until it is joined below,
+    // after the sender is done with its clock.
+    let echo_thread = echo.as_pthread_t();
+    let send = thread::Builder::new()
+        .name("floor-2t-send".into())
+        .spawn(move || -> Result<(Traffic, f64)> {
+            if let Some(cpu) = load_cpu {
+                spawn::pin_current_thread(cpu)?;
+            }
+            let clock = thread_clock(echo_thread)?;
+            send_and_time(sender, len, window, clock)
+        })
+        .map_err(Error::io("starting the two-thread floor's sending thread"))?;
+    let sent = send
+        .join()
+        .unwrap_or_else(|_| Err(floor_error("its sending thread panicked".into())));
+    let echoed = echo
+        .join()
+        .unwrap_or_else(|_| Err(floor_error("its echoing thread panicked".into())));
+    let sent = sent?;
+    echoed?;
+    Ok(sent)
+}
+
+/// No byte for this long on the two-thread floor's blocking sockets means
+/// the other thread has stopped.
+const STUCK: Duration = Duration::from_secs(5);
+
+/// Reads `buf.len()` bytes with MSG_WAITALL: one blocking read and one
+/// wake-up per message where the kernel can, as an event loop that reads
+/// what is there would see it. `Ok(false)`: the peer closed before the
+/// first byte.
+fn recv_whole(s: &TcpStream, buf: &mut [u8]) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let mut got = 0;
+    while got < buf.len() {
+        match nix::sys::socket::recv(s.as_raw_fd(), &mut buf[got..], MsgFlags::MSG_WAITALL) {
+            Ok(0) if got == 0 => return Ok(false),
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            // A signal: read the rest.
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(true)
+}
+
+/// The echoing end: reads each `len`-byte message whole and writes it
+/// back, until the sender closes.
+fn echo_until_eof(mut s: TcpStream, len: usize) -> Result<()> {
+    let mut buf = vec![0u8; len];
+    loop {
+        match recv_whole(&s, &mut buf) {
+            // The sender is done: a clean end between messages.
+            Ok(false) => return Ok(()),
+            Ok(true) => {}
+            Err(e) => return Err(floor_error(format!("two threads: echo read: {e}"))),
+        }
+        s.write_all(&buf)
+            .map_err(|e| floor_error(format!("two threads: echo write: {e}")))?;
+    }
+}
+
+/// The sending end: round trips for [`WARMUP`], then for `window`, each
+/// message checked; the echoing thread's CPU is read on `echo_clock` as the
+/// window opens and closes.
+fn send_and_time(
+    mut s: TcpStream,
+    len: usize,
+    window: Duration,
+    echo_clock: libc::clockid_t,
+) -> Result<(Traffic, f64)> {
+    let mut msg = vec![0u8; len];
+    pattern::fill(0, 0, &mut msg);
+    let mut buf = vec![0u8; len];
+    let mut hist = Histogram::<u64>::new_with_bounds(1, HIST_MAX_NS, HIST_SIGFIG)
+        .map_err(|e| floor_error(format!("histogram: {e:?}")))?;
+    let mut trip = |s: &mut TcpStream| -> Result<()> {
+        s.write_all(&msg)
+            .and_then(|()| match recv_whole(s, &mut buf)? {
+                true => Ok(()),
+                false => Err(io::ErrorKind::UnexpectedEof.into()),
+            })
+            .map_err(|e| floor_error(format!("two threads: round trip: {e}")))?;
+        if buf != msg {
+            return Err(floor_error("two threads: the echo differs".into()));
+        }
+        Ok(())
+    };
+    let warm_end = Instant::now() + WARMUP;
+    while Instant::now() < warm_end {
+        trip(&mut s)?;
+    }
+    let (echo0, own0) = (clock_ns(echo_clock)?, thread_cpu_ns()?);
+    let t0 = Instant::now();
+    let mut trips: u64 = 0;
+    let mut now = t0;
+    while now - t0 < window && trips < MAX_TRIPS {
+        let start = now;
+        trip(&mut s)?;
+        now = Instant::now();
+        let ns = u64::try_from((now - start).as_nanos()).unwrap_or(u64::MAX);
+        hist.saturating_record(ns.max(1));
+        trips += 1;
+    }
+    let echo_ns = clock_ns(echo_clock)?.saturating_sub(echo0);
+    let own_ns = thread_cpu_ns()?.saturating_sub(own0);
+    drop(s); // the echoing thread sees EOF and ends
+    let secs = (now - t0).as_secs_f64();
+    let us = |q: f64| hist.value_at_quantile(q) as f64 / 1e3;
+    let per_trip = |ns: u64| ns as f64 / trips.max(1) as f64 / 1e3;
+    Ok((
+        Traffic {
+            req_s: trips as f64 / secs,
+            mb_s: (trips * len as u64) as f64 / secs / 1e6,
+            p50_us: us(0.5),
+            p99_us: us(0.99),
+            p999_us: us(0.999),
+            cpu_us: per_trip(echo_ns),
+        },
+        per_trip(own_ns),
+    ))
+}
+
+/// The CPU-time clock of another thread of this process.
+fn thread_clock(thread: libc::pthread_t) -> Result<libc::clockid_t> {
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: `thread` is a thread of this process that has not been joined
+    // (its JoinHandle is held by our caller until we return); `clock` is a
+    // valid, writable clockid_t.
+    let rc = unsafe { libc::pthread_getcpuclockid(thread, &mut clock) };
+    if rc != 0 {
+        return Err(floor_error(format!(
+            "pthread_getcpuclockid: {}",
+            io::Error::from_raw_os_error(rc)
+        )));
+    }
+    Ok(clock)
 }
 
 /// A failure of the floor, as a cell error.
@@ -153,14 +337,19 @@ fn carry(from: &mut TcpStream, to: &mut TcpStream, msg: &[u8], buf: &mut [u8]) -
 /// CPU time of the calling thread, in ns: the kernel's own count, to the
 /// nanosecond, where `/proc` ticks would be 10 ms.
 fn thread_cpu_ns() -> Result<u64> {
+    clock_ns(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+/// The time of `clock` in ns.
+fn clock_ns(clock: libc::clockid_t) -> Result<u64> {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `ts` is a valid, writable timespec for the call to fill.
-    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
         return Err(floor_error(format!(
-            "clock_gettime(CLOCK_THREAD_CPUTIME_ID): {}",
+            "clock_gettime({clock}): {}",
             io::Error::last_os_error()
         )));
     }

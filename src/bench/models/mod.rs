@@ -5,13 +5,15 @@
 //! per workload). The front ends only say what to run; a [`Suite`] runs it.
 //!
 //! # Layout
-//! - [`workload`]: the four workloads, each one constant and its [`Shape`];
+//! - [`workload`]: the seven workloads, each one constant and its [`Shape`];
 //! - [`server`]: what a row measures ([`Server`]: a netecho
 //!   [`Model`](crate::serve::Model), a C baseline, a peer, the kernel
 //!   floor) and how the names are parsed;
 //! - [`cell`]: one server on one workload, measured once;
 //! - [`peer`]: socat, ncat and xinetd, started on a free port and stopped;
-//! - `floor`: the kernel floor, measured in this process;
+//! - `cbuild`: the C baselines of `benches/c/`, built with `cc` for the run;
+//! - `floor`: the kernel floors (one thread, and one thread per core),
+//!   measured in this process;
 //! - `report`: the header, the rows, the tables and the chart's panels.
 //!
 //! Each cell starts its own server on a free loopback port, pinned to the
@@ -19,6 +21,7 @@
 //! that counts is the server's CPU per request, read from `/proc`, forked
 //! children included (see [`cell`]).
 
+mod cbuild;
 pub(crate) mod cell;
 mod floor;
 mod growth;
@@ -31,8 +34,9 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub(crate) use cell::{Cell, Memory, Outcome, Skip, Traffic};
+pub(crate) use cell::{Cell, Memory, Outcome, Skip, Stream, Traffic};
 pub use peer::Peer;
+use server::FLOORS;
 pub use server::{
     C_EPOLL, C_SERVERS, CC_FLAGS, CServer, DEFAULT_MODELS, ModelList, Server, parse_models,
     parse_servers,
@@ -65,6 +69,8 @@ pub(crate) struct Setup {
     /// Where servers (and the kernel floor) run; `None` leaves them to the
     /// scheduler (one CPU).
     pub(crate) server_cpu: Option<usize>,
+    /// Where the load runs (and the sending end of the two-thread floor).
+    pub(crate) load_cpu: Option<usize>,
     /// `/proc` CPU times are in these units per second.
     pub(crate) clk_tck: f64,
 }
@@ -74,21 +80,44 @@ pub(crate) struct Setup {
 pub struct Programs {
     /// The `netecho` binary whose models are measured.
     pub(crate) netecho: PathBuf,
-    /// Each C baseline built for this run, or why it could not be; a C
-    /// server that is not here fails its cells with "not built".
-    pub c: Vec<(CServer, std::result::Result<PathBuf, String>)>,
-    /// Peers' configuration and stderr files.
+    /// Each C baseline built for this run, or why it could not be (n/a: a
+    /// library it needs is missing); a C server that is not here fails its
+    /// cells with "not built".
+    pub(crate) c: Vec<(CServer, std::result::Result<PathBuf, Skip>)>,
+    /// Peers' configuration and stderr files, the C baselines' sources
+    /// and programs.
     pub scratch: PathBuf,
 }
 
 impl Programs {
     /// The built program of a C baseline, or why there is none.
-    fn c_program(&self, spec: CServer) -> std::result::Result<&Path, String> {
+    fn c_program(&self, spec: CServer) -> std::result::Result<&Path, Skip> {
         match self.c.iter().find(|(c, _)| *c == spec) {
             Some((_, Ok(path))) => Ok(path),
             Some((_, Err(why))) => Err(why.clone()),
-            None => Err("not built".into()),
+            None => Err(Skip::Failed("not built".into())),
         }
+    }
+
+    /// Builds every C baseline among `servers` into [`Programs::scratch`]
+    /// (created if need be) with the system `cc`.
+    pub fn build_c(&mut self, servers: &[Server]) {
+        let made = std::fs::create_dir_all(&self.scratch)
+            .map_err(|e| Skip::Failed(format!("creating {}: {e}", self.scratch.display())));
+        self.c = servers
+            .iter()
+            .filter_map(|s| match s {
+                Server::C(c) => Some(*c),
+                _ => None,
+            })
+            .map(|c| {
+                let built = match &made {
+                    Ok(()) => cbuild::build(&c, &self.scratch),
+                    Err(e) => Err(e.clone()),
+                };
+                (c, built)
+            })
+            .collect();
     }
 }
 
@@ -188,6 +217,7 @@ impl Suite {
                 warmup,
                 idle_conns: idle_conns_within(idle_conns, nofile.0),
                 server_cpu: machine.two_cpus().then(|| machine.server_cpu()),
+                load_cpu: machine.two_cpus().then(|| machine.load_cpu()),
                 clk_tck: crate::sys::proc::clock_ticks(),
             },
             programs: Programs {
@@ -221,9 +251,11 @@ impl Suite {
             Layout::Tables { command } => {
                 print_lines(out, &report::tables_header(self, command))?;
                 'workloads: for &w in &self.workloads {
-                    let floor = w.kept_open_size().map(|_| Server::KernelFloor);
+                    // The floors head every table they apply to, named or not.
+                    let floors = FLOORS.into_iter().filter(|_| w.kept_open_size().is_some());
+                    let others = self.servers.iter().copied().filter(|s| !s.is_floor());
                     let mut table = Vec::new();
-                    for server in floor.into_iter().chain(self.servers.iter().copied()) {
+                    for server in floors.chain(others) {
                         if stop::requested() {
                             break 'workloads;
                         }
@@ -312,6 +344,10 @@ fn brief(o: &Outcome) -> String {
     match o {
         Outcome::Traffic(t) => format!("{:.0} req/s, {:.2} µs CPU per request", t.req_s, t.cpu_us),
         Outcome::Memory(m) => format!("{:.0} connections, {:.1} KiB each", m.conns, m.kib_per_conn),
+        Outcome::Stream(s) => format!(
+            "{:.0} MiB/s, {:.1} µs CPU per MiB echoed",
+            s.mib_s, s.cpu_us_per_mib
+        ),
     }
 }
 
@@ -333,7 +369,7 @@ fn median(samples: &[Outcome]) -> Option<Outcome> {
                 .iter()
                 .filter_map(|o| match o {
                     Outcome::Traffic(t) => Some(t),
-                    Outcome::Memory(_) => None,
+                    _ => None,
                 })
                 .collect();
             let f = |g: fn(&Traffic) -> f64| mid(all.iter().map(|t| g(t)).collect());
@@ -351,7 +387,7 @@ fn median(samples: &[Outcome]) -> Option<Outcome> {
                 .iter()
                 .filter_map(|o| match o {
                     Outcome::Memory(m) => Some(m),
-                    Outcome::Traffic(_) => None,
+                    _ => None,
                 })
                 .collect();
             let f = |g: fn(&Memory) -> f64| mid(all.iter().map(|m| g(m)).collect());
@@ -363,6 +399,22 @@ fn median(samples: &[Outcome]) -> Option<Outcome> {
                 pss_after_kib: f(|m| m.pss_after_kib),
                 kib_per_conn: f(|m| m.kib_per_conn),
                 cpu_us_per_conn: f(|m| m.cpu_us_per_conn),
+            }))
+        }
+        Outcome::Stream(first) => {
+            let all: Vec<&Stream> = samples
+                .iter()
+                .filter_map(|o| match o {
+                    Outcome::Stream(s) => Some(s),
+                    _ => None,
+                })
+                .collect();
+            let f = |g: fn(&Stream) -> f64| mid(all.iter().map(|s| g(s)).collect());
+            Some(Outcome::Stream(Stream {
+                conns: first.conns,
+                mib_s: f(|s| s.mib_s),
+                mib: f(|s| s.mib),
+                cpu_us_per_mib: f(|s| s.cpu_us_per_mib),
             }))
         }
     }
@@ -386,15 +438,24 @@ pub(crate) fn run(opt: &Opt, models: &ModelList) -> Result<()> {
     suite.servers = models
         .0
         .iter()
-        .flat_map(|&m| {
-            [
-                Some(Server::Netecho(m)),
-                opt.tls.tls.then_some(Server::Tls(m)),
-            ]
+        .flat_map(|&s| {
+            let tls = match s {
+                Server::Netecho(m) if opt.tls.tls => Some(Server::Tls(m)),
+                _ => None,
+            };
+            [Some(s), tls]
         })
         .flatten()
         .collect();
-    let rows = suite.run(&Layout::Lines, &mut io::stdout().lock())?;
+    if let Some(w) = workloads_from_env()? {
+        suite.workloads = w;
+    }
+    suite.programs.scratch =
+        std::env::temp_dir().join(format!("netecho-bench-{}", std::process::id()));
+    suite.programs.build_c(&suite.servers);
+    let rows = suite.run(&Layout::Lines, &mut io::stdout().lock());
+    let _ = std::fs::remove_dir_all(&suite.programs.scratch);
+    let rows = rows?;
     if stop::requested() {
         return Err(Error::BenchFailed(
             "interrupted before every model was measured".into(),
@@ -423,6 +484,34 @@ pub(crate) fn run(opt: &Opt, models: &ModelList) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// The workloads `NETECHO_BENCH_WORKLOADS` names (numbers or names,
+/// commas between), which `netecho bench --models` honours as `cargo bench
+/// --bench models` does; `None` when it is unset.
+pub fn workloads_from_env() -> Result<Option<Vec<Workload>>> {
+    let Ok(list) = std::env::var("NETECHO_BENCH_WORKLOADS") else {
+        return Ok(None);
+    };
+    let parsed = list
+        .split(',')
+        .filter(|w| !w.trim().is_empty())
+        .map(|w| {
+            Workload::parse(w).ok_or_else(|| {
+                Error::InvalidOption(format!(
+                    "NETECHO_BENCH_WORKLOADS: unknown workload '{}'; known: {}",
+                    w.trim(),
+                    Workload::known()
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if parsed.is_empty() {
+        return Err(Error::InvalidOption(
+            "NETECHO_BENCH_WORKLOADS names no workload".into(),
+        ));
+    }
+    Ok(Some(parsed))
 }
 
 /// Writes lines to `out`; a reader that went away (`| head`) is not an error.
@@ -476,15 +565,21 @@ mod tests {
     fn a_c_baseline_that_was_not_built_fails_its_cells() {
         let programs = Programs {
             netecho: PathBuf::from("netecho"),
-            c: vec![(C_EPOLL, Err("cc -O2 failed".into()))],
+            c: vec![(C_EPOLL, Err(Skip::Failed("cc -O2 failed".into())))],
             scratch: std::env::temp_dir(),
         };
-        assert_eq!(programs.c_program(C_EPOLL).unwrap_err(), "cc -O2 failed");
+        let failed = |r: std::result::Result<&Path, Skip>| match r {
+            Err(Skip::Failed(why)) => why,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(failed(programs.c_program(C_EPOLL)), "cc -O2 failed");
         let other = CServer {
             name: "c-other",
             source: "other.c",
+            text: "",
             libs: &[],
+            needs: None,
         };
-        assert_eq!(programs.c_program(other).unwrap_err(), "not built");
+        assert_eq!(failed(programs.c_program(other)), "not built");
     }
 }

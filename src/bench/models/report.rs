@@ -7,14 +7,14 @@ use std::process::{Command, Stdio};
 
 use super::cell::{Cell, IDLE_SETTLE, Outcome, Skip};
 use super::peer::{self, Peer};
-use super::server::{C_EPOLL, CC_FLAGS, Server};
-use super::workload::{Shape, Workload};
+use super::server::{C_EPOLL, C_SPLICE, C_URING, CC_FLAGS, Server};
+use super::workload::{MANY_CONNS, Shape, Workload};
 use super::{FD_MARGIN, Row, Suite};
 use crate::bench::chart;
 use crate::bench::report::thousands;
 
-/// Width of the server column in the `--models` lines.
-const LINE_LABEL: usize = 10;
+/// Width of the server column in the `--models` lines: `kernel floor`.
+const LINE_LABEL: usize = 12;
 /// Width of the server column in the benchmark's tables.
 const TABLE_LABEL: usize = 13;
 
@@ -79,6 +79,18 @@ pub(crate) fn line(r: &Row) -> String {
             "-"
         ),
         Ok(Cell {
+            outcome: Outcome::Stream(st),
+            note,
+        }) => format!(
+            "{head} {:>10} {:>9} {:>9} {:>11} {:>9}  {}",
+            "-",
+            num(st.mib_s * MIB_IN_MB),
+            "-",
+            format!("{}/MiB", num(st.cpu_us_per_mib)),
+            "-",
+            join_note(note, &format!("{:.0} MiB echoed", st.mib))
+        ),
+        Ok(Cell {
             outcome: Outcome::Memory(m),
             note,
         }) => {
@@ -104,37 +116,60 @@ pub(crate) fn line(r: &Row) -> String {
     }
 }
 
+/// Megabytes (10^6) in a MiB: the stream's MB/s column is comparable
+/// with the other workloads'.
+const MIB_IN_MB: f64 = 1.048_576;
+
+/// `note` and `more`, joined with "; " when both say something.
+fn join_note(note: &str, more: &str) -> String {
+    match (note.is_empty(), more.is_empty()) {
+        (true, _) => more.to_string(),
+        (false, true) => note.to_string(),
+        (false, false) => format!("{note}; {more}"),
+    }
+}
+
 /// What the `--models` columns mean, printed under the rows.
 pub(crate) fn lines_legend() -> String {
     format!(
         "(CPU us/req: the server's CPU per request, its threads and forked children included \
          (/proc/PID/stat utime+stime+cutime+cstime, live children's /proc/PID/task/*/schedstat); \
-         KiB/conn: PSS of the server and its children (/proc/PID/smaps_rollup) {} ms after the \
+         on stream rows N/MiB is the server's CPU per MiB echoed, MB/s one direction; \
+         kernel floor: half a round trip's CPU of one thread owning both ends; floor-2t: the \
+         echoing thread's CPU per round trip, one thread per core; KiB/conn: PSS of the server and its children (/proc/PID/smaps_rollup) {} ms after the \
          last idle connection opened, minus before the first, per connection; kernel socket \
          memory is not in PSS)",
         IDLE_SETTLE.as_millis()
     )
 }
 
-/// The `--chart` panels: server CPU per request for each throughput
-/// workload, memory per idle connection for the idle one; a bar per
-/// server, in row order.
+/// The `--chart` panels: server CPU per request for each request/response
+/// workload, per MiB for the stream, memory per idle connection for the
+/// idle one; a bar per model (and peer), in row order, and a reference line
+/// per baseline (the floors and the C servers) run on the workload.
 pub(crate) fn chart_panels(rows: &[Row], workloads: &[Workload], idle: usize) -> Vec<chart::Panel> {
+    let value = |r: &Row| match &r.cell {
+        Ok(cell) => Ok(cell.outcome.primary()),
+        Err(Skip::NotApplicable(_)) => Err("n/a".to_string()),
+        Err(Skip::Failed(_)) => Err("error".to_string()),
+    };
     workloads
         .iter()
         .map(|&w| {
-            let bars = rows
+            // A floor that does not apply to the workload draws nothing.
+            let (refs, bars): (Vec<&Row>, Vec<&Row>) = rows
                 .iter()
                 .filter(|r| r.workload == w)
-                .map(|r| chart::Bar {
-                    label: r.server.label().to_string(),
-                    value: match &r.cell {
-                        Ok(cell) => Ok(cell.outcome.primary()),
-                        Err(Skip::NotApplicable(_)) => Err("n/a".to_string()),
-                        Err(Skip::Failed(_)) => Err("error".to_string()),
-                    },
-                })
-                .collect();
+                .filter(|r| !(r.server.is_floor() && matches!(r.cell, Err(Skip::NotApplicable(_)))))
+                .partition(|r| r.server.is_baseline());
+            let as_bars = |list: Vec<&Row>| -> Vec<chart::Bar> {
+                list.into_iter()
+                    .map(|r| chart::Bar {
+                        label: r.server.label().to_string(),
+                        value: value(r),
+                    })
+                    .collect()
+            };
             let (title, unit) = match w.shape {
                 Shape::Idle => (
                     format!(
@@ -147,11 +182,18 @@ pub(crate) fn chart_panels(rows: &[Row], workloads: &[Workload], idle: usize) ->
                     format!("Server CPU per request: {}", w.describe(idle)),
                     "server CPU µs per request",
                 ),
+                Shape::Stream { conns } => (
+                    format!(
+                        "Server CPU per MiB echoed: a full-duplex stream on {conns} connections"
+                    ),
+                    "server CPU µs per MiB echoed",
+                ),
             };
             chart::Panel {
                 title,
                 unit: unit.to_string(),
-                bars,
+                bars: as_bars(bars),
+                refs: as_bars(refs),
             }
         })
         .collect()
@@ -268,12 +310,42 @@ pub(crate) fn tables_header(suite: &Suite, command: &str) -> Vec<String> {
                     .map(|l| format!(" {l}"))
                     .collect::<String>()
             ),
-            Err(e) => format!("{}:  {e}", spec.name),
+            Err(e) => format!("{}:  {}", spec.name, skipped(e)),
         });
     }
     lines.push(String::new());
     lines
 }
+
+/// The ratio columns of a workload's table: each head and the baseline it
+/// divides by. Every table divides by C epoll; those of messages on kept
+/// connections by both floors; the one of many connections by C io_uring
+/// too (its bar); the stream's by C splice (the bar for large transfers).
+fn ratio_columns(w: Workload) -> Vec<(&'static str, Server)> {
+    let c_epoll = ("xC epoll", Server::C(C_EPOLL));
+    match w.shape {
+        Shape::Traffic {
+            conns,
+            new_conn: false,
+            ..
+        } => {
+            let mut cols = vec![c_epoll];
+            if conns >= MANY_CONNS {
+                cols.push(("xC uring", Server::C(C_URING)));
+            }
+            cols.extend([
+                ("xfloor", Server::KernelFloor),
+                ("xfloor-2t", Server::Floor2t),
+            ]);
+            cols
+        }
+        Shape::Traffic { new_conn: true, .. } | Shape::Idle => vec![c_epoll],
+        Shape::Stream { .. } => vec![c_epoll, ("xC splice", Server::C(C_SPLICE))],
+    }
+}
+
+/// Width of a ratio column.
+const RATIO: usize = 9;
 
 /// One workload's table: heads, a row per server, the footnote, a blank line.
 pub(crate) fn table(w: Workload, rows: &[Row], idle_conns: usize) -> Vec<String> {
@@ -285,7 +357,19 @@ pub(crate) fn table(w: Workload, rows: &[Row], idle_conns: usize) -> Vec<String>
             .map(|c| c.outcome.primary())
     };
     let c_base = primary_of(Server::C(C_EPOLL));
-    let floor = primary_of(Server::KernelFloor);
+    let cols: Vec<(&str, Option<f64>)> = ratio_columns(w)
+        .into_iter()
+        .map(|(head, base)| (head, primary_of(base)))
+        .collect();
+    let ratio_heads: String = cols
+        .iter()
+        .map(|(head, _)| format!(" {head:>RATIO$}"))
+        .collect();
+    let ratios = |v: f64| -> String {
+        cols.iter()
+            .map(|(_, base)| format!(" {:>RATIO$}", ratio(v, *base)))
+            .collect()
+    };
     lines.push(match w.shape {
         Shape::Idle => format!(
             "{:<TABLE_LABEL$} {:>6} {:>7} {:>6} {:>11} {:>11} {:>9} {:>9} {:>11}  note",
@@ -300,16 +384,12 @@ pub(crate) fn table(w: Workload, rows: &[Row], idle_conns: usize) -> Vec<String>
             "CPU us/conn"
         ),
         Shape::Traffic { .. } => format!(
-            "{:<TABLE_LABEL$} {:>9} {:>8} {:>8} {:>8} {:>9} {:>11} {:>9} {:>9}  note",
-            "server",
-            "req/s",
-            "MB/s",
-            "p50 us",
-            "p99 us",
-            "p99.9 us",
-            "CPU us/req",
-            "xC epoll",
-            "xfloor"
+            "{:<TABLE_LABEL$} {:>9} {:>8} {:>8} {:>8} {:>9} {:>11}{ratio_heads}  note",
+            "server", "req/s", "MB/s", "p50 us", "p99 us", "p99.9 us", "CPU us/req",
+        ),
+        Shape::Stream { .. } => format!(
+            "{:<TABLE_LABEL$} {:>9} {:>9} {:>11} {:>10}{ratio_heads}  note",
+            "server", "MiB/s", "MiB", "CPU us/MiB", "MiB/CPU-s",
         ),
     });
     for r in rows {
@@ -320,15 +400,25 @@ pub(crate) fn table(w: Workload, rows: &[Row], idle_conns: usize) -> Vec<String>
                 outcome: Outcome::Traffic(t),
                 note,
             }) => format!(
-                "{label:<TABLE_LABEL$} {:>9} {:>8} {:>8} {:>8} {:>9} {:>11} {:>9} {:>9}  {note}",
+                "{label:<TABLE_LABEL$} {:>9} {:>8} {:>8} {:>8} {:>9} {:>11}{}  {note}",
                 num(t.req_s),
                 num(t.mb_s),
                 num(t.p50_us),
                 num(t.p99_us),
                 num(t.p999_us),
                 num(t.cpu_us),
-                ratio(t.cpu_us, c_base),
-                ratio(t.cpu_us, floor),
+                ratios(t.cpu_us),
+            ),
+            Ok(Cell {
+                outcome: Outcome::Stream(st),
+                note,
+            }) => format!(
+                "{label:<TABLE_LABEL$} {:>9} {:>9} {:>11} {:>10}{}  {note}",
+                num(st.mib_s),
+                num(st.mib),
+                num(st.cpu_us_per_mib),
+                num(1e6 / st.cpu_us_per_mib),
+                ratios(st.cpu_us_per_mib),
             ),
             Ok(Cell {
                 outcome: Outcome::Memory(m),
@@ -346,11 +436,19 @@ pub(crate) fn table(w: Workload, rows: &[Row], idle_conns: usize) -> Vec<String>
             ),
         });
     }
+    let heads: Vec<&str> = cols.iter().map(|(h, _)| *h).collect();
     lines.push(match w.shape {
         Shape::Traffic {
             new_conn: false, ..
-        } => "(CPU us/req is the server's; kernel floor = half a round trip's CPU of one thread owning both ends; xC epoll and xfloor divide CPU us/req)".into(),
+        } => format!(
+            "(CPU us/req is the server's; kernel floor = half a round trip's CPU of one thread owning both ends; floor-2t = the echoing thread's CPU per round trip, one thread per core (echo on the server's CPU, sender on the load's); {} divide CPU us/req)",
+            heads.join(", ")
+        ),
         Shape::Traffic { new_conn: true, .. } => "(latency from connect to the last echoed byte; the client closes first; xC epoll divides CPU us/req)".into(),
+        Shape::Stream { .. } => format!(
+            "(each connection writes 64 KiB chunks continuously while it reads its echo, every byte checked; MiB/s and MiB: echoed back in the window, one direction; CPU us/MiB: the server's CPU per MiB echoed, the figure that counts; MiB/CPU-s = MiB echoed per second of server CPU; {} divide CPU us/MiB; the floors are for request/response only)",
+            heads.join(", ")
+        ),
         Shape::Idle => format!(
             "(PSS of the server and its children (/proc/PID/smaps_rollup) before = after one warm-up connection, after = all open + {} ms; KiB/conn = (PSS1 - PSS0) / conns; -C epoll = KiB/conn minus C epoll's (a ratio to a near-zero base would mean nothing); kernel socket memory is not in PSS; CPU us/conn = server CPU to accept, serve one round trip and keep each connection)",
             IDLE_SETTLE.as_millis()
@@ -504,6 +602,94 @@ mod tests {
         assert!(lines[5].starts_with("(CPU us/req is the server's"));
     }
 
+    fn stream_row(server: Server, cpu_us_per_mib: f64) -> Row {
+        Row {
+            server,
+            workload: Workload::STREAM,
+            cell: Ok(Cell {
+                outcome: Outcome::Stream(super::super::cell::Stream {
+                    conns: 8,
+                    mib_s: 500.0,
+                    mib: 1500.0,
+                    cpu_us_per_mib,
+                }),
+                note: String::new(),
+            }),
+        }
+    }
+
+    #[test]
+    fn the_many_table_divides_by_c_uring_and_both_floors() {
+        let at = |w: Workload, r: Row| Row { workload: w, ..r };
+        let rows = [
+            at(Workload::MANY, row(Server::KernelFloor, 2.0)),
+            at(Workload::MANY, row(Server::Floor2t, 4.0)),
+            at(Workload::MANY, row(Server::C(C_EPOLL), 8.0)),
+            at(Workload::MANY, row(Server::C(C_URING), 5.0)),
+            at(Workload::MANY, row(Server::Netecho(Model::Uring), 4.0)),
+        ];
+        let lines = table(Workload::MANY, &rows, 10);
+        let heads: Vec<&str> = lines[1].split_whitespace().collect();
+        assert!(
+            lines[1].contains("xC epoll  xC uring    xfloor xfloor-2t"),
+            "{heads:?}"
+        );
+        let uring: Vec<&str> = lines[6].split_whitespace().collect();
+        assert_eq!(uring[0], "uring");
+        assert_eq!(&uring[6..11], ["4.00", "0.50x", "0.80x", "2.00x", "1.00x"]);
+        // Workload 1 has no C uring column.
+        assert!(!table(Workload::SMALL, &rows, 10)[1].contains("xC uring"));
+    }
+
+    #[test]
+    fn the_stream_table_is_per_mib_against_c_epoll() {
+        let rows = [
+            stream_row(Server::C(C_EPOLL), 400.0),
+            stream_row(Server::Netecho(Model::Epoll), 200.0),
+            Row {
+                server: Server::C(C_URING),
+                workload: Workload::STREAM,
+                cell: Err(Skip::NotApplicable(
+                    "liburing.h or -luring not found".into(),
+                )),
+            },
+        ];
+        let lines = table(Workload::STREAM, &rows, 10);
+        assert!(lines[1].contains("CPU us/MiB") && lines[1].contains("MiB/CPU-s"));
+        let epoll: Vec<&str> = lines[3].split_whitespace().collect();
+        assert_eq!(
+            &epoll[..6],
+            ["epoll", "500.0", "1500", "200.0", "5000", "0.50x"]
+        );
+        assert!(lines[4].starts_with("c-uring") && lines[4].contains("n/a: liburing.h"));
+        assert!(lines[5].contains("CPU us/MiB: the server's CPU per MiB echoed"));
+        let l = line(&rows[1]);
+        let f: Vec<&str> = l.split_whitespace().collect();
+        assert_eq!(f[..6], ["epoll", "stream", "-", "524.3", "-", "200.0/MiB"]);
+    }
+
+    #[test]
+    fn chart_panels_draw_baselines_as_references_and_drop_floors_that_do_not_apply() {
+        let rows = [
+            row(Server::KernelFloor, 2.0),
+            row(Server::C(C_EPOLL), 4.0),
+            row(Server::Netecho(Model::Epoll), 5.0),
+            Row {
+                server: Server::KernelFloor,
+                workload: Workload::STREAM,
+                cell: Err(Skip::NotApplicable("request/response only".into())),
+            },
+            stream_row(Server::C(C_EPOLL), 400.0),
+            stream_row(Server::Netecho(Model::Epoll), 200.0),
+        ];
+        let panels = chart_panels(&rows, &[Workload::SMALL, Workload::STREAM], 10);
+        let labels = |b: &[chart::Bar]| b.iter().map(|b| b.label.clone()).collect::<Vec<_>>();
+        assert_eq!(labels(&panels[0].refs), ["kernel floor", "c-epoll"]);
+        assert_eq!(labels(&panels[0].bars), ["epoll"]);
+        assert_eq!(labels(&panels[1].refs), ["c-epoll"]);
+        assert!(panels[1].unit.contains("per MiB"));
+    }
+
     #[test]
     fn lines_keep_their_columns() {
         let l = line(&row(Server::Netecho(Model::Thread), 12.5));
@@ -519,7 +705,7 @@ mod tests {
         };
         assert_eq!(
             line(&skip),
-            "iterative  small    n/a: serves one client at a time"
+            "iterative    small    n/a: serves one client at a time"
         );
     }
 }

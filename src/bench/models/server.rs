@@ -25,15 +25,31 @@ pub const DEFAULT_MODELS: &[Model] = &[
 
 /// A C echo server from `benches/c/`, built by the benchmark with `cc`
 /// ([`CC_FLAGS`], then [`CServer::libs`]) into its scratch directory. It
-/// prints `listening tcp ADDR` as `netecho serve` does.
+/// prints `listening tcp ADDR` as `netecho serve` does. Its source is
+/// compiled into netecho too, so `netecho bench --models` builds it where
+/// there is no source tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CServer {
     /// Its name in `NETECHO_BENCH_MODELS` and in the tables.
     pub(crate) name: &'static str,
     /// Its source file under `benches/c/`.
     pub source: &'static str,
+    /// That file's text, as it was when netecho was built.
+    pub(crate) text: &'static str,
     /// What `cc` needs after the source (`-luring`).
     pub libs: &'static [&'static str],
+    /// A library it needs beyond libc: without it the row is skipped with
+    /// a note (n/a), not failed.
+    pub(crate) needs: Option<Library>,
+}
+
+/// A C library a baseline includes and links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Library {
+    /// The header it includes, as `#include <...>` names it.
+    pub(crate) header: &'static str,
+    /// The Debian package that installs header and library.
+    pub(crate) package: &'static str,
 }
 
 /// The flags every C baseline is built with.
@@ -44,7 +60,9 @@ pub const CC_FLAGS: &[&str] = &["-O2", "-Wall"];
 pub const C_EPOLL: CServer = CServer {
     name: "c-epoll",
     source: "epoll_echo.c",
+    text: include_str!("../../../benches/c/epoll_echo.c"),
     libs: &[],
+    needs: None,
 };
 
 /// The bar for large messages: the same loop moving the bytes socket →
@@ -52,11 +70,28 @@ pub const C_EPOLL: CServer = CServer {
 pub(crate) const C_SPLICE: CServer = CServer {
     name: "c-splice",
     source: "splice_echo.c",
+    text: include_str!("../../../benches/c/splice_echo.c"),
     libs: &[],
+    needs: None,
+};
+
+/// The bar for many connections: one io_uring (liburing) with a multishot
+/// accept, a multishot receive per connection into a provided-buffer ring,
+/// one send in flight per connection. The `many` table's `xC uring`
+/// column divides by it.
+pub(crate) const C_URING: CServer = CServer {
+    name: "c-uring",
+    source: "uring_echo.c",
+    text: include_str!("../../../benches/c/uring_echo.c"),
+    libs: &["-luring"],
+    needs: Some(Library {
+        header: "liburing.h",
+        package: "liburing-dev",
+    }),
 };
 
 /// Every C baseline, in table order: a new one is one line here.
-pub const C_SERVERS: &[CServer] = &[C_EPOLL, C_SPLICE];
+pub const C_SERVERS: &[CServer] = &[C_EPOLL, C_SPLICE, C_URING];
 
 impl CServer {
     /// The built program's file name in the scratch directory.
@@ -82,6 +117,11 @@ pub enum Server {
     /// connection does write/read/write/read of the message size; half a
     /// round trip's CPU is the least any syscall-per-message server can pay.
     KernelFloor,
+    /// Not a server: the same ping-pong with one thread per core (the
+    /// echoing end on the server's CPU, the sending end on the load's);
+    /// the echoing thread's CPU per round trip is what a server must pay
+    /// when its client really is on another core, caches not shared.
+    Floor2t,
 }
 
 impl Server {
@@ -93,8 +133,30 @@ impl Server {
             Server::C(c) => c.name,
             Server::Peer(p) => p.name(),
             Server::KernelFloor => "kernel floor",
+            Server::Floor2t => "floor-2t",
         }
     }
+
+    /// A baseline (a floor or a C server): a reference line in the chart
+    /// rather than a bar.
+    pub(crate) fn is_baseline(&self) -> bool {
+        matches!(self, Server::KernelFloor | Server::Floor2t | Server::C(_))
+    }
+
+    /// One of the floors, measured in this process.
+    pub(crate) fn is_floor(&self) -> bool {
+        matches!(self, Server::KernelFloor | Server::Floor2t)
+    }
+}
+
+/// The floors, in table order.
+pub(crate) const FLOORS: [Server; 2] = [Server::KernelFloor, Server::Floor2t];
+
+/// What `baselines` names: the floors and every C server.
+fn baselines() -> impl Iterator<Item = Server> {
+    FLOORS
+        .into_iter()
+        .chain(C_SERVERS.iter().map(|&c| Server::C(c)))
 }
 
 /// A TLS row's name: the model's with `+tls`.
@@ -112,18 +174,24 @@ fn tls_label(m: Model) -> &'static str {
     }
 }
 
-/// Parses `NETECHO_BENCH_MODELS`: names separated by commas, from the C
-/// baselines, the `serve --model` names (`all` for [`DEFAULT_MODELS`]),
-/// the same with `+tls` (`all+tls`) for the TLS rows, and the peers
-/// (`socat-tls` for socat's TLS echo); repeats dropped, order kept. An
-/// empty list is not an error here: the caller says what nothing to run
-/// means.
+/// Parses `NETECHO_BENCH_MODELS` and `--models`: names separated by
+/// commas, from the C baselines, the floors (`floor`, `floor-2t`;
+/// `baselines` for both floors and every C server), the `serve --model`
+/// names (`all` for [`DEFAULT_MODELS`]), the same with `+tls` (`all+tls`)
+/// for the TLS rows, and the peers (`socat-tls` for socat's TLS echo);
+/// repeats dropped, order kept. An empty list is not an error here: the
+/// caller says what nothing to run means.
 pub fn parse_servers(s: &str) -> Result<Vec<Server>, String> {
     let mut out = Vec::new();
     for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         if let Some(model) = name.strip_suffix("+tls") {
-            let models = parse_models(model)?;
-            out.extend(models.0.into_iter().map(Server::Tls));
+            out.extend(model_names(model)?.into_iter().map(Server::Tls));
+        } else if name == "baselines" {
+            out.extend(baselines());
+        } else if name == "floor" {
+            out.push(Server::KernelFloor);
+        } else if name == "floor-2t" {
+            out.push(Server::Floor2t);
         } else if let Some(c) = C_SERVERS.iter().find(|c| c.name == name) {
             out.push(Server::C(*c));
         } else if let Some(p) = Peer::ALL
@@ -133,28 +201,39 @@ pub fn parse_servers(s: &str) -> Result<Vec<Server>, String> {
         {
             out.push(Server::Peer(p));
         } else {
-            let models = parse_models(name).map_err(|e| {
-                let others: Vec<&str> = C_SERVERS
-                    .iter()
-                    .map(|c| c.name)
+            let models = model_names(name).map_err(|e| {
+                let others: Vec<&str> = ["baselines", "floor", "floor-2t"]
+                    .into_iter()
+                    .chain(C_SERVERS.iter().map(|c| c.name))
                     .chain(Peer::ALL.map(Peer::name))
                     .chain([Peer::SocatTls.name(), "MODEL+tls"])
                     .collect();
                 format!("{e} (or {})", others.join(", "))
             })?;
-            out.extend(models.0.into_iter().map(Server::Netecho));
+            out.extend(models.into_iter().map(Server::Netecho));
         }
     }
     Ok(dedup(out))
 }
 
-/// The list `--models` takes: model names separated by commas, or `all`.
+/// The list `--models` takes: what [`parse_servers`] reads, at least one.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelList(pub Vec<Model>);
+pub struct ModelList(pub Vec<Server>);
 
-/// Parses `--models`: `serve --model` names separated by commas, `all` for
-/// [`DEFAULT_MODELS`]; an unknown name is refused with the known ones.
+/// Parses `--models`: the names [`parse_servers`] knows (`all` for
+/// [`DEFAULT_MODELS`], `baselines` for the floors and C servers); an
+/// unknown name is refused with the known ones, an empty list too.
 pub fn parse_models(s: &str) -> Result<ModelList, String> {
+    let out = parse_servers(s)?;
+    if out.is_empty() {
+        return Err("no model named; e.g. --models thread,epoll".into());
+    }
+    Ok(ModelList(out))
+}
+
+/// `serve --model` names separated by commas, `all` for [`DEFAULT_MODELS`];
+/// an unknown name is refused with the known ones.
+fn model_names(s: &str) -> Result<Vec<Model>, String> {
     let mut out = Vec::new();
     for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         if name == "all" {
@@ -172,7 +251,7 @@ pub fn parse_models(s: &str) -> Result<ModelList, String> {
     if out.is_empty() {
         return Err("no model named; e.g. --models thread,epoll".into());
     }
-    Ok(ModelList(dedup(out)))
+    Ok(dedup(out))
 }
 
 /// `items` without repeats, first occurrences in order.
@@ -200,9 +279,14 @@ pub(crate) fn model_flags(
     match w.shape {
         Shape::Traffic {
             new_conn: false, ..
-        } if one_at_a_time => Err(format!(
-            "serves one client at a time; the workload keeps {conns} connections busy"
-        )),
+        }
+        | Shape::Stream { .. }
+            if one_at_a_time =>
+        {
+            Err(format!(
+                "serves one client at a time; the workload keeps {conns} connections busy"
+            ))
+        }
         Shape::Idle if one_at_a_time || pooled => Err(format!(
             "a worker per connection: {conns} idle ones would be {conns} workers"
         )),
@@ -210,19 +294,26 @@ pub(crate) fn model_flags(
             conns,
             new_conn: false,
             ..
-        } if conns > model.default_max_conns() => Err(format!(
-            "serves at most {} clients at once by default; the workload keeps {conns} busy",
-            model.default_max_conns()
-        )),
+        }
+        | Shape::Stream { conns }
+            if conns > model.default_max_conns() =>
+        {
+            Err(format!(
+                "serves at most {} clients at once by default; the workload keeps {conns} busy",
+                model.default_max_conns()
+            ))
+        }
         // Default flags: the pool grows to the load (during the warm-up
         // round trip every connection makes first), all on the server's CPU.
-        Shape::Traffic { .. } if pooled => Ok((Vec::new(), "pool grown".into())),
+        Shape::Traffic { .. } | Shape::Stream { .. } if pooled => {
+            Ok((Vec::new(), "pool grown".into()))
+        }
         Shape::Idle => {
             let mut args = one;
             args.extend(["--max-conns".to_string(), conns.to_string()]);
             Ok((args, format!("--max-conns {conns}")))
         }
-        Shape::Traffic { .. } => Ok((one, String::new())),
+        Shape::Traffic { .. } | Shape::Stream { .. } => Ok((one, String::new())),
     }
 }
 
@@ -242,10 +333,20 @@ mod tests {
     fn model_lists_expand_and_refuse_unknown_names() {
         assert_eq!(
             parse_models("thread, epoll").unwrap().0,
-            vec![Model::Thread, Model::Epoll]
+            vec![
+                Server::Netecho(Model::Thread),
+                Server::Netecho(Model::Epoll)
+            ]
+        );
+        assert_eq!(
+            parse_models("c-uring,floor").unwrap().0,
+            vec![Server::C(C_URING), Server::KernelFloor]
         );
         assert_eq!(parse_models("all").unwrap().0.len(), DEFAULT_MODELS.len());
-        assert_eq!(parse_models("epoll,epoll").unwrap().0, vec![Model::Epoll]);
+        assert_eq!(
+            parse_models("epoll,epoll").unwrap().0,
+            vec![Server::Netecho(Model::Epoll)]
+        );
         assert!(parse_models("auto").is_ok());
         let e = parse_models("thread,nope").unwrap_err();
         assert!(e.contains("'nope'") && e.contains("uring"), "{e}");
@@ -264,6 +365,16 @@ mod tests {
         );
         assert_eq!(parse_servers("all").unwrap().len(), DEFAULT_MODELS.len());
         assert_eq!(
+            parse_servers("floor-2t, baselines").unwrap(),
+            [
+                Server::Floor2t,
+                Server::KernelFloor,
+                Server::C(C_EPOLL),
+                Server::C(C_SPLICE),
+                Server::C(C_URING)
+            ]
+        );
+        assert_eq!(
             parse_servers("epoll+tls, socat-tls").unwrap(),
             vec![Server::Tls(Model::Epoll), Server::Peer(Peer::SocatTls)]
         );
@@ -276,7 +387,9 @@ mod tests {
         let e = parse_servers("nope").unwrap_err();
         assert!(
             e.starts_with("unknown model 'nope'; known: all, auto,")
-                && e.ends_with("(or c-epoll, c-splice, socat, ncat, xinetd, socat-tls, MODEL+tls)"),
+                && e.ends_with(
+                    "(or baselines, floor, floor-2t, c-epoll, c-splice, c-uring, socat, ncat, xinetd, socat-tls, MODEL+tls)"
+                ),
             "{e}"
         );
     }
@@ -284,6 +397,7 @@ mod tests {
     #[test]
     fn c_baselines_have_unique_names_and_binaries() {
         assert_eq!(C_EPOLL.binary(), "epoll_echo");
+        assert!(C_URING.text.contains("io_uring_prep_recv_multishot"));
         for (i, a) in C_SERVERS.iter().enumerate() {
             for b in &C_SERVERS[i + 1..] {
                 assert!(a.name != b.name && a.binary() != b.binary());
@@ -299,6 +413,9 @@ mod tests {
         // Workload 5's 300 connections are over prefork's default 256.
         assert!(model_flags(Model::Prefork, Workload::MANY, 10).is_err());
         assert!(model_flags(Model::Prethread, Workload::MANY, 10).is_ok());
+        assert!(model_flags(Model::Iterative, Workload::STREAM, 10).is_err());
+        let (args, _) = model_flags(Model::Uring, Workload::STREAM, 10).unwrap();
+        assert_eq!(args, ["--workers", "1"]);
         let (args, note) = model_flags(Model::Prethread, Workload::SMALL, 10).unwrap();
         assert!(
             args.is_empty(),

@@ -1,7 +1,7 @@
 //! The workloads of `BENCHMARKING.md`, each written once: its number, its
 //! name and its [`Shape`]. Everything else (the load, the flags a model
 //! gets, whether the kernel floor or a peer applies, the table's heads and
-//! footnote, the chart's panel) is derived from the shape, so a new workload
+//! footnote, the chart's panel, the ratio columns) is derived from the shape, so a new workload
 //! is one constant here and one entry in [`Workload::ALL`].
 
 use crate::bench::report::thousands;
@@ -38,6 +38,10 @@ pub enum Shape {
     /// Connections opened, used once with one [`SMALL_MSG`] round trip and
     /// held idle; the figure is server memory per connection.
     Idle,
+    /// `conns` connections each writing continuously while reading its
+    /// echo back (`netecho bench --stream`, every byte checked); the figure
+    /// is server CPU per MiB echoed.
+    Stream { conns: usize },
 }
 
 /// One workload of `BENCHMARKING.md`.
@@ -109,14 +113,24 @@ impl Workload {
         },
     };
 
+    /// A full-duplex stream on each of 8 connections: the second half of
+    /// BENCHMARKING.md's workload 6 (the bandwidth reflector), numbered 7
+    /// here because TLS (its 7) is rows of servers, not a workload.
+    pub(crate) const STREAM: Workload = Workload {
+        number: 7,
+        name: "stream",
+        shape: Shape::Stream { conns: LARGE_CONNS },
+    };
+
     /// All of them, in table order.
-    pub const ALL: [Workload; 6] = [
+    pub const ALL: [Workload; 7] = [
         Workload::SMALL,
         Workload::LARGE,
         Workload::CONNECT,
         Workload::IDLE,
         Workload::MANY,
         Workload::BULK,
+        Workload::STREAM,
     ];
 
     /// Accepts the number or the one-word name.
@@ -147,7 +161,7 @@ impl Workload {
     /// Connections the server must serve at once.
     pub(crate) fn conns(self, idle_conns: usize) -> usize {
         match self.shape {
-            Shape::Traffic { conns, .. } => conns,
+            Shape::Traffic { conns, .. } | Shape::Stream { conns } => conns,
             Shape::Idle => idle_conns,
         }
     }
@@ -189,6 +203,9 @@ impl Workload {
                 thousands(idle_conns as u64),
                 bytes(SMALL_MSG)
             ),
+            Shape::Stream { conns } => {
+                format!("a full-duplex stream on each of {conns} connections, every byte checked")
+            }
         }
     }
 }
@@ -215,10 +232,11 @@ mod tests {
         assert_eq!(Workload::parse("2"), Some(Workload::LARGE));
         assert_eq!(Workload::parse(" idle "), Some(Workload::IDLE));
         assert_eq!(Workload::parse("6"), Some(Workload::BULK));
-        assert_eq!(Workload::parse("7"), None);
+        assert_eq!(Workload::parse("7"), Some(Workload::STREAM));
+        assert_eq!(Workload::parse("8"), None);
         assert_eq!(
             Workload::known(),
-            "1-6 or small, large, connect, idle, many, bulk"
+            "1-7 or small, large, connect, idle, many, bulk, stream"
         );
     }
 
@@ -234,6 +252,7 @@ mod tests {
                 "10,000 connections used once (64 B round trip), then idle",
                 "64 B messages, 300 connections, one in flight each",
                 "1 MiB messages, 8 connections, one in flight each",
+                "a full-duplex stream on each of 8 connections, every byte checked",
             ]
         );
         assert_eq!(bytes(1024 * 1024), "1 MiB");
