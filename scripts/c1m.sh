@@ -24,9 +24,20 @@
 # both ends) would not fit in the memory available, CONNS is scaled down
 # and the report says so.
 #
+# Sharded mode: where the hard descriptor limit cannot be raised (a
+# container without CAP_SYS_RESOURCE: 20,000 here), one process cannot hold
+# CONNS sockets, so the million is split: SHARDS `netecho serve` processes
+# share one port, each on its own SO_REUSEPORT listener (bound by a small
+# launcher and passed with LISTEN_FDS, as systemd would; the kernel spreads
+# connections over them by hash), each well under the limit, and as many
+# `bench --hold` processes open the connections. The figures are then over
+# all the servers: PSS summed, descriptors summed, the open rate over the
+# whole opening (every bench at once). SHARDS=0 scales down instead.
+#
 # usage: sudo scripts/c1m.sh [CONNS] [HOLD_SECS]
 # env:   MODELS (default "auto epoll uring tokio"), NETECHO (binary, default
-#        target/release/netecho, built if missing)
+#        target/release/netecho, built if missing), SHARDS (sharded mode:
+#        servers, default enough for CONNS under the limit; 0 = scale down)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -72,15 +83,27 @@ trap 'exit 130' INT TERM
 limit=$(( conns + 100000 ))
 (( limit > nr_open_was )) && echo "$limit" > /proc/sys/fs/nr_open
 (( 2 * limit > file_max_was )) && echo $(( 2 * limit )) > /proc/sys/fs/file-max
+shards=0
 if ! (ulimit -n "$limit") 2>/dev/null; then
     # Raising the hard limit needs CAP_SYS_RESOURCE, which a container may
     # withhold even from root: one server process then holds at most that.
     hard=$(ulimit -Hn)
     limit=$hard
-    conns=$(( hard - 1000 ))
     why="no CAP_SYS_RESOURCE to raise the hard descriptor limit of $hard"
-    scaled="${scaled:+$scaled; }scaled to $conns: $why"
-    echo "c1m: $why: scaled to $conns connections" >&2
+    if [[ ${SHARDS:-} == 0 ]]; then
+        conns=$(( hard - 1000 ))
+        scaled="${scaled:+$scaled; }scaled to $conns: $why"
+        echo "c1m: $why: scaled to $conns connections" >&2
+    else
+        # Shards at 85 % of the limit on average: the hash that spreads
+        # connections over the listeners is even, not exact.
+        per_shard=$(( hard * 85 / 100 ))
+        shards=${SHARDS:-$(( (conns + per_shard - 1) / per_shard ))}
+        (( conns / shards < hard - 500 )) || die "SHARDS=$shards: over $((hard - 500)) connections per server"
+        scaled="${scaled:+$scaled; }$shards servers on one port: $why"
+        echo "c1m: $why: $shards servers share the port (SO_REUSEPORT)" >&2
+        (( 2 * conns + 200000 > file_max_was )) && echo $(( 2 * conns + 200000 )) > /proc/sys/fs/file-max
+    fi
 fi
 
 ip netns add "$ns"
@@ -106,8 +129,129 @@ printf '%-6s %9s %9s %9s %11s %11s %12s %10s %11s\n' \
     model conns open_s open/s "pss B/conn" "pss MiB" "slab B/sock" "tcp pages" "probe p99"
 port=7000
 work=$(mktemp -d)
+
+# Binds SHARDS SO_REUSEPORT listeners on one port, then starts a server on
+# each: the listener as descriptor 3 with LISTEN_PID/LISTEN_FDS (systemd's
+# protocol, which `netecho serve` takes), the descriptor limit at its hard
+# value. Writes the servers' pids to a file and exits; they run on.
+launcher='
+import os, resource, socket, sys
+port, n, pidfile = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+argv = sys.argv[4:]
+placeholder = os.open("/dev/null", os.O_RDONLY)  # holds descriptor 3
+socks = []
+for _ in range(n):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("127.0.0.1", port))
+    s.listen(65535)
+    socks.append(s)
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+pids = []
+for s in socks:
+    pid = os.fork()
+    if pid == 0:
+        os.dup2(s.fileno(), 3)  # inheritable, over the placeholder
+        for t in socks:
+            t.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS="1", LISTEN_FDNAMES="tcp")
+        os.execv(argv[0], argv)
+    pids.append(pid)
+with open(pidfile, "w") as f:
+    f.write(" ".join(map(str, pids)) + "\n")
+'
+
+# The sharded run of one model (see the top): prints its row.
+sharded() {
+    local model=$1 port=$2
+    local each=$(( (conns + shards - 1) / shards )) benches spids bpids t0 t1
+    ip netns exec "$ns" python3 -c "$launcher" "$port" "$shards" "$work/pids" "$netecho" serve -m "$model" \
+        --max-conns $(( limit - 200 )) --idle-timeout 0 --stall-timeout 0 \
+        > "$work/serve.out" 2> "$work/serve.err" < /dev/null
+    read -r -a spids < "$work/pids"
+    pids=("${spids[@]}")
+    (( ${#spids[@]} == shards )) || die "$model: the launcher started ${#spids[@]} of $shards servers"
+    for _ in $(seq 300); do
+        (( $(grep -c "listening tcp" "$work/serve.out") >= shards )) && break; sleep 0.1
+    done
+    (( $(grep -c "listening tcp" "$work/serve.out") >= shards )) || die "$model: servers did not start: $(tail -3 "$work/serve.err")"
+    sum_pss() { local t=0 p; for p in "${spids[@]}"; do t=$(( t + $(kib "/proc/$p/smaps_rollup" Pss) )); done; echo $t; }
+    sum_fds() { local t=0 p; for p in "${spids[@]}"; do t=$(( t + $(ls "/proc/$p/fd" | wc -l) )); done; echo $t; }
+    sleep 0.5
+    local fds0 pss0 slab0 pss1 slab1 mem p99 held=0 errors=0 unfinished=0 i
+    fds0=$(sum_fds); pss0=$(sum_pss); slab0=$(slab_kib)
+    # As many bench processes as servers, each under the limit too; -d is
+    # long, the run ends them with SIGTERM once everything is measured. The
+    # first echo may wait long for its server to accept while the other
+    # benches are still opening theirs (a million connects on the same
+    # cores): late is not lost here, so --timeout is as long as -d.
+    benches=$(( (conns + each - 1) / each ))
+    t0=$(date +%s.%N)
+    bpids=()
+    for i in $(seq "$benches"); do
+        ip netns exec "$ns" bash -c "exec timeout $((hold + 900)) $netecho bench 127.0.0.1:$port \
+            --hold -c $each -d $((hold + 600)) --source-addrs $src --connect-timeout 10 \
+            --timeout $((hold + 600)) --json" \
+            > "$work/hold.$i.out" 2> "$work/hold.$i.err" &
+        bpids+=($!)
+    done
+    pids+=("${bpids[@]}")
+    for _ in $(seq 9000); do
+        (( $(cat "$work"/hold.*.err | grep -c "open in") >= benches )) && break
+        for i in $(seq "$benches"); do
+            kill -0 "${bpids[$((i - 1))]}" 2>/dev/null || die "$model: bench $i ended: $(tail -2 "$work/hold.$i.err")"
+        done
+        sleep 0.1
+    done
+    t1=$(date +%s.%N)
+    (( $(cat "$work"/hold.*.err | grep -c "open in") >= benches )) || die "$model: connections did not open"
+    for _ in $(seq 600); do
+        (( $(sum_fds) - fds0 >= benches * each )) && break; sleep 0.5
+    done
+    sleep 2
+    pss1=$(sum_pss); slab1=$(slab_kib); mem=$(tcp_mem)
+    local fds=$(( $(sum_fds) - fds0 ))
+    in_ns timeout 60 "$netecho" bench "127.0.0.1:$port" -c 10 --rate 1000 -d 5 --warmup 0.5 --json \
+        > "$work/probe.out" 2> "$work/probe.err" || die "$model: probe failed: $(cat "$work/probe.err")"
+    p99=$(json p99_us < "$work/probe.out")
+    local spread
+    spread=$(for p in "${spids[@]}"; do ls "/proc/$p/fd" | wc -l; done | sort -n | sed -n '1p;$p' | paste -sd-)
+    # Held HOLD_SECS from when the last one opened, the probe included.
+    local left
+    left=$(echo "$hold - ($(date +%s.%N) - $t1)" | bc)
+    [[ $left == -* ]] || sleep "$left"
+    kill -TERM "${bpids[@]}"
+    for i in $(seq "$benches"); do
+        if wait "${bpids[$((i - 1))]}"; then
+            held=$(( held + $(json requests < "$work/hold.$i.out") ))
+            errors=$(( errors + $(json errors < "$work/hold.$i.out") ))
+            unfinished=$(( unfinished + $(json unfinished < "$work/hold.$i.out") ))
+        else
+            echo "c1m: $model: bench $i failed: $(tail -1 "$work/hold.$i.err")" >&2
+            errors=$(( errors + 1 ))
+        fi
+    done
+    (( errors == 0 )) || echo "c1m: $model: $errors errors" >&2
+    (( unfinished == 0 )) || echo "c1m: $model: $unfinished first echoes not back" >&2
+    echo "# $model: $shards servers ($spread descriptors each), $benches benches of $each, $fds server descriptors open at the peak"
+    kill "${spids[@]}" 2>/dev/null || true
+    pids=()
+    awk -v m="$model" -v n="$held" -v t="$(echo "$t1 - $t0" | bc)" -v p0="$pss0" -v p1="$pss1" \
+        -v s0="$slab0" -v s1="$slab1" -v mem="$mem" -v p99="$p99" 'BEGIN {
+        printf "%-6s %9d %9.3f %9.0f %11.0f %11.1f %12.0f %10s %8s µs\n", m, n, t, n / t,
+            (p1 - p0) * 1024 / n, p1 / 1024, (s1 - s0) * 1024 / (2 * n), mem, p99 }'
+}
+
 for model in $models; do
     port=$((port + 1))  # a fresh port: no clash with the last run's TIME_WAIT
+    if (( shards > 0 )); then
+        sharded "$model" "$port"
+        for _ in $(seq 300); do
+            (( $(in_ns awk '/^TCP:/ {print $3}' /proc/net/sockstat) < 1000 )) && break; sleep 0.2
+        done
+        continue
+    fi
     # Not through in_ns: a function run in the background is a subshell,
     # and $! would be its pid; ip and bash exec, so $! is the server.
     ip netns exec "$ns" bash -c "ulimit -n $limit; exec $netecho serve -m $model -l 127.0.0.1:$port \

@@ -271,6 +271,14 @@ mod tests {
             assert_eq!(c.local_addr().unwrap(), peer);
             assert!(peer.is_ipv6());
         }
+        // Non-blocking (`bench --new-conn`): under way at once, from its
+        // address once the listener takes it.
+        for id in 0..2u64 {
+            let c = s.connect_nonblocking(id, addr).unwrap();
+            let (_, peer) = listener.accept().unwrap();
+            assert_eq!(peer.ip(), s.pick(id));
+            assert_eq!(c.local_addr().unwrap(), peer);
+        }
         // An address this machine does not have: the bind says so.
         let far = parse("192.0.2.1").unwrap();
         let e = far.connect(0, addr, Duration::from_secs(1)).unwrap_err();
