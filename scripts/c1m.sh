@@ -187,29 +187,40 @@ sharded() {
     # benches are still opening theirs (a million connects on the same
     # cores): late is not lost here, so --timeout is as long as -d.
     benches=$(( (conns + each - 1) / each ))
-    t0=$(date +%s.%N)
+    # In two halves: the servers' PSS between the half and the whole is the
+    # marginal memory of a connection, without what each process pays once
+    # whatever its load (its share of buffer rings and arenas, which 59
+    # servers pay 59 times where one server would pay it once).
+    local half=$(( benches / 2 )) from to tsum=0 ta pss_h=0 fds_h=0 t_last
     bpids=()
-    for i in $(seq "$benches"); do
-        ip netns exec "$ns" bash -c "exec timeout $((hold + 900)) $netecho bench 127.0.0.1:$port \
-            --hold -c $each -d $((hold + 600)) --source-addrs $src --connect-timeout 10 \
-            --timeout $((hold + 600)) --json" \
-            > "$work/hold.$i.out" 2> "$work/hold.$i.err" &
-        bpids+=($!)
-    done
-    pids+=("${bpids[@]}")
-    for _ in $(seq 9000); do
-        (( $(cat "$work"/hold.*.err | grep -c "open in") >= benches )) && break
-        for i in $(seq "$benches"); do
-            kill -0 "${bpids[$((i - 1))]}" 2>/dev/null || die "$model: bench $i ended: $(tail -2 "$work/hold.$i.err")"
+    for phase in 1 2; do
+        if (( phase == 1 )); then from=1; to=$half; else from=$(( half + 1 )); to=$benches; fi
+        (( from <= to )) || continue
+        ta=$(date +%s.%N)
+        for i in $(seq "$from" "$to"); do
+            ip netns exec "$ns" bash -c "exec timeout $((hold + 900)) $netecho bench 127.0.0.1:$port \
+                --hold -c $each -d $((hold + 600)) --source-addrs $src --connect-timeout 10 \
+                --timeout $((hold + 600)) --json" \
+                > "$work/hold.$i.out" 2> "$work/hold.$i.err" &
+            bpids+=($!)
+            pids+=($!)
         done
-        sleep 0.1
+        for _ in $(seq 9000); do
+            (( $(cat "$work"/hold.*.err | grep -c "open in") >= to )) && break
+            for i in $(seq "$to"); do
+                kill -0 "${bpids[$((i - 1))]}" 2>/dev/null || die "$model: bench $i ended: $(tail -2 "$work/hold.$i.err")"
+            done
+            sleep 0.1
+        done
+        (( $(cat "$work"/hold.*.err | grep -c "open in") >= to )) || die "$model: connections did not open"
+        tsum=$(echo "$tsum + $(date +%s.%N) - $ta" | bc)
+        for _ in $(seq 600); do
+            (( $(sum_fds) - fds0 >= to * each )) && break; sleep 0.5
+        done
+        sleep 2
+        if (( phase == 1 )); then pss_h=$(sum_pss); fds_h=$(( $(sum_fds) - fds0 )); fi
     done
-    t1=$(date +%s.%N)
-    (( $(cat "$work"/hold.*.err | grep -c "open in") >= benches )) || die "$model: connections did not open"
-    for _ in $(seq 600); do
-        (( $(sum_fds) - fds0 >= benches * each )) && break; sleep 0.5
-    done
-    sleep 2
+    t0=0; t1=$tsum; t_last=$(date +%s.%N)
     pss1=$(sum_pss); slab1=$(slab_kib); mem=$(tcp_mem)
     local fds=$(( $(sum_fds) - fds0 ))
     in_ns timeout 60 "$netecho" bench "127.0.0.1:$port" -c 10 --rate 1000 -d 5 --warmup 0.5 --json \
@@ -219,7 +230,7 @@ sharded() {
     spread=$(for p in "${spids[@]}"; do ls "/proc/$p/fd" | wc -l; done | sort -n | sed -n '1p;$p' | paste -sd-)
     # Held HOLD_SECS from when the last one opened, the probe included.
     local left
-    left=$(echo "$hold - ($(date +%s.%N) - $t1)" | bc)
+    left=$(echo "$hold - ($(date +%s.%N) - $t_last)" | bc)
     [[ $left == -* ]] || sleep "$left"
     kill -TERM "${bpids[@]}"
     for i in $(seq "$benches"); do
@@ -237,6 +248,9 @@ sharded() {
     echo "# $model: $shards servers ($spread descriptors each), $benches benches of $each, $fds server descriptors open at the peak"
     kill "${spids[@]}" 2>/dev/null || true
     pids=()
+    if (( fds > fds_h && fds_h > 0 )); then
+        echo "# $model: marginal server memory: $(( (pss1 - pss_h) * 1024 / (fds - fds_h) )) B per connection between $fds_h and $fds held (PSS $(( pss_h / 1024 )) -> $(( pss1 / 1024 )) MiB)"
+    fi
     awk -v m="$model" -v n="$held" -v t="$(echo "$t1 - $t0" | bc)" -v p0="$pss0" -v p1="$pss1" \
         -v s0="$slab0" -v s1="$slab1" -v mem="$mem" -v p99="$p99" 'BEGIN {
         printf "%-6s %9d %9.3f %9.0f %11.0f %11.1f %12.0f %10s %8s µs\n", m, n, t, n / t,

@@ -99,12 +99,21 @@ pub(crate) struct Opt {
     /// Measure netecho's own server models instead of HOST:PORT: each is
     /// started on a loopback port, pinned to CPU 0 with the load on CPU 1,
     /// and run through the workloads of BENCHMARKING.md. LIST is a
-    /// comma list of models (default: all but auto).
+    /// comma list of models (default: all but auto), and may name the
+    /// baselines: floor, floor-2t, c-epoll, c-splice, c-uring, or
+    /// `baselines` for all five.
     #[arg(long, value_name = "LIST", num_args = 0..=1, default_missing_value = "all",
           value_parser = models::parse_models,
           conflicts_with_all = ["target", "conns", "size", "requests", "threads", "rate",
                                 "new_conn", "udp", "timeout", "json"])]
     pub(crate) models: Option<models::ModelList>,
+
+    /// With --models: the workloads to run, by name or number (small,
+    /// large, connect, idle, many, bulk, stream or 1-7; default: all, or
+    /// NETECHO_BENCH_WORKLOADS).
+    #[arg(long, value_name = "LIST", value_parser = models::parse_workloads,
+          requires = "models", conflicts_with = "target")]
+    pub(crate) workloads: Option<models::WorkloadList>,
 
     /// With --models: connections of the idle workload (memory per idle
     /// connection); fewer if the descriptor limit is lower.

@@ -166,6 +166,38 @@ fn models_are_measured_tabled_and_charted() {
     }
 }
 
+/// `--workloads` picks the workloads, by name or number, and wins over
+/// NETECHO_BENCH_WORKLOADS.
+#[test]
+fn workloads_flag_picks_the_workloads() {
+    let out = netecho_on(
+        "small",
+        &[
+            "bench",
+            "--models",
+            "epoll",
+            "--workloads",
+            "3",
+            "-d",
+            "0.3",
+            "--warmup",
+            "0",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.success(), "stdout:\n{stdout}\nstderr:\n{}", out.stderr);
+    assert!(
+        figure(row(&stdout, "epoll", "connect")[2]) > 0.0,
+        "{stdout}"
+    );
+    assert!(
+        !stdout
+            .lines()
+            .any(|l| l.starts_with("epoll") && l.contains(" small ")),
+        "the environment's workload ran too:\n{stdout}"
+    );
+}
+
 #[test]
 fn an_unknown_model_is_one_line_and_exit_2() {
     let out = netecho(&["bench", "--models", "thread,nosuch"]);
@@ -186,6 +218,9 @@ fn models_flags_do_not_mix_with_a_target() {
         &["bench", "--models", "epoll", "-c", "3"][..],
         &["bench", "127.0.0.1:7", "--chart", "/tmp/never.svg"][..],
         &["bench", "--idle-conns", "10"][..],
+        &["bench", "127.0.0.1:7", "--workloads", "small"][..],
+        &["bench", "--models", "epoll", "--workloads", "nosuch"][..],
+        &["bench", "--models", "epoll", "--workloads", ","][..],
     ] {
         let out = netecho(args);
         let stderr = out.stderr.as_str();

@@ -447,7 +447,9 @@ pub(crate) fn run(opt: &Opt, models: &ModelList) -> Result<()> {
         })
         .flatten()
         .collect();
-    if let Some(w) = workloads_from_env()? {
+    if let Some(w) = &opt.workloads {
+        suite.workloads = w.0.clone();
+    } else if let Some(w) = workloads_from_env()? {
         suite.workloads = w;
     }
     suite.programs.scratch =
@@ -488,30 +490,36 @@ pub(crate) fn run(opt: &Opt, models: &ModelList) -> Result<()> {
 
 /// The workloads `NETECHO_BENCH_WORKLOADS` names (numbers or names,
 /// commas between), which `netecho bench --models` honours as `cargo bench
-/// --bench models` does; `None` when it is unset.
+/// --bench models` does (`--workloads` wins over it); `None` when it is
+/// unset.
 pub fn workloads_from_env() -> Result<Option<Vec<Workload>>> {
     let Ok(list) = std::env::var("NETECHO_BENCH_WORKLOADS") else {
         return Ok(None);
     };
-    let parsed = list
-        .split(',')
-        .filter(|w| !w.trim().is_empty())
-        .map(|w| {
-            Workload::parse(w).ok_or_else(|| {
-                Error::InvalidOption(format!(
-                    "NETECHO_BENCH_WORKLOADS: unknown workload '{}'; known: {}",
-                    w.trim(),
-                    Workload::known()
-                ))
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    if parsed.is_empty() {
-        return Err(Error::InvalidOption(
-            "NETECHO_BENCH_WORKLOADS names no workload".into(),
-        ));
+    parse_workloads(&list)
+        .map(|w| Some(w.0))
+        .map_err(|why| Error::InvalidOption(format!("NETECHO_BENCH_WORKLOADS: {why}")))
+}
+
+/// Workloads chosen by name or number (`--workloads`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WorkloadList(pub(crate) Vec<Workload>);
+
+/// `small,large` or `1,2`: the workloads to run, each named once at most;
+/// an unknown one is refused with the known ones.
+pub(crate) fn parse_workloads(list: &str) -> std::result::Result<WorkloadList, String> {
+    let mut out: Vec<Workload> = Vec::new();
+    for w in list.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        let w = Workload::parse(w)
+            .ok_or_else(|| format!("unknown workload '{w}'; known: {}", Workload::known()))?;
+        if !out.contains(&w) {
+            out.push(w);
+        }
     }
-    Ok(Some(parsed))
+    if out.is_empty() {
+        return Err("no workload named; e.g. small,large".into());
+    }
+    Ok(WorkloadList(out))
 }
 
 /// Writes lines to `out`; a reader that went away (`| head`) is not an error.
