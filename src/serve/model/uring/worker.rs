@@ -707,7 +707,7 @@ impl Worker {
         });
         // `--zero-copy on`: on the pipe from the first byte.
         let zc = if switch.take(true) {
-            Spliced::new(self.now).map(Box::new)
+            spliced(&fd, self.now)
         } else {
             None
         };
@@ -1231,10 +1231,7 @@ impl Worker {
         if !(quiet && empty && open && c.switch.take(true)) {
             return false;
         }
-        c.zc = Spliced::new(now).map(Box::new);
-        if c.zc.is_none() {
-            debug!("no pipe for zero copy; this connection stays on the buffer path");
-        }
+        c.zc = spliced(&c.fd, now);
         c.zc.is_some()
     }
 
@@ -1513,6 +1510,28 @@ fn cancel_entry(target: Op) -> squeue::Entry {
     opcode::AsyncCancel::new(target.encode())
         .build()
         .user_data(Op::Cancel.encode())
+}
+
+/// Moves the connection on `fd` to a pipe at `now`: `None` (it stays on
+/// the buffer path, for good) when no pipe can be made or the socket cannot
+/// be made non-blocking. The splice calls need the latter: io_uring serves
+/// blocking sockets, and a splice(2) from one would block the worker until
+/// the client sends. Nothing of the buffer path is in flight by then.
+fn spliced(fd: &OwnedFd, now: Instant) -> Option<Box<Spliced>> {
+    let made = SockRef::from(fd)
+        .set_nonblocking(true)
+        .map_err(|e| e.to_string())
+        .and_then(|()| Spliced::new(now).ok_or_else(|| "no pipe".to_string()));
+    match made {
+        Ok(z) => Some(Box::new(z)),
+        Err(e) => {
+            debug!("zero copy unavailable for a connection ({e}); buffer path");
+            // Receives and sends on the ring work either way; back to how
+            // the buffer path had it.
+            let _ = SockRef::from(fd).set_nonblocking(false);
+            None
+        }
+    }
 }
 
 /// The peer of a connection, for logs.
