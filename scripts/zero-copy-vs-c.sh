@@ -8,13 +8,16 @@
 #   server CPU per MiB echoed;
 #   64 B × 300: µs per request.
 # Rows: C epoll (benches/c/epoll_echo.c), C splice (benches/c/splice_echo.c),
-# netecho epoll with --zero-copy off and auto; the last column divides by C
-# epoll's figure of the same workload.
+# netecho's epoll and uring models with --zero-copy off and auto, and
+# --model auto (what a user gets out of the box); the last column divides by
+# C epoll's figure of the same workload. ROWS picks the netecho rows.
 #
 #   scripts/zero-copy-vs-c.sh [BIN] [SECS]
+#   ROWS="uring:auto auto:auto" scripts/zero-copy-vs-c.sh
 set -eu
 BIN=${1:-target/release/netecho}
 SECS=${2:-3}
+ROWS=${ROWS:-epoll:off epoll:auto uring:off uring:auto auto:auto}
 TCK=$(getconf CLK_TCK)
 mkdir -p target
 cc -O2 -Wall -o target/epoll_echo benches/c/epoll_echo.c
@@ -29,8 +32,8 @@ measure() {
     case $server in
     c-epoll) taskset -c 0 target/epoll_echo >"$out" 2>/dev/null & ;;
     c-splice) taskset -c 0 target/splice_echo >"$out" 2>/dev/null & ;;
-    *) taskset -c 0 "$BIN" serve --model epoll --workers 1 --zero-copy "$server" \
-        --listen 127.0.0.1:0 >"$out" 2>/dev/null & ;;
+    *) taskset -c 0 "$BIN" serve --model "${server%%:*}" --workers 1 \
+        --zero-copy "${server#*:}" --listen 127.0.0.1:0 >"$out" 2>/dev/null & ;;
     esac
     pid=$!
     for _ in $(seq 100); do [ -s "$out" ] && break; sleep 0.05; done
@@ -55,10 +58,10 @@ row() { # name load-args...
     shift
     base=$(measure c-epoll "$@")
     printf '%s (%s)\n' "$name" "$(test "${1:-}" = --stream && echo 'ms CPU per MiB' || echo 'µs CPU per request')"
-    printf '  %-10s %10s %8s\n' c-epoll "$base" 1.00
-    for s in c-splice off auto; do
+    printf '  %-12s %10s %8s\n' c-epoll "$base" 1.00
+    for s in c-splice $ROWS; do
         v=$(measure $s "$@")
-        printf '  %-10s %10s %8s\n' "$s" "$v" "$(awk -v a="$v" -v b="$base" 'BEGIN { printf "%.2f", a / b }')"
+        printf '  %-12s %10s %8s\n' "$s" "$v" "$(awk -v a="$v" -v b="$base" 'BEGIN { printf "%.2f", a / b }')"
     done
 }
 row "1 MiB x 8" -c 8 -s 1048576
