@@ -888,7 +888,7 @@ impl Worker {
         c.send = Io::Idle;
         if let Some(t) = c.tls.as_mut() {
             match res {
-                n if n > 0 => t.on_sent(n as usize),
+                n if n > 0 => t.on_sent(n as usize, now),
                 0 => t.core.fail(End::Error(libc::EIO)),
                 e if -e == libc::ECANCELED || -e == libc::EINTR => {}
                 e => {
@@ -1144,7 +1144,7 @@ impl Worker {
         let end = t.end();
         // A clean end still owes the client our close_notify, a refused
         // handshake its alert: both are a few bytes, sent before closing.
-        let clean = matches!(end, Some(End::Fin) | Some(End::Error(EPROTO)));
+        let clean = matches!(end, Some(End::Fin) | Some(End::Error(EPROTO))) && !t.flush_stalled;
         if (end.is_none() || clean)
             && c.send == Io::Idle
             && let Some((ptr, len)) = t.next_send()
@@ -1176,9 +1176,15 @@ impl Worker {
             return;
         };
         if clean && !(t.flushed() && c.send == Io::Idle) {
-            // The close_notify is still going out: its send completes.
+            // The close_notify is still going out: its send completes, or
+            // the send timeout ends the wait (the client may never read).
+            t.flush_since.get_or_insert(*now);
+            if let Some(at) = t.flush_deadline(timeouts) {
+                timers.file(&mut c.armed, at, (slot, generation));
+            }
             return;
         }
+        let end = if t.flush_stalled { End::Stall } else { end };
         if clean && t.shut_wanted {
             t.shut_wanted = false;
             // ENOTCONN (the client reset meanwhile) changes nothing now.
@@ -1399,6 +1405,12 @@ impl Worker {
             }
             c.armed = None;
             match (c.tls.as_mut(), c.zc.as_mut()) {
+                (Some(t), _) if t.end().is_some() => {
+                    // A clean end still flushing: out of time?
+                    if t.flush_deadline(&timeouts).is_some_and(|at| at <= now) {
+                        t.flush_stalled = true;
+                    }
+                }
                 (Some(t), _) => {
                     t.tls.on_timer(&mut t.core, now, &timeouts);
                 }
