@@ -1324,13 +1324,10 @@ impl Worker {
             c.poll = Io::Idle;
         }
         if let Some(z) = c.zc.as_mut() {
-            match res {
-                m if m >= 0 => z.on_poll(Some(m as u32)),
-                // Our cancel: the connection is closing.
-                e if -e == libc::ECANCELED => {}
-                // Anything else ended the poll: the splices find out why.
-                _ => z.on_poll(None),
-            }
+            // An error (our cancel when closing, or the kernel ending the
+            // poll) says nothing of the socket: the splices find out, and
+            // `progress` re-arms the poll unless the connection is closing.
+            z.on_poll(u32::try_from(res).ok());
         }
         self.progress(slot);
     }
