@@ -12,6 +12,10 @@
 //! (the room is what the pipe has left: at its capacity the connection
 //! stops reading), half-close, the idle and stall clocks, and the end.
 //!
+//! The uring model uses the same [`Kept`], [`Switch`] and [`drive`] for a
+//! connection it moves to a pipe, with a multishot poll on its ring for
+//! the readiness hints (`model/uring/spliced.rs`).
+//!
 //! # When it pays
 //! A splice moves page references, so its cost hardly depends on the size;
 //! a copy through the read buffer grows with it. Small messages stay on
