@@ -1,10 +1,11 @@
 #!/bin/sh
-# The crossover of --zero-copy: server CPU per request of the epoll model
-# with every connection spliced (on) against the buffer path (off), per
-# message size, in one run (BENCHMARKING.md: server pinned to CPU 0 with one
-# worker, netecho's checked load generator on CPU 1, 8 connections).
+# The crossover of --zero-copy: server CPU per request of one model (MODEL,
+# default epoll; uring splices too) with every connection spliced (on)
+# against the buffer path (off), per message size, in one run
+# (BENCHMARKING.md: server pinned to CPU 0 with one worker, netecho's
+# checked load generator on CPU 1, 8 connections).
 #
-#   scripts/zero-copy-crossover.sh [BIN] [SECS] [SIZES...]
+#   [MODEL=uring] scripts/zero-copy-crossover.sh [BIN] [SECS] [SIZES...]
 #
 # Prints one line per size: µs of server CPU per request for off and on,
 # and on/off (below 1: splice pays). The window is SECS (default 3) after
@@ -14,11 +15,12 @@ BIN=${1:-target/release/netecho}
 SECS=${2:-3}
 shift 2 2>/dev/null || shift $#
 SIZES=${*:-4096 16384 32768 65536 262144 1048576}
+MODEL=${MODEL:-epoll}
 TCK=$(getconf CLK_TCK)
 ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 measure() { # size mode -> µs of server CPU per request
     out=$(mktemp)
-    taskset -c 0 "$BIN" serve --model epoll --workers 1 --zero-copy "$2" \
+    taskset -c 0 "$BIN" serve --model "$MODEL" --workers 1 --zero-copy "$2" \
         --listen 127.0.0.1:0 >"$out" 2>/dev/null &
     pid=$!
     for _ in $(seq 100); do [ -s "$out" ] && break; sleep 0.05; done

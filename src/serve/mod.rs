@@ -354,10 +354,10 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         tls,
         zero_copy: opt.zero_copy.resolve(),
     }));
-    if ctx.zero_copy == splice::ZeroCopy::On && !matches!(model, Model::Epoll) {
+    if ctx.zero_copy == splice::ZeroCopy::On && !matches!(model, Model::Epoll | Model::Uring) {
         tracing::warn!(
             model = model.name(),
-            "--zero-copy on: only the epoll model splices; this one copies"
+            "--zero-copy on: only the epoll and uring models splice; this one copies"
         );
     }
     // UDP shares the TCP sockets' addresses and ports (echo is port 7 for

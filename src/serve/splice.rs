@@ -12,6 +12,10 @@
 //! (the room is what the pipe has left: at its capacity the connection
 //! stops reading), half-close, the idle and stall clocks, and the end.
 //!
+//! The uring model uses the same [`Kept`], [`Switch`] and [`drive`] for a
+//! connection it moves to a pipe, with a multishot poll on its ring for
+//! the readiness hints (`model/uring/spliced.rs`).
+//!
 //! # When it pays
 //! A splice moves page references, so its cost hardly depends on the size;
 //! a copy through the read buffer grows with it. Small messages stay on
@@ -154,10 +158,56 @@ pub(crate) struct Kept {
     /// The pipe, once the connection was switched; boxed so a connection
     /// on the buffer path costs one pointer more.
     spliced: Option<Box<Spliced>>,
-    /// The server's `--zero-copy`, as resolved.
+    /// When to move to the pipe (`--zero-copy`, as resolved).
+    switch: Switch,
+}
+
+/// The one rule of `--zero-copy` for when a connection moves to its pipe,
+/// shared by every model that splices (epoll's [`Kept`], the uring
+/// model's poll-driven path): at once under `on`, after a read of at least
+/// [`SWITCH_AT`] under `auto`, never under `off`; and only while nothing
+/// is kept, so that no byte read later overtakes one read earlier.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Switch {
     mode: ZeroCopy,
-    /// A read was large enough: switch as soon as nothing is kept.
+    /// A read was large enough (or the mode is `on`): switch as soon as
+    /// nothing is kept.
     want: bool,
+}
+
+impl Switch {
+    /// A new connection's rule: under `on` it wants the pipe from the start.
+    pub(crate) fn new(mode: ZeroCopy) -> Switch {
+        Switch {
+            mode,
+            want: mode == ZeroCopy::On,
+        }
+    }
+
+    /// A buffer-path read brought `n` bytes: under `auto`, a large one asks
+    /// for the pipe.
+    pub(crate) fn after_read(&mut self, n: usize) {
+        if self.mode == ZeroCopy::Auto && n >= SWITCH_AT {
+            self.want = true;
+        }
+    }
+
+    /// True while the connection wants the pipe and has not moved yet: a
+    /// model stops taking new reads into buffers until it can move.
+    pub(crate) fn wanted(&self) -> bool {
+        self.want
+    }
+
+    /// Takes the wish if it can be granted now (`nothing_kept`): true
+    /// means make the pipe now. Granted once; a pipe that then cannot be
+    /// made leaves the connection on the buffer path for good.
+    pub(crate) fn take(&mut self, nothing_kept: bool) -> bool {
+        let now = self.want && nothing_kept;
+        if now {
+            self.want = false;
+        }
+        now
+    }
 }
 
 impl Kept {
@@ -166,8 +216,7 @@ impl Kept {
         let mut k = Kept {
             pending: Pending::new(),
             spliced: None,
-            mode,
-            want: mode == ZeroCopy::On,
+            switch: Switch::new(mode),
         };
         k.switch();
         k
@@ -179,7 +228,6 @@ impl Kept {
     }
 
     /// True once the connection's bytes go through the pipe.
-    #[cfg(test)]
     pub(crate) fn spliced(&self) -> bool {
         self.spliced.is_some()
     }
@@ -187,9 +235,7 @@ impl Kept {
     /// A buffer-path read brought `n` bytes: under `auto`, a large one asks
     /// for the pipe. Returns true when the connection now splices.
     pub(crate) fn after_read(&mut self, n: usize) -> bool {
-        if self.mode == ZeroCopy::Auto && n >= SWITCH_AT {
-            self.want = true;
-        }
+        self.switch.after_read(n);
         self.switch()
     }
 
@@ -197,8 +243,7 @@ impl Kept {
     /// overtaken). A pipe that cannot be made leaves the connection on the
     /// buffer path for good. Returns true when the connection splices.
     pub(crate) fn switch(&mut self) -> bool {
-        if self.want && self.spliced.is_none() && Store::is_empty(&self.pending) {
-            self.want = false;
+        if self.spliced.is_none() && self.switch.take(Store::is_empty(&self.pending)) {
             match Pipe::new() {
                 Ok(pipe) => self.spliced = Some(Box::new(Spliced { pipe, len: 0 })),
                 Err(e) => tracing::debug!("no pipe for zero copy ({e}); buffer path"),

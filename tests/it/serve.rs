@@ -31,7 +31,8 @@ fn served_at_once(model: &str) -> usize {
 
 /// A check's model as the macro names it, and the flags that name adds:
 /// `epoll_zero_copy` is epoll with `--zero-copy on` (every connection
-/// spliced through its pipe, see tests/it/zerocopy.rs).
+/// spliced through its pipe, see tests/it/zerocopy.rs); `uring_zero_copy`
+/// likewise for uring.
 fn flags_of(model: &str) -> (&str, &'static [&'static str]) {
     match model.strip_suffix("_zero_copy") {
         Some(m) => (m, &["--zero-copy", "on"]),
@@ -774,5 +775,6 @@ model_tests!(
     epoll,
     tokio,
     uring,
-    epoll_zero_copy
+    epoll_zero_copy,
+    uring_zero_copy
 );

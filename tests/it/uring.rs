@@ -485,3 +485,135 @@ fn clients_that_never_read_do_not_starve_the_ring() {
         drop(hogs);
     }
 }
+
+/// TLS clients that send a little, then their close_notify and FIN, and
+/// never read: a server that takes every byte ends its core cleanly, but
+/// the encrypted echo and our close_notify cannot go out. Regression: that
+/// flush had no deadline in uring and the connection was held for ever;
+/// `--stall-timeout` now ends it, counted as a stall, as in epoll. Where
+/// the kernel's buffers take the whole echo, or the server's stop reading
+/// first, a client is closed the old way: several sizes at once make sure
+/// some land in between.
+#[test]
+fn a_tls_close_notify_stuck_behind_a_client_that_never_reads_ends_at_the_stall_timeout() {
+    if skip() {
+        return;
+    }
+    let python = std::process::Command::new("python3")
+        .args(["-c", "import ssl"])
+        .output();
+    if !python.is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIPPED: python3 with the ssl module is not installed");
+        return;
+    }
+    let server = start_with(
+        &[
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--stall-timeout",
+            "1",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+        &[],
+        None,
+    );
+    let tls = server
+        .listening(netecho::serve::ListenKind::Tls, Duration::from_secs(10))
+        .expect("a `listening tls` line");
+    // A small receive buffer and a small segment size (which keeps the
+    // server's send buffer from growing to megabytes, as it does on
+    // loopback's 64 KiB segments) leave the kernel taking little of the
+    // echo off the server's hands.
+    const CLIENT: &str = r#"
+import socket, ssl, sys, time
+raw = socket.socket()
+raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+raw.settimeout(10)
+raw.connect(("127.0.0.1", int(sys.argv[1])))
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+tls = ctx.wrap_bio(inc, out)
+def flush():
+    data = out.read()
+    if data:
+        raw.sendall(data)
+while True:
+    try:
+        tls.do_handshake()
+        break
+    except ssl.SSLWantReadError:
+        flush()
+        data = raw.recv(65536)
+        if not data:
+            sys.exit("EOF during the handshake")
+        inc.write(data)
+flush()
+tls.write(b"x" * int(sys.argv[2]))
+flush()
+try:
+    tls.unwrap()
+except ssl.SSLWantReadError:
+    pass
+flush()
+raw.shutdown(socket.SHUT_WR)
+print("sent", flush=True)
+time.sleep(30)
+"#;
+    const KIB: [usize; 8] = [48, 64, 80, 96, 128, 160, 192, 256];
+    let mut clients = Vec::new();
+    for kib in KIB {
+        let child = std::process::Command::new("python3")
+            .args([
+                "-c",
+                CLIENT,
+                &tls.port().to_string(),
+                &(kib * 1024).to_string(),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("running python3");
+        clients.push((kib, child));
+    }
+    let mut lines = Vec::new();
+    for (kib, child) in &mut clients {
+        let mut line = String::new();
+        let stdout = child.stdout.take().unwrap();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+        lines.push((*kib, line));
+    }
+    let m = server.metrics_addr();
+    let closed = crate::util::eventually(Duration::from_secs(6), || {
+        crate::hostile::metric(m, "netecho_connections_active") == 0
+    });
+    let count = |reason: &str| {
+        crate::hostile::metric(
+            m,
+            &format!("netecho_connections_closed_total{{reason=\"{reason}\"}}"),
+        )
+    };
+    let (stalls, fins) = (count("stall"), count("fin"));
+    for (_, child) in &mut clients {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    for (kib, line) in lines {
+        assert_eq!(
+            line.trim(),
+            "sent",
+            "the {kib} KiB client did not get its bytes out"
+        );
+    }
+    assert!(
+        closed,
+        "a connection is still held after the stall timeout ({stalls} stalls, {fins} FINs so far)"
+    );
+    assert_eq!(
+        stalls + fins,
+        KIB.len() as u64,
+        "{stalls} stalls, {fins} FINs"
+    );
+}

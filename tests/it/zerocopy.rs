@@ -1,8 +1,10 @@
-//! `--zero-copy`: the epoll model's splice path keeps the echo contract.
-//! The per-model contract checks also run with `--zero-copy on` (the
-//! `epoll_zero_copy` module of tests/it/serve.rs); these add what only a
-//! spliced stream shows: large transfers, a FIN behind a full pipe, a
-//! client that stops reading, and the fallback where splice is refused.
+//! `--zero-copy`: the splice path of the epoll and uring models keeps the
+//! echo contract. The per-model contract checks also run with
+//! `--zero-copy on` (the `epoll_zero_copy` and `uring_zero_copy` modules of
+//! tests/it/serve.rs); these add what only a spliced stream shows: large
+//! transfers, a FIN behind a full pipe, a client that stops reading, and
+//! the fallback where splice is refused. Every check runs for each model
+//! that splices (the macro at the end).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -43,10 +45,10 @@ fn stream(c: TcpStream, data: Vec<u8>) -> Result<Vec<u8>, String> {
 /// 64 MiB through a spliced connection come back byte for byte, and the
 /// connection really went through a pipe (two more pipe descriptors while
 /// it is open).
-fn sixty_four_mib(mode: &str) {
+fn sixty_four_mib(model: &str, mode: &str) {
     let _heavy = util::heavy();
     let server = Server::start(
-        "epoll",
+        model,
         &[
             "--workers",
             "1",
@@ -57,7 +59,7 @@ fn sixty_four_mib(mode: &str) {
         ],
     );
     let before = pipes(server.pid());
-    let data = Rng::new(seed_of(&format!("zerocopy/64MiB/{mode}"))).bytes(64 * MIB);
+    let data = Rng::new(seed_of(&format!("zerocopy/64MiB/{model}/{mode}"))).bytes(64 * MIB);
     let c = connect(server.addr());
     let done = Arc::new(AtomicBool::new(false));
     let pid = server.pid();
@@ -76,34 +78,35 @@ fn sixty_four_mib(mode: &str) {
             most
         })
     };
-    let back = stream(c, data.clone()).unwrap_or_else(|e| panic!("{mode}: {e}"));
+    let back = stream(c, data.clone()).unwrap_or_else(|e| panic!("{model} {mode}: {e}"));
     done.store(true, Ordering::Relaxed);
-    compare(&format!("64 MiB, --zero-copy {mode}"), &data, &back).unwrap();
+    compare(
+        &format!("{model}: 64 MiB, --zero-copy {mode}"),
+        &data,
+        &back,
+    )
+    .unwrap();
     let most = watcher.join().unwrap();
-    assert_eq!(most, before + 2, "{mode}: the connection never had a pipe");
+    assert_eq!(
+        most,
+        before + 2,
+        "{model} {mode}: the connection never had a pipe"
+    );
     // Spliced bytes are counted as copied ones are (once the worker's
     // turn has added them up).
     let m = server.metrics_addr();
     let counted = util::eventually(Duration::from_secs(5), || {
         crate::hostile::metric(m, "netecho_bytes_echoed_total") == data.len() as u64
     });
-    assert!(counted, "{mode}: bytes echoed not counted in the metrics");
-}
-
-#[test]
-fn sixty_four_mib_come_back_byte_identical_with_zero_copy_on() {
-    sixty_four_mib("on");
-}
-
-#[test]
-fn sixty_four_mib_come_back_byte_identical_with_zero_copy_auto() {
-    sixty_four_mib("auto");
+    assert!(
+        counted,
+        "{model} {mode}: bytes echoed not counted in the metrics"
+    );
 }
 
 /// Small messages under `auto` never cost a pipe.
-#[test]
-fn small_messages_stay_on_the_buffer_path_under_auto() {
-    let server = Server::start("epoll", &["--workers", "1"]);
+fn small_messages_stay_on_the_buffer_path_under_auto(model: &str) {
+    let server = Server::start(model, &["--workers", "1"]);
     let before = pipes(server.pid());
     let mut c = connect(server.addr());
     let mut buf = [0u8; 100];
@@ -112,15 +115,18 @@ fn small_messages_stay_on_the_buffer_path_under_auto() {
         c.read_exact(&mut buf).unwrap();
         assert_eq!(buf, [i; 100]);
     }
-    assert_eq!(pipes(server.pid()), before, "a pipe for 100-byte messages");
+    assert_eq!(
+        pipes(server.pid()),
+        before,
+        "{model}: a pipe for 100-byte messages"
+    );
 }
 
 /// The client half-closes while the pipe and both socket queues are full
 /// (it has not read a byte yet): everything still comes back, then a FIN.
-#[test]
-fn a_half_close_in_the_middle_of_a_spliced_stream_comes_back_byte_identical() {
-    let server = Server::start("epoll", &["--workers", "1", "--zero-copy", "on"]);
-    let data = Rng::new(seed_of("zerocopy/half-close")).bytes(3 * MIB);
+fn a_half_close_in_the_middle_of_a_spliced_stream_comes_back_byte_identical(model: &str) {
+    let server = Server::start(model, &["--workers", "1", "--zero-copy", "on"]);
+    let data = Rng::new(seed_of(&format!("zerocopy/half-close/{model}"))).bytes(3 * MIB);
     let mut c = connect(server.addr());
     c.set_nonblocking(true).unwrap();
     // Write until the queues are full (the server stopped reading), bounded.
@@ -149,7 +155,12 @@ fn a_half_close_in_the_middle_of_a_spliced_stream_comes_back_byte_identical() {
     c.set_nonblocking(false).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let back = read_to_eof(&mut c, off).unwrap();
-    compare("echo of a stream half-closed mid-way", &data[..off], &back).unwrap();
+    compare(
+        &format!("{model}: echo of a stream half-closed mid-way"),
+        &data[..off],
+        &back,
+    )
+    .unwrap();
 }
 
 /// The receive queue of the server's end of a connection to `port` from
@@ -172,10 +183,9 @@ fn server_rx_queue(port: u16, client_port: u16) -> Option<u64> {
 /// A client that sends and never reads fills the pipe; the server then
 /// stops reading (its receive queue stays full) and holds no more memory,
 /// however long the client keeps trying. Reading again brings every byte.
-#[test]
-fn a_client_that_stops_reading_fills_the_pipe_and_the_server_stops_reading() {
+fn a_client_that_stops_reading_fills_the_pipe_and_the_server_stops_reading(model: &str) {
     let server = Server::start(
-        "epoll",
+        model,
         &[
             "--workers",
             "1",
@@ -188,7 +198,7 @@ fn a_client_that_stops_reading_fills_the_pipe_and_the_server_stops_reading() {
     let rss_before = server.rss_kib();
     let mut c = connect(server.addr());
     c.set_nonblocking(true).unwrap();
-    let mut rng = Rng::new(seed_of("zerocopy/stops-reading"));
+    let mut rng = Rng::new(seed_of(&format!("zerocopy/stops-reading/{model}")));
     let mut sent = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut stuck_since: Option<Instant> = None;
@@ -220,7 +230,7 @@ fn a_client_that_stops_reading_fills_the_pipe_and_the_server_stops_reading() {
     }
     assert!(
         sent.len() < 64 * MIB,
-        "the client wrote {} MiB without reading: the server kept reading",
+        "{model}: the client wrote {} MiB without reading: the server kept reading",
         sent.len() / MIB
     );
     let port = server.addr().port();
@@ -230,26 +240,33 @@ fn a_client_that_stops_reading_fills_the_pipe_and_the_server_stops_reading() {
     let rx2 = server_rx_queue(port, client_port).unwrap();
     assert!(
         rx1 > 0,
-        "the server's receive queue is empty: it kept reading"
+        "{model}: the server's receive queue is empty: it kept reading"
     );
-    assert_eq!(rx1, rx2, "the server read on with a full pipe");
+    assert_eq!(rx1, rx2, "{model}: the server read on with a full pipe");
     let grew = server.rss_kib().saturating_sub(rss_before);
-    assert!(grew < 8 * 1024, "the server's RSS grew by {grew} KiB");
+    assert!(
+        grew < 8 * 1024,
+        "{model}: the server's RSS grew by {grew} KiB"
+    );
     // Nothing was lost meanwhile.
     c.shutdown(Shutdown::Write).unwrap();
     c.set_nonblocking(false).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let back = read_to_eof(&mut c, sent.len()).unwrap();
-    compare("echo after the client read again", &sent, &back).unwrap();
+    compare(
+        &format!("{model}: echo after the client read again"),
+        &sent,
+        &back,
+    )
+    .unwrap();
 }
 
 /// Where a seccomp filter refuses splice(2), `--zero-copy on` says so in
 /// one log line and serves on the buffer path.
-#[test]
-fn zero_copy_on_falls_back_with_one_line_where_splice_is_refused() {
+fn zero_copy_on_falls_back_with_one_line_where_splice_is_refused(model: &str) {
     use std::os::unix::process::CommandExt;
     let mut server = Server::start_with(
-        "epoll",
+        model,
         &["127.0.0.1:0"],
         &["--workers", "1", "--zero-copy", "on"],
         |cmd| {
@@ -260,22 +277,33 @@ fn zero_copy_on_falls_back_with_one_line_where_splice_is_refused() {
             }
         },
     );
-    let data = Rng::new(seed_of("zerocopy/refused")).bytes(4 * MIB);
-    let back = stream(connect(server.addr()), data.clone()).unwrap();
-    compare("echo without splice", &data, &back).unwrap();
+    let before = pipes(server.pid());
+    let data = Rng::new(seed_of(&format!("zerocopy/refused/{model}"))).bytes(4 * MIB);
+    let c = connect(server.addr());
+    let pid = server.pid();
+    let back = stream(c, data.clone()).unwrap();
+    compare(&format!("{model}: echo without splice"), &data, &back).unwrap();
+    assert_eq!(
+        pipes(pid),
+        before,
+        "{model}: a pipe although splice is refused"
+    );
     server.signal(nix::sys::signal::Signal::SIGTERM);
     server.wait_exit(Duration::from_secs(10));
     let log = server.stderr_text();
     let lines = log.matches("splice unavailable").count();
-    assert_eq!(lines, 1, "want one fallback line: {log}");
-    assert!(log.contains("zero_copy=Off"), "{log}");
+    assert_eq!(lines, 1, "{model}: want one fallback line: {log}");
+    assert!(log.contains("zero_copy=Off"), "{model}: {log}");
+    assert!(
+        !log.contains("this one copies"),
+        "{model}: a second line about zero copy: {log}"
+    );
 }
 
 /// `netecho bench --stream` against a spliced server: full duplex on
 /// every connection, every byte checked, bounded by -d.
-#[test]
-fn bench_stream_checks_every_byte_of_a_full_duplex_echo() {
-    let server = Server::start("epoll", &["--workers", "1", "--zero-copy", "on"]);
+fn bench_stream_checks_every_byte_of_a_full_duplex_echo(model: &str) {
+    let server = Server::start(model, &["--workers", "1", "--zero-copy", "on"]);
     let addr = server.addr().to_string();
     let run = util::run_to_end(
         util::netecho(&[
@@ -284,9 +312,63 @@ fn bench_stream_checks_every_byte_of_a_full_duplex_echo() {
         None,
         Duration::from_secs(30),
     );
-    assert!(run.success(), "bench --stream failed: {}", run.stderr);
+    assert!(
+        run.success(),
+        "{model}: bench --stream failed: {}",
+        run.stderr
+    );
     let v: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
-    assert_eq!(v["mismatches"], 0, "{v}");
-    assert_eq!(v["connections"], 3, "{v}");
-    assert!(v["bytes"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["mismatches"], 0, "{model}: {v}");
+    assert_eq!(v["connections"], 3, "{model}: {v}");
+    assert!(v["bytes"].as_u64().unwrap() > 0, "{model}: {v}");
 }
+
+/// Every check above, once per model that splices.
+macro_rules! zero_copy_tests {
+    ($($model:ident),*) => {$(
+        mod $model {
+            const MODEL: &str = stringify!($model);
+
+            #[test]
+            fn sixty_four_mib_come_back_byte_identical_with_zero_copy_on() {
+                super::sixty_four_mib(MODEL, "on");
+            }
+
+            #[test]
+            fn sixty_four_mib_come_back_byte_identical_with_zero_copy_auto() {
+                super::sixty_four_mib(MODEL, "auto");
+            }
+
+            #[test]
+            fn small_messages_stay_on_the_buffer_path_under_auto() {
+                super::small_messages_stay_on_the_buffer_path_under_auto(MODEL);
+            }
+
+            #[test]
+            fn a_half_close_in_the_middle_of_a_spliced_stream_comes_back_byte_identical() {
+                super::a_half_close_in_the_middle_of_a_spliced_stream_comes_back_byte_identical(
+                    MODEL,
+                );
+            }
+
+            #[test]
+            fn a_client_that_stops_reading_fills_the_pipe_and_the_server_stops_reading() {
+                super::a_client_that_stops_reading_fills_the_pipe_and_the_server_stops_reading(
+                    MODEL,
+                );
+            }
+
+            #[test]
+            fn zero_copy_on_falls_back_with_one_line_where_splice_is_refused() {
+                super::zero_copy_on_falls_back_with_one_line_where_splice_is_refused(MODEL);
+            }
+
+            #[test]
+            fn bench_stream_checks_every_byte_of_a_full_duplex_echo() {
+                super::bench_stream_checks_every_byte_of_a_full_duplex_echo(MODEL);
+            }
+        }
+    )*};
+}
+
+zero_copy_tests!(epoll, uring);

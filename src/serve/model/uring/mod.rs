@@ -37,6 +37,14 @@
 //!   holding no buffer at all, only its copy (about [`HELD_BYTES`] plus one
 //!   buffer, or the one burst it took before its first pause), and blocks
 //!   nobody but itself; clients that read keep the no-copy path.
+//! - **Zero copy** (`--zero-copy`, default `auto`): a connection whose
+//!   receive brings at least [`crate::serve::splice::SWITCH_AT`] bytes at
+//!   once (`on`: every connection, from the start) moves, once nothing is
+//!   kept, to a per-connection pipe: a multishot poll on the ring says when
+//!   the socket is ready, and splice(2) moves the bytes socket → pipe →
+//!   socket without copying them (`spliced.rs` says why not
+//!   IORING_OP_SPLICE). The decision and the splicing are the epoll
+//!   model's own code ([`crate::serve::splice`]); TLS never splices.
 //! - **Stop**: after a signal the accepts are cancelled and never re-armed,
 //!   connections are served until they end, and the worker leaves its loop
 //!   when it has none left. Leaving, for any reason, cancels whatever is still
@@ -47,6 +55,7 @@
 //! - `ring.rs`: ring setup and the start-up [`probe`];
 //! - `bufs.rs`: the provided-buffer ring, and all of its `unsafe`;
 //! - `op.rs`: the operation tag in each request's user_data;
+//! - `spliced.rs`: a connection on its pipe (zero copy);
 //! - `worker.rs`: the completion loop, which drives the connection core
 //!   ([`crate::serve::conn`]) for every connection.
 //!
@@ -67,6 +76,7 @@
 mod bufs;
 mod op;
 mod ring;
+mod spliced;
 mod tls;
 mod worker;
 

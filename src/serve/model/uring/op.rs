@@ -11,6 +11,7 @@ pub(super) const KIND_ACCEPT: u64 = 1;
 pub(super) const KIND_RECV: u64 = 2;
 pub(super) const KIND_SEND: u64 = 3;
 pub(super) const KIND_CANCEL: u64 = 4;
+pub(super) const KIND_POLL: u64 = 5;
 
 /// What a completion is about, decoded from its user_data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +24,8 @@ pub(super) enum Op {
     Send(usize, u32),
     /// An AsyncCancel: its own result changes nothing.
     Cancel,
+    /// The multishot poll of spliced connection slot `.0`, generation `.1`.
+    Poll(usize, u32),
 }
 
 impl Op {
@@ -37,6 +40,7 @@ impl Op {
             Op::Recv(i, g) => pack(KIND_RECV, i, g),
             Op::Send(i, g) => pack(KIND_SEND, i, g),
             Op::Cancel => pack(KIND_CANCEL, 0, 0),
+            Op::Poll(i, g) => pack(KIND_POLL, i, g),
         }
     }
 
@@ -48,6 +52,7 @@ impl Op {
             KIND_RECV => Some(Op::Recv(idx, generation)),
             KIND_SEND => Some(Op::Send(idx, generation)),
             KIND_CANCEL => Some(Op::Cancel),
+            KIND_POLL => Some(Op::Poll(idx, generation)),
             _ => None,
         }
     }
@@ -64,6 +69,7 @@ mod tests {
             Op::Recv(7, GEN_MASK),
             Op::Send(u32::MAX as usize, 1),
             Op::Cancel,
+            Op::Poll(2, 9),
         ] {
             assert_eq!(Op::decode(op.encode()), Some(op));
         }

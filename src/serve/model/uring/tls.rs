@@ -49,6 +49,14 @@ pub(super) struct UringTls {
     pub(super) shut_wanted: bool,
     /// The last turn wanted to read.
     pub(super) wants_read: bool,
+    /// The core ended cleanly with ciphertext (our close_notify at least)
+    /// still unsent: since then, or since a send last took some of it. The
+    /// send timeout counts from here, as it would for kept echo: a client
+    /// that never reads must not hold the connection for ever.
+    pub(super) flush_since: Option<Instant>,
+    /// That flush waited out the send timeout: the connection closes as a
+    /// stall, without the rest of its close.
+    pub(super) flush_stalled: bool,
 }
 
 /// The wire a turn sees: the inbox to read, the queue to write.
@@ -119,6 +127,8 @@ impl UringTls {
             queued: Vec::new(),
             shut_wanted: false,
             wants_read: true,
+            flush_since: None,
+            flush_stalled: false,
         }
     }
 
@@ -127,10 +137,13 @@ impl UringTls {
         self.inbox.extend_from_slice(&self.rbuf[..n.min(RECV_BUF)]);
     }
 
-    /// A send took `n` bytes of `sending`.
-    pub(super) fn on_sent(&mut self, n: usize) {
+    /// A send took `n` bytes of `sending` at `now`.
+    pub(super) fn on_sent(&mut self, n: usize, now: Instant) {
         // The kernel took ciphertext: that is progress for the stall clock.
         self.tls.moved();
+        if self.flush_since.is_some() {
+            self.flush_since = Some(now);
+        }
         self.sent += n;
         if self.sent >= self.sending.len() {
             self.sending.clear();
@@ -188,6 +201,11 @@ impl UringTls {
     /// The deadline to file: the handshake's and the core's.
     pub(super) fn deadline(&self, t: &Timeouts) -> Option<Instant> {
         self.tls.deadline(&self.core, t)
+    }
+
+    /// When the flush of a clean end runs out of the send timeout `t`.
+    pub(super) fn flush_deadline(&self, t: &Timeouts) -> Option<Instant> {
+        self.flush_since.zip(t.send).map(|(since, d)| since + d)
     }
 
     /// The connection's end, once it has one.

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::Instant;
 
 use io_uring::types::{Fd, SubmitArgs, Timespec};
@@ -23,10 +23,12 @@ use super::{
 use crate::serve::Ctx;
 use crate::serve::accept::{self, AcceptError};
 use crate::serve::conn::{self as core, End, Next, Store, Timeouts};
+use crate::serve::splice::{self, Switch, ZeroCopy};
 use crate::serve::stats::AcceptSection;
 use crate::serve::timers::Timers;
 use crate::serve::tls::conn::{EPROTO, TlsConn};
 
+use super::spliced::{POLL_MASK, Spliced};
 use super::tls::UringTls;
 
 /// Where one request of a connection stands.
@@ -278,6 +280,13 @@ struct Conn {
     /// A TLS client: its own copying core and buffers ([`super::tls`]);
     /// `core` above then stays empty.
     tls: Option<Box<UringTls>>,
+    /// When this connection moves to a pipe (`--zero-copy`; never for TLS).
+    switch: Switch,
+    /// Moved to its pipe ([`super::spliced`]): its own core, and `core`
+    /// above stays empty from then on.
+    zc: Option<Box<Spliced>>,
+    /// The multishot poll of a spliced connection.
+    poll: Io,
 }
 
 /// A connection slot; the generation tells a late completion for a former
@@ -333,6 +342,9 @@ pub(super) struct Worker {
     timers: Timers<(usize, u32)>,
     /// `--idle-timeout` and the send timeout.
     timeouts: Timeouts,
+    /// Spliced connections whose turn used its budget with work left:
+    /// served again before the loop sleeps.
+    again: Vec<(usize, u32)>,
     /// The stop flag was seen: accepts are cancelled and never re-armed.
     stopping: bool,
     /// Plaintext scratch for the TLS connections' turns (empty without
@@ -384,6 +396,7 @@ impl Worker {
             next_tick: now + TICK,
             timers: Timers::default(),
             timeouts: ctx.timeouts(),
+            again: Vec::new(),
             stopping: false,
             scratch: match ctx.tls {
                 Some(_) => vec![0u8; crate::serve::echo::BUF_SIZE].into_boxed_slice(),
@@ -416,6 +429,7 @@ impl Worker {
                 self.spill_paused();
             }
             self.feed_starved(tick);
+            self.run_again();
             if self.stopping && self.live == 0 && self.listeners.iter().all(|l| !l.armed) {
                 return Ok(());
             }
@@ -437,8 +451,9 @@ impl Worker {
                 until = until.min(t);
             }
         }
-        // Entries still in the backlog go in on the next turn: do not sleep.
-        let want = usize::from(self.backlog.is_empty());
+        // Entries still in the backlog go in on the next turn, and spliced
+        // connections with work left are served again: do not sleep.
+        let want = usize::from(self.backlog.is_empty() && self.again.is_empty());
         let ts = Timespec::from(until.saturating_duration_since(Instant::now()).min(TICK));
         let res = self
             .ring
@@ -530,6 +545,7 @@ impl Worker {
             Some(Op::Accept(i)) => self.on_accept(i, res, flags),
             Some(Op::Recv(slot, generation)) => self.on_recv(slot, generation, res, flags),
             Some(Op::Send(slot, generation)) => self.on_send(slot, generation, res),
+            Some(Op::Poll(slot, generation)) => self.on_poll(slot, generation, res, flags),
             // A cancel's own result (0, ENOENT, EALREADY) changes nothing:
             // the cancelled request reports for itself.
             Some(Op::Cancel) => {}
@@ -683,6 +699,18 @@ impl Worker {
         if tracing::enabled!(tracing::Level::DEBUG) {
             debug!(peer = ?peer_of(&fd), tls = tls.is_some(), "connection open");
         }
+        // TLS bytes on the wire are ciphertext: never spliced.
+        let mut switch = Switch::new(if tls.is_some() {
+            ZeroCopy::Off
+        } else {
+            ctx.zero_copy
+        });
+        // `--zero-copy on`: on the pipe from the first byte.
+        let zc = if switch.take(true) {
+            spliced(&fd, self.now)
+        } else {
+            None
+        };
         let conn = Conn {
             fd,
             core: core::Conn::new(self.now, Held::new(self.held_cap)),
@@ -696,6 +724,9 @@ impl Worker {
             armed: None,
             peer,
             tls,
+            switch,
+            zc,
+            poll: Io::Idle,
         };
         let slot = match self.free_slots.pop() {
             Some(s) => s,
@@ -763,6 +794,7 @@ impl Worker {
         match res {
             n if n > 0 => match bid {
                 Some(b) if b < count && n as u32 <= size => {
+                    c.switch.after_read(n as usize);
                     c.core.on_read(
                         now,
                         Chunk {
@@ -856,7 +888,7 @@ impl Worker {
         c.send = Io::Idle;
         if let Some(t) = c.tls.as_mut() {
             match res {
-                n if n > 0 => t.on_sent(n as usize),
+                n if n > 0 => t.on_sent(n as usize, now),
                 0 => t.core.fail(End::Error(libc::EIO)),
                 e if -e == libc::ECANCELED || -e == libc::EINTR => {}
                 e => {
@@ -903,6 +935,10 @@ impl Worker {
             .is_some_and(|c| c.tls.is_some())
         {
             self.progress_tls(slot);
+            return;
+        }
+        if self.switched(slot) {
+            self.progress_spliced(slot);
             return;
         }
         let held_cap = self.held_cap;
@@ -1011,7 +1047,9 @@ impl Worker {
                 c.single = false;
                 c.caught_up = false;
             }
-            if read > 0 && c.recv == Io::Idle && (!c.starved || buffers_back) {
+            // A connection about to move to its pipe takes no more buffers.
+            if read > 0 && c.recv == Io::Idle && (!c.starved || buffers_back) && !c.switch.wanted()
+            {
                 // Multishot: re-armed once the echo is all sent. Single:
                 // one more buffer while fewer than `held_cap` are held.
                 let entry = if c.single && c.core.store().bufs() < held_cap {
@@ -1106,7 +1144,7 @@ impl Worker {
         let end = t.end();
         // A clean end still owes the client our close_notify, a refused
         // handshake its alert: both are a few bytes, sent before closing.
-        let clean = matches!(end, Some(End::Fin) | Some(End::Error(EPROTO)));
+        let clean = matches!(end, Some(End::Fin) | Some(End::Error(EPROTO))) && !t.flush_stalled;
         if (end.is_none() || clean)
             && c.send == Io::Idle
             && let Some((ptr, len)) = t.next_send()
@@ -1138,9 +1176,15 @@ impl Worker {
             return;
         };
         if clean && !(t.flushed() && c.send == Io::Idle) {
-            // The close_notify is still going out: its send completes.
+            // The close_notify is still going out: its send completes, or
+            // the send timeout ends the wait (the client may never read).
+            t.flush_since.get_or_insert(*now);
+            if let Some(at) = t.flush_deadline(timeouts) {
+                timers.file(&mut c.armed, at, (slot, generation));
+            }
             return;
         }
+        let end = if t.flush_stalled { End::Stall } else { end };
         if clean && t.shut_wanted {
             t.shut_wanted = false;
             // ENOTCONN (the client reset meanwhile) changes nothing now.
@@ -1156,6 +1200,149 @@ impl Worker {
         }
         if c.recv == Io::Idle && c.send == Io::Idle {
             self.close(slot, end);
+        }
+    }
+
+    /// True when the connection in `slot` is on its pipe, moving it there
+    /// first if it wants to and can now: nothing is kept, no receive or send
+    /// is in flight (a multishot receive is cancelled for it, and what it
+    /// still brings is echoed first), and the client has not half-closed.
+    fn switched(&mut self, slot: usize) -> bool {
+        let now = self.now;
+        let Some(s) = self.slots.get_mut(slot) else {
+            return false;
+        };
+        let generation = s.generation;
+        let Some(c) = s.conn.as_mut() else {
+            return false;
+        };
+        if c.zc.is_some() {
+            return true;
+        }
+        if !c.switch.wanted() {
+            return false;
+        }
+        if c.recv == Io::Busy && c.core.end().is_none() {
+            c.recv = Io::Cancelling;
+            self.cancel(Op::Recv(slot, generation));
+            return false;
+        }
+        let Some(c) = self.conn_mut(slot, generation) else {
+            return false;
+        };
+        let store = c.core.store();
+        let quiet = c.recv == Io::Idle && c.send == Io::Idle;
+        let empty = store.bufs() == 0 && Store::is_empty(store);
+        let open = matches!(c.core.next(), Next::Io { .. }) && !c.core.read_closed();
+        if !(quiet && empty && open && c.switch.take(true)) {
+            return false;
+        }
+        c.zc = spliced(&c.fd, now);
+        c.zc.is_some()
+    }
+
+    /// [`Worker::progress`] for a connection on its pipe: one turn of
+    /// [`splice::drive`] with the hints the poll gave, then the poll armed
+    /// if it is not, and the next deadline filed; once the core has ended,
+    /// the poll is cancelled and the connection closed when it is over.
+    fn progress_spliced(&mut self, slot: usize) {
+        let Worker {
+            ring,
+            backlog,
+            inflight,
+            slots,
+            timers,
+            timeouts,
+            ctx,
+            now,
+            again,
+            ..
+        } = self;
+        let Some(s) = slots.get_mut(slot) else {
+            return;
+        };
+        let generation = s.generation;
+        let Some(c) = s.conn.as_mut() else {
+            return;
+        };
+        let Some(z) = c.zc.as_mut() else {
+            return;
+        };
+        let mut push = |entry| enqueue(ring, backlog, inflight, entry);
+        let mut bytes = 0;
+        let turn = z.turn(c.fd.as_fd(), *now, &mut bytes);
+        if bytes > 0 {
+            ctx.stats.bytes.add(bytes);
+        }
+        let end = match turn {
+            splice::Turn::Close(end) => end,
+            splice::Turn::Again | splice::Turn::Wait => {
+                if turn == splice::Turn::Again && !z.again {
+                    z.again = true;
+                    again.push((slot, generation));
+                }
+                if c.poll == Io::Idle {
+                    // Multishot: one completion per wake-up of the socket,
+                    // until cancelled.
+                    push(
+                        opcode::PollAdd::new(Fd(c.fd.as_raw_fd()), POLL_MASK)
+                            .multi(true)
+                            .build()
+                            .user_data(Op::Poll(slot, generation).encode()),
+                    );
+                    c.poll = Io::Busy;
+                }
+                if (c.armed.is_none() || z.core.deadline_may_be_sooner())
+                    && let Some((at, _)) = z.core.deadline(timeouts)
+                {
+                    timers.file(&mut c.armed, at, (slot, generation));
+                }
+                return;
+            }
+        };
+        for (state, op) in [
+            (&mut c.poll, Op::Poll(slot, generation)),
+            (&mut c.recv, Op::Recv(slot, generation)),
+            (&mut c.send, Op::Send(slot, generation)),
+        ] {
+            if *state == Io::Busy {
+                push(cancel_entry(op));
+                *state = Io::Cancelling;
+            }
+        }
+        if c.poll == Io::Idle && c.recv == Io::Idle && c.send == Io::Idle {
+            self.close(slot, end);
+        }
+    }
+
+    /// A spliced connection's poll reported readiness (or ended).
+    fn on_poll(&mut self, slot: usize, generation: u32, res: i32, flags: u32) {
+        let Some(c) = self.conn_mut(slot, generation) else {
+            return;
+        };
+        if !cqueue::more(flags) {
+            c.poll = Io::Idle;
+        }
+        if let Some(z) = c.zc.as_mut() {
+            // An error (our cancel when closing, or the kernel ending the
+            // poll) says nothing of the socket: the splices find out, and
+            // `progress` re-arms the poll unless the connection is closing.
+            z.on_poll(u32::try_from(res).ok());
+        }
+        self.progress(slot);
+    }
+
+    /// Serves again the spliced connections whose last turn used its budget.
+    fn run_again(&mut self) {
+        if self.again.is_empty() {
+            return;
+        }
+        let again = std::mem::take(&mut self.again);
+        for (slot, generation) in again {
+            if let Some(z) = self.conn_mut(slot, generation).and_then(|c| c.zc.as_mut()) {
+                z.again = false;
+                self.progress(slot);
+            }
         }
     }
 
@@ -1214,11 +1401,20 @@ impl Worker {
                 continue;
             }
             c.armed = None;
-            match c.tls.as_mut() {
-                Some(t) => {
+            match (c.tls.as_mut(), c.zc.as_mut()) {
+                (Some(t), _) if t.end().is_some() => {
+                    // A clean end still flushing: out of time?
+                    if t.flush_deadline(&timeouts).is_some_and(|at| at <= now) {
+                        t.flush_stalled = true;
+                    }
+                }
+                (Some(t), _) => {
                     t.tls.on_timer(&mut t.core, now, &timeouts);
                 }
-                None => {
+                (None, Some(z)) => {
+                    z.core.on_timer(now, &timeouts);
+                }
+                (None, None) => {
                     c.core.on_timer(now, &timeouts);
                 }
             }
@@ -1257,6 +1453,9 @@ impl Worker {
                 c.core.stop();
                 if let Some(t) = c.tls.as_mut() {
                     t.core.stop();
+                }
+                if let Some(z) = c.zc.as_mut() {
+                    z.core.stop();
                 }
                 self.progress(slot);
             }
@@ -1320,6 +1519,28 @@ fn cancel_entry(target: Op) -> squeue::Entry {
     opcode::AsyncCancel::new(target.encode())
         .build()
         .user_data(Op::Cancel.encode())
+}
+
+/// Moves the connection on `fd` to a pipe at `now`: `None` (it stays on
+/// the buffer path, for good) when no pipe can be made or the socket cannot
+/// be made non-blocking. The splice calls need the latter: io_uring serves
+/// blocking sockets, and a splice(2) from one would block the worker until
+/// the client sends. Nothing of the buffer path is in flight by then.
+fn spliced(fd: &OwnedFd, now: Instant) -> Option<Box<Spliced>> {
+    let made = SockRef::from(fd)
+        .set_nonblocking(true)
+        .map_err(|e| e.to_string())
+        .and_then(|()| Spliced::new(now).ok_or_else(|| "no pipe".to_string()));
+    match made {
+        Ok(z) => Some(Box::new(z)),
+        Err(e) => {
+            debug!("zero copy unavailable for a connection ({e}); buffer path");
+            // Receives and sends on the ring work either way; back to how
+            // the buffer path had it.
+            let _ = SockRef::from(fd).set_nonblocking(false);
+            None
+        }
+    }
 }
 
 /// The peer of a connection, for logs.

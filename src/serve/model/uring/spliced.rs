@@ -1,0 +1,130 @@
+//! The zero-copy path on io_uring: a connection switched to its pipe
+//! (`--zero-copy`, the rule of [`splice::Switch`]) is echoed socket → pipe
+//! → socket by [`splice::drive`], the same code as the epoll model's, with
+//! a multishot poll on this ring telling it when the socket is readable or
+//! writable. Its bytes never enter user space and never touch the
+//! provided-buffer ring.
+//!
+//! # Why not IORING_OP_SPLICE
+//! The kernel never runs an io_uring splice inline: `io_splice` returns
+//! EAGAIN to any non-blocking issue (io_uring/splice.c), so every splice
+//! request is handed to an io-wq worker thread, which then blocks in the
+//! socket until bytes come. Each 64 KiB pipe-full of a transfer would cost
+//! two thread hand-offs (in and out) on the server's core. A poll request
+//! on the ring and two splice(2) calls from the loop cost no thread at all;
+//! the poll's completion arrives in the same batch as every other
+//! completion, and the ring's submit-and-wait is still the only place the
+//! worker sleeps.
+//!
+//! # What stays the same
+//! The connection core ([`core::Conn`] over [`Kept`]) keeps the contract:
+//! order (a connection switches only with nothing kept and no receive in
+//! flight), backpressure (the pipe's capacity is the cap), half-close,
+//! the idle and stall clocks, drain and the metrics' byte count.
+
+use std::os::fd::BorrowedFd;
+use std::time::Instant;
+
+use crate::serve::conn as core;
+use crate::serve::splice::{self, Kept, ZeroCopy};
+
+/// What the poll asks for. POLLERR and POLLHUP are always reported; the
+/// splice calls then find out what they mean.
+pub(super) const POLL_MASK: u32 = (libc::POLLIN | libc::POLLOUT | libc::POLLRDHUP) as u32;
+
+/// Reads a spliced connection may make per turn before others are served
+/// (the epoll model's read budget).
+const BUDGET: usize = 16;
+
+/// A connection on its pipe: its own core and its readiness hints.
+pub(super) struct Spliced {
+    /// The echo contract over the pipe ([`Kept`] made spliced).
+    pub(super) core: core::Conn<Kept>,
+    /// The socket may have bytes (or the FIN) to read: set by a poll
+    /// completion, cleared by [`splice::drive`] on EAGAIN with an empty pipe.
+    readable: bool,
+    /// The socket's send buffer may have room: set by a poll completion,
+    /// cleared by [`splice::drive`] on EAGAIN.
+    writable: bool,
+    /// Listed in the worker's turns to run again (its budget ran out).
+    pub(super) again: bool,
+}
+
+impl Spliced {
+    /// A connection that moves to its pipe at `now`; `None` when no pipe
+    /// can be made (out of descriptors): it stays on the buffer path.
+    ///
+    /// Both hints start set: bytes may already wait, and the poll armed
+    /// next reports only what changes after it.
+    pub(super) fn new(now: Instant) -> Option<Spliced> {
+        let kept = Kept::new(ZeroCopy::On);
+        kept.spliced().then(|| Spliced {
+            core: core::Conn::new(now, kept),
+            readable: true,
+            writable: true,
+            again: false,
+        })
+    }
+
+    /// A poll completion reported `mask` (or the poll ended: `None`, after
+    /// which nothing is known and both hints are set).
+    pub(super) fn on_poll(&mut self, mask: Option<u32>) {
+        let Some(m) = mask else {
+            self.readable = true;
+            self.writable = true;
+            return;
+        };
+        let bad = (libc::POLLERR | libc::POLLHUP) as u32;
+        if m & ((libc::POLLIN | libc::POLLRDHUP) as u32 | bad) != 0 {
+            self.readable = true;
+        }
+        if m & (libc::POLLOUT as u32 | bad) != 0 {
+            self.writable = true;
+        }
+    }
+
+    /// One turn: splices what the hints allow. `bytes` grows by the bytes
+    /// echoed (sent back), as on the buffer path.
+    pub(super) fn turn(
+        &mut self,
+        sock: BorrowedFd<'_>,
+        now: Instant,
+        bytes: &mut u64,
+    ) -> splice::Turn {
+        splice::drive(
+            &mut self.core,
+            sock,
+            splice::Hints {
+                readable: &mut self.readable,
+                writable: &mut self.writable,
+            },
+            now,
+            bytes,
+            BUDGET,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_poll_sets_only_the_hints_it_reports() {
+        let mut s = Spliced::new(Instant::now()).expect("a pipe");
+        s.readable = false;
+        s.writable = false;
+        s.on_poll(Some(libc::POLLOUT as u32));
+        assert!(s.writable && !s.readable);
+        s.writable = false;
+        s.on_poll(Some(libc::POLLRDHUP as u32));
+        assert!(s.readable && !s.writable);
+        s.readable = false;
+        s.on_poll(Some(libc::POLLERR as u32));
+        assert!(s.readable && s.writable);
+        s.readable = false;
+        s.writable = false;
+        s.on_poll(None);
+        assert!(s.readable && s.writable);
+    }
+}
