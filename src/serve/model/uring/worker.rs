@@ -72,14 +72,24 @@ pub(super) struct Held {
     /// `spill_sent` on are unsent. Its memory never moves while a send from
     /// it may be in flight (only [`Held::spill_all`] and [`Held::settle`],
     /// called with no send in flight, reallocate or compact it).
-    spill: Vec<u8>,
-    spill_sent: usize,
+    ///
+    /// Boxed: most connections never spill, and a connection's slot is the
+    /// server's memory per connection (a million idle ones hold none).
+    spill: Option<Box<Spill>>,
     chunks: VecDeque<Chunk>,
     /// Bytes received and not yet sent.
     unsent: usize,
     /// Buffers one connection may hold before its receive pauses
     /// ([`Tuning::held_cap`]).
     cap_bufs: u16,
+}
+
+/// A connection's spilled bytes ([`Held`]).
+#[derive(Debug, Default)]
+pub(super) struct Spill {
+    /// The bytes; those from `sent` on are unsent.
+    bytes: Vec<u8>,
+    sent: usize,
 }
 
 /// What the next send of a connection sends from.
@@ -94,8 +104,7 @@ enum Front {
 impl Held {
     fn new(cap_bufs: usize) -> Held {
         Held {
-            spill: Vec::new(),
-            spill_sent: 0,
+            spill: None,
             chunks: VecDeque::new(),
             unsent: 0,
             cap_bufs: u16::try_from(cap_bufs).unwrap_or(u16::MAX),
@@ -104,13 +113,22 @@ impl Held {
 
     /// Unsent bytes in the spill.
     fn spilled(&self) -> usize {
-        self.spill.len() - self.spill_sent
+        self.spill.as_ref().map_or(0, |s| s.bytes.len() - s.sent)
+    }
+
+    /// The spilled bytes from `at` on (empty without a spill).
+    fn spill_from(&self, at: usize) -> &[u8] {
+        self.spill
+            .as_ref()
+            .map_or(&[], |s| &s.bytes[at.min(s.bytes.len())..])
     }
 
     /// Where the next send starts: the spill first (its bytes are older).
     fn front(&self) -> Option<Front> {
-        if self.spilled() > 0 {
-            return Some(Front::Spill(self.spill_sent, self.spilled()));
+        if let Some(s) = &self.spill
+            && s.bytes.len() > s.sent
+        {
+            return Some(Front::Spill(s.sent, s.bytes.len() - s.sent));
         }
         self.chunks
             .iter()
@@ -141,11 +159,12 @@ impl Held {
     /// prefix, so the spill's memory is only what is unsent.
     fn settle(&mut self) {
         if self.spilled() == 0 {
-            self.spill = Vec::new();
-            self.spill_sent = 0;
-        } else if self.spill_sent > 0 {
-            self.spill.drain(..self.spill_sent);
-            self.spill_sent = 0;
+            self.spill = None;
+        } else if let Some(s) = &mut self.spill
+            && s.sent > 0
+        {
+            s.bytes.drain(..s.sent);
+            s.sent = 0;
         }
     }
 
@@ -162,14 +181,15 @@ impl Held {
     ) {
         self.settle();
         let in_chunks: usize = self.chunks.iter().map(|c| (c.len - c.sent) as usize).sum();
-        self.spill.reserve(in_chunks + HELD_BYTES + buf_size);
+        let spill = self.spill.get_or_insert_with(Box::default);
+        spill.bytes.reserve(in_chunks + HELD_BYTES + buf_size);
         while let Some(c) = self.chunks.pop_front() {
             if c.sent < c.len {
                 copy(
                     c.bid,
                     c.sent as usize,
                     (c.len - c.sent) as usize,
-                    &mut self.spill,
+                    &mut spill.bytes,
                 );
             }
             give_back(c.bid);
@@ -191,11 +211,14 @@ impl Held {
                 return;
             };
             let left = (c.len - c.sent) as usize;
-            if self.spill.capacity() - self.spill.len() < left {
+            let Some(spill) = self.spill.as_mut() else {
+                return;
+            };
+            if spill.bytes.capacity() - spill.bytes.len() < left {
                 return;
             }
             // Fits in the spare capacity: extending does not reallocate.
-            copy(c.bid, c.sent as usize, left, &mut self.spill);
+            copy(c.bid, c.sent as usize, left, &mut spill.bytes);
             self.chunks.pop_front();
             give_back(c.bid);
         }
@@ -234,7 +257,9 @@ impl Store for Held {
 
     fn consume(&mut self, mut n: usize) {
         let from_spill = self.spilled().min(n);
-        self.spill_sent += from_spill;
+        if let Some(s) = &mut self.spill {
+            s.sent += from_spill;
+        }
         self.unsent -= from_spill;
         n -= from_spill;
         for c in self.chunks.iter_mut() {
@@ -276,7 +301,9 @@ struct Conn {
     armed: Option<Instant>,
     /// The client's address, kept only when `--max-conns-per-ip` needs it
     /// back at release (finding it costs a system call per connection).
-    peer: Option<SocketAddr>,
+    /// Boxed: only `--max-conns-per-ip` keeps one, and the slot is the
+    /// server's memory per connection.
+    peer: Option<Box<SocketAddr>>,
     /// A TLS client: its own copying core and buffers ([`super::tls`]);
     /// `core` above then stays empty.
     tls: Option<Box<UringTls>>,
@@ -722,7 +749,7 @@ impl Worker {
             single: false,
             caught_up: false,
             armed: None,
-            peer,
+            peer: peer.map(Box::new),
             tls,
             switch,
             zc,
@@ -1021,7 +1048,7 @@ impl Worker {
                     // is in flight (see `Held`), nor dropped before it
                     // completes (closing waits for it).
                     Front::Spill(at, n) => (
-                        c.core.store().spill[at..].as_ptr().cast_mut(),
+                        c.core.store().spill_from(at).as_ptr().cast_mut(),
                         u32::try_from(n).unwrap_or(u32::MAX),
                     ),
                 };
@@ -1593,16 +1620,26 @@ mod tests {
         assert_eq!(back, [1, 2], "every held buffer goes back to the ring");
         assert_eq!((h.bufs(), Store::len(&h), h.spilled()), (0, 6, 6));
         assert!(matches!(h.front(), Some(Front::Spill(0, 6))));
-        assert_eq!(h.spill, [11, 12, 13, 20, 21, 22]);
+        assert_eq!(h.spill_from(0), [11, 12, 13, 20, 21, 22]);
         // A receive while spilled is copied in after what is there.
         h.keep(chunk(5, 2), 0);
         h.absorb(fake, |b| back.push(b));
         assert_eq!(back, [1, 2, 5]);
-        assert_eq!(h.spill, [11, 12, 13, 20, 21, 22, 50, 51]);
+        assert_eq!(h.spill_from(0), [11, 12, 13, 20, 21, 22, 50, 51]);
         h.consume(8);
         assert!(h.drained());
         h.settle();
-        assert_eq!(h.spill.capacity(), 0, "a sent spill frees its memory");
+        assert!(h.spill.is_none(), "a sent spill frees its memory");
+    }
+
+    /// A connection's slot is most of the server's user-space memory per
+    /// connection (`scripts/c1m.sh`: 271 bytes at the margin with a
+    /// 216-byte slot); what only some connections need (a spill, the peer
+    /// for `--max-conns-per-ip`, TLS, a pipe) is boxed so it stays small.
+    #[test]
+    fn a_connection_slot_stays_small() {
+        let slot = std::mem::size_of::<Slot>();
+        assert!(slot <= 168, "a connection slot grew to {slot} bytes");
     }
 
     #[test]
