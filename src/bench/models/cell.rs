@@ -173,6 +173,14 @@ pub(crate) fn measure(
             spawned(&programs.netecho, &args, note, w, setup, Wire::Tls)
         }
         Server::C(spec) => {
+            // c-splice opens a pipe per connection (three descriptors each):
+            // the idle workload would run it out of descriptors, and it is
+            // the bar for large messages, not for idle connections.
+            if spec.name == super::server::C_SPLICE.name && w.shape == Shape::Idle {
+                return Err(Skip::NotApplicable(
+                    "a pipe per connection (3 descriptors each); the bar for large messages".into(),
+                ));
+            }
             let program = programs.c_program(spec)?;
             spawned(program, &[], String::new(), w, setup, Wire::Plain)
         }
