@@ -334,7 +334,6 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         passed.tls
     };
     let tls = tls.map(|mut t| {
-        t.addrs = local_addrs(&tls_listeners);
         t.fds = tls_listeners.iter().map(|l| l.as_raw_fd()).collect();
         t
     });

@@ -204,10 +204,7 @@ impl Worker {
         let poll = Poll::new().map_err(Error::io("creating an epoll instance"))?;
         let mut mine = Vec::with_capacity(listeners.len());
         for (i, l) in listeners.iter().enumerate() {
-            let tls = ctx
-                .tls
-                .as_ref()
-                .is_some_and(|t| l.local_addr().is_ok_and(|a| t.matches(a)));
+            let tls = ctx.tls.as_ref().is_some_and(|t| t.listens_on(l));
             let clone = l.try_clone().map_err(Error::io("cloning a listener"))?;
             let mut sock = MioListener::from_std(clone);
             poll.registry()

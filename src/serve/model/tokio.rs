@@ -130,9 +130,7 @@ pub(crate) fn run(listeners: Vec<StdListener>, ctx: &'static Ctx) -> Result<()> 
 
 /// True for a `--tls-listen` socket.
 fn is_tls_listener(l: &StdListener, ctx: &Ctx) -> bool {
-    ctx.tls
-        .as_ref()
-        .is_some_and(|t| l.local_addr().is_ok_and(|a| t.matches(a)))
+    ctx.tls.as_ref().is_some_and(|t| t.listens_on(l))
 }
 
 /// Accepts on one listener until the server stops, spawning a task per

@@ -17,7 +17,7 @@ pub(crate) mod blocking;
 pub(crate) mod conn;
 
 use std::fmt::Write as _;
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
@@ -99,13 +99,10 @@ pub(crate) struct Tls {
     pub(crate) config: Arc<ServerConfig>,
     /// `--tls-handshake-timeout`.
     pub(crate) handshake_timeout: Duration,
-    /// Where the TLS listeners are bound, filled in after binding: an
-    /// accepted socket whose local address matches one is a TLS client.
-    pub(crate) addrs: Vec<SocketAddr>,
-    /// The TLS listeners' descriptors, filled in with `addrs`: the blocking
-    /// models tell a TLS client by the listener it came from, with no
-    /// `getsockname` per connection (a forked worker inherits the same
-    /// numbers).
+    /// The TLS listeners' descriptors, filled in after binding: every
+    /// model tells a TLS client by the listener it came from (checked on
+    /// the original before any clone; a forked worker inherits the same
+    /// numbers), with no `getsockname` per connection.
     pub(crate) fds: Vec<RawFd>,
 }
 
@@ -161,7 +158,6 @@ impl Tls {
         Ok(Tls {
             config: Arc::new(config),
             handshake_timeout,
-            addrs: Vec::new(),
             fds: Vec::new(),
         })
     }
@@ -169,26 +165,6 @@ impl Tls {
     /// True when `listener` is one of the TLS listeners.
     pub(crate) fn listens_on(&self, listener: &TcpListener) -> bool {
         self.fds.contains(&listener.as_raw_fd())
-    }
-
-    /// True when a socket bound to `local` was accepted on a TLS listener
-    /// (an unspecified listener address matches any address on its port):
-    /// how the event models mark their listeners once at start.
-    pub(crate) fn matches(&self, local: SocketAddr) -> bool {
-        self.addrs.iter().any(|l| {
-            l.port() == local.port()
-                && (l.ip().is_unspecified() || canonical(l.ip()) == canonical(local.ip()))
-        })
-    }
-}
-
-/// An IPv4-mapped IPv6 address as the IPv4 address it is.
-fn canonical(ip: std::net::IpAddr) -> std::net::IpAddr {
-    match ip {
-        std::net::IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
-        v4 => v4,
     }
 }
 

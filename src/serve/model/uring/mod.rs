@@ -220,9 +220,14 @@ pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> 
     );
     let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
     for n in 0..workers {
+        // Whether each is a `--tls-listen` socket, told by the original
+        // (a clone is another descriptor).
         let socks = listeners
             .iter()
-            .map(TcpListener::try_clone)
+            .map(|l| {
+                let tls = ctx.tls.as_ref().is_some_and(|t| t.listens_on(l));
+                l.try_clone().map(|c| (c, tls))
+            })
             .collect::<io::Result<Vec<_>>>()
             .map_err(Error::io("duplicating a listener for an io_uring worker"))?;
         let ready = ready_tx.clone();
@@ -257,7 +262,7 @@ pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> 
 /// `ready`, so `run` fails at start rather than serving with fewer workers),
 /// serves, and tears down.
 fn worker_main(
-    socks: Vec<TcpListener>,
+    socks: Vec<(TcpListener, bool)>,
     ctx: &'static Ctx,
     tuning: Tuning,
     ready: mpsc::Sender<io::Result<()>>,

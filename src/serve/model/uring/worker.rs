@@ -386,8 +386,10 @@ pub(super) struct Worker {
 }
 
 impl Worker {
+    /// `socks`: this worker's listeners, each with whether it is a
+    /// `--tls-listen` one.
     pub(super) fn new(
-        socks: Vec<TcpListener>,
+        socks: Vec<(TcpListener, bool)>,
         ctx: &'static Ctx,
         tuning: Tuning,
     ) -> io::Result<Worker> {
@@ -399,11 +401,8 @@ impl Worker {
             pool,
             listeners: socks
                 .into_iter()
-                .map(|sock| Listener {
-                    tls: ctx
-                        .tls
-                        .as_ref()
-                        .is_some_and(|t| sock.local_addr().is_ok_and(|a| t.matches(a))),
+                .map(|(sock, tls)| Listener {
+                    tls,
                     sock,
                     armed: false,
                     resume_at: None,
