@@ -102,20 +102,25 @@ fn interval_lines_for_a_person_before_the_summary() {
 
 /// The client addresses of established connections to local `port`, as the
 /// kernel's table shows them on the server's side, with their counts.
-fn clients_of(port: u16) -> BTreeMap<IpAddr, usize> {
+fn clients_of(server: std::net::SocketAddr) -> BTreeMap<IpAddr, usize> {
+    let IpAddr::V4(ip) = server.ip() else {
+        panic!("clients_of reads /proc/net/tcp: an IPv4 server, not {server}")
+    };
+    // The server's end as the table prints it: the in-memory (network
+    // order) word in hex, then the port. Matching the port alone would
+    // count another test's client that happens to have the same local
+    // port on another address.
+    let local = format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(ip.octets()),
+        server.port()
+    );
     let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
     let mut seen = BTreeMap::new();
     for line in table.lines().skip(1) {
         let f: Vec<&str> = line.split_whitespace().collect();
         // sl local_address rem_address st ...; 01 is ESTABLISHED.
-        if f.len() < 4 || f[3] != "01" {
-            continue;
-        }
-        let port_of = |a: &str| {
-            a.split_once(':')
-                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
-        };
-        if port_of(f[1]) != Some(port) {
+        if f.len() < 4 || f[3] != "01" || f[1] != local {
             continue;
         }
         let Some(ip) = f[2]
@@ -155,7 +160,7 @@ fn source_addrs_connections_come_from_those_addresses_and_hold_keeps_them() {
         .collect();
     let mut last = BTreeMap::new();
     let ok = eventually(Duration::from_secs(5), || {
-        last = clients_of(srv.addr().port());
+        last = clients_of(srv.addr());
         last.values().sum::<usize>() == 12
     });
     assert!(ok, "12 connections expected at the server, saw {last:?}");

@@ -97,6 +97,13 @@ fn bench_across_sighup_sees_no_error(model: &str) {
             "4",
             "-d",
             BENCH_SECS,
+            // A new connection every half millisecond keeps connections
+            // arriving all through the handover; unpaced, the eight models'
+            // runs would leave over 100,000 TIME-WAIT sockets, fill the
+            // kernel's table (tcp_max_tw_buckets) and change what the lab
+            // and watch tests running beside them see.
+            "--rate",
+            "2000",
             "--warmup",
             "0",
             "--json",

@@ -1044,6 +1044,39 @@ pub fn refuse_syscall(syscall: libc::c_long, arg0: Option<u32>, errno: i32) -> i
     Ok(())
 }
 
+/// For a `pre_exec` closure (root only): this process moves to a network
+/// namespace of its own with its loopback up, so what it sees of TCP (the
+/// TIME-WAIT table, the packets on `lo`) is its own, not the rest of the
+/// suite's. Async-signal-safe: unshare(2), socket(2), two ioctl(2) calls
+/// and close(2) on a request that lives on this stack.
+pub fn own_netns_with_loopback() -> io::Result<()> {
+    // SAFETY: plain system calls with valid arguments; `req` is a zeroed
+    // ifreq that outlives both ioctls, and the descriptor is closed on every
+    // path after it is opened.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNET) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (d, &b) in req.ifr_name.iter_mut().zip(b"lo") {
+            *d = b as libc::c_char;
+        }
+        let up = if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) == 0 {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) == 0
+        } else {
+            false
+        };
+        let err = io::Error::last_os_error();
+        libc::close(fd);
+        if up { Ok(()) } else { Err(err) }
+    }
+}
+
 /// Serialises heavy load against timing checks: the pool tests hold
 /// hundreds of clients and workers on a two-core machine, and a timeout
 /// measured meanwhile would measure the scheduler. Heavy tests hold it for
