@@ -13,6 +13,10 @@ use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous, munmap};
 
 use super::{BGID, Tuning};
 
+/// `IOU_PBUF_RING_INC` (include/uapi/linux/io_uring.h): consume provided
+/// buffers incrementally.
+const IOU_PBUF_RING_INC: u16 = 2;
+
 /// A provided-buffer ring: the entry ring shared with the kernel and the
 /// buffers it points at, in one anonymous mapping that lives until the
 /// worker is gone (and is leaked if the kernel might still use it).
@@ -29,8 +33,29 @@ pub(super) struct Pool {
     pub(super) size: u32,
     /// Our copy of the ring tail: entries published to the kernel so far.
     tail: u16,
-    /// Buffers in the ring right now (given to the kernel, not yet used).
+    /// Buffers in the ring right now (given to the kernel, not finished by
+    /// it): a buffer the kernel is part-way through counts as in the ring.
     pub(super) free: usize,
+    /// The kernel consumes buffers incrementally (`IOU_PBUF_RING_INC`,
+    /// Linux 6.12+): a 64-byte message takes 64 bytes of a buffer, not all
+    /// of it, so a few buffers serve hundreds of connections. Without it
+    /// every receive takes a whole buffer.
+    pub(super) incremental: bool,
+    /// Per buffer: where the kernel's next bytes go, how many received
+    /// pieces still hold it, and whether the kernel is done with it.
+    state: Vec<BufState>,
+}
+
+/// One buffer's bookkeeping ([`Pool::take`], [`Pool::release`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct BufState {
+    /// Bytes the kernel has filled so far: the next piece starts here.
+    next: u32,
+    /// Pieces taken and not yet released.
+    refs: u32,
+    /// The kernel has finished with it: it is out of the ring, and goes
+    /// back once no piece holds it.
+    out: bool,
 }
 
 impl Pool {
@@ -64,20 +89,31 @@ impl Pool {
             size: tuning.buf_size,
             tail: 0,
             free: 0,
+            incremental: true,
+            state: vec![BufState::default(); count],
         };
         // SAFETY: the entry ring is `count` entries at the start of our
         // mapping, which stays mapped until the ring is gone: `Pool` is
         // dropped after its `IoUring` (field order, explicit drops), or leaked.
-        unsafe {
+        let register = |flags| unsafe {
             ring.submitter().register_buf_ring_with_flags(
                 pool.base.as_ptr() as u64,
                 tuning.bufs,
                 BGID,
-                0,
+                flags,
             )
-        }?;
+        };
+        match register(IOU_PBUF_RING_INC) {
+            Ok(()) => {}
+            // A kernel before 6.12 refuses the flag: whole buffers, then.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                register(0)?;
+                pool.incremental = false;
+            }
+            Err(e) => return Err(e),
+        }
         for bid in 0..tuning.bufs {
-            pool.put(bid);
+            pool.publish(bid);
         }
         Ok(pool)
     }
@@ -95,16 +131,18 @@ impl Pool {
         unsafe { self.base.as_ptr().cast::<u8>().add(at) }
     }
 
-    /// Bytes `off..off + len` of buffer `bid`, which a receive filled and
-    /// which is held out of the ring (the caller's to read); empty if the
-    /// range is not inside one of our buffers.
+    /// Bytes `off..off + len` of buffer `bid`, which a receive filled (the
+    /// caller's to read while its piece is held); empty if the range is not
+    /// inside one of our buffers.
     pub(super) fn filled(&self, bid: u16, off: usize, len: usize) -> &[u8] {
         if !self.owns(bid) || off.checked_add(len).is_none_or(|e| e > self.size as usize) {
             return &[];
         }
         // SAFETY: the range lies inside buffer `bid` (checked above), inside
-        // our mapping; the buffer is out of the ring, so the kernel does not
-        // write it while this borrow of the pool lives.
+        // our mapping. The kernel filled it and writes a buffer only past
+        // what it has filled (incremental consumption) or not at all until
+        // we publish it again (which waits for every piece's release), so
+        // it does not write these bytes while this borrow of the pool lives.
         unsafe { std::slice::from_raw_parts(self.buf(bid).add(off), len) }
     }
 
@@ -114,13 +152,40 @@ impl Pool {
         bid < self.count
     }
 
-    /// Notes that the kernel took a buffer out of the ring.
-    pub(super) fn take(&mut self) {
-        self.free = self.free.saturating_sub(1);
+    /// Records a completion that used buffer `bid`: `len` bytes, and
+    /// `more` if the kernel keeps filling the rest of it
+    /// (`IORING_CQE_F_BUF_MORE`). Returns where in the buffer those bytes
+    /// start, or `None` if `bid` is not ours. The piece holds the buffer
+    /// until [`Pool::release`].
+    pub(super) fn take(&mut self, bid: u16, len: usize, more: bool) -> Option<u32> {
+        let st = self.state.get_mut(usize::from(bid))?;
+        let at = st.next;
+        st.next = st
+            .next
+            .saturating_add(u32::try_from(len).unwrap_or(u32::MAX));
+        st.refs += 1;
+        if !more && !st.out {
+            st.out = true;
+            self.free = self.free.saturating_sub(1);
+        }
+        Some(at)
     }
 
-    /// Gives buffer `bid` back to the kernel.
-    pub(super) fn put(&mut self, bid: u16) {
+    /// Lets go of one piece of buffer `bid`; the buffer goes back to the
+    /// kernel once the kernel is done with it and no piece holds it.
+    pub(super) fn release(&mut self, bid: u16) {
+        let Some(st) = self.state.get_mut(usize::from(bid)) else {
+            return;
+        };
+        st.refs = st.refs.saturating_sub(1);
+        if st.refs == 0 && st.out {
+            *st = BufState::default();
+            self.publish(bid);
+        }
+    }
+
+    /// Gives buffer `bid` (whole, from its start) to the kernel.
+    fn publish(&mut self, bid: u16) {
         if !self.owns(bid) {
             return;
         }
@@ -161,4 +226,71 @@ fn page_size() -> usize {
         .ok()
         .filter(|&n| n > 0)
         .unwrap_or(FALLBACK_PAGE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real ring and pool of four 64-byte buffers, or `None` (SKIPPED)
+    /// where io_uring is refused.
+    fn pool() -> Option<(IoUring, Pool)> {
+        let ring = match IoUring::new(8) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("SKIPPED: io_uring unavailable: {e}");
+                return None;
+            }
+        };
+        let tuning = Tuning {
+            bufs: 4,
+            buf_size: 64,
+        };
+        match Pool::new(&ring, tuning) {
+            Ok(p) => Some((ring, p)),
+            Err(e) => {
+                eprintln!("SKIPPED: provided-buffer ring refused: {e}");
+                None
+            }
+        }
+    }
+
+    #[test]
+    fn pieces_of_one_buffer_follow_each_other_and_it_returns_after_the_last() {
+        let Some((ring, mut p)) = pool() else {
+            return;
+        };
+        assert_eq!(p.free, 4);
+        // Two pieces while the kernel keeps filling the buffer, then a last.
+        assert_eq!(p.take(2, 10, true), Some(0));
+        assert_eq!(p.take(2, 20, true), Some(10));
+        assert_eq!(p.free, 4, "a buffer part-way through is still the kernel's");
+        assert_eq!(p.take(2, 34, false), Some(30));
+        assert_eq!(p.free, 3, "the kernel is done with it");
+        p.release(2);
+        p.release(2);
+        assert_eq!(p.free, 3, "one piece still holds it");
+        p.release(2);
+        assert_eq!(p.free, 4, "back in the ring once the last piece goes");
+        // Published again whole: the next piece starts at its beginning.
+        assert_eq!(p.take(2, 5, false), Some(0));
+        p.release(2);
+        drop(ring);
+    }
+
+    #[test]
+    fn a_buffer_not_ours_is_refused_and_never_published() {
+        let Some((ring, mut p)) = pool() else {
+            return;
+        };
+        assert_eq!(p.take(4, 1, false), None);
+        p.release(4);
+        assert_eq!(p.free, 4);
+        // Releasing more often than taken does not publish twice.
+        assert_eq!(p.take(0, 64, false), Some(0));
+        p.release(0);
+        p.release(0);
+        assert_eq!(p.free, 4);
+        drop(ring);
+    }
 }

@@ -102,8 +102,8 @@ fn probe_recv_multi(ring: &mut IoUring, pool: &mut Pool) -> ProbeEnd {
         None => return ProbeEnd::InFlight(Err("no completion for a multishot receive".into())),
     };
     if let Some(bid) = cqueue::buffer_select(first.flags()) {
-        pool.take();
-        pool.put(bid);
+        pool.take(bid, 1, cqueue::buffer_more(first.flags()));
+        pool.release(bid);
     }
     if !cqueue::more(first.flags()) {
         let why = match first.result() {
@@ -118,8 +118,8 @@ fn probe_recv_multi(ring: &mut IoUring, pool: &mut Pool) -> ProbeEnd {
     match probe_next(ring) {
         Some(last) if !cqueue::more(last.flags()) => {
             if let Some(bid) = cqueue::buffer_select(last.flags()) {
-                pool.take();
-                pool.put(bid);
+                pool.take(bid, 0, cqueue::buffer_more(last.flags()));
+                pool.release(bid);
             }
             ProbeEnd::Clean(Ok(()))
         }

@@ -42,11 +42,13 @@ enum Io {
     Cancelling,
 }
 
-/// Received bytes not yet echoed: one provided buffer, held out of the ring
-/// until its last byte is sent.
+/// Received bytes not yet echoed: one piece of a provided buffer (all of it
+/// unless the ring is incremental), held until its last byte is sent.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Chunk {
     bid: u16,
+    /// Where in the buffer the piece starts.
+    off: u32,
     len: u32,
     /// Bytes of it already sent.
     sent: u32,
@@ -187,7 +189,7 @@ impl Held {
             if c.sent < c.len {
                 copy(
                     c.bid,
-                    c.sent as usize,
+                    (c.off + c.sent) as usize,
                     (c.len - c.sent) as usize,
                     &mut spill.bytes,
                 );
@@ -218,7 +220,7 @@ impl Held {
                 return;
             }
             // Fits in the spare capacity: extending does not reallocate.
-            copy(c.bid, c.sent as usize, left, &mut spill.bytes);
+            copy(c.bid, (c.off + c.sent) as usize, left, &mut spill.bytes);
             self.chunks.pop_front();
             give_back(c.bid);
         }
@@ -782,16 +784,23 @@ impl Worker {
     fn on_recv(&mut self, slot: usize, generation: u32, res: i32, flags: u32) {
         let more = cqueue::more(flags);
         let bid = cqueue::buffer_select(flags);
-        if bid.is_some() {
-            self.pool.take();
-        }
+        // Where in its buffer this completion's bytes start (a buffer not
+        // ours is refused below and never given back).
+        let at = bid.and_then(|b| {
+            self.pool.take(
+                b,
+                usize::try_from(res).unwrap_or(0),
+                cqueue::buffer_more(flags),
+            )
+        });
+        let bid = bid.filter(|_| at.is_some());
         let now = self.now;
-        let (count, size) = (self.pool.count, self.pool.size);
+        let size = self.pool.size;
         let Some(c) = self.conn_mut(slot, generation) else {
             // Cannot happen (a slot is freed only when idle), but a buffer
             // must never be lost from the ring.
             if let Some(b) = bid {
-                self.pool.put(b);
+                self.pool.release(b);
             }
             return;
         };
@@ -810,7 +819,7 @@ impl Worker {
                 }
             }
             if let Some(b) = bid {
-                self.pool.put(b);
+                self.pool.release(b);
             }
             self.progress(slot);
             return;
@@ -818,13 +827,14 @@ impl Worker {
         let mut spare = None;
         let mut spill_paused = false;
         match res {
-            n if n > 0 => match bid {
-                Some(b) if b < count && n as u32 <= size => {
+            n if n > 0 => match (bid, at) {
+                (Some(b), Some(off)) if u64::from(off) + n as u64 <= u64::from(size) => {
                     c.switch.after_read(n as usize);
                     c.core.on_read(
                         now,
                         Chunk {
                             bid: b,
+                            off,
                             len: n as u32,
                             sent: 0,
                         },
@@ -832,7 +842,7 @@ impl Worker {
                     );
                     // A single receive that did not fill its buffer found the
                     // socket's queue empty: the client is not ahead of us.
-                    c.caught_up = c.single && (n as u32) < size;
+                    c.caught_up = c.single && off + (n as u32) < size;
                 }
                 _ => {
                     spare = bid;
@@ -866,7 +876,7 @@ impl Worker {
             }
         }
         if let Some(b) = spare {
-            self.pool.put(b);
+            self.pool.release(b);
         }
         let Worker { slots, pool, .. } = self;
         if let Some(c) = slots.get_mut(slot).and_then(|s| s.conn.as_mut()) {
@@ -877,7 +887,7 @@ impl Worker {
                 |b| back.push(b),
             );
             for b in back {
-                pool.put(b);
+                pool.release(b);
             }
         }
         self.progress(slot);
@@ -942,7 +952,7 @@ impl Worker {
         let Worker { slots, pool, .. } = self;
         if let Some(c) = slots[slot].conn.as_mut() {
             while let Some(b) = c.core.store_mut().pop_done() {
-                pool.put(b);
+                pool.release(b);
             }
             // No send is in flight now.
             c.core.store_mut().settle();
@@ -1014,7 +1024,7 @@ impl Worker {
                         |b| back.push(b),
                     );
                     for b in back {
-                        pool.put(b);
+                        pool.release(b);
                     }
                     next = c.core.next();
                 }
@@ -1036,11 +1046,12 @@ impl Worker {
             {
                 let (ptr, left) = match front {
                     // The chunk's bytes sit in pool buffer `front.bid`, held
-                    // out of the ring until this send completes.
+                    // (not published again) until this send completes.
                     // `wrapping_add`: the offset is within the buffer
-                    // (`sent < len <= size`).
+                    // (`off + sent < off + len <= size`).
                     Front::Chunk(front) => (
-                        pool.buf(front.bid).wrapping_add(front.sent as usize),
+                        pool.buf(front.bid)
+                            .wrapping_add((front.off + front.sent) as usize),
                         front.len - front.sent,
                     ),
                     // The spill is neither moved nor freed while this send
@@ -1393,7 +1404,7 @@ impl Worker {
         });
         let mut held = conn.core;
         while let Some(b) = held.store_mut().chunks.pop_front().map(|c| c.bid) {
-            self.pool.put(b);
+            self.pool.release(b);
         }
         self.ctx.stats.count_end(end);
         if let Some(f) = conn.tls.as_ref().and_then(|t| t.tls.failure()) {
@@ -1582,7 +1593,12 @@ mod tests {
     use super::*;
 
     fn chunk(bid: u16, len: u32) -> Chunk {
-        Chunk { bid, len, sent: 0 }
+        Chunk {
+            bid,
+            off: 0,
+            len,
+            sent: 0,
+        }
     }
 
     #[test]
