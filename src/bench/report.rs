@@ -100,6 +100,8 @@ impl Summary {
             },
             mode: if s.new_conn {
                 "new-conn"
+            } else if s.hold {
+                "hold"
             } else if s.rate.is_some() {
                 "open"
             } else {
@@ -151,6 +153,7 @@ impl Summary {
                 thousands(self.rate.unwrap_or(0.0).round() as u64)
             ),
             "new-conn" => "a new connection per request".to_string(),
+            "hold" => "one echo per connection, then held open".to_string(),
             _ => "closed loop".to_string(),
         };
         let mut out = String::new();

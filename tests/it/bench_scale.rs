@@ -170,6 +170,7 @@ fn source_addrs_connections_come_from_those_addresses_and_hold_keeps_them() {
     assert!(run.success(), "stderr: {}", run.stderr);
     let v: serde_json::Value = serde_json::from_str(run.stdout_str().trim()).expect("JSON");
     // --hold: exactly one echo per connection, then idle to the end.
+    assert_eq!(v["mode"], "hold", "{v}");
     assert_eq!(num(&v, "requests"), 12, "{v}");
     assert_eq!(v["errors"], 0, "{v}");
     assert!(
