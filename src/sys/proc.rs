@@ -1,10 +1,26 @@
 //! What `/proc` says about a process: one parser of `/proc/PID/stat`, the
-//! process list, command names, wait channels, and the unit of CPU times.
+//! process list, command names, wait channels, and the unit of CPU times;
+//! and the running kernel's release.
 //!
 //! Everything here is read-only and returns `None` (or a placeholder) for a
 //! process that exits between two reads: a race every caller expects.
 
 use std::fs;
+
+/// The running kernel's `(major, minor)` release, from
+/// `/proc/sys/kernel/osrelease`; `None` if it cannot be read or parsed.
+pub(crate) fn kernel_release() -> Option<(u32, u32)> {
+    parse_release(&fs::read_to_string("/proc/sys/kernel/osrelease").ok()?)
+}
+
+/// `(major, minor)` of a release as `uname -r` prints it (`6.18.44-fc-v1045`,
+/// `6.1.0-26-amd64`, `5.15.0`).
+pub(crate) fn parse_release(text: &str) -> Option<(u32, u32)> {
+    let mut parts = text.trim().split(['.', '-', '+']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
 
 /// The fields of one `/proc/PID/stat` line that netecho reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +100,16 @@ pub(crate) fn clock_ticks() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_release_is_its_major_and_minor() {
+        assert_eq!(parse_release("6.18.44-fc-v1045\n"), Some((6, 18)));
+        assert_eq!(parse_release("6.1.0-26-amd64"), Some((6, 1)));
+        assert_eq!(parse_release("5.15"), Some((5, 15)));
+        assert_eq!(parse_release("6"), None);
+        assert_eq!(parse_release("linux"), None);
+        assert_eq!(parse_release(""), None);
+    }
 
     #[test]
     fn stat_fields_are_counted_from_the_last_parenthesis() {

@@ -17,6 +17,22 @@ use super::{BGID, Tuning};
 /// buffers incrementally.
 const IOU_PBUF_RING_INC: u16 = 2;
 
+/// The first release whose completions of one incremental buffer always
+/// arrive in the order the kernel filled it. Before it (kernel commit
+/// 687b2bae0eff, "io_uring: ensure deferred completions are flushed for
+/// multishot", 6.15) a single receive's deferred completion could be posted
+/// after a later multishot one into the same buffer, and the offsets this
+/// pool keeps would hand a connection another client's bytes. Stable 6.12
+/// and 6.14 trees got the fix later; without a way to tell, they get whole
+/// buffers.
+const INCREMENTAL_SINCE: (u32, u32) = (6, 15);
+
+/// Whether this kernel's incremental buffers can be trusted
+/// ([`INCREMENTAL_SINCE`]).
+fn incremental_is_safe() -> bool {
+    crate::sys::proc::kernel_release().is_some_and(|r| r >= INCREMENTAL_SINCE)
+}
+
 /// A provided-buffer ring: the entry ring shared with the kernel and the
 /// buffers it points at, in one anonymous mapping that lives until the
 /// worker is gone (and is leaked if the kernel might still use it).
@@ -37,7 +53,7 @@ pub(super) struct Pool {
     /// it): a buffer the kernel is part-way through counts as in the ring.
     pub(super) free: usize,
     /// The kernel consumes buffers incrementally (`IOU_PBUF_RING_INC`,
-    /// Linux 6.12+): a 64-byte message takes 64 bytes of a buffer, not all
+    /// trusted from [`INCREMENTAL_SINCE`]): a 64-byte message takes 64 bytes of a buffer, not all
     /// of it, so a few buffers serve hundreds of connections. Without it
     /// every receive takes a whole buffer.
     pub(super) incremental: bool,
@@ -103,8 +119,12 @@ impl Pool {
                 flags,
             )
         };
-        match register(IOU_PBUF_RING_INC) {
-            Ok(()) => {}
+        match register(if incremental_is_safe() {
+            IOU_PBUF_RING_INC
+        } else {
+            0
+        }) {
+            Ok(()) => pool.incremental = incremental_is_safe(),
             // A kernel before 6.12 refuses the flag: whole buffers, then.
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 register(0)?;
@@ -158,13 +178,19 @@ impl Pool {
     /// start, or `None` if `bid` is not ours. The piece holds the buffer
     /// until [`Pool::release`].
     pub(super) fn take(&mut self, bid: u16, len: usize, more: bool) -> Option<u32> {
+        let incremental = self.incremental;
         let st = self.state.get_mut(usize::from(bid))?;
         let at = st.next;
         st.next = st
             .next
             .saturating_add(u32::try_from(len).unwrap_or(u32::MAX));
         st.refs += 1;
-        if !more && !st.out {
+        // An incremental ring does not use a buffer up on an empty
+        // completion (socket receives never post one with a buffer; this is
+        // defence): it stays the kernel's, whatever the flag says.
+        let empty = incremental && len == 0;
+        let done = !more && !empty;
+        if done && !st.out {
             st.out = true;
             self.free = self.free.saturating_sub(1);
         }
@@ -275,6 +301,21 @@ mod tests {
         // Published again whole: the next piece starts at its beginning.
         assert_eq!(p.take(2, 5, false), Some(0));
         p.release(2);
+        drop(ring);
+    }
+
+    #[test]
+    fn an_empty_completion_leaves_an_incremental_buffer_with_the_kernel() {
+        let Some((ring, mut p)) = pool() else {
+            return;
+        };
+        assert_eq!(p.take(1, 0, false), Some(0));
+        p.release(1);
+        // Incremental: still the kernel's (not published twice); whole
+        // buffers: out and back, so the count ends the same either way.
+        assert_eq!(p.free, 4);
+        assert_eq!(p.take(1, 8, true), Some(0), "nothing was consumed");
+        p.release(1);
         drop(ring);
     }
 

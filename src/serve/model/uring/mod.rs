@@ -10,7 +10,8 @@
 //!   arrive. An idle connection therefore holds no read buffer at all: ten
 //!   thousand idle clients cost ten thousand small structs, not ten thousand
 //!   buffers. Where the kernel consumes buffers incrementally
-//!   (`IOU_PBUF_RING_INC`, Linux 6.12+) a receive takes only the bytes it
+//!   (`IOU_PBUF_RING_INC`, trusted from Linux 6.15: `bufs.rs` says why) a
+//!   receive takes only the bytes it
 //!   brings, so one 64 KiB buffer holds a thousand 64-byte messages from as
 //!   many connections; without it each receive takes a whole buffer, and
 //!   300 connections of small messages run the 64-buffer ring dry (1.5× the
@@ -225,7 +226,8 @@ pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> 
         buf_size = tuning.buf_size,
         "io_uring workers starting"
     );
-    let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
+    // Each worker reports whether its buffer ring is incremental.
+    let (ready_tx, ready_rx) = mpsc::channel::<io::Result<bool>>();
     for n in 0..workers {
         // Whether each is a `--tls-listen` socket, told by the original
         // (a clone is another descriptor).
@@ -244,9 +246,10 @@ pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> 
             .map_err(Error::io("starting an io_uring worker"))?;
     }
     drop(ready_tx);
+    let mut incremental = true;
     for _ in 0..workers {
         match ready_rx.recv() {
-            Ok(Ok(())) => {}
+            Ok(Ok(inc)) => incremental &= inc,
             Ok(Err(source)) => {
                 return Err(Error::Io {
                     what: "setting up an io_uring worker",
@@ -261,6 +264,16 @@ pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> 
             }
         }
     }
+    // The 64 B x 300 benchmark figure depends on it (see the module doc).
+    info!(
+        incremental,
+        "io_uring provided buffers {}",
+        if incremental {
+            "consumed incrementally"
+        } else {
+            "taken whole (kernel before 6.15)"
+        }
+    );
     supervise::until_stopped(listeners, ctx);
     Ok(())
 }
@@ -272,7 +285,7 @@ fn worker_main(
     socks: Vec<(TcpListener, bool)>,
     ctx: &'static Ctx,
     tuning: Tuning,
-    ready: mpsc::Sender<io::Result<()>>,
+    ready: mpsc::Sender<io::Result<bool>>,
 ) {
     let mut worker = match Worker::new(socks, ctx, tuning) {
         Ok(w) => w,
@@ -281,7 +294,7 @@ fn worker_main(
             return;
         }
     };
-    let _ = ready.send(Ok(()));
+    let _ = ready.send(Ok(worker.incremental()));
     drop(ready);
     if let Err(e) = worker.serve() {
         error!("io_uring worker failed: {e}; closing its connections");

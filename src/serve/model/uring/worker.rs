@@ -54,14 +54,15 @@ pub(super) struct Chunk {
     sent: u32,
 }
 
-/// The connection core's [`Store`] here: the kernel-filled buffers
-/// themselves, in order, so bytes are never copied. Fully sent buffers stay
-/// at the front until [`Held::pop_done`] hands them back to the ring.
+/// The connection core's [`Store`] here: the kernel-filled pieces of
+/// buffers themselves, in order, so bytes are never copied. Fully sent
+/// pieces stay at the front until [`Held::pop_done`] releases them to the
+/// pool (which republishes a buffer once every piece of it is released).
 ///
 /// A connection paused for backpressure while the ring runs low (or while
 /// another connection found it empty) *spills*: its held bytes are copied
-/// into `spill`, its own heap buffer, and every provided buffer it held goes
-/// back to the ring ([`Held::spill_all`]). From then on what it receives is
+/// into `spill`, its own heap buffer, and every piece of a provided buffer
+/// it held is released ([`Held::spill_all`]). From then on what it receives is
 /// copied there too while it has room ([`Held::absorb`]), and its echo is
 /// sent from that copy. So a client that never reads keeps at most its own
 /// spill — about [`HELD_BYTES`] plus one buffer, or the one burst it took
@@ -388,6 +389,11 @@ pub(super) struct Worker {
 }
 
 impl Worker {
+    /// Whether its provided buffers are consumed incrementally.
+    pub(super) fn incremental(&self) -> bool {
+        self.pool.incremental
+    }
+
     /// `socks`: this worker's listeners, each with whether it is a
     /// `--tls-listen` one.
     pub(super) fn new(
@@ -1541,9 +1547,11 @@ fn enqueue(
 ) {
     *inflight += 1;
     if backlog.is_empty() {
-        // SAFETY: every entry is built by this worker; a send's buffer is a
-        // pool buffer held out of the ring until its completion, and the pool
-        // outlives every request (`Worker::exit` leaks it otherwise).
+        // SAFETY: every entry is built by this worker; a send's bytes are a
+        // piece of a pool buffer, which is not republished (nor written by
+        // the kernel there) until that piece is released after the send's
+        // completion, and the pool outlives every request (`Worker::exit`
+        // leaks it otherwise).
         if unsafe { ring.submission().push(&entry) }.is_ok() {
             return;
         }
