@@ -187,13 +187,12 @@ fn default_listen_line(without_ipv6: bool) -> String {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .process_group(0);
-    // SAFETY: between fork and exec only unshare(2) and prctl(2), both
-    // async-signal-safe, on a filter program that lives on this stack.
+    // SAFETY: between fork and exec only the namespace helper's system
+    // calls and prctl(2), all async-signal-safe, on a filter program that
+    // lives on this stack.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::unshare(libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            util::own_netns_with_loopback()?;
             if without_ipv6 {
                 util::refuse_syscall(
                     libc::SYS_socket,

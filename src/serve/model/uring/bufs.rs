@@ -53,9 +53,9 @@ pub(super) struct Pool {
     /// it): a buffer the kernel is part-way through counts as in the ring.
     pub(super) free: usize,
     /// The kernel consumes buffers incrementally (`IOU_PBUF_RING_INC`,
-    /// trusted from [`INCREMENTAL_SINCE`]): a 64-byte message takes 64 bytes of a buffer, not all
-    /// of it, so a few buffers serve hundreds of connections. Without it
-    /// every receive takes a whole buffer.
+    /// trusted from [`INCREMENTAL_SINCE`]): a 64-byte message takes 64
+    /// bytes of a buffer, not all of it, so a few buffers serve hundreds of
+    /// connections. Without it every receive takes a whole buffer.
     pub(super) incremental: bool,
     /// Per buffer: where the kernel's next bytes go, how many received
     /// pieces still hold it, and whether the kernel is done with it.
@@ -105,7 +105,7 @@ impl Pool {
             size: tuning.buf_size,
             tail: 0,
             free: 0,
-            incremental: true,
+            incremental: false,
             state: vec![BufState::default(); count],
         };
         // SAFETY: the entry ring is `count` entries at the start of our
@@ -119,17 +119,11 @@ impl Pool {
                 flags,
             )
         };
-        match register(if incremental_is_safe() {
-            IOU_PBUF_RING_INC
-        } else {
-            0
-        }) {
-            Ok(()) => pool.incremental = incremental_is_safe(),
-            // A kernel before 6.12 refuses the flag: whole buffers, then.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                register(0)?;
-                pool.incremental = false;
-            }
+        let want = incremental_is_safe();
+        match register(if want { IOU_PBUF_RING_INC } else { 0 }) {
+            Ok(()) => pool.incremental = want,
+            // A kernel that refuses the flag (6.12 added it): whole buffers.
+            Err(e) if want && e.raw_os_error() == Some(libc::EINVAL) => register(0)?,
             Err(e) => return Err(e),
         }
         for bid in 0..tuning.bufs {

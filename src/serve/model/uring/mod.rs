@@ -11,9 +11,9 @@
 //!   thousand idle clients cost ten thousand small structs, not ten thousand
 //!   buffers. Where the kernel consumes buffers incrementally
 //!   (`IOU_PBUF_RING_INC`, trusted from Linux 6.15: `bufs.rs` says why) a
-//!   receive takes only the bytes it
-//!   brings, so one 64 KiB buffer holds a thousand 64-byte messages from as
-//!   many connections; without it each receive takes a whole buffer, and
+//!   receive takes only the bytes it brings, so one 64 KiB buffer holds a
+//!   thousand 64-byte messages from as many connections; without it each
+//!   receive takes a whole buffer, and
 //!   300 connections of small messages run the 64-buffer ring dry (1.5× the
 //!   C io_uring server's CPU per request, against 1.0× incremental, in one
 //!   `cargo bench --bench models` run).
@@ -271,7 +271,7 @@ pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> 
         if incremental {
             "consumed incrementally"
         } else {
-            "taken whole (kernel before 6.15)"
+            "taken whole (incremental needs Linux 6.15)"
         }
     );
     supervise::until_stopped(listeners, ctx);

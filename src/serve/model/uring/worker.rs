@@ -54,6 +54,13 @@ pub(super) struct Chunk {
     sent: u32,
 }
 
+impl Chunk {
+    /// Where in its buffer the unsent bytes start.
+    fn unsent_at(&self) -> usize {
+        (self.off + self.sent) as usize
+    }
+}
+
 /// The connection core's [`Store`] here: the kernel-filled pieces of
 /// buffers themselves, in order, so bytes are never copied. Fully sent
 /// pieces stay at the front until [`Held::pop_done`] releases them to the
@@ -190,7 +197,7 @@ impl Held {
             if c.sent < c.len {
                 copy(
                     c.bid,
-                    (c.off + c.sent) as usize,
+                    c.unsent_at(),
                     (c.len - c.sent) as usize,
                     &mut spill.bytes,
                 );
@@ -221,7 +228,7 @@ impl Held {
                 return;
             }
             // Fits in the spare capacity: extending does not reallocate.
-            copy(c.bid, (c.off + c.sent) as usize, left, &mut spill.bytes);
+            copy(c.bid, c.unsent_at(), left, &mut spill.bytes);
             self.chunks.pop_front();
             give_back(c.bid);
         }
@@ -789,17 +796,14 @@ impl Worker {
 
     fn on_recv(&mut self, slot: usize, generation: u32, res: i32, flags: u32) {
         let more = cqueue::more(flags);
-        let bid = cqueue::buffer_select(flags);
-        // Where in its buffer this completion's bytes start (a buffer not
-        // ours is refused below and never given back).
-        let at = bid.and_then(|b| {
-            self.pool.take(
-                b,
-                usize::try_from(res).unwrap_or(0),
-                cqueue::buffer_more(flags),
-            )
+        // The buffer this completion used and where in it its bytes start;
+        // a buffer not ours is refused (`None`) and never given back.
+        let piece = cqueue::buffer_select(flags).and_then(|b| {
+            let len = usize::try_from(res).unwrap_or(0);
+            let at = self.pool.take(b, len, cqueue::buffer_more(flags))?;
+            Some((b, at))
         });
-        let bid = bid.filter(|_| at.is_some());
+        let bid = piece.map(|(b, _)| b);
         let now = self.now;
         let size = self.pool.size;
         let Some(c) = self.conn_mut(slot, generation) else {
@@ -833,8 +837,8 @@ impl Worker {
         let mut spare = None;
         let mut spill_paused = false;
         match res {
-            n if n > 0 => match (bid, at) {
-                (Some(b), Some(off)) if u64::from(off) + n as u64 <= u64::from(size) => {
+            n if n > 0 => match piece {
+                Some((b, off)) if u64::from(off) + n as u64 <= u64::from(size) => {
                     c.switch.after_read(n as usize);
                     c.core.on_read(
                         now,
@@ -1056,8 +1060,7 @@ impl Worker {
                     // `wrapping_add`: the offset is within the buffer
                     // (`off + sent < off + len <= size`).
                     Front::Chunk(front) => (
-                        pool.buf(front.bid)
-                            .wrapping_add((front.off + front.sent) as usize),
+                        pool.buf(front.bid).wrapping_add(front.unsent_at()),
                         front.len - front.sent,
                     ),
                     // The spill is neither moved nor freed while this send
