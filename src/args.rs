@@ -3,104 +3,178 @@
 //! '127.0.0.1:99999': port must be 0-65535`), so the library only ever sees
 //! values it can use.
 //!
+//! One grammar for every subcommand:
+//! - a duration is a number of seconds (`2`, `0.5`) or a number with units
+//!   (`250ms`, `2s`, `1m`, `1m30s`), read by `humantime`;
+//! - a size is a number of bytes (`64`) or a number with a binary unit
+//!   (`1k` = `1KiB` = 1024, `64KiB`, `1MiB`), read by `parse-size`;
+//! - a count or a rate is a number, optionally with a decimal unit
+//!   (`10k` = 10,000, `1.5M`), a rate optionally followed by `/s`;
+//! - an address is `HOST:PORT`, the host a name (`localhost`), an IPv4
+//!   address or an IPv6 address in brackets (`[::1]:6666`).
+//!
 //! This module imports nothing else of the crate, so every subcommand's
 //! `Opt` can use it without an import circle. Where a limit belongs to a
 //! subcommand (the largest UDP payload, `bench --rate`'s bounds, `ping -i`'s
 //! shortest interval), the subcommand passes it in and gets a parser back.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-/// Parses `ADDR:PORT` or `[V6ADDR]:PORT`, naming the part that is wrong.
-pub(crate) fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    if let Ok(a) = s.parse::<SocketAddr>() {
-        return Ok(a);
-    }
-    let Some((host, port)) = s.rsplit_once(':') else {
-        return Err("expected ADDR:PORT, e.g. 127.0.0.1:6666 or [::1]:6666".into());
+/// Longest duration any flag takes: 30 years is "forever" for a run, and
+/// far below what `Instant + Duration` can hold.
+const MAX_DURATION: Duration = Duration::from_secs(1_000_000_000);
+
+/// Parses a duration: a bare number is seconds (fractions allowed), else
+/// units as `250ms`, `2s`, `1m`, `1h`, `1m30s`.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let d = if let Ok(v) = t.parse::<f64>() {
+        if !v.is_finite() || v < 0.0 {
+            return Err(format!("'{s}' is not a duration >= 0"));
+        }
+        if v > MAX_DURATION.as_secs_f64() {
+            return Err(format!("'{s}' is too long"));
+        }
+        Duration::from_secs_f64(v)
+    } else {
+        humantime::parse_duration(t).map_err(|_| {
+            format!("'{s}' is not a duration (a number of seconds, or with units: 250ms, 2s, 1m)")
+        })?
     };
-    match port.parse::<u32>() {
-        Ok(p) if p > 65535 => return Err(format!("port {p} is out of range 0-65535")),
-        Ok(_) => {}
-        Err(_) => return Err(format!("port '{port}' is not a number 0-65535")),
+    if d > MAX_DURATION {
+        return Err(format!("'{s}' is too long"));
     }
-    if host.contains(':') && !host.starts_with('[') {
-        return Err("IPv6 addresses go in brackets, e.g. [::1]:6666".into());
-    }
-    Err(format!(
-        "'{host}' is not an IP address (use a numeric address such as 127.0.0.1 or [::1])"
-    ))
+    Ok(d)
 }
 
-/// Checks the shape of a `HOST:PORT` target (resolving the name is left to
-/// connect time): a host, a colon, a port 0-65535.
-pub(crate) fn parse_target(s: &str) -> Result<String, String> {
-    let Some((host, port)) = s.rsplit_once(':') else {
-        return Err("expected HOST:PORT, e.g. 127.0.0.1:6666 or [::1]:6666".into());
-    };
-    if host.is_empty() {
-        return Err("the host is missing (expected HOST:PORT)".into());
+/// Like [`parse_duration`] but zero is refused.
+pub(crate) fn parse_duration_nonzero(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err("must be longer than 0".into());
     }
-    match port.parse::<u32>() {
-        Ok(p) if p > 65535 => Err(format!("port {p} is out of range 0-65535")),
-        Ok(_) => Ok(s.to_string()),
-        Err(_) => Err(format!("port '{port}' is not a number 0-65535")),
+    Ok(d)
+}
+
+/// A parser of a duration of at least `min` (`ping -i`, `watch
+/// --interval`).
+pub(crate) fn duration_at_least(
+    min: Duration,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |s: &str| {
+        let d = parse_duration(s)?;
+        if d < min {
+            return Err(format!(
+                "'{s}' is below the shortest interval, {}",
+                humantime::format_duration(min)
+            ));
+        }
+        Ok(d)
     }
 }
 
-/// Parses a whole number of at least 1 (sizes, connections, workers).
+/// Parses a number of bytes: `64`, `1k` (1024), `64KiB`, `1MiB`. `k`, `K`,
+/// `KB` and `KiB` are all 1024, as in dd(1) and iperf3.
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    parse_size::Config::new()
+        .with_binary()
+        .parse_size(s.trim())
+        .map_err(|_| format!("'{s}' is not a size (bytes, or with units: 1k, 64KiB, 1MiB)"))
+}
+
+/// A parser of a size from `min` to `max` bytes (`ping -s`, `bench -s`,
+/// `serve --udp-max-size`); `what` names the upper limit in the message
+/// ("the largest UDP payload").
+pub(crate) fn size_between(
+    min: usize,
+    max: usize,
+    what: &'static str,
+) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync + 'static {
+    move |s: &str| {
+        let n = parse_bytes(s)?;
+        if n < min as u64 {
+            return Err(format!("'{s}' is below the smallest size, {min} bytes"));
+        }
+        if n > max as u64 {
+            return Err(format!("'{s}' is larger than {what}, {max} bytes"));
+        }
+        Ok(n as usize)
+    }
+}
+
+/// Parses a number with an optional decimal unit: `250`, `10k`, `1.5M`.
+fn parse_decimal(s: &str) -> Option<u64> {
+    let t = s.trim();
+    if t.starts_with('-') {
+        return None;
+    }
+    parse_size::Config::new()
+        .with_decimal()
+        .with_byte_suffix(parse_size::ByteSuffix::Deny)
+        .parse_size(t)
+        .ok()
+}
+
+/// Parses a whole number of at least 1 (connections, workers, threads):
+/// `8`, `10k`.
 pub(crate) fn parse_positive(s: &str) -> Result<usize, String> {
-    match s.trim().parse::<usize>() {
-        Ok(0) => Err("must be at least 1".into()),
-        Ok(n) => Ok(n),
-        Err(_) => Err(format!("'{s}' is not a positive whole number")),
+    match parse_decimal(s).map(usize::try_from) {
+        Some(Ok(0)) => Err("must be at least 1".into()),
+        Some(Ok(n)) => Ok(n),
+        _ => Err(format!("'{s}' is not a positive whole number")),
     }
 }
 
 /// Parses a count of requests or probes (`bench -n`, `ping -c`): a whole
 /// number of at least 1, as [`parse_positive`] but 64 bits wide everywhere.
 pub(crate) fn parse_count(s: &str) -> Result<u64, String> {
-    match s.trim().parse::<u64>() {
-        Ok(0) => Err("must be at least 1".into()),
-        Ok(n) => Ok(n),
-        Err(_) => Err(format!("'{s}' is not a positive whole number")),
+    match parse_decimal(s) {
+        Some(0) => Err("must be at least 1".into()),
+        Some(n) => Ok(n),
+        None => Err(format!("'{s}' is not a positive whole number")),
     }
 }
 
-/// A parser of a UDP size limit: 0 to `max` bytes, `max` being the largest
-/// UDP payload.
-pub(crate) fn udp_size_at_most(
-    max: usize,
-) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync + 'static {
-    move |s: &str| match s.trim().parse::<usize>() {
-        Ok(n) if n <= max => Ok(n),
-        Ok(n) => Err(format!("{n} is larger than the largest UDP payload, {max}")),
-        Err(_) => Err(format!("'{s}' is not a whole number of bytes")),
+/// Parses a rate: a number per second, fractions and decimal units
+/// allowed (`0.5`, `100`, `10k`), optionally followed by `/s`.
+fn parse_per_second(s: &str) -> Option<f64> {
+    let t = s.trim();
+    let t = t.strip_suffix("/s").unwrap_or(t).trim_end();
+    if let Ok(v) = t.parse::<f64>() {
+        return (v.is_finite() && v >= 0.0).then_some(v);
     }
+    parse_decimal(t).map(|n| n as f64)
 }
 
 /// Parses a rate limit (`serve --udp-rate`): a whole number of at least 1
-/// per second. Not [`request_rate_between`], which sets a load's pace.
+/// per second (`100`, `10k`, `10k/s`). Not [`request_rate_between`], which
+/// sets a load's pace.
 pub(crate) fn parse_rate_limit(s: &str) -> Result<u32, String> {
-    match s.trim().parse::<u32>() {
-        Ok(0) => Err("must be at least 1 per second".into()),
-        Ok(n) => Ok(n),
-        Err(_) => Err(format!("'{s}' is not a positive whole number")),
+    match parse_per_second(s) {
+        Some(v) if v.fract() != 0.0 => Err(format!("'{s}' is not a whole number per second")),
+        Some(v) if v < 1.0 => Err("must be at least 1 per second".into()),
+        Some(v) if v > f64::from(u32::MAX) => {
+            Err(format!("'{s}' is above the highest rate, {}/s", u32::MAX))
+        }
+        Some(v) => Ok(v as u32),
+        None => Err(format!(
+            "'{s}' is not a rate (a number per second: 100, 10k, 10k/s)"
+        )),
     }
 }
 
 /// A parser of an offered load (`bench --rate`): requests per second,
-/// fractions allowed, from `min` to `max`.
+/// fractions and units allowed (`0.5`, `20k`, `20k/s`), from `min` to `max`.
 pub(crate) fn request_rate_between(
     min: f64,
     max: f64,
 ) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync + 'static {
     move |s: &str| {
-        let v: f64 = s
-            .trim()
-            .parse()
-            .map_err(|_| format!("'{s}' is not a number of requests per second"))?;
-        if !v.is_finite() || v < min {
+        let v = parse_per_second(s).ok_or_else(|| {
+            format!("'{s}' is not a number of requests per second (100, 0.5, 20k, 20k/s)")
+        })?;
+        if v < min {
             return Err(format!(
                 "'{s}' is below the lowest rate, {min} requests per second"
             ));
@@ -112,45 +186,184 @@ pub(crate) fn request_rate_between(
     }
 }
 
-/// Parses a non-negative number of seconds (fractions allowed).
+/// Splits `HOST:PORT` (`localhost:6666`, `127.0.0.1:6666`, `[::1]:6666`)
+/// into the host, brackets removed, and the port, naming the part that is
+/// wrong: a missing port, an IPv6 address without brackets, a port out of
+/// range.
+pub(crate) fn split_host_port(s: &str) -> Result<(&str, u16), String> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let Some((host, after)) = rest.split_once(']') else {
+            return Err("the ']' closing the IPv6 address is missing, e.g. [::1]:6666".into());
+        };
+        if after.is_empty() {
+            return Err(format!("the port is missing: expected [{host}]:PORT"));
+        }
+        let Some(port) = after.strip_prefix(':') else {
+            return Err(format!("expected [{host}]:PORT, a colon after the ']'"));
+        };
+        if host.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!("'{host}' in brackets is not an IPv6 address"));
+        }
+        (host, port)
+    } else {
+        match s.matches(':').count() {
+            0 if s.is_empty() => return Err("expected HOST:PORT, e.g. localhost:6666".into()),
+            0 => return Err(format!("the port is missing: expected {s}:PORT")),
+            1 => s.split_once(':').expect("one colon"),
+            _ if s.parse::<std::net::Ipv6Addr>().is_ok() => {
+                return Err(format!(
+                    "IPv6 addresses go in brackets, and the port after them: [{s}]:PORT"
+                ));
+            }
+            _ => return Err("IPv6 addresses go in brackets, e.g. [::1]:6666".into()),
+        }
+    };
+    if host.is_empty() {
+        return Err("the host is missing (expected HOST:PORT)".into());
+    }
+    match port.parse::<u32>() {
+        Ok(p) if p > 65535 => Err(format!("port {p} is out of range 0-65535")),
+        Ok(p) => Ok((host, p as u16)),
+        Err(_) if port.is_empty() => Err("the port is missing (expected HOST:PORT)".into()),
+        Err(_) => Err(format!("port '{port}' is not a number 0-65535")),
+    }
+}
+
+/// Joins a host and a port into the `HOST:PORT` form [`split_host_port`]
+/// reads, bracketing an IPv6 address.
+pub(crate) fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Checks the shape of a `HOST:PORT` target (resolving the name is left to
+/// connect time): a host, a colon, a port 0-65535.
+pub(crate) fn parse_target(s: &str) -> Result<String, String> {
+    split_host_port(s).map(|_| s.to_string())
+}
+
+/// An address to listen on as given: `HOST:PORT`, the host a name or an
+/// address. A name stands for every address it resolves to
+/// (`localhost:7000` is 127.0.0.1:7000 and [::1]:7000), as in nginx.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ListenAddr(pub(crate) Vec<SocketAddr>);
+
+impl ListenAddr {
+    /// The first address, for a service that binds one socket (`--metrics`).
+    pub(crate) fn first(&self) -> SocketAddr {
+        // `parse_listen_all` never builds an empty list.
+        self.0[0]
+    }
+}
+
+/// Parses an address to listen on: `ADDR:PORT`, `[V6ADDR]:PORT` or
+/// `NAME:PORT`, the name resolved now so that a typo is a usage error.
+pub(crate) fn parse_listen_all(s: &str) -> Result<ListenAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(ListenAddr(vec![a]));
+    }
+    let (host, port) = split_host_port(s)?;
+    let mut addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve '{host}': {e}"))?
+        .collect();
+    // getaddrinfo lists an address once per socket type; bind each once.
+    let mut seen = std::collections::HashSet::new();
+    addrs.retain(|a| seen.insert(*a));
+    if addrs.is_empty() {
+        return Err(format!("'{host}' has no address"));
+    }
+    Ok(ListenAddr(addrs))
+}
+
+/// Which IP versions a name may resolve to (`-4`, `-6`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Family {
+    /// Whatever the name resolves to, in the resolver's order.
+    #[default]
+    Any,
+    /// IPv4 addresses only (`-4`).
+    V4,
+    /// IPv6 addresses only (`-6`).
+    V6,
+}
+
+impl Family {
+    /// True when `addr` is of this family.
+    pub(crate) fn admits(self, addr: &SocketAddr) -> bool {
+        match self {
+            Family::Any => true,
+            Family::V4 => addr.is_ipv4(),
+            Family::V6 => addr.is_ipv6(),
+        }
+    }
+
+    /// The family's name in a message ("IPv4"), empty for [`Family::Any`].
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Family::Any => "",
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+}
+
+/// `-4` and `-6`, as ping(8), nc and curl spell them; flattened into the
+/// `Opt` of every subcommand that resolves a `HOST`.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub(crate) struct FamilyOpt {
+    /// Use IPv4 addresses only.
+    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
+    pub(crate) ipv4: bool,
+    /// Use IPv6 addresses only.
+    #[arg(short = '6', long = "ipv6")]
+    pub(crate) ipv6: bool,
+}
+
+impl FamilyOpt {
+    /// The family the flags ask for.
+    pub(crate) fn family(self) -> Family {
+        match (self.ipv4, self.ipv6) {
+            (true, _) => Family::V4,
+            (_, true) => Family::V6,
+            _ => Family::Any,
+        }
+    }
+}
+
+/// The old name of [`parse_duration`], kept while subcommands move over.
 pub(crate) fn parse_secs(s: &str) -> Result<Duration, String> {
-    let v: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
-    if !v.is_finite() || v < 0.0 {
-        return Err(format!("'{s}' must be a number of seconds >= 0"));
-    }
-    if v > 1e9 {
-        return Err(format!("'{s}' seconds is too long"));
-    }
-    Ok(Duration::from_secs_f64(v))
+    parse_duration(s)
 }
 
-/// Like [`parse_secs`] but 0 is refused.
+/// The old name of [`parse_duration_nonzero`], kept while subcommands move
+/// over.
 pub(crate) fn parse_secs_nonzero(s: &str) -> Result<Duration, String> {
-    let d = parse_secs(s)?;
-    if d.is_zero() {
-        return Err("must be more than 0 seconds".into());
-    }
-    Ok(d)
+    parse_duration_nonzero(s)
 }
 
-/// A parser of an interval between probes (`ping -i`): seconds, at least
-/// `min`.
+/// The old name of [`duration_at_least`], kept while subcommands move over.
 pub(crate) fn interval_at_least(
     min: Duration,
 ) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
-    move |s: &str| {
-        let d = parse_secs(s)?;
-        if d < min {
-            return Err(format!(
-                "'{s}' is below the shortest interval, {} s",
-                min.as_secs_f64()
-            ));
-        }
-        Ok(d)
-    }
+    duration_at_least(min)
+}
+
+/// A parser of a UDP size limit: 0 to `max` bytes, `max` being the largest
+/// UDP payload; units allowed as in [`size_between`].
+pub(crate) fn udp_size_at_most(
+    max: usize,
+) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync + 'static {
+    size_between(0, max, "the largest UDP payload")
+}
+
+/// The old single-address form of [`parse_listen_all`]: the first address
+/// a name resolves to.
+pub(crate) fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    parse_listen_all(s).map(|l| l.first())
 }
 
 #[cfg(test)]
@@ -159,13 +372,13 @@ mod tests {
 
     #[test]
     fn listen_addresses_parse_or_say_why() {
-        assert_eq!(
-            parse_listen("127.0.0.1:0").unwrap(),
-            "127.0.0.1:0".parse().unwrap()
-        );
-        assert_eq!(
-            parse_listen("[::1]:6666").unwrap(),
-            "[::1]:6666".parse().unwrap()
+        let one = |s: &str| parse_listen_all(s).unwrap().0;
+        assert_eq!(one("127.0.0.1:0"), vec!["127.0.0.1:0".parse().unwrap()]);
+        assert_eq!(one("[::1]:6666"), vec!["[::1]:6666".parse().unwrap()]);
+        assert!(
+            one("localhost:7000")
+                .iter()
+                .all(|a| a.ip().is_loopback() && a.port() == 7000)
         );
         assert!(
             parse_listen("127.0.0.1:99999")
@@ -179,11 +392,14 @@ mod tests {
         );
         assert!(parse_listen("::1:80").unwrap_err().contains("brackets"));
         assert!(
-            parse_listen("localhost:80")
+            parse_listen("no-such-host.invalid:80")
                 .unwrap_err()
-                .contains("not an IP")
+                .contains("cannot resolve")
         );
-        assert!(parse_listen("6666").unwrap_err().contains("ADDR:PORT"));
+        assert_eq!(
+            parse_listen("6666").unwrap_err(),
+            "the port is missing: expected 6666:PORT"
+        );
     }
 
     #[test]
@@ -195,40 +411,111 @@ mod tests {
                 .unwrap_err()
                 .contains("out of range")
         );
-        assert!(parse_target("nohost").unwrap_err().contains("HOST:PORT"));
+        assert_eq!(
+            parse_target("nohost").unwrap_err(),
+            "the port is missing: expected nohost:PORT"
+        );
         assert!(parse_target(":80").unwrap_err().contains("host is missing"));
+        assert_eq!(
+            parse_target("[::1]").unwrap_err(),
+            "the port is missing: expected [::1]:PORT"
+        );
+        assert_eq!(
+            parse_target("::1").unwrap_err(),
+            "IPv6 addresses go in brackets, and the port after them: [::1]:PORT"
+        );
+        assert!(parse_target("[::1:80").unwrap_err().contains("']'"));
+        assert!(parse_target("[::1]80").unwrap_err().contains("colon"));
+        assert!(
+            parse_target("[nohost]:80")
+                .unwrap_err()
+                .contains("not an IPv6")
+        );
+        assert!(
+            parse_target("localhost:")
+                .unwrap_err()
+                .contains("port is missing")
+        );
+        assert_eq!(join_host_port("::1", 7), "[::1]:7");
+        assert_eq!(join_host_port("localhost", 7), "localhost:7");
     }
 
     #[test]
-    fn limits_refuse_negative_and_garbage() {
-        assert_eq!(parse_positive("8").unwrap(), 8);
-        assert!(parse_positive("0").is_err());
-        assert!(parse_positive("-1").is_err());
-        assert!(parse_positive("ten").is_err());
-        assert_eq!(parse_secs("0").unwrap(), Duration::ZERO);
-        assert_eq!(parse_secs("1.5").unwrap(), Duration::from_millis(1500));
-        assert!(parse_secs("-3").is_err());
-        assert!(parse_secs("nan").is_err());
-        assert!(parse_secs_nonzero("0").is_err());
+    fn durations_are_seconds_or_carry_units() {
+        let d = |s| parse_duration(s).unwrap();
+        assert_eq!(d("0"), Duration::ZERO);
+        assert_eq!(d("1"), Duration::from_secs(1));
+        assert_eq!(d("1.5"), Duration::from_millis(1500));
+        assert_eq!(d("250ms"), Duration::from_millis(250));
+        assert_eq!(d("2s"), Duration::from_secs(2));
+        assert_eq!(d("1m"), Duration::from_secs(60));
+        assert_eq!(d("1m30s"), Duration::from_secs(90));
+        assert!(parse_duration("-3").is_err());
+        assert!(parse_duration("nan").is_err());
+        assert!(parse_duration("2 parsecs").unwrap_err().contains("250ms"));
+        assert!(parse_duration("1e12").unwrap_err().contains("too long"));
+        assert!(parse_duration_nonzero("0").is_err());
+        assert!(parse_duration_nonzero("0ms").is_err());
     }
 
     #[test]
     fn intervals_below_the_shortest_say_which_it_is() {
-        let parse_interval = interval_at_least(Duration::from_millis(1));
+        let parse_interval = duration_at_least(Duration::from_millis(1));
         assert_eq!(
             parse_interval("0.0005").unwrap_err(),
-            "'0.0005' is below the shortest interval, 0.001 s"
+            "'0.0005' is below the shortest interval, 1ms"
         );
+        assert_eq!(parse_interval("200ms").unwrap(), Duration::from_millis(200));
+    }
+
+    #[test]
+    fn sizes_take_binary_units() {
+        let size = size_between(1, 16 << 20, "the largest message");
+        assert_eq!(size("64").unwrap(), 64);
+        assert_eq!(size("1k").unwrap(), 1024);
+        assert_eq!(size("1KiB").unwrap(), 1024);
+        assert_eq!(size("64KiB").unwrap(), 65536);
+        assert_eq!(size("1MiB").unwrap(), 1 << 20);
+        assert_eq!(
+            size("0").unwrap_err(),
+            "'0' is below the smallest size, 1 bytes"
+        );
+        assert_eq!(
+            size("17MiB").unwrap_err(),
+            "'17MiB' is larger than the largest message, 16777216 bytes"
+        );
+        assert!(size("-1").is_err());
+        assert!(size("lots").unwrap_err().contains("64KiB"));
+        let udp = size_between(0, 65_507, "the largest UDP payload");
+        assert_eq!(udp("0").unwrap(), 0);
+        assert_eq!(
+            udp("65508").unwrap_err(),
+            "'65508' is larger than the largest UDP payload, 65507 bytes"
+        );
+    }
+
+    #[test]
+    fn counts_refuse_zero_negative_and_garbage() {
+        assert_eq!(parse_positive("8").unwrap(), 8);
+        assert_eq!(parse_positive("10k").unwrap(), 10_000);
+        assert_eq!(parse_count("1M").unwrap(), 1_000_000);
+        assert!(parse_positive("0").is_err());
+        assert!(parse_positive("-1").is_err());
+        assert!(parse_positive("ten").is_err());
+        assert!(parse_count("1KB").is_err());
     }
 
     #[test]
     fn the_two_rates_keep_their_own_syntax() {
         // A rate limit is a whole number; an offered load may be a fraction.
         assert_eq!(parse_rate_limit("100").unwrap(), 100);
+        assert_eq!(parse_rate_limit("10k").unwrap(), 10_000);
+        assert_eq!(parse_rate_limit("10k/s").unwrap(), 10_000);
         assert!(parse_rate_limit("0.5").is_err());
         assert!(parse_rate_limit("0").unwrap_err().contains("per second"));
         let rate = request_rate_between(0.001, 1e8);
         assert_eq!(rate("0.5").unwrap(), 0.5);
+        assert_eq!(rate("20k/s").unwrap(), 20_000.0);
         assert_eq!(
             rate("0").unwrap_err(),
             "'0' is below the lowest rate, 0.001 requests per second"
@@ -237,11 +524,15 @@ mod tests {
             rate("1e9").unwrap_err(),
             "'1e9' is above the highest rate, 100000000/s"
         );
-        let size = udp_size_at_most(65_507);
-        assert_eq!(size("0").unwrap(), 0);
-        assert_eq!(
-            size("65508").unwrap_err(),
-            "65508 is larger than the largest UDP payload, 65507"
-        );
+        assert!(rate("-1").is_err());
+    }
+
+    #[test]
+    fn families_filter_addresses() {
+        let v4: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let v6: SocketAddr = "[::1]:1".parse().unwrap();
+        assert!(Family::V4.admits(&v4) && !Family::V4.admits(&v6));
+        assert!(Family::V6.admits(&v6) && !Family::V6.admits(&v4));
+        assert!(Family::Any.admits(&v4) && Family::Any.admits(&v6));
     }
 }

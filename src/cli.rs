@@ -40,6 +40,22 @@ pub enum LogFormat {
 }
 
 impl Cli {
+    /// Parses the command line, then checks what one flag's parser cannot
+    /// see alone (`client HOST PORT`); a failure is a usage error, reported
+    /// as clap's are.
+    pub fn try_parse_checked() -> Result<Cli, clap::Error> {
+        let mut cli = Cli::try_parse()?;
+        let checked = match &mut cli.command {
+            Command::Client(opt) => opt.check(),
+            _ => Ok(()),
+        };
+        checked.map_err(|msg| {
+            <Cli as clap::CommandFactory>::command()
+                .error(clap::error::ErrorKind::ValueValidation, msg)
+        })?;
+        Ok(cli)
+    }
+
     /// The log level the -v/-q counts ask for (NETECHO_LOG overrides it).
     pub fn log_level(&self) -> &'static str {
         match (self.verbose, self.quiet) {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::args::{parse_secs_nonzero, parse_target};
+use crate::args::{FamilyOpt, join_host_port, parse_secs_nonzero, parse_target, split_host_port};
 use crate::error::{Error, Result};
 use crate::net;
 use crate::net::tls::{Connector, TlsOpt};
@@ -30,13 +30,22 @@ const BUF_SIZE: usize = 64 * 1024;
 /// Options of `netecho client`.
 #[derive(Debug, Args)]
 pub(crate) struct ClientOpt {
-    /// The echo server, as HOST:PORT ([v6addr]:PORT for IPv6 literals).
-    #[arg(value_name = "HOST:PORT", value_parser = parse_target)]
+    /// The echo server, as HOST:PORT ([v6addr]:PORT for IPv6 literals), or
+    /// HOST alone with PORT after it, as nc takes them.
+    #[arg(value_name = "HOST:PORT")]
     pub(crate) target: String,
+
+    /// The port, when HOST is given without one (`client localhost 6666`).
+    #[arg(value_name = "PORT")]
+    pub(crate) port: Option<u16>,
 
     /// Give up connecting after this long.
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs_nonzero, allow_negative_numbers = true)]
     pub(crate) connect_timeout: Duration,
+
+    /// `-4`, `-6`: which addresses of HOST to use.
+    #[command(flatten)]
+    pub(crate) family: FamilyOpt,
 
     /// `--tls` and its options (verification, SNI); the TLS handshake
     /// also has to finish within --connect-timeout.
@@ -44,12 +53,33 @@ pub(crate) struct ClientOpt {
     pub(crate) tls: TlsOpt,
 }
 
+impl ClientOpt {
+    /// Folds `HOST PORT` into `target` as `HOST:PORT`, and checks the
+    /// target's shape: a message for a usage error otherwise.
+    pub(crate) fn check(&mut self) -> std::result::Result<(), String> {
+        match self.port.take() {
+            None => parse_target(&self.target).map(drop),
+            Some(port) => {
+                if split_host_port(&self.target).is_ok() {
+                    return Err(format!(
+                        "'{}' has a port already; give HOST PORT or HOST:PORT",
+                        self.target
+                    ));
+                }
+                let host = self.target.trim_start_matches('[').trim_end_matches(']');
+                self.target = join_host_port(host, port);
+                parse_target(&self.target).map(drop)
+            }
+        }
+    }
+}
+
 /// Runs the client; `Ok` means every byte sent came back.
 pub(crate) fn run(opt: ClientOpt) -> Result<()> {
     if let Some(connector) = Connector::from_opt(&opt.tls, &opt.target, false)? {
         return tls::run(&opt, &connector);
     }
-    let stream = connect(&opt.target, opt.connect_timeout)?;
+    let stream = connect(&opt)?;
     // Our writes are whatever stdin gave us; no reason to hold them back.
     let _ = stream.set_nodelay(true);
     let writer = stream
@@ -69,9 +99,9 @@ pub(crate) fn run(opt: ClientOpt) -> Result<()> {
 
 /// Resolves `HOST:PORT` and connects to the first address that answers,
 /// with the same one-line errors as `bench` and `ping`.
-fn connect(target: &str, timeout: Duration) -> Result<TcpStream> {
-    let addrs = net::resolve(target)?;
-    net::connect_any(target, &addrs, timeout)
+fn connect(opt: &ClientOpt) -> Result<TcpStream> {
+    let addrs = net::resolve_in(&opt.target, opt.family.family())?;
+    net::connect_any(&opt.target, &addrs, opt.connect_timeout)
 }
 
 /// Copies stdin to the socket, counting bytes; on EOF marks the input done

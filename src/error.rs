@@ -52,9 +52,14 @@ pub enum Error {
     #[error("socket activation: {reason}")]
     Activation { reason: String },
     /// Options that parse one by one but not together (`--size` too big
-    /// for `--udp`...).
+    /// for `--udp`...): a usage error, exit status 2.
     #[error("{0}")]
     InvalidOption(String),
+    /// The run failed for a reason said in words (a file that cannot be
+    /// written after the run, a worker with no slot): exit status 1, unlike
+    /// [`Error::InvalidOption`].
+    #[error("{0}")]
+    Failed(String),
     /// `bench` ran to the end, but some requests failed or were lost; the
     /// figures are printed, the exit status says so.
     #[error("bench failed: {0}")]
@@ -106,6 +111,19 @@ impl Error {
     /// reader had enough, which is not a failure.
     pub fn is_broken_pipe(&self) -> bool {
         matches!(self, Error::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
+    }
+
+    /// The exit status this error ends the program with: 2 when the command
+    /// line asked for something that cannot be done (a bad value, options
+    /// that do not go together, a TLS file or an interface that is not
+    /// there: all found before anything ran), 1 when the run itself failed.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::InvalidOption(_) | Error::Interface { .. } => 2,
+            Error::Tls(TlsError::Setup(_)) => 1,
+            Error::Tls(_) => 2,
+            _ => 1,
+        }
     }
 
     /// Wraps an I/O error with a short description of what was being done.

@@ -4,7 +4,8 @@
 //! side of TLS ([`tls`]).
 //!
 //! `client`, `ping` and `bench` all use these, and `serve` its UDP limit;
-//! this module imports only [`crate::error`], never a subcommand.
+//! this module imports only [`crate::error`] and [`crate::args`], never a
+//! subcommand.
 
 pub(crate) mod pattern;
 pub(crate) mod source;
@@ -14,6 +15,7 @@ use std::io;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
 use std::time::Duration;
 
+use crate::args::Family;
 use crate::error::{Error, Result};
 
 /// Largest TCP message: each connection holds one copy, so 50 connections
@@ -22,9 +24,17 @@ pub(crate) const MAX_TCP_SIZE: usize = 16 * 1024 * 1024;
 /// Largest UDP payload over IPv4 (65,535 − 8 UDP − 20 IP header bytes).
 pub(crate) const MAX_UDP_SIZE: usize = 65_507;
 
-/// Resolves `HOST:PORT`, with the same messages for every subcommand.
-pub(crate) fn resolve(target: &str) -> Result<Vec<SocketAddr>> {
-    let addrs: Vec<SocketAddr> = target
+/// Resolves `HOST:PORT` to the addresses of one family (`-4`, `-6`), or of
+/// any, with the same messages for every subcommand; a name with none of
+/// that family is a one-line error.
+pub(crate) fn resolve_in(target: &str, family: Family) -> Result<Vec<SocketAddr>> {
+    if let Err(reason) = crate::args::split_host_port(target) {
+        return Err(Error::Resolve {
+            target: target.to_string(),
+            reason,
+        });
+    }
+    let mut addrs: Vec<SocketAddr> = target
         .to_socket_addrs()
         .map_err(|e| Error::Resolve {
             target: target.to_string(),
@@ -38,10 +48,16 @@ pub(crate) fn resolve(target: &str) -> Result<Vec<SocketAddr>> {
             },
         })?
         .collect();
+    let found = !addrs.is_empty();
+    addrs.retain(|a| family.admits(a));
     if addrs.is_empty() {
         return Err(Error::Resolve {
             target: target.to_string(),
-            reason: "no address found".into(),
+            reason: if found {
+                format!("it has no {} address", family.name())
+            } else {
+                "no address found".into()
+            },
         });
     }
     Ok(addrs)

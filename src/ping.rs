@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use crate::args::{interval_at_least, parse_count, parse_positive, parse_secs_nonzero};
+use crate::args::{
+    FamilyOpt, interval_at_least, parse_count, parse_secs_nonzero, parse_target, size_between,
+};
 use crate::error::{Error, Result};
 use crate::net::tls::{Connector, TlsOpt, describe};
 use crate::net::{self, MAX_TCP_SIZE, MAX_UDP_SIZE, pattern};
@@ -43,7 +45,7 @@ const SLEEP_SLICE: Duration = Duration::from_millis(50);
 #[derive(Debug, Args)]
 pub(crate) struct Opt {
     /// The echo server, as HOST:PORT ([v6addr]:PORT for IPv6 literals).
-    #[arg(value_name = "HOST:PORT")]
+    #[arg(value_name = "HOST:PORT", value_parser = parse_target)]
     pub(crate) target: String,
 
     /// Stop after this many probes (default: until Ctrl-C or SIGTERM).
@@ -56,9 +58,11 @@ pub(crate) struct Opt {
           value_parser = interval_at_least(MIN_INTERVAL), allow_negative_numbers = true)]
     pub(crate) interval: Duration,
 
-    /// Bytes per probe.
+    /// Bytes per probe: 64, 1k (1024), 64KiB, 1MiB; at most 16MiB (TCP) or
+    /// 65507 (UDP).
     #[arg(short = 's', long = "size", value_name = "SIZE", default_value_t = DEFAULT_SIZE,
-          value_parser = parse_positive, allow_negative_numbers = true)]
+          value_parser = size_between(1, MAX_TCP_SIZE, "the largest probe"),
+          allow_negative_numbers = true)]
     pub(crate) size: usize,
 
     /// Probe with UDP datagrams instead of a TCP stream.
@@ -73,6 +77,10 @@ pub(crate) struct Opt {
     /// A new TCP connection per probe; the time includes the connect.
     #[arg(long = "new-conn", conflicts_with = "udp")]
     pub(crate) new_conn: bool,
+
+    /// `-4`, `-6`: which addresses of HOST to use.
+    #[command(flatten)]
+    pub(crate) family: FamilyOpt,
 
     #[command(flatten)]
     pub(crate) tls: TlsOpt,
@@ -235,7 +243,7 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
         return Err(Error::InvalidOption("--tls is for TCP, not --udp".into()));
     }
     stop::install().map_err(Error::io("installing signal handlers"))?;
-    let addrs = net::resolve(&opt.target)?;
+    let addrs = net::resolve_in(&opt.target, opt.family.family())?;
     // The first connect decides the address; a refused or unreachable
     // server is one line and exit 1 before any probe.
     let mut stats = Stats::default();

@@ -41,7 +41,7 @@ pub(crate) fn write(
     let mut encoded = Vec::new();
     V2DeflateSerializer::new()
         .serialize(hist, &mut encoded)
-        .map_err(|e| Error::InvalidOption(format!("cannot encode the histogram: {e:?}")))?;
+        .map_err(|e| Error::Failed(format!("cannot encode the histogram: {e}")))?;
     let epoch = start
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
@@ -61,7 +61,7 @@ pub(crate) fn write(
         version = env!("CARGO_PKG_VERSION"),
     );
     std::fs::write(path, text)
-        .map_err(|e| Error::InvalidOption(format!("cannot write {}: {e}", path.display())))
+        .map_err(|e| Error::Failed(format!("cannot write {}: {e}", path.display())))
 }
 
 /// One run's log read back: every interval added into one histogram.
@@ -74,7 +74,7 @@ pub(crate) struct Run {
 
 /// Reads an interval log (netecho's or any HdrHistogram writer's).
 pub(crate) fn read(path: &Path) -> Result<Run> {
-    let bad = |why: String| Error::InvalidOption(format!("{}: {why}", path.display()));
+    let bad = |why: String| Error::Failed(format!("{}: {why}", path.display()));
     let text = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
     let mut hist = empty()?;
     let mut span: Option<(Duration, Duration)> = None;

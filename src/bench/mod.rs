@@ -56,13 +56,13 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::args::{
-    interval_at_least, parse_count, parse_positive, parse_secs, parse_secs_nonzero,
-    request_rate_between,
+    FamilyOpt, interval_at_least, parse_count, parse_positive, parse_secs, parse_secs_nonzero,
+    parse_target, request_rate_between, size_between,
 };
 use crate::error::{Error, Result};
 use crate::net::source::{self, Sources};
 use crate::net::tls::{Connector, TlsOpt};
-use crate::net::{MAX_TCP_SIZE, MAX_UDP_SIZE, connect_any, connect_one, resolve, udp_socket};
+use crate::net::{MAX_TCP_SIZE, MAX_UDP_SIZE, connect_any, connect_one, resolve_in, udp_socket};
 use crate::sys::{self, stop};
 use plan::{Plan, Tally};
 
@@ -93,7 +93,7 @@ const PROGRESS_TICK: Duration = Duration::from_millis(250);
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub(crate) struct Opt {
     /// The echo server, as HOST:PORT ([v6addr]:PORT for IPv6 literals).
-    #[arg(value_name = "HOST:PORT", required_unless_present = "models")]
+    #[arg(value_name = "HOST:PORT", required_unless_present = "models", value_parser = parse_target)]
     pub(crate) target: Option<String>,
 
     /// Measure netecho's own server models instead of HOST:PORT: each is
@@ -138,9 +138,11 @@ pub(crate) struct Opt {
           value_parser = parse_positive, allow_negative_numbers = true)]
     pub(crate) conns: usize,
 
-    /// Bytes per message.
+    /// Bytes per message: 64, 1k (1024), 64KiB, 1MiB; at most 16MiB (TCP)
+    /// or 65507 (UDP).
     #[arg(short = 's', long = "size", value_name = "SIZE", default_value_t = DEFAULT_SIZE,
-          value_parser = parse_positive, allow_negative_numbers = true)]
+          value_parser = size_between(1, MAX_TCP_SIZE, "the largest message"),
+          allow_negative_numbers = true)]
     pub(crate) size: usize,
 
     /// Measure for this long after the warm-up (default 10 s; with
@@ -225,6 +227,11 @@ pub(crate) struct Opt {
     /// warm-up; the open rate is printed on stderr.
     #[arg(long, conflicts_with_all = ["models", "requests", "rate", "new_conn", "udp"])]
     pub(crate) hold: bool,
+
+    /// `-4`, `-6`: which addresses of HOST to use.
+    #[command(flatten)]
+    pub(crate) family: FamilyOpt,
+
     #[command(flatten)]
     pub(crate) tls: TlsOpt,
 
@@ -293,7 +300,7 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
     // The bench opens thousands of sockets, as the server does.
     let _ = sys::raise_nofile_limit();
     stop::install().map_err(Error::io("installing signal handlers"))?;
-    let addrs = resolve(&target)?;
+    let addrs = resolve_in(&target, opt.family.family())?;
     let threads = opt
         .threads
         .unwrap_or_else(crate::serve::default_workers)

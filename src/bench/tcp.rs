@@ -258,7 +258,7 @@ pub(crate) fn run_over<T: Transport>(
                     .register(&mut s, Token(i), Interest::READABLE)
                     .map_err(Error::io("registering a socket with epoll"))?;
                 let Some(link) = transport.kept(id) else {
-                    return Err(Error::InvalidOption(format!(
+                    return Err(Error::Failed(format!(
                         "bench: connection {id} has no {} session from setup",
                         <T::Link as Link>::NAME
                     )));

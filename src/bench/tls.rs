@@ -179,9 +179,7 @@ pub(crate) fn run(
     conns: Vec<(u64, Option<std::net::TcpStream>)>,
 ) -> Result<Tally> {
     let Some(setup) = plan.settings.tls.as_deref() else {
-        return Err(Error::InvalidOption(
-            "bench: TLS worker without --tls".into(),
-        ));
+        return Err(Error::Failed("bench: TLS worker without --tls".into()));
     };
     tcp::run_over(plan, slot, conns, setup)
 }

@@ -44,7 +44,7 @@ enum Input {
 
 /// Runs the TLS client; `Ok` means every byte sent came back.
 pub(crate) fn run(opt: &ClientOpt, connector: &Connector) -> Result<()> {
-    let mut stream = connect(&opt.target, opt.connect_timeout)?;
+    let mut stream = connect(opt)?;
     let _ = stream.set_nodelay(true);
     let (mut conn, took) = connector.handshake(&mut stream, opt.connect_timeout)?;
     // No limit on rustls' record buffer: the loop itself holds at most one

@@ -374,7 +374,7 @@ impl Supervisor {
             let slot = self
                 .board
                 .claim()
-                .ok_or_else(|| Error::InvalidOption("no free slot for a worker".into()))?;
+                .ok_or_else(|| Error::Failed("no free slot for a worker".into()))?;
             if let Err(e) = start(slot) {
                 self.board.free(slot);
                 return Err(Error::io("starting a worker")(e));

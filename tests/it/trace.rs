@@ -282,7 +282,8 @@ fn trace_refuses_an_unknown_interface() {
         .args(["trace", "--iface", "no-such-if0", "--count", "1"])
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(1));
+    // A flag value checked before the run: a usage error.
+    assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("'no-such-if0': no such interface"), "{err}");
 }

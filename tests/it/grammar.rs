@@ -1,0 +1,147 @@
+//! One command-line grammar for every subcommand, run on the real binary:
+//! durations and sizes with units (a bare duration is seconds), host names
+//! wherever an address is taken, `-4`/`-6`, and one exit-status rule
+//! (0 success, 1 the check failed, 2 usage error).
+
+use std::time::Duration;
+
+use crate::util::{Run, Server, netecho, run_to_end};
+
+/// Longest any run here may take before it is killed and fails its test.
+const RUN_LIMIT: Duration = Duration::from_secs(20);
+/// Exit status of a command line that cannot be carried out as written.
+const EXIT_USAGE: i32 = 2;
+
+fn run(args: &[&str]) -> Run {
+    run_to_end(netecho(args), None, RUN_LIMIT)
+}
+
+/// Runs `args`, which must be refused as a usage error: exit 2, one line on
+/// stderr that starts with `netecho: ` and contains `want`, no debug
+/// formatting.
+fn usage_error(args: &[&str], want: &str) -> String {
+    let what = format!("netecho {}", args.join(" "));
+    let r = run(args);
+    r.assert_code(EXIT_USAGE, &what);
+    let line = r.one_line_error(&what);
+    assert!(line.starts_with("netecho: "), "{what}: {line}");
+    assert!(line.contains(want), "{what}: no {want:?} in: {line}");
+    for debug in ["Some(", "None", "{ ", "Error {"] {
+        assert!(!line.contains(debug), "{what}: debug formatting: {line}");
+    }
+    line
+}
+
+#[test]
+fn durations_take_units_in_every_subcommand() {
+    let srv = Server::start("auto", &[]);
+    let addr = srv.addr().to_string();
+    let r = run(&["ping", &addr, "-c", "2", "-i", "200ms", "--timeout", "2s"]);
+    r.assert_code(0, "ping -i 200ms --timeout 2s");
+    let r = run(&[
+        "bench",
+        &addr,
+        "-c",
+        "1",
+        "-d",
+        "300ms",
+        "--warmup",
+        "0s",
+        "--timeout",
+        "1m",
+        "--connect-timeout",
+        "2s",
+    ]);
+    r.assert_code(0, "bench -d 300ms --warmup 0s");
+    let r = run_to_end(
+        netecho(&["client", &addr, "--connect-timeout", "1500ms"]),
+        Some(b"units\n".to_vec()),
+        RUN_LIMIT,
+    );
+    r.assert_code(0, "client --connect-timeout 1500ms");
+    assert_eq!(r.stdout, b"units\n");
+    usage_error(&["ping", &addr, "-i", "2 parsecs"], "250ms");
+    usage_error(&["bench", &addr, "--duration=-1s"], "-1s");
+    usage_error(&["bench", &addr, "-d", "0ms"], "longer than 0");
+    usage_error(&["ping", &addr, "-i", "100us"], "shortest interval, 1ms");
+}
+
+#[test]
+fn sizes_take_units() {
+    let srv = Server::start("auto", &["--udp"]);
+    let addr = srv.addr().to_string();
+    let r = run(&["ping", &addr, "-c", "1", "-s", "1KiB"]);
+    r.assert_code(0, "ping -s 1KiB");
+    assert!(
+        r.stdout_str().contains("1024 bytes from"),
+        "{}",
+        r.stdout_str()
+    );
+    let r = run(&["ping", &addr, "-c", "1", "-s", "2k", "--udp"]);
+    r.assert_code(0, "ping -s 2k --udp");
+    assert!(
+        r.stdout_str().contains("2048 bytes from"),
+        "{}",
+        r.stdout_str()
+    );
+    usage_error(&["ping", &addr, "-s", "17MiB"], "16777216");
+    usage_error(&["bench", &addr, "-s", "lots"], "64KiB");
+    // A size fine for TCP but not for UDP: checked before anything runs.
+    usage_error(&["ping", &addr, "-s", "64KiB", "--udp"], "65507");
+}
+
+#[test]
+fn client_takes_host_and_port_apart_as_nc_does() {
+    let srv = Server::start("auto", &[]);
+    let port = srv.addr().port().to_string();
+    let r = run_to_end(
+        netecho(&["client", "localhost", &port, "-4"]),
+        Some(b"apart\n".to_vec()),
+        RUN_LIMIT,
+    );
+    r.assert_code(0, "client localhost PORT -4");
+    assert_eq!(r.stdout, b"apart\n");
+    usage_error(&["client", "127.0.0.1:7", "7"], "has a port already");
+}
+
+#[test]
+fn addresses_without_a_port_say_so() {
+    usage_error(
+        &["client", "[::1]"],
+        "the port is missing: expected [::1]:PORT",
+    );
+    usage_error(&["client", "::1"], "brackets");
+    usage_error(&["ping", "localhost"], "expected localhost:PORT");
+    usage_error(&["bench", "[::1]", "-d", "1"], "expected [::1]:PORT");
+    usage_error(&["client", "localhost:99999"], "out of range");
+    usage_error(&["ping", "-4", "-6", "localhost:7"], "cannot be used with");
+}
+
+#[test]
+fn minus_six_refuses_a_name_with_only_ipv4() {
+    // 127.0.0.1 is an IPv4 literal: with -6 it has no address to use.
+    let r = run(&["ping", "-6", "-c", "1", "127.0.0.1:7"]);
+    r.assert_code(1, "ping -6 127.0.0.1:7");
+    let line = r.one_line_error("ping -6");
+    assert!(line.contains("no IPv6 address"), "{line}");
+}
+
+#[test]
+fn values_checked_before_running_exit_two() {
+    let srv = Server::start("auto", &[]);
+    let addr = srv.addr().to_string();
+    usage_error(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--min-spare",
+            "9",
+            "--max-spare",
+            "2",
+        ],
+        "--min-spare",
+    );
+    usage_error(&["bench", &addr, "--stream", "-c", "100000"], "--stream");
+    usage_error(&["ping", &addr, "-c", "0"], "at least 1");
+}
