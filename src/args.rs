@@ -352,20 +352,6 @@ pub(crate) fn interval_at_least(
     duration_at_least(min)
 }
 
-/// A parser of a UDP size limit: 0 to `max` bytes, `max` being the largest
-/// UDP payload; units allowed as in [`size_between`].
-pub(crate) fn udp_size_at_most(
-    max: usize,
-) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync + 'static {
-    size_between(0, max, "the largest UDP payload")
-}
-
-/// The old single-address form of [`parse_listen_all`]: the first address
-/// a name resolves to.
-pub(crate) fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    parse_listen_all(s).map(|l| l.first())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,23 +367,23 @@ mod tests {
                 .all(|a| a.ip().is_loopback() && a.port() == 7000)
         );
         assert!(
-            parse_listen("127.0.0.1:99999")
+            parse_listen_all("127.0.0.1:99999")
                 .unwrap_err()
                 .contains("out of range")
         );
         assert!(
-            parse_listen("127.0.0.1:x")
+            parse_listen_all("127.0.0.1:x")
                 .unwrap_err()
                 .contains("not a number")
         );
-        assert!(parse_listen("::1:80").unwrap_err().contains("brackets"));
+        assert!(parse_listen_all("::1:80").unwrap_err().contains("brackets"));
         assert!(
-            parse_listen("no-such-host.invalid:80")
+            parse_listen_all("no-such-host.invalid:80")
                 .unwrap_err()
                 .contains("cannot resolve")
         );
         assert_eq!(
-            parse_listen("6666").unwrap_err(),
+            parse_listen_all("6666").unwrap_err(),
             "the port is missing: expected 6666:PORT"
         );
     }

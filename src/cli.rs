@@ -9,24 +9,90 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// The exit status rule of every subcommand, shown at the end of the
+/// top-level `--help`.
+const EXIT_STATUS: &str = "EXIT STATUS
+  0  success
+  1  the check failed: a mismatch, loss, errors, nothing answered, an
+     interrupted measurement, or a failure while running
+  2  usage error: a bad flag or value, flags that do not go together, or a
+     value checked before running (a file, an interface) that cannot be used
+
+Durations take units everywhere (250ms, 2s, 1m; a bare number is seconds);
+sizes take units (64, 1k = 1KiB = 1024, 64KiB, 1MiB); counts and rates take
+decimal units (10k, 1.5M; rates also 10k/s). Addresses are HOST:PORT, the
+host a name, an IPv4 address or [an IPv6 address].";
+
+const EXIT_SERVE: &str = "EXIT STATUS
+  0  stopped by SIGTERM or SIGINT, connections drained
+  1  could not start or keep serving: an address in use, no permission to
+     bind, a worker or listener that could not start (then no `listening`
+     line was printed)
+  2  usage error: a bad flag or value, flags that do not go together, a TLS
+     file that cannot be used";
+
+const EXIT_CLIENT: &str = "EXIT STATUS
+  0  every byte sent came back
+  1  the check failed: the connection was refused or timed out, or the
+     server closed, reset or answered with other bytes before everything
+     sent came back
+  2  usage error: a bad flag or value, a HOST:PORT without a port";
+
+const EXIT_BENCH: &str = "EXIT STATUS
+  0  every request measured was answered with the bytes sent
+  1  the check failed: a request failed, mismatched or was lost, none
+     completed, the server could not be reached, or the run was interrupted
+  2  usage error: a bad flag or value, flags that do not go together, limits
+     the machine cannot meet";
+
+const EXIT_PING: &str = "EXIT STATUS
+  0  every probe came back intact
+  1  the check failed: a probe was lost, timed out or came back different,
+     or none was answered
+  2  usage error: a bad flag or value, a size too large for the protocol";
+
+const EXIT_WATCH: &str = "EXIT STATUS
+  0  ran until --duration ended or Ctrl-C/SIGTERM stopped it
+  1  the socket table or the kernel's events could not be read
+  2  usage error: a bad flag or value, a --mode this kernel cannot give";
+
+const EXIT_TRACE: &str = "EXIT STATUS
+  0  stopped after --count segments or by Ctrl-C/SIGTERM
+  1  the capture failed (no CAP_NET_RAW, a write error)
+  2  usage error: a bad flag or value, an interface that does not exist";
+
+const EXIT_LAB: &str = "EXIT STATUS
+  0  every step of the scenario ran and showed what it should
+  1  a step failed
+  2  usage error: a bad flag, an unknown scenario";
+
+const EXIT_PRINT: &str = "EXIT STATUS
+  0  printed
+  1  stdout could not be written
+  2  usage error";
+
 /// netecho: the echo service (RFC 862) done right: server, client, and tools
 /// to see a TCP connection's life.
 #[derive(Debug, Parser)]
-#[command(name = "netecho", version, about, propagate_version = true)]
+#[command(name = "netecho", version, about, propagate_version = true,
+          after_long_help = EXIT_STATUS)]
 pub struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
 
     /// More log output on stderr (-v: debug, -vv: trace).
-    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count,
+          display_order = 900)]
     pub(crate) verbose: u8,
 
     /// Less log output on stderr (-q: warnings and errors only, -qq: errors).
-    #[arg(long, short = 'q', global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    #[arg(long, short = 'q', global = true, action = clap::ArgAction::Count, conflicts_with = "verbose",
+          display_order = 901)]
     pub(crate) quiet: u8,
 
     /// Log line format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text,
+          value_name = "FORMAT", display_order = 902)]
     pub log_format: LogFormat,
 }
 
@@ -71,25 +137,34 @@ impl Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run an echo server (default: port 6666 on every address, IPv4 and IPv6).
+    #[command(after_long_help = EXIT_SERVE)]
     Serve(crate::serve::ServeOpt),
     /// Copy stdin to an echo server and its echo to stdout, losing nothing.
+    #[command(after_long_help = EXIT_CLIENT)]
     Client(crate::client::ClientOpt),
     /// Load an echo server and measure throughput and latency percentiles.
+    #[command(after_long_help = EXIT_BENCH)]
     Bench(crate::bench::Opt),
     /// Probe an echo server's round-trip time, one line per probe.
+    #[command(after_long_help = EXIT_PING)]
     Ping(crate::ping::Opt),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_long_help = EXIT_PRINT)]
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
     /// Print the man page (roff) generated from these definitions.
+    #[command(after_long_help = EXIT_PRINT)]
     Man,
     /// Show TCP sockets on a port change state, live, with their processes.
+    #[command(after_long_help = EXIT_WATCH)]
     Watch(crate::watch::Opt),
     /// Capture a port's TCP segments and annotate the handshake and close.
+    #[command(after_long_help = EXIT_TRACE)]
     Trace(crate::trace::Opt),
     /// A guided walkthrough of a TCP connection's life on loopback.
+    #[command(after_long_help = EXIT_LAB)]
     Lab(crate::lab::Opt),
 }
 

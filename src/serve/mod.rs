@@ -68,6 +68,7 @@ use std::os::fd::AsRawFd;
 
 use tracing::info;
 
+use crate::args::ListenAddr;
 use crate::error::{Error, Result};
 use crate::serve::ctx::Ctx;
 use crate::serve::lifecycle::shutdown::Shutdown;
@@ -108,7 +109,7 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
     signals::install(shutdown).map_err(Error::io("installing signal handlers"))?;
     let stats = stats::Stats::shared().map_err(Error::io("mapping shared counters"))?;
     let listeners = if passed.tcp.is_empty() {
-        listen::bind_all(&opt.listen)?
+        listen::bind_all(&opt.listen_addrs())?
     } else {
         if !opt.listen.is_empty() && !handed {
             tracing::warn!("sockets passed by systemd (LISTEN_FDS); --listen ignored");
@@ -116,9 +117,9 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         passed.tcp
     };
     let tls_listeners = if passed.tls.is_empty() {
-        opt.tls_listen
-            .iter()
-            .map(|a| listen::bind(*a))
+        opt.tls_listen_addrs()
+            .into_iter()
+            .map(listen::bind)
             .collect::<Result<Vec<_>>>()?
     } else {
         if !opt.tls_listen.is_empty() && !handed {
@@ -161,7 +162,7 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
     } else {
         udp::bind_all(&local_addrs(&listeners))?
     };
-    let metrics = match opt.metrics {
+    let metrics = match opt.metrics.as_ref().map(ListenAddr::first) {
         // A handover passes the one it had.
         Some(_) if passed.metrics.is_some() => passed.metrics,
         Some(addr) => {
@@ -174,20 +175,31 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         None => None,
     };
     keep_for_handover(&listeners, &udp_sockets, metrics.as_ref(), &tls_listeners)?;
-    listen::announce(&listeners, ListenKind::Tcp)?;
-    listen::announce(&tls_listeners, ListenKind::Tls)?;
-    udp::announce(&udp_sockets)?;
-    if let Some(m) = &metrics {
-        let addr = m.local_addr().map_err(Error::io("metrics listener"))?;
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        let line = Listening {
-            kind: ListenKind::Metrics,
-            addr,
-        };
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
-    }
+    // Printed once the model's workers all run (`handover::ready`).
+    let bound = |kind, addr: std::io::Result<std::net::SocketAddr>| {
+        addr.map(|addr| format!("{}\n", Listening { kind, addr }))
+            .map_err(Error::io("reading bound address"))
+    };
+    let lines = (listeners
+        .iter()
+        .map(|l| bound(ListenKind::Tcp, l.local_addr())))
+    .chain(
+        tls_listeners
+            .iter()
+            .map(|l| bound(ListenKind::Tls, l.local_addr())),
+    )
+    .chain(
+        udp_sockets
+            .iter()
+            .map(|u| bound(ListenKind::Udp, u.local_addr())),
+    )
+    .chain(
+        metrics
+            .iter()
+            .map(|m| bound(ListenKind::Metrics, m.local_addr())),
+    )
+    .collect::<Result<String>>()?;
+    handover::announce_when_ready(lines);
     sidecar::start(
         sidecar::Services {
             udp: udp_sockets,

@@ -1,14 +1,13 @@
 //! The options of `netecho serve`.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 
 use crate::args::{
-    parse_listen, parse_positive, parse_rate_limit, parse_secs, parse_secs_nonzero,
-    udp_size_at_most,
+    ListenAddr, parse_duration, parse_duration_nonzero, parse_listen_all, parse_positive,
+    parse_rate_limit, size_between,
 };
 use crate::net::MAX_UDP_SIZE;
 use crate::serve::model::Model;
@@ -19,16 +18,19 @@ use crate::serve::transport::splice::ZeroCopy;
 /// Options of `netecho serve`.
 #[derive(Debug, Args)]
 pub(crate) struct ServeOpt {
-    /// Address to listen on, repeatable; port 0 picks a free port.
-    /// Default: [::]:6666 as one dual-stack socket (0.0.0.0:6666 without IPv6).
-    #[arg(long = "listen", short = 'l', value_name = "ADDR:PORT", value_parser = parse_listen)]
-    pub(crate) listen: Vec<SocketAddr>,
+    /// Address to listen on, repeatable: HOST:PORT, the host a name (each
+    /// of its addresses is served: localhost:7000 is 127.0.0.1:7000 and
+    /// [::1]:7000), an IPv4 address or [an IPv6 address]; port 0 picks a
+    /// free port. Default: [::]:6666 as one dual-stack socket
+    /// (0.0.0.0:6666 without IPv6).
+    #[arg(long = "listen", short = 'l', value_name = "HOST:PORT", value_parser = parse_listen_all)]
+    pub(crate) listen: Vec<ListenAddr>,
 
     /// Serve TLS echo on this address, repeatable, beside --listen (which
     /// keeps its default, [::]:6666, unless given); printed as
     /// `listening tls ADDR`.
-    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen)]
-    pub(crate) tls_listen: Vec<SocketAddr>,
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen_all)]
+    pub(crate) tls_listen: Vec<ListenAddr>,
 
     /// The TLS certificate chain, PEM (default: a self-signed certificate
     /// for localhost, 127.0.0.1 and ::1, made at start).
@@ -43,8 +45,9 @@ pub(crate) struct ServeOpt {
     #[arg(long, value_name = "FILE")]
     pub(crate) tls_client_ca: Option<PathBuf>,
 
-    /// Close a TLS client whose handshake has not ended after this long.
-    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs_nonzero)]
+    /// Close a TLS client whose handshake has not ended after this long
+    /// (seconds, or with units: 500ms, 10s, 1m).
+    #[arg(long, value_name = "DURATION", default_value = "10", value_parser = parse_duration_nonzero)]
     pub(crate) tls_handshake_timeout: Duration,
 
     /// Server model.
@@ -57,9 +60,10 @@ pub(crate) struct ServeOpt {
     #[arg(long, short = 'w', value_name = "N", value_parser = parse_positive, allow_negative_numbers = true)]
     pub(crate) workers: Option<usize>,
 
-    /// Most clients served at once; more are accepted, closed and counted
-    /// (default depends on the model, see README; iterative serves one at a
-    /// time whatever this says, the rest wait).
+    /// Most clients served at once; more are accepted, closed and counted.
+    /// Default by model: fork 1024, prefork 256, thread 4096, prethread
+    /// 1024, epoll, tokio and uring 65536; iterative serves one at a time
+    /// whatever this says, the rest wait.
     #[arg(long, value_name = "N", value_parser = parse_positive, allow_negative_numbers = true)]
     pub(crate) max_conns: Option<usize>,
 
@@ -73,8 +77,9 @@ pub(crate) struct ServeOpt {
     #[arg(long, value_name = "N", default_value_t = pool::DEFAULT_MAX_SPARE, value_parser = parse_positive, allow_negative_numbers = true)]
     pub(crate) max_spare: usize,
 
-    /// Close a connection with no bytes in either direction for this long; 0 = never.
-    #[arg(long, value_name = "SECS", default_value = "300", value_parser = parse_secs, allow_negative_numbers = true)]
+    /// Close a connection with no bytes in either direction for this long
+    /// (seconds, or 30s, 5m...); 0 = never.
+    #[arg(long, value_name = "DURATION", default_value = "300", value_parser = parse_duration, allow_negative_numbers = true)]
     pub(crate) idle_timeout: Duration,
 
     /// Most clients served at once from one source address (default: no limit).
@@ -83,7 +88,7 @@ pub(crate) struct ServeOpt {
 
     /// Close a connection whose client stops reading while the server has
     /// bytes for it, after this long; 0 = only --idle-timeout applies.
-    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs, allow_negative_numbers = true)]
+    #[arg(long, value_name = "DURATION", default_value = "60", value_parser = parse_duration, allow_negative_numbers = true)]
     pub(crate) stall_timeout: Duration,
 
     /// Move large transfers socket → pipe → socket with splice(2), never
@@ -96,27 +101,50 @@ pub(crate) struct ServeOpt {
     #[arg(long)]
     pub(crate) udp: bool,
 
-    /// Largest UDP datagram echoed; larger ones are dropped and counted, never truncated.
-    #[arg(long, value_name = "BYTES", default_value_t = MAX_UDP_SIZE, value_parser = udp_size_at_most(MAX_UDP_SIZE))]
+    /// Largest UDP datagram echoed (bytes, or 1k, 8KiB...); larger ones are
+    /// dropped and counted, never truncated.
+    #[arg(long, value_name = "SIZE", default_value_t = MAX_UDP_SIZE,
+          value_parser = size_between(0, MAX_UDP_SIZE, "the largest UDP payload"))]
     pub(crate) udp_max_size: usize,
 
-    /// UDP datagrams per second answered per source address (burst: twice that).
-    #[arg(long, value_name = "N", default_value_t = udp::DEFAULT_RATE, value_parser = parse_rate_limit, allow_negative_numbers = true)]
+    /// UDP datagrams per second answered per source address (burst: twice
+    /// that): 100, 10k, 10k/s.
+    #[arg(long, value_name = "RATE", default_value_t = udp::DEFAULT_RATE, value_parser = parse_rate_limit, allow_negative_numbers = true)]
     pub(crate) udp_rate: u32,
 
-    /// UDP datagrams per second answered for all sources together (burst: twice that).
-    #[arg(long, value_name = "N", default_value_t = udp::DEFAULT_GLOBAL_RATE, value_parser = parse_rate_limit, allow_negative_numbers = true)]
+    /// UDP datagrams per second answered for all sources together (burst:
+    /// twice that): 20000, 20k, 20k/s.
+    #[arg(long, value_name = "RATE", default_value_t = udp::DEFAULT_GLOBAL_RATE, value_parser = parse_rate_limit, allow_negative_numbers = true)]
     pub(crate) udp_global_rate: u32,
 
-    /// Serve Prometheus metrics at http://ADDR:PORT/metrics.
-    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen)]
-    pub(crate) metrics: Option<SocketAddr>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (a name: its
+    /// first address).
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen_all)]
+    pub(crate) metrics: Option<ListenAddr>,
 
     /// Serve exactly one connection on stdin/stdout, as an inetd "nowait" service.
     #[arg(long)]
     pub(crate) inetd: bool,
 
     /// On SIGTERM/SIGINT, how long connections in flight may take to finish.
-    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs, allow_negative_numbers = true)]
+    #[arg(long, value_name = "DURATION", default_value = "30", value_parser = parse_duration, allow_negative_numbers = true)]
     pub(crate) drain_timeout: Duration,
+}
+
+impl ServeOpt {
+    /// Every `--listen` address, names resolved.
+    pub(crate) fn listen_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.listen
+            .iter()
+            .flat_map(|l| l.0.iter().copied())
+            .collect()
+    }
+
+    /// Every `--tls-listen` address, names resolved.
+    pub(crate) fn tls_listen_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.tls_listen
+            .iter()
+            .flat_map(|l| l.0.iter().copied())
+            .collect()
+    }
 }

@@ -145,3 +145,88 @@ fn values_checked_before_running_exit_two() {
     usage_error(&["bench", &addr, "--stream", "-c", "100000"], "--stream");
     usage_error(&["ping", &addr, "-c", "0"], "at least 1");
 }
+
+#[test]
+fn serve_listens_on_a_host_name() {
+    // localhost is every loopback address the resolver gives it: each is
+    // served, each announced.
+    let srv = Server::start_on("epoll", &["localhost:0"], &[]);
+    let addr = srv.addr();
+    assert!(addr.ip().is_loopback(), "{addr}");
+    crate::util::round_trip(addr, b"by name", 1).expect("echo on localhost:0");
+    usage_error(&["serve", "--listen", "[::1]"], "expected [::1]:PORT");
+    usage_error(
+        &["serve", "--listen", "no-such-host.invalid:7"],
+        "cannot resolve",
+    );
+}
+
+#[test]
+fn serve_prints_listening_only_once_its_workers_run() {
+    use std::os::unix::process::CommandExt;
+    // 2000 epoll workers each need a copy of the listener: under a hard
+    // limit of 256 descriptors they cannot all start.
+    let mut cmd = netecho(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--model",
+        "epoll",
+        "--workers",
+        "2000",
+    ]);
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: 256,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let r = run_to_end(cmd, None, RUN_LIMIT);
+    r.assert_code(1, "serve --workers 2000 under 256 descriptors");
+    assert!(
+        !r.stdout_str().contains("listening"),
+        "a server that failed to start announced: {}",
+        r.stdout_str()
+    );
+    assert!(r.stderr.contains("netecho: "), "{}", r.stderr);
+}
+
+/// Every subcommand's `--help`: no internal names (intra-doc links, Rust
+/// constants), no file the user does not have, and an EXIT STATUS.
+#[test]
+fn help_texts_speak_to_users() {
+    for sub in [
+        "serve",
+        "client",
+        "bench",
+        "ping",
+        "watch",
+        "trace",
+        "lab",
+        "completions",
+        "man",
+    ] {
+        let r = run(&[sub, "--help"]);
+        r.assert_code(0, &format!("{sub} --help"));
+        let text = r.stdout_str();
+        assert!(text.contains("EXIT STATUS"), "{sub} --help:\n{text}");
+        for bad in [
+            "[`",
+            ".md",
+            "README",
+            "SWITCH_AT",
+            "DEFAULT_",
+            "Some(",
+            "None",
+        ] {
+            assert!(!text.contains(bad), "{sub} --help shows {bad:?}:\n{text}");
+        }
+    }
+}

@@ -236,11 +236,30 @@ pub(crate) fn close_in_child() {
     }
 }
 
-/// Called by every model once it serves: tells the process that handed
-/// over (its readiness pipe), or else systemd (`READY=1`), once.
+/// The `listening` lines, held until every worker runs: printed by
+/// [`ready`], so that a script which reads one can connect at once, and a
+/// server that fails to start its workers prints none.
+static LISTENING: Mutex<Option<String>> = Mutex::new(None);
+
+/// Holds `lines` (the `listening` lines, each ending in a newline) for
+/// [`ready`] to print.
+pub(crate) fn announce_when_ready(lines: String) {
+    *LISTENING.lock().unwrap_or_else(|p| p.into_inner()) = Some(lines);
+}
+
+/// Called by every model once it serves, its workers all started: prints
+/// the `listening` lines, then tells the process that handed over (its
+/// readiness pipe), or else systemd (`READY=1`), once.
 pub(crate) fn ready() {
     if READY_SENT.swap(true, Ordering::SeqCst) {
         return;
+    }
+    if let Some(lines) = LISTENING.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        use std::io::Write;
+        let mut out = io::stdout().lock();
+        // A closed stdout must not stop a server: the lines are for scripts.
+        let _ = out.write_all(lines.as_bytes());
+        let _ = out.flush();
     }
     let fd = READY_FD.swap(-1, Ordering::SeqCst);
     if fd >= 0 {

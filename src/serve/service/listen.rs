@@ -5,7 +5,7 @@
 //! and the tests learn where a server listens from these lines.
 
 use std::fmt;
-use std::io::{self, Write};
+use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -99,21 +99,6 @@ pub fn parse_listening(line: &str) -> Option<Listening> {
         kind,
         addr: addr.parse().ok()?,
     })
-}
-
-/// Prints one `listening <kind> <addr>` line per socket on stdout (`tcp`,
-/// or `tls` for `--tls-listen`) and flushes it: scripts and tests wait for
-/// these lines to know the server is ready.
-pub(crate) fn announce(listeners: &[TcpListener], kind: ListenKind) -> Result<()> {
-    let mut out = io::stdout().lock();
-    for l in listeners {
-        let addr = l.local_addr().map_err(Error::io("reading bound address"))?;
-        let line = Listening { kind, addr };
-        // A closed stdout must not stop a server: the line is for scripts.
-        let _ = writeln!(out, "{line}");
-    }
-    let _ = out.flush();
-    Ok(())
 }
 
 /// `[::]:6666` as one dual-stack socket; `0.0.0.0:6666` where the kernel has

@@ -45,8 +45,8 @@ use crate::serve::contract::{Conn, End, Next, Store};
 /// `--zero-copy`: whether large transfers are spliced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub(crate) enum ZeroCopy {
-    /// Splice a connection once a read brings a large chunk
-    /// ([`SWITCH_AT`]); small messages keep the buffer path.
+    /// Splice a connection once a read brings 16 KiB or more; small
+    /// messages keep the buffer path.
     #[default]
     Auto,
     /// Splice every connection from its first byte.

@@ -22,7 +22,7 @@ mod policy;
 
 pub(crate) use policy::Policy;
 
-use std::io::{self, Write};
+use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -79,21 +79,6 @@ fn bind(addr: SocketAddr) -> Result<UdpSocket> {
     }
     sock.bind(&addr.into()).map_err(fail)?;
     Ok(sock.into())
-}
-
-/// Prints `listening udp <addr>` per socket, as the TCP lines.
-pub(crate) fn announce(sockets: &[UdpSocket]) -> Result<()> {
-    let mut out = io::stdout().lock();
-    for s in sockets {
-        let addr = s.local_addr().map_err(Error::io("reading bound address"))?;
-        let line = crate::serve::service::listen::Listening {
-            kind: crate::serve::service::listen::ListenKind::Udp,
-            addr,
-        };
-        let _ = writeln!(out, "{line}");
-    }
-    let _ = out.flush();
-    Ok(())
 }
 
 /// Serves UDP echo on `sock` until the server stops. Several workers may
