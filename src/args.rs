@@ -74,6 +74,23 @@ pub(crate) fn duration_at_least(
     }
 }
 
+/// A parser of a duration from `min` to `max` (`watch --interval`).
+pub(crate) fn duration_between(
+    min: Duration,
+    max: Duration,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |s: &str| {
+        let d = duration_at_least(min)(s)?;
+        if d > max {
+            return Err(format!(
+                "'{s}' is above the longest interval, {}",
+                humantime::format_duration(max)
+            ));
+        }
+        Ok(d)
+    }
+}
+
 /// Parses a number of bytes: `64`, `1k` (1024), `64KiB`, `1MiB`. `k`, `K`,
 /// `KB` and `KiB` are all 1024, as in dd(1) and iperf3.
 fn parse_bytes(s: &str) -> Result<u64, String> {
@@ -332,24 +349,6 @@ impl FamilyOpt {
             _ => Family::Any,
         }
     }
-}
-
-/// The old name of [`parse_duration`], kept while subcommands move over.
-pub(crate) fn parse_secs(s: &str) -> Result<Duration, String> {
-    parse_duration(s)
-}
-
-/// The old name of [`parse_duration_nonzero`], kept while subcommands move
-/// over.
-pub(crate) fn parse_secs_nonzero(s: &str) -> Result<Duration, String> {
-    parse_duration_nonzero(s)
-}
-
-/// The old name of [`duration_at_least`], kept while subcommands move over.
-pub(crate) fn interval_at_least(
-    min: Duration,
-) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
-    duration_at_least(min)
 }
 
 #[cfg(test)]

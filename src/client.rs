@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::args::{FamilyOpt, join_host_port, parse_secs_nonzero, parse_target, split_host_port};
+use crate::args::{
+    FamilyOpt, join_host_port, parse_duration_nonzero, parse_target, split_host_port,
+};
 use crate::error::{Error, Result};
 use crate::net;
 use crate::net::tls::{Connector, TlsOpt};
@@ -40,7 +42,7 @@ pub(crate) struct ClientOpt {
     pub(crate) port: Option<u16>,
 
     /// Give up connecting after this long.
-    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs_nonzero, allow_negative_numbers = true)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration_nonzero, allow_negative_numbers = true)]
     pub(crate) connect_timeout: Duration,
 
     /// `-4`, `-6`: which addresses of HOST to use.

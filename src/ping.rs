@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use crate::args::{
-    FamilyOpt, interval_at_least, parse_count, parse_secs_nonzero, parse_target, size_between,
+    FamilyOpt, duration_at_least, parse_count, parse_duration_nonzero, parse_target, size_between,
 };
 use crate::error::{Error, Result};
 use crate::net::tls::{Connector, TlsOpt, describe};
@@ -53,9 +53,10 @@ pub(crate) struct Opt {
           allow_negative_numbers = true)]
     pub(crate) count: Option<u64>,
 
-    /// Seconds between probes (fractions allowed, at least 0.001).
-    #[arg(short = 'i', long = "interval", value_name = "SECS", default_value = "1",
-          value_parser = interval_at_least(MIN_INTERVAL), allow_negative_numbers = true)]
+    /// Time between probes: seconds (0.2), or with units (200ms, 2s); at
+    /// least 1ms.
+    #[arg(short = 'i', long = "interval", value_name = "DURATION", default_value = "1s",
+          value_parser = duration_at_least(MIN_INTERVAL), allow_negative_numbers = true)]
     pub(crate) interval: Duration,
 
     /// Bytes per probe: 64, 1k (1024), 64KiB, 1MiB; at most 16MiB (TCP) or
@@ -70,7 +71,7 @@ pub(crate) struct Opt {
     pub(crate) udp: bool,
 
     /// How long a probe (and a connect) may take before it counts as lost.
-    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs_nonzero,
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration_nonzero,
           allow_negative_numbers = true)]
     pub(crate) timeout: Duration,
 
@@ -714,7 +715,7 @@ mod tests {
 
     #[test]
     fn intervals_below_a_millisecond_are_refused() {
-        let parse_interval = interval_at_least(MIN_INTERVAL);
+        let parse_interval = crate::args::duration_at_least(MIN_INTERVAL);
         assert!(parse_interval("0.0005").is_err());
         assert_eq!(parse_interval("0.001").unwrap(), MIN_INTERVAL);
         assert!(parse_interval("-1").is_err());

@@ -56,8 +56,8 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::args::{
-    FamilyOpt, interval_at_least, parse_count, parse_positive, parse_secs, parse_secs_nonzero,
-    parse_target, request_rate_between, size_between,
+    FamilyOpt, duration_at_least, parse_count, parse_duration, parse_duration_nonzero,
+    parse_positive, parse_target, request_rate_between, size_between,
 };
 use crate::error::{Error, Result};
 use crate::net::source::{self, Sources};
@@ -98,7 +98,7 @@ pub(crate) struct Opt {
 
     /// Measure netecho's own server models instead of HOST:PORT: each is
     /// started on a loopback port, pinned to CPU 0 with the load on CPU 1,
-    /// and run through the workloads of BENCHMARKING.md. LIST is a
+    /// and run through the workloads of --workloads. LIST is a
     /// comma list of models (default: all but auto), and may name the
     /// baselines: floor, floor-2t, c-epoll, c-splice, c-uring, or
     /// `baselines` for all five.
@@ -145,9 +145,9 @@ pub(crate) struct Opt {
           allow_negative_numbers = true)]
     pub(crate) size: usize,
 
-    /// Measure for this long after the warm-up (default 10 s; with
-    /// --models, 3 s per workload).
-    #[arg(short = 'd', long = "duration", value_name = "SECS", value_parser = parse_secs_nonzero,
+    /// Measure for this long after the warm-up: seconds, or 500ms, 10s,
+    /// 1m (default 10s; with --models, 3s per workload).
+    #[arg(short = 'd', long = "duration", value_name = "DURATION", value_parser = parse_duration_nonzero,
           allow_negative_numbers = true, conflicts_with = "requests")]
     pub(crate) duration: Option<Duration>,
 
@@ -157,7 +157,7 @@ pub(crate) struct Opt {
     pub(crate) requests: Option<u64>,
 
     /// Run this long before measuring; its requests are not recorded.
-    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs,
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration,
           allow_negative_numbers = true)]
     pub(crate) warmup: Duration,
 
@@ -166,8 +166,9 @@ pub(crate) struct Opt {
     pub(crate) threads: Option<usize>,
 
     /// Open loop: this many requests per second in total, spread evenly over
-    /// the connections; latency counts from when each request was due.
-    #[arg(long, value_name = "R", value_parser = request_rate_between(MIN_RATE, MAX_RATE),
+    /// the connections (1000, 0.5, 20k, 20k/s); latency counts from when
+    /// each request was due.
+    #[arg(long, value_name = "RATE", value_parser = request_rate_between(MIN_RATE, MAX_RATE),
           allow_negative_numbers = true)]
     pub(crate) rate: Option<f64>,
 
@@ -185,12 +186,12 @@ pub(crate) struct Opt {
     pub(crate) stream: bool,
 
     /// How long a request may wait for its echo before it counts as lost
-    /// (UDP) or as an error (TCP). Default: 1 s for UDP, 10 s for TCP.
-    #[arg(long, value_name = "SECS", value_parser = parse_secs_nonzero, allow_negative_numbers = true)]
+    /// (UDP) or as an error (TCP). Default: 1s for UDP, 10s for TCP.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_nonzero, allow_negative_numbers = true)]
     pub(crate) timeout: Option<Duration>,
 
     /// Give up connecting after this long.
-    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs_nonzero,
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration_nonzero,
           allow_negative_numbers = true)]
     pub(crate) connect_timeout: Duration,
 
@@ -204,11 +205,11 @@ pub(crate) struct Opt {
     #[arg(long, value_name = "FILE", conflicts_with = "models")]
     pub(crate) hist_out: Option<PathBuf>,
 
-    /// Also print a line per interval of SECS after the warm-up (requests,
+    /// Also print a line per INTERVAL after the warm-up (requests,
     /// req/s, p50/p99/max of that interval); with --json, one object per
     /// line, "type":"interval" each and "type":"summary" last. The
     /// intervals' requests add up to the summary's.
-    #[arg(long, value_name = "SECS", value_parser = interval_at_least(interval::MIN_INTERVAL),
+    #[arg(long, value_name = "INTERVAL", value_parser = duration_at_least(interval::MIN_INTERVAL),
           conflicts_with = "models")]
     pub(crate) interval: Option<Duration>,
 

@@ -35,7 +35,7 @@ use crate::watch::{Watcher, format_addr, format_owners, state_word};
 /// process to exit before the lab gives up on that step.
 pub(super) const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often sockets are polled while a step is watched (as `watch
-/// --interval 10`).
+/// --interval 10ms`).
 pub(super) const POLL: Duration = Duration::from_millis(10);
 /// How long each step watches after acting, to catch the segments and
 /// state changes it caused.

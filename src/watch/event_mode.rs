@@ -126,7 +126,7 @@ pub(crate) fn run(opt: &Opt, mut inst: Instance) -> Result<()> {
         None => None,
     };
     let mut info = opt.info.then(InfoWatch::default);
-    let tick = (opt.info || opt.pid.is_some()).then(|| opt.interval as f64 / 1000.0);
+    let tick = (opt.info || opt.pid.is_some()).then_some(opt.interval.as_secs_f64());
     let mut next_tick = start;
     let end = opt.duration.map(|d| start + d.as_secs_f64());
     let mut pending = String::new();

@@ -63,7 +63,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use crate::args::parse_secs_nonzero;
+use crate::args::{duration_between, parse_duration_nonzero};
 use crate::error::{Error, Result};
 use crate::sys::stop;
 use procs::{Owner, Owners, ProcChange, ProcInfo};
@@ -72,15 +72,15 @@ use state::State;
 
 /// The port watched when none is given: netecho's own.
 pub(crate) const DEFAULT_PORT: u16 = 6666;
-/// Milliseconds between polls when `--interval` is not given.
-pub(crate) const DEFAULT_INTERVAL_MS: u64 = 100;
 /// How often `--pid` looks through all of `/proc` for new processes in the
 /// tree; polls in between re-read only the processes already known, so a
 /// 10 ms interval does not read every process on the host 100 times a second.
 pub(crate) const PROC_SCAN_EVERY: Duration = Duration::from_millis(100);
 /// The shortest interval accepted: below this the polls cost more than the
 /// changes they catch.
-pub(crate) const MIN_INTERVAL_MS: u64 = 1;
+pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(1);
+/// The longest interval accepted: slower polls would miss most changes.
+pub(crate) const MAX_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Options of `netecho watch`.
 #[derive(Debug, Args)]
@@ -94,14 +94,16 @@ pub(crate) struct Opt {
     #[arg(long, value_name = "PID")]
     pub(crate) pid: Option<i32>,
 
-    /// Stop after this many seconds (default: run until Ctrl-C/SIGTERM).
-    #[arg(long, value_name = "SECS", value_parser = parse_secs_nonzero)]
+    /// Stop after this long: seconds, or 500ms, 10s, 1m (default: run until
+    /// Ctrl-C/SIGTERM).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_nonzero)]
     pub(crate) duration: Option<Duration>,
 
-    /// Milliseconds between two reads of the socket table.
-    #[arg(long, value_name = "MS", default_value_t = DEFAULT_INTERVAL_MS,
-          value_parser = clap::value_parser!(u64).range(MIN_INTERVAL_MS..=60_000))]
-    pub(crate) interval: u64,
+    /// Time between two reads of the socket table: seconds, or 10ms,
+    /// 100ms, 1s; 1ms to 1m (default 100ms).
+    #[arg(long, value_name = "DURATION", default_value = "100ms",
+          value_parser = duration_between(MIN_INTERVAL, MAX_INTERVAL))]
+    pub(crate) interval: Duration,
 
     /// Where state changes come from: `events` (the kernel's
     /// `sock:inet_sock_set_state` tracepoint, every transition, no CPU
@@ -147,12 +149,12 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
         "watching TCP port {}{}, polling every {} ms ({why_poll}) (Ctrl-C to stop)",
         opt.port,
         pid_note(opt.pid),
-        opt.interval
+        opt.interval.as_secs_f64() * 1000.0
     );
     if !emit(&mut out, &[header]) {
         return Ok(());
     }
-    let interval = Duration::from_millis(opt.interval);
+    let interval = opt.interval;
     let deadline = opt.duration.map(|d| w.start + d);
     let mut next = Instant::now();
     while !stop::requested() && deadline.is_none_or(|d| Instant::now() < d) {

@@ -51,7 +51,7 @@ fn watch_sees_listen_established_and_time_wait() {
         "--mode",
         "poll",
         "--interval",
-        "10",
+        "10ms",
         "--duration",
         "3",
     ]);
@@ -123,7 +123,7 @@ fn watch_pid_flags_zombies_and_their_reaping() {
         "--pid",
         &pid,
         "--interval",
-        "10",
+        "10ms",
         "--duration",
         "2.5",
     ]);
@@ -360,7 +360,7 @@ fn watch_info_shows_rtt_and_cwnd() {
         "poll",
         "--info",
         "--interval",
-        "50",
+        "50ms",
         "--duration",
         "1",
     ]);
