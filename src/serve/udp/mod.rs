@@ -7,9 +7,10 @@
 //! - No loops, as BSD inetd: no reply to port 0 or the ports of the other
 //!   small services (7 echo, 9 discard, 13 daytime, 19 chargen, 37 time), nor
 //!   to broadcast, multicast or unspecified sources. And, past what inetd
-//!   does, no reply to the same bytes coming back again and again from where
-//!   we just sent them: two echo servers and one spoofed datagram stop after
-//!   [`LOOP_BOUNCES`] bounces instead of ping-ponging forever.
+//!   does, no reply to bytes that keep coming back from where we just sent
+//!   them: two echo servers and any number of spoofed datagrams stop after
+//!   [`LOOP_BOUNCES`] bounces instead of ping-ponging forever (every reply
+//!   is remembered, not only the last, so alternating payloads are caught).
 //! - Rate limits: a token bucket per source (`--udp-rate`, burst 2×) so one
 //!   flooder cannot starve other sources, and a global one
 //!   (`--udp-global-rate`) of which sources already known keep a reserve, so
@@ -35,11 +36,27 @@ use crate::net::MAX_UDP_SIZE;
 
 /// Source ports never answered: 0 and the small services a reply could loop with.
 pub(crate) const LOOP_PORTS: [u16; 6] = [0, 7, 9, 13, 19, 37];
-/// How long a sent reply is remembered for loop detection.
-pub(crate) const LOOP_WINDOW: Duration = Duration::from_secs(1);
-/// Identical bytes coming back from one address this many times within
-/// [`LOOP_WINDOW`] is a loop, not a client; a client repeating itself once or
-/// twice is still answered.
+/// How long a reply sent to a source on a service port (below
+/// [`CLIENT_PORTS`]) is remembered: the same bytes coming back from there
+/// within this long are a bounce, whatever the loop's delay up to it.
+pub(crate) const LOOP_WINDOW: Duration = Duration::from_secs(10);
+/// Source ports from here on are where operating systems pick client ports
+/// (Linux 32768-60999, Windows and macOS 49152-65535). A reflector answers
+/// from its service port; a client such as ping(8) sending the same bytes
+/// again and again sends them from here.
+pub(crate) const CLIENT_PORTS: u16 = 32768;
+/// From a client port, the same bytes count as a bounce only when they come
+/// back sooner than this after the reply. ping(8)'s shortest interval for a
+/// user is 200 ms, and its next probe arrives that long after the last one
+/// less the round trip: a client repeating identical probes is answered on
+/// any path with a round trip under 150 ms, and a loop through a reflector
+/// on a client port is cut when its round trip is under 50 ms (loops through
+/// a service port, the usual kind, at any delay up to [`LOOP_WINDOW`]).
+pub(crate) const CLIENT_BOUNCE: Duration = Duration::from_millis(50);
+/// Bounces in a row from one address (datagrams each equal to a reply just
+/// sent there, any number of different payloads) that make a loop, not a
+/// client: the loop is cut at this one, so a spoofed datagram between two
+/// reflectors gets this many replies in all.
 pub(crate) const LOOP_BOUNCES: u32 = 3;
 /// Default `--udp-rate`: datagrams per second per source address.
 pub(crate) const DEFAULT_RATE: u32 = 100;
