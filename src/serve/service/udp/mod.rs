@@ -9,7 +9,7 @@
 //!   to broadcast, multicast or unspecified sources. And, past what inetd
 //!   does, no reply to bytes that keep coming back from where we just sent
 //!   them: two echo servers and any number of spoofed datagrams stop after
-//!   [`LOOP_BOUNCES`] bounces instead of ping-ponging forever (every reply
+//!   [`LOOP_BOUNCES`](policy::LOOP_BOUNCES) bounces instead of ping-ponging forever (every reply
 //!   is remembered, not only the last, so alternating payloads are caught).
 //! - Rate limits: a token bucket per source (`--udp-rate`, burst 2×) so one
 //!   flooder cannot starve other sources, and a global one
@@ -21,7 +21,7 @@
 
 mod policy;
 
-pub(crate) use policy::Policy;
+pub(crate) use policy::{Config, DEFAULT_GLOBAL_RATE, DEFAULT_RATE, LOOP_PORTS, Policy};
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, UdpSocket};
@@ -34,47 +34,8 @@ use crate::error::{Error, Result};
 use crate::net::MAX_UDP_SIZE;
 use crate::serve::service::stats::Stats;
 
-/// Source ports never answered: 0 and the small services a reply could loop with.
-pub(crate) const LOOP_PORTS: [u16; 6] = [0, 7, 9, 13, 19, 37];
-/// How long a reply sent to a source on a service port (below
-/// [`CLIENT_PORTS`]) is remembered: the same bytes coming back from there
-/// within this long are a bounce, whatever the loop's delay up to it.
-pub(crate) const LOOP_WINDOW: Duration = Duration::from_secs(10);
-/// Source ports from here on are where operating systems pick client ports
-/// (Linux 32768-60999, Windows and macOS 49152-65535). A reflector answers
-/// from its service port; a client such as ping(8) sending the same bytes
-/// again and again sends them from here.
-pub(crate) const CLIENT_PORTS: u16 = 32768;
-/// From a client port, the same bytes count as a bounce only when they come
-/// back sooner than this after the reply. ping(8)'s shortest interval for a
-/// user is 200 ms, and its next probe arrives that long after the last one
-/// less the round trip: a client repeating identical probes is answered on
-/// any path with a round trip under 150 ms, and a loop through a reflector
-/// on a client port is cut when its round trip is under 50 ms (loops through
-/// a service port, the usual kind, at any delay up to [`LOOP_WINDOW`]).
-pub(crate) const CLIENT_BOUNCE: Duration = Duration::from_millis(50);
-/// Bounces in a row from one address (datagrams each equal to a reply just
-/// sent there, any number of different payloads) that make a loop, not a
-/// client: the loop is cut at this one, so a spoofed datagram between two
-/// reflectors gets this many replies in all.
-pub(crate) const LOOP_BOUNCES: u32 = 3;
-/// Default `--udp-rate`: datagrams per second per source address.
-pub(crate) const DEFAULT_RATE: u32 = 100;
-/// Default `--udp-global-rate`: datagrams per second for all sources.
-pub(crate) const DEFAULT_GLOBAL_RATE: u32 = 20_000;
 /// Receive timeout, so a worker notices the server stopping.
 const RECV_TICK: Duration = Duration::from_millis(250);
-
-/// UDP settings from the command line.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Config {
-    /// Datagrams larger than this are dropped, never truncated.
-    pub(crate) max_size: usize,
-    /// Per-source datagrams per second (burst twice that).
-    pub(crate) rate: u32,
-    /// All-sources datagrams per second (burst twice that).
-    pub(crate) global_rate: u32,
-}
 
 /// Binds a UDP socket on each address (`[::]` dual-stack, as for TCP).
 pub(crate) fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<UdpSocket>> {
