@@ -595,8 +595,10 @@ mod tests {
                 live, 0,
                 "{payloads} payloads still bounce after {replies} replies"
             );
+            // A full set may forget a payload now and then (the keys are
+            // random per process); each forgotten one delays the cut by one.
             assert!(
-                replies < payloads as u32 + LOOP_BOUNCES,
+                replies <= payloads as u32 + 2 * LOOP_BOUNCES,
                 "{payloads} payloads: {replies} replies before the loop was cut"
             );
         }
