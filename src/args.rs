@@ -207,7 +207,7 @@ pub(crate) fn request_rate_between(
 /// into the host, brackets removed, and the port, naming the part that is
 /// wrong: a missing port, an IPv6 address without brackets, a port out of
 /// range.
-pub(crate) fn split_host_port(s: &str) -> Result<(&str, u16), String> {
+fn split_host_port(s: &str) -> Result<(&str, u16), String> {
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let Some((host, after)) = rest.split_once(']') else {
             return Err("the ']' closing the IPv6 address is missing, e.g. [::1]:6666".into());
@@ -246,22 +246,6 @@ pub(crate) fn split_host_port(s: &str) -> Result<(&str, u16), String> {
     }
 }
 
-/// Joins a host and a port into the `HOST:PORT` form [`split_host_port`]
-/// reads, bracketing an IPv6 address.
-pub(crate) fn join_host_port(host: &str, port: u16) -> String {
-    if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
-/// Checks the shape of a `HOST:PORT` target (resolving the name is left to
-/// connect time): a host, a colon, a port 0-65535.
-pub(crate) fn parse_target(s: &str) -> Result<String, String> {
-    split_host_port(s).map(|_| s.to_string())
-}
-
 /// An address to listen on as given: `HOST:PORT`, the host a name or an
 /// address. A name stands for every address it resolves to
 /// (`localhost:7000` is 127.0.0.1:7000 and [::1]:7000), as in nginx.
@@ -294,61 +278,6 @@ pub(crate) fn parse_listen_all(s: &str) -> Result<ListenAddr, String> {
         return Err(format!("'{host}' has no address"));
     }
     Ok(ListenAddr(addrs))
-}
-
-/// Which IP versions a name may resolve to (`-4`, `-6`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) enum Family {
-    /// Whatever the name resolves to, in the resolver's order.
-    #[default]
-    Any,
-    /// IPv4 addresses only (`-4`).
-    V4,
-    /// IPv6 addresses only (`-6`).
-    V6,
-}
-
-impl Family {
-    /// True when `addr` is of this family.
-    pub(crate) fn admits(self, addr: &SocketAddr) -> bool {
-        match self {
-            Family::Any => true,
-            Family::V4 => addr.is_ipv4(),
-            Family::V6 => addr.is_ipv6(),
-        }
-    }
-
-    /// The family's name in a message ("IPv4"), empty for [`Family::Any`].
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Family::Any => "",
-            Family::V4 => "IPv4",
-            Family::V6 => "IPv6",
-        }
-    }
-}
-
-/// `-4` and `-6`, as ping(8), nc and curl spell them; flattened into the
-/// `Opt` of every subcommand that resolves a `HOST`.
-#[derive(Debug, Clone, Copy, Default, clap::Args)]
-pub(crate) struct FamilyOpt {
-    /// Use IPv4 addresses only.
-    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
-    pub(crate) ipv4: bool,
-    /// Use IPv6 addresses only.
-    #[arg(short = '6', long = "ipv6")]
-    pub(crate) ipv6: bool,
-}
-
-impl FamilyOpt {
-    /// The family the flags ask for.
-    pub(crate) fn family(self) -> Family {
-        match (self.ipv4, self.ipv6) {
-            (true, _) => Family::V4,
-            (_, true) => Family::V6,
-            _ => Family::Any,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -385,44 +314,6 @@ mod tests {
             parse_listen_all("6666").unwrap_err(),
             "the port is missing: expected 6666:PORT"
         );
-    }
-
-    #[test]
-    fn targets_need_a_host_and_a_port() {
-        assert_eq!(parse_target("localhost:6666").unwrap(), "localhost:6666");
-        assert_eq!(parse_target("[::1]:7").unwrap(), "[::1]:7");
-        assert!(
-            parse_target("127.0.0.1:99999")
-                .unwrap_err()
-                .contains("out of range")
-        );
-        assert_eq!(
-            parse_target("nohost").unwrap_err(),
-            "the port is missing: expected nohost:PORT"
-        );
-        assert!(parse_target(":80").unwrap_err().contains("host is missing"));
-        assert_eq!(
-            parse_target("[::1]").unwrap_err(),
-            "the port is missing: expected [::1]:PORT"
-        );
-        assert_eq!(
-            parse_target("::1").unwrap_err(),
-            "IPv6 addresses go in brackets, and the port after them: [::1]:PORT"
-        );
-        assert!(parse_target("[::1:80").unwrap_err().contains("']'"));
-        assert!(parse_target("[::1]80").unwrap_err().contains("colon"));
-        assert!(
-            parse_target("[nohost]:80")
-                .unwrap_err()
-                .contains("not an IPv6")
-        );
-        assert!(
-            parse_target("localhost:")
-                .unwrap_err()
-                .contains("port is missing")
-        );
-        assert_eq!(join_host_port("::1", 7), "[::1]:7");
-        assert_eq!(join_host_port("localhost", 7), "localhost:7");
     }
 
     #[test]
@@ -510,14 +401,5 @@ mod tests {
             "'1e9' is above the highest rate, 100000000/s"
         );
         assert!(rate("-1").is_err());
-    }
-
-    #[test]
-    fn families_filter_addresses() {
-        let v4: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let v6: SocketAddr = "[::1]:1".parse().unwrap();
-        assert!(Family::V4.admits(&v4) && !Family::V4.admits(&v6));
-        assert!(Family::V6.admits(&v6) && !Family::V6.admits(&v4));
-        assert!(Family::Any.admits(&v4) && Family::Any.admits(&v6));
     }
 }

@@ -31,13 +31,6 @@ const EXIT_SERVE: &str = "EXIT STATUS
   2  usage error: a bad flag or value, flags that do not go together, a TLS
      file that cannot be used";
 
-const EXIT_CLIENT: &str = "EXIT STATUS
-  0  every byte sent came back
-  1  the check failed: the connection was refused or timed out, or the
-     server closed, reset or answered with other bytes before everything
-     sent came back
-  2  usage error: a bad flag or value, a HOST:PORT without a port";
-
 const EXIT_BENCH: &str = "EXIT STATUS
   0  every request measured was answered with the bytes sent
   1  the check failed: a request failed, mismatched or was lost, none
@@ -106,22 +99,6 @@ pub enum LogFormat {
 }
 
 impl Cli {
-    /// Parses the command line, then checks what one flag's parser cannot
-    /// see alone (`client HOST PORT`); a failure is a usage error, reported
-    /// as clap's are.
-    pub fn try_parse_checked() -> Result<Cli, clap::Error> {
-        let mut cli = Cli::try_parse()?;
-        let checked = match &mut cli.command {
-            Command::Client(opt) => opt.check(),
-            _ => Ok(()),
-        };
-        checked.map_err(|msg| {
-            <Cli as clap::CommandFactory>::command()
-                .error(clap::error::ErrorKind::ValueValidation, msg)
-        })?;
-        Ok(cli)
-    }
-
     /// The log level the -v/-q counts ask for (NETECHO_LOG overrides it).
     pub fn log_level(&self) -> &'static str {
         match (self.verbose, self.quiet) {
@@ -140,7 +117,6 @@ pub(crate) enum Command {
     #[command(after_long_help = EXIT_SERVE)]
     Serve(crate::serve::ServeOpt),
     /// Copy stdin to an echo server and its echo to stdout, losing nothing.
-    #[command(after_long_help = EXIT_CLIENT)]
     Client(crate::client::ClientOpt),
     /// Load an echo server and measure throughput and latency percentiles.
     #[command(after_long_help = EXIT_BENCH)]

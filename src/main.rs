@@ -4,10 +4,11 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+use clap::Parser;
 use netecho::cli::{self, Cli};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse_checked() {
+    let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return cli::report_parse_error(e),
     };

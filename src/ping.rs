@@ -18,9 +18,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use crate::args::{
-    FamilyOpt, duration_at_least, parse_count, parse_duration_nonzero, parse_target, size_between,
-};
+use crate::args::{duration_at_least, parse_count, parse_duration_nonzero, size_between};
 use crate::error::{Error, Result};
 use crate::net::tls::{Connector, TlsOpt, describe};
 use crate::net::{self, MAX_TCP_SIZE, MAX_UDP_SIZE, pattern};
@@ -45,7 +43,7 @@ const SLEEP_SLICE: Duration = Duration::from_millis(50);
 #[derive(Debug, Args)]
 pub(crate) struct Opt {
     /// The echo server, as HOST:PORT ([v6addr]:PORT for IPv6 literals).
-    #[arg(value_name = "HOST:PORT", value_parser = parse_target)]
+    #[arg(value_name = "HOST:PORT")]
     pub(crate) target: String,
 
     /// Stop after this many probes (default: until Ctrl-C or SIGTERM).
@@ -78,10 +76,6 @@ pub(crate) struct Opt {
     /// A new TCP connection per probe; the time includes the connect.
     #[arg(long = "new-conn", conflicts_with = "udp")]
     pub(crate) new_conn: bool,
-
-    /// `-4`, `-6`: which addresses of HOST to use.
-    #[command(flatten)]
-    pub(crate) family: FamilyOpt,
 
     #[command(flatten)]
     pub(crate) tls: TlsOpt,
@@ -244,7 +238,7 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
         return Err(Error::InvalidOption("--tls is for TCP, not --udp".into()));
     }
     stop::install().map_err(Error::io("installing signal handlers"))?;
-    let addrs = net::resolve_in(&opt.target, opt.family.family())?;
+    let addrs = net::resolve(&opt.target)?;
     // The first connect decides the address; a refused or unreachable
     // server is one line and exit 1 before any probe.
     let mut stats = Stats::default();

@@ -56,13 +56,15 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::args::{
-    FamilyOpt, duration_at_least, parse_count, parse_duration, parse_duration_nonzero,
-    parse_positive, parse_target, request_rate_between, size_between,
+    duration_at_least, parse_count, parse_duration, parse_duration_nonzero, parse_positive,
+    request_rate_between, size_between,
 };
 use crate::error::{Error, Result};
 use crate::net::source::{self, Sources};
 use crate::net::tls::{Connector, TlsOpt};
-use crate::net::{MAX_TCP_SIZE, MAX_UDP_SIZE, connect_any, connect_one, resolve_in, udp_socket};
+use crate::net::{
+    MAX_TCP_SIZE, MAX_UDP_SIZE, connect_any, connect_one, resolve_target, target, udp_socket,
+};
 use crate::sys::{self, stop};
 use plan::{Plan, Tally};
 
@@ -229,9 +231,13 @@ pub(crate) struct Opt {
     #[arg(long, conflicts_with_all = ["models", "requests", "rate", "new_conn", "udp"])]
     pub(crate) hold: bool,
 
-    /// `-4`, `-6`: which addresses of HOST to use.
-    #[command(flatten)]
-    pub(crate) family: FamilyOpt,
+    /// Use IPv4 addresses of HOST only.
+    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
+    pub(crate) ipv4: bool,
+
+    /// Use IPv6 addresses of HOST only.
+    #[arg(short = '6', long = "ipv6")]
+    pub(crate) ipv6: bool,
 
     #[command(flatten)]
     pub(crate) tls: TlsOpt,
@@ -252,6 +258,13 @@ pub(crate) enum BenchCommand {
     /// Combine `--hist-out` logs of many runs and machines exactly
     /// (histograms added, percentiles recomputed) into one summary.
     Merge(hlog::MergeOpt),
+}
+
+/// Checks a `HOST:PORT` target's shape as the command line is read (the
+/// name is resolved at connect time), so that `[::1]` without a port is a
+/// usage error naming what is missing.
+fn parse_target(s: &str) -> std::result::Result<String, String> {
+    target::parse(s, None).map(|t| t.to_string())
 }
 
 /// Runs `netecho bench`.
@@ -301,7 +314,10 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
     // The bench opens thousands of sockets, as the server does.
     let _ = sys::raise_nofile_limit();
     stop::install().map_err(Error::io("installing signal handlers"))?;
-    let addrs = resolve_in(&target, opt.family.family())?;
+    let addrs = resolve_target(
+        &target::parse(&target, None).map_err(Error::Usage)?,
+        target::Family::from_flags(opt.ipv4, opt.ipv6),
+    )?;
     let threads = opt
         .threads
         .unwrap_or_else(crate::serve::default_workers)

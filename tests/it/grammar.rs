@@ -101,29 +101,29 @@ fn client_takes_host_and_port_apart_as_nc_does() {
     );
     r.assert_code(0, "client localhost PORT -4");
     assert_eq!(r.stdout, b"apart\n");
-    usage_error(&["client", "127.0.0.1:7", "7"], "has a port already");
+    usage_error(&["client", "127.0.0.1:7", "7"], "already has a port");
 }
 
 #[test]
 fn addresses_without_a_port_say_so() {
+    usage_error(&["client", "[::1]"], "'[::1]' has no port");
+    usage_error(&["client", "::1"], "'::1' has no port");
+    usage_error(&["bench", "[::1]", "-d", "1"], "'[::1]' has no port");
     usage_error(
-        &["client", "[::1]"],
-        "the port is missing: expected [::1]:PORT",
+        &["bench", "localhost", "-d", "1"],
+        "'localhost' has no port",
     );
-    usage_error(&["client", "::1"], "brackets");
-    usage_error(&["ping", "localhost"], "expected localhost:PORT");
-    usage_error(&["bench", "[::1]", "-d", "1"], "expected [::1]:PORT");
     usage_error(&["client", "localhost:99999"], "out of range");
-    usage_error(&["ping", "-4", "-6", "localhost:7"], "cannot be used with");
+    usage_error(&["bench", "-4", "-6", "localhost:7"], "cannot be used with");
 }
 
 #[test]
 fn minus_six_refuses_a_name_with_only_ipv4() {
     // 127.0.0.1 is an IPv4 literal: with -6 it has no address to use.
-    let r = run(&["ping", "-6", "-c", "1", "127.0.0.1:7"]);
-    r.assert_code(1, "ping -6 127.0.0.1:7");
-    let line = r.one_line_error("ping -6");
-    assert!(line.contains("no IPv6 address"), "{line}");
+    let r = run(&["bench", "-6", "-d", "1", "127.0.0.1:7"]);
+    r.assert_code(1, "bench -6 127.0.0.1:7");
+    let line = r.one_line_error("bench -6");
+    assert!(line.contains("only IPv4 addresses"), "{line}");
 }
 
 #[test]
@@ -216,7 +216,10 @@ fn help_texts_speak_to_users() {
         let r = run(&[sub, "--help"]);
         r.assert_code(0, &format!("{sub} --help"));
         let text = r.stdout_str();
-        assert!(text.contains("EXIT STATUS"), "{sub} --help:\n{text}");
+        assert!(
+            text.to_lowercase().contains("exit status"),
+            "{sub} --help:\n{text}"
+        );
         for bad in [
             "[`",
             ".md",
