@@ -61,11 +61,24 @@
 //!
 //! # Files
 //! - `ring.rs`: ring setup and the start-up [`probe`];
-//! - `bufs.rs`: the provided-buffer ring, and all of its `unsafe`;
+//! - `bufs.rs`: the provided-buffer ring's memory, and all of its `unsafe`;
+//! - `ledger.rs`: who holds each provided buffer, and when it goes back
+//!   (pure);
+//! - `held.rs`: what a connection holds between receive and echo, and its
+//!   spill (pure);
+//! - `policy.rs`: how a connection receives, and when it must spill (pure);
+//! - `flight.rs`: requests in flight, each owning its memory until its
+//!   completion, and the one `unsafe` submission, with the soundness
+//!   argument;
 //! - `op.rs`: the operation tag in each request's user_data;
-//! - `spliced.rs`: a connection on its pipe (zero copy);
-//! - `worker.rs`: the completion loop, which drives the connection core
-//!   ([`crate::serve::conn`]) for every connection.
+//! - `conn.rs`: a connection and the [`conn::Path`] it is on, one of:
+//!   - `plain.rs`: echo from provided buffers;
+//!   - `tls.rs`: TLS, with its own buffers;
+//!   - `spliced.rs`: a connection on its pipe (zero copy);
+//! - `accept.rs`: multishot accepts and admission;
+//! - `worker.rs`: the completion loop, which hands every completion to
+//!   its connection's path and does what follows (deadline, or
+//!   cancel-then-close) once for all three.
 //!
 //! # Tuning and testing knobs
 //! Read once at start, from the environment:
@@ -81,8 +94,15 @@
 //! `kernel.io_uring_disabled` and any seccomp filter; [`probe`] checks all of
 //! it by doing the real thing once on a socket pair.
 
+mod accept;
 mod bufs;
+mod conn;
+mod flight;
+mod held;
+mod ledger;
 mod op;
+mod plain;
+mod policy;
 mod ring;
 mod spliced;
 mod tls;
