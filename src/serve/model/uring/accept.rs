@@ -17,10 +17,10 @@ use super::plain::Plain;
 use super::spliced::Spliced;
 use super::tls::UringTls;
 use super::worker::Worker;
-use crate::serve::accept::{self, AcceptError};
-use crate::serve::conn::End;
-use crate::serve::splice::Switch;
-use crate::serve::tls::conn::TlsConn;
+use crate::serve::blocking::accept::{self, AcceptError};
+use crate::serve::contract::End;
+use crate::serve::transport::splice::Switch;
+use crate::serve::transport::tls::session::TlsConn;
 
 impl Worker {
     pub(super) fn arm_accept(&mut self, i: usize) {

@@ -14,8 +14,8 @@ use super::op::Op;
 use super::plain::Plain;
 use super::spliced::Spliced;
 use super::tls::UringTls;
-use crate::serve::conn::{End, Timeouts};
-use crate::serve::stats::Stats;
+use crate::serve::contract::{End, Timeouts};
+use crate::serve::service::stats::Stats;
 
 /// A connection's key: its slot and that slot's generation, which tells a
 /// late completion for a former occupant from one for the current one.

@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 
 use super::HELD_BYTES;
-use crate::serve::conn::Store;
+use crate::serve::contract::Store;
 
 /// Received bytes not yet echoed: one piece of a provided buffer (all of it
 /// unless the ring is incremental), held until its last byte is sent.

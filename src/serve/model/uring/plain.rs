@@ -15,9 +15,9 @@ use super::flight::{Flight, Lent, Queue};
 use super::held::{Chunk, Front, Held};
 use super::op::Op;
 use super::policy::{Arm, Receive, Want};
-use crate::serve::conn::{self as core, End, Next, Store};
-use crate::serve::splice::Switch;
-use crate::serve::stats::Stats;
+use crate::serve::contract::{self as core, End, Next, Store};
+use crate::serve::service::stats::Stats;
+use crate::serve::transport::splice::Switch;
 
 /// A connection on the buffer path.
 pub(super) struct Plain {

@@ -1,6 +1,6 @@
 //! The zero-copy path on io_uring: a connection switched to its pipe
-//! (`--zero-copy`, the rule of [`splice::Switch`]) is echoed socket → pipe
-//! → socket by [`splice::drive`], the same code as the epoll model's, with
+//! (`--zero-copy`, the rule of [`crate::serve::transport::splice::Switch`]) is echoed socket → pipe
+//! → socket by [`crate::serve::transport::splice::drive`], the same code as the epoll model's, with
 //! a multishot poll on this ring telling it when the socket is readable or
 //! writable. Its bytes never enter user space and never touch the
 //! provided-buffer ring.
@@ -31,8 +31,8 @@ use tracing::debug;
 use super::conn::{Env, Key, Step};
 use super::flight::Flight;
 use super::op::Op;
-use crate::serve::conn as core;
-use crate::serve::splice::{self, Kept, ZeroCopy};
+use crate::serve::contract as core;
+use crate::serve::transport::splice::{self, Kept, ZeroCopy};
 
 /// What the poll asks for. POLLERR and POLLHUP are always reported; the
 /// splice calls then find out what they mean.
@@ -47,10 +47,10 @@ pub(super) struct Spliced {
     /// The echo contract over the pipe ([`Kept`] made spliced).
     pub(super) core: core::Conn<Kept>,
     /// The socket may have bytes (or the FIN) to read: set by a poll
-    /// completion, cleared by [`splice::drive`] on EAGAIN with an empty pipe.
+    /// completion, cleared by [`crate::serve::transport::splice::drive`] on EAGAIN with an empty pipe.
     readable: bool,
     /// The socket's send buffer may have room: set by a poll completion,
-    /// cleared by [`splice::drive`] on EAGAIN.
+    /// cleared by [`crate::serve::transport::splice::drive`] on EAGAIN.
     writable: bool,
     /// Listed in the worker's turns to run again (its budget ran out).
     pub(super) again: bool,
@@ -109,7 +109,7 @@ impl Spliced {
         self.on_poll(u32::try_from(res).ok());
     }
 
-    /// One turn of [`splice::drive`] with the hints the poll gave, then
+    /// One turn of [`crate::serve::transport::splice::drive`] with the hints the poll gave, then
     /// the poll armed if it is not, and the next deadline.
     pub(super) fn progress(
         &mut self,

@@ -22,9 +22,9 @@ use nix::sys::socket::{Shutdown, shutdown};
 use super::conn::{Env, Key, Step};
 use super::flight::Flight;
 use super::op::Op;
-use crate::serve::conn::{self as core, End, Timeouts};
-use crate::serve::pending::Pending;
-use crate::serve::tls::conn::{EPROTO, TlsConn, Turn, Wire};
+use crate::serve::contract::pending::Pending;
+use crate::serve::contract::{self as core, End, Timeouts};
+use crate::serve::transport::tls::session::{EPROTO, TlsConn, Turn, Wire};
 
 /// One receive's buffer: a full TLS record and its header.
 pub(super) const RECV_BUF: usize = 17 * 1024;

@@ -20,10 +20,10 @@ use super::op::{GEN_MASK, Op};
 use super::ring::new_ring;
 use super::spliced::Spliced;
 use super::{CQ_FACTOR, ENTER_RETRY_PAUSE, EXIT_WAIT, RING_ENTRIES, TICK, Tuning};
-use crate::serve::Ctx;
-use crate::serve::conn::{End, Timeouts};
-use crate::serve::stats::AcceptSection;
-use crate::serve::timers::Timers;
+use crate::serve::contract::timers::Timers;
+use crate::serve::contract::{End, Timeouts};
+use crate::serve::ctx::Ctx;
+use crate::serve::service::stats::AcceptSection;
 
 /// A listener as one worker sees it.
 pub(super) struct Listener {
@@ -127,7 +127,7 @@ impl Worker {
             again: Vec::new(),
             stopping: false,
             scratch: match ctx.tls {
-                Some(_) => vec![0u8; crate::serve::echo::BUF_SIZE].into_boxed_slice(),
+                Some(_) => vec![0u8; crate::serve::contract::BUF_SIZE].into_boxed_slice(),
                 None => Box::default(),
             },
             acceptor: Some(ctx.stats.acceptor()),
