@@ -3,19 +3,18 @@
 //! brings.
 
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use io_uring::cqueue;
 use socket2::SockRef;
 use tracing::{debug, warn};
 
-use super::ACCEPT_ERROR_PAUSE;
-use super::conn::{Conn, Path, Slot};
+use super::conn::{Conn, Path, Slot, peer_of};
 use super::op::Op;
 use super::plain::Plain;
 use super::spliced::Spliced;
 use super::tls::UringTls;
+use super::tuning::ACCEPT_ERROR_PAUSE;
 use super::worker::Worker;
 use crate::serve::blocking::accept::{self, AcceptError};
 use crate::serve::contract::End;
@@ -191,12 +190,4 @@ impl Worker {
         self.live += 1;
         self.progress(slot);
     }
-}
-
-/// The peer of a connection, for logs.
-pub(super) fn peer_of(fd: &OwnedFd) -> Option<SocketAddr> {
-    SockRef::from(fd)
-        .peer_addr()
-        .ok()
-        .and_then(|a| a.as_socket())
 }

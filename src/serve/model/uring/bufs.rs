@@ -12,7 +12,7 @@ use io_uring::types::BufRingEntry;
 use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous, munmap};
 
 use super::ledger::Ledger;
-use super::{BGID, Tuning};
+use super::tuning::{BGID, Tuning};
 
 /// `IOU_PBUF_RING_INC` (include/uapi/linux/io_uring.h): consume provided
 /// buffers incrementally.

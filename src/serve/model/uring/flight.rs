@@ -36,10 +36,10 @@ use std::os::fd::RawFd;
 use io_uring::types::Fd;
 use io_uring::{IoUring, opcode, squeue};
 
-use super::BGID;
 use super::bufs::Pool;
 use super::held::{Chunk, Spill};
 use super::op::Op;
+use super::tuning::BGID;
 
 /// Where one request of a connection stands, and what it owns meanwhile.
 #[derive(Debug)]

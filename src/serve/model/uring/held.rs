@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 
-use super::HELD_BYTES;
+use super::tuning::HELD_BYTES;
 use crate::serve::contract::Store;
 
 /// Received bytes not yet echoed: one piece of a provided buffer (all of it
@@ -71,7 +71,7 @@ pub(super) struct Held {
     /// Bytes received and not yet sent.
     unsent: usize,
     /// Buffers one connection may hold before its receive pauses
-    /// ([`super::Tuning::held_cap`]).
+    /// ([`super::tuning::Tuning::held_cap`]).
     cap_bufs: u16,
     /// The spill is out, owned by the send in flight.
     lent: bool,

@@ -10,11 +10,11 @@ use io_uring::cqueue;
 use nix::sys::socket::{Shutdown, shutdown};
 
 use super::bufs::Pool;
-use super::conn::{Env, Key, Step};
 use super::flight::{Flight, Lent, Queue};
 use super::held::{Chunk, Front, Held};
 use super::op::Op;
 use super::policy::{Arm, Receive, Want};
+use super::turn::{Env, Key, Step};
 use crate::serve::contract::{self as core, End, Next, Store};
 use crate::serve::service::stats::Stats;
 use crate::serve::transport::splice::Switch;

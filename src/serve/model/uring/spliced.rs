@@ -28,9 +28,9 @@ use std::time::Instant;
 use socket2::SockRef;
 use tracing::debug;
 
-use super::conn::{Env, Key, Step};
 use super::flight::Flight;
 use super::op::Op;
+use super::turn::{Env, Key, Step};
 use crate::serve::contract as core;
 use crate::serve::transport::splice::{self, Kept, ZeroCopy};
 

@@ -19,9 +19,9 @@ use std::time::Instant;
 
 use nix::sys::socket::{Shutdown, shutdown};
 
-use super::conn::{Env, Key, Step};
 use super::flight::Flight;
 use super::op::Op;
+use super::turn::{Env, Key, Step};
 use crate::serve::contract::pending::Pending;
 use crate::serve::contract::{self as core, End, Timeouts};
 use crate::serve::transport::tls::session::{EPROTO, TlsConn, Turn, Wire};

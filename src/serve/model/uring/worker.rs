@@ -12,14 +12,14 @@ use io_uring::cqueue;
 use io_uring::types::{SubmitArgs, Timespec};
 use tracing::{debug, warn};
 
-use super::accept::peer_of;
 use super::bufs::Pool;
-use super::conn::{Conn, Env, Key, Path, Slot, Step};
+use super::conn::{Conn, Path, Slot, peer_of};
 use super::flight::Queue;
 use super::op::{GEN_MASK, Op};
 use super::ring::new_ring;
 use super::spliced::Spliced;
-use super::{CQ_FACTOR, ENTER_RETRY_PAUSE, EXIT_WAIT, RING_ENTRIES, TICK, Tuning};
+use super::tuning::{CQ_FACTOR, ENTER_RETRY_PAUSE, EXIT_WAIT, RING_ENTRIES, TICK, Tuning};
+use super::turn::{Env, Key, Step};
 use crate::serve::contract::timers::Timers;
 use crate::serve::contract::{End, Timeouts};
 use crate::serve::ctx::Ctx;
