@@ -108,6 +108,17 @@ impl Error {
         matches!(self, Error::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
     }
 
+    /// The exit status this error ends the process with: 2 for a usage
+    /// error (options that cannot work together, or a limit the command
+    /// line exceeds), 1 for everything else (the check failed, the peer
+    /// misbehaved, the system refused).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::InvalidOption(_) => 2,
+            _ => 1,
+        }
+    }
+
     /// Wraps an I/O error with a short description of what was being done.
     pub(crate) fn io(what: &'static str) -> impl FnOnce(io::Error) -> Error {
         move |source| Error::Io { what, source }
