@@ -80,13 +80,7 @@ pub(crate) struct Run {
 /// Reads an interval log (netecho's or any HdrHistogram writer's).
 pub(crate) fn read(path: &Path) -> Result<Run> {
     // A file that is not a log is a failed check (exit 1), not a usage error.
-    let bad = |why: String| Error::Io {
-        what: "reading an interval log",
-        source: io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{}: {why}", path.display()),
-        ),
-    };
+    let bad = |why: String| Error::InvalidOption(format!("{}: {why}", path.display()));
     let text = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
     let mut hist = empty()?;
     let mut span: Option<(Duration, Duration)> = None;

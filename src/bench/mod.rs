@@ -256,7 +256,7 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
         // `--tls` adds each model's TLS row; the other TLS flags are about
         // a server of the user's, which --models does not measure.
         if opt.tls.tls_ca.is_some() || opt.tls.insecure || opt.tls.sni.is_some() || opt.tls_resume {
-            return Err(Error::InvalidOption(
+            return Err(Error::Usage(
                 "--models takes --tls alone (its servers' certificates are its own)".into(),
             ));
         }
@@ -342,24 +342,22 @@ fn threads_of(opt: &Opt) -> usize {
 /// was measured, with the run's first error line.
 fn measure(opt: &Opt, shape: &report::Shape) -> Result<Measured> {
     let Some(target) = opt.target.clone() else {
-        return Err(Error::InvalidOption(
-            "bench needs a HOST:PORT, or --models".into(),
-        ));
+        return Err(Error::Usage("bench needs a HOST:PORT, or --models".into()));
     };
     if opt.tls.tls && opt.udp {
-        return Err(Error::InvalidOption("--tls is for TCP, not --udp".into()));
+        return Err(Error::Usage("--tls is for TCP, not --udp".into()));
     }
     let new_conn = opt.new_conn || opt.tls_resume;
     let max_size = if opt.udp { MAX_UDP_SIZE } else { MAX_TCP_SIZE };
     if opt.size > max_size {
-        return Err(Error::InvalidOption(format!(
+        return Err(Error::Usage(format!(
             "--size {} is above the largest {} message, {max_size} bytes",
             opt.size,
             if opt.udp { "UDP" } else { "TCP" }
         )));
     }
     if opt.stream && opt.conns > stream::MAX_CONNS {
-        return Err(Error::InvalidOption(format!(
+        return Err(Error::Usage(format!(
             "--stream drives at most {} connections (two threads each)",
             stream::MAX_CONNS
         )));
@@ -381,7 +379,7 @@ fn measure(opt: &Opt, shape: &report::Shape) -> Result<Measured> {
         },
         &limits::Room::of_this_machine(),
     )
-    .map_err(Error::InvalidOption)?;
+    .map_err(Error::Usage)?;
     let connector = Connector::from_opt(&opt.tls, &target, opt.tls_resume)?;
     if let Some(path) = &opt.hist_out {
         // Unwritable is one line now, not after the whole run; an existing
@@ -390,7 +388,7 @@ fn measure(opt: &Opt, shape: &report::Shape) -> Result<Measured> {
             .append(true)
             .create(true)
             .open(path)
-            .map_err(|e| Error::InvalidOption(format!("cannot write {}: {e}", path.display())))?;
+            .map_err(|e| Error::Usage(format!("cannot write {}: {e}", path.display())))?;
     }
     stop::install().map_err(Error::io("installing signal handlers"))?;
     let addrs = resolve(&target)?;
@@ -737,7 +735,7 @@ fn same_family(target: &str, addrs: &[SocketAddr], src: &Sources) -> Result<Vec<
         .filter(|a| a.is_ipv6() == src.is_ipv6())
         .collect();
     if kept.is_empty() {
-        return Err(Error::InvalidOption(format!(
+        return Err(Error::Usage(format!(
             "--source-addrs {src} are {} but {target} has no {} address",
             if src.is_ipv6() { "IPv6" } else { "IPv4" },
             if src.is_ipv6() { "IPv6" } else { "IPv4" },

@@ -1,0 +1,221 @@
+//! socket → bind → listen, and the `listening tcp <addr>` line scripts wait for.
+//!
+//! [`Listening`] is that line's one format, for every kind of socket serve
+//! announces, and [`parse_listening`] reads it back: scripts, the benchmark
+//! and the tests learn where a server listens from these lines.
+
+use std::fmt;
+use std::io::{self, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::error::{Error, Result};
+
+/// The default port when no `--listen` is given.
+pub(crate) const DEFAULT_PORT: u16 = 6666;
+/// Listen backlog: enough for bursts of hundreds of connects while every
+/// worker is busy (the kernel caps it at net.core.somaxconn).
+pub(crate) const BACKLOG: i32 = 1024;
+
+/// The addresses a set of listeners ended up bound to.
+pub(crate) fn local_addrs(listeners: &[TcpListener]) -> Vec<SocketAddr> {
+    listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect()
+}
+
+/// Binds every address (the default when `addrs` is empty). Listeners are
+/// non-blocking: every model polls them.
+pub(crate) fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>> {
+    if addrs.is_empty() {
+        Ok(vec![bind_default()?])
+    } else {
+        addrs.iter().map(|a| bind(*a)).collect()
+    }
+}
+
+/// What a server is listening for, as its stdout announces it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenKind {
+    /// TCP echo: `listening tcp 127.0.0.1:40123`.
+    Tcp,
+    /// TLS echo (`--tls-listen`): `listening tls 127.0.0.1:40124`.
+    Tls,
+    /// UDP echo (`--udp`): `listening udp 127.0.0.1:40123`.
+    Udp,
+    /// Prometheus metrics (`--metrics`):
+    /// `listening metrics http://127.0.0.1:9100/metrics`.
+    Metrics,
+}
+
+/// One `listening …` line. Its `Display` is the line as printed (without
+/// the newline); [`parse_listening`] is its inverse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listening {
+    pub kind: ListenKind,
+    /// The bound address, port 0 already replaced by the kernel's choice.
+    pub addr: SocketAddr,
+}
+
+/// Every line starts with this.
+const PREFIX: &str = "listening ";
+/// The metrics address is printed as the URL to scrape.
+const METRICS_SCHEME: &str = "http://";
+const METRICS_PATH: &str = "/metrics";
+
+impl fmt::Display for Listening {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let addr = self.addr;
+        match self.kind {
+            ListenKind::Tcp => write!(f, "{PREFIX}tcp {addr}"),
+            ListenKind::Tls => write!(f, "{PREFIX}tls {addr}"),
+            ListenKind::Udp => write!(f, "{PREFIX}udp {addr}"),
+            ListenKind::Metrics => {
+                write!(f, "{PREFIX}metrics {METRICS_SCHEME}{addr}{METRICS_PATH}")
+            }
+        }
+    }
+}
+
+/// Reads a line as [`Listening`] prints it (a trailing newline is allowed);
+/// `None` for any other line, so callers can skip the lines they do not want.
+pub fn parse_listening(line: &str) -> Option<Listening> {
+    let line = line.strip_suffix('\n').unwrap_or(line);
+    let (word, rest) = line.strip_prefix(PREFIX)?.split_once(' ')?;
+    let (kind, addr) = match word {
+        "tcp" => (ListenKind::Tcp, rest),
+        "tls" => (ListenKind::Tls, rest),
+        "udp" => (ListenKind::Udp, rest),
+        "metrics" => (
+            ListenKind::Metrics,
+            rest.strip_prefix(METRICS_SCHEME)?
+                .strip_suffix(METRICS_PATH)?,
+        ),
+        _ => return None,
+    };
+    Some(Listening {
+        kind,
+        addr: addr.parse().ok()?,
+    })
+}
+
+/// Prints one `listening <kind> <addr>` line per socket on stdout (`tcp`,
+/// or `tls` for `--tls-listen`) and flushes it: scripts and tests wait for
+/// these lines to know the server is ready.
+pub(crate) fn announce(listeners: &[TcpListener], kind: ListenKind) -> Result<()> {
+    let mut out = io::stdout().lock();
+    for l in listeners {
+        let addr = l.local_addr().map_err(Error::io("reading bound address"))?;
+        let line = Listening { kind, addr };
+        // A closed stdout must not stop a server: the line is for scripts.
+        let _ = writeln!(out, "{line}");
+    }
+    let _ = out.flush();
+    Ok(())
+}
+
+/// `[::]:6666` as one dual-stack socket; `0.0.0.0:6666` where the kernel has
+/// no IPv6.
+fn bind_default() -> Result<TcpListener> {
+    let v6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, DEFAULT_PORT));
+    match bind(v6) {
+        Err(Error::Bind { source, .. })
+            if matches!(
+                source.raw_os_error(),
+                Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL)
+            ) =>
+        {
+            tracing::info!("IPv6 unavailable ({source}); listening on IPv4 only");
+            bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, DEFAULT_PORT)))
+        }
+        r => r,
+    }
+}
+
+/// Creates, binds and listens on one socket. An unspecified IPv6 address
+/// (`[::]`) is made dual-stack (IPV6_V6ONLY off) so IPv4 clients share it.
+pub(crate) fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    let fail = |source: io::Error| match source.raw_os_error() {
+        Some(libc::EADDRINUSE) => Error::AddrInUse(addr),
+        Some(libc::EACCES) | Some(libc::EPERM) => Error::BindPermission(addr),
+        _ => Error::Bind { addr, source },
+    };
+    let sock =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
+    // SO_REUSEADDR lets a restarted server bind while old connections sit in
+    // TIME-WAIT; it does not allow two listeners on one port.
+    sock.set_reuse_address(true).map_err(fail)?;
+    if let SocketAddr::V6(v6) = addr
+        && v6.ip().is_unspecified()
+    {
+        sock.set_only_v6(false).map_err(fail)?;
+    }
+    sock.bind(&addr.into()).map_err(fail)?;
+    sock.listen(BACKLOG).map_err(fail)?;
+    sock.set_nonblocking(true).map_err(fail)?;
+    Ok(sock.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(kind: ListenKind, addr: &str) -> Listening {
+        Listening {
+            kind,
+            addr: addr.parse().unwrap(),
+        }
+    }
+
+    /// The lines exactly as scripts see them: this format is a promise.
+    #[test]
+    fn prints_the_documented_lines() {
+        let cases = [
+            (
+                at(ListenKind::Tcp, "127.0.0.1:40123"),
+                "listening tcp 127.0.0.1:40123",
+            ),
+            (at(ListenKind::Tcp, "[::]:6666"), "listening tcp [::]:6666"),
+            (at(ListenKind::Udp, "[::1]:7"), "listening udp [::1]:7"),
+            (
+                at(ListenKind::Tls, "127.0.0.1:6667"),
+                "listening tls 127.0.0.1:6667",
+            ),
+            (at(ListenKind::Tls, "[::1]:443"), "listening tls [::1]:443"),
+            (
+                at(ListenKind::Metrics, "127.0.0.1:9100"),
+                "listening metrics http://127.0.0.1:9100/metrics",
+            ),
+        ];
+        for (listening, line) in cases {
+            assert_eq!(listening.to_string(), line);
+            assert_eq!(parse_listening(line), Some(listening), "{line}");
+            assert_eq!(parse_listening(&format!("{line}\n")), Some(listening));
+        }
+    }
+
+    #[test]
+    fn other_lines_are_not_listening_lines() {
+        for line in [
+            "",
+            "listening",
+            "listening tcp",
+            "listening tcp ",
+            "listening tcp  127.0.0.1:1",
+            "listening tcp 127.0.0.1:1 ",
+            "listening tcp 127.0.0.1",
+            "listening sctp 127.0.0.1:1",
+            "listening tls",
+            "listening tls 127.0.0.1",
+            "listening tls http://127.0.0.1:1/metrics",
+            "listening metrics 127.0.0.1:9100",
+            "listening metrics http://127.0.0.1:9100/",
+            " listening tcp 127.0.0.1:1",
+            "serving model=epoll",
+        ] {
+            assert_eq!(parse_listening(line), None, "{line:?}");
+        }
+    }
+}

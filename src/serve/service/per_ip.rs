@@ -1,0 +1,438 @@
+//! `--max-conns-per-ip`: how many connections each client address has open
+//! now, counted in memory shared by every process of the server (the forking
+//! models count in their children).
+//!
+//! Each slot is one atomic word holding an address's key and its count,
+//! changed only by compare-and-swap, so:
+//! - no lock: a process killed at any instant (SIGKILL at the drain
+//!   deadline, a crash) leaves every word whole, and nobody waits on it;
+//! - an address whose count falls to zero frees its slot in the same CAS,
+//!   so the table holds only addresses with connections open now, however
+//!   many addresses came and went before;
+//! - an address lives in one of the [`WINDOW`] slots from its hashed home
+//!   slot, and every operation reads that window and nothing else: O(1)
+//!   whatever the history. (The table this replaces kept every key forever,
+//!   so after 4,096 distinct addresses each new one scanned all slots under
+//!   a spinlock a dead process could leave held.)
+//!
+//! Concurrent first connections from one address may land it in two slots
+//! of its window. Counts are then summed over the window, admissions go to
+//! the first slot and releases to the last, and an inserter that finds the
+//! address elsewhere after its insert gives its count back and tries again;
+//! so the limit is exact, and a duplicate never grows and drains away.
+
+use std::hash::{BuildHasher, DefaultHasher, Hash, Hasher, RandomState};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Slots in the table: this many client addresses with connections open at
+/// once are each limited; past it (a full window) a new address is not
+/// limited individually (the global `--max-conns` still is), rather than
+/// refused.
+pub(crate) const PER_IP_SLOTS: usize = 4096;
+/// Slots an address may occupy, from its home slot on.
+pub(crate) const WINDOW: usize = 16;
+/// Low bits of a word: the count.
+const COUNT_BITS: u32 = 24;
+/// The largest count a word holds; a larger `--max-conns-per-ip` acts as this.
+pub(crate) const MAX_COUNT: u64 = (1 << COUNT_BITS) - 1;
+/// An empty slot.
+const EMPTY: u64 = 0;
+
+/// The table, `#[repr(C)]` inside the shared [`crate::serve::service::stats::Stats`]
+/// mapping. All-zero is a valid, empty table (with a zero hash seed).
+#[derive(Debug)]
+#[repr(C)]
+pub(crate) struct PerIp {
+    /// Secret mixed into every address's hash, chosen when the server
+    /// starts and shared with its children, so a client cannot pick
+    /// addresses that crowd one window.
+    seed: AtomicU64,
+    /// `key << COUNT_BITS | count`, or [`EMPTY`]; a key is never zero, and
+    /// a count is never zero in a used slot.
+    slots: [AtomicU64; PER_IP_SLOTS],
+}
+
+impl Default for PerIp {
+    fn default() -> Self {
+        let t = PerIp {
+            seed: AtomicU64::new(0),
+            slots: std::array::from_fn(|_| AtomicU64::new(EMPTY)),
+        };
+        t.reseed();
+        t
+    }
+}
+
+/// Where an address's words are, in window order.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    /// The first slot holding the key, and its word.
+    first: Option<(usize, u64)>,
+    /// The last slot holding the key, and its word.
+    last: Option<(usize, u64)>,
+    /// The key's count summed over the window.
+    sum: u64,
+    /// The first empty slot.
+    free: Option<usize>,
+}
+
+impl PerIp {
+    /// Picks a new hash seed. Only while the table is empty: the parent
+    /// calls it once, before any child exists.
+    pub(crate) fn reseed(&self) {
+        let seed = RandomState::new().hash_one(std::process::id());
+        self.seed.store(seed, Ordering::Relaxed);
+    }
+
+    /// The address's key (never zero) and home slot. An IPv4-mapped IPv6
+    /// address is the IPv4 client it stands for.
+    fn locate(&self, ip: IpAddr) -> (u64, usize) {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        // SipHash with fixed keys and a secret first word: the same in every
+        // process of the server, unpredictable outside it.
+        let mut h = DefaultHasher::new();
+        self.seed.load(Ordering::Relaxed).hash(&mut h);
+        ip.hash(&mut h);
+        let h = h.finish();
+        let key = (h >> COUNT_BITS) | 1;
+        (key, (h as usize) % PER_IP_SLOTS)
+    }
+
+    fn slot(&self, home: usize, k: usize) -> (usize, &AtomicU64) {
+        let i = (home + k) % PER_IP_SLOTS;
+        (i, &self.slots[i])
+    }
+
+    /// Reads the address's window once.
+    fn scan(&self, key: u64, home: usize) -> Seen {
+        let mut seen = Seen {
+            first: None,
+            last: None,
+            sum: 0,
+            free: None,
+        };
+        for k in 0..WINDOW {
+            let (i, slot) = self.slot(home, k);
+            let w = slot.load(Ordering::Acquire);
+            if w == EMPTY {
+                seen.free.get_or_insert(i);
+            } else if w >> COUNT_BITS == key {
+                seen.first.get_or_insert((i, w));
+                seen.last = Some((i, w));
+                seen.sum += w & MAX_COUNT;
+            }
+        }
+        seen
+    }
+
+    /// Counts one more connection from `ip` unless it already has `max`.
+    pub(crate) fn admit(&self, ip: IpAddr, max: u64) -> bool {
+        self.admit_racing(ip, max, || {})
+    }
+
+    /// [`PerIp::admit`], running `race` between inserting a new address and
+    /// re-reading its window: what another process may do at that instant,
+    /// for the tests to do deterministically.
+    fn admit_racing(&self, ip: IpAddr, max: u64, mut race: impl FnMut()) -> bool {
+        let max = max.min(MAX_COUNT);
+        let (key, home) = self.locate(ip);
+        loop {
+            let seen = self.scan(key, home);
+            if seen.sum >= max {
+                return false;
+            }
+            if let Some((i, w)) = seen.first {
+                if cas(&self.slots[i], w, w + 1) {
+                    return true;
+                }
+                continue;
+            }
+            let Some(i) = seen.free else {
+                // A full window limits nobody rather than everybody.
+                return true;
+            };
+            if !cas(&self.slots[i], EMPTY, key << COUNT_BITS | 1) {
+                continue;
+            }
+            race();
+            // Did another process insert the same address meanwhile? Then
+            // back off: give one count back (to the last slot, which may be
+            // ours: counts are interchangeable) and count again, against
+            // the limit. Of two racing inserters the earlier one, whose
+            // re-read came before the other's insert, keeps its count.
+            let again = self.scan(key, home);
+            let ours_alone =
+                again.first.map(|(j, _)| j) == Some(i) && again.last.map(|(j, _)| j) == Some(i);
+            if ours_alone {
+                return true;
+            }
+            self.release(ip);
+        }
+    }
+
+    /// Gives back a connection counted by [`PerIp::admit`]; frees the slot
+    /// when it was the address's last.
+    pub(crate) fn release(&self, ip: IpAddr) {
+        let (key, home) = self.locate(ip);
+        loop {
+            let Some((i, w)) = self.scan(key, home).last else {
+                // Not counted (its window was full when it came).
+                return;
+            };
+            let next = if w & MAX_COUNT <= 1 { EMPTY } else { w - 1 };
+            if cas(&self.slots[i], w, next) {
+                return;
+            }
+        }
+    }
+
+    /// Connections counted for `ip` now.
+    #[cfg(test)]
+    pub(crate) fn count(&self, ip: IpAddr) -> u64 {
+        let (key, home) = self.locate(ip);
+        self.scan(key, home).sum
+    }
+
+    /// Addresses with connections counted now (slots in use), for metrics.
+    pub(crate) fn tracked(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| s.load(Ordering::Relaxed) != EMPTY)
+            .count()
+    }
+}
+
+/// One compare-and-swap; AcqRel so that what a process read of the table
+/// before changing it is ordered with what others changed.
+fn cas(slot: &AtomicU64, old: u64, new: u64) -> bool {
+    slot.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+    use std::sync::Arc;
+
+    fn v4(i: u32) -> IpAddr {
+        let [_, a, b, c] = (i + 0x0001_0000).to_be_bytes();
+        IpAddr::V4(Ipv4Addr::new(127, a, b, c))
+    }
+
+    #[test]
+    fn per_ip_limit_counts_each_address_apart() {
+        let t = PerIp::default();
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        let b: IpAddr = "127.0.0.3".parse().unwrap();
+        let a_mapped: IpAddr = "::ffff:127.0.0.2".parse().unwrap();
+        assert!(t.admit(a, 2));
+        assert!(t.admit(a_mapped, 2), "mapped v4 is the same client");
+        assert!(!t.admit(a, 2));
+        assert!(t.admit(b, 2));
+        assert_eq!(t.count(a), 2);
+        t.release(a);
+        assert!(t.admit(a, 2));
+        assert_eq!(t.count(b), 1);
+    }
+
+    #[test]
+    fn a_slot_is_freed_when_its_count_reaches_zero() {
+        let t = PerIp::default();
+        let a = v4(1);
+        assert!(t.admit(a, 3));
+        assert!(t.admit(a, 3));
+        assert_eq!(t.tracked(), 1);
+        t.release(a);
+        assert_eq!(t.tracked(), 1);
+        t.release(a);
+        assert_eq!(t.tracked(), 0, "freed at zero");
+        t.release(a);
+        assert_eq!(t.count(a), 0, "an extra release is harmless");
+    }
+
+    #[test]
+    fn ten_thousand_addresses_leave_the_table_empty_and_the_limit_exact() {
+        let t = PerIp::default();
+        for i in 0..10_000 {
+            let ip = v4(i);
+            assert!(t.admit(ip, 1), "address {i}");
+            assert!(!t.admit(ip, 1), "address {i}: the limit still holds");
+            t.release(ip);
+            assert_eq!(t.tracked(), 0, "address {i}");
+        }
+        // With 1,000 open at once the table holds exactly those.
+        for i in 0..1000 {
+            assert!(t.admit(v4(20_000 + i), 1));
+        }
+        assert_eq!(t.tracked(), 1000);
+        let new = v4(30_000);
+        assert!(t.admit(new, 1), "the 11,001st new address");
+        assert!(!t.admit(new, 1));
+    }
+
+    #[test]
+    fn a_full_window_limits_nobody_and_releases_stay_balanced() {
+        let t = PerIp::default();
+        // More addresses open at once than slots: some are not tracked.
+        let n = PER_IP_SLOTS as u32 + 500;
+        for i in 0..n {
+            assert!(t.admit(v4(i), 1));
+        }
+        let tracked = t.tracked();
+        assert!(tracked <= PER_IP_SLOTS);
+        assert!(
+            tracked > PER_IP_SLOTS * 3 / 4,
+            "the table is used: {tracked}"
+        );
+        let counted = (0..n).filter(|&i| t.count(v4(i)) == 1).count();
+        assert_eq!(counted, tracked, "each tracked address counted once");
+        for i in 0..n {
+            t.release(v4(i));
+        }
+        assert_eq!(t.tracked(), 0);
+    }
+
+    #[test]
+    fn threads_racing_on_one_address_never_exceed_the_limit_or_leak() {
+        const THREADS: usize = 4;
+        const ROUNDS: usize = 20_000;
+        const MAX: u64 = 3;
+        let t = Arc::new(PerIp::default());
+        let ip = v4(7);
+        let handles: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let t = Arc::clone(&t);
+                std::thread::spawn(move || {
+                    let mut admitted = 0;
+                    for _ in 0..ROUNDS {
+                        if t.admit(ip, MAX) {
+                            admitted += 1;
+                            assert!(t.count(ip) <= MAX, "over the limit");
+                            t.release(ip);
+                        }
+                    }
+                    admitted
+                })
+            })
+            .collect();
+        let admitted: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        assert!(admitted > 0);
+        assert_eq!(t.count(ip), 0);
+        assert_eq!(t.tracked(), 0, "no slot left behind");
+    }
+
+    /// Two addresses sharing a window, and threads opening and closing
+    /// "connections" from both as fast as they can: never more open than the
+    /// limit, as the holders themselves count them, and nothing left over.
+    /// (A stress test: the rarest race is made deterministic in
+    /// `the_later_of_two_racing_inserts_backs_off`.)
+    #[test]
+    fn racing_addresses_in_one_window_hold_the_limit_exactly() {
+        const THREADS: usize = 4;
+        const ROUNDS: usize = 200_000;
+        // One: two racing inserts of a first connection would be two open.
+        const MAX: u64 = 1;
+        let t = Arc::new(PerIp::default());
+        let start = Arc::new(std::sync::Barrier::new(THREADS));
+        let a = v4(0);
+        let home_a = t.locate(a).1;
+        let b = (1..200_000)
+            .map(v4)
+            .find(|&ip| {
+                let h = t.locate(ip).1;
+                (h + PER_IP_SLOTS - home_a) % PER_IP_SLOTS < 3
+                    || (home_a + PER_IP_SLOTS - h) % PER_IP_SLOTS < 3
+            })
+            .expect("an address whose window overlaps");
+        let held: Arc<[AtomicU64; 2]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let handles: Vec<_> = (0..THREADS)
+            .map(|n| {
+                let (t, held) = (Arc::clone(&t), Arc::clone(&held));
+                let start = Arc::clone(&start);
+                std::thread::spawn(move || {
+                    start.wait();
+                    for r in 0..ROUNDS {
+                        let which = (n + r) % 2;
+                        let ip = [a, b][which];
+                        if t.admit(ip, MAX) {
+                            let now = held[which].fetch_add(1, Ordering::SeqCst) + 1;
+                            assert!(now <= MAX, "{now} open from {ip}, limit {MAX}");
+                            held[which].fetch_sub(1, Ordering::SeqCst);
+                            t.release(ip);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!((t.count(a), t.count(b)), (0, 0));
+        assert_eq!(t.tracked(), 0, "no slot left behind");
+    }
+
+    /// The race the re-read is for: another process inserted the same new
+    /// address in another slot of its window (a slot before ours was freed
+    /// between our read and its) and kept it. With a limit of one, ours
+    /// must back off.
+    #[test]
+    fn the_later_of_two_racing_inserts_backs_off() {
+        let t = PerIp::default();
+        let ip = v4(9);
+        let (key, home) = t.locate(ip);
+        let theirs = (home + WINDOW - 1) % PER_IP_SLOTS;
+        let admitted = t.admit_racing(ip, 1, || {
+            t.slots[theirs].store(key << COUNT_BITS | 1, Ordering::Relaxed);
+        });
+        assert!(!admitted, "two open with a limit of one");
+        assert_eq!(t.count(ip), 1, "theirs is still counted");
+        assert_eq!(t.tracked(), 1, "ours is gone");
+        // With room for both, ours backs off and is counted again, once.
+        let t = PerIp::default();
+        let (key, home) = t.locate(ip);
+        let theirs = (home + WINDOW - 1) % PER_IP_SLOTS;
+        let mut once = true;
+        assert!(t.admit_racing(ip, 2, || {
+            if std::mem::take(&mut once) {
+                t.slots[theirs].store(key << COUNT_BITS | 1, Ordering::Relaxed);
+            }
+        }));
+        assert_eq!(t.count(ip), 2);
+        assert_eq!(t.tracked(), 1, "one slot holds both");
+    }
+
+    #[test]
+    fn a_duplicate_entry_is_summed_and_drains_away() {
+        let t = PerIp::default();
+        let ip = v4(3);
+        let (key, home) = t.locate(ip);
+        // What two racing first connections can leave: the address twice.
+        t.slots[(home + 2) % PER_IP_SLOTS].store(key << COUNT_BITS | 1, Ordering::Relaxed);
+        t.slots[(home + 5) % PER_IP_SLOTS].store(key << COUNT_BITS | 1, Ordering::Relaxed);
+        assert_eq!(t.count(ip), 2);
+        assert!(!t.admit(ip, 2), "the limit counts both");
+        assert!(t.admit(ip, 3));
+        assert_eq!(
+            t.slots[(home + 2) % PER_IP_SLOTS].load(Ordering::Relaxed) & MAX_COUNT,
+            2,
+            "admissions go to the first"
+        );
+        t.release(ip);
+        assert_eq!(t.tracked(), 1, "releases drain the last first");
+        t.release(ip);
+        t.release(ip);
+        assert_eq!(t.tracked(), 0);
+    }
+
+    #[test]
+    fn a_limit_past_what_a_word_holds_still_admits() {
+        let t = PerIp::default();
+        assert!(t.admit(v4(1), u64::MAX));
+        assert_eq!(t.count(v4(1)), 1);
+    }
+}

@@ -1,0 +1,319 @@
+//! The server's counters, kept in one anonymous shared mapping so that forked
+//! children (fork, prefork) update the same numbers as the parent, and so the
+//! parent can tell prefork workers to stop accepting.
+
+use crate::serve::contract::End;
+use crate::serve::service::per_ip::PerIp;
+use crate::serve::service::percpu::PerCpu;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Why a TLS handshake did not complete, the `reason` label of
+/// `netecho_tls_handshake_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// No complete handshake within `--tls-handshake-timeout` (a silent
+    /// client, or one that speaks too slowly).
+    Timeout,
+    /// Bytes that are not TLS (plaintext, garbage) or a handshake rustls
+    /// refuses (no common version or cipher suite, a bad message).
+    Protocol,
+    /// Mutual TLS: no client certificate, or one not signed by
+    /// `--tls-client-ca`.
+    ClientCert,
+    /// The client sent an alert: most often it refused our certificate.
+    Alert,
+    /// The client closed or reset the connection before the handshake ended.
+    Eof,
+}
+
+impl Failure {
+    /// Every reason's label, in [`Failure::index`] order.
+    pub(crate) const LABELS: [&'static str; 5] =
+        ["timeout", "protocol", "client_cert", "alert", "eof"];
+
+    /// Position of this reason in [`Failure::LABELS`].
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Failure::Timeout => 0,
+            Failure::Protocol => 1,
+            Failure::ClientCert => 2,
+            Failure::Alert => 3,
+            Failure::Eof => 4,
+        }
+    }
+
+    /// Counts one failed handshake.
+    pub(crate) fn count(self, stats: &Stats) {
+        stats.tls_handshake_failures[self.index()].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Counters and flags shared by every thread and process of one server.
+/// All fields are atomics, whose all-zero bit pattern is a valid value, so a
+/// fresh zero-filled mapping is a valid `Stats`.
+#[derive(Debug)]
+#[repr(C)]
+pub(crate) struct Stats {
+    /// Clients being served now (admitted, not yet closed).
+    pub(crate) active: AtomicU64,
+    /// Connections accepted and admitted since start.
+    pub(crate) accepted: AtomicU64,
+    /// Connections accepted then closed at once because of `--max-conns`.
+    pub(crate) rejected: AtomicU64,
+    /// Bytes echoed back: bumped on every send, so kept per CPU.
+    pub(crate) bytes: PerCpu,
+    /// Connections closed for `--idle-timeout`.
+    pub(crate) idle_timeouts: AtomicU64,
+    /// Set by the first SIGTERM/SIGINT: accept nothing more.
+    pub(crate) stopping: AtomicBool,
+    /// Connections closed at once because of `--max-conns-per-ip`.
+    pub(crate) rejected_per_ip: AtomicU64,
+    /// Connections closed for `--stall-timeout` (client stopped reading).
+    pub(crate) stall_timeouts: AtomicU64,
+    /// prefork and prethread: workers serving a client, as the pool's
+    /// supervisor last counted them (`netecho_workers{state="busy"}`).
+    pub(crate) pool_busy: AtomicU64,
+    /// … and workers waiting for one (`state="idle"`).
+    pub(crate) pool_idle: AtomicU64,
+    /// Set when the model runs a pool: only then are the two exported.
+    pub(crate) pooled: AtomicBool,
+    /// TCP connections closed, by reason (`End::index`).
+    pub(crate) closed: [AtomicU64; End::LABELS.len()],
+    /// UDP datagrams echoed (per CPU: bumped per datagram).
+    pub(crate) udp_datagrams: PerCpu,
+    /// UDP bytes echoed (per CPU).
+    pub(crate) udp_bytes: PerCpu,
+    /// UDP datagrams dropped, indexed by [`UdpDrop`].
+    pub(crate) udp_dropped: [AtomicU64; UdpDrop::ALL.len()],
+    /// Clients served now per source address, for `--max-conns-per-ip`.
+    pub(crate) per_ip: PerIp,
+    /// TLS handshakes that failed, by [`Failure::index`].
+    pub(crate) tls_handshake_failures: [AtomicU64; Failure::LABELS.len()],
+    /// Acceptors inside an [`AcceptSection`]: a drain waits for 0, so no
+    /// connection taken off a listen queue is left uncounted when it looks.
+    pub(crate) accepting: AtomicU64,
+    /// Set once a SIGHUP handed the sockets to a new process: the sidecar
+    /// stops answering `/metrics` on the shared listener, so every scrape
+    /// reaches the new process while this one drains.
+    pub(crate) handed_over: AtomicBool,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            active: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            bytes: PerCpu::default(),
+            idle_timeouts: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            rejected_per_ip: AtomicU64::new(0),
+            stall_timeouts: AtomicU64::new(0),
+            pool_busy: AtomicU64::new(0),
+            pool_idle: AtomicU64::new(0),
+            pooled: AtomicBool::new(false),
+            closed: std::array::from_fn(|_| AtomicU64::new(0)),
+            udp_datagrams: PerCpu::default(),
+            udp_bytes: PerCpu::default(),
+            udp_dropped: std::array::from_fn(|_| AtomicU64::new(0)),
+            per_ip: PerIp::default(),
+            tls_handshake_failures: std::array::from_fn(|_| AtomicU64::new(0)),
+            accepting: AtomicU64::new(0),
+            handed_over: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Why a UDP datagram got no reply. Each reason is counted apart so an
+/// operator can tell a flood from a loop from a misconfiguration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UdpDrop {
+    /// Larger than `--udp-max-size`: never echoed truncated.
+    TooBig,
+    /// From port 0 or a port of another small service (7, 9, 13, 19, 37):
+    /// replying could start a loop between two services.
+    LoopPort,
+    /// From a broadcast, multicast or unspecified address.
+    BadSource,
+    /// The same bytes came back from where we just sent them, again and again:
+    /// another echo server is bouncing our replies.
+    Loop,
+    /// Over the source's `--udp-rate`.
+    SourceRate,
+    /// Over `--udp-global-rate`.
+    GlobalRate,
+    /// From a new source while every slot it could take in the source table
+    /// is held by a known source (a flood of new sources is on).
+    TableFull,
+}
+
+impl UdpDrop {
+    /// Every reason, in counter order.
+    pub(crate) const ALL: [UdpDrop; 7] = [
+        UdpDrop::TooBig,
+        UdpDrop::LoopPort,
+        UdpDrop::BadSource,
+        UdpDrop::Loop,
+        UdpDrop::SourceRate,
+        UdpDrop::GlobalRate,
+        UdpDrop::TableFull,
+    ];
+
+    /// The label value in metrics.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            UdpDrop::TooBig => "too_big",
+            UdpDrop::LoopPort => "loop_port",
+            UdpDrop::BadSource => "bad_source",
+            UdpDrop::Loop => "loop",
+            UdpDrop::SourceRate => "source_rate",
+            UdpDrop::GlobalRate => "global_rate",
+            UdpDrop::TableFull => "table_full",
+        }
+    }
+}
+
+impl Stats {
+    /// Maps a zeroed page shared with future children and returns it for the
+    /// life of the process.
+    pub(crate) fn shared() -> io::Result<&'static Stats> {
+        // SAFETY: `Stats` is all atomics (and arrays of them), valid when
+        // all-zero.
+        let one = unsafe { crate::sys::shm::shared_zeroed::<Stats>(1) }?;
+        let stats = &one[0];
+        // Before any child exists, so every process hashes alike.
+        stats.per_ip.reseed();
+        Ok(stats)
+    }
+
+    /// Takes a serving slot if fewer than `max` are in use. Returns false
+    /// (and counts a rejection) when the server is full.
+    pub(crate) fn try_admit(&self, max: usize) -> bool {
+        let max = max as u64;
+        let mut cur = self.active.load(Ordering::Relaxed);
+        loop {
+            if cur >= max {
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+            match self.active.compare_exchange_weak(
+                cur,
+                cur + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    self.accepted.fetch_add(1, Ordering::Relaxed);
+                    return true;
+                }
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Gives back a slot taken by [`Stats::try_admit`].
+    pub(crate) fn release(&self) {
+        self.active.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Clients being served now.
+    pub(crate) fn active(&self) -> u64 {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Counts a dropped UDP datagram.
+    pub(crate) fn udp_drop(&self, why: UdpDrop) {
+        self.udp_dropped[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// True once the server is draining.
+    pub(crate) fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Enters an accept section, unless the server is stopping (`None`).
+    /// An acceptor holds it from before its `accept(2)` until the connection
+    /// is admitted (counted in `active`) or closed: the counter goes up
+    /// before the flag is read, and the supervisor sets the flag before it
+    /// reads the counter (both SeqCst), so once it sees 0 no acceptor can
+    /// take a connection it would not count. That matters most on a
+    /// handover, where a connection left in the queue is the new process's,
+    /// but one taken off it and dropped would be lost.
+    pub(crate) fn enter_accept(&self) -> Option<AcceptSection<'_>> {
+        let section = self.acceptor();
+        (!self.stopping.load(Ordering::SeqCst)).then_some(section)
+    }
+
+    /// An accept section held for as long as an acceptor lives, whatever
+    /// the flag (tokio's accept tasks and io_uring's multishot accepts,
+    /// whose `accept(2)` happens out of a short section's reach): dropped
+    /// once the acceptor has seen the flag and admitted all it took.
+    pub(crate) fn acceptor(&self) -> AcceptSection<'_> {
+        self.accepting.fetch_add(1, Ordering::SeqCst);
+        AcceptSection(self)
+    }
+
+    /// Acceptors inside a section now.
+    pub(crate) fn accepting(&self) -> u64 {
+        self.accepting.load(Ordering::SeqCst)
+    }
+
+    /// Counts a connection's end by reason, and the idle and stall timeouts
+    /// apart (their own metrics predate the reasons). Every model calls it.
+    pub(crate) fn count_end(&self, end: End) {
+        self.closed[end.index()].fetch_add(1, Ordering::Relaxed);
+        match end {
+            End::Idle => self.idle_timeouts.fetch_add(1, Ordering::Relaxed),
+            End::Stall => self.stall_timeouts.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+    }
+}
+
+/// See [`Stats::enter_accept`]; leaving is dropping it.
+#[derive(Debug)]
+pub(crate) struct AcceptSection<'a>(&'a Stats);
+
+impl Drop for AcceptSection<'_> {
+    fn drop(&mut self) {
+        self.0.accepting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admission_stops_at_the_limit_and_resumes() {
+        let s = Stats::default();
+        assert!(s.try_admit(2));
+        assert!(s.try_admit(2));
+        assert!(!s.try_admit(2));
+        assert_eq!(s.rejected.load(Ordering::Relaxed), 1);
+        s.release();
+        assert!(s.try_admit(2));
+        assert_eq!(s.accepted.load(Ordering::Relaxed), 3);
+        assert_eq!(s.active(), 2);
+    }
+
+    #[test]
+    fn shared_mapping_is_seen_by_a_forked_child() {
+        let s = Stats::shared().unwrap();
+        // SAFETY: the test process may be multi-threaded; the child only
+        // does an atomic add and `_exit`, both safe after fork.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                s.bytes.add(42);
+                // SAFETY: `_exit` skips destructors and atexit, as a forked
+                // child of a threaded process must.
+                unsafe { libc::_exit(0) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                nix::sys::wait::waitpid(child, None).unwrap();
+                assert_eq!(s.bytes.sum(), 42);
+            }
+        }
+    }
+}
