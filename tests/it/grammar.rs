@@ -34,7 +34,7 @@ fn usage_error(args: &[&str], want: &str) -> String {
 
 #[test]
 fn durations_take_units_in_every_subcommand() {
-    let srv = Server::start("auto", &[]);
+    let srv = Server::start("epoll", &[]);
     let addr = srv.addr().to_string();
     let r = run(&["ping", &addr, "-c", "2", "-i", "200ms", "--timeout", "2s"]);
     r.assert_code(0, "ping -i 200ms --timeout 2s");
@@ -68,7 +68,7 @@ fn durations_take_units_in_every_subcommand() {
 
 #[test]
 fn sizes_take_units() {
-    let srv = Server::start("auto", &["--udp"]);
+    let srv = Server::start("epoll", &["--udp"]);
     let addr = srv.addr().to_string();
     let r = run(&["ping", &addr, "-c", "1", "-s", "1KiB"]);
     r.assert_code(0, "ping -s 1KiB");
@@ -92,7 +92,7 @@ fn sizes_take_units() {
 
 #[test]
 fn client_takes_host_and_port_apart_as_nc_does() {
-    let srv = Server::start("auto", &[]);
+    let srv = Server::start("epoll", &[]);
     let port = srv.addr().port().to_string();
     let r = run_to_end(
         netecho(&["client", "localhost", &port, "-4"]),
@@ -128,7 +128,7 @@ fn minus_six_refuses_a_name_with_only_ipv4() {
 
 #[test]
 fn values_checked_before_running_exit_two() {
-    let srv = Server::start("auto", &[]);
+    let srv = Server::start("epoll", &[]);
     let addr = srv.addr().to_string();
     usage_error(
         &[
