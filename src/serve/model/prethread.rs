@@ -16,9 +16,13 @@
 use std::net::TcpListener;
 
 use crate::error::Result;
-use crate::serve::echo::{self, BUF_SIZE};
-use crate::serve::scoreboard::{Scoreboard, Supervisor};
-use crate::serve::{Ctx, accept, handover, supervise};
+use crate::serve::blocking::accept;
+use crate::serve::blocking::echo;
+use crate::serve::contract::BUF_SIZE;
+use crate::serve::ctx::Ctx;
+use crate::serve::lifecycle::handover;
+use crate::serve::lifecycle::supervise;
+use crate::serve::pool::scoreboard::{Scoreboard, Supervisor};
 
 /// Stack of a worker thread: the echo loop needs little (its buffer is on
 /// the heap), and a small stack keeps a pool of a thousand threads cheap in

@@ -25,10 +25,12 @@ use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use tracing::{info, warn};
 
-use super::pool::{self, Counts, Sizer};
-use super::{Ctx, Shutdown, accept};
 use crate::error::{Error, Result};
-use crate::serve::stats::Stats;
+use crate::serve::blocking::accept;
+use crate::serve::ctx::Ctx;
+use crate::serve::lifecycle::shutdown::Shutdown;
+use crate::serve::pool::sizing::{self, Counts, Sizer};
+use crate::serve::service::stats::Stats;
 
 /// A slot no worker uses.
 const FREE: u64 = 0;
@@ -330,7 +332,7 @@ impl Scoreboard {
 pub(crate) struct Supervisor {
     board: Scoreboard,
     sizer: Sizer,
-    log: pool::Log,
+    log: sizing::Log,
     /// When the last plan asked to be looked at again.
     wake: Option<Instant>,
     /// Where the busy and idle counts are published for `/metrics`.
@@ -346,14 +348,14 @@ impl Supervisor {
     /// The pool for `ctx`: `--workers` to `--max-conns` + 1 workers, and
     /// its scoreboard (created before any worker, so forks share it).
     pub(crate) fn new(ctx: &Ctx) -> Result<Supervisor> {
-        let limits = pool::Limits::new(ctx.workers, ctx.max_conns, ctx.spare);
+        let limits = sizing::Limits::new(ctx.workers, ctx.max_conns, ctx.spare);
         let board = Scoreboard::new(limits.max_workers, limits.min_spare)
             .map_err(Error::io("mapping the pool's scoreboard"))?;
         ctx.stats.pooled.store(true, Ordering::Relaxed);
         Ok(Supervisor {
             board,
             sizer: Sizer::new(limits),
-            log: pool::Log::default(),
+            log: sizing::Log::default(),
             wake: None,
             stats: ctx.stats,
         })
@@ -446,7 +448,7 @@ impl Supervisor {
                     warn!("cannot start a pool worker: {e}");
                 }
                 // Try again at the next window.
-                self.wake = Some(now + pool::WINDOW);
+                self.wake = Some(now + sizing::WINDOW);
                 break;
             }
             started += 1;
