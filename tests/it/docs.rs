@@ -4,12 +4,13 @@
 //!   (`NETECHO_BLESS=1 cargo test --test it docs::` rewrites them);
 //! - every command shown in README.md and the guide runs here, its output
 //!   compared with the example's (snapbox, `[..]` and `...` wildcards);
-//! - every man page renders and has the sections a man page must have.
+//! - every man page renders (`man -l`) and has EXAMPLES, EXIT STATUS and
+//!   ENVIRONMENT, and every example in it parses.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use clap::CommandFactory;
+use clap::{CommandFactory, Parser};
 use netecho::cli::Cli;
 
 /// The repository root (where Cargo.toml is).
@@ -516,4 +517,163 @@ fn every_example_in_the_readme_and_the_guide_runs_as_shown() {
         failures.len(),
         failures.join("\n\n")
     );
+}
+
+// ---------------------------------------------------------------------------
+// The man pages
+// ---------------------------------------------------------------------------
+
+/// Every page `netecho man --dir` must write: netecho.1 and one per
+/// subcommand, nested ones (`bench merge`) included.
+fn expected_man_pages() -> Vec<String> {
+    fn walk(cmd: &clap::Command, prefix: &str, out: &mut Vec<String>) {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            if sub.get_name() == "help" {
+                continue;
+            }
+            let name = format!("{prefix}-{}", sub.get_name());
+            out.push(format!("{name}.1"));
+            walk(sub, &name, out);
+        }
+    }
+    let mut out = vec!["netecho.1".to_string()];
+    walk(&Cli::command(), "netecho", &mut out);
+    out.sort();
+    out
+}
+
+/// The command lines of a page's EXAMPLES section, unescaped, from where
+/// `netecho` starts to the first pipe or redirection.
+fn man_examples(roff: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut inside = false;
+    for line in roff.lines() {
+        if line.starts_with(".SH") {
+            inside = line.contains("EXAMPLES");
+            continue;
+        }
+        if !inside {
+            continue;
+        }
+        let text = line
+            .replace("\\fB", "")
+            .replace("\\fR", "")
+            .replace("\\-", "-");
+        if let Some(at) = text.find("netecho ") {
+            let cmd = &text[at..];
+            let end = cmd.find(['|', '<', '>']).unwrap_or(cmd.len());
+            out.push(cmd[..end].trim().to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn man_pages_render_with_examples_exit_status_and_environment() {
+    let dir = std::env::temp_dir().join(format!("netecho-man-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = crate::util::run_to_end(
+        crate::util::netecho(&["man", "--dir", dir.to_str().unwrap()]),
+        None,
+        std::time::Duration::from_secs(30),
+    );
+    run.assert_code(0, "netecho man --dir");
+    let mut got: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    got.sort();
+    assert_eq!(got, expected_man_pages(), "the pages written by man --dir");
+
+    let man = std::process::Command::new("man").arg("--version").output();
+    let have_man = man.is_ok_and(|o| o.status.success());
+    if !have_man {
+        eprintln!(
+            "SKIPPED: rendering the man pages with `man -l` (no man here); the roff is still checked"
+        );
+    }
+    let top = std::fs::read_to_string(dir.join("netecho.1"))
+        .unwrap()
+        .replace("\\-", "-");
+    let mut examples = 0;
+    for file in &got {
+        let name = file.strip_suffix(".1").unwrap();
+        let roff = std::fs::read_to_string(dir.join(file)).unwrap();
+        assert!(
+            roff.contains(&format!(".TH {name} 1")),
+            "{file}: no .TH {name} 1"
+        );
+        for section in [
+            "NAME",
+            "SYNOPSIS",
+            "EXAMPLES",
+            "\"EXIT STATUS\"",
+            "ENVIRONMENT",
+        ] {
+            assert!(
+                roff.lines().any(|l| l == format!(".SH {section}")),
+                "{file}: no {section} section"
+            );
+        }
+        assert!(
+            roff.contains("NETECHO_LOG"),
+            "{file}: ENVIRONMENT lacks NETECHO_LOG"
+        );
+        if name != "netecho" && name.matches('-').count() == 1 {
+            assert!(
+                top.contains(&format!("{name}(1)")),
+                "netecho.1 does not name {name}(1)"
+            );
+        }
+        // Every example is a command line the real parser accepts.
+        for example in man_examples(&roff) {
+            let words: Vec<String> = example
+                .split_whitespace()
+                .map(|w| w.trim_matches('\'').to_string())
+                .collect();
+            if let Err(e) = Cli::try_parse_from(&words) {
+                panic!("{file}: the example `{example}` does not parse: {e}");
+            }
+            examples += 1;
+        }
+        if have_man {
+            let out = std::process::Command::new("man")
+                .arg("-l")
+                .arg(dir.join(file))
+                .env("MANWIDTH", "80")
+                .env_remove("MANPAGER")
+                .env("PAGER", "cat")
+                .output()
+                .expect("running man -l");
+            // Without a terminal man emboldens by overstriking: `X\bX`.
+            let mut text = String::new();
+            for c in String::from_utf8_lossy(&out.stdout).chars() {
+                if c == '\u{8}' {
+                    text.pop();
+                } else {
+                    text.push(c);
+                }
+            }
+            assert!(
+                out.status.success(),
+                "man -l {file}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                out.stderr.is_empty(),
+                "man -l {file} warned: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                text.contains("EXIT STATUS") && text.contains("EXAMPLES"),
+                "man -l {file} rendered without its sections:\n{text}"
+            );
+        }
+    }
+    assert!(
+        examples >= got.len(),
+        "only {examples} examples over {} pages",
+        got.len()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
