@@ -37,8 +37,30 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{Config, LOOP_BOUNCES, LOOP_PORTS, LOOP_WINDOW};
 use crate::serve::service::stats::UdpDrop;
+
+/// Source ports never answered: 0 and the small services a reply could loop with.
+pub(crate) const LOOP_PORTS: [u16; 6] = [0, 7, 9, 13, 19, 37];
+/// How long a sent reply is remembered for loop detection.
+pub(crate) const LOOP_WINDOW: Duration = Duration::from_secs(1);
+/// Identical bytes coming back from one address this many times within
+/// [`LOOP_WINDOW`] is a loop, not a client; a client repeating itself once or
+/// twice is still answered.
+pub(crate) const LOOP_BOUNCES: u32 = 3;
+/// Default `--udp-rate`: datagrams per second per source address.
+pub(crate) const DEFAULT_RATE: u32 = 100;
+/// Default `--udp-global-rate`: datagrams per second for all sources.
+pub(crate) const DEFAULT_GLOBAL_RATE: u32 = 20_000;
+/// UDP settings from the command line.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Config {
+    /// Datagrams larger than this are dropped, never truncated.
+    pub(crate) max_size: usize,
+    /// Per-source datagrams per second (burst twice that).
+    pub(crate) rate: u32,
+    /// All-sources datagrams per second (burst twice that).
+    pub(crate) global_rate: u32,
+}
 
 /// Sources remembered at once: spoofed random sources cannot grow the table
 /// past this.
