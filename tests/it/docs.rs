@@ -366,6 +366,39 @@ fn shell(dir: &Path, script: &str) -> std::process::Command {
     cmd
 }
 
+/// The port a background peer listens on: the number after `LISTEN:`
+/// (socat) or after the last `:` of an address.
+fn listen_port(cmd: &str) -> Option<u16> {
+    let at = cmd.find("LISTEN:").map(|i| i + "LISTEN:".len())?;
+    let digits: String = cmd[at..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// The programs a block runs besides netecho and the shell's own, which
+/// must be installed for the block to run (CI installs them).
+fn missing_tools(steps: &[Step]) -> Vec<String> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let mut missing = Vec::new();
+    for step in steps {
+        for part in step.command.split(['|', ';', '&']) {
+            let Some(word) = part.split_whitespace().next() else {
+                continue;
+            };
+            if matches!(word, "netecho" | "echo" | "printf" | "cd" | "test" | "[") {
+                continue;
+            }
+            if word.contains(['=', '>', '<', '(', ')']) || word.is_empty() {
+                continue;
+            }
+            let found = path.split(':').any(|d| Path::new(d).join(word).is_file());
+            if !found && !missing.contains(&word.to_string()) {
+                missing.push(word.to_string());
+            }
+        }
+    }
+    missing
+}
+
 /// Runs one block's steps in a fresh directory; returns the failures.
 fn run_block(steps: &[Step]) -> Vec<String> {
     use std::io::BufRead;
@@ -415,6 +448,23 @@ fn run_block(steps: &[Step]) -> Vec<String> {
                 }
             });
             background.push(Background { child });
+            if want == 0 {
+                // A peer that prints nothing (socat): ready once its port
+                // takes a connection.
+                if let Some(port) = listen_port(cmd) {
+                    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                    let ready = crate::util::eventually(Duration::from_secs(10), || {
+                        std::net::TcpStream::connect(addr).is_ok()
+                    });
+                    if !ready {
+                        failures.push(format!(
+                            "{}: `{}` never listened on {addr}",
+                            step.at, step.command
+                        ));
+                        break;
+                    }
+                }
+            }
             let deadline = Instant::now() + Duration::from_secs(15);
             let mut got = String::new();
             for _ in 0..want {
@@ -507,7 +557,20 @@ fn every_example_in_the_readme_and_the_guide_runs_as_shown() {
     // of the suite never sees their ports.
     let failures = std::thread::spawn(move || {
         crate::util::own_netns_with_loopback().expect("a network namespace with loopback up");
-        blocks.iter().flat_map(|b| run_block(b)).collect::<Vec<_>>()
+        let mut failures = Vec::new();
+        for block in &blocks {
+            let missing = missing_tools(block);
+            if missing.is_empty() {
+                failures.extend(run_block(block));
+            } else if let Some(first) = block.first() {
+                eprintln!(
+                    "SKIPPED: the example at {} needs {} (installed by .ci/run)",
+                    first.at,
+                    missing.join(", ")
+                );
+            }
+        }
+        failures
     })
     .join()
     .expect("the examples' thread");
