@@ -625,3 +625,90 @@ fn trace_read_of_tcpdumps_file_matches_the_live_trace() {
     assert_eq!(untimed(&guessed), live_lines);
     let _ = std::fs::remove_file(&pcap);
 }
+
+/// tcpdump's capture of `netecho serve` echoing 18 lines one at a time
+/// with TCP_NODELAY: 44 segments.
+const CHATTY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/chatty.pcap");
+
+/// Every `<text>` of an SVG as its box (left, top, right, bottom) and its
+/// content: the anchor from the attribute or the class's style, the
+/// width at 0.6 em per character of the 12 px monospace font (what
+/// DejaVu Sans Mono and Liberation Mono measure), ascent 0.8 em, descent
+/// 0.2 em.
+fn text_boxes(svg: &str) -> Vec<([f64; 4], String)> {
+    let font = 12.0;
+    svg.split("<text")
+        .skip(1)
+        .map(|t| {
+            let (attrs, rest) = t.split_once('>').unwrap();
+            let content = rest.split_once("</text>").unwrap().0;
+            let attr = |name: &str| {
+                attrs
+                    .split_once(&format!(" {name}=\""))
+                    .map(|(_, v)| v.split_once('"').unwrap().0.to_string())
+            };
+            let num = |name: &str| attr(name).unwrap().parse::<f64>().unwrap();
+            let anchor = attr("text-anchor").unwrap_or_else(|| {
+                match attr("class").as_deref() {
+                    Some("time") => "end",
+                    Some("label" | "end") => "middle",
+                    _ => "start",
+                }
+                .to_string()
+            });
+            let chars = content
+                .replace("&amp;", "&")
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&quot;", "\"")
+                .chars()
+                .count();
+            let w = chars as f64 * 0.6 * font;
+            let (x, y) = (num("x"), num("y"));
+            let left = match anchor.as_str() {
+                "end" => x - w,
+                "middle" => x - w / 2.0,
+                _ => x,
+            };
+            (
+                [left, y - 0.8 * font, left + w, y + 0.2 * font],
+                content.to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn trace_svg_of_40_segments_has_no_overlapping_text() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    for (file, extra) in [(CHATTY, None), (CHATTY, Some("--absolute")), (SAMPLE, None)] {
+        let svg = dir.join("trace-overlap.svg");
+        let mut args = vec!["-r", file, "--svg", svg.to_str().unwrap()];
+        args.extend(extra);
+        let (code, out, err) = trace(&args);
+        assert_eq!(code, Some(0), "{err}");
+        let doc = std::fs::read_to_string(&svg).unwrap();
+        balanced_elements(&doc);
+        let arrows = doc.matches(r#"<line class="seg""#).count();
+        if file == CHATTY {
+            assert!(arrows >= 40, "a 40-segment capture: {arrows}\n{out}");
+        }
+        let boxes = text_boxes(&doc);
+        assert!(boxes.len() > 2 * arrows, "times, labels and states");
+        let mut hits = Vec::new();
+        for (i, (p, a)) in boxes.iter().enumerate() {
+            for (q, b) in &boxes[i + 1..] {
+                if p[0] < q[2] && q[0] < p[2] && p[1] < q[3] && q[1] < p[3] {
+                    hits.push(format!("{a:?} {p:?} and {b:?} {q:?}"));
+                }
+            }
+        }
+        assert!(
+            hits.is_empty(),
+            "{file} {extra:?}: {} text boxes intersect, e.g. {}",
+            hits.len(),
+            hits[0]
+        );
+        let _ = std::fs::remove_file(&svg);
+    }
+}
