@@ -130,9 +130,10 @@ pub(crate) enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff) generated from these definitions.
+    /// Print a man page (roff) generated from these definitions, or write
+    /// them all with --dir.
     #[command(after_long_help = EXIT_PRINT)]
-    Man,
+    Man(crate::man::ManOpt),
     /// Show TCP sockets on a port change state, live, with their processes.
     #[command(after_long_help = EXIT_WATCH)]
     Watch(crate::watch::Opt),

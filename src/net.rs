@@ -37,11 +37,11 @@ pub(crate) struct TargetOpt {
     pub(crate) port: Option<String>,
 
     /// Use IPv4 addresses only.
-    #[arg(short = '4', conflicts_with = "ipv6")]
+    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
     pub(crate) ipv4: bool,
 
     /// Use IPv6 addresses only.
-    #[arg(short = '6')]
+    #[arg(short = '6', long = "ipv6")]
     pub(crate) ipv6: bool,
 }
 
@@ -100,31 +100,6 @@ fn lookup_reason(e: &io::Error) -> String {
 pub(crate) const MAX_TCP_SIZE: usize = 16 * 1024 * 1024;
 /// Largest UDP payload over IPv4 (65,535 − 8 UDP − 20 IP header bytes).
 pub(crate) const MAX_UDP_SIZE: usize = 65_507;
-
-/// Resolves `HOST:PORT`, with the same messages for every subcommand.
-pub(crate) fn resolve(target: &str) -> Result<Vec<SocketAddr>> {
-    let addrs: Vec<SocketAddr> = target
-        .to_socket_addrs()
-        .map_err(|e| Error::Resolve {
-            target: target.to_string(),
-            reason: if target
-                .rsplit_once(':')
-                .is_none_or(|(_, p)| p.parse::<u16>().is_err())
-            {
-                "expected HOST:PORT with a port 0-65535".to_string()
-            } else {
-                e.to_string()
-            },
-        })?
-        .collect();
-    if addrs.is_empty() {
-        return Err(Error::Resolve {
-            target: target.to_string(),
-            reason: "no address found".into(),
-        });
-    }
-    Ok(addrs)
-}
 
 /// Connects to the first of `addrs` that answers.
 pub(crate) fn connect_any(
