@@ -31,19 +31,6 @@ const EXIT_SERVE: &str = "EXIT STATUS
   2  usage error: a bad flag or value, flags that do not go together, a TLS
      file that cannot be used";
 
-const EXIT_BENCH: &str = "EXIT STATUS
-  0  every request measured was answered with the bytes sent
-  1  the check failed: a request failed, mismatched or was lost, none
-     completed, the server could not be reached, or the run was interrupted
-  2  usage error: a bad flag or value, flags that do not go together, limits
-     the machine cannot meet";
-
-const EXIT_PING: &str = "EXIT STATUS
-  0  every probe came back intact
-  1  the check failed: a probe was lost, timed out or came back different,
-     or none was answered
-  2  usage error: a bad flag or value, a size too large for the protocol";
-
 const EXIT_WATCH: &str = "EXIT STATUS
   0  ran until --duration ended or Ctrl-C/SIGTERM stopped it
   1  the socket table or the kernel's events could not be read
@@ -119,10 +106,8 @@ pub(crate) enum Command {
     /// Copy stdin to an echo server and its echo to stdout, losing nothing.
     Client(crate::client::ClientOpt),
     /// Load an echo server and measure throughput and latency percentiles.
-    #[command(after_long_help = EXIT_BENCH)]
     Bench(crate::bench::Opt),
     /// Probe an echo server's round-trip time, one line per probe.
-    #[command(after_long_help = EXIT_PING)]
     Ping(crate::ping::Opt),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(after_long_help = EXIT_PRINT)]

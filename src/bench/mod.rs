@@ -92,12 +92,21 @@ pub(crate) const MIN_RATE: f64 = 0.001;
 /// Highest `--rate`: beyond this the schedule's granularity (1 ns) and the
 /// loop's wake-ups, not the server, would set the pace.
 pub(crate) const MAX_RATE: f64 = 100_000_000.0;
+/// The end of `bench --help`: what the exit status says.
+const EXIT_STATUS: &str = "Exit status: 0 every request was answered with the bytes sent; \
+1 the check failed (a mismatch, an error, a request lost or never answered, none answered at \
+all, or the run was interrupted); 2 a usage error (options that cannot work together, or a \
+limit of this machine the command line exceeds).";
 /// How often the progress line is redrawn, and the main thread's tick.
 const PROGRESS_TICK: Duration = Duration::from_millis(250);
 
 /// Options of `netecho bench`.
 #[derive(Debug, Args)]
-#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = EXIT_STATUS
+)]
 pub(crate) struct Opt {
     /// The echo server, as HOST:PORT ([v6addr]:PORT for IPv6 literals).
     #[arg(value_name = "HOST:PORT", required_unless_present = "models", value_parser = parse_target)]
@@ -105,9 +114,11 @@ pub(crate) struct Opt {
 
     /// Measure netecho's own server models instead of HOST:PORT: each is
     /// started on a loopback port, pinned to CPU 0 with the load on CPU 1,
-    /// and run through the workloads of --workloads. LIST is a
-    /// comma list of models (default: all but auto), and may name the
-    /// baselines: floor, floor-2t, c-epoll, c-splice, c-uring, or
+    /// and run through the workloads of --workloads; the figure is server
+    /// CPU per request. LIST is a comma list of models (default: all but
+    /// auto), and may name the baselines: floor and floor-2t (loopback
+    /// ping-pong with no server), c-epoll, c-splice and c-uring (small C
+    /// servers, built with the C compiler if one is installed), or
     /// `baselines` for all five.
     #[arg(long, value_name = "LIST", num_args = 0..=1, default_missing_value = "all",
           value_parser = models::parse_models,
@@ -115,9 +126,12 @@ pub(crate) struct Opt {
                                 "new_conn", "udp", "timeout", "json"])]
     pub(crate) models: Option<models::ModelList>,
 
-    /// With --models: the workloads to run, by name or number (small,
-    /// large, connect, idle, many, bulk, stream or 1-7; default: all, or
-    /// NETECHO_BENCH_WORKLOADS).
+    /// With --models: the workloads to run, by name or number (default:
+    /// all, or the environment variable NETECHO_BENCH_WORKLOADS): small (1,
+    /// 64 B on 50 connections), large (2, 64 KiB on 8), connect (3, a new
+    /// connection per request, 4 at a time), idle (4, memory per idle
+    /// connection), many (5, 64 B on 300), bulk (6, 1 MiB on 8), stream
+    /// (7, full duplex on 8).
     #[arg(long, value_name = "LIST", value_parser = models::parse_workloads,
           requires = "models", conflicts_with = "target")]
     pub(crate) workloads: Option<models::WorkloadList>,
@@ -140,20 +154,24 @@ pub(crate) struct Opt {
     )]
     pub(crate) chart: Option<PathBuf>,
 
-    /// Connections (or UDP sockets), each with one request in flight.
+    /// Connections (or UDP sockets), each with one request in flight. Checked
+    /// before the run against the descriptor limit (ulimit -n), the local
+    /// ports to one server address and memory.
     #[arg(short = 'c', long = "connections", value_name = "CONNS", default_value_t = DEFAULT_CONNS,
           value_parser = parse_positive, allow_negative_numbers = true)]
     pub(crate) conns: usize,
 
-    /// Bytes per message: 64, 1k (1024), 64KiB, 1MiB; at most 16MiB (TCP)
-    /// or 65507 (UDP).
+    /// Bytes per message: 64, 1k (1024), 64KiB, 1MiB; at most 16MiB over
+    /// TCP, 65507 over UDP.
     #[arg(short = 's', long = "size", value_name = "SIZE", default_value_t = DEFAULT_SIZE,
           value_parser = size_between(1, MAX_TCP_SIZE, "the largest message"),
           allow_negative_numbers = true)]
     pub(crate) size: usize,
 
     /// Measure for this long after the warm-up: seconds, or 500ms, 10s,
-    /// 1m (default 10s; with --models, 3s per workload).
+    /// 1m (default 10s; with --models, 3s per workload). Requests still out
+    /// at the end get up to 1s more (never more than --timeout) for their
+    /// echo; any still unanswered then fails the run.
     #[arg(short = 'd', long = "duration", value_name = "DURATION", value_parser = parse_duration_nonzero,
           allow_negative_numbers = true, conflicts_with = "requests")]
     pub(crate) duration: Option<Duration>,
@@ -163,18 +181,22 @@ pub(crate) struct Opt {
           allow_negative_numbers = true)]
     pub(crate) requests: Option<u64>,
 
-    /// Run this long before measuring; its requests are not recorded.
+    /// Run this long before measuring; its requests are not recorded nor
+    /// shown in the progress line.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration,
           allow_negative_numbers = true)]
     pub(crate) warmup: Duration,
 
-    /// Generator threads, each with an epoll loop (default: one per core).
+    /// Generator threads, each with an epoll loop (default: one per core;
+    /// never more than connections, at most 1024).
     #[arg(long, value_name = "T", value_parser = parse_positive, allow_negative_numbers = true)]
     pub(crate) threads: Option<usize>,
 
-    /// Open loop: this many requests per second in total, spread evenly over
-    /// the connections (1000, 0.5, 20k, 20k/s); latency counts from when
-    /// each request was due.
+    /// Open loop: RATE requests per second in total (1000, 0.5, 20k,
+    /// 20k/s), spread evenly over the connections; latency counts from when
+    /// each request was due, so a stalled server shows as latency. A
+    /// request whose connection is still waiting for an earlier echo is
+    /// sent late; the summary says if the rate was not held.
     #[arg(long, value_name = "RATE", value_parser = request_rate_between(MIN_RATE, MAX_RATE),
           allow_negative_numbers = true)]
     pub(crate) rate: Option<f64>,
@@ -202,7 +224,9 @@ pub(crate) struct Opt {
           allow_negative_numbers = true)]
     pub(crate) connect_timeout: Duration,
 
-    /// Print one JSON object on stdout instead of the summary.
+    /// Print one JSON object on stdout instead of the summary, whatever the
+    /// outcome: a run that could not start has zero figures and an "error";
+    /// one stopped by Ctrl-C or SIGTERM has "interrupted": true.
     #[arg(long)]
     pub(crate) json: bool,
 
@@ -232,7 +256,8 @@ pub(crate) struct Opt {
 
     /// Each connection echoes once, then stays open and idle until -d
     /// ends: many idle connections, for memory per connection (C1M). No
-    /// warm-up; the open rate is printed on stderr.
+    /// warm-up; the open rate is printed on stderr. A connection whose one
+    /// echo never came fails the run.
     #[arg(long, conflicts_with_all = ["models", "requests", "rate", "new_conn", "udp"])]
     pub(crate) hold: bool,
 
