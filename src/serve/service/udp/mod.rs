@@ -7,9 +7,10 @@
 //! - No loops, as BSD inetd: no reply to port 0 or the ports of the other
 //!   small services (7 echo, 9 discard, 13 daytime, 19 chargen, 37 time), nor
 //!   to broadcast, multicast or unspecified sources. And, past what inetd
-//!   does, no reply to the same bytes coming back again and again from where
-//!   we just sent them: two echo servers and one spoofed datagram stop after
-//!   [`LOOP_BOUNCES`](policy::LOOP_BOUNCES) bounces instead of ping-ponging forever.
+//!   does, no reply to bytes that keep coming back from where we just sent
+//!   them: two echo servers and any number of spoofed datagrams stop after
+//!   [`LOOP_BOUNCES`](policy::LOOP_BOUNCES) bounces instead of ping-ponging forever (every reply
+//!   is remembered, not only the last, so alternating payloads are caught).
 //! - Rate limits: a token bucket per source (`--udp-rate`, burst 2×) so one
 //!   flooder cannot starve other sources, and a global one
 //!   (`--udp-global-rate`) of which sources already known keep a reserve, so
