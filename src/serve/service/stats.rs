@@ -165,8 +165,14 @@ impl Stats {
     }
 
     /// Gives back a slot taken by [`Stats::try_admit`].
+    /// Never below zero: a second release of one slot is a bug
+    /// ([`Permit`](crate::serve::admission::Permit) makes it impossible),
+    /// caught in debug builds and never allowed to wrap the counter.
     pub(crate) fn release(&self) {
-        self.active.fetch_sub(1, Ordering::AcqRel);
+        let went = self
+            .active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        debug_assert!(went.is_ok(), "a connection slot given back twice");
     }
 
     /// Clients being served now.
