@@ -208,9 +208,17 @@ fn admit(stream: TcpStream, peer: SocketAddr, tls: bool, ctx: &'static Ctx) {
 /// dropped.
 struct Admitted {
     stream: Option<TcpStream>,
-    /// Its place under the limits; the last field, so it is given back
-    /// after the socket is closed.
+    /// Its place under the limits, given back after the socket is closed.
     _permit: Permit,
+}
+
+/// Closes the socket before the permit goes. Having a `Drop` also makes the
+/// task's `async move` capture the whole value: without one it would take
+/// only `stream`, and the permit would be dropped as `admit` returns.
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        drop(self.stream.take());
+    }
 }
 
 /// Echoes on `stream` until the connection core says to close: the
