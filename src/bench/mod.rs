@@ -32,6 +32,7 @@
 //! - [`chart`]: `--chart`, the `--models` table as an SVG picture.
 
 pub(crate) mod chart;
+pub(crate) mod hist;
 pub(crate) mod hlog;
 pub(crate) mod interval;
 pub(crate) mod limits;
@@ -41,7 +42,9 @@ pub(crate) mod procstat;
 pub(crate) mod report;
 pub(crate) mod spawn;
 pub(crate) mod stream;
+pub(crate) mod tally;
 pub(crate) mod tcp;
+pub(crate) mod text;
 pub(crate) mod timer;
 pub(crate) mod tls;
 pub(crate) mod udp;
@@ -65,7 +68,8 @@ use crate::net::source::{self, Sources};
 use crate::net::tls::{Connector, TlsOpt};
 use crate::net::{MAX_TCP_SIZE, MAX_UDP_SIZE, connect_any, connect_one, resolve, udp_socket};
 use crate::sys::stop;
-use plan::{Plan, Tally};
+use plan::Plan;
+use tally::Tally;
 
 /// Connections when `-c` is not given: enough to keep a multi-core server
 /// busy, as tcpkali and wrk default to tens.
@@ -260,7 +264,15 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
                 "--models takes --tls alone (its servers' certificates are its own)".into(),
             ));
         }
-        return models::run(&opt, list);
+        let options = models::Options {
+            duration: opt.duration,
+            warmup: opt.warmup,
+            idle_conns: opt.idle_conns,
+            tls: opt.tls.tls,
+            workloads: opt.workloads.as_ref(),
+            chart: opt.chart.as_deref(),
+        };
+        return models::run(&options, list);
     }
     let shape = shape_of(&opt);
     let done = match measure(&opt, &shape) {
@@ -458,8 +470,8 @@ fn measure(opt: &Opt, shape: &report::Shape) -> Result<Measured> {
         let secs = connecting.elapsed().as_secs_f64();
         eprintln!(
             "netecho: {} connections open in {secs:.3} s ({} per second)",
-            report::thousands(streams.len() as u64),
-            report::thousands((streams.len() as f64 / secs.max(1e-9)).round() as u64)
+            text::thousands(streams.len() as u64),
+            text::thousands((streams.len() as f64 / secs.max(1e-9)).round() as u64)
         );
     }
 
@@ -483,7 +495,6 @@ fn measure(opt: &Opt, shape: &report::Shape) -> Result<Measured> {
                 json: opt.json,
             }),
             hold: opt.hold,
-            tls,
         })
         .with_sources(if new_conn {
             opt.source_addrs.clone()
@@ -502,31 +513,22 @@ fn measure(opt: &Opt, shape: &report::Shape) -> Result<Measured> {
     drop(taken);
 
     let udp = opt.udp;
-    let work = move |plan: &Plan, slot: usize, conns: Vec<(u64, Option<TcpStream>)>| {
-        if udp {
-            let ids = conns.into_iter().map(|(id, _)| id).collect();
-            udp::run(plan, slot, ids)
-        } else if plan.settings.tls.is_some() {
-            tls::run(plan, slot, conns)
-        } else {
-            tcp::run(plan, slot, conns)
-        }
-    };
     let mut results: Vec<Result<Tally>> = Vec::with_capacity(threads);
     if threads == 1 && !io::stderr().is_terminal() && opt.interval.is_none() {
         // One worker and no progress line to draw: run it on this thread. A
         // process that never starts a second thread also spares every send
         // and recv glibc's cancellation bookkeeping.
         for (slot, conns) in per_thread.into_iter().enumerate() {
-            results.push(work(&plan, slot, conns));
+            results.push(work(udp, tls.as_deref(), &plan, slot, conns));
         }
     } else {
         let mut workers: Vec<JoinHandle<Result<Tally>>> = Vec::with_capacity(threads);
         for (slot, conns) in per_thread.into_iter().enumerate() {
             let plan = Arc::clone(&plan);
+            let tls = tls.clone();
             let started = std::thread::Builder::new()
                 .name(format!("bench-{slot}"))
-                .spawn(move || work(&plan, slot, conns));
+                .spawn(move || work(udp, tls.as_deref(), &plan, slot, conns));
             match started {
                 Ok(handle) => workers.push(handle),
                 Err(e) => {
@@ -566,7 +568,9 @@ fn measure(opt: &Opt, shape: &report::Shape) -> Result<Measured> {
     }
     plan.flush_log(None);
     let mut summary = report::Summary::new(&plan, shape, &total, None, stop::requested());
-    summary.tls = tls::figures(&plan, &total, summary.duration_s);
+    summary.tls = tls
+        .as_deref()
+        .map(|setup| tls::figures(setup, &total, new_conn, summary.duration_s));
     summary.error = failure.as_ref().map(ToString::to_string);
     if let Some(path) = &opt.hist_out {
         let since = Instant::now().saturating_duration_since(plan.warmup_end);
@@ -590,6 +594,24 @@ fn measure(opt: &Opt, shape: &report::Shape) -> Result<Measured> {
     })
 }
 
+/// One worker's run over its connections: UDP, TLS or plain TCP.
+fn work(
+    udp: bool,
+    tls: Option<&tls::Setup>,
+    plan: &Plan,
+    slot: usize,
+    conns: Vec<(u64, Option<TcpStream>)>,
+) -> Result<Tally> {
+    if udp {
+        let ids = conns.into_iter().map(|(id, _)| id).collect();
+        udp::run(plan, slot, ids)
+    } else if let Some(setup) = tls {
+        tls::run(setup, plan, slot, conns)
+    } else {
+        tcp::run(plan, slot, conns)
+    }
+}
+
 /// What [`measure`] hands back for [`run`] to print and judge.
 struct Measured {
     /// The summary to print; `None` if it is printed already (`--stream`).
@@ -610,7 +632,7 @@ fn run_stream(streams: Vec<TcpStream>, opt: &Opt, shape: &report::Shape) -> Resu
     let interrupted = stop::requested();
     let target = &shape.target;
     if opt.json {
-        report::print_json(&serde_json::json!({
+        text::print_json(&serde_json::json!({
             "target": target,
             "mode": "stream",
             "connections": conns,
@@ -632,7 +654,7 @@ fn run_stream(streams: Vec<TcpStream>, opt: &Opt, shape: &report::Shape) -> Resu
         if interrupted {
             text += "  stopped   interrupted by a signal: the figures cover only the time it ran\n";
         }
-        report::print_stdout(&text)?;
+        text::print_stdout(&text)?;
     }
     let failure = if out.mismatches > 0 {
         Some(Error::BenchFailed(format!(
@@ -703,9 +725,9 @@ fn progress_line(plan: &Plan, now: Instant, last: &mut (Instant, u64)) -> String
     format!(
         "{:5.1} s  {} req/s  {} requests  {} errors{phase}",
         now.duration_since(plan.warmup_end).as_secs_f64(),
-        report::thousands(rps.round() as u64),
-        report::thousands(done),
-        report::thousands(plan.errors_so_far())
+        text::thousands(rps.round() as u64),
+        text::thousands(done),
+        text::thousands(plan.errors_so_far())
     )
 }
 
