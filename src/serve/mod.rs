@@ -195,7 +195,8 @@ pub(crate) struct Ctx {
     /// Worker count for the pre-spawned models (for the pools: the
     /// starting and least size).
     pub(crate) workers: usize,
-    /// `--min-spare`/`--max-spare`: idle workers the pools keep ready.
+    /// `--min-spare`/`--max-spare`/`--worker-idle-timeout`: idle workers
+    /// the pools keep ready.
     pub(crate) spare: pool::Spare,
     /// `--max-conns-per-ip`, if set.
     pub(crate) max_conns_per_ip: Option<u64>,
@@ -345,6 +346,7 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         spare: pool::Spare {
             min: opt.min_spare,
             max: opt.max_spare,
+            retire_idle: (!opt.worker_idle_timeout.is_zero()).then_some(opt.worker_idle_timeout),
         },
         max_conns_per_ip: opt.max_conns_per_ip.map(|n| n as u64),
         stall_timeout: (!opt.stall_timeout.is_zero()).then_some(opt.stall_timeout),
