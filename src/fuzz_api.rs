@@ -12,10 +12,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::net::MAX_UDP_SIZE;
-use crate::serve::conn::{Conn, End, Next, Timeouts};
-use crate::serve::pending::{PENDING_CAP, Pending};
-use crate::serve::stats::UdpDrop;
-use crate::serve::udp::{self, LOOP_PORTS, Policy};
+use crate::serve::contract::pending::{PENDING_CAP, Pending};
+use crate::serve::contract::{Conn, End, Next, Timeouts};
+use crate::serve::service::stats::UdpDrop;
+use crate::serve::service::udp::{self, LOOP_PORTS, Policy};
 use crate::trace::packet::{build_frame, parse_frame};
 use crate::trace::pcap::{self, PcapWriter};
 
@@ -202,7 +202,7 @@ pub fn conn_events(data: &[u8]) {
             5 => {
                 let e = error(b.u8());
                 let retry = c.on_error(&e);
-                assert_eq!(retry, crate::serve::conn::classify(&e).is_none());
+                assert_eq!(retry, crate::serve::contract::classify(&e).is_none());
             }
             6 => {
                 let before = c.deadline(&t);
@@ -334,8 +334,8 @@ pub fn pcap_round_trip(data: &[u8]) {
 fn tls_config() -> &'static Arc<rustls::ServerConfig> {
     static CONFIG: OnceLock<Arc<rustls::ServerConfig>> = OnceLock::new();
     CONFIG.get_or_init(|| {
-        let files = crate::serve::tls::Files::default();
-        crate::serve::tls::Tls::load(&files, Duration::from_secs(10))
+        let files = crate::serve::transport::tls::Files::default();
+        crate::serve::transport::tls::Tls::load(&files, Duration::from_secs(10))
             .expect("the self-signed TLS configuration")
             .config
     })
@@ -391,7 +391,7 @@ impl io::Write for FuzzWire<'_> {
     }
 }
 
-impl crate::serve::tls::conn::Wire for FuzzWire<'_> {
+impl crate::serve::transport::tls::session::Wire for FuzzWire<'_> {
     fn shut_write(&mut self) -> io::Result<()> {
         self.shut = true;
         Ok(())
@@ -404,7 +404,7 @@ impl crate::serve::tls::conn::Wire for FuzzWire<'_> {
 /// say, and never echoes a byte (nobody without the handshake's keys can
 /// make it decrypt one).
 pub fn tls_records(data: &[u8]) {
-    use crate::serve::tls::conn::{TlsConn, Turn};
+    use crate::serve::transport::tls::session::{TlsConn, Turn};
     let start = Instant::now();
     let mut tls =
         TlsConn::new(tls_config(), start, Duration::from_secs(10)).expect("a server session");

@@ -9,7 +9,7 @@
 //!   EINTR is retried;
 //! - backpressure: a client that sends but does not read is not read from
 //!   while its echo cannot be written, so server memory never grows with what
-//!   a client sends (at most one buffer of [`echo::BUF_SIZE`] per connection);
+//!   a client sends (at most one buffer of [`contract::BUF_SIZE`] per connection);
 //! - TCP_NODELAY on every accepted socket, so a large message's tail never
 //!   waits 40 ms for a delayed ACK;
 //! - `--max-conns`: over the limit a connection is accepted, closed at once
@@ -21,270 +21,62 @@
 //!   that fails to start leaves it serving.
 //!
 //! # Layout
-//! - [`conn`] the contract itself, as a sans-I/O state machine the event
-//!   models drive; [`pending`] the bytes it keeps for epoll and tokio;
-//!   [`timers`] the one timer rule of the event loops; [`splice`] the
-//!   zero-copy path (`--zero-copy`);
+//! From the bottom up; a module imports only modules below it, and none
+//! imports this file (it only runs the command line).
+//! - [`contract`] the contract itself, as a sans-I/O state machine the
+//!   event models drive, with the bytes it keeps ([`contract::pending`]),
+//!   the one timer rule of the event loops ([`contract::timers`]) and the
+//!   buffer size every model reads with;
+//! - [`service`] what is served around the echo: the listeners and their
+//!   `listening` lines, the counters ([`service::stats`], in memory shared
+//!   with forked children), per-IP limits, Prometheus metrics, UDP echo,
+//!   inetd and the sidecar process that runs UDP and metrics;
+//! - [`transport`] how bytes reach the core other than by plain copies:
+//!   TLS ([`transport::tls`]) and zero copy ([`transport::splice`],
+//!   `--zero-copy`);
+//! - [`lifecycle`] signals, the stop state, SIGHUP hand-over, drain and exit
+//!   ([`lifecycle::supervise`], [`lifecycle::children`]), systemd socket
+//!   activation and readiness;
+//! - [`ctx`] [`ctx::Ctx`], what every model is given besides its listeners;
+//! - [`blocking`] the accept step and the read/write loop of the blocking
+//!   models;
+//! - [`pool`] how many workers prefork and prethread start or retire
+//!   ([`pool::sizing`], pure) and what each is doing ([`pool::scoreboard`]);
 //! - [`model`] the eight models, each `run(listeners, ctx) -> Result<()>`;
-//! - [`opt`] the command line of `netecho serve`;
-//! - [`listen`] binds the sockets and prints the `listening` lines (and
-//!   parses them back: [`parse_listening`]);
-//! - [`shutdown`] a server's stop state, passed in [`Ctx`]; [`signals`]
-//!   wires SIGTERM/SIGINT/SIGHUP/SIGCHLD to it at the binary's edge;
-//! - [`stats`] the counters, in memory shared with forked children;
-//! - [`accept`] the accept step of the blocking models (poll, limits, EMFILE);
-//! - [`echo`] the blocking read/write loop that keeps the contract;
-//! - [`supervise`] drain and exit for the models that run in one process;
-//! - [`children`] the same for the forking models (reaping, SIGTERM, SIGKILL);
-//! - [`pool`] how many workers prefork and prethread start or retire (pure),
-//!   [`scoreboard`] what each of their workers is doing;
-//! - [`udp`], [`metrics`], [`sidecar`], [`activation`], [`inetd`]: the
-//!   service features (UDP echo, Prometheus, systemd, inetd);
-//! - [`handover`] SIGHUP: a new process takes the sockets over (restart
-//!   and upgrade without a refused connect); [`notify`] tells systemd.
+//! - [`opt`] the command line of `netecho serve`.
 
-pub(crate) mod accept;
-pub(crate) mod activation;
-pub(crate) mod children;
-pub(crate) mod conn;
-pub(crate) mod echo;
-pub(crate) mod handover;
-pub(crate) mod inetd;
-pub(crate) mod listen;
-pub(crate) mod metrics;
+pub(crate) mod blocking;
+pub(crate) mod contract;
+pub(crate) mod ctx;
+pub(crate) mod lifecycle;
 pub(crate) mod model;
-pub(crate) mod notify;
 pub(crate) mod opt;
-pub(crate) mod pending;
-pub(crate) mod per_ip;
-pub(crate) mod percpu;
 pub(crate) mod pool;
-pub(crate) mod scoreboard;
-pub(crate) mod shutdown;
-pub(crate) mod sidecar;
-pub(crate) mod signals;
-pub(crate) mod splice;
-pub(crate) mod stats;
-pub(crate) mod supervise;
-pub(crate) mod timers;
-pub(crate) mod tls;
-pub(crate) mod udp;
+pub(crate) mod service;
+pub(crate) mod transport;
 
+pub use model::Model;
 pub use model::{epoll, fork, iterative, prefork, prethread, thread, tokio, uring};
+pub use service::listen::{ListenKind, Listening, parse_listening};
+pub use transport::tls::TlsError;
 
-use std::net::{SocketAddr, TcpListener};
+pub(crate) use ctx::default_workers;
+pub(crate) use opt::ServeOpt;
+
+use std::net::TcpListener;
 use std::os::fd::AsRawFd;
-use std::time::Duration;
 
-use clap::ValueEnum;
 use tracing::info;
 
 use crate::error::{Error, Result};
+use crate::serve::ctx::Ctx;
+use crate::serve::lifecycle::shutdown::Shutdown;
+use crate::serve::lifecycle::{activation, handover, signals};
+use crate::serve::model::Model as M;
+use crate::serve::service::listen::{self, local_addrs};
+use crate::serve::service::{inetd, sidecar, stats, udp};
+use crate::serve::transport::{splice, tls};
 use crate::sys::raise_nofile_limit;
-pub use listen::{ListenKind, Listening, parse_listening};
-pub(crate) use opt::ServeOpt;
-pub(crate) use shutdown::Shutdown;
-use stats::Stats;
-pub use tls::TlsError;
-
-/// The default port when no `--listen` is given.
-pub(crate) const DEFAULT_PORT: u16 = 6666;
-/// Listen backlog: enough for bursts of hundreds of connects while every
-/// worker is busy (the kernel caps it at net.core.somaxconn).
-pub(crate) const BACKLOG: i32 = 1024;
-/// Default `--max-conns` for `fork`: a process per client is heavy.
-pub(crate) const DEFAULT_MAX_CONNS_FORK: usize = 1024;
-/// Default `--max-conns` for `thread`: a thread per client is lighter.
-pub(crate) const DEFAULT_MAX_CONNS_THREAD: usize = 4096;
-/// Default `--max-conns` for `prefork`: the pool grows to this many busy
-/// processes (each a few hundred KiB of its own once it has run), a
-/// quarter of `fork`'s, since a pool keeps its workers after the burst.
-pub(crate) const DEFAULT_MAX_CONNS_PREFORK: usize = 256;
-/// Default `--max-conns` for `prethread`: threads are cheaper than
-/// processes (128 KiB of stack each, a 64 KiB buffer once used).
-pub(crate) const DEFAULT_MAX_CONNS_PRETHREAD: usize = 1024;
-/// Default `--max-conns` for the event models: an idle connection costs a
-/// few hundred bytes, so the descriptor limit is the real bound.
-pub(crate) const DEFAULT_MAX_CONNS_EVENT: usize = 65_536;
-
-/// How the server handles concurrent clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Model {
-    /// The fastest model on the running kernel: `uring` where io_uring is
-    /// usable, else `epoll` (one log line says why).
-    Auto,
-    /// One client at a time; the rest wait in the listen backlog (the one
-    /// model where `--max-conns` is not how many are served at once).
-    Iterative,
-    /// A process per client, forked after accept (the classic design).
-    Fork,
-    /// A pool of processes, each accepting and serving one client at a
-    /// time; it grows with demand up to `--max-conns` and shrinks when idle.
-    Prefork,
-    /// A thread per client.
-    Thread,
-    /// A pool of threads, each accepting and serving one client at a time;
-    /// it grows with demand up to `--max-conns` and shrinks when idle.
-    Prethread,
-    /// A mio (epoll) readiness loop per worker thread.
-    Epoll,
-    /// Async tasks on a tokio runtime with `--workers` threads.
-    Tokio,
-    /// A completion loop on io_uring per worker thread.
-    Uring,
-}
-
-impl Model {
-    /// What `auto` means here: `uring` when io_uring works on this kernel
-    /// (measured the cheapest per request, see README), else `epoll`. The
-    /// probe runs once; a refusal (seccomp, `io_uring_disabled`, an old
-    /// kernel) is logged once with its reason.
-    pub fn resolve(self) -> Model {
-        static AUTO: std::sync::OnceLock<Model> = std::sync::OnceLock::new();
-        match self {
-            Model::Auto => *AUTO.get_or_init(|| match uring::probe() {
-                Ok(()) => Model::Uring,
-                Err(reason) => {
-                    info!(%reason, "io_uring unavailable; --model auto uses epoll");
-                    Model::Epoll
-                }
-            }),
-            m => m,
-        }
-    }
-
-    /// The model's name as the command line spells it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Model::Auto => "auto",
-            Model::Iterative => "iterative",
-            Model::Fork => "fork",
-            Model::Prefork => "prefork",
-            Model::Thread => "thread",
-            Model::Prethread => "prethread",
-            Model::Epoll => "epoll",
-            Model::Tokio => "tokio",
-            Model::Uring => "uring",
-        }
-    }
-
-    /// The default `--max-conns`: how many clients the model serves at
-    /// once (iterative: one, the rest wait).
-    pub fn default_max_conns(self) -> usize {
-        match self.resolve() {
-            Model::Iterative => 1,
-            Model::Fork => DEFAULT_MAX_CONNS_FORK,
-            Model::Prefork => DEFAULT_MAX_CONNS_PREFORK,
-            Model::Prethread => DEFAULT_MAX_CONNS_PRETHREAD,
-            Model::Thread => DEFAULT_MAX_CONNS_THREAD,
-            Model::Epoll | Model::Tokio | Model::Uring | Model::Auto => DEFAULT_MAX_CONNS_EVENT,
-        }
-    }
-}
-
-/// What every model needs besides its listeners. Leaked to `'static` at start
-/// so that threads and forked children can hold it without reference counts.
-#[derive(Debug)]
-pub(crate) struct Ctx {
-    /// Clients served at once; the next is accepted and closed.
-    pub(crate) max_conns: usize,
-    /// `None` when `--idle-timeout 0`.
-    pub(crate) idle_timeout: Option<Duration>,
-    /// How long connections may finish after the first signal.
-    pub(crate) drain_timeout: Duration,
-    /// Worker count for the pre-spawned models (for the pools: the
-    /// starting and least size).
-    pub(crate) workers: usize,
-    /// `--min-spare`/`--max-spare`/`--worker-idle-timeout`: idle workers
-    /// the pools keep ready.
-    pub(crate) spare: pool::Spare,
-    /// `--max-conns-per-ip`, if set.
-    pub(crate) max_conns_per_ip: Option<u64>,
-    /// `--stall-timeout`: `None` when 0 (then only the idle timeout applies).
-    pub(crate) stall_timeout: Option<Duration>,
-    /// Counters, in memory shared with forked children.
-    pub(crate) stats: &'static Stats,
-    /// This server's stop state: SIGTERM/SIGINT in the binary, a call in a
-    /// test.
-    pub(crate) shutdown: Shutdown,
-    /// `--tls-listen`: the TLS configuration and which listeners speak it.
-    pub(crate) tls: Option<tls::Tls>,
-    /// `--zero-copy`, resolved on this kernel (`Off` where splice is refused).
-    pub(crate) zero_copy: splice::ZeroCopy,
-}
-
-impl Ctx {
-    /// Admits a new client under `--max-conns-per-ip` and `--max-conns`.
-    /// `false` means: close it at once (it has been counted as rejected).
-    pub(crate) fn admit(&self, peer: &SocketAddr) -> bool {
-        if let Some(max) = self.max_conns_per_ip
-            && !self.stats.per_ip.admit(peer.ip(), max)
-        {
-            self.stats
-                .rejected_per_ip
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return false;
-        }
-        if !self.stats.try_admit(self.max_conns) {
-            if self.max_conns_per_ip.is_some() {
-                self.stats.per_ip.release(peer.ip());
-            }
-            return false;
-        }
-        true
-    }
-
-    /// Gives back what [`Ctx::admit`] took, after the connection is closed.
-    pub(crate) fn release(&self, peer: &SocketAddr) {
-        self.release_ip(peer.ip());
-    }
-
-    /// [`Ctx::release`] knowing only the client's address.
-    pub(crate) fn release_ip(&self, ip: std::net::IpAddr) {
-        if self.max_conns_per_ip.is_some() {
-            self.stats.per_ip.release(ip);
-        }
-        self.stats.release();
-    }
-
-    /// The timeouts the connection core applies.
-    pub(crate) fn timeouts(&self) -> conn::Timeouts {
-        conn::Timeouts {
-            idle: self.idle_timeout,
-            send: self.send_timeout(),
-        }
-    }
-
-    /// How long a send may wait for a client that does not read: the stall
-    /// timeout, else the idle timeout (no byte moves either way meanwhile).
-    pub(crate) fn send_timeout(&self) -> Option<Duration> {
-        match (self.stall_timeout, self.idle_timeout) {
-            (Some(s), Some(i)) => Some(s.min(i)),
-            (s, i) => s.or(i),
-        }
-    }
-}
-
-#[cfg(test)]
-impl Ctx {
-    /// A server context for unit tests: one worker, no limit beyond
-    /// `--max-conns 1`, no timeout; tests set what they look at.
-    pub(crate) fn for_tests(shutdown: Shutdown) -> Ctx {
-        Ctx {
-            max_conns: 1,
-            idle_timeout: None,
-            drain_timeout: Duration::from_secs(1),
-            workers: 1,
-            spare: pool::Spare::default(),
-            max_conns_per_ip: None,
-            stall_timeout: None,
-            stats: Stats::shared().expect("mapping the shared counters"),
-            shutdown,
-            tls: None,
-            zero_copy: splice::ZeroCopy::Auto,
-        }
-    }
-}
 
 /// Runs `netecho serve` until a signal stops it.
 pub(crate) fn run(opt: ServeOpt) -> Result<()> {
@@ -343,7 +135,7 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         idle_timeout: (!opt.idle_timeout.is_zero()).then_some(opt.idle_timeout),
         drain_timeout: opt.drain_timeout,
         workers,
-        spare: pool::Spare {
+        spare: pool::sizing::Spare {
             min: opt.min_spare,
             max: opt.max_spare,
             retire_idle: (!opt.worker_idle_timeout.is_zero()).then_some(opt.worker_idle_timeout),
@@ -355,7 +147,7 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         tls,
         zero_copy: opt.zero_copy.resolve(),
     }));
-    if ctx.zero_copy == splice::ZeroCopy::On && !matches!(model, Model::Epoll | Model::Uring) {
+    if ctx.zero_copy == splice::ZeroCopy::On && !matches!(model, M::Epoll | M::Uring) {
         tracing::warn!(
             model = model.name(),
             "--zero-copy on: only the epoll and uring models splice; this one copies"
@@ -424,7 +216,7 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
     // local address is a TLS listener's goes through the TLS layer.
     let mut listeners = listeners;
     listeners.extend(tls_listeners);
-    run_model(model, listeners, ctx)
+    model::run(model, listeners, ctx)
 }
 
 /// `--tls-*`: the TLS configuration when `--tls-listen` is given (loaded
@@ -475,44 +267,13 @@ fn keep_for_handover(
     Ok(())
 }
 
-/// Hands the bound listeners to the chosen model.
-pub(crate) fn run_model(
-    model: Model,
-    listeners: Vec<TcpListener>,
-    ctx: &'static Ctx,
-) -> Result<()> {
-    match model.resolve() {
-        Model::Iterative => iterative::run(listeners, ctx),
-        Model::Fork => fork::run(listeners, ctx),
-        Model::Prefork => prefork::run(listeners, ctx),
-        Model::Prethread => prethread::run(listeners, ctx),
-        // `resolve` never returns `Auto`; the arm keeps the match total.
-        Model::Epoll | Model::Auto => epoll::run(listeners, ctx),
-        Model::Tokio => tokio::run(listeners, ctx),
-        Model::Uring => uring::run(listeners, ctx),
-        Model::Thread => thread::run(listeners, ctx),
-    }
-}
-
-/// One worker per core, as the OS reports them.
-pub(crate) fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// The addresses a set of listeners ended up bound to.
-pub(crate) fn local_addrs(listeners: &[TcpListener]) -> Vec<SocketAddr> {
-    listeners
-        .iter()
-        .filter_map(|l| l.local_addr().ok())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::{Read, Write};
     use std::net::TcpStream;
     use std::sync::mpsc;
+    use std::time::Duration;
 
     /// A server started inside this process on port 0, as a library user
     /// would: no signal handler, stopped through its [`Shutdown`].
@@ -528,7 +289,7 @@ mod tests {
         }));
         let (done_tx, done_rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let r = run_model(model, vec![listener], ctx);
+            let r = model::run(model, vec![listener], ctx);
             let _ = done_tx.send(r.is_ok());
         });
         let mut c = TcpStream::connect(addr).unwrap();
@@ -549,8 +310,9 @@ mod tests {
         );
         // The slot comes back before the FIN and the end is counted after
         // it, so the count may land a moment after the server returned.
-        let fins =
-            || ctx.stats.closed[conn::End::Fin.index()].load(std::sync::atomic::Ordering::Relaxed);
+        let fins = || {
+            ctx.stats.closed[contract::End::Fin.index()].load(std::sync::atomic::Ordering::Relaxed)
+        };
         let until = std::time::Instant::now() + Duration::from_secs(5);
         while fins() == 0 && std::time::Instant::now() < until {
             std::thread::sleep(Duration::from_millis(5));

@@ -6,12 +6,15 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{Model, pool, splice::ZeroCopy, udp};
 use crate::args::{
     parse_listen, parse_positive, parse_rate_limit, parse_secs, parse_secs_nonzero,
     udp_size_at_most,
 };
 use crate::net::MAX_UDP_SIZE;
+use crate::serve::model::Model;
+use crate::serve::pool::sizing as pool;
+use crate::serve::service::udp;
+use crate::serve::transport::splice::ZeroCopy;
 
 /// Options of `netecho serve`.
 #[derive(Debug, Args)]

@@ -8,7 +8,7 @@
 //! # Memory
 //! Each worker reads into one buffer of [`BUF_SIZE`] and writes back at
 //! once. Only what the kernel would not take is kept, in the connection's
-//! own [`Pending`](crate::serve::pending::Pending) (at most [`PENDING_CAP`]), and the connection core
+//! own [`Pending`](crate::serve::contract::pending::Pending) (at most [`PENDING_CAP`]), and the connection core
 //! ([`core::Conn`]) decides what happens next: at the cap it stops reading
 //! that client until the kernel takes some (backpressure). An idle
 //! connection holds a socket and a slot of a few dozen bytes, no buffer.
@@ -32,7 +32,7 @@
 //!
 //! # Timers
 //! The loop sleeps until the first connection deadline (the timer rule of
-//! [`crate::serve::timers`]), or at most [`TICK`] to look at the stop flag
+//! [`crate::serve::contract::timers`]), or at most [`TICK`] to look at the stop flag
 //! and an accept pause.
 //!
 //! # One shared listener, not SO_REUSEPORT per worker
@@ -55,14 +55,15 @@ use slab::Slab;
 use tracing::{debug, warn};
 
 use crate::error::{Error, Result};
-use crate::serve::accept::{self, AcceptError};
-use crate::serve::conn::{self as core, End, Next, Timeouts};
-use crate::serve::echo::BUF_SIZE;
-use crate::serve::pending::PENDING_CAP;
-use crate::serve::splice::{self, Kept, Piece, ZeroCopy};
-use crate::serve::timers::Timers;
-use crate::serve::tls::conn::{TlsConn, Turn};
-use crate::serve::{Ctx, supervise};
+use crate::serve::blocking::accept::{self, AcceptError};
+use crate::serve::contract::BUF_SIZE;
+use crate::serve::contract::pending::PENDING_CAP;
+use crate::serve::contract::timers::Timers;
+use crate::serve::contract::{self as core, End, Next, Timeouts};
+use crate::serve::ctx::Ctx;
+use crate::serve::lifecycle::supervise;
+use crate::serve::transport::splice::{self, Kept, Piece, ZeroCopy};
+use crate::serve::transport::tls::session::{TlsConn, Turn};
 
 /// The longest an idle worker sleeps before it looks at the stop flag and
 /// the accept pause again. Connection deadlines do not wait for it.
@@ -111,7 +112,7 @@ struct Listener {
 type Key = (usize, u32);
 
 /// One client: its socket, the readiness hints, and the connection core.
-struct Conn {
+struct Client {
     stream: TcpStream,
     /// For logs.
     peer: SocketAddr,
@@ -134,7 +135,7 @@ struct Conn {
     tls: Option<Box<TlsConn>>,
 }
 
-impl Conn {
+impl Client {
     /// When to look at it again: the core's deadline, and the TLS
     /// handshake's while it runs.
     fn deadline(&self, t: &Timeouts) -> Option<Instant> {
@@ -179,7 +180,7 @@ struct Worker {
     ctx: &'static Ctx,
     /// Token `i` for `i < listeners.len()`; connections come after.
     listeners: Vec<Listener>,
-    conns: Slab<Conn>,
+    conns: Slab<Client>,
     /// The id the next connection gets.
     next_id: u32,
     /// The one read buffer of this worker, shared by all its connections.
@@ -416,7 +417,7 @@ impl Worker {
         self.next_id = self.next_id.wrapping_add(1);
         let entry = self.conns.vacant_entry();
         let i = entry.key();
-        let c = entry.insert(Conn {
+        let c = entry.insert(Client {
             stream,
             peer,
             // TLS bytes on the wire are ciphertext: never spliced.
@@ -558,7 +559,7 @@ impl Worker {
 /// One turn of a connection: performs what its core asks — write back what
 /// is kept, read and echo, send our FIN — until the socket would block, the
 /// budget is used, or the connection is to close.
-fn drive(c: &mut Conn, buf: &mut [u8], now: Instant, bytes: &mut u64) -> Step {
+fn drive(c: &mut Client, buf: &mut [u8], now: Instant, bytes: &mut u64) -> Step {
     for _ in 0..READ_BUDGET {
         // Zero copy (`--zero-copy`): the same core, performed with splice.
         if c.core.store_mut().switch() {
@@ -625,7 +626,7 @@ fn drive(c: &mut Conn, buf: &mut [u8], now: Instant, bytes: &mut u64) -> Step {
 }
 
 /// The rest of a turn for a connection on the pipe ([`splice::drive`]).
-fn drive_spliced(c: &mut Conn, now: Instant, bytes: &mut u64) -> Step {
+fn drive_spliced(c: &mut Client, now: Instant, bytes: &mut u64) -> Step {
     use std::os::fd::AsFd;
     let hints = splice::Hints {
         readable: &mut c.readable,
@@ -646,7 +647,7 @@ fn drive_spliced(c: &mut Conn, now: Instant, bytes: &mut u64) -> Step {
 }
 
 /// Writes as much of what is kept as the kernel takes.
-fn flush(c: &mut Conn, now: Instant, bytes: &mut u64) {
+fn flush(c: &mut Client, now: Instant, bytes: &mut u64) {
     match write_some(&mut c.stream, c.core.store().as_slice(), &mut c.writable) {
         Ok(0) => {}
         Ok(n) => {
@@ -690,5 +691,5 @@ fn write_some(stream: &mut TcpStream, data: &[u8], writable: &mut bool) -> io::R
 
 /// The worker's read buffer is no bigger than what a connection may keep,
 /// so one read's leftover always fits in its
-/// [`Pending`](crate::serve::pending::Pending).
+/// [`Pending`](crate::serve::contract::pending::Pending).
 const _: () = assert!(BUF_SIZE <= PENDING_CAP);

@@ -21,9 +21,14 @@ use nix::unistd::{ForkResult, fork};
 use tracing::{debug, warn};
 
 use crate::error::Result;
-use crate::serve::children::{Children, Tag};
-use crate::serve::echo::{self, BUF_SIZE};
-use crate::serve::{Ctx, accept, handover, signals, supervise};
+use crate::serve::blocking::accept;
+use crate::serve::blocking::echo;
+use crate::serve::contract::BUF_SIZE;
+use crate::serve::ctx::Ctx;
+use crate::serve::lifecycle::children::{Children, Tag};
+use crate::serve::lifecycle::handover;
+use crate::serve::lifecycle::signals;
+use crate::serve::lifecycle::supervise;
 
 /// Accepts and forks a child per client until a signal stops the server.
 pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {

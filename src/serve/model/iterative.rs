@@ -6,8 +6,11 @@
 use std::net::TcpListener;
 
 use crate::error::{Error, Result};
-use crate::serve::echo::{self, BUF_SIZE};
-use crate::serve::{Ctx, accept, supervise};
+use crate::serve::blocking::accept;
+use crate::serve::blocking::echo;
+use crate::serve::contract::BUF_SIZE;
+use crate::serve::ctx::Ctx;
+use crate::serve::lifecycle::supervise;
 
 /// Serves clients one after another until a signal stops the server.
 pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {

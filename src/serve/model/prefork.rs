@@ -10,8 +10,8 @@
 //! `--max-spare` retire gradually, and any idle longer than
 //! `--worker-idle-timeout` retires down to `--min-spare`; never more than
 //! `--max-conns` + 1 exist, the last one idle to turn away clients over the
-//! limit. The sizing rules are in `serve::pool`; what each worker is doing
-//! is on the `serve::scoreboard`, in memory shared with the workers.
+//! limit. The sizing rules are in `serve::pool::sizing`; what each worker is doing
+//! is on the `serve::pool::scoreboard`, in memory shared with the workers.
 //!
 //! The parent only supervises: it reaps, gives back the `--max-conns` slot
 //! of a worker that died holding a client, sizes the pool, and on a signal
@@ -27,10 +27,15 @@ use nix::unistd::{ForkResult, fork};
 use tracing::warn;
 
 use crate::error::Result;
-use crate::serve::children::{Children, Tag};
-use crate::serve::echo::{self, BUF_SIZE};
-use crate::serve::scoreboard::{Scoreboard, Supervisor, Taken};
-use crate::serve::{Ctx, accept, handover, signals, supervise};
+use crate::serve::blocking::accept;
+use crate::serve::blocking::echo;
+use crate::serve::contract::BUF_SIZE;
+use crate::serve::ctx::Ctx;
+use crate::serve::lifecycle::children::{Children, Tag};
+use crate::serve::lifecycle::handover;
+use crate::serve::lifecycle::signals;
+use crate::serve::lifecycle::supervise;
+use crate::serve::pool::scoreboard::{Scoreboard, Supervisor, Taken};
 
 /// Starts the pool and supervises it until a signal stops the server.
 pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {

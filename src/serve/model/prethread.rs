@@ -4,21 +4,25 @@
 //! only its accept.
 //!
 //! The pool grows and shrinks like prefork's (the same rules, in
-//! `serve::pool`): `--workers` threads start at once and are the least
+//! `serve::pool::sizing`): `--workers` threads start at once and are the least
 //! kept; the busy threads plus the clients waiting in the accept queue plus
 //! `--min-spare` is how many it needs, and what is missing starts in one
 //! batch; idle threads beyond `--max-spare`, or idle longer than
 //! `--worker-idle-timeout`, retire after the client they hold; at most
 //! `--max-conns` + 1 exist, the last one idle to turn away clients over
-//! the limit. The main thread supervises through the `serve::scoreboard`
+//! the limit. The main thread supervises through the `serve::pool::scoreboard`
 //! (the same atomics as prefork's, in one process).
 
 use std::net::TcpListener;
 
 use crate::error::Result;
-use crate::serve::echo::{self, BUF_SIZE};
-use crate::serve::scoreboard::{Scoreboard, Supervisor};
-use crate::serve::{Ctx, accept, handover, supervise};
+use crate::serve::blocking::accept;
+use crate::serve::blocking::echo;
+use crate::serve::contract::BUF_SIZE;
+use crate::serve::ctx::Ctx;
+use crate::serve::lifecycle::handover;
+use crate::serve::lifecycle::supervise;
+use crate::serve::pool::scoreboard::{Scoreboard, Supervisor};
 
 /// Stack of a worker thread: the echo loop needs little (its buffer is on
 /// the heap), and a small stack keeps a pool of a thousand threads cheap in

@@ -7,8 +7,11 @@ use std::net::TcpListener;
 use tracing::warn;
 
 use crate::error::{Error, Result};
-use crate::serve::echo::{self, BUF_SIZE};
-use crate::serve::{Ctx, accept, supervise};
+use crate::serve::blocking::accept;
+use crate::serve::blocking::echo;
+use crate::serve::contract::BUF_SIZE;
+use crate::serve::ctx::Ctx;
+use crate::serve::lifecycle::supervise;
 
 /// Stack of a connection thread: the echo loop needs little, and a small
 /// stack keeps thousands of threads cheap in address space.

@@ -22,7 +22,7 @@
 //! [`BUF_SIZE`] buffer (a thread-local, borrowed only inside a single
 //! `poll`, never across an `.await`) and writes back at once; what the
 //! kernel will not take is kept in the task's `Pending`, capped at
-//! [`PENDING_CAP`](super::pending::PENDING_CAP), and at the cap the task
+//! [`PENDING_CAP`](crate::serve::contract::pending::PENDING_CAP), and at the cap the task
 //! stops reading (backpressure).
 //!
 //! The connection is one hand-written `poll` over `AsyncRead::poll_read` and
@@ -58,14 +58,15 @@ use tokio::time::{Instant, MissedTickBehavior, Sleep};
 use tracing::debug;
 
 use crate::error::{Error, Result};
-use crate::serve::accept::{self, AcceptError};
-use crate::serve::conn::{self as core, End, Next, Timeouts};
-use crate::serve::echo::BUF_SIZE;
-use crate::serve::pending::Pending;
-use crate::serve::stats::AcceptSection;
-use crate::serve::tls::Tls;
-use crate::serve::tls::conn::{TlsConn, Turn, Wire};
-use crate::serve::{Ctx, supervise};
+use crate::serve::blocking::accept::{self, AcceptError};
+use crate::serve::contract::BUF_SIZE;
+use crate::serve::contract::pending::Pending;
+use crate::serve::contract::{self as core, End, Next, Timeouts};
+use crate::serve::ctx::Ctx;
+use crate::serve::lifecycle::supervise;
+use crate::serve::service::stats::AcceptSection;
+use crate::serve::transport::tls::Tls;
+use crate::serve::transport::tls::session::{TlsConn, Turn, Wire};
 
 /// How often an accept task wakes to look at the stop flag.
 pub(crate) const TICK: Duration = Duration::from_millis(250);
@@ -223,7 +224,7 @@ impl Drop for Admitted {
 /// client's FIN echoed and ours sent, a reset, or the idle or stall timeout.
 async fn serve(stream: &mut TcpStream, ctx: &Ctx) -> End {
     let now = Instant::now();
-    let mut conn = Conn {
+    let mut conn = Task {
         stream,
         core: core::Conn::new(now.into_std(), Pending::new()),
         timeouts: ctx.timeouts(),
@@ -241,7 +242,7 @@ async fn serve(stream: &mut TcpStream, ctx: &Ctx) -> End {
 }
 
 /// One connection's state between polls.
-struct Conn<'a> {
+struct Task<'a> {
     stream: &'a mut TcpStream,
     /// The echo contract's state: what is kept, FIN, deadlines, the end.
     core: core::Conn<Pending>,
@@ -249,7 +250,7 @@ struct Conn<'a> {
     ctx: &'a Ctx,
 }
 
-impl Conn<'_> {
+impl Task<'_> {
     /// Performs what the core asks — write back what is kept, read and
     /// echo, send our FIN — until a read or write would block (its waker is
     /// then registered), the connection is to close, or the budget is used
@@ -347,7 +348,7 @@ impl Conn<'_> {
     }
 
     /// Polls the timer once the connection has nothing to do. The timer is
-    /// re-armed lazily (the rule of [`crate::serve::timers`]): moved sooner
+    /// re-armed lazily (the rule of [`crate::serve::contract::timers`]): moved sooner
     /// when kept echo brings a nearer stall deadline, and when it fires
     /// early (traffic came meanwhile), moved to the real deadline; traffic
     /// itself never touches it.

@@ -2,7 +2,7 @@
 //!
 //! # Design
 //! `--workers` threads each own one ring and serve the connections they
-//! accept, with no lock and no state shared beyond [`super::stats::Stats`].
+//! accept, with no lock and no state shared beyond [`Stats`](crate::serve::service::stats::Stats).
 //! - **Accept**: one multishot accept per listener per ring; every accepted
 //!   descriptor gets TCP_NODELAY and passes `--max-conns` before it is served.
 //! - **Receive**: one multishot receive per connection, with the buffer
@@ -22,7 +22,7 @@
 //!   to the ring once the kernel is done with it and the last byte of every
 //!   piece in it is sent. Bytes are never copied.
 //! - **Backpressure**: a connection holding more than about
-//!   [`echo::BUF_SIZE`] of unsent echo has its receive cancelled. From then
+//!   [`BUF_SIZE`](crate::serve::contract::BUF_SIZE) of unsent echo has its receive cancelled. From then
 //!   on it receives one buffer per request, and only while it holds fewer
 //!   than that (a multishot receive can post a burst of buffers before a
 //!   cancel lands; single receives cannot). Whatever clients send, a worker
@@ -33,7 +33,7 @@
 //!   comes back, so no connection stalls while others make progress.
 //! - **Time**: the loop waits for completions until the first connection
 //!   deadline (`--idle-timeout`, `--stall-timeout`: the timer rule of
-//!   [`crate::serve::timers`]), or at most [`TICK`] to notice the stop flag
+//!   [`crate::serve::contract::timers`]), or at most [`TICK`] to notice the stop flag
 //!   and accept pauses.
 //! - **Fair share of the ring**: a connection paused for backpressure, or
 //!   whose echo waits for the client to read, while it holds provided
@@ -46,13 +46,13 @@
 //!   buffer, or the one burst it took before its first pause), and blocks
 //!   nobody but itself; clients that read keep the no-copy path.
 //! - **Zero copy** (`--zero-copy`, default `auto`): a connection whose
-//!   receive brings at least [`crate::serve::splice::SWITCH_AT`] bytes at
+//!   receive brings at least [`crate::serve::transport::splice::SWITCH_AT`] bytes at
 //!   once (`on`: every connection, from the start) moves, once nothing is
 //!   kept, to a per-connection pipe: a multishot poll on the ring says when
 //!   the socket is ready, and splice(2) moves the bytes socket → pipe →
 //!   socket without copying them (`spliced.rs` says why not
 //!   IORING_OP_SPLICE). The decision and the splicing are the epoll
-//!   model's own code ([`crate::serve::splice`]); TLS never splices.
+//!   model's own code ([`crate::serve::transport::splice`]); TLS never splices.
 //! - **Stop**: after a signal the accepts are cancelled and never re-armed,
 //!   connections are served until they end, and the worker leaves its loop
 //!   when it has none left. Leaving, for any reason, cancels whatever is still
@@ -65,7 +65,7 @@
 //! - `op.rs`: the operation tag in each request's user_data;
 //! - `spliced.rs`: a connection on its pipe (zero copy);
 //! - `worker.rs`: the completion loop, which drives the connection core
-//!   ([`crate::serve::conn`]) for every connection.
+//!   ([`crate::serve::contract`]) for every connection.
 //!
 //! # Tuning and testing knobs
 //! Read once at start, from the environment:
@@ -96,8 +96,8 @@ use std::time::Duration;
 use tracing::{error, info};
 
 use crate::error::{Error, Result};
-use crate::serve::echo;
-use crate::serve::{Ctx, supervise};
+use crate::serve::ctx::Ctx;
+use crate::serve::lifecycle::supervise;
 pub use ring::probe;
 use worker::Worker;
 
@@ -121,7 +121,7 @@ pub(super) const MAX_BUFS: u32 = 32768;
 pub(super) const MAX_BUF_SIZE: u32 = 1 << 20;
 /// Unsent echo a connection may hold before its receive is paused: the same
 /// bound the blocking models keep with their single buffer.
-pub(super) const HELD_BYTES: usize = echo::BUF_SIZE;
+pub(super) const HELD_BYTES: usize = crate::serve::contract::BUF_SIZE;
 
 /// Submission queue entries per ring; a burst beyond it waits in a backlog.
 pub(super) const RING_ENTRIES: u32 = 1024;

@@ -25,8 +25,8 @@
 use std::os::fd::BorrowedFd;
 use std::time::Instant;
 
-use crate::serve::conn as core;
-use crate::serve::splice::{self, Kept, ZeroCopy};
+use crate::serve::contract as core;
+use crate::serve::transport::splice::{self, Kept, ZeroCopy};
 
 /// What the poll asks for. POLLERR and POLLHUP are always reported; the
 /// splice calls then find out what they mean.

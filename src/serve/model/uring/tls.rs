@@ -15,9 +15,9 @@
 use std::io::{self, Read, Write};
 use std::time::Instant;
 
-use crate::serve::conn::{self as core, End, Timeouts};
-use crate::serve::pending::Pending;
-use crate::serve::tls::conn::{TlsConn, Turn, Wire};
+use crate::serve::contract::pending::Pending;
+use crate::serve::contract::{self as core, End, Timeouts};
+use crate::serve::transport::tls::session::{TlsConn, Turn, Wire};
 
 /// One receive's buffer: a full TLS record and its header.
 pub(super) const RECV_BUF: usize = 17 * 1024;

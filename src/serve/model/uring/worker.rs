@@ -20,13 +20,13 @@ use super::{
     ACCEPT_ERROR_PAUSE, BGID, CQ_FACTOR, ENTER_RETRY_PAUSE, EXIT_WAIT, HELD_BYTES, RING_ENTRIES,
     TICK, Tuning,
 };
-use crate::serve::Ctx;
-use crate::serve::accept::{self, AcceptError};
-use crate::serve::conn::{self as core, End, Next, Store, Timeouts};
-use crate::serve::splice::{self, Switch, ZeroCopy};
-use crate::serve::stats::AcceptSection;
-use crate::serve::timers::Timers;
-use crate::serve::tls::conn::{EPROTO, TlsConn};
+use crate::serve::blocking::accept::{self, AcceptError};
+use crate::serve::contract::timers::Timers;
+use crate::serve::contract::{self as core, End, Next, Store, Timeouts};
+use crate::serve::ctx::Ctx;
+use crate::serve::service::stats::AcceptSection;
+use crate::serve::transport::splice::{self, Switch, ZeroCopy};
+use crate::serve::transport::tls::session::{EPROTO, TlsConn};
 
 use super::spliced::{POLL_MASK, Spliced};
 use super::tls::UringTls;
@@ -440,7 +440,7 @@ impl Worker {
             again: Vec::new(),
             stopping: false,
             scratch: match ctx.tls {
-                Some(_) => vec![0u8; crate::serve::echo::BUF_SIZE].into_boxed_slice(),
+                Some(_) => vec![0u8; crate::serve::contract::BUF_SIZE].into_boxed_slice(),
                 None => Box::default(),
             },
             acceptor: Some(ctx.stats.acceptor()),

@@ -1,5 +1,5 @@
 //! The TLS layer: one [`TlsConn`] per TLS client, between its socket and
-//! its connection core ([`crate::serve::conn::Conn`]).
+//! its connection core ([`crate::serve::contract::Conn`]).
 //!
 //! The core never learns that TLS exists: it is handed plaintext
 //! (`on_read`), its kept echo is taken as plaintext (`on_sent`), and its
@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use rustls::{ServerConfig, ServerConnection};
 
 use super::Failure;
-use crate::serve::conn::{Conn, Copied, End, Next, Timeouts};
+use crate::serve::contract::{Conn, Copied, End, Next, Timeouts};
 
 /// EPROTO on Linux: how a connection closed for a TLS protocol error is
 /// counted among `netecho_connections_closed_total{reason="error"}`.
@@ -373,7 +373,7 @@ impl TlsConn {
     /// takes it at once, record why, and close as a protocol error.
     fn refuse<S: Copied, W: Wire>(&mut self, core: &mut Conn<S>, wire: &mut W, e: &rustls::Error) {
         let _ = self.tls.write_tls(wire);
-        self.fail(Failure::of(e));
+        self.fail(super::failure_of(e));
         tracing::debug!("TLS: {e}");
         core.fail(End::Error(EPROTO));
     }
@@ -382,8 +382,8 @@ impl TlsConn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serve::pending::Pending;
-    use crate::serve::tls::{Files, Tls};
+    use crate::serve::contract::pending::Pending;
+    use crate::serve::transport::tls::{Files, Tls};
     use std::collections::VecDeque;
 
     /// One direction of an in-memory socket: `WouldBlock` when empty.

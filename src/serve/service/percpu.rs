@@ -27,7 +27,7 @@ pub(crate) const LANES: usize = 64;
 struct Lane(AtomicU64);
 
 /// A counter summed over CPUs. All-zero is a valid zero counter, so it can
-/// sit in the zero-filled shared [`super::stats::Stats`] mapping.
+/// sit in the zero-filled shared [`crate::serve::service::stats::Stats`] mapping.
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct PerCpu {

@@ -17,9 +17,11 @@ use std::time::{Duration, Instant};
 use nix::unistd::{ForkResult, Pid, fork, getppid};
 use tracing::warn;
 
-use super::stats::Stats;
-use super::{metrics, signals, udp};
 use crate::error::{Error, Result};
+use crate::serve::lifecycle::signals;
+use crate::serve::service::metrics;
+use crate::serve::service::stats::Stats;
+use crate::serve::service::udp;
 
 /// How often the sidecar checks that its parent is still there.
 const PARENT_CHECK: Duration = Duration::from_millis(200);

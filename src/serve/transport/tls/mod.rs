@@ -1,5 +1,5 @@
 //! TLS echo: the server's certificate and settings ([`Tls`], built from
-//! the command line before anything binds), and [`conn::TlsConn`], the one
+//! the command line before anything binds), and [`session::TlsConn`], the one
 //! layer every model puts between a TLS socket and the connection core.
 //!
 //! - [`Tls::load`] reads `--tls-cert`/`--tls-key` (PEM; PKCS#8, PKCS#1 or
@@ -10,18 +10,17 @@
 //!   crates alone (a C compiler, no cmake or Go), so a fresh machine needs
 //!   nothing more than for the rest of netecho.
 //! - Every bad input is a [`TlsError`]: one line, before any socket exists.
-//! - [`conn`] the layer: ciphertext in and out of the socket, plaintext in
+//! - [`session`] the layer: ciphertext in and out of the socket, plaintext in
 //!   and out of the core; [`blocking`] runs it in the blocking models.
 
 pub(crate) mod blocking;
-pub(crate) mod conn;
+pub(crate) mod session;
 
 use std::fmt::Write as _;
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
@@ -31,61 +30,20 @@ use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::stats::Stats;
+pub(crate) use crate::serve::service::stats::Failure;
 
 /// The names the self-signed certificate is valid for: what a client on
 /// this machine connects to.
 const SELF_SIGNED_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
-/// Why a TLS handshake did not complete, the `reason` label of
-/// `netecho_tls_handshake_failures_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Failure {
-    /// No complete handshake within `--tls-handshake-timeout` (a silent
-    /// client, or one that speaks too slowly).
-    Timeout,
-    /// Bytes that are not TLS (plaintext, garbage) or a handshake rustls
-    /// refuses (no common version or cipher suite, a bad message).
-    Protocol,
-    /// Mutual TLS: no client certificate, or one not signed by
-    /// `--tls-client-ca`.
-    ClientCert,
-    /// The client sent an alert: most often it refused our certificate.
-    Alert,
-    /// The client closed or reset the connection before the handshake ended.
-    Eof,
-}
-
-impl Failure {
-    /// Every reason's label, in [`Failure::index`] order.
-    pub(crate) const LABELS: [&'static str; 5] =
-        ["timeout", "protocol", "client_cert", "alert", "eof"];
-
-    /// Position of this reason in [`Failure::LABELS`].
-    pub(crate) fn index(self) -> usize {
-        match self {
-            Failure::Timeout => 0,
-            Failure::Protocol => 1,
-            Failure::ClientCert => 2,
-            Failure::Alert => 3,
-            Failure::Eof => 4,
-        }
-    }
-
-    /// How rustls's refusal of a handshake is counted.
-    pub(crate) fn of(e: &rustls::Error) -> Failure {
-        match e {
-            rustls::Error::NoCertificatesPresented
-            | rustls::Error::InvalidCertificate(_)
-            | rustls::Error::InvalidCertRevocationList(_) => Failure::ClientCert,
-            rustls::Error::AlertReceived(_) => Failure::Alert,
-            _ => Failure::Protocol,
-        }
-    }
-
-    /// Counts one failed handshake.
-    pub(crate) fn count(self, stats: &Stats) {
-        stats.tls_handshake_failures[self.index()].fetch_add(1, Ordering::Relaxed);
+/// How rustls's refusal of a handshake is counted.
+pub(crate) fn failure_of(e: &rustls::Error) -> Failure {
+    match e {
+        rustls::Error::NoCertificatesPresented
+        | rustls::Error::InvalidCertificate(_)
+        | rustls::Error::InvalidCertRevocationList(_) => Failure::ClientCert,
+        rustls::Error::AlertReceived(_) => Failure::Alert,
+        _ => Failure::Protocol,
     }
 }
 

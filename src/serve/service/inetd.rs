@@ -9,8 +9,8 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{Shutdown, setsockopt, shutdown, sockopt};
 
-use super::echo::BUF_SIZE;
 use crate::error::{Error, Result};
+use crate::serve::contract::BUF_SIZE;
 
 /// Echoes stdin to stdout until EOF, then half-closes stdout (a FIN when it
 /// is a socket). Gives up after `idle_timeout` with no byte from the client,

@@ -26,6 +26,14 @@
 //! - **Errors**: [`classify`] is the one mapping from an I/O error to a
 //!   close reason, for every model, the blocking ones included.
 
+pub(crate) mod pending;
+pub(crate) mod timers;
+
+/// Bytes read at once, by every model. A blocking model holds exactly one
+/// such buffer per connection, which bounds its memory however much a
+/// client sends; the event models one per worker.
+pub(crate) const BUF_SIZE: usize = 64 * 1024;
+
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -115,7 +123,7 @@ pub(crate) struct Timeouts {
 
 /// Where a connection keeps the bytes it read and has not yet sent.
 ///
-/// The event models keep copies ([`super::pending::Pending`]); io_uring
+/// The event models keep copies ([`crate::serve::contract::pending::Pending`]); io_uring
 /// keeps the kernel-filled buffers themselves. The core only needs to know
 /// how much is kept and how much more may come.
 pub(crate) trait Store {
@@ -347,7 +355,7 @@ impl<S: Store> Conn<S> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::pending::{PENDING_CAP, Pending};
+    use super::pending::{PENDING_CAP, Pending};
     use super::*;
     use proptest::prelude::*;
     use std::collections::VecDeque;

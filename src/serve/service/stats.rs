@@ -2,12 +2,52 @@
 //! children (fork, prefork) update the same numbers as the parent, and so the
 //! parent can tell prefork workers to stop accepting.
 
-use super::conn::End;
-use super::per_ip::PerIp;
-use super::percpu::PerCpu;
-use super::tls::Failure;
+use crate::serve::contract::End;
+use crate::serve::service::per_ip::PerIp;
+use crate::serve::service::percpu::PerCpu;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Why a TLS handshake did not complete, the `reason` label of
+/// `netecho_tls_handshake_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// No complete handshake within `--tls-handshake-timeout` (a silent
+    /// client, or one that speaks too slowly).
+    Timeout,
+    /// Bytes that are not TLS (plaintext, garbage) or a handshake rustls
+    /// refuses (no common version or cipher suite, a bad message).
+    Protocol,
+    /// Mutual TLS: no client certificate, or one not signed by
+    /// `--tls-client-ca`.
+    ClientCert,
+    /// The client sent an alert: most often it refused our certificate.
+    Alert,
+    /// The client closed or reset the connection before the handshake ended.
+    Eof,
+}
+
+impl Failure {
+    /// Every reason's label, in [`Failure::index`] order.
+    pub(crate) const LABELS: [&'static str; 5] =
+        ["timeout", "protocol", "client_cert", "alert", "eof"];
+
+    /// Position of this reason in [`Failure::LABELS`].
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Failure::Timeout => 0,
+            Failure::Protocol => 1,
+            Failure::ClientCert => 2,
+            Failure::Alert => 3,
+            Failure::Eof => 4,
+        }
+    }
+
+    /// Counts one failed handshake.
+    pub(crate) fn count(self, stats: &Stats) {
+        stats.tls_handshake_failures[self.index()].fetch_add(1, Ordering::Relaxed);
+    }
+}
 
 /// Counters and flags shared by every thread and process of one server.
 /// All fields are atomics, whose all-zero bit pattern is a valid value, so a

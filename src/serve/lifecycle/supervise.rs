@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use tracing::info;
 
-use super::{Ctx, handover};
+use crate::serve::ctx::Ctx;
+use crate::serve::lifecycle::handover;
 
 /// How often the drain re-checks the number of open connections.
 const DRAIN_TICK: Duration = Duration::from_millis(20);

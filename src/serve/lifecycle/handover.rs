@@ -51,8 +51,9 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
 use tracing::{info, warn};
 
-use super::activation::LISTEN_FDS_START;
-use super::{Ctx, notify};
+use crate::serve::ctx::Ctx;
+use crate::serve::lifecycle::activation::LISTEN_FDS_START;
+use crate::serve::lifecycle::notify;
 
 /// How long the new process may take from fork to serving.
 pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -255,7 +256,7 @@ pub(crate) fn ready() {
 /// Called by each model's supervising loop whenever it wakes: if a SIGHUP
 /// came since the last look, tries a handover; when the new process
 /// serves, stops this one as on SIGTERM, listeners left open
-/// ([`super::Shutdown::stop_for_handover`]).
+/// ([`crate::serve::lifecycle::shutdown::Shutdown::stop_for_handover`]).
 pub(crate) fn on_wake(ctx: &Ctx) {
     let asked = ctx.shutdown.reloads();
     if HANDLED.swap(asked, Ordering::SeqCst) == asked || ctx.shutdown.stops() > 0 {

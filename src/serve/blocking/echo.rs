@@ -12,14 +12,10 @@ use std::os::fd::{AsRawFd, RawFd};
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, Shutdown, recv, send, shutdown};
 
-use super::Ctx;
-use super::stats::Stats;
+use crate::serve::ctx::Ctx;
+use crate::serve::service::stats::Stats;
 
-/// Bytes read at once. A blocking model holds exactly one such buffer per
-/// connection, which bounds its memory however much a client sends.
-pub(crate) const BUF_SIZE: usize = 64 * 1024;
-
-pub(crate) use super::conn::End;
+pub(crate) use crate::serve::contract::End;
 
 /// How a failed `recv`/`send`/`shutdown` ends a blocking connection: the
 /// connection core's one classification (EINTR and EAGAIN are handled by
@@ -109,7 +105,7 @@ fn echo_until_fin(
 
 /// Echoes on a socket [`prepare`] set up: over TLS if `tls` (it came in on
 /// a `--tls-listen` socket: the TLS layer over the connection core,
-/// [`super::tls::blocking`]), else with [`echo`]. `free` as for [`echo`]:
+/// [`crate::serve::transport::tls::blocking`]), else with [`echo`]. `free` as for [`echo`]:
 /// over TLS before our close_notify.
 pub(crate) fn echo_any(
     conn: &TcpStream,
@@ -120,7 +116,9 @@ pub(crate) fn echo_any(
     free: &mut dyn FnMut(),
 ) -> End {
     match &ctx.tls {
-        Some(config) if tls => super::tls::blocking::echo(conn, config, ctx, buf, stop, free),
+        Some(config) if tls => {
+            crate::serve::transport::tls::blocking::echo(conn, config, ctx, buf, stop, free)
+        }
         _ => echo(conn.as_raw_fd(), buf, ctx.stats, stop, free),
     }
 }

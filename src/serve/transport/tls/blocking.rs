@@ -5,7 +5,7 @@
 //! timeout expired, so a [`Turn::Wait`] is a timeout: the handshake's while
 //! it runs (SO_RCVTIMEO/SO_SNDTIMEO set to the time it has left before each
 //! turn), then the idle timeout for a read and the stall timeout for a
-//! write, exactly as [`crate::serve::echo::prepare`] sets them for TCP.
+//! write, exactly as [`crate::serve::blocking::echo::prepare`] sets them for TCP.
 //!
 //! Unlike the plain loop this allocates and may log (rustls does both),
 //! which a forked child may do here: the forking models' parents run no
@@ -15,15 +15,15 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use super::Tls;
-use super::conn::{TlsConn, Turn};
-use crate::serve::Ctx;
-use crate::serve::conn::{Conn, End};
-use crate::serve::pending::Pending;
+use super::session::{TlsConn, Turn};
+use crate::serve::contract::pending::Pending;
+use crate::serve::contract::{Conn, End};
+use crate::serve::ctx::Ctx;
 
 /// The shortest socket timeout set: 0 would mean "never".
 const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 
-/// Echoes over TLS on a socket [`crate::serve::echo::prepare`] made
+/// Echoes over TLS on a socket [`crate::serve::blocking::echo::prepare`] made
 /// blocking, until the core says to close or `stop()` turns true after a
 /// signal; counts a failed handshake. `free` runs once: when the core
 /// first says `ShutWrite`, before our close_notify (the last echoed byte's
@@ -40,7 +40,7 @@ pub(crate) fn echo(
     let start = Instant::now();
     let Ok(mut conn) = TlsConn::new(&tls.config, start, tls.handshake_timeout) else {
         free();
-        return End::Error(super::conn::EPROTO);
+        return End::Error(super::session::EPROTO);
     };
     conn.pause_at_shut();
     let mut freed = false;

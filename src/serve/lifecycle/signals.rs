@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicUsize, Ordering};
 use nix::errno::Errno;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
-use super::shutdown::Shutdown;
+use crate::serve::lifecycle::shutdown::Shutdown;
 
 /// The signal a parent sends a forked child to make it stop at once.
 pub(crate) const CHILD_STOP: Signal = Signal::SIGUSR1;
@@ -111,5 +111,5 @@ pub(crate) fn reset_in_child() {
     let _ = set(Signal::SIGHUP, SigHandler::SigIgn);
     let _ = set(CHILD_STOP, SigHandler::Handler(on_signal));
     let _ = set(Signal::SIGCHLD, SigHandler::SigDfl);
-    super::handover::close_in_child();
+    crate::serve::lifecycle::handover::close_in_child();
 }

@@ -39,7 +39,7 @@ pub(crate) const MAX_COUNT: u64 = (1 << COUNT_BITS) - 1;
 /// An empty slot.
 const EMPTY: u64 = 0;
 
-/// The table, `#[repr(C)]` inside the shared [`super::stats::Stats`]
+/// The table, `#[repr(C)]` inside the shared [`crate::serve::service::stats::Stats`]
 /// mapping. All-zero is a valid, empty table (with a zero hash seed).
 #[derive(Debug)]
 #[repr(C)]

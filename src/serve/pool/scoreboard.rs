@@ -29,10 +29,12 @@ use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use tracing::{info, warn};
 
-use super::pool::{self, Counts, Sizer};
-use super::{Ctx, Shutdown, accept};
 use crate::error::{Error, Result};
-use crate::serve::stats::Stats;
+use crate::serve::blocking::accept;
+use crate::serve::ctx::Ctx;
+use crate::serve::lifecycle::shutdown::Shutdown;
+use crate::serve::pool::sizing::{self, Counts, Sizer};
+use crate::serve::service::stats::Stats;
 
 /// A slot no worker uses.
 const FREE: u64 = 0;
@@ -372,13 +374,13 @@ impl Scoreboard {
 
 /// The supervisor's side of a pool: waits for a reason to look, then reads
 /// the scoreboard and the backlog, asks [`Sizer`] what to do, does it, and
-/// logs the change (at most one line per [`pool::LOG_EVERY`]). prefork and
+/// logs the change (at most one line per [`sizing::LOG_EVERY`]). prefork and
 /// prethread differ only in how they start a worker.
 #[derive(Debug)]
 pub(crate) struct Supervisor {
     board: Scoreboard,
     sizer: Sizer,
-    log: pool::Log,
+    log: sizing::Log,
     /// When the last plan asked to be looked at again.
     wake: Option<Instant>,
     /// When each idle worker became idle, refilled at each look (kept to
@@ -397,14 +399,14 @@ impl Supervisor {
     /// The pool for `ctx`: `--workers` to `--max-conns` + 1 workers, and
     /// its scoreboard (created before any worker, so forks share it).
     pub(crate) fn new(ctx: &Ctx) -> Result<Supervisor> {
-        let limits = pool::Limits::new(ctx.workers, ctx.max_conns, ctx.spare);
+        let limits = sizing::Limits::new(ctx.workers, ctx.max_conns, ctx.spare);
         let board = Scoreboard::new(limits.max_workers, limits.min_spare)
             .map_err(Error::io("mapping the pool's scoreboard"))?;
         ctx.stats.pooled.store(true, Ordering::Relaxed);
         Ok(Supervisor {
             board,
             sizer: Sizer::new(limits),
-            log: pool::Log::default(),
+            log: sizing::Log::default(),
             wake: None,
             idle_since: Vec::with_capacity(limits.max_workers),
             stats: ctx.stats,
@@ -499,7 +501,7 @@ impl Supervisor {
                 if accept::rate_ok(&LAST) {
                     warn!("cannot start a pool worker: {e}");
                 }
-                self.wake = Some(now + pool::RESTART_EVERY);
+                self.wake = Some(now + sizing::RESTART_EVERY);
                 break;
             }
             started += 1;

@@ -1,7 +1,7 @@
 //! The stop state of one server, as a value: a stop counter and a wake-up
 //! pipe. Models look at it and sleep on it; whoever owns the server
 //! triggers it. The binary wires SIGTERM and SIGINT to it
-//! ([`super::signals::install`]); a test triggers it from a thread, so a
+//! ([`crate::serve::lifecycle::signals::install`]); a test triggers it from a thread, so a
 //! server can run inside the test process on port 0 and be stopped.
 
 use std::io;

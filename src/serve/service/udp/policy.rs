@@ -37,8 +37,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::super::stats::UdpDrop;
 use super::{Config, LOOP_BOUNCES, LOOP_PORTS, LOOP_WINDOW};
+use crate::serve::service::stats::UdpDrop;
 
 /// Sources remembered at once: spoofed random sources cannot grow the table
 /// past this.

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use tracing::{debug, warn};
 
-use super::Ctx;
+use crate::serve::ctx::Ctx;
 
 /// How long accepting pauses after EMFILE/ENFILE/ENOBUFS/ENOMEM, as nginx
 /// does: retrying at once would spin a core while nothing can change.

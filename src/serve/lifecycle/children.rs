@@ -15,7 +15,9 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tracing::info;
 
-use super::{Ctx, signals, supervise};
+use crate::serve::ctx::Ctx;
+use crate::serve::lifecycle::signals;
+use crate::serve::lifecycle::supervise;
 
 /// How long children get to close cleanly after the drain deadline's
 /// [`signals::CHILD_STOP`] before SIGKILL.

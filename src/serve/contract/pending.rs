@@ -95,7 +95,7 @@ impl Pending {
     }
 }
 
-impl super::conn::Copied for Pending {
+impl crate::serve::contract::Copied for Pending {
     fn piece(bytes: &[u8]) -> &[u8] {
         bytes
     }
@@ -105,7 +105,7 @@ impl super::conn::Copied for Pending {
     }
 }
 
-impl super::conn::Store for Pending {
+impl crate::serve::contract::Store for Pending {
     type Piece<'a> = &'a [u8];
 
     fn len(&self) -> usize {

@@ -10,8 +10,21 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::{BACKLOG, DEFAULT_PORT};
 use crate::error::{Error, Result};
+
+/// The default port when no `--listen` is given.
+pub(crate) const DEFAULT_PORT: u16 = 6666;
+/// Listen backlog: enough for bursts of hundreds of connects while every
+/// worker is busy (the kernel caps it at net.core.somaxconn).
+pub(crate) const BACKLOG: i32 = 1024;
+
+/// The addresses a set of listeners ended up bound to.
+pub(crate) fn local_addrs(listeners: &[TcpListener]) -> Vec<SocketAddr> {
+    listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect()
+}
 
 /// Binds every address (the default when `addrs` is empty). Listeners are
 /// non-blocking: every model polls them.

@@ -2,7 +2,7 @@
 //! never copied into user space.
 //!
 //! # How it fits the connection core
-//! The core ([`super::conn`]) does not care where kept bytes live. Here
+//! The core ([`crate::serve::contract`]) does not care where kept bytes live. Here
 //! they live in [`Kept`], the epoll model's [`Store`]: a [`Pending`] copy on
 //! the buffer path, or, once the connection is switched, a per-connection
 //! pipe of which the core only knows the byte count. Reading is
@@ -39,8 +39,8 @@ use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
 use tracing::{info, warn};
 
-use super::conn::{Conn, End, Next, Store};
-use super::pending::Pending;
+use crate::serve::contract::pending::Pending;
+use crate::serve::contract::{Conn, End, Next, Store};
 
 /// `--zero-copy`: whether large transfers are spliced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -255,7 +255,7 @@ impl Kept {
 
 /// A TLS connection's `Kept` is made with [`ZeroCopy::Off`]: it never
 /// splices (the bytes on the wire are ciphertext), so its copy is all of it.
-impl crate::serve::conn::Copied for Kept {
+impl crate::serve::contract::Copied for Kept {
     fn piece(bytes: &[u8]) -> Piece<'_> {
         Piece::Bytes(bytes)
     }

@@ -5,9 +5,9 @@
 //! A connection's idle or stall timeout fires at its deadline, as exactly as
 //! the loop's wait allows (milliseconds), and never needs per-tick work over
 //! all connections: traffic only stamps the connection core's clocks
-//! ([`super::conn::Conn`]); the heap holds one entry per connection, at the
+//! ([`crate::serve::contract::Conn`]); the heap holds one entry per connection, at the
 //! earliest deadline it may have. When an entry comes due, the loop asks
-//! the core ([`super::conn::Conn::on_timer`]): if traffic moved the deadline
+//! the core ([`crate::serve::contract::Conn::on_timer`]): if traffic moved the deadline
 //! on, the connection is filed again at its new deadline, once per timeout
 //! period at most. The loop sleeps until the heap's first entry.
 //! (tokio arms one `Sleep` per connection by the same rule.)

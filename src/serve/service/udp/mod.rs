@@ -29,9 +29,9 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::stats::Stats;
 use crate::error::{Error, Result};
 use crate::net::MAX_UDP_SIZE;
+use crate::serve::service::stats::Stats;
 
 /// Source ports never answered: 0 and the small services a reply could loop with.
 pub(crate) const LOOP_PORTS: [u16; 6] = [0, 7, 9, 13, 19, 37];
@@ -86,8 +86,8 @@ pub(crate) fn announce(sockets: &[UdpSocket]) -> Result<()> {
     let mut out = io::stdout().lock();
     for s in sockets {
         let addr = s.local_addr().map_err(Error::io("reading bound address"))?;
-        let line = super::listen::Listening {
-            kind: super::listen::ListenKind::Udp,
+        let line = crate::serve::service::listen::Listening {
+            kind: crate::serve::service::listen::ListenKind::Udp,
             addr,
         };
         let _ = writeln!(out, "{line}");

@@ -23,9 +23,9 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use super::conn::End;
-use super::stats::{Stats, UdpDrop};
-use super::tls::Failure;
+use crate::serve::contract::End;
+use crate::serve::service::stats::Failure;
+use crate::serve::service::stats::{Stats, UdpDrop};
 
 /// How often an idle metrics thread looks whether the sockets were handed
 /// over (then the new process answers every scrape).
@@ -222,7 +222,7 @@ pub(crate) fn serve(listener: TcpListener, stats: &'static Stats) {
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!("poll on the metrics listener failed: {e}");
-                std::thread::sleep(super::accept::RESOURCE_PAUSE);
+                std::thread::sleep(crate::serve::blocking::accept::RESOURCE_PAUSE);
                 continue;
             }
         }
@@ -235,7 +235,7 @@ pub(crate) fn serve(listener: TcpListener, stats: &'static Stats) {
             }
             // Another process sharing the socket took it (a handover).
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => super::accept::handle_accept_error(&e),
+            Err(e) => crate::serve::blocking::accept::handle_accept_error(&e),
         }
     }
 }

@@ -1,0 +1,122 @@
+//! [`Ctx`], what every model needs besides its listeners: the limits and
+//! timeouts of the command line, the shared counters, the stop state, TLS
+//! and zero-copy settings. Built once by `serve::run` (or a test) and
+//! leaked to `'static`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::serve::contract as conn;
+use crate::serve::lifecycle::shutdown::Shutdown;
+use crate::serve::pool::sizing as pool;
+use crate::serve::service::stats::Stats;
+use crate::serve::transport::{splice, tls};
+
+/// What every model needs besides its listeners. Leaked to `'static` at start
+/// so that threads and forked children can hold it without reference counts.
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    /// Clients served at once; the next is accepted and closed.
+    pub(crate) max_conns: usize,
+    /// `None` when `--idle-timeout 0`.
+    pub(crate) idle_timeout: Option<Duration>,
+    /// How long connections may finish after the first signal.
+    pub(crate) drain_timeout: Duration,
+    /// Worker count for the pre-spawned models (for the pools: the
+    /// starting and least size).
+    pub(crate) workers: usize,
+    /// `--min-spare`/`--max-spare`/`--worker-idle-timeout`: idle workers
+    /// the pools keep ready.
+    pub(crate) spare: pool::Spare,
+    /// `--max-conns-per-ip`, if set.
+    pub(crate) max_conns_per_ip: Option<u64>,
+    /// `--stall-timeout`: `None` when 0 (then only the idle timeout applies).
+    pub(crate) stall_timeout: Option<Duration>,
+    /// Counters, in memory shared with forked children.
+    pub(crate) stats: &'static Stats,
+    /// This server's stop state: SIGTERM/SIGINT in the binary, a call in a
+    /// test.
+    pub(crate) shutdown: Shutdown,
+    /// `--tls-listen`: the TLS configuration and which listeners speak it.
+    pub(crate) tls: Option<tls::Tls>,
+    /// `--zero-copy`, resolved on this kernel (`Off` where splice is refused).
+    pub(crate) zero_copy: splice::ZeroCopy,
+}
+
+impl Ctx {
+    /// Admits a new client under `--max-conns-per-ip` and `--max-conns`.
+    /// `false` means: close it at once (it has been counted as rejected).
+    pub(crate) fn admit(&self, peer: &SocketAddr) -> bool {
+        if let Some(max) = self.max_conns_per_ip
+            && !self.stats.per_ip.admit(peer.ip(), max)
+        {
+            self.stats
+                .rejected_per_ip
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return false;
+        }
+        if !self.stats.try_admit(self.max_conns) {
+            if self.max_conns_per_ip.is_some() {
+                self.stats.per_ip.release(peer.ip());
+            }
+            return false;
+        }
+        true
+    }
+
+    /// Gives back what [`Ctx::admit`] took, after the connection is closed.
+    pub(crate) fn release(&self, peer: &SocketAddr) {
+        self.release_ip(peer.ip());
+    }
+
+    /// [`Ctx::release`] knowing only the client's address.
+    pub(crate) fn release_ip(&self, ip: std::net::IpAddr) {
+        if self.max_conns_per_ip.is_some() {
+            self.stats.per_ip.release(ip);
+        }
+        self.stats.release();
+    }
+
+    /// The timeouts the connection core applies.
+    pub(crate) fn timeouts(&self) -> conn::Timeouts {
+        conn::Timeouts {
+            idle: self.idle_timeout,
+            send: self.send_timeout(),
+        }
+    }
+
+    /// How long a send may wait for a client that does not read: the stall
+    /// timeout, else the idle timeout (no byte moves either way meanwhile).
+    pub(crate) fn send_timeout(&self) -> Option<Duration> {
+        match (self.stall_timeout, self.idle_timeout) {
+            (Some(s), Some(i)) => Some(s.min(i)),
+            (s, i) => s.or(i),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Ctx {
+    /// A server context for unit tests: one worker, no limit beyond
+    /// `--max-conns 1`, no timeout; tests set what they look at.
+    pub(crate) fn for_tests(shutdown: Shutdown) -> Ctx {
+        Ctx {
+            max_conns: 1,
+            idle_timeout: None,
+            drain_timeout: Duration::from_secs(1),
+            workers: 1,
+            spare: pool::Spare::default(),
+            max_conns_per_ip: None,
+            stall_timeout: None,
+            stats: Stats::shared().expect("mapping the shared counters"),
+            shutdown,
+            tls: None,
+            zero_copy: splice::ZeroCopy::Auto,
+        }
+    }
+}
+
+/// One worker per core, as the OS reports them.
+pub(crate) fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
