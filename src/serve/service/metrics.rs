@@ -125,7 +125,6 @@ impl Collector for StatsCollector {
             for (state, v) in [("busy", load(&s.pool_busy)), ("idle", load(&s.pool_idle))] {
                 ConstGauge::new(v as i64).encode(fam.encode_family(&[("state", state)])?)?;
             }
-            drop(fam);
             counter(
                 &mut e,
                 "netecho_workers_started",
