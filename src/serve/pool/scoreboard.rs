@@ -429,11 +429,8 @@ impl Supervisor {
                 .board
                 .claim()
                 .ok_or_else(|| Error::InvalidOption("no free slot for a worker".into()))?;
-            if let Err(e) = start(slot) {
-                self.board.free(slot);
-                return Err(Error::io("starting a worker")(e));
-            }
-            self.stats.pool_started.fetch_add(1, Ordering::Relaxed);
+            self.launch(slot, &mut start)
+                .map_err(Error::io("starting a worker"))?;
         }
         info!(
             workers = self.sizer.limits().min_workers,
@@ -441,6 +438,22 @@ impl Supervisor {
             "pool started"
         );
         Ok(())
+    }
+
+    /// `start(slot)`, counted in `netecho_workers_started_total` before it
+    /// runs: a worker serves at once, and a client it answers must never
+    /// see the count without it. A worker that cannot start gives its slot
+    /// back, counted as a death so the next tries are held back.
+    fn launch(
+        &self,
+        slot: usize,
+        start: &mut impl FnMut(usize) -> io::Result<()>,
+    ) -> io::Result<()> {
+        self.stats.pool_started.fetch_add(1, Ordering::Relaxed);
+        start(slot).inspect_err(|_| {
+            self.stats.pool_started.fetch_sub(1, Ordering::Relaxed);
+            self.board.free(slot);
+        })
     }
 
     /// Sleeps until a signal (the server's wake pipe: SIGTERM, SIGCHLD), a
@@ -494,9 +507,7 @@ impl Supervisor {
             let Some(slot) = self.board.claim() else {
                 break;
             };
-            if let Err(e) = start(slot) {
-                // Counted as a death: the next tries are held back.
-                self.board.free(slot);
+            if let Err(e) = self.launch(slot, &mut start) {
                 static LAST: AtomicU64 = AtomicU64::new(0);
                 if accept::rate_ok(&LAST) {
                     warn!("cannot start a pool worker: {e}");
@@ -507,9 +518,6 @@ impl Supervisor {
             started += 1;
         }
         plan.start = started;
-        self.stats
-            .pool_started
-            .fetch_add(started as u64, Ordering::Relaxed);
         let mut retired = 0;
         for _ in 0..plan.retire {
             if !self.board.retire_one() {
