@@ -32,22 +32,6 @@ pub(crate) fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     ))
 }
 
-/// Checks the shape of a `HOST:PORT` target (resolving the name is left to
-/// connect time): a host, a colon, a port 0-65535.
-pub(crate) fn parse_target(s: &str) -> Result<String, String> {
-    let Some((host, port)) = s.rsplit_once(':') else {
-        return Err("expected HOST:PORT, e.g. 127.0.0.1:6666 or [::1]:6666".into());
-    };
-    if host.is_empty() {
-        return Err("the host is missing (expected HOST:PORT)".into());
-    }
-    match port.parse::<u32>() {
-        Ok(p) if p > 65535 => Err(format!("port {p} is out of range 0-65535")),
-        Ok(_) => Ok(s.to_string()),
-        Err(_) => Err(format!("port '{port}' is not a number 0-65535")),
-    }
-}
-
 /// Parses a whole number of at least 1 (sizes, connections, workers).
 pub(crate) fn parse_positive(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
@@ -184,19 +168,6 @@ mod tests {
                 .contains("not an IP")
         );
         assert!(parse_listen("6666").unwrap_err().contains("ADDR:PORT"));
-    }
-
-    #[test]
-    fn targets_need_a_host_and_a_port() {
-        assert_eq!(parse_target("localhost:6666").unwrap(), "localhost:6666");
-        assert_eq!(parse_target("[::1]:7").unwrap(), "[::1]:7");
-        assert!(
-            parse_target("127.0.0.1:99999")
-                .unwrap_err()
-                .contains("out of range")
-        );
-        assert!(parse_target("nohost").unwrap_err().contains("HOST:PORT"));
-        assert!(parse_target(":80").unwrap_err().contains("host is missing"));
     }
 
     #[test]

@@ -1,42 +1,80 @@
-//! `netecho client HOST:PORT`: stdin to the server, the echo to stdout.
+//! `netecho client HOST:PORT` (or `HOST PORT`): stdin to the server, the
+//! echo to stdout, every byte checked.
 //!
 //! Unlike the textbook stop-and-wait client (read a line, write it, read the
 //! echo), it reads stdin and the socket at the same time, on two threads, so
 //! it neither loses the tail of a batch input nor sleeps on stdin while the
-//! server has gone away. On stdin EOF it half-closes (`shutdown(SHUT_WR)`)
-//! and keeps reading until the server's FIN; it then checks that every byte
-//! sent came back. In a terminal the same design gives the classic feel: the
-//! terminal hands over a line at a time and its echo is printed at once.
-//! With `--tls` the same contract runs over rustls ([`tls`]).
+//! server has gone away. Each chunk of stdin is queued ([`verify`]) before
+//! it is written, and each byte of the echo is compared with the byte sent
+//! at that offset before it goes to stdout: stdout only ever shows bytes
+//! that came back as they were sent. The first difference stops the run
+//! (`mismatch at byte N`); a server that holds more than [`verify::WINDOW`]
+//! bytes makes the client wait before sending more, and one that keeps
+//! outstanding bytes for `--timeout` ends the run. On stdin EOF the client
+//! half-closes (`shutdown(SHUT_WR)`) and keeps reading until the server's
+//! FIN; it then checks that every byte sent came back. In a terminal the
+//! same design gives the classic feel: the terminal hands over a line at a
+//! time and its echo is printed at once. With `--tls` the same contract runs
+//! over rustls ([`tls`]); with `--no-verify` it is a plain pipe to any
+//! server.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use crate::args::{parse_secs_nonzero, parse_target};
+use crate::args::parse_secs_nonzero;
 use crate::error::{Error, Result};
-use crate::net;
 use crate::net::tls::{Connector, TlsOpt};
+use crate::net::{self, TargetOpt};
 
 mod tls;
+mod verify;
+
+use verify::{Fault, Outstanding, WINDOW};
 
 /// Bytes moved per read, each way.
 const BUF_SIZE: usize = 64 * 1024;
+/// Longest wait on the socket before the outstanding bytes' age is looked
+/// at again.
+const POLL_SLICE: Duration = Duration::from_millis(200);
+
+/// What `client --help` says after the options: how the echo is checked
+/// and what the exit status means.
+const AFTER_HELP: &str = "\
+Every byte that comes back is compared with the byte sent at that offset; \
+stdout shows only bytes that came back unchanged. At the first difference \
+the client stops and says on stderr: mismatch at byte N (sent 0xXX, got 0xYY).
+
+Exit status: 0 every byte sent came back unchanged and the server closed; \
+1 a mismatch, the server closed or reset early (the bytes sent and echoed \
+are named), no echo for --timeout, or the connect failed; 2 a usage error.";
 
 /// Options of `netecho client`.
 #[derive(Debug, Args)]
+#[command(after_help = AFTER_HELP)]
 pub(crate) struct ClientOpt {
-    /// The echo server, as HOST:PORT ([v6addr]:PORT for IPv6 literals).
-    #[arg(value_name = "HOST:PORT", value_parser = parse_target)]
-    pub(crate) target: String,
+    #[command(flatten)]
+    pub(crate) target: TargetOpt,
 
     /// Give up connecting after this long.
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs_nonzero, allow_negative_numbers = true)]
     pub(crate) connect_timeout: Duration,
+
+    /// Fail when bytes have been sent and no echo has come back for this
+    /// long. Waiting for input is never timed: an idle terminal session
+    /// stays open.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs_nonzero, allow_negative_numbers = true)]
+    pub(crate) timeout: Duration,
+
+    /// Talk to a server that is not an echo server: copy its answer to
+    /// stdout as it comes, compare nothing, and exit 0 when it closes the
+    /// connection (1 only if it resets it or the connect fails).
+    #[arg(long)]
+    pub(crate) no_verify: bool,
 
     /// `--tls` and its options (verification, SNI); the TLS handshake
     /// also has to finish within --connect-timeout.
@@ -44,39 +82,85 @@ pub(crate) struct ClientOpt {
     pub(crate) tls: TlsOpt,
 }
 
-/// Runs the client; `Ok` means every byte sent came back.
+/// Runs the client; `Ok` means every byte sent came back unchanged.
 pub(crate) fn run(opt: ClientOpt) -> Result<()> {
-    if let Some(connector) = Connector::from_opt(&opt.tls, &opt.target, false)? {
-        return tls::run(&opt, &connector);
-    }
-    let stream = connect(&opt.target, opt.connect_timeout)?;
+    let target = opt.target.target()?;
+    let shown = target.to_string();
+    let connector = Connector::from_opt(&opt.tls, &shown, false)?;
+    let addrs = net::resolve_target(&target, opt.target.family())?;
+    let stream = net::connect_any(&shown, &addrs, opt.connect_timeout)?;
     // Our writes are whatever stdin gave us; no reason to hold them back.
     let _ = stream.set_nodelay(true);
+    if let Some(connector) = connector {
+        return tls::run(&opt, &shown, stream, &connector);
+    }
     let writer = stream
         .try_clone()
         .map_err(Error::io("duplicating the socket"))?;
-    let sent = Arc::new(AtomicU64::new(0));
-    let stdin_done = Arc::new(AtomicBool::new(false));
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            out: Outstanding::default(),
+            stdin_done: false,
+            stdin_error: None,
+            finished: false,
+            since: Instant::now(),
+        }),
+        room: Condvar::new(),
+        sent: AtomicU64::new(0),
+        verify: !opt.no_verify,
+    });
     {
-        let (sent, stdin_done) = (Arc::clone(&sent), Arc::clone(&stdin_done));
+        let shared = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("stdin".into())
-            .spawn(move || pump_stdin(writer, &sent, &stdin_done))
+            .spawn(move || pump_stdin(writer, &shared))
             .map_err(Error::io("starting the stdin thread"))?;
     }
-    copy_echo(stream, &sent, &stdin_done)
+    let result = copy_echo(stream, &shared, opt.timeout);
+    // Whatever ended the run, the stdin thread must not wait for room.
+    shared.lock().finished = true;
+    shared.room.notify_all();
+    result
 }
 
-/// Resolves `HOST:PORT` and connects to the first address that answers,
-/// with the same one-line errors as `bench` and `ping`.
-fn connect(target: &str, timeout: Duration) -> Result<TcpStream> {
-    let addrs = net::resolve(target)?;
-    net::connect_any(target, &addrs, timeout)
+/// What the two threads share.
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when echoes free room in the window, or the run ends.
+    room: Condvar,
+    /// Bytes written to the socket.
+    sent: AtomicU64,
+    /// Compare the echo (not `--no-verify`).
+    verify: bool,
 }
 
-/// Copies stdin to the socket, counting bytes; on EOF marks the input done
-/// and half-closes so the server sees our FIN after the last byte.
-fn pump_stdin(mut sock: TcpStream, sent: &AtomicU64, done: &AtomicBool) {
+struct State {
+    /// Bytes queued for sending whose echo has not come back.
+    out: Outstanding,
+    /// stdin reached its end and everything was written.
+    stdin_done: bool,
+    /// Reading stdin failed: the run cannot be complete.
+    stdin_error: Option<io::Error>,
+    /// The reading side has decided: the stdin thread stops.
+    finished: bool,
+    /// Since when the oldest outstanding byte has had no echo: the last
+    /// echo, or the moment bytes were queued into an empty window.
+    since: Instant,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock means the other thread panicked, which it cannot
+        // (no unwrap in it); the state is still consistent byte counts.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Copies stdin to the socket, queueing each chunk for the check first
+/// (so an echo is never seen before its bytes are queued) and waiting while
+/// the window is full; on EOF marks the input done and half-closes so the
+/// server sees our FIN after the last byte.
+fn pump_stdin(mut sock: TcpStream, shared: &Shared) {
     let mut buf = vec![0u8; BUF_SIZE];
     let mut stdin = io::stdin().lock();
     loop {
@@ -85,46 +169,91 @@ fn pump_stdin(mut sock: TcpStream, sent: &AtomicU64, done: &AtomicBool) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                eprintln!("netecho: reading stdin: {e}");
-                // Leave `done` unset: the run then fails as incomplete.
+                shared.lock().stdin_error = Some(e);
                 let _ = sock.shutdown(Shutdown::Write);
                 return;
             }
         };
-        // Counted write by write, so the reader's judgement never sees an
-        // echo of bytes not yet counted as sent. A failed write means the
-        // server is gone; the reading side reports it with the counts.
+        if shared.verify {
+            let mut st = shared.lock();
+            while !st.finished && st.out.len() > 0 && st.out.len() + n > WINDOW {
+                st = shared.room.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+            if st.finished {
+                return;
+            }
+            if st.out.len() == 0 {
+                st.since = Instant::now();
+            }
+            st.out.push(&buf[..n]);
+        }
+        // A failed write means the server is gone; the reading side
+        // reports it with the counts.
         let mut off = 0;
         while off < n {
             match sock.write(&buf[off..n]) {
                 Ok(0) => return,
                 Ok(w) => {
                     off += w;
-                    sent.fetch_add(w as u64, Ordering::SeqCst);
+                    shared.sent.fetch_add(w as u64, Ordering::SeqCst);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return,
             }
         }
     }
-    done.store(true, Ordering::SeqCst);
+    shared.lock().stdin_done = true;
     let _ = sock.shutdown(Shutdown::Write);
 }
 
-/// Copies the echo to stdout until the server's FIN, then judges the run.
-fn copy_echo(mut sock: TcpStream, sent: &AtomicU64, stdin_done: &AtomicBool) -> Result<()> {
+/// The error for a fault in the echo.
+pub(crate) fn fault_error(fault: Fault) -> Error {
+    match fault {
+        Fault::Mismatch { at, sent, got } => Error::Mismatch { at, sent, got },
+        Fault::Excess { at, .. } => Error::Excess { sent: at },
+    }
+}
+
+/// Copies the checked echo to stdout until the server's FIN, then judges
+/// the run.
+fn copy_echo(mut sock: TcpStream, shared: &Shared, timeout: Duration) -> Result<()> {
     let mut buf = vec![0u8; BUF_SIZE];
     let mut out = io::stdout().lock();
+    // Bytes received in all (--no-verify's count).
     let mut received: u64 = 0;
+    let _ = sock.set_read_timeout(Some(timeout.min(POLL_SLICE)));
+    let echoed = |received: u64| {
+        if shared.verify {
+            shared.lock().out.echoed()
+        } else {
+            received
+        }
+    };
     loop {
         let n = match sock.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                let st = shared.lock();
+                if shared.verify && st.out.len() > 0 && st.since.elapsed() >= timeout {
+                    return Err(Error::NoEcho {
+                        after: timeout,
+                        received: st.out.echoed(),
+                        sent: shared.sent.load(Ordering::SeqCst),
+                    });
+                }
+                continue;
+            }
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
                 return Err(Error::Reset {
-                    received,
-                    sent: sent.load(Ordering::SeqCst),
+                    received: echoed(received),
+                    sent: shared.sent.load(Ordering::SeqCst),
                 });
             }
             Err(source) => {
@@ -135,7 +264,17 @@ fn copy_echo(mut sock: TcpStream, sent: &AtomicU64, stdin_done: &AtomicBool) -> 
             }
         };
         received += n as u64;
-        match out.write_all(&buf[..n]).and_then(|()| out.flush()) {
+        let (good, fault) = if shared.verify {
+            let mut st = shared.lock();
+            let checked = st.out.check(&buf[..n]);
+            st.since = Instant::now();
+            drop(st);
+            shared.room.notify_all();
+            checked
+        } else {
+            (n, None)
+        };
+        match out.write_all(&buf[..good]).and_then(|()| out.flush()) {
             Ok(()) => {}
             // Whoever reads our output has had enough (`| head`): not an error.
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
@@ -146,14 +285,29 @@ fn copy_echo(mut sock: TcpStream, sent: &AtomicU64, stdin_done: &AtomicBool) -> 
                 });
             }
         }
+        if let Some(fault) = fault {
+            return Err(fault_error(fault));
+        }
     }
-    let done = stdin_done.load(Ordering::SeqCst);
-    let sent = sent.load(Ordering::SeqCst);
-    if done && received == sent {
-        Ok(())
-    } else if done && received > sent {
-        Err(Error::Excess { received, sent })
+    let mut st = shared.lock();
+    if let Some(source) = st.stdin_error.take() {
+        return Err(Error::Io {
+            what: "reading stdin",
+            source,
+        });
+    }
+    if !shared.verify {
+        return Ok(());
+    }
+    let sent = shared.sent.load(Ordering::SeqCst);
+    if st.out.len() > 0 {
+        Err(Error::Premature {
+            received: st.out.echoed(),
+            sent,
+        })
+    } else if !st.stdin_done {
+        Err(Error::ClosedBeforeEnd { sent })
     } else {
-        Err(Error::Premature { received, sent })
+        Ok(())
     }
 }

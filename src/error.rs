@@ -39,18 +39,44 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// The echo stream ended before everything sent came back.
-    #[error("server terminated prematurely after {received} of {sent} bytes")]
+    /// The server closed the connection before everything sent came back.
+    #[error("the server closed the connection after echoing {received} of the {sent} bytes sent")]
     Premature { received: u64, sent: u64 },
-    /// The server sent back bytes it was never sent: not an echo.
-    #[error("server sent {received} bytes but was sent only {sent}: not an echo")]
-    Excess { received: u64, sent: u64 },
+    /// The server closed the connection while there was still input to
+    /// send, though everything sent so far came back.
+    #[error(
+        "the server closed the connection before the end of the input (all {sent} bytes sent so far came back)"
+    )]
+    ClosedBeforeEnd { sent: u64 },
+    /// The server sent back more bytes than it was sent: not an echo.
+    #[error(
+        "the server sent back more than the {sent} bytes it was sent: not an echo server (--no-verify talks to any server)"
+    )]
+    Excess { sent: u64 },
+    /// A byte of the echo differs from the byte sent at that offset.
+    #[error(
+        "mismatch at byte {at} (sent 0x{sent:02x}, got 0x{got:02x}): the server changed the data"
+    )]
+    Mismatch { at: u64, sent: u8, got: u8 },
     /// The server reset the connection while bytes were outstanding.
-    #[error("connection reset by server after {received} of {sent} bytes")]
+    #[error("the server reset the connection after echoing {received} of the {sent} bytes sent")]
     Reset { received: u64, sent: u64 },
+    /// Bytes were outstanding and nothing came back for the timeout.
+    #[error(
+        "no echo from the server for {} s: {received} of the {sent} bytes sent came back", .after.as_secs_f64()
+    )]
+    NoEcho {
+        after: Duration,
+        received: u64,
+        sent: u64,
+    },
     /// The sockets passed by systemd (LISTEN_FDS) cannot be used.
     #[error("socket activation: {reason}")]
     Activation { reason: String },
+    /// A command line that parses but cannot be used (a target without a
+    /// port, a size above a limit...): exit status 2, as clap's own errors.
+    #[error("{0}")]
+    Usage(String),
     /// Options that parse one by one but not together (`--size` too big
     /// for `--udp`...).
     #[error("{0}")]
@@ -106,6 +132,15 @@ impl Error {
     /// reader had enough, which is not a failure.
     pub fn is_broken_pipe(&self) -> bool {
         matches!(self, Error::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
+    }
+
+    /// The process exit status for this error: 2 for a usage error, 1 for
+    /// everything else (the check failed or could not be made).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_) => 2,
+            _ => 1,
+        }
     }
 
     /// Wraps an I/O error with a short description of what was being done.

@@ -8,13 +8,92 @@
 
 pub(crate) mod pattern;
 pub(crate) mod source;
+pub(crate) mod target;
 pub(crate) mod tls;
 
 use std::io;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
 use std::time::Duration;
 
+use clap::Args;
+
 use crate::error::{Error, Result};
+use target::{Family, Target};
+
+/// The server to talk to and the address family, as `client` and `ping`
+/// take them: `HOST:PORT`, `[IPV6]:PORT`, or `HOST PORT` as nc users type
+/// it, with `-4`/`-6`.
+#[derive(Debug, Args)]
+pub(crate) struct TargetOpt {
+    /// The echo server: HOST:PORT, [IPV6]:PORT, or a host alone followed by
+    /// PORT. HOST is a name (resolved through the system's resolver) or an
+    /// IP address.
+    #[arg(value_name = "HOST[:PORT]")]
+    pub(crate) host: String,
+
+    /// The port, when HOST is given without one (`127.0.0.1 6666`,
+    /// `::1 6666`, `localhost 6666`).
+    #[arg(value_name = "PORT")]
+    pub(crate) port: Option<String>,
+
+    /// Use IPv4 addresses only.
+    #[arg(short = '4', conflicts_with = "ipv6")]
+    pub(crate) ipv4: bool,
+
+    /// Use IPv6 addresses only.
+    #[arg(short = '6')]
+    pub(crate) ipv6: bool,
+}
+
+impl TargetOpt {
+    /// The target, or a usage error (exit status 2) naming what is wrong.
+    pub(crate) fn target(&self) -> Result<Target> {
+        target::parse(&self.host, self.port.as_deref()).map_err(Error::Usage)
+    }
+
+    pub(crate) fn family(&self) -> Family {
+        Family::from_flags(self.ipv4, self.ipv6)
+    }
+}
+
+/// Resolves `target`, keeping the addresses of `family`, in the resolver's
+/// order (which follows the system's preference, RFC 6724).
+pub(crate) fn resolve_target(target: &Target, family: Family) -> Result<Vec<SocketAddr>> {
+    let shown = target.to_string();
+    let all: Vec<SocketAddr> = (target.host.as_str(), target.port)
+        .to_socket_addrs()
+        .map_err(|e| Error::Resolve {
+            target: shown.clone(),
+            reason: lookup_reason(&e),
+        })?
+        .collect();
+    let addrs: Vec<SocketAddr> = all
+        .iter()
+        .copied()
+        .filter(|a| family.admits(a.ip()))
+        .collect();
+    if addrs.is_empty() {
+        let reason = match (all.is_empty(), family) {
+            (false, Family::V4) => "it has only IPv6 addresses, and -4 asks for IPv4".to_string(),
+            (false, Family::V6) => "it has only IPv4 addresses, and -6 asks for IPv6".to_string(),
+            _ => "no address found".to_string(),
+        };
+        return Err(Error::Resolve {
+            target: shown,
+            reason,
+        });
+    }
+    Ok(addrs)
+}
+
+/// The resolver's reason without std's "failed to lookup address
+/// information: " prefix.
+fn lookup_reason(e: &io::Error) -> String {
+    let text = e.to_string();
+    text.strip_prefix("failed to lookup address information: ")
+        .unwrap_or(&text)
+        .to_string()
+}
 
 /// Largest TCP message: each connection holds one copy, so 50 connections
 /// at this size already hold 800 MiB.

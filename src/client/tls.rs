@@ -1,6 +1,6 @@
 //! `netecho client --tls`: the same contract as the plain client (stdin to
-//! the server, the echo to stdout, every byte back) over one rustls
-//! connection.
+//! the server, the echo to stdout, every byte checked and back) over one
+//! rustls connection.
 //!
 //! A TLS connection is one state machine for both directions, so it cannot
 //! be split over two threads as the plain socket is. One thread owns the
@@ -8,7 +8,8 @@
 //! stdin and hands chunks over a small channel (so a fast stdin cannot
 //! outrun the server) and wakes the loop. A chunk is taken only once the
 //! previous one's records are all on the socket, so at most one chunk sits
-//! in rustls. At the end of stdin the loop sends close_notify, then
+//! in rustls, and none while [`WINDOW`] bytes await their echo. At the
+//! end of stdin the loop sends close_notify, then
 //! half-closes (`shutdown(SHUT_WR)`) and reads on until the server's
 //! close_notify or FIN, exactly as the plain client does.
 
@@ -16,12 +17,14 @@ use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use rustls::ClientConnection;
 
-use super::{BUF_SIZE, ClientOpt, connect};
+use super::verify::{Outstanding, WINDOW};
+use super::{BUF_SIZE, ClientOpt, POLL_SLICE, fault_error};
 use crate::error::{Error, Result};
 use crate::net::tls::{Connector, describe};
 
@@ -38,21 +41,25 @@ enum Input {
     Data(Vec<u8>),
     /// stdin is at its end: everything has been handed over.
     End,
-    /// Reading stdin failed (already said on stderr): the run is incomplete.
-    Failed,
+    /// Reading stdin failed: the run is incomplete.
+    Failed(io::Error),
 }
 
-/// Runs the TLS client; `Ok` means every byte sent came back.
-pub(crate) fn run(opt: &ClientOpt, connector: &Connector) -> Result<()> {
-    let mut stream = connect(&opt.target, opt.connect_timeout)?;
-    let _ = stream.set_nodelay(true);
+/// Runs the TLS client on a connected socket; `Ok` means every byte sent
+/// came back unchanged.
+pub(crate) fn run(
+    opt: &ClientOpt,
+    shown: &str,
+    mut stream: std::net::TcpStream,
+    connector: &Connector,
+) -> Result<()> {
     let (mut conn, took) = connector.handshake(&mut stream, opt.connect_timeout)?;
     // No limit on rustls' record buffer: the loop itself holds at most one
     // stdin chunk in it, and a limit would make it take chunks in pieces.
     conn.set_buffer_limit(None);
     tracing::debug!(
         "TLS with {}: {} in {:.3} ms",
-        opt.target,
+        shown,
         describe(&conn),
         took.as_secs_f64() * 1e3
     );
@@ -83,8 +90,13 @@ pub(crate) fn run(opt: &ClientOpt, connector: &Connector) -> Result<()> {
         input: rx,
         sent: 0,
         received: 0,
+        out: Outstanding::default(),
+        verify: !opt.no_verify,
+        timeout: opt.timeout,
+        since: Instant::now(),
         input_done: false,
         input_ok: false,
+        stdin_error: None,
         closing: false,
         write_closed: false,
         buf: vec![0; BUF_SIZE],
@@ -105,10 +117,7 @@ fn pump_stdin(tx: &SyncSender<Input>, waker: &Waker) {
                 Input::Data(buf)
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                eprintln!("netecho: reading stdin: {e}");
-                Input::Failed
-            }
+            Err(e) => Input::Failed(e),
         };
         let last = !matches!(item, Input::Data(_));
         // A closed channel means the loop has finished (the server went
@@ -132,12 +141,23 @@ struct Pump {
     /// Plaintext bytes handed to rustls (all of them reach the socket
     /// before close_notify).
     sent: u64,
-    /// Plaintext bytes of echo written to stdout.
+    /// Plaintext bytes received (all of them; with verification, those
+    /// checked are `out.echoed()`).
     received: u64,
+    /// Plaintext handed to rustls whose echo has not come back.
+    out: Outstanding,
+    /// Compare the echo (not `--no-verify`).
+    verify: bool,
+    /// `--timeout`: longest wait for an echo of outstanding bytes.
+    timeout: Duration,
+    /// Since when the oldest outstanding byte has had no echo.
+    since: Instant,
     /// No more input will come.
     input_done: bool,
     /// stdin ended normally (not with a read error).
     input_ok: bool,
+    /// Reading stdin failed: the run's error.
+    stdin_error: Option<io::Error>,
     /// close_notify is queued; the half-close follows once it is written.
     closing: bool,
     /// `shutdown(SHUT_WR)` is done.
@@ -180,8 +200,19 @@ impl Pump {
             if !blocked && self.conn.wants_write() {
                 continue;
             }
-            match self.poll.poll(&mut events, None) {
-                Ok(()) => {}
+            match self
+                .poll
+                .poll(&mut events, Some(self.timeout.min(POLL_SLICE)))
+            {
+                Ok(()) => {
+                    if self.verify && self.out.len() > 0 && self.since.elapsed() >= self.timeout {
+                        return Err(Error::NoEcho {
+                            after: self.timeout,
+                            received: self.out.echoed(),
+                            sent: self.sent,
+                        });
+                    }
+                }
                 // A signal: look again.
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(source) => {
@@ -201,19 +232,35 @@ impl Pump {
         if self.input_done || self.conn.wants_write() {
             return false;
         }
+        // The window is full: the next echo makes room.
+        if self.verify && self.out.len() > 0 && self.out.len() + BUF_SIZE > WINDOW {
+            return false;
+        }
         match self.input.try_recv() {
             Ok(Input::Data(chunk)) => {
                 // The buffer limit is off (see `run`), so rustls takes the
                 // whole chunk; it is written out before the next is taken.
                 match self.conn.writer().write_all(&chunk) {
-                    Ok(()) => self.sent += chunk.len() as u64,
+                    Ok(()) => {
+                        if self.verify {
+                            if self.out.len() == 0 {
+                                self.since = Instant::now();
+                            }
+                            self.out.push(&chunk);
+                        }
+                        self.sent += chunk.len() as u64;
+                    }
                     // Only a closed connection refuses plaintext; reading
                     // then reports how the run ended.
                     Err(_) => self.end_input(false),
                 }
             }
             Ok(Input::End) => self.end_input(true),
-            Ok(Input::Failed) | Err(TryRecvError::Disconnected) => self.end_input(false),
+            Ok(Input::Failed(e)) => {
+                self.stdin_error = Some(e);
+                self.end_input(false);
+            }
+            Err(TryRecvError::Disconnected) => self.end_input(false),
             Err(TryRecvError::Empty) => return false,
         }
         true
@@ -271,7 +318,7 @@ impl Pump {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
                     return Err(Error::Reset {
-                        received: self.received,
+                        received: self.echoed(),
                         sent: self.sent,
                     });
                 }
@@ -290,7 +337,7 @@ impl Pump {
                     self.sock
                         .peer_addr()
                         .map_or_else(|_| "the server".to_string(), |a| a.to_string()),
-                    self.received,
+                    self.echoed(),
                     self.sent
                 )));
             }
@@ -326,7 +373,13 @@ impl Pump {
                 }
             };
             self.received += n as u64;
-            match out.write_all(&self.buf[..n]).and_then(|()| out.flush()) {
+            let (good, fault) = if self.verify {
+                self.since = Instant::now();
+                self.out.check(&self.buf[..n])
+            } else {
+                (n, None)
+            };
+            match out.write_all(&self.buf[..good]).and_then(|()| out.flush()) {
                 Ok(()) => {}
                 // Whoever reads our output has had enough (`| head`).
                 Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(Seen::StdoutClosed),
@@ -337,19 +390,43 @@ impl Pump {
                     });
                 }
             }
+            if let Some(fault) = fault {
+                return Err(fault_error(fault));
+            }
         }
     }
 
-    /// The plain client's judgement: every byte sent came back, no more.
-    fn verdict(&self) -> Result<()> {
-        let (received, sent) = (self.received, self.sent);
-        let done = self.input_done && self.input_ok;
-        if done && received == sent {
-            Ok(())
-        } else if received > sent {
-            Err(Error::Excess { received, sent })
+    /// Bytes of echo received intact (all received with `--no-verify`).
+    fn echoed(&self) -> u64 {
+        if self.verify {
+            self.out.echoed()
         } else {
-            Err(Error::Premature { received, sent })
+            self.received
+        }
+    }
+
+    /// The plain client's judgement: every byte sent came back, no more
+    /// (with `--no-verify`: stdin was read to its end).
+    fn verdict(&mut self) -> Result<()> {
+        let done = self.input_done && self.input_ok;
+        if let Some(source) = self.stdin_error.take() {
+            return Err(Error::Io {
+                what: "reading stdin",
+                source,
+            });
+        }
+        if !self.verify {
+            return Ok(());
+        }
+        if self.out.len() > 0 {
+            Err(Error::Premature {
+                received: self.out.echoed(),
+                sent: self.sent,
+            })
+        } else if !done {
+            Err(Error::ClosedBeforeEnd { sent: self.sent })
+        } else {
+            Ok(())
         }
     }
 }

@@ -73,35 +73,38 @@ pub(crate) mod op {
     pub(crate) const RET_K: u16 = 0x06;
 }
 
-/// The kernel filter for "TCP, source or destination port `port`", over
-/// Ethernet, IPv4 (first fragments only) and IPv6 (TCP right after the
-/// fixed header), like `tcpdump -dd 'tcp port P'` builds.
+/// The kernel filter for "TCP or UDP, source or destination port
+/// `port`", over Ethernet, IPv4 (first fragments only) and IPv6 (the
+/// transport header right after the fixed header), like
+/// `tcpdump -dd '(tcp or udp) and port P'` builds.
 pub(crate) fn tcp_port_filter(port: u16) -> Vec<BpfInsn> {
     let p = u32::from(port);
     let i = |code, jt, jf, k| BpfInsn { code, jt, jf, k };
-    // Jump offsets count from the next instruction; ACCEPT is index 18 and
-    // DROP 19, written as (target - here - 1).
+    // Jump offsets count from the next instruction; ACCEPT is index 20 and
+    // DROP 21, written as (target - here - 1).
     vec![
         i(op::LDH_ABS, 0, 0, 12),           // 0: ethertype
-        i(op::JEQ_K, 0, 6, 0x86dd),         // 1: IPv6? else 8
+        i(op::JEQ_K, 0, 7, 0x86dd),         // 1: IPv6? else 9
         i(op::LDB_ABS, 0, 0, 14 + 6),       // 2: next header
-        i(op::JEQ_K, 0, 15, 6),             // 3: TCP? else DROP
-        i(op::LDH_ABS, 0, 0, 14 + 40),      // 4: source port
-        i(op::JEQ_K, 12, 0, p),             // 5: → ACCEPT
-        i(op::LDH_ABS, 0, 0, 14 + 42),      // 6: destination port
-        i(op::JEQ_K, 10, 11, p),            // 7: → ACCEPT / DROP
-        i(op::JEQ_K, 0, 10, 0x0800),        // 8: IPv4? else DROP
-        i(op::LDB_ABS, 0, 0, 14 + 9),       // 9: protocol
-        i(op::JEQ_K, 0, 8, 6),              // 10: TCP? else DROP
-        i(op::LDH_ABS, 0, 0, 14 + 6),       // 11: flags + fragment offset
-        i(op::JSET_K, 6, 0, 0x1fff),        // 12: later fragment → DROP
-        i(op::LDXB_MSH, 0, 0, 14),          // 13: x = IP header length
-        i(op::LDH_IND, 0, 0, 14),           // 14: source port
-        i(op::JEQ_K, 2, 0, p),              // 15: → ACCEPT
-        i(op::LDH_IND, 0, 0, 16),           // 16: destination port
-        i(op::JEQ_K, 0, 1, p),              // 17: → ACCEPT / DROP
-        i(op::RET_K, 0, 0, SNAPLEN as u32), // 18: ACCEPT
-        i(op::RET_K, 0, 0, 0),              // 19: DROP
+        i(op::JEQ_K, 1, 0, 6),              // 3: TCP? → 5
+        i(op::JEQ_K, 0, 16, 17),            // 4: UDP? else DROP
+        i(op::LDH_ABS, 0, 0, 14 + 40),      // 5: source port
+        i(op::JEQ_K, 13, 0, p),             // 6: → ACCEPT
+        i(op::LDH_ABS, 0, 0, 14 + 42),      // 7: destination port
+        i(op::JEQ_K, 11, 12, p),            // 8: → ACCEPT / DROP
+        i(op::JEQ_K, 0, 11, 0x0800),        // 9: IPv4? else DROP
+        i(op::LDB_ABS, 0, 0, 14 + 9),       // 10: protocol
+        i(op::JEQ_K, 1, 0, 6),              // 11: TCP? → 13
+        i(op::JEQ_K, 0, 8, 17),             // 12: UDP? else DROP
+        i(op::LDH_ABS, 0, 0, 14 + 6),       // 13: flags + fragment offset
+        i(op::JSET_K, 6, 0, 0x1fff),        // 14: later fragment → DROP
+        i(op::LDXB_MSH, 0, 0, 14),          // 15: x = IP header length
+        i(op::LDH_IND, 0, 0, 14),           // 16: source port
+        i(op::JEQ_K, 2, 0, p),              // 17: → ACCEPT
+        i(op::LDH_IND, 0, 0, 16),           // 18: destination port
+        i(op::JEQ_K, 0, 1, p),              // 19: → ACCEPT / DROP
+        i(op::RET_K, 0, 0, SNAPLEN as u32), // 20: ACCEPT
+        i(op::RET_K, 0, 0, 0),              // 21: DROP
     ]
 }
 
@@ -112,8 +115,12 @@ pub(crate) struct Frame<'a> {
     pub(crate) data: &'a [u8],
     /// Length on the wire (more than `data` only if it was cut short).
     pub(crate) orig_len: usize,
-    /// We sent it (on loopback the same frame then comes back incoming).
-    pub(crate) outgoing: bool,
+    /// The outgoing copy of a loopback frame (the same frame then comes
+    /// back incoming): skipped, so each packet shows once.
+    pub(crate) duplicate: bool,
+    /// Its interface's frames start with an Ethernet header (with
+    /// `--iface any`, a tunnel's do not: those are skipped).
+    pub(crate) ethernet: bool,
     /// When it was read, since the Unix epoch.
     pub(crate) ts: Duration,
 }
@@ -124,27 +131,45 @@ pub(crate) struct Capture {
     fd: OwnedFd,
     /// Receive buffer, [`SNAPLEN`] bytes.
     buf: Vec<u8>,
-    /// Loopback shows each frame twice (out and in): drop the outgoing copy.
-    pub(crate) loopback: bool,
+    /// The loopback interface's index: its frames show twice (out and
+    /// in), and the outgoing copy is dropped. 0 when not captured.
+    lo_index: i32,
 }
 
 impl Capture {
-    /// Opens a capture of TCP port `port` on interface `iface`.
+    /// Opens a capture of TCP and UDP port `port` on interface `iface`
+    /// (`any`: every interface, as tcpdump's `-i any`).
     pub(crate) fn open(iface: &str, port: u16) -> Result<Capture> {
         let bad = |reason: &str| Error::Interface {
             name: iface.to_string(),
             reason: reason.to_string(),
         };
-        let name = CString::new(iface).map_err(|_| bad("the name holds a NUL byte"))?;
-        // SAFETY: `name` is a valid NUL-terminated string for the call.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        if ifindex == 0 {
+        let index_of = |name: &str| -> Result<u32> {
+            let c = CString::new(name).map_err(|_| bad("the name holds a NUL byte"))?;
+            // SAFETY: `c` is a valid NUL-terminated string for the call.
+            Ok(unsafe { libc::if_nametoindex(c.as_ptr()) })
+        };
+        let any = iface == "any";
+        // Index 0 binds to every interface.
+        let ifindex = if any { 0 } else { index_of(iface)? };
+        if ifindex == 0 && !any {
             return Err(bad("no such interface"));
         }
-        let hatype = std::fs::read_to_string(format!("/sys/class/net/{iface}/type"))
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok())
-            .unwrap_or(ARPHRD_ETHER);
+        let hatype = if any {
+            ARPHRD_ETHER
+        } else {
+            std::fs::read_to_string(format!("/sys/class/net/{iface}/type"))
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+                .unwrap_or(ARPHRD_ETHER)
+        };
+        let lo_index = if any {
+            i32::try_from(index_of("lo")?).unwrap_or(0)
+        } else if hatype == ARPHRD_LOOPBACK {
+            i32::try_from(ifindex).unwrap_or(0)
+        } else {
+            0
+        };
         if hatype != ARPHRD_ETHER && hatype != ARPHRD_LOOPBACK {
             return Err(bad(
                 "its frames are not Ethernet (only Ethernet and loopback are supported)",
@@ -223,7 +248,7 @@ impl Capture {
         Ok(Capture {
             fd,
             buf: vec![0; SNAPLEN],
-            loopback: hatype == ARPHRD_LOOPBACK,
+            lo_index,
         })
     }
 
@@ -269,7 +294,10 @@ impl Capture {
         Ok(Some(Frame {
             data: &self.buf[..orig_len.min(self.buf.len())],
             orig_len,
-            outgoing: from.sll_pkttype == PACKET_OUTGOING,
+            duplicate: from.sll_pkttype == PACKET_OUTGOING
+                && self.lo_index != 0
+                && from.sll_ifindex == self.lo_index,
+            ethernet: matches!(u32::from(from.sll_hatype), ARPHRD_ETHER | ARPHRD_LOOPBACK),
             ts,
         }))
     }
@@ -387,11 +415,20 @@ mod tests {
     }
 
     #[test]
-    fn filter_drops_udp_fragments_and_garbage() {
+    fn filter_drops_other_protocols_fragments_and_garbage() {
         let f = tcp_port_filter(6666);
         let mut udp = frame("127.0.0.1:40000", "127.0.0.1:6666");
         udp[14 + 9] = 17;
-        assert_eq!(run_filter(&f, &udp), 0);
+        assert_eq!(run_filter(&f, &udp), SNAPLEN as u32, "UDP passes");
+        let mut udp6 = frame("[::1]:6666", "[::1]:40000");
+        udp6[14 + 6] = 17;
+        assert_eq!(run_filter(&f, &udp6), SNAPLEN as u32, "UDP over IPv6");
+        let mut icmp = frame("127.0.0.1:40000", "127.0.0.1:6666");
+        icmp[14 + 9] = 1;
+        assert_eq!(run_filter(&f, &icmp), 0);
+        let mut icmp6 = frame("[::1]:40000", "[::1]:6666");
+        icmp6[14 + 6] = 58;
+        assert_eq!(run_filter(&f, &icmp6), 0);
         let mut frag = frame("127.0.0.1:40000", "127.0.0.1:6666");
         frag[14 + 7] = 1;
         assert_eq!(run_filter(&f, &frag), 0);

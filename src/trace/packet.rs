@@ -139,6 +139,7 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
     }
 
     /// Everything after the header.
+    #[cfg(test)]
     pub(crate) fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[eth::HEADER_LEN..]
     }
@@ -373,27 +374,188 @@ impl Segment {
 
 /// Parses one Ethernet frame down to its TCP segment.
 pub(crate) fn parse_frame(bytes: &[u8]) -> Result<Segment, ParseError> {
-    let frame = EthernetFrame::new_checked(bytes)?;
-    match frame.ethertype() {
+    match parse_link(link::ETHERNET, bytes)?.proto {
+        Proto::Tcp(s) => Ok(s),
+        Proto::Udp(_) => Err(ParseError::NotTcp),
+    }
+}
+
+/// Link-layer header types (the pcap `LINKTYPE_*` numbers) that
+/// [`parse_link`] takes apart.
+pub(crate) mod link {
+    /// BSD loopback: a 4-byte address family in the writer's byte order.
+    pub(crate) const NULL: u32 = 0;
+    /// Ethernet II (and Linux loopback, which fakes an Ethernet header).
+    pub(crate) const ETHERNET: u32 = 1;
+    /// Bare IPv4 or IPv6, told apart by the version nibble.
+    pub(crate) const RAW: u32 = 101;
+    /// OpenBSD loopback: like NULL, in network byte order.
+    pub(crate) const LOOP: u32 = 108;
+    /// Linux "cooked" capture v1 (`tcpdump -i any` before libpcap 1.10).
+    pub(crate) const LINUX_SLL: u32 = 113;
+    /// Bare IPv4.
+    pub(crate) const IPV4: u32 = 228;
+    /// Bare IPv6.
+    pub(crate) const IPV6: u32 = 229;
+    /// Linux "cooked" capture v2 (`tcpdump -i any` since libpcap 1.10).
+    pub(crate) const LINUX_SLL2: u32 = 276;
+    /// Length of the SLL header; its protocol field is its last 2 bytes.
+    pub(crate) const SLL_LEN: usize = 16;
+    /// Length of the SLL2 header; its protocol field is its first 2 bytes.
+    pub(crate) const SLL2_LEN: usize = 20;
+}
+
+/// IP protocol number of UDP.
+pub(crate) const IPPROTO_UDP: u8 = 17;
+/// UDP header length (RFC 768).
+const UDP_HEADER_LEN: usize = 8;
+
+/// A UDP datagram: what `trace` shows of one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Datagram {
+    /// Sender.
+    pub src: SocketAddr,
+    /// Receiver.
+    pub dst: SocketAddr,
+    /// Bytes of data.
+    pub len: u32,
+}
+
+/// The transport part of a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Proto {
+    /// A TCP segment.
+    Tcp(Segment),
+    /// A UDP datagram.
+    Udp(Datagram),
+}
+
+/// A parsed packet: its transport header and where its data lies in the
+/// bytes given to [`parse_link`] (for `-A`/`-X`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Parsed {
+    /// TCP or UDP.
+    pub(crate) proto: Proto,
+    /// The data's byte range in the packet.
+    pub(crate) payload: Range<usize>,
+}
+
+/// Parses a packet of link type `linktype` (one of [`link`]) down to its
+/// TCP segment or UDP datagram.
+pub(crate) fn parse_link(linktype: u32, bytes: &[u8]) -> Result<Parsed, ParseError> {
+    let (ethertype, off) = match linktype {
+        link::ETHERNET => (
+            EthernetFrame::new_checked(bytes)?.ethertype(),
+            eth::HEADER_LEN,
+        ),
+        link::NULL | link::LOOP => {
+            let b: [u8; 4] = bytes
+                .get(..4)
+                .ok_or(ParseError::Truncated)?
+                .try_into()
+                .map_err(|_| ParseError::Truncated)?;
+            // The family is in the writer's byte order: either way round,
+            // 2 is IPv4 and 24, 28 or 30 are IPv6 (BSDs disagree).
+            let fam = u32::from_le_bytes(b).min(u32::from_be_bytes(b));
+            match fam {
+                2 => (eth::TYPE_IPV4, 4),
+                24 | 28 | 30 => (eth::TYPE_IPV6, 4),
+                _ => return Err(ParseError::NotTcp),
+            }
+        }
+        link::RAW | link::IPV4 | link::IPV6 => match bytes.first().map(|b| b >> 4) {
+            Some(4) => (eth::TYPE_IPV4, 0),
+            Some(6) => (eth::TYPE_IPV6, 0),
+            Some(_) => return Err(ParseError::Malformed),
+            None => return Err(ParseError::Truncated),
+        },
+        link::LINUX_SLL => {
+            let p = bytes
+                .get(link::SLL_LEN - 2..link::SLL_LEN)
+                .ok_or(ParseError::Truncated)?;
+            (u16::from_be_bytes([p[0], p[1]]), link::SLL_LEN)
+        }
+        link::LINUX_SLL2 => {
+            let p = bytes.get(..2).ok_or(ParseError::Truncated)?;
+            if bytes.len() < link::SLL2_LEN {
+                return Err(ParseError::Truncated);
+            }
+            (u16::from_be_bytes([p[0], p[1]]), link::SLL2_LEN)
+        }
+        _ => return Err(ParseError::NotTcp),
+    };
+    parse_network(ethertype, bytes, off)
+}
+
+/// Parses the IP packet at `off` in `bytes`, of the given ethertype.
+pub(crate) fn parse_network(
+    ethertype: u16,
+    bytes: &[u8],
+    off: usize,
+) -> Result<Parsed, ParseError> {
+    let net = bytes.get(off..).ok_or(ParseError::Truncated)?;
+    let (src, dst, proto, ip_payload) = match ethertype {
         eth::TYPE_IPV4 => {
-            let ip = Ipv4Packet::new_checked(frame.payload())?;
-            if ip.protocol() != IPPROTO_TCP {
+            let ip = Ipv4Packet::new_checked(net)?;
+            if ip.protocol() != IPPROTO_TCP && ip.protocol() != IPPROTO_UDP {
                 return Err(ParseError::NotTcp);
             }
             if ip.is_later_fragment() {
                 return Err(ParseError::Fragment);
             }
-            segment(IpAddr::V4(ip.src()), IpAddr::V4(ip.dst()), ip.payload())
+            let at = off + ip.header_len();
+            (
+                IpAddr::V4(ip.src()),
+                IpAddr::V4(ip.dst()),
+                ip.protocol(),
+                at..at + ip.payload().len(),
+            )
         }
         eth::TYPE_IPV6 => {
-            let ip = Ipv6Packet::new_checked(frame.payload())?;
-            if ip.next_header() != IPPROTO_TCP {
+            let ip = Ipv6Packet::new_checked(net)?;
+            if ip.next_header() != IPPROTO_TCP && ip.next_header() != IPPROTO_UDP {
                 return Err(ParseError::NotTcp);
             }
-            segment(IpAddr::V6(ip.src()), IpAddr::V6(ip.dst()), ip.payload())
+            let at = off + ipv6::HEADER_LEN;
+            (
+                IpAddr::V6(ip.src()),
+                IpAddr::V6(ip.dst()),
+                ip.next_header(),
+                at..at + ip.payload().len(),
+            )
         }
-        _ => Err(ParseError::NotTcp),
+        _ => return Err(ParseError::NotTcp),
+    };
+    let body = &bytes[ip_payload.clone()];
+    if proto == IPPROTO_TCP {
+        let seg = segment(src, dst, body)?;
+        let start = ip_payload.end - seg.len as usize;
+        return Ok(Parsed {
+            proto: Proto::Tcp(seg),
+            payload: start..ip_payload.end,
+        });
     }
+    if body.len() < UDP_HEADER_LEN {
+        return Err(ParseError::Truncated);
+    }
+    let port = |i: usize| u16::from_be_bytes([body[i], body[i + 1]]);
+    let udp_len = usize::from(port(4));
+    if udp_len < UDP_HEADER_LEN {
+        return Err(ParseError::Malformed);
+    }
+    if udp_len > body.len() {
+        return Err(ParseError::Truncated);
+    }
+    let start = ip_payload.start + UDP_HEADER_LEN;
+    let end = ip_payload.start + udp_len;
+    Ok(Parsed {
+        proto: Proto::Udp(Datagram {
+            src: SocketAddr::new(src, port(0)),
+            dst: SocketAddr::new(dst, port(2)),
+            len: (udp_len - UDP_HEADER_LEN) as u32,
+        }),
+        payload: start..end,
+    })
 }
 
 fn segment(src: IpAddr, dst: IpAddr, bytes: &[u8]) -> Result<Segment, ParseError> {
@@ -532,8 +694,11 @@ mod tests {
         f[14 + 20 + 12] = 0x20; // data offset 8 bytes
         assert_eq!(parse_frame(&f), Err(ParseError::Malformed));
         let mut f = good.clone();
-        f[14 + 9] = 17; // UDP
+        f[14 + 9] = 1; // ICMP
         assert_eq!(parse_frame(&f), Err(ParseError::NotTcp));
+        let mut f = good.clone();
+        f[14 + 9] = 17; // UDP: not a segment, though it parses as a datagram
+        assert!(parse_frame(&f).is_err());
         let mut f = good;
         f[14 + 6] = 0x00;
         f[14 + 7] = 0x10; // fragment offset 16

@@ -30,12 +30,41 @@ const ROW: f64 = 44.0;
 const DROP: f64 = 26.0;
 /// Room above the first row (title, endpoint names).
 const TOP: f64 = 90.0;
-/// Left margin, where the times are written.
-const LEFT: f64 = 90.0;
-/// Distance between a connection's client and server lines.
-const GAP: f64 = 340.0;
-/// Width given to one connection (its two lines and the room beside).
-const PAIR: f64 = GAP + 190.0;
+/// Font size of every text, in pixels.
+pub(crate) const FONT: f64 = 12.0;
+/// Width of one character of the monospace font, rounded up from the
+/// 0.6 em of DejaVu Sans Mono and Liberation Mono, so lanes sized with it
+/// hold their text in any of them.
+pub(crate) const CHAR_W: f64 = 7.5;
+/// The time lane at the left: times end here.
+const TIME_END: f64 = 90.0;
+/// Width of a state lane: the longest state name, `SYN-RECEIVED`.
+const STATE_W: f64 = 12.0 * CHAR_W;
+/// Space between a lane and the next, or a line and its lane.
+const PAD: f64 = 10.0;
+/// The narrowest gap between a connection's client and server lines.
+const MIN_GAP: f64 = 260.0;
+/// Vertical room one state name takes in its lane.
+const STATE_LINE: f64 = FONT + 4.0;
+
+/// Where a connection's column puts things, left to right: client state
+/// lane, client line, labels, server line, server state lane.
+struct Columns {
+    /// Between the client and server lines: the longest label and padding.
+    gap: f64,
+}
+
+impl Columns {
+    /// Width of one connection's column.
+    fn pair(&self) -> f64 {
+        PAD + STATE_W + PAD + self.gap + PAD + STATE_W + 2.0 * PAD
+    }
+
+    /// The client line of column `col`.
+    fn client_x(&self, col: usize) -> f64 {
+        TIME_END + PAD + col as f64 * self.pair() + PAD + STATE_W + PAD
+    }
+}
 
 /// One captured segment and when it was seen (seconds from the start).
 #[derive(Debug, Clone)]
@@ -135,14 +164,34 @@ fn transitions(c: &mut Conn, me: Side, seg: &Segment) -> Vec<(Side, &'static str
     out
 }
 
+/// One arrow to draw, worked out before the layout (whose width depends
+/// on the longest label).
+struct Arrow {
+    /// Seconds since the capture began.
+    t: f64,
+    /// Its connection's column.
+    col: usize,
+    /// Who sent it.
+    from: Side,
+    /// `FIN,ACK seq=J+6 ack=K+6 len=0`.
+    label: String,
+    /// The states entered, `(side, state)`, already filtered to changes.
+    states: Vec<(Side, &'static str)>,
+}
+
 /// The diagram of `segs`, for server port `port`; `absolute` shows raw
 /// sequence numbers instead of J+n / K+n.
+///
+/// Every text has a lane of its own, so none can overlap another at any
+/// number of segments: the times in a column at the left, each side's
+/// states beside its line (a state that would touch the one above it in
+/// the lane moves down), one label per row centred between the lines,
+/// the lines as far apart as the longest label needs.
 pub(crate) fn render(segs: &[Captured], port: u16, absolute: bool) -> String {
     let mut conns: HashMap<(SocketAddr, SocketAddr), Conn> = HashMap::new();
     let mut order: Vec<(SocketAddr, SocketAddr)> = Vec::new();
     let mut left_out = 0usize;
-    let mut body = String::new();
-    let mut row = 0usize;
+    let mut arrows = Vec::new();
     let drawn: Vec<&Captured> = segs.iter().take(MAX_SEGMENTS).collect();
     for cap in &drawn {
         let seg = &cap.seg;
@@ -173,26 +222,6 @@ pub(crate) fn render(segs: &[Captured], port: u16, absolute: bool) -> String {
         if seg.has(flags::SYN) {
             c.rel.set_isn(me, seg.seq);
         }
-        let x_client = LEFT + 40.0 + c.col as f64 * PAIR;
-        let x = |s: Side| match s {
-            Side::Client => x_client,
-            Side::Server => x_client + GAP,
-        };
-        let y = TOP + row as f64 * ROW;
-        row += 1;
-        let (x1, x2) = (x(me), x(me.peer()));
-        let _ = writeln!(
-            body,
-            r#"<text class="time" x="{:.1}" y="{:.1}">{:.6}</text>"#,
-            LEFT - 8.0,
-            y + 4.0,
-            cap.t
-        );
-        let _ = writeln!(
-            body,
-            r#"<line class="seg" x1="{x1:.1}" y1="{y:.1}" x2="{x2:.1}" y2="{:.1}" marker-end="url(#head)"/>"#,
-            y + DROP
-        );
         let seq = if absolute {
             seg.seq.to_string()
         } else {
@@ -206,44 +235,93 @@ pub(crate) fn render(segs: &[Captured], port: u16, absolute: bool) -> String {
             format!(" ack={}", c.rel.show(me.peer(), seg.ack))
         };
         let label = format!("{} seq={seq}{ack} len={}", flag_names(seg.flags), seg.len);
-        let mid = (x1 + x2) / 2.0;
+        let mut states = Vec::new();
+        for (side, st) in transitions(c, me, seg) {
+            if c.state[idx(side)] != Some(st) {
+                c.state[idx(side)] = Some(st);
+                states.push((side, st));
+            }
+        }
+        arrows.push(Arrow {
+            t: cap.t,
+            col: c.col,
+            from: me,
+            label,
+            states,
+        });
+    }
+    let longest = arrows.iter().map(|a| a.label.len()).max().unwrap_or(0);
+    let cols = Columns {
+        gap: MIN_GAP.max(longest as f64 * CHAR_W + 4.0 * PAD),
+    };
+    let mut body = String::new();
+    // Per column and side, the lowest baseline written in its state lane.
+    let mut lane_bottom: HashMap<(usize, usize), f64> = HashMap::new();
+    let mut bottom = TOP;
+    for (row, a) in arrows.iter().enumerate() {
+        let x_client = cols.client_x(a.col);
+        let x = |s: Side| match s {
+            Side::Client => x_client,
+            Side::Server => x_client + cols.gap,
+        };
+        let y = TOP + row as f64 * ROW;
+        let (x1, x2) = (x(a.from), x(a.from.peer()));
         let _ = writeln!(
             body,
-            r#"<text class="label" x="{mid:.1}" y="{:.1}" transform="rotate({:.2} {mid:.1} {:.1})">{}</text>"#,
-            y + DROP / 2.0 - 5.0,
-            (DROP / (x2 - x1)).atan().to_degrees(),
-            y + DROP / 2.0,
-            esc(&label)
+            r#"<text class="time" x="{TIME_END:.1}" y="{:.1}">{:.6}</text>"#,
+            y + 4.0,
+            a.t
         );
-        for (side, st) in transitions(c, me, seg) {
-            if c.state[idx(side)] == Some(st) {
-                continue;
-            }
-            c.state[idx(side)] = Some(st);
+        let _ = writeln!(
+            body,
+            r#"<line class="seg" x1="{x1:.1}" y1="{y:.1}" x2="{x2:.1}" y2="{:.1}" marker-end="url(#head)"/>"#,
+            y + DROP
+        );
+        let _ = writeln!(
+            body,
+            r#"<text class="label" x="{:.1}" y="{:.1}">{}</text>"#,
+            (x1 + x2) / 2.0,
+            y + DROP / 2.0 - 4.0,
+            esc(&a.label)
+        );
+        for &(side, st) in &a.states {
             let (tx, anchor) = match side {
-                Side::Client => (x(side) - 8.0, "end"),
-                Side::Server => (x(side) + 8.0, "start"),
+                Side::Client => (x(side) - PAD, "end"),
+                Side::Server => (x(side) + PAD, "start"),
             };
-            // The receiver's state is written where the arrow reaches it.
-            let ty = if side == me { y } else { y + DROP } + 4.0;
+            // The sender's state at the arrow's tail, the receiver's where
+            // the arrow reaches it; below the lane's last one if that is
+            // closer than a line.
+            let want = if side == a.from { y } else { y + DROP } + 4.0;
+            let lane = lane_bottom.entry((a.col, idx(side))).or_insert(f64::MIN);
+            let ty = want.max(*lane + STATE_LINE);
+            *lane = ty;
+            bottom = bottom.max(ty);
             let _ = writeln!(
                 body,
                 r#"<text class="state" x="{tx:.1}" y="{ty:.1}" text-anchor="{anchor}">{st}</text>"#
             );
         }
     }
-    let height = TOP + row as f64 * ROW + 40.0;
-    let width = LEFT + 40.0 + order.len().max(1) as f64 * PAIR;
+    let rows_end = TOP + arrows.len() as f64 * ROW;
+    let height = rows_end.max(bottom + ROW) + 40.0;
+    let width = TIME_END + PAD + order.len().max(1) as f64 * cols.pair();
     let mut svg = String::new();
     let _ = writeln!(
         svg,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}">"#
     );
+    let _ = writeln!(
+        svg,
+        concat!(
+            "<style>text{{font-family:'DejaVu Sans Mono','Liberation Mono',monospace;font-size:{}px}}",
+            ".time{{text-anchor:end;fill:#666}}.label{{text-anchor:middle;fill:#000}}",
+            ".state{{fill:#a0522d;font-weight:bold}}.end{{text-anchor:middle;font-weight:bold}}",
+            ".seg{{stroke:#1f4e99;stroke-width:1.5}}.life{{stroke:#999;stroke-dasharray:4 3}}</style>"
+        ),
+        FONT
+    );
     svg.push_str(concat!(
-        "<style>text{font-family:monospace;font-size:12px}",
-        ".time{text-anchor:end;fill:#666}.label{text-anchor:middle;fill:#000}",
-        ".state{fill:#a0522d;font-weight:bold}.end{text-anchor:middle;font-weight:bold}",
-        ".seg{stroke:#1f4e99;stroke-width:1.5}.life{stroke:#999;stroke-dasharray:4 3}</style>\n",
         "<defs><marker id=\"head\" markerWidth=\"10\" markerHeight=\"8\" refX=\"9\" refY=\"4\" orient=\"auto\">",
         "<path d=\"M0,0 L10,4 L0,8 z\" fill=\"#1f4e99\"/></marker></defs>\n",
         "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
@@ -264,8 +342,8 @@ pub(crate) fn render(segs: &[Captured], port: u16, absolute: bool) -> String {
         drawn.len() - left_out
     );
     for (i, (client, server)) in order.iter().enumerate() {
-        let xc = LEFT + 40.0 + i as f64 * PAIR;
-        for (x, name, addr) in [(xc, "client", client), (xc + GAP, "server", server)] {
+        let xc = cols.client_x(i);
+        for (x, name, addr) in [(xc, "client", client), (xc + cols.gap, "server", server)] {
             let _ = writeln!(
                 svg,
                 r#"<text class="end" x="{x:.1}" y="50">{name}</text><text class="end" x="{x:.1}" y="65">{}</text>"#,
@@ -321,6 +399,120 @@ mod tests {
             seg(0.7, false, FIN | ACK, 5006, 1007, 0),
             seg(0.8, true, ACK, 1007, 5007, 0),
         ]
+    }
+
+    /// A text's box, `(left, top, right, bottom)`, from its position, anchor
+    /// and length, with the font's ascent (0.8 em) and descent (0.2 em) and
+    /// `char_w` per character: what the overlap checks measure.
+    fn text_box(x: f64, y: f64, anchor: &str, chars: usize, char_w: f64) -> [f64; 4] {
+        let w = chars as f64 * char_w;
+        let left = match anchor {
+            "end" => x - w,
+            "middle" => x - w / 2.0,
+            _ => x,
+        };
+        [left, y - 0.8 * FONT, left + w, y + 0.2 * FONT]
+    }
+
+    /// Every text's box in `svg`, with its content.
+    fn boxes(svg: &str) -> Vec<([f64; 4], String)> {
+        svg.split("<text")
+            .skip(1)
+            .map(|t| {
+                let (attrs, rest) = t.split_once('>').unwrap();
+                let content = rest.split_once("</text>").unwrap().0;
+                let attr = |name: &str| {
+                    attrs
+                        .split_once(&format!(" {name}=\""))
+                        .map(|(_, v)| v.split_once('"').unwrap().0.to_string())
+                };
+                let num = |name: &str| attr(name).unwrap().parse::<f64>().unwrap();
+                let anchor = attr("text-anchor").unwrap_or_else(|| {
+                    match attr("class").as_deref() {
+                        Some("time") => "end",
+                        Some("label" | "end") => "middle",
+                        _ => "start",
+                    }
+                    .to_string()
+                });
+                let chars = content
+                    .replace("&amp;", "&")
+                    .replace("&lt;", "<")
+                    .replace("&gt;", ">")
+                    .replace("&quot;", "\"")
+                    .chars()
+                    .count();
+                (
+                    text_box(num("x"), num("y"), &anchor, chars, CHAR_W),
+                    content.to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Pairs of texts whose boxes intersect.
+    fn overlaps(svg: &str) -> Vec<String> {
+        let b = boxes(svg);
+        let mut out = Vec::new();
+        for i in 0..b.len() {
+            for j in i + 1..b.len() {
+                let (p, q) = (b[i].0, b[j].0);
+                if p[0] < q[2] && q[0] < p[2] && p[1] < q[3] && q[1] < p[3] {
+                    out.push(format!("{:?} {p:?} / {:?} {q:?}", b[i].1, b[j].1));
+                }
+            }
+        }
+        out
+    }
+
+    /// Many segments over three connections, some with long absolute
+    /// numbers, with every state change and a simultaneous close: no two
+    /// texts touch, relative or absolute.
+    #[test]
+    fn no_text_overlaps_another() {
+        use flags::*;
+        let mut segs = Vec::new();
+        let mut t = 0.0;
+        for (n, port) in [40000u16, 40001, 40002].into_iter().enumerate() {
+            let mut conn = exchange();
+            conn.extend((0..15).map(|i| {
+                seg(
+                    0.9,
+                    i % 2 == 0,
+                    PSH | ACK,
+                    u32::MAX - i,
+                    4_000_000_000,
+                    65_000,
+                )
+            }));
+            if n == 2 {
+                conn.truncate(3);
+                conn.push(seg(0.3, true, FIN | ACK, 1001, 5001, 0));
+                conn.push(seg(0.3, false, FIN | ACK, 5001, 1001, 0));
+                conn.push(seg(0.4, true, ACK, 1002, 5002, 0));
+                conn.push(seg(0.4, false, RST, 5002, 1002, 0));
+            }
+            for mut c in conn {
+                t += 123.456789;
+                c.t = t;
+                if c.seg.src.port() == 40000 {
+                    c.seg.src.set_port(port);
+                } else {
+                    c.seg.dst.set_port(port);
+                }
+                segs.push(c);
+            }
+        }
+        assert!(segs.len() >= 40);
+        for absolute in [false, true] {
+            let svg = render(&segs, 6666, absolute);
+            assert_eq!(boxes(&svg).len(), svg.matches("<text").count());
+            let o = overlaps(&svg);
+            assert!(o.is_empty(), "{} overlaps, first: {}", o.len(), o[0]);
+        }
+        // The check itself finds an overlap where there is one.
+        let bad = r#"<text class="time" x="90" y="10">1.000000</text><text x="50" y="12">SYN-SENT</text>"#;
+        assert_eq!(overlaps(bad).len(), 1);
     }
 
     /// The states written, in order, as (x > middle, name).

@@ -86,7 +86,7 @@ impl Timeline {
             self.states.insert(key, (new, ts));
         }
         match since {
-            Some(t) => format!("{old} => {new} after {:.3} s", (ts - t).max(0.0)),
+            Some(t) => format!("{old} => {new} after {}", human_secs(ts - t)),
             None => format!("{old} => {new}"),
         }
     }
@@ -172,6 +172,25 @@ impl Timeline {
     }
 }
 
+/// A duration in seconds at the resolution it happened: `38 µs`,
+/// `1.25 ms`, `312 ms`, `1.204 s` (three significant figures below a
+/// second, milliseconds above), so a state that lasted microseconds does
+/// not read `0.000 s`.
+pub(crate) fn human_secs(s: f64) -> String {
+    let s = s.max(0.0);
+    if s < 1e-3 {
+        format!("{:.0} µs", s * 1e6)
+    } else if s < 1e-2 {
+        format!("{:.2} ms", s * 1e3)
+    } else if s < 1e-1 {
+        format!("{:.1} ms", s * 1e3)
+    } else if s < 1.0 {
+        format!("{:.0} ms", s * 1e3)
+    } else {
+        format!("{s:.3} s")
+    }
+}
+
 /// The address part of `ip:port` as `watch` prints it (`[::1]` for v6).
 fn strip_port(a: SocketAddr) -> String {
     match a {
@@ -211,7 +230,7 @@ mod tests {
             "   0.500 127.0.0.1:* -> 127.0.0.1:6666 CLOSED => SYN-SENT"
         );
         let l = printed(t.on_event(&ev(100.5001, c, s, State::SynSent, State::Established)));
-        assert!(l.ends_with("SYN-SENT => ESTABLISHED after 0.000 s"), "{l}");
+        assert!(l.ends_with("SYN-SENT => ESTABLISHED after 100 µs"), "{l}");
         let l = printed(t.on_event(&ev(101.704, c, s, State::Established, State::FinWait1)));
         assert_eq!(
             l,
@@ -233,12 +252,29 @@ mod tests {
         );
         let l = t.closed_or_time_wait(key, State::FinWait2, 101.805, true);
         assert!(
-            l.contains("FIN-WAIT-2 => TIME-WAIT after 0.100 s (the tracepoint says CLOSE"),
+            l.contains("FIN-WAIT-2 => TIME-WAIT after 100 ms (the tracepoint says CLOSE"),
             "{l}"
         );
         let l = t.time_wait_over(key, 161.905);
         assert!(l.ends_with("TIME-WAIT => CLOSED after 60.100 s"), "{l}");
         assert!(t.states.is_empty());
+    }
+
+    /// A state that lasted 38 µs says so, not `0.000 s`.
+    #[test]
+    fn durations_at_their_resolution() {
+        assert_eq!(human_secs(38e-6), "38 µs");
+        assert_eq!(human_secs(0.0), "0 µs");
+        assert_eq!(human_secs(-1.0), "0 µs");
+        assert_eq!(human_secs(0.00125), "1.25 ms");
+        assert_eq!(human_secs(0.0381), "38.1 ms");
+        assert_eq!(human_secs(0.312), "312 ms");
+        assert_eq!(human_secs(1.2041), "1.204 s");
+        let mut t = Timeline::new(6666, 0.0);
+        let (c, s) = ("127.0.0.1:40522", "127.0.0.1:6666");
+        printed(t.on_event(&ev(1.0, c, s, State::SynSent, State::Established)));
+        let l = printed(t.on_event(&ev(1.000038, c, s, State::Established, State::FinWait1)));
+        assert!(l.ends_with("ESTABLISHED => FIN-WAIT-1 after 38 µs"), "{l}");
     }
 
     #[test]

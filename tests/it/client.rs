@@ -12,7 +12,8 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::util::peers::{closed_port, tcp_server_for};
+use crate::util::peers::{closed_port, echo_with, flip_server, tcp_server, tcp_server_for};
+use crate::util::tls_peers::{After, Pki, rustls_server};
 use crate::util::{BIN, KIB, MIB, Rng, Run, Server, compare, netecho, run_to_end, seed_of};
 
 /// A client run that should finish; generous for 20 MiB in a debug build.
@@ -206,10 +207,12 @@ fn server_that_echoes_too_little() {
         &format!("only {SHORT_ECHO} of {} bytes came back", input.len()),
     );
     let line = run.one_line_error("short echo");
-    assert!(line.contains("prematurely"), "error line: {line}");
-    assert!(
-        line.contains(&SHORT_ECHO.to_string()) && line.contains(&input.len().to_string()),
-        "error line does not give the byte counts: {line}"
+    assert_eq!(
+        line,
+        format!(
+            "netecho: the server closed the connection after echoing {SHORT_ECHO} of the {} bytes sent",
+            input.len()
+        )
     );
     // What did come back was still written out.
     if let Err(e) = compare("partial echo", &input[..SHORT_ECHO], &run.stdout) {
@@ -308,4 +311,270 @@ fn bad_arguments() {
     assert!(!run.success(), "client 127.0.0.1:99999 succeeded");
     let line = run.one_line_error("client 127.0.0.1:99999");
     assert!(line.contains("99999"), "error line: {line}");
+}
+
+/// The `tr a b` of the issue, written here so it never skips: an echo
+/// server that turns every `a` into a `b`.
+fn tr_a_b_server() -> SocketAddr {
+    tcp_server(|s| echo_with(s, |_, b| Some(if b == b'a' { b'b' } else { b })))
+}
+
+/// A server that reads everything and never answers: even after the
+/// client's FIN it holds the connection open (until its I/O timeout).
+fn silent_server() -> SocketAddr {
+    tcp_server(|mut s| {
+        let mut buf = [0u8; 4096];
+        while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+        std::thread::sleep(crate::util::IO_TIMEOUT);
+    })
+}
+
+#[test]
+fn a_changed_byte_stops_the_run_and_is_not_shown() {
+    let addr = tr_a_b_server().to_string();
+    let run = client(&addr, b"banana\n".to_vec());
+    run.assert_code(1, "printf 'banana\\n' to a tr a b server");
+    assert_eq!(
+        run.one_line_error("tr a b"),
+        "netecho: mismatch at byte 1 (sent 0x61, got 0x62): the server changed the data"
+    );
+    // Only the verified prefix reached stdout.
+    assert_eq!(
+        run.stdout,
+        b"b",
+        "stdout: {:?}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+}
+
+#[test]
+fn a_flipped_byte_deep_in_a_large_input_is_found_at_its_offset() {
+    const AT: usize = 3_000_001;
+    let addr = flip_server(AT as u64).to_string();
+    let input = Rng::new(seed_of("client/flip-deep")).bytes(8 * MIB);
+    let run = client(&addr, input.clone());
+    run.assert_code(1, "a flip at byte 3000001 of 8 MiB");
+    let line = run.one_line_error("flip deep");
+    let want = format!(
+        "netecho: mismatch at byte {AT} (sent 0x{:02x}, got 0x{:02x})",
+        input[AT],
+        input[AT] ^ 0x20
+    );
+    assert!(line.starts_with(&want), "want {want}, got {line}");
+    if let Err(e) = compare("the verified prefix", &input[..AT], &run.stdout) {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn no_verify_passes_any_answer_through() {
+    let addr = tr_a_b_server().to_string();
+    let run = run_to_end(
+        netecho(&["client", &addr, "--no-verify"]),
+        Some(b"banana\n".to_vec()),
+        RUN_TIMEOUT,
+    );
+    run.assert_code(0, "--no-verify against tr a b");
+    assert_eq!(run.stdout, b"bbnbnb\n");
+    assert!(run.stderr.is_empty(), "{}", run.stderr);
+}
+
+#[test]
+fn a_silent_server_fails_after_the_timeout_with_the_counts() {
+    let addr = silent_server().to_string();
+    let input = Rng::new(seed_of("client/silent")).bytes(100 * KIB);
+    let run = run_to_end(
+        netecho(&["client", &addr, "--timeout", "1"]),
+        Some(input.clone()),
+        QUICK_TIMEOUT,
+    );
+    run.assert_code(1, "a silent server with --timeout 1");
+    let line = run.one_line_error("silent server");
+    assert!(
+        line.starts_with("netecho: no echo from the server for 1 s: 0 of the ")
+            && line.ends_with(" bytes sent came back"),
+        "{line}"
+    );
+    assert!(
+        run.elapsed >= Duration::from_millis(900) && run.elapsed < Duration::from_secs(8),
+        "gave up after {:?} with --timeout 1",
+        run.elapsed
+    );
+    assert!(run.stdout.is_empty());
+}
+
+#[test]
+fn a_server_that_answers_more_is_not_an_echo() {
+    let addr = tcp_server_for(1, |mut s| {
+        let mut all = Vec::new();
+        let _ = s.read_to_end(&mut all);
+        all.extend_from_slice(b"and more");
+        let _ = s.write_all(&all);
+    })
+    .to_string();
+    let run = client(&addr, b"hi\n".to_vec());
+    run.assert_code(1, "a server that adds bytes");
+    assert_eq!(
+        run.one_line_error("excess"),
+        "netecho: the server sent back more than the 3 bytes it was sent: not an echo server (--no-verify talks to any server)"
+    );
+    assert_eq!(run.stdout, b"hi\n");
+}
+
+#[test]
+fn a_server_that_closes_before_the_input_ends() {
+    // Echoes the first line, then closes while the client still sends.
+    let addr = tcp_server(|mut s| {
+        let mut buf = [0u8; 3];
+        if s.read_exact(&mut buf).is_ok() {
+            let _ = s.write_all(&buf);
+        }
+    })
+    .to_string();
+    let run = client(&addr, b"hi\n".to_vec());
+    // The server may close before or after the client's FIN arrives; either
+    // way all three bytes came back and the run ends 0 or names the close.
+    let mut input = b"hi\n".to_vec();
+    input.extend(Rng::new(seed_of("client/close-early")).bytes(4 * MIB));
+    let long = client(&addr, input);
+    if run.code() != Some(0) {
+        run.assert_code(1, "close right after the echo");
+    }
+    long.assert_code(1, "a server that stops reading after 3 bytes");
+    let line = long.one_line_error("close before the end");
+    assert!(
+        line.contains("the server closed the connection")
+            || line.contains("the server reset the connection"),
+        "{line}"
+    );
+    assert!(line.contains("bytes sent"), "{line}");
+}
+
+#[test]
+fn host_and_port_as_two_words_and_families() {
+    let server = Server::start("auto", &[]);
+    let port = server.addr().port().to_string();
+    for args in [
+        &["client", "127.0.0.1", &port][..],
+        &["client", "localhost", &port],
+        &["client", "-4", "localhost", &port],
+        &["client", &format!("localhost:{port}")],
+    ] {
+        let run = run_to_end(netecho(args), Some(b"hi\n".to_vec()), RUN_TIMEOUT);
+        assert_echoed(&run, b"hi\n", &format!("netecho {args:?}"));
+    }
+    let run = run_to_end(
+        netecho(&["client", "-6", "127.0.0.1", &port]),
+        Some(b"hi\n".to_vec()),
+        QUICK_TIMEOUT,
+    );
+    run.assert_code(1, "-6 with an IPv4 address");
+    let line = run.one_line_error("-6 127.0.0.1");
+    assert!(line.contains("-6 asks for IPv6"), "{line}");
+    if crate::util::ipv6_available() {
+        let v6 = Server::start_on("auto", &["[::1]:0"], &[]);
+        let port = v6.addr().port().to_string();
+        for args in [&["client", "::1", &port][..], &["client", "[::1]", &port]] {
+            let run = run_to_end(netecho(args), Some(b"hi\n".to_vec()), RUN_TIMEOUT);
+            assert_echoed(&run, b"hi\n", &format!("netecho {args:?}"));
+        }
+    } else {
+        eprintln!("SKIPPED: host_and_port_as_two_words_and_families: no IPv6 loopback here");
+    }
+}
+
+#[test]
+fn target_mistakes_are_one_line_usage_errors() {
+    for (args, why) in [
+        (
+            &["client", "[::1]"][..],
+            "'[::1]' has no port: give [::1]:PORT or ::1 PORT",
+        ),
+        (
+            &["client", "::1"],
+            "'::1' has no port: give [::1]:PORT or ::1 PORT",
+        ),
+        (&["client", "localhost"], "'localhost' has no port"),
+        (&["client", "127.0.0.1:7", "7"], "not both"),
+        (&["client", "127.0.0.1", "x"], "port 'x' is not a number"),
+        (&["client", "127.0.0.1:0"], "port 0"),
+        (
+            &["client", "[localhost]:7"],
+            "only IPv6 addresses go in brackets",
+        ),
+        (
+            &["client", "-4", "-6", "127.0.0.1:7"],
+            "cannot be used with",
+        ),
+    ] {
+        let run = run_to_end(netecho(args), Some(Vec::new()), QUICK_TIMEOUT);
+        run.assert_code(2, &format!("netecho {args:?}"));
+        let line = run.one_line_error(&format!("netecho {args:?}"));
+        assert!(line.contains(why), "netecho {args:?}: {line}");
+    }
+    // A name that does not resolve is not a usage error: exit 1.
+    let run = client("nosuchhost.invalid:7", Vec::new());
+    run.assert_code(1, "an unresolvable name");
+    let line = run.one_line_error("nosuchhost.invalid");
+    assert!(
+        line.starts_with("netecho: cannot resolve nosuchhost.invalid:7"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_changed_byte_over_tls_stops_the_run() {
+    let pki = Pki::new("client-flip");
+    let peer = rustls_server(&pki, After::Flip(5));
+    let ca = pki.path("ca.pem");
+    let addr = peer.addr.to_string();
+    let input = b"hello, tls\n".to_vec();
+    let run = run_to_end(
+        netecho(&["client", "--tls", "--tls-ca", &ca, &addr]),
+        Some(input.clone()),
+        RUN_TIMEOUT,
+    );
+    run.assert_code(1, "a TLS server that flips byte 5");
+    assert_eq!(
+        run.one_line_error("TLS flip"),
+        format!(
+            "netecho: mismatch at byte 5 (sent 0x{:02x}, got 0x{:02x}): the server changed the data",
+            input[5],
+            input[5] ^ 0x20
+        )
+    );
+    assert_eq!(run.stdout, &input[..5]);
+    // The same server's answer passes with --no-verify.
+    let run = run_to_end(
+        netecho(&["client", "--tls", "--tls-ca", &ca, &addr, "--no-verify"]),
+        Some(input.clone()),
+        RUN_TIMEOUT,
+    );
+    run.assert_code(0, "--no-verify over TLS");
+    assert_eq!(run.stdout.len(), input.len());
+}
+
+#[test]
+fn a_tls_server_that_never_echoes_is_named_with_the_counts() {
+    let pki = Pki::new("client-swallow");
+    let peer = rustls_server(&pki, After::Swallow);
+    let run = run_to_end(
+        netecho(&[
+            "client",
+            "--tls",
+            "--tls-ca",
+            &pki.path("ca.pem"),
+            &peer.addr.to_string(),
+            "--timeout",
+            "1",
+        ]),
+        Some(b"anyone there?\n".to_vec()),
+        QUICK_TIMEOUT,
+    );
+    run.assert_code(1, "a TLS server that never echoes");
+    // It answers our close_notify with its own: an early close.
+    assert_eq!(
+        run.one_line_error("TLS swallow"),
+        "netecho: the server closed the connection after echoing 0 of the 14 bytes sent"
+    );
 }

@@ -379,3 +379,89 @@ fn a_prefork_worker_killed_at_any_moment_never_hangs_the_others() {
         util::children(server.pid())
     );
 }
+
+/// A reflector of another echo service, 20 ms away on a service port below
+/// the client range, holding `payloads` different datagrams in a loop with
+/// the server: returns every datagram it got back from the server within
+/// `watch`. Bound to 127.0.0.1 on a port from 20000 on, as a server would be.
+fn reflect(server: SocketAddr, payloads: usize, watch: Duration) -> usize {
+    let mut rng = Rng::new(util::seed_of("reflect"));
+    let sock = (0..200)
+        .find_map(|_| UdpSocket::bind((Ipv4Addr::LOCALHOST, rng.range(20_000, 30_000) as u16)).ok())
+        .expect("a free port for the reflector");
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    for i in 0..payloads {
+        sock.send_to(format!("loop payload {i}").as_bytes(), server)
+            .unwrap();
+    }
+    let end = Instant::now() + watch;
+    let mut got = 0;
+    let mut buf = [0u8; 64];
+    while Instant::now() < end {
+        let Ok((n, from)) = sock.recv_from(&mut buf) else {
+            continue;
+        };
+        assert_eq!(from, server, "only the server talks to the reflector");
+        got += 1;
+        std::thread::sleep(Duration::from_millis(20));
+        sock.send_to(&buf[..n], server).unwrap();
+    }
+    got
+}
+
+/// Two and eight payloads alternating between netecho and another echo
+/// service are cut within a few bounces. Before, each source remembered only
+/// its last reply, so alternating payloads never matched it and bounced for
+/// ever (about 94 a second, 280 in this test's three seconds).
+#[test]
+fn udp_loops_of_alternating_payloads_through_a_reflector_are_cut() {
+    let _t = util::timing();
+    for payloads in [2, 8] {
+        let server = Server::start("epoll", &["--udp", "--metrics", "127.0.0.1:0"]);
+        let to = server
+            .listening(ListenKind::Udp, Duration::from_secs(5))
+            .expect("a `listening udp` line");
+        let back = reflect(to, payloads, Duration::from_secs(3));
+        // Each payload is answered once, then the loop is cut within three
+        // bounces in all.
+        assert!(
+            back <= payloads + 3,
+            "{payloads} payloads: the reflector got {back} replies in 3 s, the loop went on"
+        );
+        let cut = metric(
+            server.metrics_addr(),
+            "netecho_udp_dropped_total{reason=\"loop\"}",
+        );
+        assert!(
+            cut >= 1,
+            "{payloads} payloads: no datagram counted as a loop"
+        );
+    }
+}
+
+/// A client sending the same bytes again and again from a client port (as
+/// ping tools do) is answered every time, here every 120 ms: before, the
+/// third identical datagram within a second was taken for a loop.
+#[test]
+fn udp_identical_probes_from_a_client_are_all_answered() {
+    let _t = util::timing();
+    let server = Server::start("epoll", &["--udp"]);
+    let to = server
+        .listening(ListenKind::Udp, Duration::from_secs(5))
+        .expect("a `listening udp` line");
+    let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let probe = b"the same probe, again and again";
+    let mut answered = 0;
+    for _ in 0..10 {
+        sock.send_to(probe, to).unwrap();
+        let mut buf = [0u8; 64];
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            assert_eq!(&buf[..n], probe);
+            answered += 1;
+        }
+        std::thread::sleep(Duration::from_millis(120));
+    }
+    assert_eq!(answered, 10, "identical probes went unanswered");
+}

@@ -373,3 +373,342 @@ fn trace_svg_draws_one_arrow_per_segment() {
     }
     let _ = std::fs::remove_file(&svg);
 }
+
+/// The capture committed for the tests and the guide: tcpdump 4.99 on
+/// `lo`, port 7001: an echo over TCP from 127.0.0.1, one to 127.0.0.2, a
+/// UDP datagram echoed and one that was not.
+const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/echo.pcap");
+
+/// `netecho trace ARGS`: (exit code, stdout, stderr).
+fn trace(args: &[&str]) -> (Option<i32>, String, String) {
+    let o = Command::new(BIN)
+        .arg("trace")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// The output without its header and timestamps: what a live trace and a
+/// trace of a file of the same packets must share. UDP echo delays and
+/// the end-of-run notes are timing, not packets: left out.
+fn untimed(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| !l.starts_with("tracing ") && l.get(..11).is_some())
+        .map(|l| l[11..].to_string())
+        .filter(|l| !l.contains(" UDP ") && !l.starts_with("no echo came back"))
+        .collect()
+}
+
+/// A pcapng file (little-endian, one Ethernet interface with nanosecond
+/// timestamps) holding the records of a classic pcap file: the layout
+/// dumpcap writes, made here because tcpdump cannot write pcapng.
+fn pcap_to_pcapng(pcap: &[u8]) -> Vec<u8> {
+    let u32_at = |o: usize| u32::from_ne_bytes(pcap[o..o + 4].try_into().unwrap());
+    assert_eq!(u32_at(0), 0xa1b2_c3d4, "a native-order microsecond pcap");
+    let mut f = Vec::new();
+    let block = |f: &mut Vec<u8>, ty: u32, body: &[u8]| {
+        let len = (12 + body.len()) as u32;
+        f.extend_from_slice(&ty.to_le_bytes());
+        f.extend_from_slice(&len.to_le_bytes());
+        f.extend_from_slice(body);
+        f.extend_from_slice(&len.to_le_bytes());
+    };
+    let mut shb = Vec::new();
+    shb.extend_from_slice(&0x1a2b_3c4du32.to_le_bytes());
+    shb.extend_from_slice(&[1, 0, 0, 0]);
+    shb.extend_from_slice(&(-1i64).to_le_bytes());
+    block(&mut f, 0x0a0d_0d0a, &shb);
+    let mut idb = vec![1, 0, 0, 0];
+    idb.extend_from_slice(&u32_at(16).to_le_bytes());
+    idb.extend_from_slice(&[9, 0, 1, 0, 9, 0, 0, 0, 0, 0, 0, 0]);
+    block(&mut f, 1, &idb);
+    let mut off = 24;
+    while off < pcap.len() {
+        let ns = u64::from(u32_at(off)) * 1_000_000_000 + u64::from(u32_at(off + 4)) * 1000;
+        let incl = u32_at(off + 8) as usize;
+        let mut epb = vec![0, 0, 0, 0];
+        epb.extend_from_slice(&((ns >> 32) as u32).to_le_bytes());
+        epb.extend_from_slice(&(ns as u32).to_le_bytes());
+        epb.extend_from_slice(&(incl as u32).to_le_bytes());
+        epb.extend_from_slice(&u32_at(off + 12).to_le_bytes());
+        epb.extend_from_slice(&pcap[off + 16..off + 16 + incl]);
+        epb.resize(epb.len().div_ceil(4) * 4, 0);
+        block(&mut f, 6, &epb);
+        off += 16 + incl;
+    }
+    f
+}
+
+#[test]
+fn trace_read_annotates_a_tcpdump_file() {
+    let (code, out, err) = trace(&["-r", SAMPLE]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.starts_with("tracing TCP port 7001 (and UDP) in "),
+        "the port is guessed from the first SYN:\n{out}"
+    );
+    let segs = segments(&out);
+    assert_eq!(
+        segs.len(),
+        23,
+        "20 TCP segments and 3 UDP datagrams:\n{out}"
+    );
+    for want in [
+        "  0.000000 client 127.0.0.1:51898 -> server 127.0.0.1:7001 SYN      seq=J win=65495 len=0",
+        "           | handshake 2/3: server SYN-ACK seq=K ack=J+1 (server: SYN-RECEIVED)",
+        "           | handshake 3/3: client ACK ack=K+1 (both sides: ESTABLISHED)",
+        "           | close 1/4: client FIN seq=J+13 (client: FIN-WAIT-1; it closes first, so it will end in TIME-WAIT)",
+        "           | close 4/4: client ACK ack=K+14 (server: CLOSED; client sent the first FIN, so client stays in TIME-WAIT for 2*MSL, 60 s on Linux)",
+        "  0.101711 client 127.0.0.1:36624 -> server 127.0.0.1:7001 UDP      len=7",
+        "  0.101753 server 127.0.0.1:7001 -> client 127.0.0.1:36624 UDP      len=7 (echo of the client's datagram at 0.101711, back after 42 µs)",
+        "no echo came back for the datagram 127.0.0.1:36624 -> 127.0.0.1:7001 at 0.102124 (23 bytes)",
+    ] {
+        assert!(
+            out.lines().any(|l| l == want),
+            "missing {want:?} in:\n{out}"
+        );
+    }
+    assert!(err.contains("23 packets"), "{err}");
+}
+
+#[test]
+fn trace_read_host_keeps_only_that_host() {
+    let (code, out, err) = trace(&["-r", SAMPLE, "--host", "127.0.0.2"]);
+    assert_eq!(code, Some(0), "{err}");
+    let segs = segments(&out);
+    assert_eq!(segs.len(), 10, "one connection of 10 segments:\n{out}");
+    assert!(
+        segs.iter().all(|l| l.contains("127.0.0.2:7001")),
+        "every line to or from 127.0.0.2, both directions:\n{out}"
+    );
+    assert!(segs.iter().any(|l| l.contains("server 127.0.0.2:7001 ->")));
+    let (_, out, _) = trace(&["-r", SAMPLE, "--host", "10.9.9.9"]);
+    assert!(segments(&out).is_empty(), "{out}");
+    // The port filter, the other way round: nothing on another port.
+    let (_, out, _) = trace(&["-r", SAMPLE, "--port", "7002"]);
+    assert!(segments(&out).is_empty(), "{out}");
+}
+
+#[test]
+fn trace_read_shows_payload_with_a_and_x() {
+    let (code, out, err) = trace(&["-r", SAMPLE, "-A", "--count", "4"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.lines().any(|l| l == "\thello, echo"),
+        "-A shows the data as text:\n{out}"
+    );
+    let (_, out, _) = trace(&["-r", SAMPLE, "-X", "--host", "127.0.0.2"]);
+    assert!(
+        out.lines()
+            .any(|l| l == "\t0x0000:  4745 5420 2f20 4854 5450 2f31 2e30 0d0a  GET./.HTTP/1.0.."),
+        "-X as tcpdump lays it out:\n{out}"
+    );
+    let (_, out, _) = trace(&["-r", SAMPLE, "-A", "--payload-len", "5", "--count", "4"]);
+    assert!(out.lines().any(|l| l == "\thello"), "{out}");
+    assert!(out.contains("(7 more bytes not shown"), "{out}");
+    let (code, _, err) = trace(&["-r", SAMPLE, "-A", "-X"]);
+    assert_eq!(code, Some(2), "-A and -X together: {err}");
+}
+
+#[test]
+fn trace_read_pcapng_says_the_same() {
+    let pcap = std::fs::read(SAMPLE).unwrap();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let ng = dir.join("trace-sample.pcapng");
+    std::fs::write(&ng, pcap_to_pcapng(&pcap)).unwrap();
+    let (code, from_pcap, _) = trace(&["-r", SAMPLE]);
+    assert_eq!(code, Some(0));
+    let (code, from_ng, err) = trace(&["-r", ng.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    let body = |t: &str| t.lines().skip(1).map(String::from).collect::<Vec<_>>();
+    assert_eq!(body(&from_ng), body(&from_pcap), "pcapng and pcap alike");
+    // A real tool's pcapng, where one is installed.
+    let ed = dir.join("trace-sample-editcap.pcapng");
+    match Command::new("editcap")
+        .args(["-F", "pcapng", SAMPLE, ed.to_str().unwrap()])
+        .output()
+    {
+        Ok(o) if o.status.success() => {
+            let (code, out, err) = trace(&["-r", ed.to_str().unwrap()]);
+            assert_eq!(code, Some(0), "{err}");
+            assert_eq!(body(&out), body(&from_pcap), "editcap's pcapng");
+        }
+        _ => eprintln!("SKIPPED editcap pcapng check: editcap (tshark's package) is not installed"),
+    }
+    let _ = std::fs::remove_file(&ng);
+    let _ = std::fs::remove_file(&ed);
+}
+
+#[test]
+fn trace_read_refuses_what_is_not_a_capture() {
+    let (code, out, err) = trace(&["-r", concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("not a pcap or pcapng file"), "{err}");
+    let (code, _, err) = trace(&["-r", "/no/such/file.pcap"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // A file cut in the middle of a record: what came before is shown.
+    let pcap = std::fs::read(SAMPLE).unwrap();
+    let cut = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("trace-cut.pcap");
+    std::fs::write(&cut, &pcap[..pcap.len() - 10]).unwrap();
+    let (code, out, err) = trace(&["-r", cut.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(segments(&out).len(), 22, "{out}");
+    assert!(err.contains("damaged after 22 packets"), "{err}");
+    let _ = std::fs::remove_file(&cut);
+}
+
+/// tcpdump records the test's own connection while `trace` watches it
+/// live: `trace -r` of tcpdump's file gives the same lines.
+#[test]
+fn trace_read_of_tcpdumps_file_matches_the_live_trace() {
+    need_root!("trace_read_of_tcpdumps_file_matches_the_live_trace");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = echo_once(listener);
+    let pcap = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("tcpdump-{port}.pcap"));
+    let p = port.to_string();
+    let mut dump = match Command::new("tcpdump")
+        .args(["-i", "lo", "-n", "-U", "--immediate-mode"])
+        .args(["-w", pcap.to_str().unwrap()])
+        .args(["tcp", "port", &p])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(_) => {
+            eprintln!(
+                "SKIPPED trace_read_of_tcpdumps_file_matches_the_live_trace: tcpdump is not installed"
+            );
+            return;
+        }
+    };
+    // tcpdump says "listening on lo" once its capture is open.
+    let mut err = BufReader::new(dump.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(line.contains("listening on"), "tcpdump: {line}");
+    let (mut child, mut out) = start_trace(&["--port", &p]);
+    talk(port, "127.0.0.1", b"same lines\n");
+    server.join().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    for pid in [child.id(), dump.id()] {
+        // SAFETY: kill(2) on the pids of children we started and still hold.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    }
+    assert_eq!(wait(&mut child), 0, "SIGTERM ends trace with exit 0");
+    let _ = wait(&mut dump);
+    let mut live = String::new();
+    out.read_to_string(&mut live).unwrap();
+    let (code, read, err) = trace(&["-r", pcap.to_str().unwrap(), "--port", &p]);
+    assert_eq!(code, Some(0), "{err}");
+    let (live_lines, read_lines) = (untimed(&live), untimed(&read));
+    assert!(
+        live_lines.iter().any(|l| l.contains("handshake 3/3"))
+            && live_lines.iter().any(|l| l.contains("close 4/4")),
+        "the live trace saw the whole connection:\n{live}"
+    );
+    assert_eq!(
+        read_lines, live_lines,
+        "trace -r of tcpdump's file:\n{read}\nlive:\n{live}"
+    );
+    // And without --port: the port of the first SYN.
+    let (_, guessed, _) = trace(&["-r", pcap.to_str().unwrap()]);
+    assert_eq!(untimed(&guessed), live_lines);
+    let _ = std::fs::remove_file(&pcap);
+}
+
+/// tcpdump's capture of `netecho serve` echoing 18 lines one at a time
+/// with TCP_NODELAY: 44 segments.
+const CHATTY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/chatty.pcap");
+
+/// Every `<text>` of an SVG as its box (left, top, right, bottom) and its
+/// content: the anchor from the attribute or the class's style, the
+/// width at 0.6 em per character of the 12 px monospace font (what
+/// DejaVu Sans Mono and Liberation Mono measure), ascent 0.8 em, descent
+/// 0.2 em.
+fn text_boxes(svg: &str) -> Vec<([f64; 4], String)> {
+    let font = 12.0;
+    svg.split("<text")
+        .skip(1)
+        .map(|t| {
+            let (attrs, rest) = t.split_once('>').unwrap();
+            let content = rest.split_once("</text>").unwrap().0;
+            let attr = |name: &str| {
+                attrs
+                    .split_once(&format!(" {name}=\""))
+                    .map(|(_, v)| v.split_once('"').unwrap().0.to_string())
+            };
+            let num = |name: &str| attr(name).unwrap().parse::<f64>().unwrap();
+            let anchor = attr("text-anchor").unwrap_or_else(|| {
+                match attr("class").as_deref() {
+                    Some("time") => "end",
+                    Some("label" | "end") => "middle",
+                    _ => "start",
+                }
+                .to_string()
+            });
+            let chars = content
+                .replace("&amp;", "&")
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&quot;", "\"")
+                .chars()
+                .count();
+            let w = chars as f64 * 0.6 * font;
+            let (x, y) = (num("x"), num("y"));
+            let left = match anchor.as_str() {
+                "end" => x - w,
+                "middle" => x - w / 2.0,
+                _ => x,
+            };
+            (
+                [left, y - 0.8 * font, left + w, y + 0.2 * font],
+                content.to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn trace_svg_of_40_segments_has_no_overlapping_text() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    for (file, extra) in [(CHATTY, None), (CHATTY, Some("--absolute")), (SAMPLE, None)] {
+        let svg = dir.join("trace-overlap.svg");
+        let mut args = vec!["-r", file, "--svg", svg.to_str().unwrap()];
+        args.extend(extra);
+        let (code, out, err) = trace(&args);
+        assert_eq!(code, Some(0), "{err}");
+        let doc = std::fs::read_to_string(&svg).unwrap();
+        balanced_elements(&doc);
+        let arrows = doc.matches(r#"<line class="seg""#).count();
+        if file == CHATTY {
+            assert!(arrows >= 40, "a 40-segment capture: {arrows}\n{out}");
+        }
+        let boxes = text_boxes(&doc);
+        assert!(boxes.len() > 2 * arrows, "times, labels and states");
+        let mut hits = Vec::new();
+        for (i, (p, a)) in boxes.iter().enumerate() {
+            for (q, b) in &boxes[i + 1..] {
+                if p[0] < q[2] && q[0] < p[2] && p[1] < q[3] && q[1] < p[3] {
+                    hits.push(format!("{a:?} {p:?} and {b:?} {q:?}"));
+                }
+            }
+        }
+        assert!(
+            hits.is_empty(),
+            "{file} {extra:?}: {} text boxes intersect, e.g. {}",
+            hits.len(),
+            hits[0]
+        );
+        let _ = std::fs::remove_file(&svg);
+    }
+}

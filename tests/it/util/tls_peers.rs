@@ -235,6 +235,8 @@ pub enum After {
     Echo,
     /// Read and drop it: the handshake is made, no echo ever comes.
     Swallow,
+    /// Echo it with one bit of plaintext byte N (of the connection) flipped.
+    Flip(u64),
 }
 
 /// A TLS server in this process (rustls, the test PKI's leaf) on
@@ -280,6 +282,7 @@ pub fn rustls_server(pki: &Pki, after: After) -> RustlsPeer {
         };
         let mut tls = rustls::StreamOwned::new(conn, sock);
         let mut buf = vec![0u8; 64 * 1024];
+        let mut offset = 0u64;
         loop {
             // Ok(0) is the client's close_notify; an error its FIN or a
             // failed handshake: either way the connection is over.
@@ -287,7 +290,13 @@ pub fn rustls_server(pki: &Pki, after: After) -> RustlsPeer {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            if after == After::Echo && tls.write_all(&buf[..n]).is_err() {
+            if let After::Flip(at) = after
+                && (offset..offset + n as u64).contains(&at)
+            {
+                buf[(at - offset) as usize] ^= 0x20;
+            }
+            offset += n as u64;
+            if after != After::Swallow && tls.write_all(&buf[..n]).is_err() {
                 return;
             }
         }

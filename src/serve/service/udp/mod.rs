@@ -7,9 +7,10 @@
 //! - No loops, as BSD inetd: no reply to port 0 or the ports of the other
 //!   small services (7 echo, 9 discard, 13 daytime, 19 chargen, 37 time), nor
 //!   to broadcast, multicast or unspecified sources. And, past what inetd
-//!   does, no reply to the same bytes coming back again and again from where
-//!   we just sent them: two echo servers and one spoofed datagram stop after
-//!   [`LOOP_BOUNCES`] bounces instead of ping-ponging forever.
+//!   does, no reply to bytes that keep coming back from where we just sent
+//!   them: two echo servers and any number of spoofed datagrams stop after
+//!   [`LOOP_BOUNCES`](policy::LOOP_BOUNCES) bounces instead of ping-ponging forever (every reply
+//!   is remembered, not only the last, so alternating payloads are caught).
 //! - Rate limits: a token bucket per source (`--udp-rate`, burst 2×) so one
 //!   flooder cannot starve other sources, and a global one
 //!   (`--udp-global-rate`) of which sources already known keep a reserve, so
@@ -20,7 +21,7 @@
 
 mod policy;
 
-pub(crate) use policy::Policy;
+pub(crate) use policy::{Config, DEFAULT_GLOBAL_RATE, DEFAULT_RATE, LOOP_PORTS, Policy};
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, UdpSocket};
@@ -33,31 +34,8 @@ use crate::error::{Error, Result};
 use crate::net::MAX_UDP_SIZE;
 use crate::serve::service::stats::Stats;
 
-/// Source ports never answered: 0 and the small services a reply could loop with.
-pub(crate) const LOOP_PORTS: [u16; 6] = [0, 7, 9, 13, 19, 37];
-/// How long a sent reply is remembered for loop detection.
-pub(crate) const LOOP_WINDOW: Duration = Duration::from_secs(1);
-/// Identical bytes coming back from one address this many times within
-/// [`LOOP_WINDOW`] is a loop, not a client; a client repeating itself once or
-/// twice is still answered.
-pub(crate) const LOOP_BOUNCES: u32 = 3;
-/// Default `--udp-rate`: datagrams per second per source address.
-pub(crate) const DEFAULT_RATE: u32 = 100;
-/// Default `--udp-global-rate`: datagrams per second for all sources.
-pub(crate) const DEFAULT_GLOBAL_RATE: u32 = 20_000;
 /// Receive timeout, so a worker notices the server stopping.
 const RECV_TICK: Duration = Duration::from_millis(250);
-
-/// UDP settings from the command line.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Config {
-    /// Datagrams larger than this are dropped, never truncated.
-    pub(crate) max_size: usize,
-    /// Per-source datagrams per second (burst twice that).
-    pub(crate) rate: u32,
-    /// All-sources datagrams per second (burst twice that).
-    pub(crate) global_rate: u32,
-}
 
 /// Binds a UDP socket on each address (`[::]` dual-stack, as for TCP).
 pub(crate) fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<UdpSocket>> {

@@ -37,8 +37,46 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{Config, LOOP_BOUNCES, LOOP_PORTS, LOOP_WINDOW};
 use crate::serve::service::stats::UdpDrop;
+
+/// Source ports never answered: 0 and the small services a reply could loop with.
+pub(crate) const LOOP_PORTS: [u16; 6] = [0, 7, 9, 13, 19, 37];
+/// How long a reply sent to a source on a service port (below
+/// [`CLIENT_PORTS`]) is remembered: the same bytes coming back from there
+/// within this long are a bounce, whatever the loop's delay up to it.
+pub(crate) const LOOP_WINDOW: Duration = Duration::from_secs(10);
+/// Source ports from here on are where operating systems pick client ports
+/// (Linux 32768-60999, Windows and macOS 49152-65535). A reflector answers
+/// from its service port; a client such as ping(8) sending the same bytes
+/// again and again sends them from here.
+pub(crate) const CLIENT_PORTS: u16 = 32768;
+/// From a client port, the same bytes count as a bounce only when they come
+/// back sooner than this after the reply. ping(8)'s shortest interval for a
+/// user is 200 ms, and its next probe arrives that long after the last one
+/// less the round trip: a client repeating identical probes is answered on
+/// any path with a round trip under 150 ms, and a loop through a reflector
+/// on a client port is cut when its round trip is under 50 ms (loops through
+/// a service port, the usual kind, at any delay up to [`LOOP_WINDOW`]).
+pub(crate) const CLIENT_BOUNCE: Duration = Duration::from_millis(50);
+/// Bounces in a row from one address (datagrams each equal to a reply just
+/// sent there, any number of different payloads) that make a loop, not a
+/// client: the loop is cut at this one, so a spoofed datagram between two
+/// reflectors gets this many replies in all.
+pub(crate) const LOOP_BOUNCES: u32 = 3;
+/// Default `--udp-rate`: datagrams per second per source address.
+pub(crate) const DEFAULT_RATE: u32 = 100;
+/// Default `--udp-global-rate`: datagrams per second for all sources.
+pub(crate) const DEFAULT_GLOBAL_RATE: u32 = 20_000;
+/// UDP settings from the command line.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Config {
+    /// Datagrams larger than this are dropped, never truncated.
+    pub(crate) max_size: usize,
+    /// Per-source datagrams per second (burst twice that).
+    pub(crate) rate: u32,
+    /// All-sources datagrams per second (burst twice that).
+    pub(crate) global_rate: u32,
+}
 
 /// Sources remembered at once: spoofed random sources cannot grow the table
 /// past this.
@@ -99,13 +137,22 @@ impl Gcra {
     }
 }
 
-/// When the last reply to a source was sent, what it was, and how often the
-/// same bytes came back since.
-#[derive(Debug, Clone, Copy)]
-struct Reply {
-    digest: u64,
+/// Replies remembered per shard for loop detection: [`REPLY_WAYS`] to a set,
+/// each reply in the set its (source, bytes) key hashes to, the oldest of a
+/// full set making room. Forgetting a reply can only let a bounce go
+/// unnoticed, never invent one; and a loop cannot hold more payloads than a
+/// source's rate lets through in one round, far fewer than a set holds.
+const REPLY_SETS: usize = 256;
+/// Replies in one set.
+const REPLY_WAYS: usize = 4;
+
+/// One reply sent: a keyed hash of where it went and its bytes, and when.
+/// Every reply is remembered, not only a source's last, so a loop of two or
+/// eight alternating payloads matches as surely as a loop of one.
+#[derive(Debug, Clone, Copy, Default)]
+struct ReplyMark {
+    key: u64,
     at: u64,
-    bounces: u32,
 }
 
 /// What the policy knows about one source address.
@@ -118,7 +165,9 @@ struct Source {
     seen: u64,
     /// Its first answer, [`NEVER`] until then.
     answered_since: u64,
-    reply: Option<Reply>,
+    /// Datagrams in a row that were bounces: equal to a reply just sent to
+    /// this address.
+    bounces: u32,
 }
 
 impl Source {
@@ -128,7 +177,7 @@ impl Source {
             tat: 0,
             seen: 0,
             answered_since: NEVER,
-            reply: None,
+            bounces: 0,
         }
     }
 
@@ -149,6 +198,9 @@ impl Source {
 #[derive(Debug, Default)]
 struct Shard {
     slots: Vec<Option<Source>>,
+    /// Replies sent to this shard's sources ([`REPLY_SETS`] sets of
+    /// [`REPLY_WAYS`], also allocated with the shard's first source).
+    replies: Vec<ReplyMark>,
 }
 
 /// Where a source goes in its window.
@@ -170,6 +222,7 @@ impl Shard {
     fn place(&mut self, addr: SocketAddr, home: usize, now: u64) -> Place {
         if self.slots.is_empty() {
             self.slots = vec![None; SHARD_SLOTS];
+            self.replies = vec![ReplyMark::default(); REPLY_SETS * REPLY_WAYS];
         }
         let mut free = None;
         let mut victim: Option<(usize, u64)> = None;
@@ -266,7 +319,18 @@ impl Policy {
             Place::Here(i, s) => (i, s, true),
             Place::Take(i) => (i, Source::new(from), false),
         };
-        let verdict = self.decide(&mut src, payload, t);
+        // Never 0, the key of an empty mark.
+        let key = self.hasher.hash_one((from, digest(payload))).max(1);
+        let set = ((key >> 32) as usize % REPLY_SETS) * REPLY_WAYS;
+        let set = &mut shard.replies[set..set + REPLY_WAYS];
+        let seen = set.iter().position(|m| m.key == key);
+        let bounce = seen.is_some_and(|i| t.saturating_sub(set[i].at) < bounce_window(from));
+        let verdict = self.decide(&mut src, bounce, t);
+        if verdict.is_ok() {
+            let way =
+                seen.unwrap_or_else(|| (0..REPLY_WAYS).min_by_key(|&i| set[i].at).unwrap_or(0));
+            set[way] = ReplyMark { key, at: t };
+        }
         // A new source refused is not remembered: a flood that gets no
         // answers does not fill the table or evict anyone.
         if existing || verdict.is_ok() {
@@ -277,23 +341,19 @@ impl Policy {
 
     /// The loop rule, the source's rate and the global budget, in that
     /// order, for a source already placed in the table.
-    fn decide(&self, src: &mut Source, payload: &[u8], t: u64) -> Result<(), UdpDrop> {
+    /// `bounce` says the datagram equals a reply just sent to this source.
+    fn decide(&self, src: &mut Source, bounce: bool, t: u64) -> Result<(), UdpDrop> {
         src.seen = t;
-        let d = digest(payload);
-        match &mut src.reply {
-            Some(r) if r.digest == d && t.saturating_sub(r.at) < nanos(LOOP_WINDOW) => {
-                r.bounces += 1;
-                if r.bounces >= LOOP_BOUNCES {
-                    return Err(UdpDrop::Loop);
-                }
+        if bounce {
+            src.bounces = src.bounces.saturating_add(1);
+            if src.bounces >= LOOP_BOUNCES {
+                return Err(UdpDrop::Loop);
             }
-            _ => {
-                src.reply = Some(Reply {
-                    digest: d,
-                    at: t,
-                    bounces: 0,
-                })
-            }
+        } else {
+            // Not back to zero: a loop whose payloads are not all
+            // remembered still climbs, while a client's fresh datagrams
+            // bring the count down.
+            src.bounces = src.bounces.saturating_sub(1);
         }
         let Some(tat) = self.per_source.next(src.tat, t, 0) else {
             return Err(UdpDrop::SourceRate);
@@ -303,9 +363,6 @@ impl Policy {
             return Err(UdpDrop::GlobalRate);
         }
         src.tat = tat;
-        if let Some(r) = &mut src.reply {
-            r.at = t;
-        }
         if src.answered_since == NEVER {
             src.answered_since = t;
         }
@@ -346,6 +403,17 @@ impl Policy {
 /// A duration as policy time, saturating (584 years).
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// How soon after a reply the same bytes from `to` are a bounce: from a
+/// service port any time within [`LOOP_WINDOW`]; from a client port only
+/// sooner than a person's ping could repeat them ([`CLIENT_BOUNCE`]).
+fn bounce_window(to: SocketAddr) -> u64 {
+    if to.port() >= CLIENT_PORTS {
+        nanos(CLIENT_BOUNCE)
+    } else {
+        nanos(LOOP_WINDOW)
+    }
 }
 
 fn digest(payload: &[u8]) -> u64 {
@@ -485,6 +553,85 @@ mod tests {
         assert_eq!(replies, LOOP_BOUNCES, "the loop is cut");
         // Different bytes from the same peer are still answered.
         assert_eq!(p.check(peer, b"new", 3, t0 + MS * 20), Ok(()));
+    }
+
+    /// `payloads` different datagrams bouncing between this policy and a
+    /// reflector at `from`, which sends back every reply it gets: one
+    /// datagram arrives every `gap`, for at most `rounds`. Returns the
+    /// replies sent and the payloads still bouncing at the end.
+    fn bounce(from: SocketAddr, payloads: usize, gap: Duration, rounds: u32) -> (u32, usize) {
+        let t0 = Instant::now();
+        let p = Policy::new(
+            Config {
+                max_size: MAX_UDP_SIZE,
+                rate: 1000,
+                global_rate: 100_000,
+            },
+            t0,
+        );
+        let mut live: std::collections::VecDeque<String> =
+            (0..payloads).map(|i| format!("payload {i}")).collect();
+        let mut replies = 0;
+        for i in 0..rounds {
+            let Some(body) = live.pop_front() else { break };
+            match p.check(from, body.as_bytes(), body.len(), t0 + gap * i) {
+                Ok(()) => {
+                    replies += 1;
+                    live.push_back(body);
+                }
+                Err(why) => assert_eq!(why, UdpDrop::Loop, "round {i}"),
+            }
+        }
+        (replies, live.len())
+    }
+
+    #[test]
+    fn alternating_payloads_through_a_reflector_are_cut() {
+        // Another echo server on a service port, 20 ms away.
+        let reflector = SocketAddr::from(([127, 0, 0, 1], 6666));
+        for payloads in [1, 2, 8, 100] {
+            let (replies, live) = bounce(reflector, payloads, MS * 20, 10_000);
+            assert_eq!(
+                live, 0,
+                "{payloads} payloads still bounce after {replies} replies"
+            );
+            // A full set may forget a payload now and then (the keys are
+            // random per process); each forgotten one delays the cut by one.
+            assert!(
+                replies <= payloads as u32 + 2 * LOOP_BOUNCES,
+                "{payloads} payloads: {replies} replies before the loop was cut"
+            );
+        }
+    }
+
+    #[test]
+    fn slow_loops_through_a_service_port_are_cut_too() {
+        let reflector = SocketAddr::from(([127, 0, 0, 1], 6666));
+        for gap in [MS * 300, Duration::from_secs(2), Duration::from_secs(4)] {
+            let (replies, live) = bounce(reflector, 2, gap, 100);
+            assert_eq!(live, 0, "gap {gap:?}: still bouncing after {replies}");
+            assert!(replies < 2 + LOOP_BOUNCES, "gap {gap:?}: {replies} replies");
+        }
+    }
+
+    #[test]
+    fn a_fast_loop_through_a_client_port_is_cut() {
+        let reflector = SocketAddr::from(([127, 0, 0, 1], 50_000));
+        let (replies, live) = bounce(reflector, 8, MS * 5, 1000);
+        assert_eq!(live, 0, "still bouncing after {replies} replies");
+        assert!(replies < 8 + LOOP_BOUNCES, "{replies} replies");
+    }
+
+    #[test]
+    fn a_ping_of_identical_probes_is_always_answered() {
+        // ping(8)'s shortest user interval on a path with a 100 ms round
+        // trip (the probe arrives 100 ms after the reply left), and its
+        // default interval.
+        let client = SocketAddr::from(([127, 0, 0, 1], 45_678));
+        for gap in [MS * 100, Duration::from_secs(1)] {
+            let (replies, live) = bounce(client, 1, gap, 50);
+            assert_eq!((replies, live), (50, 1), "every {gap:?}");
+        }
     }
 
     #[test]
