@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Debian package: target/debian/netecho_<version>-1_<arch>.deb.
 #
-# The man page, the shell completions and the packaged systemd units are
+# The man pages, the shell completions and the packaged systemd units are
 # generated here, into target/assets/, from the release binary itself (its
 # `man` and `completions` subcommands render the clap definitions), so they
 # always match the binary they ship with. Then `cargo deb --no-build` packs
@@ -24,9 +24,11 @@ bin=target/release/netecho
 
 assets=target/assets
 rm -rf "$assets"
-mkdir -p "$assets/completions" "$assets/systemd"
+mkdir -p "$assets/completions" "$assets/systemd" "$assets/man"
+# netecho.1 and one page per subcommand (netecho-serve.1, ...).
+"$bin" man --dir "$assets/man"
 # -n: no name or timestamp in the gzip header, so the package is reproducible.
-"$bin" man | gzip -9n >"$assets/netecho.1.gz"
+gzip -9n "$assets"/man/*.1
 "$bin" completions bash >"$assets/completions/netecho.bash"
 "$bin" completions zsh >"$assets/completions/_netecho"
 "$bin" completions fish >"$assets/completions/netecho.fish"

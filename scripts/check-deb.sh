@@ -2,7 +2,7 @@
 # Builds the Debian package (scripts/build-deb.sh) and checks it: the exact
 # list of files it installs (`dpkg-deb -c`), their modes, and that what it
 # ships works: the binary runs and is this version, the man page is gzipped
-# roff for netecho, the completions are valid shell naming the subcommands,
+# roff for netecho and each subcommand, the completions are valid shell naming the subcommands,
 # the units start /usr/bin/netecho. Run by .ci/run; about 3 minutes on 2
 # cores, most of it the release build.
 set -euo pipefail
@@ -30,6 +30,16 @@ want=$(sort <<'LIST'
 -rw-r--r-- /usr/share/doc/netecho/copyright
 -rw-r--r-- /usr/share/fish/vendor_completions.d/netecho.fish
 -rw-r--r-- /usr/share/man/man1/netecho.1.gz
+-rw-r--r-- /usr/share/man/man1/netecho-bench.1.gz
+-rw-r--r-- /usr/share/man/man1/netecho-bench-merge.1.gz
+-rw-r--r-- /usr/share/man/man1/netecho-client.1.gz
+-rw-r--r-- /usr/share/man/man1/netecho-completions.1.gz
+-rw-r--r-- /usr/share/man/man1/netecho-lab.1.gz
+-rw-r--r-- /usr/share/man/man1/netecho-man.1.gz
+-rw-r--r-- /usr/share/man/man1/netecho-ping.1.gz
+-rw-r--r-- /usr/share/man/man1/netecho-serve.1.gz
+-rw-r--r-- /usr/share/man/man1/netecho-trace.1.gz
+-rw-r--r-- /usr/share/man/man1/netecho-watch.1.gz
 -rw-r--r-- /usr/share/zsh/vendor-completions/_netecho
 LIST
 )
@@ -63,6 +73,15 @@ synopsis=$(sed -n 's/^Description: //p' "$tmp/control/control")
 gzip -t "$r/usr/share/man/man1/netecho.1.gz" || fail "man page is not gzip"
 zcat "$r/usr/share/man/man1/netecho.1.gz" | grep -q '^\.TH netecho 1' \
     || fail "man page is not a section-1 page for netecho"
+# One page per subcommand, each with the sections clap does not write.
+for page in "$r"/usr/share/man/man1/netecho-*.1.gz; do
+    name=$(basename "$page" .1.gz)
+    gzip -t "$page" || fail "$name: not gzip"
+    zcat "$page" | grep -q "^\.TH $name 1" || fail "$name: not a section-1 page for $name"
+    for section in EXAMPLES 'EXIT STATUS' ENVIRONMENT; do
+        zcat "$page" | grep -q "^\.SH \"\?$section" || fail "$name: no $section section"
+    done
+done
 
 bash -n "$r/usr/share/bash-completion/completions/netecho" || fail "bash completion: syntax"
 bash -c 'source "$1" && complete -p netecho' _ "$r/usr/share/bash-completion/completions/netecho" \

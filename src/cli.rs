@@ -67,8 +67,9 @@ pub(crate) enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff) generated from these definitions.
-    Man,
+    /// Print a man page (roff) generated from these definitions, or write
+    /// them all with --dir.
+    Man(crate::man::ManOpt),
     /// Show TCP sockets on a port change state, live, with their processes.
     Watch(crate::watch::Opt),
     /// Capture a port's TCP segments and annotate the handshake and close.

@@ -12,6 +12,8 @@
 //! - [`ping`]: `netecho ping`, per-probe round-trip times;
 //! - [`client`]: `netecho client`, stdin to the server, echo to stdout;
 //! - [`serve`]: `netecho serve`, the echo contract and one file per model;
+//! - [`man`]: `netecho man`, the man pages from the clap definitions plus
+//!   examples, exit status and environment;
 //! - [`watch`]: `netecho watch`, socket states from netlink sock_diag;
 //! - [`trace`]: `netecho trace`, segments from an AF_PACKET capture;
 //! - [`net`]: resolve, connect, UDP sockets, size limits, the message
@@ -42,6 +44,7 @@ pub(crate) mod error;
 #[doc(hidden)]
 pub mod fuzz_api;
 pub(crate) mod lab;
+pub(crate) mod man;
 pub(crate) mod net;
 pub(crate) mod ping;
 pub mod serve;
@@ -65,12 +68,7 @@ pub fn run(cli: cli::Cli) -> Result<()> {
             std::io::Write::write_all(&mut std::io::stdout(), &script)
                 .map_err(Error::io("writing the completion script"))
         }
-        cli::Command::Man => {
-            let cmd = <cli::Cli as clap::CommandFactory>::command();
-            clap_mangen::Man::new(cmd)
-                .render(&mut std::io::stdout())
-                .map_err(Error::io("writing the man page"))
-        }
+        cli::Command::Man(opt) => man::run(opt, <cli::Cli as clap::CommandFactory>::command()),
         cli::Command::Bench(opt) => bench::run(opt),
         cli::Command::Ping(opt) => ping::run(opt),
         cli::Command::Watch(opt) => watch::run(opt),

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use hdrhistogram::Histogram;
-use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry, LogIteratorError};
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 use serde::Serialize;
 
@@ -41,7 +41,10 @@ pub(crate) fn write(
     let mut encoded = Vec::new();
     V2DeflateSerializer::new()
         .serialize(hist, &mut encoded)
-        .map_err(|e| Error::InvalidOption(format!("cannot encode the histogram: {e:?}")))?;
+        .map_err(|e| Error::Io {
+            what: "encoding the histogram",
+            source: io::Error::other(e.to_string()),
+        })?;
     let epoch = start
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
@@ -60,8 +63,10 @@ pub(crate) fn write(
         base64::engine::general_purpose::STANDARD.encode(&encoded),
         version = env!("CARGO_PKG_VERSION"),
     );
-    std::fs::write(path, text)
-        .map_err(|e| Error::InvalidOption(format!("cannot write {}: {e}", path.display())))
+    std::fs::write(path, text).map_err(|e| Error::Io {
+        what: "writing the --hist-out file",
+        source: e,
+    })
 }
 
 /// One run's log read back: every interval added into one histogram.
@@ -74,6 +79,7 @@ pub(crate) struct Run {
 
 /// Reads an interval log (netecho's or any HdrHistogram writer's).
 pub(crate) fn read(path: &Path) -> Result<Run> {
+    // A file that is not a log is a failed check (exit 1), not a usage error.
     let bad = |why: String| Error::InvalidOption(format!("{}: {why}", path.display()));
     let text = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
     let mut hist = empty()?;
@@ -81,7 +87,12 @@ pub(crate) fn read(path: &Path) -> Result<Run> {
     let mut intervals = 0usize;
     let mut deserializer = Deserializer::new();
     for entry in IntervalLogIterator::new(&text) {
-        let entry = entry.map_err(|e| bad(format!("not an HdrHistogram interval log ({e:?})")))?;
+        let entry = entry.map_err(|e| {
+            let LogIteratorError::ParseError { offset } = e;
+            bad(format!(
+                "not an HdrHistogram interval log (unreadable from byte {offset})"
+            ))
+        })?;
         let LogEntry::Interval(h) = entry else {
             continue;
         };
@@ -90,9 +101,9 @@ pub(crate) fn read(path: &Path) -> Result<Run> {
             .map_err(|e| bad(format!("interval {}: bad base64: {e}", intervals + 1)))?;
         let one: Histogram<u64> = deserializer
             .deserialize(&mut io::Cursor::new(bytes))
-            .map_err(|e| bad(format!("interval {}: bad histogram: {e:?}", intervals + 1)))?;
+            .map_err(|e| bad(format!("interval {}: bad histogram: {e}", intervals + 1)))?;
         hist.add(&one)
-            .map_err(|e| bad(format!("interval {}: {e:?}", intervals + 1)))?;
+            .map_err(|e| bad(format!("interval {}: {e}", intervals + 1)))?;
         let (start, end) = (h.start_timestamp(), h.start_timestamp() + h.duration());
         span = Some(match span {
             None => (start, end),
@@ -162,7 +173,7 @@ impl MergeSummary {
         for r in runs {
             hist.add(&r.hist).map_err(|e| Error::Io {
                 what: "adding histograms",
-                source: io::Error::other(format!("{e:?}")),
+                source: io::Error::other(e.to_string()),
             })?;
             if !r.length.is_zero() {
                 rps += r.hist.len() as f64 / r.length.as_secs_f64();

@@ -388,22 +388,6 @@ impl Line {
     }
 }
 
-/// The summary as the last line of an `--interval --json` stream: the same
-/// object as without `--interval`, with `"type":"summary"` first.
-pub(crate) fn print_summary_json(summary: &report::Summary) -> Result<()> {
-    #[derive(Serialize)]
-    struct Tagged<'a> {
-        #[serde(rename = "type")]
-        kind: &'static str,
-        #[serde(flatten)]
-        summary: &'a report::Summary,
-    }
-    report::print_json(&Tagged {
-        kind: "summary",
-        summary,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

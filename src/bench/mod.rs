@@ -34,6 +34,7 @@
 pub(crate) mod chart;
 pub(crate) mod hlog;
 pub(crate) mod interval;
+pub(crate) mod limits;
 pub mod models;
 pub(crate) mod plan;
 pub(crate) mod procstat;
@@ -63,7 +64,7 @@ use crate::error::{Error, Result};
 use crate::net::source::{self, Sources};
 use crate::net::tls::{Connector, TlsOpt};
 use crate::net::{MAX_TCP_SIZE, MAX_UDP_SIZE, connect_any, connect_one, resolve, udp_socket};
-use crate::sys::{self, stop};
+use crate::sys::stop;
 use plan::{Plan, Tally};
 
 /// Connections when `-c` is not given: enough to keep a multi-core server
@@ -255,49 +256,142 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
         // `--tls` adds each model's TLS row; the other TLS flags are about
         // a server of the user's, which --models does not measure.
         if opt.tls.tls_ca.is_some() || opt.tls.insecure || opt.tls.sni.is_some() || opt.tls_resume {
-            return Err(Error::InvalidOption(
+            return Err(Error::Usage(
                 "--models takes --tls alone (its servers' certificates are its own)".into(),
             ));
         }
         return models::run(&opt, list);
     }
+    let shape = shape_of(&opt);
+    let done = match measure(&opt, &shape) {
+        Ok(done) => done,
+        Err(e) => {
+            // `--json` promises one object on every path: a run that could
+            // not start says why in it, with zero figures.
+            if opt.json && !e.is_broken_pipe() {
+                let failed =
+                    report::Summary::failed(&shape, Some(e.to_string()), stop::requested());
+                print_summary(&opt, &failed)?;
+            }
+            return Err(e);
+        }
+    };
+    let Some(summary) = done.summary else {
+        return done.failure.map_or(Ok(()), Err);
+    };
+    print_summary(&opt, &summary)?;
+    match done.failure {
+        Some(e) => Err(e),
+        None => summary.verdict(done.first_error),
+    }
+}
+
+/// The summary on stdout: text, one JSON object, or the `--interval
+/// --json` stream's last line.
+fn print_summary(opt: &Opt, summary: &report::Summary) -> Result<()> {
+    if opt.json && opt.interval.is_some() {
+        report::print_summary_json(summary)
+    } else if opt.json {
+        summary.print_json()
+    } else if summary.requests == 0 && summary.error.is_some() {
+        // Nothing measured: the error line on stderr says it all.
+        Ok(())
+    } else {
+        summary.print_human()
+    }
+}
+
+/// What the command line asks for, before anything is connected.
+fn shape_of(opt: &Opt) -> report::Shape {
+    report::Shape {
+        target: opt.target.clone().unwrap_or_default(),
+        proto: match (opt.udp, opt.tls.tls) {
+            (true, _) => "udp",
+            (false, true) => "tls",
+            (false, false) => "tcp",
+        },
+        mode: if opt.stream {
+            "stream"
+        } else if opt.new_conn || opt.tls_resume {
+            "new-conn"
+        } else if opt.hold {
+            "hold"
+        } else if opt.rate.is_some() {
+            "open"
+        } else {
+            "closed"
+        },
+        connections: opt.conns,
+        threads: threads_of(opt),
+        size: opt.size,
+        rate: opt.rate,
+    }
+}
+
+/// Generator threads: `--threads`, or one per core, never more than
+/// connections.
+fn threads_of(opt: &Opt) -> usize {
+    opt.threads
+        .unwrap_or_else(crate::serve::default_workers)
+        .min(opt.conns)
+}
+
+/// Checks the options against each other and against this machine, sets
+/// up and runs the load, and draws its summary. `Err` if the run could not
+/// start; a worker's failure midway comes back beside the summary of what
+/// was measured, with the run's first error line.
+fn measure(opt: &Opt, shape: &report::Shape) -> Result<Measured> {
     let Some(target) = opt.target.clone() else {
-        return Err(Error::InvalidOption(
-            "bench needs a HOST:PORT, or --models".into(),
-        ));
+        return Err(Error::Usage("bench needs a HOST:PORT, or --models".into()));
     };
     if opt.tls.tls && opt.udp {
-        return Err(Error::InvalidOption("--tls is for TCP, not --udp".into()));
+        return Err(Error::Usage("--tls is for TCP, not --udp".into()));
     }
     let new_conn = opt.new_conn || opt.tls_resume;
-    let connector = Connector::from_opt(&opt.tls, &target, opt.tls_resume)?;
     let max_size = if opt.udp { MAX_UDP_SIZE } else { MAX_TCP_SIZE };
     if opt.size > max_size {
-        return Err(Error::InvalidOption(format!(
+        return Err(Error::Usage(format!(
             "--size {} is above the largest {} message, {max_size} bytes",
             opt.size,
             if opt.udp { "UDP" } else { "TCP" }
         )));
     }
     if opt.stream && opt.conns > stream::MAX_CONNS {
-        return Err(Error::InvalidOption(format!(
+        return Err(Error::Usage(format!(
             "--stream drives at most {} connections (two threads each)",
             stream::MAX_CONNS
         )));
     }
+    let threads = threads_of(opt);
+    // Before anything is opened or allocated: one line naming the limit,
+    // not an abort in the allocator or EMFILE midway.
+    limits::check(
+        &limits::Ask {
+            conns: opt.conns,
+            size: if opt.stream {
+                2 * stream::CHUNK
+            } else {
+                opt.size
+            },
+            threads: opt.threads.unwrap_or(threads),
+            tls: opt.tls.tls,
+            sources: opt.source_addrs.is_some(),
+        },
+        &limits::Room::of_this_machine(),
+    )
+    .map_err(Error::Usage)?;
+    let connector = Connector::from_opt(&opt.tls, &target, opt.tls_resume)?;
     if let Some(path) = &opt.hist_out {
-        // Unwritable is one line now, not after the whole run.
-        std::fs::File::create(path)
-            .map_err(|e| Error::InvalidOption(format!("cannot write {}: {e}", path.display())))?;
+        // Unwritable is one line now, not after the whole run; an existing
+        // file is kept as it is until the run has its histogram.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(|e| Error::Usage(format!("cannot write {}: {e}", path.display())))?;
     }
-    // The bench opens thousands of sockets, as the server does.
-    let _ = sys::raise_nofile_limit();
     stop::install().map_err(Error::io("installing signal handlers"))?;
     let addrs = resolve(&target)?;
-    let threads = opt
-        .threads
-        .unwrap_or_else(crate::serve::default_workers)
-        .min(opt.conns);
     let timeout = opt.timeout.unwrap_or(if opt.udp {
         DEFAULT_UDP_TIMEOUT
     } else {
@@ -350,7 +444,7 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
         let _ = s.set_nodelay(true);
     }
     if opt.stream {
-        return run_stream(&target, streams, &opt);
+        return run_stream(streams, opt, shape);
     }
     let tls = match connector {
         Some(c) => {
@@ -430,11 +524,21 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
         let mut workers: Vec<JoinHandle<Result<Tally>>> = Vec::with_capacity(threads);
         for (slot, conns) in per_thread.into_iter().enumerate() {
             let plan = Arc::clone(&plan);
-            let handle = std::thread::Builder::new()
+            let started = std::thread::Builder::new()
                 .name(format!("bench-{slot}"))
-                .spawn(move || work(&plan, slot, conns))
-                .map_err(Error::io("starting a bench thread"))?;
-            workers.push(handle);
+                .spawn(move || work(&plan, slot, conns));
+            match started {
+                Ok(handle) => workers.push(handle),
+                Err(e) => {
+                    // The ones started end at once and are joined below.
+                    stop::request();
+                    results.push(Err(Error::Io {
+                        what: "starting a bench thread",
+                        source: e,
+                    }));
+                    break;
+                }
+            }
         }
         watch_progress(&plan, &workers);
         for w in workers {
@@ -461,10 +565,9 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
         }
     }
     plan.flush_log(None);
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    let summary = report::Summary::new(&plan, &opt, &total);
+    let mut summary = report::Summary::new(&plan, shape, &total, None, stop::requested());
+    summary.tls = tls::figures(&plan, &total, summary.duration_s);
+    summary.error = failure.as_ref().map(ToString::to_string);
     if let Some(path) = &opt.hist_out {
         let since = Instant::now().saturating_duration_since(plan.warmup_end);
         let start = SystemTime::now()
@@ -480,51 +583,72 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
     if let Some(board) = &plan.intervals {
         board.print_rest(Duration::from_secs_f64(summary.duration_s))?;
     }
-    if opt.json && plan.intervals.is_some() {
-        interval::print_summary_json(&summary)?;
-    } else if opt.json {
-        summary.print_json()?;
-    } else {
-        summary.print_human()?;
-    }
-    summary.verdict(&plan)
+    Ok(Measured {
+        summary: Some(summary),
+        failure,
+        first_error: plan.first_error(),
+    })
+}
+
+/// What [`measure`] hands back for [`run`] to print and judge.
+struct Measured {
+    /// The summary to print; `None` if it is printed already (`--stream`).
+    summary: Option<report::Summary>,
+    /// Why the run failed midway, if it did.
+    failure: Option<Error>,
+    /// The run's first error line, for the verdict.
+    first_error: Option<String>,
 }
 
 /// `--stream`: drives the connections with [`stream::run`] and prints the
-/// rate; any byte that came back wrong is an error.
-fn run_stream(target: &str, streams: Vec<TcpStream>, opt: &Opt) -> Result<()> {
+/// rate; any byte that came back wrong is an error, and so is an
+/// interrupted run.
+fn run_stream(streams: Vec<TcpStream>, opt: &Opt, shape: &report::Shape) -> Result<Measured> {
     let window = opt.duration.unwrap_or(DEFAULT_DURATION);
     let conns = streams.len();
     let out = stream::run(streams, opt.warmup, window)?;
+    let interrupted = stop::requested();
+    let target = &shape.target;
     if opt.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "target": target,
-                "mode": "stream",
-                "connections": conns,
-                "duration_s": out.secs,
-                "bytes": out.bytes,
-                "mib_per_s": out.mib_per_s(),
-                "mismatches": out.mismatches,
-            })
-        );
+        report::print_json(&serde_json::json!({
+            "target": target,
+            "mode": "stream",
+            "connections": conns,
+            "duration_s": out.secs,
+            "bytes": out.bytes,
+            "mib_per_s": out.mib_per_s(),
+            "mismatches": out.mismatches,
+            "interrupted": interrupted,
+            "error": null,
+        }))?;
     } else {
-        println!(
-            "stream {target}: {conns} connections, {} MiB echoed and checked in {:.1} s: {:.1} MiB/s, {} mismatches",
+        let mut text = format!(
+            "stream {target}: {conns} connections, {} MiB echoed and checked in {:.1} s: {:.1} MiB/s, {} mismatches\n",
             out.bytes / (1024 * 1024),
             out.secs,
             out.mib_per_s(),
             out.mismatches
         );
+        if interrupted {
+            text += "  stopped   interrupted by a signal: the figures cover only the time it ran\n";
+        }
+        report::print_stdout(&text)?;
     }
-    if out.mismatches > 0 {
-        return Err(Error::Measure(format!(
+    let failure = if out.mismatches > 0 {
+        Some(Error::BenchFailed(format!(
             "{} connections of {conns} did not get their stream back whole",
             out.mismatches
-        )));
-    }
-    Ok(())
+        )))
+    } else if interrupted {
+        Some(Error::BenchFailed("interrupted by a signal".into()))
+    } else {
+        None
+    };
+    Ok(Measured {
+        summary: None,
+        failure,
+        first_error: None,
+    })
 }
 
 /// Shows a live progress line on a terminal (none otherwise) and prints the
@@ -547,32 +671,42 @@ fn watch_progress(plan: &Plan, workers: &[JoinHandle<Result<Tally>>]) {
             let _ = board.print_ready(bar.as_ref());
         }
         if let Some(bar) = &bar {
-            let now = Instant::now();
-            let done = plan.completed();
-            let secs = now.duration_since(last.0).as_secs_f64();
-            let rps = if secs > 0.0 {
-                (done - last.1) as f64 / secs
-            } else {
-                0.0
-            };
-            last = (now, done);
-            let phase = if now < plan.warmup_end {
-                "warm-up  "
-            } else {
-                ""
-            };
-            bar.set_message(format!(
-                "{:5.1} s  {phase}{} req/s  {} requests  {} errors",
-                now.duration_since(plan.start).as_secs_f64(),
-                report::thousands(rps.round() as u64),
-                report::thousands(done),
-                plan.errors_so_far()
-            ));
+            bar.set_message(progress_line(plan, Instant::now(), &mut last));
         }
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+}
+
+/// The progress line at `now`. The warm-up shows only its countdown; the
+/// figures count recorded requests alone, from the end of the warm-up, as
+/// the summary does. `last` is the previous (time, requests), for the rate.
+fn progress_line(plan: &Plan, now: Instant, last: &mut (Instant, u64)) -> String {
+    if now < plan.warmup_end {
+        return format!(
+            "warm-up, measuring in {:.1} s",
+            plan.warmup_end.duration_since(now).as_secs_f64()
+        );
+    }
+    let done = plan.completed();
+    let since = now
+        .duration_since(last.0.max(plan.warmup_end))
+        .as_secs_f64();
+    let rps = if since > 0.0 {
+        done.saturating_sub(last.1) as f64 / since
+    } else {
+        0.0
+    };
+    *last = (now, done);
+    let phase = if plan.ended(now) { "  ending" } else { "" };
+    format!(
+        "{:5.1} s  {} req/s  {} requests  {} errors{phase}",
+        now.duration_since(plan.warmup_end).as_secs_f64(),
+        report::thousands(rps.round() as u64),
+        report::thousands(done),
+        report::thousands(plan.errors_so_far())
+    )
 }
 
 /// Probes a UDP target once: a port with nothing bound answers with an ICMP
@@ -601,7 +735,7 @@ fn same_family(target: &str, addrs: &[SocketAddr], src: &Sources) -> Result<Vec<
         .filter(|a| a.is_ipv6() == src.is_ipv6())
         .collect();
     if kept.is_empty() {
-        return Err(Error::InvalidOption(format!(
+        return Err(Error::Usage(format!(
             "--source-addrs {src} are {} but {target} has no {} address",
             if src.is_ipv6() { "IPv6" } else { "IPv4" },
             if src.is_ipv6() { "IPv6" } else { "IPv4" },

@@ -23,6 +23,10 @@ pub(crate) const MAX_ERROR_LINES: usize = 20;
 pub(crate) const MAX_LATENCY_NS: u64 = 3_600_000_000_000;
 /// Significant figures of every latency figure (0.1 % resolution).
 pub(crate) const SIGFIG: u8 = 3;
+/// How long, at most, the workers wait after the end of the run for the
+/// echoes of requests already sent (never longer than `--timeout`): a
+/// request still unanswered then is counted as unanswered, a failure.
+pub(crate) const DRAIN: Duration = Duration::from_secs(1);
 /// How far a worker's loop may sleep: it bounds how late the stop flag,
 /// the end of the run and timeouts are noticed.
 pub(crate) const TICK: Duration = Duration::from_millis(20);
@@ -79,7 +83,8 @@ pub(crate) struct Plan {
     pub(crate) stagger: Duration,
     /// Recorded requests handed out so far, against `-n`.
     issued: AtomicU64,
-    /// Requests completed per worker (warm-up included), for the progress line.
+    /// Recorded requests answered per worker (warm-up excluded), for the
+    /// progress line.
     progress: Vec<Padded>,
     /// Errors so far, for the progress line.
     errors: AtomicU64,
@@ -163,10 +168,11 @@ impl Plan {
         }
     }
 
-    /// Decides the request due at `due`: `None` if it is not sent (the run
-    /// is over for this connection), else whether it is recorded.
-    pub(crate) fn admit(&self, due: Instant) -> Option<bool> {
-        if stop::requested() || self.end.is_some_and(|end| due >= end) {
+    /// Decides the request due at `due`, at `now`: `None` if it is not
+    /// sent (the run is over for this connection, or it came due too late
+    /// to be sent before the end), else whether it is recorded.
+    pub(crate) fn admit(&self, due: Instant, now: Instant) -> Option<bool> {
+        if stop::requested() || self.end.is_some_and(|end| due >= end || now >= end) {
             return None;
         }
         let record = due >= self.warmup_end;
@@ -179,9 +185,25 @@ impl Plan {
         Some(record)
     }
 
-    /// Whether a worker should stop waiting at `now`.
-    pub(crate) fn over(&self, now: Instant) -> bool {
-        stop::requested() || self.end.is_some_and(|end| now >= end)
+    /// Whether no request may be sent any more at `now` (`-d` is over):
+    /// the workers only wait for the echoes still owed, until [`Plan::drained`].
+    pub(crate) fn ended(&self, now: Instant) -> bool {
+        self.end.is_some_and(|end| now >= end)
+    }
+
+    /// When the workers stop waiting for the echoes still owed at the end:
+    /// [`DRAIN`] after it, or `--timeout` if shorter. `None` with `-n`,
+    /// whose run ends when every request is answered or timed out.
+    pub(crate) fn drained(&self) -> Option<Instant> {
+        self.end.map(|end| end + self.settings.timeout.min(DRAIN))
+    }
+
+    /// Open loop: a slot due at `due` that is not sent because the run
+    /// ended first, counted among the unfinished if it was in the window.
+    pub(crate) fn unsent(&self, due: Instant) -> u64 {
+        let in_window =
+            due >= self.warmup_end && self.end.is_none_or(|end| due < end) && !stop::requested();
+        u64::from(self.interval.is_some() && in_window)
     }
 
     /// Publishes worker `slot`'s completed count for the progress line.
@@ -191,7 +213,7 @@ impl Plan {
         }
     }
 
-    /// Requests completed so far by all workers, warm-up included.
+    /// Recorded requests answered so far by all workers (warm-up excluded).
     pub(crate) fn completed(&self) -> u64 {
         self.progress
             .iter()
@@ -312,8 +334,12 @@ pub(crate) struct Tally {
     pub(crate) lost: u64,
     /// UDP echoes that came after their timeout (already counted as lost).
     pub(crate) late: u64,
-    /// Requests due in the measured window that had not completed at its end.
+    /// Open loop: requests due in the measured window that were never sent
+    /// because the connection was still waiting for an earlier echo.
     pub(crate) unfinished: u64,
+    /// Requests sent (warm-up included) and never answered: still waiting
+    /// when the run ended, after its grace ([`DRAIN`]) for late echoes.
+    pub(crate) unanswered: u64,
     /// When the last recorded request completed.
     pub(crate) last_done: Option<Instant>,
     /// When the worker stopped.
@@ -341,6 +367,7 @@ impl Tally {
             lost: 0,
             late: 0,
             unfinished: 0,
+            unanswered: 0,
             last_done: None,
             stopped: None,
             window: None,
@@ -393,6 +420,7 @@ impl Tally {
         self.lost += other.lost;
         self.late += other.late;
         self.unfinished += other.unfinished;
+        self.unanswered += other.unanswered;
         self.last_done = self.last_done.max(other.last_done);
         self.stopped = self.stopped.max(other.stopped);
     }
@@ -460,8 +488,13 @@ mod tests {
     #[test]
     fn warmup_requests_are_sent_but_not_recorded() {
         let p = plan(None, 1);
-        assert_eq!(p.admit(p.start), Some(false));
-        assert_eq!(p.admit(p.warmup_end), Some(true));
-        assert_eq!(p.admit(p.end.unwrap()), None);
+        assert_eq!(p.admit(p.start, p.start), Some(false));
+        assert_eq!(p.admit(p.warmup_end, p.warmup_end), Some(true));
+        let end = p.end.unwrap();
+        assert_eq!(p.admit(end, end), None);
+        // A slot due before the end but reached after it is not sent.
+        assert_eq!(p.admit(p.warmup_end, end), None);
+        // The echoes still owed are waited for, no longer than the timeout.
+        assert_eq!(p.drained(), Some(end + Duration::from_secs(1)));
     }
 }

@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::Opt;
 use super::plan::{Plan, Tally};
 use crate::error::{Error, Result};
 
@@ -16,14 +15,30 @@ const RATE_SHORTFALL: f64 = 0.95;
 /// generator itself may have set the pace.
 const BUSY_GENERATOR: f64 = 0.9;
 
-/// Everything a run measured; `--json` prints it as one object.
+/// What the run was asked to do, known before anything is connected: the
+/// head of every summary, a failed run's too.
+#[derive(Debug, Clone)]
+pub(crate) struct Shape {
+    pub(crate) target: String,
+    /// `tcp`, `tls` or `udp`.
+    pub(crate) proto: &'static str,
+    /// `closed`, `open`, `new-conn`, `hold` or `stream`.
+    pub(crate) mode: &'static str,
+    pub(crate) connections: usize,
+    pub(crate) threads: usize,
+    pub(crate) size: usize,
+    pub(crate) rate: Option<f64>,
+}
+
+/// Everything a run measured; `--json` prints it as one object, on every
+/// path: a run that could not start has zero figures and an `error`.
 #[derive(Debug, Serialize)]
 pub(crate) struct Summary {
     pub(crate) target: String,
     /// `tcp`, `tls` or `udp`.
     pub(crate) proto: &'static str,
     /// `closed` (one request in flight per connection, sent at once),
-    /// `open` (`--rate`), or `new-conn`.
+    /// `open` (`--rate`), `new-conn`, `hold` or `stream`.
     pub(crate) mode: &'static str,
     pub(crate) connections: usize,
     pub(crate) threads: usize,
@@ -50,8 +65,18 @@ pub(crate) struct Summary {
     pub(crate) lost: u64,
     /// UDP echoes that came after their timeout (already counted as lost).
     pub(crate) late: u64,
-    /// Requests due in the measured window but not echoed by its end.
+    /// Requests sent and never answered: still waiting when the run ended
+    /// (after a grace of up to 1 s for late echoes). Any is a failure.
+    pub(crate) unanswered: u64,
+    /// Open loop: requests due in the measured window that were never
+    /// sent, their connection still waiting for an earlier echo.
     pub(crate) unfinished: u64,
+    /// SIGINT or SIGTERM ended the run early: the figures cover only what
+    /// ran, and the run counts as failed.
+    pub(crate) interrupted: bool,
+    /// Why the run failed before or while measuring (refused, a worker's
+    /// system error); `null` otherwise.
+    pub(crate) error: Option<String>,
     /// CPU seconds (user + system) the bench process used, warm-up and
     /// connection setup included: near `threads` × `duration_s` means the
     /// generator, not the server, may have set the pace.
@@ -65,9 +90,15 @@ pub(crate) struct Summary {
 }
 
 impl Summary {
-    /// Draws the figures from the merged tally.
-    pub(crate) fn new(plan: &Plan, opt: &Opt, t: &Tally) -> Summary {
-        let s = &plan.settings;
+    /// Draws the figures from the merged tally; `tls` are the handshake
+    /// figures of a `--tls` run.
+    pub(crate) fn new(
+        plan: &Plan,
+        shape: &Shape,
+        t: &Tally,
+        tls: Option<super::tls::Figures>,
+        interrupted: bool,
+    ) -> Summary {
         let until = match plan.settings.budget {
             // With -n the run is over when the last request came back.
             Some(_) => t.last_done.or(t.stopped).unwrap_or_else(Instant::now),
@@ -91,52 +122,62 @@ impl Summary {
                 micros(t.hist.value_at_quantile(quantile))
             }
         };
+        let mut s = Summary::failed(shape, None, interrupted);
+        s.threads = plan.settings.threads;
+        s.duration_s = round3(duration_s);
+        s.requests = requests;
+        s.rps = round3(per_sec(requests as f64));
+        s.mbps = round3(per_sec(requests as f64 * shape.size as f64) / 1e6);
+        s.p50_us = q(0.50);
+        s.p90_us = q(0.90);
+        s.p99_us = q(0.99);
+        s.p999_us = q(0.999);
+        if requests > 0 {
+            s.max_us = micros(t.hist.max());
+            s.mean_us = round3(t.hist.mean() / 1e3);
+        }
+        s.errors = t.errors;
+        s.mismatches = t.mismatches;
+        s.lost = t.lost;
+        s.late = t.late;
+        s.unanswered = t.unanswered;
+        s.unfinished = t.unfinished;
+        s.wall_s = round3(until.saturating_duration_since(plan.start).as_secs_f64());
+        s.tls = tls;
+        s
+    }
+
+    /// The summary of a run that measured nothing: zero figures, and why.
+    pub(crate) fn failed(shape: &Shape, error: Option<String>, interrupted: bool) -> Summary {
         Summary {
-            target: opt.target.clone().unwrap_or_default(),
-            proto: match (opt.udp, opt.tls.tls) {
-                (true, _) => "udp",
-                (false, true) => "tls",
-                (false, false) => "tcp",
-            },
-            mode: if s.new_conn {
-                "new-conn"
-            } else if s.hold {
-                "hold"
-            } else if s.rate.is_some() {
-                "open"
-            } else {
-                "closed"
-            },
-            connections: s.conns,
-            threads: s.threads,
-            size: s.size,
-            rate: s.rate,
-            duration_s: round3(duration_s),
-            requests,
-            rps: round3(per_sec(requests as f64)),
-            mbps: round3(per_sec(requests as f64 * s.size as f64) / 1e6),
-            p50_us: q(0.50),
-            p90_us: q(0.90),
-            p99_us: q(0.99),
-            p999_us: q(0.999),
-            max_us: if requests == 0 {
-                0.0
-            } else {
-                micros(t.hist.max())
-            },
-            mean_us: if requests == 0 {
-                0.0
-            } else {
-                round3(t.hist.mean() / 1e3)
-            },
-            errors: t.errors,
-            mismatches: t.mismatches,
-            lost: t.lost,
-            late: t.late,
-            unfinished: t.unfinished,
+            target: shape.target.clone(),
+            proto: shape.proto,
+            mode: shape.mode,
+            connections: shape.connections,
+            threads: shape.threads,
+            size: shape.size,
+            rate: shape.rate,
+            duration_s: 0.0,
+            requests: 0,
+            rps: 0.0,
+            mbps: 0.0,
+            p50_us: 0.0,
+            p90_us: 0.0,
+            p99_us: 0.0,
+            p999_us: 0.0,
+            max_us: 0.0,
+            mean_us: 0.0,
+            errors: 0,
+            mismatches: 0,
+            lost: 0,
+            late: 0,
+            unanswered: 0,
+            unfinished: 0,
+            interrupted,
+            error,
             cpu_s: round3(cpu_seconds()),
-            wall_s: round3(until.saturating_duration_since(plan.start).as_secs_f64()),
-            tls: super::tls::figures(plan, t, duration_s),
+            wall_s: 0.0,
+            tls: None,
         }
     }
 
@@ -193,10 +234,19 @@ impl Summary {
                 thousands(self.late)
             );
         }
+        if self.unanswered > 0 {
+            out += &format!(", {} sent and never answered", thousands(self.unanswered));
+        }
         if self.unfinished > 0 {
-            out += &format!(", {} unfinished at the end", thousands(self.unfinished));
+            out += &format!(
+                ", {} due but not sent by the end",
+                thousands(self.unfinished)
+            );
         }
         out += "\n";
+        if self.interrupted {
+            out += "  stopped   interrupted by a signal: the figures cover only the time it ran\n";
+        }
         out += &format!("  cpu       {:.2} s used by the bench\n", self.cpu_s);
         if let Some(rate) = self.rate
             && self.rps < rate * RATE_SHORTFALL
@@ -229,22 +279,35 @@ impl Summary {
         }
     }
 
-    /// `Ok` when every request came back right; else the one-line error.
-    pub(crate) fn verdict(&self, plan: &Plan) -> Result<()> {
-        if self.errors == 0 && self.lost == 0 {
-            return Ok(());
-        }
+    /// `Ok` when the run was whole and every request came back right; else
+    /// the one-line error (exit status 1).
+    pub(crate) fn verdict(&self, first_error: Option<String>) -> Result<()> {
         let mut what = Vec::new();
+        if self.interrupted {
+            what.push("interrupted by a signal".to_string());
+        }
         if self.errors > 0 {
             what.push(format!("{} errors", thousands(self.errors)));
         }
         if self.lost > 0 {
             what.push(format!("{} datagrams lost", thousands(self.lost)));
         }
-        let first = plan.first_error().map(|l| format!("; first: {l}"));
+        if self.unanswered > 0 {
+            what.push(format!(
+                "{} requests sent and never answered",
+                thousands(self.unanswered)
+            ));
+        }
+        if what.is_empty() && self.requests == 0 && self.mode != "stream" {
+            what.push("no request was answered".to_string());
+        }
+        if what.is_empty() {
+            return Ok(());
+        }
+        let first = first_error.map(|l| format!("; first: {l}"));
         Err(Error::BenchFailed(format!(
             "{}{}",
-            what.join(" and "),
+            what.join(", "),
             first.unwrap_or_default()
         )))
     }
@@ -257,6 +320,22 @@ pub(crate) fn print_json<T: Serialize>(value: &T) -> Result<()> {
         source: io::Error::other(e),
     })?;
     print_stdout(&format!("{text}\n"))
+}
+
+/// The summary as the last line of an `--interval --json` stream: the same
+/// object as without `--interval`, with `"type":"summary"` first.
+pub(crate) fn print_summary_json(summary: &Summary) -> Result<()> {
+    #[derive(Serialize)]
+    struct Tagged<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        #[serde(flatten)]
+        summary: &'a Summary,
+    }
+    print_json(&Tagged {
+        kind: "summary",
+        summary,
+    })
 }
 
 /// The summary's latency line (no newline), shared with `bench merge`.

@@ -130,7 +130,12 @@ pub(crate) fn start_on(
                 Ok(s) if s.code().is_some() => format!("exited ({s})"),
                 _ => format!(
                     "printed no `listening {}` line within {} s",
-                    format!("{kind:?}").to_lowercase(),
+                    match kind {
+                        ListenKind::Tcp => "tcp",
+                        ListenKind::Tls => "tls",
+                        ListenKind::Udp => "udp",
+                        ListenKind::Metrics => "metrics",
+                    },
                     READY_TIMEOUT.as_secs()
                 ),
             };

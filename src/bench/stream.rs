@@ -20,7 +20,7 @@ use crate::net::pattern;
 /// Most connections a stream run drives (two threads each).
 pub(crate) const MAX_CONNS: usize = 256;
 /// Bytes per write, and the unit the pattern is made in.
-const CHUNK: usize = 64 * 1024;
+pub(crate) const CHUNK: usize = 64 * 1024;
 /// How long the reader waits for the rest of the echo after the writer's
 /// FIN before the run counts as failed.
 const DRAIN: Duration = Duration::from_secs(10);

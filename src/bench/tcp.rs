@@ -29,6 +29,7 @@ use super::plan::{Pace, Plan, TICK, Tally};
 use super::timer;
 use crate::error::{Error, Result};
 use crate::net::pattern;
+use crate::sys::stop;
 
 /// Bytes read per `read` call: a whole 64 KiB message in one call.
 const READ_BUF: usize = 64 * 1024;
@@ -223,8 +224,11 @@ struct Worker<'a, T: Transport> {
     /// Connections not yet `Done`.
     active: usize,
     tally: Tally,
-    /// Completed requests, warm-up included, for the progress line.
+    /// Recorded requests answered, for the progress line.
     done: u64,
+    /// The end of the run has passed: no request is sent any more, the
+    /// echoes still owed are waited for until [`Plan::drained`].
+    draining: bool,
     rbuf: Vec<u8>,
 }
 
@@ -297,6 +301,7 @@ pub(crate) fn run_over<T: Transport>(
         timers: timer::Schedule::default(),
         tally: Tally::for_plan(plan, slot)?,
         done: 0,
+        draining: false,
         rbuf: vec![0; READ_BUF],
     };
     w.run_loop()?;
@@ -322,15 +327,29 @@ impl<T: Transport> Worker<'_, T> {
                     self.begin(i, at, now);
                 }
             }
-            if self.active == 0 || self.plan.over(now) {
+            if self.active == 0 || stop::requested() {
                 break;
+            }
+            if self.plan.ended(now) {
+                if !self.draining {
+                    self.draining = true;
+                    self.stop_waiting();
+                    continue;
+                }
+                if self.plan.drained().is_some_and(|d| now >= d) {
+                    break;
+                }
             }
             if now.duration_since(last_scan) >= TICK {
                 last_scan = now;
                 self.expire(now, timeout);
             }
             let next = self.timers.next();
-            let end = self.plan.end;
+            let end = if self.draining {
+                self.plan.drained()
+            } else {
+                self.plan.end
+            };
             if !timer::poll_until(
                 &mut self.poll,
                 &mut events,
@@ -373,24 +392,38 @@ impl<T: Transport> Worker<'_, T> {
         Ok(())
     }
 
-    /// Counts what the end of the run cut short and closes everything.
+    /// The end of the run: connections waiting for their next slot will
+    /// send no more (their slots in the window are unfinished); those with
+    /// a request out wait for its echo until [`Plan::drained`].
+    fn stop_waiting(&mut self) {
+        let (from, until) = (self.plan.warmup_end, self.plan.end);
+        for i in 0..self.conns.len() {
+            let c = &self.conns[i];
+            if c.state == State::Waiting {
+                if let Some(until) = until {
+                    self.tally.unfinished += c.pace.missed(self.plan, from, until);
+                }
+                self.retire(i);
+            }
+        }
+    }
+
+    /// Counts what the end of the run cut short and closes everything: a
+    /// request still out is unanswered (warm-up ones too: the server owed
+    /// them an echo all the same), the open loop's slots never sent are
+    /// unfinished.
     fn finish(&mut self, now: Instant) {
         let until = self.plan.end.map_or(now, |end| end.min(now));
         let from = self.plan.warmup_end;
-        // In the closed loop a request cut off by the end was never late;
-        // in the open loop it was due and is owed an answer. So is
-        // `--hold`'s one echo per connection.
-        let owed = self.plan.interval.is_some() || self.plan.settings.hold;
         for c in &mut self.conns {
             if c.state == State::Done {
                 continue;
             }
-            let in_flight = matches!(
+            if matches!(
                 c.state,
                 State::Busy | State::Connecting | State::Handshaking
-            );
-            if owed && in_flight && c.record {
-                self.tally.unfinished += 1;
+            ) {
+                self.tally.unanswered += 1;
             }
             self.tally.unfinished += c.pace.missed(self.plan, from, until);
             c.state = State::Done;
@@ -417,7 +450,14 @@ impl<T: Transport> Worker<'_, T> {
     /// with `--new-conn`), or retires the connection if the run has no
     /// room for it.
     fn begin(&mut self, i: usize, due: Instant, now: Instant) {
-        let Some(record) = self.plan.admit(due) else {
+        let Some(record) = self.plan.admit(due, now) else {
+            if let Some(end) = self.plan.end.filter(|_| self.plan.ended(now)) {
+                // Open loop, behind at the end: this slot and any after it
+                // in the window go unsent.
+                let c = &self.conns[i];
+                self.tally.unfinished +=
+                    self.plan.unsent(due) + c.pace.missed(self.plan, self.plan.warmup_end, end);
+            }
             self.retire(i);
             return;
         };
@@ -678,8 +718,8 @@ impl<T: Transport> Worker<'_, T> {
                 c.due
             };
             self.tally.record(from, now);
+            self.done += 1;
         }
-        self.done += 1;
         c.round += 1;
         c.base += c.msg.len() as u64;
         if self.plan.settings.hold {

@@ -15,7 +15,8 @@ use mio::{Events, Interest, Poll, Token};
 use super::plan::{Pace, Plan, TICK, Tally};
 use super::timer;
 use crate::error::{Error, Result};
-use crate::net::pattern;
+use crate::net::{pattern, udp_socket};
+use crate::sys::stop;
 
 /// Largest datagram read back: any UDP payload fits.
 const READ_BUF: usize = 64 * 1024;
@@ -57,7 +58,10 @@ struct Worker<'a> {
     timers: timer::Schedule,
     active: usize,
     tally: Tally,
+    /// Recorded requests answered, for the progress line.
     done: u64,
+    /// The end of the run has passed: only the datagrams out are awaited.
+    draining: bool,
     rbuf: Vec<u8>,
     scratch: Vec<u8>,
 }
@@ -68,8 +72,7 @@ pub(crate) fn run(plan: &Plan, slot: usize, ids: Vec<u64>) -> Result<Tally> {
     let now = Instant::now();
     let mut conns = Vec::with_capacity(ids.len());
     for (i, id) in ids.into_iter().enumerate() {
-        let std_sock =
-            super::udp_socket(plan.settings.addr).map_err(Error::io("opening a UDP socket"))?;
+        let std_sock = udp_socket(plan.settings.addr).map_err(Error::io("opening a UDP socket"))?;
         std_sock
             .set_nonblocking(true)
             .map_err(Error::io("making a socket non-blocking"))?;
@@ -104,6 +107,7 @@ pub(crate) fn run(plan: &Plan, slot: usize, ids: Vec<u64>) -> Result<Tally> {
         timers: timer::Schedule::default(),
         tally: Tally::for_plan(plan, slot)?,
         done: 0,
+        draining: false,
         rbuf: vec![0; READ_BUF],
         scratch: Vec::new(),
     };
@@ -128,15 +132,31 @@ impl Worker<'_> {
                     self.begin(i, at, now);
                 }
             }
-            if self.active == 0 || self.plan.over(now) {
+            if self.active == 0 || stop::requested() {
                 break;
+            }
+            if self.plan.ended(now) {
+                if !self.draining {
+                    // As in the TCP worker: no more sends; the datagrams
+                    // out are waited for (or time out as lost).
+                    self.draining = true;
+                    self.stop_waiting();
+                    continue;
+                }
+                if self.plan.drained().is_some_and(|d| now >= d) {
+                    break;
+                }
             }
             if now.duration_since(last_scan) >= TICK {
                 last_scan = now;
                 self.expire(now);
             }
             let next = self.timers.next();
-            let end = self.plan.end;
+            let end = if self.draining {
+                self.plan.drained()
+            } else {
+                self.plan.end
+            };
             if !timer::poll_until(
                 &mut self.poll,
                 &mut events,
@@ -167,8 +187,8 @@ impl Worker<'_> {
         let now = Instant::now();
         let until = self.plan.end.map_or(now, |end| end.min(now));
         for c in &mut self.conns {
-            if self.plan.interval.is_some() && c.state == State::Busy && c.record {
-                self.tally.unfinished += 1;
+            if c.state == State::Busy {
+                self.tally.unanswered += 1;
             }
             if c.state != State::Done {
                 self.tally.unfinished += c.pace.missed(self.plan, self.plan.warmup_end, until);
@@ -177,6 +197,21 @@ impl Worker<'_> {
         self.tally.stopped = Some(until);
         self.plan.set_progress(self.slot, self.done);
         Ok(())
+    }
+
+    /// The end of the run: sockets waiting for their next slot send no
+    /// more (their slots in the window are unfinished).
+    fn stop_waiting(&mut self) {
+        let (from, until) = (self.plan.warmup_end, self.plan.end);
+        for i in 0..self.conns.len() {
+            let c = &self.conns[i];
+            if c.state == State::Waiting {
+                if let Some(until) = until {
+                    self.tally.unfinished += c.pace.missed(self.plan, from, until);
+                }
+                self.retire(i);
+            }
+        }
     }
 
     fn next_request(&mut self, i: usize, now: Instant) {
@@ -190,7 +225,12 @@ impl Worker<'_> {
     }
 
     fn begin(&mut self, i: usize, due: Instant, now: Instant) {
-        let Some(record) = self.plan.admit(due) else {
+        let Some(record) = self.plan.admit(due, now) else {
+            if let Some(end) = self.plan.end.filter(|_| self.plan.ended(now)) {
+                let c = &self.conns[i];
+                self.tally.unfinished +=
+                    self.plan.unsent(due) + c.pace.missed(self.plan, self.plan.warmup_end, end);
+            }
             self.retire(i);
             return;
         };
@@ -312,8 +352,8 @@ impl Worker<'_> {
         let c = &mut self.conns[i];
         if good && c.record {
             self.tally.record(c.due, now);
+            self.done += 1;
         }
-        self.done += 1;
         c.round += 1;
         c.unsent = false;
         self.next_request(i, now);

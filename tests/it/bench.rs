@@ -5,6 +5,7 @@
 //! Every run is bounded by its own `-d`/`-n` and, in case bench misbehaves,
 //! by a wall-clock limit after which the test kills it and fails.
 
+use std::io::{self, Read, Write};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -304,7 +305,7 @@ fn udp_losses_are_lost_not_mismatches() {
 }
 
 #[test]
-fn sigterm_ends_the_run_early_with_the_summary() {
+fn sigterm_ends_the_run_early_with_the_summary_and_says_interrupted() {
     let srv = Server::start("auto", &[]);
     let addr = srv.addr().to_string();
     let child = Running::spawn(
@@ -317,11 +318,199 @@ fn sigterm_ends_the_run_early_with_the_summary() {
     child.signal(Signal::SIGTERM);
     let start = Instant::now();
     let run = child.wait_exit(RUN_LIMIT);
-    assert!(start.elapsed() < Duration::from_secs(3));
-    assert!(run.success(), "stderr: {}", run.stderr);
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "took {:?} to stop",
+        start.elapsed()
+    );
+    run.assert_code(1, "an interrupted run is not a success");
     let v = json(&run);
-    assert!(f(&v, "requests") > 0.0);
-    assert!(f(&v, "duration_s") < 5.0);
+    assert!(f(&v, "requests") > 0.0, "{v}");
+    assert!(f(&v, "duration_s") < 5.0, "{v}");
+    assert_eq!(v["interrupted"], true, "{v}");
+    assert!(run.stderr.contains("interrupted"), "{}", run.stderr);
+}
+
+#[test]
+fn sigint_text_summary_says_interrupted() {
+    let srv = Server::start("auto", &[]);
+    let addr = srv.addr().to_string();
+    let child = Running::spawn(
+        netecho(&["bench", &addr, "-c", "2", "-d", "60", "--warmup", "0"]),
+        None,
+    );
+    thread::sleep(Duration::from_millis(700));
+    child.signal(Signal::SIGINT);
+    let run = child.wait_exit(RUN_LIMIT);
+    run.assert_code(1, "a Ctrl-C'd run is not a success");
+    assert!(
+        run.stdout_str().contains("requests") && run.stdout_str().contains("interrupted"),
+        "stdout: {}",
+        run.stdout_str()
+    );
+}
+
+/// A server made here that reads everything and never answers.
+fn silent_server() -> std::net::SocketAddr {
+    tcp_server(|mut s| {
+        let mut buf = [0u8; 4096];
+        let until = Instant::now() + RUN_LIMIT;
+        while Instant::now() < until {
+            match s.read(&mut buf) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
+                Err(_) => return,
+            }
+        }
+    })
+}
+
+#[test]
+fn silent_server_requests_are_unanswered_and_fail_the_run() {
+    let addr = silent_server().to_string();
+    let run = run_netecho(&[
+        "bench", &addr, "-c", "2", "-d", "1", "--warmup", "0.2", "--json",
+    ]);
+    run.assert_code(1, "nothing answered");
+    let v = json(&run);
+    assert_eq!(f(&v, "requests"), 0.0, "{v}");
+    assert_eq!(f(&v, "unanswered"), 2.0, "{v}");
+    assert!(
+        run.stderr.contains("2 requests sent and never answered"),
+        "{}",
+        run.stderr
+    );
+    // The echoes still owed are waited for a moment, not for --timeout.
+    assert!(
+        run.elapsed < Duration::from_secs(8),
+        "took {:?}",
+        run.elapsed
+    );
+
+    let text = run_netecho(&["bench", &addr, "-c", "3", "-d", "0.5", "--warmup", "0"]);
+    text.assert_code(1, "nothing answered");
+    assert!(
+        text.stdout_str().contains("3 sent and never answered"),
+        "{}",
+        text.stdout_str()
+    );
+}
+
+#[test]
+fn a_server_that_stops_answering_midway_fails_the_run() {
+    // Echoes the first 100 requests of 64 B of each connection, then
+    // swallows everything: some requests were answered, the last were not.
+    let addr = tcp_server(|mut s| {
+        let mut buf = [0u8; 4096];
+        let mut echoed = 0usize;
+        let until = Instant::now() + RUN_LIMIT;
+        while Instant::now() < until {
+            match s.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    let back = n.min(6400 - echoed);
+                    if back > 0 && s.write_all(&buf[..back]).is_err() {
+                        return;
+                    }
+                    echoed += back;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
+                Err(_) => return,
+            }
+        }
+    });
+    let addr = addr.to_string();
+    let run = run_netecho(&[
+        "bench", &addr, "-c", "2", "-d", "1", "--warmup", "0", "--json",
+    ]);
+    run.assert_code(1, "requests unanswered");
+    let v = json(&run);
+    assert!(f(&v, "requests") >= 100.0, "{v}");
+    assert!(f(&v, "unanswered") >= 1.0, "{v}");
+}
+
+#[test]
+fn refused_with_json_prints_one_object_with_the_error() {
+    let addr = closed_port().to_string();
+    let run = run_netecho(&["bench", &addr, "-d", "1", "--json"]);
+    run.assert_code(1, "refused");
+    let v = json(&run);
+    assert_eq!(f(&v, "requests"), 0.0, "{v}");
+    assert_eq!(v["interrupted"], false, "{v}");
+    let error = v["error"].as_str().unwrap_or_default();
+    assert!(error.contains("refused"), "{v}");
+    assert_eq!(v["target"], addr.as_str(), "{v}");
+    // And with --interval, the stream's one summary line.
+    let run = run_netecho(&["bench", &addr, "-d", "1", "--json", "--interval", "1"]);
+    let v = json(&run);
+    assert_eq!(v["type"], "summary", "{v}");
+    assert!(v["error"].is_string(), "{v}");
+}
+
+#[test]
+fn limits_beyond_this_machine_are_one_line_before_anything_runs() {
+    let addr = closed_port().to_string();
+    for (args, words) in [
+        (&["-c", "99999999999"][..], &["descriptors"][..]),
+        (&["-c", "99999999999", "--new-conn"], &["descriptors"]),
+        (&["-c", "99999999999", "--udp"], &["descriptors"]),
+        (&["-c", "99999999999", "--rate", "1000"], &["descriptors"]),
+        (
+            &["-c", "10000", "-s", "16777216"],
+            &["memory", "descriptors"],
+        ),
+        (&["-c", "2000", "--threads", "2000"], &["--threads"]),
+    ] {
+        let mut all = vec!["bench", &addr, "-d", "1"];
+        all.extend_from_slice(args);
+        let run = run_netecho(&all);
+        run.assert_code(2, &format!("{args:?}"));
+        let line = run.one_line_error(&format!("{args:?}"));
+        assert!(
+            words.iter().any(|w| line.contains(w)),
+            "{args:?}: the line should name the limit ({words:?}): {line}"
+        );
+        assert!(
+            run.elapsed < Duration::from_secs(5),
+            "{args:?}: {:?}",
+            run.elapsed
+        );
+    }
+}
+
+#[test]
+fn new_conn_stops_promptly_on_sigterm() {
+    let srv = Server::start("auto", &[]);
+    let addr = srv.addr().to_string();
+    let child = Running::spawn(
+        netecho(&[
+            "bench",
+            &addr,
+            "--new-conn",
+            "-c",
+            "64",
+            "-d",
+            "60",
+            "--warmup",
+            "0",
+            "--json",
+        ]),
+        None,
+    );
+    thread::sleep(Duration::from_millis(700));
+    child.signal(Signal::SIGTERM);
+    let start = Instant::now();
+    let run = child.wait_exit(RUN_LIMIT);
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "took {:?} to stop",
+        start.elapsed()
+    );
+    run.assert_code(1, "interrupted");
+    assert_eq!(json(&run)["interrupted"], true);
 }
 
 #[test]
@@ -347,4 +536,82 @@ fn one_thread_reports_errors_as_many_threads_do() {
         assert!(run.stderr.contains(&line), "stderr: {}", run.stderr);
     }
     assert_eq!(f(&json(&run), "mismatches"), 3.0);
+}
+
+#[test]
+fn the_progress_line_counts_no_warm_up_request() {
+    use std::os::fd::AsFd;
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+    let srv = Server::start("auto", &[]);
+    let addr = srv.addr().to_string();
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let mut cmd = netecho(&[
+        "bench", &addr, "-c", "2", "--warmup", "1.5", "-d", "1", "--json",
+    ]);
+    cmd.env_remove("NETECHO_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(pty.slave.try_clone().expect("dup the pty")))
+        .process_group(0);
+    let mut child = cmd.spawn().expect("spawn bench");
+    // Only the child holds the slave now, so the master sees EIO when it exits.
+    drop(cmd);
+    drop(pty.slave);
+    // What the terminal shows, until bench exits (EIO on the master).
+    let mut shown = Vec::new();
+    let deadline = Instant::now() + RUN_LIMIT;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        let mut fds = [PollFd::new(pty.master.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(500u16)) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+        match nix::unistd::read(&pty.master, &mut buf) {
+            Ok(0) | Err(nix::errno::Errno::EIO) => break,
+            Ok(n) => shown.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    let mut out = String::new();
+    if let Some(mut pipe) = child.stdout.take() {
+        let _ = pipe.read_to_string(&mut out);
+    }
+    let status = child.wait().expect("wait for bench");
+    assert!(status.success(), "bench: {status}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    let measured = f(&v, "requests");
+    let shown = String::from_utf8_lossy(&shown);
+    let lines: Vec<&str> = shown.split(['\r', '\n']).collect();
+    assert!(
+        lines.iter().any(|l| l.contains("warm-up")),
+        "no warm-up shown: {shown:?}"
+    );
+    let mut counts = Vec::new();
+    for l in &lines {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        for w in words.windows(2) {
+            if w[1] == "requests" {
+                let n: f64 = w[0].replace(',', "").parse().unwrap_or(-1.0);
+                assert!(
+                    !l.contains("warm-up"),
+                    "a warm-up line counts requests: {l:?}"
+                );
+                counts.push(n);
+            }
+        }
+    }
+    assert!(!counts.is_empty(), "no progress figures shown: {shown:?}");
+    // Never more than the summary's count: no warm-up request in it.
+    for n in counts {
+        assert!(
+            (0.0..=measured).contains(&n),
+            "progress shows {n} requests, the summary {measured}: {shown:?}"
+        );
+    }
 }

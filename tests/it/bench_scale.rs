@@ -351,12 +351,20 @@ fn hold_owes_the_echo_a_server_never_sends_over_tcp_and_tls() {
         let mut args = vec!["bench", addr.as_str(), "--hold", "-c", "3", "-d", "0.5"];
         args.extend(extra);
         args.push("--json");
-        let (v, _) = bench_ok(&args);
+        let run = run_to_end(netecho(&args), None, RUN_LIMIT);
+        run.assert_code(1, &format!("{extra:?}: no echo came back"));
+        let v: serde_json::Value = serde_json::from_str(run.stdout_str().trim())
+            .unwrap_or_else(|e| panic!("{e}: {}", run.stdout_str()));
         assert_eq!(num(&v, "requests"), 0, "{extra:?}: {v}");
         assert_eq!(
-            num(&v, "unfinished"),
+            num(&v, "unanswered"),
             3,
             "each held echo is owed: {extra:?}: {v}"
+        );
+        assert!(
+            run.stderr.contains("3 requests sent and never answered"),
+            "{extra:?}: {}",
+            run.stderr
         );
     }
 }

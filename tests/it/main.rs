@@ -13,6 +13,7 @@ mod bench;
 mod bench_models;
 mod bench_scale;
 mod client;
+mod docs;
 mod handover;
 mod hostile;
 mod lab;

@@ -167,7 +167,7 @@ fn send_and_time(
     pattern::fill(0, 0, &mut msg);
     let mut buf = vec![0u8; len];
     let mut hist = Histogram::<u64>::new_with_bounds(1, HIST_MAX_NS, HIST_SIGFIG)
-        .map_err(|e| floor_error(format!("histogram: {e:?}")))?;
+        .map_err(|e| floor_error(format!("histogram: {e}")))?;
     let mut trip = |s: &mut TcpStream| -> Result<()> {
         s.write_all(&msg)
             .and_then(|()| match recv_whole(s, &mut buf)? {
@@ -256,7 +256,7 @@ fn ping_pong(len: usize, window: Duration) -> Result<Traffic> {
     let msg = &msg[..];
     let mut buf = vec![0u8; len];
     let mut hist = Histogram::<u64>::new_with_bounds(1, HIST_MAX_NS, HIST_SIGFIG)
-        .map_err(|e| floor_error(format!("histogram: {e:?}")))?;
+        .map_err(|e| floor_error(format!("histogram: {e}")))?;
     let warm_end = Instant::now() + WARMUP;
     while Instant::now() < warm_end {
         carry(&mut a, &mut b, msg, &mut buf)?;

@@ -498,7 +498,7 @@ pub fn workloads_from_env() -> Result<Option<Vec<Workload>>> {
     };
     parse_workloads(&list)
         .map(|w| Some(w.0))
-        .map_err(|why| Error::InvalidOption(format!("NETECHO_BENCH_WORKLOADS: {why}")))
+        .map_err(|why| Error::Usage(format!("NETECHO_BENCH_WORKLOADS: {why}")))
 }
 
 /// Workloads chosen by name or number (`--workloads`).

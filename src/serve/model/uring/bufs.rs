@@ -11,7 +11,8 @@ use io_uring::IoUring;
 use io_uring::types::BufRingEntry;
 use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous, munmap};
 
-use super::{BGID, Tuning};
+use super::ledger::Ledger;
+use super::tuning::{BGID, Tuning};
 
 /// `IOU_PBUF_RING_INC` (include/uapi/linux/io_uring.h): consume provided
 /// buffers incrementally.
@@ -35,7 +36,8 @@ fn incremental_is_safe() -> bool {
 
 /// A provided-buffer ring: the entry ring shared with the kernel and the
 /// buffers it points at, in one anonymous mapping that lives until the
-/// worker is gone (and is leaked if the kernel might still use it).
+/// worker is gone (and is leaked if the kernel might still use it). Which
+/// buffer is whose is the [`Ledger`]'s business; this is its memory.
 pub(super) struct Pool {
     /// Start of the mapping: the page-aligned entry ring, buffers after it.
     base: NonNull<libc::c_void>,
@@ -49,29 +51,8 @@ pub(super) struct Pool {
     pub(super) size: u32,
     /// Our copy of the ring tail: entries published to the kernel so far.
     tail: u16,
-    /// Buffers in the ring right now (given to the kernel, not finished by
-    /// it): a buffer the kernel is part-way through counts as in the ring.
-    pub(super) free: usize,
-    /// The kernel consumes buffers incrementally (`IOU_PBUF_RING_INC`,
-    /// trusted from [`INCREMENTAL_SINCE`]): a 64-byte message takes 64
-    /// bytes of a buffer, not all of it, so a few buffers serve hundreds of
-    /// connections. Without it every receive takes a whole buffer.
-    pub(super) incremental: bool,
-    /// Per buffer: where the kernel's next bytes go, how many received
-    /// pieces still hold it, and whether the kernel is done with it.
-    state: Vec<BufState>,
-}
-
-/// One buffer's bookkeeping ([`Pool::take`], [`Pool::release`]).
-#[derive(Debug, Clone, Copy, Default)]
-struct BufState {
-    /// Bytes the kernel has filled so far: the next piece starts here.
-    next: u32,
-    /// Pieces taken and not yet released.
-    refs: u32,
-    /// The kernel has finished with it: it is out of the ring, and goes
-    /// back once no piece holds it.
-    out: bool,
+    /// Who holds each buffer, and how many the kernel has.
+    pub(super) ledger: Ledger,
 }
 
 impl Pool {
@@ -104,9 +85,7 @@ impl Pool {
             count: tuning.bufs,
             size: tuning.buf_size,
             tail: 0,
-            free: 0,
-            incremental: false,
-            state: vec![BufState::default(); count],
+            ledger: Ledger::new(tuning.bufs, false),
         };
         // SAFETY: the entry ring is `count` entries at the start of our
         // mapping, which stays mapped until the ring is gone: `Pool` is
@@ -121,7 +100,7 @@ impl Pool {
         };
         let want = incremental_is_safe();
         match register(if want { IOU_PBUF_RING_INC } else { 0 }) {
-            Ok(()) => pool.incremental = want,
+            Ok(()) => pool.ledger.incremental = want,
             // A kernel that refuses the flag (6.12 added it): whole buffers.
             Err(e) if want && e.raw_os_error() == Some(libc::EINVAL) => register(0)?,
             Err(e) => return Err(e),
@@ -160,46 +139,30 @@ impl Pool {
         unsafe { std::slice::from_raw_parts(self.buf(bid).add(off), len) }
     }
 
-    /// True if `bid` names one of our buffers: a kernel result is checked
-    /// before it is used as an index.
+    /// True if `bid` names one of our buffers.
     pub(super) fn owns(&self, bid: u16) -> bool {
-        bid < self.count
+        self.ledger.owns(bid)
     }
 
-    /// Records a completion that used buffer `bid`: `len` bytes, and
-    /// `more` if the kernel keeps filling the rest of it
-    /// (`IORING_CQE_F_BUF_MORE`). Returns where in the buffer those bytes
-    /// start, or `None` if `bid` is not ours. The piece holds the buffer
-    /// until [`Pool::release`].
+    /// Buffers in the ring right now ([`Ledger::free`]).
+    pub(super) fn free(&self) -> usize {
+        self.ledger.free
+    }
+
+    /// Records a completion that used buffer `bid` ([`Ledger::take`]).
     pub(super) fn take(&mut self, bid: u16, len: usize, more: bool) -> Option<u32> {
-        let incremental = self.incremental;
-        let st = self.state.get_mut(usize::from(bid))?;
-        let at = st.next;
-        st.next = st
-            .next
-            .saturating_add(u32::try_from(len).unwrap_or(u32::MAX));
-        st.refs += 1;
-        // An incremental ring does not use a buffer up on an empty
-        // completion (socket receives never post one with a buffer; this is
-        // defence): it stays the kernel's, whatever the flag says.
-        let empty = incremental && len == 0;
-        let done = !more && !empty;
-        if done && !st.out {
-            st.out = true;
-            self.free = self.free.saturating_sub(1);
-        }
-        Some(at)
+        self.ledger.take(bid, len, more)
     }
 
-    /// Lets go of one piece of buffer `bid`; the buffer goes back to the
-    /// kernel once the kernel is done with it and no piece holds it.
+    /// One more holder of buffer `bid`: a send in flight from it.
+    pub(super) fn hold(&mut self, bid: u16) {
+        self.ledger.hold(bid);
+    }
+
+    /// Lets go of one holder of buffer `bid`; the buffer goes back to the
+    /// kernel once the kernel is done with it and nothing holds it.
     pub(super) fn release(&mut self, bid: u16) {
-        let Some(st) = self.state.get_mut(usize::from(bid)) else {
-            return;
-        };
-        st.refs = st.refs.saturating_sub(1);
-        if st.refs == 0 && st.out {
-            *st = BufState::default();
+        if self.ledger.release(bid) {
             self.publish(bid);
         }
     }
@@ -224,7 +187,7 @@ impl Pool {
         // write it, so a release store publishes the entry written above.
         let tail = unsafe { AtomicU16::from_ptr(BufRingEntry::tail(self.entries()).cast_mut()) };
         tail.store(self.tail, Ordering::Release);
-        self.free += 1;
+        self.ledger.published();
     }
 }
 
@@ -280,18 +243,22 @@ mod tests {
         let Some((ring, mut p)) = pool() else {
             return;
         };
-        assert_eq!(p.free, 4);
+        assert_eq!(p.free(), 4);
         // Two pieces while the kernel keeps filling the buffer, then a last.
         assert_eq!(p.take(2, 10, true), Some(0));
         assert_eq!(p.take(2, 20, true), Some(10));
-        assert_eq!(p.free, 4, "a buffer part-way through is still the kernel's");
+        assert_eq!(
+            p.free(),
+            4,
+            "a buffer part-way through is still the kernel's"
+        );
         assert_eq!(p.take(2, 34, false), Some(30));
-        assert_eq!(p.free, 3, "the kernel is done with it");
+        assert_eq!(p.free(), 3, "the kernel is done with it");
         p.release(2);
         p.release(2);
-        assert_eq!(p.free, 3, "one piece still holds it");
+        assert_eq!(p.free(), 3, "one piece still holds it");
         p.release(2);
-        assert_eq!(p.free, 4, "back in the ring once the last piece goes");
+        assert_eq!(p.free(), 4, "back in the ring once the last piece goes");
         // Published again whole: the next piece starts at its beginning.
         assert_eq!(p.take(2, 5, false), Some(0));
         p.release(2);
@@ -307,7 +274,7 @@ mod tests {
         p.release(1);
         // Incremental: still the kernel's (not published twice); whole
         // buffers: out and back, so the count ends the same either way.
-        assert_eq!(p.free, 4);
+        assert_eq!(p.free(), 4);
         assert_eq!(p.take(1, 8, true), Some(0), "nothing was consumed");
         p.release(1);
         drop(ring);
@@ -320,12 +287,12 @@ mod tests {
         };
         assert_eq!(p.take(4, 1, false), None);
         p.release(4);
-        assert_eq!(p.free, 4);
+        assert_eq!(p.free(), 4);
         // Releasing more often than taken does not publish twice.
         assert_eq!(p.take(0, 64, false), Some(0));
         p.release(0);
         p.release(0);
-        assert_eq!(p.free, 4);
+        assert_eq!(p.free(), 4);
         drop(ring);
     }
 }

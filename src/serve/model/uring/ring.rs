@@ -10,7 +10,7 @@ use io_uring::{IoUring, Probe, cqueue, opcode};
 
 use super::bufs::Pool;
 use super::op::Op;
-use super::{
+use super::tuning::{
     BGID, CQ_FACTOR, PROBE_BUF_SIZE, PROBE_BUFS, PROBE_ENTRIES, PROBE_WAIT, RING_ENTRIES, Tuning,
 };
 

@@ -1,6 +1,6 @@
 //! The zero-copy path on io_uring: a connection switched to its pipe
-//! (`--zero-copy`, the rule of [`splice::Switch`]) is echoed socket → pipe
-//! → socket by [`splice::drive`], the same code as the epoll model's, with
+//! (`--zero-copy`, the rule of [`crate::serve::transport::splice::Switch`]) is echoed socket → pipe
+//! → socket by [`crate::serve::transport::splice::drive`], the same code as the epoll model's, with
 //! a multishot poll on this ring telling it when the socket is readable or
 //! writable. Its bytes never enter user space and never touch the
 //! provided-buffer ring.
@@ -22,9 +22,15 @@
 //! flight), backpressure (the pipe's capacity is the cap), half-close,
 //! the idle and stall clocks, drain and the metrics' byte count.
 
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Instant;
 
+use socket2::SockRef;
+use tracing::debug;
+
+use super::flight::Flight;
+use super::op::Op;
+use super::turn::{Env, Key, Step};
 use crate::serve::contract as core;
 use crate::serve::transport::splice::{self, Kept, ZeroCopy};
 
@@ -41,13 +47,15 @@ pub(super) struct Spliced {
     /// The echo contract over the pipe ([`Kept`] made spliced).
     pub(super) core: core::Conn<Kept>,
     /// The socket may have bytes (or the FIN) to read: set by a poll
-    /// completion, cleared by [`splice::drive`] on EAGAIN with an empty pipe.
+    /// completion, cleared by [`crate::serve::transport::splice::drive`] on EAGAIN with an empty pipe.
     readable: bool,
     /// The socket's send buffer may have room: set by a poll completion,
-    /// cleared by [`splice::drive`] on EAGAIN.
+    /// cleared by [`crate::serve::transport::splice::drive`] on EAGAIN.
     writable: bool,
     /// Listed in the worker's turns to run again (its budget ran out).
     pub(super) again: bool,
+    /// Its multishot poll.
+    pub(super) poll: Flight,
 }
 
 impl Spliced {
@@ -63,7 +71,74 @@ impl Spliced {
             readable: true,
             writable: true,
             again: false,
+            poll: Flight::default(),
         })
+    }
+
+    /// Moves the connection on `fd` to a pipe at `now`: `None` (it stays
+    /// on the buffer path, for good) when no pipe can be made or the socket
+    /// cannot be made non-blocking. The splice calls need the latter:
+    /// io_uring serves blocking sockets, and a splice(2) from one would
+    /// block the worker until the client sends. Nothing of the buffer path
+    /// is in flight by then.
+    pub(super) fn switch(fd: &OwnedFd, now: Instant) -> Option<Box<Spliced>> {
+        let made = SockRef::from(fd)
+            .set_nonblocking(true)
+            .map_err(|e| e.to_string())
+            .and_then(|()| Spliced::new(now).ok_or_else(|| "no pipe".to_string()));
+        match made {
+            Ok(z) => Some(Box::new(z)),
+            Err(e) => {
+                debug!("zero copy unavailable for a connection ({e}); buffer path");
+                // Receives and sends on the ring work either way; back to
+                // how the buffer path had it.
+                let _ = SockRef::from(fd).set_nonblocking(false);
+                None
+            }
+        }
+    }
+
+    /// A poll completion: `res` is the readiness mask, or an error (our
+    /// cancel when closing, or the kernel ending the poll) that says
+    /// nothing of the socket: the splices find out, and `progress` re-arms
+    /// the poll unless the connection is closing.
+    pub(super) fn on_poll_done(&mut self, res: i32, more: bool) {
+        if !more {
+            self.poll.complete();
+        }
+        self.on_poll(u32::try_from(res).ok());
+    }
+
+    /// One turn of [`crate::serve::transport::splice::drive`] with the hints the poll gave, then
+    /// the poll armed if it is not, and the next deadline.
+    pub(super) fn progress(
+        &mut self,
+        env: &mut Env<'_>,
+        fd: BorrowedFd<'_>,
+        key: Key,
+        unarmed: bool,
+    ) -> Step {
+        let mut bytes = 0;
+        let turn = self.turn(fd, env.now, &mut bytes);
+        if bytes > 0 {
+            env.stats.bytes.add(bytes);
+        }
+        if let splice::Turn::Close(end) = turn {
+            return Step::Close(end);
+        }
+        if turn == splice::Turn::Again && !self.again {
+            self.again = true;
+            env.again.push(key);
+        }
+        if self.poll.is_idle() {
+            let op = Op::Poll(key.0, key.1);
+            env.q
+                .poll_multi(fd.as_raw_fd(), POLL_MASK, &mut self.poll, op);
+        }
+        let due = (unarmed || self.core.deadline_may_be_sooner())
+            .then(|| self.core.deadline(&env.timeouts))
+            .flatten();
+        Step::Wait(due.map(|(at, _)| at))
     }
 
     /// A poll completion reported `mask` (or the poll ended: `None`, after

@@ -4,20 +4,27 @@
 //! The zero-copy path (provided buffers held until sent) cannot apply: the
 //! bytes sent are not the bytes received but their re-encryption. So a TLS
 //! connection receives with single `Recv`s into its own [`RECV_BUF`]-byte
-//! buffer (one request at a time), feeds the ciphertext to rustls through
-//! an in-memory [`Wire`], and sends the ciphertext rustls wrote from
-//! `sending` while new ciphertext collects in `queued` (at most
-//! [`QUEUED_CAP`]): the kernel reads `sending` until its send completes, so
-//! it is never touched meanwhile. Our FIN (after close_notify) is taken
-//! once both are empty. Backpressure is the core's: at its cap the turn
-//! asks for no read, and no receive is submitted.
+//! buffer (one request at a time, which owns the buffer until it
+//! completes), feeds the ciphertext to rustls through an in-memory
+//! [`Wire`], and sends the ciphertext rustls wrote from `sending` while new
+//! ciphertext collects in `queued` (at most [`QUEUED_CAP`]): the send owns
+//! `sending` until it completes, so it is never touched meanwhile. Our FIN
+//! (after close_notify) is taken once both are empty. Backpressure is the
+//! core's: at its cap the turn asks for no read, and no receive is
+//! submitted.
 
 use std::io::{self, Read, Write};
+use std::os::fd::RawFd;
 use std::time::Instant;
 
+use nix::sys::socket::{Shutdown, shutdown};
+
+use super::flight::Flight;
+use super::op::Op;
+use super::turn::{Env, Key, Step};
 use crate::serve::contract::pending::Pending;
 use crate::serve::contract::{self as core, End, Timeouts};
-use crate::serve::transport::tls::session::{TlsConn, Turn, Wire};
+use crate::serve::transport::tls::session::{EPROTO, TlsConn, Turn, Wire};
 
 /// One receive's buffer: a full TLS record and its header.
 pub(super) const RECV_BUF: usize = 17 * 1024;
@@ -32,31 +39,34 @@ const TURNS: usize = 64;
 pub(super) struct UringTls {
     pub(super) tls: TlsConn,
     pub(super) core: core::Conn<Pending>,
-    /// Where the kernel writes ciphertext; lives until the receive completes.
-    pub(super) rbuf: Box<[u8]>,
+    /// Where the kernel writes ciphertext, while no receive owns it.
+    rbuf: Option<Box<[u8]>>,
+    /// Its receive, owning `rbuf` until it completes.
+    pub(super) recv: Flight<Box<[u8]>>,
+    /// Its send, owning `sending` until it completes.
+    pub(super) send: Flight<Vec<u8>>,
     /// Received ciphertext not yet read by rustls, from `in_off` on.
     inbox: Vec<u8>,
     in_off: usize,
     /// The client's FIN was received.
-    pub(super) fin: bool,
-    /// Ciphertext the kernel is sending (from `sent` on): untouched until
-    /// the send completes.
-    pub(super) sending: Vec<u8>,
-    pub(super) sent: usize,
+    fin: bool,
+    /// Ciphertext to send (from `sent` on); lent to the send in flight.
+    sending: Vec<u8>,
+    sent: usize,
     /// Ciphertext written since; sent after `sending`.
     queued: Vec<u8>,
     /// The core asked for our FIN: taken once all ciphertext is out.
-    pub(super) shut_wanted: bool,
+    shut_wanted: bool,
     /// The last turn wanted to read.
-    pub(super) wants_read: bool,
+    wants_read: bool,
     /// The core ended cleanly with ciphertext (our close_notify at least)
     /// still unsent: since then, or since a send last took some of it. The
     /// send timeout counts from here, as it would for kept echo: a client
     /// that never reads must not hold the connection for ever.
-    pub(super) flush_since: Option<Instant>,
+    flush_since: Option<Instant>,
     /// That flush waited out the send timeout: the connection closes as a
     /// stall, without the rest of its close.
-    pub(super) flush_stalled: bool,
+    flush_stalled: bool,
 }
 
 /// The wire a turn sees: the inbox to read, the queue to write.
@@ -118,7 +128,9 @@ impl UringTls {
         UringTls {
             tls,
             core: core::Conn::new(now, Pending::new()),
-            rbuf: vec![0u8; RECV_BUF].into_boxed_slice(),
+            rbuf: Some(vec![0u8; RECV_BUF].into_boxed_slice()),
+            recv: Flight::default(),
+            send: Flight::default(),
             inbox: Vec::new(),
             in_off: 0,
             fin: false,
@@ -132,13 +144,45 @@ impl UringTls {
         }
     }
 
-    /// A receive brought `n` bytes into `rbuf`.
-    pub(super) fn received(&mut self, n: usize) {
-        self.inbox.extend_from_slice(&self.rbuf[..n.min(RECV_BUF)]);
+    /// A receive completed with `res` (never multishot: the last).
+    pub(super) fn on_recv(&mut self, res: i32) {
+        let buf = self.recv.complete();
+        match res {
+            n if n > 0 => {
+                if let Some(b) = &buf {
+                    let n = (n as usize).min(b.len());
+                    self.inbox.extend_from_slice(&b[..n]);
+                }
+            }
+            0 => self.fin = true,
+            // Our cancel, or a signal: `progress` decides what next.
+            e if -e == libc::ECANCELED || -e == libc::EINTR => {}
+            e => {
+                self.core.on_error(&io::Error::from_raw_os_error(-e));
+            }
+        }
+        if buf.is_some() {
+            self.rbuf = buf;
+        }
+    }
+
+    /// A send completed with `res` at `now`.
+    pub(super) fn on_send(&mut self, res: i32, now: Instant) {
+        if let Some(b) = self.send.complete() {
+            self.sending = b;
+        }
+        match res {
+            n if n > 0 => self.on_sent(n as usize, now),
+            0 => self.core.fail(End::Error(libc::EIO)),
+            e if -e == libc::ECANCELED || -e == libc::EINTR => {}
+            e => {
+                self.core.on_error(&io::Error::from_raw_os_error(-e));
+            }
+        }
     }
 
     /// A send took `n` bytes of `sending` at `now`.
-    pub(super) fn on_sent(&mut self, n: usize, now: Instant) {
+    fn on_sent(&mut self, n: usize, now: Instant) {
         // The kernel took ciphertext: that is progress for the stall clock.
         self.tls.moved();
         if self.flush_since.is_some() {
@@ -151,10 +195,74 @@ impl UringTls {
         }
     }
 
+    /// Its deadline came due at `now`.
+    pub(super) fn on_timer(&mut self, now: Instant, t: &Timeouts) {
+        if self.end().is_some() {
+            // A clean end still flushing: out of time?
+            if self.flush_deadline(t).is_some_and(|at| at <= now) {
+                self.flush_stalled = true;
+            }
+        } else {
+            self.tls.on_timer(&mut self.core, now, t);
+        }
+    }
+
+    /// Runs the TLS layer over what arrived, then submits the send of its
+    /// ciphertext and the next receive; when the core has ended, sends
+    /// what is left of a clean end (our close_notify), shuts writing down,
+    /// and asks to close once the flush is over.
+    pub(super) fn progress(
+        &mut self,
+        env: &mut Env<'_>,
+        fd: RawFd,
+        (slot, generation): Key,
+    ) -> Step {
+        if self.end().is_none() {
+            let bytes = self.run(env.now, env.scratch);
+            if bytes > 0 {
+                env.stats.bytes.add(bytes);
+            }
+        }
+        let end = self.end();
+        // A clean end still owes the client our close_notify, a refused
+        // handshake its alert: both are a few bytes, sent before closing.
+        let clean = matches!(end, Some(End::Fin) | Some(End::Error(EPROTO))) && !self.flush_stalled;
+        if (end.is_none() || clean)
+            && self.send.is_idle()
+            && let Some((buf, from)) = self.lend()
+        {
+            env.q
+                .send_owned(fd, buf, from, &mut self.send, Op::Send(slot, generation));
+        }
+        let Some(end) = end else {
+            if self.wants_read
+                && !self.fin
+                && self.recv.is_idle()
+                && let Some(buf) = self.rbuf.take()
+            {
+                env.q
+                    .recv_owned(fd, buf, &mut self.recv, Op::Recv(slot, generation));
+            }
+            return Step::Wait(self.deadline(&env.timeouts));
+        };
+        if clean && !self.flushed() {
+            // The close_notify is still going out: its send completes, or
+            // the send timeout ends the wait (the client may never read).
+            self.flush_since.get_or_insert(env.now);
+            return Step::Wait(self.flush_deadline(&env.timeouts));
+        }
+        if clean && self.shut_wanted {
+            self.shut_wanted = false;
+            // ENOTCONN (the client reset meanwhile) changes nothing now.
+            let _ = shutdown(fd, Shutdown::Write);
+        }
+        Step::Close(if self.flush_stalled { End::Stall } else { end })
+    }
+
     /// Runs the TLS layer over what arrived; returns the plaintext bytes
-    /// echoed. Afterwards: [`UringTls::next_send`] and `wants_read` say what
+    /// echoed. Afterwards: what to send and `wants_read` say what
     /// to submit.
-    pub(super) fn run(&mut self, now: Instant, scratch: &mut [u8]) -> u64 {
+    fn run(&mut self, now: Instant, scratch: &mut [u8]) -> u64 {
         let mut bytes = 0;
         for _ in 0..TURNS {
             let mut wire = Mem {
@@ -182,29 +290,28 @@ impl UringTls {
         bytes
     }
 
-    /// Moves queued ciphertext into `sending` if nothing is in flight;
-    /// returns what to send now, if anything.
-    pub(super) fn next_send(&mut self) -> Option<(*const u8, u32)> {
+    /// Moves queued ciphertext into `sending` if it is empty, and lends
+    /// it to a send with where its unsent bytes start, if any are.
+    fn lend(&mut self) -> Option<(Vec<u8>, usize)> {
         if self.sending.is_empty() && !self.queued.is_empty() {
             std::mem::swap(&mut self.sending, &mut self.queued);
             self.sent = 0;
         }
-        let left = &self.sending[self.sent..];
-        (!left.is_empty()).then(|| (left.as_ptr(), u32::try_from(left.len()).unwrap_or(u32::MAX)))
+        (self.sent < self.sending.len()).then(|| (std::mem::take(&mut self.sending), self.sent))
     }
 
-    /// Every byte of ciphertext is out.
-    pub(super) fn flushed(&self) -> bool {
-        self.sending.is_empty() && self.queued.is_empty()
+    /// Every byte of ciphertext is out: nothing to send, none in flight.
+    fn flushed(&self) -> bool {
+        self.send.is_idle() && self.sending.is_empty() && self.queued.is_empty()
     }
 
     /// The deadline to file: the handshake's and the core's.
-    pub(super) fn deadline(&self, t: &Timeouts) -> Option<Instant> {
+    fn deadline(&self, t: &Timeouts) -> Option<Instant> {
         self.tls.deadline(&self.core, t)
     }
 
     /// When the flush of a clean end runs out of the send timeout `t`.
-    pub(super) fn flush_deadline(&self, t: &Timeouts) -> Option<Instant> {
+    fn flush_deadline(&self, t: &Timeouts) -> Option<Instant> {
         self.flush_since.zip(t.send).map(|(since, d)| since + d)
     }
 

@@ -1,0 +1,425 @@
+//! What a buffer-path connection holds between a receive and its echo:
+//! pieces of provided buffers, in order, and — once it has spilled — its
+//! own copy. Pure code: which buffer to give back and when, how a spill
+//! copies, what the next send sends from; the pool and the ring are
+//! reached only through the closures passed in, so every rule here is
+//! tested without a ring.
+
+use std::collections::VecDeque;
+
+use super::tuning::HELD_BYTES;
+use crate::serve::contract::Store;
+
+/// Received bytes not yet echoed: one piece of a provided buffer (all of it
+/// unless the ring is incremental), held until its last byte is sent.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Chunk {
+    pub(super) bid: u16,
+    /// Where in the buffer the piece starts.
+    pub(super) off: u32,
+    pub(super) len: u32,
+    /// Bytes of it already sent.
+    pub(super) sent: u32,
+}
+
+impl Chunk {
+    /// A piece the kernel just filled: nothing of it sent.
+    pub(super) fn new(bid: u16, off: u32, len: u32) -> Chunk {
+        Chunk {
+            bid,
+            off,
+            len,
+            sent: 0,
+        }
+    }
+
+    /// Where in its buffer the unsent bytes start.
+    pub(super) fn unsent_at(&self) -> usize {
+        (self.off + self.sent) as usize
+    }
+
+    /// Bytes of it not yet sent.
+    pub(super) fn unsent(&self) -> usize {
+        (self.len - self.sent) as usize
+    }
+}
+
+/// The connection core's [`Store`] on the buffer path: the kernel-filled
+/// pieces of buffers themselves, in order, so bytes are never copied. Fully
+/// sent pieces stay at the front until [`Held::pop_done`] releases them to
+/// the pool (which republishes a buffer once every piece of it is released).
+///
+/// A connection paused for backpressure while the ring runs low (or while
+/// another connection found it empty) *spills*: its held bytes are copied
+/// into its own heap buffer, and every piece of a provided buffer it held
+/// is released ([`Held::spill_all`]). From then on what it receives is
+/// copied there too while it has room ([`Held::absorb`]), and its echo is
+/// sent from that copy. So a client that never reads keeps at most its own
+/// spill — about [`HELD_BYTES`] plus one buffer, or the one burst it took
+/// before its first pause — and no provided buffer: the ring, shared by
+/// every connection of the worker, can only be held by connections whose
+/// echo moves, and no client can starve the others by not reading.
+#[derive(Debug, Default)]
+pub(super) struct Held {
+    /// Bytes spilled out of the ring, older than every chunk. `None` while
+    /// lent to the send in flight ([`Held::lend_spill`]).
+    ///
+    /// Boxed: most connections never spill, and a connection's slot is the
+    /// server's memory per connection (a million idle ones hold none).
+    spill: Option<Box<Spill>>,
+    chunks: VecDeque<Chunk>,
+    /// Bytes received and not yet sent.
+    unsent: usize,
+    /// Buffers one connection may hold before its receive pauses
+    /// ([`super::tuning::Tuning::held_cap`]).
+    cap_bufs: u16,
+    /// The spill is out, owned by the send in flight.
+    lent: bool,
+}
+
+/// A connection's spilled bytes ([`Held`]).
+#[derive(Debug, Default)]
+pub(super) struct Spill {
+    /// The bytes; those from `sent` on are unsent.
+    bytes: Vec<u8>,
+    sent: usize,
+}
+
+impl Spill {
+    /// Unsent bytes.
+    pub(super) fn unsent(&self) -> &[u8] {
+        &self.bytes[self.sent.min(self.bytes.len())..]
+    }
+
+    /// Appends a copy made by `copy`, only if it fits in the spare
+    /// capacity: the bytes already there never move, so a send in flight
+    /// from them reads them where it was told they are.
+    fn append_in_place(&mut self, len: usize, copy: impl FnOnce(&mut Vec<u8>)) -> bool {
+        if self.bytes.capacity() - self.bytes.len() < len {
+            return false;
+        }
+        copy(&mut self.bytes);
+        true
+    }
+}
+
+/// What the next send of a connection sends from.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Front {
+    /// Unsent bytes of the spill.
+    Spill,
+    /// The first unsent chunk.
+    Chunk(Chunk),
+}
+
+impl Held {
+    pub(super) fn new(cap_bufs: usize) -> Held {
+        Held {
+            spill: None,
+            chunks: VecDeque::new(),
+            unsent: 0,
+            cap_bufs: u16::try_from(cap_bufs).unwrap_or(u16::MAX),
+            lent: false,
+        }
+    }
+
+    /// Unsent bytes in the spill at home (0 while it is lent).
+    fn spilled(&self) -> usize {
+        self.spill.as_ref().map_or(0, |s| s.bytes.len() - s.sent)
+    }
+
+    /// Where the next send starts: the spill first (its bytes are older).
+    /// `None` while the spill is lent: a send is in flight.
+    pub(super) fn front(&self) -> Option<Front> {
+        if self.lent {
+            return None;
+        }
+        if self.spilled() > 0 {
+            return Some(Front::Spill);
+        }
+        self.chunks
+            .iter()
+            .find(|c| c.sent < c.len)
+            .copied()
+            .map(Front::Chunk)
+    }
+
+    /// Hands the spill to the send of its unsent bytes, which owns it until
+    /// its completion gives it back with [`Held::unlend`].
+    pub(super) fn lend_spill(&mut self) -> Option<Box<Spill>> {
+        if self.lent || self.spilled() == 0 {
+            return None;
+        }
+        self.lent = true;
+        self.spill.take()
+    }
+
+    /// The send of the spill completed: it is home again. Must come before
+    /// the core hears what the send took ([`Store::consume`]).
+    pub(super) fn unlend(&mut self, spill: Box<Spill>) {
+        self.spill = Some(spill);
+        self.lent = false;
+    }
+
+    /// Takes a buffer whose bytes are all sent off the front.
+    pub(super) fn pop_done(&mut self) -> Option<u16> {
+        match self.chunks.front() {
+            Some(c) if c.sent >= c.len => self.chunks.pop_front().map(|c| c.bid),
+            _ => None,
+        }
+    }
+
+    /// Takes every chunk, sent or not: the connection is closing.
+    pub(super) fn pop_any(&mut self) -> Option<u16> {
+        self.chunks.pop_front().map(|c| c.bid)
+    }
+
+    /// Buffers held, sent or not.
+    pub(super) fn bufs(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// Nothing held at all: no buffer, no spilled byte.
+    pub(super) fn drained(&self) -> bool {
+        !self.lent && self.chunks.is_empty() && self.spilled() == 0
+    }
+
+    /// With no send in flight: frees a fully sent spill, or drops its sent
+    /// prefix, so the spill's memory is only what is unsent.
+    pub(super) fn settle(&mut self) {
+        if self.lent {
+            return;
+        }
+        if self.spilled() == 0 {
+            self.spill = None;
+        } else if let Some(s) = &mut self.spill
+            && s.sent > 0
+        {
+            s.bytes.drain(..s.sent);
+            s.sent = 0;
+        }
+    }
+
+    /// With no send in flight: copies every unsent byte of the held
+    /// buffers into the spill, after the bytes already there, and hands
+    /// each buffer to `give_back`. Leaves room for one more echo buffer and
+    /// one received buffer, so that the single receives that follow are
+    /// copied in without moving the spill under a send.
+    pub(super) fn spill_all(
+        &mut self,
+        buf_size: usize,
+        mut copy: impl FnMut(u16, usize, usize, &mut Vec<u8>),
+        mut give_back: impl FnMut(u16),
+    ) {
+        if self.lent {
+            return;
+        }
+        self.settle();
+        let in_chunks: usize = self.chunks.iter().map(Chunk::unsent).sum();
+        let spill = self.spill.get_or_insert_with(Box::default);
+        spill.bytes.reserve(in_chunks + HELD_BYTES + buf_size);
+        while let Some(c) = self.chunks.pop_front() {
+            if c.sent < c.len {
+                copy(c.bid, c.unsent_at(), c.unsent(), &mut spill.bytes);
+            }
+            give_back(c.bid);
+        }
+    }
+
+    /// After a receive, while the spill has unsent bytes (so any send in
+    /// flight is from the spill, never from a chunk): copies held chunks
+    /// into the spill's spare capacity, oldest first, and hands their
+    /// buffers to `give_back`. `lent` is the spill while the send in
+    /// flight owns it. A chunk that does not fit stays held until the next
+    /// [`Held::spill_all`].
+    pub(super) fn absorb(
+        &mut self,
+        lent: Option<&mut Spill>,
+        mut copy: impl FnMut(u16, usize, usize, &mut Vec<u8>),
+        mut give_back: impl FnMut(u16),
+    ) {
+        let spill = match lent {
+            Some(s) if self.lent => s,
+            _ if self.lent => return,
+            _ => match self.spill.as_deref_mut() {
+                Some(s) => s,
+                None => return,
+            },
+        };
+        if spill.unsent().is_empty() {
+            return;
+        }
+        while let Some(&c) = self.chunks.front() {
+            let left = c.unsent();
+            if !spill.append_in_place(left, |to| copy(c.bid, c.unsent_at(), left, to)) {
+                return;
+            }
+            self.chunks.pop_front();
+            give_back(c.bid);
+        }
+    }
+}
+
+impl Store for Held {
+    type Piece<'a> = Chunk;
+
+    fn len(&self) -> usize {
+        self.unsent
+    }
+
+    /// Over about one echo buffer of bytes, or over the buffer cap, reading
+    /// pauses. A multishot receive may post a few buffers more before its
+    /// cancel lands; they are kept all the same, never dropped.
+    fn room(&self) -> usize {
+        if self.unsent > HELD_BYTES || self.chunks.len() > usize::from(self.cap_bufs) {
+            0
+        } else {
+            HELD_BYTES + 1 - self.unsent
+        }
+    }
+
+    fn piece_len(piece: &Chunk) -> usize {
+        piece.len as usize
+    }
+
+    fn keep(&mut self, mut piece: Chunk, skip: usize) -> usize {
+        let skip = u32::try_from(skip).unwrap_or(u32::MAX).min(piece.len);
+        piece.sent = skip;
+        self.unsent += (piece.len - skip) as usize;
+        self.chunks.push_back(piece);
+        piece.len as usize
+    }
+
+    fn consume(&mut self, mut n: usize) {
+        debug_assert!(!self.lent, "the spill is given back before consume");
+        let from_spill = self.spilled().min(n);
+        if let Some(s) = &mut self.spill {
+            s.sent += from_spill;
+        }
+        self.unsent -= from_spill;
+        n -= from_spill;
+        for c in self.chunks.iter_mut() {
+            if n == 0 {
+                break;
+            }
+            let take = c.unsent().min(n);
+            c.sent += take as u32;
+            n -= take;
+            self.unsent -= take;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(bid: u16, len: u32) -> Chunk {
+        Chunk::new(bid, 0, len)
+    }
+
+    /// Buffer `bid` holds bytes `bid * 10 ..`: this copy fakes the pool
+    /// with that rule.
+    fn fake(b: u16, off: usize, len: usize, to: &mut Vec<u8>) {
+        to.extend((off..off + len).map(|i| (usize::from(b) * 10 + i) as u8));
+    }
+
+    #[test]
+    fn held_buffers_go_back_in_order_once_fully_sent() {
+        let mut h = Held::new(4);
+        h.keep(chunk(3, 100), 0);
+        h.keep(chunk(5, 50), 0);
+        assert_eq!(Store::len(&h), 150);
+        h.consume(60);
+        assert_eq!(h.pop_done(), None, "buffer 3 still has 40 bytes to send");
+        assert!(matches!(h.front(), Some(Front::Chunk(c)) if (c.bid, c.sent) == (3, 60)));
+        h.consume(40);
+        assert!(matches!(h.front(), Some(Front::Chunk(c)) if c.bid == 5));
+        assert_eq!(h.pop_done(), Some(3));
+        assert_eq!(h.pop_done(), None);
+        h.consume(50);
+        assert_eq!(h.pop_done(), Some(5));
+        assert_eq!((Store::len(&h), h.bufs()), (0, 0));
+    }
+
+    #[test]
+    fn a_spill_gives_every_buffer_back_and_keeps_the_order() {
+        let mut h = Held::new(4);
+        h.keep(chunk(1, 4), 0);
+        h.keep(chunk(2, 3), 0);
+        h.consume(1);
+        let mut back = Vec::new();
+        h.spill_all(8, fake, |b| back.push(b));
+        assert_eq!(back, [1, 2], "every held buffer goes back to the ring");
+        assert_eq!((h.bufs(), Store::len(&h), h.spilled()), (0, 6, 6));
+        assert!(matches!(h.front(), Some(Front::Spill)));
+        assert_eq!(h.spill.as_ref().unwrap().unsent(), [11, 12, 13, 20, 21, 22]);
+        // A receive while spilled is copied in after what is there.
+        h.keep(chunk(5, 2), 0);
+        h.absorb(None, fake, |b| back.push(b));
+        assert_eq!(back, [1, 2, 5]);
+        assert_eq!(
+            h.spill.as_ref().unwrap().unsent(),
+            [11, 12, 13, 20, 21, 22, 50, 51]
+        );
+        h.consume(8);
+        assert!(h.drained());
+        h.settle();
+        assert!(h.spill.is_none(), "a sent spill frees its memory");
+    }
+
+    #[test]
+    fn a_lent_spill_takes_receives_in_place_and_comes_back_whole() {
+        let mut h = Held::new(4);
+        h.keep(chunk(1, 4), 0);
+        let mut back = Vec::new();
+        h.spill_all(8, fake, |b| back.push(b));
+        let mut lent = h.lend_spill().expect("the spill has unsent bytes");
+        let at = lent.unsent().as_ptr();
+        assert!(h.front().is_none() && !h.drained(), "a send is in flight");
+        assert!(h.lend_spill().is_none(), "lent once");
+        // A receive while the send owns the spill: appended in place.
+        h.keep(chunk(6, 2), 0);
+        h.absorb(Some(&mut lent), fake, |b| back.push(b));
+        assert_eq!(back, [1, 6]);
+        assert_eq!(lent.unsent(), [10, 11, 12, 13, 60, 61]);
+        assert_eq!(lent.unsent().as_ptr(), at, "the bytes in flight never move");
+        h.settle();
+        h.unlend(lent);
+        h.consume(4);
+        assert!(matches!(h.front(), Some(Front::Spill)));
+        assert_eq!(h.spill.as_ref().unwrap().unsent(), [60, 61]);
+    }
+
+    #[test]
+    fn a_chunk_that_does_not_fit_the_spill_stays_held() {
+        let mut h = Held::new(4);
+        h.keep(chunk(1, 4), 0);
+        h.spill_all(0, fake, |_| {});
+        let room = {
+            let s = h.spill.as_ref().unwrap();
+            s.bytes.capacity() - s.bytes.len()
+        };
+        h.keep(chunk(2, room as u32 + 1), 0);
+        let mut back = Vec::new();
+        h.absorb(None, fake, |b| back.push(b));
+        assert!(back.is_empty(), "over the spare room: kept in its buffer");
+        assert_eq!(h.bufs(), 1);
+    }
+
+    #[test]
+    fn reading_pauses_over_one_echo_buffer_or_over_the_buffer_cap() {
+        let mut h = Held::new(2);
+        assert!(h.room() > 0);
+        // One full 64 KiB message held is not yet a reason to pause.
+        h.keep(chunk(0, HELD_BYTES as u32), 0);
+        assert!(h.room() > 0);
+        h.keep(chunk(1, 1), 0);
+        assert_eq!(h.room(), 0, "over HELD_BYTES");
+        let mut h = Held::new(2);
+        for bid in 0..3 {
+            h.keep(chunk(bid, 10), 0);
+        }
+        assert_eq!(h.room(), 0, "over the buffer cap");
+    }
+}
