@@ -100,6 +100,16 @@ pub enum Error {
         sent: u64,
         first: String,
     },
+    /// `ping` was stopped before any probe was answered.
+    #[error("no probe was answered")]
+    NoAnswer,
+    /// `ping --wait`: the service did not come up in time.
+    #[error("{target} did not answer within {} s (--wait); last: {last}", .after.as_secs_f64())]
+    NotUp {
+        target: String,
+        after: Duration,
+        last: String,
+    },
     /// A system call the program cannot do without failed.
     #[error("{what}: {source}")]
     Io {

@@ -7,6 +7,7 @@
 //! of a TIME-WAIT (60 s after it began, then every 250 ms until the socket
 //! is gone), and `--info`/`--pid` ticks when those are asked for.
 
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::time::Instant;
@@ -19,11 +20,12 @@ use super::events::{
     RECEIVE_RESET, RETRANSMIT, RETRANSMIT_SYNACK, SEND_RESET, STATE_EVENT, parse_line, split_lines,
 };
 use super::info::InfoWatch;
-use super::snapshot::Key;
+use super::procs::Owners;
+use super::snapshot::{Key, Snapshot};
 use super::state::State;
 use super::timeline::{Step, Timeline};
 use super::tracefs::{EventSpec, Instance};
-use super::{Opt, Watcher, emit, pid_note};
+use super::{Opt, Watcher, emit, format_owners, pid_note};
 use crate::error::{Error, Result};
 use crate::sys::stop;
 
@@ -87,6 +89,54 @@ const FIN_WAIT_2_RECHECK: f64 = 0.1;
 /// looked at: the peer's FIN reaches it in the same softirq, just after.
 const PEER_EVENT_RECHECK: f64 = 0.002;
 
+/// Sockets whose owner is remembered after they leave the table (a
+/// CLOSED line still names who held it); past this the memory is dropped.
+const MAX_KNOWN_OWNERS: usize = 4096;
+
+/// Who holds the socket of an event: its inode from sock_diag, the
+/// process from `/proc`. The tracepoint runs in whatever task the kernel
+/// was in (often a softirq on another process's time), so its own task
+/// name is not the owner.
+struct OwnerNames {
+    /// Inode → processes.
+    owners: Owners,
+    /// This batch's socket table, read at the first event that needs it.
+    snap: Option<Snapshot>,
+    /// The last owners named per connection, for sockets already gone.
+    known: HashMap<Key, String>,
+}
+
+impl OwnerNames {
+    /// ` (pid 4242 netecho)` for the socket `key`, or empty when no
+    /// process holds it (SYN-RECEIVED and TIME-WAIT sockets belong to the
+    /// kernel alone) or it is gone before anyone was seen holding it.
+    fn of(&mut self, diag: &mut Diag, port: u16, key: Key) -> Result<String> {
+        let find =
+            |snap: &Option<Snapshot>| snap.as_ref().and_then(|s| s.get(&key)).map(|s| s.inode);
+        let mut found = find(&self.snap);
+        if found.is_none() {
+            // Not in the table as last read (or none read yet): the socket
+            // may be newer than that read.
+            self.snap = Some(diag.snapshot(port)?);
+            found = find(&self.snap);
+        }
+        let inode = found.unwrap_or(0);
+        if inode != 0 {
+            self.owners.refresh_for(&[inode]);
+            let o = self.owners.of(inode);
+            if !o.is_empty() {
+                if self.known.len() >= MAX_KNOWN_OWNERS {
+                    self.known.clear();
+                }
+                let name = format!(" {}", format_owners(&o));
+                self.known.insert(key, name.clone());
+                return Ok(name);
+            }
+        }
+        Ok(self.known.get(&key).cloned().unwrap_or_default())
+    }
+}
+
 /// A socket the tracepoint said was CLOSED but sock_diag still shows, held
 /// by the kernel's small time-wait socket, followed until it leaves the
 /// table.
@@ -131,6 +181,11 @@ pub(crate) fn run(opt: &Opt, mut inst: Instance) -> Result<()> {
     let end = opt.duration.map(|d| start + d.as_secs_f64());
     let mut pending = String::new();
     let mut buf = vec![0u8; READ_BUF];
+    let mut names = OwnerNames {
+        owners: Owners::default(),
+        snap: None,
+        known: HashMap::new(),
+    };
     while !stop::requested() {
         let now = mono_now();
         if end.is_some_and(|e| now >= e) {
@@ -188,6 +243,8 @@ pub(crate) fn run(opt: &Opt, mut inst: Instance) -> Result<()> {
                 }
             });
         }
+        // A new batch: the socket table is read again when an event needs it.
+        names.snap = None;
         loop {
             let n = inst
                 .read_available(&mut buf)
@@ -210,9 +267,20 @@ pub(crate) fn run(opt: &Opt, mut inst: Instance) -> Result<()> {
                         w.due = w.due.min(mono_now() + PEER_EVENT_RECHECK);
                     }
                 }
+                let key = Key {
+                    local: ev.local,
+                    remote: ev.remote,
+                };
                 for step in timeline.on_event(&ev) {
                     match step {
-                        Step::Print(l) => lines.push(l),
+                        Step::Print(l) => {
+                            let who = if ev.local.port() == 0 {
+                                String::new()
+                            } else {
+                                names.of(&mut diag, opt.port, key)?
+                            };
+                            lines.push(format!("{l}{who}"));
+                        }
                         Step::CheckTimeWait { key, left, ts } => {
                             let snap = diag.snapshot(opt.port)?;
                             match snap.get(&key).map(|s| s.state) {

@@ -86,12 +86,13 @@ pub(crate) const MIN_INTERVAL_MS: u64 = 1;
 #[derive(Debug, Args)]
 pub(crate) struct Opt {
     /// TCP port whose sockets to show (local or remote side).
-    #[arg(long, short = 'p', default_value_t = DEFAULT_PORT)]
+    #[arg(long, short = 'p', default_value_t = DEFAULT_PORT,
+          value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) port: u16,
 
     /// Also show this process and its descendants: state letter, wait
     /// channel, and zombies.
-    #[arg(long, value_name = "PID")]
+    #[arg(long, value_name = "PID", value_parser = parse_running_pid)]
     pub(crate) pid: Option<i32>,
 
     /// Stop after this many seconds (default: run until Ctrl-C/SIGTERM).
@@ -130,9 +131,14 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
     stop::install().map_err(Error::io("installing the SIGINT/SIGTERM handler"))?;
     let why_poll = match opt.mode {
         Some(Mode::Poll) => "chosen with --mode poll".to_string(),
-        _ => match tracefs::ensure_mounted()
-            .and_then(|()| tracefs::Instance::create(&event_mode::specs(opt.port)))
-        {
+        _ => match tracefs::ensure_mounted().and_then(|()| {
+            for name in tracefs::remove_leftovers() {
+                eprintln!(
+                    "netecho: removed the tracefs instance {name}, left by a watch that was killed"
+                );
+            }
+            tracefs::Instance::create(&event_mode::specs(opt.port))
+        }) {
             Ok(inst) => return event_mode::run(&opt, inst),
             Err(why) if opt.mode == Some(Mode::Events) => {
                 return Err(Error::InvalidOption(format!("--mode events: {}", why.0)));
@@ -173,6 +179,21 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A `--pid`: a positive number naming a process that exists now.
+fn parse_running_pid(s: &str) -> std::result::Result<i32, String> {
+    let pid: i32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a process id (a whole number from 1)"))?;
+    if pid < 1 {
+        return Err(format!("'{s}' is not a process id (a whole number from 1)"));
+    }
+    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(format!("no process has pid {pid}"));
+    }
+    Ok(pid)
 }
 
 /// ` and the processes under pid 42` with `--pid`.

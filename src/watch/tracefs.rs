@@ -66,6 +66,46 @@ pub(crate) fn ensure_mounted() -> Result<(), Unavailable> {
     }
 }
 
+/// Removes the instances left by earlier `watch` runs that could not
+/// clean up (killed with SIGKILL, or the machine's OOM killer): every
+/// `netecho-<pid>` whose pid is no longer a netecho process. Its events
+/// stop with it. Returns the names removed, for a note; one that cannot
+/// be removed (another program holds its pipe open) is left alone.
+pub(crate) fn remove_leftovers() -> Vec<String> {
+    let Ok(dir) = fs::read_dir(Path::new(TRACEFS).join("instances")) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(PREFIX)
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !is_leftover(pid) {
+            continue;
+        }
+        if fs::remove_dir(entry.path()).is_ok() {
+            removed.push(name);
+        }
+    }
+    removed
+}
+
+/// Whether the instance of `pid` has no netecho process behind it any
+/// more: the pid is gone, or was reused by another program.
+fn is_leftover(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return false;
+    }
+    match fs::read_to_string(format!("/proc/{pid}/comm")) {
+        Ok(comm) => comm.trim() != "netecho",
+        Err(_) => true,
+    }
+}
+
 /// One event to enable, with its kernel-side filter (empty: none).
 pub(crate) struct EventSpec {
     /// `group/name` under `events/`.

@@ -153,6 +153,11 @@ fn watch_refuses_bad_flags_in_one_line() {
         &["--interval", "0"][..],
         &["--port", "70000"],
         &["--duration", "-1"],
+        &["--port", "0"],
+        &["--pid", "0"],
+        &["--pid", "-1"],
+        // Above the kernel's pid_max (4194304 at most): no such process.
+        &["--pid", "2147483647"],
     ] {
         let o = Command::new(BIN).arg("watch").args(args).output().unwrap();
         assert_eq!(o.status.code(), Some(2), "{args:?}");
@@ -302,11 +307,62 @@ fn watch_events_sees_every_state_and_removes_its_instance_on_sigterm() {
         !instance_of(child.id()).exists(),
         "the tracefs instance is removed after SIGTERM"
     );
-    // Each `after` is a time: seconds with milliseconds.
+    // Each `after` is a time at its resolution: `38 µs`, `1.25 ms`,
+    // `1.204 s`, never `0.000 s`.
     for l in text.lines().filter(|l| l.contains(" after ")) {
-        let secs = l.split(" after ").nth(1).unwrap().split_whitespace().next();
-        assert!(secs.is_some_and(|s| s.parse::<f64>().is_ok()), "{l}");
+        let mut w = l.split(" after ").nth(1).unwrap().split_whitespace();
+        let (n, unit) = (w.next().unwrap(), w.next().unwrap_or(""));
+        assert!(n.parse::<f64>().is_ok(), "{l}");
+        assert!(["µs", "ms", "s"].contains(&unit), "{l}");
+        assert!(!(unit == "s" && n.starts_with("0.")), "{l}");
     }
+    // The client's ESTABLISHED lasted 100 ms; its handshake far less, in
+    // microseconds unless the machine is very busy.
+    let hs = text
+        .lines()
+        .find(|l| l.contains(&client_side) && l.contains("SYN-SENT => ESTABLISHED after"))
+        .unwrap();
+    assert!(hs.contains(" µs") || hs.contains(" ms"), "{hs}");
+    // Lines name the process holding the socket: this test, for both ends
+    // (at least while it held them when watch looked: a loaded machine
+    // may look only after the test closed one).
+    let me = format!("(pid {} ", std::process::id());
+    for side in [&client_side, &server_side] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains(side.as_str()) && l.contains(&me)),
+            "no line of {side} names its owner {me}:\n{text}"
+        );
+    }
+}
+
+/// A watch killed with SIGKILL cannot remove its tracefs instance; the
+/// next watch does.
+#[test]
+fn watch_events_removes_the_instance_of_a_killed_watch() {
+    let name = "watch_events_removes_the_instance_of_a_killed_watch";
+    let Some((mut first, _out)) = start_events(name, &["--port", "1", "--mode", "events"]) else {
+        return;
+    };
+    let left = instance_of(first.id());
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(left.is_dir(), "SIGKILL leaves {} behind", left.display());
+    let Some((mut second, out)) = start_events(name, &["--port", "1", "--mode", "events"]) else {
+        return;
+    };
+    assert!(
+        !left.exists(),
+        "the next watch removed {} before starting",
+        left.display()
+    );
+    // SAFETY: kill(2) on the pid of the child we started and still hold.
+    unsafe { libc::kill(second.id() as i32, libc::SIGTERM) };
+    assert_eq!(wait_code(&mut second), 0);
+    // (Its note on stderr may be another test's: any watch starting in
+    // between removes the leftover first.)
+    drop(out);
+    assert!(!instance_of(second.id()).exists());
 }
 
 #[test]

@@ -10,13 +10,12 @@
 //! `x_total`, and a classic parser reads an OpenMetrics page as samples
 //! without HELP or TYPE.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsFd;
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::TcpListener;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -27,14 +26,20 @@ use crate::serve::contract::End;
 use crate::serve::service::stats::Failure;
 use crate::serve::service::stats::{Stats, UdpDrop};
 
-/// How often an idle metrics thread looks whether the sockets were handed
-/// over (then the new process answers every scrape).
-const HANDOVER_CHECK_MS: u16 = 200;
-/// A slow or silent scraper cannot hold the metrics thread longer than this.
+/// How often the metrics server looks whether the sockets were handed over
+/// (then the new process answers every scrape).
+const HANDOVER_CHECK: Duration = Duration::from_millis(200);
+/// A scraper's request head must arrive within this.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
-/// A request larger than this (line and headers) is answered with an error:
-/// a scrape is a few hundred bytes.
+/// No connection to the metrics server lasts longer than this.
+const CONN_TIMEOUT: Duration = Duration::from_secs(30);
+/// A request head larger than this is answered 431: a scrape is a few
+/// hundred bytes. (hyper's smallest read buffer, 8 KiB.)
 const MAX_REQUEST: usize = 8 * 1024;
+/// A request body larger than this is answered 413.
+const MAX_BODY: usize = 64 * 1024;
+/// Connections kept at once; a new one past this closes the oldest.
+const MAX_CONNS: usize = 64;
 
 /// Reads the shared counters at scrape time.
 #[derive(Debug)]
@@ -209,105 +214,138 @@ pub(crate) fn to_text_format(openmetrics: &str) -> String {
     out
 }
 
-/// Serves `/metrics` until the process ends, one scrape at a time (scrapes
-/// are rare and small; a thread per scraper would be a DoS surface).
+/// Serves `/metrics` until the process ends or hands its sockets over, with
+/// hyper on a one-thread tokio runtime: each scraper is a task of its own,
+/// so silent or slow connections cost a little memory each and never delay
+/// another scrape.
 pub(crate) fn serve(listener: TcpListener, stats: &'static Stats) {
-    let _ = listener.set_nonblocking(true);
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::warn!("cannot start the metrics server: {e}");
+            return;
+        }
+    };
+    rt.block_on(accept_scrapers(listener, stats));
+}
+
+/// Accepts scrapers and keeps at most [`MAX_CONNS`] connections: past that
+/// the oldest is closed to make room, so however many idle sockets someone
+/// opens, a new scraper is always served.
+async fn accept_scrapers(listener: TcpListener, stats: &'static Stats) {
+    let listener = match listener
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::TcpListener::from_std(listener))
+    {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!("cannot serve metrics: {e}");
+            return;
+        }
+    };
+    let mut conns: VecDeque<tokio::task::AbortHandle> = VecDeque::new();
+    let mut check = tokio::time::interval(HANDOVER_CHECK);
     while !stats.handed_over.load(Ordering::SeqCst) {
-        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(HANDOVER_CHECK_MS)) {
-            // Nothing to take: look at the handover flag again.
-            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!("poll on the metrics listener failed: {e}");
-                std::thread::sleep(crate::serve::blocking::accept::RESOURCE_PAUSE);
-                continue;
-            }
-        }
-        match listener.accept() {
-            Ok((c, _)) => {
-                // The accepted socket inherits nothing of the listener's
-                // O_NONBLOCK on Linux; say so anyway for `answer`'s reads.
-                let _ = c.set_nonblocking(false);
-                let _ = answer(c, stats);
-            }
-            // Another process sharing the socket took it (a handover).
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => crate::serve::blocking::accept::handle_accept_error(&e),
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((conn, _)) => {
+                    conns.retain(|c| !c.is_finished());
+                    if conns.len() >= MAX_CONNS
+                        && let Some(oldest) = conns.pop_front()
+                    {
+                        oldest.abort();
+                    }
+                    conns.push_back(tokio::spawn(scraper(conn, stats)).abort_handle());
+                }
+                // Another process sharing the socket took it (a handover).
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    use crate::serve::blocking::accept::{AcceptError, classify};
+                    if let AcceptError::Pause(d) = classify(&e) {
+                        tokio::time::sleep(d).await;
+                    }
+                }
+            },
+            // Look at the handover flag again.
+            _ = check.tick() => {}
         }
     }
 }
 
-/// Reads the request line and headers, up to the blank line, within
-/// [`SCRAPE_TIMEOUT`] in all (a client dripping one byte a second cannot
-/// hold the metrics thread) and [`MAX_REQUEST`] bytes. Returns the request
-/// line and whether an `Accept` header asks for OpenMetrics.
-fn read_request(mut conn: &TcpStream) -> std::io::Result<(String, bool)> {
-    let deadline = Instant::now() + SCRAPE_TIMEOUT;
-    let mut req = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    while !req.windows(4).any(|w| w == b"\r\n\r\n") && !req.windows(2).any(|w| w == b"\n\n") {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || req.len() > MAX_REQUEST {
-            return Err(std::io::ErrorKind::InvalidData.into());
-        }
-        conn.set_read_timeout(Some(left))?;
-        match conn.read(&mut buf)? {
-            0 => break,
-            n => req.extend_from_slice(&buf[..n]),
-        }
+/// One scraper's connection: the request head within [`SCRAPE_TIMEOUT`],
+/// the whole exchange within [`CONN_TIMEOUT`]. hyper answers what is not
+/// HTTP with 400 and a head over [`MAX_REQUEST`] with 431; a body is read
+/// and dropped before the answer, so the answer is never followed by a reset.
+async fn scraper(conn: tokio::net::TcpStream, stats: &'static Stats) {
+    let service = hyper::service::service_fn(move |req| answer(req, stats));
+    let http = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(SCRAPE_TIMEOUT)
+        .max_buf_size(MAX_REQUEST)
+        .keep_alive(false)
+        .title_case_headers(true)
+        .serve_connection(hyper_util::rt::TokioIo::new(conn), service);
+    // A timeout or a broken connection ends only this scraper.
+    let _ = tokio::time::timeout(CONN_TIMEOUT, http).await;
+}
+
+type Page = http_body_util::Full<hyper::body::Bytes>;
+
+async fn answer(
+    req: hyper::Request<hyper::body::Incoming>,
+    stats: &'static Stats,
+) -> Result<hyper::Response<Page>, Infallible> {
+    use http_body_util::BodyExt;
+    let (head, body) = req.into_parts();
+    // A scrape has no body; one that came is read to its end (up to
+    // MAX_BODY) so closing after the answer does not reset it.
+    if http_body_util::Limited::new(body, MAX_BODY)
+        .collect()
+        .await
+        .is_err()
+    {
+        return Ok(reply(413, "text/plain", "a scrape has no body\n".into()));
     }
-    let head = String::from_utf8_lossy(&req);
-    let mut lines = head.lines();
-    let request = lines.next().unwrap_or("").to_owned();
-    let openmetrics = lines.any(|h| {
-        h.split_once(':').is_some_and(|(name, value)| {
-            name.trim().eq_ignore_ascii_case("accept")
-                && value.contains("application/openmetrics-text")
-        })
+    let openmetrics = head.headers.get_all(hyper::header::ACCEPT).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.contains("application/openmetrics-text"))
     });
-    Ok((request, openmetrics))
-}
-
-fn answer(conn: TcpStream, stats: &'static Stats) -> std::io::Result<()> {
-    conn.set_write_timeout(Some(SCRAPE_TIMEOUT))?;
-    let (request, openmetrics) = read_request(&conn)?;
-    let mut parts = request.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
-    let (status, ctype, body) = match (method, path) {
-        ("GET", "/metrics") | ("HEAD", "/metrics") if openmetrics => (
-            "200 OK",
+    let page = matches!(head.method, hyper::Method::GET | hyper::Method::HEAD);
+    Ok(match (page, head.uri.path()) {
+        (true, "/metrics") if openmetrics => reply(
+            200,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             render(stats),
         ),
-        ("GET", "/metrics") | ("HEAD", "/metrics") => (
-            "200 OK",
+        (true, "/metrics") => reply(
+            200,
             "text/plain; version=0.0.4; charset=utf-8",
             to_text_format(&render(stats)),
         ),
-        ("GET", _) | ("HEAD", _) => (
-            "404 Not Found",
-            "text/plain",
-            "netecho serves /metrics only\n".to_string(),
-        ),
-        _ => (
-            "405 Method Not Allowed",
-            "text/plain",
-            "GET /metrics\n".to_string(),
-        ),
-    };
-    let mut w = &conn;
-    write!(
-        w,
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
-    if method != "HEAD" {
-        w.write_all(body.as_bytes())?;
+        (true, _) => reply(404, "text/plain", "netecho serves /metrics only\n".into()),
+        (false, _) => reply(405, "text/plain", "GET /metrics\n".into()),
+    })
+}
+
+/// A response with `status`, its type and its body (hyper leaves the body
+/// out of an answer to HEAD and sets its length).
+fn reply(status: u16, ctype: &'static str, body: String) -> hyper::Response<Page> {
+    let mut r = hyper::Response::new(Page::new(body.into()));
+    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(ctype),
+    );
+    if status == 405 {
+        r.headers_mut().insert(
+            hyper::header::ALLOW,
+            hyper::header::HeaderValue::from_static("GET, HEAD"),
+        );
     }
-    w.flush()
+    r
 }
 
 #[cfg(test)]
