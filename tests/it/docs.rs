@@ -388,7 +388,10 @@ fn missing_tools(steps: &[Step]) -> Vec<String> {
             let Some(word) = part.split_whitespace().next() else {
                 continue;
             };
-            if matches!(word, "netecho" | "echo" | "printf" | "cd" | "test" | "[") {
+            if matches!(
+                word,
+                "netecho" | "echo" | "printf" | "cd" | "test" | "[" | "exec" | "true" | "false"
+            ) {
                 continue;
             }
             if word.contains(['=', '>', '<', '(', ')']) || word.is_empty() {
