@@ -464,7 +464,7 @@ impl Worker {
             self.ctx.stats.count_end(end);
             if let Some(f) = c.tls.as_ref().and_then(|t| t.failure()) {
                 f.count(self.ctx.stats);
-                debug!(peer = %c.peer, reason = f.index(), "TLS handshake failed");
+                debug!(peer = %c.peer, reason = f.label(), "TLS handshake failed");
             }
             debug!(peer = %c.peer, %end, "connection closed");
             let peer = c.peer;

@@ -43,6 +43,11 @@ impl Failure {
         }
     }
 
+    /// The `reason` label, as logs and metrics name it.
+    pub(crate) fn label(self) -> &'static str {
+        Failure::LABELS[self.index()]
+    }
+
     /// Counts one failed handshake.
     pub(crate) fn count(self, stats: &Stats) {
         stats.tls_handshake_failures[self.index()].fetch_add(1, Ordering::Relaxed);
