@@ -38,6 +38,8 @@
 //!   ([`lifecycle::supervise`], [`lifecycle::children`]), systemd socket
 //!   activation and readiness;
 //! - [`ctx`] [`ctx::Ctx`], what every model is given besides its listeners;
+//! - [`admission`] the [`admission::Permit`] every connection holds under
+//!   the limits, given back once on drop (fork's child and parent included);
 //! - [`blocking`] the accept step and the read/write loop of the blocking
 //!   models;
 //! - [`pool`] how many workers prefork and prethread start or retire
@@ -45,6 +47,7 @@
 //! - [`model`] the eight models, each `run(listeners, ctx) -> Result<()>`;
 //! - [`opt`] the command line of `netecho serve`.
 
+pub(crate) mod admission;
 pub(crate) mod blocking;
 pub(crate) mod contract;
 pub(crate) mod ctx;

@@ -16,6 +16,7 @@
 use std::net::TcpListener;
 
 use crate::error::Result;
+use crate::serve::admission::Permit;
 use crate::serve::blocking::accept;
 use crate::serve::blocking::echo;
 use crate::serve::contract::BUF_SIZE;
@@ -66,7 +67,7 @@ fn spawn(
 /// A worker: accept, serve, repeat, until the listeners shut down or it is
 /// asked to retire (after the client it holds, never during); then its
 /// slot is free for the next thread.
-fn worker(slot: usize, board: Scoreboard, listeners: &[TcpListener], ctx: &Ctx) {
+fn worker(slot: usize, board: Scoreboard, listeners: &[TcpListener], ctx: &'static Ctx) {
     let mut buf = vec![0u8; BUF_SIZE];
     let leave = || board.retiring(slot);
     while !leave() {
@@ -76,7 +77,7 @@ fn worker(slot: usize, board: Scoreboard, listeners: &[TcpListener], ctx: &Ctx) 
             break;
         };
         board.hold(slot, peer.ip());
-        echo::serve(conn, peer, tls, ctx, &mut buf);
+        echo::serve(conn, peer, Permit::admitted(ctx, &peer), tls, ctx, &mut buf);
         board.idle(slot);
     }
     board.free(slot);

@@ -5,6 +5,7 @@
 use crate::serve::contract::End;
 use crate::serve::service::per_ip::PerIp;
 use crate::serve::service::percpu::PerCpu;
+pub(crate) use netecho_core::udp::UdpDrop;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -130,55 +131,6 @@ impl Default for Stats {
     }
 }
 
-/// Why a UDP datagram got no reply. Each reason is counted apart so an
-/// operator can tell a flood from a loop from a misconfiguration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum UdpDrop {
-    /// Larger than `--udp-max-size`: never echoed truncated.
-    TooBig,
-    /// From port 0 or a port of another small service (7, 9, 13, 19, 37):
-    /// replying could start a loop between two services.
-    LoopPort,
-    /// From a broadcast, multicast or unspecified address.
-    BadSource,
-    /// The same bytes came back from where we just sent them, again and again:
-    /// another echo server is bouncing our replies.
-    Loop,
-    /// Over the source's `--udp-rate`.
-    SourceRate,
-    /// Over `--udp-global-rate`.
-    GlobalRate,
-    /// From a new source while every slot it could take in the source table
-    /// is held by a known source (a flood of new sources is on).
-    TableFull,
-}
-
-impl UdpDrop {
-    /// Every reason, in counter order.
-    pub(crate) const ALL: [UdpDrop; 7] = [
-        UdpDrop::TooBig,
-        UdpDrop::LoopPort,
-        UdpDrop::BadSource,
-        UdpDrop::Loop,
-        UdpDrop::SourceRate,
-        UdpDrop::GlobalRate,
-        UdpDrop::TableFull,
-    ];
-
-    /// The label value in metrics.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            UdpDrop::TooBig => "too_big",
-            UdpDrop::LoopPort => "loop_port",
-            UdpDrop::BadSource => "bad_source",
-            UdpDrop::Loop => "loop",
-            UdpDrop::SourceRate => "source_rate",
-            UdpDrop::GlobalRate => "global_rate",
-            UdpDrop::TableFull => "table_full",
-        }
-    }
-}
-
 impl Stats {
     /// Maps a zeroed page shared with future children and returns it for the
     /// life of the process.
@@ -218,8 +170,14 @@ impl Stats {
     }
 
     /// Gives back a slot taken by [`Stats::try_admit`].
+    /// Never below zero: a second release of one slot is a bug
+    /// ([`Permit`](crate::serve::admission::Permit) makes it impossible),
+    /// caught in debug builds and never allowed to wrap the counter.
     pub(crate) fn release(&self) {
-        self.active.fetch_sub(1, Ordering::AcqRel);
+        let went = self
+            .active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        debug_assert!(went.is_ok(), "a connection slot given back twice");
     }
 
     /// Clients being served now.

@@ -29,45 +29,45 @@
 use std::time::{Duration, Instant};
 
 /// One window of the start rate: at most `rate` workers start per window.
-pub(crate) const WINDOW: Duration = Duration::from_secs(1);
+pub const WINDOW: Duration = Duration::from_secs(1);
 /// The cap of the doubling start rate, per [`WINDOW`]. Apache's is 32 for
 /// its heavier processes; a netecho worker forks in well under a
 /// millisecond, and 64 takes a fresh pool to 300 workers in about 8 s.
-pub(crate) const MAX_RATE: usize = 64;
+pub const MAX_RATE: usize = 64;
 /// How long an excess of idle workers must last before one retires, and the
 /// pause between two retirements.
-pub(crate) const RETIRE_EVERY: Duration = Duration::from_secs(1);
+pub const RETIRE_EVERY: Duration = Duration::from_secs(1);
 /// Each retirement takes this fraction (1/N) of the excess, at least one.
-pub(crate) const RETIRE_SHARE: usize = 4;
+pub const RETIRE_SHARE: usize = 4;
 /// Default `--min-spare`: one idle worker to take the next client at once
 /// and one to take the client after it while the pool grows.
-pub(crate) const DEFAULT_MIN_SPARE: usize = 2;
+pub const DEFAULT_MIN_SPARE: usize = 2;
 /// Default `--max-spare`: idle workers beyond this are retired. Eight is
 /// Apache's MaxSpareServers (10) rounded to what a small machine needs.
-pub(crate) const DEFAULT_MAX_SPARE: usize = 8;
+pub const DEFAULT_MAX_SPARE: usize = 8;
 /// The least time between two pool log lines (grew/shrank), so a burst
 /// logs a handful of lines, not one per window.
-pub(crate) const LOG_EVERY: Duration = Duration::from_secs(5);
+pub const LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// The pool's bounds, from the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Limits {
+pub struct Limits {
     /// `--workers`: started at once, and the size below which the pool
     /// never shrinks.
-    pub(crate) min_workers: usize,
+    pub min_workers: usize,
     /// The most workers alive at once, retiring ones included.
-    pub(crate) max_workers: usize,
+    pub max_workers: usize,
     /// `--min-spare`: fewer idle workers than this starts more.
-    pub(crate) min_spare: usize,
+    pub min_spare: usize,
     /// `--max-spare`: more idle workers than this retires some.
-    pub(crate) max_spare: usize,
+    pub max_spare: usize,
 }
 
 impl Limits {
     /// The bounds for a pool serving at most `max_conns` clients at once:
     /// one worker more than that, so an idle one is there to turn away the
     /// next client (counted as rejected, as in every model).
-    pub(crate) fn new(workers: usize, max_conns: usize, spare: Spare) -> Limits {
+    pub fn new(workers: usize, max_conns: usize, spare: Spare) -> Limits {
         Limits {
             min_workers: workers,
             max_workers: (max_conns + 1).max(workers),
@@ -79,11 +79,11 @@ impl Limits {
 
 /// `--min-spare` and `--max-spare`: the band of idle workers kept ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Spare {
+pub struct Spare {
     /// Start workers while fewer than this are idle.
-    pub(crate) min: usize,
+    pub min: usize,
     /// Retire workers while more than this are idle.
-    pub(crate) max: usize,
+    pub max: usize,
 }
 
 impl Default for Spare {
@@ -97,41 +97,41 @@ impl Default for Spare {
 
 /// What the scoreboard and the listeners show at one instant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Counts {
+pub struct Counts {
     /// Workers alive and not asked to retire.
-    pub(crate) live: usize,
+    pub live: usize,
     /// Of those, the ones serving a client.
-    pub(crate) busy: usize,
+    pub busy: usize,
     /// Workers asked to retire that have not exited yet (they finish the
     /// client they hold first).
-    pub(crate) retiring: usize,
+    pub retiring: usize,
     /// Connections waiting in the listen backlogs for a worker.
-    pub(crate) queued: usize,
+    pub queued: usize,
 }
 
 impl Counts {
     /// Workers alive, waiting for a client.
-    pub(crate) fn idle(&self) -> usize {
+    pub fn idle(&self) -> usize {
         self.live.saturating_sub(self.busy)
     }
 }
 
 /// What to do now, and when to look again.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Plan {
+pub struct Plan {
     /// Workers to start now.
-    pub(crate) start: usize,
+    pub start: usize,
     /// Idle workers to retire now.
-    pub(crate) retire: usize,
+    pub retire: usize,
     /// When a decision could change without any event: the next window
     /// while workers are missing, or the next retirement. `None`: only an
     /// event (a worker busy, one dead, a client queued) changes anything.
-    pub(crate) wake: Option<Instant>,
+    pub wake: Option<Instant>,
 }
 
 /// The sizing state carried from one decision to the next.
 #[derive(Debug, Clone)]
-pub(crate) struct Sizer {
+pub struct Sizer {
     limits: Limits,
     /// Workers the current window may start (1, 2, 4 … [`MAX_RATE`]).
     rate: usize,
@@ -151,7 +151,7 @@ pub(crate) struct Sizer {
 impl Sizer {
     /// A pool whose first `limits.min_workers` the driver starts itself
     /// (at once, outside the rate).
-    pub(crate) fn new(limits: Limits) -> Sizer {
+    pub fn new(limits: Limits) -> Sizer {
         Sizer {
             limits,
             rate: 1,
@@ -164,13 +164,13 @@ impl Sizer {
     }
 
     /// The bounds this pool keeps.
-    pub(crate) fn limits(&self) -> Limits {
+    pub fn limits(&self) -> Limits {
         self.limits
     }
 
     /// Decides what to do at `now`, given `c`. The driver must then start
     /// `start` workers and ask `retire` idle ones to leave.
-    pub(crate) fn plan(&mut self, c: Counts, now: Instant) -> Plan {
+    pub fn plan(&mut self, c: Counts, now: Instant) -> Plan {
         let l = self.limits;
         let idle = c.idle();
         let room = l.max_workers.saturating_sub(c.live + c.retiring);
@@ -244,7 +244,7 @@ impl Sizer {
 /// The pool's log lines, at most one per [`LOG_EVERY`]: starts and
 /// retirements are added up between two lines.
 #[derive(Debug, Default)]
-pub(crate) struct Log {
+pub struct Log {
     started: usize,
     retired: usize,
     next: Option<Instant>,
@@ -252,16 +252,16 @@ pub(crate) struct Log {
 
 /// One line to log: what changed since the last line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Change {
+pub struct Change {
     /// Workers started since the last line.
-    pub(crate) started: usize,
+    pub started: usize,
     /// Workers asked to retire since the last line.
-    pub(crate) retired: usize,
+    pub retired: usize,
 }
 
 impl Log {
     /// Records `plan`; returns what to log now, if anything.
-    pub(crate) fn note(&mut self, plan: &Plan, now: Instant) -> Option<Change> {
+    pub fn note(&mut self, plan: &Plan, now: Instant) -> Option<Change> {
         self.started += plan.start;
         self.retired += plan.retire;
         if self.started + self.retired == 0 || self.next.is_some_and(|t| now < t) {
