@@ -58,8 +58,9 @@ pub(crate) struct ServeOpt {
     pub(crate) workers: Option<usize>,
 
     /// Most clients served at once; more are accepted, closed and counted
-    /// (default depends on the model, see README; iterative serves one at a
-    /// time whatever this says, the rest wait).
+    /// (default: fork 1024, prefork 256, thread 4096, prethread 1024,
+    /// epoll, tokio and uring 65536; iterative serves one at a time whatever
+    /// this says, the rest wait).
     #[arg(long, value_name = "N", value_parser = parse_positive, allow_negative_numbers = true)]
     pub(crate) max_conns: Option<usize>,
 
