@@ -60,15 +60,16 @@ pub(crate) struct ServeOpt {
     #[arg(long, short = 'w', value_name = "N", value_parser = parse_positive, allow_negative_numbers = true)]
     pub(crate) workers: Option<usize>,
 
-    /// Most clients served at once; more are accepted, closed and counted.
-    /// Default by model: fork 1024, prefork 256, thread 4096, prethread
-    /// 1024, epoll, tokio and uring 65536; iterative serves one at a time
-    /// whatever this says, the rest wait.
+    /// Most clients served at once; more are accepted, closed and counted
+    /// (default: fork 1024, prefork 256, thread 4096, prethread 1024,
+    /// epoll, tokio and uring 65536; iterative serves one at a time whatever
+    /// this says, the rest wait).
     #[arg(long, value_name = "N", value_parser = parse_positive, allow_negative_numbers = true)]
     pub(crate) max_conns: Option<usize>,
 
-    /// prefork, prethread: start workers while fewer than this are idle
-    /// (the pool's `--workers` is its starting and least size).
+    /// prefork, prethread: keep at least this many workers idle, started
+    /// at once as clients arrive (the pool's `--workers` is its starting
+    /// and least size).
     #[arg(long, value_name = "N", default_value_t = pool::DEFAULT_MIN_SPARE, value_parser = parse_positive, allow_negative_numbers = true)]
     pub(crate) min_spare: usize,
 
@@ -76,6 +77,11 @@ pub(crate) struct ServeOpt {
     /// this are idle.
     #[arg(long, value_name = "N", default_value_t = pool::DEFAULT_MAX_SPARE, value_parser = parse_positive, allow_negative_numbers = true)]
     pub(crate) max_spare: usize,
+
+    /// prefork, prethread: retire a worker idle this long (seconds, or
+    /// 500ms, 1m), keeping --min-spare idle and --workers in all; 0 = never.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, allow_negative_numbers = true)]
+    pub(crate) worker_idle_timeout: Duration,
 
     /// Close a connection with no bytes in either direction for this long
     /// (seconds, or 30s, 5m...); 0 = never.
