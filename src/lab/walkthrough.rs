@@ -447,7 +447,14 @@ pub(super) fn zombie_demo() -> Result<(bool, bool)> {
         None => say(&format!("/proc/{pid} is already gone")),
     }
     let status = waitpid(child, None).map_err(|e| Error::io("reaping the zombie")(e.into()))?;
-    say(&format!("waitpid({pid}) returned {status:?}"));
+    let how = match status {
+        nix::sys::wait::WaitStatus::Exited(_, code) => format!("it exited with status {code}"),
+        nix::sys::wait::WaitStatus::Signaled(_, sig, _) => {
+            format!("it was killed by {}", sig.as_str())
+        }
+        _ => "it changed state".to_string(),
+    };
+    say(&format!("waitpid({pid}) reaped it: {how}"));
     let after = procs::proc_info(pid);
     match &after {
         None => say(&format!("/proc/{pid} is gone: reaped, nothing left")),

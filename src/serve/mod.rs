@@ -100,6 +100,13 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
             opt.min_spare, opt.max_spare
         )));
     }
+    if tls_only(&opt) && opt.udp {
+        return Err(Error::Usage(
+            "--udp serves on the --listen addresses, and --tls-client-ca without --listen \
+             serves TLS only: give --listen for UDP"
+                .into(),
+        ));
+    }
     let _ = raise_nofile_limit();
     let handed = handover::init();
     // Sockets passed by systemd (or a handover) first, before this process
@@ -111,7 +118,11 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
     signals::install(shutdown).map_err(Error::io("installing signal handlers"))?;
     let stats = stats::Stats::shared().map_err(Error::io("mapping shared counters"))?;
     let listeners = if passed.tcp.is_empty() {
-        listen::bind_all(&opt.listen)?
+        if tls_only(&opt) {
+            Vec::new()
+        } else {
+            listen::bind_all(&opt.listen)?
+        }
     } else {
         if !opt.listen.is_empty() && !handed {
             tracing::warn!("sockets passed by systemd (LISTEN_FDS); --listen ignored");
@@ -177,6 +188,7 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         None => None,
     };
     keep_for_handover(&listeners, &udp_sockets, metrics.as_ref(), &tls_listeners)?;
+    say_who_can_reach(&listeners, &tls_listeners, &udp_sockets, metrics.as_ref());
     listen::announce(&listeners, ListenKind::Tcp)?;
     listen::announce(&tls_listeners, ListenKind::Tls)?;
     udp::announce(&udp_sockets)?;
@@ -219,6 +231,39 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
     let mut listeners = listeners;
     listeners.extend(tls_listeners);
     model::run(model, listeners, ctx)
+}
+
+/// Mutual TLS without an explicit `--listen` serves TLS only: whoever asks
+/// for client certificates means to keep out the unauthenticated, and a
+/// plain default listener on every interface would let them in.
+fn tls_only(opt: &ServeOpt) -> bool {
+    opt.tls_client_ca.is_some() && opt.listen.is_empty()
+}
+
+/// Logs, for every open socket, who can reach it: every interface, this
+/// host only, or the one interface with that address; and whether it
+/// authenticates its clients.
+fn say_who_can_reach(
+    tcp: &[std::net::TcpListener],
+    tls: &[std::net::TcpListener],
+    udp: &[std::net::UdpSocket],
+    metrics: Option<&std::net::TcpListener>,
+) {
+    let tcp = tcp
+        .iter()
+        .map(|l| ("tcp echo, no authentication", l.local_addr()));
+    let tls = tls.iter().map(|l| ("tls echo", l.local_addr()));
+    let udp = udp
+        .iter()
+        .map(|s| ("udp echo, no authentication", s.local_addr()));
+    let metrics = metrics
+        .into_iter()
+        .map(|l| ("metrics, no authentication", l.local_addr()));
+    for (what, addr) in tcp.chain(tls).chain(udp).chain(metrics) {
+        if let Ok(addr) = addr {
+            info!(addr = %addr, reach = listen::reach(addr.ip()), "open: {what}");
+        }
+    }
 }
 
 /// `--tls-*`: the TLS configuration when `--tls-listen` is given (loaded

@@ -710,3 +710,75 @@ fn sigterm_cuts_a_held_tls_client_at_the_drain_timeout() {
         }
     });
 }
+
+/// `--tls-client-ca` without `--listen` serves TLS only, and says who can
+/// reach each socket. Before, plain echo was served beside it, without
+/// authentication, on `[::]:6666`: every interface.
+#[test]
+fn mutual_tls_without_listen_opens_no_plain_port() {
+    use std::io::BufRead;
+    let dir = scratch("mtls-only");
+    let p = pki(&dir);
+    let ca = p.ca.to_str().unwrap().to_string();
+    let mut child = util::netecho(&[
+        "serve",
+        "--model",
+        "epoll",
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-client-ca",
+        &ca,
+    ])
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("netecho serve");
+    let mut lines = Vec::new();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    // The announcements come together, once everything is ready; the first
+    // says what was opened.
+    let mut line = String::new();
+    while out.read_line(&mut line).is_ok_and(|n| n > 0) {
+        lines.push(line.trim().to_string());
+        line.clear();
+        if lines.iter().any(|l| l.starts_with("listening tls")) {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("listening tls 127.0.0.1:")),
+        "no TLS listener: {lines:?}\n{log}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.starts_with("listening tcp")),
+        "a plain listener beside mutual TLS: {lines:?}"
+    );
+    assert!(
+        log.contains("open: tls echo") && log.contains("this host only"),
+        "the log does not say who can reach the TLS port:\n{log}"
+    );
+    // UDP would need a plain address: a usage error, not a silent nothing.
+    let run = util::netecho(&[
+        "serve",
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-client-ca",
+        &ca,
+        "--udp",
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(
+        run.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
