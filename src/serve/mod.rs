@@ -152,6 +152,7 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         spare: pool::sizing::Spare {
             min: opt.min_spare,
             max: opt.max_spare,
+            retire_idle: (!opt.worker_idle_timeout.is_zero()).then_some(opt.worker_idle_timeout),
         },
         max_conns_per_ip: opt.max_conns_per_ip.map(|n| n as u64),
         stall_timeout: (!opt.stall_timeout.is_zero()).then_some(opt.stall_timeout),

@@ -4,14 +4,14 @@
 //! only its accept.
 //!
 //! The pool grows and shrinks like prefork's (the same rules, in
-//! `serve::pool`): `--workers` threads start at once and are the
-//! least kept; more start while fewer than `--min-spare` are idle or
-//! clients wait, at a rate doubling each second up to a cap; idle threads
-//! beyond `--max-spare` retire gradually, after the client they hold; at
-//! most `--max-conns` + 1 exist, the last one idle to turn away clients
-//! over the limit. The main thread supervises through the
-//! `serve::scoreboard` (the same atomics as prefork's, in one
-//! process).
+//! `serve::pool::sizing`): `--workers` threads start at once and are the least
+//! kept; the busy threads plus the clients waiting in the accept queue plus
+//! `--min-spare` is how many it needs, and what is missing starts in one
+//! batch; idle threads beyond `--max-spare`, or idle longer than
+//! `--worker-idle-timeout`, retire after the client they hold; at most
+//! `--max-conns` + 1 exist, the last one idle to turn away clients over
+//! the limit. The main thread supervises through the `serve::pool::scoreboard`
+//! (the same atomics as prefork's, in one process).
 
 use std::net::TcpListener;
 

@@ -82,6 +82,9 @@ pub(crate) struct Stats {
     pub(crate) pool_busy: AtomicU64,
     /// … and workers waiting for one (`state="idle"`).
     pub(crate) pool_idle: AtomicU64,
+    /// Workers the pool started since the server did, the first ones
+    /// included (`netecho_workers_started_total`).
+    pub(crate) pool_started: AtomicU64,
     /// Set when the model runs a pool: only then are the two exported.
     pub(crate) pooled: AtomicBool,
     /// TCP connections closed, by reason (`End::index`).
@@ -118,6 +121,7 @@ impl Default for Stats {
             stall_timeouts: AtomicU64::new(0),
             pool_busy: AtomicU64::new(0),
             pool_idle: AtomicU64::new(0),
+            pool_started: AtomicU64::new(0),
             pooled: AtomicBool::new(false),
             closed: std::array::from_fn(|_| AtomicU64::new(0)),
             udp_datagrams: PerCpu::default(),
