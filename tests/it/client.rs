@@ -597,3 +597,17 @@ fn tls_to_a_plain_echo_server_says_so_in_one_line() {
         run.stderr
     );
 }
+
+#[test]
+fn ctrl_c_says_how_far_the_echo_had_come_and_exits_one() {
+    let addr = silent_server().to_string();
+    let child = crate::util::Running::spawn(netecho(&["client", &addr]), Some(b"hi\n".to_vec()));
+    std::thread::sleep(Duration::from_millis(500));
+    child.signal(nix::sys::signal::Signal::SIGINT);
+    let run = child.wait_exit(QUICK_TIMEOUT);
+    run.assert_code(1, "Ctrl-C while waiting for the echo");
+    assert_eq!(
+        run.one_line_error("Ctrl-C"),
+        "netecho: interrupted: 0 of the 3 bytes sent had come back"
+    );
+}
