@@ -1,21 +1,19 @@
-//! Entry points for the cargo-fuzz targets in `fuzz/`, one per parser or
-//! state machine that untrusted bytes reach. Not an API: the crate's items
+//! Entry points for the cargo-fuzz targets in `fuzz/` that reach the
+//! product's own parsers (trace's frames and pcap files, the TLS layer);
+//! those of the connection core and the UDP policy live in `netecho-core`'s
+//! `fuzz` module. Not an API: the crate's items
 //! are `pub(crate)`, and a fuzz target is another crate, so each function
 //! here takes the fuzzer's bytes, drives the crate's own code with them and
 //! panics when an invariant breaks. The same functions run the committed
 //! seed corpus on stable in `cargo test` (see the tests below), so a crash
 //! the fuzzers found stays fixed without nightly.
 
+use crate::serve::contract::Conn;
+use crate::serve::contract::pending::Pending;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::net::MAX_UDP_SIZE;
-use crate::serve::contract::pending::{PENDING_CAP, Pending};
-use crate::serve::contract::{Conn, End, Next, Timeouts};
-use crate::serve::service::stats::UdpDrop;
-use crate::serve::service::udp::{self, LOOP_PORTS, Policy};
 use crate::trace::packet::{build_frame, parse_frame};
 use crate::trace::pcap::{self, PcapWriter};
 
@@ -53,234 +51,6 @@ pub fn packet(data: &[u8]) {
     let payload = vec![0u8; seg.len as usize];
     let again = parse_frame(&build_frame(&seg, &payload));
     assert_eq!(again, Ok(seg), "rebuilt frame parses differently");
-}
-
-/// A datagram stream through the UDP policy: whatever the sources, sizes
-/// and timing, it never panics, refuses what it must, and never answers a
-/// source more than its bucket allows, nor all sources more than the
-/// global one.
-pub fn udp_policy(data: &[u8]) {
-    let mut b = Bytes(data);
-    let cfg = udp::Config {
-        max_size: usize::from(b.u16()).min(MAX_UDP_SIZE),
-        rate: u32::from(b.u8()),
-        global_rate: u32::from(b.u16()),
-    };
-    let t0 = Instant::now();
-    let p = Policy::new(cfg, t0);
-    let mut now = t0;
-    let mut answered = std::collections::HashMap::<SocketAddr, u64>::new();
-    let mut all = 0u64;
-    let payload_pool: Vec<u8> = (0..=255u8).collect();
-    while !b.is_empty() {
-        now += Duration::from_micros(u64::from(b.u16()) * 16);
-        let from = source(b.u8(), b.u8());
-        let len = usize::from(b.u16());
-        let plen = usize::from(b.u8());
-        let payload = &payload_pool[..plen.min(len)];
-        let verdict = p.check(from, payload, len, now);
-        if len > cfg.max_size {
-            assert_eq!(verdict, Err(UdpDrop::TooBig));
-        } else if LOOP_PORTS.contains(&from.port()) {
-            assert_eq!(verdict, Err(UdpDrop::LoopPort));
-        }
-        if verdict.is_ok() {
-            let n = answered.entry(from).or_default();
-            *n += 1;
-            all += 1;
-            let secs = (now - t0).as_secs_f64();
-            let bound = |rate: u32| {
-                let rate = f64::from(rate.max(1));
-                (2.0 * rate + rate * secs).ceil() as u64 + 1
-            };
-            assert!(
-                *n <= bound(cfg.rate),
-                "{from} answered {n} times in {secs}s"
-            );
-            assert!(all <= bound(cfg.global_rate), "{all} answered in {secs}s");
-        }
-    }
-}
-
-/// One of a few dozen sources: IPv4, IPv6, mapped, broadcast, multicast,
-/// unspecified, on ordinary and small-service ports.
-fn source(which: u8, port: u8) -> SocketAddr {
-    let ip = match which % 8 {
-        0 => IpAddr::V4(Ipv4Addr::new(127, 0, 0, which / 8)),
-        1 => IpAddr::V6(Ipv6Addr::new(
-            0x2001,
-            0xdb8,
-            0,
-            0,
-            0,
-            0,
-            0,
-            u16::from(which),
-        )),
-        2 => IpAddr::V6(Ipv4Addr::new(127, 0, 0, which / 8).to_ipv6_mapped()),
-        3 => IpAddr::V4(Ipv4Addr::BROADCAST),
-        4 => IpAddr::V4(Ipv4Addr::new(224, 0, 0, which / 8)),
-        5 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        6 => IpAddr::V6(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1)),
-        _ => IpAddr::V4(Ipv4Addr::new(10, 0, which, 1)),
-    };
-    let port = match port % 4 {
-        0 => LOOP_PORTS[usize::from(port / 4) % LOOP_PORTS.len()],
-        _ => 40_000 + u16::from(port),
-    };
-    SocketAddr::new(ip, port)
-}
-
-/// A connection core driven by random events — reads of any size, sends
-/// the kernel takes any part of, writes straight through, the client's
-/// FIN, errors of every kind, timers, the drain deadline — checked after
-/// each against a plain queue, as its property test does: nothing lost,
-/// duplicated or reordered; the cap never exceeded; our FIN only after
-/// everything; a close reason, once set, never changes; a timer ends the
-/// connection exactly when its deadline has passed.
-pub fn conn_events(data: &[u8]) {
-    let mut b = Bytes(data);
-    let t = Timeouts {
-        idle: secs_or_off(b.u8()),
-        send: secs_or_off(b.u8()),
-    };
-    let t0 = Instant::now();
-    let mut now = t0;
-    let mut c = Conn::new(now, Pending::new());
-    // Bytes the client sent, not yet read; everything it sent; what came
-    // back; its FIN is queued; our FIN went out.
-    let mut wire = std::collections::VecDeque::<u8>::new();
-    let (mut sent, mut echoed) = (Vec::<u8>::new(), Vec::<u8>::new());
-    let (mut fin_queued, mut shut) = (false, false);
-    let mut closed: Option<End> = None;
-    // How much of `echoed` is checked against `sent` already: each byte is
-    // compared once, so a long input costs linear time.
-    let mut checked = 0;
-    while !b.is_empty() {
-        let op = b.u8();
-        let n = usize::from(b.u16());
-        now += Duration::from_millis(u64::from(b.u8()) * 50);
-        match op % 9 {
-            0 if !fin_queued && sent.len() + n <= MAX_STREAM => {
-                let from = sent.len();
-                sent.extend((from..from + n).map(byte_at));
-                wire.extend(&sent[from..]);
-            }
-            1 => fin_queued = true,
-            2 | 3 => {
-                if let Next::Io { read, .. } = c.next()
-                    && read > 0
-                {
-                    if wire.is_empty() && fin_queued {
-                        c.on_fin();
-                    } else if !wire.is_empty() {
-                        let k = n.max(1).min(read).min(wire.len());
-                        let bytes: Vec<u8> = wire.drain(..k).collect();
-                        let mut through = 0;
-                        if op % 9 == 3 && c.write_through() {
-                            through = usize::from(b.u16()).min(bytes.len());
-                            echoed.extend_from_slice(&bytes[..through]);
-                        }
-                        c.on_read(now, &bytes[..], through);
-                    }
-                }
-            }
-            4 => match c.next() {
-                Next::Io { send: true, .. } => {
-                    let front = c.store().as_slice();
-                    let k = n.min(front.len());
-                    echoed.extend_from_slice(&front[..k]);
-                    c.on_sent(now, k);
-                }
-                Next::ShutWrite => {
-                    assert!(c.read_closed() && c.store().as_slice().is_empty());
-                    shut = true;
-                    c.on_shut(Ok(()));
-                }
-                _ => {}
-            },
-            5 => {
-                let e = error(b.u8());
-                let retry = c.on_error(&e);
-                assert_eq!(retry, crate::serve::contract::classify(&e).is_none());
-            }
-            6 => {
-                let before = c.deadline(&t);
-                let fired = c.on_timer(now, &t);
-                match before {
-                    Some((at, end)) => {
-                        assert_eq!(fired, at <= now, "timer at {at:?}, now {now:?}");
-                        if fired {
-                            assert_eq!(c.next(), Next::Close(closed.unwrap_or(end)));
-                        }
-                    }
-                    None => assert!(!fired, "fired with no deadline"),
-                }
-            }
-            7 => c.stop(),
-            _ => {
-                if let Some((_, end)) = c.deadline(&t) {
-                    // Echo kept: only the send timeout may end it; none: idle.
-                    let kept = !c.store().as_slice().is_empty();
-                    assert_eq!(end, if kept { End::Stall } else { End::Idle });
-                }
-            }
-        }
-        let kept = c.store().len();
-        assert!(kept <= PENDING_CAP, "kept {kept}, past the cap");
-        let read_so_far = sent.len() - wire.len();
-        assert!(echoed.len() <= read_so_far, "echoed more than was read");
-        assert_eq!(
-            echoed[checked..],
-            sent[checked..echoed.len()],
-            "echo differs"
-        );
-        checked = echoed.len();
-        assert_eq!(
-            c.store().as_slice(),
-            &sent[echoed.len()..read_so_far],
-            "kept bytes lost, duplicated or reordered"
-        );
-        if shut {
-            assert!(fin_queued && wire.is_empty());
-            assert_eq!(echoed, sent, "our FIN before the echo");
-        }
-        if let Next::Close(end) = c.next() {
-            assert_eq!(*closed.get_or_insert(end), end, "the close reason changed");
-        } else {
-            assert_eq!(closed, None, "a closed connection came back");
-        }
-    }
-}
-
-/// The most one `conn_events` client sends: sixteen times the core's cap,
-/// enough for every backpressure path, small enough to fuzz fast.
-const MAX_STREAM: usize = 16 * PENDING_CAP;
-
-/// The client's byte at offset `i` of its stream: a hash of the offset, so
-/// a block moved, lost or repeated anywhere shows (a short-period pattern
-/// would hide a shift by its period).
-fn byte_at(i: usize) -> u8 {
-    ((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8
-}
-
-/// A timeout from one byte: 0 is off, else that many seconds.
-fn secs_or_off(b: u8) -> Option<Duration> {
-    (b != 0).then(|| Duration::from_secs(u64::from(b)))
-}
-
-/// One of the socket errors models meet.
-fn error(b: u8) -> io::Error {
-    match b % 8 {
-        0 => io::ErrorKind::WouldBlock.into(),
-        1 => io::ErrorKind::Interrupted.into(),
-        2 => io::Error::from_raw_os_error(libc::ECONNRESET),
-        3 => io::Error::from_raw_os_error(libc::EPIPE),
-        4 => io::Error::from_raw_os_error(libc::ECONNABORTED),
-        5 => io::Error::from_raw_os_error(libc::ETIMEDOUT),
-        6 => io::Error::from_raw_os_error(libc::ENOBUFS),
-        _ => io::Error::other("not an OS error"),
-    }
 }
 
 /// Records of any length, time and claimed wire length, written with
@@ -473,23 +243,13 @@ mod tests {
     }
 
     #[test]
-    fn udp_policy_corpus() {
-        corpus("udp_policy", udp_policy);
-    }
-
-    #[test]
-    fn conn_events_corpus() {
-        corpus("conn_events", conn_events);
-    }
-
-    #[test]
     fn pcap_round_trip_corpus() {
         corpus("pcap_round_trip", pcap_round_trip);
     }
 
     #[test]
     fn empty_and_short_inputs_decode() {
-        for f in [packet, udp_policy, conn_events, pcap_round_trip] {
+        for f in [packet, pcap_round_trip] {
             f(&[]);
             f(&[0]);
             f(&[0xff; 7]);

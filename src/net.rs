@@ -99,7 +99,7 @@ fn lookup_reason(e: &io::Error) -> String {
 /// at this size already hold 800 MiB.
 pub(crate) const MAX_TCP_SIZE: usize = 16 * 1024 * 1024;
 /// Largest UDP payload over IPv4 (65,535 − 8 UDP − 20 IP header bytes).
-pub(crate) const MAX_UDP_SIZE: usize = 65_507;
+pub(crate) const MAX_UDP_SIZE: usize = netecho_core::udp::MAX_UDP_SIZE;
 
 /// Resolves `HOST:PORT`, with the same messages for every subcommand.
 pub(crate) fn resolve(target: &str) -> Result<Vec<SocketAddr>> {

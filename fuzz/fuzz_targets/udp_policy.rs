@@ -1,7 +1,7 @@
 //! A stream of datagrams (sources, sizes, timing) through the UDP policy.
-//! The invariants are in `netecho::fuzz_api::udp_policy`.
+//! The invariants are in `netecho_core::fuzz::udp_policy`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| netecho::fuzz_api::udp_policy(data));
+fuzz_target!(|data: &[u8]| netecho_core::fuzz::udp_policy(data));

@@ -20,8 +20,8 @@ use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry, L
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 use serde::Serialize;
 
-use super::plan;
-use super::report::{self, micros, round3};
+use super::hist;
+use super::text::{self, micros, round3};
 use crate::error::{Error, Result};
 
 /// Recorded values are nanoseconds; the `Interval_Max` column is in
@@ -123,12 +123,7 @@ pub(crate) fn read(path: &Path) -> Result<Run> {
 /// A histogram with the bounds of a bench run's, wide enough for any log
 /// (it grows to fit a larger value).
 fn empty() -> Result<Histogram<u64>> {
-    let mut h = Histogram::new_with_bounds(1, plan::MAX_LATENCY_NS, plan::SIGFIG).map_err(|e| {
-        Error::Io {
-            what: "creating the latency histogram",
-            source: io::Error::other(e.to_string()),
-        }
-    })?;
+    let mut h = hist::latency("creating the latency histogram")?;
     h.auto(true);
     Ok(h)
 }
@@ -214,10 +209,10 @@ impl MergeSummary {
         let out = format!(
             "bench merge of {} runs\n  requests  {} in {:.3} s: {} req/s\n{}\n",
             self.runs,
-            report::thousands(self.requests),
+            text::thousands(self.requests),
             self.duration_s,
-            report::thousands(self.rps.round() as u64),
-            report::latency_line(
+            text::thousands(self.rps.round() as u64),
+            text::latency_line(
                 self.p50_us,
                 self.p90_us,
                 self.p99_us,
@@ -226,7 +221,7 @@ impl MergeSummary {
                 self.mean_us
             )
         );
-        report::print_stdout(&out)
+        text::print_stdout(&out)
     }
 }
 
@@ -239,7 +234,7 @@ pub(crate) fn merge(opt: &MergeOpt) -> Result<()> {
         .collect::<Result<Vec<Run>>>()?;
     let summary = MergeSummary::of(&runs)?;
     if opt.json {
-        report::print_json(&summary)
+        text::print_json(&summary)
     } else {
         summary.print_human()
     }

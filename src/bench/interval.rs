@@ -29,8 +29,8 @@ use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use serde::Serialize;
 
-use super::plan::{MAX_LATENCY_NS, SIGFIG};
-use super::report::{self, micros, round3, thousands};
+use super::hist;
+use super::text::{self, micros, round3, thousands};
 use crate::error::{Error, Result};
 
 /// The shortest `--interval`: below it the lines would outpace the reader
@@ -39,10 +39,7 @@ pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
 /// An empty latency histogram with the run's bounds.
 fn histogram() -> Result<Histogram<u64>> {
-    Histogram::new_with_bounds(1, MAX_LATENCY_NS, SIGFIG).map_err(|e| Error::Io {
-        what: "creating an interval histogram",
-        source: std::io::Error::other(e.to_string()),
-    })
+    hist::latency("creating an interval histogram")
 }
 
 /// How the run is cut: where interval 0 starts, how long each is, and the
@@ -315,8 +312,8 @@ impl Board {
             return Ok(());
         }
         match bar {
-            Some(bar) => bar.suspend(|| report::print_stdout(&text)),
-            None => report::print_stdout(&text),
+            Some(bar) => bar.suspend(|| text::print_stdout(&text)),
+            None => text::print_stdout(&text),
         }
     }
 }

@@ -32,6 +32,7 @@
 //! - [`chart`]: `--chart`, the `--models` table as an SVG picture.
 
 pub(crate) mod chart;
+pub(crate) mod hist;
 pub(crate) mod hlog;
 pub(crate) mod interval;
 pub(crate) mod limits;
@@ -41,7 +42,9 @@ pub(crate) mod procstat;
 pub(crate) mod report;
 pub(crate) mod spawn;
 pub(crate) mod stream;
+pub(crate) mod tally;
 pub(crate) mod tcp;
+pub(crate) mod text;
 pub(crate) mod timer;
 pub(crate) mod tls;
 pub(crate) mod udp;
@@ -65,7 +68,8 @@ use crate::net::source::{self, Sources};
 use crate::net::tls::{Connector, TlsOpt};
 use crate::net::{MAX_TCP_SIZE, MAX_UDP_SIZE, connect_any, connect_one, resolve, udp_socket};
 use crate::sys::stop;
-use plan::{Plan, Tally};
+use plan::Plan;
+use tally::Tally;
 
 /// Connections when `-c` is not given: enough to keep a multi-core server
 /// busy, as tcpkali and wrk default to tens.
@@ -86,12 +90,21 @@ pub(crate) const MIN_RATE: f64 = 0.001;
 /// Highest `--rate`: beyond this the schedule's granularity (1 ns) and the
 /// loop's wake-ups, not the server, would set the pace.
 pub(crate) const MAX_RATE: f64 = 100_000_000.0;
+/// The end of `bench --help`: what the exit status says.
+const EXIT_STATUS: &str = "Exit status: 0 every request was answered with the bytes sent; \
+1 the check failed (a mismatch, an error, a request lost or never answered, none answered at \
+all, or the run was interrupted); 2 a usage error (options that cannot work together, or a \
+limit of this machine the command line exceeds).";
 /// How often the progress line is redrawn, and the main thread's tick.
 const PROGRESS_TICK: Duration = Duration::from_millis(250);
 
 /// Options of `netecho bench`.
 #[derive(Debug, Args)]
-#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = EXIT_STATUS
+)]
 pub(crate) struct Opt {
     /// The echo server, as HOST:PORT ([v6addr]:PORT for IPv6 literals).
     #[arg(value_name = "HOST:PORT", required_unless_present = "models")]
@@ -99,9 +112,11 @@ pub(crate) struct Opt {
 
     /// Measure netecho's own server models instead of HOST:PORT: each is
     /// started on a loopback port, pinned to CPU 0 with the load on CPU 1,
-    /// and run through the workloads of BENCHMARKING.md. LIST is a
-    /// comma list of models (default: all but auto), and may name the
-    /// baselines: floor, floor-2t, c-epoll, c-splice, c-uring, or
+    /// and run through the workloads of --workloads; the figure is server
+    /// CPU per request. LIST is a comma list of models (default: all but
+    /// auto), and may name the baselines: floor and floor-2t (loopback
+    /// ping-pong with no server), c-epoll, c-splice and c-uring (small C
+    /// servers, built with the C compiler if one is installed), or
     /// `baselines` for all five.
     #[arg(long, value_name = "LIST", num_args = 0..=1, default_missing_value = "all",
           value_parser = models::parse_models,
@@ -109,9 +124,12 @@ pub(crate) struct Opt {
                                 "new_conn", "udp", "timeout", "json"])]
     pub(crate) models: Option<models::ModelList>,
 
-    /// With --models: the workloads to run, by name or number (small,
-    /// large, connect, idle, many, bulk, stream or 1-7; default: all, or
-    /// NETECHO_BENCH_WORKLOADS).
+    /// With --models: the workloads to run, by name or number (default:
+    /// all, or the environment variable NETECHO_BENCH_WORKLOADS): small (1,
+    /// 64 B on 50 connections), large (2, 64 KiB on 8), connect (3, a new
+    /// connection per request, 4 at a time), idle (4, memory per idle
+    /// connection), many (5, 64 B on 300), bulk (6, 1 MiB on 8), stream
+    /// (7, full duplex on 8).
     #[arg(long, value_name = "LIST", value_parser = models::parse_workloads,
           requires = "models", conflicts_with = "target")]
     pub(crate) workloads: Option<models::WorkloadList>,
@@ -134,18 +152,22 @@ pub(crate) struct Opt {
     )]
     pub(crate) chart: Option<PathBuf>,
 
-    /// Connections (or UDP sockets), each with one request in flight.
+    /// Connections (or UDP sockets), each with one request in flight. Checked
+    /// before the run against the descriptor limit (ulimit -n), the local
+    /// ports to one server address and memory.
     #[arg(short = 'c', long = "connections", value_name = "CONNS", default_value_t = DEFAULT_CONNS,
           value_parser = parse_positive, allow_negative_numbers = true)]
     pub(crate) conns: usize,
 
-    /// Bytes per message.
+    /// Bytes per message: at most 16 MiB over TCP, 65,507 over UDP.
     #[arg(short = 's', long = "size", value_name = "SIZE", default_value_t = DEFAULT_SIZE,
           value_parser = parse_positive, allow_negative_numbers = true)]
     pub(crate) size: usize,
 
     /// Measure for this long after the warm-up (default 10 s; with
-    /// --models, 3 s per workload).
+    /// --models, 3 s per workload). Requests still out at the end get up to
+    /// 1 s more (never more than --timeout) for their echo; any still
+    /// unanswered then fails the run.
     #[arg(short = 'd', long = "duration", value_name = "SECS", value_parser = parse_secs_nonzero,
           allow_negative_numbers = true, conflicts_with = "requests")]
     pub(crate) duration: Option<Duration>,
@@ -155,17 +177,22 @@ pub(crate) struct Opt {
           allow_negative_numbers = true)]
     pub(crate) requests: Option<u64>,
 
-    /// Run this long before measuring; its requests are not recorded.
+    /// Run this long before measuring; its requests are not recorded nor
+    /// shown in the progress line.
     #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs,
           allow_negative_numbers = true)]
     pub(crate) warmup: Duration,
 
-    /// Generator threads, each with an epoll loop (default: one per core).
+    /// Generator threads, each with an epoll loop (default: one per core;
+    /// never more than connections, at most 1024).
     #[arg(long, value_name = "T", value_parser = parse_positive, allow_negative_numbers = true)]
     pub(crate) threads: Option<usize>,
 
-    /// Open loop: this many requests per second in total, spread evenly over
-    /// the connections; latency counts from when each request was due.
+    /// Open loop: R requests per second in total, spread evenly over the
+    /// connections; latency counts from when each request was due, so a
+    /// stalled server shows as latency. A request whose connection is still
+    /// waiting for an earlier echo is sent late; the summary says if the
+    /// rate was not held.
     #[arg(long, value_name = "R", value_parser = request_rate_between(MIN_RATE, MAX_RATE),
           allow_negative_numbers = true)]
     pub(crate) rate: Option<f64>,
@@ -193,7 +220,9 @@ pub(crate) struct Opt {
           allow_negative_numbers = true)]
     pub(crate) connect_timeout: Duration,
 
-    /// Print one JSON object on stdout instead of the summary.
+    /// Print one JSON object on stdout instead of the summary, whatever the
+    /// outcome: a run that could not start has zero figures and an "error";
+    /// one stopped by Ctrl-C or SIGTERM has "interrupted": true.
     #[arg(long)]
     pub(crate) json: bool,
 
@@ -223,7 +252,8 @@ pub(crate) struct Opt {
 
     /// Each connection echoes once, then stays open and idle until -d
     /// ends: many idle connections, for memory per connection (C1M). No
-    /// warm-up; the open rate is printed on stderr.
+    /// warm-up; the open rate is printed on stderr. A connection whose one
+    /// echo never came fails the run.
     #[arg(long, conflicts_with_all = ["models", "requests", "rate", "new_conn", "udp"])]
     pub(crate) hold: bool,
     #[command(flatten)]
@@ -260,7 +290,15 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
                 "--models takes --tls alone (its servers' certificates are its own)".into(),
             ));
         }
-        return models::run(&opt, list);
+        let options = models::Options {
+            duration: opt.duration,
+            warmup: opt.warmup,
+            idle_conns: opt.idle_conns,
+            tls: opt.tls.tls,
+            workloads: opt.workloads.as_ref(),
+            chart: opt.chart.as_deref(),
+        };
+        return models::run(&options, list);
     }
     let shape = shape_of(&opt);
     let done = match measure(&opt, &shape) {
@@ -458,8 +496,8 @@ fn measure(opt: &Opt, shape: &report::Shape) -> Result<Measured> {
         let secs = connecting.elapsed().as_secs_f64();
         eprintln!(
             "netecho: {} connections open in {secs:.3} s ({} per second)",
-            report::thousands(streams.len() as u64),
-            report::thousands((streams.len() as f64 / secs.max(1e-9)).round() as u64)
+            text::thousands(streams.len() as u64),
+            text::thousands((streams.len() as f64 / secs.max(1e-9)).round() as u64)
         );
     }
 
@@ -483,7 +521,6 @@ fn measure(opt: &Opt, shape: &report::Shape) -> Result<Measured> {
                 json: opt.json,
             }),
             hold: opt.hold,
-            tls,
         })
         .with_sources(if new_conn {
             opt.source_addrs.clone()
@@ -502,31 +539,22 @@ fn measure(opt: &Opt, shape: &report::Shape) -> Result<Measured> {
     drop(taken);
 
     let udp = opt.udp;
-    let work = move |plan: &Plan, slot: usize, conns: Vec<(u64, Option<TcpStream>)>| {
-        if udp {
-            let ids = conns.into_iter().map(|(id, _)| id).collect();
-            udp::run(plan, slot, ids)
-        } else if plan.settings.tls.is_some() {
-            tls::run(plan, slot, conns)
-        } else {
-            tcp::run(plan, slot, conns)
-        }
-    };
     let mut results: Vec<Result<Tally>> = Vec::with_capacity(threads);
     if threads == 1 && !io::stderr().is_terminal() && opt.interval.is_none() {
         // One worker and no progress line to draw: run it on this thread. A
         // process that never starts a second thread also spares every send
         // and recv glibc's cancellation bookkeeping.
         for (slot, conns) in per_thread.into_iter().enumerate() {
-            results.push(work(&plan, slot, conns));
+            results.push(work(udp, tls.as_deref(), &plan, slot, conns));
         }
     } else {
         let mut workers: Vec<JoinHandle<Result<Tally>>> = Vec::with_capacity(threads);
         for (slot, conns) in per_thread.into_iter().enumerate() {
             let plan = Arc::clone(&plan);
+            let tls = tls.clone();
             let started = std::thread::Builder::new()
                 .name(format!("bench-{slot}"))
-                .spawn(move || work(&plan, slot, conns));
+                .spawn(move || work(udp, tls.as_deref(), &plan, slot, conns));
             match started {
                 Ok(handle) => workers.push(handle),
                 Err(e) => {
@@ -566,7 +594,9 @@ fn measure(opt: &Opt, shape: &report::Shape) -> Result<Measured> {
     }
     plan.flush_log(None);
     let mut summary = report::Summary::new(&plan, shape, &total, None, stop::requested());
-    summary.tls = tls::figures(&plan, &total, summary.duration_s);
+    summary.tls = tls
+        .as_deref()
+        .map(|setup| tls::figures(setup, &total, new_conn, summary.duration_s));
     summary.error = failure.as_ref().map(ToString::to_string);
     if let Some(path) = &opt.hist_out {
         let since = Instant::now().saturating_duration_since(plan.warmup_end);
@@ -590,6 +620,24 @@ fn measure(opt: &Opt, shape: &report::Shape) -> Result<Measured> {
     })
 }
 
+/// One worker's run over its connections: UDP, TLS or plain TCP.
+fn work(
+    udp: bool,
+    tls: Option<&tls::Setup>,
+    plan: &Plan,
+    slot: usize,
+    conns: Vec<(u64, Option<TcpStream>)>,
+) -> Result<Tally> {
+    if udp {
+        let ids = conns.into_iter().map(|(id, _)| id).collect();
+        udp::run(plan, slot, ids)
+    } else if let Some(setup) = tls {
+        tls::run(setup, plan, slot, conns)
+    } else {
+        tcp::run(plan, slot, conns)
+    }
+}
+
 /// What [`measure`] hands back for [`run`] to print and judge.
 struct Measured {
     /// The summary to print; `None` if it is printed already (`--stream`).
@@ -610,7 +658,7 @@ fn run_stream(streams: Vec<TcpStream>, opt: &Opt, shape: &report::Shape) -> Resu
     let interrupted = stop::requested();
     let target = &shape.target;
     if opt.json {
-        report::print_json(&serde_json::json!({
+        text::print_json(&serde_json::json!({
             "target": target,
             "mode": "stream",
             "connections": conns,
@@ -632,7 +680,7 @@ fn run_stream(streams: Vec<TcpStream>, opt: &Opt, shape: &report::Shape) -> Resu
         if interrupted {
             text += "  stopped   interrupted by a signal: the figures cover only the time it ran\n";
         }
-        report::print_stdout(&text)?;
+        text::print_stdout(&text)?;
     }
     let failure = if out.mismatches > 0 {
         Some(Error::BenchFailed(format!(
@@ -703,9 +751,9 @@ fn progress_line(plan: &Plan, now: Instant, last: &mut (Instant, u64)) -> String
     format!(
         "{:5.1} s  {} req/s  {} requests  {} errors{phase}",
         now.duration_since(plan.warmup_end).as_secs_f64(),
-        report::thousands(rps.round() as u64),
-        report::thousands(done),
-        report::thousands(plan.errors_so_far())
+        text::thousands(rps.round() as u64),
+        text::thousands(done),
+        text::thousands(plan.errors_so_far())
     )
 }
 

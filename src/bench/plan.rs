@@ -1,28 +1,22 @@
-//! What every bench worker shares: when to send (the schedule), how many
-//! requests are left (`-n`), where errors are logged, and what each worker
-//! hands back at the end (a [`Tally`]).
+//! The run's input, shared by every bench worker: its settings, when to
+//! send (the schedule), how many requests are left (`-n`), where errors are
+//! logged and the progress counters. What a worker measured is apart, in
+//! [`super::tally`].
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 
 use super::interval;
-use crate::error::{Error, Result};
 use crate::net::source::Sources;
 use crate::sys::stop;
 
 /// Error lines printed in full; past this they are only counted, so a dead
 /// server with 10,000 connections does not flood the terminal.
 pub(crate) const MAX_ERROR_LINES: usize = 20;
-/// Highest latency the histogram tells apart (1 hour, in nanoseconds); a
-/// longer one is recorded as this.
-pub(crate) const MAX_LATENCY_NS: u64 = 3_600_000_000_000;
-/// Significant figures of every latency figure (0.1 % resolution).
-pub(crate) const SIGFIG: u8 = 3;
 /// How long, at most, the workers wait after the end of the run for the
 /// echoes of requests already sent (never longer than `--timeout`): a
 /// request still unanswered then is counted as unanswered, a failure.
@@ -49,8 +43,6 @@ pub(crate) struct Settings {
     pub(crate) interval: Option<Every>,
     /// `--hold`: one echo per connection, then idle to the end.
     pub(crate) hold: bool,
-    /// `--tls`: the connector and the kept connections' sessions.
-    pub(crate) tls: Option<std::sync::Arc<super::tls::Setup>>,
 }
 
 /// `--interval SECS` (and `--json`): see [`super::interval`].
@@ -321,111 +313,6 @@ impl Pace {
     }
 }
 
-/// What one worker measured; merged into one at the end.
-#[derive(Debug)]
-pub(crate) struct Tally {
-    /// Latency of every recorded request, in nanoseconds.
-    pub(crate) hist: Histogram<u64>,
-    /// Any request that failed: mismatch, early close, reset, timeout (TCP).
-    pub(crate) errors: u64,
-    /// Echoes with a wrong byte (a subset of `errors`).
-    pub(crate) mismatches: u64,
-    /// UDP datagrams with no echo within the timeout.
-    pub(crate) lost: u64,
-    /// UDP echoes that came after their timeout (already counted as lost).
-    pub(crate) late: u64,
-    /// Open loop: requests due in the measured window that were never sent
-    /// because the connection was still waiting for an earlier echo.
-    pub(crate) unfinished: u64,
-    /// Requests sent (warm-up included) and never answered: still waiting
-    /// when the run ended, after its grace ([`DRAIN`]) for late echoes.
-    pub(crate) unanswered: u64,
-    /// When the last recorded request completed.
-    pub(crate) last_done: Option<Instant>,
-    /// When the worker stopped.
-    pub(crate) stopped: Option<Instant>,
-    /// `--interval`: this worker's open interval.
-    pub(crate) window: Option<interval::Window>,
-    /// `--tls --new-conn`: latency of every recorded handshake (ns).
-    pub(crate) handshakes: Histogram<u64>,
-    /// Of those, resumed ones.
-    pub(crate) resumed: u64,
-}
-
-impl Tally {
-    /// An empty tally.
-    pub(crate) fn new() -> Result<Tally> {
-        let hist =
-            Histogram::new_with_bounds(1, MAX_LATENCY_NS, SIGFIG).map_err(|e| Error::Io {
-                what: "creating the latency histogram",
-                source: std::io::Error::other(e.to_string()),
-            })?;
-        Ok(Tally {
-            hist,
-            errors: 0,
-            mismatches: 0,
-            lost: 0,
-            late: 0,
-            unfinished: 0,
-            unanswered: 0,
-            last_done: None,
-            stopped: None,
-            window: None,
-            handshakes: super::tls::histogram()?,
-            resumed: 0,
-        })
-    }
-
-    /// A worker's empty tally, cut into intervals if the run is.
-    pub(crate) fn for_plan(plan: &Plan, slot: usize) -> Result<Tally> {
-        let mut t = Tally::new()?;
-        if let Some(board) = &plan.intervals {
-            t.window = Some(interval::Window::new(slot, board.cut)?);
-        }
-        Ok(t)
-    }
-
-    /// Hands the intervals this worker has closed to the main thread: call
-    /// it every turn of the loop, so a worker with no echoes still moves on.
-    pub(crate) fn tick(&mut self, plan: &Plan, now: Instant) {
-        if let (Some(w), Some(board)) = (self.window.as_mut(), plan.intervals.as_ref()) {
-            w.roll(now);
-            board.report(w);
-        }
-    }
-
-    /// Records one request's latency, `now - due`.
-    pub(crate) fn record(&mut self, due: Instant, now: Instant) {
-        let ns = u64::try_from(now.saturating_duration_since(due).as_nanos()).unwrap_or(u64::MAX);
-        self.hist.saturating_record(ns.max(1));
-        if let Some(w) = &mut self.window {
-            w.record(ns.max(1), now);
-        }
-        self.last_done = Some(now);
-    }
-
-    /// Adds another worker's tally to this one.
-    pub(crate) fn merge(&mut self, other: Tally) {
-        // Same bounds on both sides, so adding cannot fail; if it ever did,
-        // the error count says so rather than a panic.
-        if self.hist.add(&other.hist).is_err() {
-            self.errors += 1;
-        }
-        if self.handshakes.add(&other.handshakes).is_err() {
-            self.errors += 1;
-        }
-        self.resumed += other.resumed;
-        self.errors += other.errors;
-        self.mismatches += other.mismatches;
-        self.lost += other.lost;
-        self.late += other.late;
-        self.unfinished += other.unfinished;
-        self.unanswered += other.unanswered;
-        self.last_done = self.last_done.max(other.last_done);
-        self.stopped = self.stopped.max(other.stopped);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,7 +331,6 @@ mod tests {
             timeout: Duration::from_secs(1),
             interval: None,
             hold: false,
-            tls: None,
         })
     }
 

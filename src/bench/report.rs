@@ -1,12 +1,14 @@
 //! The end of a run: the human summary, the `--json` object, and the
 //! verdict (the exit status) drawn from the same figures.
 
-use std::io::{self, Write};
 use std::time::Instant;
 
 use serde::Serialize;
 
-use super::plan::{Plan, Tally};
+use super::plan::Plan;
+use super::tally::Tally;
+use super::text::{latency_line, micros, print_json, print_stdout, round3, thousands};
+use super::tls::Figures;
 use crate::error::{Error, Result};
 
 /// Below this share of `--rate`, the summary says the rate was not held.
@@ -86,7 +88,7 @@ pub(crate) struct Summary {
     pub(crate) wall_s: f64,
     /// `--tls`: the handshakes, apart from the echo figures above.
     #[serde(flatten)]
-    pub(crate) tls: Option<super::tls::Figures>,
+    pub(crate) tls: Option<Figures>,
 }
 
 impl Summary {
@@ -96,7 +98,7 @@ impl Summary {
         plan: &Plan,
         shape: &Shape,
         t: &Tally,
-        tls: Option<super::tls::Figures>,
+        tls: Option<Figures>,
         interrupted: bool,
     ) -> Summary {
         let until = match plan.settings.budget {
@@ -313,15 +315,6 @@ impl Summary {
     }
 }
 
-/// Prints exactly one JSON object and a newline on stdout.
-pub(crate) fn print_json<T: Serialize>(value: &T) -> Result<()> {
-    let text = serde_json::to_string(value).map_err(|e| Error::Io {
-        what: "encoding the JSON summary",
-        source: io::Error::other(e),
-    })?;
-    print_stdout(&format!("{text}\n"))
-}
-
 /// The summary as the last line of an `--interval --json` stream: the same
 /// object as without `--interval`, with `"type":"summary"` first.
 pub(crate) fn print_summary_json(summary: &Summary) -> Result<()> {
@@ -338,46 +331,6 @@ pub(crate) fn print_summary_json(summary: &Summary) -> Result<()> {
     })
 }
 
-/// The summary's latency line (no newline), shared with `bench merge`.
-pub(crate) fn latency_line(p50: f64, p90: f64, p99: f64, p999: f64, max: f64, mean: f64) -> String {
-    format!(
-        "  latency   p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (mean {})",
-        ms(p50),
-        ms(p90),
-        ms(p99),
-        ms(p999),
-        ms(max),
-        ms(mean)
-    )
-}
-
-/// Nanoseconds to microseconds, to 0.001 µs.
-pub(crate) fn micros(ns: u64) -> f64 {
-    round3(ns as f64 / 1e3)
-}
-
-pub(crate) fn round3(x: f64) -> f64 {
-    (x * 1e3).round() / 1e3
-}
-
-/// Microseconds as milliseconds with three decimals, as ping prints them.
-fn ms(us: f64) -> String {
-    format!("{:.3} ms", us / 1e3)
-}
-
-/// 1234567 as `1,234,567`.
-pub(crate) fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
-}
-
 /// User + system CPU seconds of this process so far.
 fn cpu_seconds() -> f64 {
     use nix::sys::resource::{UsageWho, getrusage};
@@ -387,31 +340,5 @@ fn cpu_seconds() -> f64 {
             t(u.user_time()) + t(u.system_time())
         }
         Err(_) => 0.0,
-    }
-}
-
-/// Writes to stdout; a reader that went away (`| head`) is not an error.
-pub(crate) fn print_stdout(text: &str) -> Result<()> {
-    let mut out = io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        Err(source) => Err(Error::Io {
-            what: "writing to stdout",
-            source,
-        }),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn thousands_groups_digits() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1000), "1,000");
-        assert_eq!(thousands(1234567), "1,234,567");
     }
 }

@@ -8,7 +8,7 @@
 use std::io::{self, BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -260,4 +260,11 @@ pub(crate) fn allowed_cpus() -> Result<Vec<usize>> {
     Ok((0..max)
         .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
         .collect())
+}
+/// An executable named `name` on PATH.
+pub(crate) fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }

@@ -25,7 +25,8 @@ use std::time::Instant;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use super::plan::{Pace, Plan, TICK, Tally};
+use super::plan::{Pace, Plan, TICK};
+use super::tally::Tally;
 use super::timer;
 use crate::error::{Error, Result};
 use crate::net::pattern;
@@ -311,7 +312,7 @@ pub(crate) fn run_over<T: Transport>(
 impl<T: Transport> Worker<'_, T> {
     fn run_loop(&mut self) -> Result<()> {
         let mut events = Events::with_capacity(EVENTS);
-        let mut clock = timer::for_plan(self.plan, &self.poll);
+        let mut clock = timer::for_loop(self.plan.interval.is_some(), &self.poll);
         let now = Instant::now();
         for i in 0..self.conns.len() {
             self.next_request(i, now);

@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Interest, Poll, Token};
 
-use super::plan::Plan;
-
 /// The timer's token in a worker's poll: no connection has it.
 pub(crate) const TOKEN: Token = Token(usize::MAX);
 
@@ -89,8 +87,10 @@ impl Timer {
 /// The open loop's timer, registered with `poll`; `None` in the closed loop
 /// (nothing is scheduled) or if the timer cannot be made, in which case the
 /// loop falls back to epoll's millisecond timeout.
-pub(crate) fn for_plan(plan: &Plan, poll: &Poll) -> Option<Timer> {
-    plan.interval?;
+pub(crate) fn for_loop(open_loop: bool, poll: &Poll) -> Option<Timer> {
+    if !open_loop {
+        return None;
+    }
     let timer = Timer::new().ok()?;
     let raw = timer.raw_fd();
     poll.registry()

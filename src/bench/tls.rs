@@ -29,13 +29,16 @@ use mio::net::TcpStream;
 use rustls::{ClientConnection, HandshakeKind};
 use serde::Serialize;
 
-use super::plan::{MAX_LATENCY_NS, Plan, SIGFIG, Tally};
-use super::report::{latency_line, micros, round3, thousands};
+use super::hist;
+use super::plan::Plan;
+use super::tally::Tally;
 use super::tcp::{self, Hitch, Link, Transport};
-use crate::error::{Error, Result};
+use super::text::{latency_line, micros, round3, thousands};
+use crate::error::Result;
 use crate::net::tls::Connector;
 
-/// What the TLS workers share, in [`super::plan::Settings`].
+/// What the TLS workers share: the connector and the kept connections'
+/// sessions, made at setup.
 #[derive(Debug)]
 pub(crate) struct Setup {
     pub(crate) connector: Connector,
@@ -67,14 +70,6 @@ impl Setup {
     }
 }
 
-/// An empty histogram of handshake latencies, in nanoseconds.
-pub(crate) fn histogram() -> Result<Histogram<u64>> {
-    Histogram::new_with_bounds(1, MAX_LATENCY_NS, SIGFIG).map_err(|e| Error::Io {
-        what: "creating the handshake histogram",
-        source: io::Error::other(e.to_string()),
-    })
-}
-
 /// Handshakes on the kept connections, one after another before the run
 /// (as their connects are): the first failure is the run's one-line error.
 pub(crate) fn handshake_all(
@@ -82,12 +77,12 @@ pub(crate) fn handshake_all(
     streams: &mut [std::net::TcpStream],
     timeout: std::time::Duration,
 ) -> Result<(Vec<Option<ClientConnection>>, Histogram<u64>)> {
-    let mut hist = histogram()?;
+    let mut hist = hist::latency("creating the handshake histogram")?;
     let mut sessions = Vec::with_capacity(streams.len());
     for s in streams.iter_mut() {
         let (mut conn, took) = connector.handshake(s, timeout)?;
         conn.set_buffer_limit(None);
-        hist.saturating_record(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1));
+        hist.saturating_record(hist::clamp(took));
         sessions.push(Some(conn));
     }
     Ok((sessions, hist))
@@ -112,8 +107,9 @@ pub(crate) struct Figures {
 }
 
 /// The handshake figures from the merged tally (and the setup handshakes).
-pub(crate) fn figures(plan: &Plan, t: &Tally, duration_s: f64) -> Option<Figures> {
-    let setup = plan.settings.tls.as_ref()?;
+/// `new_conn`: whether the handshakes were timed in the run (else only
+/// the kept connections' at setup).
+pub(crate) fn figures(setup: &Setup, t: &Tally, new_conn: bool, duration_s: f64) -> Figures {
     let mut hist = t.handshakes.clone();
     let _ = hist.add(&setup.setup);
     let n = hist.len();
@@ -125,10 +121,10 @@ pub(crate) fn figures(plan: &Plan, t: &Tally, duration_s: f64) -> Option<Figures
         }
     };
     let in_window = t.handshakes.len();
-    Some(Figures {
+    Figures {
         handshakes: n,
         handshakes_resumed: t.resumed,
-        handshake_rps: if duration_s > 0.0 && plan.settings.new_conn {
+        handshake_rps: if duration_s > 0.0 && new_conn {
             round3(in_window as f64 / duration_s)
         } else {
             0.0
@@ -143,7 +139,7 @@ pub(crate) fn figures(plan: &Plan, t: &Tally, duration_s: f64) -> Option<Figures
         } else {
             round3(hist.mean() / 1e3)
         },
-    })
+    }
 }
 
 impl Figures {
@@ -174,15 +170,11 @@ impl Figures {
 /// socket)`; the socket is `None` with `--new-conn`; kept ones come with
 /// their session in [`Setup`]) until the run is over.
 pub(crate) fn run(
+    setup: &Setup,
     plan: &Plan,
     slot: usize,
     conns: Vec<(u64, Option<std::net::TcpStream>)>,
 ) -> Result<Tally> {
-    let Some(setup) = plan.settings.tls.as_deref() else {
-        return Err(Error::InvalidOption(
-            "bench: TLS worker without --tls".into(),
-        ));
-    };
     tcp::run_over(plan, slot, conns, setup)
 }
 

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
-use super::plan::{Pace, Plan, TICK, Tally};
+use super::plan::{Pace, Plan, TICK};
+use super::tally::Tally;
 use super::timer;
 use crate::error::{Error, Result};
 use crate::net::{pattern, udp_socket};
@@ -118,7 +119,7 @@ pub(crate) fn run(plan: &Plan, slot: usize, ids: Vec<u64>) -> Result<Tally> {
 impl Worker<'_> {
     fn run_loop(&mut self) -> Result<()> {
         let mut events = Events::with_capacity(EVENTS);
-        let mut clock = timer::for_plan(self.plan, &self.poll);
+        let mut clock = timer::for_loop(self.plan.interval.is_some(), &self.poll);
         let now = Instant::now();
         for i in 0..self.conns.len() {
             self.next_request(i, now);

@@ -130,8 +130,13 @@ pub(crate) fn run() -> Result<()> {
         "The client writes a 4-byte header, then a 12-byte body, then reads the \
          reply, 20 times on one connection. Expect: with Nagle on, the body waits \
          for the header's ACK, which the server delays (40 ms on Linux) because it \
-         has nothing to send yet: about 40 ms per exchange. With TCP_NODELAY the \
-         body goes at once: well under a millisecond.",
+         has nothing to send yet: about 40 ms per exchange. The first exchange is \
+         fast all the same: a new connection starts in quick-ACK mode (Linux ACKs its \
+         first segments at once, so the sender's window can grow), so the header's \
+         ACK comes back at once and the body follows; once the server has answered a \
+         request, the kernel takes the connection for an interactive one and delays \
+         its ACKs, hoping to carry them on a reply. With TCP_NODELAY the body goes \
+         at once: well under a millisecond.",
     );
     let nagle = exchanges(false)?;
     evidence(&format!(

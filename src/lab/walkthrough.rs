@@ -117,7 +117,11 @@ pub(super) fn run() -> Result<()> {
          server process does not run until a connection is ready. Its wait channel is \
          the kernel function it sleeps in: a server blocked in accept() shows \
          inet_csk_accept; this fork server waits in poll() on its listening socket (and \
-         its signal pipe), so the kernel shows a poll function.",
+         its signal pipe), so the kernel shows a poll function. On a LISTEN socket the \
+         two queue figures mean something else than on a connection: rq is the number \
+         of connections the kernel finished and that wait for accept(), and wq is the \
+         listen backlog, the most that queue may hold (listen()'s argument, capped by \
+         net.core.somaxconn): wq=1024 is a limit, not data waiting to be sent.",
     );
     let snap = watcher.sockets()?;
     show_sockets(&mut watcher, &snap);
@@ -134,7 +138,13 @@ pub(super) fn run() -> Result<()> {
         "A client connects. Its SYN carries its initial sequence number J, the server's \
          SYN-ACK carries K and acknowledges J+1, the client's ACK acknowledges K+1. Each \
          SYN uses up one sequence number. (On loopback the handshake takes microseconds, \
-         so `watch` usually sees the sockets already ESTABLISHED.)",
+         so `watch` usually sees the sockets already ESTABLISHED.) In `watch`'s event \
+         mode the client's ESTABLISHED comes before the server's SYN-RECEIVED, against \
+         the textbook order: until the client's ACK arrives, Linux keeps the half-open \
+         connection as a small request socket in the listener's SYN queue, which is not \
+         a socket with a state of its own; the client is ESTABLISHED as soon as the \
+         SYN-ACK arrives, and only the ACK it sends makes the server create the \
+         connection's socket, which passes SYN-RECEIVED and ESTABLISHED at once.",
     );
     let mut client = Command::new(&exe)
         .args(["client", &format!("127.0.0.1:{port}")])
@@ -201,8 +211,10 @@ pub(super) fn run() -> Result<()> {
         "The client's input ends, so it shuts down its sending side: FIN (1/4). The server \
          acknowledges it (2/4), reads end-of-file, closes: its own FIN (3/4), which the \
          client acknowledges (4/4). The end that sent the first FIN, here the client, \
-         keeps the connection in TIME-WAIT for 2*MSL (60 s on Linux) so a lost final ACK \
-         can be resent and stray old segments die out; no process owns it any more. \
+         keeps the connection in TIME-WAIT so a lost final ACK can be resent and stray \
+         old segments die out; no process owns it any more. RFC 793 asks for 2*MSL; \
+         Linux uses a fixed 60 s (TCP_TIMEWAIT_LEN, compiled into the kernel: no \
+         sysctl changes it). \
          `watch` polls every 10 ms, so states that last microseconds on loopback \
          (FIN-WAIT-1, CLOSE-WAIT, LAST-ACK) show only in the trace.",
     );
@@ -435,7 +447,14 @@ pub(super) fn zombie_demo() -> Result<(bool, bool)> {
         None => say(&format!("/proc/{pid} is already gone")),
     }
     let status = waitpid(child, None).map_err(|e| Error::io("reaping the zombie")(e.into()))?;
-    say(&format!("waitpid({pid}) returned {status:?}"));
+    let how = match status {
+        nix::sys::wait::WaitStatus::Exited(_, code) => format!("it exited with status {code}"),
+        nix::sys::wait::WaitStatus::Signaled(_, sig, _) => {
+            format!("it was killed by {}", sig.as_str())
+        }
+        _ => "it changed state".to_string(),
+    };
+    say(&format!("waitpid({pid}) reaped it: {how}"));
     let after = procs::proc_info(pid);
     match &after {
         None => say(&format!("/proc/{pid} is gone: reaped, nothing left")),

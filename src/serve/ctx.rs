@@ -25,7 +25,8 @@ pub(crate) struct Ctx {
     /// Worker count for the pre-spawned models (for the pools: the
     /// starting and least size).
     pub(crate) workers: usize,
-    /// `--min-spare`/`--max-spare`: idle workers the pools keep ready.
+    /// `--min-spare`/`--max-spare`/`--worker-idle-timeout`: idle workers
+    /// the pools keep ready.
     pub(crate) spare: pool::Spare,
     /// `--max-conns-per-ip`, if set.
     pub(crate) max_conns_per_ip: Option<u64>,

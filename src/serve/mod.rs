@@ -38,6 +38,8 @@
 //!   ([`lifecycle::supervise`], [`lifecycle::children`]), systemd socket
 //!   activation and readiness;
 //! - [`ctx`] [`ctx::Ctx`], what every model is given besides its listeners;
+//! - [`admission`] the [`admission::Permit`] every connection holds under
+//!   the limits, given back once on drop (fork's child and parent included);
 //! - [`blocking`] the accept step and the read/write loop of the blocking
 //!   models;
 //! - [`pool`] how many workers prefork and prethread start or retire
@@ -45,6 +47,7 @@
 //! - [`model`] the eight models, each `run(listeners, ctx) -> Result<()>`;
 //! - [`opt`] the command line of `netecho serve`.
 
+pub(crate) mod admission;
 pub(crate) mod blocking;
 pub(crate) mod contract;
 pub(crate) mod ctx;
@@ -97,6 +100,13 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
             opt.min_spare, opt.max_spare
         )));
     }
+    if tls_only(&opt) && opt.udp {
+        return Err(Error::Usage(
+            "--udp serves on the --listen addresses, and --tls-client-ca without --listen \
+             serves TLS only: give --listen for UDP"
+                .into(),
+        ));
+    }
     let _ = raise_nofile_limit();
     let handed = handover::init();
     // Sockets passed by systemd (or a handover) first, before this process
@@ -108,7 +118,11 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
     signals::install(shutdown).map_err(Error::io("installing signal handlers"))?;
     let stats = stats::Stats::shared().map_err(Error::io("mapping shared counters"))?;
     let listeners = if passed.tcp.is_empty() {
-        listen::bind_all(&opt.listen)?
+        if tls_only(&opt) {
+            Vec::new()
+        } else {
+            listen::bind_all(&opt.listen)?
+        }
     } else {
         if !opt.listen.is_empty() && !handed {
             tracing::warn!("sockets passed by systemd (LISTEN_FDS); --listen ignored");
@@ -138,6 +152,7 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         spare: pool::sizing::Spare {
             min: opt.min_spare,
             max: opt.max_spare,
+            retire_idle: (!opt.worker_idle_timeout.is_zero()).then_some(opt.worker_idle_timeout),
         },
         max_conns_per_ip: opt.max_conns_per_ip.map(|n| n as u64),
         stall_timeout: (!opt.stall_timeout.is_zero()).then_some(opt.stall_timeout),
@@ -174,6 +189,7 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         None => None,
     };
     keep_for_handover(&listeners, &udp_sockets, metrics.as_ref(), &tls_listeners)?;
+    say_who_can_reach(&listeners, &tls_listeners, &udp_sockets, metrics.as_ref());
     listen::announce(&listeners, ListenKind::Tcp)?;
     listen::announce(&tls_listeners, ListenKind::Tls)?;
     udp::announce(&udp_sockets)?;
@@ -216,6 +232,39 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
     let mut listeners = listeners;
     listeners.extend(tls_listeners);
     model::run(model, listeners, ctx)
+}
+
+/// Mutual TLS without an explicit `--listen` serves TLS only: whoever asks
+/// for client certificates means to keep out the unauthenticated, and a
+/// plain default listener on every interface would let them in.
+fn tls_only(opt: &ServeOpt) -> bool {
+    opt.tls_client_ca.is_some() && opt.listen.is_empty()
+}
+
+/// Logs, for every open socket, who can reach it: every interface, this
+/// host only, or the one interface with that address; and whether it
+/// authenticates its clients.
+fn say_who_can_reach(
+    tcp: &[std::net::TcpListener],
+    tls: &[std::net::TcpListener],
+    udp: &[std::net::UdpSocket],
+    metrics: Option<&std::net::TcpListener>,
+) {
+    let tcp = tcp
+        .iter()
+        .map(|l| ("tcp echo, no authentication", l.local_addr()));
+    let tls = tls.iter().map(|l| ("tls echo", l.local_addr()));
+    let udp = udp
+        .iter()
+        .map(|s| ("udp echo, no authentication", s.local_addr()));
+    let metrics = metrics
+        .into_iter()
+        .map(|l| ("metrics, no authentication", l.local_addr()));
+    for (what, addr) in tcp.chain(tls).chain(udp).chain(metrics) {
+        if let Ok(addr) = addr {
+            info!(addr = %addr, reach = listen::reach(addr.ip()), "open: {what}");
+        }
+    }
 }
 
 /// `--tls-*`: the TLS configuration when `--tls-listen` is given (loaded

@@ -58,13 +58,15 @@ pub(crate) struct ServeOpt {
     pub(crate) workers: Option<usize>,
 
     /// Most clients served at once; more are accepted, closed and counted
-    /// (default depends on the model, see README; iterative serves one at a
-    /// time whatever this says, the rest wait).
+    /// (default: fork 1024, prefork 256, thread 4096, prethread 1024,
+    /// epoll, tokio and uring 65536; iterative serves one at a time whatever
+    /// this says, the rest wait).
     #[arg(long, value_name = "N", value_parser = parse_positive, allow_negative_numbers = true)]
     pub(crate) max_conns: Option<usize>,
 
-    /// prefork, prethread: start workers while fewer than this are idle
-    /// (the pool's `--workers` is its starting and least size).
+    /// prefork, prethread: keep at least this many workers idle, started
+    /// at once as clients arrive (the pool's `--workers` is its starting
+    /// and least size).
     #[arg(long, value_name = "N", default_value_t = pool::DEFAULT_MIN_SPARE, value_parser = parse_positive, allow_negative_numbers = true)]
     pub(crate) min_spare: usize,
 
@@ -72,6 +74,11 @@ pub(crate) struct ServeOpt {
     /// this are idle.
     #[arg(long, value_name = "N", default_value_t = pool::DEFAULT_MAX_SPARE, value_parser = parse_positive, allow_negative_numbers = true)]
     pub(crate) max_spare: usize,
+
+    /// prefork, prethread: retire a worker idle this long, keeping
+    /// --min-spare idle and --workers in all; 0 = never.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs, allow_negative_numbers = true)]
+    pub(crate) worker_idle_timeout: Duration,
 
     /// Close a connection with no bytes in either direction for this long; 0 = never.
     #[arg(long, value_name = "SECS", default_value = "300", value_parser = parse_secs, allow_negative_numbers = true)]

@@ -615,3 +615,24 @@ fn the_progress_line_counts_no_warm_up_request() {
         );
     }
 }
+
+#[test]
+fn help_cites_no_file_the_user_lacks_and_states_the_exit_status() {
+    for flag in ["-h", "--help"] {
+        let run = run_netecho(&["bench", flag]);
+        assert!(run.success(), "{flag}: {}", run.stderr);
+        // Lines are wrapped to the terminal's width: compare words.
+        let text = run
+            .stdout_str()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        for word in [".md", "BENCHMARKING", "scripts/", "cargo bench"] {
+            assert!(!text.contains(word), "{flag} cites {word}:\n{text}");
+        }
+        assert!(
+            text.contains("Exit status: 0") && text.contains("2 a usage error"),
+            "{flag}:\n{text}"
+        );
+    }
+}

@@ -349,6 +349,71 @@ fn no_module_at_any_depth_is_in_an_import_circle() {
     }
 }
 
+/// The crates a module doing I/O would need; `netecho-core` has none.
+const IO_CRATES: [&str; 6] = ["nix", "libc", "mio", "tokio", "io-uring", "socket2"];
+
+/// The dependency names of a Cargo.toml, every kind and target: keys of
+/// the `[...dependencies]` tables and names of `[...dependencies.NAME]`.
+fn manifest_dependencies(toml: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut in_deps = false;
+    for line in toml.lines() {
+        let line = line.trim();
+        if let Some(header) = line.strip_prefix('[') {
+            let header = header.trim_end_matches(']');
+            in_deps = header.ends_with("dependencies");
+            if let Some((table, name)) = header.rsplit_once('.')
+                && table.ends_with("dependencies")
+            {
+                names.insert(name.trim_matches('"').to_string());
+            }
+        } else if in_deps && let Some((key, _)) = line.split_once('=') {
+            names.insert(key.trim().trim_matches('"').to_string());
+        }
+    }
+    names
+}
+
+#[test]
+fn the_core_crate_has_no_io_dependency_and_no_circle() {
+    let core = Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/netecho-core");
+    let toml = fs::read_to_string(core.join("Cargo.toml")).expect("read netecho-core's Cargo.toml");
+    let deps = manifest_dependencies(&toml);
+    assert!(deps.contains("proptest"), "dependencies not seen: {deps:?}");
+    let io: Vec<&&str> = IO_CRATES.iter().filter(|c| deps.contains(**c)).collect();
+    assert!(io.is_empty(), "netecho-core depends on I/O crates {io:?}");
+    // Nor through the lock file (a dependency renamed in the manifest).
+    let lock = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.lock"))
+        .expect("read Cargo.lock");
+    let entry = lock
+        .split("[[package]]")
+        .find(|p| p.contains("name = \"netecho-core\""))
+        .expect("netecho-core in Cargo.lock");
+    for c in IO_CRATES {
+        assert!(
+            !entry.contains(&format!("\"{c}\"")) && !entry.contains(&format!("\"{c} ")),
+            "netecho-core's lock entry names {c}: {entry}"
+        );
+    }
+    let edges = graph(&core.join("src"));
+    assert!(edges.contains_key(&module("contract")), "{edges:?}");
+    if let Some(found) = circle(&edges) {
+        let names: Vec<String> = found.iter().map(name).collect();
+        panic!("import circle in netecho-core: {}", names.join(" -> "));
+    }
+}
+
+#[test]
+fn the_manifest_reader_sees_every_kind_of_dependency() {
+    let toml = "[package]\nname = \"x\"\n[dependencies]\nnix = \"1\"\n\
+                [target.'cfg(unix)'.dependencies]\nlibc = { version = \"0.2\" }\n\
+                [dependencies.mio]\nversion = \"1\"\n[features]\nfuzz = []\n";
+    assert_eq!(
+        manifest_dependencies(toml),
+        BTreeSet::from(["libc".to_string(), "mio".to_string(), "nix".to_string()])
+    );
+}
+
 #[test]
 fn top_level_modules_form_no_import_circle() {
     let top = top_level(&graph(&src()));

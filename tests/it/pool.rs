@@ -17,9 +17,9 @@ use crate::util::{
 
 /// How many clients the "served at once" checks hold open together.
 const AT_ONCE: usize = 200;
-/// The longest a fresh pool may take to serve them all: the start rate
-/// doubles each second up to 64, so about 8 s, and far less than this on a
-/// busy machine.
+/// The longest a fresh pool may take to serve them all: it starts what
+/// the accept queue shows in one batch, well under a second on a quiet
+/// machine; this bound only catches a pool that stops growing.
 const GROW_LIMIT: Duration = Duration::from_secs(60);
 /// The issue's bound for an idle pool to be back within its band.
 const SHRINK_LIMIT: Duration = Duration::from_secs(60);
@@ -154,70 +154,242 @@ fn prethread_workers_gauge_counts_busy_workers() {
 }
 
 const REJECTED: &str = "netecho_connections_rejected_total{reason=\"max_conns\"}";
+const STARTED: &str = "netecho_workers_started_total";
+const BUSY: &str = "netecho_workers{state=\"busy\"}";
+const IDLE: &str = "netecho_workers{state=\"idle\"}";
 
-/// `--max-conns 10`: ten clients are served together, the next five are
-/// accepted and closed at once without an echo and counted, and the ten
-/// are still served.
-fn max_conns_ten(model: &str) {
+/// What one client of a burst saw.
+#[derive(Debug)]
+enum Outcome {
+    /// Its byte came back, this long after it was sent.
+    Echoed(Duration),
+    /// Closed without an echo: turned away.
+    TurnedAway(Closed),
+    /// Nothing within the wait.
+    Nothing,
+}
+
+/// `n` clients connect together and each sends one byte; then each waits
+/// up to `wait` after its send for the echo. A client whose wait ran out
+/// stays open (the caller may look again).
+fn burst(addr: SocketAddr, n: usize, wait: Duration) -> Vec<(TcpStream, Outcome)> {
+    let mut conns: Vec<(TcpStream, Instant)> = (0..n)
+        .map(|_| {
+            let mut s = connect(addr);
+            let sent = Instant::now();
+            // Ignored: a client turned away may already be closed.
+            let _ = s.write_all(b"!");
+            (s, sent)
+        })
+        .collect();
+    conns
+        .drain(..)
+        .map(|(mut s, sent)| {
+            let left = wait.saturating_sub(sent.elapsed());
+            let outcome = match wait_closed(&mut s, left.max(Duration::from_millis(1))) {
+                Closed::Data(1) => Outcome::Echoed(sent.elapsed()),
+                Closed::Open => Outcome::Nothing,
+                other => Outcome::TurnedAway(other),
+            };
+            (s, outcome)
+        })
+        .collect()
+}
+
+/// How long the slowest echo of a burst took, and the outcomes that were
+/// no echo at all.
+fn slowest(outcomes: &[(TcpStream, Outcome)]) -> (Duration, Vec<String>) {
+    let mut worst = Duration::ZERO;
+    let mut missing = Vec::new();
+    for (i, (_, o)) in outcomes.iter().enumerate() {
+        match o {
+            Outcome::Echoed(d) => worst = worst.max(*d),
+            other => missing.push(format!("client {i}: {other:?}")),
+        }
+    }
+    (worst, missing)
+}
+
+/// The first thing a new user tries: `--max-conns 10`, then 15 clients
+/// connecting together, each sending one byte and waiting up to half a
+/// second for it. Exactly ten are echoed within that half second, the five
+/// over the limit are accepted, closed and counted, and once every client
+/// has left the server does it all again (nothing leaked).
+fn fifteen_clients_against_max_conns_ten(model: &str) {
     const MAX: usize = 10;
-    const OVER: usize = 5;
+    const CLIENTS: usize = 15;
+    const WAIT: Duration = Duration::from_millis(500);
+    let _timing = crate::util::timing();
     let server = Server::start(model, &["--max-conns", "10", "--metrics", "127.0.0.1:0"]);
     let m = server.metrics_addr();
-    let (mut conns, took) = open_and_serve(server.addr(), MAX, seed_of(&format!("{model}/max10")));
-    eprintln!("{model}: {MAX} clients served after {took:?}");
-    for i in 0..OVER {
-        let mut c = connect(server.addr());
-        // Ignored: the server may already have closed it.
-        let _ = c.write_all(b"over the limit");
-        // The pool may still be starting its last, idle worker: a second.
-        let end = wait_closed(&mut c, Duration::from_secs(5));
-        assert!(
-            matches!(end, Closed::Fin | Closed::Reset),
-            "{model}: client {} over --max-conns {MAX}: {end:?}",
-            MAX + i + 1
+    for round in 1..=2 {
+        let mut outcomes = burst(server.addr(), CLIENTS, WAIT);
+        let echoed: Vec<Duration> = outcomes
+            .iter()
+            .filter_map(|(_, o)| match o {
+                Outcome::Echoed(d) => Some(*d),
+                _ => None,
+            })
+            .collect();
+        let summary = format!("{:?}", outcomes.iter().map(|(_, o)| o).collect::<Vec<_>>());
+        eprintln!("{model}: round {round}: {summary}");
+        assert_eq!(
+            echoed.len(),
+            MAX,
+            "{model}: round {round}: {} of {CLIENTS} echoed within {WAIT:?}, not {MAX}: {summary}",
+            echoed.len()
         );
+        // The other five are closed, not left waiting: at most the time
+        // the last worker takes to start.
+        for (i, (s, o)) in outcomes.iter_mut().enumerate() {
+            if let Outcome::Nothing = o {
+                *o = Outcome::TurnedAway(wait_closed(s, Duration::from_secs(5)));
+            }
+            if let Outcome::TurnedAway(end) = o {
+                assert!(
+                    matches!(end, Closed::Fin | Closed::Reset),
+                    "{model}: round {round}: client {i} over --max-conns {MAX}: {end:?}"
+                );
+            }
+        }
+        assert_eq!(
+            metric(m, REJECTED),
+            ((CLIENTS - MAX) * round) as u64,
+            "{model}: round {round}: rejections counted"
+        );
+        let size = pool_size(&server, model) - usize::from(model == "prefork");
+        assert!(
+            size <= MAX + 1,
+            "{model}: round {round}: {size} workers for --max-conns {MAX}"
+        );
+        drop(outcomes);
+        // Every slot is given back before the next round.
+        let freed = crate::util::eventually(Duration::from_secs(5), || {
+            metric(m, "netecho_connections_active") == 0
+        });
+        assert!(freed, "{model}: round {round}: slots still taken");
     }
-    assert_eq!(
-        metric(m, REJECTED),
-        OVER as u64,
-        "{model}: rejections counted"
+}
+
+#[test]
+fn prefork_fifteen_clients_against_max_conns_ten_serves_exactly_ten_at_once() {
+    fifteen_clients_against_max_conns_ten("prefork");
+}
+
+#[test]
+fn prethread_fifteen_clients_against_max_conns_ten_serves_exactly_ten_at_once() {
+    fifteen_clients_against_max_conns_ten("prethread");
+}
+
+/// Clients in the burst, and the slowest first echo the docs promise for
+/// it on a quiet two-core machine (`bench --models` measures it); the test
+/// only fails past [`BURST_BOUND`], so a busy machine does not fail it,
+/// while a pool that grows by a spawn rate (about 6 s for 100) still does.
+const BURST: usize = 100;
+const BURST_TARGET: Duration = Duration::from_millis(250);
+const BURST_BOUND: Duration = Duration::from_secs(3);
+
+/// A burst of 100 against a fresh default pool: every first echo comes back
+/// together; a second burst right after the first finds its workers there
+/// (started once, not per client); then the pool retires its extras (here
+/// after 3 s idle) down to the spare minimum.
+fn a_burst_is_answered_at_once(model: &str) {
+    const IDLE_TIMEOUT: &str = "3";
+    let _timing = crate::util::timing();
+    let mut server = Server::start(
+        model,
+        &[
+            "--metrics",
+            "127.0.0.1:0",
+            "--worker-idle-timeout",
+            IDLE_TIMEOUT,
+            // Explicit: the default (one per core) is the floor it settles to.
+            "--workers",
+            "2",
+            // Only the idle timeout retires: between the bursts nothing
+            // goes, and after them all but the spare minimum do.
+            "--max-spare",
+            "200",
+        ],
     );
-    all_still_served(
-        &mut conns,
-        &format!("{model}: the {MAX} after the rejections"),
+    let m = server.metrics_addr();
+    let ready = crate::util::eventually(Duration::from_secs(3), || pool_size(&server, model) > 0);
+    assert!(ready, "{model}: no worker started");
+    let outcomes = burst(server.addr(), BURST, 2 * BURST_BOUND);
+    let (worst, missing) = slowest(&outcomes);
+    eprintln!(
+        "{model}: a burst of {BURST}: the slowest first echo after {worst:?} (target \
+         {BURST_TARGET:?} on a quiet machine)"
     );
-    let size = pool_size(&server, model) - usize::from(model == "prefork");
+    assert!(missing.is_empty(), "{model}: unanswered: {missing:?}");
     assert!(
-        size <= MAX + 1,
-        "{model}: {size} workers for --max-conns {MAX}"
+        worst < BURST_BOUND,
+        "{model}: a burst of {BURST}: the slowest first echo after {worst:?}, over \
+         {BURST_BOUND:?} (target {BURST_TARGET:?})"
     );
-    // One leaves: the next client is served in its place.
-    let (mut s, _) = conns.pop().unwrap();
-    s.shutdown(Shutdown::Write).unwrap();
-    read_to_eof(&mut s, 0).unwrap_or_else(|e| panic!("{model}: {e}"));
-    drop(s);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let served = loop {
-        let mut c = connect(server.addr());
-        if ping(&mut c, b"in its place").is_ok() {
-            break true;
+    let started = metric(m, STARTED);
+    assert!(
+        started >= BURST as u64,
+        "{model}: {BURST} clients at once served by {started} workers started?"
+    );
+    drop(outcomes);
+    // The workers see their clients leave (a busy machine may take a
+    // while); until then they count as busy and a burst adds to them.
+    let idle = crate::util::eventually(Duration::from_secs(10), || metric(m, BUSY) == 0);
+    assert!(idle, "{model}: the first burst's workers not idle");
+    // On a busy machine some may already have been idle 3 s and retired.
+    let kept = metric(m, IDLE) as usize;
+
+    // At once again: the idle workers take it; only what retired is
+    // started again, not a worker per client.
+    let outcomes = burst(server.addr(), BURST, 2 * BURST_BOUND);
+    let (worst, missing) = slowest(&outcomes);
+    assert!(missing.is_empty(), "{model}: second burst: {missing:?}");
+    let again = metric(m, STARTED) - started;
+    eprintln!(
+        "{model}: a second burst: slowest echo after {worst:?}, {again} workers started, \
+         {kept} idle before it"
+    );
+    let allowed = (BURST + 2).saturating_sub(kept) + BURST / 10;
+    assert!(
+        again as usize <= allowed,
+        "{model}: the second burst started {again} more workers, {kept} idle before it"
+    );
+    drop(outcomes);
+
+    // Back to the spare minimum: DEFAULT_MIN_SPARE (2) idle and no more,
+    // none busy. Bounded: 3 s of idleness, a second for a worker to look,
+    // and a generous margin.
+    let left = Instant::now();
+    let mut seen = Vec::new();
+    let settled = crate::util::eventually(Duration::from_secs(20), || {
+        let (busy, idle) = (metric(m, BUSY), metric(m, IDLE));
+        let size = pool_size(&server, model) - usize::from(model == "prefork");
+        if seen.last() != Some(&(busy, idle, size)) {
+            seen.push((busy, idle, size));
         }
-        if Instant::now() >= deadline {
-            break false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(served, "{model}: no client served after one of {MAX} left");
+        busy == 0 && idle == 2 && size == 2
+    });
+    eprintln!(
+        "{model}: (busy, idle, workers) after the bursts: {seen:?} in {:?}",
+        left.elapsed()
+    );
+    assert!(settled, "{model}: pool not back to its spares: {seen:?}");
+    if model == "prefork" {
+        let z = server.wait_no_zombies(Duration::from_secs(3));
+        assert!(z.is_empty(), "{model}: zombies: {z:?}");
+    }
+    server.assert_running("after the bursts");
 }
 
 #[test]
-fn prefork_max_conns_ten_serves_exactly_ten_and_turns_the_rest_away() {
-    max_conns_ten("prefork");
+fn prefork_answers_a_burst_of_a_hundred_at_once_and_falls_back_to_its_spares() {
+    a_burst_is_answered_at_once("prefork");
 }
 
 #[test]
-fn prethread_max_conns_ten_serves_exactly_ten_and_turns_the_rest_away() {
-    max_conns_ten("prethread");
+fn prethread_answers_a_burst_of_a_hundred_at_once_and_falls_back_to_its_spares() {
+    a_burst_is_answered_at_once("prethread");
 }
 
 /// After 200 clients leave, the pool retires its idle extras gradually,

@@ -476,3 +476,63 @@ fn lab_ends_quietly_when_its_reader_goes_away() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(out.status.success(), "exit {}: {err}", out.status);
 }
+
+/// `netecho_connections_active` as `/metrics` reads it now.
+fn active_connections(metrics: std::net::SocketAddr) -> Option<u64> {
+    util::scrape(metrics)
+        .lines()
+        .find_map(|l| l.strip_prefix("netecho_connections_active "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// fork: a child gives its `--max-conns` slot back itself just before its
+/// FIN; killed after that and before its clean exit, the parent gave the
+/// slot back again, the active counter wrapped below zero and every later
+/// client was refused as over the limit, for good. Clients here kill their
+/// child the moment they see the FIN, again and again; then fresh clients
+/// must all be served and the counter read zero.
+#[test]
+fn fork_child_killed_right_after_its_fin_frees_its_slot_once() {
+    let server = Server::start("fork", &["--metrics", "127.0.0.1:0", "--max-conns", "4"]);
+    let addr = server.addr();
+    let metrics = server.metrics_addr();
+    // The sidecar (metrics) is a child too: only newer children serve clients.
+    let mut seen: std::collections::BTreeSet<i32> = children(server.pid()).into_iter().collect();
+    let until = Instant::now() + Duration::from_secs(6);
+    let (mut rounds, mut killed_alive) = (0, 0);
+    while Instant::now() < until && rounds < 400 {
+        let mut s = util::connect(addr);
+        util::ping(&mut s, b"k")
+            .unwrap_or_else(|e| panic!("client {rounds}, after {rounds} kills at the FIN: {e}"));
+        // The child serving us exists now.
+        let child = children(server.pid())
+            .into_iter()
+            .find(|p| !seen.contains(p))
+            .expect("no new child for the connection");
+        seen.insert(child);
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).expect("the FIN");
+        if util::state(child).is_some_and(|st| st != 'Z') {
+            killed_alive += 1;
+        }
+        let _ = kill(Pid::from_raw(child), Signal::SIGKILL);
+        rounds += 1;
+    }
+    println!("{rounds} children killed at their FIN, {killed_alive} of them not yet exited");
+    for i in 0..8u64 {
+        util::round_trip(addr, b"after the kills", i)
+            .unwrap_or_else(|e| panic!("fresh client {i} after {rounds} kills: {e}"));
+    }
+    let settle = Instant::now() + Duration::from_secs(10);
+    let mut active = active_connections(metrics);
+    while active != Some(0) && Instant::now() < settle {
+        std::thread::sleep(Duration::from_millis(50));
+        active = active_connections(metrics);
+    }
+    assert_eq!(
+        active,
+        Some(0),
+        "active connections after {rounds} kills at the FIN ({killed_alive} while alive)"
+    );
+}

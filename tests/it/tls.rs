@@ -110,12 +110,76 @@ fn five_mib(model: &str) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// `openssl s_time -new` (full handshakes, each closed at once, as a load
+/// balancer's health check does) is counted as no handshake failure. Before,
+/// epoll, tokio and thread counted most of them as `eof` failures: the
+/// client's close met our session tickets still going out, and the
+/// handshake was taken for unfinished.
+fn s_time(model: &str) {
+    if model == "uring"
+        && let Err(why) = netecho::serve::uring::probe()
+    {
+        eprintln!("SKIPPED: s_time {model}: io_uring unusable here: {why}");
+        return;
+    }
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("SKIPPED: s_time {model}: openssl is not installed");
+        return;
+    }
+    let server = Server::start(
+        model,
+        &["--tls-listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"],
+    );
+    let addr = tls_addr(&server);
+    let out = Command::new("openssl")
+        .args([
+            "s_time",
+            "-connect",
+            &addr.to_string(),
+            "-new",
+            "-time",
+            "1",
+        ])
+        .output()
+        .expect("openssl s_time");
+    let said = String::from_utf8_lossy(&out.stdout);
+    let made: u64 = said
+        .lines()
+        .find_map(|l| {
+            l.split_once(" connections in ")
+                .map(|(n, _)| n.trim().parse().ok())
+        })
+        .flatten()
+        .unwrap_or(0);
+    assert!(
+        made >= 3,
+        "{model}: openssl s_time made {made} connections:\n{said}"
+    );
+    let page = util::scrape(server.metrics_addr());
+    let failed: u64 = ["timeout", "protocol", "client_cert", "alert", "eof"]
+        .iter()
+        .map(|r| {
+            let name = format!("netecho_tls_handshake_failures_total{{reason=\"{r}\"}}");
+            util::sample(&page, &name).unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(
+        failed, 0,
+        "{model}: {made} full handshakes counted {failed} failures"
+    );
+}
+
 macro_rules! tls_models {
     ($($model:ident),* $(,)?) => {$(
         mod $model {
             #[test]
             fn five_mib_back_identical_with_close_notify() {
                 super::five_mib(stringify!($model));
+            }
+
+            #[test]
+            fn full_handshakes_then_close_are_not_failures() {
+                super::s_time(stringify!($model));
             }
         }
     )*};
@@ -645,4 +709,76 @@ fn sigterm_cuts_a_held_tls_client_at_the_drain_timeout() {
             });
         }
     });
+}
+
+/// `--tls-client-ca` without `--listen` serves TLS only, and says who can
+/// reach each socket. Before, plain echo was served beside it, without
+/// authentication, on `[::]:6666`: every interface.
+#[test]
+fn mutual_tls_without_listen_opens_no_plain_port() {
+    use std::io::BufRead;
+    let dir = scratch("mtls-only");
+    let p = pki(&dir);
+    let ca = p.ca.to_str().unwrap().to_string();
+    let mut child = util::netecho(&[
+        "serve",
+        "--model",
+        "epoll",
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-client-ca",
+        &ca,
+    ])
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("netecho serve");
+    let mut lines = Vec::new();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    // The announcements come together, once everything is ready; the first
+    // says what was opened.
+    let mut line = String::new();
+    while out.read_line(&mut line).is_ok_and(|n| n > 0) {
+        lines.push(line.trim().to_string());
+        line.clear();
+        if lines.iter().any(|l| l.starts_with("listening tls")) {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("listening tls 127.0.0.1:")),
+        "no TLS listener: {lines:?}\n{log}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.starts_with("listening tcp")),
+        "a plain listener beside mutual TLS: {lines:?}"
+    );
+    assert!(
+        log.contains("open: tls echo") && log.contains("this host only"),
+        "the log does not say who can reach the TLS port:\n{log}"
+    );
+    // UDP would need a plain address: a usage error, not a silent nothing.
+    let run = util::netecho(&[
+        "serve",
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-client-ca",
+        &ca,
+        "--udp",
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(
+        run.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }

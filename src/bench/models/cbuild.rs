@@ -97,7 +97,7 @@ mod tests {
     fn a_missing_library_is_not_applicable_and_a_broken_source_an_error() {
         let dir = std::env::temp_dir().join(format!("netecho-cbuild-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let Some(_) = crate::bench::models::server::find_in_path("cc") else {
+        let Some(_) = crate::bench::spawn::find_in_path("cc") else {
             eprintln!("SKIPPED: no cc on PATH");
             return;
         };

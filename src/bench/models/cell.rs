@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use super::server::{Server, model_flags};
 use super::workload::{SMALL_MSG, Shape, Workload};
 use super::{Programs, Setup, floor, peer};
-use crate::bench::plan::{self, Plan, Tally};
+use crate::bench::plan::{self, Plan};
+use crate::bench::tally::Tally;
 use crate::bench::{procstat, spawn, stream as bench_stream, tcp, tls as bench_tls};
 use crate::error::{Error, Result};
 use crate::net::pattern;
@@ -44,19 +45,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// the measured window to open or close.
 const WAIT_TICK: Duration = Duration::from_millis(20);
 
-/// Figures of a [`Shape::Traffic`] workload.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Traffic {
-    /// Requests completed per second in the window.
-    pub(crate) req_s: f64,
-    /// Echoed megabytes (10^6, one direction) per second.
-    pub(crate) mb_s: f64,
-    pub(crate) p50_us: f64,
-    pub(crate) p99_us: f64,
-    pub(crate) p999_us: f64,
-    /// Server CPU per request, microseconds.
-    pub(crate) cpu_us: f64,
-}
+pub(crate) use super::traffic::Traffic;
 
 /// Figures of the [`Shape::Idle`] workload.
 #[derive(Debug, Clone, Copy)]
@@ -240,7 +229,10 @@ pub(crate) fn measure(
             };
             Ok(Cell {
                 outcome: Outcome::Traffic(t),
-                note: format!("{cpus}; sender {} us/trip", super::report::num(client_us)),
+                note: format!(
+                    "{cpus}; sender {} us/trip",
+                    crate::bench::text::num(client_us)
+                ),
             })
         }
     }
@@ -438,7 +430,6 @@ fn traffic(
             None
         }
     };
-    let is_tls = tls.is_some();
     let plan = Plan::new(plan::Settings {
         addr,
         conns,
@@ -452,17 +443,13 @@ fn traffic(
         timeout: STALL_LIMIT,
         interval: None,
         hold: false,
-        tls,
     });
     let (open, close, tally) = thread::scope(|scope| {
         let worker = thread::Builder::new()
             .name("models-load".into())
-            .spawn_scoped(scope, || {
-                if is_tls {
-                    bench_tls::run(&plan, 0, list)
-                } else {
-                    tcp::run(&plan, 0, list)
-                }
+            .spawn_scoped(scope, || match tls.as_deref() {
+                Some(setup) => bench_tls::run(setup, &plan, 0, list),
+                None => tcp::run(&plan, 0, list),
             })
             .map_err(Error::io("starting the load thread"))?;
         let open = sample_at(plan.warmup_end, &worker, server, setup.clk_tck);

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use nix::sys::socket::MsgFlags;
 
-use super::cell::Traffic;
+use super::traffic::Traffic;
 use crate::bench::spawn;
 use crate::error::{Error, Result};
 use crate::net::pattern;

@@ -1,8 +1,10 @@
-//! The cost of growing a pool (issue: pools that grow and shrink): a burst of
-//! [`BURST`] connections arriving at once against a prefork or prethread
-//! server just started with its default flags. The figures are how long
-//! until every connection had its first answer, how many workers the pool
-//! then had, and the server's CPU for all of it.
+//! The cost of growing a pool: a burst of [`BURST`] connections arriving at
+//! once against a prefork or prethread server just started with its default
+//! flags. The figures are how long until every connection had its first
+//! answer, how many workers the pool then had (all started by the burst:
+//! none retires that soon), and the server's CPU for all of it. The pool
+//! starts what its accept queue shows in one batch, so the first figure is
+//! about how fast workers can be forked or spawned, not a spawn rate.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

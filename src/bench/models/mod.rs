@@ -28,6 +28,7 @@ mod growth;
 pub(crate) mod peer;
 mod report;
 pub(crate) mod server;
+mod traffic;
 pub(crate) mod workload;
 
 use std::io::{self, Write};
@@ -45,9 +46,10 @@ pub use workload::{
     CONNECT_PARALLEL, IDLE_CONNS, LARGE_CONNS, LARGE_MSG, SMALL_CONNS, SMALL_MSG, Shape, Workload,
 };
 
-use super::{Opt, chart, spawn, stop};
+use super::{chart, spawn};
 use crate::error::{Error, Result};
 use crate::serve::Model;
+use crate::sys::stop;
 
 /// Measured seconds per workload when `-d` is not given: 300 clock ticks of
 /// a busy server, so tick rounding stays under half a percent.
@@ -427,9 +429,22 @@ pub(crate) fn idle_conns_within(wanted: usize, nofile_soft: u64) -> usize {
     wanted.min(usize::try_from(room).unwrap_or(wanted)).max(1)
 }
 
+/// What `netecho bench --models` takes from its command line.
+#[derive(Debug)]
+pub(crate) struct Options<'a> {
+    /// `-d`: the window per workload (default [`DEFAULT_SECS`]).
+    pub(crate) duration: Option<Duration>,
+    pub(crate) warmup: Duration,
+    pub(crate) idle_conns: usize,
+    /// `--tls`: each model's TLS row after its plain one.
+    pub(crate) tls: bool,
+    pub(crate) workloads: Option<&'a WorkloadList>,
+    pub(crate) chart: Option<&'a std::path::Path>,
+}
+
 /// Runs `netecho bench --models`: the suite over `models` in the
 /// [`Layout::Lines`] layout, then the chart if `--chart` asked for one.
-pub(crate) fn run(opt: &Opt, models: &ModelList) -> Result<()> {
+pub(crate) fn run(opt: &Options<'_>, models: &ModelList) -> Result<()> {
     stop::install().map_err(Error::io("installing signal handlers"))?;
     let exe = std::env::current_exe().map_err(Error::io("finding the netecho binary"))?;
     let window = opt.duration.unwrap_or(DEFAULT_SECS);
@@ -440,14 +455,14 @@ pub(crate) fn run(opt: &Opt, models: &ModelList) -> Result<()> {
         .iter()
         .flat_map(|&s| {
             let tls = match s {
-                Server::Netecho(m) if opt.tls.tls => Some(Server::Tls(m)),
+                Server::Netecho(m) if opt.tls => Some(Server::Tls(m)),
                 _ => None,
             };
             [Some(s), tls]
         })
         .flatten()
         .collect();
-    if let Some(w) = &opt.workloads {
+    if let Some(w) = opt.workloads {
         suite.workloads = w.0.clone();
     } else if let Some(w) = workloads_from_env()? {
         suite.workloads = w;
@@ -463,7 +478,7 @@ pub(crate) fn run(opt: &Opt, models: &ModelList) -> Result<()> {
             "interrupted before every model was measured".into(),
         ));
     }
-    if let Some(path) = &opt.chart {
+    if let Some(path) = opt.chart {
         let machine = &suite.machine;
         let subtitle = format!(
             "netecho bench --models, {:.1} s per workload, server {}",

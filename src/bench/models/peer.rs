@@ -71,7 +71,7 @@ impl Peer {
             Peer::SocatTls => "socat",
             p => p.name(),
         };
-        super::server::find_in_path(program)
+        spawn::find_in_path(program)
     }
 
     /// The arguments that make it an echo server on 127.0.0.1:`port`

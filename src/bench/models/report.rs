@@ -11,7 +11,7 @@ use super::server::{C_EPOLL, C_SPLICE, C_URING, CC_FLAGS, Server};
 use super::workload::{MANY_CONNS, Shape, Workload};
 use super::{FD_MARGIN, Row, Suite};
 use crate::bench::chart;
-use crate::bench::report::thousands;
+use crate::bench::text::{num, thousands};
 
 /// Width of the server column in the `--models` lines: `kernel floor`.
 const LINE_LABEL: usize = 12;
@@ -478,19 +478,6 @@ fn skipped(skip: &Skip) -> String {
     }
 }
 
-/// A number with as many decimals as its size deserves.
-pub(crate) fn num(v: f64) -> String {
-    if !v.is_finite() {
-        "-".into()
-    } else if v.abs() >= 1000.0 {
-        format!("{v:.0}")
-    } else if v.abs() >= 100.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
-    }
-}
-
 // ---------------------------------------------------------------------------
 // The machine, for the header
 // ---------------------------------------------------------------------------
@@ -551,7 +538,7 @@ fn first_line(prog: &str, args: &[&str]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::cell::Traffic;
+    use super::super::traffic::Traffic;
     use super::*;
     use crate::serve::Model;
 

@@ -2,8 +2,6 @@
 //! peer a user might pick instead, or the kernel floor; and how each name
 //! is spelled in `--models` and `NETECHO_BENCH_MODELS`.
 
-use std::path::PathBuf;
-
 use clap::ValueEnum;
 
 use super::peer::Peer;
@@ -315,14 +313,6 @@ pub(crate) fn model_flags(
         }
         Shape::Traffic { .. } | Shape::Stream { .. } => Ok((one, String::new())),
     }
-}
-
-/// An executable named `name` on PATH.
-pub(crate) fn find_in_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
 }
 
 #[cfg(test)]

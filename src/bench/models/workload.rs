@@ -4,7 +4,7 @@
 //! footnote, the chart's panel, the ratio columns) is derived from the shape, so a new workload
 //! is one constant here and one entry in [`Workload::ALL`].
 
-use crate::bench::report::thousands;
+use crate::bench::text::thousands;
 
 /// Workload 1's (and 5's) message: one small request, where syscalls dominate.
 pub const SMALL_MSG: usize = 64;

@@ -12,6 +12,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, Shutdown, recv, send, shutdown};
 
+use crate::serve::admission::Permit;
 use crate::serve::ctx::Ctx;
 use crate::serve::service::stats::Stats;
 
@@ -128,11 +129,18 @@ pub(crate) fn echo_any(
 /// (see [`echo`]); a drain that then finds no active connection may exit
 /// before the close, and the exit's close sends the same FIN after the same
 /// bytes, every one of them already handed to the kernel.
-pub(crate) fn serve(conn: TcpStream, peer: SocketAddr, tls: bool, ctx: &Ctx, buf: &mut [u8]) {
+pub(crate) fn serve(
+    conn: TcpStream,
+    peer: SocketAddr,
+    mut permit: Permit,
+    tls: bool,
+    ctx: &Ctx,
+    buf: &mut [u8],
+) {
     let end = match prepare(&conn, ctx) {
-        Ok(()) => echo_any(&conn, tls, ctx, buf, &|| false, &mut || ctx.release(&peer)),
+        Ok(()) => echo_any(&conn, tls, ctx, buf, &|| false, &mut || permit.release()),
         Err(e) => {
-            ctx.release(&peer);
+            drop(permit);
             End::from_io(&e)
         }
     };

@@ -55,6 +55,7 @@ use slab::Slab;
 use tracing::{debug, warn};
 
 use crate::error::{Error, Result};
+use crate::serve::admission::Permit;
 use crate::serve::blocking::accept::{self, AcceptError};
 use crate::serve::contract::BUF_SIZE;
 use crate::serve::contract::pending::PENDING_CAP;
@@ -133,6 +134,9 @@ struct Client {
     /// writes until `WouldBlock`, so every wait follows one, as edge
     /// triggering needs).
     tls: Option<Box<TlsConn>>,
+    /// Its place under the limits; the last field, so it is given back
+    /// after the socket is closed.
+    _permit: Permit,
 }
 
 impl Client {
@@ -386,17 +390,17 @@ impl Worker {
     /// Applies `--max-conns` and `--max-conns-per-ip`, sets TCP_NODELAY and
     /// puts the connection in the poll set and the timer wheel.
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr, tls: bool) {
-        if !self.ctx.admit(&peer) {
+        // Given back when dropped: on every return below, or with `Client`.
+        let Some(permit) = Permit::take(self.ctx, &peer) else {
             drop(stream);
             accept::log_rejected(Some(peer), self.ctx);
             return;
-        }
+        };
         if let Err(e) = stream.set_nodelay(true) {
             // Only a socket already dead fails here.
             debug!(%peer, "TCP_NODELAY: {e}; closing");
             drop(stream);
             self.ctx.stats.count_end(End::from_io(&e));
-            self.ctx.release(&peer);
             return;
         }
         let tls = match self.ctx.tls.as_ref().filter(|_| tls) {
@@ -407,7 +411,6 @@ impl Worker {
                     warn!(%peer, "cannot start a TLS session: {e}");
                     drop(stream);
                     self.ctx.stats.count_end(End::from_io(&e));
-                    self.ctx.release(&peer);
                     return;
                 }
             },
@@ -435,6 +438,7 @@ impl Worker {
             writable: true,
             hup: false,
             tls,
+            _permit: permit,
         });
         if let Err(e) = self.poll.registry().register(
             &mut c.stream,
@@ -464,12 +468,11 @@ impl Worker {
             self.ctx.stats.count_end(end);
             if let Some(f) = c.tls.as_ref().and_then(|t| t.failure()) {
                 f.count(self.ctx.stats);
-                debug!(peer = %c.peer, reason = f.index(), "TLS handshake failed");
+                debug!(peer = %c.peer, reason = f.label(), "TLS handshake failed");
             }
             debug!(peer = %c.peer, %end, "connection closed");
-            let peer = c.peer;
+            // The socket first, then the permit (the struct's field order).
             drop(c);
-            self.ctx.release(&peer);
         }
     }
 

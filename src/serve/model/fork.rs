@@ -11,16 +11,17 @@
 //! parent runs no thread at all (UDP and metrics live in the sidecar
 //! process), so no lock can be held by another thread at fork time.
 
+use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::wait::WaitStatus;
-use nix::unistd::{ForkResult, fork};
+use nix::unistd::{ForkResult, Pid, fork};
 use tracing::{debug, warn};
 
 use crate::error::Result;
+use crate::serve::admission::{Permit, Ticket, Tickets};
 use crate::serve::blocking::accept;
 use crate::serve::blocking::echo;
 use crate::serve::contract::BUF_SIZE;
@@ -33,6 +34,7 @@ use crate::serve::lifecycle::supervise;
 /// Accepts and forks a child per client until a signal stops the server.
 pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> {
     let mut kids = Children::default();
+    let mut held = Held::default();
     let wake = ctx.shutdown.wake_fd();
     handover::ready();
     while ctx.shutdown.stops() == 0 {
@@ -58,35 +60,49 @@ pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> 
             }
         }
         ctx.shutdown.drain_wake();
-        kids.reap(|_, status, peer| release(ctx, status, peer));
+        kids.reap(|pid, _, _| held.reaped(pid));
         handover::on_wake(ctx);
         if ctx.shutdown.stops() > 0 {
             break;
         }
         for (l, _) in listeners.iter().zip(&ready).filter(|(_, r)| **r) {
             if let Some((conn, peer)) = accept::take(l, ctx, &|p| ctx.admit(p)) {
+                let permit = Permit::admitted(ctx, &peer);
                 let tls = ctx.tls.as_ref().is_some_and(|t| t.listens_on(l));
-                spawn(conn, peer, tls, &listeners, ctx, &mut kids);
+                spawn(
+                    conn,
+                    peer,
+                    permit,
+                    tls,
+                    &listeners,
+                    ctx,
+                    (&mut kids, &mut held),
+                );
             }
         }
     }
     supervise::stop_accepting(&listeners, ctx);
     drop(listeners);
-    kids.finish(ctx, |_, status, peer| release(ctx, status, peer));
+    kids.finish(ctx, |pid, _, _| held.reaped(pid));
     Ok(())
 }
 
-/// The exit status of a child that gave its connection's slot back itself.
-const FREED: i32 = 0;
+/// The parent's copy of each connection child's [`Permit`]: dropped when
+/// the child is reaped, which gives the slot back unless the child did
+/// (their shared ticket makes it one release, whatever killed whom when).
+#[derive(Debug, Default)]
+struct Held {
+    permits: HashMap<Pid, (Permit, Ticket)>,
+    tickets: Tickets,
+}
 
-/// A reaped connection child's slot: given back here unless the child
-/// exited with [`FREED`] (it did so itself, before the client saw the end).
-/// A child killed by a signal, or one that failed before serving, did not.
-fn release(ctx: &Ctx, status: WaitStatus, tag: Tag) {
-    if let Tag::Conn(peer) = tag
-        && !matches!(status, WaitStatus::Exited(_, FREED))
-    {
-        ctx.release(&peer);
+impl Held {
+    /// A child is gone: its permit's last copy goes, and its ticket is free.
+    fn reaped(&mut self, pid: Pid) {
+        if let Some((permit, ticket)) = self.permits.remove(&pid) {
+            drop(permit);
+            self.tickets.give_back(ticket);
+        }
     }
 }
 
@@ -94,35 +110,51 @@ fn release(ctx: &Ctx, status: WaitStatus, tag: Tag) {
 fn spawn(
     conn: TcpStream,
     peer: SocketAddr,
+    permit: Permit,
     tls: bool,
     listeners: &[TcpListener],
     ctx: &'static Ctx,
-    kids: &mut Children,
+    (kids, held): (&mut Children, &mut Held),
 ) {
     if let Err(e) = echo::prepare(&conn, ctx) {
         debug!(%peer, "socket setup failed: {e}");
         ctx.stats.count_end(echo::End::from_io(&e));
-        ctx.release(&peer);
         return;
     }
+    let ticket = match held.tickets.take() {
+        Ok(t) => t,
+        Err(e) => {
+            warn!(%peer, "mapping a shared ticket failed: {e}; closing the connection");
+            return;
+        }
+    };
+    let mut permit = permit.with_ticket(ticket);
     // SAFETY: the parent is single-threaded (this model starts no thread),
     // and the child below only makes async-signal-safe calls before `_exit`.
     match unsafe { fork() } {
-        Ok(ForkResult::Child) => child(&conn, peer, tls, listeners, ctx),
+        Ok(ForkResult::Child) => child(&conn, tls, listeners, ctx, &mut permit),
         Ok(ForkResult::Parent { child }) => {
             debug!(%peer, pid = child.as_raw(), "connection open, child forked");
             kids.add(child, Tag::Conn(peer));
+            held.permits.insert(child, (permit, ticket));
         }
         Err(e) => {
             warn!(%peer, "fork failed: {e}; closing the connection");
-            ctx.release(&peer);
+            drop(permit);
+            held.tickets.give_back(ticket);
         }
     }
 }
 
 /// The child: close the listeners (only the parent accepts), echo, exit.
 /// Never returns and never unwinds into the parent's code.
-fn child(conn: &TcpStream, peer: SocketAddr, tls: bool, listeners: &[TcpListener], ctx: &Ctx) -> ! {
+fn child(
+    conn: &TcpStream,
+    tls: bool,
+    listeners: &[TcpListener],
+    ctx: &Ctx,
+    permit: &mut Permit,
+) -> ! {
     signals::reset_in_child();
     for l in listeners {
         // SAFETY: closing our inherited copy of a listener; the `TcpListener`
@@ -131,19 +163,19 @@ fn child(conn: &TcpStream, peer: SocketAddr, tls: bool, listeners: &[TcpListener
     }
     let mut buf = [0u8; BUF_SIZE];
     // The counters live in memory shared with the parent, so the child can
-    // give its slot back itself, before its FIN (see `echo::echo`). Only a
-    // SIGKILL in the few instructions between that and `_exit` (at the end
-    // of a drain that timed out) would have the parent give it back twice.
+    // give its slot back itself, before its FIN (see `echo::echo`); the
+    // parent's copy of the permit, dropped at the reaping, then finds the
+    // shared ticket turned and gives nothing back, however the child died.
     let end = echo::echo_any(
         conn,
         tls,
         ctx,
         &mut buf,
         &|| ctx.shutdown.stops() > 0,
-        &mut || ctx.release(&peer),
+        &mut || permit.release(),
     );
     ctx.stats.count_end(end);
     // SAFETY: `_exit` ends the child without running destructors or atexit
     // handlers that belong to the parent; the kernel closes the socket.
-    unsafe { libc::_exit(FREED) }
+    unsafe { libc::_exit(0) }
 }

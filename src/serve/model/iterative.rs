@@ -6,6 +6,7 @@
 use std::net::TcpListener;
 
 use crate::error::{Error, Result};
+use crate::serve::admission::Permit;
 use crate::serve::blocking::accept;
 use crate::serve::blocking::echo;
 use crate::serve::contract::BUF_SIZE;
@@ -20,7 +21,7 @@ pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> 
         .spawn(move || {
             let mut buf = vec![0u8; BUF_SIZE];
             while let accept::Next::Conn(conn, peer, tls) = accept::next(listeners, ctx) {
-                echo::serve(conn, peer, tls, ctx, &mut buf);
+                echo::serve(conn, peer, Permit::admitted(ctx, &peer), tls, ctx, &mut buf);
             }
         })
         .map_err(Error::io("starting the server thread"))?;

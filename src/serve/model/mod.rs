@@ -75,7 +75,7 @@ pub enum Model {
 
 impl Model {
     /// What `auto` means here: `uring` when io_uring works on this kernel
-    /// (measured the cheapest per request, see README), else `epoll`. The
+    /// (measured the cheapest per request: docs/src/performance.md), else `epoll`. The
     /// probe runs once; a refusal (seccomp, `io_uring_disabled`, an old
     /// kernel) is logged once with its reason.
     pub fn resolve(self) -> Model {

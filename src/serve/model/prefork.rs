@@ -2,14 +2,16 @@
 //! listeners, accepting and serving one client at a time. The fork is paid
 //! once per worker, not per connection.
 //!
-//! The pool grows and shrinks (Apache's prefork MPM): `--workers` start at
-//! once and are the least the pool keeps; while fewer than `--min-spare`
-//! are idle (or clients wait in the backlog) more are forked, at a rate
-//! that doubles each second up to a cap; idle workers beyond `--max-spare`
-//! retire gradually; never more than `--max-conns` + 1 exist, the last one
-//! idle to turn away clients over the limit. The sizing rules are in
-//! `serve::pool`; what each worker is doing is on the
-//! `serve::scoreboard`, in memory shared with the workers.
+//! The pool sizes itself from the demand it sees (Apache's prefork MPM,
+//! without its spawn rate): `--workers` start at once and are the least the
+//! pool keeps; the busy workers plus the clients waiting in the accept
+//! queue plus `--min-spare` is how many it needs, and what is missing is
+//! forked in one batch, so a burst is answered at once; idle workers beyond
+//! `--max-spare` retire gradually, and any idle longer than
+//! `--worker-idle-timeout` retires down to `--min-spare`; never more than
+//! `--max-conns` + 1 exist, the last one idle to turn away clients over the
+//! limit. The sizing rules are in `serve::pool::sizing`; what each worker is doing
+//! is on the `serve::pool::scoreboard`, in memory shared with the workers.
 //!
 //! The parent only supervises: it reaps, gives back the `--max-conns` slot
 //! of a worker that died holding a client, sizes the pool, and on a signal

@@ -4,18 +4,19 @@
 //! only its accept.
 //!
 //! The pool grows and shrinks like prefork's (the same rules, in
-//! `serve::pool`): `--workers` threads start at once and are the
-//! least kept; more start while fewer than `--min-spare` are idle or
-//! clients wait, at a rate doubling each second up to a cap; idle threads
-//! beyond `--max-spare` retire gradually, after the client they hold; at
-//! most `--max-conns` + 1 exist, the last one idle to turn away clients
-//! over the limit. The main thread supervises through the
-//! `serve::scoreboard` (the same atomics as prefork's, in one
-//! process).
+//! `serve::pool::sizing`): `--workers` threads start at once and are the least
+//! kept; the busy threads plus the clients waiting in the accept queue plus
+//! `--min-spare` is how many it needs, and what is missing starts in one
+//! batch; idle threads beyond `--max-spare`, or idle longer than
+//! `--worker-idle-timeout`, retire after the client they hold; at most
+//! `--max-conns` + 1 exist, the last one idle to turn away clients over
+//! the limit. The main thread supervises through the `serve::pool::scoreboard`
+//! (the same atomics as prefork's, in one process).
 
 use std::net::TcpListener;
 
 use crate::error::Result;
+use crate::serve::admission::Permit;
 use crate::serve::blocking::accept;
 use crate::serve::blocking::echo;
 use crate::serve::contract::BUF_SIZE;
@@ -66,7 +67,7 @@ fn spawn(
 /// A worker: accept, serve, repeat, until the listeners shut down or it is
 /// asked to retire (after the client it holds, never during); then its
 /// slot is free for the next thread.
-fn worker(slot: usize, board: Scoreboard, listeners: &[TcpListener], ctx: &Ctx) {
+fn worker(slot: usize, board: Scoreboard, listeners: &[TcpListener], ctx: &'static Ctx) {
     let mut buf = vec![0u8; BUF_SIZE];
     let leave = || board.retiring(slot);
     while !leave() {
@@ -76,7 +77,7 @@ fn worker(slot: usize, board: Scoreboard, listeners: &[TcpListener], ctx: &Ctx) 
             break;
         };
         board.hold(slot, peer.ip());
-        echo::serve(conn, peer, tls, ctx, &mut buf);
+        echo::serve(conn, peer, Permit::admitted(ctx, &peer), tls, ctx, &mut buf);
         board.idle(slot);
     }
     board.free(slot);

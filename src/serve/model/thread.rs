@@ -7,6 +7,7 @@ use std::net::TcpListener;
 use tracing::warn;
 
 use crate::error::{Error, Result};
+use crate::serve::admission::Permit;
 use crate::serve::blocking::accept;
 use crate::serve::blocking::echo;
 use crate::serve::contract::BUF_SIZE;
@@ -25,17 +26,17 @@ pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> 
         .name("acceptor".into())
         .spawn(move || {
             while let accept::Next::Conn(conn, peer, tls) = accept::next(listeners, ctx) {
+                let permit = Permit::admitted(ctx, &peer);
                 let spawned = std::thread::Builder::new()
                     .name("conn".into())
                     .stack_size(CONN_STACK)
                     .spawn(move || {
                         let mut buf = vec![0u8; BUF_SIZE];
-                        echo::serve(conn, peer, tls, ctx, &mut buf);
+                        echo::serve(conn, peer, permit, tls, ctx, &mut buf);
                     });
                 if let Err(e) = spawned {
-                    // The closure (and the connection in it) was dropped:
-                    // the client sees a close; give its slot back.
-                    ctx.release(&peer);
+                    // The closure (the connection and its permit in it)
+                    // was dropped: the client sees a close, the slot is back.
                     warn!(%peer, "cannot start a thread for a client: {e}");
                 }
             }

@@ -58,6 +58,7 @@ use tokio::time::{Instant, MissedTickBehavior, Sleep};
 use tracing::debug;
 
 use crate::error::{Error, Result};
+use crate::serve::admission::Permit;
 use crate::serve::blocking::accept::{self, AcceptError};
 use crate::serve::contract::BUF_SIZE;
 use crate::serve::contract::pending::Pending;
@@ -171,16 +172,15 @@ async fn accept_loop(
 /// Applies `--max-conns` and `--max-conns-per-ip`, sets TCP_NODELAY and
 /// spawns the connection's task.
 fn admit(stream: TcpStream, peer: SocketAddr, tls: bool, ctx: &'static Ctx) {
-    if !ctx.admit(&peer) {
+    let Some(permit) = Permit::take(ctx, &peer) else {
         drop(stream);
         accept::log_rejected(Some(peer), ctx);
         return;
-    }
+    };
     // From here on, dropping `slot` closes the socket and releases it.
     let mut slot = Admitted {
         stream: Some(stream),
-        peer,
-        ctx,
+        _permit: permit,
     };
     let nodelay = slot.stream.as_ref().map_or(Ok(()), |s| s.set_nodelay(true));
     if let Err(e) = nodelay {
@@ -208,15 +208,16 @@ fn admit(stream: TcpStream, peer: SocketAddr, tls: bool, ctx: &'static Ctx) {
 /// dropped.
 struct Admitted {
     stream: Option<TcpStream>,
-    /// Whose `--max-conns-per-ip` count to give back.
-    peer: SocketAddr,
-    ctx: &'static Ctx,
+    /// Its place under the limits, given back after the socket is closed.
+    _permit: Permit,
 }
 
+/// Closes the socket before the permit goes. Having a `Drop` also makes the
+/// task's `async move` capture the whole value: without one it would take
+/// only `stream`, and the permit would be dropped as `admit` returns.
 impl Drop for Admitted {
     fn drop(&mut self) {
         drop(self.stream.take());
-        self.ctx.release(&self.peer);
     }
 }
 

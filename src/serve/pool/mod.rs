@@ -1,6 +1,7 @@
 //! The growing pools of prefork and prethread: [`sizing`] how many
-//! workers to start or retire (pure policy), [`scoreboard`] what each
+//! workers to start or retire (a pure policy, in `netecho-core`), [`scoreboard`] what each
 //! worker is doing, in shared memory.
 
 pub(crate) mod scoreboard;
-pub(crate) mod sizing;
+
+pub(crate) use netecho_core::sizing;

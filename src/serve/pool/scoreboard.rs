@@ -12,6 +12,10 @@
 //! worker frees its own slot when it exits. A worker that takes a client
 //! while fewer than `--min-spare` others are idle writes one byte to the
 //! scoreboard's pipe, so the supervisor wakes and grows the pool at once.
+//! A worker also writes when it became idle, so the supervisor can retire
+//! the ones idle longest, and the scoreboard counts workers that left
+//! without being asked, so a worker dying on start is not restarted in a
+//! loop.
 
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -121,6 +125,11 @@ struct Slot {
     state: AtomicU64,
     /// The client it serves.
     conn: WorkerSlot,
+    /// When it last became idle (started or done with a client), in
+    /// nanoseconds after the scoreboard's `base`: CLOCK_MONOTONIC is one
+    /// clock for every process, so a forked worker's stamp reads right in
+    /// its parent.
+    idle_since: AtomicU64,
 }
 
 /// Counters kept beside the slots so that a worker can tell in O(1)
@@ -132,6 +141,9 @@ struct Header {
     live: AtomicU64,
     /// Slots holding a connection, retiring ones included.
     busy: AtomicU64,
+    /// Workers gone without being asked (their slot was still [`LIVE`]),
+    /// since the supervisor last looked.
+    died: AtomicU64,
 }
 
 /// The scoreboard of one pool. Copied freely: it names memory that lives as
@@ -146,6 +158,8 @@ struct Inner {
     /// `--min-spare`: below this many idle workers, a worker taking a
     /// client wakes the supervisor.
     min_spare: u64,
+    /// The instant [`Slot::idle_since`] counts from.
+    base: Instant,
     /// Read end of the wake pipe, polled by the supervisor.
     rd: OwnedFd,
     /// Write end, written by workers (non-blocking: a full pipe already
@@ -165,6 +179,7 @@ impl Scoreboard {
             header: &header[0],
             slots,
             min_spare: min_spare as u64,
+            base: Instant::now(),
             rd,
             wr,
         }))))
@@ -181,20 +196,36 @@ impl Scoreboard {
             .position(|s| s.state.load(Ordering::Acquire) == FREE)?;
         let s = &self.0.slots[i];
         s.conn.held.store(0, Ordering::Relaxed);
+        self.stamp_idle(s);
         s.state.store(LIVE, Ordering::Release);
         self.0.header.live.fetch_add(1, Ordering::AcqRel);
         Some(i)
     }
 
-    /// Supervisor: asks one idle worker to leave, the highest-numbered one
-    /// (so low slots stay in use and a scan finds free ones late). False
-    /// when none is idle. The worker may take a client before it looks: it
-    /// serves it, then leaves.
+    /// Records that the worker of `s` is idle from now.
+    fn stamp_idle(self, s: &Slot) {
+        let ns = self.0.base.elapsed().as_nanos();
+        s.idle_since
+            .store(u64::try_from(ns).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// When the worker of `s` last became idle.
+    fn idle_since(self, s: &Slot) -> Instant {
+        self.0.base + Duration::from_nanos(s.idle_since.load(Ordering::Relaxed))
+    }
+
+    /// Supervisor: asks the idle worker idle longest to leave (the sizing
+    /// rules retire the longest idle first). False when none is idle. The
+    /// worker may take a client before it looks: it serves it, then leaves.
     pub(crate) fn retire_one(self) -> bool {
-        for s in self.0.slots.iter().rev() {
-            if s.conn.is_held() {
-                continue;
-            }
+        loop {
+            let oldest = self
+                .0
+                .slots
+                .iter()
+                .filter(|s| s.state.load(Ordering::Acquire) == LIVE && !s.conn.is_held())
+                .min_by_key(|s| s.idle_since.load(Ordering::Relaxed));
+            let Some(s) = oldest else { return false };
             if s.state
                 .compare_exchange(LIVE, RETIRE, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
@@ -202,8 +233,9 @@ impl Scoreboard {
                 self.0.header.live.fetch_sub(1, Ordering::AcqRel);
                 return true;
             }
+            // Its state changed under us (only a prethread worker freeing
+            // its own slot can): look again.
         }
-        false
     }
 
     /// Frees slot `i` of a worker that is gone (reaped by the supervisor,
@@ -217,6 +249,9 @@ impl Scoreboard {
         }
         if s.state.swap(FREE, Ordering::AcqRel) == LIVE {
             self.0.header.live.fetch_sub(1, Ordering::AcqRel);
+            // Gone without being asked: at shutdown that is every worker,
+            // and then nobody reads this any more.
+            self.0.header.died.fetch_add(1, Ordering::AcqRel);
         }
         held
     }
@@ -272,9 +307,9 @@ impl Scoreboard {
     /// Clear before release: a crash between the two leaks nothing the
     /// supervisor cannot see, while the other order could release twice.
     pub(crate) fn idle(self, i: usize) {
-        if let Some(s) = self.0.slots.get(i)
-            && s.conn.clear()
-        {
+        let Some(s) = self.0.slots.get(i) else { return };
+        self.stamp_idle(s);
+        if s.conn.clear() {
             self.0.header.busy.fetch_sub(1, Ordering::AcqRel);
         }
     }
@@ -287,16 +322,23 @@ impl Scoreboard {
             .is_none_or(|s| s.state.load(Ordering::Acquire) != LIVE)
     }
 
-    /// Supervisor: what the slots show now (the backlog is the caller's
-    /// to add).
-    pub(crate) fn counts(self) -> Counts {
-        let mut c = Counts::default();
+    /// Supervisor: what the slots show now (the accept queue is the
+    /// caller's to add), with the deaths since the last look, and in
+    /// `idle_since` when each idle worker became idle.
+    pub(crate) fn observe(self, idle_since: &mut Vec<Instant>) -> Counts {
+        idle_since.clear();
+        let mut c = Counts {
+            died: self.0.header.died.swap(0, Ordering::AcqRel) as usize,
+            ..Counts::default()
+        };
         for s in self.0.slots {
             match s.state.load(Ordering::Acquire) {
                 LIVE => {
                     c.live += 1;
                     if s.conn.is_held() {
                         c.busy += 1;
+                    } else {
+                        idle_since.push(self.idle_since(s));
                     }
                 }
                 RETIRE => c.retiring += 1,
@@ -304,6 +346,12 @@ impl Scoreboard {
             }
         }
         c
+    }
+
+    /// [`Scoreboard::observe`] without the idle times.
+    #[cfg(test)]
+    fn counts(self) -> Counts {
+        self.observe(&mut Vec::new())
     }
 
     /// Wakes the supervisor. Only `write(2)`: callable from any worker.
@@ -326,7 +374,7 @@ impl Scoreboard {
 
 /// The supervisor's side of a pool: waits for a reason to look, then reads
 /// the scoreboard and the backlog, asks [`Sizer`] what to do, does it, and
-/// logs the change (at most one line per [`pool::LOG_EVERY`]). prefork and
+/// logs the change (at most one line per [`sizing::LOG_EVERY`]). prefork and
 /// prethread differ only in how they start a worker.
 #[derive(Debug)]
 pub(crate) struct Supervisor {
@@ -335,6 +383,9 @@ pub(crate) struct Supervisor {
     log: sizing::Log,
     /// When the last plan asked to be looked at again.
     wake: Option<Instant>,
+    /// When each idle worker became idle, refilled at each look (kept to
+    /// reuse its allocation).
+    idle_since: Vec<Instant>,
     /// Where the busy and idle counts are published for `/metrics`.
     stats: &'static Stats,
 }
@@ -357,6 +408,7 @@ impl Supervisor {
             sizer: Sizer::new(limits),
             log: sizing::Log::default(),
             wake: None,
+            idle_since: Vec::with_capacity(limits.max_workers),
             stats: ctx.stats,
         })
     }
@@ -377,10 +429,8 @@ impl Supervisor {
                 .board
                 .claim()
                 .ok_or_else(|| Error::InvalidOption("no free slot for a worker".into()))?;
-            if let Err(e) = start(slot) {
-                self.board.free(slot);
-                return Err(Error::io("starting a worker")(e));
-            }
+            self.launch(slot, &mut start)
+                .map_err(Error::io("starting a worker"))?;
         }
         info!(
             workers = self.sizer.limits().min_workers,
@@ -388,6 +438,22 @@ impl Supervisor {
             "pool started"
         );
         Ok(())
+    }
+
+    /// `start(slot)`, counted in `netecho_workers_started_total` before it
+    /// runs: a worker serves at once, and a client it answers must never
+    /// see the count without it. A worker that cannot start gives its slot
+    /// back, counted as a death so the next tries are held back.
+    fn launch(
+        &self,
+        slot: usize,
+        start: &mut impl FnMut(usize) -> io::Result<()>,
+    ) -> io::Result<()> {
+        self.stats.pool_started.fetch_add(1, Ordering::Relaxed);
+        start(slot).inspect_err(|_| {
+            self.stats.pool_started.fetch_sub(1, Ordering::Relaxed);
+            self.board.free(slot);
+        })
     }
 
     /// Sleeps until a signal (the server's wake pipe: SIGTERM, SIGCHLD), a
@@ -424,7 +490,7 @@ impl Supervisor {
         listeners: &[TcpListener],
         mut start: impl FnMut(usize) -> io::Result<()>,
     ) {
-        let mut counts = self.board.counts();
+        let mut counts = self.board.observe(&mut self.idle_since);
         counts.queued = accept::queued(listeners);
         self.stats
             .pool_busy
@@ -434,21 +500,19 @@ impl Supervisor {
             Ordering::Relaxed,
         );
         let now = Instant::now();
-        let mut plan = self.sizer.plan(counts, now);
+        let mut plan = self.sizer.plan(counts, &self.idle_since, now);
         self.wake = plan.wake;
         let mut started = 0;
         for _ in 0..plan.start {
             let Some(slot) = self.board.claim() else {
                 break;
             };
-            if let Err(e) = start(slot) {
-                self.board.free(slot);
+            if let Err(e) = self.launch(slot, &mut start) {
                 static LAST: AtomicU64 = AtomicU64::new(0);
                 if accept::rate_ok(&LAST) {
                     warn!("cannot start a pool worker: {e}");
                 }
-                // Try again at the next window.
-                self.wake = Some(now + sizing::WINDOW);
+                self.wake = Some(now + sizing::RESTART_EVERY);
                 break;
             }
             started += 1;
@@ -533,13 +597,16 @@ mod tests {
             })
         );
         assert_eq!(b.free(w0), None);
+        // It was not asked to leave: a death, counted once.
         assert_eq!(
             b.counts(),
             Counts {
                 live: 1,
+                died: 1,
                 ..Counts::default()
             }
         );
+        assert_eq!(b.counts().died, 0);
         b.claim().unwrap();
         b.claim().unwrap();
         b.claim().unwrap();

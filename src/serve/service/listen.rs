@@ -116,6 +116,16 @@ pub(crate) fn announce(listeners: &[TcpListener], kind: ListenKind) -> Result<()
     Ok(())
 }
 
+/// Who can reach a socket bound to `ip`, in words for the start-up log.
+pub(crate) fn reach(ip: std::net::IpAddr) -> &'static str {
+    match ip {
+        std::net::IpAddr::V6(v6) if v6.is_unspecified() => "every interface, IPv4 and IPv6",
+        std::net::IpAddr::V4(v4) if v4.is_unspecified() => "every IPv4 interface",
+        ip if ip.is_loopback() => "this host only (loopback)",
+        _ => "the interface with this address",
+    }
+}
+
 /// `[::]:6666` as one dual-stack socket; `0.0.0.0:6666` where the kernel has
 /// no IPv6.
 fn bind_default() -> Result<TcpListener> {

@@ -130,6 +130,12 @@ impl Collector for StatsCollector {
             for (state, v) in [("busy", load(&s.pool_busy)), ("idle", load(&s.pool_idle))] {
                 ConstGauge::new(v as i64).encode(fam.encode_family(&[("state", state)])?)?;
             }
+            counter(
+                &mut e,
+                "netecho_workers_started",
+                "prefork and prethread pool workers started since the server did",
+                load(&s.pool_started),
+            )?;
         }
         {
             let c = ConstCounter::new(0u64);

@@ -5,6 +5,7 @@
 use crate::serve::contract::End;
 use crate::serve::service::per_ip::PerIp;
 use crate::serve::service::percpu::PerCpu;
+pub(crate) use netecho_core::udp::UdpDrop;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -43,6 +44,11 @@ impl Failure {
         }
     }
 
+    /// The `reason` label, as logs and metrics name it.
+    pub(crate) fn label(self) -> &'static str {
+        Failure::LABELS[self.index()]
+    }
+
     /// Counts one failed handshake.
     pub(crate) fn count(self, stats: &Stats) {
         stats.tls_handshake_failures[self.index()].fetch_add(1, Ordering::Relaxed);
@@ -76,6 +82,9 @@ pub(crate) struct Stats {
     pub(crate) pool_busy: AtomicU64,
     /// … and workers waiting for one (`state="idle"`).
     pub(crate) pool_idle: AtomicU64,
+    /// Workers the pool started since the server did, the first ones
+    /// included (`netecho_workers_started_total`).
+    pub(crate) pool_started: AtomicU64,
     /// Set when the model runs a pool: only then are the two exported.
     pub(crate) pooled: AtomicBool,
     /// TCP connections closed, by reason (`End::index`).
@@ -112,6 +121,7 @@ impl Default for Stats {
             stall_timeouts: AtomicU64::new(0),
             pool_busy: AtomicU64::new(0),
             pool_idle: AtomicU64::new(0),
+            pool_started: AtomicU64::new(0),
             pooled: AtomicBool::new(false),
             closed: std::array::from_fn(|_| AtomicU64::new(0)),
             udp_datagrams: PerCpu::default(),
@@ -121,55 +131,6 @@ impl Default for Stats {
             tls_handshake_failures: std::array::from_fn(|_| AtomicU64::new(0)),
             accepting: AtomicU64::new(0),
             handed_over: AtomicBool::new(false),
-        }
-    }
-}
-
-/// Why a UDP datagram got no reply. Each reason is counted apart so an
-/// operator can tell a flood from a loop from a misconfiguration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum UdpDrop {
-    /// Larger than `--udp-max-size`: never echoed truncated.
-    TooBig,
-    /// From port 0 or a port of another small service (7, 9, 13, 19, 37):
-    /// replying could start a loop between two services.
-    LoopPort,
-    /// From a broadcast, multicast or unspecified address.
-    BadSource,
-    /// The same bytes came back from where we just sent them, again and again:
-    /// another echo server is bouncing our replies.
-    Loop,
-    /// Over the source's `--udp-rate`.
-    SourceRate,
-    /// Over `--udp-global-rate`.
-    GlobalRate,
-    /// From a new source while every slot it could take in the source table
-    /// is held by a known source (a flood of new sources is on).
-    TableFull,
-}
-
-impl UdpDrop {
-    /// Every reason, in counter order.
-    pub(crate) const ALL: [UdpDrop; 7] = [
-        UdpDrop::TooBig,
-        UdpDrop::LoopPort,
-        UdpDrop::BadSource,
-        UdpDrop::Loop,
-        UdpDrop::SourceRate,
-        UdpDrop::GlobalRate,
-        UdpDrop::TableFull,
-    ];
-
-    /// The label value in metrics.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            UdpDrop::TooBig => "too_big",
-            UdpDrop::LoopPort => "loop_port",
-            UdpDrop::BadSource => "bad_source",
-            UdpDrop::Loop => "loop",
-            UdpDrop::SourceRate => "source_rate",
-            UdpDrop::GlobalRate => "global_rate",
-            UdpDrop::TableFull => "table_full",
         }
     }
 }
@@ -213,8 +174,14 @@ impl Stats {
     }
 
     /// Gives back a slot taken by [`Stats::try_admit`].
+    /// Never below zero: a second release of one slot is a bug
+    /// ([`Permit`](crate::serve::admission::Permit) makes it impossible),
+    /// caught in debug builds and never allowed to wrap the counter.
     pub(crate) fn release(&self) {
-        self.active.fetch_sub(1, Ordering::AcqRel);
+        let went = self
+            .active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        debug_assert!(went.is_ok(), "a connection slot given back twice");
     }
 
     /// Clients being served now.

@@ -340,4 +340,26 @@ mod tests {
         assert!(f.is_idle());
         assert_eq!(f.complete(), None);
     }
+
+    #[test]
+    fn a_flight_dropped_in_the_kernel_leaks_what_it_owns() {
+        let owned = std::rc::Rc::new(());
+        let mut f = Flight::default();
+        f.start(std::rc::Rc::clone(&owned));
+        drop(f);
+        assert_eq!(
+            std::rc::Rc::strong_count(&owned),
+            2,
+            "freed under a request that may still use it"
+        );
+        let mut f = Flight::default();
+        f.start(std::rc::Rc::clone(&owned));
+        f.complete();
+        drop(f);
+        assert_eq!(
+            std::rc::Rc::strong_count(&owned),
+            2,
+            "given back, then freed"
+        );
+    }
 }

@@ -41,7 +41,7 @@
 //!   receive finds it empty (ENOBUFS), every listed connection *spills*: its
 //!   send is cancelled, its held bytes are copied into its own heap buffer,
 //!   its buffers go back to the ring, and its echo goes on from that copy
-//!   (see `worker::Held`). A client that never reads therefore ends up
+//!   (see `held.rs`). A client that never reads therefore ends up
 //!   holding no buffer at all, only its copy (about [`HELD_BYTES`](tuning::HELD_BYTES) plus one
 //!   buffer, or the one burst it took before its first pause), and blocks
 //!   nobody but itself; clients that read keep the no-copy path.

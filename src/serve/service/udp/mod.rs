@@ -19,9 +19,9 @@
 //!
 //! Every drop is counted by reason in [`Stats::udp_dropped`].
 
-mod policy;
+use netecho_core::udp as policy;
 
-pub(crate) use policy::{Config, DEFAULT_GLOBAL_RATE, DEFAULT_RATE, LOOP_PORTS, Policy};
+pub(crate) use policy::{Config, DEFAULT_GLOBAL_RATE, DEFAULT_RATE, Policy};
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, UdpSocket};

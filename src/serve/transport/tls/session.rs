@@ -209,9 +209,13 @@ impl TlsConn {
         self.blocked_since = None;
     }
 
-    /// Records a failure, if the handshake was still running.
+    /// Records a failure, if the handshake was still running. rustls is
+    /// asked, not only our deadline (cleared a step later): a client that
+    /// completed its handshake and closed at once (`openssl s_time -new`,
+    /// a load balancer's health check) while our session tickets were
+    /// still going out did not fail its handshake.
     fn fail(&mut self, why: Failure) {
-        if self.handshaking() {
+        if self.handshaking() && self.tls.is_handshaking() {
             self.failure.get_or_insert(why);
         }
     }
@@ -329,7 +333,7 @@ impl TlsConn {
                 }
                 // A FIN without close_notify: the same for an echo.
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    if self.handshaking() {
+                    if self.handshaking() && self.tls.is_handshaking() {
                         self.fail(Failure::Eof);
                         core.fail(End::Fin);
                     } else {

@@ -8,11 +8,11 @@
 /// Most bytes kept for a client whose echo the kernel will not take. At the
 /// cap the worker stops reading that client (backpressure), so memory per
 /// connection never exceeds this however much a client sends.
-pub(crate) const PENDING_CAP: usize = 64 * 1024;
+pub const PENDING_CAP: usize = 64 * 1024;
 
 /// Bytes read from a client and not yet written back, oldest first.
 #[derive(Debug, Default)]
-pub(crate) struct Pending {
+pub struct Pending {
     /// Storage; `buf[head..]` is what is left to write. Empty (no
     /// allocation) whenever everything has been written back.
     buf: Vec<u8>,
@@ -22,7 +22,7 @@ pub(crate) struct Pending {
 
 impl Pending {
     /// An empty buffer; allocates nothing until bytes are kept.
-    pub(crate) const fn new() -> Self {
+    pub const fn new() -> Self {
         Pending {
             buf: Vec::new(),
             head: 0,
@@ -30,36 +30,34 @@ impl Pending {
     }
 
     /// Bytes left to write back.
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.buf.len() - self.head
     }
 
     /// True when everything read has been written back.
-    #[cfg(test)]
-    pub(crate) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// True at the cap: stop reading this client until the kernel takes some.
-    #[cfg(test)]
-    pub(crate) fn is_full(&self) -> bool {
+    pub fn is_full(&self) -> bool {
         self.len() >= PENDING_CAP
     }
 
     /// How many more bytes may be kept; read at most this much.
-    pub(crate) fn room(&self) -> usize {
+    pub fn room(&self) -> usize {
         PENDING_CAP.saturating_sub(self.len())
     }
 
     /// The bytes to write back next.
-    pub(crate) fn as_slice(&self) -> &[u8] {
+    pub fn as_slice(&self) -> &[u8] {
         &self.buf[self.head..]
     }
 
     /// Keeps as much of `bytes` as fits under the cap, after what is already
     /// kept; returns how many were kept. A caller that reads at most
     /// [`Pending::room`] bytes never loses any.
-    pub(crate) fn keep(&mut self, bytes: &[u8]) -> usize {
+    pub fn keep(&mut self, bytes: &[u8]) -> usize {
         let n = bytes.len().min(self.room());
         if n == 0 {
             return 0;
@@ -80,7 +78,7 @@ impl Pending {
 
     /// Drops the first `n` bytes, which the kernel took. Frees the storage
     /// once nothing is left, so an idle connection costs no buffer.
-    pub(crate) fn consume(&mut self, n: usize) {
+    pub fn consume(&mut self, n: usize) {
         self.head += n.min(self.len());
         if self.head == self.buf.len() {
             self.buf = Vec::new();
@@ -89,13 +87,12 @@ impl Pending {
     }
 
     /// Bytes of heap this buffer holds now (for tests and accounting).
-    #[cfg(test)]
-    pub(crate) fn capacity(&self) -> usize {
+    pub fn capacity(&self) -> usize {
         self.buf.capacity()
     }
 }
 
-impl crate::serve::contract::Copied for Pending {
+impl crate::contract::Copied for Pending {
     fn piece(bytes: &[u8]) -> &[u8] {
         bytes
     }
@@ -105,7 +102,7 @@ impl crate::serve::contract::Copied for Pending {
     }
 }
 
-impl crate::serve::contract::Store for Pending {
+impl crate::contract::Store for Pending {
     type Piece<'a> = &'a [u8];
 
     fn len(&self) -> usize {

@@ -37,19 +37,17 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::serve::service::stats::UdpDrop;
-
 /// Source ports never answered: 0 and the small services a reply could loop with.
-pub(crate) const LOOP_PORTS: [u16; 6] = [0, 7, 9, 13, 19, 37];
+pub const LOOP_PORTS: [u16; 6] = [0, 7, 9, 13, 19, 37];
 /// How long a reply sent to a source on a service port (below
 /// [`CLIENT_PORTS`]) is remembered: the same bytes coming back from there
 /// within this long are a bounce, whatever the loop's delay up to it.
-pub(crate) const LOOP_WINDOW: Duration = Duration::from_secs(10);
+pub const LOOP_WINDOW: Duration = Duration::from_secs(10);
 /// Source ports from here on are where operating systems pick client ports
 /// (Linux 32768-60999, Windows and macOS 49152-65535). A reflector answers
 /// from its service port; a client such as ping(8) sending the same bytes
 /// again and again sends them from here.
-pub(crate) const CLIENT_PORTS: u16 = 32768;
+pub const CLIENT_PORTS: u16 = 32768;
 /// From a client port, the same bytes count as a bounce only when they come
 /// back sooner than this after the reply. ping(8)'s shortest interval for a
 /// user is 200 ms, and its next probe arrives that long after the last one
@@ -57,46 +55,98 @@ pub(crate) const CLIENT_PORTS: u16 = 32768;
 /// any path with a round trip under 150 ms, and a loop through a reflector
 /// on a client port is cut when its round trip is under 50 ms (loops through
 /// a service port, the usual kind, at any delay up to [`LOOP_WINDOW`]).
-pub(crate) const CLIENT_BOUNCE: Duration = Duration::from_millis(50);
+pub const CLIENT_BOUNCE: Duration = Duration::from_millis(50);
 /// Bounces in a row from one address (datagrams each equal to a reply just
 /// sent there, any number of different payloads) that make a loop, not a
 /// client: the loop is cut at this one, so a spoofed datagram between two
 /// reflectors gets this many replies in all.
-pub(crate) const LOOP_BOUNCES: u32 = 3;
+pub const LOOP_BOUNCES: u32 = 3;
 /// Default `--udp-rate`: datagrams per second per source address.
-pub(crate) const DEFAULT_RATE: u32 = 100;
+pub const DEFAULT_RATE: u32 = 100;
 /// Default `--udp-global-rate`: datagrams per second for all sources.
-pub(crate) const DEFAULT_GLOBAL_RATE: u32 = 20_000;
+pub const DEFAULT_GLOBAL_RATE: u32 = 20_000;
 /// UDP settings from the command line.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Config {
+pub struct Config {
     /// Datagrams larger than this are dropped, never truncated.
-    pub(crate) max_size: usize,
+    pub max_size: usize,
     /// Per-source datagrams per second (burst twice that).
-    pub(crate) rate: u32,
+    pub rate: u32,
     /// All-sources datagrams per second (burst twice that).
-    pub(crate) global_rate: u32,
+    pub global_rate: u32,
+}
+
+/// The largest UDP payload over IPv4 (65,535 less the IP and UDP headers).
+pub const MAX_UDP_SIZE: usize = 65_507;
+
+/// Why a UDP datagram got no reply. Each reason is counted apart so an
+/// operator can tell a flood from a loop from a misconfiguration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UdpDrop {
+    /// Larger than `--udp-max-size`: never echoed truncated.
+    TooBig,
+    /// From port 0 or a port of another small service (7, 9, 13, 19, 37):
+    /// replying could start a loop between two services.
+    LoopPort,
+    /// From a broadcast, multicast or unspecified address.
+    BadSource,
+    /// The same bytes came back from where we just sent them, again and again:
+    /// another echo server is bouncing our replies.
+    Loop,
+    /// Over the source's `--udp-rate`.
+    SourceRate,
+    /// Over `--udp-global-rate`.
+    GlobalRate,
+    /// From a new source while every slot it could take in the source table
+    /// is held by a known source (a flood of new sources is on).
+    TableFull,
+}
+
+impl UdpDrop {
+    /// Every reason, in counter order.
+    pub const ALL: [UdpDrop; 7] = [
+        UdpDrop::TooBig,
+        UdpDrop::LoopPort,
+        UdpDrop::BadSource,
+        UdpDrop::Loop,
+        UdpDrop::SourceRate,
+        UdpDrop::GlobalRate,
+        UdpDrop::TableFull,
+    ];
+
+    /// The label value in metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            UdpDrop::TooBig => "too_big",
+            UdpDrop::LoopPort => "loop_port",
+            UdpDrop::BadSource => "bad_source",
+            UdpDrop::Loop => "loop",
+            UdpDrop::SourceRate => "source_rate",
+            UdpDrop::GlobalRate => "global_rate",
+            UdpDrop::TableFull => "table_full",
+        }
+    }
 }
 
 /// Sources remembered at once: spoofed random sources cannot grow the table
 /// past this.
-pub(crate) const MAX_SOURCES: usize = 65_536;
+pub const MAX_SOURCES: usize = 65_536;
 /// Shards of the source table, each with its own lock.
-pub(crate) const SHARDS: usize = 64;
+pub const SHARDS: usize = 64;
 /// Slots per shard.
 const SHARD_SLOTS: usize = MAX_SOURCES / SHARDS;
 /// Slots a source may sit in, from its hashed home slot on: the most a
 /// decision ever looks at.
-pub(crate) const PROBE: usize = 8;
+pub const PROBE: usize = 8;
 /// A source idle this long is forgotten (its slot is free for another).
-pub(crate) const FORGET_AFTER: Duration = Duration::from_secs(10);
+pub const FORGET_AFTER: Duration = Duration::from_secs(10);
 /// A source answered, and talking again this long after, is known: it is
 /// never evicted and may use the reserve of the global budget. Long enough
 /// that a blind spoofer must keep sending from one address to earn it, short
 /// enough that a real client earns it in its first second.
-pub(crate) const KNOWN_AGE: Duration = Duration::from_millis(500);
+pub const KNOWN_AGE: Duration = Duration::from_millis(500);
 /// New sources may not take the global budget's last 1/this of its burst.
-pub(crate) const KNOWN_RESERVE_DIVISOR: u64 = 4;
+pub const KNOWN_RESERVE_DIVISOR: u64 = 4;
 /// Burst of every bucket, in seconds of its rate.
 const BURST_SECONDS: u64 = 2;
 
@@ -253,7 +303,7 @@ impl Shard {
 
 /// The decision for each datagram, shared by every UDP worker thread.
 #[derive(Debug)]
-pub(crate) struct Policy {
+pub struct Policy {
     cfg: Config,
     /// Policy time is nanoseconds since this instant.
     epoch: Instant,
@@ -271,7 +321,7 @@ pub(crate) struct Policy {
 
 impl Policy {
     /// A policy with full buckets and an empty table.
-    pub(crate) fn new(cfg: Config, now: Instant) -> Self {
+    pub fn new(cfg: Config, now: Instant) -> Self {
         let global = Gcra::new(cfg.global_rate);
         let burst = u64::from(cfg.global_rate.max(1)) * BURST_SECONDS;
         Policy {
@@ -289,7 +339,7 @@ impl Policy {
     /// Decides whether a datagram of `len` bytes (its real length, as
     /// MSG_TRUNC reports it; `payload` is what was read of it) from `from`
     /// gets a reply at `now`.
-    pub(crate) fn check(
+    pub fn check(
         &self,
         from: SocketAddr,
         payload: &[u8],
@@ -424,7 +474,7 @@ fn digest(payload: &[u8]) -> u64 {
 
 /// Broadcast, multicast and unspecified sources never get a reply: such a
 /// source is forged, and a reply would go to many hosts or none.
-pub(crate) fn bad_source(ip: IpAddr) -> bool {
+pub fn bad_source(ip: IpAddr) -> bool {
     let ip = match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
@@ -438,7 +488,6 @@ pub(crate) fn bad_source(ip: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::MAX_UDP_SIZE;
     use proptest::prelude::*;
     use std::net::Ipv4Addr;
 

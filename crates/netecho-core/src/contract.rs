@@ -26,13 +26,10 @@
 //! - **Errors**: [`classify`] is the one mapping from an I/O error to a
 //!   close reason, for every model, the blocking ones included.
 
-pub(crate) mod pending;
-pub(crate) mod timers;
-
 /// Bytes read at once, by every model. A blocking model holds exactly one
 /// such buffer per connection, which bounds its memory however much a
 /// client sends; the event models one per worker.
-pub(crate) const BUF_SIZE: usize = 64 * 1024;
+pub const BUF_SIZE: usize = 64 * 1024;
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -44,7 +41,7 @@ const EIO: i32 = 5;
 /// How a connection ended: the reason logged and counted in the metrics,
 /// the same in every model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum End {
+pub enum End {
     /// The client half-closed; everything was echoed and our FIN sent.
     Fin,
     /// No byte moved either way for `--idle-timeout`.
@@ -63,11 +60,10 @@ pub(crate) enum End {
 impl End {
     /// Every reason's label, in [`End::index`] order: the `reason` label of
     /// `netecho_connections_closed_total`.
-    pub(crate) const LABELS: [&'static str; 6] =
-        ["fin", "idle", "stall", "reset", "stopped", "error"];
+    pub const LABELS: [&'static str; 6] = ["fin", "idle", "stall", "reset", "stopped", "error"];
 
     /// Position of this reason in [`End::LABELS`].
-    pub(crate) fn index(self) -> usize {
+    pub fn index(self) -> usize {
         match self {
             End::Fin => 0,
             End::Idle => 1,
@@ -80,7 +76,7 @@ impl End {
 
     /// How a socket error ends a connection: [`classify`], with a retryable
     /// error (which a caller should have retried) taken as a plain error.
-    pub(crate) fn from_io(e: &io::Error) -> End {
+    pub fn from_io(e: &io::Error) -> End {
         classify(e).unwrap_or(End::Error(e.raw_os_error().unwrap_or(EIO)))
     }
 }
@@ -100,7 +96,7 @@ impl std::fmt::Display for End {
 ///
 /// ECONNABORTED counts as a reset like ECONNRESET, EPIPE and ETIMEDOUT: the
 /// peer (or the path to it) is gone, which is no fault of the server.
-pub(crate) fn classify(e: &io::Error) -> Option<End> {
+pub fn classify(e: &io::Error) -> Option<End> {
     match e.kind() {
         io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock => None,
         io::ErrorKind::ConnectionReset
@@ -113,20 +109,20 @@ pub(crate) fn classify(e: &io::Error) -> Option<End> {
 
 /// The two timeouts a connection lives under; `None` turns one off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct Timeouts {
+pub struct Timeouts {
     /// `--idle-timeout`: nothing moved either way for this long.
-    pub(crate) idle: Option<Duration>,
+    pub idle: Option<Duration>,
     /// How long kept echo may wait without moving: `--stall-timeout`, else
     /// the idle timeout (see `Ctx::send_timeout`).
-    pub(crate) send: Option<Duration>,
+    pub send: Option<Duration>,
 }
 
 /// Where a connection keeps the bytes it read and has not yet sent.
 ///
-/// The event models keep copies ([`crate::serve::contract::pending::Pending`]); io_uring
+/// The event models keep copies ([`crate::pending::Pending`]); io_uring
 /// keeps the kernel-filled buffers themselves. The core only needs to know
 /// how much is kept and how much more may come.
-pub(crate) trait Store {
+pub trait Store {
     /// What one read hands over: a byte slice, or a filled buffer.
     type Piece<'a>;
     /// Bytes kept and not yet sent.
@@ -149,7 +145,7 @@ pub(crate) trait Store {
 /// A [`Store`] that keeps a copy of the bytes it is given as a slice: what
 /// the TLS layer needs, since it hands the core decrypted plaintext and
 /// encrypts the echo from the kept copy.
-pub(crate) trait Copied: Store {
+pub trait Copied: Store {
     /// The piece a read of these plaintext bytes hands over.
     fn piece(bytes: &[u8]) -> Self::Piece<'_>;
     /// The kept bytes, oldest first.
@@ -158,7 +154,7 @@ pub(crate) trait Copied: Store {
 
 /// What a model should do for a connection now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Next {
+pub enum Next {
     /// Do what the socket allows of these.
     Io {
         /// Kept echo waits: send the front of the store.
@@ -176,7 +172,7 @@ pub(crate) enum Next {
 
 /// One connection's echo state. See the module documentation.
 #[derive(Debug)]
-pub(crate) struct Conn<S> {
+pub struct Conn<S> {
     store: S,
     /// The client's FIN was read: nothing more will come.
     read_closed: bool,
@@ -191,7 +187,7 @@ pub(crate) struct Conn<S> {
 
 impl<S: Store> Conn<S> {
     /// A connection accepted at `now`, keeping its bytes in `store`.
-    pub(crate) fn new(now: Instant, store: S) -> Self {
+    pub fn new(now: Instant, store: S) -> Self {
         Conn {
             store,
             read_closed: false,
@@ -202,7 +198,7 @@ impl<S: Store> Conn<S> {
     }
 
     /// What to do now.
-    pub(crate) fn next(&self) -> Next {
+    pub fn next(&self) -> Next {
         if let Some(end) = self.end {
             return Next::Close(end);
         }
@@ -222,14 +218,14 @@ impl<S: Store> Conn<S> {
 
     /// True when bytes just read may be written straight from the read
     /// buffer: nothing is kept that they would overtake.
-    pub(crate) fn write_through(&self) -> bool {
+    pub fn write_through(&self) -> bool {
         self.end.is_none() && self.store.is_empty()
     }
 
     /// A read returned `piece` (not empty), whose first `echoed` bytes the
     /// model already wrote back straight from its read buffer (0 unless
     /// [`Conn::write_through`] said so). The rest is kept, in order.
-    pub(crate) fn on_read(&mut self, now: Instant, piece: S::Piece<'_>, echoed: usize) {
+    pub fn on_read(&mut self, now: Instant, piece: S::Piece<'_>, echoed: usize) {
         let was_empty = self.store.is_empty();
         let n = S::piece_len(&piece);
         if echoed < n {
@@ -245,12 +241,12 @@ impl<S: Store> Conn<S> {
     }
 
     /// A read returned end-of-file: the client's FIN.
-    pub(crate) fn on_fin(&mut self) {
+    pub fn on_fin(&mut self) {
         self.read_closed = true;
     }
 
     /// A send of the store's front took `n` bytes.
-    pub(crate) fn on_sent(&mut self, now: Instant, n: usize) {
+    pub fn on_sent(&mut self, now: Instant, n: usize) {
         if n == 0 {
             // A send that takes nothing of a non-empty buffer would be
             // retried forever: the socket is dead.
@@ -266,7 +262,7 @@ impl<S: Store> Conn<S> {
 
     /// A read, send or socket setup failed. Returns true if the call should
     /// be made again (see [`classify`]); otherwise the connection is to close.
-    pub(crate) fn on_error(&mut self, e: &io::Error) -> bool {
+    pub fn on_error(&mut self, e: &io::Error) -> bool {
         match classify(e) {
             None => true,
             Some(end) => {
@@ -278,7 +274,7 @@ impl<S: Store> Conn<S> {
 
     /// The result of the shutdown [`Next::ShutWrite`] asked for. ENOTCONN
     /// means the client reset meanwhile: nothing was left to say either way.
-    pub(crate) fn on_shut(&mut self, r: io::Result<()>) {
+    pub fn on_shut(&mut self, r: io::Result<()>) {
         let end = match r {
             Ok(()) => End::Fin,
             Err(e) if e.kind() == io::ErrorKind::NotConnected => End::Fin,
@@ -288,13 +284,13 @@ impl<S: Store> Conn<S> {
     }
 
     /// The server stops this connection (drain deadline).
-    pub(crate) fn stop(&mut self) {
+    pub fn stop(&mut self) {
         self.end.get_or_insert(End::Stopped);
     }
 
     /// Ends the connection for a reason found outside the core (for
     /// instance a kernel result that makes no sense).
-    pub(crate) fn fail(&mut self, end: End) {
+    pub fn fail(&mut self, end: End) {
         self.end.get_or_insert(end);
     }
 
@@ -302,14 +298,14 @@ impl<S: Store> Conn<S> {
     /// nothing was kept: echo is kept, so the stall clock applies. (Traffic
     /// only ever moves the idle deadline later.) Lets a model skip
     /// [`Conn::deadline`] on the common path.
-    pub(crate) fn deadline_may_be_sooner(&self) -> bool {
+    pub fn deadline_may_be_sooner(&self) -> bool {
         !self.store.is_empty()
     }
 
     /// When the connection must be looked at again, and how it ends then if
     /// nothing moves: the send timeout while echo is kept, the idle timeout
     /// otherwise. `None` once it is closing, or when no timeout applies.
-    pub(crate) fn deadline(&self, t: &Timeouts) -> Option<(Instant, End)> {
+    pub fn deadline(&self, t: &Timeouts) -> Option<(Instant, End)> {
         if self.end.is_some() {
             return None;
         }
@@ -322,7 +318,7 @@ impl<S: Store> Conn<S> {
 
     /// The timer came due at `now`: ends the connection if its deadline has
     /// passed (returns true), else leaves it be (traffic moved it on).
-    pub(crate) fn on_timer(&mut self, now: Instant, t: &Timeouts) -> bool {
+    pub fn on_timer(&mut self, now: Instant, t: &Timeouts) -> bool {
         match self.deadline(t) {
             Some((at, end)) if at <= now => {
                 self.end = Some(end);
@@ -333,30 +329,30 @@ impl<S: Store> Conn<S> {
     }
 
     /// The reason the connection is closing, once it is.
-    pub(crate) fn end(&self) -> Option<End> {
+    pub fn end(&self) -> Option<End> {
         self.end
     }
 
     /// True once the client's FIN was read.
-    pub(crate) fn read_closed(&self) -> bool {
+    pub fn read_closed(&self) -> bool {
         self.read_closed
     }
 
     /// The bytes kept.
-    pub(crate) fn store(&self) -> &S {
+    pub fn store(&self) -> &S {
         &self.store
     }
 
     /// The bytes kept, for a model that hands buffers back (io_uring).
-    pub(crate) fn store_mut(&mut self) -> &mut S {
+    pub fn store_mut(&mut self) -> &mut S {
         &mut self.store
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::pending::{PENDING_CAP, Pending};
     use super::*;
+    use crate::pending::{PENDING_CAP, Pending};
     use proptest::prelude::*;
     use std::collections::VecDeque;
 

@@ -5,9 +5,9 @@
 //! A connection's idle or stall timeout fires at its deadline, as exactly as
 //! the loop's wait allows (milliseconds), and never needs per-tick work over
 //! all connections: traffic only stamps the connection core's clocks
-//! ([`crate::serve::contract::Conn`]); the heap holds one entry per connection, at the
+//! ([`crate::contract::Conn`]); the heap holds one entry per connection, at the
 //! earliest deadline it may have. When an entry comes due, the loop asks
-//! the core ([`crate::serve::contract::Conn::on_timer`]): if traffic moved the deadline
+//! the core ([`crate::contract::Conn::on_timer`]): if traffic moved the deadline
 //! on, the connection is filed again at its new deadline, once per timeout
 //! period at most. The loop sleeps until the heap's first entry.
 //! (tokio arms one `Sleep` per connection by the same rule.)
@@ -28,7 +28,7 @@ use std::time::Instant;
 /// they outnumber the rest the heap is rebuilt without them, so it never
 /// holds more than about twice the live entries (amortised O(1) per close).
 #[derive(Debug)]
-pub(crate) struct Timers<K> {
+pub struct Timers<K> {
     heap: BinaryHeap<Reverse<(Instant, K)>>,
     /// Entries of connections that closed, not yet dropped.
     stale: usize,
@@ -49,7 +49,7 @@ impl<K: Ord + Copy> Default for Timers<K> {
 impl<K: Ord + Copy> Timers<K> {
     /// Files `key` at `at` unless it already has an entry due no later;
     /// `armed` is the connection's own note of its earliest entry.
-    pub(crate) fn file(&mut self, armed: &mut Option<Instant>, at: Instant, key: K) {
+    pub fn file(&mut self, armed: &mut Option<Instant>, at: Instant, key: K) {
         if armed.is_none_or(|a| at < a) {
             self.heap.push(Reverse((at, key)));
             *armed = Some(at);
@@ -57,7 +57,7 @@ impl<K: Ord + Copy> Timers<K> {
     }
 
     /// When the first entry comes due.
-    pub(crate) fn next_due(&self) -> Option<Instant> {
+    pub fn next_due(&self) -> Option<Instant> {
         self.heap.peek().map(|Reverse((at, _))| *at)
     }
 
@@ -65,7 +65,7 @@ impl<K: Ord + Copy> Timers<K> {
     /// the connection is gone or its `armed` note differs (a sooner entry
     /// was filed and already handled), and otherwise clears `armed` and
     /// files the connection again if it lives on.
-    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Instant, K)> {
+    pub fn pop_due(&mut self, now: Instant) -> Option<(Instant, K)> {
         match self.heap.peek() {
             Some(Reverse((at, _))) if *at <= now => self.heap.pop().map(|Reverse(e)| e),
             _ => None,
@@ -74,14 +74,14 @@ impl<K: Ord + Copy> Timers<K> {
 
     /// The caller found the entry just popped dead (its connection closed):
     /// one fewer to count.
-    pub(crate) fn dropped_stale(&mut self) {
+    pub fn dropped_stale(&mut self) {
         self.stale = self.stale.saturating_sub(1);
     }
 
     /// A connection whose note says `armed` closed: its entry is now dead.
     /// When dead entries are the majority, drops every entry whose key
     /// `live` no longer knows (one pass, then the heap's memory shrinks).
-    pub(crate) fn forget(&mut self, armed: Option<Instant>, live: impl Fn(&K) -> bool) {
+    pub fn forget(&mut self, armed: Option<Instant>, live: impl Fn(&K) -> bool) {
         if armed.is_some() {
             self.stale += 1;
         }
@@ -94,13 +94,13 @@ impl<K: Ord + Copy> Timers<K> {
 
     /// Entries filed, live or stale.
     #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.heap.len()
     }
 
     /// True when nothing is filed.
     #[cfg(test)]
-    pub(crate) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.heap.is_empty()
     }
 }

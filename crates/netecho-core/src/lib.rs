@@ -1,0 +1,25 @@
+//! netecho's logic without I/O: what the server decides, with no system
+//! call and no I/O library, the clock passed in. The `netecho` crate only
+//! performs what this one decides, on sockets, rings and processes; this
+//! crate's `Cargo.toml` has no nix, libc, mio, tokio, io-uring or socket2,
+//! so the compiler keeps it that way.
+//!
+//! # Layout
+//! - [`contract`] the echo contract as a state machine (`Conn`): events in
+//!   (read n, sent n, FIN, error kind, now), actions out (read, send, shut
+//!   down, close with a reason, wake at t); the close reasons (`End`) and
+//!   [`BUF_SIZE`](contract::BUF_SIZE);
+//! - [`pending`] the bytes the core keeps for the copying models;
+//! - [`timers`] the one timer rule of the event loops: a deadline heap;
+//! - [`sizing`] how many workers a growing pool starts or retires;
+//! - [`udp`] the UDP echo policy: loop guard, rate limits, the source table,
+//!   and why a datagram got no reply.
+
+pub mod contract;
+#[cfg(any(test, feature = "fuzz"))]
+#[doc(hidden)]
+pub mod fuzz;
+pub mod pending;
+pub mod sizing;
+pub mod timers;
+pub mod udp;
