@@ -3,6 +3,7 @@
 //! brings.
 
 use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use io_uring::cqueue;
@@ -16,10 +17,16 @@ use super::spliced::Spliced;
 use super::tls::UringTls;
 use super::tuning::ACCEPT_ERROR_PAUSE;
 use super::worker::Worker;
+use crate::serve::admission::Permit;
 use crate::serve::blocking::accept::{self, AcceptError};
 use crate::serve::contract::End;
 use crate::serve::transport::splice::Switch;
 use crate::serve::transport::tls::session::TlsConn;
+
+/// The address a permit is taken for when no `--max-conns-per-ip` needs
+/// the real one (a multishot accept gives none, and asking costs a system
+/// call per connection).
+const UNADDRESSED: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
 
 impl Worker {
     pub(super) fn arm_accept(&mut self, i: usize) {
@@ -119,23 +126,17 @@ impl Worker {
                 None => return,
             },
         };
-        let admitted = match &peer {
-            Some(p) => ctx.admit(p),
-            None => ctx.stats.try_admit(ctx.max_conns),
-        };
-        if !admitted {
+        // Without that limit the address plays no part in admission: the
+        // permit counts the connection under `--max-conns` alone.
+        let Some(permit) = Permit::take(ctx, &peer.unwrap_or(UNADDRESSED)) else {
             let peer = peer.or_else(|| peer_of(&fd));
             drop(fd);
             accept::log_rejected(peer, ctx);
             return;
-        }
-        let refuse = |e: &io::Error| {
-            ctx.stats.count_end(End::from_io(e));
-            match peer {
-                Some(p) => ctx.release(&p),
-                None => ctx.stats.release(),
-            }
         };
+        // A connection refused from here on is closed, counted, and its
+        // permit given back (dropped) on return.
+        let refuse = |e: &io::Error| ctx.stats.count_end(End::from_io(e));
         if let Err(e) = SockRef::from(&fd).set_tcp_nodelay(true) {
             // Only a socket already dead fails here: closed, as in every model.
             debug!("TCP_NODELAY on an accepted socket: {e}; closing");
@@ -184,7 +185,7 @@ impl Worker {
             fd,
             generation,
             armed: None,
-            peer: peer.map(Box::new),
+            _permit: Box::new(permit),
             path,
         });
         self.live += 1;

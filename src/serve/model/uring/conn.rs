@@ -17,6 +17,7 @@ use super::plain::Plain;
 use super::spliced::Spliced;
 use super::tls::UringTls;
 use super::turn::{Env, Key, Step};
+use crate::serve::admission::Permit;
 use crate::serve::contract::Timeouts;
 
 /// The three ways a connection is served.
@@ -37,11 +38,10 @@ pub(super) struct Conn {
     pub(super) generation: u32,
     /// The earliest deadline filed for it in the worker's timers.
     pub(super) armed: Option<Instant>,
-    /// The client's address, kept only when `--max-conns-per-ip` needs it
-    /// back at release (finding it costs a system call per connection).
-    /// Boxed: only `--max-conns-per-ip` keeps one, and the slot is the
-    /// server's memory per connection.
-    pub(super) peer: Option<Box<SocketAddr>>,
+    /// Its place under `--max-conns` (and `--max-conns-per-ip`), given
+    /// back when the connection is dropped, after its socket (field order).
+    /// Boxed: the slot is the server's memory per connection.
+    pub(super) _permit: Box<Permit>,
     pub(super) path: Path,
 }
 

@@ -393,8 +393,8 @@ impl Worker {
     }
 
     /// Closes a connection with nothing in flight, gives its buffers back
-    /// to the ring, and frees its `--max-conns` slot after the close (so a
-    /// drain that sees no active connection knows every FIN is out).
+    /// to the ring, and frees its `--max-conns` slot after the close (its
+    /// permit, dropped after its socket).
     fn close(&mut self, slot: usize, end: End) {
         let Some(s) = self.slots.get_mut(slot) else {
             return;
@@ -422,12 +422,9 @@ impl Worker {
         if tracing::enabled!(tracing::Level::DEBUG) {
             debug!(peer = ?peer_of(&conn.fd), %end, "connection closed");
         }
-        let peer = conn.peer.take();
+        // The socket, then the permit: a drain that sees no active
+        // connection knows every FIN is out.
         drop(conn);
-        match peer {
-            Some(p) => self.ctx.release(&p),
-            None => self.ctx.stats.release(),
-        }
     }
 
     /// Takes the due timer entries: asks each live connection's core
