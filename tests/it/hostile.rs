@@ -546,3 +546,48 @@ fn metrics_answers_odd_requests_with_http_errors_not_resets() {
         );
     }
 }
+
+/// `--max-conns-per-ip` holds for new addresses after thousands of others
+/// each keep one idle connection. Before, about 4,200 such addresses filled
+/// the table, and a new address past a full window was not limited at all:
+/// half of 30 fresh addresses got every connection they asked for.
+#[test]
+fn the_per_ip_limit_holds_after_thousands_of_addresses_fill_the_table() {
+    const FILLERS: u32 = 5_000;
+    const LIMIT: usize = 4;
+    let _heavy = util::heavy();
+    // Our side holds FILLERS connections too.
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .expect("getrlimit");
+    if hard < 2 * u64::from(FILLERS) {
+        eprintln!("SKIPPED: per-IP fill: the descriptor limit {hard} is too low");
+        return;
+    }
+    let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
+    let server = Server::start(
+        "epoll",
+        &[
+            "--max-conns-per-ip",
+            &LIMIT.to_string(),
+            "--max-conns",
+            "20000",
+        ],
+    );
+    let to = server.addr();
+    let fillers: Vec<TcpStream> = (0..FILLERS)
+        .filter_map(|i| admitted_from(client_address(i), to))
+        .collect();
+    assert_eq!(fillers.len(), FILLERS as usize, "every filler is served");
+    let mut over = Vec::new();
+    for i in 0..30u8 {
+        let fresh = Ipv4Addr::new(127, 0, 251, 1 + i);
+        let got: Vec<TcpStream> = (0..10).filter_map(|_| admitted_from(fresh, to)).collect();
+        if got.len() != LIMIT {
+            over.push((fresh, got.len()));
+        }
+    }
+    assert!(
+        over.is_empty(),
+        "fresh addresses not held to {LIMIT} after {FILLERS} fillers: {over:?}"
+    );
+}

@@ -26,10 +26,16 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Slots in the table: this many client addresses with connections open at
-/// once are each limited; past it (a full window) a new address is not
-/// limited individually (the global `--max-conns` still is), rather than
-/// refused.
-pub(crate) const PER_IP_SLOTS: usize = 4096;
+/// once are each limited. A new address whose window is full is refused:
+/// a table an attacker filled must not switch the limit off (it did, when a
+/// full window meant "not limited": one idle connection from each of about
+/// 4,200 addresses, and new addresses were unlimited). 16,384 slots of 8
+/// bytes: filling them takes more open connections than a forking model
+/// serves at once.
+pub(crate) const PER_IP_SLOTS: usize = 16_384;
+/// IPv6 clients are counted per prefix of this many bits: one host has a
+/// whole /64 to pick source addresses from.
+pub(crate) const V6_PREFIX_BITS: u32 = 64;
 /// Slots an address may occupy, from its home slot on.
 pub(crate) const WINDOW: usize = 16;
 /// Low bits of a word: the count.
@@ -86,10 +92,17 @@ impl PerIp {
     }
 
     /// The address's key (never zero) and home slot. An IPv4-mapped IPv6
-    /// address is the IPv4 client it stands for.
+    /// address is the IPv4 client it stands for; an IPv6 address is its
+    /// [`V6_PREFIX_BITS`] prefix.
     fn locate(&self, ip: IpAddr) -> (u64, usize) {
         let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or_else(
+                || {
+                    let mask = u128::MAX << (128 - V6_PREFIX_BITS);
+                    IpAddr::V6((u128::from(v6) & mask).into())
+                },
+                IpAddr::V4,
+            ),
             v4 => v4,
         };
         // SipHash with fixed keys and a secret first word: the same in every
@@ -152,8 +165,9 @@ impl PerIp {
                 continue;
             }
             let Some(i) = seen.free else {
-                // A full window limits nobody rather than everybody.
-                return true;
+                // A full window refuses the newcomer: it cannot be counted,
+                // and an uncounted address would be unlimited.
+                return false;
             };
             if !cas(&self.slots[i], EMPTY, key << COUNT_BITS | 1) {
                 continue;
@@ -180,7 +194,7 @@ impl PerIp {
         let (key, home) = self.locate(ip);
         loop {
             let Some((i, w)) = self.scan(key, home).last else {
-                // Not counted (its window was full when it came).
+                // Not counted: a release without an admission, harmless.
                 return;
             };
             let next = if w & MAX_COUNT <= 1 { EMPTY } else { w - 1 };
@@ -276,25 +290,38 @@ mod tests {
     }
 
     #[test]
-    fn a_full_window_limits_nobody_and_releases_stay_balanced() {
+    fn a_full_window_refuses_newcomers_and_releases_stay_balanced() {
         let t = PerIp::default();
-        // More addresses open at once than slots: some are not tracked.
+        // More addresses open at once than slots: some are refused.
         let n = PER_IP_SLOTS as u32 + 500;
-        for i in 0..n {
-            assert!(t.admit(v4(i), 1));
-        }
+        let admitted: Vec<u32> = (0..n).filter(|&i| t.admit(v4(i), 1)).collect();
         let tracked = t.tracked();
-        assert!(tracked <= PER_IP_SLOTS);
+        assert_eq!(admitted.len(), tracked, "every admitted address is counted");
         assert!(
             tracked > PER_IP_SLOTS * 3 / 4,
             "the table is used: {tracked}"
         );
-        let counted = (0..n).filter(|&i| t.count(v4(i)) == 1).count();
-        assert_eq!(counted, tracked, "each tracked address counted once");
-        for i in 0..n {
+        // Whoever got in is still held to the limit.
+        assert!(admitted.iter().all(|&i| !t.admit(v4(i), 1)));
+        for i in admitted {
             t.release(v4(i));
         }
         assert_eq!(t.tracked(), 0);
+    }
+
+    #[test]
+    fn an_ipv6_client_is_limited_per_slash_64() {
+        let t = PerIp::default();
+        let host =
+            |low: u16| IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 0, 0, 0, low));
+        assert!(t.admit(host(1), 2));
+        assert!(t.admit(host(2), 2));
+        assert!(
+            !t.admit(host(3), 2),
+            "a third address of the /64 is over the limit"
+        );
+        let other = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 3, 0, 0, 0, 1));
+        assert!(t.admit(other, 2), "another /64 is another client");
     }
 
     #[test]
