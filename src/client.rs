@@ -30,6 +30,7 @@ use crate::args::parse_duration_nonzero;
 use crate::error::{Error, Result};
 use crate::net::tls::{Connector, TlsOpt};
 use crate::net::{self, TargetOpt};
+use crate::sys::stop;
 
 mod tls;
 mod verify;
@@ -51,7 +52,8 @@ the client stops and says on stderr: mismatch at byte N (sent 0xXX, got 0xYY).
 
 Exit status: 0 every byte sent came back unchanged and the server closed; \
 1 a mismatch, the server closed or reset early (the bytes sent and echoed \
-are named), no echo for --timeout, or the connect failed; 2 a usage error.";
+are named), no echo for --timeout, Ctrl-C or SIGTERM, or the connect \
+failed; 2 a usage error.";
 
 /// Options of `netecho client`.
 #[derive(Debug, Args)]
@@ -87,6 +89,7 @@ pub(crate) fn run(opt: ClientOpt) -> Result<()> {
     let target = opt.target.target()?;
     let shown = target.to_string();
     let connector = Connector::from_opt(&opt.tls, &shown, false)?;
+    stop::install().map_err(Error::io("installing signal handlers"))?;
     let addrs = net::resolve_target(&target, opt.target.family())?;
     let stream = net::connect_any(&shown, &addrs, opt.connect_timeout)?;
     // Our writes are whatever stdin gave us; no reason to hold them back.
@@ -233,13 +236,20 @@ fn copy_echo(mut sock: TcpStream, shared: &Shared, timeout: Duration) -> Result<
         let n = match sock.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
                 ) =>
             {
+                if stop::requested() {
+                    return Err(Error::Interrupted {
+                        received: echoed(received),
+                        sent: shared.sent.load(Ordering::SeqCst),
+                    });
+                }
                 let st = shared.lock();
                 if shared.verify && st.out.len() > 0 && st.since.elapsed() >= timeout {
                     return Err(Error::NoEcho {

@@ -61,6 +61,9 @@ pub enum Error {
     /// The server reset the connection while bytes were outstanding.
     #[error("the server reset the connection after echoing {received} of the {sent} bytes sent")]
     Reset { received: u64, sent: u64 },
+    /// Ctrl-C or SIGTERM stopped the client.
+    #[error("interrupted: {received} of the {sent} bytes sent had come back")]
+    Interrupted { received: u64, sent: u64 },
     /// Bytes were outstanding and nothing came back for the timeout.
     #[error(
         "no echo from the server for {} s: {received} of the {sent} bytes sent came back", .after.as_secs_f64()

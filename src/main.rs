@@ -12,8 +12,18 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return cli::report_parse_error(e),
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("NETECHO_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.log_level()));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NETECHO_LOG").unwrap_or_else(|_| {
+        // rustls logs its own view of a failed handshake at warn level,
+        // in its internal terms; netecho's one-line error already says
+        // what happened, so its lines show only from -v on.
+        let level = cli.log_level();
+        let rustls = if matches!(level, "debug" | "trace") {
+            ""
+        } else {
+            ",rustls=error"
+        };
+        tracing_subscriber::EnvFilter::new(format!("{level}{rustls}"))
+    });
     let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter)

@@ -27,6 +27,7 @@ use super::verify::{Outstanding, WINDOW};
 use super::{BUF_SIZE, ClientOpt, POLL_SLICE, fault_error};
 use crate::error::{Error, Result};
 use crate::net::tls::{Connector, describe};
+use crate::sys::stop;
 
 /// The socket's token in the loop.
 const SOCKET: Token = Token(0);
@@ -205,6 +206,12 @@ impl Pump {
                 .poll(&mut events, Some(self.timeout.min(POLL_SLICE)))
             {
                 Ok(()) => {
+                    if stop::requested() {
+                        return Err(Error::Interrupted {
+                            received: self.echoed(),
+                            sent: self.sent,
+                        });
+                    }
                     if self.verify && self.out.len() > 0 && self.since.elapsed() >= self.timeout {
                         return Err(Error::NoEcho {
                             after: self.timeout,
@@ -213,8 +220,15 @@ impl Pump {
                         });
                     }
                 }
-                // A signal: look again.
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // A signal: look again (Ctrl-C is seen on the next pass).
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    if stop::requested() {
+                        return Err(Error::Interrupted {
+                            received: self.echoed(),
+                            sent: self.sent,
+                        });
+                    }
+                }
                 Err(source) => {
                     return Err(Error::Io {
                         what: "waiting for the socket",

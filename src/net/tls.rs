@@ -145,6 +145,10 @@ impl Connector {
             }
             io::ErrorKind::UnexpectedEof => self.failed("the server closed the connection"),
             io::ErrorKind::ConnectionReset => self.failed("connection reset by the server"),
+            // Our own ClientHello came back: the server echoes plain TCP.
+            _ if echoed_hello(&e) => self.failed(
+                "the server sent our own ClientHello back: it is a plain echo server, not TLS (drop --tls)",
+            ),
             _ => self.failed(&e.to_string()),
         }
     }
@@ -155,6 +159,19 @@ impl Connector {
     }
 }
 
+/// Whether a handshake failed because the server sent a ClientHello: what
+/// a plain (non-TLS) echo server does with ours.
+fn echoed_hello(e: &io::Error) -> bool {
+    matches!(
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::InappropriateHandshakeMessage {
+            got_type: rustls::HandshakeType::ClientHello,
+            ..
+        })
+    )
+}
+
 /// What was agreed, for a line of output: `TLSv1.3 TLS13_AES_256_GCM_SHA384`.
 pub(crate) fn describe(conn: &ClientConnection) -> String {
     let version = conn.protocol_version().map_or_else(
@@ -162,7 +179,10 @@ pub(crate) fn describe(conn: &ClientConnection) -> String {
         |v| v.as_str().unwrap_or("TLS").replace('_', "."),
     );
     match conn.negotiated_cipher_suite() {
-        Some(suite) => format!("{version} {:?}", suite.suite()),
+        Some(suite) => match suite.suite().as_str() {
+            Some(name) => format!("{version} {name}"),
+            None => format!("{version} cipher suite 0x{:04x}", u16::from(suite.suite())),
+        },
         None => version,
     }
 }

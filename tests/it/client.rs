@@ -578,3 +578,36 @@ fn a_tls_server_that_never_echoes_is_named_with_the_counts() {
         "netecho: the server closed the connection after echoing 0 of the 14 bytes sent"
     );
 }
+
+#[test]
+fn tls_to_a_plain_echo_server_says_so_in_one_line() {
+    let server = Server::start("auto", &[]);
+    let run = run_to_end(
+        netecho(&["client", "--tls", "--insecure", &server.addr().to_string()]),
+        Some(b"hi\n".to_vec()),
+        QUICK_TIMEOUT,
+    );
+    run.assert_code(1, "--tls against a plain echo server");
+    // The --insecure warning, then the one error line; no rustls log line.
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", run.stderr);
+    assert!(
+        lines[1].ends_with("the server sent our own ClientHello back: it is a plain echo server, not TLS (drop --tls)"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn ctrl_c_says_how_far_the_echo_had_come_and_exits_one() {
+    let addr = silent_server().to_string();
+    let child = crate::util::Running::spawn(netecho(&["client", &addr]), Some(b"hi\n".to_vec()));
+    std::thread::sleep(Duration::from_millis(500));
+    child.signal(nix::sys::signal::Signal::SIGINT);
+    let run = child.wait_exit(QUICK_TIMEOUT);
+    run.assert_code(1, "Ctrl-C while waiting for the echo");
+    assert_eq!(
+        run.one_line_error("Ctrl-C"),
+        "netecho: interrupted: 0 of the 3 bytes sent had come back"
+    );
+}

@@ -761,3 +761,64 @@ fn man_pages_render_with_examples_exit_status_and_environment() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ---------------------------------------------------------------------------
+// What the user docs may say
+// ---------------------------------------------------------------------------
+
+/// README.md and every page of the book, for the checks below.
+fn user_docs() -> Vec<(String, String)> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|x| x == "md") {
+                out.push(path);
+            }
+        }
+    }
+    let mut paths = vec![root().join("README.md")];
+    walk(&root().join("docs/src"), &mut paths);
+    paths
+        .into_iter()
+        .map(|p| {
+            let name = p.strip_prefix(root()).unwrap_or(&p).display().to_string();
+            (name, std::fs::read_to_string(&p).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn the_readme_is_short() {
+    let lines = std::fs::read_to_string(root().join("README.md"))
+        .unwrap()
+        .lines()
+        .count();
+    assert!(
+        lines <= 300,
+        "README.md has {lines} lines; the rest belongs in docs/"
+    );
+}
+
+#[test]
+fn user_docs_speak_of_neither_issues_nor_ci_nor_test_files() {
+    let mut found = Vec::new();
+    for (name, text) in user_docs() {
+        for (i, line) in text.lines().enumerate() {
+            let lower = line.to_lowercase();
+            let issue_number = lower.match_indices("issue").any(|(at, _)| {
+                let rest = lower[at + "issue".len()..].trim_start_matches(['s', ' ', '#']);
+                rest.starts_with(|c: char| c.is_ascii_digit())
+            });
+            if issue_number || line.contains(".ci/") || line.contains("tests/it/") {
+                found.push(format!("{name}:{}: {line}", i + 1));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "user docs must not speak of issues, CI or test files (CONTRIBUTING.md is the place):\n{}",
+        found.join("\n")
+    );
+}

@@ -753,3 +753,28 @@ fn trace_read_examples_in_the_guide_print_what_they_show() {
     }
     assert!(checked >= 2, "the guide shows trace -r examples");
 }
+
+/// `--iface any`: the loopback connection is seen, each segment once (the
+/// outgoing copy of a loopback frame is dropped there too).
+#[test]
+fn trace_iface_any_sees_loopback_once() {
+    need_root!("trace_iface_any_sees_loopback_once");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = echo_once(listener);
+    let p = port.to_string();
+    let (mut child, mut out) = start_trace(&["--port", &p, "--iface", "any", "--count", "3"]);
+    talk(port, "127.0.0.1", b"any\n");
+    server.join().unwrap();
+    assert_eq!(wait(&mut child), 0, "--count ends trace with exit 0");
+    let mut text = String::new();
+    out.read_to_string(&mut text).unwrap();
+    let segs = segments(&text);
+    assert_eq!(segs.len(), 3, "{text}");
+    assert!(segs[0].contains(" SYN "), "{text}");
+    assert!(
+        segs[1].contains(" SYN-ACK "),
+        "the SYN once, then the SYN-ACK:\n{text}"
+    );
+    assert!(segs[2].contains("seq=J+1 ack=K+1"), "{text}");
+}
