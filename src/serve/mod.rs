@@ -236,7 +236,9 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         max_conns,
         idle_timeout_s = opt.idle_timeout.as_secs_f64(),
         drain_timeout_s = opt.drain_timeout.as_secs_f64(),
-        zero_copy = ?ctx.zero_copy,
+        zero_copy = %clap::ValueEnum::to_possible_value(&ctx.zero_copy)
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default(),
         "serving"
     );
     // The models serve every listener alike; an accepted socket whose

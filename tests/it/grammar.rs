@@ -233,3 +233,38 @@ fn help_texts_speak_to_users() {
         }
     }
 }
+
+/// Log lines speak in values, not Rust's debug forms: the open and close
+/// lines of a connection both name the peer and TLS, and `serving` says
+/// `zero_copy=auto`.
+#[test]
+fn logs_show_no_debug_formatting() {
+    for model in ["epoll", "uring", "tokio"] {
+        if model == "uring" && netecho::serve::uring::probe().is_err() {
+            eprintln!("SKIPPED logs_show_no_debug_formatting for uring: io_uring unusable");
+            continue;
+        }
+        let srv = Server::start(model, &["-v"]);
+        crate::util::round_trip(srv.addr(), b"log me", 7).expect("echo");
+        let ok = crate::util::eventually(Duration::from_secs(5), || {
+            srv.stderr_text().contains("connection closed")
+        });
+        let log = srv.stderr_text();
+        assert!(ok, "{model}: no close line:\n{log}");
+        for bad in ["Some(", "None", "Auto", "Exited(", "{ "] {
+            assert!(!log.contains(bad), "{model}: {bad:?} in the log:\n{log}");
+        }
+        assert!(log.contains("zero_copy=auto"), "{model}:\n{log}");
+        for what in ["connection open", "connection closed"] {
+            let line = log
+                .lines()
+                .find(|l| l.contains(what))
+                .unwrap_or_else(|| panic!("{model}: no {what:?} line:\n{log}"));
+            // The same fields on both lines. uring asks the socket for its
+            // peer, which a closed one may no longer have: `unknown` then.
+            let peer_known = line.contains("peer=127.0.0.1:");
+            let peer_ok = peer_known || (model == "uring" && line.contains("peer=unknown"));
+            assert!(peer_ok && line.contains("tls=false"), "{model}: {line}");
+        }
+    }
+}

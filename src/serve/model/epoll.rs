@@ -470,7 +470,7 @@ impl Worker {
                 f.count(self.ctx.stats);
                 debug!(peer = %c.peer, reason = f.label(), "TLS handshake failed");
             }
-            debug!(peer = %c.peer, %end, "connection closed");
+            debug!(peer = %c.peer, tls = c.tls.is_some(), %end, "connection closed");
             // The socket first, then the permit (the struct's field order).
             drop(c);
         }

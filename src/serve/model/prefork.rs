@@ -49,7 +49,7 @@ pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> 
         kids.reap(|pid, status, tag| {
             // A retired worker exits 0; anything else is worth a line.
             if !matches!(status, WaitStatus::Exited(_, 0)) {
-                warn!(pid = pid.as_raw(), ?status, "pool worker died");
+                warn!(pid = pid.as_raw(), status = %describe_status(&status), "pool worker died");
             }
             give_back(ctx, board, tag);
         });
@@ -161,4 +161,14 @@ fn worker(
     // SAFETY: `_exit` skips the parent's atexit handlers and destructors,
     // which belong to the parent process.
     unsafe { libc::_exit(0) }
+}
+
+/// A worker's end in words for the log (`exited with status 3`, `killed
+/// by SIGKILL`), not the debug form of nix's `WaitStatus`.
+fn describe_status(status: &WaitStatus) -> String {
+    match status {
+        WaitStatus::Exited(_, code) => format!("exited with status {code}"),
+        WaitStatus::Signaled(_, sig, _) => format!("killed by {}", sig.as_str()),
+        _ => "stopped".to_string(),
+    }
 }

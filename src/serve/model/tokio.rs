@@ -198,7 +198,7 @@ fn admit(stream: TcpStream, peer: SocketAddr, tls: bool, ctx: &'static Ctx) {
                 None => serve(stream, ctx).await,
             };
             ctx.stats.count_end(end);
-            debug!(%peer, %end, "connection closed");
+            debug!(%peer, tls = tls.is_some(), %end, "connection closed");
         }
     });
 }

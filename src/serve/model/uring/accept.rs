@@ -10,7 +10,7 @@ use io_uring::cqueue;
 use socket2::SockRef;
 use tracing::{debug, warn};
 
-use super::conn::{Conn, Path, Slot, peer_of};
+use super::conn::{Conn, Path, Slot, peer_of, peer_text};
 use super::op::Op;
 use super::plain::Plain;
 use super::spliced::Spliced;
@@ -157,7 +157,7 @@ impl Worker {
             },
         };
         if tracing::enabled!(tracing::Level::DEBUG) {
-            debug!(peer = ?peer_of(&fd), tls = tls.is_some(), "connection open");
+            debug!(peer = %peer_text(&fd), tls = tls.is_some(), "connection open");
         }
         let path = match tls {
             Some(t) => Path::Tls(t),

@@ -13,7 +13,7 @@ use io_uring::types::{SubmitArgs, Timespec};
 use tracing::{debug, warn};
 
 use super::bufs::Pool;
-use super::conn::{Conn, Path, Slot, peer_of};
+use super::conn::{Conn, Path, Slot, peer_text};
 use super::flight::Queue;
 use super::op::{GEN_MASK, Op};
 use super::ring::new_ring;
@@ -420,7 +420,12 @@ impl Worker {
             f.count(self.ctx.stats);
         }
         if tracing::enabled!(tracing::Level::DEBUG) {
-            debug!(peer = ?peer_of(&conn.fd), %end, "connection closed");
+            debug!(
+                peer = %peer_text(&conn.fd),
+                tls = matches!(conn.path, Path::Tls(_)),
+                %end,
+                "connection closed"
+            );
         }
         // The socket, then the permit: a drain that sees no active
         // connection knows every FIN is out.
