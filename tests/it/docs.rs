@@ -152,8 +152,9 @@ fn reference_pages() -> Vec<(String, String)> {
     let _ = writeln!(
         top,
         "Every flag of every subcommand, as `netecho SUBCOMMAND --help` prints it. \
-         Exit status: 0 success, 1 the check failed, 2 a usage error \
-         ([details](exit-status.md)).\n"
+         Durations take units (`250ms`, `2s`, `1m`; a bare number is seconds) and \
+         sizes too (`64`, `1k`, `64KiB`). Exit status: 0 success, 1 the check \
+         failed, 2 a usage error ([details](exit-status.md)).\n"
     );
     let _ = writeln!(top, "## Subcommands\n");
     let names: Vec<(String, String)> = cli
