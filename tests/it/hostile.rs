@@ -179,6 +179,8 @@ fn known_source_through_a_flood(args: &[&str], count: u32, rate: u32) -> (Server
 /// were lost with the flood's once the server fell behind.
 #[test]
 fn a_known_udp_source_is_answered_through_a_flood_below_the_global_rate() {
+    // A flood at 12,000 datagrams a second: nothing else heavy beside it.
+    let _heavy = util::heavy();
     const SOURCES: u32 = 72_000;
     let (server, sent, lost) =
         known_source_through_a_flood(&["--udp-global-rate", "100000"], SOURCES, 12_000);
@@ -201,6 +203,8 @@ fn a_known_udp_source_is_answered_through_a_flood_below_the_global_rate() {
 /// and lost most of its probes).
 #[test]
 fn a_known_udp_source_is_answered_through_a_flood_above_the_global_rate() {
+    // A flood at 12,000 datagrams a second: nothing else heavy beside it.
+    let _heavy = util::heavy();
     const SOURCES: u32 = 30_000;
     let (server, sent, lost) =
         known_source_through_a_flood(&["--udp-global-rate", "1000"], SOURCES, 10_000);
