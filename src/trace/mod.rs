@@ -252,9 +252,10 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
     }
 }
 
-/// `FILE: why`, as one line.
+/// `FILE: why`, as one line; exit status 1, as tcpdump's for a file it
+/// cannot read: the command line was right, the file was not a capture.
 fn file_error(path: &Path, why: &str) -> Error {
-    Error::InvalidOption(format!("--read {}: {why}", path.display()))
+    Error::Failed(format!("--read {}: {why}", path.display()))
 }
 
 /// Writes lines; false once stdout is closed.

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::util::Server;
+use crate::util::{self, Server};
 
 /// Socket read/write timeout in the clients: a stalled server fails the
 /// test instead of hanging it.
@@ -358,14 +358,27 @@ fn bad_tuning_is_an_error_not_a_default() {
     if skip() {
         return;
     }
-    let mut server = start(&[("NETECHO_URING_BUFS", "3")], None);
-    let status = server.wait_exit(EXIT_TIMEOUT);
+    // The server fails before it is ready, so it never says `listening`.
+    let mut cmd = util::netecho(&[
+        "serve",
+        "--model",
+        "uring",
+        "--workers",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    cmd.env("NETECHO_URING_BUFS", "3");
+    let run = util::run_to_end(cmd, None, EXIT_TIMEOUT);
+    assert_eq!(run.code(), Some(1), "server exit");
     assert!(
-        status.is_some_and(|s| !s.success()),
-        "server exit: {status:?}"
+        !run.stdout_str().contains("listening"),
+        "announced before it failed: {}",
+        run.stdout_str()
     );
-    let err = server.stderr_text();
+    let err = &run.stderr;
     assert!(err.contains("NETECHO_URING_BUFS"), "stderr:\n{err}");
+    assert!(!err.contains("panicked"), "stderr:\n{err}");
 }
 
 /// `--idle-timeout`: a silent client is closed (with a FIN: read returns 0)

@@ -293,7 +293,7 @@ fn zero_copy_on_falls_back_with_one_line_where_splice_is_refused(model: &str) {
     let log = server.stderr_text();
     let lines = log.matches("splice unavailable").count();
     assert_eq!(lines, 1, "{model}: want one fallback line: {log}");
-    assert!(log.contains("zero_copy=Off"), "{model}: {log}");
+    assert!(log.contains("zero_copy=off"), "{model}: {log}");
     assert!(
         !log.contains("this one copies"),
         "{model}: a second line about zero copy: {log}"
