@@ -16,6 +16,8 @@ use std::net::TcpListener;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use hyper::StatusCode;
+
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -307,7 +309,11 @@ async fn answer(
         .await
         .is_err()
     {
-        return Ok(reply(413, "text/plain", "a scrape has no body\n".into()));
+        return Ok(reply(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "text/plain",
+            "a scrape has no body\n".into(),
+        ));
     }
     let openmetrics = head.headers.get_all(hyper::header::ACCEPT).iter().any(|v| {
         v.to_str()
@@ -316,30 +322,38 @@ async fn answer(
     let page = matches!(head.method, hyper::Method::GET | hyper::Method::HEAD);
     Ok(match (page, head.uri.path()) {
         (true, "/metrics") if openmetrics => reply(
-            200,
+            StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             render(stats),
         ),
         (true, "/metrics") => reply(
-            200,
+            StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
             to_text_format(&render(stats)),
         ),
-        (true, _) => reply(404, "text/plain", "netecho serves /metrics only\n".into()),
-        (false, _) => reply(405, "text/plain", "GET /metrics\n".into()),
+        (true, _) => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "netecho serves /metrics only\n".into(),
+        ),
+        (false, _) => reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET /metrics\n".into(),
+        ),
     })
 }
 
 /// A response with `status`, its type and its body (hyper leaves the body
 /// out of an answer to HEAD and sets its length).
-fn reply(status: u16, ctype: &'static str, body: String) -> hyper::Response<Page> {
+fn reply(status: StatusCode, ctype: &'static str, body: String) -> hyper::Response<Page> {
     let mut r = hyper::Response::new(Page::new(body.into()));
-    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
+    *r.status_mut() = status;
     r.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static(ctype),
     );
-    if status == 405 {
+    if status == StatusCode::METHOD_NOT_ALLOWED {
         r.headers_mut().insert(
             hyper::header::ALLOW,
             hyper::header::HeaderValue::from_static("GET, HEAD"),

@@ -145,9 +145,13 @@ impl TlsConn {
         std::mem::take(&mut self.shut_reached)
     }
 
-    /// True until the handshake has ended.
+    /// True until the handshake has ended. rustls is asked, not only our
+    /// deadline (cleared a step later): a client that completed its
+    /// handshake and closed at once (`openssl s_time -new`, a load
+    /// balancer's health check) while our session tickets were still going
+    /// out did not fail its handshake.
     pub(crate) fn handshaking(&self) -> bool {
-        self.handshake_until.is_some()
+        self.handshake_until.is_some() && self.tls.is_handshaking()
     }
 
     /// When the handshake must have ended, while it has not.
@@ -209,13 +213,9 @@ impl TlsConn {
         self.blocked_since = None;
     }
 
-    /// Records a failure, if the handshake was still running. rustls is
-    /// asked, not only our deadline (cleared a step later): a client that
-    /// completed its handshake and closed at once (`openssl s_time -new`,
-    /// a load balancer's health check) while our session tickets were
-    /// still going out did not fail its handshake.
+    /// Records a failure, if the handshake was still running.
     fn fail(&mut self, why: Failure) {
-        if self.handshaking() && self.tls.is_handshaking() {
+        if self.handshaking() {
             self.failure.get_or_insert(why);
         }
     }
@@ -333,7 +333,7 @@ impl TlsConn {
                 }
                 // A FIN without close_notify: the same for an echo.
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    if self.handshaking() && self.tls.is_handshaking() {
+                    if self.handshaking() {
                         self.fail(Failure::Eof);
                         core.fail(End::Fin);
                     } else {
