@@ -103,3 +103,70 @@ fn serve_family_contradicting_an_address_is_a_usage_error() {
         );
     }
 }
+
+/// A client that sends, reads its echo and resets the connection (SO_LINGER
+/// 0): the server's open and close lines must both name it, with the same
+/// fields, in every model, also when the socket can no longer say whom it
+/// served by the time it closes.
+fn open_and_close_lines_name_the_peer(model: &str) {
+    let server = Server::start_with(model, &["127.0.0.1:0"], &["--workers", "1"], |c| {
+        c.env("NETECHO_LOG", "debug");
+    });
+    let mut s = crate::util::connect(server.addr());
+    let me = s.local_addr().unwrap();
+    crate::util::ping(&mut s, b"who am i").unwrap();
+    socket2::SockRef::from(&s)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(s);
+    let lines = |text: &str, what: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.contains(what) && l.contains(&format!("peer={me}")))
+            .map(str::to_string)
+            .collect()
+    };
+    let mut closed = Vec::new();
+    crate::util::eventually(LIMIT, || {
+        closed = lines(&server.stderr_text(), "connection closed");
+        !closed.is_empty()
+    });
+    let text = server.stderr_text();
+    let opened = lines(&text, "connection open");
+    assert_eq!(opened.len(), 1, "{model}: one open line for {me}:\n{text}");
+    assert_eq!(closed.len(), 1, "{model}: one close line for {me}:\n{text}");
+    let fields = |l: &str| -> Vec<String> {
+        l.split_whitespace()
+            .filter_map(|w| w.split_once('=').map(|(k, _)| k.to_string()))
+            .collect()
+    };
+    let mut want = fields(&opened[0]);
+    want.push("end".into());
+    assert_eq!(
+        fields(&closed[0]),
+        want,
+        "{model}: the close line carries the open line's fields, then end:\n{}\n{}",
+        opened[0],
+        closed[0]
+    );
+    assert!(
+        !text.contains("peer=unknown") && !text.contains("Some(") && !text.contains("\"fin\""),
+        "{model}: {text}"
+    );
+}
+
+macro_rules! every_model {
+    ($($model:ident),*) => {
+        mod open_and_close_lines {
+            $(
+                #[test]
+                fn $model() {
+                    super::open_and_close_lines_name_the_peer(stringify!($model));
+                }
+            )*
+        }
+    };
+}
+
+every_model!(
+    iterative, fork, thread, prethread, prefork, epoll, tokio, uring
+);

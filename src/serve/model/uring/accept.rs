@@ -10,7 +10,7 @@ use io_uring::cqueue;
 use socket2::SockRef;
 use tracing::{debug, warn};
 
-use super::conn::{Conn, Path, Slot, peer_of, peer_text};
+use super::conn::{Admitted, Conn, Path, Slot, peer_of, peer_text};
 use super::op::Op;
 use super::plain::Plain;
 use super::spliced::Spliced;
@@ -156,8 +156,15 @@ impl Worker {
                 }
             },
         };
-        if tracing::enabled!(tracing::Level::DEBUG) {
-            debug!(peer = %peer_text(&fd), tls = tls.is_some(), "connection open");
+        // The debug lines name the peer at open and at close.
+        let logged = tracing::enabled!(tracing::Level::DEBUG);
+        let peer = if logged {
+            peer.or_else(|| peer_of(&fd))
+        } else {
+            peer
+        };
+        if logged {
+            debug!(peer = %peer_text(peer), tls = tls.is_some(), "connection open");
         }
         let path = match tls {
             Some(t) => Path::Tls(t),
@@ -185,7 +192,10 @@ impl Worker {
             fd,
             generation,
             armed: None,
-            _permit: Box::new(permit),
+            admitted: Box::new(Admitted {
+                _permit: permit,
+                peer,
+            }),
             path,
         });
         self.live += 1;

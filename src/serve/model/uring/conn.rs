@@ -39,10 +39,20 @@ pub(super) struct Conn {
     /// The earliest deadline filed for it in the worker's timers.
     pub(super) armed: Option<Instant>,
     /// Its place under `--max-conns` (and `--max-conns-per-ip`), given
-    /// back when the connection is dropped, after its socket (field order).
-    /// Boxed: the slot is the server's memory per connection.
-    pub(super) _permit: Box<Permit>,
+    /// back when the connection is dropped, after its socket (field order),
+    /// and its peer. Boxed: the slot is the server's memory per connection.
+    pub(super) admitted: Box<Admitted>,
     pub(super) path: Path,
+}
+
+/// What admission leaves with a connection, kept off its slot.
+pub(super) struct Admitted {
+    pub(super) _permit: Permit,
+    /// The client's address, read at accept when the per-address limit or
+    /// the debug log needs it: a socket reset by then can no longer say
+    /// whom it served, and the close line must name the peer the open
+    /// line named.
+    pub(super) peer: Option<SocketAddr>,
 }
 
 /// A connection slot: empty, or its occupant (whose generation it holds;
@@ -107,8 +117,9 @@ impl Conn {
 /// The peer of a connection, for logs.
 /// The peer as a log field: its address, or `unknown` once the socket
 /// has no peer any more (after a reset).
-pub(super) fn peer_text(fd: &OwnedFd) -> String {
-    peer_of(fd).map_or_else(|| "unknown".to_string(), |a| a.to_string())
+/// The peer as the open and close lines print it.
+pub(super) fn peer_text(peer: Option<SocketAddr>) -> String {
+    peer.map_or_else(|| "unknown".to_string(), |a| a.to_string())
 }
 
 pub(super) fn peer_of(fd: &OwnedFd) -> Option<SocketAddr> {

@@ -421,7 +421,7 @@ impl Worker {
         }
         if tracing::enabled!(tracing::Level::DEBUG) {
             debug!(
-                peer = %peer_text(&conn.fd),
+                peer = %peer_text(conn.admitted.peer),
                 tls = matches!(conn.path, Path::Tls(_)),
                 %end,
                 "connection closed"
