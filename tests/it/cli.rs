@@ -170,3 +170,62 @@ macro_rules! every_model {
 every_model!(
     iterative, fork, thread, prethread, prefork, epoll, tokio, uring
 );
+
+/// A usage error is one kind with one exit status (2): the exit-status
+/// rule reads `Error::exit_code`, and a second word-only usage variant
+/// beside `Usage` (there was `InvalidOption`) is one more place for that
+/// rule to drift. Every message it carried is still given, as a `Usage`.
+#[test]
+fn one_usage_error_variant_of_free_words() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/error.rs"))
+        .expect("src/error.rs");
+    let body = text
+        .split("pub fn exit_code")
+        .nth(1)
+        .and_then(|t| t.split("\n    }\n").next())
+        .expect("Error::exit_code in src/error.rs");
+    let usage_arms: Vec<&str> = body
+        .lines()
+        .filter(|l| l.trim_end().ends_with("=> 2,"))
+        .collect();
+    // The variants of exit status 2 declared as `Name(String)`.
+    let words_only: Vec<&str> = usage_arms
+        .iter()
+        .flat_map(|l| l.split('|'))
+        .filter_map(|v| v.trim().strip_prefix("Error::"))
+        .filter_map(|v| v.split(['(', ' ']).next())
+        .filter(|name| text.contains(&format!("\n    {name}(String),")))
+        .collect();
+    assert_eq!(
+        words_only,
+        ["Usage"],
+        "exit status 2 for a message in free words should be Error::Usage alone: {usage_arms:?}"
+    );
+    for (args, says) in [
+        (
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--min-spare",
+                "9",
+                "--max-spare",
+                "2",
+            ][..],
+            "--min-spare 9 is above --max-spare 2",
+        ),
+        (
+            &["lab", "nosuch"][..],
+            "no lab scenario 'nosuch' (there are: ",
+        ),
+    ] {
+        let run = assert_refused(args, LIMIT);
+        run.assert_code(2, &args.join(" "));
+        assert!(
+            run.stderr.contains(says),
+            "{}: {}",
+            args.join(" "),
+            run.stderr
+        );
+    }
+}
