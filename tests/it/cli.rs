@@ -229,3 +229,118 @@ fn one_usage_error_variant_of_free_words() {
         );
     }
 }
+
+/// One is singular wherever a count is printed: `1 probe sent`, not
+/// `1 probes sent`.
+#[test]
+fn one_of_anything_is_singular() {
+    let server = Server::start("epoll", &[]);
+    let addr = server.addr().to_string();
+    let run = crate::util::run_to_end(
+        crate::util::netecho(&["ping", &addr, "-c", "1"]),
+        None,
+        LIMIT,
+    );
+    run.assert_code(0, "ping -c 1");
+    assert!(
+        run.stdout_str()
+            .contains("\n1 probe sent, 1 received, 0.0% loss"),
+        "{}",
+        run.stdout_str()
+    );
+    let run = crate::util::run_to_end(
+        crate::util::netecho(&["bench", &addr, "-c", "1", "-n", "1"]),
+        None,
+        LIMIT,
+    );
+    run.assert_code(0, "bench -c 1 -n 1");
+    let out = run.stdout_str();
+    assert!(
+        out.contains(", 1 connection, 64 B messages, 1 thread)"),
+        "{out}"
+    );
+    assert!(out.contains("errors    0 (0 mismatches)"), "{out}");
+    drop(server);
+    let run = crate::util::run_to_end(
+        crate::util::netecho(&["ping", &addr, "-c", "1"]),
+        None,
+        LIMIT,
+    );
+    run.assert_code(1, "ping -c 1 to a closed port");
+    assert!(
+        run.stderr
+            .starts_with("netecho: 1 of 1 probe failed; first: seq=1: connection refused"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout_str().contains("\n1 probe sent, 0 received"));
+}
+
+/// `--help` of every subcommand: no line ends in a stray `\` (a string
+/// continuation escaped twice), no Rust debug value, exit 0.
+#[test]
+fn every_help_is_clean_text() {
+    let subs = [
+        "serve",
+        "client",
+        "ping",
+        "bench",
+        "watch",
+        "trace",
+        "lab",
+        "man",
+        "completions",
+    ];
+    for sub in subs {
+        let run = crate::util::run_to_end(crate::util::netecho(&[sub, "--help"]), None, LIMIT);
+        run.assert_code(0, &format!("{sub} --help"));
+        let text = run.stdout_str();
+        for (i, line) in text.lines().enumerate() {
+            assert!(
+                !line.trim_end().ends_with('\\') && !line.starts_with('\\'),
+                "{sub} --help line {}: {line:?}",
+                i + 1
+            );
+            // A Rust path (`model::Model`), unlike an IPv6 address (`[::1]`).
+            let path = line.as_bytes().windows(4).any(|w| {
+                w[0].is_ascii_alphabetic() && &w[1..3] == b"::" && w[3].is_ascii_alphabetic()
+            });
+            assert!(
+                !path,
+                "{sub} --help line {} names a Rust path: {line}",
+                i + 1
+            );
+            for debug in ["Some(", "None", "Auto"] {
+                assert!(
+                    !line.contains(debug),
+                    "{sub} --help line {} shows {debug:?}: {line}",
+                    i + 1
+                );
+            }
+        }
+    }
+}
+
+/// `bench --json` is one line ending in a newline, on success and on a
+/// refused connect alike.
+#[test]
+fn bench_json_ends_its_line() {
+    let server = Server::start("epoll", &[]);
+    let addr = server.addr().to_string();
+    for (code, target) in [
+        (0, addr.clone()),
+        (1, crate::util::peers::closed_port().to_string()),
+    ] {
+        let run = crate::util::run_to_end(
+            crate::util::netecho(&["bench", &target, "-c", "1", "-n", "1", "--json"]),
+            None,
+            LIMIT,
+        );
+        run.assert_code(code, &format!("bench {target} --json"));
+        let out = run.stdout_str();
+        assert!(
+            out.ends_with("}\n") && out.lines().count() == 1,
+            "bench {target} --json: {out:?}"
+        );
+    }
+}
