@@ -195,7 +195,7 @@ impl Stats {
                 s.median,
                 s.max,
                 s.stddev,
-                count(self.handshakes.count() as u64, "handshake", "handshakes")
+                count(self.handshakes.count(), "handshake", "handshakes")
             ));
         }
         lines
