@@ -224,7 +224,7 @@ fn a_known_udp_source_is_answered_through_a_flood_above_the_global_rate() {
 
 /// A TCP connection from `ip` that was admitted: it echoes a byte. `None`
 /// when the server closed it at once (over a limit).
-fn admitted_from(ip: Ipv4Addr, to: SocketAddr) -> Option<TcpStream> {
+pub(crate) fn admitted_from(ip: Ipv4Addr, to: SocketAddr) -> Option<TcpStream> {
     let sock = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
     sock.bind(&SocketAddr::from((ip, 0)).into())
         .expect("bind a client address");
