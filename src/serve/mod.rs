@@ -71,8 +71,8 @@ use std::os::fd::AsRawFd;
 
 use tracing::info;
 
-use crate::args::ListenAddr;
 use crate::error::{Error, Result};
+use crate::net::target::Family;
 use crate::serve::ctx::Ctx;
 use crate::serve::lifecycle::shutdown::Shutdown;
 use crate::serve::lifecycle::{activation, handover, signals};
@@ -89,6 +89,10 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         let stall = (!opt.stall_timeout.is_zero()).then_some(opt.stall_timeout);
         return inetd::run(idle, stall.or(idle));
     }
+    // Addresses against -4/-6 first: a contradiction is a usage error before
+    // any work (a self-signed certificate) is done.
+    let (listen_addrs, tls_addrs) = (opt.listen_addrs()?, opt.tls_listen_addrs()?);
+    let metrics_addr = opt.metrics_addr()?;
     // TLS files are read and checked before anything binds: a bad one is
     // one line and a non-zero exit, with no port ever opened.
     let tls = load_tls(&opt)?;
@@ -129,7 +133,7 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         if tls_only(&opt) {
             Vec::new()
         } else {
-            listen::bind_all(&opt.listen_addrs())?
+            listen::bind_all(&listen_addrs, opt.family())?
         }
     } else {
         if !opt.listen.is_empty() && !handed {
@@ -138,9 +142,9 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         passed.tcp
     };
     let tls_listeners = if passed.tls.is_empty() {
-        opt.tls_listen_addrs()
+        tls_addrs
             .into_iter()
-            .map(listen::bind)
+            .map(|a| listen::bind_in(a, opt.family()))
             .collect::<Result<Vec<_>>>()?
     } else {
         if !opt.tls_listen.is_empty() && !handed {
@@ -183,13 +187,13 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
     } else if !passed.udp.is_empty() {
         passed.udp
     } else {
-        udp::bind_all(&local_addrs(&listeners))?
+        udp::bind_all(&local_addrs(&listeners), opt.family() == Family::V6)?
     };
-    let metrics = match opt.metrics.as_ref().map(ListenAddr::first) {
+    let metrics = match metrics_addr {
         // A handover passes the one it had.
         Some(_) if passed.metrics.is_some() => passed.metrics,
         Some(addr) => {
-            let l = listen::bind(addr)?;
+            let l = listen::bind_in(addr, opt.family())?;
             // The metrics thread blocks in accept.
             l.set_nonblocking(false)
                 .map_err(Error::io("metrics listener"))?;
@@ -273,19 +277,27 @@ fn say_who_can_reach(
     udp: &[std::net::UdpSocket],
     metrics: Option<&std::net::TcpListener>,
 ) {
-    let tcp = tcp
+    // Whether a `[::]` socket refuses IPv4 clients (`-6`).
+    let v6_only = |s: socket2::SockRef<'_>| s.only_v6().unwrap_or(false);
+    let tcp = tcp.iter().map(|l| {
+        let what = "tcp echo, no authentication";
+        (what, l.local_addr(), v6_only(l.into()))
+    });
+    let tls = tls
         .iter()
-        .map(|l| ("tcp echo, no authentication", l.local_addr()));
-    let tls = tls.iter().map(|l| ("tls echo", l.local_addr()));
-    let udp = udp
-        .iter()
-        .map(|s| ("udp echo, no authentication", s.local_addr()));
-    let metrics = metrics
-        .into_iter()
-        .map(|l| ("metrics, no authentication", l.local_addr()));
-    for (what, addr) in tcp.chain(tls).chain(udp).chain(metrics) {
+        .map(|l| ("tls echo", l.local_addr(), v6_only(l.into())));
+    let udp = udp.iter().map(|s| {
+        let what = "udp echo, no authentication";
+        (what, s.local_addr(), v6_only(s.into()))
+    });
+    let metrics = metrics.into_iter().map(|l| {
+        let what = "metrics, no authentication";
+        (what, l.local_addr(), v6_only(l.into()))
+    });
+    for (what, addr, v6_only) in tcp.chain(tls).chain(udp).chain(metrics) {
         if let Ok(addr) = addr {
-            info!(addr = %addr, reach = listen::reach(addr.ip()), "open: {what}");
+            let reach = listen::reach(addr.ip(), v6_only);
+            info!(addr = %addr, reach, "open: {what}");
         }
     }
 }
