@@ -143,6 +143,16 @@ pub(crate) fn parse_positive(s: &str) -> Result<usize, String> {
     }
 }
 
+/// Parses an IPv6 prefix length (`--per-ip-v6-prefix`): a whole number of
+/// bits from 1 to 128.
+pub(crate) fn parse_v6_prefix(s: &str) -> Result<u8, String> {
+    match parse_decimal(s) {
+        Some(n @ 1..=128) => Ok(n as u8),
+        Some(_) => Err("an IPv6 prefix is 1 to 128 bits".into()),
+        None => Err(format!("'{s}' is not a whole number of bits")),
+    }
+}
+
 /// Parses a count of requests or probes (`bench -n`, `ping -c`): a whole
 /// number of at least 1, as [`parse_positive`] but 64 bits wide everywhere.
 pub(crate) fn parse_count(s: &str) -> Result<u64, String> {

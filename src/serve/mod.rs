@@ -78,7 +78,7 @@ use crate::serve::lifecycle::shutdown::Shutdown;
 use crate::serve::lifecycle::{activation, handover, signals};
 use crate::serve::model::Model as M;
 use crate::serve::service::listen::{self, local_addrs};
-use crate::serve::service::{inetd, sidecar, stats, udp};
+use crate::serve::service::{draining, inetd, sidecar, stats, udp};
 use crate::serve::transport::{splice, tls};
 use crate::sys::raise_nofile_limit;
 
@@ -114,6 +114,7 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
     }
     let _ = raise_nofile_limit();
     let handed = handover::init();
+    let draining_fds = draining::take_passed();
     // Sockets passed by systemd (or a handover) first, before this process
     // opens any other descriptor that could sit where LISTEN_FDS says.
     let passed = activation::take()?.unwrap_or_default();
@@ -121,7 +122,13 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
     // our `listening` line, and the default action would kill us, no drain.
     let shutdown = Shutdown::new().map_err(Error::io("creating the wake-up pipe"))?;
     signals::install(shutdown).map_err(Error::io("installing signal handlers"))?;
-    let stats = stats::Stats::shared().map_err(Error::io("mapping shared counters"))?;
+    let (stats, stats_fd) =
+        stats::Stats::passable().map_err(Error::io("mapping shared counters"))?;
+    if let Some(bits) = opt.per_ip_v6_prefix {
+        stats.per_ip.set_v6_prefix(bits);
+    }
+    let draining = draining::Draining::start(stats_fd, draining_fds)
+        .map_err(Error::io("creating the life line"))?;
     let listeners = if passed.tcp.is_empty() {
         if tls_only(&opt) {
             Vec::new()
@@ -162,6 +169,7 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         max_conns_per_ip: opt.max_conns_per_ip.map(|n| n as u64),
         stall_timeout: (!opt.stall_timeout.is_zero()).then_some(opt.stall_timeout),
         stats,
+        draining,
         shutdown,
         tls,
         zero_copy: opt.zero_copy.resolve(),
@@ -233,6 +241,7 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         },
         &listeners.iter().map(AsRawFd::as_raw_fd).collect::<Vec<_>>(),
         stats,
+        &ctx.draining,
     )?;
     info!(
         model = model.name(),

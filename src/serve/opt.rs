@@ -8,7 +8,7 @@ use clap::Args;
 
 use crate::args::{
     ListenAddr, parse_duration, parse_duration_nonzero, parse_listen_all, parse_positive,
-    parse_rate_limit, size_between,
+    parse_rate_limit, parse_v6_prefix, size_between,
 };
 use crate::error::{Error, Result};
 use crate::net::MAX_UDP_SIZE;
@@ -104,6 +104,12 @@ pub(crate) struct ServeOpt {
     /// Most clients served at once from one source address (default: no limit).
     #[arg(long, value_name = "N", value_parser = parse_positive, allow_negative_numbers = true)]
     pub(crate) max_conns_per_ip: Option<usize>,
+
+    /// --max-conns-per-ip counts IPv6 clients per network prefix of this
+    /// many bits (1-128; 128 = each address apart): one host may own a
+    /// whole /64 (default: 64).
+    #[arg(long, value_name = "BITS", value_parser = parse_v6_prefix, allow_negative_numbers = true)]
+    pub(crate) per_ip_v6_prefix: Option<u8>,
 
     /// Close a connection whose client stops reading while the server has
     /// bytes for it, after this long; 0 = only --idle-timeout applies.

@@ -10,7 +10,7 @@ use io_uring::cqueue;
 use socket2::SockRef;
 use tracing::{debug, warn};
 
-use super::conn::{Admitted, Conn, Path, Slot, peer_of, peer_text};
+use super::conn::{Conn, Path, Slot, peer_of, peer_text};
 use super::op::Op;
 use super::plain::Plain;
 use super::spliced::Spliced;
@@ -156,16 +156,15 @@ impl Worker {
                 }
             },
         };
-        // The debug lines name the peer at open and at close.
-        let logged = tracing::enabled!(tracing::Level::DEBUG);
-        let peer = if logged {
-            peer.or_else(|| peer_of(&fd))
-        } else {
-            peer
-        };
-        if logged {
+        // The debug lines name the peer at open and at close (kept aside:
+        // a socket reset by the close can no longer say whom it served).
+        let logged = if tracing::enabled!(tracing::Level::DEBUG) {
+            let peer = peer.or_else(|| peer_of(&fd));
             debug!(peer = %peer_text(peer), tls = tls.is_some(), "connection open");
-        }
+            peer
+        } else {
+            None
+        };
         let path = match tls {
             Some(t) => Path::Tls(t),
             None => {
@@ -188,14 +187,14 @@ impl Worker {
                 (self.slots.len() - 1, 0)
             }
         };
+        if let Some(p) = logged {
+            self.peers.insert(slot, p);
+        }
         self.slots[slot].conn = Some(Conn {
             fd,
             generation,
             armed: None,
-            admitted: Box::new(Admitted {
-                _permit: permit,
-                peer,
-            }),
+            _permit: permit,
             path,
         });
         self.live += 1;

@@ -39,20 +39,10 @@ pub(super) struct Conn {
     /// The earliest deadline filed for it in the worker's timers.
     pub(super) armed: Option<Instant>,
     /// Its place under `--max-conns` (and `--max-conns-per-ip`), given
-    /// back when the connection is dropped, after its socket (field order),
-    /// and its peer. Boxed: the slot is the server's memory per connection.
-    pub(super) admitted: Box<Admitted>,
-    pub(super) path: Path,
-}
-
-/// What admission leaves with a connection, kept off its slot.
-pub(super) struct Admitted {
+    /// back when the connection is dropped, after its socket (field order).
+    /// Unboxed: 32 bytes with no address inside.
     pub(super) _permit: Permit,
-    /// The client's address, read at accept when the per-address limit or
-    /// the debug log needs it: a socket reset by then can no longer say
-    /// whom it served, and the close line must name the peer the open
-    /// line named.
-    pub(super) peer: Option<SocketAddr>,
+    pub(super) path: Path,
 }
 
 /// A connection slot: empty, or its occupant (whose generation it holds;
