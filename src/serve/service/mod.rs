@@ -2,9 +2,11 @@
 //! `listening` lines (and parses them back); [`stats`] the counters, in
 //! memory shared with forked children, with [`per_ip`] and [`percpu`];
 //! [`metrics`] Prometheus; [`udp`] UDP echo; [`sidecar`] the process that
-//! serves UDP and metrics; [`inetd`] one client on stdin/stdout.
+//! serves UDP and metrics; [`inetd`] one client on stdin/stdout;
+//! [`inspect`] the port that reports what the path did to a connection.
 
 pub(crate) mod inetd;
+pub(crate) mod inspect;
 pub(crate) mod listen;
 pub(crate) mod metrics;
 pub(crate) mod per_ip;
