@@ -34,24 +34,6 @@ fn set_int(
     }
 }
 
-/// Reads an integer option.
-pub(crate) fn get_int(
-    fd: BorrowedFd<'_>,
-    level: libc::c_int,
-    name: libc::c_int,
-) -> io::Result<libc::c_int> {
-    let mut v: libc::c_int = 0;
-    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `v` and `len` are valid for writes and describe each other.
-    let rc =
-        unsafe { libc::getsockopt(fd.as_raw_fd(), level, name, (&raw mut v).cast(), &mut len) };
-    if rc == 0 {
-        Ok(v)
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 /// Asks a listener's kernel to keep each connection's SYN (IP and TCP
 /// headers) for [`saved_syn`]. Needs no privilege (Linux 4.2+).
 pub(crate) fn save_syn(listener: BorrowedFd<'_>) -> io::Result<()> {
