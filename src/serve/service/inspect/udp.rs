@@ -74,7 +74,7 @@ pub(crate) fn serve(sock: &UdpSocket, policy: &Policy, stats: &Stats) {
 }
 
 /// One datagram: its real length (MSG_TRUNC) and the report on it.
-fn receive(sock: &UdpSocket, buf: &mut [u8], cmsg: &mut Vec<u8>) -> Option<(usize, UdpReport)> {
+fn receive(sock: &UdpSocket, buf: &mut [u8], cmsg: &mut [u8]) -> Option<(usize, UdpReport)> {
     let mut iov = [IoSliceMut::new(buf)];
     // Timeout (to re-check `stopping`), a signal, or an ICMP error queued
     // by an earlier send: none ends the loop, the caller tries again.
