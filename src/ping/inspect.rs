@@ -15,12 +15,38 @@ use netecho_core::inspect::report::{TcpReport, UdpReport};
 use serde_json::json;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::args::{parse_header_byte, parse_ttl};
 use crate::error::{Error, Result};
-use crate::net;
+use crate::net::{self, TargetOpt};
 use crate::sys::sockopt::{self, TCPI_OPT_TIMESTAMPS, TCPI_OPT_WSCALE};
 use crate::sys::stop;
 
-use super::Opt;
+/// The flags of `ping --inspect`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct InspectOpt {
+    /// Ask a `serve --inspect-listen` port what it saw of a TCP connection
+    /// and a datagram, and name what the path changed: NAT, hops, MSS,
+    /// DSCP, ECN, TCP options, window scale (`no change seen` when
+    /// nothing); --json prints {"findings": [...], "server": {...}}.
+    #[arg(long)]
+    pub(crate) inspect: bool,
+
+    /// With --inspect: send with this TTL or hop limit (1-255), so hops are
+    /// counted from a known start.
+    #[arg(long, value_name = "N", value_parser = parse_ttl, requires = "inspect")]
+    pub(crate) ttl: Option<u8>,
+
+    /// With --inspect: send with this TOS or traffic class (0-255, or hex:
+    /// 0xb8 is DSCP 46, EF), so a rewritten DSCP or ECN shows.
+    #[arg(long, value_name = "TOS", value_parser = parse_header_byte, requires = "inspect")]
+    pub(crate) tos: Option<u8>,
+}
+
+/// What `--inspect` takes from ping's other flags.
+struct Ask<'a> {
+    flags: &'a InspectOpt,
+    timeout: Duration,
+}
 
 /// Bytes in an inspect datagram: the server's report must fit in it (the
 /// server never answers with more than it got), and the longest, with two
@@ -34,17 +60,14 @@ const MAX_REPORT: u64 = 64 * 1024;
 /// Linux then lowers the MSS it reports as advertised by as much.
 const TIMESTAMPS_ALIGNED: u16 = 12;
 
-/// Runs `ping --inspect`.
-pub(crate) fn run(opt: &Opt) -> Result<()> {
-    if opt.udp || opt.new_conn || opt.tls.tls {
-        return Err(Error::Usage(
-            "--inspect asks over TCP and UDP itself: drop --udp, --new-conn and --tls".into(),
-        ));
-    }
-    let target = opt.target.target()?;
+/// Runs `ping --inspect`: `timeout` bounds the connect, the TCP report and
+/// each UDP try.
+pub(crate) fn run(flags: &InspectOpt, to: &TargetOpt, timeout: Duration, json: bool) -> Result<()> {
+    let opt = &Ask { flags, timeout };
+    let target = to.target()?;
     let shown = target.to_string();
     stop::install().map_err(Error::io("installing signal handlers"))?;
-    let addrs = net::resolve_target(&target, opt.target.family())?;
+    let addrs = net::resolve_target(&target, to.family())?;
     let (tcp_sent, tcp_seen, addr) = ask_tcp(opt, &shown, &addrs)?;
     let udp = ask_udp(opt, addr);
     let mut outcome = findings::tcp(&tcp_sent, &tcp_seen);
@@ -57,7 +80,7 @@ pub(crate) fn run(opt: &Opt) -> Result<()> {
         }
         Err(e) => (None, Some(e)),
     };
-    if opt.json {
+    if json {
         let line = json!({
             "findings": outcome.findings,
             "server": {"tcp": tcp_seen, "udp": udp_seen},
@@ -130,22 +153,22 @@ fn print_words(
 }
 
 /// A socket of `addr`'s family with `--ttl` and `--tos` applied.
-fn socket(opt: &Opt, addr: SocketAddr, ty: Type, proto: Protocol) -> std::io::Result<Socket> {
+fn socket(opt: &Ask<'_>, addr: SocketAddr, ty: Type, proto: Protocol) -> std::io::Result<Socket> {
     let s = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
     match addr {
         SocketAddr::V4(_) => {
-            if let Some(t) = opt.ttl {
+            if let Some(t) = opt.flags.ttl {
                 s.set_ttl_v4(u32::from(t))?;
             }
-            if let Some(t) = opt.tos {
+            if let Some(t) = opt.flags.tos {
                 s.set_tos_v4(u32::from(t))?;
             }
         }
         SocketAddr::V6(_) => {
-            if let Some(t) = opt.ttl {
+            if let Some(t) = opt.flags.ttl {
                 s.set_unicast_hops_v6(u32::from(t))?;
             }
-            if let Some(t) = opt.tos {
+            if let Some(t) = opt.flags.tos {
                 s.set_tclass_v6(u32::from(t))?;
             }
         }
@@ -155,12 +178,12 @@ fn socket(opt: &Opt, addr: SocketAddr, ty: Type, proto: Protocol) -> std::io::Re
 
 /// The TTL or hop limit this socket sends with: `--ttl`, or the system's
 /// default as the kernel reports it.
-fn sent_ttl(opt: &Opt, s: &Socket, addr: SocketAddr) -> SentTtl {
+fn sent_ttl(opt: &Ask<'_>, s: &Socket, addr: SocketAddr) -> SentTtl {
     let read = match addr {
         SocketAddr::V4(_) => s.ttl_v4(),
         SocketAddr::V6(_) => s.unicast_hops_v6(),
     };
-    match (opt.ttl, read) {
+    match (opt.flags.ttl, read) {
         (Some(t), _) => SentTtl::Known(t),
         (None, Ok(t)) => u8::try_from(t).map_or(SentTtl::Unknown, SentTtl::Known),
         (None, Err(_)) => SentTtl::Unknown,
@@ -180,7 +203,7 @@ fn sysctl(name: &str) -> Option<u32> {
 /// Connects to the first address that answers, reads the report, and
 /// notes what this side's SYN carried.
 fn ask_tcp(
-    opt: &Opt,
+    opt: &Ask<'_>,
     shown: &str,
     addrs: &[SocketAddr],
 ) -> Result<(SentTcp, TcpReport, SocketAddr)> {
@@ -200,7 +223,7 @@ fn ask_tcp(
 }
 
 fn read_tcp(
-    opt: &Opt,
+    opt: &Ask<'_>,
     shown: &str,
     s: Socket,
     addr: SocketAddr,
@@ -247,7 +270,7 @@ fn read_tcp(
     let sent = SentTcp {
         src,
         ttl,
-        dscp: opt.tos.unwrap_or(0) >> 2,
+        dscp: opt.flags.tos.unwrap_or(0) >> 2,
         mss: advmss.map(|m| {
             if timestamps {
                 m + TIMESTAMPS_ALIGNED
@@ -263,7 +286,7 @@ fn read_tcp(
 }
 
 /// Sends up to [`UDP_TRIES`] padded datagrams and takes the first report.
-fn ask_udp(opt: &Opt, addr: SocketAddr) -> Result<(SentUdp, UdpReport)> {
+fn ask_udp(opt: &Ask<'_>, addr: SocketAddr) -> Result<(SentUdp, UdpReport)> {
     let s = socket(opt, addr, Type::DGRAM, Protocol::UDP)
         .map_err(Error::io("setting up the UDP socket (--ttl, --tos)"))?;
     let ttl = sent_ttl(opt, &s, addr);
@@ -300,8 +323,8 @@ fn ask_udp(opt: &Opt, addr: SocketAddr) -> Result<(SentUdp, UdpReport)> {
                 let sent = SentUdp {
                     src,
                     ttl,
-                    dscp: opt.tos.unwrap_or(0) >> 2,
-                    ecn: opt.tos.unwrap_or(0) & 0b11,
+                    dscp: opt.flags.tos.unwrap_or(0) >> 2,
+                    ecn: opt.flags.tos.unwrap_or(0) & 0b11,
                 };
                 return Ok((sent, r));
             }

@@ -25,10 +25,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::json;
 
-use crate::args::{
-    duration_at_least, parse_count, parse_duration_nonzero, parse_header_byte, parse_ttl,
-    size_between,
-};
+use crate::args::{duration_at_least, parse_count, parse_duration_nonzero, size_between};
 use crate::error::{Error, Result};
 use crate::net::tls::{Connector, TlsOpt};
 use crate::net::{self, MAX_TCP_SIZE, MAX_UDP_SIZE, TargetOpt};
@@ -117,28 +114,19 @@ pub(crate) struct Opt {
     #[command(flatten)]
     pub(crate) tls: TlsOpt,
 
-    /// Ask a `serve --inspect-listen` port what it saw of a TCP connection
-    /// and a datagram, and name what the path changed: NAT, hops, MSS,
-    /// DSCP, ECN, TCP options, window scale (`no change seen` when
-    /// nothing); --json prints {"findings": [...], "server": {...}}.
-    #[arg(long)]
-    pub(crate) inspect: bool,
-
-    /// With --inspect: send with this TTL or hop limit (1-255), so hops are
-    /// counted from a known start.
-    #[arg(long, value_name = "N", value_parser = parse_ttl, requires = "inspect")]
-    pub(crate) ttl: Option<u8>,
-
-    /// With --inspect: send with this TOS or traffic class (0-255, or hex:
-    /// 0xb8 is DSCP 46, EF), so a rewritten DSCP or ECN shows.
-    #[arg(long, value_name = "TOS", value_parser = parse_header_byte, requires = "inspect")]
-    pub(crate) tos: Option<u8>,
+    #[command(flatten)]
+    pub(crate) inspect: inspect::InspectOpt,
 }
 
 /// Runs `netecho ping`.
 pub(crate) fn run(opt: Opt) -> Result<()> {
-    if opt.inspect {
-        return inspect::run(&opt);
+    if opt.inspect.inspect {
+        if opt.udp || opt.new_conn || opt.tls.tls {
+            return Err(Error::Usage(
+                "--inspect asks over TCP and UDP itself: drop --udp, --new-conn and --tls".into(),
+            ));
+        }
+        return inspect::run(&opt.inspect, &opt.target, opt.timeout, opt.json);
     }
     let target = opt.target.target()?;
     let max_size = if opt.udp { MAX_UDP_SIZE } else { MAX_TCP_SIZE };
