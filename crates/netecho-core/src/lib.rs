@@ -15,7 +15,8 @@
 //! - [`inspect`] what the path did to a connection: the saved SYN read,
 //!   the server's report, the client's findings;
 //! - [`udp`] the UDP echo policy: loop guard, rate limits, the source table,
-//!   and why a datagram got no reply.
+//!   and why a datagram got no reply;
+//! - [`wire`] the packet and capture-file formats `trace` reads and writes.
 
 pub mod contract;
 #[cfg(any(test, feature = "fuzz"))]
@@ -26,3 +27,4 @@ pub mod pending;
 pub mod sizing;
 pub mod timers;
 pub mod udp;
+pub mod wire;

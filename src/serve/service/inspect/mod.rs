@@ -16,6 +16,7 @@ use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::AsFd;
 
 use crate::error::{Error, Result};
+use crate::net::target::Family;
 use crate::serve::service::listen;
 use crate::serve::service::udp as udp_echo;
 use crate::sys::sockopt;
@@ -33,16 +34,17 @@ pub(crate) struct Port {
 
 /// Binds every `--inspect-listen` address, TCP and UDP on one port (port
 /// 0: a port free for both).
-pub(crate) fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<Port>> {
-    addrs.iter().map(|&a| bind(a)).collect()
+/// `family`: `-6` makes `[::]` refuse IPv4 clients, as for the echo.
+pub(crate) fn bind_all(addrs: &[SocketAddr], family: Family) -> Result<Vec<Port>> {
+    addrs.iter().map(|&a| bind(a, family)).collect()
 }
 
-fn bind(addr: SocketAddr) -> Result<Port> {
+fn bind(addr: SocketAddr, family: Family) -> Result<Port> {
     let mut last = None;
     for _ in 0..PORT_TRIES {
-        let tcp = listen::bind(addr)?;
+        let tcp = listen::bind_in(addr, family)?;
         let at = tcp.local_addr().map_err(Error::io("inspect listener"))?;
-        match udp_echo::bind_all(&[at]) {
+        match udp_echo::bind_all(&[at], family == Family::V6) {
             Ok(mut u) => return prepare(tcp, u.remove(0)),
             // The kernel's port was free for TCP only: pick another.
             Err(e) if addr.port() == 0 => last = Some(e),
