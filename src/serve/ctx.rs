@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::serve::contract as conn;
 use crate::serve::lifecycle::shutdown::Shutdown;
 use crate::serve::pool::sizing as pool;
+use crate::serve::service::faults::FaultSet;
 use crate::serve::service::stats::Stats;
 use crate::serve::transport::{splice, tls};
 
@@ -41,6 +42,8 @@ pub(crate) struct Ctx {
     pub(crate) tls: Option<tls::Tls>,
     /// `--zero-copy`, resolved on this kernel (`Off` where splice is refused).
     pub(crate) zero_copy: splice::ZeroCopy,
+    /// `--fault`, `--fault-file`: the faults applied on purpose, if any.
+    pub(crate) faults: Option<&'static FaultSet>,
 }
 
 impl Ctx {
@@ -75,6 +78,17 @@ impl Ctx {
             self.stats.per_ip.release(ip);
         }
         self.stats.release();
+    }
+
+    /// The faults for a new connection from `peer` to `local`, with the
+    /// seed of its randomness; `None` (always, without `--fault`): serve it
+    /// normally.
+    pub(crate) fn fault_for(
+        &self,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> Option<(netecho_core::fault::Effects, u64)> {
+        self.faults?.pick_tcp(peer, local)
     }
 
     /// The timeouts the connection core applies.
@@ -112,6 +126,7 @@ impl Ctx {
             shutdown,
             tls: None,
             zero_copy: splice::ZeroCopy::Auto,
+            faults: None,
         }
     }
 }

@@ -19,6 +19,7 @@ use tracing::warn;
 
 use crate::error::{Error, Result};
 use crate::serve::lifecycle::signals;
+use crate::serve::service::faults::FaultSet;
 use crate::serve::service::metrics;
 use crate::serve::service::stats::Stats;
 use crate::serve::service::udp;
@@ -37,6 +38,8 @@ pub(crate) struct Services {
     pub(crate) workers: usize,
     /// The `/metrics` listener.
     pub(crate) metrics: Option<TcpListener>,
+    /// `--fault`: what UDP echo does wrong on purpose.
+    pub(crate) faults: Option<&'static FaultSet>,
 }
 
 /// Forks the sidecar if there is anything for it to do. Call while the
@@ -76,13 +79,14 @@ pub(crate) fn start(
 
 fn run(services: Services, stats: &'static Stats, parent: Pid) -> ! {
     let policy = Arc::new(udp::Policy::new(services.udp_cfg, Instant::now()));
+    let faults = services.faults;
     for sock in services.udp {
         let sock = Arc::new(sock);
         for i in 0..services.workers.max(1) {
             let (sock, policy) = (Arc::clone(&sock), Arc::clone(&policy));
             if let Err(e) = std::thread::Builder::new()
                 .name(format!("udp-{i}"))
-                .spawn(move || udp::serve(&sock, &policy, stats))
+                .spawn(move || udp::serve(&sock, &policy, stats, faults))
             {
                 warn!("cannot start a UDP worker: {e}");
             }

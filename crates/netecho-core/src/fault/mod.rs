@@ -294,7 +294,12 @@ impl Scope {
             if l.port() != local.port() {
                 return false;
             }
-            if !l.ip().is_unspecified() && plain(l.ip()) != plain(local.ip()) {
+            // A wildcard socket (UDP on [::]) does not know which of its
+            // addresses a datagram came to: only the port is compared.
+            if !l.ip().is_unspecified()
+                && !local.ip().is_unspecified()
+                && plain(l.ip()) != plain(local.ip())
+            {
                 return false;
             }
         }

@@ -405,7 +405,7 @@ mod tests {
         let t0 = Instant::now();
         for split in [1usize, 7, 100, 101, 150] {
             let mut s = shaper("corrupt-at=100", t0);
-            let mut data = vec![0u8; 200];
+            let mut data = [0u8; 200];
             let (a, b) = data.split_at_mut(split);
             let mut flipped = s.on_read(t0, a);
             flipped.extend(s.on_read(t0, b));
