@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::serve::contract as conn;
 use crate::serve::lifecycle::shutdown::Shutdown;
 use crate::serve::pool::sizing as pool;
+use crate::serve::service::draining::Draining;
 use crate::serve::service::faults::FaultSet;
 use crate::serve::service::stats::Stats;
 use crate::serve::transport::{splice, tls};
@@ -35,6 +36,9 @@ pub(crate) struct Ctx {
     pub(crate) stall_timeout: Option<Duration>,
     /// Counters, in memory shared with forked children.
     pub(crate) stats: &'static Stats,
+    /// The clients processes before a SIGHUP hand-over still serve: they
+    /// count toward both limits.
+    pub(crate) draining: Draining,
     /// This server's stop state: SIGTERM/SIGINT in the binary, a call in a
     /// test.
     pub(crate) shutdown: Shutdown,
@@ -50,21 +54,40 @@ impl Ctx {
     /// Admits a new client under `--max-conns-per-ip` and `--max-conns`.
     /// `false` means: close it at once (it has been counted as rejected).
     pub(crate) fn admit(&self, peer: &SocketAddr) -> bool {
-        if let Some(max) = self.max_conns_per_ip
-            && !self.stats.per_ip.admit(peer.ip(), max)
-        {
-            self.stats
-                .rejected_per_ip
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !self.admit_per_ip(peer.ip()) {
             return false;
         }
-        if !self.stats.try_admit(self.max_conns) {
+        if !self.admit_conn() {
             if self.max_conns_per_ip.is_some() {
                 self.stats.per_ip.release(peer.ip());
             }
             return false;
         }
         true
+    }
+
+    /// The first step of [`Ctx::admit`]: counts `ip` under
+    /// `--max-conns-per-ip` (true when that is not set), its clients in
+    /// older processes included; a refusal is counted.
+    pub(crate) fn admit_per_ip(&self, ip: std::net::IpAddr) -> bool {
+        let Some(max) = self.max_conns_per_ip else {
+            return true;
+        };
+        let room = max.saturating_sub(self.draining.per_ip(ip));
+        if !self.stats.per_ip.admit(ip, room) {
+            self.stats
+                .rejected_per_ip
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// The second step of [`Ctx::admit`]: takes a slot under `--max-conns`,
+    /// less the clients older processes still serve; a refusal is counted.
+    pub(crate) fn admit_conn(&self) -> bool {
+        let earlier = usize::try_from(self.draining.active()).unwrap_or(usize::MAX);
+        self.stats.try_admit(self.max_conns.saturating_sub(earlier))
     }
 
     /// Gives back what [`Ctx::admit`] took, after the connection is closed.
@@ -123,6 +146,7 @@ impl Ctx {
             max_conns_per_ip: None,
             stall_timeout: None,
             stats: Stats::shared().expect("mapping the shared counters"),
+            draining: Draining::default(),
             shutdown,
             tls: None,
             zero_copy: splice::ZeroCopy::Auto,

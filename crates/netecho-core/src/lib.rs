@@ -15,7 +15,8 @@
 //! - [`timers`] the one timer rule of the event loops: a deadline heap;
 //! - [`sizing`] how many workers a growing pool starts or retires;
 //! - [`udp`] the UDP echo policy: loop guard, rate limits, the source table,
-//!   and why a datagram got no reply.
+//!   and why a datagram got no reply;
+//! - [`wire`] the packet and capture-file formats `trace` reads and writes.
 
 pub mod contract;
 pub mod fault;
@@ -26,3 +27,4 @@ pub mod pending;
 pub mod sizing;
 pub mod timers;
 pub mod udp;
+pub mod wire;

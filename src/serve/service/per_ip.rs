@@ -33,8 +33,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// bytes: filling them takes more open connections than a forking model
 /// serves at once.
 pub(crate) const PER_IP_SLOTS: usize = 16_384;
-/// IPv6 clients are counted per prefix of this many bits: one host has a
-/// whole /64 to pick source addresses from.
+/// IPv6 clients are counted per prefix of this many bits unless
+/// `--per-ip-v6-prefix` says otherwise: one host has a whole /64 to pick
+/// source addresses from.
 pub(crate) const V6_PREFIX_BITS: u32 = 64;
 /// Slots an address may occupy, from its home slot on.
 pub(crate) const WINDOW: usize = 16;
@@ -44,6 +45,9 @@ const COUNT_BITS: u32 = 24;
 pub(crate) const MAX_COUNT: u64 = (1 << COUNT_BITS) - 1;
 /// An empty slot.
 const EMPTY: u64 = 0;
+/// The table's shape, part of [`crate::serve::service::stats::Stats::layout`]:
+/// a process reading another's table must find addresses where it put them.
+pub(crate) const SHAPE: (usize, usize, u32) = (PER_IP_SLOTS, WINDOW, COUNT_BITS);
 
 /// The table, `#[repr(C)]` inside the shared [`crate::serve::service::stats::Stats`]
 /// mapping. All-zero is a valid, empty table (with a zero hash seed).
@@ -54,6 +58,9 @@ pub(crate) struct PerIp {
     /// starts and shared with its children, so a client cannot pick
     /// addresses that crowd one window.
     seed: AtomicU64,
+    /// `--per-ip-v6-prefix`: IPv6 clients are counted per prefix of this
+    /// many bits (0, a fresh table's value, stands for [`V6_PREFIX_BITS`]).
+    v6_prefix: AtomicU64,
     /// `key << COUNT_BITS | count`, or [`EMPTY`]; a key is never zero, and
     /// a count is never zero in a used slot.
     slots: [AtomicU64; PER_IP_SLOTS],
@@ -63,6 +70,7 @@ impl Default for PerIp {
     fn default() -> Self {
         let t = PerIp {
             seed: AtomicU64::new(0),
+            v6_prefix: AtomicU64::new(0),
             slots: std::array::from_fn(|_| AtomicU64::new(EMPTY)),
         };
         t.reseed();
@@ -91,14 +99,30 @@ impl PerIp {
         self.seed.store(seed, Ordering::Relaxed);
     }
 
+    /// Counts IPv6 clients per prefix of `bits` (1 to 128) from now on.
+    /// Only while the table is empty: the parent calls it once, at start.
+    pub(crate) fn set_v6_prefix(&self, bits: u8) {
+        self.v6_prefix
+            .store(u64::from(bits.clamp(1, 128)), Ordering::Relaxed);
+    }
+
+    /// The IPv6 prefix length clients are counted by.
+    fn v6_bits(&self) -> u32 {
+        match self.v6_prefix.load(Ordering::Relaxed) {
+            0 => V6_PREFIX_BITS,
+            b => b.min(128) as u32,
+        }
+    }
+
     /// The address's key (never zero) and home slot. An IPv4-mapped IPv6
     /// address is the IPv4 client it stands for; an IPv6 address is its
-    /// [`V6_PREFIX_BITS`] prefix.
+    /// prefix of [`PerIp::v6_bits`].
     fn locate(&self, ip: IpAddr) -> (u64, usize) {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or_else(
                 || {
-                    let mask = u128::MAX << (128 - V6_PREFIX_BITS);
+                    // 1 to 128 bits: the shift is 0 to 127.
+                    let mask = u128::MAX << (128 - self.v6_bits());
                     IpAddr::V6((u128::from(v6) & mask).into())
                 },
                 IpAddr::V4,
@@ -205,7 +229,6 @@ impl PerIp {
     }
 
     /// Connections counted for `ip` now.
-    #[cfg(test)]
     pub(crate) fn count(&self, ip: IpAddr) -> u64 {
         let (key, home) = self.locate(ip);
         self.scan(key, home).sum
