@@ -11,6 +11,7 @@ use crate::serve::lifecycle::shutdown::Shutdown;
 use crate::serve::pool::sizing as pool;
 use crate::serve::service::draining::Draining;
 use crate::serve::service::faults::FaultSet;
+use crate::serve::service::per_ip::IpKey;
 use crate::serve::service::stats::Stats;
 use crate::serve::transport::{splice, tls};
 
@@ -97,8 +98,22 @@ impl Ctx {
 
     /// [`Ctx::release`] knowing only the client's address.
     pub(crate) fn release_ip(&self, ip: std::net::IpAddr) {
-        if self.max_conns_per_ip.is_some() {
-            self.stats.per_ip.release(ip);
+        self.release_counted(self.per_ip_key(ip));
+    }
+
+    /// Where `ip` is counted under `--max-conns-per-ip` (`None` when that is
+    /// not set), kept by a permit in place of the address.
+    pub(crate) fn per_ip_key(&self, ip: std::net::IpAddr) -> Option<IpKey> {
+        self.max_conns_per_ip
+            .is_some()
+            .then(|| self.stats.per_ip.key(ip))
+    }
+
+    /// Gives back what [`Ctx::admit`] took, knowing where the client was
+    /// counted ([`Ctx::per_ip_key`]).
+    pub(crate) fn release_counted(&self, key: Option<IpKey>) {
+        if let Some(k) = key {
+            self.stats.per_ip.release_key(k);
         }
         self.stats.release();
     }

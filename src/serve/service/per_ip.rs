@@ -23,6 +23,7 @@
 
 use std::hash::{BuildHasher, DefaultHasher, Hash, Hasher, RandomState};
 use std::net::IpAddr;
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Slots in the table: this many client addresses with connections open at
@@ -75,6 +76,42 @@ impl Default for PerIp {
         };
         t.reseed();
         t
+    }
+}
+
+/// Bits of an [`IpKey`] that hold the home slot.
+const HOME_BITS: u32 = 14;
+const _: () = assert!(PER_IP_SLOTS <= 1 << HOME_BITS);
+
+/// Where a client is counted: its key and home slot in the table, packed
+/// in one word (`key << HOME_BITS | home`; the key is never zero, so
+/// neither is the word). A connection's [`crate::serve::admission::Permit`]
+/// keeps this rather than the client's address: 8 bytes instead of an
+/// `IpAddr`'s 17, and the release hashes nothing. Valid for the table (its
+/// seed and IPv6 prefix) it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IpKey(NonZeroU64);
+
+impl IpKey {
+    fn new(key: u64, home: usize) -> IpKey {
+        // The key has 64 - COUNT_BITS bits and its low bit set; the home
+        // slot is below PER_IP_SLOTS: both fit, and the word is not zero.
+        IpKey(NonZeroU64::new(key << HOME_BITS | home as u64).expect("a key is never zero"))
+    }
+
+    /// The word, for a holder that packs flags beside it: below 2^54.
+    pub(crate) fn get(self) -> u64 {
+        self.0.get()
+    }
+
+    /// The key [`IpKey::get`] gave (`None` for 0).
+    pub(crate) fn from_word(w: u64) -> Option<IpKey> {
+        NonZeroU64::new(w).map(IpKey)
+    }
+
+    fn parts(self) -> (u64, usize) {
+        let w = self.0.get();
+        (w >> HOME_BITS, (w & ((1 << HOME_BITS) - 1)) as usize)
     }
 }
 
@@ -215,7 +252,18 @@ impl PerIp {
     /// Gives back a connection counted by [`PerIp::admit`]; frees the slot
     /// when it was the address's last.
     pub(crate) fn release(&self, ip: IpAddr) {
+        self.release_key(self.key(ip));
+    }
+
+    /// Where `ip` is counted, for a later [`PerIp::release_key`].
+    pub(crate) fn key(&self, ip: IpAddr) -> IpKey {
         let (key, home) = self.locate(ip);
+        IpKey::new(key, home)
+    }
+
+    /// [`PerIp::release`] of the address `k` was made from.
+    pub(crate) fn release_key(&self, k: IpKey) {
+        let (key, home) = k.parts();
         loop {
             let Some((i, w)) = self.scan(key, home).last else {
                 // Not counted: a release without an admission, harmless.
@@ -275,6 +323,29 @@ mod tests {
         t.release(a);
         assert!(t.admit(a, 2));
         assert_eq!(t.count(b), 1);
+    }
+
+    #[test]
+    fn a_key_releases_what_its_address_would() {
+        let t = PerIp::default();
+        let a = v4(7);
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        for ip in [a, v6] {
+            assert!(t.admit(ip, 2));
+            assert!(t.admit(ip, 2));
+            let k = t.key(ip);
+            assert_eq!(k, t.key(ip), "the same address, the same key");
+            assert!(k.get() < 1 << 54, "room for a holder's flags");
+            assert_eq!(IpKey::from_word(k.get()), Some(k));
+            t.release_key(k);
+            assert_eq!(t.count(ip), 1);
+            t.release_key(k);
+            assert_eq!(t.count(ip), 0);
+        }
+        assert_eq!(t.tracked(), 0);
+        let other: IpAddr = "2001:db8::2".parse().unwrap();
+        assert_eq!(t.key(v6), t.key(other), "one /64, one client");
+        assert_ne!(t.key(a), t.key(v4(8)));
     }
 
     #[test]
