@@ -13,8 +13,9 @@
 //! connect in the time. With `--tls` the probes go over one TLS
 //! connection; its handshake is timed and reported apart (in the first
 //! lines, and per probe with `--new-conn`). [`probe`] does one probe,
-//! [`report`] prints.
+//! [`report`] prints; [`inspect`] is `--inspect`, what the path changed.
 
+mod inspect;
 mod probe;
 mod report;
 
@@ -112,10 +113,21 @@ pub(crate) struct Opt {
 
     #[command(flatten)]
     pub(crate) tls: TlsOpt,
+
+    #[command(flatten)]
+    pub(crate) inspect: inspect::InspectOpt,
 }
 
 /// Runs `netecho ping`.
 pub(crate) fn run(opt: Opt) -> Result<()> {
+    if opt.inspect.inspect {
+        if opt.udp || opt.new_conn || opt.tls.tls {
+            return Err(Error::Usage(
+                "--inspect asks over TCP and UDP itself: drop --udp, --new-conn and --tls".into(),
+            ));
+        }
+        return inspect::run(&opt.inspect, &opt.target, opt.timeout, opt.json);
+    }
     let target = opt.target.target()?;
     let max_size = if opt.udp { MAX_UDP_SIZE } else { MAX_TCP_SIZE };
     if opt.size > max_size {
