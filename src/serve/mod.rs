@@ -104,7 +104,7 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
     let workers = opt.workers.unwrap_or_else(default_workers);
     let max_conns = opt.max_conns.unwrap_or_else(|| model.default_max_conns());
     if opt.min_spare > opt.max_spare {
-        return Err(Error::InvalidOption(format!(
+        return Err(Error::Usage(format!(
             "--min-spare {} is above --max-spare {}",
             opt.min_spare, opt.max_spare
         )));
