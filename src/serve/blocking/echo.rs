@@ -13,6 +13,7 @@ use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, Shutdown, recv, send, shutdown};
 
 use crate::serve::admission::Permit;
+use crate::serve::blocking::faulted::{self, Faulted};
 use crate::serve::ctx::Ctx;
 use crate::serve::service::stats::Stats;
 
@@ -106,7 +107,8 @@ fn echo_until_fin(
 
 /// Echoes on a socket [`prepare`] set up: over TLS if `tls` (it came in on
 /// a `--tls-listen` socket: the TLS layer over the connection core,
-/// [`crate::serve::transport::tls::blocking`]), else with [`echo`]. `free` as for [`echo`]:
+/// [`crate::serve::transport::tls::blocking`]), with its faults if
+/// `--fault` picks it ([`faulted`]), else with [`echo`]. `free` as for [`echo`]:
 /// over TLS before our close_notify.
 pub(crate) fn echo_any(
     conn: &TcpStream,
@@ -120,7 +122,10 @@ pub(crate) fn echo_any(
         Some(config) if tls => {
             crate::serve::transport::tls::blocking::echo(conn, config, ctx, buf, stop, free)
         }
-        _ => echo(conn.as_raw_fd(), buf, ctx.stats, stop, free),
+        _ => match Faulted::of(conn, ctx) {
+            Some(f) => faulted::echo(conn, f, ctx, buf, stop, free),
+            None => echo(conn.as_raw_fd(), buf, ctx.stats, stop, free),
+        },
     }
 }
 
@@ -145,6 +150,6 @@ pub(crate) fn serve(
         }
     };
     ctx.stats.count_end(end);
-    tracing::debug!(%peer, %end, "connection closed");
+    tracing::debug!(%peer, tls, %end, "connection closed");
     drop(conn);
 }
