@@ -10,6 +10,8 @@
 //!   down, close with a reason, wake at t); the close reasons (`End`) and
 //!   [`BUF_SIZE`](contract::BUF_SIZE);
 //! - [`pending`] the bytes the core keeps for the copying models;
+//! - [`in_place`] what it keeps for the blocking loops: the unsent tail of
+//!   their one buffer;
 //! - [`timers`] the one timer rule of the event loops: a deadline heap;
 //! - [`sizing`] how many workers a growing pool starts or retires;
 //! - [`udp`] the UDP echo policy: loop guard, rate limits, the source table,
@@ -20,6 +22,7 @@ pub mod contract;
 #[cfg(any(test, feature = "fuzz"))]
 #[doc(hidden)]
 pub mod fuzz;
+pub mod in_place;
 pub mod pending;
 pub mod sizing;
 pub mod timers;
