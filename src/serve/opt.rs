@@ -142,6 +142,15 @@ pub(crate) struct ServeOpt {
     #[arg(long, value_name = "RATE", default_value_t = udp::DEFAULT_GLOBAL_RATE, value_parser = parse_rate_limit, allow_negative_numbers = true)]
     pub(crate) udp_global_rate: u32,
 
+    /// Serve the inspect port on this address, repeatable (off unless
+    /// given): TCP and UDP on one port, each connection or datagram answered
+    /// with one JSON report of what the server saw of it (the source
+    /// address, the SYN's TTL, DSCP, ECN and options), read by `netecho
+    /// ping --inspect`; printed as `listening inspect ADDR`. A UDP report is
+    /// never larger than its request and --udp-rate applies.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen_all)]
+    pub(crate) inspect_listen: Vec<ListenAddr>,
+
     /// Serve Prometheus metrics at http://HOST:PORT/metrics (a name: its
     /// first address).
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen_all)]
@@ -165,6 +174,11 @@ impl ServeOpt {
     /// Every `--listen` address of that family, names resolved.
     pub(crate) fn listen_addrs(&self) -> Result<Vec<SocketAddr>> {
         of_family("--listen", &self.listen, self.family())
+    }
+
+    /// Every `--inspect-listen` address of that family, names resolved.
+    pub(crate) fn inspect_listen_addrs(&self) -> Result<Vec<SocketAddr>> {
+        of_family("--inspect-listen", &self.inspect_listen, self.family())
     }
 
     /// Every `--tls-listen` address of that family, names resolved.

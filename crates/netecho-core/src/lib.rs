@@ -14,6 +14,8 @@
 //!   their one buffer;
 //! - [`timers`] the one timer rule of the event loops: a deadline heap;
 //! - [`sizing`] how many workers a growing pool starts or retires;
+//! - [`inspect`] what the path did to a connection: the saved SYN read,
+//!   the server's report, the client's findings;
 //! - [`udp`] the UDP echo policy: loop guard, rate limits, the source table,
 //!   and why a datagram got no reply;
 //! - [`wire`] the packet and capture-file formats `trace` reads and writes.
@@ -23,6 +25,7 @@ pub mod contract;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod in_place;
+pub mod inspect;
 pub mod pending;
 pub mod sizing;
 pub mod timers;

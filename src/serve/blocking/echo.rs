@@ -214,6 +214,6 @@ pub(crate) fn serve(
         }
     };
     ctx.stats.count_end(end);
-    tracing::debug!(%peer, %end, "connection closed");
+    tracing::debug!(%peer, tls, %end, "connection closed");
     drop(conn);
 }

@@ -1,4 +1,5 @@
-//! The side services of a server — UDP echo and the metrics endpoint — run
+//! The side services of a server — UDP echo, the inspect port and the
+//! metrics endpoint — run
 //! in one helper process forked at start, whatever the TCP model.
 //!
 //! Why a process and not threads: the forking models (fork, prefork) must
@@ -20,6 +21,7 @@ use tracing::warn;
 use crate::error::{Error, Result};
 use crate::serve::lifecycle::signals;
 use crate::serve::service::draining::Draining;
+use crate::serve::service::inspect;
 use crate::serve::service::metrics;
 use crate::serve::service::stats::Stats;
 use crate::serve::service::udp;
@@ -38,6 +40,9 @@ pub(crate) struct Services {
     pub(crate) workers: usize,
     /// The `/metrics` listener.
     pub(crate) metrics: Option<TcpListener>,
+    /// `--inspect-listen` ports, each a thread for TCP and one for UDP;
+    /// the UDP side shares the echo's limits.
+    pub(crate) inspect: Vec<inspect::Port>,
 }
 
 /// Forks the sidecar if there is anything for it to do. Call while the
@@ -48,7 +53,7 @@ pub(crate) fn start(
     stats: &'static Stats,
     draining: &'static Draining,
 ) -> Result<Option<Pid>> {
-    if services.udp.is_empty() && services.metrics.is_none() {
+    if services.udp.is_empty() && services.metrics.is_none() && services.inspect.is_empty() {
         return Ok(None);
     }
     let parent = nix::unistd::getpid();
@@ -88,6 +93,21 @@ fn run(services: Services, stats: &'static Stats, draining: &'static Draining, p
             {
                 warn!("cannot start a UDP worker: {e}");
             }
+        }
+    }
+    for port in services.inspect {
+        let (tcp, udp) = (port.tcp, Arc::new(port.udp));
+        let policy = Arc::clone(&policy);
+        let started = std::thread::Builder::new()
+            .name("inspect-tcp".into())
+            .spawn(move || inspect::tcp::serve(&tcp))
+            .and_then(|_| {
+                std::thread::Builder::new()
+                    .name("inspect-udp".into())
+                    .spawn(move || inspect::udp::serve(&udp, &policy, stats))
+            });
+        if let Err(e) = started {
+            warn!("cannot start an inspect thread: {e}");
         }
     }
     if let Some(l) = services.metrics

@@ -156,9 +156,15 @@ impl Worker {
                 }
             },
         };
-        if tracing::enabled!(tracing::Level::DEBUG) {
-            debug!(peer = %peer_text(&fd), tls = tls.is_some(), "connection open");
-        }
+        // The debug lines name the peer at open and at close (kept aside:
+        // a socket reset by the close can no longer say whom it served).
+        let logged = if tracing::enabled!(tracing::Level::DEBUG) {
+            let peer = peer.or_else(|| peer_of(&fd));
+            debug!(peer = %peer_text(peer), tls = tls.is_some(), "connection open");
+            peer
+        } else {
+            None
+        };
         let path = match tls {
             Some(t) => Path::Tls(t),
             None => {
@@ -181,6 +187,9 @@ impl Worker {
                 (self.slots.len() - 1, 0)
             }
         };
+        if let Some(p) = logged {
+            self.peers.insert(slot, p);
+        }
         self.slots[slot].conn = Some(Conn {
             fd,
             generation,
