@@ -20,6 +20,7 @@ use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, Shutdown, recv, send, shutdown};
 
 use crate::serve::admission::Permit;
+use crate::serve::blocking::faulted::{self, Faulted};
 use crate::serve::contract::in_place::InPlace;
 use crate::serve::contract::{Conn, Next, Store, Timeouts};
 use crate::serve::ctx::Ctx;
@@ -175,7 +176,8 @@ pub(crate) fn prepare(stream: &TcpStream, ctx: &Ctx) -> io::Result<()> {
 
 /// Echoes on a socket [`prepare`] set up: over TLS if `tls` (it came in on
 /// a `--tls-listen` socket: the TLS layer over the connection core,
-/// [`crate::serve::transport::tls::blocking`]), else with [`echo`]. `free` as for [`echo`]:
+/// [`crate::serve::transport::tls::blocking`]), with its faults if
+/// `--fault` picks it ([`faulted`]), else with [`echo`]. `free` as for [`drive`]:
 /// over TLS before our close_notify.
 pub(crate) fn echo_any(
     conn: &TcpStream,
@@ -189,13 +191,16 @@ pub(crate) fn echo_any(
         Some(config) if tls => {
             crate::serve::transport::tls::blocking::echo(conn, config, ctx, buf, stop, free)
         }
-        _ => echo(conn.as_raw_fd(), buf, ctx, stop, free),
+        _ => match Faulted::of(conn, ctx) {
+            Some(f) => faulted::echo(conn, f, ctx, buf, stop, free),
+            None => echo(conn.as_raw_fd(), buf, ctx, stop, free),
+        },
     }
 }
 
 /// Serves one admitted connection inside this process, then closes it. Its
 /// `--max-conns` slot is given back just before the client can see the end
-/// (see [`echo`]); a drain that then finds no active connection may exit
+/// (see [`drive`]); a drain that then finds no active connection may exit
 /// before the close, and the exit's close sends the same FIN after the same
 /// bytes, every one of them already handed to the kernel.
 pub(crate) fn serve(
