@@ -19,6 +19,7 @@ use super::tuning::ACCEPT_ERROR_PAUSE;
 use super::worker::Worker;
 use crate::serve::admission::Permit;
 use crate::serve::blocking::accept::{self, AcceptError};
+use crate::serve::blocking::faulted;
 use crate::serve::contract::End;
 use crate::serve::transport::splice::Switch;
 use crate::serve::transport::tls::session::TlsConn;
@@ -134,6 +135,11 @@ impl Worker {
             accept::log_rejected(peer, ctx);
             return;
         };
+        if !tls && let Some(f) = faulted::Faulted::of(&fd, ctx) {
+            // A faulted connection is served on a thread of its own.
+            faulted::spawn(std::net::TcpStream::from(fd), f, permit, ctx);
+            return;
+        }
         // A connection refused from here on is closed, counted, and its
         // permit given back (dropped) on return.
         let refuse = |e: &io::Error| ctx.stats.count_end(End::from_io(e));
