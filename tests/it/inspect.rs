@@ -288,7 +288,7 @@ fn masquerade_is_nat_over_tcp_and_udp() {
     let path = Path::build(1).unwrap_or_else(|e| panic!("{e}"));
     path.nft(
         1,
-        "table ip nat {\n chain post {\n type nat hook postrouting priority srcnat;\n oifname \"tosrv\" masquerade\n }\n}\n",
+        "table ip nat {\n chain postrouting_nat {\n type nat hook postrouting priority srcnat;\n oifname \"tosrv\" masquerade\n }\n}\n",
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let v = inspect_through(&path, &[]);
@@ -309,7 +309,7 @@ fn an_mss_clamp_to_1200_is_found_as_mss_1200() {
     let path = Path::build(1).unwrap_or_else(|e| panic!("{e}"));
     path.nft(
         1,
-        "table inet clamp {\n chain fwd {\n type filter hook forward priority mangle;\n tcp flags syn tcp option maxseg size set 1200\n }\n}\n",
+        "table inet clamp {\n chain forward_mangle {\n type filter hook forward priority mangle;\n tcp flags syn tcp option maxseg size set 1200\n }\n}\n",
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let v = inspect_through(&path, &[]);
@@ -326,7 +326,7 @@ fn a_dscp_rewrite_is_found_as_dscp() {
     let path = Path::build(1).unwrap_or_else(|e| panic!("{e}"));
     path.nft(
         1,
-        "table ip remark {\n chain fwd {\n type filter hook forward priority mangle;\n ip dscp set cs1\n }\n}\n",
+        "table ip remark {\n chain forward_mangle {\n type filter hook forward priority mangle;\n ip dscp set cs1\n }\n}\n",
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let v = inspect_through(&path, &["--tos", "0xb8"]);
