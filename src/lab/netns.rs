@@ -16,15 +16,15 @@ use crate::error::{Error, Result};
 
 /// The namespaces of one run, deleted on drop.
 #[derive(Debug)]
-pub(crate) struct Line {
+pub struct Line {
     /// Client, routers..., server.
-    pub(crate) nodes: Vec<String>,
+    pub nodes: Vec<String>,
 }
 
 impl Line {
     /// Builds client — `routers` routers (forwarding on) — server, named
     /// after `tag`.
-    pub(crate) fn build(tag: &str, routers: usize) -> Result<Line> {
+    pub fn build(tag: &str, routers: usize) -> Result<Line> {
         let mut names = vec![format!("{tag}-client")];
         names.extend((1..=routers).map(|i| format!("{tag}-router{i}")));
         names.push(format!("{tag}-server"));
@@ -100,22 +100,22 @@ impl Line {
     }
 
     /// The server's address.
-    pub(crate) fn server_ip(&self) -> String {
+    pub fn server_ip(&self) -> String {
         format!("10.77.{}.2", self.nodes.len() - 1)
     }
 
     /// The client's address.
-    pub(crate) fn client_ip(&self) -> &'static str {
+    pub fn client_ip(&self) -> &'static str {
         "10.77.1.1"
     }
 
     /// Loads nftables rules (`nft -f` syntax) in the namespace at `node`.
-    pub(crate) fn nft(&self, node: usize, rules: &str) -> Result<()> {
+    pub fn nft(&self, node: usize, rules: &str) -> Result<()> {
         run_in(&self.nodes[node], "nft", &["-f", "-"], Some(rules))
     }
 
     /// `cmd`, to be run in the namespace at `node` (setns(2) before exec).
-    pub(crate) fn command_in(&self, node: usize, cmd: &mut Command) -> Result<()> {
+    pub fn command_in(&self, node: usize, cmd: &mut Command) -> Result<()> {
         let ns = &self.nodes[node];
         let fd = std::fs::File::open(format!("/run/netns/{ns}"))
             .map_err(Error::io("opening a network namespace"))?;
