@@ -43,22 +43,22 @@ const SLEEP_SLICE: Duration = Duration::from_millis(50);
 const WAIT_RETRY: Duration = Duration::from_millis(100);
 
 /// What `ping --help` says after the options.
-const AFTER_HELP: &str = "\\
-Each probe's payload is unique and its echo is checked byte for byte. A probe \\
-is lost when its echo is late (--timeout), wrong, short, or cannot be sent \\
-(connection refused, reset...): each lost probe gets its own line saying why, \\
+const AFTER_HELP: &str = "\
+Each probe's payload is unique and its echo is checked byte for byte. A probe \
+is lost when its echo is late (--timeout), wrong, short, or cannot be sent \
+(connection refused, reset...): each lost probe gets its own line saying why, \
 and probing goes on, as ping(8) does when a host is down.
 
---json prints one JSON object per line instead of text: one per probe \\
-({\"type\":\"probe\",\"seq\":1,\"ok\":true,\"rtt_ms\":0.1,...} or \\
-{\"type\":\"probe\",\"seq\":2,\"ok\":false,\"error\":\"timeout\",\"message\":\"timed out\",...}) \\
+--json prints one JSON object per line instead of text: one per probe \
+({\"type\":\"probe\",\"seq\":1,\"ok\":true,\"rtt_ms\":0.1,...} or \
+{\"type\":\"probe\",\"seq\":2,\"ok\":false,\"error\":\"timeout\",\"message\":\"timed out\",...}) \
 and one summary at the end ({\"type\":\"summary\",\"sent\":..,\"received\":..,\"lost\":..,\
-\"rtt_ms\":{\"min\":..,\"avg\":..,\"median\":..,\"max\":..,\"stddev\":..},\"interrupted\":..,\"error\":..}), \\
+\"rtt_ms\":{\"min\":..,\"avg\":..,\"median\":..,\"max\":..,\"stddev\":..},\"interrupted\":..,\"error\":..}), \
 also when the run stops early.
 
-Exit status: 0 every probe came back intact; 1 a probe was lost or \\
-mismatched, none was answered, --wait ran out, or the name did not resolve; \\
-2 a usage error. Ctrl-C or SIGTERM stops the run, prints the summary and \\
+Exit status: 0 every probe came back intact; 1 a probe was lost or \
+mismatched, none was answered, --wait ran out, or the name did not resolve; \
+2 a usage error. Ctrl-C or SIGTERM stops the run, prints the summary and \
 exits as above (0 if every probe sent came back).";
 
 /// Options of `netecho ping`.
@@ -255,7 +255,7 @@ impl Pinger {
                     &self.shown,
                     opt.timeout,
                     (seq, &payload),
-                    &mut stats.late,
+                    &mut stats.strays,
                 ),
             };
             let hs_ms = handshake.map(|d: Duration| d.as_secs_f64() * 1e3);
@@ -416,13 +416,13 @@ impl Pinger {
             let try_for = wait.saturating_sub(start.elapsed()).min(opt.timeout);
             let last = match &self.link {
                 Link::Udp { sock } => {
-                    let mut late = 0;
+                    let mut strays = probe::Strays::default();
                     match probe::udp_probe(
                         sock,
                         &self.shown,
                         try_for.min(WAIT_RETRY).max(Duration::from_millis(1)),
                         (0, &payload),
-                        &mut late,
+                        &mut strays,
                     ) {
                         Outcome::Echoed(_) => return Ok(()),
                         Outcome::Interrupted => return Ok(()),

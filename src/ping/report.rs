@@ -10,6 +10,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
+use crate::words::count;
+
 /// Stdout, line by line; a reader that went away (`| head`) ends the run
 /// quietly instead of as an error.
 pub(crate) struct Out {
@@ -141,8 +143,8 @@ fn spread_json(s: Option<Spread>) -> Value {
 pub(crate) struct Stats {
     pub(crate) sent: u64,
     pub(crate) failed: u64,
-    /// UDP echoes that came back after their probe had timed out.
-    pub(crate) late: u64,
+    /// UDP echoes that came back after their probe had timed out, or twice.
+    pub(crate) strays: super::probe::Strays,
     pub(crate) rtt: Sample,
     /// `--tls`: every handshake's duration (the first connection's too).
     pub(crate) handshakes: Sample,
@@ -169,14 +171,20 @@ impl Stats {
     pub(crate) fn summary(&self, target: &str) -> Vec<String> {
         let mut lines = vec![format!("--- {target} netecho ping statistics ---")];
         let mut counts = format!(
-            "{} probes sent, {} received, {:.1}% loss, time {:.0} ms",
-            self.sent,
+            "{} sent, {} received, {:.1}% loss, time {:.0} ms",
+            count(self.sent, "probe", "probes"),
             self.received(),
             self.loss_pct(),
             self.elapsed.as_secs_f64() * 1e3
         );
-        if self.late > 0 {
-            counts += &format!(", {} late echoes", self.late);
+        if self.strays.late > 0 {
+            counts += &format!(", {} late", count(self.strays.late, "echo", "echoes"));
+        }
+        if self.strays.duplicated > 0 {
+            counts += &format!(
+                ", {} duplicated",
+                count(self.strays.duplicated, "echo", "echoes")
+            );
         }
         lines.push(counts);
         if let Some(s) = self.rtt.spread() {
@@ -187,13 +195,13 @@ impl Stats {
         }
         if let Some(s) = self.handshakes.spread() {
             lines.push(format!(
-                "handshake min/avg/median/max/stddev = {:.3}/{:.3}/{:.3}/{:.3}/{:.3} ms ({} handshakes)",
+                "handshake min/avg/median/max/stddev = {:.3}/{:.3}/{:.3}/{:.3}/{:.3} ms ({})",
                 s.min,
                 s.avg,
                 s.median,
                 s.max,
                 s.stddev,
-                self.handshakes.count()
+                count(self.handshakes.count(), "handshake", "handshakes")
             ));
         }
         lines
@@ -209,7 +217,8 @@ impl Stats {
             "received": self.received(),
             "lost": self.sent - self.received(),
             "loss_pct": self.loss_pct(),
-            "late": self.late,
+            "late": self.strays.late,
+            "duplicated": self.strays.duplicated,
             "time_ms": self.elapsed.as_secs_f64() * 1e3,
             "rtt_ms": spread_json(self.rtt.spread()),
             "handshake_ms": spread_json(self.handshakes.spread()),

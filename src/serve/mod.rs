@@ -77,6 +77,7 @@ use crate::serve::ctx::Ctx;
 use crate::serve::lifecycle::shutdown::Shutdown;
 use crate::serve::lifecycle::{activation, handover, signals};
 use crate::serve::model::Model as M;
+use crate::serve::service::faults::FaultSet;
 use crate::serve::service::listen::{self, local_addrs};
 use crate::serve::service::{draining, inetd, inspect, sidecar, stats, udp};
 use crate::serve::transport::{splice, tls};
@@ -96,11 +97,14 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
     // TLS files are read and checked before anything binds: a bad one is
     // one line and a non-zero exit, with no port ever opened.
     let tls = load_tls(&opt)?;
+    // So are the faults: a bad one is one line naming it, exit 2.
+    let faults = FaultSet::load(&opt.faults, opt.fault_file.as_deref(), opt.fault_seed)?
+        .map(|f| &*Box::leak(Box::new(f)));
     let model = opt.model.resolve();
     let workers = opt.workers.unwrap_or_else(default_workers);
     let max_conns = opt.max_conns.unwrap_or_else(|| model.default_max_conns());
     if opt.min_spare > opt.max_spare {
-        return Err(Error::InvalidOption(format!(
+        return Err(Error::Usage(format!(
             "--min-spare {} is above --max-spare {}",
             opt.min_spare, opt.max_spare
         )));
@@ -173,6 +177,7 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         shutdown,
         tls,
         zero_copy: opt.zero_copy.resolve(),
+        faults,
     }));
     if ctx.zero_copy == splice::ZeroCopy::On && !matches!(model, M::Epoll | M::Uring) {
         tracing::warn!(
@@ -261,6 +266,7 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
             },
             workers,
             metrics,
+            faults,
             inspect,
         },
         &listeners.iter().map(AsRawFd::as_raw_fd).collect::<Vec<_>>(),
@@ -278,6 +284,9 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
             .unwrap_or_default(),
         "serving"
     );
+    if let Some(f) = faults {
+        f.announce();
+    }
     // The models serve every listener alike; an accepted socket whose
     // local address is a TLS listener's goes through the TLS layer.
     let mut listeners = listeners;

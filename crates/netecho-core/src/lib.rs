@@ -9,7 +9,11 @@
 //!   (read n, sent n, FIN, error kind, now), actions out (read, send, shut
 //!   down, close with a reason, wake at t); the close reasons (`End`) and
 //!   [`BUF_SIZE`](contract::BUF_SIZE);
+//! - [`fault`] faults on purpose: the `--fault` grammar and scopes, and
+//!   what each fault decides for a TCP echo or a datagram;
 //! - [`pending`] the bytes the core keeps for the copying models;
+//! - [`in_place`] what it keeps for the blocking loops: the unsent tail of
+//!   their one buffer;
 //! - [`timers`] the one timer rule of the event loops: a deadline heap;
 //! - [`sizing`] how many workers a growing pool starts or retires;
 //! - [`inspect`] what the path did to a connection: the saved SYN read,
@@ -19,9 +23,11 @@
 //! - [`wire`] the packet and capture-file formats `trace` reads and writes.
 
 pub mod contract;
+pub mod fault;
 #[cfg(any(test, feature = "fuzz"))]
 #[doc(hidden)]
 pub mod fuzz;
+pub mod in_place;
 pub mod inspect;
 pub mod pending;
 pub mod sizing;

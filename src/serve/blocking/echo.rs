@@ -1,28 +1,166 @@
 //! The blocking read/write loop that keeps the echo contract, shared by the
-//! iterative, fork, prefork, thread and prethread models.
+//! iterative, fork, prefork, thread and prethread models and `--inetd`.
 //!
-//! It allocates nothing and calls only `recv`, `send` and `shutdown`, so a
-//! forked child may run it even if the parent held a lock at fork time.
-//! Timeouts are socket options (SO_RCVTIMEO/SO_SNDTIMEO), not extra syscalls.
+//! It drives the same connection core as the event models
+//! ([`crate::serve::contract::Conn`], over the
+//! [`InPlace`](crate::serve::contract::in_place::InPlace) store: the unsent
+//! tail of its one buffer), so the order, the FIN after the last byte and
+//! the close reasons are decided in one place. It allocates nothing and
+//! calls only `recv`, `send`, `shutdown` and the vDSO clock, so a forked
+//! child may run it even if the parent held a lock at fork time. Timeouts
+//! are socket options (SO_RCVTIMEO/SO_SNDTIMEO), not extra syscalls: when
+//! one expires, the core says what it means (idle or stall).
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
+use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, Shutdown, recv, send, shutdown};
 
 use crate::serve::admission::Permit;
+use crate::serve::blocking::faulted::{self, Faulted};
+use crate::serve::contract::in_place::InPlace;
+use crate::serve::contract::{Conn, Next, Store, Timeouts};
 use crate::serve::ctx::Ctx;
 use crate::serve::service::stats::Stats;
 
 pub(crate) use crate::serve::contract::End;
 
-/// How a failed `recv`/`send`/`shutdown` ends a blocking connection: the
-/// connection core's one classification (EINTR and EAGAIN are handled by
-/// the loop before it asks).
-fn ended(e: Errno) -> End {
-    End::from_io(&io::Error::from(e))
+/// What one blocking call came to.
+pub(crate) enum Call {
+    /// It moved this many bytes (0 from a read: the client's FIN).
+    Done(usize),
+    /// Its timeout expired with nothing moved.
+    Expired,
+    /// It failed (EINTR included: the loop decides).
+    Failed(Errno),
+}
+
+/// The descriptors a blocking loop echoes on: a socket, or `--inetd`'s
+/// stdin and stdout.
+pub(crate) trait Wire {
+    /// Reads into `buf`, waiting at most the idle timeout.
+    fn read(&mut self, buf: &mut [u8]) -> Call;
+    /// Writes from `buf`, waiting at most the send timeout.
+    fn write(&mut self, buf: &[u8]) -> Call;
+    /// Sends our FIN.
+    fn shut_write(&mut self) -> Result<(), Errno>;
+}
+
+/// A connected socket whose timeouts [`prepare`] set.
+struct Socket(RawFd);
+
+impl Wire for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> Call {
+        match recv(self.0, buf, MsgFlags::empty()) {
+            Ok(n) => Call::Done(n),
+            // SO_RCVTIMEO expired: nothing arrived for the idle timeout.
+            Err(Errno::EAGAIN) => Call::Expired,
+            Err(e) => Call::Failed(e),
+        }
+    }
+
+    fn write(&mut self, buf: &[u8]) -> Call {
+        // MSG_NOSIGNAL: a peer that went away is an EPIPE here, not a
+        // SIGPIPE that kills the process.
+        match send(self.0, buf, MsgFlags::MSG_NOSIGNAL) {
+            Ok(n) => Call::Done(n),
+            // SO_SNDTIMEO expired: the client took nothing for the stall
+            // (or idle) timeout.
+            Err(Errno::EAGAIN) => Call::Expired,
+            Err(e) => Call::Failed(e),
+        }
+    }
+
+    fn shut_write(&mut self) -> Result<(), Errno> {
+        shutdown(self.0, Shutdown::Write)
+    }
+}
+
+/// Echoes on `wire` through the connection core until it closes: the
+/// client's FIN (everything echoed, then our FIN), a reset, a timeout, or
+/// `stop()` turning true after a signal interrupted a call. `timeouts` are
+/// those the wire's calls wait under, so an expired call is the deadline
+/// the core would have set.
+///
+/// `free` gives the connection's `--max-conns` slot back. It runs exactly
+/// once, after the last echoed byte and before anything the client can see
+/// of the end (our FIN, or the close the caller makes after an error): a
+/// client that reconnects the moment it sees our FIN must find its slot
+/// free, not wait on a parent that has yet to reap the child that served it.
+pub(crate) fn drive(
+    wire: &mut impl Wire,
+    buf: &mut [u8],
+    timeouts: &Timeouts,
+    stats: Option<&Stats>,
+    stop: &dyn Fn() -> bool,
+    free: &mut dyn FnMut(),
+) -> End {
+    let mut core = Conn::new(Instant::now(), InPlace::new(buf.len()));
+    let mut freed = false;
+    loop {
+        let call = match core.next() {
+            Next::Io { send: true, .. } => wire.write(&buf[core.store().range()]),
+            Next::Io { read, .. } => wire.read(&mut buf[..read]),
+            next @ (Next::ShutWrite | Next::Close(_)) => {
+                if !std::mem::replace(&mut freed, true) {
+                    free();
+                }
+                match next {
+                    Next::Close(end) => return end,
+                    _ => {
+                        core.on_shut(wire.shut_write().map_err(io::Error::from));
+                        continue;
+                    }
+                }
+            }
+        };
+        let sending = !core.store().is_empty();
+        match call {
+            Call::Done(n) if sending => {
+                core.on_sent(Instant::now(), n);
+                if let Some(stats) = stats {
+                    stats.bytes.add(n as u64);
+                }
+            }
+            // The client's FIN: nothing more will come.
+            Call::Done(0) => core.on_fin(),
+            Call::Done(n) => core.on_read(Instant::now(), n, 0),
+            Call::Expired => {
+                // The kernel timed the wait the core's deadline describes;
+                // should its clock and ours disagree by a tick, the kind of
+                // wait still says which deadline it was.
+                if !core.on_timer(Instant::now(), timeouts) {
+                    core.fail(if sending { End::Stall } else { End::Idle });
+                }
+            }
+            // A signal: retry, unless it was the one telling us to stop.
+            Call::Failed(Errno::EINTR) if stop() => core.stop(),
+            Call::Failed(e) => {
+                core.on_error(&io::Error::from(e));
+            }
+        }
+    }
+}
+
+/// Echoes on a socket [`prepare`] set up, with [`drive`].
+pub(crate) fn echo(
+    fd: RawFd,
+    buf: &mut [u8],
+    ctx: &Ctx,
+    stop: &dyn Fn() -> bool,
+    free: &mut dyn FnMut(),
+) -> End {
+    drive(
+        &mut Socket(fd),
+        buf,
+        &ctx.timeouts(),
+        Some(ctx.stats),
+        stop,
+        free,
+    )
 }
 
 /// Sets up an accepted socket: blocking, TCP_NODELAY (no 40 ms Nagle +
@@ -36,77 +174,10 @@ pub(crate) fn prepare(stream: &TcpStream, ctx: &Ctx) -> io::Result<()> {
     Ok(())
 }
 
-/// Echoes on `fd` until the client's FIN, a reset, the idle timeout, or
-/// `stop()` turning true after a signal interrupted a call.
-///
-/// When `recv` returns 0 every byte read has already been written back, so
-/// `shutdown(SHUT_WR)` sends our FIN after the last echoed byte, and the
-/// caller's close finds an empty receive queue: the close is a FIN, not a RST.
-///
-/// `free` gives the connection's `--max-conns` slot back. It runs exactly
-/// once, after the last echoed byte and before anything the client can see
-/// of the end (our FIN, or the close the caller makes after an error): a
-/// client that reconnects the moment it sees our FIN must find its slot
-/// free, not wait on a parent that has yet to reap the child that served it.
-pub(crate) fn echo(
-    fd: RawFd,
-    buf: &mut [u8],
-    stats: &Stats,
-    stop: &dyn Fn() -> bool,
-    free: &mut dyn FnMut(),
-) -> End {
-    let end = echo_until_fin(fd, buf, stats, stop);
-    free();
-    if let Some(end) = end {
-        return end;
-    }
-    match shutdown(fd, Shutdown::Write) {
-        Ok(()) | Err(Errno::ENOTCONN) => End::Fin,
-        Err(e) => ended(e),
-    }
-}
-
-/// The loop of [`echo`]: `None` at the client's FIN with everything
-/// echoed, else how the connection ended.
-fn echo_until_fin(
-    fd: RawFd,
-    buf: &mut [u8],
-    stats: &Stats,
-    stop: &dyn Fn() -> bool,
-) -> Option<End> {
-    loop {
-        let n = match recv(fd, buf, MsgFlags::empty()) {
-            // FIN from the client: nothing more will come.
-            Ok(0) => return None,
-            Ok(n) => n,
-            // A signal: retry, unless it was the one telling us to stop.
-            Err(Errno::EINTR) if stop() => return Some(End::Stopped),
-            Err(Errno::EINTR) => continue,
-            // SO_RCVTIMEO expired: nothing arrived for the idle timeout.
-            Err(Errno::EAGAIN) => return Some(End::Idle),
-            Err(e) => return Some(ended(e)),
-        };
-        let mut off = 0;
-        while off < n {
-            // MSG_NOSIGNAL: a peer that went away is an EPIPE here, not a
-            // SIGPIPE that kills the process.
-            match send(fd, &buf[off..n], MsgFlags::MSG_NOSIGNAL) {
-                Ok(w) => off += w,
-                Err(Errno::EINTR) if stop() => return Some(End::Stopped),
-                Err(Errno::EINTR) => continue,
-                // SO_SNDTIMEO expired: the client took nothing for the
-                // stall (or idle) timeout.
-                Err(Errno::EAGAIN) => return Some(End::Stall),
-                Err(e) => return Some(ended(e)),
-            }
-        }
-        stats.bytes.add(n as u64);
-    }
-}
-
 /// Echoes on a socket [`prepare`] set up: over TLS if `tls` (it came in on
 /// a `--tls-listen` socket: the TLS layer over the connection core,
-/// [`crate::serve::transport::tls::blocking`]), else with [`echo`]. `free` as for [`echo`]:
+/// [`crate::serve::transport::tls::blocking`]), with its faults if
+/// `--fault` picks it ([`faulted`]), else with [`echo`]. `free` as for [`drive`]:
 /// over TLS before our close_notify.
 pub(crate) fn echo_any(
     conn: &TcpStream,
@@ -120,13 +191,16 @@ pub(crate) fn echo_any(
         Some(config) if tls => {
             crate::serve::transport::tls::blocking::echo(conn, config, ctx, buf, stop, free)
         }
-        _ => echo(conn.as_raw_fd(), buf, ctx.stats, stop, free),
+        _ => match Faulted::of(conn, ctx) {
+            Some(f) => faulted::echo(conn, f, ctx, buf, stop, free),
+            None => echo(conn.as_raw_fd(), buf, ctx, stop, free),
+        },
     }
 }
 
 /// Serves one admitted connection inside this process, then closes it. Its
 /// `--max-conns` slot is given back just before the client can see the end
-/// (see [`echo`]); a drain that then finds no active connection may exit
+/// (see [`drive`]); a drain that then finds no active connection may exit
 /// before the close, and the exit's close sends the same FIN after the same
 /// bytes, every one of them already handed to the kernel.
 pub(crate) fn serve(
@@ -145,6 +219,6 @@ pub(crate) fn serve(
         }
     };
     ctx.stats.count_end(end);
-    tracing::debug!(%peer, %end, "connection closed");
+    tracing::debug!(%peer, tls, %end, "connection closed");
     drop(conn);
 }

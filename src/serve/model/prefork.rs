@@ -135,7 +135,7 @@ fn worker(
         };
         // Clear the scoreboard first: a crash between the two leaks one
         // slot, while the other order could release it twice. Both happen
-        // before the client sees the end (see `echo::echo`).
+        // before the client sees the end (see `echo::drive`).
         let mut free = || {
             board.idle(slot);
             ctx.release(&peer);
@@ -155,7 +155,7 @@ fn worker(
             }
         };
         ctx.stats.count_end(end);
-        tracing::debug!(%peer, %end, "connection closed");
+        tracing::debug!(%peer, tls, %end, "connection closed");
         drop(conn);
     }
     // SAFETY: `_exit` skips the parent's atexit handlers and destructors,

@@ -21,6 +21,7 @@ use tracing::warn;
 use crate::error::{Error, Result};
 use crate::serve::lifecycle::signals;
 use crate::serve::service::draining::Draining;
+use crate::serve::service::faults::FaultSet;
 use crate::serve::service::inspect;
 use crate::serve::service::metrics;
 use crate::serve::service::stats::Stats;
@@ -40,6 +41,8 @@ pub(crate) struct Services {
     pub(crate) workers: usize,
     /// The `/metrics` listener.
     pub(crate) metrics: Option<TcpListener>,
+    /// `--fault`: what UDP echo does wrong on purpose.
+    pub(crate) faults: Option<&'static FaultSet>,
     /// `--inspect-listen` ports, each a thread for TCP and one for UDP;
     /// the UDP side shares the echo's limits.
     pub(crate) inspect: Vec<inspect::Port>,
@@ -83,13 +86,14 @@ pub(crate) fn start(
 
 fn run(services: Services, stats: &'static Stats, draining: &'static Draining, parent: Pid) -> ! {
     let policy = Arc::new(udp::Policy::new(services.udp_cfg, Instant::now()));
+    let faults = services.faults;
     for sock in services.udp {
         let sock = Arc::new(sock);
         for i in 0..services.workers.max(1) {
             let (sock, policy) = (Arc::clone(&sock), Arc::clone(&policy));
             if let Err(e) = std::thread::Builder::new()
                 .name(format!("udp-{i}"))
-                .spawn(move || udp::serve(&sock, &policy, stats))
+                .spawn(move || udp::serve(&sock, &policy, stats, faults))
             {
                 warn!("cannot start a UDP worker: {e}");
             }
