@@ -140,7 +140,7 @@ pub(crate) fn lines_legend() -> String {
          (/proc/PID/stat utime+stime+cutime+cstime, live children's /proc/PID/task/*/schedstat); \
          mach us/req: the whole machine's busy CPU per request, every core and the load \
          included (/proc/stat), so work a server only pushes onto its client is no gain there; \
-         on stream rows N/MiB is per MiB echoed, MB/s one direction; \
+         on stream rows N/MiB is the server's CPU per MiB echoed (and the machine's), MB/s one direction; \
          kernel floor: half a round trip's CPU of one thread owning both ends; floor-2t: the \
          echoing thread's CPU per round trip, one thread per core; KiB/conn: PSS of the server and its children (/proc/PID/smaps_rollup) {} ms after the \
          last idle connection opened, minus before the first, per connection; kernel socket \
