@@ -13,7 +13,10 @@
 //! - [`timers`] the one timer rule of the event loops: a deadline heap;
 //! - [`sizing`] how many workers a growing pool starts or retires;
 //! - [`udp`] the UDP echo policy: loop guard, rate limits, the source table,
-//!   and why a datagram got no reply.
+//!   and why a datagram got no reply;
+//! - `tls` (feature `tls`) a TLS client's session as bytes in and bytes
+//!   out, between the socket and the core, with its handshake and stall
+//!   deadlines.
 
 pub mod contract;
 #[cfg(any(test, feature = "fuzz"))]
@@ -22,4 +25,6 @@ pub mod fuzz;
 pub mod pending;
 pub mod sizing;
 pub mod timers;
+#[cfg(any(test, feature = "tls"))]
+pub mod tls;
 pub mod udp;

@@ -1,15 +1,23 @@
 //! The blocking read/write loop that keeps the echo contract, shared by the
 //! iterative, fork, prefork, thread and prethread models.
 //!
-//! It allocates nothing and calls only `recv`, `send` and `shutdown`, so a
-//! forked child may run it even if the parent held a lock at fork time.
-//! Timeouts are socket options (SO_RCVTIMEO/SO_SNDTIMEO), not extra syscalls.
+//! It allocates nothing and calls only `recv`, `send`, `poll` and
+//! `shutdown`, so a forked child may run it even if the parent held a lock
+//! at fork time. The idle timeout is a socket option (SO_RCVTIMEO). The
+//! stall timeout is a deadline: echo that waits is sent without blocking,
+//! and poll(2) waits for room until the send timeout after the echo began
+//! waiting or last moved. A blocking send's own timeout (SO_SNDTIMEO)
+//! cannot keep it: it restarts with every call, and a call that moved a
+//! few bytes returns only when it runs out, so a client that stops reading
+//! was closed after two or three times the stall timeout.
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{MsgFlags, Shutdown, recv, send, shutdown};
 
 use crate::serve::admission::Permit;
@@ -27,7 +35,8 @@ fn ended(e: Errno) -> End {
 
 /// Sets up an accepted socket: blocking, TCP_NODELAY (no 40 ms Nagle +
 /// delayed-ACK stall on a large message's tail), the idle timeout as receive
-/// timeout and the stall timeout as send timeout.
+/// timeout and the stall timeout as send timeout (a bound for any blocking
+/// send; the loops below keep the stall deadline themselves).
 pub(crate) fn prepare(stream: &TcpStream, ctx: &Ctx) -> io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
@@ -48,14 +57,18 @@ pub(crate) fn prepare(stream: &TcpStream, ctx: &Ctx) -> io::Result<()> {
 /// of the end (our FIN, or the close the caller makes after an error): a
 /// client that reconnects the moment it sees our FIN must find its slot
 /// free, not wait on a parent that has yet to reap the child that served it.
+///
+/// `stall` is the send timeout: echo that cannot move for that long ends
+/// the connection as [`End::Stall`].
 pub(crate) fn echo(
     fd: RawFd,
     buf: &mut [u8],
     stats: &Stats,
+    stall: Option<Duration>,
     stop: &dyn Fn() -> bool,
     free: &mut dyn FnMut(),
 ) -> End {
-    let end = echo_until_fin(fd, buf, stats, stop);
+    let end = echo_until_fin(fd, buf, stats, stall, stop);
     free();
     if let Some(end) = end {
         return end;
@@ -72,6 +85,7 @@ fn echo_until_fin(
     fd: RawFd,
     buf: &mut [u8],
     stats: &Stats,
+    stall: Option<Duration>,
     stop: &dyn Fn() -> bool,
 ) -> Option<End> {
     loop {
@@ -86,22 +100,61 @@ fn echo_until_fin(
             Err(Errno::EAGAIN) => return Some(End::Idle),
             Err(e) => return Some(ended(e)),
         };
+        // The echo begins waiting now; each byte sent moves it on.
+        let mut moved = Instant::now();
         let mut off = 0;
         while off < n {
             // MSG_NOSIGNAL: a peer that went away is an EPIPE here, not a
-            // SIGPIPE that kills the process.
-            match send(fd, &buf[off..n], MsgFlags::MSG_NOSIGNAL) {
-                Ok(w) => off += w,
+            // SIGPIPE that kills the process. MSG_DONTWAIT: the wait for
+            // room is the poll below, to the deadline.
+            match send(
+                fd,
+                &buf[off..n],
+                MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+            ) {
+                Ok(w) => {
+                    off += w;
+                    moved = Instant::now();
+                }
                 Err(Errno::EINTR) if stop() => return Some(End::Stopped),
                 Err(Errno::EINTR) => continue,
-                // SO_SNDTIMEO expired: the client took nothing for the
-                // stall (or idle) timeout.
-                Err(Errno::EAGAIN) => return Some(End::Stall),
+                // The send buffer is full: wait for room until the stall
+                // deadline.
+                Err(Errno::EAGAIN) => match wait_writable(fd, moved, stall) {
+                    Ok(true) => {}
+                    Ok(false) => return Some(End::Stall),
+                    Err(Errno::EINTR) if stop() => return Some(End::Stopped),
+                    Err(Errno::EINTR) => {}
+                    Err(e) => return Some(ended(e)),
+                },
                 Err(e) => return Some(ended(e)),
             }
         }
         stats.bytes.add(n as u64);
     }
+}
+
+/// Waits until `fd` takes more bytes (`Ok(true)`) or the stall deadline,
+/// `stall` after `moved`, passes (`Ok(false)`); no deadline without a
+/// stall timeout. A hang-up or error also wakes it: the next send says
+/// which.
+fn wait_writable(fd: RawFd, moved: Instant, stall: Option<Duration>) -> nix::Result<bool> {
+    let timeout = match stall {
+        None => PollTimeout::NONE,
+        Some(d) => {
+            let left = (moved + d).saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            // Rounded up: waking a little late is harmless, early spins.
+            let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+        }
+    };
+    // SAFETY: `fd` is the connection's socket, open for the whole loop.
+    let sock = unsafe { BorrowedFd::borrow_raw(fd) };
+    let mut fds = [PollFd::new(sock, PollFlags::POLLOUT)];
+    Ok(poll(&mut fds, timeout)? > 0)
 }
 
 /// Echoes on a socket [`prepare`] set up: over TLS if `tls` (it came in on
@@ -120,7 +173,14 @@ pub(crate) fn echo_any(
         Some(config) if tls => {
             crate::serve::transport::tls::blocking::echo(conn, config, ctx, buf, stop, free)
         }
-        _ => echo(conn.as_raw_fd(), buf, ctx.stats, stop, free),
+        _ => echo(
+            conn.as_raw_fd(),
+            buf,
+            ctx.stats,
+            ctx.send_timeout(),
+            stop,
+            free,
+        ),
     }
 }
 
