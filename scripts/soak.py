@@ -17,18 +17,35 @@ port), for SECONDS seconds and all at once:
   IP_PKTINFO, so no root and one socket), at UDP_RATE per second;
 - garbage on the TLS port, if one is given: random bytes and broken
   records, then a close;
+- a kill storm: clients that come and go, and the forked child serving
+  each one (fork, prefork) SIGKILLed the moment its FIN arrives, at most
+  KILL_RATE per second (nothing to kill in the other models);
+- UDP loops: a second reflector (a service port from 20000 on) holding two,
+  then eight, alternating payloads in a loop with the server, at once and
+  20 ms away, round after round of LOOP_ROUND seconds: each must be cut
+  within a few bounces;
+- the metrics attack, if --metrics is given: METRICS_IDLE silent and
+  METRICS_SLOW trickling connections to /metrics, re-opened as the server
+  drops them, while a scraper with a 10 s timeout (as Prometheus) reads
+  the page every second: every scrape must succeed;
 - throughout, a normal client: one connection echoing 64 bytes every 20 ms
   (its round-trip times recorded), a fresh connection every 200 ms, and a
-  UDP probe from 127.0.0.1 every 50 ms.
+  UDP probe from 127.0.0.1 every 50 ms, the same bytes every time (as ping
+  sends them).
 
 At the end it prints the server's CPU (all its processes), RSS, open
 descriptors, the normal client's latency percentiles and failures, and the
-hostile clients' counts. Exit status 1 if the normal client saw a failure.
+hostile clients' counts; then, once every client has gone, that the
+server counts no client (`netecho_connections_active` 0 within 20 s) and
+still echoes. Exit status 1 if the normal client saw a failure, fewer than
+90 % of its UDP probes were answered, a UDP loop was not cut, a scrape
+failed, or the counters did not come back to zero.
 
     scripts/soak.py --tcp 127.0.0.1:PORT --udp 127.0.0.1:PORT --pid PID
                     [--tls 127.0.0.1:PORT] [--seconds 60] [--slow 2000] ...
 
-Every loop is bounded by SECONDS (at most 3600) and by its own rate.
+Every loop is bounded by SECONDS (at most 3600) and by its own rate or
+round length.
 """
 
 import argparse
@@ -43,6 +60,7 @@ import struct
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 
 MAX_SECONDS = 3600.0
@@ -54,6 +72,13 @@ PING_EVERY = 0.020
 NEWCONN_EVERY = 0.200
 UDP_PROBE_EVERY = 0.050
 IO_TIMEOUT = 5.0
+LOOP_ROUND = 3.0
+# A loop is cut when the reflector got at most this many replies more than
+# it sent payloads (each payload answered once, then a few bounces).
+LOOP_SLACK = 3
+SCRAPE_TIMEOUT = 10.0
+SCRAPE_EVERY = 1.0
+SETTLE = 20.0
 
 
 def addr(text):
@@ -328,9 +353,9 @@ def normal_client(tcp, udp, end, lat, counts):
                     counts.add("normal udp answered")
             except (BlockingIOError, OSError):
                 pass
-            # Each probe differs: the server drops a datagram repeating the
-            # last one from its source, as an echo loop would.
-            probe.sendto(b"probe %d" % counts.get("normal udp sent"), udp)
+            # The same bytes every time, as ping sends them: the loop guard
+            # must tell a client's repeats from a loop.
+            probe.sendto(b"the normal client's probe", udp)
             counts.add("normal udp sent")
         pause = t0 + PING_EVERY - time.monotonic()
         if pause > 0:
@@ -344,6 +369,245 @@ def normal_client(tcp, udp, end, lat, counts):
         pass
     if conn is not None:
         conn.close()
+
+
+def children(pid):
+    """The server's child processes (the kernel's list, else from /proc)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return [p for p in tree(pid) if p != pid]
+
+
+def hexaddr(a):
+    """An IPv4 address and port as /proc/net/tcp writes them."""
+    ip, port = a[0], a[1]
+    return "%08X:%04X" % (struct.unpack("<I", socket.inet_aton(ip))[0], port)
+
+
+def holder(server, pid, client):
+    """The child of the server holding the server end of the connection
+    from `client`, or None (a model that serves in one process)."""
+    local, remote, inode = hexaddr(server), hexaddr(client), None
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            p = line.split()
+            if p[1] == local and p[2] == remote:
+                inode = p[9]
+                break
+    if inode is None:
+        return None
+    want = f"socket:[{inode}]"
+    for c in children(pid):
+        try:
+            for fd in os.listdir(f"/proc/{c}/fd"):
+                if os.readlink(f"/proc/{c}/fd/{fd}") == want:
+                    return c
+        except OSError:
+            continue
+    return None
+
+
+def kill_storm(a, pid, rate, end, counts):
+    """Clients that come and go; the child serving each is SIGKILLed the
+    moment the client sees its FIN (after the child gave its slot back and
+    before it exits): at most `rate` per second."""
+    if ":" in a[0]:
+        counts.add("kill storm: IPv4 only, skipped")
+        return
+    gap = 1.0 / max(rate, 0.1)
+    msg = b"kill me at the FIN"
+    while time.monotonic() < end:
+        t0 = time.monotonic()
+        try:
+            with socket.create_connection(a, timeout=IO_TIMEOUT) as s:
+                s.sendall(msg)
+                got = b""
+                while len(got) < len(msg):
+                    part = s.recv(64)
+                    if not part:
+                        break
+                    got += part
+                child = holder(a, pid, s.getsockname())
+                s.shutdown(socket.SHUT_WR)
+                while s.recv(4096):
+                    pass
+                if child is None:
+                    counts.add("kill storm: no child serves it")
+                else:
+                    try:
+                        os.kill(child, 9)
+                        counts.add("kill storm: children killed at the FIN")
+                    except ProcessLookupError:
+                        counts.add("kill storm: child gone before the kill")
+        except OSError:
+            counts.add("kill storm: connection failed")
+        pause = t0 + gap - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+
+
+def reflector():
+    """A UDP socket on a service port from 20000 on, as another echo server
+    would have."""
+    rng = random.Random()
+    for _ in range(200):
+        r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            r.bind(("127.0.0.1", rng.randrange(20000, 30000)))
+            return r
+        except OSError:
+            r.close()
+    raise OSError(errno.EADDRINUSE, "no free port for the reflector")
+
+
+def udp_loops(a, end, counts, worst):
+    """Rounds of LOOP_ROUND seconds, each a reflector holding 2 or 8
+    different payloads in a loop with the server, echoing at once or 20 ms
+    later; records the replies over the payloads of the worst round."""
+    shapes = [(2, 0.0), (8, 0.0), (2, 0.020), (8, 0.020)]
+    i = 0
+    while time.monotonic() + LOOP_ROUND <= end:
+        payloads, delay = shapes[i % len(shapes)]
+        i += 1
+        try:
+            r = reflector()
+        except OSError:
+            counts.add("udp loop: no reflector port")
+            return
+        r.settimeout(0.1)
+        with r:
+            for k in range(payloads):
+                r.sendto(b"loop payload %d" % k, a)
+            got, stop = 0, time.monotonic() + LOOP_ROUND
+            while time.monotonic() < stop:
+                try:
+                    data, _ = r.recvfrom(2048)
+                except OSError:
+                    continue
+                got += 1
+                if delay:
+                    time.sleep(delay)
+                r.sendto(data, a)
+        counts.add("udp loop rounds")
+        extra = got - payloads
+        if extra > LOOP_SLACK:
+            counts.add("udp loops not cut")
+            print(f"soak: a loop of {payloads} payloads ({delay * 1000:.0f} ms away) "
+                  f"bounced {got} times in {LOOP_ROUND:.0f} s", file=sys.stderr)
+        with counts.lock:
+            if extra > worst[0]:
+                worst[0], worst[1] = extra, f"{payloads} payloads, {delay * 1000:.0f} ms"
+
+
+def metrics_hogs(url, idle, slow, end, counts):
+    """`idle` silent and `slow` trickling connections to the metrics port
+    (a request head, a byte a second), re-opened as the server drops them."""
+    u = urllib.parse.urlsplit(url)
+    where = (u.hostname, u.port)
+    head = f"GET {u.path} HTTP/1.1\r\nHost: soak\r\nX-Slow: {'a' * 64}\r\n\r\n".encode()
+    conns = {}  # socket -> (kind, bytes of `head` sent)
+
+    def fill():
+        want = {"idle": idle, "slow": slow}
+        for kind, _ in conns.values():
+            want[kind] -= 1
+        for kind, n in want.items():
+            for _ in range(n):
+                try:
+                    s = socket.create_connection(where, timeout=IO_TIMEOUT)
+                    s.setblocking(False)
+                    conns[s] = (kind, 0)
+                    counts.add(f"metrics {kind} connections")
+                except OSError:
+                    counts.add("metrics hog connect failed")
+
+    while time.monotonic() < end:
+        fill()
+        for s in list(conns):
+            kind, sent = conns[s]
+            try:
+                if s.recv(4096) == b"":
+                    raise OSError("closed")
+            except BlockingIOError:
+                pass
+            except OSError:
+                counts.add(f"metrics {kind} dropped by the server")
+                del conns[s]
+                s.close()
+                continue
+            if kind == "slow":
+                try:
+                    s.send(head[sent % len(head):sent % len(head) + 1])
+                    conns[s] = (kind, sent + 1)
+                except OSError:
+                    pass
+        time.sleep(1.0)
+    for s in conns:
+        s.close()
+
+
+def scraper(url, end, counts, lat):
+    """A scrape every SCRAPE_EVERY with a SCRAPE_TIMEOUT timeout, as
+    Prometheus does; each must succeed."""
+    while time.monotonic() < end:
+        t0 = time.monotonic()
+        try:
+            with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT) as r:
+                r.read()
+            lat.append(time.monotonic() - t0)
+            counts.add("scrapes")
+        except OSError as e:
+            counts.add("scrapes failed")
+            print(f"soak: scrape failed after {time.monotonic() - t0:.1f} s: {e}", file=sys.stderr)
+        pause = t0 + SCRAPE_EVERY - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+
+
+def active_now(url):
+    """`netecho_connections_active` on the server's page."""
+    with urllib.request.urlopen(url, timeout=IO_TIMEOUT) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("netecho_connections_active "):
+                return int(line.split()[1])
+    raise OSError("no netecho_connections_active on the page")
+
+
+def settled(tcp, url):
+    """After the load: the counters back at zero (within SETTLE seconds)
+    and a fresh client echoed. Returns the failures, as lines."""
+    bad, last = [], None
+    if url:
+        stop = time.monotonic() + SETTLE
+        while time.monotonic() < stop:
+            try:
+                last = active_now(url)
+            except OSError as e:
+                last = f"unreadable ({e})"
+            if last == 0:
+                break
+            time.sleep(0.2)
+        print(f"after the soak:      netecho_connections_active {last}")
+        if last != 0:
+            bad.append(f"{SETTLE:.0f} s after every client left, the server counts {last} clients")
+    try:
+        with socket.create_connection(tcp, timeout=IO_TIMEOUT) as c:
+            c.sendall(b"after the soak")
+            c.shutdown(socket.SHUT_WR)
+            back = b""
+            while True:
+                part = c.recv(64)
+                if not part:
+                    break
+                back += part
+        if back != b"after the soak":
+            bad.append(f"a fresh client after the soak got {back!r}")
+    except OSError as e:
+        bad.append(f"a fresh client after the soak: {e}")
+    print(f"after the soak:      a fresh client {'echoed' if not bad or not bad[-1].startswith('a fresh') else 'failed'}")
+    return bad
 
 
 def tree(pid):
@@ -420,7 +684,13 @@ def main():
     ap.add_argument("--half", type=int, default=200)
     ap.add_argument("--udp-rate", type=float, default=5000.0)
     ap.add_argument("--udp-big", type=int, default=4096, help="oversized datagram size")
-    ap.add_argument("--metrics", help="the server's /metrics URL, to print its counts")
+    ap.add_argument("--metrics", help="the server's /metrics URL: its counts are printed, "
+                    "and the metrics attack runs against it")
+    ap.add_argument("--kill-rate", type=float, default=20.0,
+                    help="kill-storm clients per second (0: none)")
+    ap.add_argument("--no-loops", action="store_true", help="no UDP loop rounds")
+    ap.add_argument("--metrics-idle", type=int, default=20)
+    ap.add_argument("--metrics-slow", type=int, default=20)
     args = ap.parse_args()
     seconds = min(max(args.seconds, 1.0), MAX_SECONDS)
     start = time.monotonic()
@@ -452,6 +722,18 @@ def main():
             target=udp_hostile, args=(args.udp, args.udp_rate, args.udp_big, end, counts)))
     if args.tls is not None:
         jobs.append(threading.Thread(target=tls_garbage, args=(args.tls, end, counts)))
+    if args.kill_rate > 0:
+        jobs.append(threading.Thread(
+            target=kill_storm, args=(args.tcp, args.pid, args.kill_rate, end, counts)))
+    loop_worst = [0, "none"]
+    if args.udp is not None and not args.no_loops:
+        jobs.append(threading.Thread(target=udp_loops, args=(args.udp, end, counts, loop_worst)))
+    scrape_lat = []
+    if args.metrics:
+        jobs.append(threading.Thread(
+            target=metrics_hogs,
+            args=(args.metrics, args.metrics_idle, args.metrics_slow, end, counts)))
+        jobs.append(threading.Thread(target=scraper, args=(args.metrics, end, counts, scrape_lat)))
     for j in jobs:
         j.daemon = True
         j.start()
@@ -484,7 +766,15 @@ def main():
           f"{counts.get('normal failures')} failures, {counts.get('normal mismatches')} mismatches")
     if args.udp is not None:
         print(f"normal UDP probes:   {counts.get('normal udp answered')} of "
-              f"{counts.get('normal udp sent')} answered")
+              f"{counts.get('normal udp sent')} answered (the same bytes each time)")
+    if args.udp is not None and not args.no_loops:
+        print(f"UDP loops:           {counts.get('udp loop rounds')} rounds, "
+              f"{counts.get('udp loops not cut')} not cut; worst {loop_worst[0]} replies "
+              f"past the payloads ({loop_worst[1]})")
+    if args.metrics:
+        sl = sorted(scrape_lat)
+        print(f"scrapes (10 s limit): {counts.get('scrapes')} ok, {counts.get('scrapes failed')} failed, "
+              f"p50 {ms(pct(sl, 0.50))}, max {ms(sl[-1] if sl else float('nan'))}")
     with counts.lock:
         hostile = {k: v for k, v in sorted(counts.c.items()) if not k.startswith("normal")}
     for k, v in hostile.items():
@@ -502,8 +792,19 @@ def main():
                     print(f"  {line}")
         except OSError as e:
             print(f"soak: /metrics: {e}", file=sys.stderr)
-    bad = counts.get("normal failures") + counts.get("normal mismatches")
-    sys.exit(1 if bad else 0)
+    failed = settled(args.tcp, args.metrics)
+    if counts.get("normal failures") + counts.get("normal mismatches"):
+        failed.append("the normal client saw failures or mismatches")
+    sent, answered = counts.get("normal udp sent"), counts.get("normal udp answered")
+    if args.udp is not None and answered < 0.9 * sent:
+        failed.append(f"only {answered} of {sent} identical UDP probes were answered")
+    if counts.get("udp loops not cut"):
+        failed.append(f"{counts.get('udp loops not cut')} UDP loops were not cut")
+    if counts.get("scrapes failed"):
+        failed.append(f"{counts.get('scrapes failed')} scrapes failed")
+    for f in failed:
+        print(f"soak: FAILED: {f}", file=sys.stderr)
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":

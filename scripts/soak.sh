@@ -8,9 +8,13 @@
 # lists --tls-listen), then runs scripts/soak.py against it: thousands of
 # slow clients, a connect-and-reset storm, clients that never read,
 # half-open connections, oversized and source-spoofed UDP, garbage on the
-# TLS port; meanwhile a normal client is served and timed. At the end it
+# TLS port, a kill storm (the forked child serving a client SIGKILLed at its
+# FIN: SOAK_MODEL=fork or prefork), UDP loops through a second reflector,
+# idle and trickling connections to /metrics under a scraper with a 10 s
+# timeout; meanwhile a normal client is served and timed. At the end it
 # prints the server's CPU, RSS, descriptors and the normal client's p99,
-# then stops the server with SIGTERM.
+# checks that the server counts no client once all have gone and still
+# echoes, then stops the server with SIGTERM.
 #
 # Environment: NETECHO (the binary; default target/release/netecho, built
 # if missing), SOAK_MODEL (default auto), SOAK_SLOW (slow clients, 2000),

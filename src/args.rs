@@ -143,6 +143,16 @@ pub(crate) fn parse_positive(s: &str) -> Result<usize, String> {
     }
 }
 
+/// Parses an IPv6 prefix length (`--per-ip-v6-prefix`): a whole number of
+/// bits from 1 to 128.
+pub(crate) fn parse_v6_prefix(s: &str) -> Result<u8, String> {
+    match parse_decimal(s) {
+        Some(n @ 1..=128) => Ok(n as u8),
+        Some(_) => Err("an IPv6 prefix is 1 to 128 bits".into()),
+        None => Err(format!("'{s}' is not a whole number of bits")),
+    }
+}
+
 /// Parses a count of requests or probes (`bench -n`, `ping -c`): a whole
 /// number of at least 1, as [`parse_positive`] but 64 bits wide everywhere.
 pub(crate) fn parse_count(s: &str) -> Result<u64, String> {
@@ -250,21 +260,24 @@ fn split_host_port(s: &str) -> Result<(&str, u16), String> {
 /// address. A name stands for every address it resolves to
 /// (`localhost:7000` is 127.0.0.1:7000 and [::1]:7000), as in nginx.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ListenAddr(pub(crate) Vec<SocketAddr>);
-
-impl ListenAddr {
-    /// The first address, for a service that binds one socket (`--metrics`).
-    pub(crate) fn first(&self) -> SocketAddr {
-        // `parse_listen_all` never builds an empty list.
-        self.0[0]
-    }
+pub(crate) struct ListenAddr {
+    /// As the user typed it, for messages.
+    pub(crate) shown: String,
+    /// Whether the host was a name (else one address literal).
+    pub(crate) named: bool,
+    /// What it stands for; never empty.
+    pub(crate) addrs: Vec<SocketAddr>,
 }
 
 /// Parses an address to listen on: `ADDR:PORT`, `[V6ADDR]:PORT` or
 /// `NAME:PORT`, the name resolved now so that a typo is a usage error.
 pub(crate) fn parse_listen_all(s: &str) -> Result<ListenAddr, String> {
     if let Ok(a) = s.parse::<SocketAddr>() {
-        return Ok(ListenAddr(vec![a]));
+        return Ok(ListenAddr {
+            shown: s.to_string(),
+            named: false,
+            addrs: vec![a],
+        });
     }
     let (host, port) = split_host_port(s)?;
     let mut addrs: Vec<SocketAddr> = (host, port)
@@ -277,7 +290,11 @@ pub(crate) fn parse_listen_all(s: &str) -> Result<ListenAddr, String> {
     if addrs.is_empty() {
         return Err(format!("'{host}' has no address"));
     }
-    Ok(ListenAddr(addrs))
+    Ok(ListenAddr {
+        shown: s.to_string(),
+        named: true,
+        addrs,
+    })
 }
 
 #[cfg(test)]
@@ -286,7 +303,7 @@ mod tests {
 
     #[test]
     fn listen_addresses_parse_or_say_why() {
-        let one = |s: &str| parse_listen_all(s).unwrap().0;
+        let one = |s: &str| parse_listen_all(s).unwrap().addrs;
         assert_eq!(one("127.0.0.1:0"), vec!["127.0.0.1:0".parse().unwrap()]);
         assert_eq!(one("[::1]:6666"), vec!["[::1]:6666".parse().unwrap()]);
         assert!(

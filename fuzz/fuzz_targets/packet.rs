@@ -1,7 +1,7 @@
 //! An Ethernet frame from a capture, through trace's parser (and its rebuild round trip).
-//! The invariants are in `netecho::fuzz_api::packet`.
+//! The invariants are in `netecho_core::fuzz::packet`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| netecho::fuzz_api::packet(data));
+fuzz_target!(|data: &[u8]| netecho_core::fuzz::packet(data));

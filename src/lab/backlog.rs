@@ -11,13 +11,12 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::walkthrough::step;
-use super::{conclusion, evidence};
+use super::walkthrough::{conclusion, evidence, step};
 use crate::error::{Error, Result};
 use crate::sys::stop;
 use crate::trace::Tracer;
-use crate::watch::Watcher;
 use crate::watch::state::State;
+use crate::watch::watcher::Watcher;
 
 /// The listen backlog: the queue holds one more than this on Linux.
 const BACKLOG: i32 = 2;

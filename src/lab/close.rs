@@ -21,12 +21,11 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::walkthrough::step;
-use super::{conclusion, evidence};
+use super::walkthrough::{conclusion, evidence, step};
 use crate::error::{Error, Result};
-use crate::watch::Watcher;
 use crate::watch::snapshot::Key;
 use crate::watch::state::State;
+use crate::watch::watcher::Watcher;
 
 /// Simultaneous closes made, each counted.
 const ATTEMPTS: usize = 10;

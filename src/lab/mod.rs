@@ -17,7 +17,7 @@ use clap::Args;
 
 use crate::error::{Error, Result};
 use crate::sys::stop;
-use walkthrough::{emit, say};
+use walkthrough::{conclusion, emit};
 
 /// Options of `netecho lab`.
 #[derive(Debug, Args)]
@@ -107,16 +107,4 @@ fn zombie() -> Result<()> {
         if was_zombie { "was" } else { "was not seen as" },
         if gone { "was gone" } else { "was still there" }
     ))
-}
-
-/// Prints the `conclusion:` line every scenario ends with.
-pub(crate) fn conclusion(text: &str) -> Result<()> {
-    emit("");
-    emit(&format!("conclusion: {text}"));
-    Ok(())
-}
-
-/// Prints one line of evidence (indented).
-pub(crate) fn evidence(s: &str) {
-    say(s);
 }

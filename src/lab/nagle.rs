@@ -13,8 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::walkthrough::{STEP_TIMEOUT, step};
-use super::{conclusion, evidence};
+use super::walkthrough::{STEP_TIMEOUT, conclusion, evidence, step};
 use crate::error::{Error, Result};
 use crate::sys::stop;
 use crate::trace::Tracer;

@@ -15,8 +15,7 @@ use std::time::Duration;
 
 use socket2::SockRef;
 
-use super::walkthrough::{STEP_TIMEOUT, step};
-use super::{conclusion, evidence};
+use super::walkthrough::{STEP_TIMEOUT, conclusion, evidence, step};
 use crate::error::{Error, Result};
 use crate::trace::Tracer;
 

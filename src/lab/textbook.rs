@@ -20,8 +20,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use super::walkthrough::{STEP_TIMEOUT, read_line, step};
-use super::{conclusion, evidence};
+use super::walkthrough::{STEP_TIMEOUT, conclusion, evidence, read_line, step};
 use crate::error::{Error, Result};
 use crate::serve::{ListenKind, parse_listening};
 

@@ -26,10 +26,11 @@ use crate::error::{Error, Result};
 use crate::serve::{ListenKind, parse_listening};
 use crate::sys::stop;
 use crate::trace::Tracer;
+use crate::watch::format::{format_addr, format_owners, state_word};
 use crate::watch::procs::{self, ProcInfo};
 use crate::watch::snapshot::Snapshot;
 use crate::watch::state::State;
-use crate::watch::{Watcher, format_addr, format_owners, state_word};
+use crate::watch::watcher::Watcher;
 
 /// How long to wait for the server's `listening` line, the echo, or a
 /// process to exit before the lab gives up on that step.
@@ -509,6 +510,18 @@ pub(super) fn wait_exit(child: Option<&mut Child>, timeout: Duration) -> Result<
     let _ = child.kill();
     let st = child.wait().map_err(Error::io("waiting for a child"))?;
     Ok(format!("{st} (killed after {}s)", timeout.as_secs()))
+}
+
+/// Prints the `conclusion:` line every scenario ends with.
+pub(crate) fn conclusion(text: &str) -> Result<()> {
+    emit("");
+    emit(&format!("conclusion: {text}"));
+    Ok(())
+}
+
+/// Prints one line of evidence (indented).
+pub(crate) fn evidence(s: &str) {
+    say(s);
 }
 
 #[cfg(test)]

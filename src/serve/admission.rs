@@ -11,22 +11,30 @@
 //! other finds it turned and does nothing. So a child killed between its
 //! release and its exit is not released twice.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::serve::ctx::Ctx;
+use crate::serve::service::per_ip::IpKey;
 
-/// A client's place under the limits, given back on drop.
+/// A client's place under the limits, given back on drop. 24 bytes and no
+/// address inside: the client is remembered by where `--max-conns-per-ip`
+/// counts it (an [`IpKey`]), so an io_uring connection slot holds it
+/// unboxed (`a_permit_stays_small` below).
 #[derive(Debug)]
 pub(crate) struct Permit {
     ctx: &'static Ctx,
-    /// The address counted under `--max-conns-per-ip`, if that is set.
-    ip: Option<IpAddr>,
+    /// [`IpKey::get`] of where the client is counted under
+    /// `--max-conns-per-ip` (0 when that is not set), and [`RELEASED`] once
+    /// given back: one word where a key and a flag would take two.
+    word: u64,
     /// Shared with a forked child: the one release of both copies.
     ticket: Option<&'static AtomicBool>,
-    /// Given back already (by [`Permit::release`]).
-    released: bool,
 }
+
+/// The bit of [`Permit::word`] saying the permit was given back (an
+/// [`IpKey`] stays below 2^54).
+const RELEASED: u64 = 1 << 63;
 
 impl Permit {
     /// Admits a client under both limits, or counts it rejected (`None`:
@@ -40,9 +48,8 @@ impl Permit {
     pub(crate) fn admitted(ctx: &'static Ctx, peer: &SocketAddr) -> Permit {
         Permit {
             ctx,
-            ip: Some(peer.ip()),
+            word: ctx.per_ip_key(peer.ip()).map_or(0, IpKey::get),
             ticket: None,
-            released: false,
         }
     }
 
@@ -58,19 +65,18 @@ impl Permit {
     /// Gives the slot back now (before the FIN, so the next client finds it
     /// free); dropping the permit later does nothing more.
     pub(crate) fn release(&mut self) {
-        if std::mem::replace(&mut self.released, true) {
+        if self.word & RELEASED != 0 {
             return;
         }
+        self.word |= RELEASED;
         if let Some(t) = self.ticket
             && t.swap(true, Ordering::SeqCst)
         {
             // The other copy (the child, or the parent) gave it back.
             return;
         }
-        match self.ip {
-            Some(ip) => self.ctx.release_ip(ip),
-            None => self.ctx.stats.release(),
-        }
+        self.ctx
+            .release_counted(IpKey::from_word(self.word & !RELEASED));
     }
 }
 
@@ -144,6 +150,34 @@ mod tests {
         assert_eq!(ctx.stats.active(), 0);
     }
 
+    /// An io_uring slot holds its permit unboxed: it was 48 bytes behind a
+    /// box (an `IpAddr` inside); it is 24.
+    #[test]
+    fn a_permit_stays_small() {
+        let size = std::mem::size_of::<Permit>();
+        assert!(size <= 24, "a permit grew to {size} bytes");
+    }
+
+    #[test]
+    fn a_per_ip_permit_gives_the_address_its_place_back_once() {
+        let ctx = ctx(8, Some(2));
+        let a: SocketAddr = "127.0.0.1:40002".parse().unwrap();
+        let b: SocketAddr = "[2001:db8::7]:40003".parse().unwrap();
+        for peer in [a, b] {
+            let p1 = Permit::take(ctx, &peer).expect("admitted");
+            let mut p2 = Permit::take(ctx, &peer).expect("admitted");
+            assert!(Permit::take(ctx, &peer).is_none(), "per-IP limit 2");
+            assert_eq!(ctx.stats.per_ip.count(peer.ip()), 2);
+            p2.release();
+            drop(p2);
+            assert_eq!(ctx.stats.per_ip.count(peer.ip()), 1, "released twice");
+            drop(p1);
+            assert_eq!(ctx.stats.per_ip.count(peer.ip()), 0);
+        }
+        assert_eq!(ctx.stats.active(), 0);
+        assert_eq!(ctx.stats.per_ip.tracked(), 0);
+    }
+
     #[test]
     fn two_copies_tied_by_a_ticket_release_once() {
         let ctx = ctx(4, None);
@@ -155,9 +189,8 @@ mod tests {
             // What fork does: the child's copy of the same permit.
             let mut child = Permit {
                 ctx,
-                ip: parent.ip,
+                word: parent.word,
                 ticket: parent.ticket,
-                released: false,
             };
             assert_eq!(ctx.stats.active(), 1);
             if child_first {

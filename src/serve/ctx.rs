@@ -9,6 +9,8 @@ use std::time::Duration;
 use crate::serve::contract as conn;
 use crate::serve::lifecycle::shutdown::Shutdown;
 use crate::serve::pool::sizing as pool;
+use crate::serve::service::draining::Draining;
+use crate::serve::service::per_ip::IpKey;
 use crate::serve::service::stats::Stats;
 use crate::serve::transport::{splice, tls};
 
@@ -34,6 +36,9 @@ pub(crate) struct Ctx {
     pub(crate) stall_timeout: Option<Duration>,
     /// Counters, in memory shared with forked children.
     pub(crate) stats: &'static Stats,
+    /// The clients processes before a SIGHUP hand-over still serve: they
+    /// count toward both limits.
+    pub(crate) draining: Draining,
     /// This server's stop state: SIGTERM/SIGINT in the binary, a call in a
     /// test.
     pub(crate) shutdown: Shutdown,
@@ -47,21 +52,40 @@ impl Ctx {
     /// Admits a new client under `--max-conns-per-ip` and `--max-conns`.
     /// `false` means: close it at once (it has been counted as rejected).
     pub(crate) fn admit(&self, peer: &SocketAddr) -> bool {
-        if let Some(max) = self.max_conns_per_ip
-            && !self.stats.per_ip.admit(peer.ip(), max)
-        {
-            self.stats
-                .rejected_per_ip
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !self.admit_per_ip(peer.ip()) {
             return false;
         }
-        if !self.stats.try_admit(self.max_conns) {
+        if !self.admit_conn() {
             if self.max_conns_per_ip.is_some() {
                 self.stats.per_ip.release(peer.ip());
             }
             return false;
         }
         true
+    }
+
+    /// The first step of [`Ctx::admit`]: counts `ip` under
+    /// `--max-conns-per-ip` (true when that is not set), its clients in
+    /// older processes included; a refusal is counted.
+    pub(crate) fn admit_per_ip(&self, ip: std::net::IpAddr) -> bool {
+        let Some(max) = self.max_conns_per_ip else {
+            return true;
+        };
+        let room = max.saturating_sub(self.draining.per_ip(ip));
+        if !self.stats.per_ip.admit(ip, room) {
+            self.stats
+                .rejected_per_ip
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// The second step of [`Ctx::admit`]: takes a slot under `--max-conns`,
+    /// less the clients older processes still serve; a refusal is counted.
+    pub(crate) fn admit_conn(&self) -> bool {
+        let earlier = usize::try_from(self.draining.active()).unwrap_or(usize::MAX);
+        self.stats.try_admit(self.max_conns.saturating_sub(earlier))
     }
 
     /// Gives back what [`Ctx::admit`] took, after the connection is closed.
@@ -71,8 +95,22 @@ impl Ctx {
 
     /// [`Ctx::release`] knowing only the client's address.
     pub(crate) fn release_ip(&self, ip: std::net::IpAddr) {
-        if self.max_conns_per_ip.is_some() {
-            self.stats.per_ip.release(ip);
+        self.release_counted(self.per_ip_key(ip));
+    }
+
+    /// Where `ip` is counted under `--max-conns-per-ip` (`None` when that is
+    /// not set), kept by a permit in place of the address.
+    pub(crate) fn per_ip_key(&self, ip: std::net::IpAddr) -> Option<IpKey> {
+        self.max_conns_per_ip
+            .is_some()
+            .then(|| self.stats.per_ip.key(ip))
+    }
+
+    /// Gives back what [`Ctx::admit`] took, knowing where the client was
+    /// counted ([`Ctx::per_ip_key`]).
+    pub(crate) fn release_counted(&self, key: Option<IpKey>) {
+        if let Some(k) = key {
+            self.stats.per_ip.release_key(k);
         }
         self.stats.release();
     }
@@ -109,6 +147,7 @@ impl Ctx {
             max_conns_per_ip: None,
             stall_timeout: None,
             stats: Stats::shared().expect("mapping the shared counters"),
+            draining: Draining::default(),
             shutdown,
             tls: None,
             zero_copy: splice::ZeroCopy::Auto,

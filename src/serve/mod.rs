@@ -71,14 +71,14 @@ use std::os::fd::AsRawFd;
 
 use tracing::info;
 
-use crate::args::ListenAddr;
 use crate::error::{Error, Result};
+use crate::net::target::Family;
 use crate::serve::ctx::Ctx;
 use crate::serve::lifecycle::shutdown::Shutdown;
 use crate::serve::lifecycle::{activation, handover, signals};
 use crate::serve::model::Model as M;
 use crate::serve::service::listen::{self, local_addrs};
-use crate::serve::service::{inetd, sidecar, stats, udp};
+use crate::serve::service::{draining, inetd, sidecar, stats, udp};
 use crate::serve::transport::{splice, tls};
 use crate::sys::raise_nofile_limit;
 
@@ -89,6 +89,10 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         let stall = (!opt.stall_timeout.is_zero()).then_some(opt.stall_timeout);
         return inetd::run(idle, stall.or(idle));
     }
+    // Addresses against -4/-6 first: a contradiction is a usage error before
+    // any work (a self-signed certificate) is done.
+    let (listen_addrs, tls_addrs) = (opt.listen_addrs()?, opt.tls_listen_addrs()?);
+    let metrics_addr = opt.metrics_addr()?;
     // TLS files are read and checked before anything binds: a bad one is
     // one line and a non-zero exit, with no port ever opened.
     let tls = load_tls(&opt)?;
@@ -110,6 +114,7 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
     }
     let _ = raise_nofile_limit();
     let handed = handover::init();
+    let draining_fds = draining::take_passed();
     // Sockets passed by systemd (or a handover) first, before this process
     // opens any other descriptor that could sit where LISTEN_FDS says.
     let passed = activation::take()?.unwrap_or_default();
@@ -117,12 +122,18 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
     // our `listening` line, and the default action would kill us, no drain.
     let shutdown = Shutdown::new().map_err(Error::io("creating the wake-up pipe"))?;
     signals::install(shutdown).map_err(Error::io("installing signal handlers"))?;
-    let stats = stats::Stats::shared().map_err(Error::io("mapping shared counters"))?;
+    let (stats, stats_fd) =
+        stats::Stats::passable().map_err(Error::io("mapping shared counters"))?;
+    if let Some(bits) = opt.per_ip_v6_prefix {
+        stats.per_ip.set_v6_prefix(bits);
+    }
+    let draining = draining::Draining::start(stats_fd, draining_fds)
+        .map_err(Error::io("creating the life line"))?;
     let listeners = if passed.tcp.is_empty() {
         if tls_only(&opt) {
             Vec::new()
         } else {
-            listen::bind_all(&opt.listen_addrs())?
+            listen::bind_all(&listen_addrs, opt.family())?
         }
     } else {
         if !opt.listen.is_empty() && !handed {
@@ -131,9 +142,9 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         passed.tcp
     };
     let tls_listeners = if passed.tls.is_empty() {
-        opt.tls_listen_addrs()
+        tls_addrs
             .into_iter()
-            .map(listen::bind)
+            .map(|a| listen::bind_in(a, opt.family()))
             .collect::<Result<Vec<_>>>()?
     } else {
         if !opt.tls_listen.is_empty() && !handed {
@@ -158,6 +169,7 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         max_conns_per_ip: opt.max_conns_per_ip.map(|n| n as u64),
         stall_timeout: (!opt.stall_timeout.is_zero()).then_some(opt.stall_timeout),
         stats,
+        draining,
         shutdown,
         tls,
         zero_copy: opt.zero_copy.resolve(),
@@ -175,13 +187,13 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
     } else if !passed.udp.is_empty() {
         passed.udp
     } else {
-        udp::bind_all(&local_addrs(&listeners))?
+        udp::bind_all(&local_addrs(&listeners), opt.family() == Family::V6)?
     };
-    let metrics = match opt.metrics.as_ref().map(ListenAddr::first) {
+    let metrics = match metrics_addr {
         // A handover passes the one it had.
         Some(_) if passed.metrics.is_some() => passed.metrics,
         Some(addr) => {
-            let l = listen::bind(addr)?;
+            let l = listen::bind_in(addr, opt.family())?;
             // The metrics thread blocks in accept.
             l.set_nonblocking(false)
                 .map_err(Error::io("metrics listener"))?;
@@ -229,6 +241,7 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         },
         &listeners.iter().map(AsRawFd::as_raw_fd).collect::<Vec<_>>(),
         stats,
+        &ctx.draining,
     )?;
     info!(
         model = model.name(),
@@ -264,19 +277,27 @@ fn say_who_can_reach(
     udp: &[std::net::UdpSocket],
     metrics: Option<&std::net::TcpListener>,
 ) {
-    let tcp = tcp
+    // Whether a `[::]` socket refuses IPv4 clients (`-6`).
+    let v6_only = |s: socket2::SockRef<'_>| s.only_v6().unwrap_or(false);
+    let tcp = tcp.iter().map(|l| {
+        let what = "tcp echo, no authentication";
+        (what, l.local_addr(), v6_only(l.into()))
+    });
+    let tls = tls
         .iter()
-        .map(|l| ("tcp echo, no authentication", l.local_addr()));
-    let tls = tls.iter().map(|l| ("tls echo", l.local_addr()));
-    let udp = udp
-        .iter()
-        .map(|s| ("udp echo, no authentication", s.local_addr()));
-    let metrics = metrics
-        .into_iter()
-        .map(|l| ("metrics, no authentication", l.local_addr()));
-    for (what, addr) in tcp.chain(tls).chain(udp).chain(metrics) {
+        .map(|l| ("tls echo", l.local_addr(), v6_only(l.into())));
+    let udp = udp.iter().map(|s| {
+        let what = "udp echo, no authentication";
+        (what, s.local_addr(), v6_only(s.into()))
+    });
+    let metrics = metrics.into_iter().map(|l| {
+        let what = "metrics, no authentication";
+        (what, l.local_addr(), v6_only(l.into()))
+    });
+    for (what, addr, v6_only) in tcp.chain(tls).chain(udp).chain(metrics) {
         if let Ok(addr) = addr {
-            info!(addr = %addr, reach = listen::reach(addr.ip()), "open: {what}");
+            let reach = listen::reach(addr.ip(), v6_only);
+            info!(addr = %addr, reach, "open: {what}");
         }
     }
 }

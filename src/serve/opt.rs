@@ -1,5 +1,6 @@
 //! The options of `netecho serve`.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -7,9 +8,11 @@ use clap::Args;
 
 use crate::args::{
     ListenAddr, parse_duration, parse_duration_nonzero, parse_listen_all, parse_positive,
-    parse_rate_limit, size_between,
+    parse_rate_limit, parse_v6_prefix, size_between,
 };
+use crate::error::{Error, Result};
 use crate::net::MAX_UDP_SIZE;
+use crate::net::target::Family;
 use crate::serve::model::Model;
 use crate::serve::pool::sizing as pool;
 use crate::serve::service::udp;
@@ -25,6 +28,16 @@ pub(crate) struct ServeOpt {
     /// (0.0.0.0:6666 without IPv6).
     #[arg(long = "listen", short = 'l', value_name = "HOST:PORT", value_parser = parse_listen_all)]
     pub(crate) listen: Vec<ListenAddr>,
+
+    /// Listen on IPv4 addresses only: a name keeps its IPv4 addresses, the
+    /// default is 0.0.0.0:6666.
+    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
+    pub(crate) ipv4: bool,
+
+    /// Listen on IPv6 addresses only: a name keeps its IPv6 addresses, the
+    /// default is [::]:6666 for IPv6 clients alone.
+    #[arg(short = '6', long = "ipv6")]
+    pub(crate) ipv6: bool,
 
     /// Serve TLS echo on this address, repeatable, beside --listen (which
     /// keeps its default, [::]:6666, unless given); printed as
@@ -92,6 +105,12 @@ pub(crate) struct ServeOpt {
     #[arg(long, value_name = "N", value_parser = parse_positive, allow_negative_numbers = true)]
     pub(crate) max_conns_per_ip: Option<usize>,
 
+    /// --max-conns-per-ip counts IPv6 clients per network prefix of this
+    /// many bits (1-128; 128 = each address apart): one host may own a
+    /// whole /64 (default: 64).
+    #[arg(long, value_name = "BITS", value_parser = parse_v6_prefix, allow_negative_numbers = true)]
+    pub(crate) per_ip_v6_prefix: Option<u8>,
+
     /// Close a connection whose client stops reading while the server has
     /// bytes for it, after this long; 0 = only --idle-timeout applies.
     #[arg(long, value_name = "DURATION", default_value = "60", value_parser = parse_duration, allow_negative_numbers = true)]
@@ -138,19 +157,52 @@ pub(crate) struct ServeOpt {
 }
 
 impl ServeOpt {
-    /// Every `--listen` address, names resolved.
-    pub(crate) fn listen_addrs(&self) -> Vec<std::net::SocketAddr> {
-        self.listen
-            .iter()
-            .flat_map(|l| l.0.iter().copied())
-            .collect()
+    /// The family `-4`/`-6` asks for.
+    pub(crate) fn family(&self) -> Family {
+        Family::from_flags(self.ipv4, self.ipv6)
     }
 
-    /// Every `--tls-listen` address, names resolved.
-    pub(crate) fn tls_listen_addrs(&self) -> Vec<std::net::SocketAddr> {
-        self.tls_listen
-            .iter()
-            .flat_map(|l| l.0.iter().copied())
-            .collect()
+    /// Every `--listen` address of that family, names resolved.
+    pub(crate) fn listen_addrs(&self) -> Result<Vec<SocketAddr>> {
+        of_family("--listen", &self.listen, self.family())
     }
+
+    /// Every `--tls-listen` address of that family, names resolved.
+    pub(crate) fn tls_listen_addrs(&self) -> Result<Vec<SocketAddr>> {
+        of_family("--tls-listen", &self.tls_listen, self.family())
+    }
+
+    /// The `--metrics` address: a name's first address of that family.
+    pub(crate) fn metrics_addr(&self) -> Result<Option<SocketAddr>> {
+        let given = self.metrics.as_slice();
+        Ok(of_family("--metrics", given, self.family())?
+            .first()
+            .copied())
+    }
+}
+
+/// The addresses of `family` each of `given` stands for; a usage error when
+/// one has none (`-4 --listen [::1]:7000` contradicts itself).
+fn of_family(flag: &str, given: &[ListenAddr], family: Family) -> Result<Vec<SocketAddr>> {
+    let mut kept = Vec::new();
+    for l in given {
+        let before = kept.len();
+        kept.extend(l.addrs.iter().filter(|a| family.admits(a.ip())));
+        if kept.len() == before {
+            let (asked, other) = match family {
+                Family::V6 => ("-6 asks for IPv6", "IPv4"),
+                _ => ("-4 asks for IPv4", "IPv6"),
+            };
+            let what = if l.named {
+                format!("has only {other} addresses")
+            } else {
+                format!("is an {other} address")
+            };
+            return Err(Error::Usage(format!(
+                "{flag} {} {what}, and {asked}",
+                l.shown
+            )));
+        }
+    }
+    Ok(kept)
 }

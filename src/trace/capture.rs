@@ -376,7 +376,7 @@ pub(crate) fn run_filter(prog: &[BpfInsn], pkt: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::packet::{Segment, build_frame, flags};
+    use netecho_core::wire::packet::{Segment, build_frame, flags};
 
     fn frame(src: &str, dst: &str) -> Vec<u8> {
         build_frame(

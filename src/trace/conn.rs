@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use super::packet::{Segment, flags};
-use super::seq::{Relative, SeqNumber, Side};
+use netecho_core::wire::packet::{Segment, flags};
+use netecho_core::wire::seq::{Relative, SeqNumber, Side};
 
 /// Connections followed at once; past this, finished ones are forgotten
 /// (and, if none is finished, all of them), so memory stays bounded.

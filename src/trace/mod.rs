@@ -11,14 +11,15 @@
 //!
 //! # Layout
 //! - [`capture`]: the AF_PACKET socket and its in-kernel BPF filter;
-//! - [`packet`]: Ethernet → IPv4/IPv6 → TCP parsing, pure and checked;
-//! - [`seq`]: wrap-around sequence numbers and `J+n`/`K+n`;
 //! - [`conn`]: per-connection tracking and the handshake/close notes;
-//! - [`pcap`]: the `--write` file, in the classic pcap format;
-//! - [`file`]: `-r`, reading pcap and pcapng files;
 //! - [`udp`]: datagrams and their echoes;
 //! - [`payload`]: `-A` and `-X`;
 //! - [`svg`]: `--svg`, the sequence diagram.
+//!
+//! The wire formats are pure and live in `netecho_core::wire`: the
+//! Ethernet → IPv4/IPv6 → TCP/UDP parser (`packet`), wrap-around sequence
+//! numbers and `J+n`/`K+n` (`seq`), the `--write` pcap writer (`pcap`) and
+//! the `-r` pcap/pcapng reader (`file`).
 //!
 //! The server side is the end whose port is `--port`; the other end is the
 //! client. On loopback every frame passes the capture point twice (sent,
@@ -27,11 +28,7 @@
 
 pub(crate) mod capture;
 pub(crate) mod conn;
-pub(crate) mod file;
-pub(crate) mod packet;
 pub(crate) mod payload;
-pub(crate) mod pcap;
-pub(crate) mod seq;
 pub(crate) mod svg;
 pub(crate) mod udp;
 
@@ -48,10 +45,10 @@ use crate::error::{Error, Result};
 use crate::sys::stop;
 use capture::Capture;
 use conn::Tracker;
-use file::CaptureFile;
-use packet::{Proto, link};
+use netecho_core::wire::file::CaptureFile;
+use netecho_core::wire::packet::{self, Proto, link};
+use netecho_core::wire::pcap::PcapWriter;
 use payload::Dump;
-use pcap::PcapWriter;
 use udp::Echoes;
 
 /// Frames taken from the capture per call of [`Tracer::pump`].

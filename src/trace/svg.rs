@@ -14,8 +14,8 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use super::conn::flag_names;
-use super::packet::{Segment, flags};
-use super::seq::{Relative, SeqNumber, Side};
+use netecho_core::wire::packet::{Segment, flags};
+use netecho_core::wire::seq::{Relative, SeqNumber, Side};
 
 /// Most segments drawn; a longer capture is cut here (and says so), so a
 /// bulk transfer does not become a diagram nobody can open.

@@ -10,8 +10,8 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 
-use super::packet::Datagram;
 use crate::watch::timeline::human_secs;
+use netecho_core::wire::packet::Datagram;
 
 /// Datagrams remembered per client while waiting for their echo; past
 /// this the oldest is given up (and counted as unanswered).

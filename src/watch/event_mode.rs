@@ -19,13 +19,15 @@ use super::diag::Diag;
 use super::events::{
     RECEIVE_RESET, RETRANSMIT, RETRANSMIT_SYNACK, SEND_RESET, STATE_EVENT, parse_line, split_lines,
 };
+use super::format::{emit, format_owners, pid_note};
 use super::info::InfoWatch;
+use super::opt::Opt;
 use super::procs::Owners;
 use super::snapshot::{Key, Snapshot};
 use super::state::State;
 use super::timeline::{Step, Timeline};
 use super::tracefs::{EventSpec, Instance};
-use super::{Opt, Watcher, emit, format_owners, pid_note};
+use super::watcher::Watcher;
 use crate::error::{Error, Result};
 use crate::sys::stop;
 

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
-use super::format_addr;
+use super::format::format_addr;
 use super::snapshot::Key;
 
 /// Field offsets in `struct tcp_info` (stable ABI: the kernel only ever

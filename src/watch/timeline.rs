@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use super::events::{Event, Kind};
-use super::format_addr;
+use super::format::format_addr;
 use super::snapshot::Key;
 use super::state::State;
 

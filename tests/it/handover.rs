@@ -5,12 +5,14 @@
 //! (and a good one put back at that path is what the next SIGHUP runs).
 
 use std::io::Write;
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use crate::hostile::admitted_from;
 use crate::util::{self, BIN, MIB, Rng, Running, Server, compare, netecho, seed_of};
 
 /// How long a handover may take to show in the old server's log.
@@ -316,6 +318,182 @@ fn metrics_after_a_handover_come_from_the_new_process() {
     util::ping(&mut held, b"still served by the old process").unwrap();
     drop(held);
     old_exits_new_serves(&mut srv, new_pid);
+}
+
+/// The old process's clients count toward the new one's limits: with
+/// `--max-conns 3` filled by idle clients, after a SIGHUP the new process
+/// refuses the next client until an old one leaves, admits one in its
+/// place, and takes all three places once the old process is gone.
+/// (Before, the limits restarted from zero: the new process admitted three
+/// more while the old one drained its three.)
+fn limits_count_the_clients_the_old_process_drains(model: &str) {
+    if skip(model) {
+        return;
+    }
+    let lo = Ipv4Addr::LOCALHOST;
+    let mut srv = Server::start(
+        model,
+        &[
+            "--max-conns",
+            "3",
+            "--workers",
+            "1",
+            "--metrics",
+            "127.0.0.1:0",
+            "--drain-timeout",
+            "60",
+        ],
+    );
+    let (addr, m) = (srv.addr(), srv.metrics_addr());
+    let admit = || admitted_from(lo, addr);
+    let mut old: Vec<TcpStream> = (0..3)
+        .map(|i| admit().unwrap_or_else(|| panic!("{model}: client {i} refused before the SIGHUP")))
+        .collect();
+    assert!(
+        admit().is_none(),
+        "{model}: a 4th client admitted under --max-conns 3"
+    );
+    assert_eq!(
+        util::metric(m, "netecho_connections_active"),
+        3,
+        "{model}: old process"
+    );
+    srv.signal(Signal::SIGHUP);
+    let new_pid = handed_over_to(&srv);
+    // The old metrics thread stops answering within 200 ms.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        admit().is_none(),
+        "{model}: the new process admitted a client while the old one drains 3 under --max-conns 3"
+    );
+    let page = util::scrape(m);
+    let read = |name| util::sample(&page, name);
+    assert_eq!(
+        read("netecho_connections_draining"),
+        Some(3),
+        "{model}:\n{page}"
+    );
+    assert_eq!(
+        read("netecho_connections_active"),
+        Some(0),
+        "{model}:\n{page}"
+    );
+    assert!(
+        read("netecho_connections_rejected_total{reason=\"max_conns\"}") >= Some(1),
+        "{model}: the refusal is not counted:\n{page}"
+    );
+    // One old client leaves: its place is the new process's.
+    drop(old.pop());
+    let mut new = Vec::new();
+    util::eventually(Duration::from_secs(10), || {
+        admit().map(|s| new.push(s)).is_some()
+    });
+    assert_eq!(
+        new.len(),
+        1,
+        "{model}: no place came back after an old client left"
+    );
+    assert!(
+        admit().is_none(),
+        "{model}: 2 old + 1 new clients, and a 4th admitted"
+    );
+    // The others leave; the old process exits; the new one fills up.
+    old.clear();
+    let status = srv.wait_exit(EXIT_WAIT);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{model}: the old server did not exit 0 after its drain ({status:?}); stderr:\n{}",
+        srv.stderr_text()
+    );
+    util::eventually(Duration::from_secs(10), || {
+        admit().map(|s| new.push(s)).is_some() && new.len() == 3
+    });
+    assert_eq!(
+        new.len(),
+        3,
+        "{model}: the places of the old clients did not come back"
+    );
+    assert!(
+        admit().is_none(),
+        "{model}: a 4th client admitted by the new process"
+    );
+    let page = util::scrape(m);
+    assert_eq!(
+        util::sample(&page, "netecho_connections_draining"),
+        Some(0),
+        "{page}"
+    );
+    assert_eq!(
+        util::sample(&page, "netecho_connections_active"),
+        Some(3),
+        "{page}"
+    );
+    let _ = kill(Pid::from_raw(new_pid), Signal::SIGTERM);
+}
+
+#[test]
+fn epoll_limits_count_the_clients_the_old_process_drains() {
+    limits_count_the_clients_the_old_process_drains("epoll");
+}
+
+/// The fork model: the old clients are held by its children, which keep
+/// being counted however the old parent fares.
+#[test]
+fn fork_limits_count_the_clients_the_old_process_drains() {
+    limits_count_the_clients_the_old_process_drains("fork");
+}
+
+/// `--max-conns-per-ip` across a hand-over, and an old process killed
+/// mid-drain: its clients stop counting (nothing it held stays taken).
+#[test]
+fn per_ip_counts_of_an_old_process_come_back_when_it_is_killed() {
+    let (a, b) = (Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(127, 0, 0, 2));
+    let mut srv = Server::start(
+        "epoll",
+        &[
+            "--max-conns-per-ip",
+            "2",
+            "--metrics",
+            "127.0.0.1:0",
+            "--drain-timeout",
+            "60",
+        ],
+    );
+    let (addr, m) = (srv.addr(), srv.metrics_addr());
+    let _old: Vec<TcpStream> = (0..2)
+        .map(|_| admitted_from(a, addr).expect("admitted before the SIGHUP"))
+        .collect();
+    srv.signal(Signal::SIGHUP);
+    let new_pid = handed_over_to(&srv);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        admitted_from(a, addr).is_none(),
+        "127.0.0.1 holds 2 in the old process, limit 2, and the new one admitted a 3rd"
+    );
+    assert!(
+        util::metric(
+            m,
+            "netecho_connections_rejected_total{reason=\"max_conns_per_ip\"}"
+        ) >= 1
+    );
+    let _other = admitted_from(b, addr).expect("another address is not limited");
+    srv.signal(Signal::SIGKILL);
+    assert!(
+        srv.wait_exit(EXIT_WAIT).is_some(),
+        "the old server outlived SIGKILL"
+    );
+    let mut again = Vec::new();
+    util::eventually(Duration::from_secs(10), || {
+        admitted_from(a, addr).map(|s| again.push(s)).is_some() && again.len() == 2
+    });
+    assert_eq!(
+        again.len(),
+        2,
+        "the killed process's per-IP counts still count"
+    );
+    assert!(admitted_from(a, addr).is_none(), "a 3rd from 127.0.0.1");
+    assert_eq!(util::metric(m, "netecho_connections_draining"), 0);
+    let _ = kill(Pid::from_raw(new_pid), Signal::SIGTERM);
 }
 
 macro_rules! handover_tests {

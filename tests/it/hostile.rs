@@ -8,7 +8,7 @@
 //! Every flood here is bounded in count and time and stays on 127.0.0.0/8.
 
 use std::io::{IoSlice, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -224,9 +224,9 @@ fn a_known_udp_source_is_answered_through_a_flood_above_the_global_rate() {
 
 /// A TCP connection from `ip` that was admitted: it echoes a byte. `None`
 /// when the server closed it at once (over a limit).
-fn admitted_from(ip: Ipv4Addr, to: SocketAddr) -> Option<TcpStream> {
-    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-    sock.bind(&SocketAddr::from((ip, 0)).into())
+pub(crate) fn admitted_from(ip: impl Into<IpAddr>, to: SocketAddr) -> Option<TcpStream> {
+    let sock = Socket::new(Domain::for_address(to), Type::STREAM, None).expect("socket");
+    sock.bind(&SocketAddr::from((ip.into(), 0)).into())
         .expect("bind a client address");
     sock.connect_timeout(&to.into(), Duration::from_secs(5))
         .expect("connect");
@@ -594,4 +594,66 @@ fn the_per_ip_limit_holds_after_thousands_of_addresses_fill_the_table() {
         over.is_empty(),
         "fresh addresses not held to {LIMIT} after {FILLERS} fillers: {over:?}"
     );
+}
+
+/// IPv6 clients are limited per prefix, /64 unless `--per-ip-v6-prefix`
+/// says otherwise: in a network namespace of the test's own (made by a
+/// thread that unshares it, gone with the thread and the server), with
+/// addresses of two /64s on its loopback, two addresses of one /64 share a
+/// limit and an address of the other does not.
+#[test]
+fn ipv6_clients_are_limited_per_prefix() {
+    if !util::is_root() {
+        eprintln!("SKIPPED: IPv6 per-prefix limit: needs root for a network namespace");
+        return;
+    }
+    let (a1, a2, b1): (Ipv6Addr, Ipv6Addr, Ipv6Addr) = (
+        "2001:db8:1:1::1".parse().unwrap(),
+        "2001:db8:1:1::2".parse().unwrap(),
+        "2001:db8:1:2::1".parse().unwrap(),
+    );
+    std::thread::spawn(move || {
+        util::own_netns_with_loopback().expect("a network namespace of our own");
+        for a in [a1, a2, b1] {
+            let run = util::run_to_end(
+                {
+                    let mut c = std::process::Command::new("ip");
+                    c.args([
+                        "-6",
+                        "addr",
+                        "add",
+                        &format!("{a}/128"),
+                        "dev",
+                        "lo",
+                        "nodad",
+                    ]);
+                    c
+                },
+                None,
+                Duration::from_secs(10),
+            );
+            assert!(run.success(), "ip addr add {a}: {}", run.stderr);
+        }
+        // (prefix flag, admitted from a1, a2, b1 under a limit of 1)
+        for (prefix, want) in [
+            (None, [true, false, true]),
+            (Some("128"), [true, true, true]),
+            (Some("48"), [true, false, false]),
+        ] {
+            let mut args = vec!["--max-conns-per-ip", "1"];
+            args.extend(prefix.iter().flat_map(|p| ["--per-ip-v6-prefix", *p]));
+            let server = Server::start_on("epoll", &["[::1]:0"], &args);
+            let held: Vec<Option<TcpStream>> = [a1, a2, b1]
+                .iter()
+                .map(|&a| admitted_from(a, server.addr()))
+                .collect();
+            let got: Vec<bool> = held.iter().map(Option::is_some).collect();
+            assert_eq!(
+                got, want,
+                "--per-ip-v6-prefix {prefix:?}: admitted from {a1}, {a2}, {b1}"
+            );
+        }
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e));
 }

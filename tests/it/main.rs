@@ -12,6 +12,7 @@ mod util;
 mod bench;
 mod bench_models;
 mod bench_scale;
+mod cli;
 mod client;
 mod docs;
 mod grammar;

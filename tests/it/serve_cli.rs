@@ -45,6 +45,17 @@ fn port_out_of_range() {
 }
 
 #[test]
+fn per_ip_v6_prefix_out_of_range() {
+    for bad in ["0", "129", "-1", "64bits"] {
+        refused(
+            &["--listen", "127.0.0.1:0", "--per-ip-v6-prefix", bad],
+            EXIT_USAGE,
+            &["--per-ip-v6-prefix", bad],
+        );
+    }
+}
+
+#[test]
 fn listen_not_an_address() {
     refused(&["--listen", "nonsense"], EXIT_USAGE, &["nonsense"]);
 }

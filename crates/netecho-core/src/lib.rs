@@ -16,7 +16,8 @@
 //!   and why a datagram got no reply;
 //! - `tls` (feature `tls`) a TLS client's session as bytes in and bytes
 //!   out, between the socket and the core, with its handshake and stall
-//!   deadlines.
+//!   deadlines;
+//! - [`wire`] the packet and capture-file formats `trace` reads and writes.
 
 pub mod contract;
 #[cfg(any(test, feature = "fuzz"))]
@@ -28,3 +29,4 @@ pub mod timers;
 #[cfg(any(test, feature = "tls"))]
 pub mod tls;
 pub mod udp;
+pub mod wire;

@@ -20,6 +20,10 @@
 //!   end of file means the new process exited (a bad build, flags it
 //!   rejects). In each case the old server logs why in one line, kills what
 //!   it started if it still runs, and serves on.
+//! - `NETECHO_DRAINING_FDS`: after the readiness pipe, the counters (a
+//!   memfd) and life line of this process and of the older ones still
+//!   alive, so that the new process counts the clients they drain toward
+//!   its limits (`serve::service::draining`).
 //!
 //! # The path
 //! `/proc/self/exe` names the inode the old process runs, which an upgrade
@@ -54,6 +58,7 @@ use tracing::{info, warn};
 use crate::serve::ctx::Ctx;
 use crate::serve::lifecycle::activation::LISTEN_FDS_START;
 use crate::serve::lifecycle::notify;
+use crate::serve::service::draining;
 
 /// How long the new process may take from fork to serving.
 pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -69,7 +74,13 @@ const WAIT_SLICE: Duration = Duration::from_millis(50);
 /// How long a new process that closed the pipe may take to exit.
 const EXIT_WAIT: Duration = Duration::from_secs(1);
 /// The environment a handover sets; an inherited copy is dropped.
-const OWN_VARS: [&str; 4] = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", READY_FD_VAR];
+const OWN_VARS: [&str; 5] = [
+    "LISTEN_PID",
+    "LISTEN_FDS",
+    "LISTEN_FDNAMES",
+    READY_FD_VAR,
+    draining::FDS_VAR,
+];
 
 /// What a passed socket is for, as `LISTEN_FDNAMES` says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,6 +339,17 @@ fn start(ctx: &Ctx) -> Result<Pid, Failed> {
     env.push(CString::new(format!("LISTEN_FDNAMES={}", names.join(":")))?);
     let ready_fd = LISTEN_FDS_START + n as RawFd;
     env.push(CString::new(format!("{READY_FD_VAR}={ready_fd}"))?);
+    // The counters and life lines go after the readiness pipe, in pairs.
+    let held = ctx.draining.to_pass();
+    let at = |i: usize| ready_fd + 1 + i as RawFd;
+    let pairs: Vec<String> = (0..held.len())
+        .map(|i| format!("{}:{}", at(2 * i), at(2 * i + 1)))
+        .collect();
+    env.push(CString::new(format!(
+        "{}={}",
+        draining::FDS_VAR,
+        pairs.join(",")
+    ))?);
     // LISTEN_PID's digits are written by the child into this buffer.
     let mut pid_var = [0u8; 32];
     pid_var[..PID_PREFIX.len()].copy_from_slice(PID_PREFIX);
@@ -342,6 +364,7 @@ fn start(ctx: &Ctx) -> Result<Pid, Failed> {
         .iter()
         .map(|(_, fd)| fd.as_raw_fd())
         .chain(std::iter::once(wr.as_raw_fd()))
+        .chain(held.iter().flat_map(|&(m, l)| [m, l]))
         .collect();
     let mut tmps: Vec<RawFd> = vec![-1; srcs.len()];
     let tmps_ptr = tmps.as_mut_ptr();
@@ -358,6 +381,7 @@ fn start(ctx: &Ctx) -> Result<Pid, Failed> {
                     argvp.as_ptr(),
                     envp.as_ptr(),
                     &srcs,
+                    n,
                     tmps_ptr,
                     pid_var_ptr,
                 )
@@ -381,8 +405,9 @@ fn start(ctx: &Ctx) -> Result<Pid, Failed> {
 /// `LISTEN_PID=` as the child's environment holds it.
 const PID_PREFIX: &[u8] = b"LISTEN_PID=";
 
-/// The child between fork and exec: moves the sockets to 3… and the
-/// readiness pipe after them, closes every other descriptor, writes its pid
+/// The child between fork and exec: moves the sockets to 3…, the
+/// readiness pipe after them (`srcs[report_at]`) and the draining
+/// descriptors after it, closes every other descriptor, writes its pid
 /// into `LISTEN_PID=`, unblocks signals and execs. Only async-signal-safe
 /// calls (fcntl, dup2, close_range, getpid, sigprocmask, execve, write,
 /// `_exit`); any failure is reported on the pipe and ends the child.
@@ -395,10 +420,11 @@ unsafe fn exec_child(
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
     srcs: &[RawFd],
+    report_at: usize,
     tmps: *mut RawFd,
     pid_var: *mut u8,
 ) -> ! {
-    let Some(&original_report) = srcs.last() else {
+    let Some(&original_report) = srcs.get(report_at) else {
         // SAFETY: `_exit` is always safe.
         unsafe { libc::_exit(127) }
     };
@@ -431,7 +457,7 @@ unsafe fn exec_child(
                 fail(original_report);
             }
         }
-        let report = first_free - 1;
+        let report = LISTEN_FDS_START + report_at as RawFd;
         // Nothing else may leak into the new server (a client connection
         // kept open there would never see its FIN). Where close_range is
         // missing, close-on-exec (set on everything else) does it.

@@ -283,14 +283,13 @@ impl Scoreboard {
         };
         let ip = peer.ip();
         s.conn.set_ip(ip);
-        if let Some(max) = ctx.max_conns_per_ip {
-            if !ctx.stats.per_ip.admit(ip, max) {
-                ctx.stats.rejected_per_ip.fetch_add(1, Ordering::Relaxed);
+        if ctx.max_conns_per_ip.is_some() {
+            if !ctx.admit_per_ip(ip) {
                 return false;
             }
             s.conn.held.store(TOOK_PER_IP, Ordering::Release);
         }
-        if !ctx.stats.try_admit(ctx.max_conns) {
+        if !ctx.admit_conn() {
             // Cleared before the release: a kill between them leaks, never
             // releases twice.
             s.conn.held.store(TOOK_NOTHING, Ordering::Release);

@@ -11,6 +11,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::error::{Error, Result};
+use crate::net::target::Family;
 
 /// The default port when no `--listen` is given.
 pub(crate) const DEFAULT_PORT: u16 = 6666;
@@ -26,13 +27,15 @@ pub(crate) fn local_addrs(listeners: &[TcpListener]) -> Vec<SocketAddr> {
         .collect()
 }
 
-/// Binds every address (the default when `addrs` is empty). Listeners are
-/// non-blocking: every model polls them.
-pub(crate) fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>> {
-    if addrs.is_empty() {
-        Ok(vec![bind_default()?])
-    } else {
-        addrs.iter().map(|a| bind(*a)).collect()
+/// Binds every address (the default of `family` when `addrs` is empty).
+/// Listeners are non-blocking: every model polls them.
+pub(crate) fn bind_all(addrs: &[SocketAddr], family: Family) -> Result<Vec<TcpListener>> {
+    let any = |ip: std::net::IpAddr| SocketAddr::from((ip, DEFAULT_PORT));
+    match (addrs.is_empty(), family) {
+        (true, Family::Any) => Ok(vec![bind_default()?]),
+        (true, Family::V4) => Ok(vec![bind(any(Ipv4Addr::UNSPECIFIED.into()))?]),
+        (true, Family::V6) => Ok(vec![bind_in(any(Ipv6Addr::UNSPECIFIED.into()), family)?]),
+        (false, _) => addrs.iter().map(|a| bind_in(*a, family)).collect(),
     }
 }
 
@@ -101,9 +104,11 @@ pub fn parse_listening(line: &str) -> Option<Listening> {
     })
 }
 
-/// Who can reach a socket bound to `ip`, in words for the start-up log.
-pub(crate) fn reach(ip: std::net::IpAddr) -> &'static str {
+/// Who can reach a socket bound to `ip`, in words for the start-up log
+/// (`v6_only`: the socket refuses IPv4 clients, `-6`).
+pub(crate) fn reach(ip: std::net::IpAddr, v6_only: bool) -> &'static str {
     match ip {
+        std::net::IpAddr::V6(v6) if v6.is_unspecified() && v6_only => "every IPv6 interface",
         std::net::IpAddr::V6(v6) if v6.is_unspecified() => "every interface, IPv4 and IPv6",
         std::net::IpAddr::V4(v4) if v4.is_unspecified() => "every IPv4 interface",
         ip if ip.is_loopback() => "this host only (loopback)",
@@ -132,6 +137,11 @@ fn bind_default() -> Result<TcpListener> {
 /// Creates, binds and listens on one socket. An unspecified IPv6 address
 /// (`[::]`) is made dual-stack (IPV6_V6ONLY off) so IPv4 clients share it.
 pub(crate) fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    bind_in(addr, Family::Any)
+}
+
+/// [`bind`], `[::]` serving IPv6 clients alone when `family` is IPv6 (`-6`).
+pub(crate) fn bind_in(addr: SocketAddr, family: Family) -> Result<TcpListener> {
     let fail = |source: io::Error| match source.raw_os_error() {
         Some(libc::EADDRINUSE) => Error::AddrInUse(addr),
         Some(libc::EACCES) | Some(libc::EPERM) => Error::BindPermission(addr),
@@ -145,7 +155,7 @@ pub(crate) fn bind(addr: SocketAddr) -> Result<TcpListener> {
     if let SocketAddr::V6(v6) = addr
         && v6.ip().is_unspecified()
     {
-        sock.set_only_v6(false).map_err(fail)?;
+        sock.set_only_v6(family == Family::V6).map_err(fail)?;
     }
     sock.bind(&addr.into()).map_err(fail)?;
     sock.listen(BACKLOG).map_err(fail)?;

@@ -25,6 +25,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::serve::contract::End;
+use crate::serve::service::draining::Draining;
 use crate::serve::service::stats::Failure;
 use crate::serve::service::stats::{Stats, UdpDrop};
 
@@ -43,9 +44,10 @@ const MAX_BODY: usize = 64 * 1024;
 /// Connections kept at once; a new one past this closes the oldest.
 const MAX_CONNS: usize = 64;
 
-/// Reads the shared counters at scrape time.
+/// Reads the shared counters at scrape time, and the clients older
+/// processes still serve after a hand-over.
 #[derive(Debug)]
-struct StatsCollector(&'static Stats);
+struct StatsCollector(&'static Stats, &'static Draining);
 
 fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
     let c = ConstCounter::new(v);
@@ -84,6 +86,14 @@ impl Collector for StatsCollector {
                 ConstCounter::new(v).encode(fam.encode_family(&[("reason", reason)])?)?;
             }
         }
+        let g = ConstGauge::new(self.1.active() as i64);
+        g.encode(e.encode_descriptor(
+            "netecho_connections_draining",
+            "TCP connections the processes a SIGHUP hand-over replaced still serve, \
+             counted toward the limits",
+            None,
+            g.metric_type(),
+        )?)?;
         let g = ConstGauge::new(s.per_ip.tracked() as i64);
         g.encode(e.encode_descriptor(
             "netecho_per_ip_tracked",
@@ -181,9 +191,9 @@ impl Collector for StatsCollector {
 }
 
 /// Renders the metrics page.
-pub(crate) fn render(stats: &'static Stats) -> String {
+pub(crate) fn render(stats: &'static Stats, draining: &'static Draining) -> String {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(StatsCollector(stats)));
+    registry.register_collector(Box::new(StatsCollector(stats, draining)));
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
@@ -220,7 +230,7 @@ pub(crate) fn to_text_format(openmetrics: &str) -> String {
 /// hyper on a one-thread tokio runtime: each scraper is a task of its own,
 /// so silent or slow connections cost a little memory each and never delay
 /// another scrape.
-pub(crate) fn serve(listener: TcpListener, stats: &'static Stats) {
+pub(crate) fn serve(listener: TcpListener, stats: &'static Stats, draining: &'static Draining) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -231,13 +241,17 @@ pub(crate) fn serve(listener: TcpListener, stats: &'static Stats) {
             return;
         }
     };
-    rt.block_on(accept_scrapers(listener, stats));
+    rt.block_on(accept_scrapers(listener, stats, draining));
 }
 
 /// Accepts scrapers and keeps at most [`MAX_CONNS`] connections: past that
 /// the oldest is closed to make room, so however many idle sockets someone
 /// opens, a new scraper is always served.
-async fn accept_scrapers(listener: TcpListener, stats: &'static Stats) {
+async fn accept_scrapers(
+    listener: TcpListener,
+    stats: &'static Stats,
+    draining: &'static Draining,
+) {
     let listener = match listener
         .set_nonblocking(true)
         .and_then(|()| tokio::net::TcpListener::from_std(listener))
@@ -260,7 +274,7 @@ async fn accept_scrapers(listener: TcpListener, stats: &'static Stats) {
                     {
                         oldest.abort();
                     }
-                    conns.push_back(tokio::spawn(scraper(conn, stats)).abort_handle());
+                    conns.push_back(tokio::spawn(scraper(conn, stats, draining)).abort_handle());
                 }
                 // Another process sharing the socket took it (a handover).
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -281,8 +295,8 @@ async fn accept_scrapers(listener: TcpListener, stats: &'static Stats) {
 /// the whole exchange within [`CONN_TIMEOUT`]. hyper answers what is not
 /// HTTP with 400 and a head over [`MAX_REQUEST`] with 431; a body is read
 /// and dropped before the answer, so the answer is never followed by a reset.
-async fn scraper(conn: tokio::net::TcpStream, stats: &'static Stats) {
-    let service = hyper::service::service_fn(move |req| answer(req, stats));
+async fn scraper(conn: tokio::net::TcpStream, stats: &'static Stats, draining: &'static Draining) {
+    let service = hyper::service::service_fn(move |req| answer(req, stats, draining));
     let http = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(SCRAPE_TIMEOUT)
@@ -299,6 +313,7 @@ type Page = http_body_util::Full<hyper::body::Bytes>;
 async fn answer(
     req: hyper::Request<hyper::body::Incoming>,
     stats: &'static Stats,
+    draining: &'static Draining,
 ) -> Result<hyper::Response<Page>, Infallible> {
     use http_body_util::BodyExt;
     let (head, body) = req.into_parts();
@@ -324,12 +339,12 @@ async fn answer(
         (true, "/metrics") if openmetrics => reply(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            render(stats),
+            render(stats, draining),
         ),
         (true, "/metrics") => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            to_text_format(&render(stats)),
+            to_text_format(&render(stats, draining)),
         ),
         (true, _) => reply(
             StatusCode::NOT_FOUND,
@@ -374,7 +389,7 @@ mod tests {
         s.rejected.store(3, Ordering::Relaxed);
         s.bytes.add(1000);
         s.udp_drop(UdpDrop::SourceRate);
-        let page = render(s);
+        let page = render(s, Box::leak(Box::default()));
         for line in [
             "netecho_connections_total 7",
             "netecho_connections_active 2",
@@ -395,7 +410,7 @@ mod tests {
     fn text_format_names_counter_families_as_their_samples() {
         let s: &'static Stats = Box::leak(Box::default());
         s.accepted.store(7, Ordering::Relaxed);
-        let om = render(s);
+        let om = render(s, Box::leak(Box::default()));
         assert!(om.contains("# TYPE netecho_connections counter\n"), "{om}");
         assert!(om.ends_with("# EOF\n"), "{om}");
         let text = to_text_format(&om);

@@ -1,9 +1,12 @@
 //! The service around the echo: [`listen`] binds the sockets and prints the
 //! `listening` lines (and parses them back); [`stats`] the counters, in
 //! memory shared with forked children, with [`per_ip`] and [`percpu`];
+//! [`draining`] the clients older processes still serve after a SIGHUP
+//! hand-over, counted toward the limits;
 //! [`metrics`] Prometheus; [`udp`] UDP echo; [`sidecar`] the process that
 //! serves UDP and metrics; [`inetd`] one client on stdin/stdout.
 
+pub(crate) mod draining;
 pub(crate) mod inetd;
 pub(crate) mod listen;
 pub(crate) mod metrics;

@@ -23,6 +23,7 @@
 
 use std::hash::{BuildHasher, DefaultHasher, Hash, Hasher, RandomState};
 use std::net::IpAddr;
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Slots in the table: this many client addresses with connections open at
@@ -33,8 +34,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// bytes: filling them takes more open connections than a forking model
 /// serves at once.
 pub(crate) const PER_IP_SLOTS: usize = 16_384;
-/// IPv6 clients are counted per prefix of this many bits: one host has a
-/// whole /64 to pick source addresses from.
+/// IPv6 clients are counted per prefix of this many bits unless
+/// `--per-ip-v6-prefix` says otherwise: one host has a whole /64 to pick
+/// source addresses from.
 pub(crate) const V6_PREFIX_BITS: u32 = 64;
 /// Slots an address may occupy, from its home slot on.
 pub(crate) const WINDOW: usize = 16;
@@ -44,6 +46,9 @@ const COUNT_BITS: u32 = 24;
 pub(crate) const MAX_COUNT: u64 = (1 << COUNT_BITS) - 1;
 /// An empty slot.
 const EMPTY: u64 = 0;
+/// The table's shape, part of [`crate::serve::service::stats::Stats::layout`]:
+/// a process reading another's table must find addresses where it put them.
+pub(crate) const SHAPE: (usize, usize, u32) = (PER_IP_SLOTS, WINDOW, COUNT_BITS);
 
 /// The table, `#[repr(C)]` inside the shared [`crate::serve::service::stats::Stats`]
 /// mapping. All-zero is a valid, empty table (with a zero hash seed).
@@ -54,6 +59,9 @@ pub(crate) struct PerIp {
     /// starts and shared with its children, so a client cannot pick
     /// addresses that crowd one window.
     seed: AtomicU64,
+    /// `--per-ip-v6-prefix`: IPv6 clients are counted per prefix of this
+    /// many bits (0, a fresh table's value, stands for [`V6_PREFIX_BITS`]).
+    v6_prefix: AtomicU64,
     /// `key << COUNT_BITS | count`, or [`EMPTY`]; a key is never zero, and
     /// a count is never zero in a used slot.
     slots: [AtomicU64; PER_IP_SLOTS],
@@ -63,10 +71,47 @@ impl Default for PerIp {
     fn default() -> Self {
         let t = PerIp {
             seed: AtomicU64::new(0),
+            v6_prefix: AtomicU64::new(0),
             slots: std::array::from_fn(|_| AtomicU64::new(EMPTY)),
         };
         t.reseed();
         t
+    }
+}
+
+/// Bits of an [`IpKey`] that hold the home slot.
+const HOME_BITS: u32 = 14;
+const _: () = assert!(PER_IP_SLOTS <= 1 << HOME_BITS);
+
+/// Where a client is counted: its key and home slot in the table, packed
+/// in one word (`key << HOME_BITS | home`; the key is never zero, so
+/// neither is the word). A connection's [`crate::serve::admission::Permit`]
+/// keeps this rather than the client's address: 8 bytes instead of an
+/// `IpAddr`'s 17, and the release hashes nothing. Valid for the table (its
+/// seed and IPv6 prefix) it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IpKey(NonZeroU64);
+
+impl IpKey {
+    fn new(key: u64, home: usize) -> IpKey {
+        // The key has 64 - COUNT_BITS bits and its low bit set; the home
+        // slot is below PER_IP_SLOTS: both fit, and the word is not zero.
+        IpKey(NonZeroU64::new(key << HOME_BITS | home as u64).expect("a key is never zero"))
+    }
+
+    /// The word, for a holder that packs flags beside it: below 2^54.
+    pub(crate) fn get(self) -> u64 {
+        self.0.get()
+    }
+
+    /// The key [`IpKey::get`] gave (`None` for 0).
+    pub(crate) fn from_word(w: u64) -> Option<IpKey> {
+        NonZeroU64::new(w).map(IpKey)
+    }
+
+    fn parts(self) -> (u64, usize) {
+        let w = self.0.get();
+        (w >> HOME_BITS, (w & ((1 << HOME_BITS) - 1)) as usize)
     }
 }
 
@@ -91,14 +136,30 @@ impl PerIp {
         self.seed.store(seed, Ordering::Relaxed);
     }
 
+    /// Counts IPv6 clients per prefix of `bits` (1 to 128) from now on.
+    /// Only while the table is empty: the parent calls it once, at start.
+    pub(crate) fn set_v6_prefix(&self, bits: u8) {
+        self.v6_prefix
+            .store(u64::from(bits.clamp(1, 128)), Ordering::Relaxed);
+    }
+
+    /// The IPv6 prefix length clients are counted by.
+    fn v6_bits(&self) -> u32 {
+        match self.v6_prefix.load(Ordering::Relaxed) {
+            0 => V6_PREFIX_BITS,
+            b => b.min(128) as u32,
+        }
+    }
+
     /// The address's key (never zero) and home slot. An IPv4-mapped IPv6
     /// address is the IPv4 client it stands for; an IPv6 address is its
-    /// [`V6_PREFIX_BITS`] prefix.
+    /// prefix of [`PerIp::v6_bits`].
     fn locate(&self, ip: IpAddr) -> (u64, usize) {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or_else(
                 || {
-                    let mask = u128::MAX << (128 - V6_PREFIX_BITS);
+                    // 1 to 128 bits: the shift is 0 to 127.
+                    let mask = u128::MAX << (128 - self.v6_bits());
                     IpAddr::V6((u128::from(v6) & mask).into())
                 },
                 IpAddr::V4,
@@ -191,7 +252,18 @@ impl PerIp {
     /// Gives back a connection counted by [`PerIp::admit`]; frees the slot
     /// when it was the address's last.
     pub(crate) fn release(&self, ip: IpAddr) {
+        self.release_key(self.key(ip));
+    }
+
+    /// Where `ip` is counted, for a later [`PerIp::release_key`].
+    pub(crate) fn key(&self, ip: IpAddr) -> IpKey {
         let (key, home) = self.locate(ip);
+        IpKey::new(key, home)
+    }
+
+    /// [`PerIp::release`] of the address `k` was made from.
+    pub(crate) fn release_key(&self, k: IpKey) {
+        let (key, home) = k.parts();
         loop {
             let Some((i, w)) = self.scan(key, home).last else {
                 // Not counted: a release without an admission, harmless.
@@ -205,7 +277,6 @@ impl PerIp {
     }
 
     /// Connections counted for `ip` now.
-    #[cfg(test)]
     pub(crate) fn count(&self, ip: IpAddr) -> u64 {
         let (key, home) = self.locate(ip);
         self.scan(key, home).sum
@@ -252,6 +323,29 @@ mod tests {
         t.release(a);
         assert!(t.admit(a, 2));
         assert_eq!(t.count(b), 1);
+    }
+
+    #[test]
+    fn a_key_releases_what_its_address_would() {
+        let t = PerIp::default();
+        let a = v4(7);
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        for ip in [a, v6] {
+            assert!(t.admit(ip, 2));
+            assert!(t.admit(ip, 2));
+            let k = t.key(ip);
+            assert_eq!(k, t.key(ip), "the same address, the same key");
+            assert!(k.get() < 1 << 54, "room for a holder's flags");
+            assert_eq!(IpKey::from_word(k.get()), Some(k));
+            t.release_key(k);
+            assert_eq!(t.count(ip), 1);
+            t.release_key(k);
+            assert_eq!(t.count(ip), 0);
+        }
+        assert_eq!(t.tracked(), 0);
+        let other: IpAddr = "2001:db8::2".parse().unwrap();
+        assert_eq!(t.key(v6), t.key(other), "one /64, one client");
+        assert_ne!(t.key(a), t.key(v4(8)));
     }
 
     #[test]

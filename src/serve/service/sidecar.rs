@@ -19,6 +19,7 @@ use tracing::warn;
 
 use crate::error::{Error, Result};
 use crate::serve::lifecycle::signals;
+use crate::serve::service::draining::Draining;
 use crate::serve::service::metrics;
 use crate::serve::service::stats::Stats;
 use crate::serve::service::udp;
@@ -45,6 +46,7 @@ pub(crate) fn start(
     services: Services,
     inherited: &[std::os::fd::RawFd],
     stats: &'static Stats,
+    draining: &'static Draining,
 ) -> Result<Option<Pid>> {
     if services.udp.is_empty() && services.metrics.is_none() {
         return Ok(None);
@@ -69,12 +71,12 @@ pub(crate) fn start(
                 // SAFETY: `_exit` skips destructors belonging to the parent.
                 unsafe { libc::_exit(0) }
             }
-            run(services, stats, parent)
+            run(services, stats, draining, parent)
         }
     }
 }
 
-fn run(services: Services, stats: &'static Stats, parent: Pid) -> ! {
+fn run(services: Services, stats: &'static Stats, draining: &'static Draining, parent: Pid) -> ! {
     let policy = Arc::new(udp::Policy::new(services.udp_cfg, Instant::now()));
     for sock in services.udp {
         let sock = Arc::new(sock);
@@ -91,7 +93,7 @@ fn run(services: Services, stats: &'static Stats, parent: Pid) -> ! {
     if let Some(l) = services.metrics
         && let Err(e) = std::thread::Builder::new()
             .name("metrics".into())
-            .spawn(move || metrics::serve(l, stats))
+            .spawn(move || metrics::serve(l, stats, draining))
     {
         warn!("cannot start the metrics thread: {e}");
     }

@@ -7,6 +7,7 @@ use crate::serve::service::per_ip::PerIp;
 use crate::serve::service::percpu::PerCpu;
 pub(crate) use netecho_core::udp::UdpDrop;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Why a TLS handshake did not complete: the session decides it (in
@@ -19,6 +20,10 @@ pub(crate) use netecho_core::tls::Failure;
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct Stats {
+    /// [`Stats::layout`] of the build that made this mapping, so that a
+    /// process handed the mapping of another build does not misread it.
+    /// Must stay the first field: it is read before the rest is trusted.
+    pub(crate) layout: AtomicU64,
     /// Clients being served now (admitted, not yet closed).
     pub(crate) active: AtomicU64,
     /// Connections accepted and admitted since start.
@@ -69,6 +74,7 @@ pub(crate) struct Stats {
 impl Default for Stats {
     fn default() -> Self {
         Stats {
+            layout: AtomicU64::new(Stats::layout()),
             active: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
@@ -101,14 +107,48 @@ impl Stats {
 
     /// Maps a zeroed page shared with future children and returns it for the
     /// life of the process.
+    #[cfg(test)]
     pub(crate) fn shared() -> io::Result<&'static Stats> {
         // SAFETY: `Stats` is all atomics (and arrays of them), valid when
         // all-zero.
         let one = unsafe { crate::sys::shm::shared_zeroed::<Stats>(1) }?;
-        let stats = &one[0];
-        // Before any child exists, so every process hashes alike.
+        Ok(Stats::init(&one[0]))
+    }
+
+    /// [`Stats::shared`] in a memfd, returned with it: a SIGHUP hand-over
+    /// passes it to the new process, which counts the clients this one
+    /// still drains toward its limits (`serve::lifecycle::draining`).
+    pub(crate) fn passable() -> io::Result<(&'static Stats, OwnedFd)> {
+        // SAFETY: as in `shared`.
+        let (stats, fd) =
+            unsafe { crate::sys::shm::shared_memfd_zeroed::<Stats>("netecho-stats") }?;
+        Ok((Stats::init(stats), fd))
+    }
+
+    /// Fills in a fresh zeroed mapping, before any child exists (so every
+    /// process hashes alike).
+    fn init(stats: &'static Stats) -> &'static Stats {
+        stats.layout.store(Stats::layout(), Ordering::Relaxed);
         stats.per_ip.reseed();
-        Ok(stats)
+        stats
+    }
+
+    /// A fingerprint of how this build lays out and reads the counters:
+    /// the struct's size and the offsets another process reads, the per-IP
+    /// table's shape, and the std hasher's output (which the table's keys
+    /// come from, and which a toolchain may change). Never zero.
+    pub(crate) fn layout() -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        (
+            "netecho Stats 1",
+            std::mem::size_of::<Stats>(),
+            std::mem::offset_of!(Stats, active),
+            std::mem::offset_of!(Stats, per_ip),
+            crate::serve::service::per_ip::SHAPE,
+        )
+            .hash(&mut h);
+        h.finish() | 1
     }
 
     /// Takes a serving slot if fewer than `max` are in use. Returns false

@@ -185,7 +185,7 @@ impl Worker {
             fd,
             generation,
             armed: None,
-            _permit: Box::new(permit),
+            _permit: permit,
             path,
         });
         self.live += 1;

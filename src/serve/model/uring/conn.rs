@@ -40,8 +40,8 @@ pub(super) struct Conn {
     pub(super) armed: Option<Instant>,
     /// Its place under `--max-conns` (and `--max-conns-per-ip`), given
     /// back when the connection is dropped, after its socket (field order).
-    /// Boxed: the slot is the server's memory per connection.
-    pub(super) _permit: Box<Permit>,
+    /// Unboxed: 32 bytes with no address inside.
+    pub(super) _permit: Permit,
     pub(super) path: Path,
 }
 

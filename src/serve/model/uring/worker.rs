@@ -509,11 +509,13 @@ mod tests {
 
     /// A connection's slot is most of the server's user-space memory per
     /// connection (`scripts/c1m.sh`: 271 bytes at the margin with a
-    /// 216-byte slot); what only some connections need (a spill, the peer
-    /// for `--max-conns-per-ip`, TLS, a pipe) is boxed so it stays small.
+    /// 216-byte slot); what only some connections need (a spill, TLS, a
+    /// pipe) is boxed so it stays small. Every connection's permit is held
+    /// inline: 168 bytes plus a boxed 48-byte permit (and its allocation's
+    /// header) before, 184 bytes and no allocation now.
     #[test]
     fn a_connection_slot_stays_small() {
         let slot = std::mem::size_of::<Slot>();
-        assert!(slot <= 168, "a connection slot grew to {slot} bytes");
+        assert!(slot <= 184, "a connection slot grew to {slot} bytes");
     }
 }

@@ -38,11 +38,12 @@ use crate::serve::service::stats::Stats;
 const RECV_TICK: Duration = Duration::from_millis(250);
 
 /// Binds a UDP socket on each address (`[::]` dual-stack, as for TCP).
-pub(crate) fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<UdpSocket>> {
-    addrs.iter().map(|a| bind(*a)).collect()
+pub(crate) fn bind_all(addrs: &[SocketAddr], v6_only: bool) -> Result<Vec<UdpSocket>> {
+    addrs.iter().map(|a| bind(*a, v6_only)).collect()
 }
 
-fn bind(addr: SocketAddr) -> Result<UdpSocket> {
+/// `v6_only`: `[::]` serves IPv6 clients alone (`serve -6`), else both.
+fn bind(addr: SocketAddr, v6_only: bool) -> Result<UdpSocket> {
     let fail = |source: io::Error| match source.raw_os_error() {
         Some(libc::EADDRINUSE) => Error::AddrInUse(addr),
         Some(libc::EACCES) | Some(libc::EPERM) => Error::BindPermission(addr),
@@ -53,7 +54,7 @@ fn bind(addr: SocketAddr) -> Result<UdpSocket> {
     if let SocketAddr::V6(v6) = addr
         && v6.ip().is_unspecified()
     {
-        sock.set_only_v6(false).map_err(fail)?;
+        sock.set_only_v6(v6_only).map_err(fail)?;
     }
     sock.bind(&addr.into()).map_err(fail)?;
     Ok(sock.into())

@@ -15,7 +15,7 @@ type Field = Range<usize>;
 
 /// Why a frame is not a TCP segment this program can show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ParseError {
+pub enum ParseError {
     /// Shorter than a header, or than a length field says.
     Truncated,
     /// A field holds a value no valid packet has.
@@ -41,58 +41,58 @@ impl fmt::Display for ParseError {
 mod eth {
     use super::Field;
     #[cfg(test)]
-    pub(crate) const DST: Field = 0..6;
+    pub const DST: Field = 0..6;
     #[cfg(test)]
-    pub(crate) const SRC: Field = 6..12;
-    pub(crate) const ETHERTYPE: Field = 12..14;
-    pub(crate) const HEADER_LEN: usize = 14;
-    pub(crate) const TYPE_IPV4: u16 = 0x0800;
-    pub(crate) const TYPE_IPV6: u16 = 0x86dd;
+    pub const SRC: Field = 6..12;
+    pub const ETHERTYPE: Field = 12..14;
+    pub const HEADER_LEN: usize = 14;
+    pub const TYPE_IPV4: u16 = 0x0800;
+    pub const TYPE_IPV6: u16 = 0x86dd;
 }
 
 /// IPv4 header layout (RFC 791).
 mod ipv4 {
     use super::Field;
-    pub(crate) const VER_IHL: usize = 0;
-    pub(crate) const TOTAL_LEN: Field = 2..4;
-    pub(crate) const FLAGS_FRAG: Field = 6..8;
-    pub(crate) const PROTOCOL: usize = 9;
-    pub(crate) const SRC: Field = 12..16;
-    pub(crate) const DST: Field = 16..20;
-    pub(crate) const MIN_HEADER_LEN: usize = 20;
+    pub const VER_IHL: usize = 0;
+    pub const TOTAL_LEN: Field = 2..4;
+    pub const FLAGS_FRAG: Field = 6..8;
+    pub const PROTOCOL: usize = 9;
+    pub const SRC: Field = 12..16;
+    pub const DST: Field = 16..20;
+    pub const MIN_HEADER_LEN: usize = 20;
     /// More-fragments flag and the 13-bit fragment offset.
     #[cfg(test)]
-    pub(crate) const MF_OR_OFFSET: u16 = 0x3fff;
+    pub const MF_OR_OFFSET: u16 = 0x3fff;
     /// Just the offset.
-    pub(crate) const OFFSET: u16 = 0x1fff;
+    pub const OFFSET: u16 = 0x1fff;
 }
 
 /// IPv6 fixed header layout (RFC 8200).
 mod ipv6 {
     use super::Field;
-    pub(crate) const VERSION: usize = 0;
-    pub(crate) const PAYLOAD_LEN: Field = 4..6;
-    pub(crate) const NEXT_HEADER: usize = 6;
-    pub(crate) const SRC: Field = 8..24;
-    pub(crate) const DST: Field = 24..40;
-    pub(crate) const HEADER_LEN: usize = 40;
+    pub const VERSION: usize = 0;
+    pub const PAYLOAD_LEN: Field = 4..6;
+    pub const NEXT_HEADER: usize = 6;
+    pub const SRC: Field = 8..24;
+    pub const DST: Field = 24..40;
+    pub const HEADER_LEN: usize = 40;
 }
 
 /// TCP header layout (RFC 793 section 3.1).
 mod tcp {
     use super::Field;
-    pub(crate) const SRC_PORT: Field = 0..2;
-    pub(crate) const DST_PORT: Field = 2..4;
-    pub(crate) const SEQ_NUM: Field = 4..8;
-    pub(crate) const ACK_NUM: Field = 8..12;
-    pub(crate) const DATA_OFF: usize = 12;
-    pub(crate) const FLAGS: usize = 13;
-    pub(crate) const WINDOW: Field = 14..16;
-    pub(crate) const MIN_HEADER_LEN: usize = 20;
+    pub const SRC_PORT: Field = 0..2;
+    pub const DST_PORT: Field = 2..4;
+    pub const SEQ_NUM: Field = 4..8;
+    pub const ACK_NUM: Field = 8..12;
+    pub const DATA_OFF: usize = 12;
+    pub const FLAGS: usize = 13;
+    pub const WINDOW: Field = 14..16;
+    pub const MIN_HEADER_LEN: usize = 20;
 }
 
 /// IP protocol number of TCP.
-pub(crate) const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_TCP: u8 = 6;
 
 fn be16(b: &[u8], f: Field) -> u16 {
     let mut a = [0u8; 2];
@@ -108,13 +108,13 @@ fn be32(b: &[u8], f: Field) -> u32 {
 
 /// An Ethernet II frame.
 #[derive(Debug)]
-pub(crate) struct EthernetFrame<T: AsRef<[u8]>> {
+pub struct EthernetFrame<T: AsRef<[u8]>> {
     buffer: T,
 }
 
 impl<T: AsRef<[u8]>> EthernetFrame<T> {
     /// Wraps bytes that hold at least a full header.
-    pub(crate) fn new_checked(buffer: T) -> Result<Self, ParseError> {
+    pub fn new_checked(buffer: T) -> Result<Self, ParseError> {
         if buffer.as_ref().len() < eth::HEADER_LEN {
             return Err(ParseError::Truncated);
         }
@@ -123,31 +123,31 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
 
     /// Destination MAC.
     #[cfg(test)]
-    pub(crate) fn dst(&self) -> &[u8] {
+    pub fn dst(&self) -> &[u8] {
         &self.buffer.as_ref()[eth::DST]
     }
 
     /// Source MAC.
     #[cfg(test)]
-    pub(crate) fn src(&self) -> &[u8] {
+    pub fn src(&self) -> &[u8] {
         &self.buffer.as_ref()[eth::SRC]
     }
 
     /// What the payload is (0x0800 IPv4, 0x86dd IPv6).
-    pub(crate) fn ethertype(&self) -> u16 {
+    pub fn ethertype(&self) -> u16 {
         be16(self.buffer.as_ref(), eth::ETHERTYPE)
     }
 
     /// Everything after the header.
     #[cfg(test)]
-    pub(crate) fn payload(&self) -> &[u8] {
+    pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[eth::HEADER_LEN..]
     }
 }
 
 /// An IPv4 packet.
 #[derive(Debug)]
-pub(crate) struct Ipv4Packet<T: AsRef<[u8]>> {
+pub struct Ipv4Packet<T: AsRef<[u8]>> {
     buffer: T,
 }
 
@@ -155,7 +155,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// Checks the version, that the header length fits, and that the total
     /// length covers the header and fits in the bytes we have (Ethernet may
     /// pad short packets: bytes past the total length are ignored).
-    pub(crate) fn new_checked(buffer: T) -> Result<Self, ParseError> {
+    pub fn new_checked(buffer: T) -> Result<Self, ParseError> {
         let b = buffer.as_ref();
         if b.len() < ipv4::MIN_HEADER_LEN {
             return Err(ParseError::Truncated);
@@ -175,43 +175,43 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     }
 
     /// Header length in bytes (IHL × 4).
-    pub(crate) fn header_len(&self) -> usize {
+    pub fn header_len(&self) -> usize {
         usize::from(self.buffer.as_ref()[ipv4::VER_IHL] & 0x0f) * 4
     }
 
     /// Header plus payload, as the header says.
-    pub(crate) fn total_len(&self) -> usize {
+    pub fn total_len(&self) -> usize {
         usize::from(be16(self.buffer.as_ref(), ipv4::TOTAL_LEN))
     }
 
     /// The protocol of the payload (6 for TCP).
-    pub(crate) fn protocol(&self) -> u8 {
+    pub fn protocol(&self) -> u8 {
         self.buffer.as_ref()[ipv4::PROTOCOL]
     }
 
     /// True for any fragment but the first.
-    pub(crate) fn is_later_fragment(&self) -> bool {
+    pub fn is_later_fragment(&self) -> bool {
         be16(self.buffer.as_ref(), ipv4::FLAGS_FRAG) & ipv4::OFFSET != 0
     }
 
     /// True for any part of a fragmented packet.
     #[cfg(test)]
-    pub(crate) fn is_fragment(&self) -> bool {
+    pub fn is_fragment(&self) -> bool {
         be16(self.buffer.as_ref(), ipv4::FLAGS_FRAG) & ipv4::MF_OR_OFFSET != 0
     }
 
     /// Source address.
-    pub(crate) fn src(&self) -> Ipv4Addr {
+    pub fn src(&self) -> Ipv4Addr {
         Ipv4Addr::from(be32(self.buffer.as_ref(), ipv4::SRC))
     }
 
     /// Destination address.
-    pub(crate) fn dst(&self) -> Ipv4Addr {
+    pub fn dst(&self) -> Ipv4Addr {
         Ipv4Addr::from(be32(self.buffer.as_ref(), ipv4::DST))
     }
 
     /// The payload, without Ethernet padding.
-    pub(crate) fn payload(&self) -> &[u8] {
+    pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[self.header_len()..self.total_len()]
     }
 }
@@ -219,13 +219,13 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
 /// An IPv6 packet (fixed header only: a TCP segment behind extension
 /// headers is reported as not TCP, as most capture filters do).
 #[derive(Debug)]
-pub(crate) struct Ipv6Packet<T: AsRef<[u8]>> {
+pub struct Ipv6Packet<T: AsRef<[u8]>> {
     buffer: T,
 }
 
 impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     /// Checks the version and that the payload length fits.
-    pub(crate) fn new_checked(buffer: T) -> Result<Self, ParseError> {
+    pub fn new_checked(buffer: T) -> Result<Self, ParseError> {
         let b = buffer.as_ref();
         if b.len() < ipv6::HEADER_LEN {
             return Err(ParseError::Truncated);
@@ -241,56 +241,56 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     }
 
     /// Payload length in bytes, as the header says.
-    pub(crate) fn payload_len(&self) -> usize {
+    pub fn payload_len(&self) -> usize {
         usize::from(be16(self.buffer.as_ref(), ipv6::PAYLOAD_LEN))
     }
 
     /// The next header (6 for TCP directly behind the fixed header).
-    pub(crate) fn next_header(&self) -> u8 {
+    pub fn next_header(&self) -> u8 {
         self.buffer.as_ref()[ipv6::NEXT_HEADER]
     }
 
     /// Source address.
-    pub(crate) fn src(&self) -> Ipv6Addr {
+    pub fn src(&self) -> Ipv6Addr {
         let mut a = [0u8; 16];
         a.copy_from_slice(&self.buffer.as_ref()[ipv6::SRC]);
         Ipv6Addr::from(a)
     }
 
     /// Destination address.
-    pub(crate) fn dst(&self) -> Ipv6Addr {
+    pub fn dst(&self) -> Ipv6Addr {
         let mut a = [0u8; 16];
         a.copy_from_slice(&self.buffer.as_ref()[ipv6::DST]);
         Ipv6Addr::from(a)
     }
 
     /// The payload, without padding.
-    pub(crate) fn payload(&self) -> &[u8] {
+    pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[ipv6::HEADER_LEN..ipv6::HEADER_LEN + self.payload_len()]
     }
 }
 
 /// TCP flag bits (RFC 793, RFC 3168 for ECE/CWR).
-pub(crate) mod flags {
-    pub(crate) const FIN: u8 = 0x01;
-    pub(crate) const SYN: u8 = 0x02;
-    pub(crate) const RST: u8 = 0x04;
-    pub(crate) const PSH: u8 = 0x08;
-    pub(crate) const ACK: u8 = 0x10;
-    pub(crate) const URG: u8 = 0x20;
-    pub(crate) const ECE: u8 = 0x40;
-    pub(crate) const CWR: u8 = 0x80;
+pub mod flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+    pub const URG: u8 = 0x20;
+    pub const ECE: u8 = 0x40;
+    pub const CWR: u8 = 0x80;
 }
 
 /// A TCP segment.
 #[derive(Debug)]
-pub(crate) struct TcpSegment<T: AsRef<[u8]>> {
+pub struct TcpSegment<T: AsRef<[u8]>> {
     buffer: T,
 }
 
 impl<T: AsRef<[u8]>> TcpSegment<T> {
     /// Checks that the header, options included, fits.
-    pub(crate) fn new_checked(buffer: T) -> Result<Self, ParseError> {
+    pub fn new_checked(buffer: T) -> Result<Self, ParseError> {
         let b = buffer.as_ref();
         if b.len() < tcp::MIN_HEADER_LEN {
             return Err(ParseError::Truncated);
@@ -306,49 +306,49 @@ impl<T: AsRef<[u8]>> TcpSegment<T> {
     }
 
     /// Header length in bytes (data offset × 4).
-    pub(crate) fn header_len(&self) -> usize {
+    pub fn header_len(&self) -> usize {
         usize::from(self.buffer.as_ref()[tcp::DATA_OFF] >> 4) * 4
     }
 
     /// Source port.
-    pub(crate) fn src_port(&self) -> u16 {
+    pub fn src_port(&self) -> u16 {
         be16(self.buffer.as_ref(), tcp::SRC_PORT)
     }
 
     /// Destination port.
-    pub(crate) fn dst_port(&self) -> u16 {
+    pub fn dst_port(&self) -> u16 {
         be16(self.buffer.as_ref(), tcp::DST_PORT)
     }
 
     /// Sequence number.
-    pub(crate) fn seq(&self) -> u32 {
+    pub fn seq(&self) -> u32 {
         be32(self.buffer.as_ref(), tcp::SEQ_NUM)
     }
 
     /// Acknowledgment number (meaningful with ACK set).
-    pub(crate) fn ack(&self) -> u32 {
+    pub fn ack(&self) -> u32 {
         be32(self.buffer.as_ref(), tcp::ACK_NUM)
     }
 
     /// The flag bits, see [`flags`].
-    pub(crate) fn flags(&self) -> u8 {
+    pub fn flags(&self) -> u8 {
         self.buffer.as_ref()[tcp::FLAGS]
     }
 
     /// The advertised window, before window scaling.
-    pub(crate) fn window(&self) -> u16 {
+    pub fn window(&self) -> u16 {
         be16(self.buffer.as_ref(), tcp::WINDOW)
     }
 
     /// The data carried.
-    pub(crate) fn payload(&self) -> &[u8] {
+    pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[self.header_len()..]
     }
 }
 
 /// What `trace` needs of one captured segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Segment {
+pub struct Segment {
     /// Sender.
     pub src: SocketAddr,
     /// Receiver.
@@ -367,13 +367,13 @@ pub(crate) struct Segment {
 
 impl Segment {
     /// Is flag `f` set?
-    pub(crate) fn has(&self, f: u8) -> bool {
+    pub fn has(&self, f: u8) -> bool {
         self.flags & f != 0
     }
 }
 
 /// Parses one Ethernet frame down to its TCP segment.
-pub(crate) fn parse_frame(bytes: &[u8]) -> Result<Segment, ParseError> {
+pub fn parse_frame(bytes: &[u8]) -> Result<Segment, ParseError> {
     match parse_link(link::ETHERNET, bytes)?.proto {
         Proto::Tcp(s) => Ok(s),
         Proto::Udp(_) => Err(ParseError::NotTcp),
@@ -382,37 +382,37 @@ pub(crate) fn parse_frame(bytes: &[u8]) -> Result<Segment, ParseError> {
 
 /// Link-layer header types (the pcap `LINKTYPE_*` numbers) that
 /// [`parse_link`] takes apart.
-pub(crate) mod link {
+pub mod link {
     /// BSD loopback: a 4-byte address family in the writer's byte order.
-    pub(crate) const NULL: u32 = 0;
+    pub const NULL: u32 = 0;
     /// Ethernet II (and Linux loopback, which fakes an Ethernet header).
-    pub(crate) const ETHERNET: u32 = 1;
+    pub const ETHERNET: u32 = 1;
     /// Bare IPv4 or IPv6, told apart by the version nibble.
-    pub(crate) const RAW: u32 = 101;
+    pub const RAW: u32 = 101;
     /// OpenBSD loopback: like NULL, in network byte order.
-    pub(crate) const LOOP: u32 = 108;
+    pub const LOOP: u32 = 108;
     /// Linux "cooked" capture v1 (`tcpdump -i any` before libpcap 1.10).
-    pub(crate) const LINUX_SLL: u32 = 113;
+    pub const LINUX_SLL: u32 = 113;
     /// Bare IPv4.
-    pub(crate) const IPV4: u32 = 228;
+    pub const IPV4: u32 = 228;
     /// Bare IPv6.
-    pub(crate) const IPV6: u32 = 229;
+    pub const IPV6: u32 = 229;
     /// Linux "cooked" capture v2 (`tcpdump -i any` since libpcap 1.10).
-    pub(crate) const LINUX_SLL2: u32 = 276;
+    pub const LINUX_SLL2: u32 = 276;
     /// Length of the SLL header; its protocol field is its last 2 bytes.
-    pub(crate) const SLL_LEN: usize = 16;
+    pub const SLL_LEN: usize = 16;
     /// Length of the SLL2 header; its protocol field is its first 2 bytes.
-    pub(crate) const SLL2_LEN: usize = 20;
+    pub const SLL2_LEN: usize = 20;
 }
 
 /// IP protocol number of UDP.
-pub(crate) const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_UDP: u8 = 17;
 /// UDP header length (RFC 768).
 const UDP_HEADER_LEN: usize = 8;
 
 /// A UDP datagram: what `trace` shows of one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Datagram {
+pub struct Datagram {
     /// Sender.
     pub src: SocketAddr,
     /// Receiver.
@@ -423,7 +423,7 @@ pub(crate) struct Datagram {
 
 /// The transport part of a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Proto {
+pub enum Proto {
     /// A TCP segment.
     Tcp(Segment),
     /// A UDP datagram.
@@ -433,16 +433,16 @@ pub(crate) enum Proto {
 /// A parsed packet: its transport header and where its data lies in the
 /// bytes given to [`parse_link`] (for `-A`/`-X`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Parsed {
+pub struct Parsed {
     /// TCP or UDP.
-    pub(crate) proto: Proto,
+    pub proto: Proto,
     /// The data's byte range in the packet.
-    pub(crate) payload: Range<usize>,
+    pub payload: Range<usize>,
 }
 
 /// Parses a packet of link type `linktype` (one of [`link`]) down to its
 /// TCP segment or UDP datagram.
-pub(crate) fn parse_link(linktype: u32, bytes: &[u8]) -> Result<Parsed, ParseError> {
+pub fn parse_link(linktype: u32, bytes: &[u8]) -> Result<Parsed, ParseError> {
     let (ethertype, off) = match linktype {
         link::ETHERNET => (
             EthernetFrame::new_checked(bytes)?.ethertype(),
@@ -488,11 +488,7 @@ pub(crate) fn parse_link(linktype: u32, bytes: &[u8]) -> Result<Parsed, ParseErr
 }
 
 /// Parses the IP packet at `off` in `bytes`, of the given ethertype.
-pub(crate) fn parse_network(
-    ethertype: u16,
-    bytes: &[u8],
-    off: usize,
-) -> Result<Parsed, ParseError> {
+pub fn parse_network(ethertype: u16, bytes: &[u8], off: usize) -> Result<Parsed, ParseError> {
     let net = bytes.get(off..).ok_or(ParseError::Truncated)?;
     let (src, dst, proto, ip_payload) = match ethertype {
         eth::TYPE_IPV4 => {
@@ -575,7 +571,7 @@ fn segment(src: IpAddr, dst: IpAddr, bytes: &[u8]) -> Result<Segment, ParseError
 /// Builds frames for tests (here, the property tests and the `packet` fuzz
 /// target's round trip): an Ethernet frame holding one TCP segment over
 /// IPv4 or IPv6, checksums left zero.
-pub(crate) fn build_frame(seg: &Segment, payload: &[u8]) -> Vec<u8> {
+pub fn build_frame(seg: &Segment, payload: &[u8]) -> Vec<u8> {
     let mut tcp_hdr = vec![0u8; tcp::MIN_HEADER_LEN];
     tcp_hdr[tcp::SRC_PORT].copy_from_slice(&seg.src.port().to_be_bytes());
     tcp_hdr[tcp::DST_PORT].copy_from_slice(&seg.dst.port().to_be_bytes());

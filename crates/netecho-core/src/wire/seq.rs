@@ -10,7 +10,7 @@ use std::cmp::Ordering;
 
 /// A TCP sequence number with wrap-around ordering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct SeqNumber(pub u32);
+pub struct SeqNumber(pub u32);
 
 impl std::ops::Add<u32> for SeqNumber {
     type Output = SeqNumber;
@@ -24,7 +24,7 @@ impl std::ops::Add<u32> for SeqNumber {
 impl SeqNumber {
     /// How far `self` is past `base`, as a signed distance (negative when
     /// `self` comes before `base`).
-    pub(crate) fn since(self, base: SeqNumber) -> i32 {
+    pub fn since(self, base: SeqNumber) -> i32 {
         self.0.wrapping_sub(base.0) as i32
     }
 }
@@ -37,7 +37,7 @@ impl PartialOrd for SeqNumber {
 
 /// Which end of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Side {
+pub enum Side {
     /// The end whose port is not the watched one: it connected.
     Client,
     /// The end on the watched port.
@@ -46,7 +46,7 @@ pub(crate) enum Side {
 
 impl Side {
     /// The other end.
-    pub(crate) fn peer(self) -> Side {
+    pub fn peer(self) -> Side {
         match self {
             Side::Client => Side::Server,
             Side::Server => Side::Client,
@@ -54,7 +54,7 @@ impl Side {
     }
 
     /// `client` / `server`.
-    pub(crate) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Side::Client => "client",
             Side::Server => "server",
@@ -63,7 +63,7 @@ impl Side {
 
     /// The letter the textbooks give this side's ISN: J for the client,
     /// K for the server.
-    pub(crate) fn letter(self) -> char {
+    pub fn letter(self) -> char {
         match self {
             Side::Client => 'J',
             Side::Server => 'K',
@@ -74,7 +74,7 @@ impl Side {
 /// Each side's initial sequence number once seen, to show numbers relative
 /// to it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Relative {
+pub struct Relative {
     /// The client's ISN (J), from its SYN.
     client: Option<SeqNumber>,
     /// The server's ISN (K), from its SYN-ACK.
@@ -84,12 +84,12 @@ pub(crate) struct Relative {
 impl Relative {
     /// Records `side`'s ISN (from a SYN); a retransmitted SYN with another
     /// number (a new connection on a reused 4-tuple) replaces it.
-    pub(crate) fn set_isn(&mut self, side: Side, isn: u32) {
+    pub fn set_isn(&mut self, side: Side, isn: u32) {
         *self.slot(side) = Some(SeqNumber(isn));
     }
 
     /// `side`'s ISN if its SYN was seen.
-    pub(crate) fn isn(&self, side: Side) -> Option<SeqNumber> {
+    pub fn isn(&self, side: Side) -> Option<SeqNumber> {
         match side {
             Side::Client => self.client,
             Side::Server => self.server,
@@ -105,7 +105,7 @@ impl Relative {
 
     /// A number in `side`'s sequence space: `J`, `J+5`, `K-1` relative to
     /// that side's ISN, or the absolute number if its SYN was not seen.
-    pub(crate) fn show(&self, side: Side, n: u32) -> String {
+    pub fn show(&self, side: Side, n: u32) -> String {
         match self.isn(side) {
             None => n.to_string(),
             Some(isn) => match SeqNumber(n).since(isn) {

@@ -7,18 +7,18 @@ use std::io::{self, Write};
 use std::time::Duration;
 
 /// Magic number: microsecond timestamps, written in native byte order.
-pub(crate) const MAGIC: u32 = 0xa1b2_c3d4;
+pub const MAGIC: u32 = 0xa1b2_c3d4;
 /// Format version 2.4, the only one in use.
-pub(crate) const VERSION: (u16, u16) = (2, 4);
+pub const VERSION: (u16, u16) = (2, 4);
 /// Link type of Ethernet frames (loopback AF_PACKET frames are too).
-pub(crate) const LINKTYPE_ETHERNET: u32 = 1;
+pub const LINKTYPE_ETHERNET: u32 = 1;
 /// File header length.
-pub(crate) const FILE_HEADER_LEN: usize = 24;
+pub const FILE_HEADER_LEN: usize = 24;
 /// Record header length.
-pub(crate) const RECORD_HEADER_LEN: usize = 16;
+pub const RECORD_HEADER_LEN: usize = 16;
 
 /// Writes a pcap stream to any writer.
-pub(crate) struct PcapWriter<W: Write> {
+pub struct PcapWriter<W: Write> {
     /// Where the file goes.
     out: W,
     /// The longest record the header promises.
@@ -27,7 +27,7 @@ pub(crate) struct PcapWriter<W: Write> {
 
 impl<W: Write> PcapWriter<W> {
     /// Writes the file header.
-    pub(crate) fn new(mut out: W, snaplen: u32) -> io::Result<PcapWriter<W>> {
+    pub fn new(mut out: W, snaplen: u32) -> io::Result<PcapWriter<W>> {
         let mut h = Vec::with_capacity(FILE_HEADER_LEN);
         h.extend_from_slice(&MAGIC.to_ne_bytes());
         h.extend_from_slice(&VERSION.0.to_ne_bytes());
@@ -42,7 +42,7 @@ impl<W: Write> PcapWriter<W> {
 
     /// Writes one packet captured `ts` after the Unix epoch; `orig_len` is
     /// its length on the wire (more than `data` if it was cut short).
-    pub(crate) fn write(&mut self, ts: Duration, data: &[u8], orig_len: usize) -> io::Result<()> {
+    pub fn write(&mut self, ts: Duration, data: &[u8], orig_len: usize) -> io::Result<()> {
         // The wire length is at least what we were handed, before the cut
         // to the snap length (the record would otherwise claim a packet
         // shorter than it was: 0 bytes with a snap length of 0).
@@ -59,7 +59,7 @@ impl<W: Write> PcapWriter<W> {
     }
 
     /// Flushes what is buffered.
-    pub(crate) fn flush(&mut self) -> io::Result<()> {
+    pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
 }

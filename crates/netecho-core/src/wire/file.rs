@@ -34,19 +34,19 @@ const DEFAULT_TSRESOL: u8 = 6;
 
 /// Why a file cannot be read (one line for the user).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct FileError(pub(crate) String);
+pub struct FileError(pub String);
 
 /// One packet of the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Record {
+pub struct Record {
     /// When it was captured, since the Unix epoch.
-    pub(crate) ts: Duration,
+    pub ts: Duration,
     /// Its `LINKTYPE_*`.
-    pub(crate) link: u32,
+    pub link: u32,
     /// The bytes captured (perhaps cut to the snap length).
-    pub(crate) data: Vec<u8>,
+    pub data: Vec<u8>,
     /// Its length on the wire.
-    pub(crate) orig_len: usize,
+    pub orig_len: usize,
 }
 
 /// The two formats, each with what it needs to say per record.
@@ -58,7 +58,7 @@ enum Inner<R: Read> {
 }
 
 /// A capture file, read record by record.
-pub(crate) struct CaptureFile<R: Read> {
+pub struct CaptureFile<R: Read> {
     /// The format's reader.
     inner: Inner<BufReader<R>>,
     /// Records read so far, for the error message of a damaged file.
@@ -70,7 +70,7 @@ pub(crate) struct CaptureFile<R: Read> {
 
 impl<R: Read> CaptureFile<R> {
     /// Reads the file header and tells pcap from pcapng.
-    pub(crate) fn new(r: R) -> Result<CaptureFile<R>, FileError> {
+    pub fn new(r: R) -> Result<CaptureFile<R>, FileError> {
         let mut r = BufReader::new(r);
         let head = r
             .fill_buf()
@@ -101,7 +101,7 @@ impl<R: Read> CaptureFile<R> {
     }
 
     /// The next packet; `None` at the end of the file.
-    pub(crate) fn next_record(&mut self) -> Option<Result<Record, FileError>> {
+    pub fn next_record(&mut self) -> Option<Result<Record, FileError>> {
         let damaged = |n: usize, e: pcap_file::PcapError| {
             FileError(format!("damaged after {n} packets: {e}"))
         };
@@ -178,7 +178,7 @@ impl<R: Read> CaptureFile<R> {
 
 /// A pcapng timestamp of `raw` units of resolution `tsresol` (high bit
 /// clear: 10^-n s; set: 2^-n s) as a duration.
-pub(crate) fn scale(raw: u128, tsresol: u8) -> Duration {
+pub fn scale(raw: u128, tsresol: u8) -> Duration {
     let n = u32::from(tsresol & 0x7f);
     let nanos: u128 = if tsresol & 0x80 != 0 {
         // 2^-n s units.
@@ -199,7 +199,7 @@ pub(crate) fn scale(raw: u128, tsresol: u8) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::packet::{Proto, Segment, build_frame, flags, link, parse_link};
+    use crate::wire::packet::{Proto, Segment, build_frame, flags, link, parse_link};
     use proptest::prelude::*;
 
     fn syn() -> Vec<u8> {
@@ -230,7 +230,7 @@ mod tests {
     #[test]
     fn reads_a_classic_pcap() {
         let mut buf = Vec::new();
-        let mut w = crate::trace::pcap::PcapWriter::new(&mut buf, 65535).unwrap();
+        let mut w = crate::wire::pcap::PcapWriter::new(&mut buf, 65535).unwrap();
         w.write(Duration::new(1_700_000_000, 250_000), &syn(), 0)
             .unwrap();
         let recs = all(&buf).unwrap();
@@ -246,7 +246,7 @@ mod tests {
     /// A pcapng file as dumpcap lays it out, written by hand: section
     /// header, an interface with `if_tsresol` 9 (nanoseconds), one
     /// enhanced packet block, little-endian.
-    pub(crate) fn pcapng(frame: &[u8], ts_ns: u64) -> Vec<u8> {
+    pub fn pcapng(frame: &[u8], ts_ns: u64) -> Vec<u8> {
         let mut f = Vec::new();
         let block = |f: &mut Vec<u8>, ty: u32, body: &[u8]| {
             let len = (12 + body.len()) as u32;
@@ -310,7 +310,7 @@ mod tests {
     #[test]
     fn a_cut_file_says_after_how_many_packets() {
         let mut buf = Vec::new();
-        let mut w = crate::trace::pcap::PcapWriter::new(&mut buf, 65535).unwrap();
+        let mut w = crate::wire::pcap::PcapWriter::new(&mut buf, 65535).unwrap();
         w.write(Duration::ZERO, &syn(), 0).unwrap();
         w.write(Duration::ZERO, &syn(), 0).unwrap();
         buf.truncate(buf.len() - 3);
@@ -350,7 +350,7 @@ mod tests {
                 pcapng(&syn(), 1)
             } else {
                 let mut buf = Vec::new();
-                let mut w = crate::trace::pcap::PcapWriter::new(&mut buf, 65535).unwrap();
+                let mut w = crate::wire::pcap::PcapWriter::new(&mut buf, 65535).unwrap();
                 w.write(Duration::ZERO, &syn(), 0).unwrap();
                 buf
             };
