@@ -163,6 +163,25 @@ pub(crate) fn parse_count(s: &str) -> Result<u64, String> {
     }
 }
 
+/// Parses a byte of an IP header (`ping --ttl`, `--tos`): decimal (184)
+/// or hexadecimal (0xb8), 0 to 255; `--ttl` also refuses 0.
+pub(crate) fn parse_header_byte(s: &str) -> Result<u8, String> {
+    let t = s.trim();
+    let v = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(hex) => u8::from_str_radix(hex, 16).ok(),
+        None => t.parse::<u8>().ok(),
+    };
+    v.ok_or_else(|| format!("'{s}' is not a number from 0 to 255 (decimal, or hex as 0xb8)"))
+}
+
+/// As [`parse_header_byte`], at least 1: a TTL of 0 is never sent.
+pub(crate) fn parse_ttl(s: &str) -> Result<u8, String> {
+    match parse_header_byte(s)? {
+        0 => Err("must be at least 1".into()),
+        n => Ok(n),
+    }
+}
+
 /// Parses a rate: a number per second, fractions and decimal units
 /// allowed (`0.5`, `100`, `10k`), optionally followed by `/s`.
 fn parse_per_second(s: &str) -> Option<f64> {
@@ -300,6 +319,18 @@ pub(crate) fn parse_listen_all(s: &str) -> Result<ListenAddr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_bytes_are_decimal_or_hex_and_fit_a_byte() {
+        assert_eq!(parse_header_byte("184"), Ok(184));
+        assert_eq!(parse_header_byte("0xb8"), Ok(184));
+        assert_eq!(parse_header_byte("0"), Ok(0));
+        for bad in ["256", "-1", "0x100", "ef", ""] {
+            assert!(parse_header_byte(bad).is_err(), "{bad}");
+        }
+        assert!(parse_ttl("0").is_err());
+        assert_eq!(parse_ttl("255"), Ok(255));
+    }
 
     #[test]
     fn listen_addresses_parse_or_say_why() {

@@ -12,7 +12,10 @@
 //! bytes makes the client wait before sending more, and one that keeps
 //! outstanding bytes for `--timeout` ends the run. On stdin EOF the client
 //! half-closes (`shutdown(SHUT_WR)`) and keeps reading until the server's
-//! FIN; it then checks that every byte sent came back. In a terminal the
+//! FIN; it then checks that every byte sent came back. A server that never
+//! closes gets [`DEFAULT_LINGER`] (`--linger`) after the input ended and
+//! every byte came back; the client then closes with a warning, so a
+//! script never hangs on it. In a terminal the
 //! same design gives the classic feel: the terminal hands over a line at a
 //! time and its echo is printed at once. With `--tls` the same contract runs
 //! over rustls ([`tls`]); with `--no-verify` it is a plain pipe to any
@@ -24,65 +27,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use clap::Args;
-
-use crate::args::parse_duration_nonzero;
 use crate::error::{Error, Result};
-use crate::net::tls::{Connector, TlsOpt};
-use crate::net::{self, TargetOpt};
+use crate::net;
+use crate::net::tls::Connector;
 use crate::sys::stop;
 
+mod linger;
+mod opt;
 mod tls;
 mod verify;
 
-use verify::{Fault, Outstanding, WINDOW};
-
-/// Bytes moved per read, each way.
-const BUF_SIZE: usize = 64 * 1024;
-/// Longest wait on the socket before the outstanding bytes' age is looked
-/// at again.
-const POLL_SLICE: Duration = Duration::from_millis(200);
-
-/// What `client --help` says after the options: how the echo is checked
-/// and what the exit status means.
-const AFTER_HELP: &str = "\
-Every byte that comes back is compared with the byte sent at that offset; \
-stdout shows only bytes that came back unchanged. At the first difference \
-the client stops and says on stderr: mismatch at byte N (sent 0xXX, got 0xYY).
-
-Exit status: 0 every byte sent came back unchanged and the server closed; \
-1 a mismatch, the server closed or reset early (the bytes sent and echoed \
-are named), no echo for --timeout, Ctrl-C or SIGTERM, or the connect \
-failed; 2 a usage error.";
-
-/// Options of `netecho client`.
-#[derive(Debug, Args)]
-#[command(after_help = AFTER_HELP)]
-pub(crate) struct ClientOpt {
-    #[command(flatten)]
-    pub(crate) target: TargetOpt,
-
-    /// Give up connecting after this long.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration_nonzero, allow_negative_numbers = true)]
-    pub(crate) connect_timeout: Duration,
-
-    /// Fail when bytes have been sent and no echo has come back for this
-    /// long. Waiting for input is never timed: an idle terminal session
-    /// stays open.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration_nonzero, allow_negative_numbers = true)]
-    pub(crate) timeout: Duration,
-
-    /// Talk to a server that is not an echo server: copy its answer to
-    /// stdout as it comes, compare nothing, and exit 0 when it closes the
-    /// connection (1 only if it resets it or the connect fails).
-    #[arg(long)]
-    pub(crate) no_verify: bool,
-
-    /// `--tls` and its options (verification, SNI); the TLS handshake
-    /// also has to finish within --connect-timeout.
-    #[command(flatten)]
-    pub(crate) tls: TlsOpt,
-}
+use linger::Linger;
+pub(crate) use opt::ClientOpt;
+use opt::{BUF_SIZE, POLL_SLICE};
+use verify::{Outstanding, WINDOW, fault_error};
 
 /// Runs the client; `Ok` means every byte sent came back unchanged.
 pub(crate) fn run(opt: ClientOpt) -> Result<()> {
@@ -107,6 +65,7 @@ pub(crate) fn run(opt: ClientOpt) -> Result<()> {
             stdin_error: None,
             finished: false,
             since: Instant::now(),
+            linger: Linger::new(opt.linger),
         }),
         room: Condvar::new(),
         sent: AtomicU64::new(0),
@@ -149,6 +108,8 @@ struct State {
     /// Since when the oldest outstanding byte has had no echo: the last
     /// echo, or the moment bytes were queued into an empty window.
     since: Instant,
+    /// How long a server that owes nothing has left to close.
+    linger: Linger,
 }
 
 impl Shared {
@@ -205,16 +166,12 @@ fn pump_stdin(mut sock: TcpStream, shared: &Shared) {
             }
         }
     }
-    shared.lock().stdin_done = true;
-    let _ = sock.shutdown(Shutdown::Write);
-}
-
-/// The error for a fault in the echo.
-pub(crate) fn fault_error(fault: Fault) -> Error {
-    match fault {
-        Fault::Mismatch { at, sent, got } => Error::Mismatch { at, sent, got },
-        Fault::Excess { at, .. } => Error::Excess { sent: at },
+    {
+        let mut st = shared.lock();
+        st.stdin_done = true;
+        st.linger.input_ended(Instant::now());
     }
+    let _ = sock.shutdown(Shutdown::Write);
 }
 
 /// Copies the checked echo to stdout until the server's FIN, then judges
@@ -251,6 +208,10 @@ fn copy_echo(mut sock: TcpStream, shared: &Shared, timeout: Duration) -> Result<
                     });
                 }
                 let st = shared.lock();
+                if st.linger.over(st.out.len() > 0, Instant::now()) {
+                    eprintln!("{}", st.linger.warning(shared.verify, st.out.echoed()));
+                    return Ok(());
+                }
                 if shared.verify && st.out.len() > 0 && st.since.elapsed() >= timeout {
                     return Err(Error::NoEcho {
                         after: timeout,
@@ -274,15 +235,18 @@ fn copy_echo(mut sock: TcpStream, shared: &Shared, timeout: Duration) -> Result<
             }
         };
         received += n as u64;
-        let (good, fault) = if shared.verify {
+        let (good, fault) = {
             let mut st = shared.lock();
-            let checked = st.out.check(&buf[..n]);
-            st.since = Instant::now();
-            drop(st);
-            shared.room.notify_all();
-            checked
-        } else {
-            (n, None)
+            st.linger.byte_came(Instant::now());
+            if shared.verify {
+                let checked = st.out.check(&buf[..n]);
+                st.since = Instant::now();
+                drop(st);
+                shared.room.notify_all();
+                checked
+            } else {
+                (n, None)
+            }
         };
         match out.write_all(&buf[..good]).and_then(|()| out.flush()) {
             Ok(()) => {}

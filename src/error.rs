@@ -76,17 +76,15 @@ pub enum Error {
     /// The sockets passed by systemd (LISTEN_FDS) cannot be used.
     #[error("socket activation: {reason}")]
     Activation { reason: String },
-    /// A command line that parses but cannot be used (a target without a
-    /// port, a size above a limit...): exit status 2, as clap's own errors.
+    /// A command line that parses but cannot be used: a target without a
+    /// port, a size above a limit, options that parse one by one but not
+    /// together (`--size` too big for `--udp`...). One line, exit status 2,
+    /// as clap's own errors.
     #[error("{0}")]
     Usage(String),
-    /// Options that parse one by one but not together (`--size` too big
-    /// for `--udp`...): a usage error, exit status 2.
-    #[error("{0}")]
-    InvalidOption(String),
     /// The run failed for a reason said in words (a file that cannot be
     /// written after the run, a worker with no slot): exit status 1, unlike
-    /// [`Error::InvalidOption`].
+    /// [`Error::Usage`].
     #[error("{0}")]
     Failed(String),
     /// `bench` ran to the end, but some requests failed or were lost; the
@@ -102,7 +100,7 @@ pub enum Error {
     #[error("cannot write the chart: {0}")]
     Chart(String),
     /// `ping` ran to the end, but some probes failed.
-    #[error("{failed} of {sent} probes failed; first: {first}")]
+    #[error("{failed} of {sent} {} failed; first: {first}", if *.sent == 1 { "probe" } else { "probes" })]
     PingFailed {
         failed: u64,
         sent: u64,
@@ -158,7 +156,7 @@ impl Error {
     /// there: all found before anything ran), 1 when the run itself failed.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Usage(_) | Error::InvalidOption(_) | Error::Interface { .. } => 2,
+            Error::Usage(_) | Error::Interface { .. } => 2,
             Error::Tls(TlsError::Setup(_)) => 1,
             Error::Tls(_) => 2,
             _ => 1,

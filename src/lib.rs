@@ -46,6 +46,7 @@ pub mod serve;
 pub(crate) mod sys;
 pub(crate) mod trace;
 pub(crate) mod watch;
+pub(crate) mod words;
 
 pub use error::{Error, Result};
 

@@ -374,7 +374,7 @@ pub(crate) fn run(opt: ManOpt, cmd: clap::Command) -> Result<()> {
             .iter()
             .filter_map(|(n, _)| n.strip_prefix("netecho-")?.strip_suffix(".1"))
             .collect();
-        return Err(Error::InvalidOption(format!(
+        return Err(Error::Usage(format!(
             "no man page for '{}'; the pages: {}",
             opt.page.unwrap_or_default(),
             names.join(", ")

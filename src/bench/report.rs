@@ -10,6 +10,7 @@ use super::tally::Tally;
 use super::text::{latency_line, micros, print_json, print_stdout, round3, thousands};
 use super::tls::Figures;
 use crate::error::{Error, Result};
+use crate::words::{count, noun};
 
 /// Below this share of `--rate`, the summary says the rate was not held.
 const RATE_SHORTFALL: f64 = 0.95;
@@ -201,8 +202,13 @@ impl Summary {
         };
         let mut out = String::new();
         out += &format!(
-            "bench {} ({}, {}, {} connections, {} B messages, {} threads)\n",
-            self.target, self.proto, mode, self.connections, self.size, self.threads
+            "bench {} ({}, {}, {}, {} B messages, {})\n",
+            self.target,
+            self.proto,
+            mode,
+            count(self.connections as u64, "connection", "connections"),
+            self.size,
+            count(self.threads as u64, "thread", "threads")
         );
         out += &format!(
             "  requests  {} in {:.3} s: {} req/s, {:.2} MB/s each way\n",
@@ -224,9 +230,10 @@ impl Summary {
             out += &tls.human();
         }
         out += &format!(
-            "  errors    {} ({} mismatches)",
+            "  errors    {} ({} {})",
             thousands(self.errors),
-            thousands(self.mismatches)
+            thousands(self.mismatches),
+            noun(self.mismatches, "mismatch", "mismatches")
         );
         if self.proto == "udp" {
             out += &format!(
@@ -289,15 +296,18 @@ impl Summary {
             what.push("interrupted by a signal".to_string());
         }
         if self.errors > 0 {
-            what.push(format!("{} errors", thousands(self.errors)));
+            let errors = noun(self.errors, "error", "errors");
+            what.push(format!("{} {errors}", thousands(self.errors)));
         }
         if self.lost > 0 {
-            what.push(format!("{} datagrams lost", thousands(self.lost)));
+            let datagrams = noun(self.lost, "datagram", "datagrams");
+            what.push(format!("{} {datagrams} lost", thousands(self.lost)));
         }
         if self.unanswered > 0 {
             what.push(format!(
-                "{} requests sent and never answered",
-                thousands(self.unanswered)
+                "{} {} sent and never answered",
+                thousands(self.unanswered),
+                noun(self.unanswered, "request", "requests")
             ));
         }
         if what.is_empty() && self.requests == 0 && self.mode != "stream" {

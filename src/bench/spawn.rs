@@ -134,6 +134,7 @@ pub(crate) fn start_on(
                         ListenKind::Tcp => "tcp",
                         ListenKind::Tls => "tls",
                         ListenKind::Udp => "udp",
+                        ListenKind::Inspect => "inspect",
                         ListenKind::Metrics => "metrics",
                     },
                     READY_TIMEOUT.as_secs()

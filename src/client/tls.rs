@@ -23,8 +23,9 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use rustls::ClientConnection;
 
-use super::verify::{Outstanding, WINDOW};
-use super::{BUF_SIZE, ClientOpt, POLL_SLICE, fault_error};
+use super::linger::Linger;
+use super::opt::{BUF_SIZE, ClientOpt, POLL_SLICE};
+use super::verify::{Outstanding, WINDOW, fault_error};
 use crate::error::{Error, Result};
 use crate::net::tls::{Connector, describe};
 use crate::sys::stop;
@@ -95,6 +96,7 @@ pub(crate) fn run(
         verify: !opt.no_verify,
         timeout: opt.timeout,
         since: Instant::now(),
+        linger: Linger::new(opt.linger),
         input_done: false,
         input_ok: false,
         stdin_error: None,
@@ -153,6 +155,8 @@ struct Pump {
     timeout: Duration,
     /// Since when the oldest outstanding byte has had no echo.
     since: Instant,
+    /// How long a server that owes nothing has left to close.
+    linger: Linger,
     /// No more input will come.
     input_done: bool,
     /// stdin ended normally (not with a read error).
@@ -211,6 +215,10 @@ impl Pump {
                             received: self.echoed(),
                             sent: self.sent,
                         });
+                    }
+                    if self.linger.over(self.out.len() > 0, Instant::now()) {
+                        eprintln!("{}", self.linger.warning(self.verify, self.out.echoed()));
+                        return Ok(());
                     }
                     if self.verify && self.out.len() > 0 && self.since.elapsed() >= self.timeout {
                         return Err(Error::NoEcho {
@@ -283,6 +291,9 @@ impl Pump {
     fn end_input(&mut self, ok: bool) {
         self.input_done = true;
         self.input_ok = ok;
+        if ok {
+            self.linger.input_ended(Instant::now());
+        }
         self.conn.send_close_notify();
         self.closing = true;
     }
@@ -387,6 +398,7 @@ impl Pump {
                 }
             };
             self.received += n as u64;
+            self.linger.byte_came(Instant::now());
             let (good, fault) = if self.verify {
                 self.since = Instant::now();
                 self.out.check(&self.buf[..n])

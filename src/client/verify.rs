@@ -7,6 +7,8 @@
 
 use std::collections::VecDeque;
 
+use crate::error::Error;
+
 /// Most bytes sent and not yet echoed. A server that echoes as it reads
 /// never holds this much (the kernel's buffers on both sides are a few
 /// MiB at most); a server that reads and never answers makes the client
@@ -87,6 +89,14 @@ fn common_prefix(a: &[u8], b: &[u8]) -> usize {
         .zip(&b[..n])
         .position(|(x, y)| x != y)
         .unwrap_or(n)
+}
+
+/// The error for a fault in the echo.
+pub(crate) fn fault_error(fault: Fault) -> Error {
+    match fault {
+        Fault::Mismatch { at, sent, got } => Error::Mismatch { at, sent, got },
+        Fault::Excess { at, .. } => Error::Excess { sent: at },
+    }
 }
 
 #[cfg(test)]

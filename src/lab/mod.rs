@@ -85,7 +85,7 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
     let name = opt.scenario.as_deref().unwrap_or("walkthrough");
     let Some((_, _, run)) = SCENARIOS.iter().find(|(n, _, _)| *n == name) else {
         let names: Vec<&str> = SCENARIOS.iter().map(|(n, _, _)| *n).collect();
-        return Err(Error::InvalidOption(format!(
+        return Err(Error::Usage(format!(
             "no lab scenario '{name}' (there are: {})",
             names.join(", ")
         )));

@@ -13,8 +13,9 @@
 //! connect in the time. With `--tls` the probes go over one TLS
 //! connection; its handshake is timed and reported apart (in the first
 //! lines, and per probe with `--new-conn`). [`probe`] does one probe,
-//! [`report`] prints.
+//! [`report`] prints; [`inspect`] is `--inspect`, what the path changed.
 
+mod inspect;
 mod probe;
 mod report;
 
@@ -42,22 +43,22 @@ const SLEEP_SLICE: Duration = Duration::from_millis(50);
 const WAIT_RETRY: Duration = Duration::from_millis(100);
 
 /// What `ping --help` says after the options.
-const AFTER_HELP: &str = "\\
-Each probe's payload is unique and its echo is checked byte for byte. A probe \\
-is lost when its echo is late (--timeout), wrong, short, or cannot be sent \\
-(connection refused, reset...): each lost probe gets its own line saying why, \\
+const AFTER_HELP: &str = "\
+Each probe's payload is unique and its echo is checked byte for byte. A probe \
+is lost when its echo is late (--timeout), wrong, short, or cannot be sent \
+(connection refused, reset...): each lost probe gets its own line saying why, \
 and probing goes on, as ping(8) does when a host is down.
 
---json prints one JSON object per line instead of text: one per probe \\
-({\"type\":\"probe\",\"seq\":1,\"ok\":true,\"rtt_ms\":0.1,...} or \\
-{\"type\":\"probe\",\"seq\":2,\"ok\":false,\"error\":\"timeout\",\"message\":\"timed out\",...}) \\
+--json prints one JSON object per line instead of text: one per probe \
+({\"type\":\"probe\",\"seq\":1,\"ok\":true,\"rtt_ms\":0.1,...} or \
+{\"type\":\"probe\",\"seq\":2,\"ok\":false,\"error\":\"timeout\",\"message\":\"timed out\",...}) \
 and one summary at the end ({\"type\":\"summary\",\"sent\":..,\"received\":..,\"lost\":..,\
-\"rtt_ms\":{\"min\":..,\"avg\":..,\"median\":..,\"max\":..,\"stddev\":..},\"interrupted\":..,\"error\":..}), \\
+\"rtt_ms\":{\"min\":..,\"avg\":..,\"median\":..,\"max\":..,\"stddev\":..},\"interrupted\":..,\"error\":..}), \
 also when the run stops early.
 
-Exit status: 0 every probe came back intact; 1 a probe was lost or \\
-mismatched, none was answered, --wait ran out, or the name did not resolve; \\
-2 a usage error. Ctrl-C or SIGTERM stops the run, prints the summary and \\
+Exit status: 0 every probe came back intact; 1 a probe was lost or \
+mismatched, none was answered, --wait ran out, or the name did not resolve; \
+2 a usage error. Ctrl-C or SIGTERM stops the run, prints the summary and \
 exits as above (0 if every probe sent came back).";
 
 /// Options of `netecho ping`.
@@ -112,10 +113,21 @@ pub(crate) struct Opt {
 
     #[command(flatten)]
     pub(crate) tls: TlsOpt,
+
+    #[command(flatten)]
+    pub(crate) inspect: inspect::InspectOpt,
 }
 
 /// Runs `netecho ping`.
 pub(crate) fn run(opt: Opt) -> Result<()> {
+    if opt.inspect.inspect {
+        if opt.udp || opt.new_conn || opt.tls.tls {
+            return Err(Error::Usage(
+                "--inspect asks over TCP and UDP itself: drop --udp, --new-conn and --tls".into(),
+            ));
+        }
+        return inspect::run(&opt.inspect, &opt.target, opt.timeout, opt.json);
+    }
     let target = opt.target.target()?;
     let max_size = if opt.udp { MAX_UDP_SIZE } else { MAX_TCP_SIZE };
     if opt.size > max_size {

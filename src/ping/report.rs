@@ -10,6 +10,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
+use crate::words::count;
+
 /// Stdout, line by line; a reader that went away (`| head`) ends the run
 /// quietly instead of as an error.
 pub(crate) struct Out {
@@ -169,14 +171,14 @@ impl Stats {
     pub(crate) fn summary(&self, target: &str) -> Vec<String> {
         let mut lines = vec![format!("--- {target} netecho ping statistics ---")];
         let mut counts = format!(
-            "{} probes sent, {} received, {:.1}% loss, time {:.0} ms",
-            self.sent,
+            "{} sent, {} received, {:.1}% loss, time {:.0} ms",
+            count(self.sent, "probe", "probes"),
             self.received(),
             self.loss_pct(),
             self.elapsed.as_secs_f64() * 1e3
         );
         if self.late > 0 {
-            counts += &format!(", {} late echoes", self.late);
+            counts += &format!(", {} late", count(self.late, "echo", "echoes"));
         }
         lines.push(counts);
         if let Some(s) = self.rtt.spread() {
@@ -187,13 +189,13 @@ impl Stats {
         }
         if let Some(s) = self.handshakes.spread() {
             lines.push(format!(
-                "handshake min/avg/median/max/stddev = {:.3}/{:.3}/{:.3}/{:.3}/{:.3} ms ({} handshakes)",
+                "handshake min/avg/median/max/stddev = {:.3}/{:.3}/{:.3}/{:.3}/{:.3} ms ({})",
                 s.min,
                 s.avg,
                 s.median,
                 s.max,
                 s.stddev,
-                self.handshakes.count()
+                count(self.handshakes.count(), "handshake", "handshakes")
             ));
         }
         lines

@@ -10,6 +10,7 @@ use crate::serve::contract as conn;
 use crate::serve::lifecycle::shutdown::Shutdown;
 use crate::serve::pool::sizing as pool;
 use crate::serve::service::draining::Draining;
+use crate::serve::service::faults::FaultSet;
 use crate::serve::service::per_ip::IpKey;
 use crate::serve::service::stats::Stats;
 use crate::serve::transport::{splice, tls};
@@ -46,6 +47,8 @@ pub(crate) struct Ctx {
     pub(crate) tls: Option<tls::Tls>,
     /// `--zero-copy`, resolved on this kernel (`Off` where splice is refused).
     pub(crate) zero_copy: splice::ZeroCopy,
+    /// `--fault`, `--fault-file`: the faults applied on purpose, if any.
+    pub(crate) faults: Option<&'static FaultSet>,
 }
 
 impl Ctx {
@@ -115,6 +118,17 @@ impl Ctx {
         self.stats.release();
     }
 
+    /// The faults for a new connection from `peer` to `local`, with the
+    /// seed of its randomness; `None` (always, without `--fault`): serve it
+    /// normally.
+    pub(crate) fn fault_for(
+        &self,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> Option<(netecho_core::fault::Effects, u64)> {
+        self.faults?.pick_tcp(peer, local)
+    }
+
     /// The timeouts the connection core applies.
     pub(crate) fn timeouts(&self) -> conn::Timeouts {
         conn::Timeouts {
@@ -151,6 +165,7 @@ impl Ctx {
             shutdown,
             tls: None,
             zero_copy: splice::ZeroCopy::Auto,
+            faults: None,
         }
     }
 }

@@ -77,8 +77,9 @@ use crate::serve::ctx::Ctx;
 use crate::serve::lifecycle::shutdown::Shutdown;
 use crate::serve::lifecycle::{activation, handover, signals};
 use crate::serve::model::Model as M;
+use crate::serve::service::faults::FaultSet;
 use crate::serve::service::listen::{self, local_addrs};
-use crate::serve::service::{draining, inetd, sidecar, stats, udp};
+use crate::serve::service::{draining, inetd, inspect, sidecar, stats, udp};
 use crate::serve::transport::{splice, tls};
 use crate::sys::raise_nofile_limit;
 
@@ -96,11 +97,14 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
     // TLS files are read and checked before anything binds: a bad one is
     // one line and a non-zero exit, with no port ever opened.
     let tls = load_tls(&opt)?;
+    // So are the faults: a bad one is one line naming it, exit 2.
+    let faults = FaultSet::load(&opt.faults, opt.fault_file.as_deref(), opt.fault_seed)?
+        .map(|f| &*Box::leak(Box::new(f)));
     let model = opt.model.resolve();
     let workers = opt.workers.unwrap_or_else(default_workers);
     let max_conns = opt.max_conns.unwrap_or_else(|| model.default_max_conns());
     if opt.min_spare > opt.max_spare {
-        return Err(Error::InvalidOption(format!(
+        return Err(Error::Usage(format!(
             "--min-spare {} is above --max-spare {}",
             opt.min_spare, opt.max_spare
         )));
@@ -173,6 +177,7 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         shutdown,
         tls,
         zero_copy: opt.zero_copy.resolve(),
+        faults,
     }));
     if ctx.zero_copy == splice::ZeroCopy::On && !matches!(model, M::Epoll | M::Uring) {
         tracing::warn!(
@@ -189,6 +194,16 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
     } else {
         udp::bind_all(&local_addrs(&listeners), opt.family() == Family::V6)?
     };
+    let inspect = if passed.inspect_tcp.is_empty() {
+        inspect::bind_all(&opt.inspect_listen_addrs()?, opt.family())?
+    } else {
+        passed
+            .inspect_tcp
+            .into_iter()
+            .zip(passed.inspect_udp)
+            .map(|(t, u)| inspect::prepare(t, u))
+            .collect::<Result<Vec<_>>>()?
+    };
     let metrics = match metrics_addr {
         // A handover passes the one it had.
         Some(_) if passed.metrics.is_some() => passed.metrics,
@@ -202,7 +217,15 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         None => None,
     };
     keep_for_handover(&listeners, &udp_sockets, metrics.as_ref(), &tls_listeners)?;
+    keep_inspect_for_handover(&inspect)?;
     say_who_can_reach(&listeners, &tls_listeners, &udp_sockets, metrics.as_ref());
+    for p in &inspect {
+        if let Ok(addr) = p.tcp.local_addr() {
+            let v6_only = socket2::SockRef::from(&p.tcp).only_v6().unwrap_or(false);
+            let reach = listen::reach(addr.ip(), v6_only);
+            info!(addr = %addr, reach, "open: inspect, tcp and udp, no authentication");
+        }
+    }
     // Printed once the model's workers all run (`handover::ready`).
     let bound = |kind, addr: std::io::Result<std::net::SocketAddr>| {
         addr.map(|addr| format!("{}\n", Listening { kind, addr }))
@@ -222,6 +245,11 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
             .map(|u| bound(ListenKind::Udp, u.local_addr())),
     )
     .chain(
+        inspect
+            .iter()
+            .map(|p| bound(ListenKind::Inspect, p.tcp.local_addr())),
+    )
+    .chain(
         metrics
             .iter()
             .map(|m| bound(ListenKind::Metrics, m.local_addr())),
@@ -238,6 +266,8 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
             },
             workers,
             metrics,
+            faults,
+            inspect,
         },
         &listeners.iter().map(AsRawFd::as_raw_fd).collect::<Vec<_>>(),
         stats,
@@ -254,11 +284,26 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
             .unwrap_or_default(),
         "serving"
     );
+    if let Some(f) = faults {
+        f.announce();
+    }
     // The models serve every listener alike; an accepted socket whose
     // local address is a TLS listener's goes through the TLS layer.
     let mut listeners = listeners;
     listeners.extend(tls_listeners);
     model::run(model, listeners, ctx)
+}
+
+/// Keeps both sockets of every inspect port for the next SIGHUP, the
+/// listener before its UDP socket, so the new process pairs them in order.
+fn keep_inspect_for_handover(ports: &[inspect::Port]) -> Result<()> {
+    use std::os::fd::AsFd;
+    for p in ports {
+        handover::keep(handover::Kind::InspectTcp, p.tcp.as_fd())
+            .and_then(|()| handover::keep(handover::Kind::InspectUdp, p.udp.as_fd()))
+            .map_err(Error::io("keeping a socket for a handover"))?;
+    }
+    Ok(())
 }
 
 /// Mutual TLS without an explicit `--listen` serves TLS only: whoever asks

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use netecho_core::fault::Fault;
 
 use crate::args::{
     ListenAddr, parse_duration, parse_duration_nonzero, parse_listen_all, parse_positive,
@@ -142,6 +143,15 @@ pub(crate) struct ServeOpt {
     #[arg(long, value_name = "RATE", default_value_t = udp::DEFAULT_GLOBAL_RATE, value_parser = parse_rate_limit, allow_negative_numbers = true)]
     pub(crate) udp_global_rate: u32,
 
+    /// Serve the inspect port on this address, repeatable (off unless
+    /// given): TCP and UDP on one port, each connection or datagram answered
+    /// with one JSON report of what the server saw of it (the source
+    /// address, the SYN's TTL, DSCP, ECN and options), read by `netecho
+    /// ping --inspect`; printed as `listening inspect ADDR`. A UDP report is
+    /// never larger than its request and --udp-rate applies.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen_all)]
+    pub(crate) inspect_listen: Vec<ListenAddr>,
+
     /// Serve Prometheus metrics at http://HOST:PORT/metrics (a name: its
     /// first address).
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen_all)]
@@ -151,9 +161,35 @@ pub(crate) struct ServeOpt {
     #[arg(long)]
     pub(crate) inetd: bool,
 
+    /// Misbehave on purpose, repeatable: comma-separated key=value pairs
+    /// naming what goes wrong and for whom, e.g.
+    /// latency=50ms,jitter=10ms,from=10.0.0.0/8. TCP: latency, jitter,
+    /// bandwidth=1MiB/s, slice=16, slice-delay=5ms, reset-after=4KiB,
+    /// close-after=4KiB, stall-after=4KiB, accept-delay=2s, corrupt-at=N,
+    /// corrupt=1e-4. UDP: drop=5%, duplicate=1%, reorder=1%,
+    /// reorder-delay=10ms, truncate=32, latency, jitter. Scope: from=CIDR,
+    /// listen=ADDR:PORT, probability=0.1, after=10s.
+    #[arg(long = "fault", value_name = "SPEC", value_parser = parse_fault)]
+    pub(crate) faults: Vec<Fault>,
+
+    /// Faults from a TOML file, one [name] table per fault with the keys of
+    /// --fault; read again on SIGHUP by the new server.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) fault_file: Option<PathBuf>,
+
+    /// Seed of the faults' randomness (jitter, probability, corrupt, drop...),
+    /// to repeat a run exactly (default: from the clock).
+    #[arg(long, value_name = "N")]
+    pub(crate) fault_seed: Option<u64>,
+
     /// On SIGTERM/SIGINT, how long connections in flight may take to finish.
     #[arg(long, value_name = "DURATION", default_value = "30", value_parser = parse_duration, allow_negative_numbers = true)]
     pub(crate) drain_timeout: Duration,
+}
+
+/// Parses a `--fault` SPEC; the error names the bad part.
+fn parse_fault(s: &str) -> Result<Fault, String> {
+    Fault::parse(s).map_err(|e| e.to_string())
 }
 
 impl ServeOpt {
@@ -165,6 +201,11 @@ impl ServeOpt {
     /// Every `--listen` address of that family, names resolved.
     pub(crate) fn listen_addrs(&self) -> Result<Vec<SocketAddr>> {
         of_family("--listen", &self.listen, self.family())
+    }
+
+    /// Every `--inspect-listen` address of that family, names resolved.
+    pub(crate) fn inspect_listen_addrs(&self) -> Result<Vec<SocketAddr>> {
+        of_family("--inspect-listen", &self.inspect_listen, self.family())
     }
 
     /// Every `--tls-listen` address of that family, names resolved.

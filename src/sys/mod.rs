@@ -1,12 +1,13 @@
 //! Operating-system helpers shared by the subcommands: the Ctrl-C flag
 //! ([`stop`]), the descriptor limit, and what `/proc` says about a process
-//! ([`proc`]).
+//! ([`proc`]), socket options std does not wrap ([`sockopt`]).
 //!
 //! This module imports nothing else of the crate. (The server's own signal
 //! handling, with its wake-up pipe, lives in `serve::signals`.)
 
 pub(crate) mod proc;
 pub(crate) mod shm;
+pub(crate) mod sockopt;
 pub(crate) mod stop;
 
 /// Raises the soft descriptor limit to the hard one: a server holding

@@ -83,7 +83,7 @@ pub(crate) fn run(opt: Opt) -> Result<()> {
         }) {
             Ok(inst) => return event_mode::run(&opt, inst),
             Err(why) if opt.mode == Some(Mode::Events) => {
-                return Err(Error::InvalidOption(format!("--mode events: {}", why.0)));
+                return Err(Error::Usage(format!("--mode events: {}", why.0)));
             }
             Err(why) => why.0,
         },

@@ -611,3 +611,83 @@ fn ctrl_c_says_how_far_the_echo_had_come_and_exits_one() {
         "netecho: interrupted: 0 of the 3 bytes sent had come back"
     );
 }
+
+/// An echo server that echoes everything, sees the client's FIN, and then
+/// never closes (it sleeps far past any --linger).
+fn never_closing_echo() -> SocketAddr {
+    tcp_server(|mut s| {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 || s.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        std::thread::sleep(RUN_TIMEOUT);
+    })
+}
+
+#[test]
+fn a_server_that_never_closes_is_left_after_linger_with_a_warning() {
+    let addr = never_closing_echo().to_string();
+    for (args, limit) in [
+        (
+            vec!["client", &addr, "--linger", "300ms"],
+            Duration::from_millis(300),
+        ),
+        // The documented default.
+        (vec!["client", &addr], Duration::from_secs(2)),
+    ] {
+        let what = args.join(" ");
+        let run = run_to_end(netecho(&args), Some(b"hello\n".to_vec()), QUICK_TIMEOUT);
+        assert_echoed(&run, b"hello\n", &what);
+        assert!(
+            run.elapsed >= limit && run.elapsed < limit + Duration::from_secs(5),
+            "{what}: ended after {:?}, want --linger {limit:?} and a little",
+            run.elapsed
+        );
+        assert_eq!(
+            run.one_line_error(&what),
+            format!(
+                "netecho: warning: all 6 bytes sent came back, but the server did not close the \
+                 connection within {} s (--linger) of the end of input; closing it",
+                limit.as_secs_f64()
+            )
+        );
+    }
+    // --no-verify: the same wait, counted from the last byte that came.
+    let run = run_to_end(
+        netecho(&["client", &addr, "--no-verify", "--linger", "200ms"]),
+        Some(b"hi".to_vec()),
+        QUICK_TIMEOUT,
+    );
+    run.assert_code(0, "--no-verify against a server that never closes");
+    assert_eq!(run.stdout, b"hi");
+    assert!(run.stderr.contains("(--linger)"), "{}", run.stderr);
+}
+
+#[test]
+fn bytes_missing_when_the_server_holds_the_connection_exit_1_in_words() {
+    // Echoes 3 bytes of 6, then holds the connection open.
+    let addr = tcp_server(|mut s| {
+        let mut buf = [0u8; 16];
+        let mut owed = 3usize;
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let k = n.min(owed);
+            owed -= k;
+            let _ = s.write_all(&buf[..k]);
+        }
+        std::thread::sleep(RUN_TIMEOUT);
+    })
+    .to_string();
+    let args = ["client", &addr, "--timeout", "500ms", "--linger", "100ms"];
+    let run = run_to_end(netecho(&args), Some(b"abcdef".to_vec()), QUICK_TIMEOUT);
+    run.assert_code(1, "a server that holds back 3 of 6 bytes");
+    assert_eq!(
+        run.one_line_error("held back"),
+        "netecho: no echo from the server for 0.5 s: 3 of the 6 bytes sent came back"
+    );
+    assert!(run.elapsed < Duration::from_secs(5), "{:?}", run.elapsed);
+}

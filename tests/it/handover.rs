@@ -443,6 +443,74 @@ fn fork_limits_count_the_clients_the_old_process_drains() {
     limits_count_the_clients_the_old_process_drains("fork");
 }
 
+/// A SIGHUP during a drain makes a chain: the third process counts the
+/// clients of both older ones, and takes their places as they leave.
+#[test]
+fn limits_count_every_older_process_of_a_chain() {
+    let lo = Ipv4Addr::LOCALHOST;
+    let srv = Server::start(
+        "epoll",
+        &[
+            "--max-conns",
+            "3",
+            "--metrics",
+            "127.0.0.1:0",
+            "--drain-timeout",
+            "60",
+        ],
+    );
+    let (addr, m) = (srv.addr(), srv.metrics_addr());
+    let first: Vec<TcpStream> = (0..2)
+        .map(|_| admitted_from(lo, addr).expect("admitted by the first process"))
+        .collect();
+    srv.signal(Signal::SIGHUP);
+    let second = handed_over_to(&srv);
+    std::thread::sleep(Duration::from_millis(500));
+    let held = admitted_from(lo, addr).expect("the second process admits the 3rd client");
+    assert!(admitted_from(lo, addr).is_none(), "a 4th client admitted");
+    kill(Pid::from_raw(second), Signal::SIGHUP).unwrap();
+    // Both processes log to the same stderr: the second `handed over`.
+    let mut third = None;
+    util::eventually(HANDOVER_WAIT, || {
+        third = srv
+            .stderr_text()
+            .lines()
+            .filter(|l| l.contains("handed over"))
+            .nth(1)
+            .and_then(|l| {
+                l.split("pid=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<i32>()
+                    .ok()
+            });
+        third.is_some()
+    });
+    let third =
+        third.unwrap_or_else(|| panic!("no second handover; stderr:\n{}", srv.stderr_text()));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        admitted_from(lo, addr).is_none(),
+        "the third process admitted a client while the first drains 2 and the second 1"
+    );
+    assert_eq!(util::metric(m, "netecho_connections_draining"), 3);
+    drop(first);
+    let mut now = Vec::new();
+    util::eventually(Duration::from_secs(10), || {
+        admitted_from(lo, addr).map(|s| now.push(s)).is_some() && now.len() == 2
+    });
+    assert_eq!(now.len(), 2, "the first process's places did not come back");
+    assert!(
+        admitted_from(lo, addr).is_none(),
+        "the second still holds one"
+    );
+    drop(held);
+    for pid in [second, third] {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    }
+}
+
 /// `--max-conns-per-ip` across a hand-over, and an old process killed
 /// mid-drain: its clients stop counting (nothing it held stays taken).
 #[test]

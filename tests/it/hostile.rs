@@ -607,6 +607,10 @@ fn ipv6_clients_are_limited_per_prefix() {
         eprintln!("SKIPPED: IPv6 per-prefix limit: needs root for a network namespace");
         return;
     }
+    if std::process::Command::new("ip").arg("-V").output().is_err() {
+        eprintln!("SKIPPED: IPv6 per-prefix limit: `ip` (iproute2) is not installed");
+        return;
+    }
     let (a1, a2, b1): (Ipv6Addr, Ipv6Addr, Ipv6Addr) = (
         "2001:db8:1:1::1".parse().unwrap(),
         "2001:db8:1:1::2".parse().unwrap(),

@@ -18,6 +18,7 @@ mod docs;
 mod grammar;
 mod handover;
 mod hostile;
+mod inspect;
 mod lab;
 mod layout;
 mod ping;

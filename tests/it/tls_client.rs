@@ -253,7 +253,7 @@ fn ping_over_tls_times_the_handshake_apart() {
     assert!(out.contains(", tls): 64 bytes per probe"), "{out}");
     assert!(out.contains("TLS handshake with 127.0.0.1:"), "{out}");
     assert_eq!(out.matches("bytes from").count(), 3, "{out}");
-    assert!(out.contains("(1 handshakes)"), "{out}");
+    assert!(out.contains("(1 handshake)"), "{out}");
     let r = run(
         &[
             "ping",

@@ -9,9 +9,13 @@
 //!   (read n, sent n, FIN, error kind, now), actions out (read, send, shut
 //!   down, close with a reason, wake at t); the close reasons (`End`) and
 //!   [`BUF_SIZE`](contract::BUF_SIZE);
+//! - [`fault`] faults on purpose: the `--fault` grammar and scopes, and
+//!   what each fault decides for a TCP echo or a datagram;
 //! - [`pending`] the bytes the core keeps for the copying models;
 //! - [`timers`] the one timer rule of the event loops: a deadline heap;
 //! - [`sizing`] how many workers a growing pool starts or retires;
+//! - [`inspect`] what the path did to a connection: the saved SYN read,
+//!   the server's report, the client's findings;
 //! - [`udp`] the UDP echo policy: loop guard, rate limits, the source table,
 //!   and why a datagram got no reply;
 //! - `tls` (feature `tls`) a TLS client's session as bytes in and bytes
@@ -20,9 +24,11 @@
 //! - [`wire`] the packet and capture-file formats `trace` reads and writes.
 
 pub mod contract;
+pub mod fault;
 #[cfg(any(test, feature = "fuzz"))]
 #[doc(hidden)]
 pub mod fuzz;
+pub mod inspect;
 pub mod pending;
 pub mod sizing;
 pub mod timers;

@@ -93,6 +93,7 @@ pub(crate) fn next_unless(
                     .tls
                     .as_ref()
                     .is_some_and(|t| t.listens_on(&listeners[i]));
+                debug!(peer = %c.1, tls, "connection open");
                 return Next::Conn(c.0, c.1, tls);
             }
         }
@@ -147,7 +148,6 @@ pub(crate) fn take(
     match listener.accept() {
         Ok((conn, peer)) => {
             if admit(&peer) {
-                debug!(%peer, "connection open");
                 return Some((conn, peer));
             }
             reject(conn, peer, ctx);

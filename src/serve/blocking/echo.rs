@@ -21,6 +21,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{MsgFlags, Shutdown, recv, send, shutdown};
 
 use crate::serve::admission::Permit;
+use crate::serve::blocking::faulted::{self, Faulted};
 use crate::serve::ctx::Ctx;
 use crate::serve::service::stats::Stats;
 
@@ -159,7 +160,8 @@ fn wait_writable(fd: RawFd, moved: Instant, stall: Option<Duration>) -> nix::Res
 
 /// Echoes on a socket [`prepare`] set up: over TLS if `tls` (it came in on
 /// a `--tls-listen` socket: the TLS layer over the connection core,
-/// [`crate::serve::transport::tls::blocking`]), else with [`echo`]. `free` as for [`echo`]:
+/// [`crate::serve::transport::tls::blocking`]), with its faults if
+/// `--fault` picks it ([`faulted`]), else with [`echo`]. `free` as for [`echo`]:
 /// over TLS before our close_notify.
 pub(crate) fn echo_any(
     conn: &TcpStream,
@@ -173,14 +175,17 @@ pub(crate) fn echo_any(
         Some(config) if tls => {
             crate::serve::transport::tls::blocking::echo(conn, config, ctx, buf, stop, free)
         }
-        _ => echo(
-            conn.as_raw_fd(),
-            buf,
-            ctx.stats,
-            ctx.send_timeout(),
-            stop,
-            free,
-        ),
+        _ => match Faulted::of(conn, ctx) {
+            Some(f) => faulted::echo(conn, f, ctx, buf, stop, free),
+            None => echo(
+                conn.as_raw_fd(),
+                buf,
+                ctx.stats,
+                ctx.send_timeout(),
+                stop,
+                free,
+            ),
+        },
     }
 }
 
@@ -205,6 +210,6 @@ pub(crate) fn serve(
         }
     };
     ctx.stats.count_end(end);
-    tracing::debug!(%peer, %end, "connection closed");
+    tracing::debug!(%peer, tls, %end, "connection closed");
     drop(conn);
 }

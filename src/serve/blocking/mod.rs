@@ -1,5 +1,7 @@
 //! The blocking models' share: [`accept`] the accept step (poll, limits,
-//! EMFILE) and [`echo`] the read/write loop that keeps the contract.
+//! EMFILE) and [`echo`] the read/write loop that keeps the contract;
+//! [`faulted`] the loop of a connection with faults, in every model.
 
 pub(crate) mod accept;
 pub(crate) mod echo;
+pub(crate) mod faulted;

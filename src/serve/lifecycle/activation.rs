@@ -3,7 +3,8 @@
 //! for us (sd_listen_fds(3)); serve on them instead of binding.
 //!
 //! `LISTEN_FDNAMES` (colon-separated, one per descriptor) says what each
-//! one is for when it is one of [`NAMES`]: `tcp`, `udp`, `metrics` or `tls`
+//! one is for when it is one of [`NAMES`]: `tcp`, `udp`, `metrics`, `tls`,
+//! `inspect-tcp` or `inspect-udp`
 //! (a handover passes every socket so named, see `serve::handover`; a
 //! systemd unit may name its sockets so with `FileDescriptorName=`). Any
 //! other name, or none, is sorted by socket type: a stream socket is a TCP
@@ -23,7 +24,7 @@ pub(crate) const LISTEN_FDS_START: RawFd = 3;
 const MAX_PASSED: RawFd = 1024;
 
 /// The names `LISTEN_FDNAMES` may give a socket, as a handover writes them.
-pub(crate) const NAMES: [&str; 4] = ["tcp", "udp", "metrics", "tls"];
+pub(crate) const NAMES: [&str; 6] = ["tcp", "udp", "metrics", "tls", "inspect-tcp", "inspect-udp"];
 
 /// Sockets passed by the service manager (or the process handing over),
 /// split by kind.
@@ -35,6 +36,10 @@ pub(crate) struct Passed {
     pub(crate) metrics: Option<TcpListener>,
     /// TLS echo listeners (named `tls`).
     pub(crate) tls: Vec<TcpListener>,
+    /// Inspect ports' listeners (named `inspect-tcp`), in the order of
+    /// their UDP sockets (`inspect-udp`).
+    pub(crate) inspect_tcp: Vec<TcpListener>,
+    pub(crate) inspect_udp: Vec<UdpSocket>,
 }
 
 /// Takes the sockets passed with `LISTEN_FDS`, if any were passed to this
@@ -83,8 +88,10 @@ pub(crate) fn take() -> Result<Option<Passed>> {
             reason: format!("descriptor {fd} is named {name} but is not a {want} socket"),
         };
         match (name, kind) {
-            ("udp", SockType::Stream) => return Err(wrong("datagram")),
-            ("tcp" | "metrics" | "tls", SockType::Datagram) => return Err(wrong("stream")),
+            ("udp" | "inspect-udp", SockType::Stream) => return Err(wrong("datagram")),
+            ("tcp" | "metrics" | "tls" | "inspect-tcp", SockType::Datagram) => {
+                return Err(wrong("stream"));
+            }
             _ => {}
         }
         match kind {
@@ -103,6 +110,8 @@ pub(crate) fn take() -> Result<Option<Passed>> {
                             .map_err(Error::io("passed socket"))?;
                         passed.metrics = Some(l);
                     }
+                    // Set up (blocking, SYNs kept) by `inspect::prepare`.
+                    "inspect-tcp" => passed.inspect_tcp.push(l),
                     "tls" => {
                         l.set_nonblocking(true)
                             .map_err(Error::io("passed socket"))?;
@@ -120,7 +129,11 @@ pub(crate) fn take() -> Result<Option<Passed>> {
                 // systemd may pass it non-blocking; the UDP loops block.
                 u.set_nonblocking(false)
                     .map_err(Error::io("passed socket"))?;
-                passed.udp.push(u);
+                if name == "inspect-udp" {
+                    passed.inspect_udp.push(u);
+                } else {
+                    passed.udp.push(u);
+                }
             }
             other => {
                 return Err(Error::Activation {

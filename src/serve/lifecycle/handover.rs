@@ -12,7 +12,7 @@
 //!   3, 4, … with `LISTEN_FDS` = their number, `LISTEN_PID` = the new
 //!   process's pid (written between fork and exec, as a child can only know
 //!   its pid then), and `LISTEN_FDNAMES` naming each one's kind (`tcp`,
-//!   `udp`, `metrics`, `tls`): `serve::activation` reads them back.
+//!   `udp`, `metrics`, `tls`, `inspect-tcp`, `inspect-udp`): `serve::activation` reads them back.
 //! - `NETECHO_READY_FD`: the descriptor right after the sockets, the write
 //!   end of a pipe. The new process writes one byte there once its model
 //!   serves (after its `listening` lines). The old one waits up to
@@ -93,6 +93,10 @@ pub(crate) enum Kind {
     Metrics,
     /// A TLS echo listener.
     Tls,
+    /// An inspect port's TCP listener.
+    InspectTcp,
+    /// An inspect port's UDP socket.
+    InspectUdp,
 }
 
 impl Kind {
@@ -103,6 +107,8 @@ impl Kind {
             Kind::Udp => "udp",
             Kind::Metrics => "metrics",
             Kind::Tls => "tls",
+            Kind::InspectTcp => "inspect-tcp",
+            Kind::InspectUdp => "inspect-udp",
         }
     }
 }
@@ -601,10 +607,17 @@ mod tests {
 
     #[test]
     fn kinds_are_named_as_activation_reads_them() {
-        let names: Vec<&str> = [Kind::Tcp, Kind::Udp, Kind::Metrics, Kind::Tls]
-            .iter()
-            .map(|k| k.name())
-            .collect();
+        let names: Vec<&str> = [
+            Kind::Tcp,
+            Kind::Udp,
+            Kind::Metrics,
+            Kind::Tls,
+            Kind::InspectTcp,
+            Kind::InspectUdp,
+        ]
+        .iter()
+        .map(|k| k.name())
+        .collect();
         assert_eq!(names, super::super::activation::NAMES);
     }
 }

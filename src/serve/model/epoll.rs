@@ -57,6 +57,7 @@ use tracing::{debug, warn};
 use crate::error::{Error, Result};
 use crate::serve::admission::Permit;
 use crate::serve::blocking::accept::{self, AcceptError};
+use crate::serve::blocking::faulted;
 use crate::serve::contract::BUF_SIZE;
 use crate::serve::contract::pending::PENDING_CAP;
 use crate::serve::contract::timers::Timers;
@@ -407,6 +408,12 @@ impl Worker {
             accept::log_rejected(Some(peer), self.ctx);
             return;
         };
+        if !tls && let Some(f) = faulted::Faulted::of(&stream, self.ctx) {
+            // A faulted connection is served on a thread of its own.
+            let std = std::net::TcpStream::from(std::os::fd::OwnedFd::from(stream));
+            faulted::spawn(std, f, permit, self.ctx);
+            return;
+        }
         if let Err(e) = stream.set_nodelay(true) {
             // Only a socket already dead fails here.
             debug!(%peer, "TCP_NODELAY: {e}; closing");

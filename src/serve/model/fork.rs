@@ -17,13 +17,14 @@ use std::os::fd::{AsFd, AsRawFd};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::{ForkResult, Pid, fork};
 use tracing::{debug, warn};
 
 use crate::error::Result;
 use crate::serve::admission::{Permit, Ticket, Tickets};
 use crate::serve::blocking::accept;
-use crate::serve::blocking::echo;
+use crate::serve::blocking::echo::{self, End};
 use crate::serve::contract::BUF_SIZE;
 use crate::serve::ctx::Ctx;
 use crate::serve::lifecycle::children::{Children, Tag};
@@ -60,7 +61,7 @@ pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> 
             }
         }
         ctx.shutdown.drain_wake();
-        kids.reap(|pid, _, _| held.reaped(pid));
+        kids.reap(|pid, status, _| held.reaped(pid, status));
         handover::on_wake(ctx);
         if ctx.shutdown.stops() > 0 {
             break;
@@ -69,6 +70,7 @@ pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> 
             if let Some((conn, peer)) = accept::take(l, ctx, &|p| ctx.admit(p)) {
                 let permit = Permit::admitted(ctx, &peer);
                 let tls = ctx.tls.as_ref().is_some_and(|t| t.listens_on(l));
+                debug!(%peer, tls, "connection open");
                 spawn(
                     conn,
                     peer,
@@ -83,7 +85,7 @@ pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> 
     }
     supervise::stop_accepting(&listeners, ctx);
     drop(listeners);
-    kids.finish(ctx, |pid, _, _| held.reaped(pid));
+    kids.finish(ctx, |pid, status, _| held.reaped(pid, status));
     Ok(())
 }
 
@@ -92,16 +94,35 @@ pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> 
 /// (their shared ticket makes it one release, whatever killed whom when).
 #[derive(Debug, Default)]
 struct Held {
-    permits: HashMap<Pid, (Permit, Ticket)>,
+    permits: HashMap<Pid, (Permit, Ticket, Served)>,
     tickets: Tickets,
+}
+
+/// Whom a child served, for the close line its parent logs (the child
+/// itself may make no call that is not async-signal-safe, logging included).
+#[derive(Debug)]
+struct Served {
+    peer: SocketAddr,
+    tls: bool,
 }
 
 impl Held {
     /// A child is gone: its permit's last copy goes, and its ticket is free.
-    fn reaped(&mut self, pid: Pid) {
-        if let Some((permit, ticket)) = self.permits.remove(&pid) {
+    fn reaped(&mut self, pid: Pid, status: WaitStatus) {
+        if let Some((permit, ticket, served)) = self.permits.remove(&pid) {
             drop(permit);
             self.tickets.give_back(ticket);
+            let end = match status {
+                WaitStatus::Exited(_, code) => usize::try_from(code)
+                    .ok()
+                    .and_then(|i| End::LABELS.get(i))
+                    .copied()
+                    .unwrap_or("error"),
+                // CHILD_STOP or SIGKILL at the end of a drain.
+                _ => "stopped",
+            };
+            let Served { peer, tls } = served;
+            debug!(%peer, tls, end = %end, "connection closed");
         }
     }
 }
@@ -134,9 +155,10 @@ fn spawn(
     match unsafe { fork() } {
         Ok(ForkResult::Child) => child(&conn, tls, listeners, ctx, &mut permit),
         Ok(ForkResult::Parent { child }) => {
-            debug!(%peer, pid = child.as_raw(), "connection open, child forked");
+            debug!(%peer, pid = child.as_raw(), "child forked");
             kids.add(child, Tag::Conn(peer));
-            held.permits.insert(child, (permit, ticket));
+            held.permits
+                .insert(child, (permit, ticket, Served { peer, tls }));
         }
         Err(e) => {
             warn!(%peer, "fork failed: {e}; closing the connection");
@@ -176,6 +198,8 @@ fn child(
     );
     ctx.stats.count_end(end);
     // SAFETY: `_exit` ends the child without running destructors or atexit
-    // handlers that belong to the parent; the kernel closes the socket.
-    unsafe { libc::_exit(0) }
+    // handlers that belong to the parent; the kernel closes the socket. Its
+    // status is how the connection ended (`End::index`), for the parent's
+    // close line.
+    unsafe { libc::_exit(end.index() as i32) }
 }

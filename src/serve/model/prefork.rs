@@ -155,7 +155,7 @@ fn worker(
             }
         };
         ctx.stats.count_end(end);
-        tracing::debug!(%peer, %end, "connection closed");
+        tracing::debug!(%peer, tls, %end, "connection closed");
         drop(conn);
     }
     // SAFETY: `_exit` skips the parent's atexit handlers and destructors,

@@ -60,6 +60,7 @@ use tracing::debug;
 use crate::error::{Error, Result};
 use crate::serve::admission::Permit;
 use crate::serve::blocking::accept::{self, AcceptError};
+use crate::serve::blocking::faulted;
 use crate::serve::contract::BUF_SIZE;
 use crate::serve::contract::pending::Pending;
 use crate::serve::contract::{self as core, End, Next, Timeouts};
@@ -178,6 +179,14 @@ fn admit(stream: TcpStream, peer: SocketAddr, tls: bool, ctx: &'static Ctx) {
         accept::log_rejected(Some(peer), ctx);
         return;
     };
+    if !tls && let Some(f) = faulted::Faulted::of(&stream, ctx) {
+        // A faulted connection is served on a thread of its own.
+        match stream.into_std() {
+            Ok(std) => faulted::spawn(std, f, permit, ctx),
+            Err(e) => ctx.stats.count_end(End::from_io(&e)),
+        }
+        return;
+    }
     // From here on, dropping `slot` closes the socket and releases it.
     let mut slot = Admitted {
         stream: Some(stream),

@@ -48,6 +48,9 @@ pub enum ListenKind {
     Tls,
     /// UDP echo (`--udp`): `listening udp 127.0.0.1:40123`.
     Udp,
+    /// The inspect port (`--inspect-listen`), TCP and UDP:
+    /// `listening inspect 127.0.0.1:40125`.
+    Inspect,
     /// Prometheus metrics (`--metrics`):
     /// `listening metrics http://127.0.0.1:9100/metrics`.
     Metrics,
@@ -75,6 +78,7 @@ impl fmt::Display for Listening {
             ListenKind::Tcp => write!(f, "{PREFIX}tcp {addr}"),
             ListenKind::Tls => write!(f, "{PREFIX}tls {addr}"),
             ListenKind::Udp => write!(f, "{PREFIX}udp {addr}"),
+            ListenKind::Inspect => write!(f, "{PREFIX}inspect {addr}"),
             ListenKind::Metrics => {
                 write!(f, "{PREFIX}metrics {METRICS_SCHEME}{addr}{METRICS_PATH}")
             }
@@ -91,6 +95,7 @@ pub fn parse_listening(line: &str) -> Option<Listening> {
         "tcp" => (ListenKind::Tcp, rest),
         "tls" => (ListenKind::Tls, rest),
         "udp" => (ListenKind::Udp, rest),
+        "inspect" => (ListenKind::Inspect, rest),
         "metrics" => (
             ListenKind::Metrics,
             rest.strip_prefix(METRICS_SCHEME)?
@@ -184,6 +189,10 @@ mod tests {
             ),
             (at(ListenKind::Tcp, "[::]:6666"), "listening tcp [::]:6666"),
             (at(ListenKind::Udp, "[::1]:7"), "listening udp [::1]:7"),
+            (
+                at(ListenKind::Inspect, "127.0.0.1:7007"),
+                "listening inspect 127.0.0.1:7007",
+            ),
             (
                 at(ListenKind::Tls, "127.0.0.1:6667"),
                 "listening tls 127.0.0.1:6667",

@@ -27,7 +27,7 @@ use prometheus_client::registry::Registry;
 use crate::serve::contract::End;
 use crate::serve::service::draining::Draining;
 use crate::serve::service::stats::Failure;
-use crate::serve::service::stats::{Stats, UdpDrop};
+use crate::serve::service::stats::{FaultKind, Stats, UdpDrop};
 
 /// How often the metrics server looks whether the sockets were handed over
 /// (then the new process answers every scrape).
@@ -185,6 +185,17 @@ impl Collector for StatsCollector {
         for why in UdpDrop::ALL {
             let v = load(&s.udp_dropped[why as usize]);
             ConstCounter::new(v).encode(fam.encode_family(&[("reason", why.name())])?)?;
+        }
+        let c = ConstCounter::new(0u64);
+        let mut fam = e.encode_descriptor(
+            "netecho_faults",
+            "faults applied on purpose (--fault), by fault: per connection, per corrupted byte, per datagram",
+            None,
+            c.metric_type(),
+        )?;
+        for kind in FaultKind::ALL {
+            let v = load(&s.faults[kind.index()]);
+            ConstCounter::new(v).encode(fam.encode_family(&[("fault", kind.label())])?)?;
         }
         Ok(())
     }

@@ -1,4 +1,5 @@
-//! The side services of a server — UDP echo and the metrics endpoint — run
+//! The side services of a server — UDP echo, the inspect port and the
+//! metrics endpoint — run
 //! in one helper process forked at start, whatever the TCP model.
 //!
 //! Why a process and not threads: the forking models (fork, prefork) must
@@ -20,6 +21,8 @@ use tracing::warn;
 use crate::error::{Error, Result};
 use crate::serve::lifecycle::signals;
 use crate::serve::service::draining::Draining;
+use crate::serve::service::faults::FaultSet;
+use crate::serve::service::inspect;
 use crate::serve::service::metrics;
 use crate::serve::service::stats::Stats;
 use crate::serve::service::udp;
@@ -38,6 +41,11 @@ pub(crate) struct Services {
     pub(crate) workers: usize,
     /// The `/metrics` listener.
     pub(crate) metrics: Option<TcpListener>,
+    /// `--fault`: what UDP echo does wrong on purpose.
+    pub(crate) faults: Option<&'static FaultSet>,
+    /// `--inspect-listen` ports, each a thread for TCP and one for UDP;
+    /// the UDP side shares the echo's limits.
+    pub(crate) inspect: Vec<inspect::Port>,
 }
 
 /// Forks the sidecar if there is anything for it to do. Call while the
@@ -48,7 +56,7 @@ pub(crate) fn start(
     stats: &'static Stats,
     draining: &'static Draining,
 ) -> Result<Option<Pid>> {
-    if services.udp.is_empty() && services.metrics.is_none() {
+    if services.udp.is_empty() && services.metrics.is_none() && services.inspect.is_empty() {
         return Ok(None);
     }
     let parent = nix::unistd::getpid();
@@ -78,16 +86,32 @@ pub(crate) fn start(
 
 fn run(services: Services, stats: &'static Stats, draining: &'static Draining, parent: Pid) -> ! {
     let policy = Arc::new(udp::Policy::new(services.udp_cfg, Instant::now()));
+    let faults = services.faults;
     for sock in services.udp {
         let sock = Arc::new(sock);
         for i in 0..services.workers.max(1) {
             let (sock, policy) = (Arc::clone(&sock), Arc::clone(&policy));
             if let Err(e) = std::thread::Builder::new()
                 .name(format!("udp-{i}"))
-                .spawn(move || udp::serve(&sock, &policy, stats))
+                .spawn(move || udp::serve(&sock, &policy, stats, faults))
             {
                 warn!("cannot start a UDP worker: {e}");
             }
+        }
+    }
+    for port in services.inspect {
+        let (tcp, udp) = (port.tcp, Arc::new(port.udp));
+        let policy = Arc::clone(&policy);
+        let started = std::thread::Builder::new()
+            .name("inspect-tcp".into())
+            .spawn(move || inspect::tcp::serve(&tcp))
+            .and_then(|_| {
+                std::thread::Builder::new()
+                    .name("inspect-udp".into())
+                    .spawn(move || inspect::udp::serve(&udp, &policy, stats))
+            });
+        if let Err(e) = started {
+            warn!("cannot start an inspect thread: {e}");
         }
     }
     if let Some(l) = services.metrics

@@ -5,6 +5,7 @@
 use crate::serve::contract::End;
 use crate::serve::service::per_ip::PerIp;
 use crate::serve::service::percpu::PerCpu;
+pub(crate) use netecho_core::fault::Kind as FaultKind;
 pub(crate) use netecho_core::udp::UdpDrop;
 use std::io;
 use std::os::fd::OwnedFd;
@@ -69,6 +70,8 @@ pub(crate) struct Stats {
     /// stops answering `/metrics` on the shared listener, so every scrape
     /// reaches the new process while this one drains.
     pub(crate) handed_over: AtomicBool,
+    /// Faults applied on purpose (`--fault`), by [`FaultKind::index`].
+    pub(crate) faults: [AtomicU64; FaultKind::ALL.len()],
 }
 
 impl Default for Stats {
@@ -95,6 +98,7 @@ impl Default for Stats {
             tls_handshake_failures: std::array::from_fn(|_| AtomicU64::new(0)),
             accepting: AtomicU64::new(0),
             handed_over: AtomicBool::new(false),
+            faults: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Refusing a system call (seccomp) to test fallbacks, and a network
-//! namespace of a test's own.
+//! namespace of a test's own, and lines of namespaces joined as a path
+//! through routers ([`Path`]).
 
 use std::io::{self};
 
@@ -122,4 +123,204 @@ pub fn enter_netns_of(pid: i32) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// A line of network namespaces joined by veth pairs — client, `routers`
+/// routers with forwarding on, server — for tests of what a path does to
+/// a connection. IPv4 only: link `k` (from 1, client side first) is
+/// 10.77.k.0/24, its client-side end .1 and its server-side end .2. In
+/// every namespace the link toward the server is `tosrv` and the one
+/// toward the client `tocli`. Dropping it deletes every namespace (and
+/// with them the links and rules), also when the test fails.
+pub struct Path {
+    /// Namespace names: client, routers..., server.
+    pub nodes: Vec<String>,
+}
+
+/// Namespaces made by this test binary so far, for unique names.
+static PATHS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl Path {
+    /// Builds client — `routers` routers — server; `Err` says which `ip`
+    /// command failed.
+    pub fn build(routers: usize) -> Result<Path, String> {
+        let n = PATHS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = format!("ne{}-{n}", std::process::id());
+        let mut nodes = vec![format!("{tag}-c")];
+        nodes.extend((1..=routers).map(|i| format!("{tag}-r{i}")));
+        nodes.push(format!("{tag}-s"));
+        let mut path = Path { nodes: Vec::new() };
+        for ns in &nodes {
+            ip(&["netns", "add", ns])?;
+            // Recorded at once: a later failure still deletes it.
+            path.nodes.push(ns.clone());
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        }
+        for k in 1..nodes.len() {
+            let (left, right) = (&nodes[k - 1], &nodes[k]);
+            ip(&[
+                "-n", left, "link", "add", "tosrv", "type", "veth", "peer", "name", "tocli",
+                "netns", right,
+            ])?;
+            ip(&[
+                "-n",
+                left,
+                "addr",
+                "add",
+                &format!("10.77.{k}.1/24"),
+                "dev",
+                "tosrv",
+            ])?;
+            ip(&[
+                "-n",
+                right,
+                "addr",
+                "add",
+                &format!("10.77.{k}.2/24"),
+                "dev",
+                "tocli",
+            ])?;
+            ip(&["-n", left, "link", "set", "dev", "tosrv", "up"])?;
+            ip(&["-n", right, "link", "set", "dev", "tocli", "up"])?;
+        }
+        let last = nodes.len() - 1;
+        ip(&[
+            "-n",
+            &nodes[0],
+            "route",
+            "add",
+            "default",
+            "via",
+            "10.77.1.2",
+        ])?;
+        ip(&[
+            "-n",
+            &nodes[last],
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("10.77.{last}.1"),
+        ])?;
+        for (k, r) in nodes.iter().enumerate().take(last).skip(1) {
+            ip(&[
+                "-n",
+                r,
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("10.77.{}.2", k + 1),
+            ])?;
+            for j in 1..k {
+                ip(&[
+                    "-n",
+                    r,
+                    "route",
+                    "add",
+                    &format!("10.77.{j}.0/24"),
+                    "via",
+                    &format!("10.77.{k}.1"),
+                ])?;
+            }
+            path.sh(k, "echo 1 > /proc/sys/net/ipv4/ip_forward")?;
+        }
+        Ok(path)
+    }
+
+    /// The client's address.
+    pub fn client_ip(&self) -> String {
+        "10.77.1.1".into()
+    }
+
+    /// The server's address.
+    pub fn server_ip(&self) -> String {
+        format!("10.77.{}.2", self.nodes.len() - 1)
+    }
+
+    /// The server's namespace.
+    pub fn server(&self) -> &str {
+        &self.nodes[self.nodes.len() - 1]
+    }
+
+    /// The client's namespace.
+    pub fn client(&self) -> &str {
+        &self.nodes[0]
+    }
+
+    /// Runs `script` with `sh -c` in the namespace at `node`.
+    pub fn sh(&self, node: usize, script: &str) -> Result<(), String> {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.nodes[node], "sh", "-c", script])
+            .output()
+            .map_err(|e| format!("ip netns exec: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "in {}: {script}: {}",
+                self.nodes[node],
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    /// Loads an nftables ruleset (`nft -f` syntax) in the namespace at `node`.
+    pub fn nft(&self, node: usize, rules: &str) -> Result<(), String> {
+        let file = std::env::temp_dir().join(format!("{}.nft", self.nodes[node]));
+        std::fs::write(&file, rules).map_err(|e| format!("{}: {e}", file.display()))?;
+        let r = self.sh(node, &format!("nft -f {}", file.display()));
+        let _ = std::fs::remove_file(&file);
+        r
+    }
+
+    /// For [`Command`](std::process::Command)s: a `pre_exec` hook moving the
+    /// process into namespace `ns` (setns(2) on a descriptor opened here,
+    /// so the hook is async-signal-safe).
+    pub fn enter(&self, ns: &str) -> impl FnMut() -> io::Result<()> + Send + Sync + 'static {
+        let fd = std::fs::File::open(format!("/run/netns/{ns}"))
+            .unwrap_or_else(|e| panic!("opening namespace {ns}: {e}"));
+        move || {
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns(2) on a descriptor the closure owns.
+            if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        }
+    }
+}
+
+impl Drop for Path {
+    fn drop(&mut self) {
+        for ns in &self.nodes {
+            let _ = ip(&["netns", "del", ns]);
+        }
+    }
+}
+
+/// Runs `ip ARGS`, its stderr the error.
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Whether `tool` runs (`tool --version`), for SKIPPED messages.
+pub fn have_tool(tool: &str) -> bool {
+    std::process::Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }

@@ -19,6 +19,7 @@ use super::tuning::ACCEPT_ERROR_PAUSE;
 use super::worker::Worker;
 use crate::serve::admission::Permit;
 use crate::serve::blocking::accept::{self, AcceptError};
+use crate::serve::blocking::faulted;
 use crate::serve::contract::End;
 use crate::serve::transport::splice::Switch;
 use netecho_core::tls::{EPROTO, Session};
@@ -134,6 +135,11 @@ impl Worker {
             accept::log_rejected(peer, ctx);
             return;
         };
+        if !tls && let Some(f) = faulted::Faulted::of(&fd, ctx) {
+            // A faulted connection is served on a thread of its own.
+            faulted::spawn(std::net::TcpStream::from(fd), f, permit, ctx);
+            return;
+        }
         // A connection refused from here on is closed, counted, and its
         // permit given back (dropped) on return.
         let refuse = |e: &io::Error| ctx.stats.count_end(End::from_io(e));
@@ -156,9 +162,15 @@ impl Worker {
                 }
             },
         };
-        if tracing::enabled!(tracing::Level::DEBUG) {
-            debug!(peer = %peer_text(&fd), tls = tls.is_some(), "connection open");
-        }
+        // The debug lines name the peer at open and at close (kept aside:
+        // a socket reset by the close can no longer say whom it served).
+        let logged = if tracing::enabled!(tracing::Level::DEBUG) {
+            let peer = peer.or_else(|| peer_of(&fd));
+            debug!(peer = %peer_text(peer), tls = tls.is_some(), "connection open");
+            peer
+        } else {
+            None
+        };
         let path = match tls {
             Some(t) => Path::Tls(t),
             None => {
@@ -181,6 +193,9 @@ impl Worker {
                 (self.slots.len() - 1, 0)
             }
         };
+        if let Some(p) = logged {
+            self.peers.insert(slot, p);
+        }
         self.slots[slot].conn = Some(Conn {
             fd,
             generation,

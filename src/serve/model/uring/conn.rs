@@ -107,8 +107,9 @@ impl Conn {
 /// The peer of a connection, for logs.
 /// The peer as a log field: its address, or `unknown` once the socket
 /// has no peer any more (after a reset).
-pub(super) fn peer_text(fd: &OwnedFd) -> String {
-    peer_of(fd).map_or_else(|| "unknown".to_string(), |a| a.to_string())
+/// The peer as the open and close lines print it.
+pub(super) fn peer_text(peer: Option<SocketAddr>) -> String {
+    peer.map_or_else(|| "unknown".to_string(), |a| a.to_string())
 }
 
 pub(super) fn peer_of(fd: &OwnedFd) -> Option<SocketAddr> {

@@ -4,8 +4,9 @@
 //! (`plain.rs`, `tls.rs`, `spliced.rs`); what happens after — a deadline
 //! filed, or the cancel-then-close — is written once here.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::time::Instant;
 
 use io_uring::cqueue;
@@ -50,6 +51,10 @@ pub(super) struct Worker {
     pub(super) free_slots: Vec<Key>,
     /// Connections in the table.
     pub(super) live: usize,
+    /// Each connection's peer by slot, kept only while the debug log is on,
+    /// so its close line names the peer its open line named even after a
+    /// reset; empty otherwise, so a slot pays nothing for it.
+    pub(super) peers: HashMap<usize, SocketAddr>,
     /// Connections waiting for a buffer to come back.
     starved: Vec<Key>,
     /// Connections paused for backpressure while holding buffers: spilled
@@ -115,6 +120,7 @@ impl Worker {
             slots: Vec::new(),
             free_slots: Vec::new(),
             live: 0,
+            peers: HashMap::new(),
             starved: Vec::new(),
             paused: Vec::new(),
             cqes: Vec::with_capacity((RING_ENTRIES * CQ_FACTOR) as usize),
@@ -421,7 +427,7 @@ impl Worker {
         }
         if tracing::enabled!(tracing::Level::DEBUG) {
             debug!(
-                peer = %peer_text(&conn.fd),
+                peer = %peer_text(self.peers.remove(&slot)),
                 tls = matches!(conn.path, Path::Tls(_)),
                 %end,
                 "connection closed"

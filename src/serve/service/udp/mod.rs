@@ -18,6 +18,13 @@
 //!   whatever the flood ([`policy`]).
 //!
 //! Every drop is counted by reason in [`Stats::udp_dropped`].
+//!
+//! With `--fault`, a datagram the policy lets through then meets its faults
+//! (drop, duplicate, reorder, truncate, latency): the decision is the
+//! connection core's ([`netecho_core::fault::udp::decide`]), echoes it
+//! holds back wait in [`held`] until due.
+
+mod held;
 
 use netecho_core::udp as policy;
 
@@ -32,7 +39,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::error::{Error, Result};
 use crate::net::MAX_UDP_SIZE;
-use crate::serve::service::stats::Stats;
+use crate::serve::service::faults::{self, FaultSet};
+use crate::serve::service::stats::{FaultKind, Stats};
 
 /// Receive timeout, so a worker notices the server stopping.
 const RECV_TICK: Duration = Duration::from_millis(250);
@@ -63,13 +71,27 @@ fn bind(addr: SocketAddr, v6_only: bool) -> Result<UdpSocket> {
 /// Serves UDP echo on `sock` until the server stops. Several workers may
 /// share one socket (the kernel hands each datagram to one of them) and one
 /// policy, which takes no lock they all share.
-pub(crate) fn serve(sock: &UdpSocket, policy: &Policy, stats: &Stats) {
+pub(crate) fn serve(sock: &UdpSocket, policy: &Policy, stats: &Stats, faults: Option<&FaultSet>) {
     let _ = sock.set_read_timeout(Some(RECV_TICK));
+    let faults = faults.filter(|f| f.faults.any_udp());
+    let mut rng = faults.map(FaultSet::rng);
+    let local = sock.local_addr().ok();
+    let mut waiting = held::Held::default();
     // One byte more than the largest datagram, so MSG_TRUNC's length is
     // checked against a buffer that could hold any legal one.
     let mut buf = vec![0u8; MAX_UDP_SIZE + 1];
     let fd = sock.as_raw_fd();
     while !stats.stopping() {
+        if faults.is_some() {
+            let now = Instant::now();
+            while let Some((payload, to)) = waiting.pop_due(now) {
+                reply(sock, &payload, to, stats);
+            }
+            let wait = waiting.next_due().map_or(RECV_TICK, |d| {
+                d.saturating_duration_since(now).min(RECV_TICK)
+            });
+            let _ = sock.set_read_timeout(Some(wait.max(Duration::from_millis(1))));
+        }
         let mut from: libc::sockaddr_storage = unsafe_zeroed_storage();
         let mut from_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         // SAFETY: `buf` and `from` are valid for writes of the lengths
@@ -97,14 +119,37 @@ pub(crate) fn serve(sock: &UdpSocket, policy: &Policy, stats: &Stats) {
         let held = len.min(buf.len());
         match policy.check(src, &buf[..held], len, now) {
             Ok(()) => {
-                // The reply is exactly the request: reflection factor 1.
-                if sock.send_to(&buf[..len], src).is_ok() {
-                    stats.udp_datagrams.add(1);
-                    stats.udp_bytes.add(len as u64);
+                let picked = match (faults, rng.as_mut(), local) {
+                    (Some(f), Some(r), Some(local)) => f.pick_udp(src, local, r).map(|e| (e, r)),
+                    _ => None,
+                };
+                match picked {
+                    // The reply is exactly the request: reflection factor 1.
+                    None => reply(sock, &buf[..len], src, stats),
+                    Some((e, r)) => {
+                        let fate = netecho_core::fault::udp::decide(&e, len, r);
+                        faults::count(stats, src, &fate.applied);
+                        for copy in fate.copies {
+                            let payload = &buf[..copy.len];
+                            if copy.delay.is_zero() {
+                                reply(sock, payload, src, stats);
+                            } else if !waiting.hold(now + copy.delay, payload, src) {
+                                faults::count(stats, src, &[FaultKind::Drop]);
+                            }
+                        }
+                    }
                 }
             }
             Err(why) => stats.udp_drop(why),
         }
+    }
+}
+
+/// Sends one echo and counts it.
+fn reply(sock: &UdpSocket, payload: &[u8], to: SocketAddr, stats: &Stats) {
+    if sock.send_to(payload, to).is_ok() {
+        stats.udp_datagrams.add(1);
+        stats.udp_bytes.add(payload.len() as u64);
     }
 }
 

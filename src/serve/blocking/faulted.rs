@@ -1,0 +1,236 @@
+//! The echo of a connection with faults (`--fault`), in every model: the
+//! connection core ([`Conn`]) keeps the bytes, the order and the deadlines,
+//! the fault shaper ([`Shaper`]) decides what of the kept echo may go now,
+//! when the next may, and how the connection ends; this loop only performs
+//! their answers on one non-blocking socket, waiting in poll(2) until the
+//! socket or the earliest of their times is ready.
+//!
+//! The blocking models run it in place of [`super::echo::echo`]; the event
+//! models (epoll, tokio, uring) hand a faulted connection to a thread of its
+//! own that runs it ([`spawn`]), so their loops, their zero-copy paths and
+//! their buffers stay as they are for every other connection. A faulted
+//! connection is therefore always copied, never spliced.
+
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::{Duration, Instant};
+
+use netecho_core::fault::tcp::{ReadGate, Shaper, Verdict};
+use netecho_core::fault::{Effects, EndAfter};
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{MsgFlags, Shutdown, recv, send, shutdown};
+use socket2::SockRef;
+use tracing::debug;
+
+use crate::serve::admission::Permit;
+use crate::serve::contract::{BUF_SIZE, Conn, Copied, End, Next, pending::Pending};
+use crate::serve::ctx::Ctx;
+use crate::serve::service::faults;
+
+/// The longest poll: how soon a stop is noticed.
+const STOP_CHECK: Duration = Duration::from_millis(100);
+
+/// After `close-after`'s FIN, how long what the client still sends is read
+/// and dropped, so that our close finds an empty receive queue (a close
+/// with unread bytes would be a reset, not the FIN asked for).
+const LINGER_AFTER_CLOSE: Duration = Duration::from_secs(2);
+
+/// A faulted connection: its peer, its faults and its random seed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Faulted {
+    pub(crate) peer: SocketAddr,
+    pub(crate) effects: Effects,
+    pub(crate) seed: u64,
+}
+
+impl Faulted {
+    /// The faults for `conn`, if any apply (none without `--fault`, at the
+    /// cost of one branch).
+    pub(crate) fn of(conn: &impl AsFd, ctx: &Ctx) -> Option<Faulted> {
+        ctx.faults?;
+        let sock = SockRef::from(conn);
+        let peer = sock.peer_addr().ok()?.as_socket()?;
+        let local = sock.local_addr().ok()?.as_socket()?;
+        let (effects, seed) = ctx.fault_for(peer, local)?;
+        Some(Faulted {
+            peer,
+            effects,
+            seed,
+        })
+    }
+}
+
+/// Serves `conn` with its faults on a thread of its own, then closes it
+/// and gives `permit` back: how the event models serve a faulted
+/// connection. A thread that cannot start closes the connection.
+pub(crate) fn spawn(conn: TcpStream, f: Faulted, mut permit: Permit, ctx: &'static Ctx) {
+    let run = move || {
+        let mut buf = vec![0u8; BUF_SIZE];
+        let end = echo(&conn, f, ctx, &mut buf, &|| false, &mut || permit.release());
+        ctx.stats.count_end(end);
+        debug!(peer = %f.peer, %end, "connection closed");
+    };
+    if let Err(e) = std::thread::Builder::new().name("fault".into()).spawn(run) {
+        debug!(peer = %f.peer, "cannot start a thread for a faulted connection: {e}");
+        ctx.stats.count_end(End::from_io(&e));
+    }
+}
+
+/// Echoes on `conn` with the faults of `f` until the core or a fault ends
+/// it, or `stop()` turns true. `free` gives the `--max-conns` slot back,
+/// once, before the client can see the end (as in [`super::echo::echo`]).
+pub(crate) fn echo(
+    conn: &TcpStream,
+    f: Faulted,
+    ctx: &Ctx,
+    buf: &mut [u8],
+    stop: &dyn Fn() -> bool,
+    free: &mut dyn FnMut(),
+) -> End {
+    let end = run(conn, f, ctx, buf, stop);
+    free();
+    match end {
+        Ending::Core(end) => end,
+        Ending::Reset => {
+            // SO_LINGER 0: the close sends RST, not FIN.
+            let _ = SockRef::from(conn).set_linger(Some(Duration::ZERO));
+            End::Reset
+        }
+        Ending::Close => {
+            let r = shutdown(conn.as_raw_fd(), Shutdown::Write);
+            drain(conn, buf);
+            match r {
+                Ok(()) | Err(Errno::ENOTCONN) => End::Fin,
+                Err(e) => End::from_io(&io::Error::from(e)),
+            }
+        }
+    }
+}
+
+/// How [`run`] ended: as the core said, or by a fault.
+enum Ending {
+    Core(End),
+    Reset,
+    Close,
+}
+
+/// The loop of [`echo`].
+fn run(conn: &TcpStream, f: Faulted, ctx: &Ctx, buf: &mut [u8], stop: &dyn Fn() -> bool) -> Ending {
+    if let Err(e) = conn.set_nonblocking(true).and(conn.set_nodelay(true)) {
+        return Ending::Core(End::from_io(&e));
+    }
+    let fd = conn.as_raw_fd();
+    let timeouts = ctx.timeouts();
+    let mut now = Instant::now();
+    let mut core = Conn::new(now, Pending::new());
+    let mut shaper = Shaper::new(now, f.effects, f.seed);
+    loop {
+        faults::count(ctx.stats, f.peer, &shaper.applied());
+        now = Instant::now();
+        let (send_now, read) = match core.next() {
+            Next::Close(end) => return Ending::Core(end),
+            Next::ShutWrite => {
+                core.on_shut(shutdown(fd, Shutdown::Write).map_err(io::Error::from));
+                continue;
+            }
+            Next::Io { read, .. } => (shaper.verdict(now, core.store().len()), read),
+        };
+        let mut wake = core.deadline(&timeouts).map(|(at, _)| at);
+        let mut soonest = |at: Instant| wake = Some(wake.map_or(at, |w| w.min(at)));
+        let mut events = PollFlags::empty();
+        let mut moved = false;
+        match send_now {
+            Verdict::End(EndAfter::Reset) => {
+                faults::count(ctx.stats, f.peer, &shaper.applied());
+                return Ending::Reset;
+            }
+            Verdict::End(EndAfter::Close) => {
+                faults::count(ctx.stats, f.peer, &shaper.applied());
+                return Ending::Close;
+            }
+            // Neither read nor write: the core's deadline ends it.
+            Verdict::End(EndAfter::Stall) | Verdict::Idle => {}
+            Verdict::Wait(at) => soonest(at),
+            Verdict::Send(n) => {
+                // MSG_NOSIGNAL: a peer gone is EPIPE here, not SIGPIPE.
+                match send(fd, &core.store().as_slice()[..n], MsgFlags::MSG_NOSIGNAL) {
+                    Ok(w) => {
+                        core.on_sent(now, w);
+                        shaper.on_sent(now, w);
+                        ctx.stats.bytes.add(w as u64);
+                        moved = true;
+                    }
+                    // The client is not reading: wait until it does.
+                    Err(Errno::EAGAIN) => events |= PollFlags::POLLOUT,
+                    Err(e) => moved = !core.on_error(&io::Error::from(e)) || e == Errno::EINTR,
+                }
+            }
+        }
+        if read > 0 {
+            match shaper.read_gate(now) {
+                ReadGate::Open => {
+                    let want = read.min(buf.len());
+                    match recv(fd, &mut buf[..want], MsgFlags::empty()) {
+                        // The client's FIN: what is kept still goes out.
+                        Ok(0) => {
+                            core.on_fin();
+                            moved = true;
+                        }
+                        Ok(n) => {
+                            let flipped = shaper.on_read(now, &mut buf[..n]);
+                            for at in flipped {
+                                debug!(peer = %f.peer, byte = at, "corrupted");
+                            }
+                            core.on_read(now, Pending::piece(&buf[..n]), 0);
+                            moved = true;
+                        }
+                        // Nothing to read yet.
+                        Err(Errno::EAGAIN) => events |= PollFlags::POLLIN,
+                        Err(e) => moved = !core.on_error(&io::Error::from(e)) || e == Errno::EINTR,
+                    }
+                }
+                ReadGate::At(at) => soonest(at),
+                ReadGate::Shut => {}
+            }
+        }
+        if moved {
+            continue;
+        }
+        if stop() {
+            core.stop();
+            continue;
+        }
+        let wait = wake.map_or(STOP_CHECK, |w| {
+            w.saturating_duration_since(now).min(STOP_CHECK)
+        });
+        let mut fds = [PollFd::new(conn.as_fd(), events)];
+        let ms = u16::try_from(wait.as_millis().max(1)).unwrap_or(u16::MAX);
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            // Interrupted by a signal: look at the stop state again.
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => {
+                core.on_error(&io::Error::from(e));
+            }
+        }
+        core.on_timer(Instant::now(), &timeouts);
+    }
+}
+
+/// Reads and drops what the client still sends after our FIN, until its
+/// own FIN, an error, or [`LINGER_AFTER_CLOSE`].
+fn drain(conn: &TcpStream, buf: &mut [u8]) {
+    let until = Instant::now() + LINGER_AFTER_CLOSE;
+    let _ = conn.set_nonblocking(false);
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        if left.is_zero() || conn.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match recv(conn.as_raw_fd(), buf, MsgFlags::empty()) {
+            Ok(0) => return,
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => return,
+        }
+    }
+}
