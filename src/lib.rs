@@ -49,6 +49,11 @@ pub(crate) mod watch;
 pub(crate) mod words;
 
 pub use error::{Error, Result};
+/// Network namespaces joined as a path through routers, as `lab middlebox`
+/// builds them, for the integration tests of `ping --inspect`: public,
+/// hidden, and no API.
+#[doc(hidden)]
+pub use lab::netns::Line as NetnsPath;
 
 /// Runs one parsed command line.
 pub fn run(cli: cli::Cli) -> Result<()> {

@@ -4,11 +4,14 @@
 //! live evidence, and one `conclusion:` line computed from this run.
 //!
 //! Every scenario uses only 127.0.0.1 and its own ports (port 0: the
-//! kernel picks), and every loop in it is bounded in count and time.
+//! kernel picks), or, for `middlebox`, network namespaces of its own
+//! ([`netns`]); every loop in it is bounded in count and time.
 
 pub(crate) mod backlog;
 pub(crate) mod close;
+pub(crate) mod middlebox;
 pub(crate) mod nagle;
+pub(crate) mod netns;
 pub(crate) mod rst;
 pub(crate) mod textbook;
 pub(crate) mod walkthrough;
@@ -35,7 +38,7 @@ pub(crate) struct Opt {
 type Scenario = fn() -> Result<()>;
 
 /// The scenarios: name, one-line summary, and what runs it.
-pub(crate) const SCENARIOS: [(&str, &str, Scenario); 7] = [
+pub(crate) const SCENARIOS: [(&str, &str, Scenario); 8] = [
     (
         "walkthrough",
         "a connection's life: LISTEN, handshake, echo, close, TIME-WAIT, zombies (the default)",
@@ -65,6 +68,11 @@ pub(crate) const SCENARIOS: [(&str, &str, Scenario); 7] = [
         "close",
         "a simultaneous close, TIME-WAIT on the active closer, a restart with and without SO_REUSEADDR",
         close::run,
+    ),
+    (
+        "middlebox",
+        "(root) routers that NAT, clamp the MSS and rewrite DSCP, each named by ping --inspect",
+        middlebox::run,
     ),
     (
         "zombie",

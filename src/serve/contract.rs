@@ -3,4 +3,4 @@
 //! compiler keeps it so); this module names them where the models look.
 
 pub(crate) use netecho_core::contract::*;
-pub(crate) use netecho_core::{pending, timers};
+pub(crate) use netecho_core::{in_place, pending, timers};

@@ -5,9 +5,9 @@
 //! nftables — where each change must be named.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
+use netecho::NetnsPath as Path;
 use netecho::serve::ListenKind;
 use serde_json::Value;
 
@@ -214,28 +214,52 @@ fn can_build(what: &str, nft: bool) -> bool {
     true
 }
 
+/// Namespaces made by this test binary so far, for unique names.
+static PATHS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Client — `routers` routers — server, deleted when dropped.
+fn build(routers: usize) -> Path {
+    let n = PATHS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Path::build(&format!("ne{}-{n}", std::process::id()), routers)
+        .unwrap_or_else(|e| panic!("building the path: {e}"))
+}
+
+/// Loads nftables rules on the router at `node`.
+fn nft(path: &Path, node: usize, rules: &str) {
+    path.nft(node, rules)
+        .unwrap_or_else(|e| panic!("loading the rules: {e}"));
+}
+
 /// Starts `serve --inspect-listen SERVER:7007` in the path's server
 /// namespace and runs `ping --inspect` from its client namespace.
 fn inspect_through(path: &Path, args: &[&str]) -> Value {
     let sip = path.server_ip();
     let listen = format!("{sip}:7000");
     let inspect = format!("{sip}:7007");
-    let enter_server = path.enter(path.server());
     let s = Server::start_with(
         "epoll",
         &[&listen],
         &["--inspect-listen", &inspect],
         |cmd| {
-            // SAFETY: the hook only calls setns(2), async-signal-safe.
-            unsafe { cmd.pre_exec(enter_server) };
+            path.command_in(path.nodes.len() - 1, cmd)
+                .unwrap_or_else(|e| panic!("{e}"))
         },
     );
     let addr = inspect_addr(&s);
-    let enter_client = path.enter(path.client());
     ping_json(addr, args, |cmd| {
-        // SAFETY: as above.
-        unsafe { cmd.pre_exec(enter_client) };
+        path.command_in(0, cmd).unwrap_or_else(|e| panic!("{e}"))
     })
+}
+
+/// Client — one router with `rules` loaded — server, then `ping --inspect
+/// ARGS` through it; `None` (SKIPPED, said) without root, ip or nft.
+fn through_one_router(test: &str, rules: &str, args: &[&str]) -> Option<Value> {
+    if !can_build(test, true) {
+        return None;
+    }
+    let path = build(1);
+    nft(&path, 1, rules);
+    Some(inspect_through(&path, args))
 }
 
 #[test]
@@ -243,7 +267,7 @@ fn a_direct_path_changes_nothing() {
     if !can_build("a_direct_path_changes_nothing", false) {
         return;
     }
-    let path = Path::build(0).unwrap_or_else(|e| panic!("{e}"));
+    let path = build(0);
     let v = inspect_through(&path, &[]);
     assert_eq!(kinds(&v), vec![], "{v}");
     assert_eq!(
@@ -252,7 +276,7 @@ fn a_direct_path_changes_nothing() {
             .unwrap()
             .split(':')
             .next(),
-        Some(path.client_ip().as_str())
+        Some(path.client_ip())
     );
 }
 
@@ -261,7 +285,7 @@ fn two_routers_are_two_hops_over_tcp_and_udp() {
     if !can_build("two_routers_are_two_hops_over_tcp_and_udp", false) {
         return;
     }
-    let path = Path::build(2).unwrap_or_else(|e| panic!("{e}"));
+    let path = build(2);
     let v = inspect_through(&path, &[]);
     assert_eq!(
         kinds(&v),
@@ -282,16 +306,13 @@ fn two_routers_are_two_hops_over_tcp_and_udp() {
 
 #[test]
 fn masquerade_is_nat_over_tcp_and_udp() {
-    if !can_build("masquerade_is_nat_over_tcp_and_udp", true) {
+    let Some(v) = through_one_router(
+        "masquerade_is_nat_over_tcp_and_udp",
+        "table ip nat {\n chain postrouting_nat {\n type nat hook postrouting priority srcnat;\n oifname \"tosrv\" masquerade\n }\n}\n",
+        &[],
+    ) else {
         return;
-    }
-    let path = Path::build(1).unwrap_or_else(|e| panic!("{e}"));
-    path.nft(
-        1,
-        "table ip nat {\n chain post {\n type nat hook postrouting priority srcnat;\n oifname \"tosrv\" masquerade\n }\n}\n",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let v = inspect_through(&path, &[]);
+    };
     for proto in ["tcp", "udp"] {
         let f = finding(&v, "nat", proto);
         assert!(f["sent"].as_str().unwrap().starts_with("10.77.1.1:"), "{f}");
@@ -303,16 +324,13 @@ fn masquerade_is_nat_over_tcp_and_udp() {
 
 #[test]
 fn an_mss_clamp_to_1200_is_found_as_mss_1200() {
-    if !can_build("an_mss_clamp_to_1200_is_found_as_mss_1200", true) {
+    let Some(v) = through_one_router(
+        "an_mss_clamp_to_1200_is_found_as_mss_1200",
+        "table inet clamp {\n chain forward_mangle {\n type filter hook forward priority mangle;\n tcp flags syn tcp option maxseg size set 1200\n }\n}\n",
+        &[],
+    ) else {
         return;
-    }
-    let path = Path::build(1).unwrap_or_else(|e| panic!("{e}"));
-    path.nft(
-        1,
-        "table inet clamp {\n chain fwd {\n type filter hook forward priority mangle;\n tcp flags syn tcp option maxseg size set 1200\n }\n}\n",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let v = inspect_through(&path, &[]);
+    };
     let f = finding(&v, "mss", "tcp");
     assert_eq!(f["seen"], 1200, "{f}");
     assert_eq!(f["sent"], 1460, "a 1500-byte veth MTU: {f}");
@@ -320,16 +338,13 @@ fn an_mss_clamp_to_1200_is_found_as_mss_1200() {
 
 #[test]
 fn a_dscp_rewrite_is_found_as_dscp() {
-    if !can_build("a_dscp_rewrite_is_found_as_dscp", true) {
+    let Some(v) = through_one_router(
+        "a_dscp_rewrite_is_found_as_dscp",
+        "table ip remark {\n chain forward_mangle {\n type filter hook forward priority mangle;\n ip dscp set cs1\n }\n}\n",
+        &["--tos", "0xb8"],
+    ) else {
         return;
-    }
-    let path = Path::build(1).unwrap_or_else(|e| panic!("{e}"));
-    path.nft(
-        1,
-        "table ip remark {\n chain fwd {\n type filter hook forward priority mangle;\n ip dscp set cs1\n }\n}\n",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let v = inspect_through(&path, &["--tos", "0xb8"]);
+    };
     for proto in ["tcp", "udp"] {
         let f = finding(&v, "dscp", proto);
         assert_eq!(

@@ -170,6 +170,7 @@ fn lab_list_names_every_scenario() {
             "rst",
             "backlog",
             "close",
+            "middlebox",
             "zombie"
         ]
     );
@@ -294,4 +295,83 @@ fn lab_close_keeps_time_wait_on_the_active_closer() {
         c.ends_with("restart without SO_REUSEADDR: EADDRINUSE, with: bound"),
         "{c}\n{text}"
     );
+}
+
+/// The namespaces a `lab middlebox` of process `pid` made, still there.
+fn middlebox_leftovers(pid: i32) -> Vec<String> {
+    let prefix = format!("netecho-lab-{pid}-");
+    std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn lab_middlebox_names_each_change_and_leaves_nothing() {
+    if !is_root() {
+        eprintln!("SKIPPED lab_middlebox_names_each_change_and_leaves_nothing: needs root");
+        return;
+    }
+    if !crate::util::have_tool("ip") || !crate::util::have_tool("nft") {
+        eprintln!("SKIPPED lab_middlebox: needs ip and nft (installed by .ci/run)");
+        return;
+    }
+    let running = crate::util::Running::spawn(netecho(&["lab", "middlebox"]), None);
+    let pid = running.pid();
+    let out = running.wait(RUN_LIMIT);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.success(),
+        "lab middlebox exits 0\n{text}\n{}",
+        out.stderr
+    );
+    let c = text
+        .lines()
+        .rev()
+        .find(|l| !l.is_empty())
+        .and_then(|l| l.strip_prefix("conclusion: "))
+        .unwrap_or_else(|| panic!("no conclusion:\n{text}"));
+    for part in [
+        "2 routers showed as hops (TTL 64 sent, 62 seen)",
+        "router 2's masquerade as nat (10.77.1.1:",
+        "the clamp as mss (1460 -> 1200)",
+        "the DSCP rewrite as dscp (46 -> 8)",
+    ] {
+        assert!(c.contains(part), "{part:?} in {c}");
+    }
+    assert_eq!(middlebox_leftovers(pid), Vec::<String>::new());
+}
+
+#[test]
+fn lab_middlebox_interrupted_removes_its_namespaces() {
+    if !is_root() || !crate::util::have_tool("ip") || !crate::util::have_tool("nft") {
+        eprintln!(
+            "SKIPPED lab_middlebox_interrupted_removes_its_namespaces: needs root, ip and nft"
+        );
+        return;
+    }
+    let running = crate::util::Running::spawn(netecho(&["lab", "middlebox"]), None);
+    let pid = running.pid();
+    let made = crate::util::eventually(Duration::from_secs(10), || {
+        !middlebox_leftovers(pid).is_empty()
+    });
+    assert!(made, "lab middlebox made no namespace within 10 s");
+    running.signal(nix::sys::signal::Signal::SIGINT);
+    let out = running.wait(RUN_LIMIT);
+    assert_eq!(
+        middlebox_leftovers(pid),
+        Vec::<String>::new(),
+        "{}",
+        out.stderr
+    );
+    // A fast machine may finish the four steps before the signal lands;
+    // interrupted, it says so in one line and exits 1.
+    if !out.success() {
+        assert_eq!(out.code(), Some(1), "{}", out.stderr);
+        assert!(out.stderr.contains("interrupted"), "{}", out.stderr);
+    }
 }

@@ -12,6 +12,8 @@
 //! - [`fault`] faults on purpose: the `--fault` grammar and scopes, and
 //!   what each fault decides for a TCP echo or a datagram;
 //! - [`pending`] the bytes the core keeps for the copying models;
+//! - [`in_place`] what it keeps for the blocking loops: the unsent tail of
+//!   their one buffer;
 //! - [`timers`] the one timer rule of the event loops: a deadline heap;
 //! - [`sizing`] how many workers a growing pool starts or retires;
 //! - [`inspect`] what the path did to a connection: the saved SYN read,
@@ -28,6 +30,7 @@ pub mod fault;
 #[cfg(any(test, feature = "fuzz"))]
 #[doc(hidden)]
 pub mod fuzz;
+pub mod in_place;
 pub mod inspect;
 pub mod pending;
 pub mod sizing;

@@ -1,20 +1,22 @@
 //! The blocking read/write loop that keeps the echo contract, shared by the
-//! iterative, fork, prefork, thread and prethread models.
+//! iterative, fork, prefork, thread and prethread models and `--inetd`.
 //!
-//! It allocates nothing and calls only `recv`, `send`, `poll` and
-//! `shutdown`, so a forked child may run it even if the parent held a lock
-//! at fork time. The idle timeout is a socket option (SO_RCVTIMEO). The
-//! stall timeout is a deadline: echo that waits is sent without blocking,
-//! and poll(2) waits for room until the send timeout after the echo began
-//! waiting or last moved. A blocking send's own timeout (SO_SNDTIMEO)
-//! cannot keep it: it restarts with every call, and a call that moved a
-//! few bytes returns only when it runs out, so a client that stops reading
-//! was closed after two or three times the stall timeout.
+//! It drives the same connection core as the event models
+//! ([`crate::serve::contract::Conn`], over the
+//! [`InPlace`](crate::serve::contract::in_place::InPlace) store: the unsent
+//! tail of its one buffer), so the order, the FIN after the last byte and
+//! the close reasons are decided in one place. It allocates nothing and
+//! calls only `recv`, `send`, `poll`, `shutdown` and the vDSO clock, so a forked
+//! child may run it even if the parent held a lock at fork time. The idle
+//! timeout is a socket option (SO_RCVTIMEO); echo that waits is sent
+//! without blocking and poll(2) waits for room until the core's stall
+//! deadline ([`Wire::write_until`]). When either expires, the core says
+//! what it means (idle or stall).
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -22,128 +24,168 @@ use nix::sys::socket::{MsgFlags, Shutdown, recv, send, shutdown};
 
 use crate::serve::admission::Permit;
 use crate::serve::blocking::faulted::{self, Faulted};
+use crate::serve::contract::in_place::InPlace;
+use crate::serve::contract::{Conn, Next, Store, Timeouts};
 use crate::serve::ctx::Ctx;
 use crate::serve::service::stats::Stats;
 
 pub(crate) use crate::serve::contract::End;
 
-/// How a failed `recv`/`send`/`shutdown` ends a blocking connection: the
-/// connection core's one classification (EINTR and EAGAIN are handled by
-/// the loop before it asks).
-fn ended(e: Errno) -> End {
-    End::from_io(&io::Error::from(e))
+/// What one blocking call came to.
+pub(crate) enum Call {
+    /// It moved this many bytes (0 from a read: the client's FIN).
+    Done(usize),
+    /// Its timeout expired with nothing moved.
+    Expired,
+    /// It failed (EINTR included: the loop decides).
+    Failed(Errno),
 }
 
-/// Sets up an accepted socket: blocking, TCP_NODELAY (no 40 ms Nagle +
-/// delayed-ACK stall on a large message's tail), the idle timeout as receive
-/// timeout and the stall timeout as send timeout (a bound for any blocking
-/// send; the loops below keep the stall deadline themselves).
-pub(crate) fn prepare(stream: &TcpStream, ctx: &Ctx) -> io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_nodelay(true)?;
-    stream.set_read_timeout(ctx.idle_timeout)?;
-    stream.set_write_timeout(ctx.send_timeout())?;
-    Ok(())
+/// The descriptors a blocking loop echoes on: a socket, or `--inetd`'s
+/// stdin and stdout.
+pub(crate) trait Wire {
+    /// Reads into `buf`, waiting at most the idle timeout.
+    fn read(&mut self, buf: &mut [u8]) -> Call;
+    /// Writes from `buf`, waiting at most the send timeout.
+    fn write(&mut self, buf: &[u8]) -> Call;
+    /// Writes from `buf`, waiting for room until `until` (the core's stall
+    /// deadline; `None`: no deadline) and no later. A wire whose wait is
+    /// a per-call timeout keeps [`Wire::write`]'s.
+    fn write_until(&mut self, buf: &[u8], until: Option<Instant>) -> Call {
+        let _ = until;
+        self.write(buf)
+    }
+    /// Sends our FIN.
+    fn shut_write(&mut self) -> Result<(), Errno>;
 }
 
-/// Echoes on `fd` until the client's FIN, a reset, the idle timeout, or
-/// `stop()` turning true after a signal interrupted a call.
-///
-/// When `recv` returns 0 every byte read has already been written back, so
-/// `shutdown(SHUT_WR)` sends our FIN after the last echoed byte, and the
-/// caller's close finds an empty receive queue: the close is a FIN, not a RST.
+/// A connected socket whose timeouts [`prepare`] set.
+struct Socket(RawFd);
+
+impl Wire for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> Call {
+        match recv(self.0, buf, MsgFlags::empty()) {
+            Ok(n) => Call::Done(n),
+            // SO_RCVTIMEO expired: nothing arrived for the idle timeout.
+            Err(Errno::EAGAIN) => Call::Expired,
+            Err(e) => Call::Failed(e),
+        }
+    }
+
+    fn write(&mut self, buf: &[u8]) -> Call {
+        // MSG_NOSIGNAL: a peer that went away is an EPIPE here, not a
+        // SIGPIPE that kills the process.
+        match send(self.0, buf, MsgFlags::MSG_NOSIGNAL) {
+            Ok(n) => Call::Done(n),
+            // SO_SNDTIMEO expired: the client took nothing for the stall
+            // (or idle) timeout.
+            Err(Errno::EAGAIN) => Call::Expired,
+            Err(e) => Call::Failed(e),
+        }
+    }
+
+    /// The send does not block (MSG_DONTWAIT); poll(2) waits for room
+    /// until the core's stall deadline. SO_SNDTIMEO cannot keep that
+    /// deadline: it restarts with every call, and a call that moved a few
+    /// bytes returns them only when it runs out, so a client that stopped
+    /// reading was closed after two or three times the stall timeout.
+    fn write_until(&mut self, buf: &[u8], until: Option<Instant>) -> Call {
+        loop {
+            match send(self.0, buf, MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT) {
+                Ok(n) => return Call::Done(n),
+                // The send buffer is full: wait for room, to the deadline.
+                Err(Errno::EAGAIN) => match wait_writable(self.0, until) {
+                    Ok(true) => {}
+                    Ok(false) => return Call::Expired,
+                    Err(e) => return Call::Failed(e),
+                },
+                Err(e) => return Call::Failed(e),
+            }
+        }
+    }
+
+    fn shut_write(&mut self) -> Result<(), Errno> {
+        shutdown(self.0, Shutdown::Write)
+    }
+}
+
+/// Echoes on `wire` through the connection core until it closes: the
+/// client's FIN (everything echoed, then our FIN), a reset, a timeout, or
+/// `stop()` turning true after a signal interrupted a call. `timeouts` are
+/// those the wire's calls wait under, so an expired call is the deadline
+/// the core would have set.
 ///
 /// `free` gives the connection's `--max-conns` slot back. It runs exactly
 /// once, after the last echoed byte and before anything the client can see
 /// of the end (our FIN, or the close the caller makes after an error): a
 /// client that reconnects the moment it sees our FIN must find its slot
 /// free, not wait on a parent that has yet to reap the child that served it.
-///
-/// `stall` is the send timeout: echo that cannot move for that long ends
-/// the connection as [`End::Stall`].
-pub(crate) fn echo(
-    fd: RawFd,
+pub(crate) fn drive(
+    wire: &mut impl Wire,
     buf: &mut [u8],
-    stats: &Stats,
-    stall: Option<Duration>,
+    timeouts: &Timeouts,
+    stats: Option<&Stats>,
     stop: &dyn Fn() -> bool,
     free: &mut dyn FnMut(),
 ) -> End {
-    let end = echo_until_fin(fd, buf, stats, stall, stop);
-    free();
-    if let Some(end) = end {
-        return end;
-    }
-    match shutdown(fd, Shutdown::Write) {
-        Ok(()) | Err(Errno::ENOTCONN) => End::Fin,
-        Err(e) => ended(e),
-    }
-}
-
-/// The loop of [`echo`]: `None` at the client's FIN with everything
-/// echoed, else how the connection ended.
-fn echo_until_fin(
-    fd: RawFd,
-    buf: &mut [u8],
-    stats: &Stats,
-    stall: Option<Duration>,
-    stop: &dyn Fn() -> bool,
-) -> Option<End> {
+    let mut core = Conn::new(Instant::now(), InPlace::new(buf.len()));
+    let mut freed = false;
     loop {
-        let n = match recv(fd, buf, MsgFlags::empty()) {
-            // FIN from the client: nothing more will come.
-            Ok(0) => return None,
-            Ok(n) => n,
-            // A signal: retry, unless it was the one telling us to stop.
-            Err(Errno::EINTR) if stop() => return Some(End::Stopped),
-            Err(Errno::EINTR) => continue,
-            // SO_RCVTIMEO expired: nothing arrived for the idle timeout.
-            Err(Errno::EAGAIN) => return Some(End::Idle),
-            Err(e) => return Some(ended(e)),
-        };
-        // The echo begins waiting now; each byte sent moves it on.
-        let mut moved = Instant::now();
-        let mut off = 0;
-        while off < n {
-            // MSG_NOSIGNAL: a peer that went away is an EPIPE here, not a
-            // SIGPIPE that kills the process. MSG_DONTWAIT: the wait for
-            // room is the poll below, to the deadline.
-            match send(
-                fd,
-                &buf[off..n],
-                MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
-            ) {
-                Ok(w) => {
-                    off += w;
-                    moved = Instant::now();
+        let call = match core.next() {
+            Next::Io { send: true, .. } => {
+                let until = core.deadline(timeouts).map(|(at, _)| at);
+                wire.write_until(&buf[core.store().range()], until)
+            }
+            Next::Io { read, .. } => wire.read(&mut buf[..read]),
+            next @ (Next::ShutWrite | Next::Close(_)) => {
+                if !std::mem::replace(&mut freed, true) {
+                    free();
                 }
-                Err(Errno::EINTR) if stop() => return Some(End::Stopped),
-                Err(Errno::EINTR) => continue,
-                // The send buffer is full: wait for room until the stall
-                // deadline.
-                Err(Errno::EAGAIN) => match wait_writable(fd, moved, stall) {
-                    Ok(true) => {}
-                    Ok(false) => return Some(End::Stall),
-                    Err(Errno::EINTR) if stop() => return Some(End::Stopped),
-                    Err(Errno::EINTR) => {}
-                    Err(e) => return Some(ended(e)),
-                },
-                Err(e) => return Some(ended(e)),
+                match next {
+                    Next::Close(end) => return end,
+                    _ => {
+                        core.on_shut(wire.shut_write().map_err(io::Error::from));
+                        continue;
+                    }
+                }
+            }
+        };
+        let sending = !core.store().is_empty();
+        match call {
+            Call::Done(n) if sending => {
+                core.on_sent(Instant::now(), n);
+                if let Some(stats) = stats {
+                    stats.bytes.add(n as u64);
+                }
+            }
+            // The client's FIN: nothing more will come.
+            Call::Done(0) => core.on_fin(),
+            Call::Done(n) => core.on_read(Instant::now(), n, 0),
+            Call::Expired => {
+                // The kernel timed the wait the core's deadline describes;
+                // should its clock and ours disagree by a tick, the kind of
+                // wait still says which deadline it was.
+                if !core.on_timer(Instant::now(), timeouts) {
+                    core.fail(if sending { End::Stall } else { End::Idle });
+                }
+            }
+            // A signal: retry, unless it was the one telling us to stop.
+            Call::Failed(Errno::EINTR) if stop() => core.stop(),
+            Call::Failed(e) => {
+                core.on_error(&io::Error::from(e));
             }
         }
-        stats.bytes.add(n as u64);
     }
 }
 
-/// Waits until `fd` takes more bytes (`Ok(true)`) or the stall deadline,
-/// `stall` after `moved`, passes (`Ok(false)`); no deadline without a
-/// stall timeout. A hang-up or error also wakes it: the next send says
-/// which.
-fn wait_writable(fd: RawFd, moved: Instant, stall: Option<Duration>) -> nix::Result<bool> {
-    let timeout = match stall {
+/// Waits until `fd` takes more bytes (`Ok(true)`; a hang-up or error too:
+/// the next send says which) or `until` passes (`Ok(false)`); `None`
+/// waits for ever.
+fn wait_writable(fd: RawFd, until: Option<Instant>) -> Result<bool, Errno> {
+    let timeout = match until {
         None => PollTimeout::NONE,
-        Some(d) => {
-            let left = (moved + d).saturating_duration_since(Instant::now());
+        Some(at) => {
+            let left = at.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Ok(false);
             }
@@ -158,10 +200,39 @@ fn wait_writable(fd: RawFd, moved: Instant, stall: Option<Duration>) -> nix::Res
     Ok(poll(&mut fds, timeout)? > 0)
 }
 
+/// Echoes on a socket [`prepare`] set up, with [`drive`].
+pub(crate) fn echo(
+    fd: RawFd,
+    buf: &mut [u8],
+    ctx: &Ctx,
+    stop: &dyn Fn() -> bool,
+    free: &mut dyn FnMut(),
+) -> End {
+    drive(
+        &mut Socket(fd),
+        buf,
+        &ctx.timeouts(),
+        Some(ctx.stats),
+        stop,
+        free,
+    )
+}
+
+/// Sets up an accepted socket: blocking, TCP_NODELAY (no 40 ms Nagle +
+/// delayed-ACK stall on a large message's tail), the idle timeout as receive
+/// timeout and the stall timeout as send timeout.
+pub(crate) fn prepare(stream: &TcpStream, ctx: &Ctx) -> io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(ctx.idle_timeout)?;
+    stream.set_write_timeout(ctx.send_timeout())?;
+    Ok(())
+}
+
 /// Echoes on a socket [`prepare`] set up: over TLS if `tls` (it came in on
 /// a `--tls-listen` socket: the TLS layer over the connection core,
 /// [`crate::serve::transport::tls::blocking`]), with its faults if
-/// `--fault` picks it ([`faulted`]), else with [`echo`]. `free` as for [`echo`]:
+/// `--fault` picks it ([`faulted`]), else with [`echo`]. `free` as for [`drive`]:
 /// over TLS before our close_notify.
 pub(crate) fn echo_any(
     conn: &TcpStream,
@@ -177,21 +248,14 @@ pub(crate) fn echo_any(
         }
         _ => match Faulted::of(conn, ctx) {
             Some(f) => faulted::echo(conn, f, ctx, buf, stop, free),
-            None => echo(
-                conn.as_raw_fd(),
-                buf,
-                ctx.stats,
-                ctx.send_timeout(),
-                stop,
-                free,
-            ),
+            None => echo(conn.as_raw_fd(), buf, ctx, stop, free),
         },
     }
 }
 
 /// Serves one admitted connection inside this process, then closes it. Its
 /// `--max-conns` slot is given back just before the client can see the end
-/// (see [`echo`]); a drain that then finds no active connection may exit
+/// (see [`drive`]); a drain that then finds no active connection may exit
 /// before the close, and the exit's close sends the same FIN after the same
 /// bytes, every one of them already handed to the kernel.
 pub(crate) fn serve(

@@ -185,7 +185,7 @@ fn child(
     }
     let mut buf = [0u8; BUF_SIZE];
     // The counters live in memory shared with the parent, so the child can
-    // give its slot back itself, before its FIN (see `echo::echo`); the
+    // give its slot back itself, before its FIN (see `echo::drive`); the
     // parent's copy of the permit, dropped at the reaping, then finds the
     // shared ticket turned and gives nothing back, however the child died.
     let end = echo::echo_any(

@@ -4,9 +4,9 @@
 //!
 //! - blocking, one client per thread or process: [`iterative`], [`fork`],
 //!   [`prefork`], [`thread`], [`prethread`] — each runs
-//!   [`crate::serve::blocking::echo::echo`], the read/write loop, with the connection core's
-//!   error classification;
-//! - event loops that drive [`crate::serve::contract::Conn`], the connection core:
+//!   [`crate::serve::blocking::echo::drive`], the blocking read/write loop
+//!   that drives [`crate::serve::contract::Conn`], the connection core;
+//! - event loops that drive the same core:
 //!   [`epoll`] (mio readiness), [`tokio`] (async tasks), [`uring`]
 //!   (io_uring completions).
 //!

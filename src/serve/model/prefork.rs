@@ -135,7 +135,7 @@ fn worker(
         };
         // Clear the scoreboard first: a crash between the two leaks one
         // slot, while the other order could release it twice. Both happen
-        // before the client sees the end (see `echo::echo`).
+        // before the client sees the end (see `echo::drive`).
         let mut free = || {
             board.idle(slot);
             ctx.release(&peer);

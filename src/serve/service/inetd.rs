@@ -2,6 +2,7 @@
 //! "nowait" services do (inetd accepted it and passes the socket as
 //! descriptors 0 and 1). Works as well when 0 and 1 are pipes.
 
+use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Duration;
 
@@ -10,11 +11,73 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{Shutdown, setsockopt, shutdown, sockopt};
 
 use crate::error::{Error, Result};
-use crate::serve::contract::BUF_SIZE;
+use crate::serve::blocking::echo::{Call, Wire, drive};
+use crate::serve::contract::{BUF_SIZE, End, Timeouts};
+
+/// Descriptors 0 and 1 as the blocking loop's wire: a read waits in `poll`
+/// for the idle timeout (a pipe takes no SO_RCVTIMEO), a write that would
+/// block waits there once for the stall timeout.
+struct Stdio<'a> {
+    rin: BorrowedFd<'a>,
+    wout: BorrowedFd<'a>,
+    /// `--idle-timeout` as a poll timeout.
+    idle: PollTimeout,
+    /// The send timeout as a poll timeout.
+    stall: PollTimeout,
+    /// What failed last, for the error line.
+    failed: &'static str,
+}
+
+impl Wire for Stdio<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> Call {
+        let mut fds = [PollFd::new(self.rin, PollFlags::POLLIN)];
+        match poll(&mut fds, self.idle) {
+            // Nothing for the idle timeout: close, as the other models do.
+            Ok(0) => return Call::Expired,
+            Ok(_) => {}
+            Err(e) => {
+                self.failed = "polling stdin";
+                return Call::Failed(e);
+            }
+        }
+        self.failed = "reading stdin";
+        match nix::unistd::read(self.rin, buf) {
+            Ok(n) => Call::Done(n),
+            Err(e) => Call::Failed(e),
+        }
+    }
+
+    fn write(&mut self, buf: &[u8]) -> Call {
+        self.failed = "writing stdout";
+        loop {
+            match nix::unistd::write(self.wout, buf) {
+                Ok(n) => return Call::Done(n),
+                // The client is not reading: wait once more for room, and
+                // give up if none comes within the stall time.
+                Err(Errno::EAGAIN) => {
+                    let mut fds = [PollFd::new(self.wout, PollFlags::POLLOUT)];
+                    if matches!(poll(&mut fds, self.stall), Ok(0)) {
+                        return Call::Expired;
+                    }
+                }
+                Err(e) => return Call::Failed(e),
+            }
+        }
+    }
+
+    /// A socket gets our FIN after the last byte; a pipe just closes at
+    /// exit (its shutdown fails, harmlessly).
+    fn shut_write(&mut self) -> std::result::Result<(), Errno> {
+        let _ = shutdown(self.wout.as_raw_fd(), Shutdown::Write);
+        Ok(())
+    }
+}
 
 /// Echoes stdin to stdout until EOF, then half-closes stdout (a FIN when it
-/// is a socket). Gives up after `idle_timeout` with no byte from the client,
-/// or after `send_timeout` with no byte taken by it (stall).
+/// is a socket), through the same loop and connection core as the blocking
+/// models. Gives up after `idle_timeout` with no byte from the client, or
+/// after `send_timeout` with no byte taken by it (stall); a client that
+/// went away ends the service too, without an error.
 pub(crate) fn run(idle_timeout: Option<Duration>, send_timeout: Option<Duration>) -> Result<()> {
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
@@ -28,48 +91,22 @@ pub(crate) fn run(idle_timeout: Option<Duration>, send_timeout: Option<Duration>
         let tv = nix::sys::time::TimeVal::new(t.as_secs() as _, t.subsec_micros() as _);
         let _ = setsockopt(&wout, sockopt::SendTimeout, &tv);
     }
-    let timeout = poll_timeout(idle_timeout);
-    let stall = poll_timeout(send_timeout);
+    let mut wire = Stdio {
+        rin,
+        wout,
+        idle: poll_timeout(idle_timeout),
+        stall: poll_timeout(send_timeout),
+        failed: "reading stdin",
+    };
+    let timeouts = Timeouts {
+        idle: idle_timeout,
+        send: send_timeout,
+    };
     let mut buf = vec![0u8; BUF_SIZE];
-    loop {
-        let mut fds = [PollFd::new(rin, PollFlags::POLLIN)];
-        match poll(&mut fds, timeout) {
-            // Nothing for the idle timeout: close, as the other models do.
-            Ok(0) => return Ok(()),
-            Ok(_) => {}
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(Error::io("polling stdin")(e.into())),
-        }
-        let n = match nix::unistd::read(rin, &mut buf) {
-            // EOF (the client's FIN): all read bytes were already written.
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(Errno::EINTR) | Err(Errno::EAGAIN) => continue,
-            // The client went away: that ends the service, not an error.
-            Err(Errno::ECONNRESET) => return Ok(()),
-            Err(e) => return Err(Error::io("reading stdin")(e.into())),
-        };
-        let mut off = 0;
-        while off < n {
-            match nix::unistd::write(wout, &buf[off..n]) {
-                Ok(w) => off += w,
-                Err(Errno::EINTR) => continue,
-                // The client is not reading: wait once more for room, and
-                // give up if none comes within the stall time.
-                Err(Errno::EAGAIN) => {
-                    let mut fds = [PollFd::new(wout, PollFlags::POLLOUT)];
-                    if matches!(poll(&mut fds, stall), Ok(0)) {
-                        return Ok(());
-                    }
-                }
-                Err(Errno::EPIPE) | Err(Errno::ECONNRESET) => return Ok(()),
-                Err(e) => return Err(Error::io("writing stdout")(e.into())),
-            }
-        }
+    match drive(&mut wire, &mut buf, &timeouts, None, &|| false, &mut || {}) {
+        End::Error(errno) => Err(Error::io(wire.failed)(io::Error::from_raw_os_error(errno))),
+        End::Fin | End::Idle | End::Stall | End::Reset | End::Stopped => Ok(()),
     }
-    // A socket gets our FIN after the last byte; a pipe just closes at exit.
-    let _ = shutdown(wfd, Shutdown::Write);
-    Ok(())
 }
 
 fn poll_timeout(t: Option<Duration>) -> PollTimeout {
