@@ -222,9 +222,12 @@ fn copy_echo(mut sock: TcpStream, shared: &Shared, timeout: Duration) -> Result<
                 continue;
             }
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                // The writer may not have counted a write the server
+                // already echoed: every byte echoed was sent.
+                let received = echoed(received);
                 return Err(Error::Reset {
-                    received: echoed(received),
-                    sent: shared.sent.load(Ordering::SeqCst),
+                    received,
+                    sent: shared.sent.load(Ordering::SeqCst).max(received),
                 });
             }
             Err(source) => {

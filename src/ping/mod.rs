@@ -255,7 +255,7 @@ impl Pinger {
                     &self.shown,
                     opt.timeout,
                     (seq, &payload),
-                    &mut stats.late,
+                    &mut stats.strays,
                 ),
             };
             let hs_ms = handshake.map(|d: Duration| d.as_secs_f64() * 1e3);
@@ -416,13 +416,13 @@ impl Pinger {
             let try_for = wait.saturating_sub(start.elapsed()).min(opt.timeout);
             let last = match &self.link {
                 Link::Udp { sock } => {
-                    let mut late = 0;
+                    let mut strays = probe::Strays::default();
                     match probe::udp_probe(
                         sock,
                         &self.shown,
                         try_for.min(WAIT_RETRY).max(Duration::from_millis(1)),
                         (0, &payload),
-                        &mut late,
+                        &mut strays,
                     ) {
                         Outcome::Echoed(_) => return Ok(()),
                         Outcome::Interrupted => return Ok(()),

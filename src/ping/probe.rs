@@ -305,15 +305,45 @@ pub(crate) fn exchange(s: &mut Stream, payload: &[u8], deadline: Instant, base: 
     }
 }
 
+/// UDP echoes that were not the one awaited: an echo of a probe that had
+/// timed out (late), or a second echo of a probe already answered
+/// (duplicated, as a path or a server that duplicates datagrams sends).
+#[derive(Debug, Default)]
+pub(crate) struct Strays {
+    pub(crate) late: u64,
+    pub(crate) duplicated: u64,
+    /// The probes answered among the last [`LATE_WINDOW`].
+    answered: std::collections::VecDeque<u64>,
+}
+
+impl Strays {
+    /// An echo of probe `seq` came back while another was awaited.
+    fn stray(&mut self, seq: u64) {
+        if self.answered.contains(&seq) {
+            self.duplicated += 1;
+        } else {
+            self.late += 1;
+        }
+    }
+
+    /// Probe `seq` was answered.
+    fn answered(&mut self, seq: u64) {
+        if self.answered.len() as u64 >= LATE_WINDOW {
+            self.answered.pop_front();
+        }
+        self.answered.push_back(seq);
+    }
+}
+
 /// One UDP probe: send, then take datagrams until ours or the deadline.
 /// An echo of an earlier probe (within [`LATE_WINDOW`]) is counted in
-/// `late` and skipped.
+/// `strays`, late or duplicated, and skipped.
 pub(crate) fn udp_probe(
     sock: &UdpSocket,
     target: &str,
     timeout: Duration,
     (seq, payload): (u64, &[u8]),
-    late: &mut u64,
+    strays: &mut Strays,
 ) -> Outcome {
     let t0 = Instant::now();
     let deadline = t0 + timeout;
@@ -354,16 +384,20 @@ pub(crate) fn udp_probe(
         };
         let got = &buf[..n];
         if got == payload {
+            strays.answered(seq);
             return Outcome::Echoed(t0.elapsed());
         }
-        // An echo of an earlier probe that timed out: already counted.
-        let is_late = n == payload.len()
-            && (seq.saturating_sub(LATE_WINDOW)..seq).any(|s| {
-                fill_payload(s, &mut earlier);
-                earlier == got
-            });
-        if is_late {
-            *late += 1;
+        // An echo of an earlier probe, timed out or answered: already counted.
+        let earlier_seq = (n == payload.len())
+            .then(|| {
+                (seq.saturating_sub(LATE_WINDOW)..seq).find(|s| {
+                    fill_payload(*s, &mut earlier);
+                    earlier == got
+                })
+            })
+            .flatten();
+        if let Some(s) = earlier_seq {
+            strays.stray(s);
             continue;
         }
         return Outcome::Failed(match pattern::first_difference(payload, got) {

@@ -143,8 +143,8 @@ fn spread_json(s: Option<Spread>) -> Value {
 pub(crate) struct Stats {
     pub(crate) sent: u64,
     pub(crate) failed: u64,
-    /// UDP echoes that came back after their probe had timed out.
-    pub(crate) late: u64,
+    /// UDP echoes that came back after their probe had timed out, or twice.
+    pub(crate) strays: super::probe::Strays,
     pub(crate) rtt: Sample,
     /// `--tls`: every handshake's duration (the first connection's too).
     pub(crate) handshakes: Sample,
@@ -177,8 +177,14 @@ impl Stats {
             self.loss_pct(),
             self.elapsed.as_secs_f64() * 1e3
         );
-        if self.late > 0 {
-            counts += &format!(", {} late", count(self.late, "echo", "echoes"));
+        if self.strays.late > 0 {
+            counts += &format!(", {} late", count(self.strays.late, "echo", "echoes"));
+        }
+        if self.strays.duplicated > 0 {
+            counts += &format!(
+                ", {} duplicated",
+                count(self.strays.duplicated, "echo", "echoes")
+            );
         }
         lines.push(counts);
         if let Some(s) = self.rtt.spread() {
@@ -211,7 +217,8 @@ impl Stats {
             "received": self.received(),
             "lost": self.sent - self.received(),
             "loss_pct": self.loss_pct(),
-            "late": self.late,
+            "late": self.strays.late,
+            "duplicated": self.strays.duplicated,
             "time_ms": self.elapsed.as_secs_f64() * 1e3,
             "rtt_ms": spread_json(self.rtt.spread()),
             "handshake_ms": spread_json(self.handshakes.spread()),

@@ -91,12 +91,9 @@ impl Ctx {
         self.stats.try_admit(self.max_conns.saturating_sub(earlier))
     }
 
-    /// Gives back what [`Ctx::admit`] took, after the connection is closed.
-    pub(crate) fn release(&self, peer: &SocketAddr) {
-        self.release_ip(peer.ip());
-    }
-
-    /// [`Ctx::release`] knowing only the client's address.
+    /// Gives back what [`Ctx::admit`] took for a client at `ip`, after the
+    /// connection is closed (what a [`crate::serve::admission::Permit`]
+    /// does on drop; the pools' supervisors, for a worker that died).
     pub(crate) fn release_ip(&self, ip: std::net::IpAddr) {
         self.release_counted(self.per_ip_key(ip));
     }
@@ -109,8 +106,8 @@ impl Ctx {
             .then(|| self.stats.per_ip.key(ip))
     }
 
-    /// Gives back what [`Ctx::admit`] took, knowing where the client was
-    /// counted ([`Ctx::per_ip_key`]).
+    /// [`Ctx::release_ip`], knowing where the client was counted
+    /// ([`Ctx::per_ip_key`]).
     pub(crate) fn release_counted(&self, key: Option<IpKey>) {
         if let Some(k) = key {
             self.stats.per_ip.release_key(k);

@@ -320,6 +320,46 @@ fn metrics_after_a_handover_come_from_the_new_process() {
     old_exits_new_serves(&mut srv, new_pid);
 }
 
+/// `--inspect-listen` crosses a SIGHUP: the new process gets the inspect
+/// port's TCP listener and UDP socket (binding them afresh would fail while
+/// the old process holds them) and answers on both once the old one exits.
+#[test]
+fn the_inspect_port_is_handed_over_whole() {
+    use std::io::Read;
+    let mut srv = Server::start(
+        "epoll",
+        &["--inspect-listen", "127.0.0.1:0", "--drain-timeout", "1"],
+    );
+    let at = srv
+        .listening(netecho::serve::ListenKind::Inspect, Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no inspect line: {:?}", srv.stdout_lines()));
+    srv.signal(Signal::SIGHUP);
+    let new_pid = handed_over_to(&srv);
+    let status = srv.wait_exit(EXIT_WAIT);
+    assert!(status.is_some_and(|s| s.success()), "{}", srv.stderr_text());
+    let mut c = TcpStream::connect(at).expect("the inspect port after the handover");
+    c.set_read_timeout(Some(util::IO_TIMEOUT)).unwrap();
+    let mut report = String::new();
+    c.read_to_string(&mut report).unwrap();
+    assert!(report.starts_with("{\"proto\":\"tcp\""), "{report:?}");
+    assert!(
+        report.contains("\"syn\":{"),
+        "the new listener keeps SYNs: {report}"
+    );
+    let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    u.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    u.send_to(&[b' '; 300], at).unwrap();
+    let mut buf = [0u8; 512];
+    let n = u.recv(&mut buf).expect("a UDP report after the handover");
+    assert!(
+        buf[..n].starts_with(b"{\"proto\":\"udp\""),
+        "{:?}",
+        &buf[..n]
+    );
+    assert!(n <= 300);
+    let _ = kill(Pid::from_raw(new_pid), Signal::SIGTERM);
+}
+
 /// The old process's clients count toward the new one's limits: with
 /// `--max-conns 3` filled by idle clients, after a SIGHUP the new process
 /// refuses the next client until an old one leaves, admits one in its

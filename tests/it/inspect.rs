@@ -89,6 +89,31 @@ fn loopback_changes_nothing_and_the_json_carries_both_reports() {
 }
 
 #[test]
+fn ipv6_reports_hop_limit_and_traffic_class() {
+    if UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("SKIPPED: ipv6_reports_hop_limit_and_traffic_class: no IPv6 loopback here");
+        return;
+    }
+    let s = Server::start("epoll", &["--inspect-listen", "[::1]:0"]);
+    let v = ping_json(inspect_addr(&s), &["--ttl", "20", "--tos", "0x20"], |_| {});
+    assert_eq!(kinds(&v), vec![], "{v}");
+    let syn = &v["server"]["tcp"]["syn"];
+    assert_eq!(
+        (syn["ip_version"].clone(), syn["ttl"].clone()),
+        (6.into(), 20.into()),
+        "{syn}"
+    );
+    assert_eq!(syn["dscp"], 8, "{syn}");
+    assert!(syn.get("df").is_none(), "IPv6 has no DF: {syn}");
+    let udp = &v["server"]["udp"];
+    assert_eq!(
+        (udp["ttl"].clone(), udp["dscp"].clone()),
+        (20.into(), 8.into()),
+        "{udp}"
+    );
+}
+
+#[test]
 fn tos_and_ttl_set_by_the_client_arrive_as_sent() {
     let s = Server::start("epoll", &["--inspect-listen", "127.0.0.1:0"]);
     let v = ping_json(inspect_addr(&s), &["--ttl", "33", "--tos", "0xb8"], |_| {});

@@ -15,6 +15,7 @@ mod bench_scale;
 mod cli;
 mod client;
 mod docs;
+mod faults;
 mod grammar;
 mod handover;
 mod hostile;

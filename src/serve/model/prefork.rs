@@ -27,6 +27,7 @@ use nix::unistd::{ForkResult, fork};
 use tracing::warn;
 
 use crate::error::Result;
+use crate::serve::admission::Permit;
 use crate::serve::blocking::accept;
 use crate::serve::blocking::echo;
 use crate::serve::contract::BUF_SIZE;
@@ -109,7 +110,7 @@ fn worker(
     slot: usize,
     board: Scoreboard,
     listeners: &[TcpListener],
-    ctx: &Ctx,
+    ctx: &'static Ctx,
     parent: nix::unistd::Pid,
 ) -> ! {
     signals::reset_in_child();
@@ -133,12 +134,15 @@ fn worker(
         else {
             break;
         };
+        // The worker's copy of the admission; the parent's is the
+        // scoreboard slot (`give_back`, should this worker die first).
         // Clear the scoreboard first: a crash between the two leaks one
         // slot, while the other order could release it twice. Both happen
         // before the client sees the end (see `echo::drive`).
+        let mut permit = Permit::admitted(ctx, &peer);
         let mut free = || {
             board.idle(slot);
-            ctx.release(&peer);
+            permit.release();
         };
         let end = match echo::prepare(&conn, ctx) {
             Ok(()) => echo::echo_any(

@@ -1,0 +1,388 @@
+//! `serve --fault`: an echo that misbehaves exactly as told, checked with
+//! real sockets and the real client, ping and metrics. Timing checks hold
+//! [`timing`] and give the machine generous room, printing what they
+//! measured; the UDP loss check uses a 6-sigma binomial band, so it does
+//! not flake.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use netecho::serve::ListenKind;
+use nix::sys::signal::Signal;
+
+use crate::util::{self, Server, assert_refused, netecho, run_to_end, timing};
+
+/// Longest any client run here may take before it is killed.
+const RUN_LIMIT: Duration = Duration::from_secs(30);
+
+fn skip(model: &str) -> bool {
+    if model == "uring"
+        && let Err(reason) = netecho::serve::uring::probe()
+    {
+        eprintln!("SKIPPED: io_uring unusable here: {reason}");
+        return true;
+    }
+    false
+}
+
+/// A TCP connection to `to` from the loopback address `from`.
+fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let src: SocketAddr = format!("{from}:0").parse().unwrap();
+    sock.bind(&src.into()).unwrap();
+    sock.connect_timeout(&to.into(), Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect from {from} to {to}: {e}"));
+    let s: TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Sends `n` bytes on `s` and reads until the server ends the connection
+/// or nothing comes for `quiet`: (bytes echoed, how it ended).
+fn send_and_read(s: &mut TcpStream, n: usize, quiet: Duration) -> (usize, String) {
+    s.write_all(&vec![b'x'; n]).unwrap();
+    s.set_read_timeout(Some(quiet)).unwrap();
+    let mut got = 0;
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (got, "fin".into()),
+            Ok(k) => got += k,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return (got, "reset".into()),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return (got, "silence".into());
+            }
+            Err(e) => return (got, format!("error: {e}")),
+        }
+    }
+}
+
+/// The median RTT in ms from ping's summary line.
+fn median_rtt(stdout: &str) -> f64 {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("rtt min/avg/median/max/stddev = "))
+        .unwrap_or_else(|| panic!("no rtt line in:\n{stdout}"));
+    let figures = line.split(" = ").nth(1).unwrap().trim_end_matches(" ms");
+    figures.split('/').nth(2).unwrap().parse().unwrap()
+}
+
+/// `latency=50ms` adds 50 ms to every echo: ping's median RTT is at least
+/// 50 ms and at most 50 ms + 10 ms above the same model's without it.
+fn latency_adds_to_ping(model: &str) {
+    if skip(model) {
+        return;
+    }
+    let _t = timing();
+    let srv = Server::start(model, &["--fault", "latency=50ms,from=127.0.0.1"]);
+    let plain = Server::start(model, &[]);
+    let ping = |addr: SocketAddr| {
+        let run = run_to_end(
+            netecho(&["ping", "-c", "7", "-i", "50ms", &addr.to_string()]),
+            None,
+            RUN_LIMIT,
+        );
+        run.assert_code(0, &format!("{model}: ping"));
+        median_rtt(run.stdout_str())
+    };
+    let base = ping(plain.addr());
+    let slow = ping(srv.addr());
+    assert!(
+        slow >= 50.0 && slow <= base + 60.0,
+        "{model}: latency=50ms gave a median RTT of {slow:.3} ms (without it: {base:.3} ms)"
+    );
+}
+
+/// `reset-after=4KiB` gives exactly 4096 echoed bytes, then a reset; the
+/// client says so in words; the fault is counted.
+fn reset_after_exact_bytes(model: &str) {
+    if skip(model) {
+        return;
+    }
+    let srv = Server::start(
+        model,
+        &["--fault", "reset-after=4KiB", "--metrics", "127.0.0.1:0"],
+    );
+    let mut s = util::connect(srv.addr());
+    let (got, how) = send_and_read(&mut s, 10_000, Duration::from_secs(10));
+    assert_eq!(
+        (got, how.as_str()),
+        (4096, "reset"),
+        "{model}: stderr:\n{}",
+        srv.stderr_text()
+    );
+    let run = run_to_end(
+        netecho(&["client", &srv.addr().to_string()]),
+        Some(vec![0u8; 10_000]),
+        RUN_LIMIT,
+    );
+    run.assert_code(1, &format!("{model}: client against reset-after"));
+    assert!(
+        run.stderr
+            .contains("the server reset the connection after echoing 4096 of the"),
+        "{model}: {}",
+        run.stderr
+    );
+    let page = || util::scrape(srv.metrics_addr());
+    assert!(
+        util::eventually(Duration::from_secs(5), || {
+            util::sample(
+                &util::scrape(srv.metrics_addr()),
+                "netecho_faults_total{fault=\"reset\"}",
+            ) == Some(2)
+        }),
+        "{model}: resets counted:\n{}",
+        page()
+    );
+}
+
+macro_rules! model_tests {
+    ($($model:ident),* $(,)?) => {$(
+        mod $model {
+            #[test]
+            fn latency_adds_to_ping() {
+                super::latency_adds_to_ping(stringify!($model));
+            }
+            #[test]
+            fn reset_after_exact_bytes() {
+                super::reset_after_exact_bytes(stringify!($model));
+            }
+        }
+    )*};
+}
+
+model_tests!(
+    iterative, fork, prefork, thread, prethread, epoll, tokio, uring
+);
+
+#[test]
+fn bandwidth_paces_a_transfer() {
+    let _t = timing();
+    let srv = Server::start("epoll", &["--fault", "bandwidth=1MiB/s"]);
+    let t0 = Instant::now();
+    let run = run_to_end(
+        netecho(&["client", &srv.addr().to_string()]),
+        Some(vec![7u8; 4 * util::MIB]),
+        RUN_LIMIT,
+    );
+    let took = t0.elapsed().as_secs_f64();
+    run.assert_code(0, "client at 1 MiB/s");
+    assert_eq!(run.stdout.len(), 4 * util::MIB);
+    assert!(
+        (3.4..=4.6).contains(&took),
+        "4 MiB at bandwidth=1MiB/s took {took:.2} s (want 4 s ± 15 %)"
+    );
+}
+
+#[test]
+fn stall_leaves_one_client_waiting_while_others_are_served() {
+    let srv = Server::start("epoll", &["--fault", "stall-after=1KiB,from=127.0.0.2"]);
+    let mut stalled = connect_from("127.0.0.2", srv.addr());
+    let (got, how) = send_and_read(&mut stalled, 8192, Duration::from_secs(1));
+    assert_eq!((got, how.as_str()), (1024, "silence"));
+    // Meanwhile another client is served in full.
+    let mut fine = util::connect(srv.addr());
+    util::echo_check(&mut fine, &vec![3u8; 64 * 1024], 1).unwrap();
+    // The stalled connection is still open: nothing more, no end.
+    let (more, how) = send_and_read(&mut stalled, 10, Duration::from_millis(300));
+    assert_eq!((more, how.as_str()), (0, "silence"));
+    // The client says what it met.
+    let all = Server::start("thread", &["--fault", "stall-after=1KiB"]);
+    let run = run_to_end(
+        netecho(&["client", "--timeout", "1s", &all.addr().to_string()]),
+        Some(vec![0u8; 8192]),
+        RUN_LIMIT,
+    );
+    run.assert_code(1, "client against stall-after");
+    assert!(
+        run.stderr
+            .contains("no echo from the server for 1 s: 1024 of the 8192 bytes"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn from_scope_faults_one_source_only() {
+    let srv = Server::start("tokio", &["--fault", "close-after=1KiB,from=127.0.0.2/32"]);
+    let mut bad = connect_from("127.0.0.2", srv.addr());
+    let (got, how) = send_and_read(&mut bad, 4096, Duration::from_secs(10));
+    assert_eq!((got, how.as_str()), (1024, "fin"), "from 127.0.0.2");
+    let mut good = connect_from("127.0.0.1", srv.addr());
+    util::echo_check(&mut good, &vec![5u8; 4096], 2).unwrap();
+}
+
+#[test]
+fn corrupt_at_is_caught_by_the_client_at_that_byte() {
+    let srv = Server::start("prethread", &["--fault", "corrupt-at=100"]);
+    let run = run_to_end(
+        netecho(&["client", &srv.addr().to_string()]),
+        Some(vec![0u8; 1000]),
+        RUN_LIMIT,
+    );
+    run.assert_code(1, "client against corrupt-at=100");
+    assert!(
+        run.stderr.contains("mismatch at byte 100 "),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn udp_drop_half_stays_within_binomial_bounds() {
+    const N: usize = 2000;
+    let srv = Server::start(
+        "epoll",
+        &[
+            "--udp",
+            "--udp-rate",
+            "1M",
+            "--udp-global-rate",
+            "1M",
+            "--metrics",
+            "127.0.0.1:0",
+            "--fault",
+            "drop=50%",
+        ],
+    );
+    let to = srv
+        .listening(ListenKind::Udp, Duration::from_secs(5))
+        .unwrap();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.connect(to).unwrap();
+    let reader = sock.try_clone().unwrap();
+    reader
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let got = std::thread::spawn(move || {
+        let mut seen = std::collections::HashSet::new();
+        let mut buf = [0u8; 64];
+        while let Ok(n) = reader.recv(&mut buf) {
+            seen.insert(u32::from_be_bytes(buf[..4].try_into().unwrap()));
+            assert_eq!(n, 16);
+        }
+        seen.len()
+    });
+    for i in 0..N as u32 {
+        let mut msg = [0u8; 16];
+        msg[..4].copy_from_slice(&i.to_be_bytes());
+        sock.send(&msg).unwrap();
+        if i % 50 == 49 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let echoed = got.join().unwrap();
+    // Binomial(2000, 0.5): sd = 22.4; 6 sigma = 134.
+    assert!(
+        (N / 2 - 134..=N / 2 + 134).contains(&echoed),
+        "drop=50%: {echoed} of {N} echoed"
+    );
+    let dropped = util::sample(
+        &util::scrape(srv.metrics_addr()),
+        "netecho_faults_total{fault=\"drop\"}",
+    );
+    assert_eq!(
+        dropped.map(|d| d as usize + echoed),
+        Some(N),
+        "every datagram is either echoed or counted dropped"
+    );
+}
+
+#[test]
+fn ping_names_duplicated_datagrams() {
+    let srv = Server::start("epoll", &["--udp", "--fault", "duplicate=100%"]);
+    let to = srv
+        .listening(ListenKind::Udp, Duration::from_secs(5))
+        .unwrap();
+    let run = run_to_end(
+        netecho(&["ping", "--udp", "-c", "5", "-i", "50ms", &to.to_string()]),
+        None,
+        RUN_LIMIT,
+    );
+    run.assert_code(0, "ping --udp against duplicate=100%");
+    assert!(
+        run.stdout_str().contains("echoes duplicated"),
+        "{}",
+        run.stdout_str()
+    );
+}
+
+#[test]
+fn bad_faults_are_one_line_and_exit_2_before_binding() {
+    for (args, names) in [
+        (vec!["--fault", "wobble=3"], "wobble"),
+        (vec!["--fault", "latency=5parsecs"], "latency=5parsecs"),
+        (vec!["--fault", "drop=150%"], "drop=150%"),
+        (
+            vec![
+                "--fault",
+                "latency=10ms",
+                "--fault",
+                "latency=20ms,from=127.0.0.2",
+            ],
+            "both set latency",
+        ),
+        (
+            vec!["--fault-file", "/nonexistent/faults.toml"],
+            "/nonexistent/faults.toml",
+        ),
+    ] {
+        let mut all = vec!["serve", "--listen", "127.0.0.1:0"];
+        all.extend(&args);
+        let run = assert_refused(&all, RUN_LIMIT);
+        run.assert_code(2, &format!("{args:?}"));
+        assert!(run.stderr.contains(names), "{args:?}: {}", run.stderr);
+        assert!(
+            !run.stdout_str().contains("listening"),
+            "{args:?} bound: {}",
+            run.stdout_str()
+        );
+    }
+}
+
+#[test]
+fn fault_file_is_read_at_start_and_again_on_sighup() {
+    let dir = std::env::temp_dir().join(format!("netecho-faults-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("faults.toml");
+    std::fs::write(&file, "[early-end]\nclose-after = \"1KiB\"\n").unwrap();
+    let path = file.to_str().unwrap().to_string();
+    let srv = Server::start("epoll", &["--fault-file", &path]);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        assert!(
+            srv.stderr_text().contains("early-end: close-after=1024"),
+            "start did not print the fault:\n{}",
+            srv.stderr_text()
+        );
+        let mut s = util::connect(srv.addr());
+        assert_eq!(
+            send_and_read(&mut s, 4096, Duration::from_secs(10)),
+            (1024, "fin".into())
+        );
+        std::fs::write(&file, "[hard-end]\nreset-after = \"2KiB\"\n").unwrap();
+        srv.signal(Signal::SIGHUP);
+        assert!(
+            util::eventually(Duration::from_secs(20), || srv
+                .stderr_text()
+                .contains("hard-end: reset-after=2048")),
+            "the new server did not read the file again:\n{}",
+            srv.stderr_text()
+        );
+        let (got, how) = {
+            // The new process answers once the old one stopped accepting.
+            let mut last = (0, String::new());
+            util::eventually(Duration::from_secs(10), || {
+                let mut s = util::connect(srv.addr());
+                last = send_and_read(&mut s, 4096, Duration::from_secs(10));
+                last.1 == "reset"
+            });
+            last
+        };
+        assert_eq!((got, how.as_str()), (2048, "reset"));
+    }));
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
