@@ -288,10 +288,8 @@ fn console_blocks(file: &str, text: &str) -> (Vec<Vec<Step>>, Vec<String>) {
                     step.expected.push('\n');
                 }
             }
-            Some(_) => {
-                if trimmed.starts_with("$ ") {
-                    unchecked.push(format!("{file}:{}: {line}", i + 1));
-                }
+            Some(_) if trimmed.starts_with("$ ") => {
+                unchecked.push(format!("{file}:{}: {line}", i + 1));
             }
             _ => {}
         }
