@@ -75,6 +75,10 @@ const EXAMPLES: &[(&str, &[Example])] = &[
                 "Port 0: the kernel picks a free port, printed on the first line:",
                 "netecho serve --listen 127.0.0.1:0",
             ),
+            (
+                "Beside the echo, a port that reports what the path did to each connection:",
+                "netecho serve --listen 0.0.0.0:7000 --inspect-listen 0.0.0.0:7007",
+            ),
         ],
     ),
     (
@@ -133,6 +137,10 @@ const EXAMPLES: &[(&str, &[Example])] = &[
             (
                 "A connection and a TLS handshake per probe:",
                 "netecho ping localhost:6667 --tls --new-conn -c 3",
+            ),
+            (
+                "What the path did (NAT, hops, MSS, DSCP), sending DSCP 46 (EF):",
+                "netecho ping --inspect server.example:7007 --tos 0xb8",
             ),
         ],
     ),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
-use super::plan::{Pace, Plan, TICK};
+use super::plan::{self, Pace, Plan, TICK};
 use super::tally::Tally;
 use super::timer;
 use crate::error::{Error, Result};
@@ -208,15 +208,12 @@ impl Worker<'_> {
     /// The end of the run: sockets waiting for their next slot send no
     /// more (their slots in the window are unfinished).
     fn stop_waiting(&mut self) {
-        let (from, until) = (self.plan.warmup_end, self.plan.end);
-        for i in 0..self.conns.len() {
-            let c = &self.conns[i];
-            if c.state == State::Waiting {
-                if let Some(until) = until {
-                    self.tally.unfinished += c.pace.missed(self.plan, from, until);
-                }
-                self.retire(i);
-            }
+        let waiting = self.conns.iter().enumerate();
+        let waiting = waiting.filter(|(_, c)| c.state == State::Waiting);
+        let (unfinished, done) = plan::stop_waiting(self.plan, waiting.map(|(i, c)| (i, &c.pace)));
+        self.tally.unfinished += unfinished;
+        for i in done {
+            self.retire(i);
         }
     }
 

@@ -15,8 +15,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::server::{Server, model_flags};
+use super::setup::{Programs, Setup, Skip};
 use super::workload::{SMALL_MSG, Shape, Workload};
-use super::{Programs, Setup, floor, peer};
+use super::{floor, peer};
 use crate::bench::plan::{self, Plan};
 use crate::bench::tally::Tally;
 use crate::bench::{procstat, spawn, stream as bench_stream, tcp, tls as bench_tls};
@@ -104,15 +105,6 @@ pub(crate) struct Cell {
     /// Flags that differ from the usual ones, an unclean exit: for the
     /// table's note column; empty if nothing is worth saying.
     pub(crate) note: String,
-}
-
-/// Why a cell has no figures.
-#[derive(Debug, Clone)]
-pub(crate) enum Skip {
-    /// The server cannot serve the workload by design.
-    NotApplicable(String),
-    /// It was run and failed.
-    Failed(String),
 }
 
 /// `netecho serve` on a free loopback port with `model`, no idle timeout and

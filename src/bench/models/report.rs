@@ -5,11 +5,12 @@
 
 use std::process::{Command, Stdio};
 
-use super::cell::{Cell, IDLE_SETTLE, Outcome, Skip};
+use super::cell::{Cell, IDLE_SETTLE, Outcome};
 use super::peer::{self, Peer};
 use super::server::{C_EPOLL, C_SPLICE, C_URING, CC_FLAGS, Server};
+use super::setup::{FD_MARGIN, Skip};
+use super::suite::{Row, Suite};
 use super::workload::{MANY_CONNS, Shape, Workload};
-use super::{FD_MARGIN, Row, Suite};
 use crate::bench::chart;
 use crate::bench::text::{num, thousands};
 
