@@ -277,6 +277,7 @@ fn median(samples: &[Outcome]) -> Option<Outcome> {
                 p99_us: f(|t| t.p99_us),
                 p999_us: f(|t| t.p999_us),
                 cpu_us: f(|t| t.cpu_us),
+                machine_us: f(|t| t.machine_us),
             }))
         }
         Outcome::Memory(_) => {
@@ -296,6 +297,7 @@ fn median(samples: &[Outcome]) -> Option<Outcome> {
                 pss_after_kib: f(|m| m.pss_after_kib),
                 kib_per_conn: f(|m| m.kib_per_conn),
                 cpu_us_per_conn: f(|m| m.cpu_us_per_conn),
+                machine_us_per_conn: f(|m| m.machine_us_per_conn),
             }))
         }
         Outcome::Stream(first) => {
@@ -312,6 +314,7 @@ fn median(samples: &[Outcome]) -> Option<Outcome> {
                 mib_s: f(|s| s.mib_s),
                 mib: f(|s| s.mib),
                 cpu_us_per_mib: f(|s| s.cpu_us_per_mib),
+                machine_us_per_mib: f(|s| s.machine_us_per_mib),
             }))
         }
     }
@@ -466,12 +469,13 @@ mod tests {
                 p99_us: 0.0,
                 p999_us: 0.0,
                 cpu_us,
+                machine_us: 2.0 * cpu_us,
             })
         };
         let Some(Outcome::Traffic(m)) = median(&[t(3.0, 1.0), t(1.0, 9.0), t(2.0, 5.0)]) else {
             panic!("no median of three samples");
         };
-        assert_eq!((m.req_s, m.cpu_us), (2.0, 5.0));
+        assert_eq!((m.req_s, m.cpu_us, m.machine_us), (2.0, 5.0, 10.0));
         let Some(Outcome::Traffic(m)) = median(&[t(1.0, 1.0), t(2.0, 4.0)]) else {
             panic!("no median of two samples");
         };
