@@ -86,6 +86,12 @@ use crate::sys::raise_nofile_limit;
 
 /// Runs `netecho serve` until a signal stops it.
 pub(crate) fn run(opt: ServeOpt) -> Result<()> {
+    if opt.inetd && (!opt.faults.is_empty() || opt.fault_file.is_some()) {
+        return Err(Error::Usage(
+            "--fault and --fault-file apply to the connections serve accepts, not to --inetd's"
+                .into(),
+        ));
+    }
     if opt.inetd {
         let idle = (!opt.idle_timeout.is_zero()).then_some(opt.idle_timeout);
         let stall = (!opt.stall_timeout.is_zero()).then_some(opt.stall_timeout);
