@@ -29,8 +29,8 @@
 //! Everything is `pub(crate)` unless something outside the crate needs it:
 //! the binary (`cli::Cli`, [`run`], [`Error`]), the model benchmark
 //! (`bench::models`' suite) and the integration tests (`serve::Model`, the
-//! `listening` line parser, `serve::uring::probe`), and, hidden, the
-//! entry points of the fuzz targets (`fuzz_api`).
+//! `listening` line parser, `serve::uring::probe`). The fuzz targets' entry
+//! points are `netecho-core`'s (its `fuzz` feature).
 #![warn(unreachable_pub)]
 
 pub(crate) mod args;
@@ -38,11 +38,6 @@ pub mod bench;
 pub mod cli;
 pub(crate) mod client;
 pub(crate) mod error;
-/// Entry points for the cargo-fuzz targets in `fuzz/`: a fuzz target is
-/// another crate and the crate's items are `pub(crate)`, so this small
-/// module is public, hidden, and no API.
-#[doc(hidden)]
-pub mod fuzz_api;
 pub(crate) mod lab;
 pub(crate) mod man;
 pub(crate) mod net;

@@ -1,7 +1,7 @@
-//! Bytes from an unknown client through the TLS layer and the connection core.
-//! The invariants are in `netecho::fuzz_api::tls_records`.
+//! Bytes from an unknown client through the TLS session and the connection
+//! core. The invariants are in `netecho_core::fuzz::tls_records`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| netecho::fuzz_api::tls_records(data));
+fuzz_target!(|data: &[u8]| netecho_core::fuzz::tls_records(data));

@@ -313,6 +313,26 @@ impl Pace {
     }
 }
 
+/// The end of a run for the connections (TCP) or sockets (UDP) `waiting`
+/// for their next slot: they send no more, and each slot they would still
+/// have had in the measured window counts as unfinished. Returns that
+/// count and which of them to retire.
+pub(crate) fn stop_waiting<'a>(
+    plan: &Plan,
+    waiting: impl Iterator<Item = (usize, &'a Pace)>,
+) -> (u64, Vec<usize>) {
+    let (from, until) = (plan.warmup_end, plan.end);
+    let mut unfinished = 0u64;
+    let mut retire = Vec::new();
+    for (i, pace) in waiting {
+        if let Some(until) = until {
+            unfinished = unfinished.saturating_add(pace.missed(plan, from, until));
+        }
+        retire.push(i);
+    }
+    (unfinished, retire)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,5 +402,33 @@ mod tests {
         assert_eq!(p.admit(p.warmup_end, end), None);
         // The echoes still owed are waited for, no longer than the timeout.
         assert_eq!(p.drained(), Some(end + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn stopping_the_waiting_counts_their_slots_left_in_the_window() {
+        // 100/s over 2 connections: each sends every 20 ms; the measured
+        // window is 3 s after a 1 s warm-up.
+        let p = plan(Some(100.0), 2);
+        let end = p.end.unwrap();
+        let mut a = Pace::new(&p, 0);
+        let b = Pace::new(&p, 1);
+        // `a` took every slot up to 100 ms before the end: 5 left.
+        while a.take(&p, end) < end - Duration::from_millis(100) {}
+        let (unfinished, retire) = stop_waiting(&p, [(0, &a), (7, &b)].into_iter());
+        // `b` never sent: its 150 slots of the window (warm-up ones dropped).
+        assert_eq!(
+            unfinished,
+            4 + 150,
+            "a: {}",
+            a.missed(&p, p.warmup_end, end)
+        );
+        assert_eq!(retire, vec![0, 7]);
+        // Closed loop: nothing is due on a schedule, nothing unfinished.
+        let closed = plan(None, 1);
+        let pace = Pace::new(&closed, 0);
+        assert_eq!(
+            stop_waiting(&closed, [(0, &pace)].into_iter()),
+            (0, vec![0])
+        );
     }
 }

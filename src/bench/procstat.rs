@@ -1,5 +1,7 @@
 //! What a server process tree costs, read from `/proc`: CPU time and
-//! proportional memory (PSS) of a process and every live descendant.
+//! proportional memory (PSS) of a process and every live descendant; and
+//! what the whole machine spent ([`machine_busy_ns`]), so that work a server
+//! pushes onto its load generator is not mistaken for a saving.
 //!
 //! Forking models spread their work over children, some alive, some already
 //! reaped, so a figure taken from the server's own line alone would miss
@@ -120,9 +122,80 @@ fn parse_pss(text: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Busy CPU time (ns) of the whole machine, every core summed, from the
+/// aggregate `cpu` line of `/proc/stat`.
+///
+/// On loopback the kernel runs a segment's receive work in whichever process
+/// sends it, so a server that makes its peer do more (smaller writes, more
+/// wake-ups) can look cheaper in its own `/proc/PID/stat` while the machine
+/// pays the same or more. Read at the same edges as the server's figure,
+/// this one shows such a shift as no gain. It counts everything that ran,
+/// the load generator and any other process included: on a quiet machine
+/// that is the server and its load.
+pub(crate) fn machine_busy_ns() -> Result<u64> {
+    let text = fs::read_to_string("/proc/stat")
+        .map_err(|e| Error::Measure(format!("cannot read /proc/stat: {e}")))?;
+    let ticks = parse_busy_ticks(&text)
+        .ok_or_else(|| Error::Measure("no usable cpu line in /proc/stat".into()))?;
+    Ok((ticks as f64 * 1e9 / proc::clock_ticks()) as u64)
+}
+
+/// Busy ticks of the aggregate `cpu` line of a `/proc/stat` text: user,
+/// nice, system, irq, softirq and steal (fields 1–3 and 6–8). Idle and
+/// iowait (4–5) are time no core ran anything; guest and guest_nice (9–10)
+/// are already inside user and nice, so adding them would count them twice.
+fn parse_busy_ticks(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<std::result::Result<_, _>>()
+        .ok()?;
+    // Kernels since 2.6.11 print at least eight fields (through steal).
+    if fields.len() < 8 {
+        return None;
+    }
+    Some(
+        [0, 1, 2, 5, 6, 7]
+            .iter()
+            .map(|&i| fields[i])
+            .fold(0u64, u64::saturating_add),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn machine_busy_ticks_leave_out_idle_iowait_and_guest() {
+        // user nice system idle iowait irq softirq steal guest guest_nice
+        let text = "cpu  100 2 30 5000 40 0 7 1 9 3\ncpu0 50 1 15 2500 20 0 3 0 9 3\nintr 1 2\n";
+        assert_eq!(parse_busy_ticks(text), Some(100 + 2 + 30 + 7 + 1));
+        // The per-core lines are not the aggregate.
+        assert_eq!(parse_busy_ticks("cpu0 1 2 3 4 5 6 7 8\n"), None);
+        // A line cut short or with a word in it is not read.
+        assert_eq!(parse_busy_ticks("cpu  1 2 3 4 5 6 7\n"), None);
+        assert_eq!(parse_busy_ticks("cpu  1 2 x 4 5 6 7 8\n"), None);
+        assert_eq!(parse_busy_ticks(""), None);
+    }
+
+    #[test]
+    fn this_machine_is_busy_while_it_works() {
+        let before = machine_busy_ns().expect("/proc/stat is readable");
+        let t0 = std::time::Instant::now();
+        let mut x: u64 = 0;
+        // 50 ms of spinning: five ticks of this core at least.
+        while t0.elapsed() < std::time::Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let after = machine_busy_ns().expect("/proc/stat is readable");
+        assert!(
+            after > before,
+            "busy time did not grow over 50 ms of spinning: {before} -> {after} ns"
+        );
+    }
 
     #[test]
     fn pss_is_read_from_its_own_line() {

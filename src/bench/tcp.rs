@@ -25,7 +25,7 @@ use std::time::Instant;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use super::plan::{Pace, Plan, TICK};
+use super::plan::{self, Pace, Plan, TICK};
 use super::tally::Tally;
 use super::timer;
 use crate::error::{Error, Result};
@@ -397,15 +397,12 @@ impl<T: Transport> Worker<'_, T> {
     /// send no more (their slots in the window are unfinished); those with
     /// a request out wait for its echo until [`Plan::drained`].
     fn stop_waiting(&mut self) {
-        let (from, until) = (self.plan.warmup_end, self.plan.end);
-        for i in 0..self.conns.len() {
-            let c = &self.conns[i];
-            if c.state == State::Waiting {
-                if let Some(until) = until {
-                    self.tally.unfinished += c.pace.missed(self.plan, from, until);
-                }
-                self.retire(i);
-            }
+        let waiting = self.conns.iter().enumerate();
+        let waiting = waiting.filter(|(_, c)| c.state == State::Waiting);
+        let (unfinished, done) = plan::stop_waiting(self.plan, waiting.map(|(i, c)| (i, &c.pace)));
+        self.tally.unfinished += unfinished;
+        for i in done {
+            self.retire(i);
         }
     }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
-use super::plan::{Pace, Plan, TICK};
+use super::plan::{self, Pace, Plan, TICK};
 use super::tally::Tally;
 use super::timer;
 use crate::error::{Error, Result};
@@ -41,6 +41,10 @@ struct Conn {
     state: State,
     msg: Vec<u8>,
     round: u64,
+    /// Which of the last [`LATE_WINDOW`] rounds were answered: bit k is
+    /// round `round - 1 - k`. A second echo of an answered round is a
+    /// duplicate; an echo of one that timed out is late.
+    answered: u64,
     /// The round whose message `msg` holds.
     filled: u64,
     /// The datagram met a full send buffer; the writable edge resends it.
@@ -91,6 +95,7 @@ pub(crate) fn run(plan: &Plan, slot: usize, ids: Vec<u64>) -> Result<Tally> {
                 msg
             },
             round: 0,
+            answered: 0,
             filled: 0,
             unsent: false,
             due: now,
@@ -203,15 +208,12 @@ impl Worker<'_> {
     /// The end of the run: sockets waiting for their next slot send no
     /// more (their slots in the window are unfinished).
     fn stop_waiting(&mut self) {
-        let (from, until) = (self.plan.warmup_end, self.plan.end);
-        for i in 0..self.conns.len() {
-            let c = &self.conns[i];
-            if c.state == State::Waiting {
-                if let Some(until) = until {
-                    self.tally.unfinished += c.pace.missed(self.plan, from, until);
-                }
-                self.retire(i);
-            }
+        let waiting = self.conns.iter().enumerate();
+        let waiting = waiting.filter(|(_, c)| c.state == State::Waiting);
+        let (unfinished, done) = plan::stop_waiting(self.plan, waiting.map(|(i, c)| (i, &c.pace)));
+        self.tally.unfinished += unfinished;
+        for i in done {
+            self.retire(i);
         }
     }
 
@@ -322,13 +324,21 @@ impl Worker<'_> {
             return;
         }
         let size = c.msg.len();
-        let late = n == size
-            && (c.round.saturating_sub(LATE_WINDOW)..c.round)
-                .rev()
-                .any(|r| pattern::is_message(c.id, r, got, &mut self.scratch));
-        if late {
-            // Its request already timed out and was counted as lost.
-            self.tally.late += 1;
+        let earlier = (n == size)
+            .then(|| {
+                (c.round.saturating_sub(LATE_WINDOW)..c.round)
+                    .rev()
+                    .find(|r| pattern::is_message(c.id, *r, got, &mut self.scratch))
+            })
+            .flatten();
+        if let Some(r) = earlier {
+            if c.answered >> (c.round - 1 - r) & 1 == 1 {
+                // A second echo of an answered request.
+                self.tally.duplicated += 1;
+            } else {
+                // Its request already timed out and was counted as lost.
+                self.tally.late += 1;
+            }
             return;
         }
         let id = c.id;
@@ -355,6 +365,7 @@ impl Worker<'_> {
             self.tally.record(c.due, now);
             self.done += 1;
         }
+        c.answered = c.answered << 1 | u64::from(good);
         c.round += 1;
         c.unsent = false;
         self.next_request(i, now);

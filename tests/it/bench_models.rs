@@ -139,8 +139,14 @@ fn models_are_measured_tabled_and_charted() {
     for model in ["thread", "epoll"] {
         for workload in ["small", "large", "connect"] {
             let f = row(&stdout, model, workload);
-            // model, workload, req/s, MB/s, p99 us, CPU us/req, KiB/conn
+            // model, workload, req/s, MB/s, p99 us, CPU us/req, mach us/req, KiB/conn
             assert!(figure(f[2]) > 0.0, "{model} {workload}: req/s {}", f[2]);
+            // The whole machine ran at least the server in the window.
+            let machine = figure(f[6]);
+            assert!(
+                machine > 0.0 && machine.is_finite(),
+                "{model} {workload}: mach us/req {machine}"
+            );
             assert!(figure(f[4]) > 0.0, "{model} {workload}: p99 {}", f[4]);
             let cpu = figure(f[5]);
             assert!(
@@ -149,7 +155,7 @@ fn models_are_measured_tabled_and_charted() {
             );
         }
         let idle = row(&stdout, model, "idle");
-        assert!(figure(idle[6]).is_finite(), "{model} idle: {idle:?}");
+        assert!(figure(idle[7]).is_finite(), "{model} idle: {idle:?}");
     }
     // A model that cannot hold the load says so, with the reason.
     let skipped = row(&stdout, "iterative", "small");
@@ -308,11 +314,17 @@ fn baselines_and_the_stream_are_rows_and_reference_lines() {
     }
     for server in per_mib {
         let f = row(&stdout, server, "stream");
-        // server, workload, req/s (-), MB/s, p99 (-), CPU us per MiB
-        let cpu = f[5]
-            .strip_suffix("/MiB")
-            .unwrap_or_else(|| panic!("{server} stream: no per-MiB figure: {f:?}"));
-        assert!(figure(cpu) > 0.0 && figure(f[3]) > 0.0, "{server}: {f:?}");
+        // server, workload, req/s (-), MB/s, p99 (-), CPU us per MiB, the
+        // machine's per MiB
+        let per_mib = |i: usize| {
+            f[i].strip_suffix("/MiB")
+                .unwrap_or_else(|| panic!("{server} stream: no per-MiB figure: {f:?}"))
+        };
+        assert!(
+            figure(per_mib(5)) > 0.0 && figure(f[3]) > 0.0,
+            "{server}: {f:?}"
+        );
+        assert!(figure(per_mib(6)) > 0.0, "{server}: {f:?}");
         assert!(f.contains(&"echoed"), "{server}: {f:?}");
     }
     assert!(stdout.contains("N/MiB is the server's CPU per MiB echoed"));

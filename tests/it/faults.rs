@@ -309,6 +309,46 @@ fn ping_names_duplicated_datagrams() {
 }
 
 #[test]
+fn bench_names_duplicated_datagrams() {
+    let srv = Server::start(
+        "epoll",
+        &["--udp", "--udp-rate", "100k", "--fault", "duplicate=100%"],
+    );
+    let to = srv
+        .listening(ListenKind::Udp, Duration::from_secs(5))
+        .unwrap();
+    let run = run_to_end(
+        netecho(&["bench", "--udp", "-c", "1", "-d", "1s", &to.to_string()]),
+        None,
+        RUN_LIMIT,
+    );
+    run.assert_code(0, "bench --udp against duplicate=100%");
+    assert!(
+        run.stdout_str().contains(" duplicated"),
+        "{}",
+        run.stdout_str()
+    );
+}
+
+#[test]
+fn ping_says_where_the_server_reset() {
+    let srv = Server::start("thread", &["--fault", "reset-after=100"]);
+    let run = run_to_end(
+        netecho(&["ping", "-c", "2", "-i", "50ms", &srv.addr().to_string()]),
+        None,
+        RUN_LIMIT,
+    );
+    run.assert_code(1, "ping against reset-after=100");
+    assert!(
+        run.stdout_str().contains(
+            "seq=2: connection reset by the server after echoing 100 bytes of the connection"
+        ),
+        "{}",
+        run.stdout_str()
+    );
+}
+
+#[test]
 fn bad_faults_are_one_line_and_exit_2_before_binding() {
     for (args, names) in [
         (vec!["--fault", "wobble=3"], "wobble"),

@@ -29,6 +29,7 @@ mod regressions;
 mod serve;
 mod serve_cli;
 mod service;
+mod stall;
 mod tls;
 mod tls_client;
 mod trace;

@@ -260,6 +260,15 @@ impl<S: Store> Conn<S> {
         self.last_sent = now;
     }
 
+    /// Echo moved on beyond the core: a layer between it and the socket
+    /// (TLS) had bytes taken by the kernel at `now`. Both clocks restart,
+    /// as for [`Conn::on_sent`]: a client reading slowly is not stalled
+    /// while the layer, not the store, holds what it waits for.
+    pub fn on_progress(&mut self, now: Instant) {
+        self.last_io = now;
+        self.last_sent = now;
+    }
+
     /// A read, send or socket setup failed. Returns true if the call should
     /// be made again (see [`classify`]); otherwise the connection is to close.
     pub fn on_error(&mut self, e: &io::Error) -> bool {

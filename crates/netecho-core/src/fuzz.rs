@@ -9,6 +9,9 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+mod tls_records;
+pub use tls_records::tls_records;
+
 use crate::contract::{Conn, End, Next, Timeouts};
 use crate::pending::{PENDING_CAP, Pending};
 use crate::udp::{self, LOOP_PORTS, MAX_UDP_SIZE, Policy, UdpDrop};

@@ -20,6 +20,9 @@
 //!   the server's report, the client's findings;
 //! - [`udp`] the UDP echo policy: loop guard, rate limits, the source table,
 //!   and why a datagram got no reply;
+//! - `tls` (feature `tls`) a TLS client's session as bytes in and bytes
+//!   out, between the socket and the core, with its handshake and stall
+//!   deadlines;
 //! - [`wire`] the packet and capture-file formats `trace` reads and writes.
 
 pub mod contract;
@@ -32,5 +35,7 @@ pub mod inspect;
 pub mod pending;
 pub mod sizing;
 pub mod timers;
+#[cfg(any(test, feature = "tls"))]
+pub mod tls;
 pub mod udp;
 pub mod wire;

@@ -11,8 +11,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::cell::Skip;
 use super::server::{CC_FLAGS, CServer, Library};
+use super::setup::Skip;
 
 /// Builds `c` into `dir`: the program's path, or why there is none.
 pub(crate) fn build(c: &CServer, dir: &Path) -> Result<PathBuf, Skip> {

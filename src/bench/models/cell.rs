@@ -6,7 +6,8 @@
 //! The figure that counts is the server's CPU per request, read from `/proc`
 //! ([`crate::bench::procstat`]) when the measured window opens and closes,
 //! forked children included: it does not depend on whether the load
-//! generator keeps up.
+//! generator keeps up. Beside it, at the same edges, the whole machine's busy
+//! CPU ([`procstat::machine_busy_ns`]).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -15,8 +16,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::server::{Server, model_flags};
+use super::setup::{Programs, Setup, Skip};
 use super::workload::{SMALL_MSG, Shape, Workload};
-use super::{Programs, Setup, floor, peer};
+use super::{floor, peer};
 use crate::bench::plan::{self, Plan};
 use crate::bench::tally::Tally;
 use crate::bench::{procstat, spawn, stream as bench_stream, tcp, tls as bench_tls};
@@ -62,6 +64,8 @@ pub(crate) struct Memory {
     pub(crate) kib_per_conn: f64,
     /// Server CPU per connection opened and used once, microseconds.
     pub(crate) cpu_us_per_conn: f64,
+    /// The whole machine's busy CPU per connection, microseconds.
+    pub(crate) machine_us_per_conn: f64,
 }
 
 /// Figures of the [`Shape::Stream`] workload.
@@ -75,6 +79,8 @@ pub(crate) struct Stream {
     pub(crate) mib: f64,
     /// Server CPU per MiB echoed, microseconds.
     pub(crate) cpu_us_per_mib: f64,
+    /// The whole machine's busy CPU per MiB echoed, microseconds.
+    pub(crate) machine_us_per_mib: f64,
 }
 
 /// What one cell measured.
@@ -95,6 +101,17 @@ impl Outcome {
             Outcome::Stream(s) => s.cpu_us_per_mib,
         }
     }
+
+    /// The whole machine's busy CPU per request (or per MiB streamed),
+    /// beside [`Outcome::primary`]; `None` for memory, where the primary
+    /// figure is not CPU.
+    pub(crate) fn machine(&self) -> Option<f64> {
+        match self {
+            Outcome::Traffic(t) => Some(t.machine_us),
+            Outcome::Memory(_) => None,
+            Outcome::Stream(s) => Some(s.machine_us_per_mib),
+        }
+    }
 }
 
 /// A measured cell.
@@ -104,15 +121,6 @@ pub(crate) struct Cell {
     /// Flags that differ from the usual ones, an unclean exit: for the
     /// table's note column; empty if nothing is worth saying.
     pub(crate) note: String,
-}
-
-/// Why a cell has no figures.
-#[derive(Debug, Clone)]
-pub(crate) enum Skip {
-    /// The server cannot serve the workload by design.
-    NotApplicable(String),
-    /// It was run and failed.
-    Failed(String),
 }
 
 /// `netecho serve` on a free loopback port with `model`, no idle timeout and
@@ -328,10 +336,10 @@ fn stream(addr: SocketAddr, server: i32, conns: usize, setup: &Setup) -> Result<
     }
     prime(&list)?;
     let socks: Vec<TcpStream> = list.into_iter().filter_map(|(_, s)| s).collect();
-    let mut open: Option<Result<u64>> = None;
-    let mut close: Option<Result<u64>> = None;
+    let mut open: Option<Result<Cpu>> = None;
+    let mut close: Option<Result<Cpu>> = None;
     let out = bench_stream::run_observed(socks, setup.warmup, setup.window, |edge| {
-        let sample = procstat::tree_cpu_ns(server, setup.clk_tck);
+        let sample = Cpu::read(server, setup.clk_tck);
         match edge {
             bench_stream::Edge::Open => open = Some(sample),
             bench_stream::Edge::Close => close = Some(sample),
@@ -353,11 +361,13 @@ fn stream(addr: SocketAddr, server: i32, conns: usize, setup: &Setup) -> Result<
         return Err(Error::Measure("no byte came back in the window".into()));
     }
     let mib = out.bytes as f64 / (1024.0 * 1024.0);
+    let (server_us, machine_us) = cpu1.since(cpu0);
     Ok(Stream {
         conns,
         mib_s: mib / out.secs.max(1e-9),
         mib,
-        cpu_us_per_mib: cpu1.saturating_sub(cpu0) as f64 / 1e3 / mib,
+        cpu_us_per_mib: server_us / mib,
+        machine_us_per_mib: machine_us / mib,
     })
 }
 
@@ -484,13 +494,15 @@ fn traffic(
     }
     let secs = t1.saturating_duration_since(t0).as_secs_f64().max(1e-9);
     let us = |q: f64| tally.hist.value_at_quantile(q) as f64 / 1e3;
+    let (server_us, machine_us) = cpu1.since(cpu0);
     Ok(Traffic {
         req_s: requests as f64 / secs,
         mb_s: requests as f64 * size as f64 / secs / 1e6,
         p50_us: us(0.5),
         p99_us: us(0.99),
         p999_us: us(0.999),
-        cpu_us: cpu1.saturating_sub(cpu0) as f64 / 1e3 / requests as f64,
+        cpu_us: server_us / requests as f64,
+        machine_us: machine_us / requests as f64,
     })
 }
 
@@ -501,7 +513,7 @@ fn sample_at(
     worker: &thread::ScopedJoinHandle<'_, Result<Tally>>,
     server: i32,
     clk_tck: f64,
-) -> Result<(Instant, u64)> {
+) -> Result<(Instant, Cpu)> {
     loop {
         let now = Instant::now();
         if now >= at {
@@ -512,8 +524,33 @@ fn sample_at(
         }
         thread::sleep(at.duration_since(now).min(WAIT_TICK));
     }
-    let cpu = procstat::tree_cpu_ns(server, clk_tck)?;
+    let cpu = Cpu::read(server, clk_tck)?;
     Ok((Instant::now(), cpu))
+}
+
+/// CPU spent so far, read at one edge of a measured window: the server
+/// tree's and the whole machine's, one right after the other.
+#[derive(Debug, Clone, Copy)]
+struct Cpu {
+    server_ns: u64,
+    machine_ns: u64,
+}
+
+impl Cpu {
+    fn read(server: i32, clk_tck: f64) -> Result<Cpu> {
+        Ok(Cpu {
+            server_ns: procstat::tree_cpu_ns(server, clk_tck)?,
+            machine_ns: procstat::machine_busy_ns()?,
+        })
+    }
+
+    /// Server and machine CPU from `before` to this reading, microseconds.
+    fn since(self, before: Cpu) -> (f64, f64) {
+        (
+            self.server_ns.saturating_sub(before.server_ns) as f64 / 1e3,
+            self.machine_ns.saturating_sub(before.machine_ns) as f64 / 1e3,
+        )
+    }
 }
 
 /// The [`Shape::Idle`] workload: opens `setup.idle_conns` connections, one
@@ -526,7 +563,7 @@ fn idle(addr: SocketAddr, server: i32, setup: &Setup, tls: Option<&Connector>) -
     drop(open_batch(addr, 0, 1, tls)?);
     thread::sleep(WARM_SETTLE);
     let (pss_before, _) = procstat::tree_pss_kib(server)?;
-    let cpu_before = procstat::tree_cpu_ns(server, setup.clk_tck)?;
+    let cpu_before = Cpu::read(server, setup.clk_tck)?;
     let mut held: Vec<Held> = Vec::with_capacity(conns);
     let t0 = Instant::now();
     while held.len() < conns {
@@ -545,10 +582,11 @@ fn idle(addr: SocketAddr, server: i32, setup: &Setup, tls: Option<&Connector>) -
     }
     let open_s = t0.elapsed().as_secs_f64();
     thread::sleep(IDLE_SETTLE);
-    let cpu_after = procstat::tree_cpu_ns(server, setup.clk_tck)?;
+    let cpu_after = Cpu::read(server, setup.clk_tck)?;
     let (pss_after, procs) = procstat::tree_pss_kib(server)?;
     let n = held.len().max(1) as f64;
     drop(held);
+    let (server_us, machine_us) = cpu_after.since(cpu_before);
     Ok(Memory {
         conns: conns as f64,
         open_s,
@@ -556,7 +594,8 @@ fn idle(addr: SocketAddr, server: i32, setup: &Setup, tls: Option<&Connector>) -
         pss_before_kib: pss_before as f64,
         pss_after_kib: pss_after as f64,
         kib_per_conn: (pss_after as f64 - pss_before as f64) / n,
-        cpu_us_per_conn: cpu_after.saturating_sub(cpu_before) as f64 / 1e3 / n,
+        cpu_us_per_conn: server_us / n,
+        machine_us_per_conn: machine_us / n,
     })
 }
 

@@ -23,7 +23,7 @@ use hdrhistogram::Histogram;
 use nix::sys::socket::MsgFlags;
 
 use super::traffic::Traffic;
-use crate::bench::spawn;
+use crate::bench::{procstat, spawn};
 use crate::error::{Error, Result};
 use crate::net::pattern;
 
@@ -185,6 +185,7 @@ fn send_and_time(
         trip(&mut s)?;
     }
     let (echo0, own0) = (clock_ns(echo_clock)?, thread_cpu_ns()?);
+    let machine0 = procstat::machine_busy_ns()?;
     let t0 = Instant::now();
     let mut trips: u64 = 0;
     let mut now = t0;
@@ -198,6 +199,7 @@ fn send_and_time(
     }
     let echo_ns = clock_ns(echo_clock)?.saturating_sub(echo0);
     let own_ns = thread_cpu_ns()?.saturating_sub(own0);
+    let machine_ns = procstat::machine_busy_ns()?.saturating_sub(machine0);
     drop(s); // the echoing thread sees EOF and ends
     let secs = (now - t0).as_secs_f64();
     let us = |q: f64| hist.value_at_quantile(q) as f64 / 1e3;
@@ -210,6 +212,7 @@ fn send_and_time(
             p99_us: us(0.99),
             p999_us: us(0.999),
             cpu_us: per_trip(echo_ns),
+            machine_us: per_trip(machine_ns),
         },
         per_trip(own_ns),
     ))
@@ -263,6 +266,7 @@ fn ping_pong(len: usize, window: Duration) -> Result<Traffic> {
         carry(&mut b, &mut a, msg, &mut buf)?;
     }
     let cpu0 = thread_cpu_ns()?;
+    let machine0 = procstat::machine_busy_ns()?;
     let t0 = Instant::now();
     let mut trips: u64 = 0;
     let mut now = t0;
@@ -276,6 +280,7 @@ fn ping_pong(len: usize, window: Duration) -> Result<Traffic> {
         trips += 1;
     }
     let cpu_ns = thread_cpu_ns()?.saturating_sub(cpu0);
+    let machine_ns = procstat::machine_busy_ns()?.saturating_sub(machine0);
     let secs = (now - t0).as_secs_f64();
     let us = |q: f64| hist.value_at_quantile(q) as f64 / 1e3;
     Ok(Traffic {
@@ -285,6 +290,8 @@ fn ping_pong(len: usize, window: Duration) -> Result<Traffic> {
         p99_us: us(0.99),
         p999_us: us(0.999),
         cpu_us: cpu_ns as f64 / trips.max(1) as f64 / 2.0 / 1e3,
+        // Per half round trip too, as `cpu_us`: the machine is this thread.
+        machine_us: machine_ns as f64 / trips.max(1) as f64 / 2.0 / 1e3,
     })
 }
 

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use super::{Programs, Setup};
+use super::setup::{Programs, Setup};
 use crate::bench::{procstat, spawn};
 use crate::error::{Error, Result};
 use crate::serve::Model;

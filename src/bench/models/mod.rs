@@ -28,20 +28,25 @@ mod growth;
 pub(crate) mod peer;
 mod report;
 pub(crate) mod server;
+mod setup;
+mod suite;
 mod traffic;
 pub(crate) mod workload;
 
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-pub(crate) use cell::{Cell, Memory, Outcome, Skip, Stream, Traffic};
+pub(crate) use cell::{Cell, Memory, Outcome, Stream, Traffic};
 pub use peer::Peer;
 use server::FLOORS;
 pub use server::{
     C_EPOLL, C_SERVERS, CC_FLAGS, CServer, DEFAULT_MODELS, ModelList, Server, parse_models,
     parse_servers,
 };
+pub use setup::Programs;
+pub(crate) use setup::{FD_MARGIN, Machine, Setup, Skip};
+pub use suite::{Layout, Row, Suite};
 pub use workload::{
     CONNECT_PARALLEL, IDLE_CONNS, LARGE_CONNS, LARGE_MSG, SMALL_CONNS, SMALL_MSG, Shape, Workload,
 };
@@ -54,53 +59,8 @@ use crate::sys::stop;
 /// Measured seconds per workload when `-d` is not given: 300 clock ticks of
 /// a busy server, so tick rounding stays under half a percent.
 pub const DEFAULT_SECS: Duration = Duration::from_secs(3);
-/// Descriptors left for everything but workload 4's connections (listeners,
-/// pipes, epoll) in this process and in the server.
-pub(crate) const FD_MARGIN: u64 = 100;
-
-/// How every cell is measured.
-#[derive(Debug, Clone)]
-pub(crate) struct Setup {
-    /// Measured window per throughput workload.
-    pub(crate) window: Duration,
-    /// Load before the window opens: lazy setup (thread spawns, page
-    /// faults, the first forks) is done before counting starts.
-    pub(crate) warmup: Duration,
-    /// Workload 4's connections, already within the descriptor limit.
-    pub(crate) idle_conns: usize,
-    /// Where servers (and the kernel floor) run; `None` leaves them to the
-    /// scheduler (one CPU).
-    pub(crate) server_cpu: Option<usize>,
-    /// Where the load runs (and the sending end of the two-thread floor).
-    pub(crate) load_cpu: Option<usize>,
-    /// `/proc` CPU times are in these units per second.
-    pub(crate) clk_tck: f64,
-}
-
-/// The programs the cells start, and where they may write.
-#[derive(Debug, Clone)]
-pub struct Programs {
-    /// The `netecho` binary whose models are measured.
-    pub(crate) netecho: PathBuf,
-    /// Each C baseline built for this run, or why it could not be (n/a: a
-    /// library it needs is missing); a C server that is not here fails its
-    /// cells with "not built".
-    pub(crate) c: Vec<(CServer, std::result::Result<PathBuf, Skip>)>,
-    /// Peers' configuration and stderr files, the C baselines' sources
-    /// and programs.
-    pub scratch: PathBuf,
-}
-
+// Building is the suite's business, so the data in `setup` imports no builder.
 impl Programs {
-    /// The built program of a C baseline, or why there is none.
-    fn c_program(&self, spec: CServer) -> std::result::Result<&Path, Skip> {
-        match self.c.iter().find(|(c, _)| *c == spec) {
-            Some((_, Ok(path))) => Ok(path),
-            Some((_, Err(why))) => Err(why.clone()),
-            None => Err(Skip::Failed("not built".into())),
-        }
-    }
-
     /// Builds every C baseline among `servers` into [`Programs::scratch`]
     /// (created if need be) with the system `cc`.
     pub fn build_c(&mut self, servers: &[Server]) {
@@ -121,71 +81,6 @@ impl Programs {
             })
             .collect();
     }
-}
-
-/// This machine, as the suite found it.
-#[derive(Debug, Clone)]
-pub(crate) struct Machine {
-    /// CPUs this process may use (what `nproc` counts), lowest first,
-    /// read before this thread pinned itself.
-    pub(crate) cpus: Vec<usize>,
-    /// RLIMIT_NOFILE after raising the soft limit: (soft, hard).
-    pub(crate) nofile: (u64, u64),
-    /// Workload 4's connections asked for, before the descriptor limit.
-    pub(crate) idle_asked: usize,
-}
-
-impl Machine {
-    /// Whether server and load each have a CPU of their own.
-    pub(crate) fn two_cpus(&self) -> bool {
-        self.cpus.len() > 1
-    }
-
-    /// Where servers run: the first CPU.
-    pub(crate) fn server_cpu(&self) -> usize {
-        self.cpus.first().copied().unwrap_or(0)
-    }
-
-    /// Where the load runs: the second CPU, or the first when there is one.
-    pub(crate) fn load_cpu(&self) -> usize {
-        self.cpus.get(1).copied().unwrap_or(self.server_cpu())
-    }
-}
-
-/// How a run is printed.
-#[derive(Debug, Clone)]
-pub enum Layout {
-    /// `netecho bench --models`: server by server, a line per cell as soon
-    /// as it ends (model, workload, req/s, MB/s, p99, CPU us/req, KiB/conn).
-    Lines,
-    /// `cargo bench --bench models`: the machine and method first, then
-    /// workload by workload a table with the kernel floor (where it applies)
-    /// and every figure, divided by C epoll's and the floor's; a progress
-    /// line per run on stderr. `command` is what reproduces the run.
-    Tables { command: String },
-}
-
-/// One measured (or skipped) cell: a line of `--models`, a row of a table.
-#[derive(Debug, Clone)]
-pub struct Row {
-    pub(crate) server: Server,
-    pub(crate) workload: Workload,
-    /// Median figures and the notes of the runs, or why there are none.
-    pub(crate) cell: std::result::Result<Cell, Skip>,
-}
-
-/// Servers × workloads, measured `repeat` times each.
-#[derive(Debug, Clone)]
-pub struct Suite {
-    /// Row order.
-    pub servers: Vec<Server>,
-    /// Table order.
-    pub workloads: Vec<Workload>,
-    /// Runs per cell; the figures are the medians.
-    pub repeat: usize,
-    pub(crate) setup: Setup,
-    pub programs: Programs,
-    pub(crate) machine: Machine,
 }
 
 impl Suite {
@@ -382,6 +277,7 @@ fn median(samples: &[Outcome]) -> Option<Outcome> {
                 p99_us: f(|t| t.p99_us),
                 p999_us: f(|t| t.p999_us),
                 cpu_us: f(|t| t.cpu_us),
+                machine_us: f(|t| t.machine_us),
             }))
         }
         Outcome::Memory(_) => {
@@ -401,6 +297,7 @@ fn median(samples: &[Outcome]) -> Option<Outcome> {
                 pss_after_kib: f(|m| m.pss_after_kib),
                 kib_per_conn: f(|m| m.kib_per_conn),
                 cpu_us_per_conn: f(|m| m.cpu_us_per_conn),
+                machine_us_per_conn: f(|m| m.machine_us_per_conn),
             }))
         }
         Outcome::Stream(first) => {
@@ -417,6 +314,7 @@ fn median(samples: &[Outcome]) -> Option<Outcome> {
                 mib_s: f(|s| s.mib_s),
                 mib: f(|s| s.mib),
                 cpu_us_per_mib: f(|s| s.cpu_us_per_mib),
+                machine_us_per_mib: f(|s| s.machine_us_per_mib),
             }))
         }
     }
@@ -571,12 +469,13 @@ mod tests {
                 p99_us: 0.0,
                 p999_us: 0.0,
                 cpu_us,
+                machine_us: 2.0 * cpu_us,
             })
         };
         let Some(Outcome::Traffic(m)) = median(&[t(3.0, 1.0), t(1.0, 9.0), t(2.0, 5.0)]) else {
             panic!("no median of three samples");
         };
-        assert_eq!((m.req_s, m.cpu_us), (2.0, 5.0));
+        assert_eq!((m.req_s, m.cpu_us, m.machine_us), (2.0, 5.0, 10.0));
         let Some(Outcome::Traffic(m)) = median(&[t(1.0, 1.0), t(2.0, 4.0)]) else {
             panic!("no median of two samples");
         };
@@ -591,7 +490,7 @@ mod tests {
             c: vec![(C_EPOLL, Err(Skip::Failed("cc -O2 failed".into())))],
             scratch: std::env::temp_dir(),
         };
-        let failed = |r: std::result::Result<&Path, Skip>| match r {
+        let failed = |r: std::result::Result<&std::path::Path, Skip>| match r {
             Err(Skip::Failed(why)) => why,
             other => panic!("{other:?}"),
         };

@@ -5,11 +5,12 @@
 
 use std::process::{Command, Stdio};
 
-use super::cell::{Cell, IDLE_SETTLE, Outcome, Skip};
+use super::cell::{Cell, IDLE_SETTLE, Outcome};
 use super::peer::{self, Peer};
 use super::server::{C_EPOLL, C_SPLICE, C_URING, CC_FLAGS, Server};
+use super::setup::{FD_MARGIN, Skip};
+use super::suite::{Row, Suite};
 use super::workload::{MANY_CONNS, Shape, Workload};
-use super::{FD_MARGIN, Row, Suite};
 use crate::bench::chart;
 use crate::bench::text::{num, thousands};
 
@@ -56,8 +57,8 @@ pub(crate) fn lines_header(suite: &Suite) -> Vec<String> {
     }
     lines.push(String::new());
     lines.push(format!(
-        "{:<LINE_LABEL$} {:<8} {:>10} {:>9} {:>9} {:>11} {:>9}  note",
-        "model", "workload", "req/s", "MB/s", "p99 us", "CPU us/req", "KiB/conn"
+        "{:<LINE_LABEL$} {:<8} {:>10} {:>9} {:>9} {:>11} {:>11} {:>9}  note",
+        "model", "workload", "req/s", "MB/s", "p99 us", "CPU us/req", "mach us/req", "KiB/conn"
     ));
     lines
 }
@@ -71,22 +72,24 @@ pub(crate) fn line(r: &Row) -> String {
             outcome: Outcome::Traffic(t),
             note,
         }) => format!(
-            "{head} {:>10} {:>9} {:>9} {:>11} {:>9}  {note}",
+            "{head} {:>10} {:>9} {:>9} {:>11} {:>11} {:>9}  {note}",
             thousands(t.req_s.round() as u64),
             num(t.mb_s),
             num(t.p99_us),
             num(t.cpu_us),
+            num(t.machine_us),
             "-"
         ),
         Ok(Cell {
             outcome: Outcome::Stream(st),
             note,
         }) => format!(
-            "{head} {:>10} {:>9} {:>9} {:>11} {:>9}  {}",
+            "{head} {:>10} {:>9} {:>9} {:>11} {:>11} {:>9}  {}",
             "-",
             num(st.mib_s * MIB_IN_MB),
             "-",
             format!("{}/MiB", num(st.cpu_us_per_mib)),
+            format!("{}/MiB", num(st.machine_us_per_mib)),
             "-",
             join_note(note, &format!("{:.0} MiB echoed", st.mib))
         ),
@@ -105,7 +108,8 @@ pub(crate) fn line(r: &Row) -> String {
                 extra = format!("{note}; {extra}");
             }
             format!(
-                "{head} {:>10} {:>9} {:>9} {:>11} {:>9}  {extra}",
+                "{head} {:>10} {:>9} {:>9} {:>11} {:>11} {:>9}  {extra}",
+                "-",
                 "-",
                 "-",
                 "-",
@@ -134,7 +138,9 @@ pub(crate) fn lines_legend() -> String {
     format!(
         "(CPU us/req: the server's CPU per request, its threads and forked children included \
          (/proc/PID/stat utime+stime+cutime+cstime, live children's /proc/PID/task/*/schedstat); \
-         on stream rows N/MiB is the server's CPU per MiB echoed, MB/s one direction; \
+         mach us/req: the whole machine's busy CPU per request, every core and the load \
+         included (/proc/stat), so work a server only pushes onto its client is no gain there; \
+         on stream rows N/MiB is the server's CPU per MiB echoed (and the machine's), MB/s one direction; \
          kernel floor: half a round trip's CPU of one thread owning both ends; floor-2t: the \
          echoing thread's CPU per round trip, one thread per core; KiB/conn: PSS of the server and its children (/proc/PID/smaps_rollup) {} ms after the \
          last idle connection opened, minus before the first, per connection; kernel socket \
@@ -243,6 +249,9 @@ pub(crate) fn tables_header(suite: &Suite, command: &str) -> Vec<String> {
         "CPU:      server CPU per request = Δ over the window of the server's utime+stime+cutime+cstime (/proc/PID/stat, {} ticks/s) + its live children's run time (/proc/PID/task/*/schedstat, ns), / requests",
         setup.clk_tck
     ));
+    lines.push(
+        "machine:  machine CPU per request = Δ over the same window of every core's busy time (/proc/stat cpu line: user+nice+system+irq+softirq+steal), / requests: the load generator and anything else running included".into()
+    );
     lines.push(format!(
         "RLIMIT_NOFILE: soft {}, hard {}{}",
         machine.nofile.0,
@@ -357,6 +366,11 @@ pub(crate) fn table(w: Workload, rows: &[Row], idle_conns: usize) -> Vec<String>
             .map(|c| c.outcome.primary())
     };
     let c_base = primary_of(Server::C(C_EPOLL));
+    let c_machine = rows
+        .iter()
+        .find(|r| r.server == Server::C(C_EPOLL))
+        .and_then(|r| r.cell.as_ref().ok())
+        .and_then(|c| c.outcome.machine());
     let cols: Vec<(&str, Option<f64>)> = ratio_columns(w)
         .into_iter()
         .map(|(head, base)| (head, primary_of(base)))
@@ -372,7 +386,7 @@ pub(crate) fn table(w: Workload, rows: &[Row], idle_conns: usize) -> Vec<String>
     };
     lines.push(match w.shape {
         Shape::Idle => format!(
-            "{:<TABLE_LABEL$} {:>6} {:>7} {:>6} {:>11} {:>11} {:>9} {:>9} {:>11}  note",
+            "{:<TABLE_LABEL$} {:>6} {:>7} {:>6} {:>11} {:>11} {:>9} {:>9} {:>11} {:>12}  note",
             "server",
             "conns",
             "open s",
@@ -381,15 +395,16 @@ pub(crate) fn table(w: Workload, rows: &[Row], idle_conns: usize) -> Vec<String>
             "PSS1 KiB",
             "KiB/conn",
             "-C epoll",
-            "CPU us/conn"
+            "CPU us/conn",
+            "mach us/conn"
         ),
         Shape::Traffic { .. } => format!(
-            "{:<TABLE_LABEL$} {:>9} {:>8} {:>8} {:>8} {:>9} {:>11}{ratio_heads}  note",
-            "server", "req/s", "MB/s", "p50 us", "p99 us", "p99.9 us", "CPU us/req",
+            "{:<TABLE_LABEL$} {:>9} {:>8} {:>8} {:>8} {:>9} {:>11}{ratio_heads} {:>11} {:>RATIO$}  note",
+            "server", "req/s", "MB/s", "p50 us", "p99 us", "p99.9 us", "CPU us/req", "mach us/req", "mach xC",
         ),
         Shape::Stream { .. } => format!(
-            "{:<TABLE_LABEL$} {:>9} {:>9} {:>11} {:>10}{ratio_heads}  note",
-            "server", "MiB/s", "MiB", "CPU us/MiB", "MiB/CPU-s",
+            "{:<TABLE_LABEL$} {:>9} {:>9} {:>11} {:>10}{ratio_heads} {:>11} {:>RATIO$}  note",
+            "server", "MiB/s", "MiB", "CPU us/MiB", "MiB/CPU-s", "mach us/MiB", "mach xC",
         ),
     });
     for r in rows {
@@ -400,7 +415,7 @@ pub(crate) fn table(w: Workload, rows: &[Row], idle_conns: usize) -> Vec<String>
                 outcome: Outcome::Traffic(t),
                 note,
             }) => format!(
-                "{label:<TABLE_LABEL$} {:>9} {:>8} {:>8} {:>8} {:>9} {:>11}{}  {note}",
+                "{label:<TABLE_LABEL$} {:>9} {:>8} {:>8} {:>8} {:>9} {:>11}{} {:>11} {:>RATIO$}  {note}",
                 num(t.req_s),
                 num(t.mb_s),
                 num(t.p50_us),
@@ -408,23 +423,27 @@ pub(crate) fn table(w: Workload, rows: &[Row], idle_conns: usize) -> Vec<String>
                 num(t.p999_us),
                 num(t.cpu_us),
                 ratios(t.cpu_us),
+                num(t.machine_us),
+                ratio(t.machine_us, c_machine),
             ),
             Ok(Cell {
                 outcome: Outcome::Stream(st),
                 note,
             }) => format!(
-                "{label:<TABLE_LABEL$} {:>9} {:>9} {:>11} {:>10}{}  {note}",
+                "{label:<TABLE_LABEL$} {:>9} {:>9} {:>11} {:>10}{} {:>11} {:>RATIO$}  {note}",
                 num(st.mib_s),
                 num(st.mib),
                 num(st.cpu_us_per_mib),
                 num(1e6 / st.cpu_us_per_mib),
                 ratios(st.cpu_us_per_mib),
+                num(st.machine_us_per_mib),
+                ratio(st.machine_us_per_mib, c_machine),
             ),
             Ok(Cell {
                 outcome: Outcome::Memory(m),
                 note,
             }) => format!(
-                "{label:<TABLE_LABEL$} {:>6} {:>7} {:>6} {:>11} {:>11} {:>9} {:>9} {:>11}  {note}",
+                "{label:<TABLE_LABEL$} {:>6} {:>7} {:>6} {:>11} {:>11} {:>9} {:>9} {:>11} {:>12}  {note}",
                 format!("{:.0}", m.conns),
                 num(m.open_s),
                 format!("{:.0}", m.procs),
@@ -433,6 +452,7 @@ pub(crate) fn table(w: Workload, rows: &[Row], idle_conns: usize) -> Vec<String>
                 num(m.kib_per_conn),
                 c_base.map_or("-".into(), |c| format!("{:+.2}", m.kib_per_conn - c)),
                 num(m.cpu_us_per_conn),
+                num(m.machine_us_per_conn),
             ),
         });
     }
@@ -441,16 +461,16 @@ pub(crate) fn table(w: Workload, rows: &[Row], idle_conns: usize) -> Vec<String>
         Shape::Traffic {
             new_conn: false, ..
         } => format!(
-            "(CPU us/req is the server's; kernel floor = half a round trip's CPU of one thread owning both ends; floor-2t = the echoing thread's CPU per round trip, one thread per core (echo on the server's CPU, sender on the load's); {} divide CPU us/req)",
+            "(CPU us/req is the server's; mach us/req the whole machine's busy CPU (/proc/stat, every core, the load included) over the same window, mach xC that divided by C epoll's; kernel floor = half a round trip's CPU of one thread owning both ends; floor-2t = the echoing thread's CPU per round trip, one thread per core (echo on the server's CPU, sender on the load's); {} divide CPU us/req)",
             heads.join(", ")
         ),
-        Shape::Traffic { new_conn: true, .. } => "(latency from connect to the last echoed byte; the client closes first; xC epoll divides CPU us/req)".into(),
+        Shape::Traffic { new_conn: true, .. } => "(latency from connect to the last echoed byte; the client closes first; xC epoll divides CPU us/req; mach us/req: the whole machine's busy CPU (/proc/stat, every core, the load included), mach xC that divided by C epoll's)".into(),
         Shape::Stream { .. } => format!(
-            "(each connection writes 64 KiB chunks continuously while it reads its echo, every byte checked; MiB/s and MiB: echoed back in the window, one direction; CPU us/MiB: the server's CPU per MiB echoed, the figure that counts; MiB/CPU-s = MiB echoed per second of server CPU; {} divide CPU us/MiB; the floors are for request/response only)",
+            "(each connection writes 64 KiB chunks continuously while it reads its echo, every byte checked; MiB/s and MiB: echoed back in the window, one direction; CPU us/MiB: the server's CPU per MiB echoed, the figure that counts; MiB/CPU-s = MiB echoed per second of server CPU; {} divide CPU us/MiB; mach us/MiB: the whole machine's busy CPU per MiB (/proc/stat, every core, the load included), mach xC that divided by C epoll's; the floors are for request/response only)",
             heads.join(", ")
         ),
         Shape::Idle => format!(
-            "(PSS of the server and its children (/proc/PID/smaps_rollup) before = after one warm-up connection, after = all open + {} ms; KiB/conn = (PSS1 - PSS0) / conns; -C epoll = KiB/conn minus C epoll's (a ratio to a near-zero base would mean nothing); kernel socket memory is not in PSS; CPU us/conn = server CPU to accept, serve one round trip and keep each connection)",
+            "(PSS of the server and its children (/proc/PID/smaps_rollup) before = after one warm-up connection, after = all open + {} ms; KiB/conn = (PSS1 - PSS0) / conns; -C epoll = KiB/conn minus C epoll's (a ratio to a near-zero base would mean nothing); kernel socket memory is not in PSS; CPU us/conn = server CPU to accept, serve one round trip and keep each connection; mach us/conn the whole machine's (/proc/stat))",
             IDLE_SETTLE.as_millis()
         ),
     });
@@ -557,6 +577,7 @@ mod tests {
             p99_us: 20.0,
             p999_us: 30.0,
             cpu_us,
+            machine_us: 3.0 * cpu_us,
         })
     }
 
@@ -585,7 +606,12 @@ mod tests {
         );
         let epoll: Vec<&str> = lines[4].split_whitespace().collect();
         assert_eq!(epoll[0], "epoll");
-        assert_eq!(&epoll[6..9], ["5.00", "1.25x", "2.50x"]);
+        // No floor-2t row: its ratio is "-".
+        assert_eq!(
+            &epoll[6..12],
+            ["5.00", "1.25x", "2.50x", "-", "15.00", "1.25x"]
+        );
+        assert!(lines[1].contains("mach us/req") && lines[1].contains("mach xC"));
         assert!(lines[5].starts_with("(CPU us/req is the server's"));
     }
 
@@ -599,6 +625,7 @@ mod tests {
                     mib_s: 500.0,
                     mib: 1500.0,
                     cpu_us_per_mib,
+                    machine_us_per_mib: 2.0 * cpu_us_per_mib,
                 }),
                 note: String::new(),
             }),
@@ -652,7 +679,19 @@ mod tests {
         assert!(lines[5].contains("CPU us/MiB: the server's CPU per MiB echoed"));
         let l = line(&rows[1]);
         let f: Vec<&str> = l.split_whitespace().collect();
-        assert_eq!(f[..6], ["epoll", "stream", "-", "524.3", "-", "200.0/MiB"]);
+        assert_eq!(
+            f[..7],
+            [
+                "epoll",
+                "stream",
+                "-",
+                "524.3",
+                "-",
+                "200.0/MiB",
+                "400.0/MiB"
+            ]
+        );
+        assert_eq!(&epoll[7..9], ["400.0", "0.50x"]);
     }
 
     #[test]
@@ -683,7 +722,9 @@ mod tests {
         let f: Vec<&str> = l.split_whitespace().collect();
         assert_eq!(
             f,
-            ["thread", "small", "1,000", "0.06", "20.00", "12.50", "-"]
+            [
+                "thread", "small", "1,000", "0.06", "20.00", "12.50", "37.50", "-"
+            ]
         );
         let skip = Row {
             server: Server::Netecho(Model::Iterative),

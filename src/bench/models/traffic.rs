@@ -14,4 +14,8 @@ pub(crate) struct Traffic {
     pub(crate) p999_us: f64,
     /// Server CPU per request, microseconds.
     pub(crate) cpu_us: f64,
+    /// The whole machine's busy CPU per request (every core, the load
+    /// generator included), microseconds: work the server only moved to its
+    /// peer shows in `cpu_us` and not here.
+    pub(crate) machine_us: f64,
 }

@@ -6,17 +6,20 @@
 //! [`InPlace`](crate::serve::contract::in_place::InPlace) store: the unsent
 //! tail of its one buffer), so the order, the FIN after the last byte and
 //! the close reasons are decided in one place. It allocates nothing and
-//! calls only `recv`, `send`, `shutdown` and the vDSO clock, so a forked
-//! child may run it even if the parent held a lock at fork time. Timeouts
-//! are socket options (SO_RCVTIMEO/SO_SNDTIMEO), not extra syscalls: when
-//! one expires, the core says what it means (idle or stall).
+//! calls only `recv`, `send`, `poll`, `shutdown` and the vDSO clock, so a forked
+//! child may run it even if the parent held a lock at fork time. The idle
+//! timeout is a socket option (SO_RCVTIMEO); echo that waits is sent
+//! without blocking and poll(2) waits for room until the core's stall
+//! deadline ([`Wire::write_until`]). When either expires, the core says
+//! what it means (idle or stall).
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::time::Instant;
 
 use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{MsgFlags, Shutdown, recv, send, shutdown};
 
 use crate::serve::admission::Permit;
@@ -45,6 +48,13 @@ pub(crate) trait Wire {
     fn read(&mut self, buf: &mut [u8]) -> Call;
     /// Writes from `buf`, waiting at most the send timeout.
     fn write(&mut self, buf: &[u8]) -> Call;
+    /// Writes from `buf`, waiting for room until `until` (the core's stall
+    /// deadline; `None`: no deadline) and no later. A wire whose wait is
+    /// a per-call timeout keeps [`Wire::write`]'s.
+    fn write_until(&mut self, buf: &[u8], until: Option<Instant>) -> Call {
+        let _ = until;
+        self.write(buf)
+    }
     /// Sends our FIN.
     fn shut_write(&mut self) -> Result<(), Errno>;
 }
@@ -71,6 +81,26 @@ impl Wire for Socket {
             // (or idle) timeout.
             Err(Errno::EAGAIN) => Call::Expired,
             Err(e) => Call::Failed(e),
+        }
+    }
+
+    /// The send does not block (MSG_DONTWAIT); poll(2) waits for room
+    /// until the core's stall deadline. SO_SNDTIMEO cannot keep that
+    /// deadline: it restarts with every call, and a call that moved a few
+    /// bytes returns them only when it runs out, so a client that stopped
+    /// reading was closed after two or three times the stall timeout.
+    fn write_until(&mut self, buf: &[u8], until: Option<Instant>) -> Call {
+        loop {
+            match send(self.0, buf, MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT) {
+                Ok(n) => return Call::Done(n),
+                // The send buffer is full: wait for room, to the deadline.
+                Err(Errno::EAGAIN) => match wait_writable(self.0, until) {
+                    Ok(true) => {}
+                    Ok(false) => return Call::Expired,
+                    Err(e) => return Call::Failed(e),
+                },
+                Err(e) => return Call::Failed(e),
+            }
         }
     }
 
@@ -102,7 +132,10 @@ pub(crate) fn drive(
     let mut freed = false;
     loop {
         let call = match core.next() {
-            Next::Io { send: true, .. } => wire.write(&buf[core.store().range()]),
+            Next::Io { send: true, .. } => {
+                let until = core.deadline(timeouts).map(|(at, _)| at);
+                wire.write_until(&buf[core.store().range()], until)
+            }
             Next::Io { read, .. } => wire.read(&mut buf[..read]),
             next @ (Next::ShutWrite | Next::Close(_)) => {
                 if !std::mem::replace(&mut freed, true) {
@@ -143,6 +176,28 @@ pub(crate) fn drive(
             }
         }
     }
+}
+
+/// Waits until `fd` takes more bytes (`Ok(true)`; a hang-up or error too:
+/// the next send says which) or `until` passes (`Ok(false)`); `None`
+/// waits for ever.
+fn wait_writable(fd: RawFd, until: Option<Instant>) -> Result<bool, Errno> {
+    let timeout = match until {
+        None => PollTimeout::NONE,
+        Some(at) => {
+            let left = at.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            // Rounded up: waking a little late is harmless, early spins.
+            let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+        }
+    };
+    // SAFETY: `fd` is the connection's socket, open for the whole loop.
+    let sock = unsafe { BorrowedFd::borrow_raw(fd) };
+    let mut fds = [PollFd::new(sock, PollFlags::POLLOUT)];
+    Ok(poll(&mut fds, timeout)? > 0)
 }
 
 /// Echoes on a socket [`prepare`] set up, with [`drive`].

@@ -65,7 +65,8 @@ use crate::serve::contract::{self as core, End, Next, Timeouts};
 use crate::serve::ctx::Ctx;
 use crate::serve::lifecycle::supervise;
 use crate::serve::transport::splice::{self, Kept, Piece, ZeroCopy};
-use crate::serve::transport::tls::session::{TlsConn, Turn};
+use crate::serve::transport::tls::socket::{self, Turn};
+use netecho_core::tls::Session;
 
 /// The longest an idle worker sleeps before it looks at the stop flag and
 /// the accept pause again. Connection deadlines do not wait for it.
@@ -134,7 +135,7 @@ struct Client {
     /// then does the I/O itself (and ignores the hints above: it reads and
     /// writes until `WouldBlock`, so every wait follows one, as edge
     /// triggering needs).
-    tls: Option<Box<TlsConn>>,
+    tls: Option<Box<Session>>,
     /// Its place under the limits; the last field, so it is given back
     /// after the socket is closed.
     _permit: Permit,
@@ -147,6 +148,15 @@ impl Client {
         match &self.tls {
             Some(tls) => tls.deadline(&self.core, t),
             None => self.core.deadline(t).map(|(at, _)| at),
+        }
+    }
+
+    /// True when its deadline may now be sooner than the one filed: echo
+    /// waits (kept by the core, or as ciphertext in the TLS session).
+    fn deadline_may_be_sooner(&self) -> bool {
+        match &self.tls {
+            Some(tls) => tls.deadline_may_be_sooner(&self.core),
+            None => self.core.deadline_may_be_sooner(),
         }
     }
 
@@ -322,7 +332,8 @@ impl Worker {
         c.hup |= seen.hup;
         let step = match c.tls.as_mut() {
             Some(tls) => {
-                match tls.turn(
+                match socket::turn(
+                    tls,
                     &mut c.core,
                     &mut c.stream,
                     self.now,
@@ -336,8 +347,8 @@ impl Worker {
             }
             None => drive(c, &mut self.buf, self.now, &mut self.bytes),
         };
-        // Echo now kept may be due sooner (stall) than the entry filed.
-        if (c.armed.is_none() || c.core.deadline_may_be_sooner())
+        // Echo now waiting may be due sooner (stall) than the entry filed.
+        if (c.armed.is_none() || c.deadline_may_be_sooner())
             && let Some(at) = c.deadline(&self.timeouts)
         {
             self.timers.file(&mut c.armed, at, (i, c.id));
@@ -412,12 +423,14 @@ impl Worker {
         }
         let tls = match self.ctx.tls.as_ref().filter(|_| tls) {
             None => None,
-            Some(t) => match TlsConn::new(&t.config, self.now, t.handshake_timeout) {
+            Some(t) => match Session::new(&t.config, self.now, t.handshake_timeout) {
                 Ok(c) => Some(Box::new(c)),
                 Err(e) => {
                     warn!(%peer, "cannot start a TLS session: {e}");
                     drop(stream);
-                    self.ctx.stats.count_end(End::from_io(&e));
+                    self.ctx
+                        .stats
+                        .count_end(End::Error(netecho_core::tls::EPROTO));
                     return;
                 }
             },
@@ -474,7 +487,7 @@ impl Worker {
             });
             self.ctx.stats.count_end(end);
             if let Some(f) = c.tls.as_ref().and_then(|t| t.failure()) {
-                f.count(self.ctx.stats);
+                self.ctx.stats.count_failure(f);
                 debug!(peer = %c.peer, reason = f.label(), "TLS handshake failed");
             }
             debug!(peer = %c.peer, tls = c.tls.is_some(), %end, "connection closed");

@@ -10,9 +10,10 @@
 //!   [`epoll`] (mio readiness), [`tokio`] (async tasks), [`uring`]
 //!   (io_uring completions).
 //!
-//! A client of a `--tls-listen` socket goes through the TLS layer
-//! ([`crate::serve::transport::tls::session::TlsConn`]) over the same core, in every model
-//! (uring with a copying core for those clients: see `uring/tls.rs`).
+//! A client of a `--tls-listen` socket goes through the TLS session
+//! (`netecho_core::tls::Session`, bytes in and out) over the same core, in
+//! every model (uring with a copying core for those clients: see
+//! `uring/tls.rs`).
 
 pub mod epoll;
 pub mod fork;

@@ -68,7 +68,8 @@ use crate::serve::ctx::Ctx;
 use crate::serve::lifecycle::supervise;
 use crate::serve::service::stats::AcceptSection;
 use crate::serve::transport::tls::Tls;
-use crate::serve::transport::tls::session::{TlsConn, Turn, Wire};
+use crate::serve::transport::tls::socket::{self, Turn, Wire};
+use netecho_core::tls::{EPROTO, Session};
 
 /// How often an accept task wakes to look at the stop flag.
 pub(crate) const TICK: Duration = Duration::from_millis(250);
@@ -422,16 +423,19 @@ impl Wire for TryIo<'_> {
     }
 }
 
-/// Echoes over TLS: the TLS layer ([`TlsConn::turn`]) over the core, woken
+/// Echoes over TLS: the TLS session over the core ([`socket::turn`]), woken
 /// by readiness or the next deadline. One `Sleep` per connection, by the
 /// rule [`serve`] follows: moved nearer when a deadline comes nearer, to
 /// the real deadline when it fires early (traffic came meanwhile), and
 /// never touched by traffic itself.
 async fn serve_tls(stream: &TcpStream, t: &Tls, ctx: &Ctx) -> End {
     let start = std::time::Instant::now();
-    let mut tls = match TlsConn::new(&t.config, start, t.handshake_timeout) {
+    let mut tls = match Session::new(&t.config, start, t.handshake_timeout) {
         Ok(tls) => tls,
-        Err(e) => return End::from_io(&e),
+        Err(e) => {
+            debug!("cannot start a TLS session: {e}");
+            return End::Error(EPROTO);
+        }
     };
     let mut core = core::Conn::new(start, Pending::new());
     let timeouts = ctx.timeouts();
@@ -440,7 +444,8 @@ async fn serve_tls(stream: &TcpStream, t: &Tls, ctx: &Ctx) -> End {
     let end = loop {
         let mut bytes = 0;
         let turn = BUF.with_borrow_mut(|buf| {
-            tls.turn(
+            socket::turn(
+                &mut tls,
                 &mut core,
                 &mut wire,
                 std::time::Instant::now(),
@@ -488,7 +493,7 @@ async fn serve_tls(stream: &TcpStream, t: &Tls, ctx: &Ctx) -> End {
         }
     };
     if let Some(f) = tls.failure() {
-        f.count(ctx.stats);
+        ctx.stats.count_failure(f);
     }
     end
 }

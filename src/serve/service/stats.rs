@@ -11,51 +11,9 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// Why a TLS handshake did not complete, the `reason` label of
-/// `netecho_tls_handshake_failures_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Failure {
-    /// No complete handshake within `--tls-handshake-timeout` (a silent
-    /// client, or one that speaks too slowly).
-    Timeout,
-    /// Bytes that are not TLS (plaintext, garbage) or a handshake rustls
-    /// refuses (no common version or cipher suite, a bad message).
-    Protocol,
-    /// Mutual TLS: no client certificate, or one not signed by
-    /// `--tls-client-ca`.
-    ClientCert,
-    /// The client sent an alert: most often it refused our certificate.
-    Alert,
-    /// The client closed or reset the connection before the handshake ended.
-    Eof,
-}
-
-impl Failure {
-    /// Every reason's label, in [`Failure::index`] order.
-    pub(crate) const LABELS: [&'static str; 5] =
-        ["timeout", "protocol", "client_cert", "alert", "eof"];
-
-    /// Position of this reason in [`Failure::LABELS`].
-    pub(crate) fn index(self) -> usize {
-        match self {
-            Failure::Timeout => 0,
-            Failure::Protocol => 1,
-            Failure::ClientCert => 2,
-            Failure::Alert => 3,
-            Failure::Eof => 4,
-        }
-    }
-
-    /// The `reason` label, as logs and metrics name it.
-    pub(crate) fn label(self) -> &'static str {
-        Failure::LABELS[self.index()]
-    }
-
-    /// Counts one failed handshake.
-    pub(crate) fn count(self, stats: &Stats) {
-        stats.tls_handshake_failures[self.index()].fetch_add(1, Ordering::Relaxed);
-    }
-}
+/// Why a TLS handshake did not complete: the session decides it (in
+/// `netecho-core`), [`Stats::count_failure`] counts it.
+pub(crate) use netecho_core::tls::Failure;
 
 /// Counters and flags shared by every thread and process of one server.
 /// All fields are atomics, whose all-zero bit pattern is a valid value, so a
@@ -146,6 +104,11 @@ impl Default for Stats {
 }
 
 impl Stats {
+    /// Counts one failed handshake.
+    pub(crate) fn count_failure(&self, f: Failure) {
+        self.tls_handshake_failures[f.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Maps a zeroed page shared with future children and returns it for the
     /// life of the process.
     #[cfg(test)]

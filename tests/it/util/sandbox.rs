@@ -80,6 +80,50 @@ pub fn own_netns_with_loopback() -> io::Result<()> {
     }
 }
 
+/// For a `pre_exec` closure, after [`own_netns_with_loopback`]: every TCP
+/// socket of this namespace starts with small, fixed buffers (`tcp_rmem`
+/// and `tcp_wmem` are per namespace), so a few dozen KiB fill the path and
+/// a server has echo it cannot deliver. Async-signal-safe: open(2),
+/// write(2) and close(2) on static strings.
+pub fn small_tcp_buffers() -> io::Result<()> {
+    const SIZES: &[u8] = b"4096 8192 8192\n";
+    for path in [
+        c"/proc/sys/net/ipv4/tcp_rmem",
+        c"/proc/sys/net/ipv4/tcp_wmem",
+    ] {
+        // SAFETY: plain system calls on a NUL-terminated static path and a
+        // static buffer; the descriptor is closed on every path after it
+        // is opened.
+        unsafe {
+            let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let n = libc::write(fd, SIZES.as_ptr().cast(), SIZES.len());
+            let err = io::Error::last_os_error();
+            libc::close(fd);
+            if n != SIZES.len() as isize {
+                return Err(err);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Moves the calling thread (only it: a network namespace is per thread)
+/// into the network namespace of process `pid`, so the sockets it opens
+/// afterwards reach addresses inside it. The namespace goes away with the
+/// last process in it; this thread does not keep it, once it ends.
+pub fn enter_netns_of(pid: i32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+    // SAFETY: setns(2) on a descriptor that stays open for the call.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Whether `tool` runs (`tool --version`), for SKIPPED messages.
 pub fn have_tool(tool: &str) -> bool {
     std::process::Command::new(tool)

@@ -22,7 +22,7 @@ use crate::serve::blocking::accept::{self, AcceptError};
 use crate::serve::blocking::faulted;
 use crate::serve::contract::End;
 use crate::serve::transport::splice::Switch;
-use crate::serve::transport::tls::session::TlsConn;
+use netecho_core::tls::{EPROTO, Session};
 
 /// The address a permit is taken for when no `--max-conns-per-ip` needs
 /// the real one (a multishot accept gives none, and asking costs a system
@@ -152,12 +152,12 @@ impl Worker {
         }
         let tls = match ctx.tls.as_ref().filter(|_| tls) {
             None => None,
-            Some(t) => match TlsConn::new(&t.config, self.now, t.handshake_timeout) {
+            Some(t) => match Session::new(&t.config, self.now, t.handshake_timeout) {
                 Ok(c) => Some(Box::new(UringTls::new(c, self.now))),
                 Err(e) => {
                     warn!("cannot start a TLS session: {e}");
                     drop(fd);
-                    refuse(&e);
+                    ctx.stats.count_end(End::Error(EPROTO));
                     return;
                 }
             },

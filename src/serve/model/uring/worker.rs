@@ -423,7 +423,7 @@ impl Worker {
         if let Path::Tls(t) = &conn.path
             && let Some(f) = t.tls.failure()
         {
-            f.count(self.ctx.stats);
+            self.ctx.stats.count_failure(f);
         }
         if tracing::enabled!(tracing::Level::DEBUG) {
             debug!(

@@ -1,34 +1,40 @@
-//! The TLS layer in the blocking models (iterative, fork, prefork, thread,
-//! prethread): [`TlsConn::turn`] in a loop on a blocking socket.
-//!
-//! On a blocking socket a read or write would block only when its socket
-//! timeout expired, so a [`Turn::Wait`] is a timeout: the handshake's while
-//! it runs (SO_RCVTIMEO/SO_SNDTIMEO set to the time it has left before each
-//! turn), then the idle timeout for a read and the stall timeout for a
-//! write, exactly as [`crate::serve::blocking::echo::prepare`] sets them for TCP.
+//! The TLS session in the blocking models (iterative, fork, prefork,
+//! thread, prethread): [`socket::turn`] on the socket made non-blocking,
+//! and poll(2) for readiness until the session's deadline. The deadline
+//! is the session's (handshake, stall of unsent echo, idle), so a client
+//! that stops reading is closed on time however the echo is split into
+//! writes; a socket timeout, which restarts with every byte a blocking
+//! write moves, could not say that.
 //!
 //! Unlike the plain loop this allocates and may log (rustls does both),
 //! which a forked child may do here: the forking models' parents run no
 //! thread (see `model/fork.rs`), so no lock is held at fork time.
 
 use std::net::TcpStream;
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
+use netecho_core::tls::{EPROTO, Session};
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
 use super::Tls;
-use super::session::{TlsConn, Turn};
+use super::socket::{self, Turn};
 use crate::serve::contract::pending::Pending;
 use crate::serve::contract::{Conn, End};
 use crate::serve::ctx::Ctx;
 
-/// The shortest socket timeout set: 0 would mean "never".
-const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+/// The longest one poll(2) may wait (its timeout is an i32 of ms);
+/// without a deadline the loop simply polls again.
+const MAX_WAIT: Duration = Duration::from_secs(3600);
 
-/// Echoes over TLS on a socket [`crate::serve::blocking::echo::prepare`] made
-/// blocking, until the core says to close or `stop()` turns true after a
+/// Echoes over TLS on a socket [`crate::serve::blocking::echo::prepare`]
+/// set up, until the core says to close or `stop()` turns true after a
 /// signal; counts a failed handshake. `free` runs once: when the core
 /// first says `ShutWrite`, before our close_notify (the last echoed byte's
-/// ciphertext is in the kernel, nothing of the end is on the wire), as the plain loop
-/// gives back a `--max-conns` slot before its FIN; else at the end.
+/// ciphertext is in the kernel, nothing of the end is on the wire), as the
+/// plain loop gives back a `--max-conns` slot before its FIN; else at the
+/// end.
 pub(crate) fn echo(
     stream: &TcpStream,
     tls: &Tls,
@@ -38,26 +44,27 @@ pub(crate) fn echo(
     free: &mut dyn FnMut(),
 ) -> End {
     let start = Instant::now();
-    let Ok(mut conn) = TlsConn::new(&tls.config, start, tls.handshake_timeout) else {
+    let Ok(mut conn) = Session::new(&tls.config, start, tls.handshake_timeout) else {
         free();
-        return End::Error(super::session::EPROTO);
+        return End::Error(EPROTO);
     };
     conn.pause_at_shut();
     let mut freed = false;
     let mut core = Conn::new(start, Pending::new());
+    if let Err(e) = stream.set_nonblocking(true) {
+        core.on_error(&e);
+    }
+    let timeouts = ctx.timeouts();
     let mut wire = stream;
     let mut bytes = 0u64;
     let end = loop {
-        if let Some(until) = conn.handshake_until() {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                conn.time_out(&mut core);
-            } else if let Err(e) = set_timeouts(stream, Some(left), Some(left)) {
-                core.on_error(&e);
-            }
+        let now = Instant::now();
+        let turn = socket::turn(&mut conn, &mut core, &mut wire, now, buf, &mut bytes);
+        if bytes > 0 {
+            ctx.stats.bytes.add(bytes);
+            bytes = 0;
         }
-        let was_handshaking = conn.handshaking();
-        match conn.turn(&mut core, &mut wire, Instant::now(), buf, &mut bytes) {
+        let (read, write) = match turn {
             Turn::Close(end) => break end,
             Turn::Again => {
                 if conn.take_shut() {
@@ -67,44 +74,49 @@ pub(crate) fn echo(
                 if stop() {
                     core.stop();
                 }
-                if was_handshaking
-                    && !conn.handshaking()
-                    && let Err(e) = set_timeouts(stream, ctx.idle_timeout, ctx.send_timeout())
-                {
-                    core.on_error(&e);
-                }
+                continue;
             }
-            // The socket timeout expired (see the module docs).
-            Turn::Wait { write, .. } => {
-                if conn.handshaking() {
-                    conn.time_out(&mut core);
-                } else if write {
-                    core.fail(End::Stall);
-                } else {
-                    core.fail(End::Idle);
-                }
-            }
+            Turn::Wait { read, write } => (read, write),
+        };
+        let due = conn.deadline(&core, &timeouts);
+        let wait = due.map_or(MAX_WAIT, |at| {
+            at.saturating_duration_since(Instant::now()).min(MAX_WAIT)
+        });
+        let mut flags = PollFlags::empty();
+        if read {
+            flags |= PollFlags::POLLIN;
         }
-        if bytes > 0 {
-            ctx.stats.bytes.add(bytes);
-            bytes = 0;
+        if write {
+            flags |= PollFlags::POLLOUT;
+        }
+        let mut fds = [PollFd::new(stream.as_fd(), flags)];
+        // Rounded up: waking a little late is harmless, early spins.
+        let ms = wait.as_micros().div_ceil(1000);
+        let timeout =
+            PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, timeout) {
+            // Ready (or hung up): the next turn finds out which.
+            Ok(n) if n > 0 => {}
+            // The deadline: the session decides what it means.
+            Ok(_) => {
+                conn.on_timer(&mut core, Instant::now(), &timeouts);
+            }
+            // A signal: stop if it says so.
+            Err(Errno::EINTR) => {
+                if stop() {
+                    core.stop();
+                }
+            }
+            Err(e) => {
+                core.on_error(&std::io::Error::from(e));
+            }
         }
     };
     if !freed {
         free();
     }
     if let Some(f) = conn.failure() {
-        f.count(ctx.stats);
+        ctx.stats.count_failure(f);
     }
     end
-}
-
-/// SO_RCVTIMEO and SO_SNDTIMEO (`None`: wait for ever).
-fn set_timeouts(
-    s: &TcpStream,
-    read: Option<Duration>,
-    write: Option<Duration>,
-) -> std::io::Result<()> {
-    s.set_read_timeout(read.map(|d| d.max(MIN_TIMEOUT)))?;
-    s.set_write_timeout(write.map(|d| d.max(MIN_TIMEOUT)))
 }

@@ -1,6 +1,7 @@
 //! TLS echo: the server's certificate and settings ([`Tls`], built from
-//! the command line before anything binds), and [`session::TlsConn`], the one
-//! layer every model puts between a TLS socket and the connection core.
+//! the command line before anything binds). The session itself, the one
+//! layer every model puts between a TLS socket and the connection core, is
+//! `netecho_core::tls::Session`: bytes in, bytes out, no socket.
 //!
 //! - [`Tls::load`] reads `--tls-cert`/`--tls-key` (PEM; PKCS#8, PKCS#1 or
 //!   SEC1 keys), or makes a self-signed certificate for `localhost`,
@@ -10,11 +11,12 @@
 //!   crates alone (a C compiler, no cmake or Go), so a fresh machine needs
 //!   nothing more than for the rest of netecho.
 //! - Every bad input is a [`TlsError`]: one line, before any socket exists.
-//! - [`session`] the layer: ciphertext in and out of the socket, plaintext in
-//!   and out of the core; [`blocking`] runs it in the blocking models.
+//! - [`socket`] drives the session over a non-blocking socket (epoll,
+//!   tokio, and [`blocking`] for the blocking models); io_uring feeds it
+//!   from its completions.
 
 pub(crate) mod blocking;
-pub(crate) mod session;
+pub(crate) mod socket;
 
 use std::fmt::Write as _;
 use std::net::TcpListener;
@@ -30,22 +32,9 @@ use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-pub(crate) use crate::serve::service::stats::Failure;
-
 /// The names the self-signed certificate is valid for: what a client on
 /// this machine connects to.
 const SELF_SIGNED_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
-
-/// How rustls's refusal of a handshake is counted.
-pub(crate) fn failure_of(e: &rustls::Error) -> Failure {
-    match e {
-        rustls::Error::NoCertificatesPresented
-        | rustls::Error::InvalidCertificate(_)
-        | rustls::Error::InvalidCertRevocationList(_) => Failure::ClientCert,
-        rustls::Error::AlertReceived(_) => Failure::Alert,
-        _ => Failure::Protocol,
-    }
-}
 
 pub use crate::error::TlsError;
 

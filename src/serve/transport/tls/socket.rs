@@ -1,0 +1,141 @@
+//! The TLS session ([`Session`], in `netecho-core`: bytes in, bytes out)
+//! over a non-blocking socket: what epoll, tokio and the blocking models
+//! share. [`turn`] sends the ciphertext the session holds, lets it work,
+//! and receives more, until the socket would block, and says what to wait
+//! for; io_uring feeds the session from its own completions instead
+//! (`model/uring/tls.rs`).
+
+use std::io::{self, Read, Write};
+use std::time::Instant;
+
+use netecho_core::tls::{RECV_CHUNK, Session, Turn as Step};
+
+use crate::serve::contract::{Conn, Copied, End};
+
+/// Rounds one [`turn`] may take before it lets other connections run
+/// (a round moves at most a record's worth each way).
+const BUDGET: usize = 64;
+
+/// A non-blocking socket as [`turn`] sees it: reads and writes of
+/// ciphertext, and our FIN.
+pub(crate) trait Wire: Read + Write {
+    /// `shutdown(SHUT_WR)`: our FIN after the close_notify.
+    fn shut_write(&mut self) -> io::Result<()>;
+}
+
+impl Wire for &std::net::TcpStream {
+    fn shut_write(&mut self) -> io::Result<()> {
+        self.shutdown(std::net::Shutdown::Write)
+    }
+}
+
+impl Wire for mio::net::TcpStream {
+    fn shut_write(&mut self) -> io::Result<()> {
+        self.shutdown(std::net::Shutdown::Write)
+    }
+}
+
+/// What a turn left the connection waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Turn {
+    /// Call again soon: the budget ran out, a signal interrupted a call, or
+    /// the session asked (the handshake ended; the core's end reached, for
+    /// a driver that asked with [`Session::pause_at_shut`]).
+    Again,
+    /// The socket would block: a read (`read`) or a write (`write`) said
+    /// `WouldBlock`; wake on that readiness or the session's deadline.
+    Wait { read: bool, write: bool },
+    /// Close the socket.
+    Close(End),
+}
+
+/// Moves bytes between `wire` and the session until the socket would
+/// block, the budget is used, or the connection is to close. `buf` is
+/// scratch (plaintext for the session, ciphertext from the socket);
+/// `bytes` counts the plaintext echoed.
+pub(crate) fn turn<S: Copied, W: Wire>(
+    tls: &mut Session,
+    core: &mut Conn<S>,
+    wire: &mut W,
+    now: Instant,
+    buf: &mut [u8],
+    bytes: &mut u64,
+) -> Turn {
+    for _ in 0..BUDGET {
+        let write_blocked = match flush(tls, core, wire, now) {
+            Ok(blocked) => blocked,
+            Err(()) => return Turn::Again,
+        };
+        let read = match tls.process(core, now, buf, bytes) {
+            Step::Again => return Turn::Again,
+            Step::Close(end) => {
+                // An alert for a refused handshake goes if the socket
+                // takes it at once.
+                let _ = flush(tls, core, wire, now);
+                return Turn::Close(end);
+            }
+            Step::ShutWrite => {
+                tls.on_shut(core, wire.shut_write());
+                continue;
+            }
+            // New ciphertext while the socket still takes it: send it.
+            Step::Wait { write: true, .. } if !write_blocked => continue,
+            Step::Wait { read, .. } => read,
+        };
+        if !read {
+            // Only the socket draining (or the deadline) can help.
+            return Turn::Wait {
+                read: false,
+                write: write_blocked,
+            };
+        }
+        let room = RECV_CHUNK.min(buf.len());
+        match wire.read(&mut buf[..room]) {
+            // The FIN: the session tells the core (and rustls) next.
+            Ok(0) => tls.on_fin(),
+            Ok(n) => tls.on_ciphertext(&buf[..n]),
+            // Nothing to read: wait for the next readable edge.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Turn::Wait {
+                    read: true,
+                    write: write_blocked,
+                };
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Turn::Again,
+            Err(e) => tls.on_io_error(core, &e),
+        }
+    }
+    Turn::Again
+}
+
+/// Sends what the session holds until it is all out or the socket would
+/// block (`Ok(true)`); `Err(())` when a signal interrupted the send.
+fn flush<S: Copied, W: Wire>(
+    tls: &mut Session,
+    core: &mut Conn<S>,
+    wire: &mut W,
+    now: Instant,
+) -> Result<bool, ()> {
+    while core.end().is_none() || !tls.outgoing().is_empty() {
+        let out = tls.outgoing();
+        if out.is_empty() {
+            return Ok(false);
+        }
+        match wire.write(out) {
+            // A TCP send never takes 0 of a non-empty buffer.
+            Ok(0) => {
+                tls.on_io_error(core, &io::ErrorKind::WriteZero.into());
+                return Ok(false);
+            }
+            Ok(n) => tls.on_sent(core, now, n),
+            // The send buffer is full: wait until it drains.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(()),
+            Err(e) => {
+                tls.on_io_error(core, &e);
+                return Ok(false);
+            }
+        }
+    }
+    Ok(false)
+}
