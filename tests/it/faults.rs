@@ -349,6 +349,28 @@ fn ping_says_where_the_server_reset() {
 }
 
 #[test]
+fn accept_delay_holds_a_new_connection() {
+    let _t = timing();
+    let srv = Server::start("prefork", &["--fault", "accept-delay=500ms"]);
+    let mut s = util::connect(srv.addr());
+    let t0 = Instant::now();
+    util::ping(&mut s, b"first bytes").unwrap();
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(5),
+        "accept-delay=500ms: the first echo took {took:?}"
+    );
+    // Later echoes on the same connection are not held.
+    let t1 = Instant::now();
+    util::ping(&mut s, b"more").unwrap();
+    assert!(
+        t1.elapsed() < Duration::from_millis(400),
+        "{:?}",
+        t1.elapsed()
+    );
+}
+
+#[test]
 fn bad_faults_are_one_line_and_exit_2_before_binding() {
     for (args, names) in [
         (vec!["--fault", "wobble=3"], "wobble"),
@@ -367,6 +389,7 @@ fn bad_faults_are_one_line_and_exit_2_before_binding() {
             vec!["--fault-file", "/nonexistent/faults.toml"],
             "/nonexistent/faults.toml",
         ),
+        (vec!["--inetd", "--fault", "drop=1%"], "--inetd"),
     ] {
         let mut all = vec!["serve", "--listen", "127.0.0.1:0"];
         all.extend(&args);
