@@ -462,7 +462,9 @@ fn trace_read_annotates_a_tcpdump_file() {
     );
     for want in [
         "  0.000000 client 127.0.0.1:51898 -> server 127.0.0.1:7001 SYN      seq=J win=65495 len=0",
+        "           | client offers: mss 65495, sack_permitted, timestamps, wscale 10",
         "           | handshake 2/3: server SYN-ACK seq=K ack=J+1 (server: SYN-RECEIVED)",
+        "           | server offers: mss 65495, sack_permitted, timestamps, wscale 10",
         "           | handshake 3/3: client ACK ack=K+1 (both sides: ESTABLISHED)",
         "           | close 1/4: client FIN seq=J+13 (client: FIN-WAIT-1; it closes first, so it will end in TIME-WAIT)",
         "           | close 4/4: client ACK ack=K+14 (server: CLOSED; client sent the first FIN, so client stays in TIME-WAIT for 2*MSL, 60 s on Linux)",
