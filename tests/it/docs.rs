@@ -311,7 +311,6 @@ fn console_blocks(file: &str, text: &str) -> (Vec<Vec<Step>>, Vec<String>) {
 /// shrinks: a page here with no such command left fails the test.
 const NOT_YET_RUN: &[&str] = &[
     "docs/src/guide/pools.md",
-    "docs/src/guide/serve.md",
     "docs/src/guide/watch-trace-lab.md",
     "docs/src/performance.md",
 ];
