@@ -312,7 +312,6 @@ fn console_blocks(file: &str, text: &str) -> (Vec<Vec<Step>>, Vec<String>) {
 const NOT_YET_RUN: &[&str] = &[
     "docs/src/guide/pools.md",
     "docs/src/guide/watch-trace-lab.md",
-    "docs/src/performance.md",
 ];
 
 /// Blocks run at once, each thread in its own network namespace: most of
@@ -456,6 +455,8 @@ fn run_block(steps: &[Step]) -> Vec<String> {
     // the source tree (`tests/data/echo.pcap`).
     std::fs::create_dir_all(dir.join("tests")).expect("scratch tests/");
     let _ = std::os::unix::fs::symlink(root().join("tests/data"), dir.join("tests/data"));
+    // And the scripts (`scripts/c1m.sh`, `scripts/soak.sh`), run from there.
+    let _ = std::os::unix::fs::symlink(root().join("scripts"), dir.join("scripts"));
     let assert = snapbox::Assert::new().palette(snapbox::report::Palette::plain());
     let mut failures = Vec::new();
     let mut background = Vec::new();
