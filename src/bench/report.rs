@@ -68,6 +68,8 @@ pub(crate) struct Summary {
     pub(crate) lost: u64,
     /// UDP echoes that came after their timeout (already counted as lost).
     pub(crate) late: u64,
+    /// UDP echoes that came a second time (a path or server duplicating).
+    pub(crate) duplicated: u64,
     /// Requests sent and never answered: still waiting when the run ended
     /// (after a grace of up to 1 s for late echoes). Any is a failure.
     pub(crate) unanswered: u64,
@@ -143,6 +145,7 @@ impl Summary {
         s.mismatches = t.mismatches;
         s.lost = t.lost;
         s.late = t.late;
+        s.duplicated = t.duplicated;
         s.unanswered = t.unanswered;
         s.unfinished = t.unfinished;
         s.wall_s = round3(until.saturating_duration_since(plan.start).as_secs_f64());
@@ -174,6 +177,7 @@ impl Summary {
             mismatches: 0,
             lost: 0,
             late: 0,
+            duplicated: 0,
             unanswered: 0,
             unfinished: 0,
             interrupted,
@@ -242,6 +246,9 @@ impl Summary {
                 self.loss_percent(),
                 thousands(self.late)
             );
+            if self.duplicated > 0 {
+                out += &format!(", {} duplicated", thousands(self.duplicated));
+            }
         }
         if self.unanswered > 0 {
             out += &format!(", {} sent and never answered", thousands(self.unanswered));

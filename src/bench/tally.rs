@@ -23,6 +23,8 @@ pub(crate) struct Tally {
     pub(crate) lost: u64,
     /// UDP echoes that came after their timeout (already counted as lost).
     pub(crate) late: u64,
+    /// UDP echoes that came a second time for an answered request.
+    pub(crate) duplicated: u64,
     /// Open loop: requests due in the measured window that were never sent
     /// because the connection was still waiting for an earlier echo.
     pub(crate) unfinished: u64,
@@ -50,6 +52,7 @@ impl Tally {
             mismatches: 0,
             lost: 0,
             late: 0,
+            duplicated: 0,
             unfinished: 0,
             unanswered: 0,
             last_done: None,
@@ -103,6 +106,7 @@ impl Tally {
         self.mismatches += other.mismatches;
         self.lost += other.lost;
         self.late += other.late;
+        self.duplicated += other.duplicated;
         self.unfinished += other.unfinished;
         self.unanswered += other.unanswered;
         self.last_done = self.last_done.max(other.last_done);

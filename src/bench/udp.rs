@@ -41,6 +41,10 @@ struct Conn {
     state: State,
     msg: Vec<u8>,
     round: u64,
+    /// Which of the last [`LATE_WINDOW`] rounds were answered: bit k is
+    /// round `round - 1 - k`. A second echo of an answered round is a
+    /// duplicate; an echo of one that timed out is late.
+    answered: u64,
     /// The round whose message `msg` holds.
     filled: u64,
     /// The datagram met a full send buffer; the writable edge resends it.
@@ -91,6 +95,7 @@ pub(crate) fn run(plan: &Plan, slot: usize, ids: Vec<u64>) -> Result<Tally> {
                 msg
             },
             round: 0,
+            answered: 0,
             filled: 0,
             unsent: false,
             due: now,
@@ -319,13 +324,21 @@ impl Worker<'_> {
             return;
         }
         let size = c.msg.len();
-        let late = n == size
-            && (c.round.saturating_sub(LATE_WINDOW)..c.round)
-                .rev()
-                .any(|r| pattern::is_message(c.id, r, got, &mut self.scratch));
-        if late {
-            // Its request already timed out and was counted as lost.
-            self.tally.late += 1;
+        let earlier = (n == size)
+            .then(|| {
+                (c.round.saturating_sub(LATE_WINDOW)..c.round)
+                    .rev()
+                    .find(|r| pattern::is_message(c.id, *r, got, &mut self.scratch))
+            })
+            .flatten();
+        if let Some(r) = earlier {
+            if c.answered >> (c.round - 1 - r) & 1 == 1 {
+                // A second echo of an answered request.
+                self.tally.duplicated += 1;
+            } else {
+                // Its request already timed out and was counted as lost.
+                self.tally.late += 1;
+            }
             return;
         }
         let id = c.id;
@@ -352,6 +365,7 @@ impl Worker<'_> {
             self.tally.record(c.due, now);
             self.done += 1;
         }
+        c.answered = c.answered << 1 | u64::from(good);
         c.round += 1;
         c.unsent = false;
         self.next_request(i, now);

@@ -58,7 +58,11 @@ pub(crate) enum Failure {
     Closed {
         got: usize,
     },
-    Reset,
+    /// The server reset the connection; `after`: how many bytes of the
+    /// connection had come back, when known.
+    Reset {
+        after: Option<u64>,
+    },
     Connect(Error),
     Io(io::Error),
 }
@@ -71,7 +75,7 @@ impl Failure {
             Failure::Mismatch { .. } => "mismatch",
             Failure::Length { .. } => "length",
             Failure::Closed { .. } => "closed",
-            Failure::Reset => "reset",
+            Failure::Reset { .. } => "reset",
             Failure::Connect(_) => "connect",
             Failure::Io(_) => "io",
         }
@@ -106,7 +110,11 @@ impl std::fmt::Display for Failure {
                     "connection closed by the server after {got} bytes of the echo"
                 )
             }
-            Failure::Reset => write!(f, "connection reset by the server"),
+            Failure::Reset { after: None } => write!(f, "connection reset by the server"),
+            Failure::Reset { after: Some(n) } => write!(
+                f,
+                "connection reset by the server after echoing {n} bytes of the connection"
+            ),
             Failure::Connect(e) => write!(f, "{e}"),
             Failure::Io(e) => write!(f, "{e}"),
         }
@@ -220,7 +228,9 @@ fn would_block(e: &io::Error) -> bool {
 
 fn io_failure(e: io::Error) -> Failure {
     match e.kind() {
-        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => Failure::Reset,
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => {
+            Failure::Reset { after: None }
+        }
         // TLS: the TCP stream ended without close_notify.
         io::ErrorKind::UnexpectedEof => Failure::Closed { got: 0 },
         _ => Failure::Io(e),
@@ -262,7 +272,15 @@ pub(crate) fn exchange(s: &mut Stream, payload: &[u8], deadline: Instant, base: 
                 Ok(n) => n,
                 Err(e) if would_block(&e) => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Outcome::Failed(io_failure(e)),
+                Err(e) => {
+                    return Outcome::Failed(match io_failure(e) {
+                        // Where in the connection: every byte before came back.
+                        Failure::Reset { .. } => Failure::Reset {
+                            after: Some(base + got as u64),
+                        },
+                        other => other,
+                    });
+                }
             };
             let want = &payload[got..written];
             let bad = pattern::first_difference(want, &buf[..n])

@@ -29,8 +29,8 @@
 //!   buffer size every model reads with;
 //! - [`service`] what is served around the echo: the listeners and their
 //!   `listening` lines, the counters ([`service::stats`], in memory shared
-//!   with forked children), per-IP limits, Prometheus metrics, UDP echo,
-//!   inetd and the sidecar process that runs UDP and metrics;
+//!   with forked children), per-IP limits, Prometheus metrics, UDP echo
+//!   and the sidecar process that runs UDP and metrics;
 //! - [`transport`] how bytes reach the core other than by plain copies:
 //!   TLS ([`transport::tls`]) and zero copy ([`transport::splice`],
 //!   `--zero-copy`);
@@ -41,7 +41,7 @@
 //! - [`admission`] the [`admission::Permit`] every connection holds under
 //!   the limits, given back once on drop (fork's child and parent included);
 //! - [`blocking`] the accept step and the read/write loop of the blocking
-//!   models;
+//!   models, and `--inetd` through that loop;
 //! - [`pool`] how many workers prefork and prethread start or retire
 //!   ([`pool::sizing`], pure) and what each is doing ([`pool::scoreboard`]);
 //! - [`model`] the eight models, each `run(listeners, ctx) -> Result<()>`;
@@ -73,18 +73,25 @@ use tracing::info;
 
 use crate::error::{Error, Result};
 use crate::net::target::Family;
+use crate::serve::blocking::inetd;
 use crate::serve::ctx::Ctx;
 use crate::serve::lifecycle::shutdown::Shutdown;
 use crate::serve::lifecycle::{activation, handover, signals};
 use crate::serve::model::Model as M;
 use crate::serve::service::faults::FaultSet;
 use crate::serve::service::listen::{self, local_addrs};
-use crate::serve::service::{draining, inetd, inspect, sidecar, stats, udp};
+use crate::serve::service::{draining, inspect, sidecar, stats, udp};
 use crate::serve::transport::{splice, tls};
 use crate::sys::raise_nofile_limit;
 
 /// Runs `netecho serve` until a signal stops it.
 pub(crate) fn run(opt: ServeOpt) -> Result<()> {
+    if opt.inetd && (!opt.faults.is_empty() || opt.fault_file.is_some()) {
+        return Err(Error::Usage(
+            "--fault and --fault-file apply to the connections serve accepts, not to --inetd's"
+                .into(),
+        ));
+    }
     if opt.inetd {
         let idle = (!opt.idle_timeout.is_zero()).then_some(opt.idle_timeout);
         let stall = (!opt.stall_timeout.is_zero()).then_some(opt.stall_timeout);

@@ -388,6 +388,7 @@ mod tests {
                 flags: flags::SYN,
                 window: 0,
                 len: 0,
+                offers: None,
             },
             b"",
         )

@@ -108,12 +108,18 @@ impl Tracker {
             if !ack && me == Side::Client {
                 conn.handshake = 1;
                 notes.push("handshake 1/3: client SYN seq=J (client: SYN-SENT)".to_string());
+                if let Some(o) = seg.offers {
+                    notes.push(format!("client offers: {o}"));
+                }
             } else if ack && me == Side::Server {
                 conn.handshake = 2;
                 notes.push(format!(
                     "handshake 2/3: server SYN-ACK seq=K ack={} (server: SYN-RECEIVED)",
                     conn.rel.show(Side::Client, seg.ack)
                 ));
+                if let Some(o) = seg.offers {
+                    notes.push(format!("server offers: {o}"));
+                }
             }
         } else if ack
             && me == Side::Client
@@ -264,7 +270,37 @@ mod tests {
             flags: fl,
             window: 512,
             len,
+            offers: None,
         }
+    }
+
+    /// What each side's SYN offered is a note beside its handshake step.
+    #[test]
+    fn the_handshake_says_what_each_syn_offered() {
+        use netecho_core::wire::packet::Offers;
+        let mut t = Tracker::new(6666, false);
+        let offer = |mss| Offers {
+            mss: Some(mss),
+            wscale: Some(7),
+            sack_permitted: true,
+            ..Offers::default()
+        };
+        let syn = Segment {
+            offers: Some(offer(1460)),
+            ..seg(true, SYN, 1, 0, 0)
+        };
+        let syn_ack = Segment {
+            offers: Some(offer(1200)),
+            ..seg(false, SYN | ACK, 9, 2, 0)
+        };
+        assert_eq!(
+            t.observe(&syn).notes[1],
+            "client offers: mss 1460, sack_permitted, wscale 7"
+        );
+        assert_eq!(
+            t.observe(&syn_ack).notes[1],
+            "server offers: mss 1200, sack_permitted, wscale 7"
+        );
     }
 
     /// The classic exchange: handshake, 6 bytes each way, client closes

@@ -381,6 +381,7 @@ mod tests {
                 flags: f,
                 window: 100,
                 len,
+                offers: None,
             },
         }
     }

@@ -69,7 +69,8 @@ fn median_rtt(stdout: &str) -> f64 {
 }
 
 /// `latency=50ms` adds 50 ms to every echo: ping's median RTT is at least
-/// 50 ms and at most 50 ms + 10 ms above the same model's without it.
+/// 50 ms, and above the same model's without it by 50 ms and what a busy
+/// machine adds.
 fn latency_adds_to_ping(model: &str) {
     if skip(model) {
         return;
@@ -88,8 +89,10 @@ fn latency_adds_to_ping(model: &str) {
     };
     let base = ping(plain.addr());
     let slow = ping(srv.addr());
+    // Never less than the hold; above it by the jitter a busy two-core
+    // machine adds to a 50 ms timer (20 ms seen while the suite runs).
     assert!(
-        slow >= 50.0 && slow <= base + 60.0,
+        slow >= 50.0 && slow <= base + 90.0,
         "{model}: latency=50ms gave a median RTT of {slow:.3} ms (without it: {base:.3} ms)"
     );
 }
@@ -169,9 +172,11 @@ fn bandwidth_paces_a_transfer() {
     let took = t0.elapsed().as_secs_f64();
     run.assert_code(0, "client at 1 MiB/s");
     assert_eq!(run.stdout.len(), 4 * util::MIB);
+    // Never faster than the rate (4 s less 15 %); slower only by what a busy
+    // machine adds, which gets generous room.
     assert!(
-        (3.4..=4.6).contains(&took),
-        "4 MiB at bandwidth=1MiB/s took {took:.2} s (want 4 s ± 15 %)"
+        (3.4..=6.0).contains(&took),
+        "4 MiB at bandwidth=1MiB/s took {took:.2} s (want 4 s: 3.4 s at least, 6 s at most on a busy machine)"
     );
 }
 
@@ -309,6 +314,46 @@ fn ping_names_duplicated_datagrams() {
 }
 
 #[test]
+fn ping_says_where_the_server_reset() {
+    let srv = Server::start("thread", &["--fault", "reset-after=100"]);
+    let run = run_to_end(
+        netecho(&["ping", "-c", "2", "-i", "50ms", &srv.addr().to_string()]),
+        None,
+        RUN_LIMIT,
+    );
+    run.assert_code(1, "ping against reset-after=100");
+    assert!(
+        run.stdout_str().contains(
+            "seq=2: connection reset by the server after echoing 100 bytes of the connection"
+        ),
+        "{}",
+        run.stdout_str()
+    );
+}
+
+#[test]
+fn accept_delay_holds_a_new_connection() {
+    let _t = timing();
+    let srv = Server::start("prefork", &["--fault", "accept-delay=500ms"]);
+    let mut s = util::connect(srv.addr());
+    let t0 = Instant::now();
+    util::ping(&mut s, b"first bytes").unwrap();
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(5),
+        "accept-delay=500ms: the first echo took {took:?}"
+    );
+    // Later echoes on the same connection are not held.
+    let t1 = Instant::now();
+    util::ping(&mut s, b"more").unwrap();
+    assert!(
+        t1.elapsed() < Duration::from_millis(400),
+        "{:?}",
+        t1.elapsed()
+    );
+}
+
+#[test]
 fn bad_faults_are_one_line_and_exit_2_before_binding() {
     for (args, names) in [
         (vec!["--fault", "wobble=3"], "wobble"),
@@ -327,6 +372,7 @@ fn bad_faults_are_one_line_and_exit_2_before_binding() {
             vec!["--fault-file", "/nonexistent/faults.toml"],
             "/nonexistent/faults.toml",
         ),
+        (vec!["--inetd", "--fault", "drop=1%"], "--inetd"),
     ] {
         let mut all = vec!["serve", "--listen", "127.0.0.1:0"];
         all.extend(&args);
@@ -351,7 +397,9 @@ fn fault_file_is_read_at_start_and_again_on_sighup() {
     let srv = Server::start("epoll", &["--fault-file", &path]);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         assert!(
-            srv.stderr_text().contains("early-end: close-after=1024"),
+            util::eventually(Duration::from_secs(5), || srv
+                .stderr_text()
+                .contains("early-end: close-after=1024")),
             "start did not print the fault:\n{}",
             srv.stderr_text()
         );

@@ -4,13 +4,11 @@
 //! [`draining`] the clients older processes still serve after a SIGHUP
 //! hand-over, counted toward the limits;
 //! [`metrics`] Prometheus; [`faults`] the faults applied on purpose; [`udp`]
-//! UDP echo; [`sidecar`] the process that serves UDP and metrics; [`inetd`]
-//! one client on stdin/stdout; [`inspect`] the port that reports what the
-//! path did to a connection.
+//! UDP echo; [`sidecar`] the process that serves UDP and metrics;
+//! [`inspect`] the port that reports what the path did to a connection.
 
 pub(crate) mod draining;
 pub(crate) mod faults;
-pub(crate) mod inetd;
 pub(crate) mod inspect;
 pub(crate) mod listen;
 pub(crate) mod metrics;

@@ -212,6 +212,7 @@ mod tests {
                 flags: flags::SYN,
                 window: 100,
                 len: 0,
+                offers: None,
             },
             b"",
         )

@@ -10,6 +10,8 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 
+use crate::inspect::syn::{TcpOption, parse_options};
+
 /// A header field's byte range.
 type Field = Range<usize>;
 
@@ -363,6 +365,77 @@ pub struct Segment {
     pub window: u16,
     /// Bytes of data.
     pub len: u32,
+    /// A SYN's options (what this side offers for the connection); `None`
+    /// on other segments, and on a SYN without options or with malformed ones.
+    pub offers: Option<Offers>,
+}
+
+/// What a SYN or SYN-ACK offered in its options, for `trace` to show beside
+/// the handshake (the inspect service reports the same from the server's
+/// saved SYN).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Offers {
+    pub mss: Option<u16>,
+    pub wscale: Option<u8>,
+    pub sack_permitted: bool,
+    pub timestamps: bool,
+    pub tfo: bool,
+    pub mptcp: bool,
+    /// Options of other kinds.
+    pub others: u8,
+}
+
+impl Offers {
+    /// Summarizes parsed options; `None` when there are none.
+    pub fn of(options: &[TcpOption]) -> Option<Offers> {
+        if options.is_empty() {
+            return None;
+        }
+        let mut o = Offers::default();
+        for opt in options {
+            match opt {
+                TcpOption::Mss { value } => o.mss = Some(*value),
+                TcpOption::Wscale { value } => o.wscale = Some(*value),
+                TcpOption::SackPermitted => o.sack_permitted = true,
+                TcpOption::Timestamps { .. } => o.timestamps = true,
+                TcpOption::Tfo { .. } => o.tfo = true,
+                TcpOption::Mptcp { .. } => o.mptcp = true,
+                TcpOption::Sack | TcpOption::Unknown { .. } => {
+                    o.others = o.others.saturating_add(1)
+                }
+            }
+        }
+        Some(o)
+    }
+}
+
+impl std::fmt::Display for Offers {
+    /// `mss 1460, sack_permitted, timestamps, wscale 7`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(m) = self.mss {
+            parts.push(format!("mss {m}"));
+        }
+        let flags = [
+            (self.sack_permitted, "sack_permitted"),
+            (self.timestamps, "timestamps"),
+            (self.tfo, "tfo"),
+            (self.mptcp, "mptcp"),
+        ];
+        parts.extend(
+            flags
+                .iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, n)| n.to_string()),
+        );
+        if let Some(w) = self.wscale {
+            parts.push(format!("wscale {w}"));
+        }
+        if self.others > 0 {
+            parts.push(format!("{} other option(s)", self.others));
+        }
+        f.write_str(&parts.join(", "))
+    }
 }
 
 impl Segment {
@@ -556,6 +629,12 @@ pub fn parse_network(ethertype: u16, bytes: &[u8], off: usize) -> Result<Parsed,
 
 fn segment(src: IpAddr, dst: IpAddr, bytes: &[u8]) -> Result<Segment, ParseError> {
     let t = TcpSegment::new_checked(bytes)?;
+    let offers = if t.flags() & flags::SYN != 0 {
+        let opts = &bytes[tcp::MIN_HEADER_LEN..t.header_len()];
+        parse_options(opts).ok().and_then(|o| Offers::of(&o))
+    } else {
+        None
+    };
     Ok(Segment {
         src: SocketAddr::new(src, t.src_port()),
         dst: SocketAddr::new(dst, t.dst_port()),
@@ -565,6 +644,7 @@ fn segment(src: IpAddr, dst: IpAddr, bytes: &[u8]) -> Result<Segment, ParseError
         window: t.window(),
         // A slice of a captured frame is far below 4 GiB.
         len: u32::try_from(t.payload().len()).unwrap_or(u32::MAX),
+        offers,
     })
 }
 
@@ -629,6 +709,7 @@ mod tests {
             flags,
             window: 65495,
             len: 0,
+            offers: None,
         }
     }
 
@@ -647,6 +728,35 @@ mod tests {
             parse_frame(&build_frame(&s, b"x")),
             Ok(Segment { len: 1, ..s })
         );
+    }
+
+    #[test]
+    fn a_syn_carries_what_its_options_offer() {
+        let mut b = vec![
+            0x45, 0, 0, 60, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
+        // Ports 40000 -> 7, SYN, data offset 10 words.
+        b.extend_from_slice(&[
+            0x9c, 0x40, 0, 7, 0, 0, 0, 1, 0, 0, 0, 0, 0xa0, 0x02, 0xfa, 0xf0, 0, 0, 0, 0,
+        ]);
+        b.extend_from_slice(&[
+            2, 4, 0x04, 0xb0, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7,
+        ]);
+        let Proto::Tcp(s) = parse_link(link::RAW, &b).unwrap().proto else {
+            panic!("not TCP");
+        };
+        let o = s.offers.expect("a SYN with options");
+        assert_eq!((o.mss, o.wscale), (Some(1200), Some(7)));
+        assert_eq!(
+            o.to_string(),
+            "mss 1200, sack_permitted, timestamps, wscale 7"
+        );
+        // The same options on a segment that is not a SYN offer nothing.
+        b[20 + 13] = flags::ACK;
+        let Proto::Tcp(s) = parse_link(link::RAW, &b).unwrap().proto else {
+            panic!("not TCP");
+        };
+        assert_eq!(s.offers, None);
     }
 
     #[test]
@@ -755,7 +865,7 @@ mod tests {
             let s = Segment {
                 src: SocketAddr::new(a.parse().unwrap(), sp),
                 dst: SocketAddr::new(b.parse().unwrap(), dp),
-                seq, ack, flags: fl, window: win, len: payload.len() as u32,
+                seq, ack, flags: fl, window: win, len: payload.len() as u32, offers: None,
             };
             let f = build_frame(&s, &payload);
             prop_assert_eq!(parse_frame(&f), Ok(s));
