@@ -716,46 +716,6 @@ fn trace_svg_of_40_segments_has_no_overlapping_text() {
     }
 }
 
-/// The guide's `trace -r` examples (fenced `text recorded`, since they
-/// run from the repository's root, not a scratch directory) print exactly
-/// what the guide shows.
-#[test]
-fn trace_read_examples_in_the_guide_print_what_they_show() {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let page =
-        std::fs::read_to_string(format!("{root}/docs/src/guide/watch-trace-lab.md")).unwrap();
-    let mut checked = 0;
-    let mut lines = page.lines();
-    while let Some(l) = lines.next() {
-        let Some(cmd) = l.strip_prefix("$ netecho trace -r ") else {
-            continue;
-        };
-        let mut shown = String::new();
-        for o in lines.by_ref() {
-            if o.starts_with("```") {
-                break;
-            }
-            shown.push_str(o);
-            shown.push('\n');
-        }
-        let o = Command::new(BIN)
-            .current_dir(root)
-            .arg("trace")
-            .arg("-r")
-            .args(cmd.split_whitespace())
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{cmd}");
-        assert_eq!(
-            String::from_utf8_lossy(&o.stdout),
-            shown,
-            "the guide's `netecho trace -r {cmd}`"
-        );
-        checked += 1;
-    }
-    assert!(checked >= 2, "the guide shows trace -r examples");
-}
-
 /// `--iface any`: the loopback connection is seen, each segment once (the
 /// outgoing copy of a loopback frame is dropped there too).
 #[test]

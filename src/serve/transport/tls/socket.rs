@@ -139,3 +139,125 @@ fn flush<S: Copied, W: Wire>(
     }
     Ok(false)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serve::contract::pending::Pending;
+    use crate::serve::transport::tls::{Files, Tls};
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    /// The server's end of a socket pair, non-blocking.
+    struct ServerEnd(UnixStream);
+
+    impl Read for ServerEnd {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.0.read(buf)
+        }
+    }
+
+    impl Write for ServerEnd {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.write(buf)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Wire for ServerEnd {
+        fn shut_write(&mut self) -> io::Result<()> {
+            self.0.shutdown(std::net::Shutdown::Write)
+        }
+    }
+
+    /// A rustls client on one end of a socket pair sends 1 MiB, reading
+    /// as it goes, then close_notify and its FIN; [`turn`] on the other,
+    /// non-blocking end (run again a millisecond after each `Wait`) echoes
+    /// it all, counts it, and ends with close_notify and FIN, with the
+    /// socket's partial writes and `WouldBlock`s on the way.
+    #[test]
+    fn echoes_a_mebibyte_over_a_real_socket_and_ends_with_fin() {
+        let (server_end, client_end) = UnixStream::pair().unwrap();
+        server_end.set_nonblocking(true).unwrap();
+        let data: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 241) as u8).collect();
+        let sent = data.clone();
+        let client = std::thread::spawn(move || {
+            let config = crate::net::tls::client_config(None, true, false).unwrap();
+            let name = "localhost".try_into().unwrap();
+            let mut tls = rustls::ClientConnection::new(config, name).unwrap();
+            let mut sock = client_end;
+            sock.set_nonblocking(true).unwrap();
+            let (mut off, mut back, mut closed) = (0, Vec::new(), false);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if !tls.is_handshaking() && off < sent.len() {
+                    off += tls.writer().write(&sent[off..]).unwrap();
+                } else if off == sent.len() && !closed {
+                    tls.send_close_notify();
+                    closed = true;
+                }
+                while tls.wants_write() {
+                    match tls.write_tls(&mut sock) {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => panic!("client write: {e}"),
+                    }
+                }
+                if closed && !tls.wants_write() {
+                    let _ = sock.shutdown(std::net::Shutdown::Write);
+                }
+                match tls.read_tls(&mut sock) {
+                    Ok(0) => return back,
+                    Ok(_) => {
+                        tls.process_new_packets().unwrap();
+                        let mut chunk = [0u8; 16384];
+                        while let Ok(n) = tls.reader().read(&mut chunk) {
+                            if n == 0 {
+                                break;
+                            }
+                            back.extend_from_slice(&chunk[..n]);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(e) => panic!("client read: {e}"),
+                }
+            }
+            panic!("the client gave up with {} bytes back", back.len());
+        });
+        let conf = Tls::load(&Files::default(), Duration::from_secs(10)).unwrap();
+        let now = Instant::now();
+        let mut tls = Session::new(&conf.config, now, conf.handshake_timeout).unwrap();
+        let mut core = Conn::new(now, Pending::new());
+        let mut wire = ServerEnd(server_end);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut bytes = 0;
+        let end = loop {
+            match turn(
+                &mut tls,
+                &mut core,
+                &mut wire,
+                Instant::now(),
+                &mut buf,
+                &mut bytes,
+            ) {
+                Turn::Close(end) => break end,
+                Turn::Again => {}
+                // Readiness, as an event loop would wait for it.
+                Turn::Wait { .. } => std::thread::sleep(Duration::from_millis(1)),
+            }
+        };
+        let back = client.join().unwrap();
+        assert_eq!(end, End::Fin);
+        assert_eq!(bytes, data.len() as u64);
+        assert!(
+            back == data,
+            "{} of {} bytes back, in order?",
+            back.len(),
+            data.len()
+        );
+    }
+}
