@@ -314,6 +314,39 @@ fn ping_names_duplicated_datagrams() {
 }
 
 #[test]
+fn bench_names_duplicated_datagrams() {
+    // One UDP worker: with two, one may be preempted between a datagram's
+    // two copies while the other answers a hundred later requests, and the
+    // late copy falls outside the rounds bench recognises.
+    let srv = Server::start(
+        "epoll",
+        &[
+            "--udp",
+            "--workers",
+            "1",
+            "--udp-rate",
+            "100k",
+            "--fault",
+            "duplicate=100%",
+        ],
+    );
+    let to = srv
+        .listening(ListenKind::Udp, Duration::from_secs(5))
+        .unwrap();
+    let run = run_to_end(
+        netecho(&["bench", "--udp", "-c", "1", "-d", "1s", &to.to_string()]),
+        None,
+        RUN_LIMIT,
+    );
+    run.assert_code(0, "bench --udp against duplicate=100%");
+    assert!(
+        run.stdout_str().contains(" duplicated"),
+        "{}",
+        run.stdout_str()
+    );
+}
+
+#[test]
 fn ping_says_where_the_server_reset() {
     let srv = Server::start("thread", &["--fault", "reset-after=100"]);
     let run = run_to_end(

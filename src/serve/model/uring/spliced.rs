@@ -16,6 +16,24 @@
 //! completion, and the ring's submit-and-wait is still the only place the
 //! worker sleeps.
 //!
+//! # Why `auto` keeps large messages on this path
+//! A connection that switches here costs what it costs under the epoll
+//! model: the splices are the same [`crate::serve::transport::splice::drive`]
+//! with the same budget, and only the readiness hint differs (one multishot
+//! poll completion against one edge of `epoll_wait`). Counted with
+//! `strace -c -f` on the server over 2 s of `netecho bench -c 8 -s 1MiB`
+//! (2026-12-07, load average 15–25): epoll made 13,160 splices and 310
+//! `epoll_wait`s, uring 17,103 splices and 331 `io_uring_enter`s for 12 %
+//! more requests: no io-wq thread, no extra syscall per pipe-full. Measured
+//! side by side with `netecho bench --models c-epoll,c-splice,epoll,auto
+//! --workloads bulk,stream -d 2` three times (same load), `--model auto`
+//! cost 0.48 / 0.56 / 0.65× C epoll per 1 MiB request where `--model
+//! epoll` cost 0.56 / 0.60 / 0.69×: no run had uring dearer. So `auto`
+//! does not hand large connections to another model (it could not move a
+//! connection between loops without a second event loop per worker, for no
+//! measured gain); making splice itself cheaper (fewer, larger pipe-fulls)
+//! would help both models alike.
+//!
 //! # What stays the same
 //! The connection core ([`core::Conn`] over [`Kept`]) keeps the contract:
 //! order (a connection switches only with nothing kept and no receive in
