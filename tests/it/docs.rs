@@ -310,7 +310,6 @@ fn console_blocks(file: &str, text: &str) -> (Vec<Vec<Step>>, Vec<String>) {
 /// bounded form for the test is still to be written). The list only
 /// shrinks: a page here with no such command left fails the test.
 const NOT_YET_RUN: &[&str] = &[
-    "docs/src/guide/pools.md",
     "docs/src/guide/watch-trace-lab.md",
 ];
 
