@@ -377,8 +377,14 @@ impl Policy {
         let bounce = seen.is_some_and(|i| t.saturating_sub(set[i].at) < bounce_window(from));
         let verdict = self.decide(&mut src, bounce, t);
         if verdict.is_ok() {
-            let way =
-                seen.unwrap_or_else(|| (0..REPLY_WAYS).min_by_key(|&i| set[i].at).unwrap_or(0));
+            // An empty way first, then the oldest: an empty mark's `at` is
+            // 0, the same as a reply sent at the policy's epoch, and taking
+            // the first oldest would overwrite that reply while a way is free.
+            let way = seen.unwrap_or_else(|| {
+                (0..REPLY_WAYS)
+                    .min_by_key(|&i| (set[i].key != 0, set[i].at))
+                    .unwrap_or(0)
+            });
             set[way] = ReplyMark { key, at: t };
         }
         // A new source refused is not remembered: a flood that gets no
@@ -669,6 +675,21 @@ mod tests {
         let (replies, live) = bounce(reflector, 8, MS * 5, 1000);
         assert_eq!(live, 0, "still bouncing after {replies} replies");
         assert!(replies < 8 + LOOP_BOUNCES, "{replies} replies");
+    }
+
+    /// Regression (flaky once in ~40 runs): the first reply, sent at the
+    /// policy's epoch, had the same `at` as an empty way, so the next reply
+    /// hashed to its set overwrote it; the forgotten payload let the loop
+    /// run two rounds more. Which payloads share a set depends on the
+    /// per-process key, so many policies (each keyed anew) are tried.
+    #[test]
+    fn a_reply_sent_at_the_epoch_is_remembered_whatever_the_keys() {
+        let reflector = SocketAddr::from(([127, 0, 0, 1], 50_000));
+        for run in 0..400 {
+            let (replies, live) = bounce(reflector, 8, MS * 5, 1000);
+            assert_eq!(live, 0, "run {run}: still bouncing after {replies}");
+            assert_eq!(replies, 8 + LOOP_BOUNCES - 1, "run {run}");
+        }
     }
 
     #[test]
