@@ -21,31 +21,11 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-/// Longest duration any flag takes: 30 years is "forever" for a run, and
-/// far below what `Instant + Duration` can hold.
-const MAX_DURATION: Duration = Duration::from_secs(1_000_000_000);
-
 /// Parses a duration: a bare number is seconds (fractions allowed), else
-/// units as `250ms`, `2s`, `1m`, `1h`, `1m30s`.
+/// units as `250ms`, `2s`, `1m`, `1h`, `1m30s` (the one grammar, shared
+/// with `--fault`: [`netecho_core::duration`]).
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let d = if let Ok(v) = t.parse::<f64>() {
-        if !v.is_finite() || v < 0.0 {
-            return Err(format!("'{s}' is not a duration >= 0"));
-        }
-        if v > MAX_DURATION.as_secs_f64() {
-            return Err(format!("'{s}' is too long"));
-        }
-        Duration::from_secs_f64(v)
-    } else {
-        humantime::parse_duration(t).map_err(|_| {
-            format!("'{s}' is not a duration (a number of seconds, or with units: 250ms, 2s, 1m)")
-        })?
-    };
-    if d > MAX_DURATION {
-        return Err(format!("'{s}' is too long"));
-    }
-    Ok(d)
+    netecho_core::duration::parse(s).map_err(|e| format!("'{s}' {e}"))
 }
 
 /// Like [`parse_duration`] but zero is refused.

@@ -420,6 +420,35 @@ fn bad_faults_are_one_line_and_exit_2_before_binding() {
     }
 }
 
+/// A fault's duration is read by the flags' one grammar: the same words
+/// for the same mistake, and a bare number is seconds in both.
+#[test]
+fn fault_durations_share_the_flags_grammar_and_words() {
+    let words = |args: &[&str], quoted: &str| {
+        let mut all = vec!["serve", "--listen", "127.0.0.1:0"];
+        all.extend(args);
+        let run = assert_refused(&all, RUN_LIMIT);
+        run.assert_code(2, &format!("{args:?}"));
+        let at = run
+            .stderr
+            .rfind(quoted)
+            .unwrap_or_else(|| panic!("{args:?} does not name {quoted}: {}", run.stderr));
+        let rest = &run.stderr[at + quoted.len()..];
+        rest.lines().next().unwrap_or("").trim().to_string()
+    };
+    for bad in ["5parsecs", "-3", "1e12"] {
+        let flag = words(&[&format!("--idle-timeout={bad}")], &format!("'{bad}'"));
+        let fault = words(
+            &["--fault", &format!("latency={bad}")],
+            &format!("latency={bad}'"),
+        );
+        assert_eq!(
+            fault, flag,
+            "--fault latency={bad} and --idle-timeout {bad} differ"
+        );
+    }
+}
+
 #[test]
 fn fault_file_is_read_at_start_and_again_on_sighup() {
     let dir = std::env::temp_dir().join(format!("netecho-faults-{}", std::process::id()));

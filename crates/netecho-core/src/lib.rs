@@ -9,6 +9,7 @@
 //!   (read n, sent n, FIN, error kind, now), actions out (read, send, shut
 //!   down, close with a reason, wake at t); the close reasons (`End`) and
 //!   [`BUF_SIZE`](contract::BUF_SIZE);
+//! - [`duration`] the one duration grammar of every flag and fault key;
 //! - [`fault`] faults on purpose: the `--fault` grammar and scopes, and
 //!   what each fault decides for a TCP echo or a datagram;
 //! - [`pending`] the bytes the core keeps for the copying models;
@@ -26,6 +27,7 @@
 //! - [`wire`] the packet and capture-file formats `trace` reads and writes.
 
 pub mod contract;
+pub mod duration;
 pub mod fault;
 #[cfg(any(test, feature = "fuzz"))]
 #[doc(hidden)]

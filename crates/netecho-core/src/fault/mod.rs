@@ -40,9 +40,6 @@ pub fn roll(rng: &mut Rng) -> f64 {
     rng.random::<f64>()
 }
 
-/// Longest duration a fault takes (as the command line's).
-const MAX_DURATION: Duration = Duration::from_secs(1_000_000_000);
-
 /// The delay a reordered datagram is held when `reorder-delay` is not given.
 pub const DEFAULT_REORDER_DELAY: Duration = Duration::from_millis(10);
 
@@ -346,20 +343,9 @@ impl fmt::Display for FaultError {
 
 impl std::error::Error for FaultError {}
 
-/// Parses a duration: a bare number is seconds, else units (`50ms`).
+/// Parses a duration with the grammar of every flag ([`crate::duration`]).
 fn duration(v: &str) -> Result<Duration, String> {
-    let d = match v.parse::<f64>() {
-        Ok(s) if s.is_finite() && s >= 0.0 && s <= MAX_DURATION.as_secs_f64() => {
-            Duration::from_secs_f64(s)
-        }
-        Ok(_) => return Err("is not a duration >= 0".into()),
-        Err(_) => humantime::parse_duration(v)
-            .map_err(|_| "is not a duration (seconds, or with units: 50ms, 2s)".to_string())?,
-    };
-    if d > MAX_DURATION {
-        return Err("is too long".into());
-    }
-    Ok(d)
+    crate::duration::parse(v).map_err(|e| e.to_string())
 }
 
 /// Parses a size: bytes, or with a binary unit (`4KiB`, `1k`).
