@@ -67,6 +67,19 @@ impl Ctx {
         true
     }
 
+    /// [`Ctx::admit`] for the iterative model, which serves one client at a
+    /// time whatever `--max-conns` says (its accept waits for that client to
+    /// end, the others wait in the backlog), so it never refuses for being
+    /// full. The clients older processes still drain after a hand-over are
+    /// not counted against its one: they were, and the new process closed
+    /// every client it accepted until the old one was done (bench
+    /// --new-conn across a SIGHUP saw resets at byte 0). `--max-conns-per-ip`
+    /// counts them as in every model.
+    pub(crate) fn admit_alone(&self, peer: &SocketAddr) -> bool {
+        // Never full: this process serves no other client now.
+        self.admit_per_ip(peer.ip()) && self.stats.try_admit(usize::MAX)
+    }
+
     /// The first step of [`Ctx::admit`]: counts `ip` under
     /// `--max-conns-per-ip` (true when that is not set), its clients in
     /// older processes included; a refusal is counted.

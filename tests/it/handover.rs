@@ -117,14 +117,28 @@ fn bench_across_sighup_sees_no_error(model: &str) {
     srv.signal(Signal::SIGHUP);
     let new_pid = handed_over_to(&srv);
     let handed_at = sent_at.elapsed();
+    // The switch must have happened inside the bench's run. Asked of the
+    // bench itself, not of a clock: starting the new process takes over a
+    // second on a busy machine, and a bound on it (2.5 s of the 3 s run)
+    // failed there while the run still had connections to make.
+    let bench_running =
+        std::fs::read_to_string(format!("/proc/{}/stat", bench.pid())).is_ok_and(|stat| {
+            // The state follows the command name's closing parenthesis.
+            stat.rsplit(')')
+                .next()
+                .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+        });
     let run = bench.wait_exit(Duration::from_secs(30));
-    // The bench ran for BENCH_SECS from `sent_at`: the switch must have
-    // happened inside its run, with time left for connections after it.
     assert!(
-        handed_at < Duration::from_millis(2500),
-        "{model}: the handover took until {handed_at:?}, not inside the bench run"
+        bench_running,
+        "{model}: the handover took until {handed_at:?}, after the bench run ended"
     );
-    assert!(run.success(), "{model}: bench failed: {}", run.stderr);
+    assert!(
+        run.success(),
+        "{model}: bench failed: {}\nserver stderr:\n{}",
+        run.stderr,
+        srv.stderr_text()
+    );
     let v: serde_json::Value = serde_json::from_str(run.stdout_str().trim())
         .unwrap_or_else(|e| panic!("bench JSON: {e}: {}", run.stdout_str()));
     assert_eq!(

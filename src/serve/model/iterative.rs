@@ -20,7 +20,10 @@ pub(crate) fn run(listeners: Vec<TcpListener>, ctx: &'static Ctx) -> Result<()> 
         .name("iterative".into())
         .spawn(move || {
             let mut buf = vec![0u8; BUF_SIZE];
-            while let accept::Next::Conn(conn, peer, tls) = accept::next(listeners, ctx) {
+            let admit = |peer: &std::net::SocketAddr| ctx.admit_alone(peer);
+            while let accept::Next::Conn(conn, peer, tls) =
+                accept::next_unless(listeners, ctx, &|| false, &admit)
+            {
                 echo::serve(conn, peer, Permit::admitted(ctx, &peer), tls, ctx, &mut buf);
             }
         })
