@@ -59,8 +59,9 @@ pub(crate) trait Wire {
     fn shut_write(&mut self) -> Result<(), Errno>;
 }
 
-/// A connected socket whose timeouts [`prepare`] set.
-struct Socket(RawFd);
+/// A connected socket whose timeouts [`prepare`] set. The faulted loop
+/// sends through it too ([`Wire::write_until`]): one wait for room.
+pub(crate) struct Socket(pub(crate) RawFd);
 
 impl Wire for Socket {
     fn read(&mut self, buf: &mut [u8]) -> Call {

@@ -3,7 +3,9 @@
 //! the fault shaper ([`Shaper`]) decides what of the kept echo may go now,
 //! when the next may, and how the connection ends; this loop only performs
 //! their answers on one non-blocking socket, waiting in poll(2) until the
-//! socket or the earliest of their times is ready.
+//! socket or the earliest of their times is ready. Echo it may send goes
+//! out as the blocking loop sends it ([`Wire::write_until`]): without
+//! blocking, waiting for room until the core's stall deadline and no later.
 //!
 //! The blocking models run it in place of [`super::echo::echo`]; the event
 //! models (epoll, tokio, uring) hand a faulted connection to a thread of its
@@ -20,11 +22,12 @@ use netecho_core::fault::tcp::{ReadGate, Shaper, Verdict};
 use netecho_core::fault::{Effects, EndAfter};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::socket::{MsgFlags, Shutdown, recv, send, shutdown};
+use nix::sys::socket::{MsgFlags, Shutdown, recv, shutdown};
 use socket2::SockRef;
 use tracing::debug;
 
 use crate::serve::admission::Permit;
+use crate::serve::blocking::echo::{Call, Socket, Wire};
 use crate::serve::contract::{BUF_SIZE, Conn, Copied, End, Next, pending::Pending};
 use crate::serve::ctx::Ctx;
 use crate::serve::service::faults;
@@ -154,18 +157,30 @@ fn run(conn: &TcpStream, f: Faulted, ctx: &Ctx, buf: &mut [u8], stop: &dyn Fn() 
             Verdict::End(EndAfter::Stall) | Verdict::Idle => {}
             Verdict::Wait(at) => soonest(at),
             Verdict::Send(n) => {
-                // MSG_NOSIGNAL: a peer gone is EPIPE here, not SIGPIPE.
-                match send(fd, &core.store().as_slice()[..n], MsgFlags::MSG_NOSIGNAL) {
-                    Ok(w) => {
+                // As the blocking loop sends: without blocking, waiting in
+                // poll(2) for room until the core's stall deadline.
+                let until = core.deadline(&timeouts).map(|(at, _)| at);
+                match Socket(fd).write_until(&core.store().as_slice()[..n], until) {
+                    Call::Done(w) => {
+                        let now = Instant::now();
                         core.on_sent(now, w);
                         shaper.on_sent(now, w);
                         ctx.stats.bytes.add(w as u64);
-                        moved = true;
                     }
-                    // The client is not reading: wait until it does.
-                    Err(Errno::EAGAIN) => events |= PollFlags::POLLOUT,
-                    Err(e) => moved = !core.on_error(&io::Error::from(e)) || e == Errno::EINTR,
+                    // The client took nothing until the deadline.
+                    Call::Expired => {
+                        if !core.on_timer(Instant::now(), &timeouts) {
+                            core.fail(End::Stall);
+                        }
+                    }
+                    // A signal: retry, unless it was the one telling us to stop.
+                    Call::Failed(Errno::EINTR) if stop() => core.stop(),
+                    Call::Failed(Errno::EINTR) => {}
+                    Call::Failed(e) => {
+                        core.on_error(&io::Error::from(e));
+                    }
                 }
+                moved = true;
             }
         }
         if read > 0 {
