@@ -91,7 +91,8 @@ pub(crate) fn size_between(
     move |s: &str| {
         let n = parse_bytes(s)?;
         if n < min as u64 {
-            return Err(format!("'{s}' is below the smallest size, {min} bytes"));
+            let bytes = if min == 1 { "byte" } else { "bytes" };
+            return Err(format!("'{s}' is below the smallest size, {min} {bytes}"));
         }
         if n > max as u64 {
             return Err(format!("'{s}' is larger than {what}, {max} bytes"));
@@ -382,7 +383,7 @@ mod tests {
         assert_eq!(size("1MiB").unwrap(), 1 << 20);
         assert_eq!(
             size("0").unwrap_err(),
-            "'0' is below the smallest size, 1 bytes"
+            "'0' is below the smallest size, 1 byte"
         );
         assert_eq!(
             size("17MiB").unwrap_err(),

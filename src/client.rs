@@ -66,6 +66,7 @@ pub(crate) fn run(opt: ClientOpt) -> Result<()> {
             finished: false,
             since: Instant::now(),
             linger: Linger::new(opt.linger),
+            writing: false,
         }),
         room: Condvar::new(),
         sent: AtomicU64::new(0),
@@ -110,6 +111,9 @@ struct State {
     since: Instant,
     /// How long a server that owes nothing has left to close.
     linger: Linger,
+    /// The stdin thread is inside a write whose bytes `sent` may not
+    /// count yet, though the server may have echoed them already.
+    writing: bool,
 }
 
 impl Shared {
@@ -118,7 +122,33 @@ impl Shared {
         // (no unwrap in it); the state is still consistent byte counts.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// The bytes written, once the write in progress (if any) has
+    /// returned and been counted: what the reader reports when the server
+    /// reset or closed. Without the wait, a write the server already
+    /// echoed could be missing from the count ("4096 of the 4096 bytes
+    /// sent" when 10,000 were). A write to a closed or reset socket
+    /// returns at once; [`SETTLE`] bounds the wait for one that does not.
+    fn sent_settled(&self) -> u64 {
+        let st = self.lock();
+        let _st = self
+            .room
+            .wait_timeout_while(st, SETTLE, |st| st.writing)
+            .map(|(st, _)| st)
+            .unwrap_or_else(|p| p.into_inner().0);
+        self.sent.load(Ordering::SeqCst)
+    }
+
+    /// The stdin thread's write returned and is counted.
+    fn wrote(&self) {
+        self.lock().writing = false;
+        self.room.notify_all();
+    }
 }
+
+/// Longest wait for a write in progress to return before the count of
+/// bytes sent is reported ([`Shared::sent_settled`]).
+const SETTLE: Duration = Duration::from_secs(1);
 
 /// Copies stdin to the socket, queueing each chunk for the check first
 /// (so an echo is never seen before its bytes are queued) and waiting while
@@ -150,20 +180,27 @@ fn pump_stdin(mut sock: TcpStream, shared: &Shared) {
                 st.since = Instant::now();
             }
             st.out.push(&buf[..n]);
+            st.writing = true;
+        } else {
+            shared.lock().writing = true;
         }
         // A failed write means the server is gone; the reading side
         // reports it with the counts.
         let mut off = 0;
         while off < n {
             match sock.write(&buf[off..n]) {
-                Ok(0) => return,
+                Ok(0) => break,
                 Ok(w) => {
                     off += w;
                     shared.sent.fetch_add(w as u64, Ordering::SeqCst);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return,
+                Err(_) => break,
             }
+        }
+        shared.wrote();
+        if off < n {
+            return;
         }
     }
     {
@@ -222,12 +259,12 @@ fn copy_echo(mut sock: TcpStream, shared: &Shared, timeout: Duration) -> Result<
                 continue;
             }
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
-                // The writer may not have counted a write the server
-                // already echoed: every byte echoed was sent.
+                // The writer's write in progress is counted first; should
+                // it not return in time, every byte echoed was sent.
                 let received = echoed(received);
                 return Err(Error::Reset {
                     received,
-                    sent: shared.sent.load(Ordering::SeqCst).max(received),
+                    sent: shared.sent_settled().max(received),
                 });
             }
             Err(source) => {
@@ -266,6 +303,7 @@ fn copy_echo(mut sock: TcpStream, shared: &Shared, timeout: Duration) -> Result<
             return Err(fault_error(fault));
         }
     }
+    let sent = shared.sent_settled();
     let mut st = shared.lock();
     if let Some(source) = st.stdin_error.take() {
         return Err(Error::Io {
@@ -276,7 +314,6 @@ fn copy_echo(mut sock: TcpStream, shared: &Shared, timeout: Duration) -> Result<
     if !shared.verify {
         return Ok(());
     }
-    let sent = shared.sent.load(Ordering::SeqCst);
     if st.out.len() > 0 {
         Err(Error::Premature {
             received: st.out.echoed(),

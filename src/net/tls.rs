@@ -149,7 +149,10 @@ impl Connector {
             _ if echoed_hello(&e) => self.failed(
                 "the server sent our own ClientHello back: it is a plain echo server, not TLS (drop --tls)",
             ),
-            _ => self.failed(&e.to_string()),
+            _ => match certificate_words(&e) {
+                Some(words) => self.failed(words),
+                None => self.failed(&e.to_string()),
+            },
         }
     }
 
@@ -157,6 +160,31 @@ impl Connector {
     pub(crate) fn failed(&self, why: &str) -> Error {
         Error::TlsClient(format!("TLS handshake with {} failed: {why}", self.target))
     }
+}
+
+/// The common certificate failures in words, instead of rustls' variant
+/// names (`invalid peer certificate: UnknownIssuer`).
+fn certificate_words(e: &io::Error) -> Option<&'static str> {
+    use rustls::CertificateError as C;
+    let rustls::Error::InvalidCertificate(c) = e.get_ref()?.downcast_ref::<rustls::Error>()? else {
+        return None;
+    };
+    Some(match c {
+        C::UnknownIssuer => {
+            "the server's certificate is not signed by a CA this client trusts \
+             (give that CA with --tls-ca FILE, or --insecure)"
+        }
+        C::NotValidForName | C::NotValidForNameContext { .. } => {
+            "the server's certificate is not valid for this name (--sni NAME names another)"
+        }
+        C::Expired | C::ExpiredContext { .. } => "the server's certificate has expired",
+        C::NotValidYet | C::NotValidYetContext { .. } => {
+            "the server's certificate is not valid yet (check this machine's clock)"
+        }
+        C::Revoked => "the server's certificate has been revoked",
+        C::BadSignature => "the server's certificate has a bad signature",
+        _ => return None,
+    })
 }
 
 /// Whether a handshake failed because the server sent a ClientHello: what
