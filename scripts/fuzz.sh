@@ -16,7 +16,7 @@ SECONDS_EACH=${1:-60}
 shift || true
 TARGETS=("$@")
 if [ ${#TARGETS[@]} -eq 0 ]; then
-    TARGETS=(packet udp_policy conn_events pcap_round_trip tls_records)
+    TARGETS=(packet udp_policy conn_events pcap_round_trip tls_records saved_syn)
 fi
 
 if ! cargo +nightly --version >/dev/null 2>&1; then

@@ -266,23 +266,29 @@ fn read_tcp(
         options.push("wscale".into());
     }
     let timestamps = info.tcpi_options & TCPI_OPT_TIMESTAMPS != 0;
-    let advmss = u16::try_from(info.tcpi_advmss).ok();
     let sent = SentTcp {
         src,
         ttl,
         dscp: opt.flags.tos.unwrap_or(0) >> 2,
-        mss: advmss.map(|m| {
-            if timestamps {
-                m + TIMESTAMPS_ALIGNED
-            } else {
-                m
-            }
-        }),
+        mss: syn_mss(info.tcpi_advmss, timestamps),
         wscale: (info.tcpi_options & TCPI_OPT_WSCALE != 0).then(|| sockopt::wscales(&info).1),
         options,
         ecn_setup: sysctl("tcp_ecn") == Some(1),
     };
     Ok((sent, report, addr))
+}
+
+/// The MSS our SYN carried, from `TCP_INFO`'s advertised MSS (which
+/// leaves out the timestamps' aligned 12 bytes when they were agreed). The
+/// option is 16 bits: the kernel caps it at 65,535, so the sum is capped
+/// too rather than overflowing on an interface with an MTU near 64 KiB.
+fn syn_mss(advmss: u32, timestamps: bool) -> Option<u16> {
+    let m = u16::try_from(advmss).ok()?;
+    Some(if timestamps {
+        m.saturating_add(TIMESTAMPS_ALIGNED)
+    } else {
+        m
+    })
 }
 
 /// Sends up to [`UDP_TRIES`] padded datagrams and takes the first report.
@@ -334,4 +340,19 @@ fn ask_udp(opt: &Ask<'_>, addr: SocketAddr) -> Result<(SentUdp, UdpReport)> {
         "udp: no inspect report from {addr} after {UDP_TRIES} datagrams ({} s each)",
         opt.timeout.as_secs_f64()
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_syn_mss_adds_the_timestamps_back_and_never_overflows() {
+        // Loopback with a 65,536-byte MTU: Linux reports 65,483.
+        assert_eq!(syn_mss(65_483, true), Some(65_495));
+        assert_eq!(syn_mss(1_448, true), Some(1_460));
+        assert_eq!(syn_mss(1_460, false), Some(1_460));
+        assert_eq!(syn_mss(65_530, true), Some(u16::MAX));
+        assert_eq!(syn_mss(70_000, false), None);
+    }
 }

@@ -435,6 +435,9 @@ fn the_self_signed_certificate_fingerprint_is_logged() {
         "the logged fingerprint is not the served certificate's"
     );
     assert!(log.contains("self-signed"), "{log}");
+    // The names it answers to, as a user reads them: no Rust list.
+    assert!(log.contains("names=localhost,127.0.0.1,::1"), "{log}");
+    assert!(!log.contains("[\""), "debug formatting in the log:\n{log}");
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -334,6 +334,38 @@ pub fn pcap_round_trip(data: &[u8]) {
     assert_eq!(at, out.len(), "bytes after the last record");
 }
 
+/// The SYN a server's kernel saved (`TCP_SAVED_SYN`), as `serve
+/// --inspect-listen` reads it: parsing never panics; a SYN that parses has
+/// fields in range, at most one option per two option bytes, survives the
+/// JSON report's round trip, and reads the same with bytes after its
+/// headers (the parser looks at headers only).
+pub fn saved_syn(data: &[u8]) {
+    use crate::inspect::syn::{Syn, parse};
+    let Ok(syn) = parse(data) else {
+        return;
+    };
+    assert!(
+        matches!(syn.ip_version, 4 | 6),
+        "version {}",
+        syn.ip_version
+    );
+    assert_eq!(syn.df.is_some(), syn.ip_version == 4, "DF is IPv4's alone");
+    assert!(syn.dscp < 64 && syn.ecn < 4, "{} {}", syn.dscp, syn.ecn);
+    // 40 option bytes at most (a data offset of 15 words), and every
+    // option kept is at least two bytes (padding is left out).
+    assert!(syn.options.len() <= 20, "{} options", syn.options.len());
+    let json = serde_json::to_string(&syn).expect("a Syn serializes");
+    let back: Syn = serde_json::from_str(&json).expect("its JSON reads back");
+    assert_eq!(back, syn, "JSON round trip: {json}");
+    let mut longer = data.to_vec();
+    longer.extend_from_slice(b"payload after the headers");
+    assert_eq!(
+        parse(&longer),
+        Ok(syn),
+        "bytes after the headers changed it"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,8 +407,13 @@ mod tests {
     }
 
     #[test]
+    fn saved_syn_corpus() {
+        corpus("saved_syn", saved_syn);
+    }
+
+    #[test]
     fn empty_and_short_inputs_decode() {
-        for f in [udp_policy, conn_events, packet, pcap_round_trip] {
+        for f in [udp_policy, conn_events, packet, pcap_round_trip, saved_syn] {
             f(&[]);
             f(&[0]);
             f(&[0xff; 7]);

@@ -206,21 +206,36 @@ pub(crate) fn take_passed() -> Vec<(OwnedFd, OwnedFd)> {
     };
     // SAFETY: called at start-up, before this program starts any thread.
     unsafe { std::env::remove_var(FDS_VAR) };
-    let v = v.to_string_lossy();
+    take_pairs(&v.to_string_lossy())
+}
+
+/// The descriptor pairs `v` names ("memfd:pipe,..."), each descriptor taken
+/// once: a number repeated (within a pair or across pairs) is dropped with
+/// a warning, since owning one descriptor twice would close it twice, the
+/// second time perhaps under another file opened since.
+fn take_pairs(v: &str) -> Vec<(OwnedFd, OwnedFd)> {
+    let mut taken = std::collections::HashSet::new();
     let mut out = Vec::new();
     for pair in v.split(',').filter(|p| !p.is_empty()) {
         let parsed = pair
             .split_once(':')
             .and_then(|(m, l)| Some((m.parse::<RawFd>().ok()?, l.parse::<RawFd>().ok()?)));
         let Some((m, l)) = parsed.filter(|&(m, l)| {
-            m > 2 && l > 2 && m != l && is_kind(m, libc::S_IFREG) && is_kind(l, libc::S_IFIFO)
+            m > 2
+                && l > 2
+                && m != l
+                && !taken.contains(&m)
+                && !taken.contains(&l)
+                && is_kind(m, libc::S_IFREG)
+                && is_kind(l, libc::S_IFIFO)
         }) else {
             warn!("{FDS_VAR}: {pair} is not a memfd and a pipe we inherited; ignored");
             continue;
         };
+        taken.extend([m, l]);
         // SAFETY: descriptors the process that handed over passed to us
         // (checked open and of the right kind), owned by nothing else here;
-        // each is wrapped once.
+        // each is wrapped once (`taken`).
         let (m, l) = unsafe { (OwnedFd::from_raw_fd(m), OwnedFd::from_raw_fd(l)) };
         for fd in [&m, &l] {
             // Our own children must not inherit them across exec.
@@ -306,6 +321,20 @@ mod tests {
                 assert_eq!(d.active(), 0);
             }
         }
+    }
+
+    #[test]
+    fn a_descriptor_named_twice_is_taken_once() {
+        use std::os::fd::IntoRawFd;
+        let (_old, memfd, life, _wr) = older();
+        let (m, l) = (memfd.into_raw_fd(), life.into_raw_fd());
+        let pairs = take_pairs(&format!("{m}:{l},{m}:{l},{l}:{m},{m}:{m}"));
+        assert_eq!(pairs.len(), 1, "each descriptor owned once");
+        assert_eq!(
+            (pairs[0].0.as_raw_fd(), pairs[0].1.as_raw_fd()),
+            (m, l),
+            "the first naming wins"
+        );
     }
 
     #[test]

@@ -97,7 +97,7 @@ impl Tls {
         if made {
             tracing::info!(
                 sha256 = %fingerprint(&key.cert[0]),
-                names = ?SELF_SIGNED_NAMES,
+                names = %SELF_SIGNED_NAMES.join(","),
                 "no --tls-cert: serving a self-signed certificate"
             );
         }
