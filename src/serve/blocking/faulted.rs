@@ -27,7 +27,7 @@ use socket2::SockRef;
 use tracing::debug;
 
 use crate::serve::admission::Permit;
-use crate::serve::blocking::echo::{Call, Socket, Wire};
+use crate::serve::blocking::wire::{Call, Socket, Wire};
 use crate::serve::contract::{BUF_SIZE, Conn, Copied, End, Next, pending::Pending};
 use crate::serve::ctx::Ctx;
 use crate::serve::service::faults;

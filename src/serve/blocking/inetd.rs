@@ -11,7 +11,8 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{Shutdown, setsockopt, shutdown, sockopt};
 
 use crate::error::{Error, Result};
-use crate::serve::blocking::echo::{Call, Wire, drive};
+use crate::serve::blocking::echo::drive;
+use crate::serve::blocking::wire::{Call, Wire};
 use crate::serve::contract::{BUF_SIZE, End, Timeouts};
 
 /// Descriptors 0 and 1 as the blocking loop's wire: a read waits in `poll`
