@@ -52,21 +52,28 @@ fn tree(root: i32, all: &ProcTable) -> Vec<i32> {
 ///
 /// `/proc/PID/stat` truncates each process's utime and stime to whole 10 ms
 /// ticks, so fifty forked children that each ran 5 ms in a window would add
-/// up to nothing. Only the server's own line is read from there: its
-/// utime+stime is the sum over all its threads, dead ones included, and its
-/// cutime+cstime the sum over reaped children, each summed in ns and
-/// truncated once. Live descendants (single-threaded workers and
-/// per-connection children) are read from `/proc/PID/task/*/schedstat`, in
-/// ns. A child reaped between two reads moves from one sum to the other; at
-/// worst one child is counted once more or less, negligible against the
-/// thousands of requests a window holds.
+/// up to nothing, and a threaded server that ran 8 ms in a short window
+/// would read 0. So the server's own time is the larger of its utime+stime
+/// (every thread, dead ones included, truncated once) and the run time of
+/// its live threads from `/proc/PID/task/*/schedstat` (in ns, but blind to
+/// threads that exited); its cutime+cstime add the reaped children. Live
+/// descendants (single-threaded workers and per-connection children) are
+/// read from their schedstat, in ns. A child reaped between two reads moves
+/// from one sum to the other; at worst one child is counted once more or
+/// less, negligible against the thousands of requests a window holds.
 pub(crate) fn tree_cpu_ns(root: i32, clk_tck: f64) -> Result<u64> {
     let all = scan();
     let Some(&(_, root_ticks)) = all.get(&root) else {
         return Err(Error::Measure("the server exited during the run".into()));
     };
     let tick_ns = 1e9 / clk_tck;
-    let mut total = (root_ticks as f64 * tick_ns) as u64;
+    let own_ticks = proc::read_stat(root)
+        .and_then(|s| s.own_ticks)
+        .unwrap_or(root_ticks)
+        .min(root_ticks);
+    let reaped_ns = ((root_ticks - own_ticks) as f64 * tick_ns) as u64;
+    let own_ns = ((own_ticks as f64 * tick_ns) as u64).max(task_runtime_ns(root).unwrap_or(0));
+    let mut total = own_ns.saturating_add(reaped_ns);
     for pid in tree(root, &all).into_iter().skip(1) {
         total = total.saturating_add(match task_runtime_ns(pid) {
             Some(ns) => ns,
@@ -167,6 +174,27 @@ fn parse_busy_ticks(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A few milliseconds of work by this process show up: less than one
+    /// 10 ms tick, which utime+stime alone would round to nothing.
+    #[test]
+    fn a_few_milliseconds_of_the_servers_own_threads_are_counted() {
+        let me = std::process::id() as i32;
+        let clk = proc::clock_ticks();
+        for _ in 0..5 {
+            let before = tree_cpu_ns(me, clk).expect("this process is alive");
+            let t0 = std::time::Instant::now();
+            let mut x = 0u64;
+            while t0.elapsed() < std::time::Duration::from_millis(3) {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+            let after = tree_cpu_ns(me, clk).expect("this process is alive");
+            assert!(after >= before, "CPU time went back: {before} -> {after}");
+            if after == before {
+                panic!("3 ms of spinning read as 0 ns of CPU ({before} ns before and after)");
+            }
+        }
+    }
 
     #[test]
     fn machine_busy_ticks_leave_out_idle_iowait_and_guest() {

@@ -34,6 +34,9 @@ pub(crate) struct Stat {
     /// utime+stime+cutime+cstime (fields 14–17), in [`clock_ticks`];
     /// `None` if the line stops before them or one does not parse.
     pub(crate) cpu_ticks: Option<u64>,
+    /// utime+stime alone (fields 14–15): the process's own threads, dead
+    /// ones included, without its reaped children.
+    pub(crate) own_ticks: Option<u64>,
 }
 
 /// Parses one `/proc/PID/stat` line. The command name is in parentheses and
@@ -47,17 +50,20 @@ pub(crate) fn parse_stat(text: &str) -> Option<Stat> {
     let f: Vec<&str> = text.get(close + 1..)?.split_ascii_whitespace().collect();
     let state = f.first()?.chars().next()?;
     let ppid = f.get(1)?.parse().ok()?;
-    let cpu_ticks = f.get(11..15).and_then(|ticks| {
+    let sum = |ticks: &[&str]| {
         ticks
             .iter()
             .map(|v| v.parse::<u64>().ok())
             .try_fold(0u64, |sum, v| sum.checked_add(v?))
-    });
+    };
+    let cpu_ticks = f.get(11..15).and_then(sum);
+    let own_ticks = f.get(11..13).and_then(sum);
     Some(Stat {
         comm,
         state,
         ppid,
         cpu_ticks,
+        own_ticks,
     })
 }
 
@@ -116,6 +122,7 @@ mod tests {
         let line = "42 (a (b) c) S 7 42 42 0 -1 4194560 100 0 0 0 11 22 33 44 20 0 1 0";
         let stat = parse_stat(line).expect("a whole line");
         assert_eq!((stat.ppid, stat.cpu_ticks), (7, Some(11 + 22 + 33 + 44)));
+        assert_eq!(stat.own_ticks, Some(11 + 22));
         assert_eq!(parse_stat("garbage"), None);
         assert_eq!(parse_stat("1 (x) S 0 1").and_then(|s| s.cpu_ticks), None);
     }
