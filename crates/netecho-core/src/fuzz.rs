@@ -287,7 +287,10 @@ pub fn packet(data: &[u8]) {
     let payload = vec![0u8; seg.len as usize];
     let again = parse_frame(&build_frame(&seg, &payload));
     // The rebuilt frame has no options, so a SYN's offers are gone from it.
-    let expected = Segment { offers: None, ..seg };
+    let expected = Segment {
+        offers: None,
+        ..seg
+    };
     assert_eq!(again, Ok(expected), "rebuilt frame parses differently");
 }
 
