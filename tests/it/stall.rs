@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use netecho::serve::ListenKind;
 
+use crate::util::tls_peers::Pki;
 use crate::util::{self, KIB, Server};
 
 /// The stall timeout the server is given.
@@ -67,10 +68,16 @@ fn stall_in_time_with(model: &str, extra: &[&str], slack: Duration) {
         return;
     }
     let _timing = util::timing();
+    let pki = Pki::new(&format!("stall-{model}-{}", extra.len()));
+    let (cert, key) = (pki.path("cert.pem"), pki.path("key.pem"));
     let stall = format!("{}ms", STALL.as_millis());
     let mut args = vec![
         "--tls-listen",
         "127.0.0.1:0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
         "--stall-timeout",
         &stall,
         "--idle-timeout",
@@ -93,6 +100,7 @@ fn stall_in_time_with(model: &str, extra: &[&str], slack: Duration) {
         .listening(ListenKind::Tls, Duration::from_secs(10))
         .expect("a `listening tls` line");
     let (tcp, metrics, pid) = (server.addr(), server.metrics_addr(), server.pid());
+    let config = pki.client_config();
     // A thread of its own: only it enters the server's namespace.
     let measured = std::thread::spawn(move || {
         util::enter_netns_of(pid).expect("entering the server's network namespace");
@@ -100,7 +108,7 @@ fn stall_in_time_with(model: &str, extra: &[&str], slack: Duration) {
         for size in PAYLOADS {
             for (over, addr) in [(Over::Tcp, tcp), (Over::Tls, tls)] {
                 let n = out.len() as u64 + 1;
-                out.push((over, size, one(over, addr, size, metrics, n)));
+                out.push((over, size, one(over, addr, size, metrics, n, &config)));
             }
         }
         out
@@ -143,12 +151,13 @@ fn one(
     size: usize,
     metrics: SocketAddr,
     n: u64,
+    config: &Arc<rustls::ClientConfig>,
 ) -> Result<Duration, String> {
     let sock = small_socket(addr).map_err(|e| format!("connect: {e}"))?;
     // The socket stays open, unread, until the server gives up on it.
     let (_sock, last) = match over {
         Over::Tcp => send_tcp(sock, size),
-        Over::Tls => send_tls(sock, size),
+        Over::Tls => send_tls(sock, size, config),
     }
     .map_err(|e| format!("sending: {e}"))?;
     let counted = || util::sample(&util::scrape(metrics), STALLS) == Some(n);
@@ -178,27 +187,27 @@ fn send_tcp(mut s: TcpStream, size: usize) -> io::Result<(TcpStream, Instant)> {
     s.set_nonblocking(true)?;
     let data = util::Rng::new(1).bytes(size);
     let mut off = 0;
-    let mut last = Instant::now();
-    while off < data.len() && last.elapsed() < SEND_GIVE_UP {
-        match s.write(&data[off..]) {
-            Ok(n) => {
-                off += n;
-                last = Instant::now();
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) => return Err(e),
+    let last = send_until_stuck(|| {
+        if off == data.len() {
+            return Ok(None);
         }
-    }
+        let n = s.write(&data[off..])?;
+        off += n;
+        Ok(Some(n))
+    })?;
     Ok((s, last))
 }
 
 /// The handshake (reading what it needs), then as [`send_tcp`] over TLS:
 /// plaintext into rustls, ciphertext out, nothing read any more.
-fn send_tls(mut s: TcpStream, size: usize) -> io::Result<(TcpStream, Instant)> {
-    let mut tls = rustls::ClientConnection::new(client_config(), "localhost".try_into().unwrap())
-        .map_err(io::Error::other)?;
+fn send_tls(
+    mut s: TcpStream,
+    size: usize,
+    config: &Arc<rustls::ClientConfig>,
+) -> io::Result<(TcpStream, Instant)> {
+    let mut tls =
+        rustls::ClientConnection::new(Arc::clone(config), "localhost".try_into().unwrap())
+            .map_err(io::Error::other)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     while tls.is_handshaking() {
         tls.complete_io(&mut s)?;
@@ -206,72 +215,36 @@ fn send_tls(mut s: TcpStream, size: usize) -> io::Result<(TcpStream, Instant)> {
     s.set_nonblocking(true)?;
     let data = util::Rng::new(2).bytes(size);
     let mut off = 0;
-    let mut last = Instant::now();
-    while (off < data.len() || tls.wants_write()) && last.elapsed() < SEND_GIVE_UP {
+    let last = send_until_stuck(|| {
+        if off == data.len() && !tls.wants_write() {
+            return Ok(None);
+        }
         if off < data.len() {
             // rustls takes plaintext up to its own buffer limit.
             off += tls.writer().write(&data[off..])?;
         }
-        match tls.write_tls(&mut s) {
-            Ok(0) => std::thread::sleep(Duration::from_millis(5)),
-            Ok(_) => last = Instant::now(),
+        tls.write_tls(&mut s).map(Some)
+    })?;
+    Ok((s, last))
+}
+
+/// Calls `send` (bytes that went out, `None` once all is out) until all is
+/// out or nothing moved for [`SEND_GIVE_UP`]; a full socket (`WouldBlock`,
+/// or nothing taken) waits a little. Returns when the last byte went out.
+fn send_until_stuck(mut send: impl FnMut() -> io::Result<Option<usize>>) -> io::Result<Instant> {
+    let mut last = Instant::now();
+    while last.elapsed() < SEND_GIVE_UP {
+        match send() {
+            Ok(None) => break,
+            Ok(Some(0)) => std::thread::sleep(Duration::from_millis(5)),
+            Ok(Some(_)) => last = Instant::now(),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 std::thread::sleep(Duration::from_millis(5));
             }
             Err(e) => return Err(e),
         }
     }
-    Ok((s, last))
-}
-
-/// A rustls client that takes the server's self-signed certificate.
-fn client_config() -> Arc<rustls::ClientConfig> {
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-    #[derive(Debug)]
-    struct AnyCert;
-    impl ServerCertVerifier for AnyCert {
-        fn verify_server_cert(
-            &self,
-            _: &CertificateDer<'_>,
-            _: &[CertificateDer<'_>],
-            _: &ServerName<'_>,
-            _: &[u8],
-            _: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            _: &[u8],
-            _: &CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            Ok(HandshakeSignatureValid::assertion())
-        }
-        fn verify_tls13_signature(
-            &self,
-            _: &[u8],
-            _: &CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            Ok(HandshakeSignatureValid::assertion())
-        }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            rustls::crypto::ring::default_provider()
-                .signature_verification_algorithms
-                .supported_schemes()
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default versions")
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCert))
-            .with_no_client_auth(),
-    )
+    Ok(last)
 }
 
 macro_rules! every_model {

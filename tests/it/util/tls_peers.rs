@@ -90,6 +90,25 @@ impl Pki {
     pub fn path(&self, file: &str) -> String {
         self.dir.join(file).display().to_string()
     }
+
+    /// A rustls client that trusts this PKI's CA (and nothing else), for a
+    /// server given `--tls-cert cert.pem --tls-key key.pem`.
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in CertificateDer::pem_file_iter(self.path("ca.pem")).expect("ca.pem") {
+            roots
+                .add(ca.expect("a PEM certificate"))
+                .expect("the test CA");
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("TLS versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+    }
 }
 
 impl Drop for Pki {
