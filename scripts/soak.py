@@ -296,6 +296,20 @@ def tls_garbage(a, end, counts):
         time.sleep(0.01)
 
 
+def echo_once(a, data):
+    """A fresh connection: sends data, half-closes, returns what came back
+    before the server's FIN (OSError on any failure)."""
+    with socket.create_connection(a, timeout=IO_TIMEOUT) as c:
+        c.sendall(data)
+        c.shutdown(socket.SHUT_WR)
+        back = b""
+        while True:
+            part = c.recv(64)
+            if not part:
+                return back
+            back += part
+
+
 def normal_client(tcp, udp, end, lat, counts):
     """The client that must be served throughout; records its round trips."""
     conn = None
@@ -330,16 +344,7 @@ def normal_client(tcp, udp, end, lat, counts):
         if now >= nxt_new:
             nxt_new = now + NEWCONN_EVERY
             try:
-                with socket.create_connection(tcp, timeout=IO_TIMEOUT) as c:
-                    c.sendall(b"fresh")
-                    c.shutdown(socket.SHUT_WR)
-                    back = b""
-                    while True:
-                        part = c.recv(64)
-                        if not part:
-                            break
-                        back += part
-                if back != b"fresh":
+                if echo_once(tcp, b"fresh") != b"fresh":
                     counts.add("normal mismatches")
                 counts.add("normal new connections")
             except OSError as e:
@@ -593,15 +598,7 @@ def settled(tcp, url):
         if last != 0:
             bad.append(f"{SETTLE:.0f} s after every client left, the server counts {last} clients")
     try:
-        with socket.create_connection(tcp, timeout=IO_TIMEOUT) as c:
-            c.sendall(b"after the soak")
-            c.shutdown(socket.SHUT_WR)
-            back = b""
-            while True:
-                part = c.recv(64)
-                if not part:
-                    break
-                back += part
+        back = echo_once(tcp, b"after the soak")
         if back != b"after the soak":
             bad.append(f"a fresh client after the soak got {back!r}")
     except OSError as e:
