@@ -161,6 +161,8 @@ fn pump_stdin(mut sock: TcpStream, shared: &Shared) {
         let n = match stdin.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
+            // Ctrl-C: no more input; the reader reports the interruption.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted && stop::requested() => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 shared.lock().stdin_error = Some(e);
@@ -227,6 +229,14 @@ fn copy_echo(mut sock: TcpStream, shared: &Shared, timeout: Duration) -> Result<
         }
     };
     loop {
+        // Checked before every read, not only when reads go quiet: a server
+        // that keeps echoing must not make Ctrl-C wait.
+        if stop::requested() {
+            return Err(Error::Interrupted {
+                received: echoed(received),
+                sent: shared.sent.load(Ordering::SeqCst),
+            });
+        }
         let n = match sock.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
@@ -238,12 +248,6 @@ fn copy_echo(mut sock: TcpStream, shared: &Shared, timeout: Duration) -> Result<
                         | io::ErrorKind::Interrupted
                 ) =>
             {
-                if stop::requested() {
-                    return Err(Error::Interrupted {
-                        received: echoed(received),
-                        sent: shared.sent.load(Ordering::SeqCst),
-                    });
-                }
                 let st = shared.lock();
                 if st.linger.over(st.out.len() > 0, Instant::now()) {
                     eprintln!("{}", st.linger.warning(shared.verify, st.out.echoed()));

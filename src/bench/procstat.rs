@@ -14,17 +14,18 @@ use std::fs;
 use crate::error::{Error, Result};
 use crate::sys::proc;
 
-/// Every process's parent and CPU ticks (utime+stime+cutime+cstime).
-type ProcTable = HashMap<i32, (i32, u64)>;
+/// Every process's parent, CPU ticks (utime+stime+cutime+cstime) and its
+/// own threads' share of them (utime+stime), read in one pass.
+type ProcTable = HashMap<i32, (i32, u64, u64)>;
 
 /// Reads every process's parent and CPU ticks from `/proc/*/stat`.
 fn scan() -> ProcTable {
     let mut all = HashMap::new();
     for pid in proc::pids() {
         if let Some(stat) = proc::read_stat(pid)
-            && let Some(ticks) = stat.cpu_ticks
+            && let (Some(ticks), Some(own)) = (stat.cpu_ticks, stat.own_ticks)
         {
-            all.insert(pid, (stat.ppid, ticks));
+            all.insert(pid, (stat.ppid, ticks, own));
         }
     }
     all
@@ -33,7 +34,7 @@ fn scan() -> ProcTable {
 /// The root and all its live descendants, found through parent links.
 fn tree(root: i32, all: &ProcTable) -> Vec<i32> {
     let mut kids: HashMap<i32, Vec<i32>> = HashMap::new();
-    for (&pid, &(ppid, _)) in all {
+    for (&pid, &(ppid, _, _)) in all {
         kids.entry(ppid).or_default().push(pid);
     }
     let mut out = vec![root];
@@ -63,15 +64,11 @@ fn tree(root: i32, all: &ProcTable) -> Vec<i32> {
 /// less, negligible against the thousands of requests a window holds.
 pub(crate) fn tree_cpu_ns(root: i32, clk_tck: f64) -> Result<u64> {
     let all = scan();
-    let Some(&(_, root_ticks)) = all.get(&root) else {
+    let Some(&(_, root_ticks, own_ticks)) = all.get(&root) else {
         return Err(Error::Measure("the server exited during the run".into()));
     };
     let tick_ns = 1e9 / clk_tck;
-    let own_ticks = proc::read_stat(root)
-        .and_then(|s| s.own_ticks)
-        .unwrap_or(root_ticks)
-        .min(root_ticks);
-    let reaped_ns = ((root_ticks - own_ticks) as f64 * tick_ns) as u64;
+    let reaped_ns = (root_ticks.saturating_sub(own_ticks) as f64 * tick_ns) as u64;
     let own_ns = ((own_ticks as f64 * tick_ns) as u64).max(task_runtime_ns(root).unwrap_or(0));
     let mut total = own_ns.saturating_add(reaped_ns);
     for pid in tree(root, &all).into_iter().skip(1) {
@@ -80,7 +77,7 @@ pub(crate) fn tree_cpu_ns(root: i32, clk_tck: f64) -> Result<u64> {
             // schedstat unavailable: the truncated ticks are all there is.
             None => all
                 .get(&pid)
-                .map_or(0, |&(_, t)| (t as f64 * tick_ns) as u64),
+                .map_or(0, |&(_, t, _)| (t as f64 * tick_ns) as u64),
         });
     }
     Ok(total)
@@ -234,9 +231,14 @@ mod tests {
 
     #[test]
     fn the_tree_follows_parent_links_only() {
-        let all: ProcTable = [(1, (0, 0)), (10, (1, 0)), (11, (10, 0)), (20, (1, 0))]
-            .into_iter()
-            .collect();
+        let all: ProcTable = [
+            (1, (0, 0, 0)),
+            (10, (1, 0, 0)),
+            (11, (10, 0, 0)),
+            (20, (1, 0, 0)),
+        ]
+        .into_iter()
+        .collect();
         let mut t = tree(10, &all);
         t.sort_unstable();
         assert_eq!(t, vec![10, 11]);

@@ -612,6 +612,32 @@ fn ctrl_c_says_how_far_the_echo_had_come_and_exits_one() {
     );
 }
 
+/// Ctrl-C while the echo keeps flowing (endless input, a server that
+/// answers at once) ends the client too: the stop is looked at before
+/// every read, not only when reads go quiet.
+#[test]
+fn ctrl_c_ends_the_client_while_the_echo_keeps_flowing() {
+    let server = Server::start("epoll", &[]);
+    let script = format!(
+        "exec {} client {} </dev/zero >/dev/null",
+        BIN,
+        server.addr()
+    );
+    let mut sh = Command::new("sh");
+    sh.args(["-c", &script]);
+    let child = crate::util::Running::spawn(sh, None);
+    std::thread::sleep(Duration::from_millis(500));
+    child.signal(nix::sys::signal::Signal::SIGINT);
+    let run = child.wait_exit(QUICK_TIMEOUT);
+    run.assert_code(1, "Ctrl-C while the echo flows");
+    assert!(
+        run.one_line_error("Ctrl-C")
+            .starts_with("netecho: interrupted: "),
+        "{}",
+        run.stderr
+    );
+}
+
 /// An echo server that echoes everything, sees the client's FIN, and then
 /// never closes (it sleeps far past any --linger).
 fn never_closing_echo() -> SocketAddr {

@@ -607,7 +607,7 @@ fn ipv6_clients_are_limited_per_prefix() {
         eprintln!("SKIPPED: IPv6 per-prefix limit: needs root for a network namespace");
         return;
     }
-    if std::process::Command::new("ip").arg("-V").output().is_err() {
+    if !util::have_tool("ip") {
         eprintln!("SKIPPED: IPv6 per-prefix limit: `ip` (iproute2) is not installed");
         return;
     }

@@ -227,12 +227,7 @@ fn can_build(what: &str, nft: bool) -> bool {
         eprintln!("SKIPPED: {what}: no `ip` (iproute2, installed by .ci/run)");
         return false;
     }
-    if nft
-        && !std::process::Command::new("nft")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    {
+    if nft && !have_tool("nft") {
         eprintln!("SKIPPED: {what}: no `nft` (nftables, installed by .ci/run)");
         return false;
     }

@@ -92,8 +92,14 @@ pub(crate) fn echo(
     stop: &dyn Fn() -> bool,
     free: &mut dyn FnMut(),
 ) -> End {
-    let end = run(conn, f, ctx, buf, stop);
-    free();
+    let mut freed = false;
+    let mut free_once = || {
+        if !std::mem::replace(&mut freed, true) {
+            free();
+        }
+    };
+    let end = run(conn, f, ctx, buf, stop, &mut free_once);
+    free_once();
     match end {
         Ending::Core(end) => end,
         Ending::Reset => {
@@ -119,8 +125,15 @@ enum Ending {
     Close,
 }
 
-/// The loop of [`echo`].
-fn run(conn: &TcpStream, f: Faulted, ctx: &Ctx, buf: &mut [u8], stop: &dyn Fn() -> bool) -> Ending {
+/// The loop of [`echo`]; `free` is called before our FIN goes out.
+fn run(
+    conn: &TcpStream,
+    f: Faulted,
+    ctx: &Ctx,
+    buf: &mut [u8],
+    stop: &dyn Fn() -> bool,
+    free: &mut dyn FnMut(),
+) -> Ending {
     if let Err(e) = conn.set_nonblocking(true).and(conn.set_nodelay(true)) {
         return Ending::Core(End::from_io(&e));
     }
@@ -135,6 +148,8 @@ fn run(conn: &TcpStream, f: Faulted, ctx: &Ctx, buf: &mut [u8], stop: &dyn Fn() 
         let (send_now, read) = match core.next() {
             Next::Close(end) => return Ending::Core(end),
             Next::ShutWrite => {
+                // The slot comes back before the client can see our FIN.
+                free();
                 core.on_shut(shutdown(fd, Shutdown::Write).map_err(io::Error::from));
                 continue;
             }

@@ -155,9 +155,10 @@ impl Kind {
         }
     }
 
-    /// Position in [`Kind::ALL`].
+    /// Position in [`Kind::ALL`], which lists the kinds in declaration
+    /// order (a test checks it), so the discriminant is the position.
     pub fn index(self) -> usize {
-        Kind::ALL.iter().position(|k| *k == self).unwrap_or(0)
+        self as usize
     }
 }
 
@@ -266,15 +267,6 @@ impl Default for Scope {
     }
 }
 
-/// An address as compared: an IPv4 client on a dual-stack socket shows as
-/// `::ffff:a.b.c.d`, and is `a.b.c.d` here.
-fn plain(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
 impl Scope {
     /// Whether a client at `peer`, reaching this server at `local`, is in
     /// scope at `since_start` (the probability is rolled by the caller).
@@ -283,7 +275,7 @@ impl Scope {
             return false;
         }
         if let Some(net) = self.from
-            && !net.contains(&plain(peer))
+            && !net.contains(&peer.to_canonical())
         {
             return false;
         }
@@ -295,7 +287,7 @@ impl Scope {
             // addresses a datagram came to: only the port is compared.
             if !l.ip().is_unspecified()
                 && !local.ip().is_unspecified()
-                && plain(l.ip()) != plain(local.ip())
+                && l.ip().to_canonical() != local.ip().to_canonical()
             {
                 return false;
             }
@@ -314,7 +306,7 @@ impl Scope {
                 a.port() == b.port()
                     && (a.ip().is_unspecified()
                         || b.ip().is_unspecified()
-                        || plain(a.ip()) == plain(b.ip()))
+                        || a.ip().to_canonical() == b.ip().to_canonical())
             }
             _ => true,
         };
@@ -673,6 +665,14 @@ impl Faults {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_kinds_index_is_its_place_in_all() {
+        for (i, k) in Kind::ALL.iter().enumerate() {
+            assert_eq!(k.index(), i, "{}", k.label());
+        }
+    }
+
     use super::*;
 
     fn ms(n: u64) -> Duration {

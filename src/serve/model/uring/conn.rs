@@ -40,7 +40,7 @@ pub(super) struct Conn {
     pub(super) armed: Option<Instant>,
     /// Its place under `--max-conns` (and `--max-conns-per-ip`), given
     /// back when the connection is dropped, after its socket (field order).
-    /// Unboxed: 32 bytes with no address inside.
+    /// Unboxed: 24 bytes with no address inside.
     pub(super) _permit: Permit,
     pub(super) path: Path,
 }
@@ -104,14 +104,13 @@ impl Conn {
     }
 }
 
-/// The peer of a connection, for logs.
-/// The peer as a log field: its address, or `unknown` once the socket
-/// has no peer any more (after a reset).
-/// The peer as the open and close lines print it.
+/// The peer as the open and close lines print it: its address, or
+/// `unknown` once the socket has no peer any more (after a reset).
 pub(super) fn peer_text(peer: Option<SocketAddr>) -> String {
     peer.map_or_else(|| "unknown".to_string(), |a| a.to_string())
 }
 
+/// The peer of a connection, for logs.
 pub(super) fn peer_of(fd: &OwnedFd) -> Option<SocketAddr> {
     SockRef::from(fd)
         .peer_addr()
