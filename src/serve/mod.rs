@@ -101,6 +101,7 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
     // any work (a self-signed certificate) is done.
     let (listen_addrs, tls_addrs) = (opt.listen_addrs()?, opt.tls_listen_addrs()?);
     let metrics_addr = opt.metrics_addr()?;
+    let inspect_addrs = opt.inspect_listen_addrs()?;
     // TLS files are read and checked before anything binds: a bad one is
     // one line and a non-zero exit, with no port ever opened.
     let tls = load_tls(&opt)?;
@@ -202,7 +203,7 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         udp::bind_all(&local_addrs(&listeners), opt.family() == Family::V6)?
     };
     let inspect = if passed.inspect_tcp.is_empty() {
-        inspect::bind_all(&opt.inspect_listen_addrs()?, opt.family())?
+        inspect::bind_all(&inspect_addrs, opt.family())?
     } else {
         passed
             .inspect_tcp

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -11,6 +11,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use tracing::{debug, warn};
 
 use crate::serve::ctx::Ctx;
+use crate::sys::sockopt;
 
 /// How long accepting pauses after EMFILE/ENFILE/ENOBUFS/ENOMEM, as nginx
 /// does: retrying at once would spin a core while nothing can change.
@@ -107,26 +108,9 @@ pub(crate) fn next_unless(
 pub(crate) fn queued(listeners: &[TcpListener]) -> usize {
     listeners
         .iter()
-        .map(|l| {
-            // SAFETY: all-zero is a valid `tcp_info` (plain integers).
-            let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-            let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-            // SAFETY: `info` is writable for `len` bytes, and the kernel
-            // writes at most `len` and says how much in `len`.
-            let rc = unsafe {
-                libc::getsockopt(
-                    l.as_raw_fd(),
-                    libc::IPPROTO_TCP,
-                    libc::TCP_INFO,
-                    std::ptr::from_mut(&mut info).cast(),
-                    &mut len,
-                )
-            };
-            if rc == 0 && info.tcpi_state == TCP_LISTEN {
-                info.tcpi_unacked as usize
-            } else {
-                0
-            }
+        .map(|l| match sockopt::tcp_info(l.as_fd()) {
+            Ok(info) if info.tcpi_state == TCP_LISTEN => info.tcpi_unacked as usize,
+            _ => 0,
         })
         .sum()
 }

@@ -81,16 +81,25 @@ pub(crate) fn serve(sock: &UdpSocket, policy: &Policy, stats: &Stats, faults: Op
     // checked against a buffer that could hold any legal one.
     let mut buf = vec![0u8; MAX_UDP_SIZE + 1];
     let fd = sock.as_raw_fd();
+    // The receive timeout in force: a setsockopt only when it must change
+    // (something held comes due sooner), not one per datagram.
+    let mut timeout = RECV_TICK;
     while !stats.stopping() {
         if faults.is_some() {
             let now = Instant::now();
             while let Some((payload, to)) = waiting.pop_due(now) {
                 reply(sock, &payload, to, stats);
             }
-            let wait = waiting.next_due().map_or(RECV_TICK, |d| {
-                d.saturating_duration_since(now).min(RECV_TICK)
-            });
-            let _ = sock.set_read_timeout(Some(wait.max(Duration::from_millis(1))));
+            let wait = waiting
+                .next_due()
+                .map_or(RECV_TICK, |d| {
+                    d.saturating_duration_since(now).min(RECV_TICK)
+                })
+                .max(Duration::from_millis(1));
+            if wait != timeout {
+                let _ = sock.set_read_timeout(Some(wait));
+                timeout = wait;
+            }
         }
         let mut from: libc::sockaddr_storage = unsafe_zeroed_storage();
         let mut from_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
