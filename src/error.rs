@@ -100,7 +100,7 @@ pub enum Error {
     #[error("cannot write the chart: {0}")]
     Chart(String),
     /// `ping` ran to the end, but some probes failed.
-    #[error("{failed} of {sent} {} failed; first: {first}", crate::words::noun(*.sent, "probe", "probes"))]
+    #[error("{failed} of {sent} {} failed; first: {first}", if *.sent == 1 { "probe" } else { "probes" })]
     PingFailed {
         failed: u64,
         sent: u64,
