@@ -267,7 +267,7 @@ fn liburing_installed() -> bool {
 #[test]
 fn baselines_and_the_stream_are_rows_and_reference_lines() {
     if !on_path("cc") {
-        eprintln!("SKIPPED: no cc on PATH: the C baselines cannot be built");
+        skipped!("SKIPPED: no cc on PATH: the C baselines cannot be built");
         return;
     }
     let chart = scratch("baselines.svg");
@@ -307,7 +307,7 @@ fn baselines_and_the_stream_are_rows_and_reference_lines() {
         let f = row(&stdout, "c-uring", "many");
         assert!(figure(f[5]) > 0.0, "c-uring many: {f:?}");
     } else {
-        eprintln!("SKIPPED: liburing-dev is not installed: c-uring is not measured");
+        skipped!("SKIPPED: liburing-dev is not installed: c-uring is not measured");
         let f = row(&stdout, "c-uring", "many");
         assert_eq!(f[2], "n/a:", "{f:?}");
         assert!(stdout.contains("liburing.h or -luring not found: install liburing-dev"));

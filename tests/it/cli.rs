@@ -50,7 +50,7 @@ fn serve_dash_6_keeps_the_ipv6_addresses_of_a_name_or_says_there_are_none() {
 #[test]
 fn serve_dash_6_on_the_wildcard_refuses_ipv4_clients() {
     if !ipv6_available() {
-        eprintln!("SKIPPED: no IPv6 on loopback");
+        skipped!("SKIPPED: no IPv6 on loopback");
         return;
     }
     let server = Server::start_on("epoll", &["[::]:0"], &["-6"]);

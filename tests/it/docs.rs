@@ -588,7 +588,7 @@ fn every_example_in_the_readme_and_the_guide_runs_as_shown() {
     if !crate::util::is_root() {
         // The examples use fixed ports (7000, 7001); only in a network
         // namespace of the test's own are they sure to be free.
-        eprintln!(
+        skipped!(
             "SKIPPED: running the {total} documented commands needs root (a network namespace of its own)"
         );
         return;
@@ -612,7 +612,7 @@ fn every_example_in_the_readme_and_the_guide_runs_as_shown() {
                         run_block(&block)
                     } else {
                         if let Some(first) = block.first() {
-                            eprintln!(
+                            skipped!(
                                 "SKIPPED: the example at {} needs {} (installed by .ci/run)",
                                 first.at,
                                 missing.join(", ")
@@ -706,7 +706,7 @@ fn man_pages_render_with_examples_exit_status_and_environment() {
     let man = std::process::Command::new("man").arg("--version").output();
     let have_man = man.is_ok_and(|o| o.status.success());
     if !have_man {
-        eprintln!(
+        skipped!(
             "SKIPPED: rendering the man pages with `man -l` (no man here); the roff is still checked"
         );
     }

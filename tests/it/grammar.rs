@@ -241,7 +241,7 @@ fn help_texts_speak_to_users() {
 fn logs_show_no_debug_formatting() {
     for model in ["epoll", "uring", "tokio"] {
         if model == "uring" && netecho::serve::uring::probe().is_err() {
-            eprintln!("SKIPPED logs_show_no_debug_formatting for uring: io_uring unusable");
+            skipped!("SKIPPED logs_show_no_debug_formatting for uring: io_uring unusable");
             continue;
         }
         let srv = Server::start(model, &["-v"]);

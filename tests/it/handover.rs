@@ -27,7 +27,7 @@ fn skip(model: &str) -> bool {
     if model == "uring"
         && let Err(reason) = netecho::serve::uring::probe()
     {
-        eprintln!("SKIPPED: io_uring unusable here: {reason}");
+        skipped!("SKIPPED: io_uring unusable here: {reason}");
         return true;
     }
     false

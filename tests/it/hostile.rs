@@ -564,7 +564,7 @@ fn the_per_ip_limit_holds_after_thousands_of_addresses_fill_the_table() {
     let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .expect("getrlimit");
     if hard < 2 * u64::from(FILLERS) {
-        eprintln!("SKIPPED: per-IP fill: the descriptor limit {hard} is too low");
+        skipped!("SKIPPED: per-IP fill: the descriptor limit {hard} is too low");
         return;
     }
     let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
@@ -604,11 +604,11 @@ fn the_per_ip_limit_holds_after_thousands_of_addresses_fill_the_table() {
 #[test]
 fn ipv6_clients_are_limited_per_prefix() {
     if !util::is_root() {
-        eprintln!("SKIPPED: IPv6 per-prefix limit: needs root for a network namespace");
+        skipped!("SKIPPED: IPv6 per-prefix limit: needs root for a network namespace");
         return;
     }
     if !util::have_tool("ip") {
-        eprintln!("SKIPPED: IPv6 per-prefix limit: `ip` (iproute2) is not installed");
+        skipped!("SKIPPED: IPv6 per-prefix limit: `ip` (iproute2) is not installed");
         return;
     }
     let (a1, a2, b1): (Ipv6Addr, Ipv6Addr, Ipv6Addr) = (

@@ -91,7 +91,7 @@ fn loopback_changes_nothing_and_the_json_carries_both_reports() {
 #[test]
 fn ipv6_reports_hop_limit_and_traffic_class() {
     if UdpSocket::bind("[::1]:0").is_err() {
-        eprintln!("SKIPPED: ipv6_reports_hop_limit_and_traffic_class: no IPv6 loopback here");
+        skipped!("SKIPPED: ipv6_reports_hop_limit_and_traffic_class: no IPv6 loopback here");
         return;
     }
     let s = Server::start("epoll", &["--inspect-listen", "[::1]:0"]);
@@ -220,15 +220,15 @@ fn ping_inspect_at_an_echo_port_fails_in_one_line() {
 /// Root, `ip` and (for the rules) `nft`: otherwise SKIPPED, out loud.
 fn can_build(what: &str, nft: bool) -> bool {
     if !is_root() {
-        eprintln!("SKIPPED: {what}: network namespaces need root");
+        skipped!("SKIPPED: {what}: network namespaces need root");
         return false;
     }
     if !have_tool("ip") {
-        eprintln!("SKIPPED: {what}: no `ip` (iproute2, installed by .ci/run)");
+        skipped!("SKIPPED: {what}: no `ip` (iproute2, installed by .ci/run)");
         return false;
     }
     if nft && !have_tool("nft") {
-        eprintln!("SKIPPED: {what}: no `nft` (nftables, installed by .ci/run)");
+        skipped!("SKIPPED: {what}: no `nft` (nftables, installed by .ci/run)");
         return false;
     }
     true

@@ -40,7 +40,7 @@ const STEPS: [&str; 9] = [
 #[test]
 fn lab_runs_every_step() {
     if !is_root() {
-        eprintln!("SKIPPED lab_runs_every_step: needs root for the capture");
+        skipped!("SKIPPED lab_runs_every_step: needs root for the capture");
         return;
     }
     let out = run(netecho(&["lab"]));
@@ -88,13 +88,13 @@ fn lab_runs_every_step() {
 #[test]
 fn lab_without_cap_net_raw_skips_only_the_capture() {
     if !is_root() {
-        eprintln!(
+        skipped!(
             "SKIPPED lab_without_cap_net_raw_skips_only_the_capture: needs root to drop the capability"
         );
         return;
     }
     if Command::new("setpriv").arg("--version").output().is_err() {
-        eprintln!("SKIPPED lab_without_cap_net_raw_skips_only_the_capture: no setpriv");
+        skipped!("SKIPPED lab_without_cap_net_raw_skips_only_the_capture: no setpriv");
         return;
     }
     let mut setpriv = Command::new("setpriv");
@@ -313,11 +313,11 @@ fn middlebox_leftovers(pid: i32) -> Vec<String> {
 #[test]
 fn lab_middlebox_names_each_change_and_leaves_nothing() {
     if !is_root() {
-        eprintln!("SKIPPED lab_middlebox_names_each_change_and_leaves_nothing: needs root");
+        skipped!("SKIPPED lab_middlebox_names_each_change_and_leaves_nothing: needs root");
         return;
     }
     if !crate::util::have_tool("ip") || !crate::util::have_tool("nft") {
-        eprintln!("SKIPPED lab_middlebox: needs ip and nft (installed by .ci/run)");
+        skipped!("SKIPPED lab_middlebox: needs ip and nft (installed by .ci/run)");
         return;
     }
     let running = crate::util::Running::spawn(netecho(&["lab", "middlebox"]), None);
@@ -349,7 +349,7 @@ fn lab_middlebox_names_each_change_and_leaves_nothing() {
 #[test]
 fn lab_middlebox_interrupted_removes_its_namespaces() {
     if !is_root() || !crate::util::have_tool("ip") || !crate::util::have_tool("nft") {
-        eprintln!(
+        skipped!(
             "SKIPPED lab_middlebox_interrupted_removes_its_namespaces: needs root, ip and nft"
         );
         return;

@@ -7,6 +7,16 @@
 //! [`util::peers`]) on loopback; [`util`] holds what more than one module
 //! needs: the server process, echo round trips, runs of the binary.
 
+/// Says out loud that a check did not run, and why: on stderr, and as one
+/// line in the file `NETECHO_SKIP_LOG` names, because `cargo test` hides
+/// the stderr of a test that passes. `.ci/run` prints that file after the
+/// tests, and fails when a check that needs root skipped under root.
+macro_rules! skipped {
+    ($($arg:tt)*) => {
+        $crate::util::note_skipped(&format!($($arg)*))
+    };
+}
+
 mod util;
 
 mod bench;

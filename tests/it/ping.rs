@@ -426,7 +426,7 @@ fn sigterm_prints_the_summary_and_exits_zero() {
 #[test]
 fn ipv6_literal_in_brackets() {
     let Ok(listener) = TcpListener::bind("[::1]:0") else {
-        eprintln!("SKIPPED: no IPv6 loopback here");
+        skipped!("SKIPPED: no IPv6 loopback here");
         return;
     };
     let addr = listener.local_addr().expect("local addr").to_string();

@@ -421,7 +421,7 @@ fn metrics_are_openmetrics_for_prometheus_and_classic_text_otherwise() {
 #[test]
 fn metrics_pass_promtool_check_metrics() {
     if Command::new("promtool").arg("--version").output().is_err() {
-        eprintln!(
+        skipped!(
             "SKIPPED metrics_pass_promtool_check_metrics: no promtool \
              (.ci/run installs Debian's prometheus package where apt works)"
         );
@@ -461,7 +461,7 @@ fn metrics_pass_promtool_check_metrics() {
 #[test]
 fn promtool_rejects_a_broken_exposition() {
     if Command::new("promtool").arg("--version").output().is_err() {
-        eprintln!("SKIPPED promtool_rejects_a_broken_exposition: no promtool");
+        skipped!("SKIPPED promtool_rejects_a_broken_exposition: no promtool");
         return;
     }
     let broken = "# TYPE netecho_x counter\nnetecho_x{a=\"1\" 5\n";
@@ -553,7 +553,7 @@ fn hist_out_log_is_read_by_hdrhistogram_for_python() {
     // installed by .ci/run where pip works.
     let probe = Command::new("python3").args(["-c", "import hdrh"]).output();
     if !probe.is_ok_and(|o| o.status.success()) {
-        eprintln!(
+        skipped!(
             "SKIPPED hist_out_log_is_read_by_hdrhistogram_for_python: no python3 module hdrh \
              (pip install hdrhistogram)"
         );

@@ -11,8 +11,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::util::{
-    self, Closed, KIB, Rng, Server, children, compare, connect, ping, read_to_eof, seed_of,
-    threads, try_connect, wait_closed,
+    self, Closed, KIB, Rng, Server, children, compare, connect, holder_of, ping, read_to_eof,
+    seed_of, threads, try_connect, wait_closed,
 };
 
 /// How many clients the "served at once" checks hold open together.
@@ -546,20 +546,6 @@ fn prethread_sigterm_drains_a_grown_pool() {
     sigterm_drains_a_grown_pool("prethread");
 }
 
-/// Sockets a process holds: the worker serving a client holds one more.
-fn socket_count(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| {
-            d.flatten()
-                .filter(|e| {
-                    std::fs::read_link(e.path())
-                        .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
-                })
-                .count()
-        })
-        .unwrap_or(0)
-}
-
 /// `--max-conns 2`: kill the worker serving one client with SIGKILL, three
 /// times. Each time the dead worker is reaped and replaced, and its slot
 /// given back: two clients are then served at once and a third is turned
@@ -588,15 +574,11 @@ fn prefork_worker_killed_mid_connection_is_replaced_and_its_slot_reused() {
         ping(&mut other, b"bystander").unwrap_or_else(|e| panic!("round {round}: {e}"));
         // One busy, fewer than --min-spare 2 idle: the pool grows to its cap.
         let workers = full("the pool did not grow to its cap", round);
-        let before: Vec<usize> = workers.iter().map(|&w| socket_count(w)).collect();
         let mut conn = connect(server.addr());
         ping(&mut conn, b"who serves me?").unwrap_or_else(|e| panic!("round {round}: {e}"));
-        let serving = workers
-            .iter()
-            .zip(&before)
-            .find(|&(&w, &b)| socket_count(w) > b)
-            .map(|(&w, _)| w)
-            .unwrap_or_else(|| panic!("round {round}: no worker holds the connection"));
+        let serving = holder_of(&conn, &workers).unwrap_or_else(|| {
+            panic!("round {round}: none of the workers {workers:?} holds the connection")
+        });
         kill(Pid::from_raw(serving), Signal::SIGKILL).unwrap();
         let end = wait_closed(&mut conn, Duration::from_secs(3));
         assert!(

@@ -12,22 +12,6 @@ use crate::util::{self, BIN, Server, children};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
-/// Sockets a process holds: a prefork worker that accepted a connection
-/// holds one more than before, which tells which worker serves it.
-fn socket_count(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| {
-            d.flatten()
-                .filter(|e| {
-                    std::fs::read_link(e.path())
-                        .map(|l| l.to_string_lossy().starts_with("socket:"))
-                        .unwrap_or(false)
-                })
-                .count()
-        })
-        .unwrap_or(0)
-}
-
 /// True while `pid` runs (it exists and is not a zombie).
 fn alive(pid: i32) -> bool {
     kill(Pid::from_raw(pid), None).is_ok() && util::state(pid).is_some_and(|s| s != 'Z')
@@ -49,15 +33,11 @@ fn prefork_worker_killed_mid_connection_gives_its_slot_back() {
     wait_for_workers(&server, 2);
     for round in 0..2 {
         let workers = children(server.pid());
-        let before: Vec<usize> = workers.iter().map(|&w| socket_count(w)).collect();
         let mut conn = util::connect(server.addr());
         util::ping(&mut conn, b"who serves me?").unwrap();
-        let serving = workers
-            .iter()
-            .zip(&before)
-            .find(|&(&w, &b)| socket_count(w) > b)
-            .map(|(&w, _)| w)
-            .unwrap_or_else(|| panic!("round {round}: no worker holds the connection"));
+        let serving = util::holder_of(&conn, &workers).unwrap_or_else(|| {
+            panic!("round {round}: none of the workers {workers:?} holds the connection")
+        });
         kill(Pid::from_raw(serving), Signal::SIGKILL).unwrap();
         let _ = util::wait_closed(&mut conn, Duration::from_secs(3));
         assert!(
@@ -379,7 +359,7 @@ fn tokio_survives_running_out_of_descriptors() {
 #[test]
 fn trace_hears_ctrl_c_and_keeps_printing_under_steady_traffic() {
     if !util::is_root() {
-        eprintln!("SKIPPED trace_hears_ctrl_c...: capturing needs CAP_NET_RAW (root)");
+        skipped!("SKIPPED trace_hears_ctrl_c...: capturing needs CAP_NET_RAW (root)");
         return;
     }
     let server = Server::start("epoll", &[]);

@@ -699,7 +699,7 @@ fn sigterm(model: &str) {
 
 fn ipv6(model: &str) {
     if !ipv6_available() {
-        eprintln!("SKIPPED: {model} ipv6: cannot bind [::1] on this machine");
+        skipped!("SKIPPED: {model} ipv6: cannot bind [::1] on this machine");
         return;
     }
     let seed = seed_of(&format!("{model}/ipv6"));

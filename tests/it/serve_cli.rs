@@ -130,7 +130,7 @@ fn address_in_use() {
 #[test]
 fn privileged_port_permission_denied() {
     if !is_root() {
-        eprintln!("SKIPPED: privileged_port_permission_denied needs root (to run as nobody)");
+        skipped!("SKIPPED: privileged_port_permission_denied needs root (to run as nobody)");
         return;
     }
     let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
@@ -139,7 +139,7 @@ fn privileged_port_permission_denied() {
     match start {
         Some(p) if p > 80 => {}
         other => {
-            eprintln!(
+            skipped!(
                 "SKIPPED: privileged_port_permission_denied: ip_unprivileged_port_start is \
                  {other:?}, so port 80 is not privileged here"
             );
@@ -235,7 +235,7 @@ fn assert_listens_on(line: &str, addr: &str) {
 #[test]
 fn default_listen_is_one_dual_stack_socket_on_6666() {
     if !is_root() {
-        eprintln!(
+        skipped!(
             "SKIPPED default_listen_is_one_dual_stack_socket_on_6666: needs root for a network namespace"
         );
         return;
@@ -246,7 +246,7 @@ fn default_listen_is_one_dual_stack_socket_on_6666() {
 #[test]
 fn default_listen_falls_back_to_ipv4_without_ipv6() {
     if !is_root() {
-        eprintln!(
+        skipped!(
             "SKIPPED default_listen_falls_back_to_ipv4_without_ipv6: needs root for a network namespace"
         );
         return;

@@ -101,7 +101,7 @@ fn udp_oversize_is_dropped_and_counted_never_truncated() {
 #[test]
 fn udp_never_answers_small_service_ports() {
     if !is_root() {
-        eprintln!("SKIPPED udp_never_answers_small_service_ports: binding ports 7-37 needs root");
+        skipped!("SKIPPED udp_never_answers_small_service_ports: binding ports 7-37 needs root");
         return;
     }
     let server = Server::start("thread", &["--udp", "--metrics", "127.0.0.1:0"]);
@@ -141,7 +141,7 @@ fn udp_segment(src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
 #[test]
 fn two_servers_and_one_spoofed_datagram_do_not_ping_pong() {
     if !is_root() {
-        eprintln!(
+        skipped!(
             "SKIPPED two_servers_...ping_pong: forging a source port needs a raw socket (root)"
         );
         return;
@@ -315,7 +315,7 @@ fn back_to_back_clients_are_never_over_max_conns() {
         if model == "uring"
             && let Err(reason) = netecho::serve::uring::probe()
         {
-            eprintln!("SKIPPED: uring: io_uring unusable here: {reason}");
+            skipped!("SKIPPED: uring: io_uring unusable here: {reason}");
             continue;
         }
         let server = Server::start(

@@ -58,13 +58,13 @@ fn stall_in_time(model: &str) {
 fn stall_in_time_with(model: &str, extra: &[&str], slack: Duration) {
     let test = format!("stall_in_time {model} {extra:?}");
     if !util::is_root() {
-        eprintln!("SKIPPED: {test}: needs root for a network namespace");
+        skipped!("SKIPPED: {test}: needs root for a network namespace");
         return;
     }
     if model == "uring"
         && let Err(why) = netecho::serve::uring::probe()
     {
-        eprintln!("SKIPPED: {test}: io_uring unusable here: {why}");
+        skipped!("SKIPPED: {test}: io_uring unusable here: {why}");
         return;
     }
     let _timing = util::timing();

@@ -22,7 +22,7 @@ fn usable(test: &str, model: &str) -> bool {
     if model == "uring"
         && let Err(why) = netecho::serve::uring::probe()
     {
-        eprintln!("SKIPPED: {test}: io_uring unusable here: {why}");
+        skipped!("SKIPPED: {test}: io_uring unusable here: {why}");
         return false;
     }
     python_ssl(test)
@@ -35,7 +35,7 @@ fn python_ssl(test: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        eprintln!("SKIPPED: {test}: python3 with the ssl module is not installed");
+        skipped!("SKIPPED: {test}: python3 with the ssl module is not installed");
     }
     ok
 }
@@ -119,11 +119,11 @@ fn s_time(model: &str) {
     if model == "uring"
         && let Err(why) = netecho::serve::uring::probe()
     {
-        eprintln!("SKIPPED: s_time {model}: io_uring unusable here: {why}");
+        skipped!("SKIPPED: s_time {model}: io_uring unusable here: {why}");
         return;
     }
     if Command::new("openssl").arg("version").output().is_err() {
-        eprintln!("SKIPPED: s_time {model}: openssl is not installed");
+        skipped!("SKIPPED: s_time {model}: openssl is not installed");
         return;
     }
     let server = Server::start(

@@ -12,7 +12,7 @@ use crate::util::{BIN, is_root};
 macro_rules! need_root {
     ($name:expr) => {
         if !is_root() {
-            eprintln!("SKIPPED {}: needs root (CAP_NET_RAW) for AF_PACKET", $name);
+            skipped!("SKIPPED {}: needs root (CAP_NET_RAW) for AF_PACKET", $name);
             return;
         }
     };
@@ -212,7 +212,7 @@ fn trace_sees_handshake_and_close_and_writes_a_pcap() {
             let n = String::from_utf8_lossy(&o.stdout).lines().count();
             assert_eq!(n, records, "tshark sees every record");
         }
-        Err(_) => eprintln!("SKIPPED tshark check: tshark is not installed"),
+        Err(_) => skipped!("SKIPPED tshark check: tshark is not installed"),
     }
     let _ = std::fs::remove_file(&pcap);
 }
@@ -221,7 +221,7 @@ fn trace_sees_handshake_and_close_and_writes_a_pcap() {
 fn trace_sees_ipv6_and_stops_after_count() {
     need_root!("trace_sees_ipv6_and_stops_after_count");
     let Ok(listener) = TcpListener::bind("[::1]:0") else {
-        eprintln!("SKIPPED trace_sees_ipv6_and_stops_after_count: no IPv6 loopback");
+        skipped!("SKIPPED trace_sees_ipv6_and_stops_after_count: no IPv6 loopback");
         return;
     };
     let port = listener.local_addr().unwrap().port();
@@ -266,7 +266,7 @@ fn trace_without_cap_net_raw_says_what_is_needed() {
     {
         Ok(o) => o,
         Err(_) => {
-            eprintln!("SKIPPED trace_without_cap_net_raw_says_what_is_needed: no setpriv");
+            skipped!("SKIPPED trace_without_cap_net_raw_says_what_is_needed: no setpriv");
             return;
         }
     };
@@ -542,7 +542,7 @@ fn trace_read_pcapng_says_the_same() {
             assert_eq!(code, Some(0), "{err}");
             assert_eq!(body(&out), body(&from_pcap), "editcap's pcapng");
         }
-        _ => eprintln!("SKIPPED editcap pcapng check: editcap (tshark's package) is not installed"),
+        _ => skipped!("SKIPPED editcap pcapng check: editcap (tshark's package) is not installed"),
     }
     let _ = std::fs::remove_file(&ng);
     let _ = std::fs::remove_file(&ed);
@@ -588,7 +588,7 @@ fn trace_read_of_tcpdumps_file_matches_the_live_trace() {
     {
         Ok(c) => c,
         Err(_) => {
-            eprintln!(
+            skipped!(
                 "SKIPPED trace_read_of_tcpdumps_file_matches_the_live_trace: tcpdump is not installed"
             );
             return;

@@ -28,7 +28,7 @@ fn skip() -> bool {
     match netecho::serve::uring::probe() {
         Ok(()) => false,
         Err(reason) => {
-            eprintln!("SKIPPED: io_uring unusable here: {reason}");
+            skipped!("SKIPPED: io_uring unusable here: {reason}");
             true
         }
     }
@@ -516,7 +516,7 @@ fn a_tls_close_notify_stuck_behind_a_client_that_never_reads_ends_at_the_stall_t
         .args(["-c", "import ssl"])
         .output();
     if !python.is_ok_and(|o| o.status.success()) {
-        eprintln!("SKIPPED: python3 with the ssl module is not installed");
+        skipped!("SKIPPED: python3 with the ssl module is not installed");
         return;
     }
     let server = start_with(

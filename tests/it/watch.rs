@@ -200,7 +200,7 @@ fn wait_code(child: &mut Child) -> i32 {
 /// not root or the kernel has no tracefs.
 fn start_events(name: &str, args: &[&str]) -> Option<(Child, BufReader<ChildStdout>)> {
     if !crate::util::is_root() {
-        eprintln!("SKIPPED {name}: event mode needs root (tracefs)");
+        skipped!("SKIPPED {name}: event mode needs root (tracefs)");
         return None;
     }
     let mut child = Command::new(BIN)
@@ -223,7 +223,7 @@ fn start_events(name: &str, args: &[&str]) -> Option<(Child, BufReader<ChildStdo
             .unwrap();
         let _ = child.wait();
         if err.contains("tracefs") || err.contains("tracepoint") {
-            eprintln!("SKIPPED {name}: {}", err.trim());
+            skipped!("SKIPPED {name}: {}", err.trim());
             return None;
         }
         panic!("watch --mode events failed: {err}");

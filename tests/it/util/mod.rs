@@ -73,3 +73,21 @@ pub fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// Prints a SKIPPED line and appends it to the file `NETECHO_SKIP_LOG`
+/// names, if any (see `skipped!`). One `write` of one line to a file opened
+/// for appending: lines of tests that skip at once do not interleave.
+pub fn note_skipped(line: &str) {
+    eprintln!("{line}");
+    if let Some(path) = std::env::var_os("NETECHO_SKIP_LOG") {
+        use std::io::Write;
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
+        if let Err(e) = appended {
+            eprintln!("note: could not add to {}: {e}", path.to_string_lossy());
+        }
+    }
+}

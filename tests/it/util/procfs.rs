@@ -83,3 +83,40 @@ pub(super) fn vm_rss_kib(pid: i32) -> Option<u64> {
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
+
+/// The inode of the server's end of the TCP connection whose client end is
+/// `client` (`/proc/net/tcp` or `tcp6`: the row whose remote address is
+/// the client's local one), if the kernel lists it.
+fn server_end_inode(client: &std::net::TcpStream) -> Option<u64> {
+    let (local, peer) = (client.local_addr().ok()?, client.peer_addr().ok()?);
+    // The table prints a port as four hex digits after the address.
+    let (want_local, want_remote) = (
+        format!(":{:04X}", peer.port()),
+        format!(":{:04X}", local.port()),
+    );
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .find_map(|table| {
+            let table = std::fs::read_to_string(table).ok()?;
+            table.lines().skip(1).find_map(|l| {
+                // sl local rem st tx:rx tr:when retrnsmt uid timeout inode
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() > 9 && f[1].ends_with(&want_local) && f[2].ends_with(&want_remote))
+                    .then(|| f[9].parse().ok())
+                    .flatten()
+            })
+        })
+}
+
+/// Which of `pids` holds the server's end of `client`'s connection: the
+/// one with a descriptor on that very socket. Counting sockets per process
+/// instead misleads while a fresh worker still closes what it inherited.
+pub fn holder_of(client: &std::net::TcpStream, pids: &[i32]) -> Option<i32> {
+    let want = format!("socket:[{}]", server_end_inode(client)?);
+    pids.iter().copied().find(|pid| {
+        std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == want.as_str()))
+        })
+    })
+}

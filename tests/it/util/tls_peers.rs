@@ -187,7 +187,7 @@ pub fn python_server(pki: &Pki, test: &str) -> Option<Peer> {
     let mut child = match spawned {
         Ok(child) => child,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!(
+            skipped!(
                 "SKIPPED: {test}: python3 is not installed (.ci/run installs it where apt works)"
             );
             return None;
@@ -212,7 +212,7 @@ pub fn python_server(pki: &Pki, test: &str) -> Option<Peer> {
 /// (after SKIPPED on stderr) when socat is not installed.
 pub fn socat_server(pki: &Pki, test: &str) -> Option<Peer> {
     if Command::new("socat").arg("-V").output().is_err() {
-        eprintln!("SKIPPED: {test}: socat is not installed (.ci/run installs it where apt works)");
+        skipped!("SKIPPED: {test}: socat is not installed (.ci/run installs it where apt works)");
         return None;
     }
     let listen = format!(
