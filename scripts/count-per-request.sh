@@ -16,7 +16,10 @@
 #                    (tracepoints io_uring:io_uring_submit_req and
 #                    io_uring:io_uring_complete), with the submissions by
 #                    opcode: SEND and RECV copy, SPLICE does not
-#   task-clock       the server's CPU per request from the same perf run:
+#   cs/req           context switches of the server per request (each sleep
+#                    and wake-up is one): timing decides how many, so they
+#                    move between runs more than the counts above
+#   cpu_us           the server's CPU per request (task-clock) of the same run:
 #                    a timed figure, shown for direction only
 #
 # Each server runs `serve --model M --workers 1` pinned to CPU 0; the load is
@@ -34,7 +37,8 @@
 #        "small large many connect"), REPEAT (default 3), LOAD (the load
 #        generator's netecho, default the last BINARY), SCALE (multiplies
 #        every request count, default 1), VALGRIND=0 to skip the instruction
-#        counts. Needs perf with tracepoints (root), valgrind, taskset.
+#        counts, KEEP=DIR to keep each callgrind profile as
+#        DIR/LABEL-MODEL-WORKLOAD.callgrind (for callgrind_annotate). Needs perf with tracepoints (root), valgrind, taskset.
 # Takes about a minute per build, model and workload at REPEAT=3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -129,7 +133,7 @@ counts() {
 	# totals from perf stat (exact); the breakdown by name from perf record
 	# (which may drop events when its buffer fills: only its shares count)
 	perf stat -x, -e raw_syscalls:sys_enter,io_uring:io_uring_submit_req \
-		-e io_uring:io_uring_complete,task-clock -p "$server_pid" -o "$tmp/stat" &
+		-e io_uring:io_uring_complete,task-clock,context-switches -p "$server_pid" -o "$tmp/stat" &
 	local stat=$!
 	perf record -q -m 8M -e raw_syscalls:sys_enter -e io_uring:io_uring_submit_req \
 		-p "$server_pid" -o "$tmp/perf.data" 2>/dev/null &
@@ -142,7 +146,7 @@ counts() {
 	wait "$rec" "$stat" || true
 	stop_server
 	{
-		awk -F, '$3 ~ /:|task-clock/ { print "STAT", $3, $1 }' "$tmp/stat"
+		awk -F, '$3 ~ /:|task-clock|context-switches/ { print "STAT", $3, $1 }' "$tmp/stat"
 		perf script -i "$tmp/perf.data" -F event,trace 2>/dev/null
 	} | awk -v n="$n" -v unistd="$unistd" '
 		BEGIN {
@@ -177,13 +181,13 @@ counts() {
 		END {
 			all_sys = total["raw_syscalls:sys_enter"]
 			all_sqe = total["io_uring:io_uring_submit_req"]
-			printf "%.3f %.3f %.3f %.2f %s %s\n", all_sys / n, all_sqe / n,
-				total["io_uring:io_uring_complete"] / n, total["task-clock"] * 1000 / n,
-				top(by, sys, all_sys), top(op, sqe, all_sqe)
+			printf "%.3f %.3f %.3f %.3f %.2f %s %s\n", all_sys / n, all_sqe / n,
+				total["io_uring:io_uring_complete"] / n, total["context-switches"] / n,
+				total["task-clock"] * 1000 / n, top(by, sys, all_sys), top(op, sqe, all_sqe)
 		}'
 }
 
-# instructions BINARY MODEL ARGS N: user-space instructions per request
+# instructions BINARY MODEL ARGS N NAME: user-space instructions per request
 instructions() {
 	start_server valgrind --tool=callgrind "--callgrind-out-file=$tmp/cg.%p" -- "$1" "$2"
 	bench "$3" "$(($4 / 10 + 1))" >/dev/null
@@ -194,6 +198,7 @@ instructions() {
 	callgrind_control -d "$server_pid" >/dev/null 2>&1
 	local ir
 	ir=$(awk '/^summary:/ { print $2 }' "$tmp"/cg.*.[0-9]*)
+	[[ -n ${KEEP:-} ]] && mkdir -p "$KEEP" && cp "$tmp"/cg.*.[0-9]* "$KEEP/$5.callgrind"
 	stop_server
 	rm -f "$tmp"/cg.*
 	awk -v ir="$ir" -v n="$n" 'BEGIN { printf "%.0f\n", ir / n }'
@@ -202,7 +207,7 @@ instructions() {
 median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
 echo "load: $load bench --threads 1 on CPU 1; servers --workers 1 on CPU 0; REPEAT=$repeat; $(uptime | sed 's/.*load/load/')"
-printf '%-8s %-6s %-8s %10s %8s %8s %8s %8s  %-44s %s\n' build model workload "instr/req" "sys/req" "sqe/req" "cqe/req" "cpu_us" "syscalls per request (top)" "io_uring ops per request"
+printf '%-8s %-6s %-8s %10s %8s %8s %8s %8s %8s  %-44s %s\n' build model workload "instr/req" "sys/req" "sqe/req" "cqe/req" "cs/req" "cpu_us" "syscalls per request (top)" "io_uring ops per request"
 for w in $workloads; do
 	read -r -a la < <(load_args "$w")
 	args="${la[*]:0:${#la[@]}-2}"
@@ -219,11 +224,12 @@ for w in $workloads; do
 			mid=$(sort -g "$tmp/rows" | sed -n "$(((repeat + 1) / 2))p")
 			sqe=$(awk '{ print $2 }' "$tmp/rows" | median)
 			cqe=$(awk '{ print $3 }' "$tmp/rows" | median)
-			cpu=$(awk '{ print $4 }' "$tmp/rows" | median)
+			cs=$(awk '{ print $4 }' "$tmp/rows" | median)
+			cpu=$(awk '{ print $5 }' "$tmp/rows" | median)
 			ir=-
-			[[ $valgrind == 1 ]] && ir=$(instructions "$bin" "$m" "$args" "$nv")
-			read -r sys _ _ _ top ops <<<"$mid"
-			printf '%-8s %-6s %-8s %10s %8s %8s %8s %8s  %-44s %s\n' "$label" "$m" "$w" "$ir" "$sys" "$sqe" "$cqe" "$cpu" "$top" "$ops"
+			[[ $valgrind == 1 ]] && ir=$(instructions "$bin" "$m" "$args" "$nv" "$label-$m-$w")
+			read -r sys _ _ _ _ top ops <<<"$mid"
+			printf '%-8s %-6s %-8s %10s %8s %8s %8s %8s %8s  %-44s %s\n' "$label" "$m" "$w" "$ir" "$sys" "$sqe" "$cqe" "$cs" "$cpu" "$top" "$ops"
 		done
 	done
 done
