@@ -107,8 +107,8 @@ fn print_words(
         s.options
             .iter()
             .map(|o| match o {
-                netecho_core::inspect::syn::TcpOption::Mss { value } => format!("mss {value}"),
-                netecho_core::inspect::syn::TcpOption::Wscale { value } => {
+                netecho_core::wire::options::TcpOption::Mss { value } => format!("mss {value}"),
+                netecho_core::wire::options::TcpOption::Wscale { value } => {
                     format!("wscale {value}")
                 }
                 o => o.name(),

@@ -14,15 +14,19 @@
 //! connection is therefore always copied, never spliced.
 
 use std::io;
+use std::io::IoSliceMut;
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{AsFd, AsRawFd};
-use std::time::{Duration, Instant};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use netecho_core::fault::tcp::{ReadGate, Shaper, Verdict};
 use netecho_core::fault::{Effects, EndAfter};
 use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::socket::{MsgFlags, Shutdown, recv, shutdown};
+use nix::poll::{PollFd, PollFlags, ppoll};
+use nix::sys::socket::{
+    ControlMessageOwned, MsgFlags, Shutdown, recv, recvmsg, setsockopt, shutdown, sockopt,
+};
+use nix::sys::time::TimeSpec;
 use socket2::SockRef;
 use tracing::debug;
 
@@ -138,8 +142,14 @@ fn run(
         return Ending::Core(End::from_io(&e));
     }
     let fd = conn.as_raw_fd();
+    // The kernel's receive time of each read, so latency is held from the
+    // bytes' arrival, not from when this thread got to run (see [`recv_at`]).
+    let _ = setsockopt(conn, sockopt::ReceiveTimestampns, &true);
     let timeouts = ctx.timeouts();
     let mut now = Instant::now();
+    // When the socket was last found empty: nothing read later arrived
+    // before it.
+    let mut empty_at = now;
     let mut core = Conn::new(now, Pending::new());
     let mut shaper = Shaper::new(now, f.effects, f.seed);
     loop {
@@ -202,14 +212,14 @@ fn run(
             match shaper.read_gate(now) {
                 ReadGate::Open => {
                     let want = read.min(buf.len());
-                    match recv(fd, &mut buf[..want], MsgFlags::empty()) {
+                    match recv_at(fd, &mut buf[..want], empty_at) {
                         // The client's FIN: what is kept still goes out.
-                        Ok(0) => {
+                        Ok((0, _)) => {
                             core.on_fin();
                             moved = true;
                         }
-                        Ok(n) => {
-                            let flipped = shaper.on_read(now, &mut buf[..n]);
+                        Ok((n, arrived)) => {
+                            let flipped = shaper.on_read(arrived, &mut buf[..n]);
                             for at in flipped {
                                 debug!(peer = %f.peer, byte = at, "corrupted");
                             }
@@ -217,7 +227,10 @@ fn run(
                             moved = true;
                         }
                         // Nothing to read yet.
-                        Err(Errno::EAGAIN) => events |= PollFlags::POLLIN,
+                        Err(Errno::EAGAIN) => {
+                            empty_at = now;
+                            events |= PollFlags::POLLIN;
+                        }
                         Err(e) => moved = !core.on_error(&io::Error::from(e)) || e == Errno::EINTR,
                     }
                 }
@@ -232,12 +245,13 @@ fn run(
             core.stop();
             continue;
         }
+        // To the nanosecond: a wait rounded down to milliseconds wakes
+        // early and polls again, one rounded up holds an echo too long.
         let wait = wake.map_or(STOP_CHECK, |w| {
-            w.saturating_duration_since(now).min(STOP_CHECK)
+            w.saturating_duration_since(Instant::now()).min(STOP_CHECK)
         });
         let mut fds = [PollFd::new(conn.as_fd(), events)];
-        let ms = u16::try_from(wait.as_millis().max(1)).unwrap_or(u16::MAX);
-        match poll(&mut fds, PollTimeout::from(ms)) {
+        match ppoll(&mut fds, Some(TimeSpec::from_duration(wait)), None) {
             // Interrupted by a signal: look at the stop state again.
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => {
@@ -246,6 +260,29 @@ fn run(
         }
         core.on_timer(Instant::now(), &timeouts);
     }
+}
+
+/// `recv(2)` that also says when the bytes arrived: the kernel's receive
+/// time (SO_TIMESTAMPNS, on the wall clock) of the last segment read, moved
+/// onto the monotonic clock and kept between `empty_at` (the socket was
+/// empty then) and now, so a step of the wall clock cannot push it out of
+/// that range. Without a timestamp the bytes arrived now.
+fn recv_at(fd: RawFd, buf: &mut [u8], empty_at: Instant) -> nix::Result<(usize, Instant)> {
+    let mut space = nix::cmsg_space!(TimeSpec);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::empty())?;
+    let (now, wall) = (Instant::now(), SystemTime::now());
+    let mut arrived = now;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmTimestampns(ts) = c {
+            let stamp = Duration::new(ts.tv_sec().max(0) as u64, ts.tv_nsec() as u32);
+            let age = wall
+                .duration_since(UNIX_EPOCH)
+                .map_or(Duration::ZERO, |w| w.saturating_sub(stamp));
+            arrived = now.checked_sub(age).unwrap_or(empty_at).max(empty_at);
+        }
+    }
+    Ok((msg.bytes, arrived.min(now)))
 }
 
 /// Reads and drops what the client still sends after our FIN, until its

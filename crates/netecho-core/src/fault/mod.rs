@@ -163,6 +163,17 @@ impl Kind {
 }
 
 impl Effects {
+    /// How long to hold one echo (TCP) or datagram (UDP) under `latency`
+    /// and `jitter`: uniform in [latency - jitter, latency + jitter] (the
+    /// parser keeps jitter <= latency); `None` without `latency`.
+    pub fn hold(&self, rng: &mut Rng) -> Option<Duration> {
+        let latency = self.latency?;
+        Some(match self.jitter.filter(|j| !j.is_zero()) {
+            None => latency,
+            Some(j) => (latency - j) + j.mul_f64(2.0 * roll(rng)),
+        })
+    }
+
     /// True when something here changes a TCP echo.
     pub fn touches_tcp(&self) -> bool {
         self.latency.is_some()

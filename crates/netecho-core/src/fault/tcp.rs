@@ -6,8 +6,13 @@
 //!
 //! Every limit is a cap on the next send, so they compose: latency holds
 //! bytes until their due time, `slice` caps a send and `slice-delay` spaces
-//! them, `bandwidth` is a token bucket, and the `*-after` thresholds cap the
-//! total so that exactly N bytes go out before the end.
+//! them, `bandwidth` is a schedule (byte k of a busy stretch may go k/rate
+//! after it began), and the `*-after` thresholds cap the total so that
+//! exactly N bytes go out before the end.
+//!
+//! Every wait is a deadline, not a pause after a send: a caller woken late
+//! (a busy machine) finds the schedule where it should be and catches up,
+//! so lateness does not add up over a transfer.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -17,9 +22,17 @@ use rand::{RngExt, SeedableRng};
 
 use super::{Effects, EndAfter, Kind};
 
-/// The bucket holds this share of a second of `bandwidth`: small enough that
-/// a transfer's rate is steady, large enough for few wake-ups.
-const BURST_PER_SECOND: u64 = 50;
+/// One send under `bandwidth` is at most this share of a second of it:
+/// small enough that a transfer's rate is steady, large enough for few
+/// wake-ups (50 a second).
+const SENDS_PER_SECOND: u64 = 50;
+
+/// How far behind its schedule a `bandwidth` connection may fall and still
+/// catch up: a caller woken up to this late sends what it missed at once.
+/// Longer behind (an idle connection), the schedule restarts this far back,
+/// so a connection that was idle gets about this much of its rate (and one
+/// send) at once.
+const PACE_SLACK: Duration = Duration::from_millis(50);
 
 /// What the caller may do with the kept echo now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,9 +71,10 @@ pub struct Shaper {
     /// Echo held by latency: (due time, stream offset its read ended at),
     /// in order, due times never decreasing (bytes never overtake).
     held: VecDeque<(Instant, u64)>,
-    /// `bandwidth` bucket: bytes that may go now, and when it was filled.
-    tokens: u64,
-    filled: Instant,
+    /// `bandwidth` schedule: `paced` bytes sent since `paced_from`, so the
+    /// next may go at `paced_from + paced / rate`.
+    paced_from: Instant,
+    paced: u64,
     /// `slice-delay`: no piece before this time.
     next_piece: Option<Instant>,
     /// `corrupt`: the stream offset of the next byte to corrupt.
@@ -84,8 +98,8 @@ impl Shaper {
             read: 0,
             sent: 0,
             held: VecDeque::new(),
-            tokens: e.bandwidth.map_or(0, burst),
-            filled: now,
+            paced_from: now,
+            paced: 0,
             next_piece: None,
             next_corrupt,
             applied: Vec::new(),
@@ -158,15 +172,7 @@ impl Shaper {
             self.report(Kind::Corrupt);
         }
         self.read = end;
-        if let Some(latency) = self.e.latency {
-            let jitter = self.e.jitter.unwrap_or_default();
-            let hold = if jitter.is_zero() {
-                latency
-            } else {
-                // Uniform in [latency - jitter, latency + jitter]; the
-                // parser keeps jitter <= latency.
-                (latency - jitter) + jitter.mul_f64(2.0 * self.rng.random::<f64>())
-            };
+        if let Some(hold) = self.e.hold(&mut self.rng) {
             let due = (now + hold).max(self.held.back().map_or(now, |(d, _)| *d));
             self.held.push_back((due, end));
         }
@@ -216,19 +222,12 @@ impl Shaper {
             n = n.min(slice as u64);
         }
         if let Some(rate) = self.e.bandwidth {
-            let cap = burst(rate);
-            let earned = now.saturating_duration_since(self.filled).as_secs_f64() * rate as f64;
-            if earned >= 1.0 {
-                self.tokens = (self.tokens + earned as u64).min(cap);
-                self.filled = now;
-            }
-            let want = n.min(cap);
-            if self.tokens < want {
+            let at = self.paced_from + at_rate(self.paced, rate);
+            if at > now {
                 self.report(Kind::Bandwidth);
-                let short = (want - self.tokens) as f64 / rate as f64;
-                return Verdict::Wait(self.filled + Duration::from_secs_f64(short));
+                return Verdict::Wait(at);
             }
-            n = want;
+            n = n.min((rate / SENDS_PER_SECOND).max(1));
         }
         Verdict::Send(n as usize)
     }
@@ -236,8 +235,14 @@ impl Shaper {
     /// A send at `now` took `n` bytes of the kept echo.
     pub fn on_sent(&mut self, now: Instant, n: usize) {
         self.sent += n as u64;
-        if self.e.bandwidth.is_some() {
-            self.tokens = self.tokens.saturating_sub(n as u64);
+        if let Some(rate) = self.e.bandwidth {
+            let at = self.paced_from + at_rate(self.paced, rate);
+            if at + PACE_SLACK < now {
+                // Idle, or woken too late to catch up in full.
+                self.paced_from = now.checked_sub(PACE_SLACK).unwrap_or(now);
+                self.paced = 0;
+            }
+            self.paced += n as u64;
         }
         if let Some(d) = self.e.slice_delay.filter(|d| !d.is_zero()) {
             self.next_piece = Some(now + d);
@@ -252,9 +257,10 @@ impl Shaper {
     }
 }
 
-/// The bucket size for `rate` bytes a second: at least one byte.
-fn burst(rate: u64) -> u64 {
-    (rate / BURST_PER_SECOND).max(1)
+/// How long `bytes` take at `rate` bytes a second, to the nanosecond.
+fn at_rate(bytes: u64, rate: u64) -> Duration {
+    let ns = u128::from(bytes) * 1_000_000_000 / u128::from(rate.max(1));
+    Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
 }
 
 /// How many bytes pass before the next one corrupted with probability `p`
@@ -353,6 +359,36 @@ mod tests {
             (3.9..=4.1).contains(&took),
             "4 MiB at 1 MiB/s took {took} s"
         );
+    }
+
+    /// A caller woken 7 ms late at every wait (a busy machine) still moves
+    /// 4 MiB at 1 MiB/s in 4 s: the schedule is kept, lateness caught up.
+    #[test]
+    fn bandwidth_catches_up_after_late_wakes() {
+        let t0 = Instant::now();
+        let mut s = shaper("bandwidth=1MiB/s", t0);
+        let (mut now, mut kept) = (t0, 4usize << 20);
+        while kept > 0 {
+            match s.verdict(now, kept) {
+                Verdict::Send(n) => {
+                    s.on_sent(now, n);
+                    kept -= n;
+                }
+                Verdict::Wait(at) => now = at + ms(7),
+                other => panic!("{other:?}"),
+            }
+        }
+        let took = (now - t0).as_secs_f64();
+        assert!((3.95..=4.05).contains(&took), "took {took} s");
+        // Idle for a second, then a burst of about the slack's worth.
+        let later = now + Duration::from_secs(1);
+        let (sends, _) = run(&mut s, later, 1 << 20);
+        let at_once: usize = sends
+            .iter()
+            .filter(|(d, _)| d.is_zero())
+            .map(|(_, n)| n)
+            .sum();
+        assert!(at_once <= 80 << 10, "{at_once} bytes at once after idling");
     }
 
     #[test]

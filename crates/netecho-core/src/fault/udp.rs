@@ -39,9 +39,8 @@ pub fn decide(e: &Effects, len: usize, rng: &mut Rng) -> Fate {
         copy.len = t;
         fate.applied.push(Kind::Truncate);
     }
-    if let Some(latency) = e.latency {
-        let j = e.jitter.unwrap_or_default();
-        copy.delay = (latency - j) + j.mul_f64(2.0 * roll(rng));
+    if let Some(hold) = e.hold(rng) {
+        copy.delay = hold;
         fate.applied.push(Kind::Latency);
     }
     if hit(e.reorder, rng) {

@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::report::{TcpReport, UdpReport};
-use super::syn::TcpOption;
+use crate::wire::options::TcpOption;
 
 /// The initial TTLs operating systems use (Linux and macOS 64, Windows
 /// 128, network gear 255): a TTL seen is guessed to have started at the

@@ -10,7 +10,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 
-use crate::inspect::syn::{TcpOption, parse_options};
+use super::options::{self, TcpOption};
 
 /// A header field's byte range.
 type Field = Range<usize>;
@@ -56,8 +56,11 @@ mod eth {
 mod ipv4 {
     use super::Field;
     pub const VER_IHL: usize = 0;
+    /// Type of service: DSCP in the upper six bits, ECN in the lower two.
+    pub const TOS: usize = 1;
     pub const TOTAL_LEN: Field = 2..4;
     pub const FLAGS_FRAG: Field = 6..8;
+    pub const TTL: usize = 8;
     pub const PROTOCOL: usize = 9;
     pub const SRC: Field = 12..16;
     pub const DST: Field = 16..20;
@@ -67,6 +70,8 @@ mod ipv4 {
     pub const MF_OR_OFFSET: u16 = 0x3fff;
     /// Just the offset.
     pub const OFFSET: u16 = 0x1fff;
+    /// Don't Fragment.
+    pub const DF: u16 = 0x4000;
 }
 
 /// IPv6 fixed header layout (RFC 8200).
@@ -75,6 +80,7 @@ mod ipv6 {
     pub const VERSION: usize = 0;
     pub const PAYLOAD_LEN: Field = 4..6;
     pub const NEXT_HEADER: usize = 6;
+    pub const HOP_LIMIT: usize = 7;
     pub const SRC: Field = 8..24;
     pub const DST: Field = 24..40;
     pub const HEADER_LEN: usize = 40;
@@ -158,6 +164,22 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// length covers the header and fits in the bytes we have (Ethernet may
     /// pad short packets: bytes past the total length are ignored).
     pub fn new_checked(buffer: T) -> Result<Self, ParseError> {
+        let p = Self::new_header_checked(buffer)?;
+        let (hl, tl) = (p.header_len(), p.total_len());
+        if tl < hl {
+            return Err(ParseError::Malformed);
+        }
+        if p.buffer.as_ref().len() < tl {
+            return Err(ParseError::Truncated);
+        }
+        Ok(p)
+    }
+
+    /// Checks the version and that the header, options included, fits, and
+    /// nothing of the total length: for bytes that hold headers but not the
+    /// data the length counts (a saved SYN, `TCP_SAVED_SYN`). The payload is
+    /// then what the bytes hold of it.
+    pub fn new_header_checked(buffer: T) -> Result<Self, ParseError> {
         let b = buffer.as_ref();
         if b.len() < ipv4::MIN_HEADER_LEN {
             return Err(ParseError::Truncated);
@@ -166,11 +188,10 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
             return Err(ParseError::Malformed);
         }
         let p = Ipv4Packet { buffer };
-        let (hl, tl) = (p.header_len(), p.total_len());
-        if hl < ipv4::MIN_HEADER_LEN || tl < hl {
+        if p.header_len() < ipv4::MIN_HEADER_LEN {
             return Err(ParseError::Malformed);
         }
-        if p.buffer.as_ref().len() < tl {
+        if p.buffer.as_ref().len() < p.header_len() {
             return Err(ParseError::Truncated);
         }
         Ok(p)
@@ -189,6 +210,21 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// The protocol of the payload (6 for TCP).
     pub fn protocol(&self) -> u8 {
         self.buffer.as_ref()[ipv4::PROTOCOL]
+    }
+
+    /// The type-of-service byte (DSCP and ECN).
+    pub fn tos(&self) -> u8 {
+        self.buffer.as_ref()[ipv4::TOS]
+    }
+
+    /// Time to live, as it arrived.
+    pub fn ttl(&self) -> u8 {
+        self.buffer.as_ref()[ipv4::TTL]
+    }
+
+    /// Don't Fragment.
+    pub fn dont_fragment(&self) -> bool {
+        be16(self.buffer.as_ref(), ipv4::FLAGS_FRAG) & ipv4::DF != 0
     }
 
     /// True for any fragment but the first.
@@ -212,9 +248,20 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         Ipv4Addr::from(be32(self.buffer.as_ref(), ipv4::DST))
     }
 
-    /// The payload, without Ethernet padding.
+    /// The payload, without Ethernet padding (of a header-checked view,
+    /// what the bytes hold of it).
     pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[self.header_len()..self.total_len()]
+        let b = self.buffer.as_ref();
+        let hl = self.header_len();
+        &b[hl..self.total_len().clamp(hl, b.len())]
+    }
+}
+
+impl<'a> Ipv4Packet<&'a [u8]> {
+    /// Everything after the header, whatever the total length says (a
+    /// saved SYN's TCP header), borrowed from the bytes, not the view.
+    pub fn after_header(&self) -> &'a [u8] {
+        &self.buffer[self.header_len()..]
     }
 }
 
@@ -228,6 +275,16 @@ pub struct Ipv6Packet<T: AsRef<[u8]>> {
 impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     /// Checks the version and that the payload length fits.
     pub fn new_checked(buffer: T) -> Result<Self, ParseError> {
+        let p = Self::new_header_checked(buffer)?;
+        if p.buffer.as_ref().len() - ipv6::HEADER_LEN < p.payload_len() {
+            return Err(ParseError::Truncated);
+        }
+        Ok(p)
+    }
+
+    /// Checks the version and that the fixed header fits, and nothing of
+    /// the payload length (as [`Ipv4Packet::new_header_checked`]).
+    pub fn new_header_checked(buffer: T) -> Result<Self, ParseError> {
         let b = buffer.as_ref();
         if b.len() < ipv6::HEADER_LEN {
             return Err(ParseError::Truncated);
@@ -235,11 +292,7 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
         if b[ipv6::VERSION] >> 4 != 6 {
             return Err(ParseError::Malformed);
         }
-        let p = Ipv6Packet { buffer };
-        if p.buffer.as_ref().len() - ipv6::HEADER_LEN < p.payload_len() {
-            return Err(ParseError::Truncated);
-        }
-        Ok(p)
+        Ok(Ipv6Packet { buffer })
     }
 
     /// Payload length in bytes, as the header says.
@@ -250,6 +303,18 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     /// The next header (6 for TCP directly behind the fixed header).
     pub fn next_header(&self) -> u8 {
         self.buffer.as_ref()[ipv6::NEXT_HEADER]
+    }
+
+    /// The traffic class (DSCP and ECN, as IPv4's TOS): the eight bits
+    /// after the version nibble.
+    pub fn traffic_class(&self) -> u8 {
+        let b = self.buffer.as_ref();
+        (b[ipv6::VERSION] << 4) | (b[ipv6::VERSION + 1] >> 4)
+    }
+
+    /// Hop limit, as it arrived.
+    pub fn hop_limit(&self) -> u8 {
+        self.buffer.as_ref()[ipv6::HOP_LIMIT]
     }
 
     /// Source address.
@@ -266,9 +331,19 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
         Ipv6Addr::from(a)
     }
 
-    /// The payload, without padding.
+    /// The payload, without padding (of a header-checked view, what the
+    /// bytes hold of it).
     pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[ipv6::HEADER_LEN..ipv6::HEADER_LEN + self.payload_len()]
+        let b = self.buffer.as_ref();
+        &b[ipv6::HEADER_LEN..(ipv6::HEADER_LEN + self.payload_len()).min(b.len())]
+    }
+}
+
+impl<'a> Ipv6Packet<&'a [u8]> {
+    /// Everything after the fixed header, whatever the payload length says
+    /// (as [`Ipv4Packet::after_header`]).
+    pub fn after_header(&self) -> &'a [u8] {
+        &self.buffer[ipv6::HEADER_LEN..]
     }
 }
 
@@ -340,6 +415,12 @@ impl<T: AsRef<[u8]>> TcpSegment<T> {
     /// The advertised window, before window scaling.
     pub fn window(&self) -> u16 {
         be16(self.buffer.as_ref(), tcp::WINDOW)
+    }
+
+    /// The options: the header's bytes past its fixed part, padding and all
+    /// (walk them with [`options::parse`]).
+    pub fn options(&self) -> &[u8] {
+        &self.buffer.as_ref()[tcp::MIN_HEADER_LEN..self.header_len()]
     }
 
     /// The data carried.
@@ -630,8 +711,9 @@ pub fn parse_network(ethertype: u16, bytes: &[u8], off: usize) -> Result<Parsed,
 fn segment(src: IpAddr, dst: IpAddr, bytes: &[u8]) -> Result<Segment, ParseError> {
     let t = TcpSegment::new_checked(bytes)?;
     let offers = if t.flags() & flags::SYN != 0 {
-        let opts = &bytes[tcp::MIN_HEADER_LEN..t.header_len()];
-        parse_options(opts).ok().and_then(|o| Offers::of(&o))
+        options::parse(t.options())
+            .ok()
+            .and_then(|o| Offers::of(&o))
     } else {
         None
     };
@@ -669,7 +751,7 @@ pub fn build_frame(seg: &Segment, payload: &[u8]) -> Vec<u8> {
             ip[ipv4::VER_IHL] = 0x45;
             let total = (ipv4::MIN_HEADER_LEN + tcp_hdr.len()) as u16;
             ip[ipv4::TOTAL_LEN].copy_from_slice(&total.to_be_bytes());
-            ip[8] = 64;
+            ip[ipv4::TTL] = 64;
             ip[ipv4::PROTOCOL] = IPPROTO_TCP;
             ip[ipv4::SRC].copy_from_slice(&s.octets());
             ip[ipv4::DST].copy_from_slice(&d.octets());
@@ -685,7 +767,7 @@ pub fn build_frame(seg: &Segment, payload: &[u8]) -> Vec<u8> {
             ip[ipv6::VERSION] = 0x60;
             ip[ipv6::PAYLOAD_LEN].copy_from_slice(&(tcp_hdr.len() as u16).to_be_bytes());
             ip[ipv6::NEXT_HEADER] = IPPROTO_TCP;
-            ip[7] = 64;
+            ip[ipv6::HOP_LIMIT] = 64;
             ip[ipv6::SRC].copy_from_slice(&v6(s).octets());
             ip[ipv6::DST].copy_from_slice(&v6(d).octets());
             f.extend_from_slice(&ip);
