@@ -399,7 +399,8 @@ impl Worker {
         self.run_queue.push(Token(i));
     }
 
-    /// Applies `--max-conns` and `--max-conns-per-ip`, sets TCP_NODELAY and
+    /// Applies `--max-conns` and `--max-conns-per-ip`, sets TCP_NODELAY
+    /// (unless the listener gave it already) and
     /// puts the connection in the poll set and the timer wheel.
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr, tls: bool) {
         // Given back when dropped: on every return below, or with `Client`.
@@ -414,7 +415,9 @@ impl Worker {
             faulted::spawn(std, f, permit, self.ctx);
             return;
         }
-        if let Err(e) = stream.set_nodelay(true) {
+        if !self.ctx.nodelay_inherited
+            && let Err(e) = stream.set_nodelay(true)
+        {
             // Only a socket already dead fails here.
             debug!(%peer, "TCP_NODELAY: {e}; closing");
             drop(stream);
