@@ -45,7 +45,7 @@
 //! the supervisor stops every accept with one `shutdown(2)`.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
@@ -593,8 +593,10 @@ fn drive(c: &mut Client, buf: &mut [u8], now: Instant, bytes: &mut u64) -> Step 
         }
         let send = match c.core.next() {
             Next::Close(end) => return Step::Close(end),
+            // Our FIN: the close that follows at once sends it after the
+            // last byte (contract::Next::ShutWrite says why it is no reset).
             Next::ShutWrite => {
-                c.core.on_shut(c.stream.shutdown(Shutdown::Write));
+                c.core.on_shut(Ok(()));
                 continue;
             }
             Next::Io { send, .. } => send,
