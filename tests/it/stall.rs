@@ -279,3 +279,97 @@ mod faulted {
 
     faulted_models!(thread, epoll);
 }
+
+/// `--inetd` keeps the same stall deadline on its stdout, a socket (inetd's
+/// connection) or a pipe. Before, a write waited out a send timeout set on
+/// the socket and then polled for room as long again: a Unix socket was
+/// closed 2.0 s after the client stopped, a TCP one 3.0 s (a blocking
+/// write that moved a few bytes restarts that timeout), and a pipe, which
+/// takes no send timeout, never.
+mod inetd {
+    use std::io::Write;
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixStream;
+    use std::process::{Child, Command, Stdio};
+    use std::time::Duration;
+
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+
+    use super::{PROMISE, SLACK, STALL, send_until_stuck};
+    use crate::util::{self, BIN, KIB};
+
+    /// `serve --inetd` with the stall timeout, no idle timeout, on these
+    /// descriptors.
+    fn spawn(stdin: impl Into<Stdio>, stdout: impl Into<Stdio>) -> Child {
+        let stall = format!("{}ms", STALL.as_millis());
+        Command::new(BIN)
+            .args(["serve", "--inetd", "--stall-timeout", &stall])
+            .args(["--idle-timeout", "0"])
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning serve --inetd")
+    }
+
+    /// Writes to `to` (non-blocking) without reading the echo until nothing
+    /// moves, then asserts the server exits within the stall timeout of
+    /// the last byte it took.
+    fn exits_in_time(what: &str, mut child: Child, to: &mut impl Write) {
+        let data = util::Rng::new(3).bytes(512 * KIB);
+        let mut off = 0;
+        let last = send_until_stuck(|| {
+            if off == data.len() {
+                return Ok(None);
+            }
+            let n = to.write(&data[off..])?;
+            off += n;
+            Ok(Some(n))
+        })
+        .expect("writing to the server");
+        let exited = util::eventually(Duration::from_secs(10), || {
+            matches!(child.try_wait(), Ok(Some(_)))
+        });
+        let took = last.elapsed();
+        if !exited {
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+        eprintln!(
+            "inetd stall over {what}: exited {:.2} s after the client stopped",
+            took.as_secs_f64()
+        );
+        let bound = STALL + PROMISE + SLACK;
+        assert!(
+            exited && took <= bound,
+            "--inetd over {what}: {} {:.2} s after the client stopped, more than the stall \
+             timeout {:.1} s + {:.1} s (+ {:.1} s for a busy machine)",
+            if exited { "exited" } else { "still running" },
+            took.as_secs_f64(),
+            STALL.as_secs_f64(),
+            PROMISE.as_secs_f64(),
+            SLACK.as_secs_f64(),
+        );
+    }
+
+    #[test]
+    fn on_a_socket_closes_a_stall_in_time() {
+        let _timing = util::timing();
+        let (mut ours, theirs) = UnixStream::pair().unwrap();
+        let theirs: OwnedFd = theirs.into();
+        let child = spawn(theirs.try_clone().unwrap(), theirs);
+        ours.set_nonblocking(true).unwrap();
+        exits_in_time("a socket", child, &mut ours);
+    }
+
+    #[test]
+    fn on_pipes_closes_a_stall_in_time() {
+        let _timing = util::timing();
+        let (stdin, mut to_server) = std::io::pipe().unwrap();
+        // Held open, never read: the server's echo fills it.
+        let (_unread, stdout) = std::io::pipe().unwrap();
+        let child = spawn(stdin, stdout);
+        fcntl(&to_server, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).unwrap();
+        exits_in_time("pipes", child, &mut to_server);
+    }
+}

@@ -119,12 +119,12 @@ pub(crate) fn echo(
 
 /// Sets up an accepted socket: blocking, TCP_NODELAY (no 40 ms Nagle +
 /// delayed-ACK stall on a large message's tail), the idle timeout as receive
-/// timeout and the stall timeout as send timeout.
+/// timeout. No send timeout: every send is MSG_DONTWAIT and waits for room
+/// in poll(2) until the core's stall deadline ([`Wire::write_until`]).
 pub(crate) fn prepare(stream: &TcpStream, ctx: &Ctx) -> io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(ctx.idle_timeout)?;
-    stream.set_write_timeout(ctx.send_timeout())?;
     Ok(())
 }
 

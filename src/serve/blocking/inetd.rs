@@ -4,27 +4,28 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::socket::{Shutdown, setsockopt, shutdown, sockopt};
+use nix::sys::socket::{Shutdown, getsockopt, setsockopt, shutdown, sockopt};
 
 use crate::error::{Error, Result};
 use crate::serve::blocking::echo::drive;
-use crate::serve::blocking::wire::{Call, Wire};
+use crate::serve::blocking::wire::{Call, Socket, Wire, wait_writable};
 use crate::serve::contract::{BUF_SIZE, End, Timeouts};
+use crate::sys::poll_timeout;
 
 /// Descriptors 0 and 1 as the blocking loop's wire: a read waits in `poll`
-/// for the idle timeout (a pipe takes no SO_RCVTIMEO), a write that would
-/// block waits there once for the stall timeout.
+/// for the idle timeout (a pipe takes no SO_RCVTIMEO); a write waits for
+/// room until the core's stall deadline and no later, as on a socket.
 struct Stdio<'a> {
     rin: BorrowedFd<'a>,
     wout: BorrowedFd<'a>,
     /// `--idle-timeout` as a poll timeout.
     idle: PollTimeout,
-    /// The send timeout as a poll timeout.
-    stall: PollTimeout,
+    /// Stdout is a socket (inetd's connection), not a pipe or a file.
+    socket: bool,
     /// What failed last, for the error line.
     failed: &'static str,
 }
@@ -48,21 +49,24 @@ impl Wire for Stdio<'_> {
         }
     }
 
-    fn write(&mut self, buf: &[u8]) -> Call {
+    /// A socket sends as every blocking model's does. A pipe takes no
+    /// MSG_DONTWAIT, and making it non-blocking would change it for whoever
+    /// else holds it: wait for room until the deadline, then write no more
+    /// than `PIPE_BUF`, which a pipe with room takes without blocking.
+    fn write_until(&mut self, buf: &[u8], until: Option<Instant>) -> Call {
         self.failed = "writing stdout";
-        loop {
-            match nix::unistd::write(self.wout, buf) {
-                Ok(n) => return Call::Done(n),
-                // The client is not reading: wait once more for room, and
-                // give up if none comes within the stall time.
-                Err(Errno::EAGAIN) => {
-                    let mut fds = [PollFd::new(self.wout, PollFlags::POLLOUT)];
-                    if matches!(poll(&mut fds, self.stall), Ok(0)) {
-                        return Call::Expired;
-                    }
-                }
-                Err(e) => return Call::Failed(e),
-            }
+        let fd = self.wout.as_raw_fd();
+        if self.socket {
+            return Socket(fd).write_until(buf, until);
+        }
+        match wait_writable(fd, until) {
+            Ok(true) => {}
+            Ok(false) => return Call::Expired,
+            Err(e) => return Call::Failed(e),
+        }
+        match nix::unistd::write(self.wout, &buf[..buf.len().min(libc::PIPE_BUF)]) {
+            Ok(n) => Call::Done(n),
+            Err(e) => Call::Failed(e),
         }
     }
 
@@ -85,18 +89,13 @@ pub(crate) fn run(idle_timeout: Option<Duration>, send_timeout: Option<Duration>
     let (rfd, wfd) = (stdin.as_raw_fd(), stdout.as_raw_fd());
     // SAFETY: descriptors 0 and 1 stay open for the whole process.
     let (rin, wout) = unsafe { (BorrowedFd::borrow_raw(rfd), BorrowedFd::borrow_raw(wfd)) };
-    // Only a TCP socket takes these options; for a pipe they fail, harmlessly.
+    // Only a TCP socket takes this option; for a pipe it fails, harmlessly.
     let _ = setsockopt(&wout, sockopt::TcpNoDelay, &true);
-    // A blocking socket's write then returns EAGAIN after the stall time.
-    if let Some(t) = send_timeout {
-        let tv = nix::sys::time::TimeVal::new(t.as_secs() as _, t.subsec_micros() as _);
-        let _ = setsockopt(&wout, sockopt::SendTimeout, &tv);
-    }
     let mut wire = Stdio {
         rin,
         wout,
         idle: poll_timeout(idle_timeout),
-        stall: poll_timeout(send_timeout),
+        socket: getsockopt(&wout, sockopt::SockType).is_ok(),
         failed: "reading stdin",
     };
     let timeouts = Timeouts {
@@ -108,11 +107,4 @@ pub(crate) fn run(idle_timeout: Option<Duration>, send_timeout: Option<Duration>
         End::Error(errno) => Err(Error::io(wire.failed)(io::Error::from_raw_os_error(errno))),
         End::Fin | End::Idle | End::Stall | End::Reset | End::Stopped => Ok(()),
     }
-}
-
-fn poll_timeout(t: Option<Duration>) -> PollTimeout {
-    t.map_or(PollTimeout::NONE, |t| {
-        PollTimeout::try_from(t.as_millis().min(i32::MAX as u128) as i32)
-            .unwrap_or(PollTimeout::MAX)
-    })
 }

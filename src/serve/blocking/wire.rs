@@ -7,8 +7,10 @@ use std::os::fd::{BorrowedFd, RawFd};
 use std::time::Instant;
 
 use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::{PollFd, PollFlags, poll};
 use nix::sys::socket::{MsgFlags, Shutdown, recv, send, shutdown};
+
+use crate::sys::poll_timeout;
 
 /// What one blocking call came to.
 pub(crate) enum Call {
@@ -25,21 +27,17 @@ pub(crate) enum Call {
 pub(crate) trait Wire {
     /// Reads into `buf`, waiting at most the idle timeout.
     fn read(&mut self, buf: &mut [u8]) -> Call;
-    /// Writes from `buf`, waiting at most the send timeout.
-    fn write(&mut self, buf: &[u8]) -> Call;
     /// Writes from `buf`, waiting for room until `until` (the core's stall
-    /// deadline; `None`: no deadline) and no later. A wire whose wait is
-    /// a per-call timeout keeps [`Wire::write`]'s.
-    fn write_until(&mut self, buf: &[u8], until: Option<Instant>) -> Call {
-        let _ = until;
-        self.write(buf)
-    }
+    /// deadline; `None`: no deadline) and no later: never under a per-call
+    /// timeout, which restarts with every byte a call moves.
+    fn write_until(&mut self, buf: &[u8], until: Option<Instant>) -> Call;
     /// Sends our FIN.
     fn shut_write(&mut self) -> Result<(), Errno>;
 }
 
-/// A connected socket whose timeouts [`super::echo::prepare`] set. The faulted loop
-/// sends through it too ([`Wire::write_until`]): one wait for room.
+/// A connected socket whose idle timeout [`super::echo::prepare`] set. The
+/// faulted loop and `--inetd` on a socket send through it too
+/// ([`Wire::write_until`]): one wait for room.
 pub(crate) struct Socket(pub(crate) RawFd);
 
 impl Wire for Socket {
@@ -52,23 +50,13 @@ impl Wire for Socket {
         }
     }
 
-    fn write(&mut self, buf: &[u8]) -> Call {
-        // MSG_NOSIGNAL: a peer that went away is an EPIPE here, not a
-        // SIGPIPE that kills the process.
-        match send(self.0, buf, MsgFlags::MSG_NOSIGNAL) {
-            Ok(n) => Call::Done(n),
-            // SO_SNDTIMEO expired: the client took nothing for the stall
-            // (or idle) timeout.
-            Err(Errno::EAGAIN) => Call::Expired,
-            Err(e) => Call::Failed(e),
-        }
-    }
-
     /// The send does not block (MSG_DONTWAIT); poll(2) waits for room
     /// until the core's stall deadline. SO_SNDTIMEO cannot keep that
     /// deadline: it restarts with every call, and a call that moved a few
     /// bytes returns them only when it runs out, so a client that stopped
     /// reading was closed after two or three times the stall timeout.
+    /// MSG_NOSIGNAL: a peer that went away is an EPIPE here, not a SIGPIPE
+    /// that kills the process.
     fn write_until(&mut self, buf: &[u8], until: Option<Instant>) -> Call {
         loop {
             match send(self.0, buf, MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT) {
@@ -92,21 +80,14 @@ impl Wire for Socket {
 /// Waits until `fd` takes more bytes (`Ok(true)`; a hang-up or error too:
 /// the next send says which) or `until` passes (`Ok(false)`); `None`
 /// waits for ever.
-fn wait_writable(fd: RawFd, until: Option<Instant>) -> Result<bool, Errno> {
-    let timeout = match until {
-        None => PollTimeout::NONE,
-        Some(at) => {
-            let left = at.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(false);
-            }
-            // Rounded up: waking a little late is harmless, early spins.
-            let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
-        }
-    };
-    // SAFETY: `fd` is the connection's socket, open for the whole loop.
+pub(super) fn wait_writable(fd: RawFd, until: Option<Instant>) -> Result<bool, Errno> {
+    let left = until.map(|at| at.saturating_duration_since(Instant::now()));
+    if left.is_some_and(|l| l.is_zero()) {
+        return Ok(false);
+    }
+    // SAFETY: `fd` is the connection's socket (or `--inetd`'s stdout),
+    // open for the whole loop.
     let sock = unsafe { BorrowedFd::borrow_raw(fd) };
     let mut fds = [PollFd::new(sock, PollFlags::POLLOUT)];
-    Ok(poll(&mut fds, timeout)? > 0)
+    Ok(poll(&mut fds, poll_timeout(left))? > 0)
 }

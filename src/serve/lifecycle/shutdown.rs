@@ -10,11 +10,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use nix::fcntl::OFlag;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::{PollFd, PollFlags, poll};
 
 /// The longest one [`Shutdown::wait`] sleeps in one `poll`, whatever it
 /// was asked (the callers loop).
-const MAX_WAIT_MS: u128 = 60_000;
+const MAX_WAIT: Duration = Duration::from_secs(60);
 
 /// One server's stop state. Copied freely: it names memory that lives as
 /// long as the process (a server is started a handful of times at most).
@@ -118,11 +118,7 @@ impl Shutdown {
     /// Sleeps until a trigger or wake-up arrives or `timeout` passes
     /// (`None`: until one arrives).
     pub(crate) fn wait(self, timeout: Option<Duration>) {
-        let ms = match timeout {
-            None => PollTimeout::NONE,
-            Some(t) => PollTimeout::try_from(t.as_millis().min(MAX_WAIT_MS) as i32)
-                .unwrap_or(PollTimeout::MAX),
-        };
+        let ms = crate::sys::poll_timeout(timeout.map(|t| t.min(MAX_WAIT)));
         let mut fds = [PollFd::new(self.0.rd.as_fd(), PollFlags::POLLIN)];
         // EINTR is a wake-up too; nothing else can fail here.
         let _ = poll(&mut fds, ms);

@@ -26,7 +26,7 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::{PollFd, PollFlags, poll};
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};
@@ -463,8 +463,6 @@ impl Supervisor {
             .wake
             .map_or(TICK, |t| t.saturating_duration_since(now))
             .min(TICK);
-        // Rounded up: waking a millisecond early would find nothing due.
-        let ms = until.as_micros().div_ceil(1000) as i32;
         // SAFETY: the server's wake pipe is open for the life of the
         // process (`Shutdown` is leaked).
         let server = unsafe { BorrowedFd::borrow_raw(shutdown.wake_fd()) };
@@ -473,10 +471,8 @@ impl Supervisor {
             PollFd::new(self.board.wake_fd(), PollFlags::POLLIN),
         ];
         // EINTR is a wake-up like any other; nothing else can fail here.
-        let _ = poll(
-            &mut fds,
-            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
-        );
+        // Rounded up: waking a millisecond early would find nothing due.
+        let _ = poll(&mut fds, crate::sys::poll_timeout(Some(until)));
         shutdown.drain_wake();
         self.board.drain_wake();
     }

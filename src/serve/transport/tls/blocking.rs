@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use netecho_core::tls::{EPROTO, Session};
 use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::{PollFd, PollFlags, poll};
 
 use super::Tls;
 use super::socket::{self, Turn};
@@ -90,11 +90,7 @@ pub(crate) fn echo(
             flags |= PollFlags::POLLOUT;
         }
         let mut fds = [PollFd::new(stream.as_fd(), flags)];
-        // Rounded up: waking a little late is harmless, early spins.
-        let ms = wait.as_micros().div_ceil(1000);
-        let timeout =
-            PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX);
-        match poll(&mut fds, timeout) {
+        match poll(&mut fds, crate::sys::poll_timeout(Some(wait))) {
             // Ready (or hung up): the next turn finds out which.
             Ok(n) if n > 0 => {}
             // The deadline: the session decides what it means.
