@@ -1,10 +1,14 @@
 //! TCP options (RFC 9293 section 3.2), walked from hostile bytes: the one
-//! option parser, for `trace`'s SYN offers ([`super::packet::Offers`]) and
-//! the inspect service's saved SYN (`inspect::syn`).
+//! option parser, for `trace`'s SYN offers (`packet::Offers`) and the
+//! inspect service's saved SYN (`inspect::syn`). It imports nothing of
+//! `packet`, which uses it.
 
 use serde::{Deserialize, Serialize};
 
-use super::packet::ParseError;
+/// An option whose length byte is missing, below 2 or past the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed TCP options")]
+pub struct Malformed;
 
 /// TCP option kinds (IANA "TCP Option Kind Numbers").
 mod kind {
@@ -65,9 +69,8 @@ impl TcpOption {
 }
 
 /// The options of a TCP header (the bytes between its fixed 20 and its data
-/// offset), padding left out, in order. An option whose length byte is
-/// missing, below 2 or past the end is [`ParseError::Malformed`].
-pub fn parse(mut o: &[u8]) -> Result<Vec<TcpOption>, ParseError> {
+/// offset), padding left out, in order.
+pub fn parse(mut o: &[u8]) -> Result<Vec<TcpOption>, Malformed> {
     let mut out = Vec::new();
     while let Some(&k) = o.first() {
         match k {
@@ -78,9 +81,9 @@ pub fn parse(mut o: &[u8]) -> Result<Vec<TcpOption>, ParseError> {
             }
             _ => {}
         }
-        let len = usize::from(*o.get(1).ok_or(ParseError::Malformed)?);
+        let len = usize::from(*o.get(1).ok_or(Malformed)?);
         if len < 2 || len > o.len() {
-            return Err(ParseError::Malformed);
+            return Err(Malformed);
         }
         let body = &o[2..len];
         let be16 = |b: &[u8]| u16::from_be_bytes([b[0], b[1]]);
@@ -137,9 +140,9 @@ mod tests {
 
     #[test]
     fn bad_lengths_are_malformed() {
-        assert_eq!(parse(&[2, 9, 1]), Err(ParseError::Malformed));
-        assert_eq!(parse(&[2, 1]), Err(ParseError::Malformed));
-        assert_eq!(parse(&[2]), Err(ParseError::Malformed));
+        assert_eq!(parse(&[2, 9, 1]), Err(Malformed));
+        assert_eq!(parse(&[2, 1]), Err(Malformed));
+        assert_eq!(parse(&[2]), Err(Malformed));
     }
 
     #[test]
