@@ -1,14 +1,22 @@
 //! TCP options (RFC 9293 section 3.2), walked from hostile bytes: the one
-//! option parser, for `trace`'s SYN offers (`packet::Offers`) and the
-//! inspect service's saved SYN (`inspect::syn`). It imports nothing of
-//! `packet`, which uses it.
+//! option parser, for `trace`'s SYN offers ([`super::packet::Offers`]) and
+//! the inspect service's saved SYN (`inspect::syn`).
 
 use serde::{Deserialize, Serialize};
 
-/// An option whose length byte is missing, below 2 or past the end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("malformed TCP options")]
+/// TCP options that cannot be walked: a length byte missing, below 2 or
+/// past the end. Its own type, so this walk depends on nothing of the
+/// packet views that use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Malformed;
+
+impl std::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("malformed TCP options")
+    }
+}
+
+impl std::error::Error for Malformed {}
 
 /// TCP option kinds (IANA "TCP Option Kind Numbers").
 mod kind {
@@ -69,7 +77,8 @@ impl TcpOption {
 }
 
 /// The options of a TCP header (the bytes between its fixed 20 and its data
-/// offset), padding left out, in order.
+/// offset), padding left out, in order. An option whose length byte is
+/// missing, below 2 or past the end is [`Malformed`].
 pub fn parse(mut o: &[u8]) -> Result<Vec<TcpOption>, Malformed> {
     let mut out = Vec::new();
     while let Some(&k) = o.first() {
