@@ -7,18 +7,18 @@
 //! - a duration is a number of seconds (`2`, `0.5`) or a number with units
 //!   (`250ms`, `2s`, `1m`, `1m30s`), read by `humantime`;
 //! - a size is a number of bytes (`64`) or a number with a binary unit
-//!   (`1k` = `1KiB` = 1024, `64KiB`, `1MiB`), read by `parse-size`;
+//!   (`1k` = `1KiB` = 1024, `64KiB`, `1MiB`), read by `netecho_core::size`;
 //! - a count or a rate is a number, optionally with a decimal unit
 //!   (`10k` = 10,000, `1.5M`), a rate optionally followed by `/s`;
 //! - an address is `HOST:PORT`, the host a name (`localhost`), an IPv4
-//!   address or an IPv6 address in brackets (`[::1]:6666`).
+//!   address or an IPv6 address in brackets (`[::1]:6666`): read by
+//!   `net` (`net::target`, `net::listen`), which resolves names.
 //!
 //! This module imports nothing else of the crate, so every subcommand's
 //! `Opt` can use it without an import circle. Where a limit belongs to a
 //! subcommand (the largest UDP payload, `bench --rate`'s bounds, `ping -i`'s
 //! shortest interval), the subcommand passes it in and gets a parser back.
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 /// Parses a duration: a bare number is seconds (fractions allowed), else
@@ -71,13 +71,10 @@ pub(crate) fn duration_between(
     }
 }
 
-/// Parses a number of bytes: `64`, `1k` (1024), `64KiB`, `1MiB`. `k`, `K`,
-/// `KB` and `KiB` are all 1024, as in dd(1) and iperf3.
+/// Parses a number of bytes: `64`, `1k` (1024), `64KiB`, `1MiB` (the one
+/// grammar, shared with `--fault`: [`netecho_core::size`]).
 fn parse_bytes(s: &str) -> Result<u64, String> {
-    parse_size::Config::new()
-        .with_binary()
-        .parse_size(s.trim())
-        .map_err(|_| format!("'{s}' is not a size (bytes, or with units: 1k, 64KiB, 1MiB)"))
+    netecho_core::size::parse(s).map_err(|e| format!("'{s}' {e}"))
 }
 
 /// A parser of a size from `min` to `max` bytes (`ping -s`, `bench -s`,
@@ -214,90 +211,6 @@ pub(crate) fn request_rate_between(
     }
 }
 
-/// Splits `HOST:PORT` (`localhost:6666`, `127.0.0.1:6666`, `[::1]:6666`)
-/// into the host, brackets removed, and the port, naming the part that is
-/// wrong: a missing port, an IPv6 address without brackets, a port out of
-/// range.
-fn split_host_port(s: &str) -> Result<(&str, u16), String> {
-    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let Some((host, after)) = rest.split_once(']') else {
-            return Err("the ']' closing the IPv6 address is missing, e.g. [::1]:6666".into());
-        };
-        if after.is_empty() {
-            return Err(format!("the port is missing: expected [{host}]:PORT"));
-        }
-        let Some(port) = after.strip_prefix(':') else {
-            return Err(format!("expected [{host}]:PORT, a colon after the ']'"));
-        };
-        if host.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(format!("'{host}' in brackets is not an IPv6 address"));
-        }
-        (host, port)
-    } else {
-        match s.matches(':').count() {
-            0 if s.is_empty() => return Err("expected HOST:PORT, e.g. localhost:6666".into()),
-            0 => return Err(format!("the port is missing: expected {s}:PORT")),
-            1 => s.split_once(':').expect("one colon"),
-            _ if s.parse::<std::net::Ipv6Addr>().is_ok() => {
-                return Err(format!(
-                    "IPv6 addresses go in brackets, and the port after them: [{s}]:PORT"
-                ));
-            }
-            _ => return Err("IPv6 addresses go in brackets, e.g. [::1]:6666".into()),
-        }
-    };
-    if host.is_empty() {
-        return Err("the host is missing (expected HOST:PORT)".into());
-    }
-    match port.parse::<u32>() {
-        Ok(p) if p > 65535 => Err(format!("port {p} is out of range 0-65535")),
-        Ok(p) => Ok((host, p as u16)),
-        Err(_) if port.is_empty() => Err("the port is missing (expected HOST:PORT)".into()),
-        Err(_) => Err(format!("port '{port}' is not a number 0-65535")),
-    }
-}
-
-/// An address to listen on as given: `HOST:PORT`, the host a name or an
-/// address. A name stands for every address it resolves to
-/// (`localhost:7000` is 127.0.0.1:7000 and [::1]:7000), as in nginx.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ListenAddr {
-    /// As the user typed it, for messages.
-    pub(crate) shown: String,
-    /// Whether the host was a name (else one address literal).
-    pub(crate) named: bool,
-    /// What it stands for; never empty.
-    pub(crate) addrs: Vec<SocketAddr>,
-}
-
-/// Parses an address to listen on: `ADDR:PORT`, `[V6ADDR]:PORT` or
-/// `NAME:PORT`, the name resolved now so that a typo is a usage error.
-pub(crate) fn parse_listen_all(s: &str) -> Result<ListenAddr, String> {
-    if let Ok(a) = s.parse::<SocketAddr>() {
-        return Ok(ListenAddr {
-            shown: s.to_string(),
-            named: false,
-            addrs: vec![a],
-        });
-    }
-    let (host, port) = split_host_port(s)?;
-    let mut addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve '{host}': {e}"))?
-        .collect();
-    // getaddrinfo lists an address once per socket type; bind each once.
-    let mut seen = std::collections::HashSet::new();
-    addrs.retain(|a| seen.insert(*a));
-    if addrs.is_empty() {
-        return Err(format!("'{host}' has no address"));
-    }
-    Ok(ListenAddr {
-        shown: s.to_string(),
-        named: true,
-        addrs,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,38 +225,6 @@ mod tests {
         }
         assert!(parse_ttl("0").is_err());
         assert_eq!(parse_ttl("255"), Ok(255));
-    }
-
-    #[test]
-    fn listen_addresses_parse_or_say_why() {
-        let one = |s: &str| parse_listen_all(s).unwrap().addrs;
-        assert_eq!(one("127.0.0.1:0"), vec!["127.0.0.1:0".parse().unwrap()]);
-        assert_eq!(one("[::1]:6666"), vec!["[::1]:6666".parse().unwrap()]);
-        assert!(
-            one("localhost:7000")
-                .iter()
-                .all(|a| a.ip().is_loopback() && a.port() == 7000)
-        );
-        assert!(
-            parse_listen_all("127.0.0.1:99999")
-                .unwrap_err()
-                .contains("out of range")
-        );
-        assert!(
-            parse_listen_all("127.0.0.1:x")
-                .unwrap_err()
-                .contains("not a number")
-        );
-        assert!(parse_listen_all("::1:80").unwrap_err().contains("brackets"));
-        assert!(
-            parse_listen_all("no-such-host.invalid:80")
-                .unwrap_err()
-                .contains("cannot resolve")
-        );
-        assert_eq!(
-            parse_listen_all("6666").unwrap_err(),
-            "the port is missing: expected 6666:PORT"
-        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! `client`, `ping` and `bench` all use these, and `serve` its UDP limit;
 //! this module imports only [`crate::error`], never a subcommand.
 
+pub(crate) mod listen;
 pub(crate) mod pattern;
 pub(crate) mod source;
 pub(crate) mod target;

@@ -102,6 +102,7 @@ pub(crate) fn run(
         stdin_error: None,
         closing: false,
         write_closed: false,
+        reset: false,
         buf: vec![0; BUF_SIZE],
         _waker: keep_waker,
     }
@@ -167,12 +168,16 @@ struct Pump {
     closing: bool,
     /// `shutdown(SHUT_WR)` is done.
     write_closed: bool,
+    /// A write met the server's reset. The kernel reports a reset once, so
+    /// the read that follows finds only the end: this says which end it was.
+    reset: bool,
     buf: Vec<u8>,
     /// Held for the eventfd's sake (see `run`), never used.
     _waker: Arc<Waker>,
 }
 
 /// What one pass over the socket found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Seen {
     /// Nothing more for now (WouldBlock).
     Idle,
@@ -314,6 +319,7 @@ impl Pump {
                         io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
                     ) =>
                 {
+                    self.reset |= e.kind() == io::ErrorKind::ConnectionReset;
                     return Ok(true);
                 }
                 Err(source) => {
@@ -366,7 +372,15 @@ impl Pump {
                     self.sent
                 )));
             }
-            match self.drain_plaintext()? {
+            let seen = self.drain_plaintext()?;
+            if self.reset && (eof || seen == Seen::End) {
+                // The end a write already found reset.
+                return Err(Error::Reset {
+                    received: self.echoed(),
+                    sent: self.sent,
+                });
+            }
+            match seen {
                 Seen::Idle => {}
                 done => return Ok(done),
             }

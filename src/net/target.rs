@@ -46,11 +46,16 @@ pub(crate) struct Target {
 impl fmt::Display for Target {
     /// `HOST:PORT`, with brackets around an IPv6 literal.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
+        write!(f, "{}:{}", bracketed(&self.host), self.port)
+    }
+}
+
+/// A host as it goes before `:PORT`: an IPv6 literal in brackets.
+pub(super) fn bracketed(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
     }
 }
 
@@ -61,6 +66,15 @@ fn parse_port(s: &str) -> Result<u16, String> {
         Ok(p) if p > 65535 => Err(format!("port {p} is out of range 1-65535")),
         Ok(p) => Ok(p as u16),
         Err(_) => Err(format!("port '{s}' is not a number 1-65535")),
+    }
+}
+
+/// Parses a port to listen on: 0-65535 (0: the kernel picks one).
+pub(super) fn parse_listen_port(s: &str) -> Result<u16, String> {
+    match s.trim().parse::<u64>() {
+        Ok(p) if p > 65535 => Err(format!("port {p} is out of range 0-65535")),
+        Ok(p) => Ok(p as u16),
+        Err(_) => Err(format!("port '{s}' is not a number 0-65535")),
     }
 }
 
@@ -119,35 +133,48 @@ pub(crate) fn parse(first: &str, port: Option<&str>) -> Result<Target, String> {
             port: parse_port(port)?,
         });
     }
+    let (host, port) = split_host_port(first)?;
+    let Some(port) = port else {
+        return Err(format!(
+            "'{first}' has no port: give {}:PORT or {host} PORT",
+            bracketed(&host)
+        ));
+    };
+    Ok(Target {
+        host,
+        port: parse_port(port)?,
+    })
+}
+
+/// Splits one argument, `HOST:PORT` or `[V6ADDR]:PORT`, into the host
+/// (checked, brackets removed) and the port's text, `None` when there is
+/// none (the caller names what to type: `client`'s targets may give it
+/// apart, `serve --listen`'s may not). The one reading of `HOST:PORT`, for
+/// targets and listen addresses ([`super::listen`]) alike.
+pub(super) fn split_host_port(first: &str) -> Result<(String, Option<&str>), String> {
     // `[V6]:PORT`
     if let Some(rest) = first.strip_prefix('[') {
         let Some((inner, after)) = rest.split_once(']') else {
             return Err(format!("'{first}' has an unclosed '['"));
         };
+        let host = parse_host(&format!("[{inner}]"))?;
         if after.is_empty() {
-            return Err(format!(
-                "'{first}' has no port: give {first}:PORT or {inner} PORT"
-            ));
+            return Ok((host, None));
         }
         let Some(port) = after.strip_prefix(':') else {
             return Err(format!("'{first}': expected [IPV6]:PORT, e.g. [::1]:6666"));
         };
-        return Ok(Target {
-            host: parse_host(&format!("[{inner}]"))?,
-            port: parse_port(port)?,
-        });
+        return Ok((host, Some(port)));
     }
-    if let Ok(ip) = first.parse::<Ipv6Addr>() {
-        return Err(format!("'{ip}' has no port: give [{ip}]:PORT or {ip} PORT"));
+    if first.parse::<Ipv6Addr>().is_ok() {
+        return Ok((first.to_string(), None));
     }
     let Some((host, port)) = first.rsplit_once(':') else {
-        return Err(format!(
-            "'{first}' has no port: give {first}:PORT or {first} PORT"
-        ));
+        return Ok((parse_host(first)?, None));
     };
     if host.contains(':') {
         return Err(format!(
-            "'{first}': an IPv6 address with a port goes in brackets, e.g. [::1]:6666 (or give ::1 6666)"
+            "'{first}': an IPv6 address with a port goes in brackets, e.g. [::1]:6666"
         ));
     }
     if host.is_empty() {
@@ -155,10 +182,7 @@ pub(crate) fn parse(first: &str, port: Option<&str>) -> Result<Target, String> {
             "'{first}': the host is missing (expected HOST:PORT)"
         ));
     }
-    Ok(Target {
-        host: parse_host(host)?,
-        port: parse_port(port)?,
-    })
+    Ok((parse_host(host)?, Some(port)))
 }
 
 #[cfg(test)]

@@ -6,14 +6,14 @@
 //! file does the sockets and the printing.
 
 use std::io::Read;
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use netecho_core::inspect::findings::{self, Outcome, SentTcp, SentTtl, SentUdp};
 use netecho_core::inspect::report::{TcpReport, UdpReport};
 use serde_json::json;
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use crate::args::{parse_header_byte, parse_ttl};
 use crate::error::{Error, Result};
@@ -152,9 +152,9 @@ fn print_words(
     }
 }
 
-/// A socket of `addr`'s family with `--ttl` and `--tos` applied.
-fn socket(opt: &Ask<'_>, addr: SocketAddr, ty: Type, proto: Protocol) -> std::io::Result<Socket> {
-    let s = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
+/// Applies `--ttl` and `--tos` to `s`, a socket of `addr`'s family (a TCP
+/// one before its connect, so the SYN carries them).
+fn mark(opt: &Ask<'_>, s: SockRef<'_>, addr: SocketAddr) -> std::io::Result<()> {
     match addr {
         SocketAddr::V4(_) => {
             if let Some(t) = opt.flags.ttl {
@@ -173,12 +173,12 @@ fn socket(opt: &Ask<'_>, addr: SocketAddr, ty: Type, proto: Protocol) -> std::io
             }
         }
     }
-    Ok(s)
+    Ok(())
 }
 
 /// The TTL or hop limit this socket sends with: `--ttl`, or the system's
 /// default as the kernel reports it.
-fn sent_ttl(opt: &Ask<'_>, s: &Socket, addr: SocketAddr) -> SentTtl {
+fn sent_ttl(opt: &Ask<'_>, s: SockRef<'_>, addr: SocketAddr) -> SentTtl {
     let read = match addr {
         SocketAddr::V4(_) => s.ttl_v4(),
         SocketAddr::V6(_) => s.unicast_hops_v6(),
@@ -209,7 +209,8 @@ fn ask_tcp(
 ) -> Result<(SentTcp, TcpReport, SocketAddr)> {
     let mut last = None;
     for &addr in addrs {
-        let s = socket(opt, addr, Type::STREAM, Protocol::TCP)
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+            .and_then(|s| mark(opt, SockRef::from(&s), addr).map(|()| s))
             .map_err(Error::io("setting up the TCP socket (--ttl, --tos)"))?;
         match s.connect_timeout(&addr.into(), opt.timeout) {
             Ok(()) => return read_tcp(opt, shown, s, addr),
@@ -228,7 +229,7 @@ fn read_tcp(
     s: Socket,
     addr: SocketAddr,
 ) -> Result<(SentTcp, TcpReport, SocketAddr)> {
-    let ttl = sent_ttl(opt, &s, addr);
+    let ttl = sent_ttl(opt, SockRef::from(&s), addr);
     let stream: TcpStream = s.into();
     let src = stream
         .local_addr()
@@ -293,19 +294,10 @@ fn syn_mss(advmss: u32, timestamps: bool) -> Option<u16> {
 
 /// Sends up to [`UDP_TRIES`] padded datagrams and takes the first report.
 fn ask_udp(opt: &Ask<'_>, addr: SocketAddr) -> Result<(SentUdp, UdpReport)> {
-    let s = socket(opt, addr, Type::DGRAM, Protocol::UDP)
+    let sock = net::udp_socket(addr).map_err(Error::io("opening the UDP socket"))?;
+    mark(opt, SockRef::from(&sock), addr)
         .map_err(Error::io("setting up the UDP socket (--ttl, --tos)"))?;
-    let ttl = sent_ttl(opt, &s, addr);
-    let any: SocketAddr = if addr.is_ipv4() {
-        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    s.bind(&any.into())
-        .map_err(Error::io("binding the UDP socket"))?;
-    s.connect(&addr.into())
-        .map_err(Error::io("connecting the UDP socket"))?;
-    let sock: UdpSocket = s.into();
+    let ttl = sent_ttl(opt, SockRef::from(&sock), addr);
     let src = sock
         .local_addr()
         .map_err(Error::io("reading the local address"))?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::serve::contract as conn;
 use crate::serve::lifecycle::shutdown::Shutdown;
 use crate::serve::pool::sizing as pool;
-use crate::serve::service::draining::Draining;
+use crate::serve::service::draining::{Draining, Held};
 use crate::serve::service::faults::FaultSet;
 use crate::serve::service::per_ip::IpKey;
 use crate::serve::service::stats::Stats;
@@ -59,10 +59,11 @@ impl Ctx {
     /// Admits a new client under `--max-conns-per-ip` and `--max-conns`.
     /// `false` means: close it at once (it has been counted as rejected).
     pub(crate) fn admit(&self, peer: &SocketAddr) -> bool {
-        if !self.admit_per_ip(peer.ip()) {
+        let held = self.held(peer.ip(), true);
+        if !self.admit_per_ip(peer.ip(), held) {
             return false;
         }
-        if !self.admit_conn() {
+        if !self.admit_conn(held) {
             if self.max_conns_per_ip.is_some() {
                 self.stats.per_ip.release(peer.ip());
             }
@@ -81,17 +82,26 @@ impl Ctx {
     /// counts them as in every model.
     pub(crate) fn admit_alone(&self, peer: &SocketAddr) -> bool {
         // Never full: this process serves no other client now.
-        self.admit_per_ip(peer.ip()) && self.stats.try_admit(usize::MAX)
+        let held = self.held(peer.ip(), false);
+        self.admit_per_ip(peer.ip(), held) && self.stats.try_admit(usize::MAX)
+    }
+
+    /// What older processes still serve, as an admission of a client at
+    /// `ip` counts it (its address only under `--max-conns-per-ip`; all of
+    /// them if `active`): read once, for both steps.
+    pub(crate) fn held(&self, ip: std::net::IpAddr, active: bool) -> Held {
+        let ip = self.max_conns_per_ip.map(|_| ip);
+        self.draining.held(ip, active)
     }
 
     /// The first step of [`Ctx::admit`]: counts `ip` under
     /// `--max-conns-per-ip` (true when that is not set), its clients in
-    /// older processes included; a refusal is counted.
-    pub(crate) fn admit_per_ip(&self, ip: std::net::IpAddr) -> bool {
+    /// older processes (`held`) included; a refusal is counted.
+    pub(crate) fn admit_per_ip(&self, ip: std::net::IpAddr, held: Held) -> bool {
         let Some(max) = self.max_conns_per_ip else {
             return true;
         };
-        let room = max.saturating_sub(self.draining.per_ip(ip));
+        let room = max.saturating_sub(held.from_ip);
         if !self.stats.per_ip.admit(ip, room) {
             self.stats
                 .rejected_per_ip
@@ -102,9 +112,10 @@ impl Ctx {
     }
 
     /// The second step of [`Ctx::admit`]: takes a slot under `--max-conns`,
-    /// less the clients older processes still serve; a refusal is counted.
-    pub(crate) fn admit_conn(&self) -> bool {
-        let earlier = usize::try_from(self.draining.active()).unwrap_or(usize::MAX);
+    /// less the clients older processes still serve (`held`); a refusal is
+    /// counted.
+    pub(crate) fn admit_conn(&self, held: Held) -> bool {
+        let earlier = usize::try_from(held.active).unwrap_or(usize::MAX);
         self.stats.try_admit(self.max_conns.saturating_sub(earlier))
     }
 

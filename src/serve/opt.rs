@@ -8,11 +8,12 @@ use clap::Args;
 use netecho_core::fault::Fault;
 
 use crate::args::{
-    ListenAddr, parse_duration, parse_duration_nonzero, parse_listen_all, parse_positive,
-    parse_rate_limit, parse_v6_prefix, size_between,
+    parse_duration, parse_duration_nonzero, parse_positive, parse_rate_limit, parse_v6_prefix,
+    size_between,
 };
 use crate::error::{Error, Result};
 use crate::net::MAX_UDP_SIZE;
+use crate::net::listen::{ListenAddr, parse_listen_all};
 use crate::net::target::Family;
 use crate::serve::model::Model;
 use crate::serve::pool::sizing as pool;

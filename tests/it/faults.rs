@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use netecho::serve::ListenKind;
 use nix::sys::signal::Signal;
 
+use crate::util::tls_peers::Pki;
 use crate::util::{self, Server, assert_refused, netecho, run_to_end, timing};
 
 /// Longest any client run here may take before it is killed.
@@ -144,6 +145,87 @@ fn reset_after_exact_bytes(model: &str) {
     );
 }
 
+/// A server in `model` with `fault` on its `--tls-listen` port (the test
+/// CA's certificate), and that port.
+fn tls_server(model: &str, pki: &Pki, fault: &str) -> (Server, String) {
+    let (cert, key) = (pki.path("cert.pem"), pki.path("key.pem"));
+    let srv = Server::start(
+        model,
+        &[
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--fault",
+            fault,
+        ],
+    );
+    let addr = srv
+        .listening(ListenKind::Tls, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("{model}: no `listening tls` line"));
+    (srv, addr.to_string())
+}
+
+/// Faults act on the plaintext of a TLS connection, checked with netecho's
+/// TLS client and ping trusting the test CA: `corrupt-at=100` flips
+/// plaintext byte 100, which the client's check names; `reset-after=4KiB`
+/// resets after exactly 4096 plaintext bytes; `latency=50ms` holds each
+/// echo 50 ms (every probe at least that, the median within 10 ms of it
+/// plus the plain TCP round trip's few hundred microseconds).
+fn faults_act_on_tls_plaintext(model: &str) {
+    if skip(model) {
+        return;
+    }
+    let pki = Pki::new(&format!("faults-{model}"));
+    let ca = pki.path("ca.pem");
+    let client = |addr: &str| {
+        run_to_end(
+            netecho(&["client", "--tls", "--tls-ca", &ca, addr]),
+            Some(vec![0u8; 10_000]),
+            RUN_LIMIT,
+        )
+    };
+    let (srv, addr) = tls_server(model, &pki, "corrupt-at=100");
+    let run = client(&addr);
+    run.assert_code(1, &format!("{model}: TLS client against corrupt-at=100"));
+    assert!(
+        run.stderr.contains("mismatch at byte 100 "),
+        "{model}: {}\nserver:\n{}",
+        run.stderr,
+        srv.stderr_text()
+    );
+    drop(srv);
+    let (srv, addr) = tls_server(model, &pki, "reset-after=4KiB");
+    let run = client(&addr);
+    run.assert_code(1, &format!("{model}: TLS client against reset-after=4KiB"));
+    assert!(
+        run.stderr
+            .contains("the server reset the connection after echoing 4096 of the 10000 bytes sent"),
+        "{model}: {}\nserver:\n{}",
+        run.stderr,
+        srv.stderr_text()
+    );
+    drop(srv);
+    let _t = timing();
+    let (_srv, addr) = tls_server(model, &pki, "latency=50ms");
+    let run = run_to_end(
+        netecho(&[
+            "ping", "--tls", "--tls-ca", &ca, "-c", PINGS, "-i", "20ms", &addr,
+        ]),
+        None,
+        RUN_LIMIT,
+    );
+    run.assert_code(0, &format!("{model}: ping --tls against latency=50ms"));
+    let (least, median) = rtt_min_median(run.stdout_str());
+    assert!(
+        least >= 50.0 && (50.0..=60.0).contains(&median),
+        "{model}: over TLS, latency=50ms gave a median RTT of {median:.3} ms (want 50 ms to \
+         60 ms), fastest {least:.3} ms (want >= 50 ms)"
+    );
+}
+
 macro_rules! model_tests {
     ($($model:ident),* $(,)?) => {$(
         mod $model {
@@ -154,6 +236,10 @@ macro_rules! model_tests {
             #[test]
             fn reset_after_exact_bytes() {
                 super::reset_after_exact_bytes(stringify!($model));
+            }
+            #[test]
+            fn faults_act_on_tls_plaintext() {
+                super::faults_act_on_tls_plaintext(stringify!($model));
             }
         }
     )*};
@@ -447,8 +533,8 @@ fn bad_faults_are_one_line_and_exit_2_before_binding() {
     }
 }
 
-/// A fault's duration is read by the flags' one grammar: the same words
-/// for the same mistake, and a bare number is seconds in both.
+/// A fault's durations and sizes are read by the flags' one grammar: the
+/// same words for the same mistake, and a bare number is seconds in both.
 #[test]
 fn fault_durations_share_the_flags_grammar_and_words() {
     let words = |args: &[&str], quoted: &str| {
@@ -472,6 +558,18 @@ fn fault_durations_share_the_flags_grammar_and_words() {
         assert_eq!(
             fault, flag,
             "--fault latency={bad} and --idle-timeout {bad} differ"
+        );
+    }
+    // And a size: the same words from --udp-max-size and reset-after.
+    for bad in ["lots", "-1", "4 parsecs"] {
+        let flag = words(&[&format!("--udp-max-size={bad}")], &format!("'{bad}'"));
+        let fault = words(
+            &["--fault", &format!("reset-after={bad}")],
+            &format!("reset-after={bad}'"),
+        );
+        assert_eq!(
+            fault, flag,
+            "--fault reset-after={bad} and --udp-max-size {bad} differ"
         );
     }
 }

@@ -13,6 +13,14 @@
 //! core's `on_fin`. So the echo contract (order, backpressure, half-close,
 //! idle and stall deadlines) is the core's, for TLS as for TCP.
 //!
+//! # Faults
+//! [`Session::process_shaped`] lets a fault shaper ([`Shaper`]) act on the
+//! plaintext: what is read is handed to it before the core keeps it (so
+//! `corrupt-at=N` flips plaintext byte N, which the client's check names),
+//! and the core's echo is encrypted only as far as it allows (held by
+//! `latency`, paced by `bandwidth`, cut at `reset-after`), so every fault
+//! counts plaintext bytes as over TCP.
+//!
 //! # Memory
 //! Plaintext is encrypted only when every earlier byte of ciphertext was
 //! taken by the socket, so besides the core's store (at most `PENDING_CAP`)
@@ -37,6 +45,7 @@ use std::time::{Duration, Instant};
 use rustls::{ServerConfig, ServerConnection};
 
 use crate::contract::{Conn, Copied, End, Next, Timeouts};
+use crate::fault::tcp::{Shaper, Verdict};
 
 /// EPROTO on Linux: how a connection closed for a TLS protocol error is
 /// counted among `netecho_connections_closed_total{reason="error"}`.
@@ -386,6 +395,17 @@ impl Session {
         }
     }
 
+    /// Queues our close_notify now, whatever the core keeps: a fault
+    /// (`close-after`) ends the connection early but cleanly. The driver
+    /// sends [`Session::outgoing`], then shuts the socket down for writing.
+    pub fn close_notify_now(&mut self, now: Instant) {
+        if !self.close_notify_sent {
+            self.tls.send_close_notify();
+            self.close_notify_sent = true;
+        }
+        self.collect_ciphertext(now);
+    }
+
     /// Does what the core and rustls ask with the bytes at hand — received
     /// ciphertext to rustls, plaintext to the core, the core's echo to
     /// rustls, ciphertext to [`Session::outgoing`], our close_notify —
@@ -398,6 +418,20 @@ impl Session {
         now: Instant,
         scratch: &mut [u8],
         bytes: &mut u64,
+    ) -> Turn {
+        self.process_shaped(core, now, scratch, bytes, None)
+    }
+
+    /// [`Session::process`] with a connection's faults acting on the
+    /// plaintext (see the module docs). A fault's wait or end is the
+    /// driver's to act on: here the echo simply is not encrypted.
+    pub fn process_shaped<S: Copied>(
+        &mut self,
+        core: &mut Conn<S>,
+        now: Instant,
+        scratch: &mut [u8],
+        bytes: &mut u64,
+        mut shaper: Option<&mut Shaper>,
     ) -> Turn {
         for _ in 0..BUDGET {
             // Ciphertext first: handshake messages, alerts, echo.
@@ -436,11 +470,21 @@ impl Session {
                 }
                 Next::Io { send, read } => (send, read),
             };
-            if send && out_empty {
+            let kept = core.store().len();
+            let may = match shaper.as_deref_mut().map(|s| s.verdict(now, kept)) {
+                None => kept,
+                Some(Verdict::Send(n)) => n,
+                // Held, paced or ended by a fault: the driver waits.
+                Some(_) => 0,
+            };
+            if send && out_empty && may > 0 {
                 // All earlier ciphertext is out: encrypt more of the echo.
-                match self.tls.writer().write(core.store().as_slice()) {
+                match self.tls.writer().write(&core.store().as_slice()[..may]) {
                     Ok(n) if n > 0 => {
                         core.on_sent(now, n);
+                        if let Some(s) = shaper.as_deref_mut() {
+                            s.on_sent(now, n);
+                        }
                         *bytes += n as u64;
                         continue;
                     }
@@ -467,6 +511,9 @@ impl Session {
                     continue;
                 }
                 Ok(n) => {
+                    if let Some(s) = shaper.as_deref_mut() {
+                        s.on_read(now, &mut scratch[..n]);
+                    }
                     core.on_read(now, S::piece(&scratch[..n]), 0);
                     continue;
                 }

@@ -131,7 +131,7 @@ pub(crate) fn prepare(stream: &TcpStream, ctx: &Ctx) -> io::Result<()> {
 /// Echoes on a socket [`prepare`] set up: over TLS if `tls` (it came in on
 /// a `--tls-listen` socket: the TLS layer over the connection core,
 /// [`crate::serve::transport::tls::blocking`]), with its faults if
-/// `--fault` picks it ([`faulted`]), else with [`echo`]. `free` as for [`drive`]:
+/// `--fault` picks it ([`faulted`], over TLS too), else with [`echo`]. `free` as for [`drive`]:
 /// over TLS before our close_notify.
 pub(crate) fn echo_any(
     conn: &TcpStream,
@@ -141,14 +141,13 @@ pub(crate) fn echo_any(
     stop: &dyn Fn() -> bool,
     free: &mut dyn FnMut(),
 ) -> End {
-    match &ctx.tls {
-        Some(config) if tls => {
+    let tls = ctx.tls.as_ref().filter(|_| tls);
+    match (Faulted::of(conn, ctx), tls) {
+        (Some(f), tls) => faulted::echo(conn, f, tls, ctx, buf, stop, free),
+        (None, Some(config)) => {
             crate::serve::transport::tls::blocking::echo(conn, config, ctx, buf, stop, free)
         }
-        _ => match Faulted::of(conn, ctx) {
-            Some(f) => faulted::echo(conn, f, ctx, buf, stop, free),
-            None => echo(conn.as_raw_fd(), buf, ctx, stop, free),
-        },
+        (None, None) => echo(conn.as_raw_fd(), buf, ctx, stop, free),
     }
 }
 

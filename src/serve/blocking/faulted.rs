@@ -2,16 +2,27 @@
 //! connection core ([`Conn`]) keeps the bytes, the order and the deadlines,
 //! the fault shaper ([`Shaper`]) decides what of the kept echo may go now,
 //! when the next may, and how the connection ends; this loop only performs
-//! their answers on one non-blocking socket, waiting in poll(2) until the
+//! their answers on one non-blocking socket, waiting in ppoll(2) until the
 //! socket or the earliest of their times is ready. Echo it may send goes
 //! out as the blocking loop sends it ([`Wire::write_until`]): without
 //! blocking, waiting for room until the core's stall deadline and no later.
+//! Latency is held from the bytes' arrival: the kernel's receive time over
+//! TCP ([`recv_at`]), the time of the read over TLS.
 //!
-//! The blocking models run it in place of [`super::echo::echo`]; the event
-//! models (epoll, tokio, uring) hand a faulted connection to a thread of its
-//! own that runs it ([`spawn`]), so their loops, their zero-copy paths and
-//! their buffers stay as they are for every other connection. A faulted
-//! connection is therefore always copied, never spliced.
+//! Over TLS ([`run_tls`]) the session ([`Session`], bytes in and out) sits
+//! between the socket and the core and the shaper acts on the plaintext:
+//! every fault counts, holds and flips plaintext bytes, as over TCP.
+//!
+//! Which model applies faults how:
+//! - iterative, fork, prefork, thread, prethread (and `--inetd`, which
+//!   refuses `--fault`): the connection's own loop runs [`echo`] in place of
+//!   [`super::echo::echo`] or the TLS loop;
+//! - epoll, tokio, uring: a faulted connection, plain or TLS, is handed to a
+//!   thread of its own that runs [`echo`] ([`spawn`]), so their loops, their
+//!   zero-copy paths and their buffers stay as they are for every other
+//!   connection.
+//!
+//! A faulted connection is therefore always copied, never spliced.
 
 use std::io;
 use std::io::IoSliceMut;
@@ -35,6 +46,9 @@ use crate::serve::blocking::wire::{Call, Socket, Wire};
 use crate::serve::contract::{BUF_SIZE, Conn, Copied, End, Next, pending::Pending};
 use crate::serve::ctx::Ctx;
 use crate::serve::service::faults;
+use crate::serve::transport::tls::Tls;
+use crate::serve::transport::tls::socket::{self, Turn};
+use netecho_core::tls::{EPROTO, Session};
 
 /// The longest poll: how soon a stop is noticed.
 const STOP_CHECK: Duration = Duration::from_millis(100);
@@ -69,13 +83,17 @@ impl Faulted {
     }
 }
 
-/// Serves `conn` with its faults on a thread of its own, then closes it
-/// and gives `permit` back: how the event models serve a faulted
-/// connection. A thread that cannot start closes the connection.
-pub(crate) fn spawn(conn: TcpStream, f: Faulted, mut permit: Permit, ctx: &'static Ctx) {
+/// Serves `conn` with its faults on a thread of its own (over TLS if it
+/// came in on a `--tls-listen` socket, `tls`), then closes it and gives
+/// `permit` back: how the event models serve a faulted connection. A
+/// thread that cannot start closes the connection.
+pub(crate) fn spawn(conn: TcpStream, f: Faulted, tls: bool, mut permit: Permit, ctx: &'static Ctx) {
     let run = move || {
         let mut buf = vec![0u8; BUF_SIZE];
-        let end = echo(&conn, f, ctx, &mut buf, &|| false, &mut || permit.release());
+        let tls = ctx.tls.as_ref().filter(|_| tls);
+        let end = echo(&conn, f, tls, ctx, &mut buf, &|| false, &mut || {
+            permit.release()
+        });
         ctx.stats.count_end(end);
         debug!(peer = %f.peer, %end, "connection closed");
     };
@@ -85,12 +103,14 @@ pub(crate) fn spawn(conn: TcpStream, f: Faulted, mut permit: Permit, ctx: &'stat
     }
 }
 
-/// Echoes on `conn` with the faults of `f` until the core or a fault ends
-/// it, or `stop()` turns true. `free` gives the `--max-conns` slot back,
-/// once, before the client can see the end (as in [`super::echo::echo`]).
+/// Echoes on `conn` with the faults of `f` (over TLS with `tls`) until
+/// the core or a fault ends it, or `stop()` turns true. `free` gives the
+/// `--max-conns` slot back, once, before the client can see the end (as in
+/// [`super::echo::echo`]).
 pub(crate) fn echo(
     conn: &TcpStream,
     f: Faulted,
+    tls: Option<&Tls>,
     ctx: &Ctx,
     buf: &mut [u8],
     stop: &dyn Fn() -> bool,
@@ -102,7 +122,10 @@ pub(crate) fn echo(
             free();
         }
     };
-    let end = run(conn, f, ctx, buf, stop, &mut free_once);
+    let end = match tls {
+        None => run(conn, f, ctx, buf, stop, &mut free_once),
+        Some(t) => run_tls(conn, f, t, ctx, buf, stop, &mut free_once),
+    };
     free_once();
     match end {
         Ending::Core(end) => end,
@@ -260,6 +283,129 @@ fn run(
         }
         core.on_timer(Instant::now(), &timeouts);
     }
+}
+
+/// The loop of [`echo`] over TLS: the session ([`Session`], bytes in and
+/// out) between the socket and the core, the shaper acting on the
+/// plaintext ([`socket::turn_shaped`]), so each fault counts and flips
+/// plaintext bytes as over TCP. `accept-delay` holds the handshake too: no
+/// byte is read, and the handshake's time starts, only once it has passed.
+/// `close-after` ends with our close_notify then FIN; `reset-after` with a
+/// reset and no close_notify.
+fn run_tls(
+    conn: &TcpStream,
+    f: Faulted,
+    t: &Tls,
+    ctx: &Ctx,
+    buf: &mut [u8],
+    stop: &dyn Fn() -> bool,
+    free: &mut dyn FnMut(),
+) -> Ending {
+    if let Err(e) = conn.set_nonblocking(true).and(conn.set_nodelay(true)) {
+        return Ending::Core(End::from_io(&e));
+    }
+    let mut shaper = Shaper::new(Instant::now(), f.effects, f.seed);
+    while let ReadGate::At(at) = shaper.read_gate(Instant::now()) {
+        if stop() {
+            return Ending::Core(End::Stopped);
+        }
+        let wait = at.saturating_duration_since(Instant::now()).min(STOP_CHECK);
+        let _ = ppoll(&mut [], Some(TimeSpec::from_duration(wait)), None);
+    }
+    let start = Instant::now();
+    let Ok(mut session) = Session::new(&t.config, start, t.handshake_timeout) else {
+        return Ending::Core(End::Error(EPROTO));
+    };
+    session.pause_at_shut();
+    let mut core = Conn::new(start, Pending::new());
+    let timeouts = ctx.timeouts();
+    let mut wire = conn;
+    let mut closing = false;
+    let ending = loop {
+        faults::count(ctx.stats, f.peer, &shaper.applied());
+        let mut bytes = 0;
+        let turn = socket::turn_shaped(
+            &mut session,
+            &mut core,
+            &mut wire,
+            Instant::now(),
+            buf,
+            &mut bytes,
+            Some(&mut shaper),
+        );
+        ctx.stats.bytes.add(bytes);
+        let (read, write) = match turn {
+            Turn::Close(end) => break Ending::Core(end),
+            Turn::Again => {
+                if session.take_shut() {
+                    // Every echoed byte is out, our close_notify not yet.
+                    free();
+                }
+                if stop() {
+                    core.stop();
+                }
+                continue;
+            }
+            Turn::Wait { read, write } => (read, write),
+        };
+        let now = Instant::now();
+        let mut wake = session.deadline(&core, &timeouts);
+        match shaper.verdict(now, core.store().len()) {
+            // A fault's end comes after every byte before it is out.
+            Verdict::End(how) if session.all_sent() => {
+                faults::count(ctx.stats, f.peer, &shaper.applied());
+                match how {
+                    EndAfter::Reset => break Ending::Reset,
+                    EndAfter::Close if closing => break Ending::Close,
+                    EndAfter::Close => {
+                        free();
+                        session.close_notify_now(now);
+                        closing = true;
+                        continue;
+                    }
+                    // Neither read nor write: the core's deadline ends it.
+                    EndAfter::Stall => {}
+                }
+            }
+            Verdict::Wait(at) => wake = Some(wake.map_or(at, |w| w.min(at))),
+            _ => {}
+        }
+        let mut flags = PollFlags::empty();
+        if read {
+            flags |= PollFlags::POLLIN;
+        }
+        if write {
+            flags |= PollFlags::POLLOUT;
+        }
+        let wait = wake.map_or(STOP_CHECK, |w| {
+            w.saturating_duration_since(Instant::now()).min(STOP_CHECK)
+        });
+        let mut fds = [PollFd::new(conn.as_fd(), flags)];
+        match ppoll(&mut fds, Some(TimeSpec::from_duration(wait)), None) {
+            // Ready (or hung up): the next turn finds out which.
+            Ok(n) if n > 0 => {}
+            // A deadline, or a look at the stop state.
+            Ok(_) => {
+                if stop() {
+                    core.stop();
+                }
+                session.on_timer(&mut core, Instant::now(), &timeouts);
+            }
+            // A signal: stop if it says so.
+            Err(Errno::EINTR) => {
+                if stop() {
+                    core.stop();
+                }
+            }
+            Err(e) => {
+                core.on_error(&io::Error::from(e));
+            }
+        }
+    };
+    if let Some(failure) = session.failure() {
+        ctx.stats.count_failure(failure);
+    }
+    ending
 }
 
 /// `recv(2)` that also says when the bytes arrived: the kernel's receive

@@ -409,10 +409,10 @@ impl Worker {
             accept::log_rejected(Some(peer), self.ctx);
             return;
         };
-        if !tls && let Some(f) = faulted::Faulted::of(&stream, self.ctx) {
-            // A faulted connection is served on a thread of its own.
+        if let Some(f) = faulted::Faulted::of(&stream, self.ctx) {
+            // A faulted connection (TLS too) is served on a thread of its own.
             let std = std::net::TcpStream::from(std::os::fd::OwnedFd::from(stream));
-            faulted::spawn(std, f, permit, self.ctx);
+            faulted::spawn(std, f, tls, permit, self.ctx);
             return;
         }
         if !self.ctx.nodelay_inherited

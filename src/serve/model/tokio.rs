@@ -179,10 +179,10 @@ fn admit(stream: TcpStream, peer: SocketAddr, tls: bool, ctx: &'static Ctx) {
         accept::log_rejected(Some(peer), ctx);
         return;
     };
-    if !tls && let Some(f) = faulted::Faulted::of(&stream, ctx) {
-        // A faulted connection is served on a thread of its own.
+    if let Some(f) = faulted::Faulted::of(&stream, ctx) {
+        // A faulted connection (TLS too) is served on a thread of its own.
         match stream.into_std() {
-            Ok(std) => faulted::spawn(std, f, permit, ctx),
+            Ok(std) => faulted::spawn(std, f, tls, permit, ctx),
             Err(e) => ctx.stats.count_end(End::from_io(&e)),
         }
         return;

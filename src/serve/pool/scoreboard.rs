@@ -283,13 +283,14 @@ impl Scoreboard {
         };
         let ip = peer.ip();
         s.conn.set_ip(ip);
+        let held = ctx.held(ip, true);
         if ctx.max_conns_per_ip.is_some() {
-            if !ctx.admit_per_ip(ip) {
+            if !ctx.admit_per_ip(ip, held) {
                 return false;
             }
             s.conn.held.store(TOOK_PER_IP, Ordering::Release);
         }
-        if !ctx.admit_conn() {
+        if !ctx.admit_conn(held) {
             // Cleared before the release: a kill between them leaks, never
             // releases twice.
             s.conn.held.store(TOOK_NOTHING, Ordering::Release);

@@ -25,8 +25,9 @@
 //! Its flags (`stopping`, `handed_over`) stay its own for the same reason.
 //!
 //! The life line is polled only while an older process still counts
-//! clients, at each admission then: one `poll(2)` on a pipe per accept
-//! during a drain, none after.
+//! clients, once per admission then ([`Draining::held`] reads both limits'
+//! counts in one pass): one `poll(2)` on a pipe per accept during a drain,
+//! none after.
 //!
 //! # Limits of the scheme
 //! - For the few milliseconds between the new process's readiness and the
@@ -123,11 +124,16 @@ impl Earlier {
         }
         !ended
     }
+}
 
-    /// Its `n` clients, counted only while it lives.
-    fn counted(&self, n: u64) -> u64 {
-        if n > 0 && self.alive() { n } else { 0 }
-    }
+/// What older processes still serve, read once for one admission.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Held {
+    /// Their clients, for `--max-conns`.
+    pub(crate) active: u64,
+    /// Their clients from one address (its IPv6 prefix), for
+    /// `--max-conns-per-ip`.
+    pub(crate) from_ip: u64,
 }
 
 fn other_build() -> io::Error {
@@ -165,20 +171,21 @@ impl Draining {
         })
     }
 
-    /// Clients older processes still serve.
-    pub(crate) fn active(&self) -> u64 {
-        self.earlier
-            .iter()
-            .map(|e| e.counted(e.stats.active()))
-            .sum()
-    }
-
-    /// Clients from `ip` (its IPv6 prefix) older processes still serve.
-    pub(crate) fn per_ip(&self, ip: IpAddr) -> u64 {
-        self.earlier
-            .iter()
-            .map(|e| e.counted(e.stats.per_ip.count(ip)))
-            .sum()
+    /// Clients older processes still serve: all of them if `active`, and
+    /// those from `ip` if given. Each older process that counts any is
+    /// asked once whether it lives (one `poll(2)` of its life line), the
+    /// others not at all.
+    pub(crate) fn held(&self, ip: Option<IpAddr>, active: bool) -> Held {
+        let mut held = Held::default();
+        for e in &self.earlier {
+            let n = if active { e.stats.active() } else { 0 };
+            let from_ip = ip.map_or(0, |ip| e.stats.per_ip.count(ip));
+            if (n > 0 || from_ip > 0) && e.alive() {
+                held.active += n;
+                held.from_ip += from_ip;
+            }
+        }
+        held
     }
 
     /// What a hand-over passes on, `(memfd, life line)` per process: this
@@ -280,18 +287,30 @@ mod tests {
         assert!(old.per_ip.admit(ip, 10));
         let (_, mine) = Stats::passable().unwrap();
         let d = Draining::start(mine, vec![(memfd, life)]).unwrap();
-        assert_eq!(d.active(), 1);
-        assert_eq!(d.per_ip(ip), 1);
-        assert_eq!(d.per_ip("127.0.0.10".parse().unwrap()), 0);
+        let held = |ip: &str| d.held(Some(ip.parse().unwrap()), true);
+        let one = Held {
+            active: 1,
+            from_ip: 1,
+        };
+        assert_eq!(held("127.0.0.9"), one);
+        assert_eq!(held("127.0.0.10"), Held { from_ip: 0, ..one });
+        assert_eq!(d.held(None, false), Held::default(), "nothing asked");
         assert_eq!(d.to_pass().len(), 2, "ours and the older one");
         old.release();
-        assert_eq!(d.active(), 0, "it gave the client back");
+        assert_eq!(
+            held("127.0.0.10"),
+            Held::default(),
+            "it gave the client back"
+        );
         assert!(old.try_admit(10));
         // Killed with a client counted: its counts stop counting.
         drop(wr);
         assert_eq!(old.active(), 1);
-        assert_eq!(d.active(), 0, "a dead process's clients still counted");
-        assert_eq!(d.per_ip(ip), 0);
+        assert_eq!(
+            held("127.0.0.9"),
+            Held::default(),
+            "a dead process's clients still counted"
+        );
         assert_eq!(d.to_pass().len(), 1, "a dead process is not passed on");
     }
 
@@ -315,10 +334,11 @@ mod tests {
                 drop(go_rd);
                 // The parent is gone; its child may still serve a client.
                 drop(wr);
-                assert_eq!(d.active(), 1, "the child's copy keeps it counted");
+                let active = || d.held(None, true).active;
+                assert_eq!(active(), 1, "the child's copy keeps it counted");
                 drop(go_wr);
                 waitpid(child, None).unwrap();
-                assert_eq!(d.active(), 0);
+                assert_eq!(active(), 0);
             }
         }
     }
@@ -344,7 +364,7 @@ mod tests {
         old.layout.store(Stats::layout() ^ 2, Ordering::Relaxed);
         let (_, mine) = Stats::passable().unwrap();
         let d = Draining::start(mine, vec![(memfd, life)]).unwrap();
-        assert_eq!(d.active(), 0);
+        assert_eq!(d.held(None, true), Held::default());
         assert_eq!(d.to_pass().len(), 1);
     }
 }

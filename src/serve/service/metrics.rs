@@ -86,7 +86,7 @@ impl Collector for StatsCollector {
                 ConstCounter::new(v).encode(fam.encode_family(&[("reason", reason)])?)?;
             }
         }
-        let g = ConstGauge::new(self.1.active() as i64);
+        let g = ConstGauge::new(self.1.held(None, true).active as i64);
         g.encode(e.encode_descriptor(
             "netecho_connections_draining",
             "TCP connections the processes a SIGHUP hand-over replaced still serve, \

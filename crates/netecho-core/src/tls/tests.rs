@@ -399,3 +399,62 @@ fn a_lent_buffer_keeps_its_bytes_and_new_ciphertext_waits_aside() {
         data.len()
     );
 }
+
+/// Faults act on the plaintext: the echo is held by `latency` (nothing
+/// encrypted before its due time), cut at exactly `reset-after`'s plaintext
+/// bytes, and `corrupt-at` flips plaintext byte 3 of the echo, so the
+/// client reads a changed byte, not a broken record.
+#[test]
+fn a_shaper_holds_cuts_and_corrupts_the_plaintext() {
+    use crate::fault::Fault;
+    use crate::fault::tcp::{Shaper, Verdict};
+    let t0 = Instant::now();
+    let effects = Fault::parse("latency=50ms,reset-after=10,corrupt-at=3")
+        .unwrap()
+        .effects;
+    let mut shaper = Shaper::new(t0, effects, 1);
+    let mut server = Server::new(t0);
+    let mut client = client();
+    let mut wire = Vec::new();
+    let turn = |server: &mut Server, shaper: &mut Shaper, now, wire: &mut Vec<u8>| {
+        server.tls.process_shaped(
+            &mut server.core,
+            now,
+            &mut server.buf,
+            &mut server.bytes,
+            Some(shaper),
+        );
+        let out = server.tls.outgoing().to_vec();
+        server.tls.on_sent(&mut server.core, now, out.len());
+        wire.extend(out);
+    };
+    // The handshake.
+    for _ in 0..10 {
+        client_to_server(&mut client, &mut server);
+        turn(&mut server, &mut shaper, t0, &mut wire);
+        server_to_client(&mut client, &mut wire);
+    }
+    assert!(!client.is_handshaking() && !server.tls.handshaking());
+    send_all(&mut client, &mut server, &[0u8; 20]);
+    turn(&mut server, &mut shaper, t0, &mut wire);
+    let (back, _) = server_to_client(&mut client, &mut wire);
+    assert!(back.is_empty(), "{} bytes echoed before 50 ms", back.len());
+    assert_eq!(
+        shaper.verdict(t0, 20),
+        Verdict::Wait(t0 + Duration::from_millis(50))
+    );
+    let due = t0 + Duration::from_millis(50);
+    turn(&mut server, &mut shaper, due, &mut wire);
+    turn(&mut server, &mut shaper, due, &mut wire);
+    let (back, _) = server_to_client(&mut client, &mut wire);
+    let mut want = [0u8; 10];
+    assert_eq!(back.len(), 10, "{back:?}");
+    assert_eq!(back[3].count_ones(), 1, "{back:?}");
+    want[3] = back[3];
+    assert_eq!(back, want);
+    assert_eq!(server.bytes, 10);
+    assert_eq!(
+        shaper.verdict(due, server.core.store().len()),
+        Verdict::End(crate::fault::EndAfter::Reset)
+    );
+}

@@ -4,7 +4,19 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::packet::ParseError;
+/// TCP options that cannot be walked: a length byte missing, below 2 or
+/// past the end. Its own type, so this walk depends on nothing of the
+/// packet views that use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Malformed;
+
+impl std::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("malformed TCP options")
+    }
+}
+
+impl std::error::Error for Malformed {}
 
 /// TCP option kinds (IANA "TCP Option Kind Numbers").
 mod kind {
@@ -66,8 +78,8 @@ impl TcpOption {
 
 /// The options of a TCP header (the bytes between its fixed 20 and its data
 /// offset), padding left out, in order. An option whose length byte is
-/// missing, below 2 or past the end is [`ParseError::Malformed`].
-pub fn parse(mut o: &[u8]) -> Result<Vec<TcpOption>, ParseError> {
+/// missing, below 2 or past the end is [`Malformed`].
+pub fn parse(mut o: &[u8]) -> Result<Vec<TcpOption>, Malformed> {
     let mut out = Vec::new();
     while let Some(&k) = o.first() {
         match k {
@@ -78,9 +90,9 @@ pub fn parse(mut o: &[u8]) -> Result<Vec<TcpOption>, ParseError> {
             }
             _ => {}
         }
-        let len = usize::from(*o.get(1).ok_or(ParseError::Malformed)?);
+        let len = usize::from(*o.get(1).ok_or(Malformed)?);
         if len < 2 || len > o.len() {
-            return Err(ParseError::Malformed);
+            return Err(Malformed);
         }
         let body = &o[2..len];
         let be16 = |b: &[u8]| u16::from_be_bytes([b[0], b[1]]);
@@ -137,9 +149,9 @@ mod tests {
 
     #[test]
     fn bad_lengths_are_malformed() {
-        assert_eq!(parse(&[2, 9, 1]), Err(ParseError::Malformed));
-        assert_eq!(parse(&[2, 1]), Err(ParseError::Malformed));
-        assert_eq!(parse(&[2]), Err(ParseError::Malformed));
+        assert_eq!(parse(&[2, 9, 1]), Err(Malformed));
+        assert_eq!(parse(&[2, 1]), Err(Malformed));
+        assert_eq!(parse(&[2]), Err(Malformed));
     }
 
     #[test]

@@ -135,9 +135,9 @@ impl Worker {
             accept::log_rejected(peer, ctx);
             return;
         };
-        if !tls && let Some(f) = faulted::Faulted::of(&fd, ctx) {
-            // A faulted connection is served on a thread of its own.
-            faulted::spawn(std::net::TcpStream::from(fd), f, permit, ctx);
+        if let Some(f) = faulted::Faulted::of(&fd, ctx) {
+            // A faulted connection (TLS too) is served on a thread of its own.
+            faulted::spawn(std::net::TcpStream::from(fd), f, tls, permit, ctx);
             return;
         }
         // A connection refused from here on is closed, counted, and its

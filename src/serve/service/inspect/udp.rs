@@ -2,22 +2,15 @@
 //! report on it, cut to the datagram's own length, under the UDP echo's
 //! policy (rate limits, loop ports, bad sources).
 
-use std::io::IoSliceMut;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd};
-use std::time::{Duration, Instant};
+use std::os::fd::AsFd;
 
 use netecho_core::inspect::report::{UdpReport, udp_reply};
-use nix::sys::socket::{
-    ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
-};
+use nix::sys::socket::{ControlMessageOwned, setsockopt, sockopt};
 
 use crate::net::MAX_UDP_SIZE;
 use crate::serve::service::stats::Stats;
-use crate::serve::service::udp::Policy;
-
-/// Receive timeout, so the loop notices the server stopping.
-const RECV_TICK: Duration = Duration::from_millis(250);
+use crate::serve::service::udp::{self as udp_echo, Datagram, Policy, RECV_TICK};
 
 /// Asks for each datagram's TTL or hop limit, TOS or traffic class and
 /// destination address. A dual-stack socket takes both families' options
@@ -43,7 +36,8 @@ pub(crate) fn want_ancillary(sock: &UdpSocket) -> std::io::Result<()> {
     }
 }
 
-/// Serves the socket until the server stops.
+/// Serves the socket until the server stops: the UDP echo's receive step
+/// and policy, then the report on the datagram in place of its echo.
 pub(crate) fn serve(sock: &UdpSocket, policy: &Policy, stats: &Stats) {
     let _ = sock.set_read_timeout(Some(RECV_TICK));
     let mut buf = vec![0u8; MAX_UDP_SIZE + 1];
@@ -56,70 +50,57 @@ pub(crate) fn serve(sock: &UdpSocket, policy: &Policy, stats: &Stats) {
         libc::in6_pktinfo
     );
     while !stats.stopping() {
-        let Some((len, report)) = receive(sock, &mut buf, &mut cmsg) else {
+        let mut seen = Seen::default();
+        let got = udp_echo::receive(sock, &mut buf, policy, stats, Some(&mut cmsg), |c| {
+            seen.note(c)
+        });
+        let Some(Datagram { len, src, .. }) = got else {
             continue;
         };
-        let Some(src) = report.peer else { continue };
-        let held = len.min(buf.len());
-        match policy.check(src, &buf[..held], len, Instant::now()) {
-            Ok(()) => {
-                // Never more bytes than came in: reflection factor at most 1.
-                if let Some(reply) = udp_reply(&report, len) {
-                    let _ = sock.send_to(&reply, src);
-                }
-            }
-            Err(why) => stats.udp_drop(why),
+        // Never more bytes than came in: reflection factor at most 1.
+        if let Some(reply) = udp_reply(&seen.report(src, len), len) {
+            let _ = sock.send_to(&reply, src);
         }
     }
 }
 
-/// One datagram: its real length (MSG_TRUNC) and the report on it.
-fn receive(sock: &UdpSocket, buf: &mut [u8], cmsg: &mut [u8]) -> Option<(usize, UdpReport)> {
-    let mut iov = [IoSliceMut::new(buf)];
-    // Timeout (to re-check `stopping`), a signal, or an ICMP error queued
-    // by an earlier send: none ends the loop, the caller tries again.
-    let msg =
-        recvmsg::<SockaddrStorage>(sock.as_raw_fd(), &mut iov, Some(cmsg), MsgFlags::MSG_TRUNC)
-            .ok()?;
-    let len = msg.bytes;
-    let peer = msg.address.and_then(|a| to_socket_addr(&a))?;
-    let mut r = UdpReport {
-        proto: "udp".into(),
-        cut: false,
-        len: Some(len),
-        peer: Some(SocketAddr::new(peer.ip().to_canonical(), peer.port())),
-        local: None,
-        ttl: None,
-        dscp: None,
-        ecn: None,
-    };
-    let mut tos = None;
-    if let Ok(cmsgs) = msg.cmsgs() {
-        for c in cmsgs {
-            match c {
-                ControlMessageOwned::Ipv4Ttl(t) => r.ttl = u8::try_from(t).ok(),
-                ControlMessageOwned::Ipv6HopLimit(t) => r.ttl = u8::try_from(t).ok(),
-                ControlMessageOwned::Ipv4Tos(t) => tos = Some(t),
-                ControlMessageOwned::Ipv6TClass(t) => tos = u8::try_from(t).ok(),
-                ControlMessageOwned::Ipv4PacketInfo(p) => {
-                    r.local = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(p.ipi_addr.s_addr))));
-                }
-                ControlMessageOwned::Ipv6PacketInfo(p) => {
-                    r.local = Some(IpAddr::V6(Ipv6Addr::from(p.ipi6_addr.s6_addr)).to_canonical());
-                }
-                _ => {}
-            }
-        }
-    }
-    if let Some(t) = tos {
-        (r.dscp, r.ecn) = (Some(t >> 2), Some(t & 0b11));
-    }
-    Some((len, r))
+/// What a datagram's ancillary data said.
+#[derive(Default)]
+struct Seen {
+    ttl: Option<u8>,
+    tos: Option<u8>,
+    local: Option<IpAddr>,
 }
 
-fn to_socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
-    if let Some(v4) = a.as_sockaddr_in() {
-        return Some(SocketAddr::V4((*v4).into()));
+impl Seen {
+    fn note(&mut self, c: ControlMessageOwned) {
+        match c {
+            ControlMessageOwned::Ipv4Ttl(t) => self.ttl = u8::try_from(t).ok(),
+            ControlMessageOwned::Ipv6HopLimit(t) => self.ttl = u8::try_from(t).ok(),
+            ControlMessageOwned::Ipv4Tos(t) => self.tos = Some(t),
+            ControlMessageOwned::Ipv6TClass(t) => self.tos = u8::try_from(t).ok(),
+            ControlMessageOwned::Ipv4PacketInfo(p) => {
+                self.local = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(p.ipi_addr.s_addr))));
+            }
+            ControlMessageOwned::Ipv6PacketInfo(p) => {
+                self.local = Some(IpAddr::V6(Ipv6Addr::from(p.ipi6_addr.s6_addr)).to_canonical());
+            }
+            _ => {}
+        }
     }
-    a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
+
+    /// The report on a datagram of `len` bytes from `src` (an IPv4 client
+    /// of a dual-stack socket as its IPv4 address).
+    fn report(self, src: SocketAddr, len: usize) -> UdpReport {
+        UdpReport {
+            proto: "udp".into(),
+            cut: false,
+            len: Some(len),
+            peer: Some(SocketAddr::new(src.ip().to_canonical(), src.port())),
+            local: self.local,
+            ttl: self.ttl,
+            dscp: self.tos.map(|t| t >> 2),
+            ecn: self.tos.map(|t| t & 0b11),
+        }
+    }
 }

@@ -30,11 +30,12 @@ use netecho_core::udp as policy;
 
 pub(crate) use policy::{Config, DEFAULT_GLOBAL_RATE, DEFAULT_RATE, Policy};
 
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::error::{Error, Result};
@@ -42,8 +43,9 @@ use crate::net::MAX_UDP_SIZE;
 use crate::serve::service::faults::{self, FaultSet};
 use crate::serve::service::stats::{FaultKind, Stats};
 
-/// Receive timeout, so a worker notices the server stopping.
-const RECV_TICK: Duration = Duration::from_millis(250);
+/// Receive timeout, so a worker (of the echo or the inspect port) notices
+/// the server stopping.
+pub(crate) const RECV_TICK: Duration = Duration::from_millis(250);
 
 /// Binds a UDP socket on each address (`[::]` dual-stack, as for TCP).
 pub(crate) fn bind_all(addrs: &[SocketAddr], v6_only: bool) -> Result<Vec<UdpSocket>> {
@@ -80,7 +82,6 @@ pub(crate) fn serve(sock: &UdpSocket, policy: &Policy, stats: &Stats, faults: Op
     // One byte more than the largest datagram, so MSG_TRUNC's length is
     // checked against a buffer that could hold any legal one.
     let mut buf = vec![0u8; MAX_UDP_SIZE + 1];
-    let fd = sock.as_raw_fd();
     // The receive timeout in force: a setsockopt only when it must change
     // (something held comes due sooner), not one per datagram.
     let mut timeout = RECV_TICK;
@@ -101,55 +102,77 @@ pub(crate) fn serve(sock: &UdpSocket, policy: &Policy, stats: &Stats, faults: Op
                 timeout = wait;
             }
         }
-        let mut from: libc::sockaddr_storage = unsafe_zeroed_storage();
-        let mut from_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        // SAFETY: `buf` and `from` are valid for writes of the lengths
-        // given, and outlive the call.
-        let n = unsafe {
-            libc::recvfrom(
-                fd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_TRUNC,
-                (&raw mut from).cast(),
-                &mut from_len,
-            )
-        };
-        if n < 0 {
-            // Timeout (to re-check `stopping`), a signal, or an ICMP error
-            // queued by an earlier send: none of them ends the loop.
-            continue;
-        }
-        let len = n as usize;
-        let Some(src) = to_socket_addr(&from) else {
+        let Some(Datagram { len, src, at: now }) =
+            receive(sock, &mut buf, policy, stats, None, |_| {})
+        else {
             continue;
         };
-        let now = Instant::now();
-        let held = len.min(buf.len());
-        match policy.check(src, &buf[..held], len, now) {
-            Ok(()) => {
-                let picked = match (faults, rng.as_mut(), local) {
-                    (Some(f), Some(r), Some(local)) => f.pick_udp(src, local, r).map(|e| (e, r)),
-                    _ => None,
-                };
-                match picked {
-                    // The reply is exactly the request: reflection factor 1.
-                    None => reply(sock, &buf[..len], src, stats),
-                    Some((e, r)) => {
-                        let fate = netecho_core::fault::udp::decide(&e, len, r);
-                        faults::count(stats, src, &fate.applied);
-                        for copy in fate.copies {
-                            let payload = &buf[..copy.len];
-                            if copy.delay.is_zero() {
-                                reply(sock, payload, src, stats);
-                            } else if !waiting.hold(now + copy.delay, payload, src) {
-                                faults::count(stats, src, &[FaultKind::Drop]);
-                            }
-                        }
+        let picked = match (faults, rng.as_mut(), local) {
+            (Some(f), Some(r), Some(local)) => f.pick_udp(src, local, r).map(|e| (e, r)),
+            _ => None,
+        };
+        match picked {
+            // The reply is exactly the request: reflection factor 1.
+            None => reply(sock, &buf[..len], src, stats),
+            Some((e, r)) => {
+                let fate = netecho_core::fault::udp::decide(&e, len, r);
+                faults::count(stats, src, &fate.applied);
+                for copy in fate.copies {
+                    let payload = &buf[..copy.len];
+                    if copy.delay.is_zero() {
+                        reply(sock, payload, src, stats);
+                    } else if !waiting.hold(now + copy.delay, payload, src) {
+                        faults::count(stats, src, &[FaultKind::Drop]);
                     }
                 }
             }
-            Err(why) => stats.udp_drop(why),
+        }
+    }
+}
+
+/// A datagram [`receive`] let through.
+pub(crate) struct Datagram {
+    /// Its length, all of it in the buffer (the policy drops any larger
+    /// than `--udp-max-size`, which the buffer exceeds).
+    pub(crate) len: usize,
+    /// Where it came from, as the socket gave it (IPv4 clients of a
+    /// dual-stack socket as mapped addresses): the reply goes there.
+    pub(crate) src: SocketAddr,
+    /// When it was received.
+    pub(crate) at: Instant,
+}
+
+/// The receive step of every UDP loop (the echo, the inspect port): one
+/// datagram into `buf`, waiting at most the socket's receive timeout, with
+/// MSG_TRUNC so its real length is seen (a datagram longer than the buffer
+/// is dropped by the policy, never cut), then the policy's check; a drop is
+/// counted by its reason. `cmsg`, when given, is room for the ancillary
+/// data the socket asked for, each message handed to `on_cmsg`. `None`
+/// also on a timeout (to re-check `stopping`), a signal, or an ICMP error
+/// queued by an earlier send: none of them ends the loop.
+pub(crate) fn receive(
+    sock: &UdpSocket,
+    buf: &mut [u8],
+    policy: &Policy,
+    stats: &Stats,
+    cmsg: Option<&mut [u8]>,
+    mut on_cmsg: impl FnMut(ControlMessageOwned),
+) -> Option<Datagram> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg =
+        recvmsg::<SockaddrStorage>(sock.as_raw_fd(), &mut iov, cmsg, MsgFlags::MSG_TRUNC).ok()?;
+    let len = msg.bytes;
+    let src = msg.address.as_ref().and_then(to_socket_addr)?;
+    if let Ok(cmsgs) = msg.cmsgs() {
+        cmsgs.for_each(&mut on_cmsg);
+    }
+    let at = Instant::now();
+    let held = len.min(buf.len());
+    match policy.check(src, &buf[..held], len, at) {
+        Ok(()) => Some(Datagram { len, src, at }),
+        Err(why) => {
+            stats.udp_drop(why);
+            None
         }
     }
 }
@@ -162,34 +185,10 @@ fn reply(sock: &UdpSocket, payload: &[u8], to: SocketAddr, stats: &Stats) {
     }
 }
 
-fn unsafe_zeroed_storage() -> libc::sockaddr_storage {
-    // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
-    unsafe { std::mem::zeroed() }
-}
-
-/// Converts what `recvfrom` wrote into a `SocketAddr`.
-fn to_socket_addr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match i32::from(ss.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in, and
-            // sockaddr_storage is large and aligned enough for it.
-            let sin =
-                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            Some(SocketAddr::from((ip, u16::from_be(sin.sin_port))))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: as above, for sockaddr_in6.
-            let sin6 =
-                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
-                ip,
-                u16::from_be(sin6.sin6_port),
-                sin6.sin6_flowinfo,
-                sin6.sin6_scope_id,
-            )))
-        }
-        _ => None,
+/// The source `recvmsg` gave, as a `SocketAddr` (IPv4 or IPv6 only).
+fn to_socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = a.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
     }
+    a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
 }

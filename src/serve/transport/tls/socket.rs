@@ -8,6 +8,7 @@
 use std::io::{self, Read, Write};
 use std::time::Instant;
 
+use netecho_core::fault::tcp::{ReadGate, Shaper};
 use netecho_core::tls::{RECV_CHUNK, Session, Turn as Step};
 
 use crate::serve::contract::{Conn, Copied, End};
@@ -61,12 +62,29 @@ pub(crate) fn turn<S: Copied, W: Wire>(
     buf: &mut [u8],
     bytes: &mut u64,
 ) -> Turn {
+    turn_shaped(tls, core, wire, now, buf, bytes, None)
+}
+
+/// [`turn`] for a connection with faults: `shaper` acts on the plaintext
+/// ([`Session::process_shaped`]) and says when the socket may be read (not
+/// at all once `stall-after` is reached). Its waits and ends are the
+/// caller's (`serve::blocking::faulted`).
+pub(crate) fn turn_shaped<S: Copied, W: Wire>(
+    tls: &mut Session,
+    core: &mut Conn<S>,
+    wire: &mut W,
+    now: Instant,
+    buf: &mut [u8],
+    bytes: &mut u64,
+    mut shaper: Option<&mut Shaper>,
+) -> Turn {
+    let mut now = now;
     for _ in 0..BUDGET {
         let write_blocked = match flush(tls, core, wire, now) {
             Ok(blocked) => blocked,
             Err(()) => return Turn::Again,
         };
-        let read = match tls.process(core, now, buf, bytes) {
+        let read = match tls.process_shaped(core, now, buf, bytes, shaper.as_deref_mut()) {
             Step::Again => return Turn::Again,
             Step::Close(end) => {
                 // An alert for a refused handshake goes if the socket
@@ -82,7 +100,10 @@ pub(crate) fn turn<S: Copied, W: Wire>(
             Step::Wait { write: true, .. } if !write_blocked => continue,
             Step::Wait { read, .. } => read,
         };
-        if !read {
+        let gate_shut = shaper
+            .as_deref()
+            .is_some_and(|s| s.read_gate(now) != ReadGate::Open);
+        if !read || gate_shut {
             // Only the socket draining (or the deadline) can help.
             return Turn::Wait {
                 read: false,
@@ -93,7 +114,15 @@ pub(crate) fn turn<S: Copied, W: Wire>(
         match wire.read(&mut buf[..room]) {
             // The FIN: the session tells the core (and rustls) next.
             Ok(0) => tls.on_fin(),
-            Ok(n) => tls.on_ciphertext(&buf[..n]),
+            Ok(n) => {
+                tls.on_ciphertext(&buf[..n]);
+                if shaper.is_some() {
+                    // Faults hold echo from its arrival: this read's time,
+                    // not the turn's start (the thread may have been
+                    // preempted in between on a busy machine).
+                    now = Instant::now();
+                }
+            }
             // Nothing to read: wait for the next readable edge.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 return Turn::Wait {
