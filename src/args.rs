@@ -7,7 +7,7 @@
 //! - a duration is a number of seconds (`2`, `0.5`) or a number with units
 //!   (`250ms`, `2s`, `1m`, `1m30s`), read by `humantime`;
 //! - a size is a number of bytes (`64`) or a number with a binary unit
-//!   (`1k` = `1KiB` = 1024, `64KiB`, `1MiB`), read by `parse-size`;
+//!   (`1k` = `1KiB` = 1024, `64KiB`, `1MiB`), read by `netecho_core::size`;
 //! - a count or a rate is a number, optionally with a decimal unit
 //!   (`10k` = 10,000, `1.5M`), a rate optionally followed by `/s`;
 //! - an address is `HOST:PORT`, the host a name (`localhost`), an IPv4
@@ -71,13 +71,10 @@ pub(crate) fn duration_between(
     }
 }
 
-/// Parses a number of bytes: `64`, `1k` (1024), `64KiB`, `1MiB`. `k`, `K`,
-/// `KB` and `KiB` are all 1024, as in dd(1) and iperf3.
+/// Parses a number of bytes: `64`, `1k` (1024), `64KiB`, `1MiB` (the one
+/// grammar, shared with `--fault`: [`netecho_core::size`]).
 fn parse_bytes(s: &str) -> Result<u64, String> {
-    parse_size::Config::new()
-        .with_binary()
-        .parse_size(s.trim())
-        .map_err(|_| format!("'{s}' is not a size (bytes, or with units: 1k, 64KiB, 1MiB)"))
+    netecho_core::size::parse(s).map_err(|e| format!("'{s}' {e}"))
 }
 
 /// A parser of a size from `min` to `max` bytes (`ping -s`, `bench -s`,

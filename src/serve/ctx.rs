@@ -49,6 +49,10 @@ pub(crate) struct Ctx {
     pub(crate) zero_copy: splice::ZeroCopy,
     /// `--fault`, `--fault-file`: the faults applied on purpose, if any.
     pub(crate) faults: Option<&'static FaultSet>,
+    /// Every listener has TCP_NODELAY, which accepted sockets inherit
+    /// ([`crate::serve::service::listen::nodelay_for_accepted`]): the
+    /// event models skip setting it per connection.
+    pub(crate) nodelay_inherited: bool,
 }
 
 impl Ctx {
@@ -187,6 +191,7 @@ impl Ctx {
             tls: None,
             zero_copy: splice::ZeroCopy::Auto,
             faults: None,
+            nodelay_inherited: false,
         }
     }
 }

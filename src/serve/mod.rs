@@ -168,6 +168,7 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         t.fds = tls_listeners.iter().map(|l| l.as_raw_fd()).collect();
         t
     });
+    let nodelay_inherited = listen::nodelay_for_accepted(listeners.iter().chain(&tls_listeners));
     let ctx: &'static Ctx = Box::leak(Box::new(Ctx {
         max_conns,
         idle_timeout: (!opt.idle_timeout.is_zero()).then_some(opt.idle_timeout),
@@ -186,6 +187,7 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
         tls,
         zero_copy: opt.zero_copy.resolve(),
         faults,
+        nodelay_inherited,
     }));
     if ctx.zero_copy == splice::ZeroCopy::On && !matches!(model, M::Epoll | M::Uring) {
         tracing::warn!(

@@ -533,8 +533,8 @@ fn bad_faults_are_one_line_and_exit_2_before_binding() {
     }
 }
 
-/// A fault's duration is read by the flags' one grammar: the same words
-/// for the same mistake, and a bare number is seconds in both.
+/// A fault's durations and sizes are read by the flags' one grammar: the
+/// same words for the same mistake, and a bare number is seconds in both.
 #[test]
 fn fault_durations_share_the_flags_grammar_and_words() {
     let words = |args: &[&str], quoted: &str| {
@@ -558,6 +558,18 @@ fn fault_durations_share_the_flags_grammar_and_words() {
         assert_eq!(
             fault, flag,
             "--fault latency={bad} and --idle-timeout {bad} differ"
+        );
+    }
+    // And a size: the same words from --udp-max-size and reset-after.
+    for bad in ["lots", "-1", "4 parsecs"] {
+        let flag = words(&[&format!("--udp-max-size={bad}")], &format!("'{bad}'"));
+        let fault = words(
+            &["--fault", &format!("reset-after={bad}")],
+            &format!("reset-after={bad}'"),
+        );
+        assert_eq!(
+            fault, flag,
+            "--fault reset-after={bad} and --udp-max-size {bad} differ"
         );
     }
 }

@@ -13,7 +13,7 @@ use nix::sys::signal::Signal;
 
 use crate::util::{
     Closed, KIB, MIB, Rng, Server, compare, connect, echo_check, ipv6_available, ping,
-    read_exact_n, read_to_eof, round_trip, seed_of, try_connect, wait_closed,
+    read_exact_n, read_to_eof, round_trip, seed_of, server_end_nodelay, try_connect, wait_closed,
 };
 
 /// The library's [`Model`] named `name` (as `--model` spells it).
@@ -725,6 +725,35 @@ fn ipv6(model: &str) {
             round_trip(target, &payload, seed),
         );
     }
+}
+
+/// Every connection an event model serves has TCP_NODELAY (an echo held
+/// back by Nagle waits ~40 ms for the client's delayed ACK), whether the
+/// model set it or the socket inherited it from its listener: asked of the
+/// server's own socket through pidfd_getfd.
+fn nodelay(model: &str) {
+    let server = start(model, &[]);
+    let mut c = connect(server.addr());
+    ok_or_panic(model, "a first echo", ping(&mut c, b"nodelay?"));
+    match server_end_nodelay(&c, server.pid()) {
+        Ok(on) => assert!(on, "{model}: the server's socket has no TCP_NODELAY"),
+        Err(e) => skipped!("SKIPPED: {model} nodelay: cannot ask the server's socket: {e}"),
+    }
+}
+
+#[test]
+fn epoll_sets_nodelay() {
+    nodelay("epoll");
+}
+
+#[test]
+fn tokio_sets_nodelay() {
+    nodelay("tokio");
+}
+
+#[test]
+fn uring_sets_nodelay() {
+    nodelay("uring");
 }
 
 // ---------------------------------------------------------------------------

@@ -164,7 +164,11 @@ pub enum Next {
         read: usize,
     },
     /// Everything read was echoed after the client's FIN: shut down writing
-    /// and report it with [`Conn::on_shut`].
+    /// and report it with [`Conn::on_shut`]. [`Next::Close`] always comes
+    /// next, so a model that closes at once may let the close send the FIN
+    /// (one system call instead of two): the client's FIN was read, the
+    /// receive queue is empty, and close(2) of such a socket sends what is
+    /// unsent and then a FIN, never a reset.
     ShutWrite,
     /// Close the socket (after any operation in flight has finished).
     Close(End),

@@ -12,6 +12,8 @@
 //! - [`duration`] the one duration grammar of every flag and fault key;
 //! - [`fault`] faults on purpose: the `--fault` grammar and scopes, and
 //!   what each fault decides for a TCP echo or a datagram;
+//! - [`size`] the one size grammar (`64`, `4KiB`, `1MiB/s`) of every flag
+//!   and fault key;
 //! - [`pending`] the bytes the core keeps for the copying models;
 //! - [`in_place`] what it keeps for the blocking loops: the unsent tail of
 //!   their one buffer;
@@ -35,6 +37,7 @@ pub mod fuzz;
 pub mod in_place;
 pub mod inspect;
 pub mod pending;
+pub mod size;
 pub mod sizing;
 pub mod timers;
 #[cfg(any(test, feature = "tls"))]

@@ -45,7 +45,7 @@
 //! the supervisor stops every accept with one `shutdown(2)`.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
@@ -399,7 +399,8 @@ impl Worker {
         self.run_queue.push(Token(i));
     }
 
-    /// Applies `--max-conns` and `--max-conns-per-ip`, sets TCP_NODELAY and
+    /// Applies `--max-conns` and `--max-conns-per-ip`, sets TCP_NODELAY
+    /// (unless the listener gave it already) and
     /// puts the connection in the poll set and the timer wheel.
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr, tls: bool) {
         // Given back when dropped: on every return below, or with `Client`.
@@ -414,7 +415,9 @@ impl Worker {
             faulted::spawn(std, f, tls, permit, self.ctx);
             return;
         }
-        if let Err(e) = stream.set_nodelay(true) {
+        if !self.ctx.nodelay_inherited
+            && let Err(e) = stream.set_nodelay(true)
+        {
             // Only a socket already dead fails here.
             debug!(%peer, "TCP_NODELAY: {e}; closing");
             drop(stream);
@@ -590,8 +593,10 @@ fn drive(c: &mut Client, buf: &mut [u8], now: Instant, bytes: &mut u64) -> Step 
         }
         let send = match c.core.next() {
             Next::Close(end) => return Step::Close(end),
+            // Our FIN: the close that follows at once sends it after the
+            // last byte (contract::Next::ShutWrite says why it is no reset).
             Next::ShutWrite => {
-                c.core.on_shut(c.stream.shutdown(Shutdown::Write));
+                c.core.on_shut(Ok(()));
                 continue;
             }
             Next::Io { send, .. } => send,

@@ -192,7 +192,11 @@ fn admit(stream: TcpStream, peer: SocketAddr, tls: bool, ctx: &'static Ctx) {
         stream: Some(stream),
         _permit: permit,
     };
-    let nodelay = slot.stream.as_ref().map_or(Ok(()), |s| s.set_nodelay(true));
+    // TCP_NODELAY: inherited from the listener, or set here.
+    let nodelay = match slot.stream.as_ref() {
+        Some(s) if !ctx.nodelay_inherited => s.set_nodelay(true),
+        _ => Ok(()),
+    };
     if let Err(e) = nodelay {
         // Only a socket already dead fails here.
         debug!(%peer, "TCP_NODELAY: {e}; closing");

@@ -108,6 +108,42 @@ fn server_end_inode(client: &std::net::TcpStream) -> Option<u64> {
         })
 }
 
+/// Whether the server's end of `client`'s connection, held by process
+/// `pid`, has TCP_NODELAY: its descriptor found by the socket's inode in
+/// `/proc/PID/fd`, copied into this process with pidfd_getfd(2) (Linux
+/// 5.6+, allowed on a child) and asked with getsockopt. `Err` says why it
+/// could not be asked.
+pub fn server_end_nodelay(client: &std::net::TcpStream, pid: i32) -> Result<bool, String> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let inode = server_end_inode(client).ok_or("the connection is not in /proc/net/tcp")?;
+    let want = format!("socket:[{inode}]");
+    let fd: i32 = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map_err(|e| format!("/proc/{pid}/fd: {e}"))?
+        .flatten()
+        .find(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == want.as_str()))
+        .and_then(|e| e.file_name().to_str()?.parse().ok())
+        .ok_or_else(|| format!("process {pid} holds no descriptor on {want}"))?;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
+    // or -1; nothing else is touched.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        return Err(format!("pidfd_open: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: a non-negative result is a descriptor just opened for us.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    use std::os::fd::AsRawFd;
+    // SAFETY: pidfd_getfd takes a pidfd, a descriptor number of that
+    // process and flags, and returns a new descriptor or -1.
+    let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if copy < 0 {
+        return Err(format!("pidfd_getfd: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: as above, a descriptor just installed in this process.
+    let copy = unsafe { OwnedFd::from_raw_fd(copy as i32) };
+    nix::sys::socket::getsockopt(&copy, nix::sys::socket::sockopt::TcpNoDelay)
+        .map_err(|e| format!("getsockopt TCP_NODELAY: {e}"))
+}
+
 /// Which of `pids` holds the server's end of `client`'s connection: the
 /// one with a descriptor on that very socket. Counting sockets per process
 /// instead misleads while a fresh worker still closes what it inherited.

@@ -11,9 +11,10 @@
 //! datagram), both with the clock and the random source passed in.
 //!
 //! Parsing here keeps the command line's one grammar: a duration is
-//! seconds or has units (`50ms`), a size is bytes or has a binary unit
-//! (`4KiB`), a rate is a size per second (`1MiB/s`), a share is a fraction
-//! or a percentage (`0.05`, `5%`, `1e-4`).
+//! seconds or has units (`50ms`, [`crate::duration`]), a size is bytes or
+//! has a binary unit (`4KiB`), a rate is a size per second (`1MiB/s`, both
+//! [`crate::size`]), a share is a fraction or a percentage (`0.05`, `5%`,
+//! `1e-4`).
 
 pub mod tcp;
 pub mod udp;
@@ -351,26 +352,19 @@ fn duration(v: &str) -> Result<Duration, String> {
     crate::duration::parse(v).map_err(|e| e.to_string())
 }
 
-/// Parses a size: bytes, or with a binary unit (`4KiB`, `1k`).
+/// Parses a size with the grammar of every flag ([`crate::size`]).
 fn size(v: &str) -> Result<u64, String> {
-    parse_size::Config::new()
-        .with_binary()
-        .parse_size(v)
-        .map_err(|_| "is not a size (bytes, or with units: 16, 4KiB, 1MiB)".to_string())
+    crate::size::parse(v).map_err(|e| e.to_string())
 }
 
 /// Parses a size that must be above zero.
 fn size_nonzero(v: &str) -> Result<u64, String> {
-    match size(v)? {
-        0 => Err("must be above 0".into()),
-        n => Ok(n),
-    }
+    crate::size::parse_nonzero(v).map_err(|e| e.to_string())
 }
 
-/// Parses a rate of bytes per second: a size, optionally followed by `/s`.
+/// Parses a rate of bytes per second ([`crate::size::parse_rate`]).
 fn rate(v: &str) -> Result<u64, String> {
-    size_nonzero(v.strip_suffix("/s").unwrap_or(v))
-        .map_err(|_| "is not a rate (bytes per second, or with units: 1MiB/s, 64k)".to_string())
+    crate::size::parse_rate(v).map_err(|e| e.to_string())
 }
 
 /// Parses a share: a fraction from 0 to 1 (`0.05`, `1e-4`) or a percentage

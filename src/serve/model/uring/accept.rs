@@ -143,7 +143,10 @@ impl Worker {
         // A connection refused from here on is closed, counted, and its
         // permit given back (dropped) on return.
         let refuse = |e: &io::Error| ctx.stats.count_end(End::from_io(e));
-        if let Err(e) = SockRef::from(&fd).set_tcp_nodelay(true) {
+        // TCP_NODELAY: inherited from the listener, or set here.
+        if !ctx.nodelay_inherited
+            && let Err(e) = SockRef::from(&fd).set_tcp_nodelay(true)
+        {
             // Only a socket already dead fails here: closed, as in every model.
             debug!("TCP_NODELAY on an accepted socket: {e}; closing");
             drop(fd);

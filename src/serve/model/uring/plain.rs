@@ -7,7 +7,6 @@ use std::os::fd::RawFd;
 use std::time::Instant;
 
 use io_uring::cqueue;
-use nix::sys::socket::{Shutdown, shutdown};
 
 use super::bufs::Pool;
 use super::flight::{Flight, Lent, Queue};
@@ -198,10 +197,9 @@ impl Plain {
         }
         if next == Next::ShutWrite && self.recv.is_idle() && self.send.is_idle() {
             // Everything read was echoed: our FIN follows the last byte, and
-            // the receive queue is empty, so the close below is a FIN,
-            // never a reset.
-            self.core
-                .on_shut(shutdown(fd, Shutdown::Write).map_err(io::Error::from));
+            // the receive queue is empty, so the close that follows at once
+            // (nothing is in flight) sends it, never a reset.
+            self.core.on_shut(Ok(()));
             next = self.core.next();
         }
         if let Next::Io { send, read } = next {
