@@ -213,6 +213,34 @@ fn pump_stdin(mut sock: TcpStream, shared: &Shared) {
     let _ = sock.shutdown(Shutdown::Write);
 }
 
+/// What a quiet spell (no echo for a poll slice) decides, in the plain
+/// and the TLS loop alike: a server that owes nothing and has not closed
+/// within `--linger` of the end of input is left with a warning
+/// (`Some(Ok)`); bytes outstanding since `since` with no echo for
+/// `--timeout` end the run (`Some(Err)`); else the loop waits on (`None`).
+fn quiet(
+    verify: bool,
+    out: &Outstanding,
+    since: Instant,
+    linger: &Linger,
+    timeout: Duration,
+    sent: u64,
+) -> Option<Result<()>> {
+    let now = Instant::now();
+    if linger.over(out.len() > 0, now) {
+        eprintln!("{}", linger.warning(verify, out.echoed()));
+        return Some(Ok(()));
+    }
+    if verify && out.len() > 0 && now.saturating_duration_since(since) >= timeout {
+        return Some(Err(Error::NoEcho {
+            after: timeout,
+            received: out.echoed(),
+            sent,
+        }));
+    }
+    None
+}
+
 /// Copies the checked echo to stdout until the server's FIN, then judges
 /// the run.
 fn copy_echo(mut sock: TcpStream, shared: &Shared, timeout: Duration) -> Result<()> {
@@ -249,18 +277,11 @@ fn copy_echo(mut sock: TcpStream, shared: &Shared, timeout: Duration) -> Result<
                 ) =>
             {
                 let st = shared.lock();
-                if st.linger.over(st.out.len() > 0, Instant::now()) {
-                    eprintln!("{}", st.linger.warning(shared.verify, st.out.echoed()));
-                    return Ok(());
+                let sent = shared.sent.load(Ordering::SeqCst);
+                match quiet(shared.verify, &st.out, st.since, &st.linger, timeout, sent) {
+                    Some(end) => return end,
+                    None => continue,
                 }
-                if shared.verify && st.out.len() > 0 && st.since.elapsed() >= timeout {
-                    return Err(Error::NoEcho {
-                        after: timeout,
-                        received: st.out.echoed(),
-                        sent: shared.sent.load(Ordering::SeqCst),
-                    });
-                }
-                continue;
             }
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
                 // The writer's write in progress is counted first; should

@@ -221,16 +221,11 @@ impl Pump {
                             sent: self.sent,
                         });
                     }
-                    if self.linger.over(self.out.len() > 0, Instant::now()) {
-                        eprintln!("{}", self.linger.warning(self.verify, self.out.echoed()));
-                        return Ok(());
-                    }
-                    if self.verify && self.out.len() > 0 && self.since.elapsed() >= self.timeout {
-                        return Err(Error::NoEcho {
-                            after: self.timeout,
-                            received: self.out.echoed(),
-                            sent: self.sent,
-                        });
+                    let (out, since, linger) = (&self.out, self.since, &self.linger);
+                    if let Some(end) =
+                        super::quiet(self.verify, out, since, linger, self.timeout, self.sent)
+                    {
+                        return end;
                     }
                 }
                 // A signal: look again (Ctrl-C is seen on the next pass).
