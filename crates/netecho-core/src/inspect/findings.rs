@@ -50,8 +50,8 @@ pub struct Finding {
     pub seen: Value,
     /// `tcp` or `udp`.
     pub proto: &'static str,
-    /// The sentence for a person.
-    #[serde(skip)]
+    /// The sentence for a person (in `--json` too, so a program that
+    /// reads the findings, such as `lab middlebox`, can show them).
     pub words: String,
 }
 
