@@ -270,6 +270,47 @@ fn bandwidth_paces_a_transfer() {
     );
 }
 
+/// Threads of the server process named `fault`: one per faulted
+/// connection handed off to a thread of its own.
+fn fault_threads(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .filter(|comm| comm.trim() == "fault")
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// tokio serves a faulted plain connection as a task of its loop: three
+/// open faulted connections start no thread, where epoll (which hands them
+/// off) starts one each, and the faults apply all the same.
+#[test]
+fn tokio_serves_faulted_connections_in_its_loop() {
+    for (model, threads) in [("tokio", 0), ("epoll", 3)] {
+        let srv = Server::start(model, &["--fault", "slice=4,corrupt-at=5"]);
+        let conns: Vec<TcpStream> = (0..3)
+            .map(|_| {
+                let mut s = util::connect(srv.addr());
+                s.write_all(b"0123456789").unwrap();
+                let mut back = [0u8; 10];
+                s.read_exact(&mut back).unwrap();
+                assert_eq!(&back[..5], b"01234", "{model}");
+                assert_ne!(back[5], b'5', "{model}: byte 5 not corrupted");
+                assert_eq!(&back[6..], b"6789", "{model}");
+                s
+            })
+            .collect();
+        assert_eq!(
+            fault_threads(srv.pid()),
+            threads,
+            "{model}: threads named fault with {} faulted connections open",
+            conns.len()
+        );
+    }
+}
+
 #[test]
 fn stall_leaves_one_client_waiting_while_others_are_served() {
     let srv = Server::start("epoll", &["--fault", "stall-after=1KiB,from=127.0.0.2"]);
