@@ -61,10 +61,7 @@ fn stall_in_time_with(model: &str, extra: &[&str], slack: Duration) {
         skipped!("SKIPPED: {test}: needs root for a network namespace");
         return;
     }
-    if model == "uring"
-        && let Err(why) = netecho::serve::uring::probe()
-    {
-        skipped!("SKIPPED: {test}: io_uring unusable here: {why}");
+    if !util::model_runs(model, &test) {
         return;
     }
     let _timing = util::timing();
