@@ -380,28 +380,41 @@ fn run_tls(
         if write {
             flags |= PollFlags::POLLOUT;
         }
-        let wait = wake.map_or(STOP_CHECK, |w| {
-            w.saturating_duration_since(Instant::now()).min(STOP_CHECK)
-        });
-        let mut fds = [PollFd::new(conn.as_fd(), flags)];
-        match ppoll(&mut fds, Some(TimeSpec::from_duration(wait)), None) {
-            // Ready (or hung up): the next turn finds out which.
-            Ok(n) if n > 0 => {}
-            // A deadline, or a look at the stop state.
-            Ok(_) => {
-                if stop() {
-                    core.stop();
+        // Only readiness, a time that came or a stop ends the wait: a turn
+        // on every look at the stop state would write whatever room a
+        // stalled client's window trickles open (below the readiness
+        // mark), and each such byte would restart the stall clock.
+        loop {
+            let wait = wake.map_or(STOP_CHECK, |w| {
+                w.saturating_duration_since(Instant::now()).min(STOP_CHECK)
+            });
+            let mut fds = [PollFd::new(conn.as_fd(), flags)];
+            match ppoll(&mut fds, Some(TimeSpec::from_duration(wait)), None) {
+                // Ready (or hung up): the next turn finds out which.
+                Ok(n) if n > 0 => break,
+                // A deadline, or a look at the stop state.
+                Ok(_) => {
+                    if stop() {
+                        core.stop();
+                        break;
+                    }
+                    let now = Instant::now();
+                    if wake.is_some_and(|w| now >= w) {
+                        session.on_timer(&mut core, now, &timeouts);
+                        break;
+                    }
                 }
-                session.on_timer(&mut core, Instant::now(), &timeouts);
-            }
-            // A signal: stop if it says so.
-            Err(Errno::EINTR) => {
-                if stop() {
-                    core.stop();
+                // A signal: stop if it says so.
+                Err(Errno::EINTR) => {
+                    if stop() {
+                        core.stop();
+                    }
+                    break;
                 }
-            }
-            Err(e) => {
-                core.on_error(&io::Error::from(e));
+                Err(e) => {
+                    core.on_error(&io::Error::from(e));
+                    break;
+                }
             }
         }
     };
