@@ -182,17 +182,24 @@ fn small_socket(addr: SocketAddr) -> io::Result<TcpStream> {
 /// went out.
 fn send_tcp(mut s: TcpStream, size: usize) -> io::Result<(TcpStream, Instant)> {
     s.set_nonblocking(true)?;
-    let data = util::Rng::new(1).bytes(size);
+    let last = write_until_stuck(&mut s, 1, size)?;
+    Ok((s, last))
+}
+
+/// Writes `size` bytes (a pattern from `seed`) to `to`, which does not
+/// block, reading nothing, until all is out or nothing moved for
+/// [`SEND_GIVE_UP`]; returns when the last byte went out.
+fn write_until_stuck(to: &mut impl Write, seed: u64, size: usize) -> io::Result<Instant> {
+    let data = util::Rng::new(seed).bytes(size);
     let mut off = 0;
-    let last = send_until_stuck(|| {
+    send_until_stuck(|| {
         if off == data.len() {
             return Ok(None);
         }
-        let n = s.write(&data[off..])?;
+        let n = to.write(&data[off..])?;
         off += n;
         Ok(Some(n))
-    })?;
-    Ok((s, last))
+    })
 }
 
 /// The handshake (reading what it needs), then as [`send_tcp`] over TLS:
@@ -292,7 +299,7 @@ mod inetd {
 
     use nix::fcntl::{FcntlArg, OFlag, fcntl};
 
-    use super::{PROMISE, SLACK, STALL, send_until_stuck};
+    use super::{PROMISE, SLACK, STALL, write_until_stuck};
     use crate::util::{self, BIN, KIB};
 
     /// `serve --inetd` with the stall timeout, no idle timeout, on these
@@ -313,17 +320,7 @@ mod inetd {
     /// moves, then asserts the server exits within the stall timeout of
     /// the last byte it took.
     fn exits_in_time(what: &str, mut child: Child, to: &mut impl Write) {
-        let data = util::Rng::new(3).bytes(512 * KIB);
-        let mut off = 0;
-        let last = send_until_stuck(|| {
-            if off == data.len() {
-                return Ok(None);
-            }
-            let n = to.write(&data[off..])?;
-            off += n;
-            Ok(Some(n))
-        })
-        .expect("writing to the server");
+        let last = write_until_stuck(to, 3, 512 * KIB).expect("writing to the server");
         let exited = util::eventually(Duration::from_secs(10), || {
             matches!(child.try_wait(), Ok(Some(_)))
         });
