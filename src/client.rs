@@ -37,7 +37,7 @@ mod opt;
 mod tls;
 mod verify;
 
-use linger::Linger;
+use linger::{Linger, quiet};
 pub(crate) use opt::ClientOpt;
 use opt::{BUF_SIZE, POLL_SLICE};
 use verify::{Outstanding, WINDOW, fault_error};
@@ -211,34 +211,6 @@ fn pump_stdin(mut sock: TcpStream, shared: &Shared) {
         st.linger.input_ended(Instant::now());
     }
     let _ = sock.shutdown(Shutdown::Write);
-}
-
-/// What a quiet spell (no echo for a poll slice) decides, in the plain
-/// and the TLS loop alike: a server that owes nothing and has not closed
-/// within `--linger` of the end of input is left with a warning
-/// (`Some(Ok)`); bytes outstanding since `since` with no echo for
-/// `--timeout` end the run (`Some(Err)`); else the loop waits on (`None`).
-fn quiet(
-    verify: bool,
-    out: &Outstanding,
-    since: Instant,
-    linger: &Linger,
-    timeout: Duration,
-    sent: u64,
-) -> Option<Result<()>> {
-    let now = Instant::now();
-    if linger.over(out.len() > 0, now) {
-        eprintln!("{}", linger.warning(verify, out.echoed()));
-        return Some(Ok(()));
-    }
-    if verify && out.len() > 0 && now.saturating_duration_since(since) >= timeout {
-        return Some(Err(Error::NoEcho {
-            after: timeout,
-            received: out.echoed(),
-            sent,
-        }));
-    }
-    None
 }
 
 /// Copies the checked echo to stdout until the server's FIN, then judges

@@ -23,7 +23,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use rustls::ClientConnection;
 
-use super::linger::Linger;
+use super::linger::{Linger, quiet};
 use super::opt::{BUF_SIZE, ClientOpt, POLL_SLICE};
 use super::verify::{Outstanding, WINDOW, fault_error};
 use crate::error::{Error, Result};
@@ -223,7 +223,7 @@ impl Pump {
                     }
                     let (out, since, linger) = (&self.out, self.since, &self.linger);
                     if let Some(end) =
-                        super::quiet(self.verify, out, since, linger, self.timeout, self.sent)
+                        quiet(self.verify, out, since, linger, self.timeout, self.sent)
                     {
                         return end;
                     }
