@@ -37,7 +37,7 @@ mod opt;
 mod tls;
 mod verify;
 
-use linger::Linger;
+use linger::{Linger, quiet};
 pub(crate) use opt::ClientOpt;
 use opt::{BUF_SIZE, POLL_SLICE};
 use verify::{Outstanding, WINDOW, fault_error};
@@ -249,18 +249,11 @@ fn copy_echo(mut sock: TcpStream, shared: &Shared, timeout: Duration) -> Result<
                 ) =>
             {
                 let st = shared.lock();
-                if st.linger.over(st.out.len() > 0, Instant::now()) {
-                    eprintln!("{}", st.linger.warning(shared.verify, st.out.echoed()));
-                    return Ok(());
+                let sent = shared.sent.load(Ordering::SeqCst);
+                match quiet(shared.verify, &st.out, st.since, &st.linger, timeout, sent) {
+                    Some(end) => return end,
+                    None => continue,
                 }
-                if shared.verify && st.out.len() > 0 && st.since.elapsed() >= timeout {
-                    return Err(Error::NoEcho {
-                        after: timeout,
-                        received: st.out.echoed(),
-                        sent: shared.sent.load(Ordering::SeqCst),
-                    });
-                }
-                continue;
             }
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
                 // The writer's write in progress is counted first; should

@@ -1,7 +1,8 @@
 //! The network primitives every client-side subcommand shares: resolving
 //! `HOST:PORT`, connecting with one-line errors, a connected UDP socket, the
-//! size limits, the bytes of each message ([`pattern`]) and the client
-//! side of TLS ([`tls`]).
+//! size limits, the bytes of each message ([`pattern`]), what a UDP echo
+//! of an earlier request is ([`stray`]) and the client side of TLS
+//! ([`tls`]).
 //!
 //! `client`, `ping` and `bench` all use these, and `serve` its UDP limit;
 //! this module imports only [`crate::error`], never a subcommand.
@@ -9,6 +10,7 @@
 pub(crate) mod listen;
 pub(crate) mod pattern;
 pub(crate) mod source;
+pub(crate) mod stray;
 pub(crate) mod target;
 pub(crate) mod tls;
 

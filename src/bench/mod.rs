@@ -110,7 +110,7 @@ const PROGRESS_TICK: Duration = Duration::from_millis(250);
 pub(crate) struct Opt {
     /// The echo server, as HOST:PORT ([v6addr]:PORT for IPv6 literals).
     #[arg(value_name = "HOST:PORT", required_unless_present = "models", value_parser = parse_target)]
-    pub(crate) target: Option<String>,
+    pub(crate) target: Option<target::Target>,
 
     /// Measure netecho's own server models instead of HOST:PORT: each is
     /// started on a loopback port, pinned to CPU 0 with the load on CPU 1,
@@ -290,11 +290,11 @@ pub(crate) enum BenchCommand {
     Merge(hlog::MergeOpt),
 }
 
-/// Checks a `HOST:PORT` target's shape as the command line is read (the
-/// name is resolved at connect time), so that `[::1]` without a port is a
-/// usage error naming what is missing.
-fn parse_target(s: &str) -> std::result::Result<String, String> {
-    target::parse(s, None).map(|t| t.to_string())
+/// Reads a `HOST:PORT` target as the command line is read (the name is
+/// resolved at connect time), so that `[::1]` without a port is a usage
+/// error naming what is missing; the run uses what was read, not the text.
+fn parse_target(s: &str) -> std::result::Result<target::Target, String> {
+    target::parse(s, None)
 }
 
 /// Runs `netecho bench`.
@@ -362,7 +362,11 @@ fn print_summary(opt: &Opt, summary: &report::Summary) -> Result<()> {
 /// What the command line asks for, before anything is connected.
 fn shape_of(opt: &Opt) -> report::Shape {
     report::Shape {
-        target: opt.target.clone().unwrap_or_default(),
+        target: opt
+            .target
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
         proto: match (opt.udp, opt.tls.tls) {
             (true, _) => "udp",
             (false, true) => "tls",
@@ -399,9 +403,10 @@ fn threads_of(opt: &Opt) -> usize {
 /// start; a worker's failure midway comes back beside the summary of what
 /// was measured, with the run's first error line.
 fn measure(opt: &Opt, shape: &report::Shape) -> Result<Measured> {
-    let Some(target) = opt.target.clone() else {
+    let Some(to) = &opt.target else {
         return Err(Error::Usage("bench needs a HOST:PORT, or --models".into()));
     };
+    let target = to.to_string();
     if opt.tls.tls && opt.udp {
         return Err(Error::Usage("--tls is for TCP, not --udp".into()));
     }
@@ -449,10 +454,7 @@ fn measure(opt: &Opt, shape: &report::Shape) -> Result<Measured> {
             .map_err(|e| Error::Usage(format!("cannot write {}: {e}", path.display())))?;
     }
     stop::install().map_err(Error::io("installing signal handlers"))?;
-    let addrs = resolve_target(
-        &target::parse(&target, None).map_err(Error::Usage)?,
-        target::Family::from_flags(opt.ipv4, opt.ipv6),
-    )?;
+    let addrs = resolve_target(to, target::Family::from_flags(opt.ipv4, opt.ipv6))?;
     let timeout = opt.timeout.unwrap_or(if opt.udp {
         DEFAULT_UDP_TIMEOUT
     } else {

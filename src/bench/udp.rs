@@ -16,6 +16,7 @@ use super::plan::{self, Pace, Plan, TICK};
 use super::tally::Tally;
 use super::timer;
 use crate::error::{Error, Result};
+use crate::net::stray::{Recent, Stray};
 use crate::net::{pattern, udp_socket};
 use crate::sys::stop;
 
@@ -23,9 +24,6 @@ use crate::sys::stop;
 const READ_BUF: usize = 64 * 1024;
 /// Readiness events taken per `epoll_wait`.
 const EVENTS: usize = 1024;
-/// How many earlier rounds a late echo is looked for in before it is
-/// called a mismatch.
-const LATE_WINDOW: u64 = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -41,10 +39,9 @@ struct Conn {
     state: State,
     msg: Vec<u8>,
     round: u64,
-    /// Which of the last [`LATE_WINDOW`] rounds were answered: bit k is
-    /// round `round - 1 - k`. A second echo of an answered round is a
-    /// duplicate; an echo of one that timed out is late.
-    answered: u64,
+    /// The last rounds and which were answered: a second echo of an
+    /// answered round is duplicated, an echo of one that timed out late.
+    recent: Recent,
     /// The round whose message `msg` holds.
     filled: u64,
     /// The datagram met a full send buffer; the writable edge resends it.
@@ -95,7 +92,7 @@ pub(crate) fn run(plan: &Plan, slot: usize, ids: Vec<u64>) -> Result<Tally> {
                 msg
             },
             round: 0,
-            answered: 0,
+            recent: Recent::default(),
             filled: 0,
             unsent: false,
             due: now,
@@ -326,18 +323,15 @@ impl Worker<'_> {
         let size = c.msg.len();
         let earlier = (n == size)
             .then(|| {
-                (c.round.saturating_sub(LATE_WINDOW)..c.round)
-                    .rev()
+                Recent::earlier(c.round)
                     .find(|r| pattern::is_message(c.id, *r, got, &mut self.scratch))
             })
             .flatten();
         if let Some(r) = earlier {
-            if c.answered >> (c.round - 1 - r) & 1 == 1 {
-                // A second echo of an answered request.
-                self.tally.duplicated += 1;
-            } else {
+            match c.recent.stray(r) {
                 // Its request already timed out and was counted as lost.
-                self.tally.late += 1;
+                Stray::Late => self.tally.late += 1,
+                Stray::Duplicated => self.tally.duplicated += 1,
             }
             return;
         }
@@ -365,7 +359,7 @@ impl Worker<'_> {
             self.tally.record(c.due, now);
             self.done += 1;
         }
-        c.answered = c.answered << 1 | u64::from(good);
+        c.recent.ended(c.round, good);
         c.round += 1;
         c.unsent = false;
         self.next_request(i, now);

@@ -1,6 +1,10 @@
-//! `--linger`: how long a server that owes nothing has to close.
+//! `--linger`: how long a server that owes nothing has to close; and what
+//! a quiet spell decides ([`quiet`]), `--linger` or `--timeout`.
 
 use std::time::{Duration, Instant};
+
+use super::verify::Outstanding;
+use crate::error::{Error, Result};
 
 /// `--linger` when not given: long enough for any server to close after
 /// its last echo, short enough that a script barely notices one that never
@@ -62,6 +66,34 @@ impl Linger {
             )
         }
     }
+}
+
+/// What a quiet spell (no echo for a poll slice) decides, in the plain
+/// and the TLS loop alike: a server that owes nothing and has not closed
+/// within `--linger` of the end of input is left with a warning
+/// (`Some(Ok)`); bytes outstanding since `since` with no echo for
+/// `--timeout` end the run (`Some(Err)`); else the loop waits on (`None`).
+pub(super) fn quiet(
+    verify: bool,
+    out: &Outstanding,
+    since: Instant,
+    linger: &Linger,
+    timeout: Duration,
+    sent: u64,
+) -> Option<Result<()>> {
+    let now = Instant::now();
+    if linger.over(out.len() > 0, now) {
+        eprintln!("{}", linger.warning(verify, out.echoed()));
+        return Some(Ok(()));
+    }
+    if verify && out.len() > 0 && now.saturating_duration_since(since) >= timeout {
+        return Some(Err(Error::NoEcho {
+            after: timeout,
+            received: out.echoed(),
+            sent,
+        }));
+    }
+    None
 }
 
 #[cfg(test)]

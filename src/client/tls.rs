@@ -23,7 +23,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use rustls::ClientConnection;
 
-use super::linger::Linger;
+use super::linger::{Linger, quiet};
 use super::opt::{BUF_SIZE, ClientOpt, POLL_SLICE};
 use super::verify::{Outstanding, WINDOW, fault_error};
 use crate::error::{Error, Result};
@@ -221,16 +221,11 @@ impl Pump {
                             sent: self.sent,
                         });
                     }
-                    if self.linger.over(self.out.len() > 0, Instant::now()) {
-                        eprintln!("{}", self.linger.warning(self.verify, self.out.echoed()));
-                        return Ok(());
-                    }
-                    if self.verify && self.out.len() > 0 && self.since.elapsed() >= self.timeout {
-                        return Err(Error::NoEcho {
-                            after: self.timeout,
-                            received: self.out.echoed(),
-                            sent: self.sent,
-                        });
+                    let (out, since, linger) = (&self.out, self.since, &self.linger);
+                    if let Some(end) =
+                        quiet(self.verify, out, since, linger, self.timeout, self.sent)
+                    {
+                        return end;
                     }
                 }
                 // A signal: look again (Ctrl-C is seen on the next pass).

@@ -7,33 +7,21 @@
 //! which did, from this run's reports. Everything it made is deleted at
 //! the end, on an error, and on Ctrl-C.
 
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
 use super::netns::Line;
-use super::walkthrough::{conclusion, evidence, read_line, step};
+use super::walkthrough::{Server, conclusion, evidence, step};
 use crate::error::{Error, Result};
+use crate::serve::ListenKind;
 use crate::sys::stop;
 
-/// How long the server may take to print its `listening inspect` line.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// The inspect port in the server's namespace.
 const PORT: u16 = 7007;
 /// The TOS the client sends in the last step: DSCP 46 (EF), which router 1
 /// rewrites to CS1 (8).
 const SENT_TOS: &str = "0xb8";
-
-/// The server process, killed when dropped.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// One step's middlebox: which router, its rules, what the client adds,
 /// the finding kind it should cause, and how the conclusion names it.
@@ -140,51 +128,41 @@ fn start_server(line: &Line, exe: &std::path::Path, addr: &str) -> Result<Server
     let mut cmd = Command::new(exe);
     cmd.args(["serve", "--listen", &format!("{}:7000", line.server_ip())])
         .args(["--inspect-listen", addr])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
         .stderr(Stdio::null());
     line.command_in(line.nodes.len() - 1, &mut cmd)?;
-    let mut server = Server(cmd.spawn().map_err(Error::io("starting the server"))?);
-    let out = server.0.stdout.as_mut();
-    let ready = out.and_then(|o| {
-        (0..8).find_map(|_| {
-            read_line(o, START_TIMEOUT).filter(|l| l.starts_with("listening inspect"))
-        })
-    });
-    match ready {
-        Some(l) => {
-            evidence(&format!("server: {}", l.trim_end()));
-            Ok(server)
-        }
-        None => Err(Error::Lab("the inspect server did not start".into())),
-    }
+    let (server, _, said) = Server::start(cmd, ListenKind::Inspect)?;
+    evidence(&format!("server: {said}"));
+    Ok(server)
 }
 
-/// Runs `ping --inspect` from the client's namespace: its lines shown as
-/// evidence, and its `--json` report returned.
+/// Runs `ping --inspect --json` once from the client's namespace: each
+/// finding's sentence shown as evidence, and the report returned.
 fn inspect(line: &Line, exe: &std::path::Path, addr: &str, args: &[&str]) -> Result<Value> {
-    let run = |json: bool| -> Result<std::process::Output> {
-        let mut cmd = Command::new(exe);
-        cmd.args(["ping", "--inspect", addr, "--timeout", "2s"])
-            .args(args)
-            .stdin(Stdio::null());
-        if json {
-            cmd.arg("--json");
-        }
-        line.command_in(0, &mut cmd)?;
-        cmd.output().map_err(Error::io("running ping --inspect"))
-    };
-    let words = run(false)?;
-    for l in String::from_utf8_lossy(&words.stdout).lines() {
-        evidence(l);
-    }
-    let json = run(true)?;
-    serde_json::from_slice(&json.stdout).map_err(|_| {
+    let mut cmd = Command::new(exe);
+    cmd.args(["ping", "--inspect", addr, "--timeout", "2s", "--json"])
+        .args(args)
+        .stdin(Stdio::null());
+    line.command_in(0, &mut cmd)?;
+    let out = cmd.output().map_err(Error::io("running ping --inspect"))?;
+    let v: Value = serde_json::from_slice(&out.stdout).map_err(|_| {
         Error::Lab(format!(
             "ping --inspect gave no report: {}",
-            String::from_utf8_lossy(&json.stderr).trim()
+            String::from_utf8_lossy(&out.stderr).trim()
         ))
-    })
+    })?;
+    let findings = v["findings"].as_array().map_or(&[][..], Vec::as_slice);
+    for f in findings {
+        let (proto, words) = (f["proto"].as_str(), f["words"].as_str());
+        evidence(&format!(
+            "{}: {}",
+            proto.unwrap_or("?"),
+            words.unwrap_or("?")
+        ));
+    }
+    if findings.is_empty() {
+        evidence("no change seen");
+    }
+    Ok(v)
 }
 
 /// The sent and seen values of the first finding of `kind` over `proto`.

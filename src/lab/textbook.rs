@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use super::walkthrough::{STEP_TIMEOUT, conclusion, evidence, read_line, step};
+use super::walkthrough::{STEP_TIMEOUT, Server, conclusion, evidence, step};
 use crate::error::{Error, Result};
-use crate::serve::{ListenKind, parse_listening};
+use crate::serve::ListenKind;
 
 /// Lines in the input file: about 120 kB, far more than one round trip
 /// carries, so many echoes are in flight when the input ends.
@@ -31,16 +31,6 @@ const LINES: usize = 2000;
 const CHUNK: usize = 4096;
 /// Upper bound on the select-based client's loop turns.
 const MAX_TURNS: usize = 100_000;
-
-/// The echo server child, killed when dropped.
-struct Server(std::process::Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The input: numbered lines of 60 bytes.
 fn input() -> String {
@@ -137,24 +127,11 @@ pub(crate) fn run() -> Result<()> {
         ),
     );
     let exe = std::env::current_exe().map_err(Error::io("finding this executable"))?;
-    let mut child = Command::new(&exe)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("NETECHO_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(Error::io("starting the server"))?;
-    let mut out = child
-        .stdout
-        .take()
-        .ok_or_else(|| Error::Lab("no pipe from the server".into()))?;
-    let server = Server(child);
-    let line = read_line(&mut out, STEP_TIMEOUT)
-        .ok_or_else(|| Error::Lab("the server did not say it was listening".into()))?;
-    let port = parse_listening(&line)
-        .filter(|l| l.kind == ListenKind::Tcp)
-        .map(|l| l.addr.port())
-        .ok_or_else(|| Error::Lab(format!("unexpected line from the server: {line}")))?;
+    let mut cmd = Command::new(&exe);
+    cmd.args(["serve", "--listen", "127.0.0.1:0"])
+        .env("NETECHO_LOG", "warn");
+    let (server, listening, _) = Server::start(cmd, ListenKind::Tcp)?;
+    let port = listening.addr.port();
     evidence(&format!(
         "echo server pid {} on 127.0.0.1:{port}",
         server.0.id()

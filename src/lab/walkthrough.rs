@@ -23,7 +23,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid, fork};
 
 use crate::error::{Error, Result};
-use crate::serve::{ListenKind, parse_listening};
+use crate::serve::{ListenKind, Listening, parse_listening};
 use crate::sys::stop;
 use crate::trace::Tracer;
 use crate::watch::format::{format_addr, format_owners, state_word};
@@ -49,24 +49,68 @@ const LINE: &str = "hello, lab";
 #[derive(Default)]
 struct Kids {
     /// The echo server.
-    server: Option<Child>,
+    server: Option<Server>,
     /// The client.
     client: Option<Child>,
 }
 
 impl Drop for Kids {
     fn drop(&mut self) {
-        for c in [self.client.as_mut(), self.server.as_mut()]
-            .into_iter()
-            .flatten()
+        // The client first, then the server (its own drop).
+        if let Some(c) = self.client.as_mut()
+            && let Ok(None) = c.try_wait()
         {
-            if let Ok(None) = c.try_wait() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
 }
+
+/// A `netecho serve` a lab scenario started, killed and reaped when
+/// dropped (if it has not exited already).
+pub(super) struct Server(pub(super) Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl Server {
+    /// Spawns `cmd` (this program's `serve`, with whatever arguments and
+    /// namespace the scenario gives it) with its stdout piped here, and
+    /// waits up to [`START_TIMEOUT`] for its `listening KIND` line, skipping
+    /// the lines of other kinds before it. Returns the server, what that
+    /// line says, and the line.
+    pub(super) fn start(mut cmd: Command, kind: ListenKind) -> Result<(Server, Listening, String)> {
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+        let mut server = Server(cmd.spawn().map_err(Error::io("starting the server"))?);
+        let out = server
+            .0
+            .stdout
+            .as_mut()
+            .ok_or_else(|| Error::Lab("no pipe from the server".into()))?;
+        // Each listening line comes once; a server has a handful at most.
+        for _ in 0..MAX_LISTENING_LINES {
+            let Some(line) = read_line(out, START_TIMEOUT) else {
+                break;
+            };
+            if let Some(l) = parse_listening(&line).filter(|l| l.kind == kind) {
+                return Ok((server, l, line.trim_end().to_string()));
+            }
+        }
+        Err(Error::Lab("the server did not say it was listening".into()))
+    }
+}
+
+/// The most lines [`Server::start`] reads before the one it waits for.
+const MAX_LISTENING_LINES: usize = 8;
+/// How long [`Server::start`] waits for each line: a server in a fresh
+/// network namespace on a busy machine may take a while.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs the walkthrough.
 pub(super) fn run() -> Result<()> {
@@ -81,24 +125,14 @@ pub(super) fn run() -> Result<()> {
         "The server is this program run as `serve --listen 127.0.0.1:0 --model fork`: \
          it asks for port 0 so the kernel picks a free port, then calls listen().",
     );
-    let mut server = Command::new(&exe)
-        .args(["serve", "--listen", "127.0.0.1:0", "--model", "fork"])
-        .env("NETECHO_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(Error::io("starting the server"))?;
-    let server_pid = server.id() as i32;
-    let server_out = server.stdout.take();
+    let mut cmd = Command::new(&exe);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--model", "fork"])
+        .env("NETECHO_LOG", "warn");
+    let (server, listening, line) = Server::start(cmd, ListenKind::Tcp)?;
+    let server_pid = server.0.id() as i32;
     kids.server = Some(server);
-    let mut server_out = server_out.ok_or_else(|| Error::Lab("no pipe from the server".into()))?;
-    let line = read_line(&mut server_out, STEP_TIMEOUT)
-        .ok_or_else(|| Error::Lab("the server did not say it was listening".into()))?;
-    let port = parse_listening(&line)
-        .filter(|l| l.kind == ListenKind::Tcp)
-        .map(|l| l.addr.port())
-        .ok_or_else(|| Error::Lab(format!("unexpected line from the server: {line}")))?;
-    say(&format!("server pid {server_pid} says: {}", line.trim()));
+    let port = listening.addr.port();
+    say(&format!("server pid {server_pid} says: {line}"));
 
     let mut watcher = Watcher::new(port, Some(server_pid))?;
     let mut tracer = match Tracer::open("lo", port, false) {
@@ -275,7 +309,7 @@ pub(super) fn run() -> Result<()> {
     );
     if let Some(s) = kids.server.as_mut() {
         let _ = kill(Pid::from_raw(server_pid), Signal::SIGTERM);
-        let status = wait_exit(Some(s), STEP_TIMEOUT)?;
+        let status = wait_exit(Some(&mut s.0), STEP_TIMEOUT)?;
         say(&format!("server pid {server_pid} exited: {status}"));
     }
     observe(&mut watcher, tracer.as_mut(), Duration::from_millis(100))?;

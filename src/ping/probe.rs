@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::error::{Error, Result};
+use crate::net::stray::{Recent, Stray};
 use crate::net::tls::{Connector, describe};
 use crate::net::{self, pattern};
 use crate::sys::stop;
@@ -20,9 +21,6 @@ const PING_STREAM: u64 = u64::MAX;
 /// Bytes of the sequence number at the head of each payload (big-endian, so
 /// it reads plainly in a packet capture).
 const SEQ_BYTES: usize = 8;
-/// How many earlier probes a stray UDP echo is matched against before it
-/// is called a mismatch.
-const LATE_WINDOW: u64 = 64;
 /// Bytes read from the socket at a time.
 const READ_BUF: usize = 256 * 1024;
 /// Longest single wait in poll(2), so Ctrl-C is noticed quickly even when
@@ -323,40 +321,34 @@ pub(crate) fn exchange(s: &mut Stream, payload: &[u8], deadline: Instant, base: 
     }
 }
 
-/// UDP echoes that were not the one awaited: an echo of a probe that had
-/// timed out (late), or a second echo of a probe already answered
-/// (duplicated, as a path or a server that duplicates datagrams sends).
+/// UDP echoes that were not the one awaited, late or duplicated
+/// ([`crate::net::stray`]).
 #[derive(Debug, Default)]
 pub(crate) struct Strays {
     pub(crate) late: u64,
     pub(crate) duplicated: u64,
-    /// The probes answered among the last [`LATE_WINDOW`].
-    answered: std::collections::VecDeque<u64>,
-}
-
-impl Strays {
-    /// An echo of probe `seq` came back while another was awaited.
-    fn stray(&mut self, seq: u64) {
-        if self.answered.contains(&seq) {
-            self.duplicated += 1;
-        } else {
-            self.late += 1;
-        }
-    }
-
-    /// Probe `seq` was answered.
-    fn answered(&mut self, seq: u64) {
-        if self.answered.len() as u64 >= LATE_WINDOW {
-            self.answered.pop_front();
-        }
-        self.answered.push_back(seq);
-    }
+    /// The last probes, and which were answered.
+    recent: Recent,
 }
 
 /// One UDP probe: send, then take datagrams until ours or the deadline.
-/// An echo of an earlier probe (within [`LATE_WINDOW`]) is counted in
-/// `strays`, late or duplicated, and skipped.
+/// An echo of an earlier probe (one of the last [`crate::net::stray::WINDOW`]) is
+/// counted in `strays`, late or duplicated, and skipped.
 pub(crate) fn udp_probe(
+    sock: &UdpSocket,
+    target: &str,
+    timeout: Duration,
+    (seq, payload): (u64, &[u8]),
+    strays: &mut Strays,
+) -> Outcome {
+    let outcome = udp_round(sock, target, timeout, (seq, payload), strays);
+    let answered = matches!(outcome, Outcome::Echoed(_));
+    strays.recent.ended(seq, answered);
+    outcome
+}
+
+/// [`udp_probe`] but for noting how the probe ended.
+fn udp_round(
     sock: &UdpSocket,
     target: &str,
     timeout: Duration,
@@ -402,20 +394,22 @@ pub(crate) fn udp_probe(
         };
         let got = &buf[..n];
         if got == payload {
-            strays.answered(seq);
             return Outcome::Echoed(t0.elapsed());
         }
         // An echo of an earlier probe, timed out or answered: already counted.
         let earlier_seq = (n == payload.len())
             .then(|| {
-                (seq.saturating_sub(LATE_WINDOW)..seq).find(|s| {
+                Recent::earlier(seq).find(|s| {
                     fill_payload(*s, &mut earlier);
                     earlier == got
                 })
             })
             .flatten();
         if let Some(s) = earlier_seq {
-            strays.stray(s);
+            match strays.recent.stray(s) {
+                Stray::Late => strays.late += 1,
+                Stray::Duplicated => strays.duplicated += 1,
+            }
             continue;
         }
         return Outcome::Failed(match pattern::first_difference(payload, got) {

@@ -164,7 +164,8 @@ pub(crate) struct ServeOpt {
 
     /// Misbehave on purpose, repeatable: comma-separated key=value pairs
     /// naming what goes wrong and for whom, e.g.
-    /// latency=50ms,jitter=10ms,from=10.0.0.0/8. TCP: latency, jitter,
+    /// latency=50ms,jitter=10ms,from=10.0.0.0/8. TCP (and TLS, on the
+    /// plaintext): latency, jitter,
     /// bandwidth=1MiB/s, slice=16, slice-delay=5ms, reset-after=4KiB,
     /// close-after=4KiB, stall-after=4KiB, accept-delay=2s, corrupt-at=N,
     /// corrupt=1e-4. UDP: drop=5%, duplicate=1%, reorder=1%,

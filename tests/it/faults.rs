@@ -171,7 +171,8 @@ fn tls_server(model: &str, pki: &Pki, fault: &str) -> (Server, String) {
 /// Faults act on the plaintext of a TLS connection, checked with netecho's
 /// TLS client and ping trusting the test CA: `corrupt-at=100` flips
 /// plaintext byte 100, which the client's check names; `reset-after=4KiB`
-/// resets after exactly 4096 plaintext bytes; `latency=50ms` holds each
+/// resets after exactly 4096 plaintext bytes, `close-after=1KiB` closes
+/// after 1024; `latency=50ms` holds each
 /// echo 50 ms (every probe at least that, the median within 10 ms of it
 /// plus the plain TCP round trip's few hundred microseconds).
 fn faults_act_on_tls_plaintext(model: &str) {
@@ -203,6 +204,18 @@ fn faults_act_on_tls_plaintext(model: &str) {
     assert!(
         run.stderr
             .contains("the server reset the connection after echoing 4096 of the 10000 bytes sent"),
+        "{model}: {}\nserver:\n{}",
+        run.stderr,
+        srv.stderr_text()
+    );
+    drop(srv);
+    // close-after: our close_notify, then FIN, after exactly 1024 bytes.
+    let (srv, addr) = tls_server(model, &pki, "close-after=1KiB");
+    let run = client(&addr);
+    run.assert_code(1, &format!("{model}: TLS client against close-after=1KiB"));
+    assert!(
+        run.stderr
+            .contains("the server closed the connection after echoing 1024 of the"),
         "{model}: {}\nserver:\n{}",
         run.stderr,
         srv.stderr_text()
@@ -268,6 +281,47 @@ fn bandwidth_paces_a_transfer() {
         (3.4..=4.6).contains(&took),
         "4 MiB at bandwidth=1MiB/s took {took:.3} s (want 4 s ± 15 %: 3.4 s to 4.6 s)"
     );
+}
+
+/// Threads of the server process named `fault`: one per faulted
+/// connection handed off to a thread of its own.
+fn fault_threads(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .filter(|comm| comm.trim() == "fault")
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// tokio serves a faulted plain connection as a task of its loop: three
+/// open faulted connections start no thread, where epoll (which hands them
+/// off) starts one each, and the faults apply all the same.
+#[test]
+fn tokio_serves_faulted_connections_in_its_loop() {
+    for (model, threads) in [("tokio", 0), ("epoll", 3)] {
+        let srv = Server::start(model, &["--fault", "slice=4,corrupt-at=5"]);
+        let conns: Vec<TcpStream> = (0..3)
+            .map(|_| {
+                let mut s = util::connect(srv.addr());
+                s.write_all(b"0123456789").unwrap();
+                let mut back = [0u8; 10];
+                s.read_exact(&mut back).unwrap();
+                assert_eq!(&back[..5], b"01234", "{model}");
+                assert_ne!(back[5], b'5', "{model}: byte 5 not corrupted");
+                assert_eq!(&back[6..], b"6789", "{model}");
+                s
+            })
+            .collect();
+        assert_eq!(
+            fault_threads(srv.pid()),
+            threads,
+            "{model}: threads named fault with {} faulted connections open",
+            conns.len()
+        );
+    }
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::util::{Run, Server, netecho, run_to_end};
+use crate::util::{Run, Server, assert_refused, netecho, run_to_end};
 
 /// Longest any run here may take before it is killed and fails its test.
 const RUN_LIMIT: Duration = Duration::from_secs(20);
@@ -16,15 +16,14 @@ fn run(args: &[&str]) -> Run {
     run_to_end(netecho(args), None, RUN_LIMIT)
 }
 
-/// Runs `args`, which must be refused as a usage error: exit 2, one line on
-/// stderr that starts with `netecho: ` and contains `want`, no debug
-/// formatting.
+/// Runs `args`, which must be refused ([`assert_refused`]: one line on
+/// stderr that starts with `netecho: `) as a usage error: exit 2, the line
+/// containing `want`, no debug formatting.
 fn usage_error(args: &[&str], want: &str) -> String {
     let what = format!("netecho {}", args.join(" "));
-    let r = run(args);
+    let r = assert_refused(args, RUN_LIMIT);
     r.assert_code(EXIT_USAGE, &what);
-    let line = r.one_line_error(&what);
-    assert!(line.starts_with("netecho: "), "{what}: {line}");
+    let line = r.stderr.trim().to_string();
     assert!(line.contains(want), "{what}: no {want:?} in: {line}");
     for debug in ["Some(", "None", "{ ", "Error {"] {
         assert!(!line.contains(debug), "{what}: debug formatting: {line}");
@@ -240,8 +239,7 @@ fn help_texts_speak_to_users() {
 #[test]
 fn logs_show_no_debug_formatting() {
     for model in ["epoll", "uring", "tokio"] {
-        if model == "uring" && netecho::serve::uring::probe().is_err() {
-            skipped!("SKIPPED logs_show_no_debug_formatting for uring: io_uring unusable");
+        if !crate::util::model_runs(model, "logs_show_no_debug_formatting") {
             continue;
         }
         let srv = Server::start(model, &["-v"]);

@@ -24,13 +24,7 @@ const BENCH_SECS: &str = "3";
 
 /// True (after saying SKIPPED) when the model cannot run here.
 fn skip(model: &str) -> bool {
-    if model == "uring"
-        && let Err(reason) = netecho::serve::uring::probe()
-    {
-        skipped!("SKIPPED: io_uring unusable here: {reason}");
-        return true;
-    }
-    false
+    !crate::util::model_runs(model, &format!("handover {model}"))
 }
 
 /// The pid in the old server's `handed over … pid=N` line, once it is

@@ -312,10 +312,7 @@ fn back_to_back_clients_are_never_over_max_conns() {
         "tokio",
         "uring",
     ] {
-        if model == "uring"
-            && let Err(reason) = netecho::serve::uring::probe()
-        {
-            skipped!("SKIPPED: uring: io_uring unusable here: {reason}");
+        if !crate::util::model_runs(model, "back_to_back_clients_are_never_over_max_conns") {
             continue;
         }
         let server = Server::start(

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use netecho_core::wire::file::build_pcapng;
+
 use crate::util::{BIN, is_root};
 
 macro_rules! need_root {
@@ -406,44 +408,21 @@ fn untimed(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// A pcapng file (little-endian, one Ethernet interface with nanosecond
-/// timestamps) holding the records of a classic pcap file: the layout
-/// dumpcap writes, made here because tcpdump cannot write pcapng.
+/// The records of a classic pcap file (Ethernet, native order,
+/// microseconds) in a pcapng file, the layout dumpcap writes
+/// ([`build_pcapng`]): tcpdump cannot write pcapng.
 fn pcap_to_pcapng(pcap: &[u8]) -> Vec<u8> {
     let u32_at = |o: usize| u32::from_ne_bytes(pcap[o..o + 4].try_into().unwrap());
     assert_eq!(u32_at(0), 0xa1b2_c3d4, "a native-order microsecond pcap");
-    let mut f = Vec::new();
-    let block = |f: &mut Vec<u8>, ty: u32, body: &[u8]| {
-        let len = (12 + body.len()) as u32;
-        f.extend_from_slice(&ty.to_le_bytes());
-        f.extend_from_slice(&len.to_le_bytes());
-        f.extend_from_slice(body);
-        f.extend_from_slice(&len.to_le_bytes());
-    };
-    let mut shb = Vec::new();
-    shb.extend_from_slice(&0x1a2b_3c4du32.to_le_bytes());
-    shb.extend_from_slice(&[1, 0, 0, 0]);
-    shb.extend_from_slice(&(-1i64).to_le_bytes());
-    block(&mut f, 0x0a0d_0d0a, &shb);
-    let mut idb = vec![1, 0, 0, 0];
-    idb.extend_from_slice(&u32_at(16).to_le_bytes());
-    idb.extend_from_slice(&[9, 0, 1, 0, 9, 0, 0, 0, 0, 0, 0, 0]);
-    block(&mut f, 1, &idb);
+    let mut records = Vec::new();
     let mut off = 24;
     while off < pcap.len() {
         let ns = u64::from(u32_at(off)) * 1_000_000_000 + u64::from(u32_at(off + 4)) * 1000;
         let incl = u32_at(off + 8) as usize;
-        let mut epb = vec![0, 0, 0, 0];
-        epb.extend_from_slice(&((ns >> 32) as u32).to_le_bytes());
-        epb.extend_from_slice(&(ns as u32).to_le_bytes());
-        epb.extend_from_slice(&(incl as u32).to_le_bytes());
-        epb.extend_from_slice(&u32_at(off + 12).to_le_bytes());
-        epb.extend_from_slice(&pcap[off + 16..off + 16 + incl]);
-        epb.resize(epb.len().div_ceil(4) * 4, 0);
-        block(&mut f, 6, &epb);
+        records.push((ns, u32_at(off + 12), &pcap[off + 16..off + 16 + incl]));
         off += 16 + incl;
     }
-    f
+    build_pcapng(1, u32_at(16), records)
 }
 
 #[test]

@@ -25,13 +25,7 @@ const CHUNK: usize = 8 * 1024;
 
 /// True (after saying SKIPPED) when this kernel cannot run the model.
 fn skip() -> bool {
-    match netecho::serve::uring::probe() {
-        Ok(()) => false,
-        Err(reason) => {
-            skipped!("SKIPPED: io_uring unusable here: {reason}");
-            true
-        }
-    }
+    !crate::util::model_runs("uring", "uring")
 }
 
 /// `netecho serve --model uring --workers 1` with `env` set and, if given,

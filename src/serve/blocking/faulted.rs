@@ -17,7 +17,12 @@
 //! - iterative, fork, prefork, thread, prethread (and `--inetd`, which
 //!   refuses `--fault`): the connection's own loop runs [`echo`] in place of
 //!   [`super::echo::echo`] or the TLS loop;
-//! - epoll, tokio, uring: a faulted connection, plain or TLS, is handed to a
+//! - tokio: a faulted plain connection is a task of the worker's runtime
+//!   like any other (`model/tokio_faults.rs`: the same core and shaper,
+//!   tokio's readiness and timer between them; tokio's timer rounds a
+//!   wake-up up to the next millisecond); a faulted TLS connection is
+//!   handed to a thread of its own that runs [`echo`] ([`spawn`]);
+//! - epoll, uring: a faulted connection, plain or TLS, is handed to a
 //!   thread of its own that runs [`echo`] ([`spawn`]), so their loops, their
 //!   zero-copy paths and their buffers stay as they are for every other
 //!   connection.
@@ -56,7 +61,7 @@ const STOP_CHECK: Duration = Duration::from_millis(100);
 /// After `close-after`'s FIN, how long what the client still sends is read
 /// and dropped, so that our close finds an empty receive queue (a close
 /// with unread bytes would be a reset, not the FIN asked for).
-const LINGER_AFTER_CLOSE: Duration = Duration::from_secs(2);
+pub(crate) const LINGER_AFTER_CLOSE: Duration = Duration::from_secs(2);
 
 /// A faulted connection: its peer, its faults and its random seed.
 #[derive(Debug, Clone, Copy)]
@@ -165,9 +170,7 @@ fn run(
         return Ending::Core(End::from_io(&e));
     }
     let fd = conn.as_raw_fd();
-    // The kernel's receive time of each read, so latency is held from the
-    // bytes' arrival, not from when this thread got to run (see [`recv_at`]).
-    let _ = setsockopt(conn, sockopt::ReceiveTimestampns, &true);
+    stamp_arrivals(conn);
     let timeouts = ctx.timeouts();
     let mut now = Instant::now();
     // When the socket was last found empty: nothing read later arrived
@@ -377,28 +380,41 @@ fn run_tls(
         if write {
             flags |= PollFlags::POLLOUT;
         }
-        let wait = wake.map_or(STOP_CHECK, |w| {
-            w.saturating_duration_since(Instant::now()).min(STOP_CHECK)
-        });
-        let mut fds = [PollFd::new(conn.as_fd(), flags)];
-        match ppoll(&mut fds, Some(TimeSpec::from_duration(wait)), None) {
-            // Ready (or hung up): the next turn finds out which.
-            Ok(n) if n > 0 => {}
-            // A deadline, or a look at the stop state.
-            Ok(_) => {
-                if stop() {
-                    core.stop();
+        // Only readiness, a time that came or a stop ends the wait: a turn
+        // on every look at the stop state would write whatever room a
+        // stalled client's window trickles open (below the readiness
+        // mark), and each such byte would restart the stall clock.
+        loop {
+            let wait = wake.map_or(STOP_CHECK, |w| {
+                w.saturating_duration_since(Instant::now()).min(STOP_CHECK)
+            });
+            let mut fds = [PollFd::new(conn.as_fd(), flags)];
+            match ppoll(&mut fds, Some(TimeSpec::from_duration(wait)), None) {
+                // Ready (or hung up): the next turn finds out which.
+                Ok(n) if n > 0 => break,
+                // A deadline, or a look at the stop state.
+                Ok(_) => {
+                    if stop() {
+                        core.stop();
+                        break;
+                    }
+                    let now = Instant::now();
+                    if wake.is_some_and(|w| now >= w) {
+                        session.on_timer(&mut core, now, &timeouts);
+                        break;
+                    }
                 }
-                session.on_timer(&mut core, Instant::now(), &timeouts);
-            }
-            // A signal: stop if it says so.
-            Err(Errno::EINTR) => {
-                if stop() {
-                    core.stop();
+                // A signal: stop if it says so.
+                Err(Errno::EINTR) => {
+                    if stop() {
+                        core.stop();
+                    }
+                    break;
                 }
-            }
-            Err(e) => {
-                core.on_error(&io::Error::from(e));
+                Err(e) => {
+                    core.on_error(&io::Error::from(e));
+                    break;
+                }
             }
         }
     };
@@ -408,12 +424,23 @@ fn run_tls(
     ending
 }
 
+/// Asks the kernel to time each received segment (SO_TIMESTAMPNS), so
+/// latency is held from the bytes' arrival, not from when the thread or
+/// task got to run ([`recv_at`]). Without it the bytes arrived when read.
+pub(crate) fn stamp_arrivals(conn: &impl AsFd) {
+    let _ = setsockopt(conn, sockopt::ReceiveTimestampns, &true);
+}
+
 /// `recv(2)` that also says when the bytes arrived: the kernel's receive
 /// time (SO_TIMESTAMPNS, on the wall clock) of the last segment read, moved
 /// onto the monotonic clock and kept between `empty_at` (the socket was
 /// empty then) and now, so a step of the wall clock cannot push it out of
 /// that range. Without a timestamp the bytes arrived now.
-fn recv_at(fd: RawFd, buf: &mut [u8], empty_at: Instant) -> nix::Result<(usize, Instant)> {
+pub(crate) fn recv_at(
+    fd: RawFd,
+    buf: &mut [u8],
+    empty_at: Instant,
+) -> nix::Result<(usize, Instant)> {
     let mut space = nix::cmsg_space!(TimeSpec);
     let mut iov = [IoSliceMut::new(buf)];
     let msg = recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::empty())?;

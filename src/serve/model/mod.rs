@@ -22,6 +22,7 @@ pub mod prefork;
 pub mod prethread;
 pub mod thread;
 pub mod tokio;
+mod tokio_faults;
 pub mod uring;
 
 use std::net::TcpListener;

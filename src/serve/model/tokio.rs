@@ -57,6 +57,7 @@ use tokio::runtime::Builder;
 use tokio::time::{Instant, MissedTickBehavior, Sleep};
 use tracing::debug;
 
+use super::tokio_faults;
 use crate::error::{Error, Result};
 use crate::serve::admission::Permit;
 use crate::serve::blocking::accept::{self, AcceptError};
@@ -179,8 +180,9 @@ fn admit(stream: TcpStream, peer: SocketAddr, tls: bool, ctx: &'static Ctx) {
         accept::log_rejected(Some(peer), ctx);
         return;
     };
-    if let Some(f) = faulted::Faulted::of(&stream, ctx) {
-        // A faulted connection (TLS too) is served on a thread of its own.
+    let faulted = faulted::Faulted::of(&stream, ctx);
+    if let Some(f) = faulted.filter(|_| tls) {
+        // A faulted TLS connection is served on a thread of its own.
         match stream.into_std() {
             Ok(std) => faulted::spawn(std, f, tls, permit, ctx),
             Err(e) => ctx.stats.count_end(End::from_io(&e)),
@@ -190,7 +192,7 @@ fn admit(stream: TcpStream, peer: SocketAddr, tls: bool, ctx: &'static Ctx) {
     // From here on, dropping `slot` closes the socket and releases it.
     let mut slot = Admitted {
         stream: Some(stream),
-        _permit: permit,
+        permit,
     };
     // TCP_NODELAY: inherited from the listener, or set here.
     let nodelay = match slot.stream.as_ref() {
@@ -207,9 +209,11 @@ fn admit(stream: TcpStream, peer: SocketAddr, tls: bool, ctx: &'static Ctx) {
     let tls = ctx.tls.as_ref().filter(|_| tls);
     tokio::spawn(async move {
         if let Some(stream) = slot.stream.as_mut() {
-            let end = match tls {
-                Some(tls) => serve_tls(stream, tls, ctx).await,
-                None => serve(stream, ctx).await,
+            let end = match (tls, faulted) {
+                (Some(tls), _) => serve_tls(stream, tls, ctx).await,
+                // A faulted plain connection: a task like the others.
+                (None, Some(f)) => tokio_faults::serve(stream, f, ctx, &mut slot.permit).await,
+                (None, None) => serve(stream, ctx).await,
             };
             ctx.stats.count_end(end);
             debug!(%peer, tls = tls.is_some(), %end, "connection closed");
@@ -222,8 +226,9 @@ fn admit(stream: TcpStream, peer: SocketAddr, tls: bool, ctx: &'static Ctx) {
 /// dropped.
 struct Admitted {
     stream: Option<TcpStream>,
-    /// Its place under the limits, given back after the socket is closed.
-    _permit: Permit,
+    /// Its place under the limits, given back after the socket is closed
+    /// (a faulted connection gives it back before its end, as it goes).
+    permit: Permit,
 }
 
 /// Closes the socket before the permit goes. Having a `Drop` also makes the

@@ -61,6 +61,19 @@ pub fn timing() -> std::sync::RwLockReadGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// True when `model` can run on this kernel; else says SKIPPED for `test`
+/// and why. Only io_uring may be refused (an old kernel, a seccomp filter
+/// or a container's policy); every other model runs anywhere.
+pub fn model_runs(model: &str, test: &str) -> bool {
+    if model == "uring"
+        && let Err(why) = netecho::serve::uring::probe()
+    {
+        skipped!("SKIPPED: {test}: io_uring unusable here: {why}");
+        return false;
+    }
+    true
+}
+
 /// Waits until `f()` holds, up to `within`, looking every 20 ms; the last
 /// look is after the deadline, so a condition met just then still counts.
 pub fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {

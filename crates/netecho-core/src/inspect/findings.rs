@@ -50,8 +50,8 @@ pub struct Finding {
     pub seen: Value,
     /// `tcp` or `udp`.
     pub proto: &'static str,
-    /// The sentence for a person.
-    #[serde(skip)]
+    /// The sentence for a person (in `--json` too, so a program that
+    /// reads the findings, such as `lab middlebox`, can show them).
     pub words: String,
 }
 
@@ -417,7 +417,9 @@ mod tests {
         );
         assert_eq!(
             serde_json::to_value(&o.findings[0]).unwrap(),
-            json!({"kind": "nat", "sent": "10.1.0.2:40000", "seen": "10.9.0.1:51000", "proto": "tcp"})
+            json!({"kind": "nat", "sent": "10.1.0.2:40000", "seen": "10.9.0.1:51000", "proto": "tcp",
+                   "words": "source address and port rewritten (NAT): sent from 10.1.0.2:40000, \
+                             seen as 10.9.0.1:51000"})
         );
     }
 

@@ -4,68 +4,64 @@
 use super::*;
 use crate::pending::Pending;
 
-/// A server configuration with a fresh self-signed certificate for
-/// `localhost`.
+/// The test PKI: a CA, and a certificate for `localhost` it signed with
+/// its key. The server presents the leaf; the client trusts the CA and
+/// nothing else, and verifies the server as any client would.
+struct Pki {
+    ca: rustls::pki_types::CertificateDer<'static>,
+    leaf: rustls::pki_types::CertificateDer<'static>,
+    key: Vec<u8>,
+}
+
+/// Made once for all the tests here (a key pair costs a few milliseconds).
+fn pki() -> &'static Pki {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    static PKI: std::sync::OnceLock<Pki> = std::sync::OnceLock::new();
+    PKI.get_or_init(|| {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "netecho test CA");
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        Pki {
+            ca: ca.der().clone(),
+            leaf: leaf.der().clone(),
+            key: key.serialize_der(),
+        }
+    })
+}
+
+/// A server configuration presenting the test CA's `localhost` leaf.
 fn server_config() -> Arc<ServerConfig> {
-    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let cert = made.cert.der().clone();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(made.signing_key.serialize_der().into());
+    let p = pki();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(p.key.clone().into());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     Arc::new(
         ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .unwrap()
             .with_no_client_auth()
-            .with_single_cert(vec![cert], key)
+            .with_single_cert(vec![p.leaf.clone()], key)
             .unwrap(),
     )
 }
 
+/// A client that trusts the test CA alone.
 fn client_config() -> Arc<rustls::ClientConfig> {
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-    #[derive(Debug)]
-    struct AnyCert;
-    impl ServerCertVerifier for AnyCert {
-        fn verify_server_cert(
-            &self,
-            _: &CertificateDer<'_>,
-            _: &[CertificateDer<'_>],
-            _: &ServerName<'_>,
-            _: &[u8],
-            _: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            _: &[u8],
-            _: &CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            Ok(HandshakeSignatureValid::assertion())
-        }
-        fn verify_tls13_signature(
-            &self,
-            _: &[u8],
-            _: &CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            Ok(HandshakeSignatureValid::assertion())
-        }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            rustls::crypto::ring::default_provider()
-                .signature_verification_algorithms
-                .supported_schemes()
-        }
-    }
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki().ca.clone()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     Arc::new(
         rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCert))
+            .with_root_certificates(roots)
             .with_no_client_auth(),
     )
 }

@@ -196,6 +196,62 @@ pub fn scale(raw: u128, tsresol: u8) -> Duration {
     Duration::new(secs, (nanos % 1_000_000_000) as u32)
 }
 
+/// A pcapng file as dumpcap lays it out, little-endian: a section header,
+/// one interface of link type `link` with nanosecond timestamps
+/// (`if_tsresol` 9) and snap length `snaplen`, then one enhanced packet
+/// block per record (timestamp in ns, original length, bytes captured).
+/// netecho reads pcapng and writes classic pcap; this writer is for tests,
+/// the reader's own and the integration tests' (which turn a tcpdump file
+/// into pcapng: tcpdump writes none).
+pub fn build_pcapng<'a>(
+    link: u16,
+    snaplen: u32,
+    records: impl IntoIterator<Item = (u64, u32, &'a [u8])>,
+) -> Vec<u8> {
+    /// Block types (pcapng specification, section 11.1).
+    const SHB: u32 = 0x0a0d_0d0a;
+    const IDB: u32 = 1;
+    const EPB: u32 = 6;
+    /// `if_tsresol` and its value: 10^-9 s.
+    const IF_TSRESOL: u16 = 9;
+    const NANOSECONDS: u8 = 9;
+    let mut f = Vec::new();
+    let block = |f: &mut Vec<u8>, ty: u32, body: &[u8]| {
+        let len = (12 + body.len()) as u32;
+        f.extend_from_slice(&ty.to_le_bytes());
+        f.extend_from_slice(&len.to_le_bytes());
+        f.extend_from_slice(body);
+        f.extend_from_slice(&len.to_le_bytes());
+    };
+    let mut shb = Vec::new();
+    shb.extend_from_slice(&0x1a2b_3c4du32.to_le_bytes()); // byte-order magic
+    shb.extend_from_slice(&1u16.to_le_bytes()); // version 1.0
+    shb.extend_from_slice(&0u16.to_le_bytes());
+    shb.extend_from_slice(&(-1i64).to_le_bytes()); // section length unknown
+    block(&mut f, SHB, &shb);
+    let mut idb = Vec::new();
+    idb.extend_from_slice(&link.to_le_bytes());
+    idb.extend_from_slice(&0u16.to_le_bytes());
+    idb.extend_from_slice(&snaplen.to_le_bytes());
+    idb.extend_from_slice(&IF_TSRESOL.to_le_bytes());
+    idb.extend_from_slice(&1u16.to_le_bytes());
+    idb.extend_from_slice(&[NANOSECONDS, 0, 0, 0]);
+    idb.extend_from_slice(&[0, 0, 0, 0]); // opt_endofopt
+    block(&mut f, IDB, &idb);
+    for (ts_ns, orig_len, data) in records {
+        let mut epb = Vec::new();
+        epb.extend_from_slice(&0u32.to_le_bytes()); // interface 0
+        epb.extend_from_slice(&((ts_ns >> 32) as u32).to_le_bytes());
+        epb.extend_from_slice(&(ts_ns as u32).to_le_bytes());
+        epb.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        epb.extend_from_slice(&orig_len.to_le_bytes());
+        epb.extend_from_slice(data);
+        epb.resize(epb.len().div_ceil(4) * 4, 0);
+        block(&mut f, EPB, &epb);
+    }
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,43 +300,13 @@ mod tests {
         ));
     }
 
-    /// A pcapng file as dumpcap lays it out, written by hand: section
-    /// header, an interface with `if_tsresol` 9 (nanoseconds), one
-    /// enhanced packet block, little-endian.
-    pub fn pcapng(frame: &[u8], ts_ns: u64) -> Vec<u8> {
-        let mut f = Vec::new();
-        let block = |f: &mut Vec<u8>, ty: u32, body: &[u8]| {
-            let len = (12 + body.len()) as u32;
-            f.extend_from_slice(&ty.to_le_bytes());
-            f.extend_from_slice(&len.to_le_bytes());
-            f.extend_from_slice(body);
-            f.extend_from_slice(&len.to_le_bytes());
-        };
-        let mut shb = Vec::new();
-        shb.extend_from_slice(&0x1a2b_3c4du32.to_le_bytes());
-        shb.extend_from_slice(&1u16.to_le_bytes());
-        shb.extend_from_slice(&0u16.to_le_bytes());
-        shb.extend_from_slice(&(-1i64).to_le_bytes());
-        block(&mut f, 0x0a0d_0d0a, &shb);
-        let mut idb = Vec::new();
-        idb.extend_from_slice(&1u16.to_le_bytes()); // Ethernet
-        idb.extend_from_slice(&0u16.to_le_bytes());
-        idb.extend_from_slice(&65535u32.to_le_bytes());
-        idb.extend_from_slice(&9u16.to_le_bytes()); // if_tsresol
-        idb.extend_from_slice(&1u16.to_le_bytes());
-        idb.extend_from_slice(&[9, 0, 0, 0]);
-        idb.extend_from_slice(&[0, 0, 0, 0]); // opt_endofopt
-        block(&mut f, 1, &idb);
-        let mut epb = Vec::new();
-        epb.extend_from_slice(&0u32.to_le_bytes());
-        epb.extend_from_slice(&((ts_ns >> 32) as u32).to_le_bytes());
-        epb.extend_from_slice(&(ts_ns as u32).to_le_bytes());
-        epb.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-        epb.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-        epb.extend_from_slice(frame);
-        epb.resize(epb.len().div_ceil(4) * 4, 0);
-        block(&mut f, 6, &epb);
-        f
+    /// One Ethernet frame in a pcapng file, stamped `ts_ns`.
+    fn pcapng(frame: &[u8], ts_ns: u64) -> Vec<u8> {
+        build_pcapng(
+            link::ETHERNET as u16,
+            65535,
+            [(ts_ns, frame.len() as u32, frame)],
+        )
     }
 
     #[test]
