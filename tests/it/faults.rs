@@ -171,7 +171,8 @@ fn tls_server(model: &str, pki: &Pki, fault: &str) -> (Server, String) {
 /// Faults act on the plaintext of a TLS connection, checked with netecho's
 /// TLS client and ping trusting the test CA: `corrupt-at=100` flips
 /// plaintext byte 100, which the client's check names; `reset-after=4KiB`
-/// resets after exactly 4096 plaintext bytes; `latency=50ms` holds each
+/// resets after exactly 4096 plaintext bytes, `close-after=1KiB` closes
+/// after 1024; `latency=50ms` holds each
 /// echo 50 ms (every probe at least that, the median within 10 ms of it
 /// plus the plain TCP round trip's few hundred microseconds).
 fn faults_act_on_tls_plaintext(model: &str) {
@@ -203,6 +204,18 @@ fn faults_act_on_tls_plaintext(model: &str) {
     assert!(
         run.stderr
             .contains("the server reset the connection after echoing 4096 of the 10000 bytes sent"),
+        "{model}: {}\nserver:\n{}",
+        run.stderr,
+        srv.stderr_text()
+    );
+    drop(srv);
+    // close-after: our close_notify, then FIN, after exactly 1024 bytes.
+    let (srv, addr) = tls_server(model, &pki, "close-after=1KiB");
+    let run = client(&addr);
+    run.assert_code(1, &format!("{model}: TLS client against close-after=1KiB"));
+    assert!(
+        run.stderr
+            .contains("the server closed the connection after echoing 1024 of the"),
         "{model}: {}\nserver:\n{}",
         run.stderr,
         srv.stderr_text()
