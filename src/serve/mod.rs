@@ -102,6 +102,13 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
     let (listen_addrs, tls_addrs) = (opt.listen_addrs()?, opt.tls_listen_addrs()?);
     let metrics_addr = opt.metrics_addr()?;
     let inspect_addrs = opt.inspect_listen_addrs()?;
+    if tls_only(&opt) && opt.udp {
+        return Err(Error::Usage(
+            "--udp serves on the --listen addresses, and --tls-client-ca without --listen \
+             serves TLS only: give --listen for UDP"
+                .into(),
+        ));
+    }
     // TLS files are read and checked before anything binds: a bad one is
     // one line and a non-zero exit, with no port ever opened.
     let tls = load_tls(&opt)?;
@@ -116,13 +123,6 @@ pub(crate) fn run(opt: ServeOpt) -> Result<()> {
             "--min-spare {} is above --max-spare {}",
             opt.min_spare, opt.max_spare
         )));
-    }
-    if tls_only(&opt) && opt.udp {
-        return Err(Error::Usage(
-            "--udp serves on the --listen addresses, and --tls-client-ca without --listen \
-             serves TLS only: give --listen for UDP"
-                .into(),
-        ));
     }
     let _ = raise_nofile_limit();
     let handed = handover::init();

@@ -737,13 +737,13 @@ fn mutual_tls_without_listen_opens_no_plain_port() {
         server.stderr_text()
     );
     drop(server);
-    // UDP would need a plain address: a usage error, not a silent nothing.
-    // (Its stderr also carries the self-signed certificate's log line,
-    // made before the check: not yet the one line `assert_refused` wants.)
+    // UDP would need a plain address: a usage error, not a silent nothing,
+    // and refused before any work (the self-signed certificate's log line
+    // came before the error).
     let mut with_udp = vec!["serve"];
     with_udp.extend(tls_only);
     with_udp.push("--udp");
-    let run = util::run_to_end(util::netecho(&with_udp), None, Duration::from_secs(20));
-    run.assert_code(2, "mutual TLS with --udp");
+    util::assert_refused(&with_udp, Duration::from_secs(20))
+        .assert_code(2, "mutual TLS with --udp");
     let _ = std::fs::remove_dir_all(dir);
 }
