@@ -38,7 +38,8 @@
 #        generator's netecho, default the last BINARY), SCALE (multiplies
 #        every request count, default 1), VALGRIND=0 to skip the instruction
 #        counts, KEEP=DIR to keep each callgrind profile as
-#        DIR/LABEL-MODEL-WORKLOAD.callgrind (for callgrind_annotate). Needs perf with tracepoints (root), valgrind, taskset.
+#        DIR/LABEL-MODEL-WORKLOAD.callgrind (for callgrind_annotate).
+#        Needs perf with tracepoints (root), valgrind, taskset.
 # Takes about a minute per build, model and workload at REPEAT=3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
