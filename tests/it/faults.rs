@@ -296,12 +296,15 @@ fn fault_threads(pid: i32) -> usize {
         .unwrap_or(0)
 }
 
-/// tokio serves a faulted plain connection as a task of its loop: three
-/// open faulted connections start no thread, where epoll (which hands them
-/// off) starts one each, and the faults apply all the same.
+/// tokio and epoll serve a faulted plain connection in their own loops:
+/// three open faulted connections start no thread, where uring (which
+/// hands them off) starts one each, and the faults apply all the same.
 #[test]
-fn tokio_serves_faulted_connections_in_its_loop() {
-    for (model, threads) in [("tokio", 0), ("epoll", 3)] {
+fn event_loops_serve_faulted_connections_in_their_loop() {
+    for (model, threads) in [("tokio", 0), ("epoll", 0), ("uring", 3)] {
+        if skip(model) {
+            continue;
+        }
         let srv = Server::start(model, &["--fault", "slice=4,corrupt-at=5"]);
         let conns: Vec<TcpStream> = (0..3)
             .map(|_| {
@@ -352,14 +355,23 @@ fn stall_leaves_one_client_waiting_while_others_are_served() {
     );
 }
 
+/// In the two event loops that serve a faulted connection themselves:
+/// `close-after` ends with a FIN (the rest the client sent is read and
+/// dropped, not answered with a reset).
 #[test]
 fn from_scope_faults_one_source_only() {
-    let srv = Server::start("tokio", &["--fault", "close-after=1KiB,from=127.0.0.2/32"]);
-    let mut bad = connect_from("127.0.0.2", srv.addr());
-    let (got, how) = send_and_read(&mut bad, 4096, Duration::from_secs(10));
-    assert_eq!((got, how.as_str()), (1024, "fin"), "from 127.0.0.2");
-    let mut good = connect_from("127.0.0.1", srv.addr());
-    util::echo_check(&mut good, &vec![5u8; 4096], 2).unwrap();
+    for model in ["tokio", "epoll"] {
+        let srv = Server::start(model, &["--fault", "close-after=1KiB,from=127.0.0.2/32"]);
+        let mut bad = connect_from("127.0.0.2", srv.addr());
+        let (got, how) = send_and_read(&mut bad, 4096, Duration::from_secs(10));
+        assert_eq!(
+            (got, how.as_str()),
+            (1024, "fin"),
+            "{model}: from 127.0.0.2"
+        );
+        let mut good = connect_from("127.0.0.1", srv.addr());
+        util::echo_check(&mut good, &vec![5u8; 4096], 2).unwrap();
+    }
 }
 
 #[test]
@@ -531,26 +543,30 @@ fn ping_says_where_the_server_reset() {
     );
 }
 
+/// A blocking model and an event loop (which waits on its timer, not in
+/// the backlog).
 #[test]
 fn accept_delay_holds_a_new_connection() {
     let _t = timing();
-    let srv = Server::start("prefork", &["--fault", "accept-delay=500ms"]);
-    let mut s = util::connect(srv.addr());
-    let t0 = Instant::now();
-    util::ping(&mut s, b"first bytes").unwrap();
-    let took = t0.elapsed();
-    assert!(
-        took >= Duration::from_millis(450) && took < Duration::from_secs(5),
-        "accept-delay=500ms: the first echo took {took:?}"
-    );
-    // Later echoes on the same connection are not held.
-    let t1 = Instant::now();
-    util::ping(&mut s, b"more").unwrap();
-    assert!(
-        t1.elapsed() < Duration::from_millis(400),
-        "{:?}",
-        t1.elapsed()
-    );
+    for model in ["prefork", "epoll"] {
+        let srv = Server::start(model, &["--fault", "accept-delay=500ms"]);
+        let mut s = util::connect(srv.addr());
+        let t0 = Instant::now();
+        util::ping(&mut s, b"first bytes").unwrap();
+        let took = t0.elapsed();
+        assert!(
+            took >= Duration::from_millis(450) && took < Duration::from_secs(5),
+            "{model}: accept-delay=500ms: the first echo took {took:?}"
+        );
+        // Later echoes on the same connection are not held.
+        let t1 = Instant::now();
+        util::ping(&mut s, b"more").unwrap();
+        assert!(
+            t1.elapsed() < Duration::from_millis(400),
+            "{model}: a later echo took {:?}",
+            t1.elapsed()
+        );
+    }
 }
 
 #[test]

@@ -64,6 +64,7 @@ use crate::serve::contract::timers::Timers;
 use crate::serve::contract::{self as core, End, Next, Timeouts};
 use crate::serve::ctx::Ctx;
 use crate::serve::lifecycle::supervise;
+use crate::serve::model::epoll_faults::{self, Faults};
 use crate::serve::transport::splice::{self, Kept, Piece, ZeroCopy};
 use crate::serve::transport::tls::socket::{self, Turn};
 use netecho_core::tls::Session;
@@ -131,40 +132,71 @@ struct Client {
     writable: bool,
     /// An event reported a hang-up or error: read until `Ok(0)` or an error.
     hup: bool,
+    /// What only some connections carry, boxed so that a plain unfaulted
+    /// one pays a null pointer for it: the TLS layer or the faults.
+    side: Option<Box<Side>>,
+    /// Its place under the limits; the last field, so it is given back
+    /// after the socket is closed (a fault's end gives it back before).
+    permit: Permit,
+}
+
+/// What sits between a client's socket and its core, if anything.
+enum Side {
     /// A TLS client: the TLS layer between the socket and the core, which
     /// then does the I/O itself (and ignores the hints above: it reads and
     /// writes until `WouldBlock`, so every wait follows one, as edge
     /// triggering needs).
-    tls: Option<Box<Session>>,
-    /// Its place under the limits; the last field, so it is given back
-    /// after the socket is closed.
-    _permit: Permit,
+    Tls(Session),
+    /// A faulted plain client: the shaper and its times
+    /// ([`epoll_faults`]), between the core and the socket.
+    Faults(Faults),
 }
 
 impl Client {
-    /// When to look at it again: the core's deadline, and the TLS
-    /// handshake's while it runs.
+    /// When to look at it again: the core's deadline, the TLS
+    /// handshake's while it runs, a fault's next time.
     fn deadline(&self, t: &Timeouts) -> Option<Instant> {
-        match &self.tls {
-            Some(tls) => tls.deadline(&self.core, t),
+        match self.side.as_deref() {
             None => self.core.deadline(t).map(|(at, _)| at),
+            Some(Side::Tls(tls)) => tls.deadline(&self.core, t),
+            Some(Side::Faults(f)) => f.deadline(&self.core, t),
         }
     }
 
     /// True when its deadline may now be sooner than the one filed: echo
-    /// waits (kept by the core, or as ciphertext in the TLS session).
+    /// waits (kept by the core, or as ciphertext in the TLS session), or a
+    /// fault set a new time.
     fn deadline_may_be_sooner(&self) -> bool {
-        match &self.tls {
-            Some(tls) => tls.deadline_may_be_sooner(&self.core),
+        match self.side.as_deref() {
             None => self.core.deadline_may_be_sooner(),
+            Some(Side::Tls(tls)) => tls.deadline_may_be_sooner(&self.core),
+            Some(Side::Faults(_)) => true,
         }
     }
 
     /// A timer came due: true if the connection is to close now.
     fn on_timer(&mut self, now: Instant, t: &Timeouts) -> bool {
-        match &mut self.tls {
-            Some(tls) => tls.on_timer(&mut self.core, now, t),
+        match self.side.as_deref_mut() {
             None => self.core.on_timer(now, t),
+            Some(Side::Tls(tls)) => tls.on_timer(&mut self.core, now, t),
+            Some(Side::Faults(f)) => f.on_timer(&mut self.core, now, t),
+        }
+    }
+
+    /// True (once) when a fault's time came: it is to be served again
+    /// although no event says so.
+    fn fault_due(&mut self, now: Instant) -> bool {
+        match self.side.as_deref_mut() {
+            Some(Side::Faults(f)) => f.take_due(now),
+            _ => false,
+        }
+    }
+
+    /// Its TLS session, if it is a TLS client.
+    fn tls(&self) -> Option<&Session> {
+        match self.side.as_deref() {
+            Some(Side::Tls(tls)) => Some(tls),
+            _ => None,
         }
     }
 }
@@ -330,8 +362,8 @@ impl Worker {
         c.readable |= seen.readable;
         c.writable |= seen.writable;
         c.hup |= seen.hup;
-        let step = match c.tls.as_mut() {
-            Some(tls) => {
+        let step = match c.side.as_deref_mut() {
+            Some(Side::Tls(tls)) => {
                 match socket::turn(
                     tls,
                     &mut c.core,
@@ -343,6 +375,25 @@ impl Worker {
                     Turn::Again => Step::Again,
                     Turn::Wait { .. } => Step::Wait,
                     Turn::Close(end) => Step::Close(end),
+                }
+            }
+            Some(Side::Faults(f)) => {
+                let hints = splice::Hints {
+                    readable: &mut c.readable,
+                    writable: &mut c.writable,
+                };
+                match epoll_faults::turn(
+                    f,
+                    &mut c.core,
+                    &mut c.stream,
+                    hints,
+                    &mut c.permit,
+                    &mut self.buf,
+                    self.ctx,
+                ) {
+                    epoll_faults::Turn::Wait => Step::Wait,
+                    epoll_faults::Turn::Again => Step::Again,
+                    epoll_faults::Turn::Close(end) => Step::Close(end),
                 }
             }
             None => drive(c, &mut self.buf, self.now, &mut self.bytes),
@@ -409,8 +460,9 @@ impl Worker {
             accept::log_rejected(Some(peer), self.ctx);
             return;
         };
-        if let Some(f) = faulted::Faulted::of(&stream, self.ctx) {
-            // A faulted connection (TLS too) is served on a thread of its own.
+        let faulted = faulted::Faulted::of(&stream, self.ctx);
+        if let Some(f) = faulted.filter(|_| tls) {
+            // A faulted TLS connection is served on a thread of its own.
             let std = std::net::TcpStream::from(std::os::fd::OwnedFd::from(stream));
             faulted::spawn(std, f, tls, permit, self.ctx);
             return;
@@ -424,10 +476,11 @@ impl Worker {
             self.ctx.stats.count_end(End::from_io(&e));
             return;
         }
-        let tls = match self.ctx.tls.as_ref().filter(|_| tls) {
-            None => None,
+        let side = match self.ctx.tls.as_ref().filter(|_| tls) {
+            // A faulted plain connection: served in this loop too.
+            None => faulted.map(|f| Box::new(Side::Faults(Faults::new(&stream, f)))),
             Some(t) => match Session::new(&t.config, self.now, t.handshake_timeout) {
-                Ok(c) => Some(Box::new(c)),
+                Ok(c) => Some(Box::new(Side::Tls(c))),
                 Err(e) => {
                     warn!(%peer, "cannot start a TLS session: {e}");
                     drop(stream);
@@ -446,10 +499,11 @@ impl Worker {
         let c = entry.insert(Client {
             stream,
             peer,
-            // TLS bytes on the wire are ciphertext: never spliced.
+            // TLS bytes on the wire are ciphertext, a faulted echo is
+            // shaped: never spliced.
             core: core::Conn::new(
                 self.now,
-                Kept::new(if tls.is_some() {
+                Kept::new(if side.is_some() {
                     ZeroCopy::Off
                 } else {
                     self.ctx.zero_copy
@@ -460,8 +514,8 @@ impl Worker {
             readable: false,
             writable: true,
             hup: false,
-            tls,
-            _permit: permit,
+            side,
+            permit,
         });
         if let Err(e) = self.poll.registry().register(
             &mut c.stream,
@@ -472,7 +526,7 @@ impl Worker {
             self.close(i, End::from_io(&e));
             return;
         }
-        debug!(%peer, tls = c.tls.is_some(), "connection open");
+        debug!(%peer, tls = c.tls().is_some(), "connection open");
         if let Some(at) = c.deadline(&self.timeouts) {
             self.timers.file(&mut c.armed, at, (i, id));
         }
@@ -489,11 +543,11 @@ impl Worker {
                 conns.get(j).is_some_and(|live| live.id == id)
             });
             self.ctx.stats.count_end(end);
-            if let Some(f) = c.tls.as_ref().and_then(|t| t.failure()) {
+            if let Some(f) = c.tls().and_then(|t| t.failure()) {
                 self.ctx.stats.count_failure(f);
                 debug!(peer = %c.peer, reason = f.label(), "TLS handshake failed");
             }
-            debug!(peer = %c.peer, tls = c.tls.is_some(), %end, "connection closed");
+            debug!(peer = %c.peer, tls = c.tls().is_some(), %end, "connection closed");
             // The socket first, then the permit (the struct's field order).
             drop(c);
         }
@@ -518,7 +572,14 @@ impl Worker {
                 if let Some(end) = c.core.end() {
                     self.close(i, end);
                 }
-            } else if let Some(next) = c.deadline(&self.timeouts) {
+                continue;
+            }
+            if c.fault_due(self.now) {
+                // A fault's time came (a held echo, the next slice, the end
+                // of a drain): its turn comes after the next poll.
+                self.run_queue.push(Token(self.listeners.len() + i));
+            }
+            if let Some(next) = c.deadline(&self.timeouts) {
                 self.timers.file(&mut c.armed, next, (i, id));
             }
         }

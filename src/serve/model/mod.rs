@@ -16,6 +16,7 @@
 //! `uring/tls.rs`).
 
 pub mod epoll;
+mod epoll_faults;
 pub mod fork;
 pub mod iterative;
 pub mod prefork;
