@@ -22,10 +22,16 @@
 //!   tokio's readiness and timer between them; tokio's timer rounds a
 //!   wake-up up to the next millisecond); a faulted TLS connection is
 //!   handed to a thread of its own that runs [`echo`] ([`spawn`]);
-//! - epoll, uring: a faulted connection, plain or TLS, is handed to a
-//!   thread of its own that runs [`echo`] ([`spawn`]), so their loops, their
-//!   zero-copy paths and their buffers stay as they are for every other
-//!   connection.
+//! - epoll: a faulted plain connection is served by the worker's event
+//!   loop like any other (`model/epoll_faults.rs`: the same core and
+//!   shaper, the loop's edge-triggered hints and one timer entry at the
+//!   earliest of their times; epoll_wait rounds a wake-up up to the next
+//!   millisecond), its state in a box only it has, so every other
+//!   connection keeps its size and its path; a faulted TLS connection is
+//!   handed to a thread of its own ([`spawn`]);
+//! - uring: a faulted connection, plain or TLS, is handed to a thread of
+//!   its own that runs [`echo`] ([`spawn`]), so its loop, its zero-copy
+//!   path and its buffers stay as they are for every other connection.
 //!
 //! A faulted connection is therefore always copied, never spliced.
 

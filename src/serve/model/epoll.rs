@@ -30,6 +30,13 @@
 //! while data still waits goes on a run queue, served again after the next
 //! poll (with a zero timeout), so one fast client cannot starve the others.
 //!
+//! # Faults
+//! A faulted plain connection (`--fault`) is served by the same loop: its
+//! shaper sits in the box a TLS client has its session in
+//! ([`epoll_faults`]), and a held echo is woken by its timer entry (the
+//! timer rule below, with the fault's time folded into the deadline). A
+//! faulted TLS connection goes to a thread of its own.
+//!
 //! # Timers
 //! The loop sleeps until the first connection deadline (the timer rule of
 //! [`crate::serve::contract::timers`]), or at most [`TICK`] to look at the stop flag
