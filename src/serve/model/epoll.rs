@@ -791,6 +791,10 @@ fn write_some(stream: &mut TcpStream, data: &[u8], writable: &mut bool) -> io::R
     Ok(off)
 }
 
+/// What only TLS and faulted clients carry costs every other client one
+/// null pointer, as the TLS session alone did.
+const _: () = assert!(std::mem::size_of::<Option<Box<Side>>>() == std::mem::size_of::<usize>());
+
 /// The worker's read buffer is no bigger than what a connection may keep,
 /// so one read's leftover always fits in its
 /// [`Pending`](crate::serve::contract::pending::Pending).
