@@ -1,6 +1,8 @@
 //! Socket options that neither std nor socket2 wrap and that `serve
 //! --inspect-listen` and `ping --inspect` need: the SYN the kernel saved
-//! for a listener (`TCP_SAVE_SYN`, `TCP_SAVED_SYN`) and `TCP_INFO`.
+//! for a listener (`TCP_SAVE_SYN`, `TCP_SAVED_SYN`) and `TCP_INFO`; and how
+//! much of what a server sent its peer has not acknowledged (`TIOCOUTQ`),
+//! which a fault's reset waits for.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -29,6 +31,20 @@ fn set_int(
     };
     if rc == 0 {
         Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Bytes of `conn`'s send queue its peer has not acknowledged, sent or
+/// not yet sent (`TIOCOUTQ`, the same as `SIOCOUTQ`).
+pub(crate) fn unacked(conn: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ writes one c_int through the pointer, which points
+    // at `n`, alive for the call.
+    let rc = unsafe { libc::ioctl(conn.as_raw_fd(), libc::TIOCOUTQ, &raw mut n) };
+    if rc == 0 {
+        Ok(usize::try_from(n).unwrap_or(0))
     } else {
         Err(io::Error::last_os_error())
     }

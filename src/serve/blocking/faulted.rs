@@ -69,6 +69,22 @@ const STOP_CHECK: Duration = Duration::from_millis(100);
 /// with unread bytes would be a reset, not the FIN asked for).
 pub(crate) const LINGER_AFTER_CLOSE: Duration = Duration::from_secs(2);
 
+/// How long `reset-after` waits for the client to acknowledge the bytes
+/// echoed before the reset: a reset throws away what the send queue still
+/// holds, so on a busy machine (a send the kernel deferred) the client
+/// could see fewer than the exact count. A client that stops reading gets
+/// its reset after this wait.
+pub(crate) const RESET_AWAITS_ACK: Duration = Duration::from_secs(1);
+
+/// How often that wait looks at the send queue again.
+pub(crate) const RESET_ACK_POLL: Duration = Duration::from_millis(1);
+
+/// True when the client acknowledged everything sent to it (or the kernel
+/// cannot say): a reset now loses none of the echo.
+pub(crate) fn all_acked(conn: std::os::fd::BorrowedFd<'_>) -> bool {
+    crate::sys::sockopt::unacked(conn).map_or(true, |n| n == 0)
+}
+
 /// A faulted connection: its peer, its faults and its random seed.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Faulted {
@@ -141,6 +157,12 @@ pub(crate) fn echo(
     match end {
         Ending::Core(end) => end,
         Ending::Reset => {
+            // The echo reaches the client before the reset throws away
+            // what is unsent.
+            let until = Instant::now() + RESET_AWAITS_ACK;
+            while !all_acked(conn.as_fd()) && Instant::now() < until {
+                std::thread::sleep(RESET_ACK_POLL);
+            }
             // SO_LINGER 0: the close sends RST, not FIN.
             let _ = SockRef::from(conn).set_linger(Some(Duration::ZERO));
             End::Reset

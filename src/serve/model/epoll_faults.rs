@@ -19,7 +19,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
@@ -55,6 +55,9 @@ pub(super) struct Faults {
     /// `close-after` sent our FIN: what the client sends is dropped until
     /// its FIN or this time.
     draining: Option<Instant>,
+    /// `reset-after` came: the reset waits until the client acknowledged
+    /// the echo, or this time ([`faulted::RESET_AWAITS_ACK`]).
+    resetting: Option<Instant>,
 }
 
 /// What the connection needs after a turn.
@@ -79,13 +82,14 @@ impl Faults {
             empty_at: now,
             wake: None,
             draining: None,
+            resetting: None,
         }
     }
 
     /// When to look at it again: the earliest of the core's deadline and
-    /// the shaper's time; while draining, only the drain's end.
+    /// the shaper's time; while draining or resetting, only its own time.
     pub(super) fn deadline(&self, core: &Conn<Kept>, t: &Timeouts) -> Option<Instant> {
-        if self.draining.is_some() {
+        if self.draining.is_some() || self.resetting.is_some() {
             return self.wake;
         }
         let at = core.deadline(t).map(|(at, _)| at);
@@ -96,9 +100,10 @@ impl Faults {
     }
 
     /// A timer came due: true if the core closes the connection now (never
-    /// while draining: that ends as a FIN).
+    /// while draining, which ends as a FIN, or resetting, which ends as a
+    /// reset).
     pub(super) fn on_timer(&mut self, core: &mut Conn<Kept>, now: Instant, t: &Timeouts) -> bool {
-        self.draining.is_none() && core.on_timer(now, t)
+        self.draining.is_none() && self.resetting.is_none() && core.on_timer(now, t)
     }
 
     /// True (once) when the shaper's time has come: the connection is to be
@@ -131,6 +136,9 @@ pub(super) fn turn(
     if let Some(until) = fs.draining {
         return drain(stream, buf, readable, until);
     }
+    if let Some(until) = fs.resetting {
+        return reset_when_acked(fs, stream, until);
+    }
     fs.wake = None;
     for _ in 0..BUDGET {
         faults::count(ctx.stats, fs.peer, &fs.shaper.applied());
@@ -151,9 +159,9 @@ pub(super) fn turn(
             Verdict::End(EndAfter::Reset) => {
                 faults::count(ctx.stats, fs.peer, &fs.shaper.applied());
                 permit.release();
-                // SO_LINGER 0: the close sends RST, not FIN.
-                let _ = SockRef::from(&*stream).set_linger(Some(Duration::ZERO));
-                return Turn::Close(End::Reset);
+                let until = now + faulted::RESET_AWAITS_ACK;
+                fs.resetting = Some(until);
+                return reset_when_acked(fs, stream, until);
             }
             Verdict::End(EndAfter::Close) => {
                 faults::count(ctx.stats, fs.peer, &fs.shaper.applied());
@@ -231,6 +239,21 @@ pub(super) fn turn(
         return Turn::Wait;
     }
     Turn::Again
+}
+
+/// `reset-after`'s end: the reset once the client acknowledged the echo
+/// (a reset throws away what the send queue still holds) or `until` has
+/// passed; until then the connection looks again every
+/// [`faulted::RESET_ACK_POLL`].
+fn reset_when_acked(fs: &mut Faults, stream: &TcpStream, until: Instant) -> Turn {
+    let now = Instant::now();
+    if now < until && !faulted::all_acked(stream.as_fd()) {
+        fs.wake = Some((now + faulted::RESET_ACK_POLL).min(until));
+        return Turn::Wait;
+    }
+    // SO_LINGER 0: the close sends RST, not FIN.
+    let _ = SockRef::from(stream).set_linger(Some(Duration::ZERO));
+    Turn::Close(End::Reset)
 }
 
 /// Reads and drops what the client still sends after our FIN: the end is

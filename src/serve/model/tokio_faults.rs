@@ -13,7 +13,7 @@
 
 use std::io;
 use std::net::Shutdown;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 use netecho_core::fault::EndAfter;
@@ -68,6 +68,12 @@ pub(super) async fn serve(stream: &TcpStream, f: Faulted, ctx: &Ctx, permit: &mu
             Verdict::End(EndAfter::Reset) => {
                 faults::count(ctx.stats, f.peer, &shaper.applied());
                 permit.release();
+                // The echo reaches the client before the reset throws away
+                // what is unsent.
+                let until = Instant::now() + faulted::RESET_AWAITS_ACK;
+                while !faulted::all_acked(stream.as_fd()) && Instant::now() < until {
+                    tokio::time::sleep(faulted::RESET_ACK_POLL).await;
+                }
                 // SO_LINGER 0: the close sends RST, not FIN.
                 let _ = SockRef::from(stream).set_linger(Some(Duration::ZERO));
                 return End::Reset;
