@@ -17,16 +17,6 @@ use crate::util::{self, Server, assert_refused, netecho, run_to_end, timing};
 /// Longest any client run here may take before it is killed.
 const RUN_LIMIT: Duration = Duration::from_secs(30);
 
-fn skip(model: &str) -> bool {
-    if model == "uring"
-        && let Err(reason) = netecho::serve::uring::probe()
-    {
-        skipped!("SKIPPED: io_uring unusable here: {reason}");
-        return true;
-    }
-    false
-}
-
 /// A TCP connection to `to` from the loopback address `from`.
 fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -77,7 +67,7 @@ const PINGS: &str = "21";
 /// `latency=50ms` adds 50 ms ± 10 ms to ping's median RTT (against the
 /// same model without it), and no echo comes back before its 50 ms.
 fn latency_adds_to_ping(model: &str) {
-    if skip(model) {
+    if !util::model_runs(model, "faults::latency_adds_to_ping") {
         return;
     }
     let _t = timing();
@@ -105,7 +95,7 @@ fn latency_adds_to_ping(model: &str) {
 /// `reset-after=4KiB` gives exactly 4096 echoed bytes, then a reset; the
 /// client says so in words; the fault is counted.
 fn reset_after_exact_bytes(model: &str) {
-    if skip(model) {
+    if !util::model_runs(model, "faults::reset_after_exact_bytes") {
         return;
     }
     let srv = Server::start(
@@ -176,7 +166,7 @@ fn tls_server(model: &str, pki: &Pki, fault: &str) -> (Server, String) {
 /// echo 50 ms (every probe at least that, the median within 10 ms of it
 /// plus the plain TCP round trip's few hundred microseconds).
 fn faults_act_on_tls_plaintext(model: &str) {
-    if skip(model) {
+    if !util::model_runs(model, "faults::faults_act_on_tls_plaintext") {
         return;
     }
     let pki = Pki::new(&format!("faults-{model}"));
@@ -302,7 +292,10 @@ fn fault_threads(pid: i32) -> usize {
 #[test]
 fn event_loops_serve_faulted_connections_in_their_loop() {
     for (model, threads) in [("tokio", 0), ("epoll", 0), ("uring", 3)] {
-        if skip(model) {
+        if !util::model_runs(
+            model,
+            "faults::event_loops_serve_faulted_connections_in_their_loop",
+        ) {
             continue;
         }
         let srv = Server::start(model, &["--fault", "slice=4,corrupt-at=5"]);
