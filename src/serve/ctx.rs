@@ -56,6 +56,18 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// TCP_NODELAY on an accepted socket (no 40 ms Nagle + delayed-ACK
+    /// stall on a message's tail): nothing to do when it came from the
+    /// listener ([`Ctx::nodelay_inherited`]), one setsockopt otherwise.
+    /// Every model asks here, so the choice is made once.
+    pub(crate) fn nodelay(&self, conn: socket2::SockRef<'_>) -> std::io::Result<()> {
+        if self.nodelay_inherited {
+            Ok(())
+        } else {
+            conn.set_tcp_nodelay(true)
+        }
+    }
+
     /// Admits a new client under `--max-conns-per-ip` and `--max-conns`.
     /// `false` means: close it at once (it has been counted as rejected).
     pub(crate) fn admit(&self, peer: &SocketAddr) -> bool {

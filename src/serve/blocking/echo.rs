@@ -117,13 +117,13 @@ pub(crate) fn echo(
     )
 }
 
-/// Sets up an accepted socket: blocking, TCP_NODELAY (no 40 ms Nagle +
-/// delayed-ACK stall on a large message's tail), the idle timeout as receive
+/// Sets up an accepted socket: blocking, TCP_NODELAY ([`Ctx::nodelay`]:
+/// inherited from the listener, or set here), the idle timeout as receive
 /// timeout. No send timeout: every send is MSG_DONTWAIT and waits for room
 /// in poll(2) until the core's stall deadline ([`Wire::write_until`]).
 pub(crate) fn prepare(stream: &TcpStream, ctx: &Ctx) -> io::Result<()> {
     stream.set_nonblocking(false)?;
-    stream.set_nodelay(true)?;
+    ctx.nodelay(socket2::SockRef::from(stream))?;
     stream.set_read_timeout(ctx.idle_timeout)?;
     Ok(())
 }

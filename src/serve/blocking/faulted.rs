@@ -149,9 +149,16 @@ pub(crate) fn echo(
             free();
         }
     };
-    let end = match tls {
-        None => run(conn, f, ctx, buf, stop, &mut free_once),
-        Some(t) => run_tls(conn, f, t, ctx, buf, stop, &mut free_once),
+    // Non-blocking: the loops wait in ppoll. TCP_NODELAY as every model
+    // has it (a connection handed off by an event model comes here before
+    // that model would have set it).
+    let ready = conn
+        .set_nonblocking(true)
+        .and_then(|()| ctx.nodelay(SockRef::from(conn)));
+    let end = match (ready, tls) {
+        (Err(e), _) => Ending::Core(End::from_io(&e)),
+        (Ok(()), None) => run(conn, f, ctx, buf, stop, &mut free_once),
+        (Ok(()), Some(t)) => run_tls(conn, f, t, ctx, buf, stop, &mut free_once),
     };
     free_once();
     match end {
@@ -194,9 +201,6 @@ fn run(
     stop: &dyn Fn() -> bool,
     free: &mut dyn FnMut(),
 ) -> Ending {
-    if let Err(e) = conn.set_nonblocking(true).and(conn.set_nodelay(true)) {
-        return Ending::Core(End::from_io(&e));
-    }
     let fd = conn.as_raw_fd();
     stamp_arrivals(conn);
     let timeouts = ctx.timeouts();
@@ -332,9 +336,6 @@ fn run_tls(
     stop: &dyn Fn() -> bool,
     free: &mut dyn FnMut(),
 ) -> Ending {
-    if let Err(e) = conn.set_nonblocking(true).and(conn.set_nodelay(true)) {
-        return Ending::Core(End::from_io(&e));
-    }
     let mut shaper = Shaper::new(Instant::now(), f.effects, f.seed);
     while let ReadGate::At(at) = shaper.read_gate(Instant::now()) {
         if stop() {

@@ -480,9 +480,7 @@ impl Worker {
             faulted::spawn(std, f, tls, permit, self.ctx);
             return;
         }
-        if !self.ctx.nodelay_inherited
-            && let Err(e) = stream.set_nodelay(true)
-        {
+        if let Err(e) = self.ctx.nodelay(socket2::SockRef::from(&stream)) {
             // Only a socket already dead fails here.
             debug!(%peer, "TCP_NODELAY: {e}; closing");
             drop(stream);

@@ -196,8 +196,8 @@ fn admit(stream: TcpStream, peer: SocketAddr, tls: bool, ctx: &'static Ctx) {
     };
     // TCP_NODELAY: inherited from the listener, or set here.
     let nodelay = match slot.stream.as_ref() {
-        Some(s) if !ctx.nodelay_inherited => s.set_nodelay(true),
-        _ => Ok(()),
+        Some(s) => ctx.nodelay(socket2::SockRef::from(s)),
+        None => Ok(()),
     };
     if let Err(e) = nodelay {
         // Only a socket already dead fails here.

@@ -144,9 +144,7 @@ impl Worker {
         // permit given back (dropped) on return.
         let refuse = |e: &io::Error| ctx.stats.count_end(End::from_io(e));
         // TCP_NODELAY: inherited from the listener, or set here.
-        if !ctx.nodelay_inherited
-            && let Err(e) = SockRef::from(&fd).set_tcp_nodelay(true)
-        {
+        if let Err(e) = ctx.nodelay(SockRef::from(&fd)) {
             // Only a socket already dead fails here: closed, as in every model.
             debug!("TCP_NODELAY on an accepted socket: {e}; closing");
             drop(fd);
