@@ -61,20 +61,23 @@ pub(super) fn bracketed(host: &str) -> String {
 
 /// Parses a port: 1-65535 (nothing can be connected at port 0).
 fn parse_port(s: &str) -> Result<u16, String> {
-    match s.trim().parse::<u64>() {
-        Ok(0) => Err("port 0 cannot be connected to; give a port 1-65535".into()),
-        Ok(p) if p > 65535 => Err(format!("port {p} is out of range 1-65535")),
-        Ok(p) => Ok(p as u16),
-        Err(_) => Err(format!("port '{s}' is not a number 1-65535")),
+    match port_in(s, 1)? {
+        0 => Err("port 0 cannot be connected to; give a port 1-65535".into()),
+        p => Ok(p),
     }
 }
 
 /// Parses a port to listen on: 0-65535 (0: the kernel picks one).
 pub(super) fn parse_listen_port(s: &str) -> Result<u16, String> {
+    port_in(s, 0)
+}
+
+/// A port number up to 65535; `low` (0 or 1) is only the lower bound the
+/// messages name.
+fn port_in(s: &str, low: u16) -> Result<u16, String> {
     match s.trim().parse::<u64>() {
-        Ok(p) if p > 65535 => Err(format!("port {p} is out of range 0-65535")),
-        Ok(p) => Ok(p as u16),
-        Err(_) => Err(format!("port '{s}' is not a number 0-65535")),
+        Ok(p) => u16::try_from(p).map_err(|_| format!("port {p} is out of range {low}-65535")),
+        Err(_) => Err(format!("port '{s}' is not a number {low}-65535")),
     }
 }
 

@@ -670,6 +670,7 @@ impl Faults {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn a_kinds_index_is_its_place_in_all() {
@@ -677,8 +678,6 @@ mod tests {
             assert_eq!(k.index(), i, "{}", k.label());
         }
     }
-
-    use super::*;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
