@@ -37,6 +37,10 @@ const FAR: Duration = Duration::from_secs(86_400 * 365);
 /// Echoes on `stream` with the faults of `f` until the core or a fault
 /// ends it. The `--max-conns` slot (`permit`) is given back before the
 /// client can see the end (our FIN or reset), as in every model.
+/// Steps a faulted connection takes before it lets the worker's other
+/// connections run, as the plain paths do after their read budget.
+const STEPS_PER_YIELD: u32 = 16;
+
 pub(super) async fn serve(stream: &TcpStream, f: Faulted, ctx: &Ctx, permit: &mut Permit) -> End {
     faulted::stamp_arrivals(stream);
     let fd = stream.as_raw_fd();
@@ -48,7 +52,15 @@ pub(super) async fn serve(stream: &TcpStream, f: Faulted, ctx: &Ctx, permit: &mu
     // When the socket was last found empty: nothing read later arrived
     // before it.
     let mut empty_at = start;
+    // try_read and try_write take no part in tokio's co-operative budget:
+    // without a yield every few steps, a client that keeps sending would
+    // keep this task running and starve the worker's other connections.
+    let mut steps: u32 = 0;
     loop {
+        steps = steps.wrapping_add(1);
+        if steps.is_multiple_of(STEPS_PER_YIELD) {
+            tokio::task::yield_now().await;
+        }
         faults::count(ctx.stats, f.peer, &shaper.applied());
         let now = Instant::now();
         let read = match core.next() {
