@@ -348,10 +348,12 @@ fn lab_middlebox_names_each_change_and_leaves_nothing() {
 
 #[test]
 fn lab_middlebox_interrupted_removes_its_namespaces() {
-    if !is_root() || !crate::util::have_tool("ip") || !crate::util::have_tool("nft") {
-        skipped!(
-            "SKIPPED lab_middlebox_interrupted_removes_its_namespaces: needs root, ip and nft"
-        );
+    if !is_root() {
+        skipped!("SKIPPED lab_middlebox_interrupted_removes_its_namespaces: needs root");
+        return;
+    }
+    if !crate::util::have_tool("ip") || !crate::util::have_tool("nft") {
+        skipped!("SKIPPED lab_middlebox_interrupted_removes_its_namespaces: needs ip and nft");
         return;
     }
     let running = crate::util::Running::spawn(netecho(&["lab", "middlebox"]), None);
