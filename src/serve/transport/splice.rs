@@ -25,10 +25,20 @@
 //! moved that much once is a bulk transfer). `--zero-copy on` splices from
 //! the first byte, `off` never.
 //!
+//! # The pipe's size, and so what a connection keeps
+//! A pipe starts at the kernel's default (16 pages, 64 KiB). A connection
+//! whose pipe fills while its socket holds more grows it to [`BIG_PIPE`]
+//! (1 MiB), so a 1 MiB message costs one splice in and one out instead of
+//! 16 + 16, within the process's [`Growth`] budget (a quarter of the user's
+//! soft pipe page limit). The pipe's capacity is the bound on what a
+//! spliced connection keeps: 64 KiB, or 1 MiB once grown.
+//!
 //! # Refused
 //! A seccomp filter or a kernel without splice makes [`ZeroCopy::resolve`]
 //! turn the mode off, with one log line; a connection whose pipe cannot be
-//! made (out of descriptors) stays on the buffer path. Neither loses a byte.
+//! made (out of descriptors) stays on the buffer path; a pipe that may not
+//! grow (the budget is spent, or EPERM: the user is at its pipe page limit)
+//! stays as it is. None of them loses a byte.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
