@@ -141,7 +141,8 @@ struct Client {
     /// one pays a null pointer for it: the TLS layer or the faults.
     side: Option<Box<Side>>,
     /// Its place under the limits; the last field, so it is given back
-    /// after the socket is closed (a fault's end gives it back before).
+    /// after the socket is closed (a faulted client's before, at every
+    /// end: `Action::frees`).
     permit: Permit,
 }
 
@@ -548,7 +549,7 @@ impl Worker {
     /// FIN is out. Closing the only descriptor of an accepted socket also
     /// takes it out of the epoll set, so no deregister call is needed.
     fn close(&mut self, i: usize, end: End) {
-        if let Some(c) = self.conns.try_remove(i) {
+        if let Some(mut c) = self.conns.try_remove(i) {
             let conns = &self.conns;
             self.timers.forget(c.armed, |&(j, id)| {
                 conns.get(j).is_some_and(|live| live.id == id)
@@ -559,6 +560,12 @@ impl Worker {
                 debug!(peer = %c.peer, reason = f.label(), "TLS handshake failed");
             }
             debug!(peer = %c.peer, tls = c.tls().is_some(), %end, "connection closed");
+            if matches!(c.side.as_deref(), Some(Side::Faults(_))) {
+                // A faulted client's slot goes back before it can see the
+                // end, as in every model that applies faults (its turn did
+                // so already, unless its timer ended it).
+                c.permit.release();
+            }
             // The socket first, then the permit (the struct's field order).
             drop(c);
         }

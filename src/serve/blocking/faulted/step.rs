@@ -385,6 +385,21 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// A connection whose fault `how` comes after 2 bytes, once it read
+    /// 3 and echoed the first 2 at `t0`.
+    fn echoed_up_to_the_end(t0: Instant, how: EndAfter) -> (Conn<Pending>, Step, &'static Stats) {
+        let e = Effects {
+            end_after: Some((how, 2)),
+            ..Effects::default()
+        };
+        let (mut core, mut step, stats) = conn(t0, e);
+        let mut bytes = *b"abc";
+        step.received(&mut core, t0, t0, &mut bytes);
+        assert_eq!(step.next(&mut core, &T, t0, Ready::BOTH), Action::Send(2));
+        step.sent(&mut core, t0, 2);
+        (core, step, stats)
+    }
+
     #[test]
     fn an_idle_connection_reads_then_waits_for_readable_until_its_idle_deadline() {
         let t0 = Instant::now();
@@ -484,15 +499,7 @@ mod tests {
     #[test]
     fn reset_after_waits_for_the_ack_at_most_its_bound() {
         let t0 = Instant::now();
-        let e = Effects {
-            end_after: Some((EndAfter::Reset, 3)),
-            ..Effects::default()
-        };
-        let (mut core, mut step, stats) = conn(t0, e);
-        let mut bytes = *b"abcdef";
-        step.received(&mut core, t0, t0, &mut bytes);
-        assert_eq!(step.next(&mut core, &T, t0, Ready::BOTH), Action::Send(3));
-        step.sent(&mut core, t0, 3);
+        let (mut core, mut step, stats) = echoed_up_to_the_end(t0, EndAfter::Reset);
         let a = step.next(&mut core, &T, t0, Ready::BOTH);
         assert!(a.frees());
         let Action::End(mut e) = a else {
@@ -528,15 +535,7 @@ mod tests {
     #[test]
     fn close_after_sends_our_fin_then_drains_until_theirs_or_the_linger() {
         let t0 = Instant::now();
-        let e = Effects {
-            end_after: Some((EndAfter::Close, 2)),
-            ..Effects::default()
-        };
-        let (mut core, mut step, _) = conn(t0, e);
-        let mut bytes = *b"abc";
-        step.received(&mut core, t0, t0, &mut bytes);
-        assert_eq!(step.next(&mut core, &T, t0, Ready::BOTH), Action::Send(2));
-        step.sent(&mut core, t0, 2);
+        let (mut core, mut step, _) = echoed_up_to_the_end(t0, EndAfter::Close);
         let a = step.next(&mut core, &T, t0, Ready::BOTH);
         assert_eq!(a, Action::End(Ending::Fin));
         let mut e = Ending::Fin;
@@ -572,15 +571,7 @@ mod tests {
     #[test]
     fn stall_after_neither_reads_nor_writes_until_the_core_deadline() {
         let t0 = Instant::now();
-        let e = Effects {
-            end_after: Some((EndAfter::Stall, 2)),
-            ..Effects::default()
-        };
-        let (mut core, mut step, _) = conn(t0, e);
-        let mut bytes = *b"abc";
-        step.received(&mut core, t0, t0, &mut bytes);
-        assert_eq!(step.next(&mut core, &T, t0, Ready::BOTH), Action::Send(2));
-        step.sent(&mut core, t0, 2);
+        let (mut core, mut step, _) = echoed_up_to_the_end(t0, EndAfter::Stall);
         let stalled = t0 + T.send.unwrap();
         assert_eq!(
             step.next(&mut core, &T, t0, Ready::BOTH),
