@@ -347,8 +347,9 @@ fn stream(addr: SocketAddr, server: i32, conns: usize, setup: &Setup) -> Result<
     })?;
     if out.mismatches > 0 {
         return Err(Error::Measure(format!(
-            "{} of {conns} connections did not get their stream back whole",
-            out.mismatches
+            "{} of {conns} connections did not get their stream back whole (first: {})",
+            out.mismatches,
+            out.first_failure.as_deref().unwrap_or("no detail")
         )));
     }
     if stop::requested() {
