@@ -134,10 +134,18 @@ async fn wait(stream: &TcpStream, read: bool, write: bool, until: Instant) -> io
 }
 
 /// Ends `stream` as fault `e` says ([`faulted::finish`]), waiting on
-/// tokio's readiness and timer.
+/// tokio's readiness and timer. Yields every [`STEPS_PER_YIELD`] steps as
+/// [`serve`] does: `close-after`'s drain reads until the socket is empty,
+/// and a client that keeps sending would otherwise hold the worker for up
+/// to [`faulted::LINGER_AFTER_CLOSE`].
 async fn end_as(stream: &TcpStream, mut e: Ending, buf: &'static Buf) -> End {
     let mut readable = true;
+    let mut steps: u32 = 0;
     loop {
+        steps = steps.wrapping_add(1);
+        if steps.is_multiple_of(STEPS_PER_YIELD) {
+            tokio::task::yield_now().await;
+        }
         match e.next(Instant::now(), readable) {
             Finish::Wait { read, until } => {
                 // An error shows in the next read.
@@ -155,5 +163,83 @@ async fn end_as(stream: &TcpStream, mut e: Ending, buf: &'static Buf) -> End {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::sync::mpsc;
+
+    use nix::sys::socket::{MsgFlags, recv};
+
+    thread_local! {
+        /// A small read buffer, so that the queue below takes many reads.
+        static SMALL: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; 512].into_boxed_slice());
+    }
+
+    /// `close-after`'s drain read until the socket was empty without
+    /// letting the worker's other tasks run (the worker is a current-thread
+    /// runtime), so a client that kept sending held every other connection
+    /// of the worker for up to LINGER_AFTER_CLOSE. Here a task that is
+    /// ready before the drain starts must get its turn while bytes are
+    /// still queued.
+    #[test]
+    fn a_drain_lets_the_workers_other_tasks_run() {
+        const SENT: usize = 32 * 1024;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, _) = l.accept().unwrap();
+        client.write_all(&[7u8; SENT]).unwrap();
+        // Every byte waits in the server's receive queue before the drain.
+        let mut peek = vec![0u8; SENT];
+        let t0 = Instant::now();
+        loop {
+            let n = recv(server.as_raw_fd(), &mut peek, MsgFlags::MSG_PEEK).unwrap();
+            if n == SENT {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "only {n} of {SENT} bytes arrived"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // The client sends its FIN once the other task has run.
+        let (tx, rx) = mpsc::channel::<()>();
+        let closer = std::thread::spawn(move || {
+            let _ = rx.recv();
+            client.shutdown(Shutdown::Write).unwrap();
+            client
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .unwrap();
+        let (end, left) = rt.block_on(async move {
+            server.set_nonblocking(true).unwrap();
+            let stream = TcpStream::from_std(server).unwrap();
+            let fd = stream.as_raw_fd();
+            // tokio knows the socket is readable (else its first read is
+            // a WouldBlock without a syscall, and the drain waits).
+            stream.readable().await.unwrap();
+            let other = tokio::spawn(async move {
+                // Whether the drain had left bytes when this task ran.
+                let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+                let left = recv(fd, &mut [0u8; 1], flags).unwrap_or(0);
+                let _ = tx.send(());
+                left
+            });
+            let end = end_as(&stream, Ending::Fin, &SMALL).await;
+            (end, other.await.unwrap())
+        });
+        drop(closer.join().unwrap());
+        assert_eq!(end, End::Fin);
+        assert!(
+            left > 0,
+            "the worker's other task ran only once the drain had read all {SENT} bytes"
+        );
     }
 }
