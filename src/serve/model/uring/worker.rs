@@ -69,8 +69,8 @@ pub(super) struct Worker {
     pub(super) now: Instant,
     /// When the loop next looks at the stop flag and accept pauses.
     next_tick: Instant,
-    /// Idle and stall deadlines, by connection.
-    timers: Timers<Key>,
+    /// Idle and stall deadlines, by connection ([`timer_key`]).
+    timers: Timers<TimerKey>,
     /// `--idle-timeout` and the send timeout.
     timeouts: Timeouts,
     /// Spliced connections whose turn used its budget with work left:
@@ -388,7 +388,7 @@ impl Worker {
             again: &mut self.again,
         };
         match c.turn(&mut env, key) {
-            Step::Wait(Some(at)) => self.timers.file(&mut c.armed, at, key),
+            Step::Wait(Some(at)) => self.timers.file(&mut c.armed, at, timer_key(key)),
             Step::Wait(None) => {}
             Step::Close(end) => {
                 if c.cancel_in_flight(&mut self.q, key) {
@@ -414,7 +414,7 @@ impl Worker {
         let slots = &self.slots;
         self.timers.forget(conn.armed, |&(i, generation)| {
             slots
-                .get(i)
+                .get(i as usize)
                 .and_then(|s| s.conn.as_ref())
                 .is_some_and(|c| c.generation == generation)
         });
@@ -443,6 +443,7 @@ impl Worker {
     /// is in the kernel), and files it again if traffic moved it on.
     fn expire_due(&mut self) {
         while let Some((at, key)) = self.timers.pop_due(self.now) {
+            let key = (key.0 as usize, key.1);
             let (now, timeouts) = (self.now, self.timeouts);
             let Some(c) = self.conn_mut(key) else {
                 // That connection closed already; its slot may serve another.
@@ -499,6 +500,21 @@ impl Worker {
             std::mem::forget(pool);
         }
     }
+}
+
+/// Below this length the list of paused connections is never pruned.
+const PRUNE_PAUSED_MIN: usize = 1024;
+
+/// A connection's key as its timer entry keeps it: the slot in 32 bits, so
+/// an entry is 16 bytes where `Key` would make it 24 — one per idle
+/// connection.
+type TimerKey = (u32, u32);
+
+/// `key` for the timers. The slot is cut to 32 bits as a completion's user
+/// data cuts it (`op.rs`): a worker never holds 2^32 connections, each one
+/// being a descriptor.
+fn timer_key((slot, generation): Key) -> TimerKey {
+    (slot as u32, generation)
 }
 
 /// The connection `key` names in `slots`, if it is still the slot's occupant.
