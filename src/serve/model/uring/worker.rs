@@ -60,6 +60,8 @@ pub(super) struct Worker {
     /// Connections paused for backpressure while holding buffers: spilled
     /// (`held.rs`) when the ring runs low or a receive finds it empty.
     paused: Vec<Key>,
+    /// `paused` is pruned once it is this long ([`Worker::prune_paused`]).
+    prune_paused_at: usize,
     /// Completions reaped, reused to avoid an allocation per loop.
     cqes: Vec<cqueue::Entry>,
     pub(super) ctx: &'static Ctx,
@@ -123,6 +125,7 @@ impl Worker {
             peers: HashMap::new(),
             starved: Vec::new(),
             paused: Vec::new(),
+            prune_paused_at: PRUNE_PAUSED_MIN,
             cqes: Vec::with_capacity((RING_ENTRIES * CQ_FACTOR) as usize),
             ctx,
             held_cap: tuning.held_cap(),
@@ -162,6 +165,7 @@ impl Worker {
             if self.ring_low() {
                 self.spill_paused();
             }
+            self.prune_paused();
             self.feed_starved(tick);
             self.run_again();
             if self.stopping && self.live == 0 && self.listeners.iter().all(|l| !l.armed) {
@@ -330,6 +334,32 @@ impl Worker {
                 self.progress(key.0);
             }
         }
+    }
+
+    /// Drops from `paused` the connections that hold no buffer any more,
+    /// or are gone. A connection is listed at every echo it sends (it holds
+    /// its buffer while the send waits for the client), and without
+    /// pressure on the ring nothing else empties the list: it grew by a key
+    /// per connection served, 16 bytes per idle connection and without
+    /// bound at a connection per request. Runs when the list has doubled
+    /// since its last pass, so it costs amortised O(1) per listing.
+    fn prune_paused(&mut self) {
+        if self.paused.len() < self.prune_paused_at {
+            return;
+        }
+        let slots = &mut self.slots;
+        self.paused
+            .retain(|&key| match live(slots, key).map(|c| &mut c.path) {
+                Some(Path::Plain(p)) if p.core.store().bufs() > 0 => true,
+                Some(Path::Plain(p)) => {
+                    // Listed again when it next holds buffers and waits.
+                    p.rx.listed = false;
+                    false
+                }
+                _ => false,
+            });
+        self.prune_paused_at = (2 * self.paused.len()).max(PRUNE_PAUSED_MIN);
+        self.paused.shrink_to(self.prune_paused_at);
     }
 
     /// Serves again the spliced connections whose last turn used its budget.
