@@ -145,7 +145,9 @@ impl Held {
 
     /// The chunks held, oldest first.
     fn chunks(&self) -> impl Iterator<Item = &Chunk> {
-        self.first.iter().chain(self.rest.iter().flat_map(|r| r.iter()))
+        self.first
+            .iter()
+            .chain(self.rest.iter().flat_map(|r| r.iter()))
     }
 
     /// The chunks held, oldest first, to count what a send took.
