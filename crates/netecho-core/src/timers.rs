@@ -81,11 +81,19 @@ impl<K: Ord + Copy> Timers<K> {
 
     /// Files `key` at `at` unless it already has an entry due no later;
     /// `armed` is the connection's own note of its earliest entry.
+    #[inline]
     pub fn file(&mut self, armed: &mut Option<Instant>, at: Instant, key: K) {
         if armed.is_none_or(|a| at < a) {
-            self.heap.push(Reverse((self.since_epoch(at), key)));
+            self.push(at, key);
             *armed = Some(at);
         }
+    }
+
+    /// Adds an entry. Out of line: [`Timers::file`] runs at every turn of a
+    /// connection and pushes about once per timeout period.
+    #[inline(never)]
+    fn push(&mut self, at: Instant, key: K) {
+        self.heap.push(Reverse((self.since_epoch(at), key)));
     }
 
     /// When the first entry comes due.

@@ -150,13 +150,6 @@ impl Held {
             .chain(self.rest.iter().flat_map(|r| r.iter()))
     }
 
-    /// The chunks held, oldest first, to count what a send took.
-    fn chunks_mut(&mut self) -> impl Iterator<Item = &mut Chunk> {
-        self.first
-            .iter_mut()
-            .chain(self.rest.iter_mut().flat_map(|r| r.iter_mut()))
-    }
-
     /// Holds one more chunk, after the others.
     fn push_chunk(&mut self, c: Chunk) {
         if self.first.is_none() {
@@ -185,10 +178,17 @@ impl Held {
         if self.spilled() > 0 {
             return Some(Front::Spill);
         }
-        self.chunks()
-            .find(|c| c.sent < c.len)
-            .copied()
-            .map(Front::Chunk)
+        // The inline chunk first: with one message in flight, the only one.
+        match self.first {
+            Some(c) if c.sent < c.len => Some(Front::Chunk(c)),
+            _ => self
+                .rest
+                .as_deref()?
+                .iter()
+                .find(|c| c.sent < c.len)
+                .copied()
+                .map(Front::Chunk),
+        }
     }
 
     /// Hands the spill to the send of its unsent bytes, which owns it until
@@ -343,18 +343,29 @@ impl Store for Held {
         if let Some(s) = &mut self.spill {
             s.sent += from_spill;
         }
-        let mut taken = from_spill;
+        self.unsent -= from_spill;
         n -= from_spill;
-        for c in self.chunks_mut() {
+        // The inline chunk first: with one message in flight, the only one.
+        if let Some(c) = &mut self.first
+            && n > 0
+        {
+            let take = c.unsent().min(n);
+            c.sent += take as u32;
+            n -= take;
+            self.unsent -= take;
+        }
+        if n == 0 {
+            return;
+        }
+        for c in self.rest.iter_mut().flat_map(|r| r.iter_mut()) {
             if n == 0 {
                 break;
             }
             let take = c.unsent().min(n);
             c.sent += take as u32;
             n -= take;
-            taken += take;
+            self.unsent -= take;
         }
-        self.unsent -= taken;
     }
 }
 
