@@ -34,7 +34,7 @@
 # usage: scripts/count-per-request.sh [LABEL=]BINARY...
 #   scripts/count-per-request.sh base=/tmp/old/netecho main=target/release/netecho
 # env:   MODELS (default "epoll auto"), WORKLOADS (default
-#        "small large many connect"), REPEAT (default 3), LOAD (the load
+#        "small large many connect"; also "bulk", 1 MiB x 8), REPEAT (default 3), LOAD (the load
 #        generator's netecho, default the last BINARY), SCALE (multiplies
 #        every request count, default 1), VALGRIND=0 to skip the instruction
 #        counts, KEEP=DIR to keep each callgrind profile as
@@ -81,7 +81,8 @@ load_args() {
 	large) echo "-c 8 -s 64KiB" 6000 800 ;;
 	many) echo "-c 300 -s 64" 30000 6000 ;;
 	connect) echo "-c 4 -s 64 --new-conn" 4000 600 ;;
-	*) echo "count-per-request: unknown workload $1 (small, large, many, connect)" >&2; exit 2 ;;
+	bulk) echo "-c 8 -s 1MiB" 800 40 ;;
+	*) echo "count-per-request: unknown workload $1 (small, large, many, connect, bulk)" >&2; exit 2 ;;
 	esac
 }
 

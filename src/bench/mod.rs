@@ -709,8 +709,9 @@ fn run_stream(streams: Vec<TcpStream>, opt: &Opt, shape: &report::Shape) -> Resu
     }
     let failure = if out.mismatches > 0 {
         Some(Error::BenchFailed(format!(
-            "{} connections of {conns} did not get their stream back whole",
-            out.mismatches
+            "{} connections of {conns} did not get their stream back whole (first: {})",
+            out.mismatches,
+            out.first_failure.as_deref().unwrap_or("no detail")
         )))
     } else if interrupted {
         Some(Error::BenchFailed("interrupted by a signal".into()))

@@ -34,6 +34,10 @@ pub(crate) struct Outcome {
     pub(crate) secs: f64,
     /// Connections whose echo differed from what they wrote (or ended early).
     pub(crate) mismatches: u64,
+    /// What went wrong first, in words, when anything did: a wrong byte
+    /// (`mismatch on connection 3 at byte 70000`, as the closed loop says
+    /// it), no byte for [`DRAIN`], or an error.
+    pub(crate) first_failure: Option<String>,
 }
 
 impl Outcome {
@@ -56,6 +60,20 @@ struct Shared {
     /// Checked bytes read back while measuring.
     bytes: AtomicU64,
     mismatches: AtomicU64,
+    /// The first failure, said in words.
+    first_failure: std::sync::Mutex<Option<String>>,
+}
+
+impl Shared {
+    /// Counts one failed connection, and keeps `why` if it is the first.
+    fn fail(&self, why: impl FnOnce() -> String) {
+        self.mismatches.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut first) = self.first_failure.lock()
+            && first.is_none()
+        {
+            *first = Some(why());
+        }
+    }
 }
 
 /// An edge of the measured window, for [`run_observed`]'s observer.
@@ -87,6 +105,7 @@ pub(crate) fn run_observed(
         done: AtomicBool::new(false),
         bytes: AtomicU64::new(0),
         mismatches: AtomicU64::new(0),
+        first_failure: std::sync::Mutex::new(None),
     });
     let mut threads = Vec::with_capacity(conns.len() * 2);
     for (id, s) in conns.into_iter().enumerate() {
@@ -120,13 +139,14 @@ pub(crate) fn run_observed(
     shared.done.store(true, Ordering::Relaxed);
     for t in threads {
         if t.join().is_err() {
-            shared.mismatches.fetch_add(1, Ordering::Relaxed);
+            shared.fail(|| "a stream thread panicked".into());
         }
     }
     Ok(Outcome {
         bytes: shared.bytes.load(Ordering::Relaxed),
         secs,
         mismatches: shared.mismatches.load(Ordering::Relaxed),
+        first_failure: shared.first_failure.lock().ok().and_then(|f| f.clone()),
     })
 }
 
@@ -150,8 +170,8 @@ fn write_side(mut s: TcpStream, id: u64, sh: &Shared) {
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => {
-                sh.mismatches.fetch_add(1, Ordering::Relaxed);
+            Err(e) => {
+                sh.fail(|| format!("connection {id}: writing failed: {e}"));
                 return;
             }
         }
@@ -180,8 +200,12 @@ fn read_side(mut s: TcpStream, id: u64, sh: &Shared) {
         match s.read(&mut got[..room]) {
             Ok(0) => return,
             Ok(n) => {
+                // One memcmp per read; the byte is looked for only once
+                // the chunk is known to differ.
                 if got[..n] != want[at..at + n] {
-                    sh.mismatches.fetch_add(1, Ordering::Relaxed);
+                    let i = (0..n).find(|&i| got[i] != want[at + i]).unwrap_or(0);
+                    let byte = round * CHUNK as u64 + (at + i) as u64;
+                    sh.fail(|| format!("mismatch on connection {id} at byte {byte}"));
                     return;
                 }
                 if sh.measuring.load(Ordering::Relaxed) {
@@ -197,8 +221,19 @@ fn read_side(mut s: TcpStream, id: u64, sh: &Shared) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             // No byte for DRAIN (while running or after the FIN), a reset:
             // the echo did not come back whole.
-            Err(_) => {
-                sh.mismatches.fetch_add(1, Ordering::Relaxed);
+            Err(e) => {
+                let byte = round * CHUNK as u64 + at as u64;
+                let stalled = matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                );
+                sh.fail(|| match stalled {
+                    true => format!(
+                        "connection {id}: no echo for {} s after {byte} bytes",
+                        DRAIN.as_secs()
+                    ),
+                    false => format!("connection {id}: reading failed after {byte} bytes: {e}"),
+                });
                 return;
             }
         }

@@ -33,6 +33,24 @@ const JSON_KEYS: [&str; 11] = [
     "lost",
 ];
 
+/// `--stream` checks every byte of the echo and says where the first wrong
+/// one was, in the closed loop's words, with exit 1.
+#[test]
+fn stream_names_the_first_wrong_byte() {
+    let addr = flip_server(70_000).to_string();
+    let run = run_netecho(&[
+        "bench", &addr, "--stream", "-c", "1", "-d", "1", "--warmup", "0",
+    ]);
+    run.assert_code(1, "bench --stream against a server that flips byte 70000");
+    assert!(
+        run.stderr.contains(
+            "did not get their stream back whole (first: mismatch on connection 0 at byte 70000)"
+        ),
+        "stderr: {}",
+        run.stderr
+    );
+}
+
 /// Runs `netecho ARGS...`; fails the test if it is killed at [`RUN_LIMIT`].
 fn run_netecho(args: &[&str]) -> Run {
     run_to_end(netecho(args), None, RUN_LIMIT)

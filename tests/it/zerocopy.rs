@@ -323,6 +323,180 @@ fn bench_stream_checks_every_byte_of_a_full_duplex_echo(model: &str) {
     assert!(v["bytes"].as_u64().unwrap() > 0, "{model}: {v}");
 }
 
+/// Every pipe the server holds (`pipe:[inode]`) with its capacity
+/// (F_GETPIPE_SZ through /proc/PID/fd), each pipe once however many ends
+/// are open.
+fn pipe_sizes(pid: i32) -> Vec<(String, usize)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut seen = std::collections::HashSet::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let path = e.ok()?.path();
+        let link = std::fs::read_link(&path).ok()?;
+        let link = link.to_string_lossy().into_owned();
+        if !link.starts_with("pipe:") || !seen.insert(link.clone()) {
+            return None;
+        }
+        // Opening a pipe's /proc link opens the same pipe (as a reader,
+        // without blocking): its size is the server's pipe's size.
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .ok()?;
+        // SAFETY: F_GETPIPE_SZ takes no argument and only reads the pipe
+        // of a descriptor this function owns.
+        let n = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&f), libc::F_GETPIPE_SZ) };
+        Some((link, usize::try_from(n).ok()?))
+    })
+    .collect()
+}
+
+/// Streams `len` bytes through a spliced connection to `server` and
+/// returns the largest pipe the server made for it (polled every 5 ms; the
+/// pipes it had before, its stdio among them, do not count).
+fn stream_watching_pipes(model: &str, server: &Server, len: usize, seed: &str) -> usize {
+    let data = Rng::new(seed_of(seed)).bytes(len);
+    let before: std::collections::HashSet<String> = pipe_sizes(server.pid())
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    let done = Arc::new(AtomicBool::new(false));
+    let pid = server.pid();
+    let watcher = {
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            let mut most = 0;
+            // Until the echo is done; at most 60 s.
+            for _ in 0..12_000 {
+                for (pipe, size) in pipe_sizes(pid) {
+                    if !before.contains(&pipe) {
+                        most = most.max(size);
+                    }
+                }
+                if done.load(Ordering::Relaxed) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            most
+        })
+    };
+    let back =
+        stream(connect(server.addr()), data.clone()).unwrap_or_else(|e| panic!("{model}: {e}"));
+    done.store(true, Ordering::Relaxed);
+    compare(&format!("{model}: {seed}"), &data, &back).unwrap();
+    watcher.join().unwrap()
+}
+
+/// A stream larger than the default pipe (64 KiB) grows the connection's
+/// pipe to 1 MiB: one splice in and one out per MiB instead of sixteen.
+fn a_bulk_connection_grows_its_pipe_to_one_mib(model: &str) {
+    if !util::is_root() {
+        // An unprivileged user may be at its pipe page limit already,
+        // where the kernel refuses to grow (that fallback is tested below).
+        skipped!(
+            "SKIPPED zerocopy::{model}::a_bulk_connection_grows_its_pipe_to_one_mib: needs root"
+        );
+        return;
+    }
+    let server = Server::start(model, &["--workers", "1", "--zero-copy", "auto"]);
+    let most = stream_watching_pipes(model, &server, 32 * MIB, &format!("zerocopy/grow/{model}"));
+    assert_eq!(most, MIB, "{model}: the largest pipe the server had");
+}
+
+/// A user id no account on a test machine uses: the pipe page limit is
+/// per user, so filling it for this one disturbs nobody else.
+const PIPE_HOG_UID: u32 = 64_611;
+
+/// Where the server's user is at its pipe page limit the kernel makes its
+/// pipes small and refuses to grow them (EPERM): the server goes on with
+/// what it got, every byte comes back, and nothing is logged above debug.
+fn a_user_at_its_pipe_limit_keeps_small_pipes_and_loses_nothing(model: &str) {
+    if !util::is_root() {
+        skipped!(
+            "SKIPPED zerocopy::{model}::a_user_at_its_pipe_limit_keeps_small_pipes_and_loses_nothing: \
+             needs root (to run as a user of its own)"
+        );
+        return;
+    }
+    if !util::have_tool("python3") {
+        skipped!(
+            "SKIPPED zerocopy::{model}::a_user_at_its_pipe_limit_keeps_small_pipes_and_loses_nothing: \
+             no python3"
+        );
+        return;
+    }
+    // One such user at a time: a hog that ends while another test's server
+    // runs would let that server's pipes grow.
+    static ONE_HOG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_HOG.lock().unwrap_or_else(|e| e.into_inner());
+    // Another process of the same user takes the user's pipe pages up to
+    // the soft limit: 1 MiB pipes until the kernel refuses to grow one
+    // (bounded at 4,096 pipes), then prints the size a new pipe gets.
+    let hog = r#"
+import fcntl, os, sys
+keep = []
+for _ in range(4096):
+    r, w = os.pipe()
+    keep.append((r, w))
+    try:
+        fcntl.fcntl(w, 1031, 1 << 20)
+    except OSError:
+        break
+r, w = os.pipe()
+keep.append((r, w))
+print(fcntl.fcntl(w, 1032), flush=True)
+sys.stdin.read()
+"#;
+    let mut cmd = std::process::Command::new("python3");
+    cmd.args(["-c", hog])
+        .uid(PIPE_HOG_UID)
+        .gid(PIPE_HOG_UID)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    use std::os::unix::process::CommandExt;
+    let mut hog = cmd.spawn().expect("start python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(hog.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let small: usize = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("the hog said {line:?}"));
+    assert!(
+        small < 64 * 1024,
+        "a new pipe of a user at its limit has {small} bytes: the limit was not reached"
+    );
+    let mut server = Server::start_with(
+        model,
+        &["127.0.0.1:0"],
+        &["--workers", "1", "--zero-copy", "auto"],
+        |cmd| {
+            cmd.uid(PIPE_HOG_UID).gid(PIPE_HOG_UID);
+        },
+    );
+    let most = stream_watching_pipes(model, &server, 8 * MIB, &format!("zerocopy/hog/{model}"));
+    drop(hog.stdin.take());
+    let _ = hog.wait();
+    assert!(
+        most > 0 && most <= small,
+        "{model}: the server's largest pipe was {most} bytes where new pipes get {small}"
+    );
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    server.wait_exit(Duration::from_secs(10));
+    let log = server.stderr_text();
+    assert!(
+        !log.contains("WARN") && !log.contains("ERROR"),
+        "{model}: the refused growth was logged above debug: {log}"
+    );
+}
+
 /// Every check above, once per model that splices.
 macro_rules! zero_copy_tests {
     ($($model:ident),*) => {$(
@@ -361,6 +535,16 @@ macro_rules! zero_copy_tests {
             #[test]
             fn zero_copy_on_falls_back_with_one_line_where_splice_is_refused() {
                 super::zero_copy_on_falls_back_with_one_line_where_splice_is_refused(MODEL);
+            }
+
+            #[test]
+            fn a_bulk_connection_grows_its_pipe_to_one_mib() {
+                super::a_bulk_connection_grows_its_pipe_to_one_mib(MODEL);
+            }
+
+            #[test]
+            fn a_user_at_its_pipe_limit_keeps_small_pipes_and_loses_nothing() {
+                super::a_user_at_its_pipe_limit_keeps_small_pipes_and_loses_nothing(MODEL);
             }
 
             #[test]

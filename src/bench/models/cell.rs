@@ -347,8 +347,9 @@ fn stream(addr: SocketAddr, server: i32, conns: usize, setup: &Setup) -> Result<
     })?;
     if out.mismatches > 0 {
         return Err(Error::Measure(format!(
-            "{} of {conns} connections did not get their stream back whole",
-            out.mismatches
+            "{} of {conns} connections did not get their stream back whole (first: {})",
+            out.mismatches,
+            out.first_failure.as_deref().unwrap_or("no detail")
         )));
     }
     if stop::requested() {
@@ -394,6 +395,27 @@ fn prime(list: &[(u64, Option<TcpStream>)]) -> Result<()> {
         let _ = s.set_read_timeout(None);
     }
     Ok(())
+}
+
+/// Loopback addresses the connections of a connection-per-request workload
+/// come from, as `bench --source-addrs` takes them.
+const CONNECT_SOURCES: &str = "127.0.1.1-127.0.1.64";
+
+/// The source addresses of a connection-per-request workload against
+/// `addr`: [`CONNECT_SOURCES`] when `addr` is IPv4 loopback, else none.
+/// The client closes first, so each connection leaves its port in
+/// TIME_WAIT for a minute: one source address has about 28,000 ports, a
+/// cell opens 30,000 or more, and a sitting runs many cells, so from one
+/// address the load soon spends its CPU searching for a free port (and a
+/// cell finished no request at all once, 2026-12-08). Spread over 64
+/// addresses every cell finds ports free.
+fn connect_sources(addr: SocketAddr) -> Option<crate::net::source::Sources> {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_loopback() => {
+            crate::net::source::parse(CONNECT_SOURCES).ok()
+        }
+        _ => None,
+    }
 }
 
 /// A [`Shape::Traffic`] workload through `bench`'s own TCP worker, on one
@@ -453,7 +475,8 @@ fn traffic(
         timeout: STALL_LIMIT,
         interval: None,
         hold: false,
-    });
+    })
+    .with_sources(new_conn.then(|| connect_sources(addr)).flatten());
     let (open, close, tally) = thread::scope(|scope| {
         let worker = thread::Builder::new()
             .name("models-load".into())

@@ -466,7 +466,7 @@ pub(crate) fn table(w: Workload, rows: &[Row], idle_conns: usize) -> Vec<String>
             "(CPU us/req is the server's; mach us/req the whole machine's busy CPU (/proc/stat, every core, the load included) over the same window, mach xC that divided by C epoll's; kernel floor = half a round trip's CPU of one thread owning both ends; floor-2t = the echoing thread's CPU per round trip, one thread per core (echo on the server's CPU, sender on the load's); {} divide CPU us/req)",
             heads.join(", ")
         ),
-        Shape::Traffic { new_conn: true, .. } => "(latency from connect to the last echoed byte; the client closes first; xC epoll divides CPU us/req; mach us/req: the whole machine's busy CPU (/proc/stat, every core, the load included), mach xC that divided by C epoll's)".into(),
+        Shape::Traffic { new_conn: true, .. } => "(latency from connect to the last echoed byte; the client closes first, from 64 loopback source addresses (127.0.1.1-64) so ports in TIME_WAIT never run out; xC epoll divides CPU us/req; mach us/req: the whole machine's busy CPU (/proc/stat, every core, the load included), mach xC that divided by C epoll's)".into(),
         Shape::Stream { .. } => format!(
             "(each connection writes 64 KiB chunks continuously while it reads its echo, every byte checked; MiB/s and MiB: echoed back in the window, one direction; CPU us/MiB: the server's CPU per MiB echoed, the figure that counts; MiB/CPU-s = MiB echoed per second of server CPU; {} divide CPU us/MiB; mach us/MiB: the whole machine's busy CPU per MiB (/proc/stat, every core, the load included), mach xC that divided by C epoll's; the floors are for request/response only)",
             heads.join(", ")

@@ -34,15 +34,22 @@
 //!   path and its buffers stay as they are for every other connection.
 //!
 //! A faulted connection is therefore always copied, never spliced.
+//!
+//! What to do next is decided in one place for all of them, without I/O
+//! ([`step`]): each loop performs the [`Action`] it is given with its own
+//! calls and waits in its own way. A fault's end ([`Ending`]) is performed
+//! by [`finish`] in every model, but for its waits.
+
+mod step;
 
 use std::io;
 use std::io::IoSliceMut;
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use netecho_core::fault::Effects;
 use netecho_core::fault::tcp::{ReadGate, Shaper, Verdict};
-use netecho_core::fault::{Effects, EndAfter};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, ppoll};
 use nix::sys::socket::{
@@ -54,35 +61,59 @@ use tracing::debug;
 
 use crate::serve::admission::Permit;
 use crate::serve::blocking::wire::{Call, Socket, Wire};
-use crate::serve::contract::{BUF_SIZE, Conn, Copied, End, Next, pending::Pending};
+use crate::serve::contract::{BUF_SIZE, Conn, End, pending::Pending};
 use crate::serve::ctx::Ctx;
 use crate::serve::service::faults;
 use crate::serve::transport::tls::Tls;
 use crate::serve::transport::tls::socket::{self, Turn};
 use netecho_core::tls::{EPROTO, Session};
+pub(crate) use step::{Action, Ending, Finish, Ready, Step};
 
 /// The longest poll: how soon a stop is noticed.
 const STOP_CHECK: Duration = Duration::from_millis(100);
 
-/// After `close-after`'s FIN, how long what the client still sends is read
-/// and dropped, so that our close finds an empty receive queue (a close
-/// with unread bytes would be a reset, not the FIN asked for).
-pub(crate) const LINGER_AFTER_CLOSE: Duration = Duration::from_secs(2);
-
-/// How long `reset-after` waits for the client to acknowledge the bytes
-/// echoed before the reset: a reset throws away what the send queue still
-/// holds, so on a busy machine (a send the kernel deferred) the client
-/// could see fewer than the exact count. A client that stops reading gets
-/// its reset after this wait.
-pub(crate) const RESET_AWAITS_ACK: Duration = Duration::from_secs(1);
-
-/// How often that wait looks at the send queue again.
-pub(crate) const RESET_ACK_POLL: Duration = Duration::from_millis(1);
-
 /// True when the client acknowledged everything sent to it (or the kernel
 /// cannot say): a reset now loses none of the echo.
-pub(crate) fn all_acked(conn: std::os::fd::BorrowedFd<'_>) -> bool {
+fn all_acked(conn: BorrowedFd<'_>) -> bool {
     crate::sys::sockopt::unacked(conn).map_or(true, |n| n == 0)
+}
+
+/// Performs `f`, a step of a fault's end, on `sock` and reports it to `e`
+/// — all but [`Finish::Wait`], which is the model's own: the end once the
+/// connection is to close (after [`Finish::Reset`], with SO_LINGER 0 set so
+/// the close sends RST). `discard` reads and drops through the model's own
+/// call (tokio's readiness must see its WouldBlock); a socket it finds
+/// empty clears `readable`.
+pub(crate) fn finish(
+    f: Finish,
+    e: &mut Ending,
+    sock: BorrowedFd<'_>,
+    readable: &mut bool,
+    discard: &mut dyn FnMut() -> io::Result<usize>,
+) -> Option<End> {
+    match f {
+        Finish::Close(end) => return Some(end),
+        Finish::Reset => {
+            // SO_LINGER 0: the close sends RST, not FIN.
+            let _ = SockRef::from(&sock).set_linger(Some(Duration::ZERO));
+            return Some(End::Reset);
+        }
+        Finish::AwaitAck => e.acked(Instant::now(), all_acked(sock)),
+        Finish::Fin => {
+            let r = shutdown(sock.as_raw_fd(), Shutdown::Write).map_err(io::Error::from);
+            e.fin_sent(Instant::now(), &r);
+        }
+        Finish::Discard => match discard() {
+            Ok(n) => e.discarded(n),
+            // Nothing more yet: wait until readable.
+            Err(x) if x.kind() == io::ErrorKind::WouldBlock => *readable = false,
+            // A signal: read again.
+            Err(x) if x.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => e.discard_failed(),
+        },
+        Finish::Wait { .. } => {}
+    }
+    None
 }
 
 /// A faulted connection: its peer, its faults and its random seed.
@@ -155,44 +186,26 @@ pub(crate) fn echo(
     let ready = conn
         .set_nonblocking(true)
         .and_then(|()| ctx.nodelay(SockRef::from(conn)));
-    let end = match (ready, tls) {
-        (Err(e), _) => Ending::Core(End::from_io(&e)),
+    let ran = match (ready, tls) {
+        (Err(e), _) => Ran::Core(End::from_io(&e)),
         (Ok(()), None) => run(conn, f, ctx, buf, stop, &mut free_once),
         (Ok(()), Some(t)) => run_tls(conn, f, t, ctx, buf, stop, &mut free_once),
     };
     free_once();
-    match end {
-        Ending::Core(end) => end,
-        Ending::Reset => {
-            // The echo reaches the client before the reset throws away
-            // what is unsent.
-            let until = Instant::now() + RESET_AWAITS_ACK;
-            while !all_acked(conn.as_fd()) && Instant::now() < until {
-                std::thread::sleep(RESET_ACK_POLL);
-            }
-            // SO_LINGER 0: the close sends RST, not FIN.
-            let _ = SockRef::from(conn).set_linger(Some(Duration::ZERO));
-            End::Reset
-        }
-        Ending::Close => {
-            let r = shutdown(conn.as_raw_fd(), Shutdown::Write);
-            drain(conn, buf);
-            match r {
-                Ok(()) | Err(Errno::ENOTCONN) => End::Fin,
-                Err(e) => End::from_io(&io::Error::from(e)),
-            }
-        }
+    match ran {
+        Ran::Core(end) => end,
+        Ran::Fault(e) => end_as(conn, e, buf),
     }
 }
 
-/// How [`run`] ended: as the core said, or by a fault.
-enum Ending {
+/// How [`run`] or [`run_tls`] ended: as the core said, or by a fault.
+enum Ran {
     Core(End),
-    Reset,
-    Close,
+    Fault(Ending),
 }
 
-/// The loop of [`echo`]; `free` is called before our FIN goes out.
+/// The loop of [`echo`]: performs what [`Step`] says; `free` is called
+/// before the client can see the end.
 fn run(
     conn: &TcpStream,
     f: Faulted,
@@ -200,56 +213,34 @@ fn run(
     buf: &mut [u8],
     stop: &dyn Fn() -> bool,
     free: &mut dyn FnMut(),
-) -> Ending {
+) -> Ran {
     let fd = conn.as_raw_fd();
     stamp_arrivals(conn);
     let timeouts = ctx.timeouts();
-    let mut now = Instant::now();
-    // When the socket was last found empty: nothing read later arrived
-    // before it.
-    let mut empty_at = now;
-    let mut core = Conn::new(now, Pending::new());
-    let mut shaper = Shaper::new(now, f.effects, f.seed);
+    let start = Instant::now();
+    let mut core = Conn::new(start, Pending::new());
+    let shaper = Shaper::new(start, f.effects, f.seed);
+    let mut step = Step::new(start, f.peer, shaper, ctx.stats);
+    // Sends wait for room themselves (below): only reads can find nothing.
+    let mut ready = Ready::BOTH;
     loop {
-        faults::count(ctx.stats, f.peer, &shaper.applied());
-        now = Instant::now();
-        let (send_now, read) = match core.next() {
-            Next::Close(end) => return Ending::Core(end),
-            Next::ShutWrite => {
-                // The slot comes back before the client can see our FIN.
-                free();
+        let now = Instant::now();
+        let action = step.next(&mut core, &timeouts, now, ready);
+        if action.frees() {
+            free();
+        }
+        match action {
+            Action::Close(end) => return Ran::Core(end),
+            Action::End(e) => return Ran::Fault(e),
+            Action::ShutWrite => {
                 core.on_shut(shutdown(fd, Shutdown::Write).map_err(io::Error::from));
-                continue;
             }
-            Next::Io { read, .. } => (shaper.verdict(now, core.store().len()), read),
-        };
-        let mut wake = core.deadline(&timeouts).map(|(at, _)| at);
-        let mut soonest = |at: Instant| wake = Some(wake.map_or(at, |w| w.min(at)));
-        let mut events = PollFlags::empty();
-        let mut moved = false;
-        match send_now {
-            Verdict::End(EndAfter::Reset) => {
-                faults::count(ctx.stats, f.peer, &shaper.applied());
-                return Ending::Reset;
-            }
-            Verdict::End(EndAfter::Close) => {
-                faults::count(ctx.stats, f.peer, &shaper.applied());
-                return Ending::Close;
-            }
-            // Neither read nor write: the core's deadline ends it.
-            Verdict::End(EndAfter::Stall) | Verdict::Idle => {}
-            Verdict::Wait(at) => soonest(at),
-            Verdict::Send(n) => {
+            Action::Send(n) => {
                 // As the blocking loop sends: without blocking, waiting in
                 // poll(2) for room until the core's stall deadline.
                 let until = core.deadline(&timeouts).map(|(at, _)| at);
                 match Socket(fd).write_until(&core.store().as_slice()[..n], until) {
-                    Call::Done(w) => {
-                        let now = Instant::now();
-                        core.on_sent(now, w);
-                        shaper.on_sent(now, w);
-                        ctx.stats.bytes.add(w as u64);
-                    }
+                    Call::Done(w) => step.sent(&mut core, Instant::now(), w),
                     // The client took nothing until the deadline.
                     Call::Expired => {
                         if !core.on_timer(Instant::now(), &timeouts) {
@@ -263,60 +254,91 @@ fn run(
                         core.on_error(&io::Error::from(e));
                     }
                 }
-                moved = true;
             }
-        }
-        if read > 0 {
-            match shaper.read_gate(now) {
-                ReadGate::Open => {
-                    let want = read.min(buf.len());
-                    match recv_at(fd, &mut buf[..want], empty_at) {
-                        // The client's FIN: what is kept still goes out.
-                        Ok((0, _)) => {
-                            core.on_fin();
-                            moved = true;
-                        }
-                        Ok((n, arrived)) => {
-                            let flipped = shaper.on_read(arrived, &mut buf[..n]);
-                            for at in flipped {
-                                debug!(peer = %f.peer, byte = at, "corrupted");
-                            }
-                            core.on_read(now, Pending::piece(&buf[..n]), 0);
-                            moved = true;
-                        }
-                        // Nothing to read yet.
-                        Err(Errno::EAGAIN) => {
-                            empty_at = now;
-                            events |= PollFlags::POLLIN;
-                        }
-                        Err(e) => moved = !core.on_error(&io::Error::from(e)) || e == Errno::EINTR,
+            Action::Read(want) => {
+                let want = want.min(buf.len());
+                match recv_at(fd, &mut buf[..want], step.empty_at()) {
+                    Ok((n, arrived)) => step.received(&mut core, now, arrived, &mut buf[..n]),
+                    // Nothing to read yet.
+                    Err(Errno::EAGAIN) => {
+                        step.read_empty(now);
+                        ready.read = false;
+                    }
+                    // A signal: read again, unless it says to stop.
+                    Err(Errno::EINTR) if stop() => core.stop(),
+                    Err(Errno::EINTR) => {}
+                    Err(e) => {
+                        core.on_error(&io::Error::from(e));
                     }
                 }
-                ReadGate::At(at) => soonest(at),
-                ReadGate::Shut => {}
+            }
+            Action::Wait { read, write, until } => {
+                if stop() {
+                    core.stop();
+                    continue;
+                }
+                let mut events = PollFlags::empty();
+                if read {
+                    events |= PollFlags::POLLIN;
+                }
+                if write {
+                    events |= PollFlags::POLLOUT;
+                }
+                if let Err(e) = wait(conn.as_fd(), events, until.map_or(STOP_CHECK, left)) {
+                    core.on_error(&io::Error::from(e));
+                }
+                core.on_timer(Instant::now(), &timeouts);
+                ready = Ready::BOTH;
             }
         }
-        if moved {
-            continue;
-        }
-        if stop() {
-            core.stop();
-            continue;
-        }
-        // To the nanosecond: a wait rounded down to milliseconds wakes
-        // early and polls again, one rounded up holds an echo too long.
-        let wait = wake.map_or(STOP_CHECK, |w| {
-            w.saturating_duration_since(Instant::now()).min(STOP_CHECK)
-        });
-        let mut fds = [PollFd::new(conn.as_fd(), events)];
-        match ppoll(&mut fds, Some(TimeSpec::from_duration(wait)), None) {
-            // Interrupted by a signal: look at the stop state again.
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(e) => {
-                core.on_error(&io::Error::from(e));
+    }
+}
+
+/// How long until `at`, at most [`STOP_CHECK`].
+fn left(at: Instant) -> Duration {
+    at.saturating_duration_since(Instant::now()).min(STOP_CHECK)
+}
+
+/// Waits in ppoll(2) until `conn` has one of `events` or `wait` passed
+/// (interrupted by a signal: the caller looks at the stop state again).
+/// To the nanosecond: a wait rounded down to milliseconds wakes early and
+/// polls again, one rounded up holds an echo too long.
+fn wait(conn: BorrowedFd<'_>, events: PollFlags, wait: Duration) -> Result<(), Errno> {
+    let mut fds = [PollFd::new(conn, events)];
+    // Without events only time is waited for: a hung-up socket would
+    // otherwise end every wait at once.
+    let fds: &mut [PollFd<'_>] = if events.is_empty() { &mut [] } else { &mut fds };
+    match ppoll(fds, Some(TimeSpec::from_duration(wait)), None) {
+        Ok(_) | Err(Errno::EINTR) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Ends `conn` as fault `e` says ([`finish`]), waiting in ppoll(2). A stop
+/// does not cut it short: it takes [`step::LINGER_AFTER_CLOSE`] at most.
+fn end_as(conn: &TcpStream, mut e: Ending, buf: &mut [u8]) -> End {
+    let fd = conn.as_raw_fd();
+    let mut readable = true;
+    loop {
+        match e.next(Instant::now(), readable) {
+            Finish::Wait { read, until } => {
+                let events = if read {
+                    PollFlags::POLLIN
+                } else {
+                    PollFlags::empty()
+                };
+                let left = until.saturating_duration_since(Instant::now());
+                // An error shows in the next read.
+                let _ = wait(conn.as_fd(), events, left);
+                readable = true;
+            }
+            f => {
+                let mut discard = || recv(fd, buf, MsgFlags::MSG_DONTWAIT).map_err(io::Error::from);
+                if let Some(end) = finish(f, &mut e, conn.as_fd(), &mut readable, &mut discard) {
+                    return end;
+                }
             }
         }
-        core.on_timer(Instant::now(), &timeouts);
     }
 }
 
@@ -335,18 +357,18 @@ fn run_tls(
     buf: &mut [u8],
     stop: &dyn Fn() -> bool,
     free: &mut dyn FnMut(),
-) -> Ending {
+) -> Ran {
     let mut shaper = Shaper::new(Instant::now(), f.effects, f.seed);
     while let ReadGate::At(at) = shaper.read_gate(Instant::now()) {
         if stop() {
-            return Ending::Core(End::Stopped);
+            return Ran::Core(End::Stopped);
         }
         let wait = at.saturating_duration_since(Instant::now()).min(STOP_CHECK);
         let _ = ppoll(&mut [], Some(TimeSpec::from_duration(wait)), None);
     }
     let start = Instant::now();
     let Ok(mut session) = Session::new(&t.config, start, t.handshake_timeout) else {
-        return Ending::Core(End::Error(EPROTO));
+        return Ran::Core(End::Error(EPROTO));
     };
     session.pause_at_shut();
     let mut core = Conn::new(start, Pending::new());
@@ -367,7 +389,7 @@ fn run_tls(
         );
         ctx.stats.bytes.add(bytes);
         let (read, write) = match turn {
-            Turn::Close(end) => break Ending::Core(end),
+            Turn::Close(end) => break Ran::Core(end),
             Turn::Again => {
                 if session.take_shut() {
                     // Every echoed byte is out, our close_notify not yet.
@@ -386,17 +408,17 @@ fn run_tls(
             // A fault's end comes after every byte before it is out.
             Verdict::End(how) if session.all_sent() => {
                 faults::count(ctx.stats, f.peer, &shaper.applied());
-                match how {
-                    EndAfter::Reset => break Ending::Reset,
-                    EndAfter::Close if closing => break Ending::Close,
-                    EndAfter::Close => {
+                match Ending::of(how, now) {
+                    // close-after: our close_notify first, then our FIN.
+                    Some(Ending::Fin) if !closing => {
                         free();
                         session.close_notify_now(now);
                         closing = true;
                         continue;
                     }
+                    Some(e) => break Ran::Fault(e),
                     // Neither read nor write: the core's deadline ends it.
-                    EndAfter::Stall => {}
+                    None => {}
                 }
             }
             Verdict::Wait(at) => wake = Some(wake.map_or(at, |w| w.min(at))),
@@ -485,21 +507,4 @@ pub(crate) fn recv_at(
         }
     }
     Ok((msg.bytes, arrived.min(now)))
-}
-
-/// Reads and drops what the client still sends after our FIN, until its
-/// own FIN, an error, or [`LINGER_AFTER_CLOSE`].
-fn drain(conn: &TcpStream, buf: &mut [u8]) {
-    let until = Instant::now() + LINGER_AFTER_CLOSE;
-    let _ = conn.set_nonblocking(false);
-    while let Some(left) = until.checked_duration_since(Instant::now()) {
-        if left.is_zero() || conn.set_read_timeout(Some(left)).is_err() {
-            return;
-        }
-        match recv(conn.as_raw_fd(), buf, MsgFlags::empty()) {
-            Ok(0) => return,
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(_) => return,
-        }
-    }
 }

@@ -51,7 +51,7 @@
 //! shared socket stays: it never hashes a new client onto a busy worker, and
 //! the supervisor stops every accept with one `shutdown(2)`.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
@@ -71,6 +71,7 @@ use crate::serve::contract::timers::Timers;
 use crate::serve::contract::{self as core, End, Next, Timeouts};
 use crate::serve::ctx::Ctx;
 use crate::serve::lifecycle::supervise;
+use crate::serve::model::edge::write_some;
 use crate::serve::model::epoll_faults::{self, Faults};
 use crate::serve::transport::splice::{self, Kept, Piece, ZeroCopy};
 use crate::serve::transport::tls::socket::{self, Turn};
@@ -87,9 +88,6 @@ const READ_BUDGET: usize = 16;
 /// Connections one listener may hand over per turn before connections
 /// already open are served.
 const ACCEPT_BUDGET: usize = 64;
-/// Writes tried per chunk: each one that makes progress or is interrupted
-/// counts, so a misbehaving kernel cannot keep us in the loop.
-const WRITE_TRIES: usize = 8;
 
 /// Starts `ctx.workers` event loops and serves until a signal stops the
 /// server.
@@ -143,7 +141,8 @@ struct Client {
     /// one pays a null pointer for it: the TLS layer or the faults.
     side: Option<Box<Side>>,
     /// Its place under the limits; the last field, so it is given back
-    /// after the socket is closed (a fault's end gives it back before).
+    /// after the socket is closed (a faulted client's before, at every
+    /// end: `Action::frees`).
     permit: Permit,
 }
 
@@ -402,7 +401,7 @@ impl Worker {
                     hints,
                     &mut c.permit,
                     &mut self.buf,
-                    self.ctx,
+                    &self.timeouts,
                 ) {
                     epoll_faults::Turn::Wait => Step::Wait,
                     epoll_faults::Turn::Again => Step::Again,
@@ -489,7 +488,9 @@ impl Worker {
         }
         let side = match self.ctx.tls.as_ref().filter(|_| tls) {
             // A faulted plain connection: served in this loop too.
-            None => faulted.map(|f| Box::new(Side::Faults(Faults::new(&stream, f)))),
+            None => {
+                faulted.map(|f| Box::new(Side::Faults(Faults::new(&stream, f, self.ctx.stats))))
+            }
             Some(t) => match Session::new(&t.config, self.now, t.handshake_timeout) {
                 Ok(c) => Some(Box::new(Side::Tls(c))),
                 Err(e) => {
@@ -548,7 +549,7 @@ impl Worker {
     /// FIN is out. Closing the only descriptor of an accepted socket also
     /// takes it out of the epoll set, so no deregister call is needed.
     fn close(&mut self, i: usize, end: End) {
-        if let Some(c) = self.conns.try_remove(i) {
+        if let Some(mut c) = self.conns.try_remove(i) {
             let conns = &self.conns;
             self.timers.forget(c.armed, |&(j, id)| {
                 conns.get(j).is_some_and(|live| live.id == id)
@@ -559,6 +560,12 @@ impl Worker {
                 debug!(peer = %c.peer, reason = f.label(), "TLS handshake failed");
             }
             debug!(peer = %c.peer, tls = c.tls().is_some(), %end, "connection closed");
+            if matches!(c.side.as_deref(), Some(Side::Faults(_))) {
+                // A faulted client's slot goes back before it can see the
+                // end, as in every model that applies faults (its turn did
+                // so already, unless its timer ended it).
+                c.permit.release();
+            }
             // The socket first, then the permit (the struct's field order).
             drop(c);
         }
@@ -758,35 +765,6 @@ fn flush(c: &mut Client, now: Instant, bytes: &mut u64) {
             c.core.on_error(&e);
         }
     }
-}
-
-/// Writes `data` until done or the socket would block (clearing
-/// `writable`); returns how many bytes went out.
-fn write_some(stream: &mut TcpStream, data: &[u8], writable: &mut bool) -> io::Result<usize> {
-    let mut off = 0;
-    for _ in 0..WRITE_TRIES {
-        if off == data.len() || !*writable {
-            break;
-        }
-        match stream.write(&data[off..]) {
-            // A TCP send never takes 0 of a non-empty buffer: it is dead.
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                off += n;
-                // A short write filled the send buffer: a writable edge
-                // comes when it drains, so skip the write that would block.
-                if off < data.len() {
-                    *writable = false;
-                }
-            }
-            // The send buffer is full: the rest waits for a writable edge.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => *writable = false,
-            // A signal: write again.
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(off)
 }
 
 /// What only TLS and faulted clients carry costs every other client one

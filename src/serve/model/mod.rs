@@ -15,6 +15,7 @@
 //! every model (uring with a copying core for those clients: see
 //! `uring/tls.rs`).
 
+mod edge;
 pub mod epoll;
 mod epoll_faults;
 pub mod fork;

@@ -212,7 +212,9 @@ fn admit(stream: TcpStream, peer: SocketAddr, tls: bool, ctx: &'static Ctx) {
             let end = match (tls, faulted) {
                 (Some(tls), _) => serve_tls(stream, tls, ctx).await,
                 // A faulted plain connection: a task like the others.
-                (None, Some(f)) => tokio_faults::serve(stream, f, ctx, &mut slot.permit).await,
+                (None, Some(f)) => {
+                    tokio_faults::serve(stream, f, ctx, &mut slot.permit, &BUF).await
+                }
                 (None, None) => serve(stream, ctx).await,
             };
             ctx.stats.count_end(end);

@@ -25,18 +25,31 @@
 //! moved that much once is a bulk transfer). `--zero-copy on` splices from
 //! the first byte, `off` never.
 //!
+//! # The pipe's size, and so what a connection keeps
+//! A pipe starts at the kernel's default (16 pages, 64 KiB). A connection
+//! whose pipe fills while its socket holds more grows it to [`BIG_PIPE`]
+//! (1 MiB), so a 1 MiB message costs one splice in and one out instead of
+//! 16 + 16, within the process's [`Growth`] budget (a quarter of the user's
+//! soft pipe page limit). The pipe's capacity is the bound on what a
+//! spliced connection keeps: 64 KiB, or 1 MiB once grown.
+//!
 //! # Refused
 //! A seccomp filter or a kernel without splice makes [`ZeroCopy::resolve`]
 //! turn the mode off, with one log line; a connection whose pipe cannot be
-//! made (out of descriptors) stays on the buffer path. Neither loses a byte.
+//! made (out of descriptors) stays on the buffer path; a pipe that may not
+//! grow (the budget is spent, or EPERM: the user is at its pipe page limit)
+//! stays as it is. None of them loses a byte.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use clap::ValueEnum;
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
+use nix::sys::socket::{MsgFlags, recv};
 use tracing::{info, warn};
 
 use crate::serve::contract::pending::Pending;
@@ -114,21 +127,193 @@ struct Pipe {
     w: OwnedFd,
     /// Its capacity (F_GETPIPE_SZ): the most a connection keeps.
     cap: usize,
+    /// Pages it holds of the process's [`Growth`] budget (0 until grown),
+    /// given back when it closes.
+    lent: usize,
+    /// The budget it grows from (the process's; a test's own in tests).
+    growth: &'static Growth,
+    /// How many more times a full pipe may look whether the socket holds
+    /// more (then grow); 0 once it grew or was refused.
+    probes: u8,
 }
 
 impl Pipe {
-    /// A non-blocking pipe. Its size is the kernel's default (16 pages):
-    /// bigger pipes count against the per-user pipe page limit, and over
-    /// that limit the kernel hands out one-page pipes to everyone.
+    /// A non-blocking pipe. Its size is the kernel's default (16 pages); it
+    /// grows only through [`Pipe::grow`], within the process's budget.
     fn new() -> io::Result<Pipe> {
+        Pipe::with_growth(Growth::process())
+    }
+
+    fn with_growth(growth: &'static Growth) -> io::Result<Pipe> {
         let (r, w) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
         let cap = fcntl(&r, FcntlArg::F_GETPIPE_SZ)?;
         Ok(Pipe {
             r,
             w,
             cap: usize::try_from(cap).unwrap_or(4096).max(1),
+            lent: 0,
+            growth,
+            probes: GROW_PROBES,
         })
     }
+
+    /// The pipe is full: if the socket `sock` holds more bytes still (a
+    /// message larger than the pipe, or a stream), grows the pipe. Looks at
+    /// most [`GROW_PROBES`] times per connection (one `recv(MSG_PEEK)` of a
+    /// byte each), so a connection whose messages just fit pays nothing
+    /// after its first few.
+    fn grow_if_more(&mut self, sock: BorrowedFd<'_>) -> bool {
+        if self.probes == 0 {
+            return false;
+        }
+        self.probes -= 1;
+        let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+        match recv(sock.as_raw_fd(), &mut [0u8; 1], flags) {
+            Ok(1) => {
+                self.probes = 0;
+                self.grow()
+            }
+            // Nothing more (EAGAIN), the FIN (0) or an error the next
+            // splice will see: no reason to grow.
+            _ => false,
+        }
+    }
+
+    /// Grows the pipe to [`Growth::size`] (F_SETPIPE_SZ) if the budget has
+    /// the pages. Any refusal (the budget is spent, or the kernel says
+    /// EPERM because the user is at its pipe page limit) leaves the pipe as
+    /// it is: the connection goes on at the default size, nothing lost.
+    /// True when it grew.
+    fn grow(&mut self) -> bool {
+        let g = self.growth;
+        if g.size <= self.cap {
+            return false;
+        }
+        let pages = (g.size - self.cap).div_ceil(g.page);
+        if !g.take(pages) {
+            return false;
+        }
+        let size = libc::c_int::try_from(g.size).unwrap_or(libc::c_int::MAX);
+        match fcntl(&self.w, FcntlArg::F_SETPIPE_SZ(size)) {
+            Ok(got) => {
+                let got = usize::try_from(got).unwrap_or(self.cap).max(self.cap);
+                let used = (got - self.cap).div_ceil(g.page).min(pages);
+                g.give(pages - used);
+                self.lent = used;
+                self.cap = got;
+                true
+            }
+            Err(e) => {
+                g.give(pages);
+                tracing::debug!("pipe not grown ({e}); it stays at {} bytes", self.cap);
+                false
+            }
+        }
+    }
+}
+
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        self.growth.give(self.lent);
+    }
+}
+
+/// The pipe pages a process may add by growing its connections' pipes, in
+/// total. Pipe pages count against a per-user limit
+/// (`/proc/sys/fs/pipe-user-pages-soft`, 16,384 pages by default): once a
+/// user is over it, the kernel gives every new pipe of that user one or two
+/// pages, and refuses F_SETPIPE_SZ to an unprivileged one (EPERM). So the
+/// server grows pipes into at most a quarter of that limit ([`GROW_SHARE`]):
+/// with the default, 16 MiB, sixteen connections at 1 MiB at once; the
+/// others keep the default pipe and never make anyone's pipe smaller.
+#[derive(Debug)]
+pub(crate) struct Growth {
+    /// The size a pipe grows to: [`BIG_PIPE`], or less where
+    /// `/proc/sys/fs/pipe-max-size` is lower.
+    size: usize,
+    /// The page size the kernel accounts pipes in.
+    page: usize,
+    /// Pages the process may lend to grown pipes, all of them together.
+    limit: usize,
+    /// Pages lent now.
+    lent: AtomicUsize,
+}
+
+/// The size a connection's pipe grows to once it fills the default one: a
+/// 1 MiB message then takes one splice in and one out instead of sixteen
+/// of each (and the splice out hands TCP the whole of it at once). It is
+/// also, with the default `pipe-max-size`, the most an unprivileged user
+/// may ask for.
+pub(crate) const BIG_PIPE: usize = 1 << 20;
+
+/// The share of the per-user pipe page limit the server grows pipes into:
+/// one quarter, so that a server with many bulk connections leaves three
+/// quarters to its own default pipes and to the user's other programs.
+pub(crate) const GROW_SHARE: usize = 4;
+
+/// How many times a connection whose pipe filled looks whether its socket
+/// held more (see [`Pipe::grow_if_more`]).
+const GROW_PROBES: u8 = 4;
+
+/// `pipe-user-pages-soft` where it reads 0 (no limit) or cannot be read:
+/// the kernel's default.
+const DEFAULT_USER_PAGES: usize = 16 * 1024;
+
+impl Growth {
+    /// The process's budget, read from /proc once.
+    fn process() -> &'static Growth {
+        static G: OnceLock<Growth> = OnceLock::new();
+        G.get_or_init(|| {
+            let soft = read_proc_usize("/proc/sys/fs/pipe-user-pages-soft")
+                .filter(|&n| n > 0)
+                .unwrap_or(DEFAULT_USER_PAGES);
+            let max = read_proc_usize("/proc/sys/fs/pipe-max-size").unwrap_or(BIG_PIPE);
+            let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+                .ok()
+                .flatten()
+                .and_then(|p| usize::try_from(p).ok())
+                .filter(|&p| p > 0)
+                .unwrap_or(4096);
+            Growth::new(BIG_PIPE.min(max), page, soft / GROW_SHARE)
+        })
+    }
+
+    /// A budget of `limit` pages for pipes grown to `size`.
+    pub(crate) const fn new(size: usize, page: usize, limit: usize) -> Growth {
+        Growth {
+            size,
+            page,
+            limit,
+            lent: AtomicUsize::new(0),
+        }
+    }
+
+    /// Takes `pages` if the budget has them.
+    fn take(&self, pages: usize) -> bool {
+        self.lent
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |lent| {
+                lent.checked_add(pages).filter(|&t| t <= self.limit)
+            })
+            .is_ok()
+    }
+
+    /// Gives `pages` back.
+    fn give(&self, pages: usize) {
+        if pages > 0 {
+            self.lent.fetch_sub(pages, Ordering::Relaxed);
+        }
+    }
+
+    /// Pages lent now, for tests.
+    #[cfg(test)]
+    fn lent(&self) -> usize {
+        self.lent.load(Ordering::Relaxed)
+    }
+}
+
+/// A number in a /proc file, if it reads as one.
+fn read_proc_usize(path: &str) -> Option<usize> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 /// The pipe and how many bytes the core keeps in it.
@@ -402,7 +587,14 @@ pub(crate) fn drive(
         match splice(sock, None, s.pipe.w.as_fd(), None, read, FLAGS) {
             // The client's FIN: what is kept goes out first, then ours.
             Ok(0) => core.on_fin(),
-            Ok(n) => core.on_read(now, Piece::Spliced(n), 0),
+            Ok(n) => {
+                core.on_read(now, Piece::Spliced(n), 0);
+                if let Some(s) = core.store_mut().spliced.as_deref_mut()
+                    && s.len >= s.pipe.cap
+                {
+                    s.pipe.grow_if_more(sock);
+                }
+            }
             // An empty pipe: the socket is empty; wait for the next edge.
             Err(Errno::EAGAIN) if was_empty => *h.readable = false,
             // The pipe may be out of slots: read after the next send.
@@ -459,6 +651,124 @@ mod tests {
         Store::consume(&mut k, 100);
         assert_eq!(Store::room(&k), 100);
         assert_eq!(Store::len(&k), cap - 100);
+    }
+
+    /// A stream of `len` bytes from a client through [`drive`] over a
+    /// pipe grown from `growth`: returns the echo, the bytes counted, and
+    /// the largest capacity the pipe had.
+    fn echo_through(growth: &'static Growth, len: u32) -> (Vec<u8>, Vec<u8>, u64, usize) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, _) = l.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
+        let writer = {
+            let data = data.clone();
+            let mut c = client.try_clone().unwrap();
+            std::thread::spawn(move || {
+                c.write_all(&data).unwrap();
+                c.shutdown(std::net::Shutdown::Write).unwrap();
+            })
+        };
+        let reader = std::thread::spawn(move || {
+            let mut back = Vec::new();
+            client.read_to_end(&mut back).unwrap();
+            back
+        });
+        let mut kept = Kept::new(ZeroCopy::Off);
+        kept.spliced = Some(Box::new(Spliced {
+            pipe: Pipe::with_growth(growth).unwrap(),
+            len: 0,
+        }));
+        let mut core = Conn::new(Instant::now(), kept);
+        let (mut readable, mut writable) = (true, true);
+        let (mut bytes, mut most) = (0, 0);
+        let end = loop {
+            let turn = drive(
+                &mut core,
+                server.as_fd(),
+                Hints {
+                    readable: &mut readable,
+                    writable: &mut writable,
+                },
+                Instant::now(),
+                &mut bytes,
+                16,
+            );
+            most = most.max(core.store().spliced.as_ref().unwrap().pipe.cap);
+            match turn {
+                Turn::Close(end) => break end,
+                // No poller here: look again shortly, as an edge would.
+                Turn::Wait | Turn::Again => {
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                    readable = true;
+                    writable = true;
+                }
+            }
+        };
+        assert_eq!(end, End::Fin);
+        drop(core);
+        drop(server);
+        writer.join().unwrap();
+        (data, reader.join().unwrap(), bytes, most)
+    }
+
+    /// A stream larger than the pipe grows it to [`BIG_PIPE`] (the kernel
+    /// lets this test's user, or root, have 1 MiB pipes), echoes every
+    /// byte, and gives the pages back when the connection ends.
+    #[test]
+    fn a_pipe_that_fills_with_more_waiting_grows_and_gives_its_pages_back() {
+        static G: Growth = Growth::new(BIG_PIPE, 4096, 1024);
+        let (data, back, bytes, most) = echo_through(&G, 8_000_000);
+        assert!(back == data, "the echo differs from what was sent");
+        assert_eq!(bytes, data.len() as u64);
+        assert_eq!(most, BIG_PIPE, "the pipe did not grow");
+        assert_eq!(G.lent(), 0, "pages still lent after the connection ended");
+    }
+
+    /// With the budget spent the pipe keeps its default size and the echo
+    /// is whole: the fallback costs speed, never bytes.
+    #[test]
+    fn a_spent_budget_leaves_the_pipe_as_it_is_and_loses_nothing() {
+        static G: Growth = Growth::new(BIG_PIPE, 4096, 0);
+        let (data, back, bytes, most) = echo_through(&G, 3_000_000);
+        assert!(back == data, "the echo differs from what was sent");
+        assert_eq!(bytes, data.len() as u64);
+        assert!(most < BIG_PIPE, "the pipe grew to {most} with no budget");
+        assert_eq!(G.lent(), 0);
+    }
+
+    /// The budget bounds the pages of all grown pipes together: the second
+    /// pipe is refused while the first holds its pages, and granted once
+    /// they are back.
+    #[test]
+    fn the_budget_is_shared_and_given_back() {
+        static G: Growth = Growth::new(BIG_PIPE, 4096, 300);
+        let mut a = Pipe::with_growth(&G).unwrap();
+        let mut b = Pipe::with_growth(&G).unwrap();
+        assert!(a.grow(), "the first pipe did not grow");
+        assert_eq!(a.cap, BIG_PIPE);
+        assert_eq!(G.lent(), (BIG_PIPE - 65536) / 4096);
+        assert!(!b.grow(), "two pipes grew within one pipe's budget");
+        assert_eq!(b.cap, 65536);
+        drop(a);
+        assert_eq!(G.lent(), 0);
+        assert!(b.grow(), "the pages given back were not lent again");
+        drop(b);
+        assert_eq!(G.lent(), 0);
+    }
+
+    /// The process's budget is a quarter of the user's soft pipe page
+    /// limit, and its pipes grow at most to `pipe-max-size`.
+    #[test]
+    fn the_process_budget_is_a_quarter_of_the_user_limit() {
+        let g = Growth::process();
+        let soft = read_proc_usize("/proc/sys/fs/pipe-user-pages-soft")
+            .filter(|&n| n > 0)
+            .unwrap_or(DEFAULT_USER_PAGES);
+        assert_eq!(g.limit, soft / GROW_SHARE);
+        let max = read_proc_usize("/proc/sys/fs/pipe-max-size").unwrap_or(BIG_PIPE);
+        assert_eq!(g.size, BIG_PIPE.min(max));
     }
 
     /// A real socket pair through [`drive`]: every byte comes back in

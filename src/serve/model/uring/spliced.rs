@@ -31,8 +31,9 @@
 //! epoll` cost 0.56 / 0.60 / 0.69×: no run had uring dearer. So `auto`
 //! does not hand large connections to another model (it could not move a
 //! connection between loops without a second event loop per worker, for no
-//! measured gain); making splice itself cheaper (fewer, larger pipe-fulls)
-//! would help both models alike.
+//! measured gain). What made both cheaper alike is fewer, larger
+//! pipe-fulls: a pipe that fills with more waiting grows to 1 MiB
+//! (`transport/splice.rs`, `Growth`).
 //!
 //! # What stays the same
 //! The connection core ([`core::Conn`] over [`Kept`]) keeps the contract:
