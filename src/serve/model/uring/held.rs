@@ -78,7 +78,7 @@ pub(super) struct Held {
     /// message costs no allocation per message; boxed, so the connections
     /// that never need it pay one word. Never holds a chunk while `first`
     /// is empty.
-    rest: Option<Box<VecDeque<Chunk>>>,
+    rest: Option<Rest>,
     /// Bytes received and not yet sent.
     unsent: usize,
     /// Buffers one connection may hold before its receive pauses
@@ -88,9 +88,13 @@ pub(super) struct Held {
     lent: bool,
 }
 
+/// The chunks a connection holds after its first ([`Held`]): boxed, so a
+/// slot pays one word for them, not a deque's four.
+type Rest = Box<VecDeque<Chunk>>;
+
 /// [`Held::pop_chunk`] on its two fields, for a caller that has the spill
 /// borrowed.
-fn pop_chunk(first: &mut Option<Chunk>, rest: &mut Option<Box<VecDeque<Chunk>>>) -> Option<Chunk> {
+fn pop_chunk(first: &mut Option<Chunk>, rest: &mut Option<Rest>) -> Option<Chunk> {
     let c = first.take()?;
     *first = rest.as_mut().and_then(|r| r.pop_front());
     Some(c)
