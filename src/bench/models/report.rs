@@ -137,7 +137,7 @@ fn join_note(note: &str, more: &str) -> String {
 pub(crate) fn lines_legend() -> String {
     format!(
         "(CPU us/req: the server's CPU per request, its threads and forked children included \
-         (/proc/PID/stat utime+stime+cutime+cstime, live children's /proc/PID/task/*/schedstat); \
+         (each live process's CPU-time clock, ns, exited threads included; reaped children's cutime+cstime); \
          mach us/req: the whole machine's busy CPU per request, every core and the load \
          included (/proc/stat), so work a server only pushes onto its client is no gain there; \
          on stream rows N/MiB is the server's CPU per MiB echoed (and the machine's), MB/s one direction; \
@@ -246,7 +246,7 @@ pub(crate) fn tables_header(suite: &Suite, command: &str) -> Vec<String> {
         suite.programs.netecho.display()
     ));
     lines.push(format!(
-        "CPU:      server CPU per request = Δ over the window of the server's utime+stime+cutime+cstime (/proc/PID/stat, {} ticks/s) + its live children's run time (/proc/PID/task/*/schedstat, ns), / requests",
+        "CPU:      server CPU per request = Δ over the window of the CPU-time clock (clock_getcpuclockid, ns, exited threads included) of the server and each live child, + its reaped children's cutime+cstime (/proc/PID/stat, {} ticks/s), / requests",
         setup.clk_tck
     ));
     lines.push(
