@@ -54,33 +54,62 @@ fn tree(root: i32, all: &ProcTable) -> Vec<i32> {
 /// `/proc/PID/stat` truncates each process's utime and stime to whole 10 ms
 /// ticks, so fifty forked children that each ran 5 ms in a window would add
 /// up to nothing, and a threaded server that ran 8 ms in a short window
-/// would read 0. So the server's own time is the larger of its utime+stime
-/// (every thread, dead ones included, truncated once) and the run time of
-/// its live threads from `/proc/PID/task/*/schedstat` (in ns, but blind to
-/// threads that exited); its cutime+cstime add the reaped children. Live
-/// descendants (single-threaded workers and per-connection children) are
-/// read from their schedstat, in ns. A child reaped between two reads moves
-/// from one sum to the other; at worst one child is counted once more or
-/// less, negligible against the thousands of requests a window holds.
+/// would read 0. So every live process is read on its CPU-time clock
+/// (`clock_getcpuclockid`): the scheduler's run time in ns of all its
+/// threads, those that exited included, one clock for every sample. The
+/// root's cutime+cstime add its reaped children, in ticks (no finer record
+/// of them is kept). Where the clock cannot be read, a process falls back to
+/// its live threads' `/proc/PID/task/*/schedstat`, then to its ticks. A
+/// child reaped between two reads moves from one sum to the other; at worst
+/// one child is counted once more or less, negligible against the
+/// thousands of requests a window holds.
+///
+/// Replaced the larger of the root's ticks and its live threads'
+/// schedstat, taken per sample: two samples could take different clocks,
+/// so a window's difference could mix them, and a thread that exited took
+/// its schedstat time with it.
 pub(crate) fn tree_cpu_ns(root: i32, clk_tck: f64) -> Result<u64> {
     let all = scan();
     let Some(&(_, root_ticks, own_ticks)) = all.get(&root) else {
         return Err(Error::Measure("the server exited during the run".into()));
     };
     let tick_ns = 1e9 / clk_tck;
-    let reaped_ns = (root_ticks.saturating_sub(own_ticks) as f64 * tick_ns) as u64;
-    let own_ns = ((own_ticks as f64 * tick_ns) as u64).max(task_runtime_ns(root).unwrap_or(0));
+    let ticks_ns = |t: u64| (t as f64 * tick_ns) as u64;
+    let reaped_ns = ticks_ns(root_ticks.saturating_sub(own_ticks));
+    let own_ns = process_cpu_ns(root)
+        .or_else(|| task_runtime_ns(root))
+        .unwrap_or_else(|| ticks_ns(own_ticks));
     let mut total = own_ns.saturating_add(reaped_ns);
     for pid in tree(root, &all).into_iter().skip(1) {
-        total = total.saturating_add(match task_runtime_ns(pid) {
-            Some(ns) => ns,
-            // schedstat unavailable: the truncated ticks are all there is.
-            None => all
-                .get(&pid)
-                .map_or(0, |&(_, t, _)| (t as f64 * tick_ns) as u64),
-        });
+        total = total.saturating_add(
+            process_cpu_ns(pid)
+                .or_else(|| task_runtime_ns(pid))
+                .unwrap_or_else(|| all.get(&pid).map_or(0, |&(_, t, _)| ticks_ns(t))),
+        );
     }
     Ok(total)
+}
+
+/// CPU time (ns) of every thread of process `pid`, living or exited, from
+/// its CPU-time clock; `None` if it is gone or the clock cannot be read.
+fn process_cpu_ns(pid: i32) -> Option<u64> {
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: `clock` is a valid place for the clock id; the call only
+    // writes it.
+    if unsafe { libc::clock_getcpuclockid(pid, &mut clock) } != 0 {
+        return None;
+    }
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to fill.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return None;
+    }
+    let secs = u64::try_from(ts.tv_sec).ok()?;
+    let nanos = u64::try_from(ts.tv_nsec).ok()?;
+    Some(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
 }
 
 /// Run time (ns) of every live thread of a process, from the first field of
@@ -174,9 +203,8 @@ mod tests {
 
     /// A few milliseconds of a server's work show up at their size: less
     /// than one 10 ms tick, which utime+stime alone would round to nothing
-    /// or to whole ticks. The server is a shell spinning in a loop (one
-    /// thread, none that exited, as an event-model server), measured over
-    /// 3 ms windows. On a busy machine the spinner may not run in a given
+    /// or to whole ticks. The server is a shell spinning in a loop,
+    /// measured over 3 ms windows. On a busy machine the spinner may not run in a given
     /// window, so windows are taken (at most 2 s of them) until three saw
     /// it run; a figure that is not a whole number of ticks shows the
     /// finer clock.
@@ -205,6 +233,45 @@ mod tests {
             seen.iter().any(|&ns| ns > 0 && ns % tick_ns != 0),
             "3 ms windows of a spinning process read as nothing or whole {tick_ns} ns ticks: {seen:?}"
         );
+    }
+
+    /// A thread that worked and exited inside the window still counts, at
+    /// its size: 5 ms of spinning is half a tick, which ticks would round
+    /// away, and a live thread's schedstat no longer holds it.
+    #[test]
+    fn the_time_of_a_thread_that_exited_is_counted() {
+        let me = std::process::id() as i32;
+        let clk = proc::clock_ticks();
+        let before = tree_cpu_ns(me, clk).expect("this process is alive");
+        let spun = std::thread::spawn(|| {
+            let t0 = std::time::Instant::now();
+            let mut x: u64 = 0;
+            // Its own CPU clock, not the wall clock: a busy machine may not
+            // run it at once.
+            while thread_cpu_ns() < 5_000_000 && t0.elapsed() < std::time::Duration::from_secs(2) {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+            thread_cpu_ns()
+        })
+        .join()
+        .expect("the spinner ends");
+        let after = tree_cpu_ns(me, clk).expect("this process is alive");
+        assert!(
+            after.saturating_sub(before) >= spun,
+            "a thread that ran {spun} ns and exited added only {} ns",
+            after.saturating_sub(before)
+        );
+    }
+
+    /// This thread's own CPU time (ns).
+    fn thread_cpu_ns() -> u64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid timespec for the call to fill.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
     }
 
     #[test]

@@ -240,7 +240,11 @@ impl Suite {
 fn brief(o: &Outcome) -> String {
     match o {
         Outcome::Traffic(t) => format!("{:.0} req/s, {:.2} µs CPU per request", t.req_s, t.cpu_us),
-        Outcome::Memory(m) => format!("{:.0} connections, {:.1} KiB each", m.conns, m.kib_per_conn),
+        Outcome::Memory(m) => format!(
+            "{:.0} connections, {:.0} B each",
+            m.conns,
+            m.kib_per_conn * 1024.0
+        ),
         Outcome::Stream(s) => format!(
             "{:.0} MiB/s, {:.1} µs CPU per MiB echoed",
             s.mib_s, s.cpu_us_per_mib

@@ -137,7 +137,7 @@ fn join_note(note: &str, more: &str) -> String {
 pub(crate) fn lines_legend() -> String {
     format!(
         "(CPU us/req: the server's CPU per request, its threads and forked children included \
-         (/proc/PID/stat utime+stime+cutime+cstime, live children's /proc/PID/task/*/schedstat); \
+         (each live process's CPU-time clock, ns, exited threads included; reaped children's cutime+cstime); \
          mach us/req: the whole machine's busy CPU per request, every core and the load \
          included (/proc/stat), so work a server only pushes onto its client is no gain there; \
          on stream rows N/MiB is the server's CPU per MiB echoed (and the machine's), MB/s one direction; \
@@ -246,7 +246,7 @@ pub(crate) fn tables_header(suite: &Suite, command: &str) -> Vec<String> {
         suite.programs.netecho.display()
     ));
     lines.push(format!(
-        "CPU:      server CPU per request = Δ over the window of the server's utime+stime+cutime+cstime (/proc/PID/stat, {} ticks/s) + its live children's run time (/proc/PID/task/*/schedstat, ns), / requests",
+        "CPU:      server CPU per request = Δ over the window of the CPU-time clock (clock_getcpuclockid, ns, exited threads included) of the server and each live child, + its reaped children's cutime+cstime (/proc/PID/stat, {} ticks/s), / requests",
         setup.clk_tck
     ));
     lines.push(
@@ -386,7 +386,7 @@ pub(crate) fn table(w: Workload, rows: &[Row], idle_conns: usize) -> Vec<String>
     };
     lines.push(match w.shape {
         Shape::Idle => format!(
-            "{:<TABLE_LABEL$} {:>6} {:>7} {:>6} {:>11} {:>11} {:>9} {:>9} {:>11} {:>12}  note",
+            "{:<TABLE_LABEL$} {:>6} {:>7} {:>6} {:>11} {:>11} {:>9} {:>7} {:>9} {:>11} {:>12}  note",
             "server",
             "conns",
             "open s",
@@ -394,6 +394,7 @@ pub(crate) fn table(w: Workload, rows: &[Row], idle_conns: usize) -> Vec<String>
             "PSS0 KiB",
             "PSS1 KiB",
             "KiB/conn",
+            "B/conn",
             "-C epoll",
             "CPU us/conn",
             "mach us/conn"
@@ -443,13 +444,14 @@ pub(crate) fn table(w: Workload, rows: &[Row], idle_conns: usize) -> Vec<String>
                 outcome: Outcome::Memory(m),
                 note,
             }) => format!(
-                "{label:<TABLE_LABEL$} {:>6} {:>7} {:>6} {:>11} {:>11} {:>9} {:>9} {:>11} {:>12}  {note}",
+                "{label:<TABLE_LABEL$} {:>6} {:>7} {:>6} {:>11} {:>11} {:>9} {:>7} {:>9} {:>11} {:>12}  {note}",
                 format!("{:.0}", m.conns),
                 num(m.open_s),
                 format!("{:.0}", m.procs),
                 format!("{:.0}", m.pss_before_kib),
                 format!("{:.0}", m.pss_after_kib),
                 num(m.kib_per_conn),
+                format!("{:.0}", m.kib_per_conn * 1024.0),
                 c_base.map_or("-".into(), |c| format!("{:+.2}", m.kib_per_conn - c)),
                 num(m.cpu_us_per_conn),
                 num(m.machine_us_per_conn),
@@ -470,7 +472,7 @@ pub(crate) fn table(w: Workload, rows: &[Row], idle_conns: usize) -> Vec<String>
             heads.join(", ")
         ),
         Shape::Idle => format!(
-            "(PSS of the server and its children (/proc/PID/smaps_rollup) before = after one warm-up connection, after = all open + {} ms; KiB/conn = (PSS1 - PSS0) / conns; -C epoll = KiB/conn minus C epoll's (a ratio to a near-zero base would mean nothing); kernel socket memory is not in PSS; CPU us/conn = server CPU to accept, serve one round trip and keep each connection; mach us/conn the whole machine's (/proc/stat))",
+            "(PSS of the server and its children (/proc/PID/smaps_rollup) before = after one warm-up connection, after = all open + {} ms; KiB/conn = (PSS1 - PSS0) / conns; B/conn = the same in bytes (PSS is read in whole KiB, so at 10,000 connections it moves in steps of about 0.1 B); -C epoll = KiB/conn minus C epoll's (a ratio to a near-zero base would mean nothing); kernel socket memory is not in PSS; CPU us/conn = server CPU to accept, serve one round trip and keep each connection; mach us/conn the whole machine's (/proc/stat))",
             IDLE_SETTLE.as_millis()
         ),
     });

@@ -67,7 +67,18 @@ pub(super) struct Held {
     /// Boxed: most connections never spill, and a connection's slot is the
     /// server's memory per connection (a million idle ones hold none).
     spill: Option<Box<Spill>>,
-    chunks: VecDeque<Chunk>,
+    /// The oldest chunk held, inline: an echo of small messages holds one
+    /// at a time, so most connections never allocate for their chunks (an
+    /// idle connection's memory is its slot, and a deque allocated at its
+    /// first message would add 80 bytes to it).
+    first: Option<Chunk>,
+    /// The chunks after `first`, in order, for a connection that once held
+    /// more than one (a message across two buffers, a client ahead of its
+    /// echo). Kept once allocated, so that holding two chunks at every
+    /// message costs no allocation per message; boxed, so the connections
+    /// that never need it pay one word. Never holds a chunk while `first`
+    /// is empty.
+    rest: Option<Rest>,
     /// Bytes received and not yet sent.
     unsent: usize,
     /// Buffers one connection may hold before its receive pauses
@@ -75,6 +86,18 @@ pub(super) struct Held {
     cap_bufs: u16,
     /// The spill is out, owned by the send in flight.
     lent: bool,
+}
+
+/// The chunks a connection holds after its first ([`Held`]): boxed, so a
+/// slot pays one word for them, not a deque's four.
+type Rest = Box<VecDeque<Chunk>>;
+
+/// [`Held::pop_chunk`] on its two fields, for a caller that has the spill
+/// borrowed.
+fn pop_chunk(first: &mut Option<Chunk>, rest: &mut Option<Rest>) -> Option<Chunk> {
+    let c = first.take()?;
+    *first = rest.as_mut().and_then(|r| r.pop_front());
+    Some(c)
 }
 
 /// A connection's spilled bytes ([`Held`]).
@@ -116,11 +139,33 @@ impl Held {
     pub(super) fn new(cap_bufs: usize) -> Held {
         Held {
             spill: None,
-            chunks: VecDeque::new(),
+            first: None,
+            rest: None,
             unsent: 0,
             cap_bufs: u16::try_from(cap_bufs).unwrap_or(u16::MAX),
             lent: false,
         }
+    }
+
+    /// The chunks held, oldest first.
+    fn chunks(&self) -> impl Iterator<Item = &Chunk> {
+        self.first
+            .iter()
+            .chain(self.rest.iter().flat_map(|r| r.iter()))
+    }
+
+    /// Holds one more chunk, after the others.
+    fn push_chunk(&mut self, c: Chunk) {
+        if self.first.is_none() {
+            self.first = Some(c);
+        } else {
+            self.rest.get_or_insert_with(Box::default).push_back(c);
+        }
+    }
+
+    /// Takes the oldest chunk; the next one (if any) moves inline.
+    fn pop_chunk(&mut self) -> Option<Chunk> {
+        pop_chunk(&mut self.first, &mut self.rest)
     }
 
     /// Unsent bytes in the spill at home (0 while it is lent).
@@ -137,11 +182,17 @@ impl Held {
         if self.spilled() > 0 {
             return Some(Front::Spill);
         }
-        self.chunks
-            .iter()
-            .find(|c| c.sent < c.len)
-            .copied()
-            .map(Front::Chunk)
+        // The inline chunk first: with one message in flight, the only one.
+        match self.first {
+            Some(c) if c.sent < c.len => Some(Front::Chunk(c)),
+            _ => self
+                .rest
+                .as_deref()?
+                .iter()
+                .find(|c| c.sent < c.len)
+                .copied()
+                .map(Front::Chunk),
+        }
     }
 
     /// Hands the spill to the send of its unsent bytes, which owns it until
@@ -163,25 +214,25 @@ impl Held {
 
     /// Takes a buffer whose bytes are all sent off the front.
     pub(super) fn pop_done(&mut self) -> Option<u16> {
-        match self.chunks.front() {
-            Some(c) if c.sent >= c.len => self.chunks.pop_front().map(|c| c.bid),
+        match self.first {
+            Some(c) if c.sent >= c.len => self.pop_chunk().map(|c| c.bid),
             _ => None,
         }
     }
 
     /// Takes every chunk, sent or not: the connection is closing.
     pub(super) fn pop_any(&mut self) -> Option<u16> {
-        self.chunks.pop_front().map(|c| c.bid)
+        self.pop_chunk().map(|c| c.bid)
     }
 
     /// Buffers held, sent or not.
     pub(super) fn bufs(&self) -> usize {
-        self.chunks.len()
+        usize::from(self.first.is_some()) + self.rest.as_ref().map_or(0, |r| r.len())
     }
 
     /// Nothing held at all: no buffer, no spilled byte.
     pub(super) fn drained(&self) -> bool {
-        !self.lent && self.chunks.is_empty() && self.spilled() == 0
+        !self.lent && self.first.is_none() && self.spilled() == 0
     }
 
     /// With no send in flight: frees a fully sent spill, or drops its sent
@@ -215,10 +266,10 @@ impl Held {
             return;
         }
         self.settle();
-        let in_chunks: usize = self.chunks.iter().map(Chunk::unsent).sum();
+        let in_chunks: usize = self.chunks().map(Chunk::unsent).sum();
         let spill = self.spill.get_or_insert_with(Box::default);
         spill.bytes.reserve(in_chunks + HELD_BYTES + buf_size);
-        while let Some(c) = self.chunks.pop_front() {
+        while let Some(c) = pop_chunk(&mut self.first, &mut self.rest) {
             if c.sent < c.len {
                 copy(c.bid, c.unsent_at(), c.unsent(), &mut spill.bytes);
             }
@@ -249,12 +300,12 @@ impl Held {
         if spill.unsent().is_empty() {
             return;
         }
-        while let Some(&c) = self.chunks.front() {
+        while let Some(c) = self.first {
             let left = c.unsent();
             if !spill.append_in_place(left, |to| copy(c.bid, c.unsent_at(), left, to)) {
                 return;
             }
-            self.chunks.pop_front();
+            pop_chunk(&mut self.first, &mut self.rest);
             give_back(c.bid);
         }
     }
@@ -271,7 +322,7 @@ impl Store for Held {
     /// pauses. A multishot receive may post a few buffers more before its
     /// cancel lands; they are kept all the same, never dropped.
     fn room(&self) -> usize {
-        if self.unsent > HELD_BYTES || self.chunks.len() > usize::from(self.cap_bufs) {
+        if self.unsent > HELD_BYTES || self.bufs() > usize::from(self.cap_bufs) {
             0
         } else {
             HELD_BYTES + 1 - self.unsent
@@ -286,7 +337,7 @@ impl Store for Held {
         let skip = u32::try_from(skip).unwrap_or(u32::MAX).min(piece.len);
         piece.sent = skip;
         self.unsent += (piece.len - skip) as usize;
-        self.chunks.push_back(piece);
+        self.push_chunk(piece);
         piece.len as usize
     }
 
@@ -298,7 +349,19 @@ impl Store for Held {
         }
         self.unsent -= from_spill;
         n -= from_spill;
-        for c in self.chunks.iter_mut() {
+        // The inline chunk first: with one message in flight, the only one.
+        if let Some(c) = &mut self.first
+            && n > 0
+        {
+            let take = c.unsent().min(n);
+            c.sent += take as u32;
+            n -= take;
+            self.unsent -= take;
+        }
+        if n == 0 {
+            return;
+        }
+        for c in self.rest.iter_mut().flat_map(|r| r.iter_mut()) {
             if n == 0 {
                 break;
             }
@@ -340,6 +403,34 @@ mod tests {
         h.consume(50);
         assert_eq!(h.pop_done(), Some(5));
         assert_eq!((Store::len(&h), h.bufs()), (0, 0));
+    }
+
+    #[test]
+    fn one_chunk_at_a_time_allocates_nothing_and_more_keep_their_order() {
+        let mut h = Held::new(8);
+        for bid in 0..3 {
+            h.keep(chunk(bid, 10), 0);
+            h.consume(10);
+            assert_eq!(h.pop_done(), Some(bid));
+        }
+        assert!(h.rest.is_none(), "one chunk at a time is held inline");
+        for bid in 0..5 {
+            h.keep(chunk(bid, 10), 0);
+        }
+        assert_eq!((h.bufs(), Store::len(&h)), (5, 50));
+        h.consume(25);
+        assert!(matches!(h.front(), Some(Front::Chunk(c)) if (c.bid, c.sent) == (2, 5)));
+        assert_eq!(
+            (h.pop_done(), h.pop_done(), h.pop_done()),
+            (Some(0), Some(1), None)
+        );
+        h.keep(chunk(9, 10), 0);
+        let mut left = Vec::new();
+        while let Some(b) = h.pop_any() {
+            left.push(b);
+        }
+        assert_eq!(left, [2, 3, 4, 9], "in the order received");
+        assert!(h.drained());
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub(super) struct Worker {
     /// Connections paused for backpressure while holding buffers: spilled
     /// (`held.rs`) when the ring runs low or a receive finds it empty.
     paused: Vec<Key>,
+    /// `paused` is pruned once it is this long ([`Worker::prune_paused`]).
+    prune_paused_at: usize,
     /// Completions reaped, reused to avoid an allocation per loop.
     cqes: Vec<cqueue::Entry>,
     pub(super) ctx: &'static Ctx,
@@ -69,8 +71,8 @@ pub(super) struct Worker {
     pub(super) now: Instant,
     /// When the loop next looks at the stop flag and accept pauses.
     next_tick: Instant,
-    /// Idle and stall deadlines, by connection.
-    timers: Timers<Key>,
+    /// Idle and stall deadlines, by connection ([`timer_key`]).
+    timers: Timers<TimerKey>,
     /// `--idle-timeout` and the send timeout.
     timeouts: Timeouts,
     /// Spliced connections whose turn used its budget with work left:
@@ -123,6 +125,7 @@ impl Worker {
             peers: HashMap::new(),
             starved: Vec::new(),
             paused: Vec::new(),
+            prune_paused_at: PRUNE_PAUSED_MIN,
             cqes: Vec::with_capacity((RING_ENTRIES * CQ_FACTOR) as usize),
             ctx,
             held_cap: tuning.held_cap(),
@@ -162,6 +165,7 @@ impl Worker {
             if self.ring_low() {
                 self.spill_paused();
             }
+            self.prune_paused();
             self.feed_starved(tick);
             self.run_again();
             if self.stopping && self.live == 0 && self.listeners.iter().all(|l| !l.armed) {
@@ -332,6 +336,32 @@ impl Worker {
         }
     }
 
+    /// Drops from `paused` the connections that hold no buffer any more,
+    /// or are gone. A connection is listed at every echo it sends (it holds
+    /// its buffer while the send waits for the client), and without
+    /// pressure on the ring nothing else empties the list: it grew by a key
+    /// per connection served, 16 bytes per idle connection and without
+    /// bound at a connection per request. Runs when the list has doubled
+    /// since its last pass, so it costs amortised O(1) per listing.
+    fn prune_paused(&mut self) {
+        if self.paused.len() < self.prune_paused_at {
+            return;
+        }
+        let slots = &mut self.slots;
+        self.paused
+            .retain(|&key| match live(slots, key).map(|c| &mut c.path) {
+                Some(Path::Plain(p)) if p.core.store().bufs() > 0 => true,
+                Some(Path::Plain(p)) => {
+                    // Listed again when it next holds buffers and waits.
+                    p.rx.listed = false;
+                    false
+                }
+                _ => false,
+            });
+        self.prune_paused_at = (2 * self.paused.len()).max(PRUNE_PAUSED_MIN);
+        self.paused.shrink_to(self.prune_paused_at);
+    }
+
     /// Serves again the spliced connections whose last turn used its budget.
     fn run_again(&mut self) {
         for key in std::mem::take(&mut self.again) {
@@ -388,7 +418,7 @@ impl Worker {
             again: &mut self.again,
         };
         match c.turn(&mut env, key) {
-            Step::Wait(Some(at)) => self.timers.file(&mut c.armed, at, key),
+            Step::Wait(Some(at)) => self.timers.file(&mut c.armed, at, timer_key(key)),
             Step::Wait(None) => {}
             Step::Close(end) => {
                 if c.cancel_in_flight(&mut self.q, key) {
@@ -414,7 +444,7 @@ impl Worker {
         let slots = &self.slots;
         self.timers.forget(conn.armed, |&(i, generation)| {
             slots
-                .get(i)
+                .get(i as usize)
                 .and_then(|s| s.conn.as_ref())
                 .is_some_and(|c| c.generation == generation)
         });
@@ -443,6 +473,7 @@ impl Worker {
     /// is in the kernel), and files it again if traffic moved it on.
     fn expire_due(&mut self) {
         while let Some((at, key)) = self.timers.pop_due(self.now) {
+            let key = (key.0 as usize, key.1);
             let (now, timeouts) = (self.now, self.timeouts);
             let Some(c) = self.conn_mut(key) else {
                 // That connection closed already; its slot may serve another.
@@ -501,6 +532,21 @@ impl Worker {
     }
 }
 
+/// Below this length the list of paused connections is never pruned.
+const PRUNE_PAUSED_MIN: usize = 1024;
+
+/// A connection's key as its timer entry keeps it: the slot in 32 bits, so
+/// an entry is 16 bytes where `Key` would make it 24 — one per idle
+/// connection.
+type TimerKey = (u32, u32);
+
+/// `key` for the timers. The slot is cut to 32 bits as a completion's user
+/// data cuts it (`op.rs`): a worker never holds 2^32 connections, each one
+/// being a descriptor.
+fn timer_key((slot, generation): Key) -> TimerKey {
+    (slot as u32, generation)
+}
+
 /// The connection `key` names in `slots`, if it is still the slot's occupant.
 fn live(slots: &mut [Slot], (slot, generation): Key) -> Option<&mut Conn> {
     slots
@@ -518,10 +564,13 @@ mod tests {
     /// 216-byte slot); what only some connections need (a spill, TLS, a
     /// pipe) is boxed so it stays small. Every connection's permit is held
     /// inline: 168 bytes plus a boxed 48-byte permit (and its allocation's
-    /// header) before, 184 bytes and no allocation now.
+    /// header) before, 184 bytes and no allocation then. The first chunk a
+    /// connection holds is inline too, with the deque for the others boxed
+    /// (`held.rs`): 176 bytes, and no allocation at a connection's first
+    /// message (a 64-byte deque and its header, kept while it idled).
     #[test]
     fn a_connection_slot_stays_small() {
         let slot = std::mem::size_of::<Slot>();
-        assert!(slot <= 184, "a connection slot grew to {slot} bytes");
+        assert!(slot <= 176, "a connection slot grew to {slot} bytes");
     }
 }
