@@ -376,6 +376,7 @@ impl Store for Held {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn chunk(bid: u16, len: u32) -> Chunk {
         Chunk::new(bid, 0, len)
@@ -431,6 +432,81 @@ mod tests {
         }
         assert_eq!(left, [2, 3, 4, 9], "in the order received");
         assert!(h.drained());
+    }
+
+    /// What the test model does to a `Held` and to its reference.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Keep(u32),
+        /// Sends this share (per 256) of what is unsent.
+        Send(u8),
+        PopDone,
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// The inline chunk and the deque behind it hold chunks exactly as
+        /// one `VecDeque` would: the same order, the same front, the same
+        /// buffers given back, whatever mix of receives and sends.
+        #[test]
+        fn the_inline_chunk_and_the_deque_behave_as_one_queue(
+            ops in proptest::collection::vec(
+                prop_oneof![
+                    (1u32..100).prop_map(Op::Keep),
+                    any::<u8>().prop_map(Op::Send),
+                    Just(Op::PopDone),
+                ],
+                1..80,
+            ),
+        ) {
+            let mut h = Held::new(usize::from(u16::MAX));
+            let mut model: VecDeque<(u16, u32, u32)> = VecDeque::new();
+            let mut next_bid = 0u16;
+            for op in ops {
+                match op {
+                    Op::Keep(len) => {
+                        h.keep(chunk(next_bid, len), 0);
+                        model.push_back((next_bid, len, 0));
+                        next_bid += 1;
+                    }
+                    Op::Send(share) => {
+                        let unsent: usize = model.iter().map(|c| (c.1 - c.2) as usize).sum();
+                        let mut n = unsent * usize::from(share) / 256;
+                        h.consume(n);
+                        for c in model.iter_mut() {
+                            let take = ((c.1 - c.2) as usize).min(n);
+                            c.2 += take as u32;
+                            n -= take;
+                        }
+                    }
+                    Op::PopDone => {
+                        let want = match model.front() {
+                            Some(&(bid, len, sent)) if sent >= len => {
+                                model.pop_front();
+                                Some(bid)
+                            }
+                            _ => None,
+                        };
+                        prop_assert_eq!(h.pop_done(), want);
+                    }
+                }
+                let unsent: usize = model.iter().map(|c| (c.1 - c.2) as usize).sum();
+                prop_assert_eq!((h.bufs(), Store::len(&h)), (model.len(), unsent));
+                let front = model.iter().find(|c| c.2 < c.1).map(|c| (c.0, c.2));
+                let got = match h.front() {
+                    Some(Front::Chunk(c)) => Some((c.bid, c.sent)),
+                    _ => None,
+                };
+                prop_assert_eq!(got, front);
+            }
+            let mut left = Vec::new();
+            while let Some(b) = h.pop_any() {
+                left.push(b);
+            }
+            let want: Vec<u16> = model.iter().map(|c| c.0).collect();
+            prop_assert_eq!(left, want);
+        }
     }
 
     #[test]

@@ -8,8 +8,9 @@ pub(crate) const BUFS_ENV: &str = "NETECHO_URING_BUFS";
 /// Environment variable: bytes per provided buffer.
 pub(crate) const BUF_SIZE_ENV: &str = "NETECHO_URING_BUF_SIZE";
 /// Buffers per worker ring: with [`DEFAULT_BUF_SIZE`], 4 MiB per worker.
-/// The ring is recycled in order, so all of it is touched under load: a
-/// bigger ring would cost resident memory that idle connections get charged.
+/// The ring is recycled in order, so all of it is touched under load, and
+/// it is populated at start (`bufs.rs`): a bigger ring is resident memory
+/// per worker from the first second.
 pub(crate) const DEFAULT_BUFS: u16 = 64;
 /// Bytes per buffer: a 64 KiB message arrives in one completion and goes
 /// back in one send. Measured with `cargo bench --bench models` (64 KiB × 8
