@@ -323,6 +323,63 @@ fn bench_stream_checks_every_byte_of_a_full_duplex_echo(model: &str) {
     assert!(v["bytes"].as_u64().unwrap() > 0, "{model}: {v}");
 }
 
+/// Round trips of one message each on a connection.
+const ROUND_TRIPS: usize = 50;
+/// Connections of the closed loop below.
+const LOOP_CONNS: usize = 8;
+
+/// A closed loop of 1 MiB messages, 8 connections with one in flight each
+/// (the bulk workload of `bench --models`), with no idle timeout: every
+/// message fills a pipe grown to 1 MiB, moves in several splices, and
+/// leaves the socket quiet between requests, so a turn that stops waiting
+/// for an edge that never comes (a budget used up without queueing the
+/// connection again, an EAGAIN taken for an empty socket) leaves its
+/// request unanswered for good: the bench's per-request timeout fails the
+/// run. Normal is a few milliseconds a round trip; the 10 s allowed are
+/// for a busy two-core machine.
+fn a_closed_loop_of_one_mib_messages_is_never_left_waiting(model: &str) {
+    let server = Server::start(model, &["--workers", "1", "--idle-timeout", "0"]);
+    let addr = server.addr().to_string();
+    let requests = (ROUND_TRIPS * LOOP_CONNS).to_string();
+    let conns = LOOP_CONNS.to_string();
+    let started = Instant::now();
+    let run = util::run_to_end(
+        util::netecho(&[
+            "bench",
+            &addr,
+            "-c",
+            &conns,
+            "-s",
+            "1MiB",
+            "-n",
+            &requests,
+            "--timeout",
+            "10s",
+            "--warmup",
+            "0",
+            "--json",
+        ]),
+        None,
+        Duration::from_secs(120),
+    );
+    let took = started.elapsed().as_secs_f64();
+    let v: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap_or_default();
+    assert!(
+        run.success(),
+        "{model}: {requests} round trips of 1 MiB on {conns} connections failed after \
+         {took:.1} s (slowest echo {} us): {v} {}",
+        v["max_us"],
+        run.stderr
+    );
+    assert_eq!(
+        v["requests"].as_u64(),
+        Some(ROUND_TRIPS as u64 * LOOP_CONNS as u64),
+        "{model}: {v}"
+    );
+    assert_eq!(v["unanswered"], 0, "{model}: {v}");
+    assert_eq!(v["mismatches"], 0, "{model}: {v}");
+}
+
 /// Every pipe the server holds (`pipe:[inode]`) with its capacity
 /// (F_GETPIPE_SZ through /proc/PID/fd), each pipe once however many ends
 /// are open.
@@ -545,6 +602,11 @@ macro_rules! zero_copy_tests {
             #[test]
             fn a_user_at_its_pipe_limit_keeps_small_pipes_and_loses_nothing() {
                 super::a_user_at_its_pipe_limit_keeps_small_pipes_and_loses_nothing(MODEL);
+            }
+
+            #[test]
+            fn a_closed_loop_of_one_mib_messages_is_never_left_waiting() {
+                super::a_closed_loop_of_one_mib_messages_is_never_left_waiting(MODEL);
             }
 
             #[test]
