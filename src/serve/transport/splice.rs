@@ -224,8 +224,11 @@ impl Drop for Pipe {
 /// user is over it, the kernel gives every new pipe of that user one or two
 /// pages, and refuses F_SETPIPE_SZ to an unprivileged one (EPERM). So the
 /// server grows pipes into at most a quarter of that limit ([`GROW_SHARE`]):
-/// with the default, 16 MiB, sixteen connections at 1 MiB at once; the
-/// others keep the default pipe and never make anyone's pipe smaller.
+/// with the default, 16 MiB, seventeen connections at 1 MiB at once (a
+/// grown pipe takes 240 pages more than its default 16); the others keep
+/// the default pipe. The limit counts every pipe of the user, default ones
+/// too, so an unprivileged server with many spliced connections reaches it
+/// up to a quarter sooner than it would without growth (root is exempt).
 #[derive(Debug)]
 pub(crate) struct Growth {
     /// The size a pipe grows to: [`BIG_PIPE`], or less where
