@@ -151,13 +151,27 @@ impl Suite {
                     // The floors head every table they apply to, named or not.
                     let floors = FLOORS.into_iter().filter(|_| w.kept_open_size().is_some());
                     let others = self.servers.iter().copied().filter(|s| !s.is_floor());
-                    let mut table = Vec::new();
-                    for server in floors.chain(others) {
-                        if stop::requested() {
-                            break 'workloads;
+                    let servers: Vec<Server> = floors.chain(others).collect();
+                    let mut runs: Vec<Runs> = servers.iter().map(|_| Runs::default()).collect();
+                    // In rounds, every server once a round: a burst of
+                    // noise on the shared machine then falls on one run of
+                    // several servers, which the medians shed, instead of on
+                    // every run of one server (its repeats back to back).
+                    for _ in 0..self.repeat.max(1) {
+                        for (&server, r) in servers.iter().zip(&mut runs) {
+                            if stop::requested() {
+                                break 'workloads;
+                            }
+                            if r.failed.is_none() {
+                                r.add(self.sample(server, w, true));
+                            }
                         }
-                        table.push(self.row(server, w, true));
                     }
+                    let table: Vec<Row> = servers
+                        .iter()
+                        .zip(runs)
+                        .map(|(&server, r)| r.row(server, w))
+                        .collect();
                     print_lines(out, &report::table(w, &table, self.setup.idle_conns))?;
                     rows.extend(table);
                 }
@@ -187,51 +201,88 @@ impl Suite {
         print_lines(out, &growth::table(&rows))
     }
 
-    /// One server on one workload, [`Suite::repeat`] times: the median of
-    /// each figure, or the first run's reason for having none. `progress`:
-    /// a line per run on stderr, so a long run shows it is alive.
+    /// One server on one workload, [`Suite::repeat`] times in a row: the
+    /// median of each figure, or the first run's reason for having none.
     fn row(&self, server: Server, w: Workload, progress: bool) -> Row {
-        let label = server.label();
-        let mut samples = Vec::with_capacity(self.repeat);
-        let mut notes: Vec<String> = Vec::new();
+        let mut runs = Runs::default();
         for _ in 0..self.repeat.max(1) {
-            let began = Instant::now();
-            match cell::measure(server, w, &self.setup, &self.programs) {
-                Ok(cell) => {
-                    if progress {
-                        eprintln!(
-                            "[w{}] {label}: {} ({:.1} s)",
-                            w.number,
-                            brief(&cell.outcome),
-                            began.elapsed().as_secs_f64()
-                        );
-                    }
-                    if !cell.note.is_empty() && !notes.contains(&cell.note) {
-                        notes.push(cell.note);
-                    }
-                    samples.push(cell.outcome);
+            if runs.failed.is_some() {
+                break;
+            }
+            runs.add(self.sample(server, w, progress));
+        }
+        runs.row(server, w)
+    }
+
+    /// One run of one server on one workload. `progress`: a line on stderr,
+    /// so a long run shows it is alive.
+    fn sample(
+        &self,
+        server: Server,
+        w: Workload,
+        progress: bool,
+    ) -> std::result::Result<Cell, Skip> {
+        let label = server.label();
+        let began = Instant::now();
+        let got = cell::measure(server, w, &self.setup, &self.programs);
+        if progress {
+            match &got {
+                Ok(cell) => eprintln!(
+                    "[w{}] {label}: {} ({:.1} s)",
+                    w.number,
+                    brief(&cell.outcome),
+                    began.elapsed().as_secs_f64()
+                ),
+                Err(Skip::Failed(e)) => eprintln!("[w{}] {label}: error: {e}", w.number),
+                Err(Skip::NotApplicable(_)) => {}
+            }
+        }
+        got
+    }
+}
+
+/// The runs of one server on one workload, as they come in.
+#[derive(Default)]
+struct Runs {
+    samples: Vec<Outcome>,
+    /// Each different note once.
+    notes: Vec<String>,
+    /// The first run that had no figures, and why: the row says it.
+    failed: Option<Skip>,
+}
+
+impl Runs {
+    fn add(&mut self, run: std::result::Result<Cell, Skip>) {
+        match run {
+            Ok(cell) => {
+                if !cell.note.is_empty() && !self.notes.contains(&cell.note) {
+                    self.notes.push(cell.note);
                 }
-                Err(skip) => {
-                    if let (true, Skip::Failed(e)) = (progress, &skip) {
-                        eprintln!("[w{}] {label}: error: {e}", w.number);
-                    }
-                    return Row {
-                        server,
-                        workload: w,
-                        cell: Err(skip),
-                    };
+                self.samples.push(cell.outcome);
+            }
+            Err(skip) => {
+                if self.failed.is_none() {
+                    self.failed = Some(skip);
                 }
             }
         }
+    }
+
+    /// The row: the median of each figure, or why there is none.
+    fn row(self, server: Server, w: Workload) -> Row {
+        let cell = match self.failed {
+            Some(skip) => Err(skip),
+            None => median(&self.samples)
+                .map(|outcome| Cell {
+                    outcome,
+                    note: self.notes.join("; "),
+                })
+                .ok_or(Skip::Failed("no sample".into())),
+        };
         Row {
             server,
             workload: w,
-            cell: median(&samples)
-                .map(|outcome| Cell {
-                    outcome,
-                    note: notes.join("; "),
-                })
-                .ok_or(Skip::Failed("no sample".into())),
+            cell,
         }
     }
 }
