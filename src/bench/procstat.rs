@@ -76,40 +76,18 @@ pub(crate) fn tree_cpu_ns(root: i32, clk_tck: f64) -> Result<u64> {
     let tick_ns = 1e9 / clk_tck;
     let ticks_ns = |t: u64| (t as f64 * tick_ns) as u64;
     let reaped_ns = ticks_ns(root_ticks.saturating_sub(own_ticks));
-    let own_ns = process_cpu_ns(root)
+    let own_ns = proc::process_cpu_ns(root)
         .or_else(|| task_runtime_ns(root))
         .unwrap_or_else(|| ticks_ns(own_ticks));
     let mut total = own_ns.saturating_add(reaped_ns);
     for pid in tree(root, &all).into_iter().skip(1) {
         total = total.saturating_add(
-            process_cpu_ns(pid)
+            proc::process_cpu_ns(pid)
                 .or_else(|| task_runtime_ns(pid))
                 .unwrap_or_else(|| all.get(&pid).map_or(0, |&(_, t, _)| ticks_ns(t))),
         );
     }
     Ok(total)
-}
-
-/// CPU time (ns) of every thread of process `pid`, living or exited, from
-/// its CPU-time clock; `None` if it is gone or the clock cannot be read.
-fn process_cpu_ns(pid: i32) -> Option<u64> {
-    let mut clock: libc::clockid_t = 0;
-    // SAFETY: `clock` is a valid place for the clock id; the call only
-    // writes it.
-    if unsafe { libc::clock_getcpuclockid(pid, &mut clock) } != 0 {
-        return None;
-    }
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec for the call to fill.
-    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
-        return None;
-    }
-    let secs = u64::try_from(ts.tv_sec).ok()?;
-    let nanos = u64::try_from(ts.tv_nsec).ok()?;
-    Some(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
 }
 
 /// Run time (ns) of every live thread of a process, from the first field of
@@ -248,10 +226,12 @@ mod tests {
             let mut x: u64 = 0;
             // Its own CPU clock, not the wall clock: a busy machine may not
             // run it at once.
-            while thread_cpu_ns() < 5_000_000 && t0.elapsed() < std::time::Duration::from_secs(2) {
+            while proc::thread_cpu_ns().unwrap_or(0) < 5_000_000
+                && t0.elapsed() < std::time::Duration::from_secs(2)
+            {
                 x = std::hint::black_box(x.wrapping_add(1));
             }
-            thread_cpu_ns()
+            proc::thread_cpu_ns().unwrap_or(0)
         })
         .join()
         .expect("the spinner ends");
@@ -261,17 +241,6 @@ mod tests {
             "a thread that ran {spun} ns and exited added only {} ns",
             after.saturating_sub(before)
         );
-    }
-
-    /// This thread's own CPU time (ns).
-    fn thread_cpu_ns() -> u64 {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid timespec for the call to fill.
-        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
     }
 
     #[test]

@@ -6,6 +6,42 @@
 //! process that exits between two reads: a race every caller expects.
 
 use std::fs;
+use std::io;
+
+/// The time of `clock` in ns (`clock_gettime`). On a CPU-time clock it is
+/// the scheduler's own count, to the nanosecond, where `/proc` ticks are
+/// 10 ms.
+pub(crate) fn clock_ns(clock: libc::clockid_t) -> io::Result<u64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call to fill.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
+    Ok(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
+}
+
+/// CPU time (ns) of the calling thread.
+pub(crate) fn thread_cpu_ns() -> io::Result<u64> {
+    clock_ns(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+/// CPU time (ns) of every thread of process `pid`, living or exited
+/// (`clock_getcpuclockid`); `None` if it is gone or the clock cannot be
+/// read.
+pub(crate) fn process_cpu_ns(pid: i32) -> Option<u64> {
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: `clock` is a valid place for the clock id; the call only
+    // writes it.
+    if unsafe { libc::clock_getcpuclockid(pid, &mut clock) } != 0 {
+        return None;
+    }
+    clock_ns(clock).ok()
+}
 
 /// The running kernel's `(major, minor)` release, from
 /// `/proc/sys/kernel/osrelease`; `None` if it cannot be read or parsed.

@@ -26,6 +26,7 @@ use super::traffic::Traffic;
 use crate::bench::{procstat, spawn};
 use crate::error::{Error, Result};
 use crate::net::pattern;
+use crate::sys::proc;
 
 /// The floor's longest window: its clock counts nanoseconds of its own
 /// thread, so one second is already far more than its resolution needs.
@@ -341,24 +342,12 @@ fn carry(from: &mut TcpStream, to: &mut TcpStream, msg: &[u8], buf: &mut [u8]) -
     Ok(())
 }
 
-/// CPU time of the calling thread, in ns: the kernel's own count, to the
-/// nanosecond, where `/proc` ticks would be 10 ms.
+/// CPU time of the calling thread, in ns, as a floor error if unreadable.
 fn thread_cpu_ns() -> Result<u64> {
-    clock_ns(libc::CLOCK_THREAD_CPUTIME_ID)
+    proc::thread_cpu_ns().map_err(|e| floor_error(format!("clock_gettime: {e}")))
 }
 
-/// The time of `clock` in ns.
+/// The time of `clock` in ns, as a floor error if unreadable.
 fn clock_ns(clock: libc::clockid_t) -> Result<u64> {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the call to fill.
-    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
-        return Err(floor_error(format!(
-            "clock_gettime({clock}): {}",
-            io::Error::last_os_error()
-        )));
-    }
-    Ok(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+    proc::clock_ns(clock).map_err(|e| floor_error(format!("clock_gettime({clock}): {e}")))
 }
