@@ -25,6 +25,29 @@ fn pipes(pid: i32) -> usize {
         .unwrap_or(0)
 }
 
+/// A thread that calls `look` on its state every `every` until `look`
+/// says it has seen enough or `done` is set, for at most 60 s, and returns
+/// the state: the server's pipes watched while a stream runs.
+fn watch<T: Send + 'static>(
+    done: &Arc<AtomicBool>,
+    every: Duration,
+    start: T,
+    mut look: impl FnMut(&mut T) -> bool + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let done = Arc::clone(done);
+    std::thread::spawn(move || {
+        let mut state = start;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if look(&mut state) || done.load(Ordering::Relaxed) {
+                break;
+            }
+            std::thread::sleep(every);
+        }
+        state
+    })
+}
+
 /// Writes `data` from one thread while this one reads the echo to EOF;
 /// the client's FIN follows the last byte.
 fn stream(c: TcpStream, data: Vec<u8>) -> Result<Vec<u8>, String> {
@@ -63,21 +86,11 @@ fn sixty_four_mib(model: &str, mode: &str) {
     let c = connect(server.addr());
     let done = Arc::new(AtomicBool::new(false));
     let pid = server.pid();
-    let watcher = {
-        let done = Arc::clone(&done);
-        std::thread::spawn(move || {
-            let mut most = 0;
-            // Until the echo is done, or a pipe was seen; at most 60 s.
-            for _ in 0..3000 {
-                most = most.max(pipes(pid));
-                if done.load(Ordering::Relaxed) || most > before {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            most
-        })
-    };
+    // Until the echo is done, or a pipe was seen.
+    let watcher = watch(&done, Duration::from_millis(20), 0, move |most| {
+        *most = (*most).max(pipes(pid));
+        *most > before
+    });
     let back = stream(c, data.clone()).unwrap_or_else(|e| panic!("{model} {mode}: {e}"));
     done.store(true, Ordering::Relaxed);
     compare(
@@ -422,25 +435,15 @@ fn stream_watching_pipes(model: &str, server: &Server, len: usize, seed: &str) -
         .collect();
     let done = Arc::new(AtomicBool::new(false));
     let pid = server.pid();
-    let watcher = {
-        let done = Arc::clone(&done);
-        std::thread::spawn(move || {
-            let mut most = 0;
-            // Until the echo is done; at most 60 s.
-            for _ in 0..12_000 {
-                for (pipe, size) in pipe_sizes(pid) {
-                    if !before.contains(&pipe) {
-                        most = most.max(size);
-                    }
-                }
-                if done.load(Ordering::Relaxed) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(5));
+    // Until the echo is done.
+    let watcher = watch(&done, Duration::from_millis(5), 0, move |most| {
+        for (pipe, size) in pipe_sizes(pid) {
+            if !before.contains(&pipe) {
+                *most = (*most).max(size);
             }
-            most
-        })
-    };
+        }
+        false
+    });
     let back =
         stream(connect(server.addr()), data.clone()).unwrap_or_else(|e| panic!("{model}: {e}"));
     done.store(true, Ordering::Relaxed);
